@@ -1,0 +1,306 @@
+//! `weir bench`: the workloads of `bench/WORKLOADS.md`, written against the
+//! Rust API, with the Flink baseline's one-line report.
+//!
+//! Each query ends in a checksum sink that folds `mix(row_hash)` of every
+//! output row into a wrapping sum (order-independent), so results compare
+//! exactly with the oracle and with Flink.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use weir::core::TaskResult;
+use weir::core::keygroup::mix64;
+use weir::core::operator::sink::Sink;
+use weir::datagen::{Bid, Order, OrderId};
+use weir::prelude::*;
+
+/// The workloads `weir bench` runs.
+pub const WORKLOADS: &[&str] = &[
+    "orders-window",
+    "orders-dedup",
+    "q0",
+    "q1",
+    "q2",
+    "q5",
+    "q7",
+];
+
+/// Output rows and their checksum, shared by the sink's subtasks.
+#[derive(Clone, Default)]
+pub struct Checksum {
+    rows: Arc<AtomicU64>,
+    sum: Arc<AtomicU64>,
+}
+
+impl Checksum {
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+    pub fn value(&self) -> i64 {
+        self.sum.load(Ordering::Relaxed) as i64
+    }
+}
+
+/// Folds `mix(hash(row))` of each row; publishes at the end of input.
+struct ChecksumSink<F> {
+    hash: F,
+    rows: u64,
+    sum: u64,
+    total: Checksum,
+}
+
+impl<T, F: Fn(&T) -> i64 + Send> Sink<T> for ChecksumSink<F> {
+    fn write(&mut self, batch: Vec<Record<T>>) -> TaskResult {
+        self.rows += batch.len() as u64;
+        for r in &batch {
+            self.sum = self.sum.wrapping_add(mix64((self.hash)(&r.value) as u64));
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> TaskResult {
+        self.total.rows.fetch_add(self.rows, Ordering::Relaxed);
+        self.total.sum.fetch_add(self.sum, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn checksum<T: weir::core::Data>(
+    stream: DataStream<T>,
+    hash: impl Fn(&T) -> i64 + Clone + Send + Sync + 'static,
+) -> Checksum {
+    let total = Checksum::default();
+    let t = total.clone();
+    stream.sink("checksum", move |_| ChecksumSink {
+        hash: hash.clone(),
+        rows: 0,
+        sum: 0,
+        total: t.clone(),
+    });
+    total
+}
+
+/// Count and sum of `amount` per window.
+#[derive(Clone)]
+pub struct CountSum;
+
+impl AggregateFunction<Order> for CountSum {
+    type Acc = (i64, i64);
+    type Result = (i64, i64);
+    fn create(&self) -> (i64, i64) {
+        (0, 0)
+    }
+    #[inline]
+    fn add(&self, acc: &mut (i64, i64), o: &Order) {
+        acc.0 += 1;
+        acc.1 = acc.1.wrapping_add(o.amount);
+    }
+    fn merge(&self, acc: &mut (i64, i64), other: (i64, i64)) {
+        acc.0 += other.0;
+        acc.1 = acc.1.wrapping_add(other.1);
+    }
+    fn result(&self, acc: &(i64, i64)) -> (i64, i64) {
+        *acc
+    }
+}
+
+/// Counts records per window.
+#[derive(Clone)]
+pub struct Count;
+
+impl<T> AggregateFunction<T> for Count {
+    type Acc = i64;
+    type Result = i64;
+    fn create(&self) -> i64 {
+        0
+    }
+    #[inline]
+    fn add(&self, acc: &mut i64, _: &T) {
+        *acc += 1;
+    }
+    fn merge(&self, acc: &mut i64, other: i64) {
+        *acc += other;
+    }
+    fn result(&self, acc: &i64) -> i64 {
+        *acc
+    }
+}
+
+/// Drops repeated order ids (keyed value state, as the Flink baseline does).
+#[derive(Clone, Default)]
+pub struct Dedup {
+    seen: Option<ValueState<()>>,
+}
+
+impl KeyedProcessFunction<OrderId, Order, Order> for Dedup {
+    fn open(&mut self, state: &mut KeyedState<OrderId>) {
+        self.seen = Some(state.value("seen"));
+    }
+    fn process_element(&mut self, order: Order, ctx: &mut ProcessContext<'_, OrderId, Order>) {
+        let seen = self.seen.expect("opened");
+        let mut slot = ctx.value(&seen);
+        if slot.get().is_none() {
+            slot.set(());
+            ctx.emit(order);
+        }
+    }
+}
+
+/// The bid that wins a window: highest price, ties to the smaller auction.
+fn higher(a: Bid, b: &Bid) -> Bid {
+    if b.price > a.price || (b.price == a.price && b.auction < a.auction) {
+        b.clone()
+    } else {
+        a
+    }
+}
+
+/// Builds `query` over `events` events on `env`; returns the checksum it will fill.
+pub fn build(env: &StreamEnv, query: &str, events: u64) -> Option<Checksum> {
+    let secs = Duration::from_secs;
+    Some(match query {
+        "orders-window" | "orders-dedup" => {
+            let mut orders = env
+                .orders(Some(events), None)
+                .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(secs(5)), |o| {
+                    o.time
+                });
+            if query == "orders-dedup" {
+                orders = orders.key_by(|o| o.order_id).process(Dedup::default());
+            }
+            let rows = orders
+                .key_by(|o| o.region)
+                .window(WindowAssigner::tumbling(secs(60)))
+                .aggregate(CountSum, |region, w, (count, sum)| {
+                    (region.index() as i64, w.start, count, sum)
+                });
+            checksum(rows, |&(r, start, count, sum)| {
+                r.wrapping_mul(31)
+                    .wrapping_add(start.wrapping_mul(7))
+                    .wrapping_add(count.wrapping_mul(3))
+                    .wrapping_add(sum)
+            })
+        }
+        "q0" => checksum(
+            env.bids(Some(events), None)
+                .map(|b| b.auction.wrapping_add(b.price)),
+            |&h| h,
+        ),
+        "q1" => checksum(
+            env.bids(Some(events), None)
+                .map(|b| (b.auction, (b.price as f64 * 0.908) as i64)),
+            |&(a, dol)| a.wrapping_mul(31).wrapping_add(dol),
+        ),
+        "q2" => checksum(
+            env.bids(Some(events), None)
+                .filter(|b| b.auction % 123 == 0)
+                .map(|b| (b.auction, b.price)),
+            |&(a, p)| a.wrapping_mul(31).wrapping_add(p),
+        ),
+        "q5" => {
+            let counts = env
+                .bids(Some(events), None)
+                .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(secs(2)), |b| {
+                    b.time
+                })
+                .key_by(|b| b.auction)
+                .window(WindowAssigner::sliding(secs(10), secs(2)))
+                .aggregate(Count, |&auction, w, count| (w.end, auction, count));
+            let hottest = counts
+                .key_by(|&(end, _, _)| end)
+                .window(WindowAssigner::tumbling(secs(2)))
+                .reduce(
+                    |a, b| {
+                        if b.2 > a.2 || (b.2 == a.2 && b.1 < a.1) {
+                            *b
+                        } else {
+                            a
+                        }
+                    },
+                    |_, _, &row| row,
+                );
+            checksum(hottest, |&(end, a, c)| {
+                end.wrapping_mul(31)
+                    .wrapping_add(a.wrapping_mul(7))
+                    .wrapping_add(c)
+            })
+        }
+        "q7" => {
+            let best = env
+                .bids(Some(events), None)
+                .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(secs(2)), |b| {
+                    b.time
+                })
+                .window_all(WindowAssigner::tumbling(secs(10)))
+                .reduce(higher, |_, w, b| (w.end, b.auction, b.price));
+            checksum(best, |&(end, a, p)| {
+                end.wrapping_mul(31)
+                    .wrapping_add(a.wrapping_mul(7))
+                    .wrapping_add(p)
+            })
+        }
+        _ => return None,
+    })
+}
+
+/// CPU time of this process so far (user + system).
+pub fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct we pass and reads nothing else.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Peak resident set size of this process, in KiB.
+pub fn peak_rss_kib() -> u64 {
+    // SAFETY: as above.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    usage.ru_maxrss as u64
+}
+
+/// What one benchmark run measured.
+pub struct BenchResult {
+    pub net: Duration,
+    pub cpu: Duration,
+    pub checksum: Checksum,
+}
+
+pub fn run(query: &str, events: u64, parallelism: usize) -> anyhow::Result<BenchResult> {
+    let env = StreamEnv::new(format!("bench-{query}"));
+    env.set_parallelism(parallelism);
+    let Some(checksum) = build(&env, query, events) else {
+        anyhow::bail!(
+            "unknown workload `{query}`; expected one of: {}",
+            WORKLOADS.join(", ")
+        );
+    };
+    let (cpu0, t0) = (cpu_time(), Instant::now());
+    env.execute()?;
+    Ok(BenchResult {
+        net: t0.elapsed(),
+        cpu: cpu_time() - cpu0,
+        checksum,
+    })
+}
+
+impl BenchResult {
+    /// The Flink baseline's line format.
+    pub fn line(&self, query: &str, events: u64, parallelism: usize) -> String {
+        let net_ms = self.net.as_millis().max(1);
+        format!(
+            "query={query} events={events} parallelism={parallelism} net_ms={net_ms} cpu_ms={} events_per_s={:.0} outputs={} checksum={}",
+            self.cpu.as_millis(),
+            events as f64 * 1000.0 / net_ms as f64,
+            self.checksum.rows(),
+            self.checksum.value()
+        )
+    }
+}

@@ -1,0 +1,234 @@
+//! The consuming side of an exchange: merges the channels of one task input.
+//!
+//! The gate keeps, per channel, the last watermark, whether the channel is
+//! idle, and whether it ended. The task's watermark is the minimum over the
+//! channels that are neither idle nor ended; it never goes backwards. The task
+//! ends when every channel ended.
+//!
+//! Barriers are tracked by checkpoint id: a barrier is passed on once every
+//! channel that has not ended delivered it. (Exactly-once alignment, which
+//! also holds back the data of channels that already delivered, builds on this.)
+
+use crate::element::Barrier;
+use crate::time::{MIN_WATERMARK, Timestamp};
+
+#[derive(Clone, Copy, Debug)]
+struct ChannelState {
+    watermark: Timestamp,
+    idle: bool,
+    ended: bool,
+    barrier_seen: Option<u64>,
+}
+
+/// What the gate tells the task to pass on after an event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GateEvent {
+    Watermark(Timestamp),
+    Idle(bool),
+    Barrier(Barrier),
+    End,
+}
+
+#[derive(Debug)]
+pub struct InputGate {
+    channels: Vec<ChannelState>,
+    watermark: Timestamp,
+    idle: bool,
+    pending_barrier: Option<(Barrier, usize)>,
+}
+
+impl InputGate {
+    pub fn new(channels: usize) -> Self {
+        let state = ChannelState {
+            watermark: MIN_WATERMARK,
+            idle: false,
+            ended: false,
+            barrier_seen: None,
+        };
+        InputGate {
+            channels: vec![state; channels],
+            watermark: MIN_WATERMARK,
+            idle: false,
+            pending_barrier: None,
+        }
+    }
+
+    pub fn channels(&self) -> usize {
+        self.channels.len()
+    }
+
+    pub fn current_watermark(&self) -> Timestamp {
+        self.watermark
+    }
+
+    /// Recomputes the combined watermark and idleness, pushing what changed.
+    fn recompute(&mut self, out: &mut Vec<GateEvent>) {
+        let mut min: Option<Timestamp> = None;
+        let mut any_active = false;
+        for c in self.channels.iter().filter(|c| !c.ended && !c.idle) {
+            any_active = true;
+            min = Some(min.map_or(c.watermark, |m| m.min(c.watermark)));
+        }
+        let all_ended = self.channels.iter().all(|c| c.ended);
+        if let Some(min) = min {
+            if min > self.watermark {
+                self.watermark = min;
+                out.push(GateEvent::Watermark(min));
+            }
+        } else if !all_ended {
+            // Every open channel is idle: pass on the highest watermark they reached.
+            let max_idle = self
+                .channels
+                .iter()
+                .filter(|c| !c.ended)
+                .map(|c| c.watermark)
+                .max();
+            if let Some(w) = max_idle
+                && w > self.watermark
+            {
+                self.watermark = w;
+                out.push(GateEvent::Watermark(w));
+            }
+        }
+        let idle = !any_active && !all_ended;
+        if idle != self.idle {
+            self.idle = idle;
+            out.push(GateEvent::Idle(idle));
+        }
+    }
+
+    pub fn on_watermark(&mut self, channel: u32, watermark: Timestamp, out: &mut Vec<GateEvent>) {
+        let c = &mut self.channels[channel as usize];
+        c.watermark = c.watermark.max(watermark);
+        c.idle = false;
+        self.recompute(out);
+    }
+
+    pub fn on_idle(&mut self, channel: u32, idle: bool, out: &mut Vec<GateEvent>) {
+        self.channels[channel as usize].idle = idle;
+        self.recompute(out);
+    }
+
+    pub fn on_end(&mut self, channel: u32, out: &mut Vec<GateEvent>) {
+        self.channels[channel as usize].ended = true;
+        self.recompute(out);
+        self.check_barrier(out);
+        if self.channels.iter().all(|c| c.ended) {
+            out.push(GateEvent::End);
+        }
+    }
+
+    pub fn on_barrier(&mut self, channel: u32, barrier: Barrier, out: &mut Vec<GateEvent>) {
+        let id = barrier.checkpoint_id;
+        match &mut self.pending_barrier {
+            Some((pending, _)) if pending.checkpoint_id > id => return, // superseded already
+            Some((pending, count)) if pending.checkpoint_id == id => {
+                if self.channels[channel as usize].barrier_seen != Some(id) {
+                    *count += 1;
+                }
+            }
+            _ => self.pending_barrier = Some((barrier, 1)),
+        }
+        self.channels[channel as usize].barrier_seen = Some(id);
+        self.check_barrier(out);
+    }
+
+    fn check_barrier(&mut self, out: &mut Vec<GateEvent>) {
+        if let Some((barrier, _)) = self.pending_barrier {
+            let id = barrier.checkpoint_id;
+            if self
+                .channels
+                .iter()
+                .all(|c| c.ended || c.barrier_seen == Some(id))
+            {
+                self.pending_barrier = None;
+                out.push(GateEvent::Barrier(barrier));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(
+        gate: &mut InputGate,
+        f: impl FnOnce(&mut InputGate, &mut Vec<GateEvent>),
+    ) -> Vec<GateEvent> {
+        let mut out = Vec::new();
+        f(gate, &mut out);
+        out
+    }
+
+    #[test]
+    fn watermark_is_the_minimum_over_channels() {
+        let mut g = InputGate::new(2);
+        assert_eq!(run(&mut g, |g, o| g.on_watermark(0, 10, o)), vec![]);
+        assert_eq!(
+            run(&mut g, |g, o| g.on_watermark(1, 5, o)),
+            vec![GateEvent::Watermark(5)]
+        );
+        assert_eq!(
+            run(&mut g, |g, o| g.on_watermark(1, 20, o)),
+            vec![GateEvent::Watermark(10)]
+        );
+        // Never backwards.
+        assert_eq!(run(&mut g, |g, o| g.on_watermark(0, 3, o)), vec![]);
+    }
+
+    #[test]
+    fn idle_channels_do_not_hold_back_the_watermark() {
+        let mut g = InputGate::new(2);
+        run(&mut g, |g, o| g.on_watermark(0, 100, o));
+        assert_eq!(
+            run(&mut g, |g, o| g.on_idle(1, true, o)),
+            vec![GateEvent::Watermark(100)]
+        );
+        // All idle: the gate itself becomes idle.
+        assert_eq!(
+            run(&mut g, |g, o| g.on_idle(0, true, o)),
+            vec![GateEvent::Idle(true)]
+        );
+        assert_eq!(
+            run(&mut g, |g, o| g.on_watermark(1, 150, o)),
+            vec![GateEvent::Idle(false)]
+        );
+    }
+
+    #[test]
+    fn ended_channels_count_as_past_every_watermark() {
+        let mut g = InputGate::new(2);
+        run(&mut g, |g, o| g.on_watermark(0, 7, o));
+        assert_eq!(
+            run(&mut g, |g, o| g.on_end(1, o)),
+            vec![GateEvent::Watermark(7)]
+        );
+        assert_eq!(run(&mut g, |g, o| g.on_end(0, o)), vec![GateEvent::End]);
+    }
+
+    #[test]
+    fn barrier_passes_once_all_open_channels_delivered_it() {
+        let b = |id| Barrier {
+            checkpoint_id: id,
+            triggered_at: 0,
+            is_savepoint: false,
+        };
+        let mut g = InputGate::new(3);
+        assert_eq!(run(&mut g, |g, o| g.on_barrier(0, b(1), o)), vec![]);
+        assert_eq!(run(&mut g, |g, o| g.on_barrier(0, b(1), o)), vec![]); // duplicate ignored
+        assert_eq!(run(&mut g, |g, o| g.on_end(2, o)), vec![]);
+        assert_eq!(
+            run(&mut g, |g, o| g.on_barrier(1, b(1), o)),
+            vec![GateEvent::Barrier(b(1))]
+        );
+        // A newer barrier supersedes an unfinished one; the older one's late arrival is ignored.
+        assert_eq!(run(&mut g, |g, o| g.on_barrier(0, b(2), o)), vec![]);
+        assert_eq!(run(&mut g, |g, o| g.on_barrier(1, b(3), o)), vec![]);
+        assert_eq!(run(&mut g, |g, o| g.on_barrier(0, b(2), o)), vec![]);
+        assert_eq!(
+            run(&mut g, |g, o| g.on_barrier(0, b(3), o)),
+            vec![GateEvent::Barrier(b(3))]
+        );
+    }
+}

@@ -1,0 +1,378 @@
+//! The job graph: vertices (sources and operators) and the edges between them.
+//!
+//! The graph is built by the `weir` API with *typed* calls ([`JobGraph::add_source`],
+//! [`JobGraph::add_operator`], [`JobGraph::connect`]); internally each vertex keeps
+//! a type-erased factory that builds one subtask's chain link, plus a
+//! [`StreamType`] object that knows how to make queues, exchange writers and task
+//! loops for the vertex's output type. Types are checked when edges are added,
+//! and downcasts happen once at deployment, never per record.
+//!
+//! [`JobGraph::plan`] turns the graph into chains: a vertex is chained into its
+//! predecessor (runs in the same task, no queue) when the edge between them is
+//! `Forward`, both have the same parallelism, and the edge is the only one on
+//! both sides.
+
+use std::any::{Any, TypeId};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::element::Data;
+use crate::error::JobError;
+use crate::exchange::{ChannelSender, Envelope, ExchangeWriter, Partitioning, input_queue};
+use crate::keygroup::DEFAULT_MAX_PARALLELISM;
+use crate::metrics::SubtaskMetrics;
+use crate::output::{Discard, FanOut, Output};
+use crate::source::Source;
+use crate::task::{InputTask, SourceTask, Task, TaskEnv};
+
+pub type NodeId = usize;
+pub(crate) type AnyBox = Box<dyn Any + Send>;
+
+/// What a subtask's factory is told about the subtask it builds.
+#[derive(Clone, Debug)]
+pub struct SubtaskInfo {
+    pub vertex: String,
+    pub index: usize,
+    pub parallelism: usize,
+    pub max_parallelism: u32,
+    pub metrics: Arc<SubtaskMetrics>,
+}
+
+type SourceFactory = Arc<dyn Fn(&SubtaskInfo) -> AnyBox + Send + Sync>;
+type LinkFactory = Arc<dyn Fn(&SubtaskInfo, AnyBox) -> AnyBox + Send + Sync>;
+
+pub(crate) enum NodeKind {
+    Source(SourceFactory),
+    Operator(LinkFactory),
+}
+
+pub(crate) struct Node {
+    pub name: String,
+    pub parallelism: usize,
+    pub kind: NodeKind,
+    pub input_type: Option<TypeId>,
+    pub output: Arc<dyn StreamType>,
+}
+
+pub(crate) struct Edge {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub partitioning: Arc<dyn Any + Send + Sync>,
+    pub partitioning_name: &'static str,
+    pub forward: bool,
+}
+
+/// Tuning of the data path.
+#[derive(Clone, Debug)]
+pub struct ExchangeConfig {
+    /// Records per batch on an exchange.
+    pub batch_size: usize,
+    /// Batches a task's input queue holds before producers block (backpressure).
+    pub queue_capacity: usize,
+}
+
+impl Default for ExchangeConfig {
+    fn default() -> Self {
+        ExchangeConfig {
+            batch_size: 1024,
+            queue_capacity: 64,
+        }
+    }
+}
+
+/// A logical job: what to run, before it is split into parallel subtasks.
+pub struct JobGraph {
+    pub name: String,
+    pub max_parallelism: u32,
+    pub exchange: ExchangeConfig,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) edges: Vec<Edge>,
+}
+
+impl JobGraph {
+    pub fn new(name: impl Into<String>) -> Self {
+        JobGraph {
+            name: name.into(),
+            max_parallelism: DEFAULT_MAX_PARALLELISM,
+            exchange: ExchangeConfig::default(),
+            nodes: Vec::new(),
+            edges: Vec::new(),
+        }
+    }
+
+    pub fn add_source<T: Data>(
+        &mut self,
+        name: impl Into<String>,
+        parallelism: usize,
+        factory: impl Fn(&SubtaskInfo) -> Box<dyn Source<T>> + Send + Sync + 'static,
+    ) -> NodeId {
+        let factory: SourceFactory = Arc::new(move |info| Box::new(factory(info)) as AnyBox);
+        self.nodes.push(Node {
+            name: name.into(),
+            parallelism,
+            kind: NodeKind::Source(factory),
+            input_type: None,
+            output: Arc::new(TypeOf::<T>(PhantomData)),
+        });
+        self.nodes.len() - 1
+    }
+
+    /// Adds an operator vertex. `factory` builds one subtask's link, given the
+    /// output it must write to.
+    pub fn add_operator<In: Data, Out: Data>(
+        &mut self,
+        name: impl Into<String>,
+        parallelism: usize,
+        factory: impl Fn(&SubtaskInfo, Box<dyn Output<Out>>) -> Box<dyn Output<In>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> NodeId {
+        let factory: LinkFactory = Arc::new(move |info, out| {
+            let out = *out
+                .downcast::<Box<dyn Output<Out>>>()
+                .expect("output of the vertex's type");
+            Box::new(factory(info, out)) as AnyBox
+        });
+        self.nodes.push(Node {
+            name: name.into(),
+            parallelism,
+            kind: NodeKind::Operator(factory),
+            input_type: Some(TypeId::of::<In>()),
+            output: Arc::new(TypeOf::<Out>(PhantomData)),
+        });
+        self.nodes.len() - 1
+    }
+
+    /// Connects `from`'s output (of type `T`) to `to`'s input.
+    pub fn connect<T: Data>(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        partitioning: Partitioning<T>,
+    ) -> Result<(), JobError> {
+        let (src, dst) = (&self.nodes[from], &self.nodes[to]);
+        if src.output.element_type() != TypeId::of::<T>()
+            || dst.input_type != Some(TypeId::of::<T>())
+        {
+            return Err(JobError::InvalidGraph(format!(
+                "edge {} -> {}: the stream types do not match ({} into a vertex that takes another type)",
+                src.name,
+                dst.name,
+                std::any::type_name::<T>()
+            )));
+        }
+        let forward = matches!(partitioning, Partitioning::Forward);
+        let partitioning_name = partitioning.name();
+        self.edges.push(Edge {
+            from,
+            to,
+            partitioning: Arc::new(partitioning),
+            partitioning_name,
+            forward,
+        });
+        Ok(())
+    }
+
+    pub fn set_parallelism(&mut self, node: NodeId, parallelism: usize) {
+        self.nodes[node].parallelism = parallelism;
+    }
+
+    pub fn parallelism(&self, node: NodeId) -> usize {
+        self.nodes[node].parallelism
+    }
+
+    pub fn vertex_names(&self) -> impl Iterator<Item = &str> {
+        self.nodes.iter().map(|n| n.name.as_str())
+    }
+
+    /// A readable plan: the chains (tasks) with their parallelism, and the exchanges between them.
+    pub fn describe(&self) -> String {
+        let chains = self.plan();
+        let chain_of = |n: NodeId| chains.iter().position(|c| c.contains(&n)).expect("planned");
+        let mut s = String::new();
+        for (i, chain) in chains.iter().enumerate() {
+            let names: Vec<&str> = chain.iter().map(|&n| self.nodes[n].name.as_str()).collect();
+            s.push_str(&format!(
+                "  task {i} x{}: {}\n",
+                self.nodes[chain[0]].parallelism,
+                names.join(" -> ")
+            ));
+            let tail = *chain.last().expect("non-empty");
+            for e in self.edges.iter().filter(|e| e.from == tail) {
+                s.push_str(&format!(
+                    "    --{}--> task {}\n",
+                    e.partitioning_name,
+                    chain_of(e.to)
+                ));
+            }
+        }
+        s
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), JobError> {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.parallelism == 0 {
+                return Err(JobError::InvalidGraph(format!(
+                    "vertex {}: parallelism must be at least 1",
+                    n.name
+                )));
+            }
+            if n.parallelism > self.max_parallelism as usize {
+                return Err(JobError::InvalidGraph(format!(
+                    "vertex {}: parallelism {} exceeds max parallelism {}",
+                    n.name, n.parallelism, self.max_parallelism
+                )));
+            }
+            if matches!(n.kind, NodeKind::Operator(_)) && !self.edges.iter().any(|e| e.to == i) {
+                return Err(JobError::InvalidGraph(format!(
+                    "vertex {} has no input",
+                    n.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Splits the graph into chains (lists of vertices run by one task each).
+    pub(crate) fn plan(&self) -> Vec<Vec<NodeId>> {
+        let n = self.nodes.len();
+        let outs = |v: NodeId| self.edges.iter().filter(move |e| e.from == v);
+        let ins = |v: NodeId| self.edges.iter().filter(move |e| e.to == v);
+        let mut next: Vec<Option<NodeId>> = vec![None; n];
+        let mut chained_in = vec![false; n];
+        for v in 0..n {
+            let mut o = outs(v);
+            if let (Some(e), None) = (o.next(), o.next())
+                && e.forward
+                && self.nodes[e.to].parallelism == self.nodes[v].parallelism
+                && ins(e.to).count() == 1
+            {
+                next[v] = Some(e.to);
+                chained_in[e.to] = true;
+            }
+        }
+        (0..n)
+            .filter(|&v| !chained_in[v])
+            .map(|head| {
+                let mut chain = vec![head];
+                while let Some(nx) = next[*chain.last().expect("non-empty")] {
+                    chain.push(nx);
+                }
+                chain
+            })
+            .collect()
+    }
+}
+
+/// Type-erased operations on a stream of one element type.
+pub(crate) trait StreamType: Send + Sync {
+    fn element_type(&self) -> TypeId;
+    /// `(Sender<Envelope<T>>, Receiver<Envelope<T>>)`, both boxed.
+    fn input_queue(&self, capacity: usize) -> (AnyBox, AnyBox);
+    fn clone_sender(&self, sender: &AnyBox) -> AnyBox;
+    /// A `Box<dyn Output<T>>` writing to `targets` (senders with their channel numbers).
+    fn writer(
+        &self,
+        partitioning: &(dyn Any + Send + Sync),
+        targets: Vec<(AnyBox, u32)>,
+        batch_size: usize,
+        metrics: Arc<SubtaskMetrics>,
+    ) -> AnyBox;
+    fn fan_out(&self, outputs: Vec<AnyBox>) -> AnyBox;
+    fn discard(&self) -> AnyBox;
+    fn source_task(&self, source: AnyBox, head: AnyBox, env: TaskEnv) -> Box<dyn Task>;
+    fn input_task(
+        &self,
+        receiver: AnyBox,
+        channels: usize,
+        head: AnyBox,
+        env: TaskEnv,
+    ) -> Box<dyn Task>;
+}
+
+struct TypeOf<T>(PhantomData<fn() -> T>);
+
+type Sender<T> = crossbeam_channel::Sender<Envelope<T>>;
+type Receiver<T> = crossbeam_channel::Receiver<Envelope<T>>;
+
+impl<T: Data> StreamType for TypeOf<T> {
+    fn element_type(&self) -> TypeId {
+        TypeId::of::<T>()
+    }
+
+    fn input_queue(&self, capacity: usize) -> (AnyBox, AnyBox) {
+        let (tx, rx) = input_queue::<T>(capacity);
+        (Box::new(tx), Box::new(rx))
+    }
+
+    fn clone_sender(&self, sender: &AnyBox) -> AnyBox {
+        Box::new(
+            sender
+                .downcast_ref::<Sender<T>>()
+                .expect("sender type")
+                .clone(),
+        )
+    }
+
+    fn writer(
+        &self,
+        partitioning: &(dyn Any + Send + Sync),
+        targets: Vec<(AnyBox, u32)>,
+        batch_size: usize,
+        metrics: Arc<SubtaskMetrics>,
+    ) -> AnyBox {
+        let partitioning = partitioning
+            .downcast_ref::<Partitioning<T>>()
+            .expect("partitioning type")
+            .clone();
+        let targets = targets
+            .into_iter()
+            .map(|(tx, channel)| ChannelSender {
+                tx: *tx.downcast::<Sender<T>>().expect("sender type"),
+                channel,
+            })
+            .collect();
+        let out: Box<dyn Output<T>> = Box::new(ExchangeWriter::new(
+            partitioning,
+            targets,
+            batch_size,
+            metrics,
+        ));
+        Box::new(out)
+    }
+
+    fn fan_out(&self, outputs: Vec<AnyBox>) -> AnyBox {
+        let outputs = outputs
+            .into_iter()
+            .map(|o| *o.downcast::<Box<dyn Output<T>>>().expect("output type"))
+            .collect();
+        let out: Box<dyn Output<T>> = Box::new(FanOut::new(outputs));
+        Box::new(out)
+    }
+
+    fn discard(&self) -> AnyBox {
+        let out: Box<dyn Output<T>> = Box::new(Discard);
+        Box::new(out)
+    }
+
+    fn source_task(&self, source: AnyBox, head: AnyBox, env: TaskEnv) -> Box<dyn Task> {
+        let source = *source
+            .downcast::<Box<dyn Source<T>>>()
+            .expect("source type");
+        let head = *head.downcast::<Box<dyn Output<T>>>().expect("output type");
+        Box::new(SourceTask::new(source, head, env))
+    }
+
+    fn input_task(
+        &self,
+        receiver: AnyBox,
+        channels: usize,
+        head: AnyBox,
+        env: TaskEnv,
+    ) -> Box<dyn Task> {
+        let rx = *receiver.downcast::<Receiver<T>>().expect("receiver type");
+        let head = *head.downcast::<Box<dyn Output<T>>>().expect("output type");
+        Box::new(InputTask::new(rx, channels, head, env))
+    }
+}

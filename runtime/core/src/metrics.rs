@@ -1,0 +1,70 @@
+//! Task metrics with Flink's semantics, kept in atomics so that any thread
+//! (the REST API, the progress display) can read them while the task runs.
+//!
+//! Time is split three ways per subtask: *idle* (waiting for input),
+//! *backpressured* (waiting for room downstream), and *busy* (the rest).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use crate::time::MIN_WATERMARK;
+
+#[derive(Debug)]
+pub struct SubtaskMetrics {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    pub idle_ns: AtomicU64,
+    pub backpressured_ns: AtomicU64,
+    pub current_watermark: AtomicI64,
+    /// Records a window operator dropped (or sent to the late side output) as late.
+    pub late_records: AtomicU64,
+    started: Instant,
+}
+
+impl Default for SubtaskMetrics {
+    fn default() -> Self {
+        SubtaskMetrics {
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            idle_ns: AtomicU64::new(0),
+            backpressured_ns: AtomicU64::new(0),
+            current_watermark: AtomicI64::new(MIN_WATERMARK),
+            late_records: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl SubtaskMetrics {
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let elapsed_ns = self.started.elapsed().as_nanos() as u64;
+        let idle = self.idle_ns.load(Relaxed);
+        let bp = self.backpressured_ns.load(Relaxed);
+        MetricsSnapshot {
+            records_in: self.records_in.load(Relaxed),
+            records_out: self.records_out.load(Relaxed),
+            idle_ns: idle,
+            backpressured_ns: bp,
+            busy_ns: elapsed_ns.saturating_sub(idle + bp),
+            current_watermark: self.current_watermark.load(Relaxed),
+            late_records: self.late_records.load(Relaxed),
+        }
+    }
+}
+
+/// A point-in-time copy of [`SubtaskMetrics`].
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct MetricsSnapshot {
+    pub records_in: u64,
+    pub records_out: u64,
+    pub idle_ns: u64,
+    pub backpressured_ns: u64,
+    pub busy_ns: u64,
+    pub current_watermark: i64,
+    pub late_records: u64,
+}

@@ -1,0 +1,126 @@
+//! Operators: the user-visible units of computation, and the chain nodes that run them.
+//!
+//! An [`Operator`] turns batches of input records into output records. It has
+//! one required method; the hooks for watermarks, processing time and the end
+//! of input have defaults. [`OperatorNode`] adapts an operator into a link of
+//! a task's chain (an [`Output`] of its predecessor): it calls the operator,
+//! then passes what it emitted, and the control element itself, downstream.
+//!
+//! | module | operator |
+//! |---|---|
+//! | [`basic`] | map, filter, flat_map |
+//! | [`watermarks`] | timestamp and watermark assignment, idleness |
+//! | [`process`] | keyed process functions: keyed state and timers |
+//! | [`sink`] | sinks: the end of a chain |
+//! | [`crate::window`] | event-time windows |
+
+pub mod basic;
+pub mod process;
+pub mod sink;
+pub mod watermarks;
+
+use crate::element::{Barrier, Data, Record};
+use crate::error::TaskResult;
+use crate::output::{Collector, Output};
+use crate::time::Timestamp;
+
+/// A one-input operator.
+pub trait Operator: Send + 'static {
+    type In: Data;
+    type Out: Data;
+
+    /// Handles a batch of records.
+    fn process_batch(
+        &mut self,
+        batch: Vec<Record<Self::In>>,
+        out: &mut Collector<'_, Self::Out>,
+    ) -> TaskResult;
+
+    /// The input's watermark advanced to `watermark`; it is passed downstream after this returns.
+    fn on_watermark(
+        &mut self,
+        _watermark: Timestamp,
+        _out: &mut Collector<'_, Self::Out>,
+    ) -> TaskResult {
+        Ok(())
+    }
+
+    /// Wall-clock time advanced to `now` (for processing-time timers).
+    fn on_processing_time(
+        &mut self,
+        _now: Timestamp,
+        _out: &mut Collector<'_, Self::Out>,
+    ) -> TaskResult {
+        Ok(())
+    }
+
+    /// The input ended (after the final watermark, for bounded inputs).
+    fn on_end(&mut self, _out: &mut Collector<'_, Self::Out>) -> TaskResult {
+        Ok(())
+    }
+}
+
+/// Runs an [`Operator`] as a link of a chain.
+pub struct OperatorNode<O: Operator> {
+    op: O,
+    out: Box<dyn Output<O::Out>>,
+    buf: Vec<Record<O::Out>>,
+}
+
+impl<O: Operator> OperatorNode<O> {
+    pub fn new(op: O, out: Box<dyn Output<O::Out>>) -> Self {
+        OperatorNode {
+            op,
+            out,
+            buf: Vec::new(),
+        }
+    }
+
+    fn pass_on(&mut self) -> TaskResult {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.buf);
+        self.out.records(batch)
+    }
+}
+
+impl<O: Operator> Output<O::In> for OperatorNode<O> {
+    fn records(&mut self, batch: Vec<Record<O::In>>) -> TaskResult {
+        self.op
+            .process_batch(batch, &mut Collector::new(&mut self.buf))?;
+        self.pass_on()
+    }
+
+    fn watermark(&mut self, watermark: Timestamp) -> TaskResult {
+        self.op
+            .on_watermark(watermark, &mut Collector::new(&mut self.buf))?;
+        self.pass_on()?;
+        self.out.watermark(watermark)
+    }
+
+    fn idle(&mut self, idle: bool) -> TaskResult {
+        self.out.idle(idle)
+    }
+
+    fn barrier(&mut self, barrier: Barrier) -> TaskResult {
+        self.out.barrier(barrier)
+    }
+
+    fn processing_time(&mut self, now: Timestamp) -> TaskResult {
+        self.op
+            .on_processing_time(now, &mut Collector::new(&mut self.buf))?;
+        self.pass_on()?;
+        self.out.processing_time(now)
+    }
+
+    fn flush(&mut self) -> TaskResult {
+        self.out.flush()
+    }
+
+    fn end(&mut self) -> TaskResult {
+        self.op.on_end(&mut Collector::new(&mut self.buf))?;
+        self.pass_on()?;
+        self.out.end()
+    }
+}

@@ -1,0 +1,130 @@
+//! Push-based outputs: how an operator hands its results downstream.
+//!
+//! Inside a task, operators are *chained*: each one is an [`Output`] of the
+//! one before it, so a batch flows through the chain by plain (virtual, per
+//! batch) calls, without copies or queues. The last link of a chain is an
+//! exchange writer ([`crate::exchange`]) that partitions batches onto the
+//! channels of the downstream tasks, or a sink.
+
+use crate::element::{Barrier, Record};
+use crate::error::TaskResult;
+use crate::time::Timestamp;
+
+/// The receiving side of a chain link. Every method may be called many times
+/// except [`Output::end`], which is called once, last.
+pub trait Output<T>: Send {
+    fn records(&mut self, batch: Vec<Record<T>>) -> TaskResult;
+    fn watermark(&mut self, watermark: Timestamp) -> TaskResult;
+    fn idle(&mut self, idle: bool) -> TaskResult;
+    fn barrier(&mut self, barrier: Barrier) -> TaskResult;
+    /// Wall-clock time advanced; fire processing-time timers that are due.
+    fn processing_time(&mut self, now: Timestamp) -> TaskResult;
+    /// Push out anything buffered (the task is about to wait).
+    fn flush(&mut self) -> TaskResult;
+    fn end(&mut self) -> TaskResult;
+}
+
+/// Where an operator puts what it emits while handling one call.
+pub struct Collector<'a, T> {
+    buf: &'a mut Vec<Record<T>>,
+}
+
+impl<'a, T> Collector<'a, T> {
+    pub fn new(buf: &'a mut Vec<Record<T>>) -> Self {
+        Collector { buf }
+    }
+
+    /// The buffer emitted records go to.
+    pub fn buffer(&mut self) -> &mut Vec<Record<T>> {
+        self.buf
+    }
+
+    #[inline]
+    pub fn emit(&mut self, time: Timestamp, value: T) {
+        self.buf.push(Record { time, value });
+    }
+
+    #[inline]
+    pub fn emit_record(&mut self, record: Record<T>) {
+        self.buf.push(record);
+    }
+
+    /// Emit a whole batch; free when nothing else was emitted in this call.
+    pub fn emit_batch(&mut self, mut batch: Vec<Record<T>>) {
+        if self.buf.is_empty() {
+            std::mem::swap(self.buf, &mut batch);
+        } else {
+            self.buf.append(&mut batch);
+        }
+    }
+}
+
+/// Sends everything to several outputs (a stream consumed more than once).
+pub struct FanOut<T> {
+    outputs: Vec<Box<dyn Output<T>>>,
+}
+
+impl<T> FanOut<T> {
+    pub fn new(outputs: Vec<Box<dyn Output<T>>>) -> Self {
+        FanOut { outputs }
+    }
+}
+
+impl<T: Clone + Send> Output<T> for FanOut<T> {
+    fn records(&mut self, batch: Vec<Record<T>>) -> TaskResult {
+        let (last, rest) = self.outputs.split_last_mut().expect("fan-out has outputs");
+        for o in rest {
+            o.records(batch.clone())?;
+        }
+        last.records(batch)
+    }
+    fn watermark(&mut self, watermark: Timestamp) -> TaskResult {
+        self.outputs
+            .iter_mut()
+            .try_for_each(|o| o.watermark(watermark))
+    }
+    fn idle(&mut self, idle: bool) -> TaskResult {
+        self.outputs.iter_mut().try_for_each(|o| o.idle(idle))
+    }
+    fn barrier(&mut self, barrier: Barrier) -> TaskResult {
+        self.outputs.iter_mut().try_for_each(|o| o.barrier(barrier))
+    }
+    fn processing_time(&mut self, now: Timestamp) -> TaskResult {
+        self.outputs
+            .iter_mut()
+            .try_for_each(|o| o.processing_time(now))
+    }
+    fn flush(&mut self) -> TaskResult {
+        self.outputs.iter_mut().try_for_each(|o| o.flush())
+    }
+    fn end(&mut self) -> TaskResult {
+        self.outputs.iter_mut().try_for_each(|o| o.end())
+    }
+}
+
+/// The output of a stream nobody consumes.
+pub struct Discard;
+
+impl<T: Send> Output<T> for Discard {
+    fn records(&mut self, _: Vec<Record<T>>) -> TaskResult {
+        Ok(())
+    }
+    fn watermark(&mut self, _: Timestamp) -> TaskResult {
+        Ok(())
+    }
+    fn idle(&mut self, _: bool) -> TaskResult {
+        Ok(())
+    }
+    fn barrier(&mut self, _: Barrier) -> TaskResult {
+        Ok(())
+    }
+    fn processing_time(&mut self, _: Timestamp) -> TaskResult {
+        Ok(())
+    }
+    fn flush(&mut self) -> TaskResult {
+        Ok(())
+    }
+    fn end(&mut self) -> TaskResult {
+        Ok(())
+    }
+}

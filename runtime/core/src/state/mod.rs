@@ -1,0 +1,226 @@
+//! Keyed state: per-key values, maps and lists that an operator keeps between records.
+//!
+//! A keyed operator owns one [`KeyedState`] for the keys of its key-group
+//! range. Functions declare their state once, in `open`, and get back typed
+//! handles ([`ValueState`], [`MapState`], [`ListState`]); while handling a
+//! record or timer they read and write the state *of the current key* through
+//! the handle. Tables live on the heap, one hash map per declared state; a
+//! snapshot walks them and files each entry under its key's group.
+//!
+//! ```
+//! use weir_core::state::KeyedState;
+//! let mut state: KeyedState<String> = KeyedState::default();
+//! let count = state.value::<u64>("count");
+//! let key = "east".to_string();
+//! *state.value_mut(&count, &key).get_or_insert(0) += 2;
+//! assert_eq!(state.value_ref(&count, &key), Some(&2));
+//! ```
+
+use std::any::Any;
+use std::hash::Hash;
+use std::marker::PhantomData;
+
+use ahash::AHashMap;
+
+/// What keyed state can be keyed by.
+pub trait Key: crate::element::Data + Hash + Eq + std::fmt::Debug {}
+impl<T: crate::element::Data + Hash + Eq + std::fmt::Debug> Key for T {}
+
+trait StateTable<K>: Send {
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    fn clear_key(&mut self, key: &K);
+    fn entries(&self) -> usize;
+}
+
+impl<K: Key, V: Send + 'static> StateTable<K> for AHashMap<K, V> {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn clear_key(&mut self, key: &K) {
+        self.remove(key);
+    }
+    fn entries(&self) -> usize {
+        self.len()
+    }
+}
+
+/// Handle to a single value per key.
+pub struct ValueState<V> {
+    index: usize,
+    _v: PhantomData<fn() -> V>,
+}
+/// Handle to a map per key.
+pub struct MapState<MK, MV> {
+    index: usize,
+    _v: PhantomData<fn() -> (MK, MV)>,
+}
+/// Handle to a list per key.
+pub struct ListState<V> {
+    index: usize,
+    _v: PhantomData<fn() -> V>,
+}
+
+macro_rules! handle_impls {
+    ($($t:ident<$($p:ident),*>),*) => {$(
+        impl<$($p),*> Clone for $t<$($p),*> { fn clone(&self) -> Self { *self } }
+        impl<$($p),*> Copy for $t<$($p),*> {}
+        impl<$($p),*> std::fmt::Debug for $t<$($p),*> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!(stringify!($t), "#{}"), self.index)
+            }
+        }
+    )*};
+}
+handle_impls!(ValueState<V>, MapState<MK, MV>, ListState<V>);
+
+/// All keyed state of one operator subtask.
+pub struct KeyedState<K> {
+    names: Vec<String>,
+    tables: Vec<Box<dyn StateTable<K>>>,
+}
+
+impl<K> Default for KeyedState<K> {
+    fn default() -> Self {
+        KeyedState {
+            names: Vec::new(),
+            tables: Vec::new(),
+        }
+    }
+}
+
+impl<K: Key> KeyedState<K> {
+    fn register<V: Send + 'static>(&mut self, name: &str) -> usize {
+        assert!(
+            !self.names.iter().any(|n| n == name),
+            "keyed state `{name}` declared twice"
+        );
+        self.names.push(name.to_string());
+        self.tables.push(Box::new(AHashMap::<K, V>::default()));
+        self.tables.len() - 1
+    }
+
+    pub fn value<V: crate::element::Data>(&mut self, name: &str) -> ValueState<V> {
+        ValueState {
+            index: self.register::<V>(name),
+            _v: PhantomData,
+        }
+    }
+
+    pub fn map<MK: Key, MV: crate::element::Data>(&mut self, name: &str) -> MapState<MK, MV> {
+        MapState {
+            index: self.register::<AHashMap<MK, MV>>(name),
+            _v: PhantomData,
+        }
+    }
+
+    pub fn list<V: crate::element::Data>(&mut self, name: &str) -> ListState<V> {
+        ListState {
+            index: self.register::<Vec<V>>(name),
+            _v: PhantomData,
+        }
+    }
+
+    fn table<V: 'static>(&self, index: usize) -> &AHashMap<K, V> {
+        self.tables[index]
+            .as_any()
+            .downcast_ref()
+            .expect("state handle of another operator")
+    }
+
+    fn table_mut<V: 'static>(&mut self, index: usize) -> &mut AHashMap<K, V> {
+        self.tables[index]
+            .as_any_mut()
+            .downcast_mut()
+            .expect("state handle of another operator")
+    }
+
+    pub fn value_ref<V: 'static>(&self, h: &ValueState<V>, key: &K) -> Option<&V> {
+        self.table::<V>(h.index).get(key)
+    }
+
+    /// The value slot of `key`: `None` when unset; setting it to `None` clears it.
+    pub fn value_mut<'a, V: 'static>(
+        &'a mut self,
+        h: &ValueState<V>,
+        key: &'a K,
+    ) -> ValueSlot<'a, K, V> {
+        ValueSlot {
+            table: self.table_mut::<V>(h.index),
+            key,
+        }
+    }
+
+    pub fn map_mut<MK: 'static, MV: 'static>(
+        &mut self,
+        h: &MapState<MK, MV>,
+        key: &K,
+    ) -> &mut AHashMap<MK, MV> {
+        let table = self.table_mut::<AHashMap<MK, MV>>(h.index);
+        if !table.contains_key(key) {
+            table.insert(key.clone(), AHashMap::default());
+        }
+        table.get_mut(key).expect("just inserted")
+    }
+
+    pub fn list_mut<V: 'static>(&mut self, h: &ListState<V>, key: &K) -> &mut Vec<V> {
+        let table = self.table_mut::<Vec<V>>(h.index);
+        if !table.contains_key(key) {
+            table.insert(key.clone(), Vec::new());
+        }
+        table.get_mut(key).expect("just inserted")
+    }
+
+    /// Drops empty maps and lists of `key` (so that reading state never grows it).
+    pub fn compact_key<MK: 'static, MV: 'static>(&mut self, h: &MapState<MK, MV>, key: &K) {
+        let table = self.table_mut::<AHashMap<MK, MV>>(h.index);
+        if table.get(key).is_some_and(|m| m.is_empty()) {
+            table.remove(key);
+        }
+    }
+
+    /// Clears every state of `key`.
+    pub fn clear_key(&mut self, key: &K) {
+        self.tables.iter_mut().for_each(|t| t.clear_key(key));
+    }
+
+    /// Number of entries over all tables (a size metric).
+    pub fn entries(&self) -> usize {
+        self.tables.iter().map(|t| t.entries()).sum()
+    }
+}
+
+/// A key's slot in a [`ValueState`].
+pub struct ValueSlot<'a, K, V> {
+    table: &'a mut AHashMap<K, V>,
+    key: &'a K,
+}
+
+impl<K: Key, V> ValueSlot<'_, K, V> {
+    pub fn get(&self) -> Option<&V> {
+        self.table.get(self.key)
+    }
+
+    pub fn set(&mut self, value: V) {
+        match self.table.get_mut(self.key) {
+            Some(v) => *v = value,
+            None => {
+                self.table.insert(self.key.clone(), value);
+            }
+        }
+    }
+
+    pub fn clear(&mut self) -> Option<V> {
+        self.table.remove(self.key)
+    }
+
+    pub fn get_or_insert(&mut self, default: V) -> &mut V {
+        if !self.table.contains_key(self.key) {
+            self.table.insert(self.key.clone(), default);
+        }
+        self.table.get_mut(self.key).expect("just inserted")
+    }
+}

@@ -1,0 +1,23 @@
+//! Event-time windows: tumbling, sliding and session windows over a keyed stream.
+//!
+//! A [`WindowAssigner`] puts each record into one or more [`Window`]s. The
+//! [`WindowOperator`] keeps, per key and window, the state of a
+//! [`WindowFunction`] (an incremental accumulator, or the buffered elements for
+//! a full-window function), and fires a window when the watermark reaches its
+//! last millisecond (`end - 1`), emitting the result with that timestamp.
+//!
+//! Lateness follows Flink: a record whose every window satisfies
+//! `window.max_timestamp() + allowed_lateness <= watermark` is *late* and is
+//! dropped, or sent to the late-data side output. A record that arrives after
+//! its window fired but within the allowed lateness fires the window again
+//! with the updated result. Session windows merge when a record bridges them.
+
+mod assigner;
+mod function;
+mod operator;
+
+pub use assigner::{Window, WindowAssigner};
+pub use function::{
+    AggregateFunction, AggregateWindow, ProcessWindow, ReduceWindow, WindowFunction,
+};
+pub use operator::{LateData, WindowOperator};

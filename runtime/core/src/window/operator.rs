@@ -1,0 +1,239 @@
+//! The window operator: per key and window state, fired by the watermark.
+
+use std::sync::Arc;
+
+use ahash::AHashMap;
+
+use super::{Window, WindowAssigner, WindowFunction};
+use crate::element::{Data, Record};
+use crate::error::TaskResult;
+use crate::metrics::SubtaskMetrics;
+use crate::operator::Operator;
+use crate::output::Collector;
+use crate::state::Key;
+use crate::time::{MIN_WATERMARK, Timestamp};
+use crate::timer::TimerQueue;
+
+/// What happens to late records.
+pub enum LateData<In, Out> {
+    /// Counted in the `late_records` metric and dropped.
+    Drop,
+    /// Counted, then emitted through this conversion (the side output).
+    Emit(Box<dyn Fn(In) -> Out + Send>),
+}
+
+struct Pane<Acc> {
+    window: Window,
+    acc: Acc,
+    fired: bool,
+}
+
+pub struct WindowOperator<K: Key, In, F: WindowFunction<K, In>, KS> {
+    assigner: WindowAssigner,
+    allowed_lateness: i64,
+    key_selector: KS,
+    function: F,
+    panes: AHashMap<K, Vec<Pane<F::Acc>>>,
+    timers: TimerQueue<K>,
+    watermark: Timestamp,
+    late: LateData<In, F::Out>,
+    metrics: Arc<SubtaskMetrics>,
+    scratch: Vec<Window>,
+}
+
+impl<K, In, F, KS> WindowOperator<K, In, F, KS>
+where
+    K: Key,
+    In: Data,
+    F: WindowFunction<K, In>,
+    KS: Fn(&In) -> K + Send + 'static,
+{
+    pub fn new(
+        assigner: WindowAssigner,
+        allowed_lateness: i64,
+        key_selector: KS,
+        function: F,
+        late: LateData<In, F::Out>,
+        metrics: Arc<SubtaskMetrics>,
+    ) -> Self {
+        WindowOperator {
+            assigner,
+            allowed_lateness: allowed_lateness.max(0),
+            key_selector,
+            function,
+            panes: AHashMap::default(),
+            timers: TimerQueue::default(),
+            watermark: MIN_WATERMARK,
+            late,
+            metrics,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Number of open (key, window) panes: the operator's state size.
+    pub fn open_panes(&self) -> usize {
+        self.panes.values().map(Vec::len).sum()
+    }
+
+    #[inline]
+    fn is_late(&self, window: &Window) -> bool {
+        window.max_timestamp().saturating_add(self.allowed_lateness) <= self.watermark
+    }
+
+    fn register_timers(timers: &mut TimerQueue<K>, key: &K, window: &Window, lateness: i64) {
+        timers.register(window.max_timestamp(), key);
+        if lateness > 0 {
+            timers.register(window.max_timestamp().saturating_add(lateness), key);
+        }
+    }
+
+    fn fire(function: &mut F, key: &K, pane: &mut Pane<F::Acc>, out: &mut Vec<Record<F::Out>>) {
+        let time = pane.window.max_timestamp();
+        function.emit(key, &pane.window, &pane.acc, &mut |o| {
+            out.push(Record::new(time, o))
+        });
+        pane.fired = true;
+    }
+
+    fn on_late(&mut self, record: Record<In>, out: &mut Vec<Record<F::Out>>) {
+        SubtaskMetrics::add(&self.metrics.late_records, 1);
+        if let LateData::Emit(convert) = &self.late {
+            out.push(Record::new(record.time, convert(record.value)));
+        }
+    }
+
+    fn add_aligned(&mut self, key: K, record: Record<In>, out: &mut Vec<Record<F::Out>>) {
+        self.scratch.clear();
+        self.assigner.assign(record.time, &mut self.scratch);
+        let mut accepted = false;
+        let lateness = self.allowed_lateness;
+        let watermark = self.watermark;
+        if !self.panes.contains_key(&key) {
+            if self.scratch.iter().all(|w| self.is_late(w)) {
+                return self.on_late(record, out);
+            }
+            self.panes
+                .insert(key.clone(), Vec::with_capacity(self.scratch.len()));
+        }
+        let panes = self.panes.get_mut(&key).expect("present");
+        for w in &self.scratch {
+            if w.max_timestamp().saturating_add(lateness) <= watermark {
+                continue;
+            }
+            accepted = true;
+            let idx = match panes.iter().position(|p| p.window == *w) {
+                Some(i) => i,
+                None => {
+                    panes.push(Pane {
+                        window: *w,
+                        acc: self.function.create(),
+                        fired: false,
+                    });
+                    Self::register_timers(&mut self.timers, &key, w, lateness);
+                    panes.len() - 1
+                }
+            };
+            let pane = &mut panes[idx];
+            self.function.add(&mut pane.acc, &record.value);
+            if pane.window.max_timestamp() <= watermark {
+                // Late but within the allowed lateness: fire again with the update.
+                Self::fire(&mut self.function, &key, pane, out);
+            }
+        }
+        if !accepted {
+            if panes.is_empty() {
+                self.panes.remove(&key);
+            }
+            self.on_late(record, out);
+        }
+    }
+
+    fn add_merging(&mut self, key: K, record: Record<In>, out: &mut Vec<Record<F::Out>>) {
+        self.scratch.clear();
+        self.assigner.assign(record.time, &mut self.scratch);
+        let mut merged = self.scratch[0];
+        if self.is_late(&merged) {
+            return self.on_late(record, out);
+        }
+        let panes = self.panes.entry(key.clone()).or_default();
+        let mut acc: Option<F::Acc> = None;
+        let mut fired = false;
+        while let Some(i) = panes.iter().position(|p| p.window.intersects(&merged)) {
+            let old = panes.swap_remove(i);
+            merged = merged.cover(&old.window);
+            fired |= old.fired;
+            match acc.as_mut() {
+                None => acc = Some(old.acc),
+                Some(a) => self.function.merge(a, old.acc),
+            }
+        }
+        let mut acc = acc.unwrap_or_else(|| self.function.create());
+        self.function.add(&mut acc, &record.value);
+        // Timers of the windows merged away are left in the queue; firing
+        // looks at the panes, so they find nothing and are harmless.
+        Self::register_timers(&mut self.timers, &key, &merged, self.allowed_lateness);
+        panes.push(Pane {
+            window: merged,
+            acc,
+            fired,
+        });
+        if merged.max_timestamp() <= self.watermark {
+            let pane = panes.last_mut().expect("just pushed");
+            Self::fire(&mut self.function, &key, pane, out);
+        }
+    }
+}
+
+impl<K, In, F, KS> Operator for WindowOperator<K, In, F, KS>
+where
+    K: Key,
+    In: Data,
+    F: WindowFunction<K, In>,
+    KS: Fn(&In) -> K + Send + 'static,
+{
+    type In = In;
+    type Out = F::Out;
+
+    fn process_batch(
+        &mut self,
+        batch: Vec<Record<In>>,
+        out: &mut Collector<'_, F::Out>,
+    ) -> TaskResult {
+        let out = out.buffer();
+        let merging = self.assigner.is_merging();
+        for record in batch {
+            let key = (self.key_selector)(&record.value);
+            if merging {
+                self.add_merging(key, record, out);
+            } else {
+                self.add_aligned(key, record, out);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_watermark(
+        &mut self,
+        watermark: Timestamp,
+        out: &mut Collector<'_, F::Out>,
+    ) -> TaskResult {
+        self.watermark = watermark;
+        let out = out.buffer();
+        let lateness = self.allowed_lateness;
+        while let Some((time, key)) = self.timers.pop_due(watermark) {
+            let Some(panes) = self.panes.get_mut(&key) else {
+                continue;
+            };
+            for pane in panes.iter_mut() {
+                if pane.window.max_timestamp() <= time && !pane.fired {
+                    Self::fire(&mut self.function, &key, pane, out);
+                }
+            }
+            panes.retain(|p| p.window.max_timestamp().saturating_add(lateness) > time);
+            if panes.is_empty() {
+                self.panes.remove(&key);
+            }
+        }
+        Ok(())
+    }
+}

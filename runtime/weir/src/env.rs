@@ -1,0 +1,140 @@
+//! The stream environment: where a job is assembled and from where it runs.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use weir_core::executor::{self, JobHandle};
+use weir_core::graph::{JobGraph, NodeId, SubtaskInfo};
+use weir_core::source::Source;
+use weir_core::{Data, JobError};
+
+use crate::datagen::{self, Bid, DatagenSource, DatagenSplit, Order};
+use crate::sources::CollectionSource;
+use crate::stream::DataStream;
+
+pub(crate) struct EnvInner {
+    pub graph: JobGraph,
+    pub parallelism: usize,
+}
+
+/// Builds a job (Flink's `StreamExecutionEnvironment`): create sources from
+/// it, transform the streams, add sinks, then [`StreamEnv::execute`].
+#[derive(Clone)]
+pub struct StreamEnv {
+    pub(crate) inner: Rc<RefCell<EnvInner>>,
+}
+
+impl StreamEnv {
+    pub fn new(job_name: impl Into<String>) -> Self {
+        StreamEnv {
+            inner: Rc::new(RefCell::new(EnvInner {
+                graph: JobGraph::new(job_name),
+                parallelism: 1,
+            })),
+        }
+    }
+
+    /// The default parallelism of every vertex added from now on.
+    pub fn set_parallelism(&self, parallelism: usize) -> &Self {
+        self.inner.borrow_mut().parallelism = parallelism.max(1);
+        self
+    }
+
+    pub fn parallelism(&self) -> usize {
+        self.inner.borrow().parallelism
+    }
+
+    /// The number of key groups: the upper bound of any keyed vertex's parallelism.
+    pub fn set_max_parallelism(&self, max: u32) -> &Self {
+        self.inner.borrow_mut().graph.max_parallelism = max;
+        self
+    }
+
+    /// Records per exchanged batch, and batches per input queue (the backpressure bound).
+    pub fn set_exchange(&self, batch_size: usize, queue_capacity: usize) -> &Self {
+        let mut inner = self.inner.borrow_mut();
+        inner.graph.exchange.batch_size = batch_size.max(1);
+        inner.graph.exchange.queue_capacity = queue_capacity.max(1);
+        self
+    }
+
+    /// A source built per subtask by `factory`.
+    pub fn add_source<T: Data>(
+        &self,
+        name: &str,
+        factory: impl Fn(&SubtaskInfo) -> Box<dyn Source<T>> + Send + Sync + 'static,
+    ) -> DataStream<T> {
+        let p = self.parallelism();
+        let node = self.inner.borrow_mut().graph.add_source(name, p, factory);
+        DataStream::new(self.clone(), vec![node])
+    }
+
+    /// A non-parallel source emitting `items` in order, without timestamps.
+    pub fn from_collection<T: Data + Sync>(&self, items: Vec<T>) -> DataStream<T> {
+        let items = Arc::new(items);
+        let stream = self.add_source("collection", move |_| {
+            Box::new(CollectionSource::new(items.clone()))
+        });
+        stream.set_parallelism(1)
+    }
+
+    /// A generated stream: `generate(n)` for n in `0..count` (or forever), split over subtasks.
+    pub fn datagen<T: Data, G: Fn(u64) -> T + Send + Sync + Clone + 'static>(
+        &self,
+        name: &str,
+        generate: G,
+        count: Option<u64>,
+        rate: Option<f64>,
+    ) -> DataStream<T> {
+        self.add_source(name, move |info| {
+            let split = DatagenSplit {
+                subtask: info.index,
+                parallelism: info.parallelism,
+                count,
+                rate,
+            };
+            Box::new(DatagenSource::new(generate.clone(), split))
+        })
+    }
+
+    /// The `orders` workload stream.
+    pub fn orders(&self, count: Option<u64>, rate: Option<f64>) -> DataStream<Order> {
+        self.datagen("orders", datagen::order, count, rate)
+    }
+
+    /// The `bids` workload stream.
+    pub fn bids(&self, count: Option<u64>, rate: Option<f64>) -> DataStream<Bid> {
+        self.datagen("bids", datagen::bid, count, rate)
+    }
+
+    pub(crate) fn graph_mut<R>(&self, f: impl FnOnce(&mut JobGraph) -> R) -> R {
+        f(&mut self.inner.borrow_mut().graph)
+    }
+
+    pub(crate) fn set_vertex_parallelism(&self, node: NodeId, parallelism: usize) {
+        self.graph_mut(|g| g.set_parallelism(node, parallelism.max(1)));
+    }
+
+    /// The plan: tasks, their parallelism, and the exchanges between them.
+    pub fn describe(&self) -> String {
+        self.inner.borrow().graph.describe()
+    }
+
+    /// Starts the job on threads of this process.
+    pub fn start(self) -> Result<JobHandle, JobError> {
+        let inner = Rc::try_unwrap(self.inner)
+            .map_err(|_| {
+                JobError::InvalidGraph(
+                    "streams of this job are still in use; drop them before starting".into(),
+                )
+            })?
+            .into_inner();
+        executor::execute(inner.graph)
+    }
+
+    /// Runs the job to completion (bounded sources) on threads of this process.
+    pub fn execute(self) -> Result<(), JobError> {
+        self.start()?.wait()
+    }
+}

@@ -1,0 +1,443 @@
+//! Streams and their transformations: [`DataStream`], [`KeyedStream`], [`WindowedStream`].
+//!
+//! Every transformation adds a vertex to the job graph and returns the stream
+//! it produces. Vertices take the environment's parallelism unless
+//! [`DataStream::set_parallelism`] says otherwise; consecutive vertices of equal
+//! parallelism joined by a forward edge are chained into one task.
+
+use std::marker::PhantomData;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use weir_core::exchange::Partitioning;
+use weir_core::graph::{NodeId, SubtaskInfo};
+use weir_core::keygroup::hash_key;
+use weir_core::operator::basic::{Filter, FlatMap, Map};
+use weir_core::operator::process::{KeyedProcessFunction, KeyedProcessOperator};
+use weir_core::operator::sink::{Sink, SinkNode};
+use weir_core::operator::watermarks::WatermarkAssigner;
+use weir_core::operator::{Operator, OperatorNode};
+use weir_core::output::Output;
+use weir_core::state::Key;
+use weir_core::window::{
+    AggregateFunction, AggregateWindow, LateData, ProcessWindow, ReduceWindow, Window,
+    WindowAssigner, WindowFunction, WindowOperator,
+};
+use weir_core::{Data, Record, Timestamp, WatermarkStrategy};
+
+use crate::env::StreamEnv;
+use crate::sinks::{CollectSink, DiscardSink, JsonFileSink, PrintSink};
+
+/// A stream of `T` (possibly the union of several producers).
+pub struct DataStream<T> {
+    env: StreamEnv,
+    nodes: Vec<NodeId>,
+    partitioning: Partitioning<T>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Data> DataStream<T> {
+    pub(crate) fn new(env: StreamEnv, nodes: Vec<NodeId>) -> Self {
+        DataStream {
+            env,
+            nodes,
+            partitioning: Partitioning::Forward,
+            _t: PhantomData,
+        }
+    }
+
+    pub fn env(&self) -> &StreamEnv {
+        &self.env
+    }
+
+    /// The parallelism of the vertex producing this stream.
+    pub fn parallelism(&self) -> usize {
+        self.env.graph_mut(|g| g.parallelism(self.nodes[0]))
+    }
+
+    /// Sets the parallelism of the vertex that produces this stream.
+    pub fn set_parallelism(self, parallelism: usize) -> Self {
+        for &n in &self.nodes {
+            self.env.set_vertex_parallelism(n, parallelism);
+        }
+        self
+    }
+
+    /// Adds a vertex consuming this stream with this stream's pending partitioning.
+    fn add_vertex<Out: Data>(
+        &self,
+        name: &str,
+        parallelism: usize,
+        partitioning: Partitioning<T>,
+        factory: impl Fn(&SubtaskInfo, Box<dyn Output<Out>>) -> Box<dyn Output<T>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> DataStream<Out> {
+        let node = self.env.graph_mut(|g| {
+            let node = g.add_operator(name, parallelism, factory);
+            for &from in &self.nodes {
+                g.connect(from, node, partitioning.clone())
+                    .expect("stream types match by construction");
+            }
+            node
+        });
+        DataStream::new(self.env.clone(), vec![node])
+    }
+
+    /// Adds a one-input [`Operator`] built per subtask by `make`.
+    pub fn transform<O: Operator<In = T>>(
+        self,
+        name: &str,
+        make: impl Fn(&SubtaskInfo) -> O + Send + Sync + 'static,
+    ) -> DataStream<O::Out> {
+        let p = self.env.parallelism();
+        self.add_vertex(name, p, self.partitioning.clone(), move |info, out| {
+            Box::new(OperatorNode::new(make(info), out))
+        })
+    }
+
+    pub fn map<U: Data>(
+        self,
+        f: impl FnMut(T) -> U + Clone + Send + Sync + 'static,
+    ) -> DataStream<U> {
+        self.transform("map", move |_| Map::new(f.clone()))
+    }
+
+    pub fn filter(
+        self,
+        f: impl FnMut(&T) -> bool + Clone + Send + Sync + 'static,
+    ) -> DataStream<T> {
+        self.transform("filter", move |_| Filter::new(f.clone()))
+    }
+
+    pub fn flat_map<U: Data, I: IntoIterator<Item = U> + 'static>(
+        self,
+        f: impl FnMut(T) -> I + Clone + Send + Sync + 'static,
+    ) -> DataStream<U> {
+        self.transform("flat_map", move |_| FlatMap::new(f.clone()))
+    }
+
+    /// Stamps records with their event time and emits watermarks by `strategy`.
+    /// Chained to the producer (same parallelism), as Flink does.
+    pub fn assign_timestamps(
+        self,
+        strategy: WatermarkStrategy,
+        extract: impl Fn(&T) -> Timestamp + Clone + Send + Sync + 'static,
+    ) -> DataStream<T> {
+        let p = self.parallelism();
+        self.add_vertex("timestamps", p, Partitioning::Forward, move |info, out| {
+            Box::new(WatermarkAssigner::new(
+                &strategy,
+                extract.clone(),
+                out,
+                info.metrics.clone(),
+            ))
+        })
+    }
+
+    /// Partitions by key: records with equal keys go to the same subtask.
+    pub fn key_by<K: Key>(
+        self,
+        key: impl Fn(&T) -> K + Send + Sync + 'static,
+    ) -> KeyedStream<K, T> {
+        KeyedStream {
+            stream: self,
+            key: Arc::new(key),
+        }
+    }
+
+    /// Both streams as one.
+    pub fn union(mut self, other: DataStream<T>) -> DataStream<T> {
+        self.nodes.extend(other.nodes);
+        self
+    }
+
+    /// The next vertex receives whole batches round-robin.
+    pub fn rebalance(mut self) -> Self {
+        self.partitioning = Partitioning::Rebalance;
+        self
+    }
+
+    /// Every subtask of the next vertex receives every record.
+    pub fn broadcast(mut self) -> Self {
+        self.partitioning = Partitioning::Broadcast;
+        self
+    }
+
+    /// Windows over the whole stream (one subtask, as Flink's `windowAll`).
+    pub fn window_all(self, assigner: WindowAssigner) -> WindowedStream<(), T> {
+        let mut w = self.key_by(|_| ()).window(assigner);
+        w.parallelism = Some(1);
+        w
+    }
+
+    /// Ends the stream in a sink built per subtask.
+    pub fn sink<S: Sink<T> + 'static>(
+        self,
+        name: &str,
+        make: impl Fn(&SubtaskInfo) -> S + Send + Sync + 'static,
+    ) {
+        let p = self.env.parallelism();
+        self.add_vertex::<()>(name, p, self.partitioning.clone(), move |info, _out| {
+            Box::new(SinkNode::new(make(info)))
+        });
+    }
+
+    /// Collects every record (with its timestamp); read the result after the job ran.
+    pub fn collect(self) -> Collected<T> {
+        let target = Arc::new(Mutex::new(Vec::new()));
+        let t = target.clone();
+        self.sink("collect", move |_| CollectSink { target: t.clone() });
+        Collected { target }
+    }
+
+    /// Prints each record to standard output with `format`.
+    pub fn print_with(self, format: impl Fn(&T) -> String + Clone + Send + Sync + 'static) {
+        self.sink("print", move |info| PrintSink {
+            format: format.clone(),
+            prefix: if info.parallelism > 1 {
+                format!("{}> ", info.index + 1)
+            } else {
+                String::new()
+            },
+        });
+    }
+
+    /// Prints each record as JSON to standard output.
+    pub fn print(self) {
+        self.print_with(|v| {
+            serde_json::to_string(v).unwrap_or_else(|e| format!("<unprintable: {e}>"))
+        });
+    }
+
+    /// Writes JSON lines into part files under `dir`.
+    pub fn write_json(self, dir: impl AsRef<Path>) {
+        let dir = dir.as_ref().to_path_buf();
+        self.sink("file", move |info| JsonFileSink::new(&dir, info.index));
+    }
+
+    /// Discards the stream (a sink for benchmarks).
+    pub fn discard(self) {
+        self.sink("discard", |_| DiscardSink);
+    }
+}
+
+/// What [`DataStream::collect`] gathered.
+#[derive(Clone)]
+pub struct Collected<T> {
+    target: Arc<Mutex<Vec<Record<T>>>>,
+}
+
+impl<T: Clone> Collected<T> {
+    pub fn records(&self) -> Vec<Record<T>> {
+        self.target.lock().expect("collect sink poisoned").clone()
+    }
+
+    pub fn values(&self) -> Vec<T> {
+        self.records().into_iter().map(|r| r.value).collect()
+    }
+}
+
+/// A stream partitioned by key.
+pub struct KeyedStream<K, T> {
+    stream: DataStream<T>,
+    key: Arc<dyn Fn(&T) -> K + Send + Sync>,
+}
+
+impl<K: Key, T: Data> KeyedStream<K, T> {
+    fn hash_partitioning(&self) -> Partitioning<T> {
+        let key = self.key.clone();
+        let max_parallelism = self.stream.env.graph_mut(|g| g.max_parallelism);
+        Partitioning::Hash {
+            key_hash: Arc::new(move |v| hash_key(&key(v))),
+            max_parallelism,
+        }
+    }
+
+    fn add_keyed<Out: Data>(
+        &self,
+        name: &str,
+        parallelism: usize,
+        factory: impl Fn(&SubtaskInfo, Box<dyn Output<Out>>) -> Box<dyn Output<T>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> DataStream<Out> {
+        self.stream
+            .add_vertex(name, parallelism, self.hash_partitioning(), factory)
+    }
+
+    /// Runs a keyed process function: per-key state and timers.
+    pub fn process<Out: Data, F: KeyedProcessFunction<K, T, Out> + Clone + Sync>(
+        self,
+        function: F,
+    ) -> DataStream<Out> {
+        let key = self.key.clone();
+        let p = self.stream.env.parallelism();
+        self.add_keyed("process", p, move |info, out| {
+            let key = key.clone();
+            let op = KeyedProcessOperator::new(
+                function.clone(),
+                move |v: &T| key(v),
+                info.metrics.clone(),
+            );
+            Box::new(OperatorNode::new(op, out))
+        })
+    }
+
+    /// Groups the keyed stream into event-time windows.
+    pub fn window(self, assigner: WindowAssigner) -> WindowedStream<K, T> {
+        WindowedStream {
+            keyed: self,
+            assigner,
+            allowed_lateness: 0,
+            parallelism: None,
+        }
+    }
+}
+
+/// A keyed stream grouped into windows; finish it with a window function.
+pub struct WindowedStream<K, T> {
+    keyed: KeyedStream<K, T>,
+    assigner: WindowAssigner,
+    allowed_lateness: i64,
+    parallelism: Option<usize>,
+}
+
+/// Internal: a window operator's output when late data goes to a side output.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum WindowOrLate<O, T> {
+    Result(O),
+    Late(T),
+}
+
+impl<K: Key, T: Data> WindowedStream<K, T> {
+    /// Keeps window state this long past the window's end; records arriving
+    /// in that time fire the window again with the updated result.
+    pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
+        self.allowed_lateness = lateness.as_millis() as i64;
+        self
+    }
+
+    fn build<F, Out>(
+        self,
+        name: &str,
+        function: F,
+        late: fn() -> LateData<T, Out>,
+    ) -> DataStream<Out>
+    where
+        F: WindowFunction<K, T, Out = Out> + Clone + Sync,
+        Out: Data,
+    {
+        if let Err(e) = self.assigner.validate() {
+            panic!("invalid window: {e}");
+        }
+        let key = self.keyed.key.clone();
+        let (assigner, lateness) = (self.assigner, self.allowed_lateness);
+        let p = self
+            .parallelism
+            .unwrap_or_else(|| self.keyed.stream.env.parallelism());
+        self.keyed.add_keyed(name, p, move |info, out| {
+            let key = key.clone();
+            let op = WindowOperator::new(
+                assigner,
+                lateness,
+                move |v: &T| key(v),
+                function.clone(),
+                late(),
+                info.metrics.clone(),
+            );
+            Box::new(OperatorNode::new(op, out))
+        })
+    }
+
+    /// Applies a window function; late records are counted and dropped.
+    pub fn apply<F: WindowFunction<K, T> + Clone + Sync>(self, function: F) -> DataStream<F::Out> {
+        self.build("window", function, || LateData::Drop)
+    }
+
+    /// Applies a window function and returns the late records as a second stream.
+    pub fn apply_with_late_data<F: WindowFunction<K, T> + Clone + Sync>(
+        self,
+        function: F,
+    ) -> (DataStream<F::Out>, DataStream<T>) {
+        let both = self.build("window", WithLate(function), || {
+            LateData::Emit(Box::new(WindowOrLate::Late))
+        });
+        let p = both.parallelism();
+        let results = both.add_vertex("window-results", p, Partitioning::Forward, |_, out| {
+            Box::new(OperatorNode::new(
+                FlatMap::new(|e: WindowOrLate<F::Out, T>| match e {
+                    WindowOrLate::Result(o) => Some(o),
+                    WindowOrLate::Late(_) => None,
+                }),
+                out,
+            ))
+        });
+        let late = both.add_vertex("late-data", p, Partitioning::Forward, |_, out| {
+            Box::new(OperatorNode::new(
+                FlatMap::new(|e: WindowOrLate<F::Out, T>| match e {
+                    WindowOrLate::Late(v) => Some(v),
+                    WindowOrLate::Result(_) => None,
+                }),
+                out,
+            ))
+        });
+        (results, late)
+    }
+
+    /// Incremental aggregation; `finish` builds the output from key, window and result.
+    pub fn aggregate<A, Out>(
+        self,
+        aggregate: A,
+        finish: impl FnMut(&K, &Window, A::Result) -> Out + Clone + Send + Sync + 'static,
+    ) -> DataStream<Out>
+    where
+        A: AggregateFunction<T> + Clone,
+        Out: Data,
+    {
+        self.apply(AggregateWindow::new(aggregate, finish))
+    }
+
+    /// Keeps one value per window by `reduce`; `finish` builds the output.
+    pub fn reduce<Out: Data>(
+        self,
+        reduce: impl Fn(T, &T) -> T + Clone + Send + Sync + 'static,
+        finish: impl FnMut(&K, &Window, &T) -> Out + Clone + Send + Sync + 'static,
+    ) -> DataStream<Out> {
+        self.apply(ReduceWindow::new(reduce, finish))
+    }
+
+    /// Buffers the window's elements and calls `process` over all of them when it fires.
+    pub fn process<Out: Data>(
+        self,
+        process: impl FnMut(&K, &Window, &[T], &mut dyn FnMut(Out)) + Clone + Send + Sync + 'static,
+    ) -> DataStream<Out> {
+        self.apply(ProcessWindow::new(process))
+    }
+}
+
+/// Wraps a window function's results for [`WindowedStream::apply_with_late_data`].
+#[derive(Clone)]
+struct WithLate<F>(F);
+
+impl<K, T: Data, F: WindowFunction<K, T>> WindowFunction<K, T> for WithLate<F> {
+    type Acc = F::Acc;
+    type Out = WindowOrLate<F::Out, T>;
+    fn create(&self) -> F::Acc {
+        self.0.create()
+    }
+    fn add(&self, acc: &mut F::Acc, value: &T) {
+        self.0.add(acc, value)
+    }
+    fn merge(&self, acc: &mut F::Acc, other: F::Acc) {
+        self.0.merge(acc, other)
+    }
+    fn emit(&mut self, key: &K, window: &Window, acc: &F::Acc, out: &mut dyn FnMut(Self::Out)) {
+        self.0
+            .emit(key, window, acc, &mut |o| out(WindowOrLate::Result(o)))
+    }
+}
