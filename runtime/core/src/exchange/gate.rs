@@ -70,6 +70,12 @@ impl InputGate {
             min = Some(min.map_or(c.watermark, |m| m.min(c.watermark)));
         }
         let all_ended = self.channels.iter().all(|c| c.ended);
+        let idle = !any_active && !all_ended;
+        if !idle && self.idle {
+            // Active again: say so before any watermark that follows from it.
+            self.idle = false;
+            out.push(GateEvent::Idle(false));
+        }
         if let Some(min) = min {
             if min > self.watermark {
                 self.watermark = min;
@@ -90,10 +96,9 @@ impl InputGate {
                 out.push(GateEvent::Watermark(w));
             }
         }
-        let idle = !any_active && !all_ended;
-        if idle != self.idle {
-            self.idle = idle;
-            out.push(GateEvent::Idle(idle));
+        if idle && !self.idle {
+            self.idle = true;
+            out.push(GateEvent::Idle(true));
         }
     }
 
