@@ -16,15 +16,7 @@ use weir::datagen::{Bid, Order, OrderId};
 use weir::prelude::*;
 
 /// The workloads `weir bench` runs.
-pub const WORKLOADS: &[&str] = &[
-    "orders-window",
-    "orders-dedup",
-    "q0",
-    "q1",
-    "q2",
-    "q5",
-    "q7",
-];
+pub const WORKLOADS: &[&str] = &["orders-window", "orders-dedup", "q0", "q1", "q2", "q5", "q7"];
 
 /// Output rows and their checksum, shared by the sink's subtasks.
 #[derive(Clone, Default)]
@@ -71,12 +63,7 @@ fn checksum<T: weir::core::Data>(
 ) -> Checksum {
     let total = Checksum::default();
     let t = total.clone();
-    stream.sink("checksum", move |_| ChecksumSink {
-        hash: hash.clone(),
-        rows: 0,
-        sum: 0,
-        total: t.clone(),
-    });
+    stream.sink("checksum", move |_| ChecksumSink { hash: hash.clone(), rows: 0, sum: 0, total: t.clone() });
     total
 }
 
@@ -148,11 +135,7 @@ impl KeyedProcessFunction<OrderId, Order, Order> for Dedup {
 
 /// The bid that wins a window: highest price, ties to the smaller auction.
 fn higher(a: Bid, b: &Bid) -> Bid {
-    if b.price > a.price || (b.price == a.price && b.auction < a.auction) {
-        b.clone()
-    } else {
-        a
-    }
+    if b.price > a.price || (b.price == a.price && b.auction < a.auction) { b.clone() } else { a }
 }
 
 /// Builds `query` over `events` events on `env`; returns the checksum it will fill.
@@ -162,18 +145,14 @@ pub fn build(env: &StreamEnv, query: &str, events: u64) -> Option<Checksum> {
         "orders-window" | "orders-dedup" => {
             let mut orders = env
                 .orders(Some(events), None)
-                .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(secs(5)), |o| {
-                    o.time
-                });
+                .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(secs(5)), |o| o.time);
             if query == "orders-dedup" {
                 orders = orders.key_by(|o| o.order_id).process(Dedup::default());
             }
             let rows = orders
                 .key_by(|o| o.region)
                 .window(WindowAssigner::tumbling(secs(60)))
-                .aggregate(CountSum, |region, w, (count, sum)| {
-                    (region.index() as i64, w.start, count, sum)
-                });
+                .aggregate(CountSum, |region, w, (count, sum)| (region.index() as i64, w.start, count, sum));
             checksum(rows, |&(r, start, count, sum)| {
                 r.wrapping_mul(31)
                     .wrapping_add(start.wrapping_mul(7))
@@ -181,63 +160,38 @@ pub fn build(env: &StreamEnv, query: &str, events: u64) -> Option<Checksum> {
                     .wrapping_add(sum)
             })
         }
-        "q0" => checksum(
-            env.bids(Some(events), None)
-                .map(|b| b.auction.wrapping_add(b.price)),
-            |&h| h,
-        ),
-        "q1" => checksum(
-            env.bids(Some(events), None)
-                .map(|b| (b.auction, (b.price as f64 * 0.908) as i64)),
-            |&(a, dol)| a.wrapping_mul(31).wrapping_add(dol),
-        ),
+        "q0" => checksum(env.bids(Some(events), None).map(|b| b.auction.wrapping_add(b.price)), |&h| h),
+        "q1" => {
+            checksum(env.bids(Some(events), None).map(|b| (b.auction, (b.price as f64 * 0.908) as i64)), |&(a, dol)| {
+                a.wrapping_mul(31).wrapping_add(dol)
+            })
+        }
         "q2" => checksum(
-            env.bids(Some(events), None)
-                .filter(|b| b.auction % 123 == 0)
-                .map(|b| (b.auction, b.price)),
+            env.bids(Some(events), None).filter(|b| b.auction % 123 == 0).map(|b| (b.auction, b.price)),
             |&(a, p)| a.wrapping_mul(31).wrapping_add(p),
         ),
         "q5" => {
             let counts = env
                 .bids(Some(events), None)
-                .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(secs(2)), |b| {
-                    b.time
-                })
+                .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(secs(2)), |b| b.time)
                 .key_by(|b| b.auction)
                 .window(WindowAssigner::sliding(secs(10), secs(2)))
                 .aggregate(Count, |&auction, w, count| (w.end, auction, count));
-            let hottest = counts
-                .key_by(|&(end, _, _)| end)
-                .window(WindowAssigner::tumbling(secs(2)))
-                .reduce(
-                    |a, b| {
-                        if b.2 > a.2 || (b.2 == a.2 && b.1 < a.1) {
-                            *b
-                        } else {
-                            a
-                        }
-                    },
-                    |_, _, &row| row,
-                );
-            checksum(hottest, |&(end, a, c)| {
-                end.wrapping_mul(31)
-                    .wrapping_add(a.wrapping_mul(7))
-                    .wrapping_add(c)
-            })
+            let hottest = counts.key_by(|&(end, _, _)| end).window(WindowAssigner::tumbling(secs(2))).reduce(
+                |a, b| {
+                    if b.2 > a.2 || (b.2 == a.2 && b.1 < a.1) { *b } else { a }
+                },
+                |_, _, &row| row,
+            );
+            checksum(hottest, |&(end, a, c)| end.wrapping_mul(31).wrapping_add(a.wrapping_mul(7)).wrapping_add(c))
         }
         "q7" => {
             let best = env
                 .bids(Some(events), None)
-                .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(secs(2)), |b| {
-                    b.time
-                })
+                .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(secs(2)), |b| b.time)
                 .window_all(WindowAssigner::tumbling(secs(10)))
                 .reduce(higher, |_, w, b| (w.end, b.auction, b.price));
-            checksum(best, |&(end, a, p)| {
-                end.wrapping_mul(31)
-                    .wrapping_add(a.wrapping_mul(7))
-                    .wrapping_add(p)
-            })
+            checksum(best, |&(end, a, p)| end.wrapping_mul(31).wrapping_add(a.wrapping_mul(7)).wrapping_add(p))
         }
         _ => return None,
     })
@@ -277,18 +231,11 @@ pub fn run(query: &str, events: u64, parallelism: usize) -> anyhow::Result<Bench
     let env = StreamEnv::new(format!("bench-{query}"));
     env.set_parallelism(parallelism);
     let Some(checksum) = build(&env, query, events) else {
-        anyhow::bail!(
-            "unknown workload `{query}`; expected one of: {}",
-            WORKLOADS.join(", ")
-        );
+        anyhow::bail!("unknown workload `{query}`; expected one of: {}", WORKLOADS.join(", "));
     };
     let (cpu0, t0) = (cpu_time(), Instant::now());
     env.execute()?;
-    Ok(BenchResult {
-        net: t0.elapsed(),
-        cpu: cpu_time() - cpu0,
-        checksum,
-    })
+    Ok(BenchResult { net: t0.elapsed(), cpu: cpu_time() - cpu0, checksum })
 }
 
 impl BenchResult {

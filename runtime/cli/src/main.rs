@@ -12,11 +12,7 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(
-    name = "weir",
-    version,
-    about = "Flink-style stream processing: run pipelines and benchmarks"
-)]
+#[command(name = "weir", version, about = "Flink-style stream processing: run pipelines and benchmarks")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -38,16 +34,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Bench {
-            workload,
-            events,
-            parallelism,
-        } => {
+        Command::Bench { workload, events, parallelism } => {
             if !bench::WORKLOADS.contains(&workload.as_str()) {
-                eprintln!(
-                    "weir: unknown workload `{workload}`; expected one of: {}",
-                    bench::WORKLOADS.join(", ")
-                );
+                eprintln!("weir: unknown workload `{workload}`; expected one of: {}", bench::WORKLOADS.join(", "));
                 return ExitCode::from(2);
             }
             if parallelism == 0 {

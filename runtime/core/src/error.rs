@@ -28,10 +28,7 @@ pub enum TaskError {
 
 impl TaskError {
     pub fn io(context: impl fmt::Display, source: std::io::Error) -> Self {
-        TaskError::Io {
-            context: context.to_string(),
-            source,
-        }
+        TaskError::Io { context: context.to_string(), source }
     }
 
     /// True for errors that are only an echo of a failure elsewhere.

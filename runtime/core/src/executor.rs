@@ -27,10 +27,7 @@ pub struct ChainMetrics {
 impl ChainMetrics {
     /// Sum over subtasks of the counters, maximum of the time metrics, minimum watermark.
     pub fn aggregate(&self) -> MetricsSnapshot {
-        let mut agg = MetricsSnapshot {
-            current_watermark: i64::MAX,
-            ..Default::default()
-        };
+        let mut agg = MetricsSnapshot { current_watermark: i64::MAX, ..Default::default() };
         for s in self.subtasks.iter().map(|s| s.snapshot()) {
             agg.records_in += s.records_in;
             agg.records_out += s.records_out;
@@ -76,15 +73,9 @@ impl JobHandle {
         let mut first: Option<JobError> = None;
         let mut echo: Option<JobError> = None;
         for (task, t) in self.threads {
-            let result = t
-                .join()
-                .unwrap_or_else(|p| Err(TaskError::Panic(panic_message(&p))));
+            let result = t.join().unwrap_or_else(|p| Err(TaskError::Panic(panic_message(&p))));
             if let Err(source) = result {
-                let slot = if source.is_secondary() {
-                    &mut echo
-                } else {
-                    &mut first
-                };
+                let slot = if source.is_secondary() { &mut echo } else { &mut first };
                 if slot.is_none() {
                     *slot = Some(JobError::TaskFailed { task, source });
                 }
@@ -108,11 +99,8 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 pub fn execute(graph: JobGraph) -> Result<JobHandle, JobError> {
     graph.validate()?;
     let chains = graph.plan();
-    let chain_of: HashMap<NodeId, usize> = chains
-        .iter()
-        .enumerate()
-        .flat_map(|(c, nodes)| nodes.iter().map(move |&n| (n, c)))
-        .collect();
+    let chain_of: HashMap<NodeId, usize> =
+        chains.iter().enumerate().flat_map(|(c, nodes)| nodes.iter().map(move |&n| (n, c))).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let cfg = graph.exchange.clone();
 
@@ -123,9 +111,7 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle, JobError> {
     for (c, nodes) in chains.iter().enumerate() {
         let head = nodes[0];
         let p = graph.nodes[head].parallelism;
-        let in_edges: Vec<usize> = (0..graph.edges.len())
-            .filter(|&e| graph.edges[e].to == head)
-            .collect();
+        let in_edges: Vec<usize> = (0..graph.edges.len()).filter(|&e| graph.edges[e].to == head).collect();
         let Some(&first) = in_edges.first() else {
             continue;
         };
@@ -150,10 +136,7 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle, JobError> {
         let head = nodes[0];
         let tail = *nodes.last().expect("non-empty chain");
         let p = graph.nodes[head].parallelism;
-        let vertex_names = nodes
-            .iter()
-            .map(|&n| graph.nodes[n].name.clone())
-            .collect::<Vec<_>>();
+        let vertex_names = nodes.iter().map(|&n| graph.nodes[n].name.clone()).collect::<Vec<_>>();
         let chain_name = vertex_names.join(" -> ");
         let mut subtask_metrics = Vec::new();
         for i in 0..p {
@@ -161,12 +144,7 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle, JobError> {
             subtask_metrics.push(metrics.clone());
             let tail_ty = graph.nodes[tail].output.clone();
             let mut outputs = Vec::new();
-            for (e, edge) in graph
-                .edges
-                .iter()
-                .enumerate()
-                .filter(|(_, ed)| ed.from == tail)
-            {
+            for (e, edge) in graph.edges.iter().enumerate().filter(|(_, ed)| ed.from == tail) {
                 let consumer_chain = chain_of[&edge.to];
                 let targets: Vec<(AnyBox, u32)> = consumers_of(&graph, e, i)
                     .into_iter()
@@ -175,12 +153,7 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle, JobError> {
                         (tail_ty.clone_sender(tx), channels[&(e, i, k)])
                     })
                     .collect();
-                outputs.push(tail_ty.writer(
-                    edge.partitioning.as_ref(),
-                    targets,
-                    cfg.batch_size,
-                    metrics.clone(),
-                ));
+                outputs.push(tail_ty.writer(edge.partitioning.as_ref(), targets, cfg.batch_size, metrics.clone()));
             }
             let mut out = match outputs.len() {
                 0 => tail_ty.discard(),
@@ -209,14 +182,8 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle, JobError> {
                 }
             }
             if !matches!(graph.nodes[head].kind, NodeKind::Source(_)) {
-                let (_, rx) = queues
-                    .remove(&(c, i))
-                    .expect("queue of a chain with inputs");
-                let in_edge = graph
-                    .edges
-                    .iter()
-                    .find(|e| e.to == head)
-                    .expect("an input edge");
+                let (_, rx) = queues.remove(&(c, i)).expect("queue of a chain with inputs");
+                let in_edge = graph.edges.iter().find(|e| e.to == head).expect("an input edge");
                 let ty = graph.nodes[in_edge.from].output.clone();
                 let env = TaskEnv {
                     name: format!("{chain_name} ({}/{p})", i + 1),
@@ -226,10 +193,7 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle, JobError> {
                 tasks.push(ty.input_task(rx, channel_count[&(c, i)] as usize, out, env));
             }
         }
-        chain_metrics.push(ChainMetrics {
-            vertices: vertex_names,
-            subtasks: subtask_metrics,
-        });
+        chain_metrics.push(ChainMetrics { vertices: vertex_names, subtasks: subtask_metrics });
     }
     // Drop the queues' original senders: only the writers hold senders now, so a
     // queue disconnects exactly when all its producers are gone.
@@ -250,18 +214,10 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle, JobError> {
                 }
                 result
             })
-            .map_err(|source| JobError::Spawn {
-                task: name.clone(),
-                source,
-            })?;
+            .map_err(|source| JobError::Spawn { task: name.clone(), source })?;
         threads.push((name, thread));
     }
-    Ok(JobHandle {
-        name: graph.name.clone(),
-        threads,
-        stop,
-        chains: Arc::new(chain_metrics),
-    })
+    Ok(JobHandle { name: graph.name.clone(), threads, stop, chains: Arc::new(chain_metrics) })
 }
 
 fn is_pointwise(graph: &JobGraph, edge: usize) -> bool {
@@ -271,18 +227,10 @@ fn is_pointwise(graph: &JobGraph, edge: usize) -> bool {
 
 /// The consumer subtasks producer subtask `i` writes to over `edge`.
 fn consumers_of(graph: &JobGraph, edge: usize, i: usize) -> Vec<usize> {
-    if is_pointwise(graph, edge) {
-        vec![i]
-    } else {
-        (0..graph.nodes[graph.edges[edge].to].parallelism).collect()
-    }
+    if is_pointwise(graph, edge) { vec![i] } else { (0..graph.nodes[graph.edges[edge].to].parallelism).collect() }
 }
 
 /// The producer subtasks that write to consumer subtask `k` over `edge`.
 fn producers_of(graph: &JobGraph, edge: usize, k: usize) -> Vec<usize> {
-    if is_pointwise(graph, edge) {
-        vec![k]
-    } else {
-        (0..graph.nodes[graph.edges[edge].from].parallelism).collect()
-    }
+    if is_pointwise(graph, edge) { vec![k] } else { (0..graph.nodes[graph.edges[edge].from].parallelism).collect() }
 }

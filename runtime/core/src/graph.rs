@@ -73,10 +73,7 @@ pub struct ExchangeConfig {
 
 impl Default for ExchangeConfig {
     fn default() -> Self {
-        ExchangeConfig {
-            batch_size: 1024,
-            queue_capacity: 64,
-        }
+        ExchangeConfig { batch_size: 1024, queue_capacity: 64 }
     }
 }
 
@@ -123,15 +120,10 @@ impl JobGraph {
         &mut self,
         name: impl Into<String>,
         parallelism: usize,
-        factory: impl Fn(&SubtaskInfo, Box<dyn Output<Out>>) -> Box<dyn Output<In>>
-        + Send
-        + Sync
-        + 'static,
+        factory: impl Fn(&SubtaskInfo, Box<dyn Output<Out>>) -> Box<dyn Output<In>> + Send + Sync + 'static,
     ) -> NodeId {
         let factory: LinkFactory = Arc::new(move |info, out| {
-            let out = *out
-                .downcast::<Box<dyn Output<Out>>>()
-                .expect("output of the vertex's type");
+            let out = *out.downcast::<Box<dyn Output<Out>>>().expect("output of the vertex's type");
             Box::new(factory(info, out)) as AnyBox
         });
         self.nodes.push(Node {
@@ -152,9 +144,7 @@ impl JobGraph {
         partitioning: Partitioning<T>,
     ) -> Result<(), JobError> {
         let (src, dst) = (&self.nodes[from], &self.nodes[to]);
-        if src.output.element_type() != TypeId::of::<T>()
-            || dst.input_type != Some(TypeId::of::<T>())
-        {
+        if src.output.element_type() != TypeId::of::<T>() || dst.input_type != Some(TypeId::of::<T>()) {
             return Err(JobError::InvalidGraph(format!(
                 "edge {} -> {}: the stream types do not match ({} into a vertex that takes another type)",
                 src.name,
@@ -164,13 +154,7 @@ impl JobGraph {
         }
         let forward = matches!(partitioning, Partitioning::Forward);
         let partitioning_name = partitioning.name();
-        self.edges.push(Edge {
-            from,
-            to,
-            partitioning: Arc::new(partitioning),
-            partitioning_name,
-            forward,
-        });
+        self.edges.push(Edge { from, to, partitioning: Arc::new(partitioning), partitioning_name, forward });
         Ok(())
     }
 
@@ -193,18 +177,10 @@ impl JobGraph {
         let mut s = String::new();
         for (i, chain) in chains.iter().enumerate() {
             let names: Vec<&str> = chain.iter().map(|&n| self.nodes[n].name.as_str()).collect();
-            s.push_str(&format!(
-                "  task {i} x{}: {}\n",
-                self.nodes[chain[0]].parallelism,
-                names.join(" -> ")
-            ));
+            s.push_str(&format!("  task {i} x{}: {}\n", self.nodes[chain[0]].parallelism, names.join(" -> ")));
             let tail = *chain.last().expect("non-empty");
             for e in self.edges.iter().filter(|e| e.from == tail) {
-                s.push_str(&format!(
-                    "    --{}--> task {}\n",
-                    e.partitioning_name,
-                    chain_of(e.to)
-                ));
+                s.push_str(&format!("    --{}--> task {}\n", e.partitioning_name, chain_of(e.to)));
             }
         }
         s
@@ -213,10 +189,7 @@ impl JobGraph {
     pub(crate) fn validate(&self) -> Result<(), JobError> {
         for (i, n) in self.nodes.iter().enumerate() {
             if n.parallelism == 0 {
-                return Err(JobError::InvalidGraph(format!(
-                    "vertex {}: parallelism must be at least 1",
-                    n.name
-                )));
+                return Err(JobError::InvalidGraph(format!("vertex {}: parallelism must be at least 1", n.name)));
             }
             if n.parallelism > self.max_parallelism as usize {
                 return Err(JobError::InvalidGraph(format!(
@@ -225,10 +198,7 @@ impl JobGraph {
                 )));
             }
             if matches!(n.kind, NodeKind::Operator(_)) && !self.edges.iter().any(|e| e.to == i) {
-                return Err(JobError::InvalidGraph(format!(
-                    "vertex {} has no input",
-                    n.name
-                )));
+                return Err(JobError::InvalidGraph(format!("vertex {} has no input", n.name)));
             }
         }
         Ok(())
@@ -282,13 +252,7 @@ pub(crate) trait StreamType: Send + Sync {
     fn fan_out(&self, outputs: Vec<AnyBox>) -> AnyBox;
     fn discard(&self) -> AnyBox;
     fn source_task(&self, source: AnyBox, head: AnyBox, env: TaskEnv) -> Box<dyn Task>;
-    fn input_task(
-        &self,
-        receiver: AnyBox,
-        channels: usize,
-        head: AnyBox,
-        env: TaskEnv,
-    ) -> Box<dyn Task>;
+    fn input_task(&self, receiver: AnyBox, channels: usize, head: AnyBox, env: TaskEnv) -> Box<dyn Task>;
 }
 
 struct TypeOf<T>(PhantomData<fn() -> T>);
@@ -307,12 +271,7 @@ impl<T: Data> StreamType for TypeOf<T> {
     }
 
     fn clone_sender(&self, sender: &AnyBox) -> AnyBox {
-        Box::new(
-            sender
-                .downcast_ref::<Sender<T>>()
-                .expect("sender type")
-                .clone(),
-        )
+        Box::new(sender.downcast_ref::<Sender<T>>().expect("sender type").clone())
     }
 
     fn writer(
@@ -322,31 +281,17 @@ impl<T: Data> StreamType for TypeOf<T> {
         batch_size: usize,
         metrics: Arc<SubtaskMetrics>,
     ) -> AnyBox {
-        let partitioning = partitioning
-            .downcast_ref::<Partitioning<T>>()
-            .expect("partitioning type")
-            .clone();
+        let partitioning = partitioning.downcast_ref::<Partitioning<T>>().expect("partitioning type").clone();
         let targets = targets
             .into_iter()
-            .map(|(tx, channel)| ChannelSender {
-                tx: *tx.downcast::<Sender<T>>().expect("sender type"),
-                channel,
-            })
+            .map(|(tx, channel)| ChannelSender { tx: *tx.downcast::<Sender<T>>().expect("sender type"), channel })
             .collect();
-        let out: Box<dyn Output<T>> = Box::new(ExchangeWriter::new(
-            partitioning,
-            targets,
-            batch_size,
-            metrics,
-        ));
+        let out: Box<dyn Output<T>> = Box::new(ExchangeWriter::new(partitioning, targets, batch_size, metrics));
         Box::new(out)
     }
 
     fn fan_out(&self, outputs: Vec<AnyBox>) -> AnyBox {
-        let outputs = outputs
-            .into_iter()
-            .map(|o| *o.downcast::<Box<dyn Output<T>>>().expect("output type"))
-            .collect();
+        let outputs = outputs.into_iter().map(|o| *o.downcast::<Box<dyn Output<T>>>().expect("output type")).collect();
         let out: Box<dyn Output<T>> = Box::new(FanOut::new(outputs));
         Box::new(out)
     }
@@ -357,20 +302,12 @@ impl<T: Data> StreamType for TypeOf<T> {
     }
 
     fn source_task(&self, source: AnyBox, head: AnyBox, env: TaskEnv) -> Box<dyn Task> {
-        let source = *source
-            .downcast::<Box<dyn Source<T>>>()
-            .expect("source type");
+        let source = *source.downcast::<Box<dyn Source<T>>>().expect("source type");
         let head = *head.downcast::<Box<dyn Output<T>>>().expect("output type");
         Box::new(SourceTask::new(source, head, env))
     }
 
-    fn input_task(
-        &self,
-        receiver: AnyBox,
-        channels: usize,
-        head: AnyBox,
-        env: TaskEnv,
-    ) -> Box<dyn Task> {
+    fn input_task(&self, receiver: AnyBox, channels: usize, head: AnyBox, env: TaskEnv) -> Box<dyn Task> {
         let rx = *receiver.downcast::<Receiver<T>>().expect("receiver type");
         let head = *head.downcast::<Box<dyn Output<T>>>().expect("output type");
         Box::new(InputTask::new(rx, channels, head, env))

@@ -110,10 +110,7 @@ impl KeyGroupRange {
         let max = max_parallelism as usize;
         let start = (index * max).div_ceil(parallelism);
         let end = ((index + 1) * max).div_ceil(parallelism);
-        KeyGroupRange {
-            start: start as u32,
-            end: end as u32,
-        }
+        KeyGroupRange { start: start as u32, end: end as u32 }
     }
 
     pub fn contains(&self, group: u32) -> bool {

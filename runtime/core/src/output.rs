@@ -79,9 +79,7 @@ impl<T: Clone + Send> Output<T> for FanOut<T> {
         last.records(batch)
     }
     fn watermark(&mut self, watermark: Timestamp) -> TaskResult {
-        self.outputs
-            .iter_mut()
-            .try_for_each(|o| o.watermark(watermark))
+        self.outputs.iter_mut().try_for_each(|o| o.watermark(watermark))
     }
     fn idle(&mut self, idle: bool) -> TaskResult {
         self.outputs.iter_mut().try_for_each(|o| o.idle(idle))
@@ -90,9 +88,7 @@ impl<T: Clone + Send> Output<T> for FanOut<T> {
         self.outputs.iter_mut().try_for_each(|o| o.barrier(barrier))
     }
     fn processing_time(&mut self, now: Timestamp) -> TaskResult {
-        self.outputs
-            .iter_mut()
-            .try_for_each(|o| o.processing_time(now))
+        self.outputs.iter_mut().try_for_each(|o| o.processing_time(now))
     }
     fn flush(&mut self) -> TaskResult {
         self.outputs.iter_mut().try_for_each(|o| o.flush())

@@ -72,10 +72,7 @@ impl<T: Send> Task for SourceTask<T> {
                     self.head.flush()?;
                     let started = Instant::now();
                     std::thread::sleep(wait.min(TICK));
-                    SubtaskMetrics::add(
-                        &self.env.metrics.idle_ns,
-                        started.elapsed().as_nanos() as u64,
-                    );
+                    SubtaskMetrics::add(&self.env.metrics.idle_ns, started.elapsed().as_nanos() as u64);
                 }
                 SourcePoll::Finished => break true,
             }
@@ -100,18 +97,8 @@ pub struct InputTask<T> {
 }
 
 impl<T> InputTask<T> {
-    pub fn new(
-        rx: Receiver<Envelope<T>>,
-        channels: usize,
-        head: Box<dyn Output<T>>,
-        env: TaskEnv,
-    ) -> Self {
-        InputTask {
-            rx,
-            gate: InputGate::new(channels),
-            head,
-            env,
-        }
+    pub fn new(rx: Receiver<Envelope<T>>, channels: usize, head: Box<dyn Output<T>>, env: TaskEnv) -> Self {
+        InputTask { rx, gate: InputGate::new(channels), head, env }
     }
 }
 
@@ -132,10 +119,7 @@ impl<T: Send> Task for InputTask<T> {
                     let started = Instant::now();
                     let wait = next_tick.saturating_duration_since(started);
                     let got = self.rx.recv_timeout(wait);
-                    SubtaskMetrics::add(
-                        &self.env.metrics.idle_ns,
-                        started.elapsed().as_nanos() as u64,
-                    );
+                    SubtaskMetrics::add(&self.env.metrics.idle_ns, started.elapsed().as_nanos() as u64);
                     match got {
                         Ok(m) => m,
                         Err(RecvTimeoutError::Disconnected) => return Err(TaskError::Disconnected),
@@ -160,10 +144,7 @@ impl<T: Send> Task for InputTask<T> {
             for e in gate_events.drain(..) {
                 match e {
                     GateEvent::Watermark(w) => {
-                        self.env
-                            .metrics
-                            .current_watermark
-                            .store(w, Ordering::Relaxed);
+                        self.env.metrics.current_watermark.store(w, Ordering::Relaxed);
                         self.head.watermark(w)?;
                     }
                     GateEvent::Idle(idle) => self.head.idle(idle)?,

@@ -20,10 +20,7 @@ pub const MAX_WATERMARK: Timestamp = i64::MAX;
 
 /// Wall-clock milliseconds since the epoch.
 pub fn now_ms() -> Timestamp {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// How watermarks are derived from the timestamps a source task sees.
@@ -38,10 +35,7 @@ pub struct WatermarkStrategy {
 impl WatermarkStrategy {
     /// Watermark = highest timestamp seen - bound - 1 (Flink's `forBoundedOutOfOrderness`).
     pub fn bounded_out_of_orderness(bound: Duration) -> Self {
-        WatermarkStrategy {
-            out_of_orderness: bound,
-            idle_timeout: None,
-        }
+        WatermarkStrategy { out_of_orderness: bound, idle_timeout: None }
     }
 
     /// Timestamps never decrease (`forMonotonousTimestamps`).

@@ -26,10 +26,7 @@ pub struct TimerQueue<K> {
 
 impl<K> Default for TimerQueue<K> {
     fn default() -> Self {
-        TimerQueue {
-            by_time: BTreeMap::new(),
-            live: AHashSet::default(),
-        }
+        TimerQueue { by_time: BTreeMap::new(), live: AHashSet::default() }
     }
 }
 

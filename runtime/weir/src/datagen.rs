@@ -49,9 +49,7 @@ impl<'de> Deserialize<'de> for OrderId {
         s.strip_prefix("ORD-")
             .and_then(|n| n.parse().ok())
             .map(OrderId)
-            .ok_or_else(|| {
-                serde::de::Error::custom(format!("invalid order id `{s}`, expected ORD-<number>"))
-            })
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid order id `{s}`, expected ORD-<number>")))
     }
 }
 
@@ -87,12 +85,7 @@ pub enum Channel {
 }
 
 impl Channel {
-    pub const ALL: &'static [Channel] = &[
-        Channel::Google,
-        Channel::Facebook,
-        Channel::Baidu,
-        Channel::Apple,
-    ];
+    pub const ALL: &'static [Channel] = &[Channel::Google, Channel::Facebook, Channel::Baidu, Channel::Apple];
     pub fn as_str(&self) -> &'static str {
         match self {
             Channel::Google => "Google",
@@ -148,11 +141,7 @@ pub fn bid(n: u64) -> Bid {
     let s = mix64(n ^ 0x5851_F42D_4C95_7F2D);
     let block = n / 50;
     let last = 1000 + 3 * block;
-    let auction = if r & 1 == 0 {
-        (last / 100) * 100
-    } else {
-        last - (r >> 1) % 100
-    };
+    let auction = if r & 1 == 0 { (last / 100) * 100 } else { last - (r >> 1) % 100 };
     Bid {
         auction: auction as i64,
         bidder: (1000 + block - (r >> 16) % (block + 1).min(1000)) as i64,
@@ -243,9 +232,7 @@ mod tests {
         assert_eq!(o.region, Region::ALL[(r % 4) as usize]);
         assert_eq!(o.time, T0 - ((r >> 32) % 5000) as i64);
         // A duplicate repeats the previous order whole.
-        let dup = (1..10_000u64)
-            .find(|&n| (mix64(n) >> 20) % 100 < 2)
-            .unwrap();
+        let dup = (1..10_000u64).find(|&n| (mix64(n) >> 20) % 100 < 2).unwrap();
         assert_eq!(order(dup), order(dup - 1));
     }
 
@@ -254,12 +241,7 @@ mod tests {
         for p in 1..=4 {
             let mut seen = Vec::new();
             for i in 0..p {
-                let split = DatagenSplit {
-                    subtask: i,
-                    parallelism: p,
-                    count: Some(5_000),
-                    rate: None,
-                };
+                let split = DatagenSplit { subtask: i, parallelism: p, count: Some(5_000), rate: None };
                 let mut s = DatagenSource::new(|n| n, split);
                 let mut out = Vec::new();
                 while s.poll(&mut out).unwrap() != SourcePoll::Finished {}
@@ -273,17 +255,9 @@ mod tests {
     #[test]
     fn order_ids_serialize_as_strings() {
         let json = serde_json::to_string(&order(42)).unwrap();
-        assert!(
-            json.starts_with(r#"{"order_id":"ORD-42","region":"#),
-            "{json}"
-        );
+        assert!(json.starts_with(r#"{"order_id":"ORD-42","region":"#), "{json}");
         let back: Order = serde_json::from_str(&json).unwrap();
         assert_eq!(back, order(42));
-        assert!(
-            serde_json::from_str::<OrderId>(r#""X-1""#)
-                .unwrap_err()
-                .to_string()
-                .contains("invalid order id")
-        );
+        assert!(serde_json::from_str::<OrderId>(r#""X-1""#).unwrap_err().to_string().contains("invalid order id"));
     }
 }

@@ -27,12 +27,7 @@ pub struct StreamEnv {
 
 impl StreamEnv {
     pub fn new(job_name: impl Into<String>) -> Self {
-        StreamEnv {
-            inner: Rc::new(RefCell::new(EnvInner {
-                graph: JobGraph::new(job_name),
-                parallelism: 1,
-            })),
-        }
+        StreamEnv { inner: Rc::new(RefCell::new(EnvInner { graph: JobGraph::new(job_name), parallelism: 1 })) }
     }
 
     /// The default parallelism of every vertex added from now on.
@@ -73,9 +68,7 @@ impl StreamEnv {
     /// A non-parallel source emitting `items` in order, without timestamps.
     pub fn from_collection<T: Data + Sync>(&self, items: Vec<T>) -> DataStream<T> {
         let items = Arc::new(items);
-        let stream = self.add_source("collection", move |_| {
-            Box::new(CollectionSource::new(items.clone()))
-        });
+        let stream = self.add_source("collection", move |_| Box::new(CollectionSource::new(items.clone())));
         stream.set_parallelism(1)
     }
 
@@ -88,12 +81,7 @@ impl StreamEnv {
         rate: Option<f64>,
     ) -> DataStream<T> {
         self.add_source(name, move |info| {
-            let split = DatagenSplit {
-                subtask: info.index,
-                parallelism: info.parallelism,
-                count,
-                rate,
-            };
+            let split = DatagenSplit { subtask: info.index, parallelism: info.parallelism, count, rate };
             Box::new(DatagenSource::new(generate.clone(), split))
         })
     }
@@ -125,9 +113,7 @@ impl StreamEnv {
     pub fn start(self) -> Result<JobHandle, JobError> {
         let inner = Rc::try_unwrap(self.inner)
             .map_err(|_| {
-                JobError::InvalidGraph(
-                    "streams of this job are still in use; drop them before starting".into(),
-                )
+                JobError::InvalidGraph("streams of this job are still in use; drop them before starting".into())
             })?
             .into_inner();
         executor::execute(inner.graph)

@@ -21,10 +21,7 @@ pub struct CollectSink<T> {
 
 impl<T: Send> Sink<T> for CollectSink<T> {
     fn write(&mut self, mut batch: Vec<Record<T>>) -> TaskResult {
-        self.target
-            .lock()
-            .expect("collect sink poisoned")
-            .append(&mut batch);
+        self.target.lock().expect("collect sink poisoned").append(&mut batch);
         Ok(())
     }
 }
@@ -66,17 +63,11 @@ pub struct JsonFileSink {
 
 impl JsonFileSink {
     pub fn new(dir: &Path, subtask: usize) -> Self {
-        JsonFileSink {
-            dir: dir.to_path_buf(),
-            subtask,
-            writer: None,
-            line: Vec::new(),
-        }
+        JsonFileSink { dir: dir.to_path_buf(), subtask, writer: None, line: Vec::new() }
     }
 
     fn in_progress(&self) -> PathBuf {
-        self.dir
-            .join(format!(".part-{}.jsonl.inprogress", self.subtask))
+        self.dir.join(format!(".part-{}.jsonl.inprogress", self.subtask))
     }
 
     fn finished(&self) -> PathBuf {
@@ -85,15 +76,10 @@ impl JsonFileSink {
 
     fn writer(&mut self) -> TaskResult<&mut BufWriter<File>> {
         if self.writer.is_none() {
-            std::fs::create_dir_all(&self.dir).map_err(|e| {
-                TaskError::io(
-                    format!("creating output directory {}", self.dir.display()),
-                    e,
-                )
-            })?;
+            std::fs::create_dir_all(&self.dir)
+                .map_err(|e| TaskError::io(format!("creating output directory {}", self.dir.display()), e))?;
             let path = self.in_progress();
-            let file = File::create(&path)
-                .map_err(|e| TaskError::io(format!("creating {}", path.display()), e))?;
+            let file = File::create(&path).map_err(|e| TaskError::io(format!("creating {}", path.display()), e))?;
             self.writer = Some(BufWriter::with_capacity(1 << 16, file));
         }
         Ok(self.writer.as_mut().expect("just opened"))
@@ -110,8 +96,7 @@ impl<T: Serialize + Send> Sink<T> for JsonFileSink {
             serde_json::to_writer(&mut line, &r.value)
                 .map_err(|e| TaskError::Operator(format!("encoding a record as JSON: {e}")))?;
             line.push(b'\n');
-            w.write_all(&line)
-                .map_err(|e| TaskError::io(format!("writing {}", path.display()), e))?;
+            w.write_all(&line).map_err(|e| TaskError::io(format!("writing {}", path.display()), e))?;
         }
         self.line = line;
         Ok(())
@@ -122,16 +107,9 @@ impl<T: Serialize + Send> Sink<T> for JsonFileSink {
         self.writer()?;
         let (from, to) = (self.in_progress(), self.finished());
         let w = self.writer.take().expect("opened");
-        let file = w
-            .into_inner()
-            .map_err(|e| TaskError::io(format!("writing {}", from.display()), e.into_error()))?;
-        file.sync_all()
-            .map_err(|e| TaskError::io(format!("syncing {}", from.display()), e))?;
-        std::fs::rename(&from, &to).map_err(|e| {
-            TaskError::io(
-                format!("renaming {} to {}", from.display(), to.display()),
-                e,
-            )
-        })
+        let file = w.into_inner().map_err(|e| TaskError::io(format!("writing {}", from.display()), e.into_error()))?;
+        file.sync_all().map_err(|e| TaskError::io(format!("syncing {}", from.display()), e))?;
+        std::fs::rename(&from, &to)
+            .map_err(|e| TaskError::io(format!("renaming {} to {}", from.display(), to.display()), e))
     }
 }

@@ -20,16 +20,8 @@ impl<T> CollectionSource<T> {
 impl<T: Clone + Send + Sync> Source<T> for CollectionSource<T> {
     fn poll(&mut self, out: &mut Vec<Record<T>>) -> TaskResult<SourcePoll> {
         let end = (self.next + 1024).min(self.items.len());
-        out.extend(
-            self.items[self.next..end]
-                .iter()
-                .map(|v| Record::new(NO_TIMESTAMP, v.clone())),
-        );
+        out.extend(self.items[self.next..end].iter().map(|v| Record::new(NO_TIMESTAMP, v.clone())));
         self.next = end;
-        Ok(if end == self.items.len() {
-            SourcePoll::Finished
-        } else {
-            SourcePoll::Ready
-        })
+        Ok(if end == self.items.len() { SourcePoll::Finished } else { SourcePoll::Ready })
     }
 }

@@ -22,8 +22,8 @@ use weir_core::operator::{Operator, OperatorNode};
 use weir_core::output::Output;
 use weir_core::state::Key;
 use weir_core::window::{
-    AggregateFunction, AggregateWindow, LateData, ProcessWindow, ReduceWindow, Window,
-    WindowAssigner, WindowFunction, WindowOperator,
+    AggregateFunction, AggregateWindow, LateData, ProcessWindow, ReduceWindow, Window, WindowAssigner, WindowFunction,
+    WindowOperator,
 };
 use weir_core::{Data, Record, Timestamp, WatermarkStrategy};
 
@@ -40,12 +40,7 @@ pub struct DataStream<T> {
 
 impl<T: Data> DataStream<T> {
     pub(crate) fn new(env: StreamEnv, nodes: Vec<NodeId>) -> Self {
-        DataStream {
-            env,
-            nodes,
-            partitioning: Partitioning::Forward,
-            _t: PhantomData,
-        }
+        DataStream { env, nodes, partitioning: Partitioning::Forward, _t: PhantomData }
     }
 
     pub fn env(&self) -> &StreamEnv {
@@ -71,16 +66,12 @@ impl<T: Data> DataStream<T> {
         name: &str,
         parallelism: usize,
         partitioning: Partitioning<T>,
-        factory: impl Fn(&SubtaskInfo, Box<dyn Output<Out>>) -> Box<dyn Output<T>>
-        + Send
-        + Sync
-        + 'static,
+        factory: impl Fn(&SubtaskInfo, Box<dyn Output<Out>>) -> Box<dyn Output<T>> + Send + Sync + 'static,
     ) -> DataStream<Out> {
         let node = self.env.graph_mut(|g| {
             let node = g.add_operator(name, parallelism, factory);
             for &from in &self.nodes {
-                g.connect(from, node, partitioning.clone())
-                    .expect("stream types match by construction");
+                g.connect(from, node, partitioning.clone()).expect("stream types match by construction");
             }
             node
         });
@@ -99,17 +90,11 @@ impl<T: Data> DataStream<T> {
         })
     }
 
-    pub fn map<U: Data>(
-        self,
-        f: impl FnMut(T) -> U + Clone + Send + Sync + 'static,
-    ) -> DataStream<U> {
+    pub fn map<U: Data>(self, f: impl FnMut(T) -> U + Clone + Send + Sync + 'static) -> DataStream<U> {
         self.transform("map", move |_| Map::new(f.clone()))
     }
 
-    pub fn filter(
-        self,
-        f: impl FnMut(&T) -> bool + Clone + Send + Sync + 'static,
-    ) -> DataStream<T> {
+    pub fn filter(self, f: impl FnMut(&T) -> bool + Clone + Send + Sync + 'static) -> DataStream<T> {
         self.transform("filter", move |_| Filter::new(f.clone()))
     }
 
@@ -129,24 +114,13 @@ impl<T: Data> DataStream<T> {
     ) -> DataStream<T> {
         let p = self.parallelism();
         self.add_vertex("timestamps", p, Partitioning::Forward, move |info, out| {
-            Box::new(WatermarkAssigner::new(
-                &strategy,
-                extract.clone(),
-                out,
-                info.metrics.clone(),
-            ))
+            Box::new(WatermarkAssigner::new(&strategy, extract.clone(), out, info.metrics.clone()))
         })
     }
 
     /// Partitions by key: records with equal keys go to the same subtask.
-    pub fn key_by<K: Key>(
-        self,
-        key: impl Fn(&T) -> K + Send + Sync + 'static,
-    ) -> KeyedStream<K, T> {
-        KeyedStream {
-            stream: self,
-            key: Arc::new(key),
-        }
+    pub fn key_by<K: Key>(self, key: impl Fn(&T) -> K + Send + Sync + 'static) -> KeyedStream<K, T> {
+        KeyedStream { stream: self, key: Arc::new(key) }
     }
 
     /// Both streams as one.
@@ -175,11 +149,7 @@ impl<T: Data> DataStream<T> {
     }
 
     /// Ends the stream in a sink built per subtask.
-    pub fn sink<S: Sink<T> + 'static>(
-        self,
-        name: &str,
-        make: impl Fn(&SubtaskInfo) -> S + Send + Sync + 'static,
-    ) {
+    pub fn sink<S: Sink<T> + 'static>(self, name: &str, make: impl Fn(&SubtaskInfo) -> S + Send + Sync + 'static) {
         let p = self.env.parallelism();
         self.add_vertex::<()>(name, p, self.partitioning.clone(), move |info, _out| {
             Box::new(SinkNode::new(make(info)))
@@ -198,19 +168,13 @@ impl<T: Data> DataStream<T> {
     pub fn print_with(self, format: impl Fn(&T) -> String + Clone + Send + Sync + 'static) {
         self.sink("print", move |info| PrintSink {
             format: format.clone(),
-            prefix: if info.parallelism > 1 {
-                format!("{}> ", info.index + 1)
-            } else {
-                String::new()
-            },
+            prefix: if info.parallelism > 1 { format!("{}> ", info.index + 1) } else { String::new() },
         });
     }
 
     /// Prints each record as JSON to standard output.
     pub fn print(self) {
-        self.print_with(|v| {
-            serde_json::to_string(v).unwrap_or_else(|e| format!("<unprintable: {e}>"))
-        });
+        self.print_with(|v| serde_json::to_string(v).unwrap_or_else(|e| format!("<unprintable: {e}>")));
     }
 
     /// Writes JSON lines into part files under `dir`.
@@ -251,51 +215,32 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
     fn hash_partitioning(&self) -> Partitioning<T> {
         let key = self.key.clone();
         let max_parallelism = self.stream.env.graph_mut(|g| g.max_parallelism);
-        Partitioning::Hash {
-            key_hash: Arc::new(move |v| hash_key(&key(v))),
-            max_parallelism,
-        }
+        Partitioning::Hash { key_hash: Arc::new(move |v| hash_key(&key(v))), max_parallelism }
     }
 
     fn add_keyed<Out: Data>(
         &self,
         name: &str,
         parallelism: usize,
-        factory: impl Fn(&SubtaskInfo, Box<dyn Output<Out>>) -> Box<dyn Output<T>>
-        + Send
-        + Sync
-        + 'static,
+        factory: impl Fn(&SubtaskInfo, Box<dyn Output<Out>>) -> Box<dyn Output<T>> + Send + Sync + 'static,
     ) -> DataStream<Out> {
-        self.stream
-            .add_vertex(name, parallelism, self.hash_partitioning(), factory)
+        self.stream.add_vertex(name, parallelism, self.hash_partitioning(), factory)
     }
 
     /// Runs a keyed process function: per-key state and timers.
-    pub fn process<Out: Data, F: KeyedProcessFunction<K, T, Out> + Clone + Sync>(
-        self,
-        function: F,
-    ) -> DataStream<Out> {
+    pub fn process<Out: Data, F: KeyedProcessFunction<K, T, Out> + Clone + Sync>(self, function: F) -> DataStream<Out> {
         let key = self.key.clone();
         let p = self.stream.env.parallelism();
         self.add_keyed("process", p, move |info, out| {
             let key = key.clone();
-            let op = KeyedProcessOperator::new(
-                function.clone(),
-                move |v: &T| key(v),
-                info.metrics.clone(),
-            );
+            let op = KeyedProcessOperator::new(function.clone(), move |v: &T| key(v), info.metrics.clone());
             Box::new(OperatorNode::new(op, out))
         })
     }
 
     /// Groups the keyed stream into event-time windows.
     pub fn window(self, assigner: WindowAssigner) -> WindowedStream<K, T> {
-        WindowedStream {
-            keyed: self,
-            assigner,
-            allowed_lateness: 0,
-            parallelism: None,
-        }
+        WindowedStream { keyed: self, assigner, allowed_lateness: 0, parallelism: None }
     }
 }
 
@@ -322,12 +267,7 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
         self
     }
 
-    fn build<F, Out>(
-        self,
-        name: &str,
-        function: F,
-        late: fn() -> LateData<T, Out>,
-    ) -> DataStream<Out>
+    fn build<F, Out>(self, name: &str, function: F, late: fn() -> LateData<T, Out>) -> DataStream<Out>
     where
         F: WindowFunction<K, T, Out = Out> + Clone + Sync,
         Out: Data,
@@ -337,9 +277,7 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
         }
         let key = self.keyed.key.clone();
         let (assigner, lateness) = (self.assigner, self.allowed_lateness);
-        let p = self
-            .parallelism
-            .unwrap_or_else(|| self.keyed.stream.env.parallelism());
+        let p = self.parallelism.unwrap_or_else(|| self.keyed.stream.env.parallelism());
         self.keyed.add_keyed(name, p, move |info, out| {
             let key = key.clone();
             let op = WindowOperator::new(
@@ -364,9 +302,7 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
         self,
         function: F,
     ) -> (DataStream<F::Out>, DataStream<T>) {
-        let both = self.build("window", WithLate(function), || {
-            LateData::Emit(Box::new(WindowOrLate::Late))
-        });
+        let both = self.build("window", WithLate(function), || LateData::Emit(Box::new(WindowOrLate::Late)));
         let p = both.parallelism();
         let results = both.add_vertex("window-results", p, Partitioning::Forward, |_, out| {
             Box::new(OperatorNode::new(
@@ -437,7 +373,6 @@ impl<K, T: Data, F: WindowFunction<K, T>> WindowFunction<K, T> for WithLate<F> {
         self.0.merge(acc, other)
     }
     fn emit(&mut self, key: &K, window: &Window, acc: &F::Acc, out: &mut dyn FnMut(Self::Out)) {
-        self.0
-            .emit(key, window, acc, &mut |o| out(WindowOrLate::Result(o)))
+        self.0.emit(key, window, acc, &mut |o| out(WindowOrLate::Result(o)))
     }
 }

@@ -14,10 +14,7 @@ use crate::stream::DataStream;
 /// values.sort();
 /// assert_eq!(values, vec![10, 20, 30]);
 /// ```
-pub fn run_local<T: Data>(
-    parallelism: usize,
-    build: impl FnOnce(&StreamEnv) -> DataStream<T>,
-) -> Vec<Record<T>> {
+pub fn run_local<T: Data>(parallelism: usize, build: impl FnOnce(&StreamEnv) -> DataStream<T>) -> Vec<Record<T>> {
     let env = StreamEnv::new("test");
     env.set_parallelism(parallelism);
     let collected = build(&env).collect();
@@ -26,14 +23,8 @@ pub fn run_local<T: Data>(
 }
 
 /// Like [`run_local`], returning only the values, sorted.
-pub fn run_sorted<T: Data + Ord>(
-    parallelism: usize,
-    build: impl FnOnce(&StreamEnv) -> DataStream<T>,
-) -> Vec<T> {
-    let mut v: Vec<T> = run_local(parallelism, build)
-        .into_iter()
-        .map(|r| r.value)
-        .collect();
+pub fn run_sorted<T: Data + Ord>(parallelism: usize, build: impl FnOnce(&StreamEnv) -> DataStream<T>) -> Vec<T> {
+    let mut v: Vec<T> = run_local(parallelism, build).into_iter().map(|r| r.value).collect();
     v.sort();
     v
 }

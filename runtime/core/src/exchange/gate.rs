@@ -39,18 +39,8 @@ pub struct InputGate {
 
 impl InputGate {
     pub fn new(channels: usize) -> Self {
-        let state = ChannelState {
-            watermark: MIN_WATERMARK,
-            idle: false,
-            ended: false,
-            barrier_seen: None,
-        };
-        InputGate {
-            channels: vec![state; channels],
-            watermark: MIN_WATERMARK,
-            idle: false,
-            pending_barrier: None,
-        }
+        let state = ChannelState { watermark: MIN_WATERMARK, idle: false, ended: false, barrier_seen: None };
+        InputGate { channels: vec![state; channels], watermark: MIN_WATERMARK, idle: false, pending_barrier: None }
     }
 
     pub fn channels(&self) -> usize {
@@ -83,12 +73,7 @@ impl InputGate {
             }
         } else if !all_ended {
             // Every open channel is idle: pass on the highest watermark they reached.
-            let max_idle = self
-                .channels
-                .iter()
-                .filter(|c| !c.ended)
-                .map(|c| c.watermark)
-                .max();
+            let max_idle = self.channels.iter().filter(|c| !c.ended).map(|c| c.watermark).max();
             if let Some(w) = max_idle
                 && w > self.watermark
             {
@@ -141,11 +126,7 @@ impl InputGate {
     fn check_barrier(&mut self, out: &mut Vec<GateEvent>) {
         if let Some((barrier, _)) = self.pending_barrier {
             let id = barrier.checkpoint_id;
-            if self
-                .channels
-                .iter()
-                .all(|c| c.ended || c.barrier_seen == Some(id))
-            {
+            if self.channels.iter().all(|c| c.ended || c.barrier_seen == Some(id)) {
                 self.pending_barrier = None;
                 out.push(GateEvent::Barrier(barrier));
             }
@@ -157,10 +138,7 @@ impl InputGate {
 mod tests {
     use super::*;
 
-    fn run(
-        gate: &mut InputGate,
-        f: impl FnOnce(&mut InputGate, &mut Vec<GateEvent>),
-    ) -> Vec<GateEvent> {
+    fn run(gate: &mut InputGate, f: impl FnOnce(&mut InputGate, &mut Vec<GateEvent>)) -> Vec<GateEvent> {
         let mut out = Vec::new();
         f(gate, &mut out);
         out
@@ -170,14 +148,8 @@ mod tests {
     fn watermark_is_the_minimum_over_channels() {
         let mut g = InputGate::new(2);
         assert_eq!(run(&mut g, |g, o| g.on_watermark(0, 10, o)), vec![]);
-        assert_eq!(
-            run(&mut g, |g, o| g.on_watermark(1, 5, o)),
-            vec![GateEvent::Watermark(5)]
-        );
-        assert_eq!(
-            run(&mut g, |g, o| g.on_watermark(1, 20, o)),
-            vec![GateEvent::Watermark(10)]
-        );
+        assert_eq!(run(&mut g, |g, o| g.on_watermark(1, 5, o)), vec![GateEvent::Watermark(5)]);
+        assert_eq!(run(&mut g, |g, o| g.on_watermark(1, 20, o)), vec![GateEvent::Watermark(10)]);
         // Never backwards.
         assert_eq!(run(&mut g, |g, o| g.on_watermark(0, 3, o)), vec![]);
     }
@@ -186,18 +158,12 @@ mod tests {
     fn idle_channels_do_not_hold_back_the_watermark() {
         let mut g = InputGate::new(2);
         run(&mut g, |g, o| g.on_watermark(0, 100, o));
-        assert_eq!(
-            run(&mut g, |g, o| g.on_idle(1, true, o)),
-            vec![GateEvent::Watermark(100)]
-        );
+        assert_eq!(run(&mut g, |g, o| g.on_idle(1, true, o)), vec![GateEvent::Watermark(100)]);
         // All idle: the gate itself becomes idle.
-        assert_eq!(
-            run(&mut g, |g, o| g.on_idle(0, true, o)),
-            vec![GateEvent::Idle(true)]
-        );
+        assert_eq!(run(&mut g, |g, o| g.on_idle(0, true, o)), vec![GateEvent::Idle(true)]);
         assert_eq!(
             run(&mut g, |g, o| g.on_watermark(1, 150, o)),
-            vec![GateEvent::Idle(false)]
+            vec![GateEvent::Idle(false), GateEvent::Watermark(150)]
         );
     }
 
@@ -205,35 +171,22 @@ mod tests {
     fn ended_channels_count_as_past_every_watermark() {
         let mut g = InputGate::new(2);
         run(&mut g, |g, o| g.on_watermark(0, 7, o));
-        assert_eq!(
-            run(&mut g, |g, o| g.on_end(1, o)),
-            vec![GateEvent::Watermark(7)]
-        );
+        assert_eq!(run(&mut g, |g, o| g.on_end(1, o)), vec![GateEvent::Watermark(7)]);
         assert_eq!(run(&mut g, |g, o| g.on_end(0, o)), vec![GateEvent::End]);
     }
 
     #[test]
     fn barrier_passes_once_all_open_channels_delivered_it() {
-        let b = |id| Barrier {
-            checkpoint_id: id,
-            triggered_at: 0,
-            is_savepoint: false,
-        };
+        let b = |id| Barrier { checkpoint_id: id, triggered_at: 0, is_savepoint: false };
         let mut g = InputGate::new(3);
         assert_eq!(run(&mut g, |g, o| g.on_barrier(0, b(1), o)), vec![]);
         assert_eq!(run(&mut g, |g, o| g.on_barrier(0, b(1), o)), vec![]); // duplicate ignored
         assert_eq!(run(&mut g, |g, o| g.on_end(2, o)), vec![]);
-        assert_eq!(
-            run(&mut g, |g, o| g.on_barrier(1, b(1), o)),
-            vec![GateEvent::Barrier(b(1))]
-        );
+        assert_eq!(run(&mut g, |g, o| g.on_barrier(1, b(1), o)), vec![GateEvent::Barrier(b(1))]);
         // A newer barrier supersedes an unfinished one; the older one's late arrival is ignored.
         assert_eq!(run(&mut g, |g, o| g.on_barrier(0, b(2), o)), vec![]);
         assert_eq!(run(&mut g, |g, o| g.on_barrier(1, b(3), o)), vec![]);
         assert_eq!(run(&mut g, |g, o| g.on_barrier(0, b(2), o)), vec![]);
-        assert_eq!(
-            run(&mut g, |g, o| g.on_barrier(0, b(3), o)),
-            vec![GateEvent::Barrier(b(3))]
-        );
+        assert_eq!(run(&mut g, |g, o| g.on_barrier(0, b(3), o)), vec![GateEvent::Barrier(b(3))]);
     }
 }

@@ -20,10 +20,7 @@ pub enum Partitioning<T> {
     /// Whole batches round-robin over all downstream subtasks.
     Rebalance,
     /// By key group of the key's stable hash.
-    Hash {
-        key_hash: Arc<dyn Fn(&T) -> u64 + Send + Sync>,
-        max_parallelism: u32,
-    },
+    Hash { key_hash: Arc<dyn Fn(&T) -> u64 + Send + Sync>, max_parallelism: u32 },
     /// Every record to every downstream subtask.
     Broadcast,
 }
@@ -33,13 +30,9 @@ impl<T> Clone for Partitioning<T> {
         match self {
             Partitioning::Forward => Partitioning::Forward,
             Partitioning::Rebalance => Partitioning::Rebalance,
-            Partitioning::Hash {
-                key_hash,
-                max_parallelism,
-            } => Partitioning::Hash {
-                key_hash: key_hash.clone(),
-                max_parallelism: *max_parallelism,
-            },
+            Partitioning::Hash { key_hash, max_parallelism } => {
+                Partitioning::Hash { key_hash: key_hash.clone(), max_parallelism: *max_parallelism }
+            }
             Partitioning::Broadcast => Partitioning::Broadcast,
         }
     }
@@ -76,14 +69,7 @@ impl<T: Clone + Send + 'static> ExchangeWriter<T> {
     ) -> Self {
         assert!(!targets.is_empty(), "an exchange needs at least one target");
         let buffers = (0..targets.len()).map(|_| Vec::new()).collect();
-        ExchangeWriter {
-            partitioning,
-            targets,
-            buffers,
-            next: 0,
-            batch_size: batch_size.max(1),
-            metrics,
-        }
+        ExchangeWriter { partitioning, targets, buffers, next: 0, batch_size: batch_size.max(1), metrics }
     }
 
     fn send(&self, target: usize, event: Event<T>) -> TaskResult {
@@ -93,10 +79,7 @@ impl<T: Clone + Send + 'static> ExchangeWriter<T> {
             Err(TrySendError::Full(msg)) => {
                 let started = Instant::now();
                 let res = t.tx.send(msg).map_err(|_| TaskError::Disconnected);
-                SubtaskMetrics::add(
-                    &self.metrics.backpressured_ns,
-                    started.elapsed().as_nanos() as u64,
-                );
+                SubtaskMetrics::add(&self.metrics.backpressured_ns, started.elapsed().as_nanos() as u64);
                 res
             }
             Err(TrySendError::Disconnected(_)) => Err(TaskError::Disconnected),
@@ -107,10 +90,7 @@ impl<T: Clone + Send + 'static> ExchangeWriter<T> {
         if self.buffers[target].is_empty() {
             return Ok(());
         }
-        let batch = std::mem::replace(
-            &mut self.buffers[target],
-            Vec::with_capacity(self.batch_size),
-        );
+        let batch = std::mem::replace(&mut self.buffers[target], Vec::with_capacity(self.batch_size));
         SubtaskMetrics::add(&self.metrics.records_out, batch.len() as u64);
         self.send(target, Event::Records(batch))
     }
@@ -150,10 +130,7 @@ impl<T: Clone + Send + 'static> Output<T> for ExchangeWriter<T> {
                 SubtaskMetrics::add(&self.metrics.records_out, batch.len() as u64);
                 self.send(n - 1, Event::Records(batch))
             }
-            Partitioning::Hash {
-                key_hash,
-                max_parallelism,
-            } => {
+            Partitioning::Hash { key_hash, max_parallelism } => {
                 let (key_hash, max) = (key_hash.clone(), *max_parallelism);
                 for record in batch {
                     let group = key_group(key_hash(&record.value), max);

@@ -15,31 +15,16 @@ pub struct Map<In, Out, F> {
 
 impl<In, Out, F> Map<In, Out, F> {
     pub fn new(f: F) -> Self {
-        Map {
-            f,
-            _types: PhantomData,
-        }
+        Map { f, _types: PhantomData }
     }
 }
 
 impl<In: Data, Out: Data, F: FnMut(In) -> Out + Send + 'static> Operator for Map<In, Out, F> {
     type In = In;
     type Out = Out;
-    fn process_batch(
-        &mut self,
-        batch: Vec<Record<In>>,
-        out: &mut Collector<'_, Out>,
-    ) -> TaskResult {
+    fn process_batch(&mut self, batch: Vec<Record<In>>, out: &mut Collector<'_, Out>) -> TaskResult {
         let f = &mut self.f;
-        out.emit_batch(
-            batch
-                .into_iter()
-                .map(|r| Record {
-                    time: r.time,
-                    value: f(r.value),
-                })
-                .collect(),
-        );
+        out.emit_batch(batch.into_iter().map(|r| Record { time: r.time, value: f(r.value) }).collect());
         Ok(())
     }
 }
@@ -52,21 +37,14 @@ pub struct Filter<T, F> {
 
 impl<T, F> Filter<T, F> {
     pub fn new(f: F) -> Self {
-        Filter {
-            f,
-            _types: PhantomData,
-        }
+        Filter { f, _types: PhantomData }
     }
 }
 
 impl<T: Data, F: FnMut(&T) -> bool + Send + 'static> Operator for Filter<T, F> {
     type In = T;
     type Out = T;
-    fn process_batch(
-        &mut self,
-        mut batch: Vec<Record<T>>,
-        out: &mut Collector<'_, T>,
-    ) -> TaskResult {
+    fn process_batch(&mut self, mut batch: Vec<Record<T>>, out: &mut Collector<'_, T>) -> TaskResult {
         let f = &mut self.f;
         batch.retain(|r| f(&r.value));
         out.emit_batch(batch);
@@ -82,10 +60,7 @@ pub struct FlatMap<In, Out, I, F> {
 
 impl<In, Out, I, F> FlatMap<In, Out, I, F> {
     pub fn new(f: F) -> Self {
-        FlatMap {
-            f,
-            _types: PhantomData,
-        }
+        FlatMap { f, _types: PhantomData }
     }
 }
 
@@ -98,11 +73,7 @@ where
 {
     type In = In;
     type Out = Out;
-    fn process_batch(
-        &mut self,
-        batch: Vec<Record<In>>,
-        out: &mut Collector<'_, Out>,
-    ) -> TaskResult {
+    fn process_batch(&mut self, batch: Vec<Record<In>>, out: &mut Collector<'_, Out>) -> TaskResult {
         for r in batch {
             for v in (self.f)(r.value) {
                 out.emit(r.time, v);

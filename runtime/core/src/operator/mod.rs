@@ -30,27 +30,15 @@ pub trait Operator: Send + 'static {
     type Out: Data;
 
     /// Handles a batch of records.
-    fn process_batch(
-        &mut self,
-        batch: Vec<Record<Self::In>>,
-        out: &mut Collector<'_, Self::Out>,
-    ) -> TaskResult;
+    fn process_batch(&mut self, batch: Vec<Record<Self::In>>, out: &mut Collector<'_, Self::Out>) -> TaskResult;
 
     /// The input's watermark advanced to `watermark`; it is passed downstream after this returns.
-    fn on_watermark(
-        &mut self,
-        _watermark: Timestamp,
-        _out: &mut Collector<'_, Self::Out>,
-    ) -> TaskResult {
+    fn on_watermark(&mut self, _watermark: Timestamp, _out: &mut Collector<'_, Self::Out>) -> TaskResult {
         Ok(())
     }
 
     /// Wall-clock time advanced to `now` (for processing-time timers).
-    fn on_processing_time(
-        &mut self,
-        _now: Timestamp,
-        _out: &mut Collector<'_, Self::Out>,
-    ) -> TaskResult {
+    fn on_processing_time(&mut self, _now: Timestamp, _out: &mut Collector<'_, Self::Out>) -> TaskResult {
         Ok(())
     }
 
@@ -69,11 +57,7 @@ pub struct OperatorNode<O: Operator> {
 
 impl<O: Operator> OperatorNode<O> {
     pub fn new(op: O, out: Box<dyn Output<O::Out>>) -> Self {
-        OperatorNode {
-            op,
-            out,
-            buf: Vec::new(),
-        }
+        OperatorNode { op, out, buf: Vec::new() }
     }
 
     fn pass_on(&mut self) -> TaskResult {
@@ -87,14 +71,12 @@ impl<O: Operator> OperatorNode<O> {
 
 impl<O: Operator> Output<O::In> for OperatorNode<O> {
     fn records(&mut self, batch: Vec<Record<O::In>>) -> TaskResult {
-        self.op
-            .process_batch(batch, &mut Collector::new(&mut self.buf))?;
+        self.op.process_batch(batch, &mut Collector::new(&mut self.buf))?;
         self.pass_on()
     }
 
     fn watermark(&mut self, watermark: Timestamp) -> TaskResult {
-        self.op
-            .on_watermark(watermark, &mut Collector::new(&mut self.buf))?;
+        self.op.on_watermark(watermark, &mut Collector::new(&mut self.buf))?;
         self.pass_on()?;
         self.out.watermark(watermark)
     }
@@ -108,8 +90,7 @@ impl<O: Operator> Output<O::In> for OperatorNode<O> {
     }
 
     fn processing_time(&mut self, now: Timestamp) -> TaskResult {
-        self.op
-            .on_processing_time(now, &mut Collector::new(&mut self.buf))?;
+        self.op.on_processing_time(now, &mut Collector::new(&mut self.buf))?;
         self.pass_on()?;
         self.out.processing_time(now)
     }

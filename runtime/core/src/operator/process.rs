@@ -24,13 +24,7 @@ pub trait KeyedProcessFunction<K: Key, In, Out>: Send + 'static {
 
     fn process_element(&mut self, value: In, ctx: &mut ProcessContext<'_, K, Out>);
 
-    fn on_timer(
-        &mut self,
-        _time: Timestamp,
-        _domain: TimeDomain,
-        _ctx: &mut ProcessContext<'_, K, Out>,
-    ) {
-    }
+    fn on_timer(&mut self, _time: Timestamp, _domain: TimeDomain, _ctx: &mut ProcessContext<'_, K, Out>) {}
 }
 
 /// What a process function may do while handling one record or timer.
@@ -88,10 +82,7 @@ impl<'a, K: Key, Out> ProcessContext<'a, K, Out> {
         self.state.value_mut(h, self.key)
     }
 
-    pub fn map<MK: 'static, MV: 'static>(
-        &mut self,
-        h: &MapState<MK, MV>,
-    ) -> &mut ahash::AHashMap<MK, MV> {
+    pub fn map<MK: 'static, MV: 'static>(&mut self, h: &MapState<MK, MV>) -> &mut ahash::AHashMap<MK, MV> {
         self.state.map_mut(h, self.key)
     }
 
@@ -171,11 +162,7 @@ where
     type In = In;
     type Out = Out;
 
-    fn process_batch(
-        &mut self,
-        batch: Vec<Record<In>>,
-        out: &mut Collector<'_, Out>,
-    ) -> TaskResult {
+    fn process_batch(&mut self, batch: Vec<Record<In>>, out: &mut Collector<'_, Out>) -> TaskResult {
         let buf = out.buffer();
         for r in batch {
             let key = (self.key_selector)(&r.value);

@@ -62,9 +62,7 @@ impl<T: Send, F: FnMut(&T) -> Timestamp + Send> Output<T> for WatermarkAssigner<
         }
         self.out.records(batch)?;
         if let Some(wm) = self.generator.advance() {
-            self.metrics
-                .current_watermark
-                .store(wm, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.current_watermark.store(wm, std::sync::atomic::Ordering::Relaxed);
             self.out.watermark(wm)?;
         }
         Ok(())

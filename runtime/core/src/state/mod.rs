@@ -85,57 +85,36 @@ pub struct KeyedState<K> {
 
 impl<K> Default for KeyedState<K> {
     fn default() -> Self {
-        KeyedState {
-            names: Vec::new(),
-            tables: Vec::new(),
-        }
+        KeyedState { names: Vec::new(), tables: Vec::new() }
     }
 }
 
 impl<K: Key> KeyedState<K> {
     fn register<V: Send + 'static>(&mut self, name: &str) -> usize {
-        assert!(
-            !self.names.iter().any(|n| n == name),
-            "keyed state `{name}` declared twice"
-        );
+        assert!(!self.names.iter().any(|n| n == name), "keyed state `{name}` declared twice");
         self.names.push(name.to_string());
         self.tables.push(Box::new(AHashMap::<K, V>::default()));
         self.tables.len() - 1
     }
 
     pub fn value<V: crate::element::Data>(&mut self, name: &str) -> ValueState<V> {
-        ValueState {
-            index: self.register::<V>(name),
-            _v: PhantomData,
-        }
+        ValueState { index: self.register::<V>(name), _v: PhantomData }
     }
 
     pub fn map<MK: Key, MV: crate::element::Data>(&mut self, name: &str) -> MapState<MK, MV> {
-        MapState {
-            index: self.register::<AHashMap<MK, MV>>(name),
-            _v: PhantomData,
-        }
+        MapState { index: self.register::<AHashMap<MK, MV>>(name), _v: PhantomData }
     }
 
     pub fn list<V: crate::element::Data>(&mut self, name: &str) -> ListState<V> {
-        ListState {
-            index: self.register::<Vec<V>>(name),
-            _v: PhantomData,
-        }
+        ListState { index: self.register::<Vec<V>>(name), _v: PhantomData }
     }
 
     fn table<V: 'static>(&self, index: usize) -> &AHashMap<K, V> {
-        self.tables[index]
-            .as_any()
-            .downcast_ref()
-            .expect("state handle of another operator")
+        self.tables[index].as_any().downcast_ref().expect("state handle of another operator")
     }
 
     fn table_mut<V: 'static>(&mut self, index: usize) -> &mut AHashMap<K, V> {
-        self.tables[index]
-            .as_any_mut()
-            .downcast_mut()
-            .expect("state handle of another operator")
+        self.tables[index].as_any_mut().downcast_mut().expect("state handle of another operator")
     }
 
     pub fn value_ref<V: 'static>(&self, h: &ValueState<V>, key: &K) -> Option<&V> {
@@ -143,22 +122,11 @@ impl<K: Key> KeyedState<K> {
     }
 
     /// The value slot of `key`: `None` when unset; setting it to `None` clears it.
-    pub fn value_mut<'a, V: 'static>(
-        &'a mut self,
-        h: &ValueState<V>,
-        key: &'a K,
-    ) -> ValueSlot<'a, K, V> {
-        ValueSlot {
-            table: self.table_mut::<V>(h.index),
-            key,
-        }
+    pub fn value_mut<'a, V: 'static>(&'a mut self, h: &ValueState<V>, key: &'a K) -> ValueSlot<'a, K, V> {
+        ValueSlot { table: self.table_mut::<V>(h.index), key }
     }
 
-    pub fn map_mut<MK: 'static, MV: 'static>(
-        &mut self,
-        h: &MapState<MK, MV>,
-        key: &K,
-    ) -> &mut AHashMap<MK, MV> {
+    pub fn map_mut<MK: 'static, MV: 'static>(&mut self, h: &MapState<MK, MV>, key: &K) -> &mut AHashMap<MK, MV> {
         let table = self.table_mut::<AHashMap<MK, MV>>(h.index);
         if !table.contains_key(key) {
             table.insert(key.clone(), AHashMap::default());

@@ -5,9 +5,7 @@ use std::time::Duration;
 use crate::time::Timestamp;
 
 /// A half-open time interval `[start, end)`.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     pub start: Timestamp,
     pub end: Timestamp,
@@ -29,10 +27,7 @@ impl Window {
     }
 
     pub fn cover(&self, other: &Window) -> Window {
-        Window {
-            start: self.start.min(other.start),
-            end: self.end.max(other.end),
-        }
+        Window { start: self.start.min(other.start), end: self.end.max(other.end) }
     }
 }
 
@@ -46,39 +41,28 @@ pub enum WindowAssigner {
 
 impl WindowAssigner {
     pub fn tumbling(size: Duration) -> Self {
-        WindowAssigner::Tumbling {
-            size: size.as_millis() as i64,
-        }
+        WindowAssigner::Tumbling { size: size.as_millis() as i64 }
     }
 
     pub fn sliding(size: Duration, slide: Duration) -> Self {
-        WindowAssigner::Sliding {
-            size: size.as_millis() as i64,
-            slide: slide.as_millis() as i64,
-        }
+        WindowAssigner::Sliding { size: size.as_millis() as i64, slide: slide.as_millis() as i64 }
     }
 
     pub fn session(gap: Duration) -> Self {
-        WindowAssigner::Session {
-            gap: gap.as_millis() as i64,
-        }
+        WindowAssigner::Session { gap: gap.as_millis() as i64 }
     }
 
     /// Checks the parameters; the message names what is wrong.
     pub fn validate(&self) -> Result<(), String> {
         match *self {
-            WindowAssigner::Tumbling { size } if size <= 0 => {
-                Err("window size must be positive".into())
-            }
+            WindowAssigner::Tumbling { size } if size <= 0 => Err("window size must be positive".into()),
             WindowAssigner::Sliding { size, slide } if size <= 0 || slide <= 0 => {
                 Err("window size and slide must be positive".into())
             }
-            WindowAssigner::Sliding { size, slide } if slide > size => Err(format!(
-                "slide ({slide} ms) must not exceed size ({size} ms)"
-            )),
-            WindowAssigner::Session { gap } if gap <= 0 => {
-                Err("session gap must be positive".into())
+            WindowAssigner::Sliding { size, slide } if slide > size => {
+                Err(format!("slide ({slide} ms) must not exceed size ({size} ms)"))
             }
+            WindowAssigner::Session { gap } if gap <= 0 => Err("session gap must be positive".into()),
             _ => Ok(()),
         }
     }
@@ -121,20 +105,14 @@ mod tests {
     #[test]
     fn tumbling_is_aligned_to_the_epoch_also_before_it() {
         let a = WindowAssigner::Tumbling { size: 60_000 };
-        assert_eq!(
-            assign(a, 1_700_000_061_234),
-            vec![Window::new(1_700_000_040_000, 1_700_000_100_000)]
-        );
+        assert_eq!(assign(a, 1_700_000_061_234), vec![Window::new(1_700_000_040_000, 1_700_000_100_000)]);
         assert_eq!(assign(a, -1), vec![Window::new(-60_000, 0)]);
         assert_eq!(assign(a, 0), vec![Window::new(0, 60_000)]);
     }
 
     #[test]
     fn sliding_assigns_size_over_slide_windows() {
-        let a = WindowAssigner::Sliding {
-            size: 10_000,
-            slide: 2_000,
-        };
+        let a = WindowAssigner::Sliding { size: 10_000, slide: 2_000 };
         let w = assign(a, 12_345);
         assert_eq!(w.len(), 5);
         assert_eq!(w[0], Window::new(12_000, 22_000));
@@ -144,15 +122,7 @@ mod tests {
 
     #[test]
     fn validation_names_the_problem() {
-        assert!(
-            WindowAssigner::Sliding {
-                size: 1000,
-                slide: 2000
-            }
-            .validate()
-            .unwrap_err()
-            .contains("slide")
-        );
+        assert!(WindowAssigner::Sliding { size: 1000, slide: 2000 }.validate().unwrap_err().contains("slide"));
         assert!(WindowAssigner::Tumbling { size: 0 }.validate().is_err());
     }
 }

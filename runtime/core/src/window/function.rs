@@ -37,11 +37,7 @@ pub struct AggregateWindow<A, F, Out> {
 
 impl<A, F, Out> AggregateWindow<A, F, Out> {
     pub fn new(aggregate: A, finish: F) -> Self {
-        AggregateWindow {
-            aggregate,
-            finish,
-            _out: PhantomData,
-        }
+        AggregateWindow { aggregate, finish, _out: PhantomData }
     }
 }
 
@@ -78,11 +74,7 @@ pub struct ReduceWindow<R, F, Out> {
 
 impl<R, F, Out> ReduceWindow<R, F, Out> {
     pub fn new(reduce: R, finish: F) -> Self {
-        ReduceWindow {
-            reduce,
-            finish,
-            _out: PhantomData,
-        }
+        ReduceWindow { reduce, finish, _out: PhantomData }
     }
 }
 
@@ -126,10 +118,7 @@ pub struct ProcessWindow<F, Out> {
 
 impl<F, Out> ProcessWindow<F, Out> {
     pub fn new(process: F) -> Self {
-        ProcessWindow {
-            process,
-            _out: PhantomData,
-        }
+        ProcessWindow { process, _out: PhantomData }
     }
 }
 

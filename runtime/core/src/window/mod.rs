@@ -17,7 +17,5 @@ mod function;
 mod operator;
 
 pub use assigner::{Window, WindowAssigner};
-pub use function::{
-    AggregateFunction, AggregateWindow, ProcessWindow, ReduceWindow, WindowFunction,
-};
+pub use function::{AggregateFunction, AggregateWindow, ProcessWindow, ReduceWindow, WindowFunction};
 pub use operator::{LateData, WindowOperator};

@@ -89,9 +89,7 @@ where
 
     fn fire(function: &mut F, key: &K, pane: &mut Pane<F::Acc>, out: &mut Vec<Record<F::Out>>) {
         let time = pane.window.max_timestamp();
-        function.emit(key, &pane.window, &pane.acc, &mut |o| {
-            out.push(Record::new(time, o))
-        });
+        function.emit(key, &pane.window, &pane.acc, &mut |o| out.push(Record::new(time, o)));
         pane.fired = true;
     }
 
@@ -112,8 +110,7 @@ where
             if self.scratch.iter().all(|w| self.is_late(w)) {
                 return self.on_late(record, out);
             }
-            self.panes
-                .insert(key.clone(), Vec::with_capacity(self.scratch.len()));
+            self.panes.insert(key.clone(), Vec::with_capacity(self.scratch.len()));
         }
         let panes = self.panes.get_mut(&key).expect("present");
         for w in &self.scratch {
@@ -124,11 +121,7 @@ where
             let idx = match panes.iter().position(|p| p.window == *w) {
                 Some(i) => i,
                 None => {
-                    panes.push(Pane {
-                        window: *w,
-                        acc: self.function.create(),
-                        fired: false,
-                    });
+                    panes.push(Pane { window: *w, acc: self.function.create(), fired: false });
                     Self::register_timers(&mut self.timers, &key, w, lateness);
                     panes.len() - 1
                 }
@@ -172,11 +165,7 @@ where
         // Timers of the windows merged away are left in the queue; firing
         // looks at the panes, so they find nothing and are harmless.
         Self::register_timers(&mut self.timers, &key, &merged, self.allowed_lateness);
-        panes.push(Pane {
-            window: merged,
-            acc,
-            fired,
-        });
+        panes.push(Pane { window: merged, acc, fired });
         if merged.max_timestamp() <= self.watermark {
             let pane = panes.last_mut().expect("just pushed");
             Self::fire(&mut self.function, &key, pane, out);
@@ -194,11 +183,7 @@ where
     type In = In;
     type Out = F::Out;
 
-    fn process_batch(
-        &mut self,
-        batch: Vec<Record<In>>,
-        out: &mut Collector<'_, F::Out>,
-    ) -> TaskResult {
+    fn process_batch(&mut self, batch: Vec<Record<In>>, out: &mut Collector<'_, F::Out>) -> TaskResult {
         let out = out.buffer();
         let merging = self.assigner.is_merging();
         for record in batch {
@@ -212,11 +197,7 @@ where
         Ok(())
     }
 
-    fn on_watermark(
-        &mut self,
-        watermark: Timestamp,
-        out: &mut Collector<'_, F::Out>,
-    ) -> TaskResult {
+    fn on_watermark(&mut self, watermark: Timestamp, out: &mut Collector<'_, F::Out>) -> TaskResult {
         self.watermark = watermark;
         let out = out.buffer();
         let lateness = self.allowed_lateness;
