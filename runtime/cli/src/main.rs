@@ -1,6 +1,10 @@
 //! `weir`: run pipelines and benchmarks on a local Weir cluster.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 bad input (a pipeline file,
+//! a flag or a value at fault, named in one sentence on stderr).
 
 mod bench;
+mod run;
 
 use std::process::ExitCode;
 
@@ -20,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a pipeline file on a local cluster until its input ends or Ctrl-C.
+    Run(run::RunArgs),
     /// Run one workload of bench/WORKLOADS.md and print the Flink baseline's report line.
     Bench {
         /// orders-window | orders-dedup | q0 | q1 | q2 | q5 | q7
@@ -31,29 +37,49 @@ enum Command {
     },
 }
 
+/// Why a command failed.
+pub enum Failure {
+    /// The user's input is wrong (exit code 2).
+    BadInput(String),
+    /// Something failed while running (exit code 1).
+    Runtime(String),
+}
+
+fn bench(workload: &str, events: u64, parallelism: usize) -> Result<(), Failure> {
+    if !bench::WORKLOADS.contains(&workload) {
+        return Err(Failure::BadInput(format!(
+            "unknown workload `{workload}`; expected one of: {}",
+            bench::WORKLOADS.join(", ")
+        )));
+    }
+    if parallelism == 0 {
+        return Err(Failure::BadInput("--parallelism: must be at least 1".into()));
+    }
+    let r = bench::run(workload, events, parallelism).map_err(|e| Failure::Runtime(format!("{e:#}")))?;
+    println!("{}", r.line(workload, events, parallelism));
+    eprintln!("peak_rss_kib={}", bench::peak_rss_kib());
+    Ok(())
+}
+
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
-    match cli.command {
-        Command::Bench { workload, events, parallelism } => {
-            if !bench::WORKLOADS.contains(&workload.as_str()) {
-                eprintln!("weir: unknown workload `{workload}`; expected one of: {}", bench::WORKLOADS.join(", "));
-                return ExitCode::from(2);
-            }
-            if parallelism == 0 {
-                eprintln!("weir: --parallelism must be at least 1");
-                return ExitCode::from(2);
-            }
-            match bench::run(&workload, events, parallelism) {
-                Ok(r) => {
-                    println!("{}", r.line(&workload, events, parallelism));
-                    eprintln!("peak_rss_kib={}", bench::peak_rss_kib());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("weir: {e:#}");
-                    ExitCode::from(1)
-                }
-            }
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Bench { workload, events, parallelism } => bench(&workload, events, parallelism),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::BadInput(m)) => {
+            eprintln!("weir: {m}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(m)) => {
+            eprintln!("weir: {m}");
+            ExitCode::from(1)
         }
     }
 }

@@ -21,6 +21,8 @@ use crate::task::{Task, TaskEnv};
 #[derive(Debug)]
 pub struct ChainMetrics {
     pub vertices: Vec<String>,
+    /// Whether the chain starts with a source (its `records_in` are events read).
+    pub is_source: bool,
     pub subtasks: Vec<Arc<SubtaskMetrics>>,
 }
 
@@ -193,7 +195,8 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle, JobError> {
                 tasks.push(ty.input_task(rx, channel_count[&(c, i)] as usize, out, env));
             }
         }
-        chain_metrics.push(ChainMetrics { vertices: vertex_names, subtasks: subtask_metrics });
+        let is_source = matches!(graph.nodes[head].kind, NodeKind::Source(_));
+        chain_metrics.push(ChainMetrics { vertices: vertex_names, is_source, subtasks: subtask_metrics });
     }
     // Drop the queues' original senders: only the writers hold senders now, so a
     // queue disconnects exactly when all its producers are gone.

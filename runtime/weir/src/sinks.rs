@@ -1,6 +1,6 @@
 //! Built-in sinks: collect (tests), print (stdout), JSON-lines files, discard.
 //!
-//! The file sink writes one part file per subtask. While the job runs a part
+//! The file sink writes one part file per subtask, one line per record. While the job runs a part
 //! is hidden (`.part-<subtask>.jsonl.inprogress`); when the input ends it is
 //! flushed, synced and renamed to `part-<subtask>.jsonl`, so a reader of the
 //! directory only ever sees complete files.
@@ -53,17 +53,24 @@ impl<T: Send> Sink<T> for DiscardSink {
     }
 }
 
-/// Writes records as JSON lines into `dir/part-<subtask>.jsonl`.
-pub struct JsonFileSink {
+/// Writes one line per record into `dir/part-<subtask>.jsonl`; `encode`
+/// appends a record's line (without the newline) to a buffer.
+pub struct LineFileSink<E> {
     dir: PathBuf,
     subtask: usize,
+    encode: E,
     writer: Option<BufWriter<File>>,
     line: Vec<u8>,
 }
 
-impl JsonFileSink {
-    pub fn new(dir: &Path, subtask: usize) -> Self {
-        JsonFileSink { dir: dir.to_path_buf(), subtask, writer: None, line: Vec::new() }
+/// Encodes a record as one line of JSON.
+pub fn json_line<T: Serialize>(value: &T, out: &mut Vec<u8>) -> TaskResult {
+    serde_json::to_writer(out, value).map_err(|e| TaskError::Operator(format!("encoding a record as JSON: {e}")))
+}
+
+impl<E> LineFileSink<E> {
+    pub fn new(dir: &Path, subtask: usize, encode: E) -> Self {
+        LineFileSink { dir: dir.to_path_buf(), subtask, encode, writer: None, line: Vec::new() }
     }
 
     fn in_progress(&self) -> PathBuf {
@@ -86,16 +93,16 @@ impl JsonFileSink {
     }
 }
 
-impl<T: Serialize + Send> Sink<T> for JsonFileSink {
+impl<T: Send, E: FnMut(&T, &mut Vec<u8>) -> TaskResult + Send> Sink<T> for LineFileSink<E> {
     fn write(&mut self, batch: Vec<Record<T>>) -> TaskResult {
         let mut line = std::mem::take(&mut self.line);
         let path = self.in_progress();
-        let w = self.writer()?;
+        self.writer()?;
         for r in &batch {
             line.clear();
-            serde_json::to_writer(&mut line, &r.value)
-                .map_err(|e| TaskError::Operator(format!("encoding a record as JSON: {e}")))?;
+            (self.encode)(&r.value, &mut line)?;
             line.push(b'\n');
+            let w = self.writer.as_mut().expect("opened above");
             w.write_all(&line).map_err(|e| TaskError::io(format!("writing {}", path.display()), e))?;
         }
         self.line = line;

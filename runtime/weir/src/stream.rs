@@ -28,7 +28,7 @@ use weir_core::window::{
 use weir_core::{Data, Record, Timestamp, WatermarkStrategy};
 
 use crate::env::StreamEnv;
-use crate::sinks::{CollectSink, DiscardSink, JsonFileSink, PrintSink};
+use crate::sinks::{CollectSink, DiscardSink, LineFileSink, PrintSink, json_line};
 
 /// A stream of `T` (possibly the union of several producers).
 pub struct DataStream<T> {
@@ -143,9 +143,7 @@ impl<T: Data> DataStream<T> {
 
     /// Windows over the whole stream (one subtask, as Flink's `windowAll`).
     pub fn window_all(self, assigner: WindowAssigner) -> WindowedStream<(), T> {
-        let mut w = self.key_by(|_| ()).window(assigner);
-        w.parallelism = Some(1);
-        w
+        self.key_by(|_| ()).window(assigner).set_parallelism(1)
     }
 
     /// Ends the stream in a sink built per subtask.
@@ -180,7 +178,17 @@ impl<T: Data> DataStream<T> {
     /// Writes JSON lines into part files under `dir`.
     pub fn write_json(self, dir: impl AsRef<Path>) {
         let dir = dir.as_ref().to_path_buf();
-        self.sink("file", move |info| JsonFileSink::new(&dir, info.index));
+        self.sink("file", move |info| LineFileSink::new(&dir, info.index, json_line::<T>));
+    }
+
+    /// Writes one line per record, encoded by `encode`, into part files under `dir`.
+    pub fn write_lines(
+        self,
+        dir: impl AsRef<Path>,
+        encode: impl FnMut(&T, &mut Vec<u8>) -> weir_core::TaskResult + Clone + Send + Sync + 'static,
+    ) {
+        let dir = dir.as_ref().to_path_buf();
+        self.sink("file", move |info| LineFileSink::new(&dir, info.index, encode.clone()));
     }
 
     /// Discards the stream (a sink for benchmarks).
@@ -260,6 +268,12 @@ pub enum WindowOrLate<O, T> {
 }
 
 impl<K: Key, T: Data> WindowedStream<K, T> {
+    /// The parallelism of the window vertex (the environment's by default).
+    pub fn set_parallelism(mut self, parallelism: usize) -> Self {
+        self.parallelism = Some(parallelism.max(1));
+        self
+    }
+
     /// Keeps window state this long past the window's end; records arriving
     /// in that time fire the window again with the updated result.
     pub fn allowed_lateness(mut self, lateness: Duration) -> Self {

@@ -1,0 +1,361 @@
+//! The pipeline file format (DESIGN.md, "Pipeline files"), as typed structs.
+//!
+//! Loading goes YAML text -> YAML value -> `--set` overrides applied by dotted
+//! path -> typed [`PipelineFile`], through `serde_path_to_error` so that every
+//! error names the key at fault. Unknown keys are errors everywhere.
+
+use std::path::Path;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_yaml_ng::Value as Yaml;
+
+use crate::error::PipelineError;
+use crate::value::FieldType;
+
+/// A duration written as `500ms`, `10s`, `1m`, `1h` (or combinations such as `1m 30s`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses a DURATION of the command line and pipeline files.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|_| format!("invalid duration `{s}`: expected a number with a unit, such as 500ms, 10s, 1m or 1h"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    pub name: String,
+    pub parallelism: Option<usize>,
+    pub max_parallelism: Option<u32>,
+    pub checkpointing: Option<Checkpointing>,
+    pub storage: Option<Storage>,
+    pub source: Source,
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    pub sink: Sink,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpointing {
+    pub interval: Dur,
+    #[serde(default)]
+    pub mode: CheckpointMode,
+    pub dir: Option<String>,
+    pub timeout: Option<Dur>,
+    pub min_pause: Option<Dur>,
+    pub retained: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckpointMode {
+    #[default]
+    ExactlyOnce,
+    AtLeastOnce,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub path_style: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatermarkConfig {
+    pub field: String,
+    pub out_of_orderness: Option<Dur>,
+    pub idle_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    Orders,
+    Bids,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Count, log and skip the record (and write it to the dead-letter file, if any).
+    #[default]
+    Skip,
+    /// Fail the job.
+    Fail,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Source {
+    Datagen {
+        workload: Workload,
+        count: Option<u64>,
+        rate: Option<f64>,
+        watermark: Option<WatermarkConfig>,
+    },
+    File {
+        path: String,
+        #[serde(default = "json")]
+        format: String,
+        fields: IndexMap<String, FieldType>,
+        watermark: Option<WatermarkConfig>,
+        #[serde(default)]
+        on_error: OnError,
+        dead_letter: Option<String>,
+    },
+    Kafka(IndexMap<String, serde_json::Value>),
+}
+
+fn json() -> String {
+    "json".into()
+}
+
+/// A key: one field name or a list of them.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum Fields {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Fields {
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Fields::One(f) => vec![f.clone()],
+            Fields::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    Dedup(Dedup),
+    Filter(String),
+    Select(IndexMap<String, String>),
+    KeyBy(Fields),
+    Window(Window),
+    Aggregate(IndexMap<String, String>),
+    Top(Top),
+    Anomaly(Anomaly),
+}
+
+impl Step {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Dedup(_) => "dedup",
+            Step::Filter(_) => "filter",
+            Step::Select(_) => "select",
+            Step::KeyBy(_) => "key_by",
+            Step::Window(_) => "window",
+            Step::Aggregate(_) => "aggregate",
+            Step::Top(_) => "top",
+            Step::Anomaly(_) => "anomaly",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dedup {
+    pub key: Fields,
+    /// Forget a key this long (event time) after it was first seen; forever when absent.
+    pub ttl: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Window {
+    Tumbling { size: Dur, allowed_lateness: Option<Dur> },
+    Sliding { size: Dur, slide: Dur, allowed_lateness: Option<Dur> },
+    Session { gap: Dur, allowed_lateness: Option<Dur> },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Top {
+    #[serde(default = "one")]
+    pub n: usize,
+    /// Sort keys, best first: `count desc`, `auction` (ascending).
+    pub by: Vec<String>,
+}
+
+fn one() -> usize {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Anomaly {
+    /// The numeric field to watch.
+    pub field: String,
+    /// How many previous windows of the key form the baseline.
+    #[serde(default = "ten")]
+    pub history: usize,
+    /// Flag values more than this many standard deviations from the baseline mean.
+    #[serde(default = "three")]
+    pub sigma: f64,
+    /// Key of the series; by default the key of the preceding window.
+    pub key: Option<Fields>,
+    /// Emit only the flagged rows.
+    #[serde(default)]
+    pub only_anomalies: bool,
+}
+
+fn ten() -> usize {
+    10
+}
+
+fn three() -> f64 {
+    3.0
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Sink {
+    Stdout {},
+    File { path: String },
+    Blackhole {},
+    Kafka(IndexMap<String, serde_json::Value>),
+    Redis(IndexMap<String, serde_json::Value>),
+    Postgres(IndexMap<String, serde_json::Value>),
+}
+
+/// Reads `path`, applies `--set` overrides, and checks the file's shape.
+pub fn load(path: &Path, overrides: &[String]) -> Result<PipelineFile, PipelineError> {
+    let text = std::fs::read_to_string(path).map_err(|e| PipelineError::new(path, "", format!("cannot read: {e}")))?;
+    parse(path, &text, overrides)
+}
+
+/// Parses pipeline text (`path` is only used in messages).
+pub fn parse(path: &Path, text: &str, overrides: &[String]) -> Result<PipelineFile, PipelineError> {
+    let mut doc: Yaml =
+        serde_yaml_ng::from_str(text).map_err(|e| PipelineError::new(path, "", format!("not valid YAML: {e}")))?;
+    if !doc.is_mapping() {
+        return Err(PipelineError::new(path, "", "expected a mapping with name, source, steps and sink"));
+    }
+    for o in overrides {
+        apply_override(&mut doc, o).map_err(|m| PipelineError::new(path, o.split('=').next().unwrap_or(""), m))?;
+    }
+    // Through JSON: its deserializer reads `- dedup: {...}` (a one-key map) as the
+    // enum variant `dedup`, where the YAML value deserializer expects a YAML tag.
+    let doc = serde_json::to_value(&doc).map_err(|e| PipelineError::new(path, "", format!("unsupported YAML: {e}")))?;
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        PipelineError::new(path, key, e.into_inner().to_string())
+    })
+}
+
+/// Applies `a.b[2].c=value` (value parsed as YAML) to the document.
+fn apply_override(doc: &mut Yaml, assignment: &str) -> Result<(), String> {
+    let (path, value) =
+        assignment.split_once('=').ok_or_else(|| format!("--set `{assignment}`: expected PATH=VALUE"))?;
+    let value: Yaml = serde_yaml_ng::from_str(value).map_err(|e| format!("--set value `{value}`: {e}"))?;
+    let mut node = doc;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let (name, index) = match part.split_once('[') {
+            Some((n, rest)) => {
+                let idx = rest.trim_end_matches(']').parse::<usize>().map_err(|_| format!("bad index in `{part}`"))?;
+                (n, Some(idx))
+            }
+            None => (*part, None),
+        };
+        if name.is_empty() {
+            return Err(format!("--set `{path}`: empty key"));
+        }
+        let last = i == parts.len() - 1 && index.is_none();
+        let map = node.as_mapping_mut().ok_or_else(|| format!("--set `{path}`: `{name}` is not inside a mapping"))?;
+        if last {
+            map.insert(Yaml::String(name.into()), value);
+            return Ok(());
+        }
+        node = map.entry(Yaml::String(name.into())).or_insert_with(|| Yaml::Mapping(Default::default()));
+        if let Some(idx) = index {
+            let seq = node.as_sequence_mut().ok_or_else(|| format!("--set `{path}`: `{name}` is not a list"))?;
+            let len = seq.len();
+            node = seq.get_mut(idx).ok_or_else(|| format!("--set `{path}`: `{name}` has {len} entries"))?;
+            if i == parts.len() - 1 {
+                *node = value;
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name: order-monitor
+parallelism: 2
+source:
+  type: datagen
+  workload: orders
+  count: 1000
+  watermark: { field: time, out_of_orderness: 5s }
+steps:
+  - dedup: { key: order_id, ttl: 10m }
+  - key_by: region
+  - window: { type: tumbling, size: 1m }
+  - aggregate: { count: count(), amount: sum(amount) }
+sink: { type: file, path: ./out/x }
+"#;
+
+    fn err(text: &str, overrides: &[&str]) -> String {
+        let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        parse(Path::new("p.yaml"), text, &o).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_the_design_example() {
+        let p = parse(Path::new("p.yaml"), GOOD, &[]).unwrap();
+        assert_eq!(p.steps.len(), 4);
+        assert!(matches!(p.source, Source::Datagen { count: Some(1000), .. }));
+        let Step::Aggregate(a) = &p.steps[3] else { panic!() };
+        assert_eq!(a.keys().collect::<Vec<_>>(), vec!["count", "amount"]);
+    }
+
+    #[test]
+    fn overrides_apply_by_dotted_path() {
+        let o = vec!["source.count=42".to_string(), "steps[2].window.size=10s".to_string()];
+        let p = parse(Path::new("p.yaml"), GOOD, &o).unwrap();
+        assert!(matches!(p.source, Source::Datagen { count: Some(42), .. }));
+        let Step::Window(Window::Tumbling { size, .. }) = &p.steps[2] else { panic!() };
+        assert_eq!(size.0, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn errors_name_file_key_and_expectation() {
+        let e = err(GOOD, &["source.cuont=5"]);
+        assert!(e.starts_with("p.yaml: source"), "{e}");
+        assert!(e.contains("unknown field `cuont`"), "{e}");
+        let e = err(GOOD, &["steps[2].window.size=1x"]);
+        assert!(e.contains("steps[2].window.size") && e.contains("invalid duration `1x`"), "{e}");
+        let e = err(GOOD, &["parallelism=two"]);
+        assert!(e.contains("parallelism") && e.contains("invalid type"), "{e}");
+        let e = err(GOOD, &["source.type=carrier-pigeon"]);
+        assert!(e.contains("unknown variant `carrier-pigeon`"), "{e}");
+        let e = err("name: x\n", &[]);
+        assert!(e.contains("missing field `source`"), "{e}");
+        let e = err("[1, 2]", &[]);
+        assert!(e.contains("expected a mapping"), "{e}");
+    }
+}

@@ -1,0 +1,574 @@
+//! Expressions in pipeline files: `amount > 100 and region == 'east'`,
+//! `trunc(price * 0.908)`.
+//!
+//! An expression is parsed once and type-checked against the input schema,
+//! then evaluated per row by walking a small tree whose field references are
+//! already resolved to indices. Integer arithmetic wraps (as in the
+//! workloads); division or remainder by zero and any null operand give null;
+//! a filter whose expression is null drops the row.
+//!
+//! Grammar, loosest binding first: `or`/`||`, `and`/`&&`, `not`/`!`,
+//! comparisons (`== != < <= > >=`), `+ -`, `* / %`, unary `-`, then literals
+//! (`42`, `0.5`, `'text'` or `"text"`, `true`, `false`, `null`), field names,
+//! calls and parentheses. Functions: `trunc floor ceil round` (to int), `abs`,
+//! `int float str`, `lower upper len`, `if(cond, then, else)`.
+//!
+//! ```
+//! use weir_pipeline::expr::Expr;
+//! use weir_pipeline::value::{FieldType, Schema, Value};
+//! let schema = Schema::new([("price", FieldType::Int)]);
+//! let e = Expr::compile("trunc(price * 0.908)", &schema).unwrap();
+//! assert_eq!(e.eval(&vec![Value::Int(1000)]), Value::Int(908));
+//! ```
+
+use smol_str::SmolStr;
+
+use crate::value::{FieldType, Row, Schema, Value};
+
+/// A compiled, type-checked expression.
+#[derive(Clone, Debug)]
+pub struct Expr {
+    node: Node,
+    ty: Option<FieldType>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    And,
+    Or,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Func {
+    Trunc,
+    Floor,
+    Ceil,
+    Round,
+    Abs,
+    Int,
+    Float,
+    Str,
+    Lower,
+    Upper,
+    Len,
+    If,
+}
+
+#[derive(Clone, Debug)]
+enum Node {
+    Field(usize),
+    Lit(Value),
+    Neg(Box<Node>),
+    Not(Box<Node>),
+    Bin(BinOp, Box<Node>, Box<Node>),
+    Call(Func, Vec<Node>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Tok {
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Ident(String),
+    Op(&'static str),
+}
+
+fn tokenize(src: &str) -> Result<Vec<(usize, Tok)>, String> {
+    let b = src.as_bytes();
+    let mut i = 0;
+    let mut out = Vec::new();
+    const OPS: [&str; 19] =
+        ["==", "!=", "<=", ">=", "&&", "||", "<", ">", "+", "-", "*", "/", "%", "(", ")", ",", "!", "=", "."];
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+        } else if c.is_ascii_digit() {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'_') {
+                i += 1;
+            }
+            let is_float = i + 1 < b.len() && b[i] == b'.' && b[i + 1].is_ascii_digit();
+            if is_float {
+                i += 1;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+            }
+            let text = src[start..i].replace('_', "");
+            let tok = if is_float {
+                Tok::Float(text.parse().map_err(|_| format!("at column {}: bad number `{text}`", start + 1))?)
+            } else {
+                Tok::Int(text.parse().map_err(|_| format!("at column {}: integer `{text}` out of range", start + 1))?)
+            };
+            out.push((start, tok));
+        } else if c == b'\'' || c == b'"' {
+            let start = i;
+            i += 1;
+            let mut s = String::new();
+            loop {
+                match b.get(i) {
+                    None => return Err(format!("at column {}: unterminated string", start + 1)),
+                    Some(&q) if q == c => break,
+                    Some(b'\\') if i + 1 < b.len() => {
+                        s.push(b[i + 1] as char);
+                        i += 2;
+                    }
+                    Some(_) => {
+                        let ch = src[i..].chars().next().expect("in bounds");
+                        s.push(ch);
+                        i += ch.len_utf8();
+                    }
+                }
+            }
+            i += 1;
+            out.push((start, Tok::Str(s)));
+        } else if c.is_ascii_alphabetic() || c == b'_' {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                i += 1;
+            }
+            out.push((start, Tok::Ident(src[start..i].to_string())));
+        } else if let Some(op) = OPS.iter().find(|op| src[i..].starts_with(**op)) {
+            if *op == "=" || *op == "." {
+                return Err(format!(
+                    "at column {}: unexpected `{op}`{}",
+                    i + 1,
+                    if *op == "=" { " (use `==`)" } else { "" }
+                ));
+            }
+            out.push((i, Tok::Op(op)));
+            i += op.len();
+        } else {
+            let ch = src[i..].chars().next().expect("in bounds");
+            return Err(format!("at column {}: unexpected character `{ch}`", i + 1));
+        }
+    }
+    Ok(out)
+}
+
+struct Parser<'a> {
+    toks: Vec<(usize, Tok)>,
+    pos: usize,
+    schema: &'a Schema,
+    len: usize,
+}
+
+type Typed = (Node, Option<FieldType>);
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&Tok> {
+        self.toks.get(self.pos).map(|(_, t)| t)
+    }
+
+    fn col(&self) -> usize {
+        self.toks.get(self.pos).map_or(self.len, |(c, _)| *c) + 1
+    }
+
+    fn eat_op(&mut self, op: &str) -> bool {
+        if self.peek()
+            == Some(&Tok::Op(match op {
+                "(" => "(",
+                ")" => ")",
+                "," => ",",
+                _ => return false,
+            }))
+        {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn binop(&self, level: u8) -> Option<BinOp> {
+        let t = self.peek()?;
+        let op = match (level, t) {
+            (0, Tok::Op("||")) => BinOp::Or,
+            (0, Tok::Ident(w)) if w == "or" => BinOp::Or,
+            (1, Tok::Op("&&")) => BinOp::And,
+            (1, Tok::Ident(w)) if w == "and" => BinOp::And,
+            (3, Tok::Op("==")) => BinOp::Eq,
+            (3, Tok::Op("!=")) => BinOp::Ne,
+            (3, Tok::Op("<")) => BinOp::Lt,
+            (3, Tok::Op("<=")) => BinOp::Le,
+            (3, Tok::Op(">")) => BinOp::Gt,
+            (3, Tok::Op(">=")) => BinOp::Ge,
+            (4, Tok::Op("+")) => BinOp::Add,
+            (4, Tok::Op("-")) => BinOp::Sub,
+            (5, Tok::Op("*")) => BinOp::Mul,
+            (5, Tok::Op("/")) => BinOp::Div,
+            (5, Tok::Op("%")) => BinOp::Rem,
+            _ => return None,
+        };
+        Some(op)
+    }
+
+    fn expr(&mut self, level: u8) -> Result<Typed, String> {
+        if level == 2 {
+            let is_not =
+                matches!(self.peek(), Some(Tok::Op("!"))) || matches!(self.peek(), Some(Tok::Ident(w)) if w == "not");
+            if is_not {
+                let col = self.col();
+                self.pos += 1;
+                let (n, t) = self.expr(2)?;
+                expect_type(t, &[FieldType::Bool], "`not`", col)?;
+                return Ok((Node::Not(Box::new(n)), Some(FieldType::Bool)));
+            }
+            return self.expr(3);
+        }
+        if level == 6 {
+            return self.unary();
+        }
+        let mut left = self.expr(level + 1)?;
+        while let Some(op) = self.binop(level) {
+            let col = self.col();
+            self.pos += 1;
+            let right = self.expr(level + 1)?;
+            let ty = bin_type(op, left.1, right.1).map_err(|e| format!("at column {col}: {e}"))?;
+            left = (Node::Bin(op, Box::new(left.0), Box::new(right.0)), ty);
+            if level == 3 && self.binop(3).is_some() {
+                return Err(format!("at column {}: comparisons do not chain; use `and`", self.col()));
+            }
+        }
+        Ok(left)
+    }
+
+    fn unary(&mut self) -> Result<Typed, String> {
+        if self.peek() == Some(&Tok::Op("-")) {
+            let col = self.col();
+            self.pos += 1;
+            let (n, t) = self.unary()?;
+            expect_type(t, &[FieldType::Int, FieldType::Float], "unary `-`", col)?;
+            return Ok((Node::Neg(Box::new(n)), t));
+        }
+        self.primary()
+    }
+
+    fn primary(&mut self) -> Result<Typed, String> {
+        let col = self.col();
+        let Some((_, tok)) = self.toks.get(self.pos).cloned() else {
+            return Err(format!("at column {col}: expression ends too early"));
+        };
+        self.pos += 1;
+        match tok {
+            Tok::Int(i) => Ok((Node::Lit(Value::Int(i)), Some(FieldType::Int))),
+            Tok::Float(f) => Ok((Node::Lit(Value::Float(f)), Some(FieldType::Float))),
+            Tok::Str(s) => Ok((Node::Lit(Value::Str(SmolStr::new(s))), Some(FieldType::String))),
+            Tok::Op("(") => {
+                let inner = self.expr(0)?;
+                if !self.eat_op(")") {
+                    return Err(format!("at column {}: expected `)`", self.col()));
+                }
+                Ok(inner)
+            }
+            Tok::Ident(w) if w == "true" || w == "false" => {
+                Ok((Node::Lit(Value::Bool(w == "true")), Some(FieldType::Bool)))
+            }
+            Tok::Ident(w) if w == "null" => Ok((Node::Lit(Value::Null), None)),
+            Tok::Ident(name) if self.peek() == Some(&Tok::Op("(")) => {
+                self.pos += 1;
+                let mut args = Vec::new();
+                if !self.eat_op(")") {
+                    loop {
+                        args.push(self.expr(0)?);
+                        if self.eat_op(")") {
+                            break;
+                        }
+                        if !self.eat_op(",") {
+                            return Err(format!("at column {}: expected `,` or `)`", self.col()));
+                        }
+                    }
+                }
+                call(&name, args).map_err(|e| format!("at column {col}: {e}"))
+            }
+            Tok::Ident(name) => match self.schema.index(&name) {
+                Some(i) => Ok((Node::Field(i), Some(self.schema.field_type(i)))),
+                None => {
+                    Err(format!("at column {col}: unknown field `{name}` (fields: {})", self.schema.names().join(", ")))
+                }
+            },
+            Tok::Op(op) => Err(format!("at column {col}: unexpected `{op}`")),
+        }
+    }
+}
+
+fn expect_type(t: Option<FieldType>, allowed: &[FieldType], what: &str, col: usize) -> Result<(), String> {
+    match t {
+        Some(t) if !allowed.contains(&t) => Err(format!(
+            "at column {col}: {what} takes {}, not {t}",
+            allowed.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" or ")
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn bin_type(op: BinOp, l: Option<FieldType>, r: Option<FieldType>) -> Result<Option<FieldType>, String> {
+    use FieldType::*;
+    let (Some(a), Some(b)) = (l, r) else {
+        // A null literal on either side: the result is null, typed by the other side.
+        return Ok(match op {
+            BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::And | BinOp::Or => {
+                Some(Bool)
+            }
+            _ => l.or(r),
+        });
+    };
+    match op {
+        BinOp::Add if a == String && b == String => Ok(Some(String)),
+        BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem => {
+            if a.is_numeric() && b.is_numeric() {
+                Ok(Some(if a == Float || b == Float { Float } else { Int }))
+            } else {
+                Err(format!("arithmetic needs numbers, got {a} and {b}"))
+            }
+        }
+        BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+            if a == b || (a.is_numeric() && b.is_numeric()) {
+                Ok(Some(Bool))
+            } else {
+                Err(format!("cannot compare {a} with {b}"))
+            }
+        }
+        BinOp::And | BinOp::Or => {
+            if a == Bool && b == Bool {
+                Ok(Some(Bool))
+            } else {
+                Err(format!("`and`/`or` need booleans, got {a} and {b}"))
+            }
+        }
+    }
+}
+
+fn call(name: &str, args: Vec<Typed>) -> Result<Typed, String> {
+    use FieldType::*;
+    let (f, arity) = match name {
+        "trunc" => (Func::Trunc, 1),
+        "floor" => (Func::Floor, 1),
+        "ceil" => (Func::Ceil, 1),
+        "round" => (Func::Round, 1),
+        "abs" => (Func::Abs, 1),
+        "int" => (Func::Int, 1),
+        "float" => (Func::Float, 1),
+        "str" => (Func::Str, 1),
+        "lower" => (Func::Lower, 1),
+        "upper" => (Func::Upper, 1),
+        "len" => (Func::Len, 1),
+        "if" => (Func::If, 3),
+        _ => return Err(format!("unknown function `{name}`")),
+    };
+    if args.len() != arity {
+        return Err(format!("`{name}` takes {arity} argument(s), got {}", args.len()));
+    }
+    let t = args[0].1;
+    let numeric = |t: Option<FieldType>| t.is_none_or(|t| t.is_numeric());
+    let ty = match f {
+        Func::Trunc | Func::Floor | Func::Ceil | Func::Round if numeric(t) => Some(Int),
+        Func::Abs if numeric(t) => t,
+        Func::Int if t != Some(Bool) => Some(Int),
+        Func::Float if t != Some(Bool) => Some(Float),
+        Func::Str => Some(String),
+        Func::Lower | Func::Upper if t.is_none_or(|t| t == String) => Some(String),
+        Func::Len if t.is_none_or(|t| t == String) => Some(Int),
+        Func::If => {
+            if t.is_some_and(|t| t != Bool) {
+                return Err("`if` needs a boolean condition".into());
+            }
+            match (args[1].1, args[2].1) {
+                (Some(a), Some(b)) if a != b => return Err(format!("`if` branches differ in type: {a} and {b}")),
+                (a, b) => a.or(b),
+            }
+        }
+        _ => return Err(format!("`{name}` cannot take {}", t.map_or("null".into(), |t| t.to_string()))),
+    };
+    Ok((Node::Call(f, args.into_iter().map(|a| a.0).collect()), ty))
+}
+
+impl Expr {
+    /// Parses and type-checks `src` against `schema`.
+    pub fn compile(src: &str, schema: &Schema) -> Result<Expr, String> {
+        let toks = tokenize(src)?;
+        if toks.is_empty() {
+            return Err("empty expression".into());
+        }
+        let mut p = Parser { toks, pos: 0, schema, len: src.len() };
+        let (node, ty) = p.expr(0)?;
+        if p.pos < p.toks.len() {
+            return Err(format!("at column {}: unexpected `{}`", p.col(), &src[p.toks[p.pos].0..]));
+        }
+        Ok(Expr { node, ty })
+    }
+
+    /// The result type; `None` for an expression that is always null.
+    pub fn result_type(&self) -> Option<FieldType> {
+        self.ty
+    }
+
+    pub fn eval(&self, row: &Row) -> Value {
+        eval(&self.node, row)
+    }
+
+    /// For filters: true only for a true result (null is false).
+    pub fn matches(&self, row: &Row) -> bool {
+        matches!(self.eval(row), Value::Bool(true))
+    }
+}
+
+fn eval(node: &Node, row: &Row) -> Value {
+    match node {
+        Node::Field(i) => row[*i].clone(),
+        Node::Lit(v) => v.clone(),
+        Node::Neg(n) => match eval(n, row) {
+            Value::Int(i) => Value::Int(i.wrapping_neg()),
+            Value::Float(f) => Value::Float(-f),
+            _ => Value::Null,
+        },
+        Node::Not(n) => match eval(n, row) {
+            Value::Bool(b) => Value::Bool(!b),
+            _ => Value::Null,
+        },
+        Node::Bin(BinOp::And, a, b) => match eval(a, row) {
+            Value::Bool(false) => Value::Bool(false),
+            Value::Bool(true) => eval(b, row),
+            _ => Value::Null,
+        },
+        Node::Bin(BinOp::Or, a, b) => match eval(a, row) {
+            Value::Bool(true) => Value::Bool(true),
+            Value::Bool(false) => eval(b, row),
+            _ => Value::Null,
+        },
+        Node::Bin(op, a, b) => binary(*op, eval(a, row), eval(b, row)),
+        Node::Call(Func::If, args) => match eval(&args[0], row) {
+            Value::Bool(true) => eval(&args[1], row),
+            Value::Bool(false) => eval(&args[2], row),
+            _ => Value::Null,
+        },
+        Node::Call(f, args) => call_value(*f, eval(&args[0], row)),
+    }
+}
+
+fn binary(op: BinOp, a: Value, b: Value) -> Value {
+    use Value::*;
+    if matches!(a, Null) || matches!(b, Null) {
+        return Null;
+    }
+    match op {
+        BinOp::Eq => Bool(a.compare(&b) == Some(std::cmp::Ordering::Equal)),
+        BinOp::Ne => Bool(a.compare(&b) != Some(std::cmp::Ordering::Equal)),
+        BinOp::Lt => a.compare(&b).map_or(Null, |o| Bool(o.is_lt())),
+        BinOp::Le => a.compare(&b).map_or(Null, |o| Bool(o.is_le())),
+        BinOp::Gt => a.compare(&b).map_or(Null, |o| Bool(o.is_gt())),
+        BinOp::Ge => a.compare(&b).map_or(Null, |o| Bool(o.is_ge())),
+        _ => match (a, b) {
+            (Int(x), Int(y)) => match op {
+                BinOp::Add => Int(x.wrapping_add(y)),
+                BinOp::Sub => Int(x.wrapping_sub(y)),
+                BinOp::Mul => Int(x.wrapping_mul(y)),
+                BinOp::Div => x.checked_div(y).map_or(Null, Int),
+                BinOp::Rem => x.checked_rem(y).map_or(Null, Int),
+                _ => Null,
+            },
+            (Str(x), Str(y)) if op == BinOp::Add => Str(SmolStr::new(format!("{x}{y}"))),
+            (x, y) => match (x.as_f64(), y.as_f64()) {
+                (Some(x), Some(y)) => Float(match op {
+                    BinOp::Add => x + y,
+                    BinOp::Sub => x - y,
+                    BinOp::Mul => x * y,
+                    BinOp::Div if y != 0.0 => x / y,
+                    BinOp::Rem if y != 0.0 => x % y,
+                    _ => return Null,
+                }),
+                _ => Null,
+            },
+        },
+    }
+}
+
+fn call_value(f: Func, v: Value) -> Value {
+    use Value::*;
+    match (f, v) {
+        (_, Null) => Null,
+        (Func::Trunc | Func::Floor | Func::Ceil | Func::Round | Func::Int, Int(i)) => Int(i),
+        (Func::Trunc | Func::Int, Float(x)) => Int(x as i64),
+        (Func::Floor, Float(x)) => Int(x.floor() as i64),
+        (Func::Ceil, Float(x)) => Int(x.ceil() as i64),
+        (Func::Round, Float(x)) => Int(x.round() as i64),
+        (Func::Int, Str(s)) => s.trim().parse().map_or(Null, Int),
+        (Func::Abs, Int(i)) => Int(i.wrapping_abs()),
+        (Func::Abs, Float(x)) => Float(x.abs()),
+        (Func::Float, Int(i)) => Float(i as f64),
+        (Func::Float, Float(x)) => Float(x),
+        (Func::Float, Str(s)) => s.trim().parse().map_or(Null, Float),
+        (Func::Str, v) => Str(SmolStr::new(v.to_string())),
+        (Func::Lower, Str(s)) => Str(SmolStr::new(s.to_lowercase())),
+        (Func::Upper, Str(s)) => Str(SmolStr::new(s.to_uppercase())),
+        (Func::Len, Str(s)) => Int(s.chars().count() as i64),
+        _ => Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> Schema {
+        Schema::new([("amount", FieldType::Int), ("region", FieldType::String), ("price", FieldType::Float)])
+    }
+
+    fn row() -> Row {
+        vec![Value::Int(120), Value::Str("east".into()), Value::Float(2.5)]
+    }
+
+    fn eval_str(src: &str) -> Value {
+        Expr::compile(src, &schema()).unwrap().eval(&row())
+    }
+
+    #[test]
+    fn precedence_and_logic() {
+        assert_eq!(eval_str("amount > 100 and region == 'east'"), Value::Bool(true));
+        assert_eq!(eval_str("not amount > 100 or region != \"east\""), Value::Bool(false));
+        assert_eq!(eval_str("1 + 2 * 3 - 4 % 3"), Value::Int(6));
+        assert_eq!(eval_str("(1 + 2) * 3"), Value::Int(9));
+        assert_eq!(eval_str("-amount + 1"), Value::Int(-119));
+    }
+
+    #[test]
+    fn numbers_widen_and_functions_convert() {
+        assert_eq!(eval_str("amount * price"), Value::Float(300.0));
+        assert_eq!(eval_str("trunc(amount * 0.908)"), Value::Int(108));
+        assert_eq!(eval_str("if(amount > 100, 'big', 'small')"), Value::Str("big".into()));
+        assert_eq!(eval_str("upper(region) + '!'"), Value::Str("EAST!".into()));
+        assert_eq!(eval_str("amount / 0"), Value::Null);
+    }
+
+    #[test]
+    fn errors_name_the_problem_and_column() {
+        let err = |s: &str| Expr::compile(s, &schema()).unwrap_err();
+        assert!(err("amout > 1").contains("unknown field `amout`"), "{}", err("amout > 1"));
+        assert!(err("amount + region").contains("arithmetic needs numbers"));
+        assert!(err("region > 1").contains("cannot compare string with int"));
+        assert!(err("amount = 1").contains("use `==`"));
+        assert!(err("amount >").contains("ends too early"));
+        assert!(err("frob(amount)").contains("unknown function `frob`"));
+        assert!(err("1 < 2 < 3").contains("do not chain"));
+        assert!(err("'open").contains("unterminated"));
+        assert!(err("amount > 1 )").contains("column 12"));
+    }
+
+    #[test]
+    fn null_filters_out() {
+        let e = Expr::compile("amount / 0 > 1", &schema()).unwrap();
+        assert!(!e.matches(&row()));
+    }
+}
