@@ -17,7 +17,7 @@ use weir::core::{TaskResult, WatermarkStrategy};
 use weir::datagen::{Bid, Order};
 use weir::prelude::{DataStream, StreamEnv};
 
-use crate::config::{self, PipelineFile, Step, Workload};
+use crate::config::{self, PipelineFile, SourceType, Step, WindowType, Workload};
 use crate::error::PipelineError;
 use crate::expr::Expr;
 use crate::file_source::{FileSource, list_files};
@@ -164,19 +164,43 @@ pub fn compile(
 
 fn source(ctx: &Ctx, p: &PipelineFile, env: &StreamEnv, stats: &PipelineStats) -> Result<Cursor, PipelineError> {
     use FieldType::*;
-    let (stream, schema, watermark) = match &p.source {
-        config::Source::Datagen { workload, count, rate, watermark } => {
-            if rate.is_some_and(|r| !(r > 0.0)) {
+    let src = &p.source;
+    // Keys that belong to other source types are mistakes, not silent no-ops.
+    let set: [(&str, bool, SourceType); 12] = [
+        ("workload", src.workload.is_some(), SourceType::Datagen),
+        ("count", src.count.is_some(), SourceType::Datagen),
+        ("rate", src.rate.is_some(), SourceType::Datagen),
+        ("path", src.path.is_some(), SourceType::File),
+        ("format", src.format.is_some(), SourceType::File),
+        ("fields", src.fields.is_some(), SourceType::File),
+        ("dead_letter", src.dead_letter.is_some(), SourceType::File),
+        ("bootstrap", src.bootstrap.is_some(), SourceType::Kafka),
+        ("topic", src.topic.is_some(), SourceType::Kafka),
+        ("group", src.group.is_some(), SourceType::Kafka),
+        ("start", src.start.is_some(), SourceType::Kafka),
+        ("bounded", src.bounded.is_some(), SourceType::Kafka),
+    ];
+    if let Some((k, _, owner)) = set.iter().find(|(_, present, owner)| *present && *owner != src.kind) {
+        return Err(
+            ctx.err(format!("source.{k}"), format!("only applies to {} sources", format!("{owner:?}").to_lowercase()))
+        );
+    }
+    let watermark = &src.watermark;
+    let (stream, schema) = match src.kind {
+        SourceType::Datagen => {
+            if src.rate.is_some_and(|r| !(r > 0.0)) {
                 return Err(ctx.err("source.rate", "expected a positive number of events per second"));
             }
+            let workload = src
+                .workload
+                .ok_or_else(|| ctx.err("source.workload", "required for datagen sources: orders or bids"))?;
             match workload {
                 Workload::Orders => (
-                    env.orders(*count, *rate).map(order_row),
+                    env.orders(src.count, src.rate).map(order_row),
                     Schema::new([("order_id", String), ("region", String), ("amount", Int), ("time", Int)]),
-                    watermark,
                 ),
                 Workload::Bids => (
-                    env.bids(*count, *rate).map(bid_row),
+                    env.bids(src.count, src.rate).map(bid_row),
                     Schema::new([
                         ("auction", Int),
                         ("bidder", Int),
@@ -185,22 +209,24 @@ fn source(ctx: &Ctx, p: &PipelineFile, env: &StreamEnv, stats: &PipelineStats) -
                         ("time", Int),
                         ("extra", String),
                     ]),
-                    watermark,
                 ),
             }
         }
-        config::Source::File { path, format, fields, watermark, on_error, dead_letter } => {
-            if format != "json" {
+        SourceType::File => {
+            let path = src.path.as_ref().ok_or_else(|| ctx.err("source.path", "required for file sources"))?;
+            if let Some(format) = &src.format
+                && format != "json"
+            {
                 return Err(ctx.err("source.format", format!("unknown format `{format}`; expected json")));
             }
-            if fields.is_empty() {
-                return Err(ctx.err("source.fields", "declare each field of the records with its type"));
-            }
+            let fields = src.fields.as_ref().filter(|f| !f.is_empty()).ok_or_else(|| {
+                ctx.err("source.fields", "required for file sources: each field of the records with its type")
+            })?;
             let files = list_files(Path::new(path))
                 .map_err(|e| ctx.err("source.path", format!("cannot read `{path}`: {e}")))?;
             let schema = Schema::new(fields.iter().map(|(n, t)| (n.clone(), *t)));
             let shared = Arc::new(schema.clone());
-            let (on_error, dead_letter) = (*on_error, dead_letter.as_ref().map(PathBuf::from));
+            let (on_error, dead_letter) = (src.on_error, src.dead_letter.as_ref().map(PathBuf::from));
             let malformed = stats.malformed.clone();
             let stream = env.add_source("file", move |info| {
                 let mine = files.iter().enumerate().rev().filter(|(k, _)| k % info.parallelism == info.index);
@@ -214,9 +240,9 @@ fn source(ctx: &Ctx, p: &PipelineFile, env: &StreamEnv, stats: &PipelineStats) -
                     info.index,
                 ))
             });
-            (stream, schema, watermark)
+            (stream, schema)
         }
-        config::Source::Kafka(_) => return Err(unsupported(ctx, "source.type", "the kafka source")),
+        SourceType::Kafka => return Err(unsupported(ctx, "source.type", "the kafka source")),
     };
     let mut cur = Cursor { stream: Some(stream), schema, event_time: false, last_key: None };
     if let Some(w) = watermark {
@@ -309,7 +335,9 @@ fn step(ctx: &Ctx, key: &str, steps: &[Step], i: usize, cur: &mut Cursor) -> Res
                 (Some(k), _) => resolve(ctx, &format!("{key}.key"), &cur.schema, &k.names())?,
                 (None, Some(k)) => k.clone(),
                 (None, None) => {
-                    return Err(ctx.err(format!("{key}.key"), "no key: set `key`, or put the step after a keyed window"));
+                    return Err(
+                        ctx.err(format!("{key}.key"), "no key: set `key`, or put the step after a keyed window")
+                    );
                 }
             };
             if a.history < 2 {
@@ -352,13 +380,34 @@ fn window(
             "windows need event time: add `watermark: { field: ..., out_of_orderness: ... }` to the source",
         ));
     }
-    let (assigner, lateness) = match w {
-        config::Window::Tumbling { size, allowed_lateness } => (WindowAssigner::tumbling(size.0), allowed_lateness),
-        config::Window::Sliding { size, slide, allowed_lateness } => {
-            (WindowAssigner::sliding(size.0, slide.0), allowed_lateness)
-        }
-        config::Window::Session { gap, allowed_lateness } => (WindowAssigner::session(gap.0), allowed_lateness),
+    let need = |d: Option<config::Dur>, name: &str| {
+        d.map(|d| d.0).ok_or_else(|| {
+            ctx.err(format!("{key}.{name}"), format!("required for {:?} windows", w.kind).to_lowercase())
+        })
     };
+    let forbid = |d: Option<config::Dur>, name: &str| match d {
+        Some(_) => {
+            Err(ctx.err(format!("{key}.{name}"), format!("does not apply to {:?} windows", w.kind).to_lowercase()))
+        }
+        None => Ok(()),
+    };
+    let assigner = match w.kind {
+        WindowType::Tumbling => {
+            forbid(w.slide, "slide")?;
+            forbid(w.gap, "gap")?;
+            WindowAssigner::tumbling(need(w.size, "size")?)
+        }
+        WindowType::Sliding => {
+            forbid(w.gap, "gap")?;
+            WindowAssigner::sliding(need(w.size, "size")?, need(w.slide, "slide")?)
+        }
+        WindowType::Session => {
+            forbid(w.size, "size")?;
+            forbid(w.slide, "slide")?;
+            WindowAssigner::session(need(w.gap, "gap")?)
+        }
+    };
+    let lateness = w.allowed_lateness;
     assigner.validate().map_err(|m| ctx.err(key, m))?;
     let lateness = lateness.map_or(Duration::ZERO, |d| d.0);
     let next_key = format!("steps[{}]", i + 1);

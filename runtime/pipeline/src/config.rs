@@ -98,30 +98,40 @@ pub enum OnError {
     Fail,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Source {
-    Datagen {
-        workload: Workload,
-        count: Option<u64>,
-        rate: Option<f64>,
-        watermark: Option<WatermarkConfig>,
-    },
-    File {
-        path: String,
-        #[serde(default = "json")]
-        format: String,
-        fields: IndexMap<String, FieldType>,
-        watermark: Option<WatermarkConfig>,
-        #[serde(default)]
-        on_error: OnError,
-        dead_letter: Option<String>,
-    },
-    Kafka(IndexMap<String, serde_json::Value>),
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceType {
+    Datagen,
+    File,
+    Kafka,
 }
 
-fn json() -> String {
-    "json".into()
+/// The source. One struct for all types (rather than a tagged enum) so that
+/// errors inside it keep their full key path; [`crate::compile`] checks that
+/// only the keys of the chosen `type` are set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    #[serde(rename = "type")]
+    pub kind: SourceType,
+    pub watermark: Option<WatermarkConfig>,
+    // datagen
+    pub workload: Option<Workload>,
+    pub count: Option<u64>,
+    pub rate: Option<f64>,
+    // file
+    pub path: Option<String>,
+    pub format: Option<String>,
+    pub fields: Option<IndexMap<String, FieldType>>,
+    #[serde(default)]
+    pub on_error: OnError,
+    pub dead_letter: Option<String>,
+    // kafka
+    pub bootstrap: Option<String>,
+    pub topic: Option<String>,
+    pub group: Option<String>,
+    pub start: Option<String>,
+    pub bounded: Option<bool>,
 }
 
 /// A key: one field name or a list of them.
@@ -177,12 +187,24 @@ pub struct Dedup {
     pub ttl: Option<Dur>,
 }
 
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowType {
+    Tumbling,
+    Sliding,
+    Session,
+}
+
+/// A window step (flat, like [`Source`], to keep key paths in errors).
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Window {
-    Tumbling { size: Dur, allowed_lateness: Option<Dur> },
-    Sliding { size: Dur, slide: Dur, allowed_lateness: Option<Dur> },
-    Session { gap: Dur, allowed_lateness: Option<Dur> },
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    #[serde(rename = "type")]
+    pub kind: WindowType,
+    pub size: Option<Dur>,
+    pub slide: Option<Dur>,
+    pub gap: Option<Dur>,
+    pub allowed_lateness: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -328,7 +350,7 @@ sink: { type: file, path: ./out/x }
     fn parses_the_design_example() {
         let p = parse(Path::new("p.yaml"), GOOD, &[]).unwrap();
         assert_eq!(p.steps.len(), 4);
-        assert!(matches!(p.source, Source::Datagen { count: Some(1000), .. }));
+        assert_eq!((p.source.kind, p.source.count), (SourceType::Datagen, Some(1000)));
         let Step::Aggregate(a) = &p.steps[3] else { panic!() };
         assert_eq!(a.keys().collect::<Vec<_>>(), vec!["count", "amount"]);
     }
@@ -337,9 +359,9 @@ sink: { type: file, path: ./out/x }
     fn overrides_apply_by_dotted_path() {
         let o = vec!["source.count=42".to_string(), "steps[2].window.size=10s".to_string()];
         let p = parse(Path::new("p.yaml"), GOOD, &o).unwrap();
-        assert!(matches!(p.source, Source::Datagen { count: Some(42), .. }));
-        let Step::Window(Window::Tumbling { size, .. }) = &p.steps[2] else { panic!() };
-        assert_eq!(size.0, Duration::from_secs(10));
+        assert_eq!(p.source.count, Some(42));
+        let Step::Window(w) = &p.steps[2] else { panic!() };
+        assert_eq!(w.size, Some(Dur(Duration::from_secs(10))));
     }
 
     #[test]
@@ -348,7 +370,9 @@ sink: { type: file, path: ./out/x }
         assert!(e.starts_with("p.yaml: source"), "{e}");
         assert!(e.contains("unknown field `cuont`"), "{e}");
         let e = err(GOOD, &["steps[2].window.size=1x"]);
-        assert!(e.contains("steps[2].window.size") && e.contains("invalid duration `1x`"), "{e}");
+        assert!(e.contains("steps[2].window.size: invalid duration `1x`"), "{e}");
+        let e = err(GOOD, &["source.watermark.out_of_orderness=soon"]);
+        assert!(e.contains("source.watermark.out_of_orderness: invalid duration `soon`"), "{e}");
         let e = err(GOOD, &["parallelism=two"]);
         assert!(e.contains("parallelism") && e.contains("invalid type"), "{e}");
         let e = err(GOOD, &["source.type=carrier-pigeon"]);
