@@ -1,0 +1,155 @@
+//! Bad input to `weir run`: a clear sentence naming the file, the key and what
+//! was expected, exit code 2, and nothing run. Malformed records in a file
+//! source: counted and skipped (or dead-lettered), or fatal when asked.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn weir(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir")).args(args).current_dir(cwd).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+const BASE: &str = r#"
+name: t
+source: { type: datagen, workload: orders, count: 1000, watermark: { field: time, out_of_orderness: 5s } }
+steps:
+  - key_by: region
+  - window: { type: tumbling, size: 1m }
+  - aggregate: { count: count() }
+sink: { type: file, path: out }
+"#;
+
+/// Runs `yaml` and expects exit 2 with every fragment in the message, and no output written.
+fn rejects(yaml: &str, fragments: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), yaml).unwrap();
+    let o = weir(&["run", "p.yaml"], dir.path());
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.starts_with("weir: p.yaml: "), "{err}");
+    for f in fragments {
+        assert!(err.contains(f), "expected `{f}` in: {err}");
+    }
+    assert_eq!(err.lines().count(), 1, "one sentence: {err}");
+    assert!(!dir.path().join("out").exists(), "nothing may run on bad input");
+}
+
+#[test]
+fn unknown_key() {
+    rejects(
+        &BASE.replace("count: 1000,", "count: 1000, speed: 3,"),
+        &["source", "unknown field `speed`", "expected one of"],
+    );
+}
+
+#[test]
+fn wrong_type() {
+    rejects(&BASE.replace("count: 1000", "count: many"), &["source.count", "invalid type", "expected u64"]);
+}
+
+#[test]
+fn bad_duration() {
+    rejects(&BASE.replace("size: 1m", "size: 1 fortnight"), &["steps[1].window.size", "invalid duration", "10s"]);
+}
+
+#[test]
+fn unknown_field_in_expression() {
+    rejects(
+        &BASE.replace("  - key_by: region", "  - filter: \"amout > 5\"\n  - key_by: region"),
+        &["steps[0].filter", "unknown field `amout`"],
+    );
+}
+
+#[test]
+fn impossible_combinations() {
+    rejects(
+        &BASE.replace("  - window: { type: tumbling, size: 1m }\n", ""),
+        &["steps[0].key_by", "followed by a window"],
+    );
+    rejects(
+        &BASE.replace(", watermark: { field: time, out_of_orderness: 5s }", ""),
+        &["steps[1].window", "event time"],
+    );
+    rejects(
+        &BASE.replace("size: 1m", "size: 1m, slide: 10s"),
+        &["steps[1].window.slide", "does not apply to tumbling"],
+    );
+    rejects(
+        &BASE.replace("type: tumbling, size: 1m", "type: sliding, size: 1m, slide: 2m"),
+        &["slide", "must not exceed size"],
+    );
+    rejects(&BASE.replace("count()", "sum(region)"), &["steps[2].aggregate.count", "numeric"]);
+}
+
+#[test]
+fn bad_flags_and_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), BASE).unwrap();
+    let o = weir(&["run", "p.yaml", "--set", "source.count=-3"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("source.count"), "{}", stderr(&o));
+    let o = weir(&["run", "p.yaml", "--parallelism", "0"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    let o = weir(&["run", "missing.yaml"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("missing.yaml: cannot read"), "{}", stderr(&o));
+    let o = weir(&["bench", "q99"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown workload `q99`"));
+}
+
+const FILE_SOURCE: &str = r#"
+name: t
+source:
+  type: file
+  path: in.jsonl
+  fields: { region: string, amount: int, time: int }
+  watermark: { field: time, out_of_orderness: 1s }
+  dead_letter: dead
+steps:
+  - key_by: region
+  - window: { type: tumbling, size: 1m }
+  - aggregate: { n: count(), total: sum(amount) }
+sink: { type: file, path: out }
+"#;
+
+const INPUT: &str = r#"{"region":"east","amount":5,"time":1000}
+not json at all
+{"region":"east","amount":"five","time":2000}
+{"region":"west","amount":7}
+{"region":"east","amount":6,"time":3000}
+"#;
+
+#[test]
+fn malformed_records_are_counted_skipped_and_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), FILE_SOURCE).unwrap();
+    std::fs::write(dir.path().join("in.jsonl"), INPUT).unwrap();
+    let o = weir(&["run", "-q", "p.yaml"], dir.path());
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("3 malformed records skipped"), "{err}");
+    assert!(err.contains("in.jsonl:2: skipping malformed record: not JSON"), "{err}");
+    let out = std::fs::read_to_string(dir.path().join("out/part-0.jsonl")).unwrap();
+    assert_eq!(out.trim(), r#"{"region":"east","window_start":0,"window_end":60000,"n":2,"total":11}"#);
+    let dead = std::fs::read_to_string(dir.path().join("dead/dead-letter-0.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.iter().map(|l| l["line"].as_u64().unwrap()).collect::<Vec<_>>(), vec![2, 3, 4]);
+    assert_eq!(lines[2]["record"], r#"{"region":"west","amount":7}"#);
+    assert!(lines[1]["error"].as_str().unwrap().contains("field `amount`: expected int"));
+}
+
+#[test]
+fn malformed_record_fails_the_job_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), FILE_SOURCE.replace("dead_letter: dead", "on_error: fail")).unwrap();
+    std::fs::write(dir.path().join("in.jsonl"), INPUT).unwrap();
+    let o = weir(&["run", "-q", "p.yaml"], dir.path());
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("in.jsonl:2: malformed record: not JSON"), "{err}");
+}
