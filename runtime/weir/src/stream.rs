@@ -38,6 +38,18 @@ pub struct DataStream<T> {
     _t: PhantomData<fn() -> T>,
 }
 
+/// A stream may feed several consumers: clone it, and each clone is one more output edge.
+impl<T> Clone for DataStream<T> {
+    fn clone(&self) -> Self {
+        DataStream {
+            env: self.env.clone(),
+            nodes: self.nodes.clone(),
+            partitioning: self.partitioning.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
 impl<T: Data> DataStream<T> {
     pub(crate) fn new(env: StreamEnv, nodes: Vec<NodeId>) -> Self {
         DataStream { env, nodes, partitioning: Partitioning::Forward, _t: PhantomData }
