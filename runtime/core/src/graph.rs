@@ -211,14 +211,14 @@ impl JobGraph {
         let ins = |v: NodeId| self.edges.iter().filter(move |e| e.to == v);
         let mut next: Vec<Option<NodeId>> = vec![None; n];
         let mut chained_in = vec![false; n];
-        for v in 0..n {
+        for (v, next_of_v) in next.iter_mut().enumerate() {
             let mut o = outs(v);
             if let (Some(e), None) = (o.next(), o.next())
                 && e.forward
                 && self.nodes[e.to].parallelism == self.nodes[v].parallelism
                 && ins(e.to).count() == 1
             {
-                next[v] = Some(e.to);
+                *next_of_v = Some(e.to);
                 chained_in[e.to] = true;
             }
         }

@@ -188,7 +188,7 @@ fn source(ctx: &Ctx, p: &PipelineFile, env: &StreamEnv, stats: &PipelineStats) -
     let watermark = &src.watermark;
     let (stream, schema) = match src.kind {
         SourceType::Datagen => {
-            if src.rate.is_some_and(|r| !(r > 0.0)) {
+            if src.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
                 return Err(ctx.err("source.rate", "expected a positive number of events per second"));
             }
             let workload = src
@@ -343,7 +343,7 @@ fn step(ctx: &Ctx, key: &str, steps: &[Step], i: usize, cur: &mut Cursor) -> Res
             if a.history < 2 {
                 return Err(ctx.err(format!("{key}.history"), "needs at least 2 previous values"));
             }
-            if !(a.sigma > 0.0) {
+            if a.sigma.is_nan() || a.sigma <= 0.0 {
                 return Err(ctx.err(format!("{key}.sigma"), "must be positive"));
             }
             let f = AnomalyFlag {

@@ -141,10 +141,8 @@ impl AggregateFunction<Row> for RowAggregates {
                         *n += 1;
                     }
                 }
-                (Acc::Distinct(set), Some(v)) => {
-                    if !set.contains(v) {
-                        set.insert(v.clone());
-                    }
+                (Acc::Distinct(set), Some(v)) if !set.contains(v) => {
+                    set.insert(v.clone());
                 }
                 _ => {}
             }

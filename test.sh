@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole Weir test suite, on a fresh machine or an old one.
+#
+# Installs what the tests need (idempotent; nothing is downloaded twice), then
+# runs formatting and lint checks, the doc tests, and every unit and
+# integration test. The last lines are the test runner's summary.
+#
+#   ./test.sh
+#
+# Needs: the Rust toolchain (cargo) and python3 (the exact-answer oracles of
+# ../shared/bench/oracle, or WEIR_ORACLE_DIR).
+set -euo pipefail
+cd "$(dirname "$0")"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "checking tools"
+command -v cargo >/dev/null || { echo "test.sh: cargo is required (https://rustup.rs)" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "test.sh: python3 is required for the benchmark oracles" >&2; exit 1; }
+oracle="${WEIR_ORACLE_DIR:-$(cd .. && pwd)/shared/bench/oracle}"
+[ -f "$oracle/orders.py" ] || { echo "test.sh: the benchmark oracle is missing at $oracle (set WEIR_ORACLE_DIR)" >&2; exit 1; }
+cargo --version
+
+step "formatting"
+cargo fmt --all -- --check
+
+step "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "doc tests"
+cargo test --workspace --doc --locked
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast --failure-output final
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
