@@ -35,9 +35,9 @@ pub struct RunArgs {
     /// Run the TaskManagers as N separate processes on loopback.
     #[arg(long, value_name = "N")]
     taskmanagers: Option<usize>,
-    /// Port of the REST API and dashboard.
-    #[arg(long, default_value_t = 8081)]
-    rest_port: u16,
+    /// Port of the REST API and dashboard (8081 when they are served).
+    #[arg(long)]
+    rest_port: Option<u16>,
     /// No progress display.
     #[arg(long, short)]
     quiet: bool,
@@ -63,7 +63,9 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     if args.parallelism == Some(0) {
         return Err(Failure::BadInput("--parallelism: must be at least 1".into()));
     }
-    let _ = args.rest_port;
+    if args.rest_port.is_some() {
+        return Err(unavailable("--rest-port", "the REST API"));
+    }
 
     let file = load(&args.pipeline, &args.set).map_err(|e| Failure::BadInput(e.to_string()))?;
     let env = StreamEnv::new(file.name.clone());
