@@ -31,6 +31,7 @@
 //! The `weir` crate's `weir::testing::run_local` runs a small job end to end;
 //! its documentation shows examples.
 
+pub mod checkpoint;
 pub mod element;
 pub mod error;
 pub mod exchange;

@@ -1,0 +1,186 @@
+//! Where checkpoints and savepoints are kept: a small object-store trait.
+//!
+//! The engine needs only whole-object writes and reads, ranged reads,
+//! listing by prefix and deletion, so the same code runs against a local
+//! directory ([`LocalStorage`]) and any S3-compatible service (the `weir-s3`
+//! crate). Paths are `/`-separated keys relative to the storage's root. A
+//! write is atomic: a reader sees the whole object or none of it (local
+//! writes go through a temporary file and a rename; S3 PUTs are atomic).
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// A storage operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{path}: not found")]
+    NotFound { path: String },
+    #[error("{path}: {message}")]
+    Failed {
+        path: String,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl StorageError {
+    pub fn failed(path: impl fmt::Display, message: impl fmt::Display) -> Self {
+        StorageError::Failed { path: path.to_string(), message: message.to_string(), source: None }
+    }
+
+    pub fn io(path: impl fmt::Display, e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::NotFound {
+            return StorageError::NotFound { path: path.to_string() };
+        }
+        StorageError::Failed { path: path.to_string(), message: e.to_string(), source: Some(Box::new(e)) }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. })
+    }
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// An object store holding checkpoints.
+pub trait CheckpointStorage: Send + Sync + fmt::Debug {
+    /// Writes `bytes` at `path`, replacing any object there, atomically.
+    fn put(&self, path: &str, bytes: &[u8]) -> StorageResult<()>;
+    fn get(&self, path: &str) -> StorageResult<Vec<u8>>;
+    /// `len` bytes from `offset`.
+    fn get_range(&self, path: &str, offset: u64, len: u64) -> StorageResult<Vec<u8>>;
+    /// Keys under `prefix` (recursively), sorted.
+    fn list(&self, prefix: &str) -> StorageResult<Vec<String>>;
+    /// Deletes `path`; deleting what does not exist is not an error.
+    fn delete(&self, path: &str) -> StorageResult<()>;
+    /// A URI naming `path` for people (`file:///...`, `s3://bucket/...`).
+    fn uri(&self, path: &str) -> String;
+}
+
+/// Checkpoints in a local directory.
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStorage { root: root.into() }
+    }
+
+    fn full(&self, path: &str) -> PathBuf {
+        self.root.join(path)
+    }
+}
+
+fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with(".tmp-") {
+            continue;
+        }
+        let rel = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        if entry.file_type()?.is_dir() {
+            walk(&entry.path(), &rel, out)?;
+        } else {
+            out.push(rel);
+        }
+    }
+    Ok(())
+}
+
+impl CheckpointStorage for LocalStorage {
+    fn put(&self, path: &str, bytes: &[u8]) -> StorageResult<()> {
+        let full = self.full(path);
+        let dir = full.parent().expect("a file path has a parent");
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::io(self.uri(path), e))?;
+        let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), full.file_name().expect("file name").to_string_lossy()));
+        let write = || -> io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &full)?;
+            // Make the rename itself durable.
+            std::fs::File::open(dir)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            StorageError::io(self.uri(path), e)
+        })
+    }
+
+    fn get(&self, path: &str) -> StorageResult<Vec<u8>> {
+        std::fs::read(self.full(path)).map_err(|e| StorageError::io(self.uri(path), e))
+    }
+
+    fn get_range(&self, path: &str, offset: u64, len: u64) -> StorageResult<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let read = || -> io::Result<Vec<u8>> {
+            let mut f = std::fs::File::open(self.full(path))?;
+            f.seek(SeekFrom::Start(offset))?;
+            let mut buf = vec![0; len as usize];
+            f.read_exact(&mut buf)?;
+            Ok(buf)
+        };
+        read().map_err(|e| StorageError::io(self.uri(path), e))
+    }
+
+    fn list(&self, prefix: &str) -> StorageResult<Vec<String>> {
+        let dir = self.full(prefix);
+        let mut out = Vec::new();
+        match walk(&dir, prefix.trim_end_matches('/'), &mut out) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io(self.uri(prefix), e)),
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn delete(&self, path: &str) -> StorageResult<()> {
+        match std::fs::remove_file(self.full(path)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::io(self.uri(path), e)),
+        }
+    }
+
+    fn uri(&self, path: &str) -> String {
+        format!("file://{}", self.full(path).display())
+    }
+}
+
+/// A shared test of the [`CheckpointStorage`] contract, for every implementation.
+pub fn check_storage_contract(s: &dyn CheckpointStorage) {
+    s.put("job/chk-1/a.state", b"hello world").unwrap();
+    s.put("job/chk-1/_metadata", b"{}").unwrap();
+    s.put("job/latest", b"chk-1").unwrap();
+    assert_eq!(s.get("job/chk-1/a.state").unwrap(), b"hello world");
+    assert_eq!(s.get_range("job/chk-1/a.state", 6, 5).unwrap(), b"world");
+    s.put("job/latest", b"chk-2").unwrap();
+    assert_eq!(s.get("job/latest").unwrap(), b"chk-2", "put replaces");
+    assert_eq!(s.list("job/chk-1/").unwrap(), vec!["job/chk-1/_metadata", "job/chk-1/a.state"]);
+    assert_eq!(s.list("job/").unwrap().len(), 3);
+    assert!(s.list("nothing-here/").unwrap().is_empty());
+    assert!(s.get("job/chk-9/_metadata").unwrap_err().is_not_found());
+    s.delete("job/chk-1/a.state").unwrap();
+    s.delete("job/chk-1/a.state").unwrap();
+    assert!(s.get("job/chk-1/a.state").unwrap_err().is_not_found());
+    assert!(s.uri("job/latest").ends_with("job/latest"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_storage_keeps_the_contract() {
+        let dir = std::env::temp_dir().join(format!("weir-storage-{}", std::process::id()));
+        check_storage_contract(&LocalStorage::new(&dir));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
