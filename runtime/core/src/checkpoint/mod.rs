@@ -3,4 +3,5 @@
 //!
 //! * [`storage`]: where snapshots live (a local directory, or S3 via `weir-s3`).
 
+pub mod metadata;
 pub mod storage;

@@ -97,7 +97,8 @@ impl CheckpointStorage for LocalStorage {
         let full = self.full(path);
         let dir = full.parent().expect("a file path has a parent");
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(self.uri(path), e))?;
-        let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), full.file_name().expect("file name").to_string_lossy()));
+        let tmp =
+            dir.join(format!(".tmp-{}-{}", std::process::id(), full.file_name().expect("file name").to_string_lossy()));
         let write = || -> io::Result<()> {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp)?;

@@ -1,0 +1,378 @@
+//! The checkpoint format: `_metadata` and per-subtask state files.
+//!
+//! ```text
+//! {dir}/{job}/chk-{id}/_metadata             JSON, written last: the checkpoint exists iff it does
+//! {dir}/{job}/chk-{id}/{uid}-{subtask}.state  one operator subtask's state
+//! {dir}/{job}/savepoints/sp-{id}/...          the same, for savepoints
+//! {dir}/{job}/latest                          JSON pointer to the newest completed one
+//! ```
+//!
+//! A state file is a concatenation of blobs; `_metadata` indexes them: per key
+//! group (keyed state) and per redistributable entry (operator state), with
+//! the file's size and CRC-32 to detect truncation and corruption. Paths in
+//! `_metadata` are relative to its directory, so a snapshot is self-contained
+//! and can be moved. The format is versioned; a reader refuses versions it
+//! does not know.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::storage::{CheckpointStorage, StorageError};
+use crate::keygroup::KeyGroupRange;
+
+pub const FORMAT: &str = "weir-checkpoint";
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotKind {
+    Checkpoint,
+    Savepoint,
+}
+
+/// The `_metadata` of a completed checkpoint or savepoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointMetadata {
+    pub format: String,
+    pub version: u32,
+    pub job: String,
+    pub checkpoint_id: u64,
+    pub kind: SnapshotKind,
+    pub max_parallelism: u32,
+    pub triggered_at: i64,
+    pub completed_at: i64,
+    pub operators: Vec<OperatorMetadata>,
+}
+
+/// The state of one operator (vertex), over all its subtasks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OperatorMetadata {
+    /// Stable identity of the operator in the job graph.
+    pub uid: String,
+    pub parallelism: usize,
+    pub subtasks: Vec<SubtaskStateHandle>,
+}
+
+/// Where one operator subtask's state is, and what it holds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SubtaskStateHandle {
+    pub subtask: usize,
+    /// File name relative to the snapshot's directory.
+    pub file: String,
+    pub size: u64,
+    pub crc32: u32,
+    pub key_group_range: KeyGroupRange,
+    /// (key group, offset, length) of each non-empty key group.
+    pub key_groups: Vec<(u32, u64, u64)>,
+    /// (offset, length) of each redistributable operator-state entry.
+    pub entries: Vec<(u64, u64)>,
+}
+
+/// The `latest` pointer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LatestPointer {
+    /// Directory of the snapshot relative to the job directory (`chk-17`, `savepoints/sp-3`).
+    pub path: String,
+    pub checkpoint_id: u64,
+    pub kind: SnapshotKind,
+}
+
+/// What one operator subtask hands in at a barrier.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OperatorSnapshot {
+    /// Serialized keyed state per key group (only non-empty groups).
+    pub keyed: Vec<(u32, Vec<u8>)>,
+    /// Serialized entries that may be redistributed to any subtask on restore
+    /// (source splits, a sink's pending transactions).
+    pub entries: Vec<Vec<u8>>,
+}
+
+impl OperatorSnapshot {
+    pub fn is_empty(&self) -> bool {
+        self.keyed.is_empty() && self.entries.is_empty()
+    }
+
+    /// Lays the snapshot out as one file; returns the bytes and their index.
+    pub fn encode(&self, subtask: usize, file: String, range: KeyGroupRange) -> (Vec<u8>, SubtaskStateHandle) {
+        let mut bytes = Vec::new();
+        let mut key_groups = Vec::with_capacity(self.keyed.len());
+        for (kg, blob) in &self.keyed {
+            key_groups.push((*kg, bytes.len() as u64, blob.len() as u64));
+            bytes.extend_from_slice(blob);
+        }
+        let mut entries = Vec::with_capacity(self.entries.len());
+        for blob in &self.entries {
+            entries.push((bytes.len() as u64, blob.len() as u64));
+            bytes.extend_from_slice(blob);
+        }
+        let handle = SubtaskStateHandle {
+            subtask,
+            file,
+            size: bytes.len() as u64,
+            crc32: crc32fast::hash(&bytes),
+            key_group_range: range,
+            key_groups,
+            entries,
+        };
+        (bytes, handle)
+    }
+}
+
+/// Why a snapshot cannot be restored. Every variant names the path at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("no completed checkpoint or savepoint under {uri} (no `latest` pointer)")]
+    NoCheckpoint { uri: String },
+    #[error("{uri} does not exist")]
+    Missing { uri: String },
+    #[error("{uri} is corrupt: {reason}")]
+    Corrupt { uri: String, reason: String },
+    #[error(
+        "{uri} was written in format `{format}` version {version}; this weir reads `{FORMAT}` version {FORMAT_VERSION}"
+    )]
+    Incompatible { uri: String, format: String, version: u32 },
+    #[error(
+        "{uri} was taken with max parallelism {snapshot}, but the job has max parallelism {job}: key groups cannot be remapped, restore refused"
+    )]
+    MaxParallelism { uri: String, snapshot: u32, job: u32 },
+    #[error("{uri}: parallelism {parallelism} exceeds the snapshot's max parallelism {max}")]
+    Parallelism { uri: String, parallelism: usize, max: u32 },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A completed snapshot opened for restoring.
+#[derive(Debug, Clone)]
+pub struct RestoredSnapshot {
+    pub storage: Arc<dyn CheckpointStorage>,
+    /// Directory of the snapshot, relative to the storage root.
+    pub dir: String,
+    pub metadata: CheckpointMetadata,
+}
+
+/// One operator subtask's share of a snapshot.
+#[derive(Debug, Default, Clone)]
+pub struct RestoredState {
+    /// Keyed state of the key groups this subtask owns now.
+    pub keyed: Vec<(u32, Vec<u8>)>,
+    /// The operator-state entries dealt to this subtask (entry k goes to subtask k mod parallelism).
+    pub entries: Vec<Vec<u8>>,
+    /// Every operator-state entry of the operator (for recovery actions done once, such as
+    /// committing a sink's pending transactions).
+    pub all_entries: Vec<Vec<u8>>,
+}
+
+fn missing_or(e: StorageError, uri: String) -> RestoreError {
+    if e.is_not_found() { RestoreError::Missing { uri } } else { RestoreError::Storage(e) }
+}
+
+impl RestoredSnapshot {
+    /// Opens the snapshot whose `_metadata` is in `dir` (relative to the storage root).
+    pub fn open(storage: Arc<dyn CheckpointStorage>, dir: &str) -> Result<Self, RestoreError> {
+        let dir = dir.trim_end_matches('/').trim_end_matches("/_metadata").to_string();
+        let path = if dir.is_empty() { "_metadata".to_string() } else { format!("{dir}/_metadata") };
+        let uri = storage.uri(&path);
+        let bytes = storage.get(&path).map_err(|e| missing_or(e, uri.clone()))?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| RestoreError::Corrupt { uri: uri.clone(), reason: format!("not valid JSON ({e})") })?;
+        let format = value.get("format").and_then(|f| f.as_str()).unwrap_or("").to_string();
+        let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+        if format != FORMAT || version != FORMAT_VERSION {
+            return Err(RestoreError::Incompatible { uri, format, version });
+        }
+        let metadata: CheckpointMetadata = serde_json::from_value(value)
+            .map_err(|e| RestoreError::Corrupt { uri: uri.clone(), reason: e.to_string() })?;
+        Ok(RestoredSnapshot { storage, dir, metadata })
+    }
+
+    /// Opens the newest completed snapshot of `job` (through its `latest` pointer).
+    pub fn latest(storage: Arc<dyn CheckpointStorage>, job: &str) -> Result<Self, RestoreError> {
+        let path = format!("{job}/latest");
+        let bytes = storage.get(&path).map_err(|e| {
+            if e.is_not_found() {
+                RestoreError::NoCheckpoint { uri: storage.uri(job) }
+            } else {
+                RestoreError::Storage(e)
+            }
+        })?;
+        let pointer: LatestPointer = serde_json::from_slice(&bytes)
+            .map_err(|e| RestoreError::Corrupt { uri: storage.uri(&path), reason: e.to_string() })?;
+        Self::open(storage, &format!("{job}/{}", pointer.path))
+    }
+
+    pub fn uri(&self) -> String {
+        self.storage.uri(&self.dir)
+    }
+
+    /// Checks that the snapshot fits a job with these settings.
+    pub fn check_compatible(&self, max_parallelism: u32, parallelisms: &[usize]) -> Result<(), RestoreError> {
+        let m = &self.metadata;
+        if m.max_parallelism != max_parallelism {
+            return Err(RestoreError::MaxParallelism {
+                uri: self.uri(),
+                snapshot: m.max_parallelism,
+                job: max_parallelism,
+            });
+        }
+        if let Some(&p) = parallelisms.iter().find(|&&p| p > m.max_parallelism as usize) {
+            return Err(RestoreError::Parallelism { uri: self.uri(), parallelism: p, max: m.max_parallelism });
+        }
+        Ok(())
+    }
+
+    fn read_file(&self, h: &SubtaskStateHandle) -> Result<Vec<u8>, RestoreError> {
+        let path = format!("{}/{}", self.dir, h.file);
+        let uri = self.storage.uri(&path);
+        let bytes = self.storage.get(&path).map_err(|e| missing_or(e, uri.clone()))?;
+        if bytes.len() as u64 != h.size {
+            return Err(RestoreError::Corrupt {
+                uri,
+                reason: format!("{} bytes, expected {} (truncated?)", bytes.len(), h.size),
+            });
+        }
+        if crc32fast::hash(&bytes) != h.crc32 {
+            return Err(RestoreError::Corrupt { uri, reason: "checksum mismatch".into() });
+        }
+        Ok(bytes)
+    }
+
+    /// The state of operator `uid` for subtask `index` of `parallelism`
+    /// (`None` when the snapshot has no state for the operator).
+    pub fn state_for(
+        &self,
+        uid: &str,
+        index: usize,
+        parallelism: usize,
+    ) -> Result<Option<RestoredState>, RestoreError> {
+        let Some(op) = self.metadata.operators.iter().find(|o| o.uid == uid) else { return Ok(None) };
+        let range = KeyGroupRange::for_subtask(index, parallelism, self.metadata.max_parallelism);
+        let mut state = RestoredState::default();
+        let mut entry_no = 0usize;
+        for h in &op.subtasks {
+            let needs_keyed = h.key_groups.iter().any(|(kg, _, _)| range.contains(*kg));
+            if !needs_keyed && h.entries.is_empty() {
+                continue;
+            }
+            let bytes = self.read_file(h)?;
+            let slice = |off: u64, len: u64| bytes[off as usize..(off + len) as usize].to_vec();
+            for &(kg, off, len) in h.key_groups.iter().filter(|(kg, _, _)| range.contains(*kg)) {
+                state.keyed.push((kg, slice(off, len)));
+            }
+            for &(off, len) in &h.entries {
+                let entry = slice(off, len);
+                if entry_no % parallelism == index {
+                    state.entries.push(entry.clone());
+                }
+                state.all_entries.push(entry);
+                entry_no += 1;
+            }
+        }
+        Ok(Some(state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::storage::LocalStorage;
+
+    fn write_snapshot(storage: &dyn CheckpointStorage, dir: &str, parallelism: usize) -> CheckpointMetadata {
+        let mut subtasks = Vec::new();
+        for i in 0..parallelism {
+            let range = KeyGroupRange::for_subtask(i, parallelism, 8);
+            let snap = OperatorSnapshot {
+                keyed: (range.start..range.end).map(|kg| (kg, format!("kg{kg}").into_bytes())).collect(),
+                entries: vec![format!("entry-of-{i}").into_bytes()],
+            };
+            let (bytes, handle) = snap.encode(i, format!("op-{i}.state"), range);
+            storage.put(&format!("{dir}/op-{i}.state"), &bytes).unwrap();
+            subtasks.push(handle);
+        }
+        let meta = CheckpointMetadata {
+            format: FORMAT.into(),
+            version: FORMAT_VERSION,
+            job: "j".into(),
+            checkpoint_id: 3,
+            kind: SnapshotKind::Checkpoint,
+            max_parallelism: 8,
+            triggered_at: 0,
+            completed_at: 1,
+            operators: vec![OperatorMetadata { uid: "op".into(), parallelism, subtasks }],
+        };
+        storage.put(&format!("{dir}/_metadata"), &serde_json::to_vec(&meta).unwrap()).unwrap();
+        meta
+    }
+
+    #[test]
+    fn rescaling_redistributes_key_groups_and_entries() {
+        let tmp = tempdir();
+        let storage: Arc<dyn CheckpointStorage> = Arc::new(LocalStorage::new(&tmp));
+        write_snapshot(storage.as_ref(), "j/chk-3", 2);
+        let snap = RestoredSnapshot::open(storage, "j/chk-3").unwrap();
+        // From 2 subtasks to 3: every key group lands exactly once, entries are dealt round-robin.
+        let mut groups = Vec::new();
+        let mut entries = Vec::new();
+        for i in 0..3 {
+            let s = snap.state_for("op", i, 3).unwrap().unwrap();
+            let range = KeyGroupRange::for_subtask(i, 3, 8);
+            assert!(s.keyed.iter().all(|(kg, b)| range.contains(*kg) && b == format!("kg{kg}").as_bytes()));
+            groups.extend(s.keyed.into_iter().map(|(kg, _)| kg));
+            entries.extend(s.entries);
+            assert_eq!(s.all_entries.len(), 2);
+        }
+        groups.sort();
+        assert_eq!(groups, (0..8).collect::<Vec<_>>());
+        assert_eq!(entries.len(), 2);
+        assert!(snap.state_for("other", 0, 1).unwrap().is_none());
+        std::fs::remove_dir_all(tmp).unwrap();
+    }
+
+    #[test]
+    fn bad_snapshots_are_named_errors() {
+        let tmp = tempdir();
+        let local = LocalStorage::new(&tmp);
+        let storage: Arc<dyn CheckpointStorage> = Arc::new(local.clone());
+        let err = RestoredSnapshot::latest(storage.clone(), "j").unwrap_err();
+        assert!(matches!(err, RestoreError::NoCheckpoint { .. }), "{err}");
+        let err = RestoredSnapshot::open(storage.clone(), "j/chk-9").unwrap_err();
+        assert!(err.to_string().ends_with("j/chk-9/_metadata does not exist"), "{err}");
+
+        write_snapshot(&local, "j/chk-3", 1);
+        // Truncated state file.
+        let bytes = local.get("j/chk-3/op-0.state").unwrap();
+        local.put("j/chk-3/op-0.state", &bytes[..bytes.len() - 2]).unwrap();
+        let snap = RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap();
+        let err = snap.state_for("op", 0, 1).unwrap_err().to_string();
+        assert!(err.contains("op-0.state is corrupt") && err.contains("truncated"), "{err}");
+        // Incompatible version, truncated metadata.
+        let meta = local.get("j/chk-3/_metadata").unwrap();
+        let newer = String::from_utf8(meta.clone()).unwrap().replace("\"version\":1", "\"version\":7");
+        local.put("j/chk-3/_metadata", newer.as_bytes()).unwrap();
+        let err = RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap_err().to_string();
+        assert!(err.contains("version 7") && err.contains("reads `weir-checkpoint` version 1"), "{err}");
+        local.put("j/chk-3/_metadata", &meta[..meta.len() / 2]).unwrap();
+        let err = RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap_err().to_string();
+        assert!(err.contains("_metadata is corrupt"), "{err}");
+        // Max parallelism changes are refused.
+        local.put("j/chk-3/_metadata", &meta).unwrap();
+        let snap = RestoredSnapshot::open(storage, "j/chk-3").unwrap();
+        let err = snap.check_compatible(16, &[2]).unwrap_err().to_string();
+        assert!(err.contains("max parallelism 8") && err.contains("restore refused"), "{err}");
+        assert!(snap.check_compatible(8, &[9]).is_err());
+        snap.check_compatible(8, &[8]).unwrap();
+        std::fs::remove_dir_all(tmp).unwrap();
+    }
+
+    fn tempdir() -> std::path::PathBuf {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "weir-meta-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}
