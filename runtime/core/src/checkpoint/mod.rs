@@ -3,5 +3,6 @@
 //!
 //! * [`storage`]: where snapshots live (a local directory, or S3 via `weir-s3`).
 
+pub mod coordinator;
 pub mod metadata;
 pub mod storage;

@@ -1,0 +1,520 @@
+//! The checkpoint coordinator: decides when to snapshot, collects the
+//! acknowledgements, and completes, aborts and retains checkpoints.
+//!
+//! It is a state machine driven by events (a task acknowledged or declined, a
+//! source finished, a savepoint was requested) and by the clock
+//! ([`Coordinator::tick`]); each call returns the [`Command`]s for the tasks.
+//! The executor runs it on a thread and delivers the commands; tests drive it
+//! directly.
+//!
+//! A checkpoint's life: `tick` triggers it (at most one in flight, at least
+//! `min_pause` after the previous one ended, every `interval`) by sending a
+//! barrier to every source task. When every task acknowledged it, `_metadata`
+//! is written (last: the checkpoint exists from then on), the `latest`
+//! pointer is replaced, old checkpoints beyond `retained` are deleted, and
+//! every task is told it completed (transactional sinks commit then). A
+//! decline (for instance a failed upload) or the timeout aborts it; the job
+//! goes on.
+//!
+//! Bounded inputs: when every source has finished, the coordinator takes a
+//! final checkpoint at once; when it completed, the sources are told to end
+//! their streams, so nothing is left uncommitted when the job finishes.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+
+use super::metadata::{
+    CheckpointMetadata, FORMAT, FORMAT_VERSION, LatestPointer, OperatorMetadata, SnapshotKind, SubtaskStateHandle,
+};
+use super::storage::{CheckpointStorage, StorageError};
+use crate::element::Barrier;
+use crate::time::Timestamp;
+
+/// Exactly-once aligns barriers; at-least-once only tracks them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CheckpointMode {
+    #[default]
+    ExactlyOnce,
+    AtLeastOnce,
+}
+
+/// Checkpointing of one job.
+#[derive(Clone, Debug)]
+pub struct CheckpointConfig {
+    pub interval: Duration,
+    pub mode: CheckpointMode,
+    pub timeout: Duration,
+    pub min_pause: Duration,
+    /// Completed checkpoints to keep (savepoints are never deleted by the job).
+    pub retained: usize,
+    pub storage: Arc<dyn CheckpointStorage>,
+    /// Records a blocked channel may buffer during alignment before the checkpoint is declined.
+    pub alignment_budget: usize,
+}
+
+impl CheckpointConfig {
+    pub fn new(storage: Arc<dyn CheckpointStorage>, interval: Duration) -> Self {
+        CheckpointConfig {
+            interval,
+            mode: CheckpointMode::ExactlyOnce,
+            timeout: Duration::from_secs(600),
+            min_pause: Duration::ZERO,
+            retained: 3,
+            storage,
+            alignment_budget: 1_000_000,
+        }
+    }
+}
+
+/// The directory of a snapshot, relative to the storage root.
+pub fn snapshot_dir(job: &str, id: u64, kind: SnapshotKind) -> String {
+    match kind {
+        SnapshotKind::Checkpoint => format!("{job}/chk-{id}"),
+        SnapshotKind::Savepoint => format!("{job}/savepoints/sp-{id}"),
+    }
+}
+
+/// What a task tells the coordinator.
+#[derive(Debug)]
+pub enum TaskReport {
+    /// The task's snapshot for `checkpoint_id` is stored: one handle per stateful operator of its chain.
+    Ack {
+        task: usize,
+        checkpoint_id: u64,
+        states: Vec<(String, SubtaskStateHandle)>,
+    },
+    Decline {
+        task: usize,
+        checkpoint_id: u64,
+        reason: String,
+    },
+    /// A source task's input is exhausted.
+    SourceFinished {
+        task: usize,
+    },
+}
+
+/// What the coordinator tells tasks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// To every source task: inject this barrier (emit the end-of-time watermark first when `drain`).
+    Trigger { barrier: Barrier, drain: bool },
+    /// To every task: the checkpoint completed.
+    Complete { checkpoint_id: u64 },
+    /// To every source task: end the stream now.
+    EndOfInput,
+}
+
+/// A savepoint someone asked for.
+pub struct SavepointRequest {
+    /// Stop the job once it is taken.
+    pub stop: bool,
+    /// Before it, let every window and timer fire (end-of-time watermark).
+    pub drain: bool,
+    pub reply: Sender<Result<String, String>>,
+}
+
+/// Figures of a finished (completed or failed) checkpoint, for the REST API and the log.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CheckpointStats {
+    pub id: u64,
+    pub kind: SnapshotKind,
+    pub status: CheckpointStatus,
+    pub path: String,
+    pub triggered_at: Timestamp,
+    pub duration_ms: i64,
+    pub size_bytes: u64,
+    pub failure: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckpointStatus {
+    Completed,
+    Failed,
+}
+
+struct Pending {
+    barrier: Barrier,
+    kind: SnapshotKind,
+    triggered_at: Timestamp,
+    acks: HashMap<usize, Vec<(String, SubtaskStateHandle)>>,
+    request: Option<SavepointRequest>,
+    is_final: bool,
+}
+
+pub struct Coordinator {
+    job: String,
+    config: CheckpointConfig,
+    max_parallelism: u32,
+    /// uid -> parallelism of every operator.
+    operators: BTreeMap<String, usize>,
+    tasks: usize,
+    sources: usize,
+    next_id: u64,
+    pending: Option<Pending>,
+    last_trigger: Timestamp,
+    last_end: Timestamp,
+    retained: VecDeque<u64>,
+    finished_sources: HashSet<usize>,
+    final_done: bool,
+    requests: VecDeque<SavepointRequest>,
+    stopping: bool,
+    pub history: Vec<CheckpointStats>,
+}
+
+impl Coordinator {
+    /// `next_id` must exceed every snapshot id already stored for the job.
+    pub fn new(
+        job: String,
+        config: CheckpointConfig,
+        max_parallelism: u32,
+        operators: BTreeMap<String, usize>,
+        tasks: usize,
+        sources: usize,
+        next_id: u64,
+        now: Timestamp,
+    ) -> Self {
+        Coordinator {
+            job,
+            config,
+            max_parallelism,
+            operators,
+            tasks,
+            sources,
+            next_id,
+            pending: None,
+            last_trigger: now,
+            last_end: now,
+            retained: VecDeque::new(),
+            finished_sources: HashSet::new(),
+            final_done: false,
+            requests: VecDeque::new(),
+            stopping: false,
+            history: Vec::new(),
+        }
+    }
+
+    /// The first id above every snapshot stored for `job`.
+    pub fn next_free_id(storage: &dyn CheckpointStorage, job: &str) -> Result<u64, StorageError> {
+        let mut max = 0;
+        for key in storage.list(&format!("{job}/"))? {
+            for part in key.split('/') {
+                if let Some(id) = part.strip_prefix("chk-").or_else(|| part.strip_prefix("sp-")) {
+                    max = max.max(id.parse::<u64>().unwrap_or(0));
+                }
+            }
+        }
+        Ok(max + 1)
+    }
+
+    pub fn request_savepoint(&mut self, request: SavepointRequest) {
+        self.requests.push_back(request);
+    }
+
+    pub fn in_flight(&self) -> Option<u64> {
+        self.pending.as_ref().map(|p| p.barrier.checkpoint_id)
+    }
+
+    fn all_sources_finished(&self) -> bool {
+        self.finished_sources.len() == self.sources
+    }
+
+    /// Advances time: triggers, or times out, a checkpoint.
+    pub fn tick(&mut self, now: Timestamp) -> Vec<Command> {
+        if let Some(p) = &self.pending {
+            if now - p.triggered_at >= self.config.timeout.as_millis() as i64 {
+                let id = p.barrier.checkpoint_id;
+                self.abort(id, format!("timed out after {:?}", self.config.timeout), now);
+            } else {
+                return Vec::new();
+            }
+        }
+        if self.stopping || (self.final_done && self.all_sources_finished()) {
+            return Vec::new();
+        }
+        let paused = now - self.last_end >= self.config.min_pause.as_millis() as i64;
+        if let Some(request) = self.requests.pop_front() {
+            return self.trigger(SnapshotKind::Savepoint, Some(request), false, now);
+        }
+        if self.all_sources_finished() {
+            return self.trigger(SnapshotKind::Checkpoint, None, true, now);
+        }
+        if paused && now - self.last_trigger >= self.config.interval.as_millis() as i64 {
+            return self.trigger(SnapshotKind::Checkpoint, None, false, now);
+        }
+        Vec::new()
+    }
+
+    fn trigger(
+        &mut self,
+        kind: SnapshotKind,
+        request: Option<SavepointRequest>,
+        is_final: bool,
+        now: Timestamp,
+    ) -> Vec<Command> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.last_trigger = now;
+        let barrier = Barrier { checkpoint_id: id, triggered_at: now, is_savepoint: kind == SnapshotKind::Savepoint };
+        let drain = request.as_ref().is_some_and(|r| r.stop && r.drain);
+        if request.as_ref().is_some_and(|r| r.stop) {
+            self.stopping = true;
+        }
+        self.pending = Some(Pending { barrier, kind, triggered_at: now, acks: HashMap::new(), request, is_final });
+        vec![Command::Trigger { barrier, drain }]
+    }
+
+    pub fn on_report(&mut self, report: TaskReport, now: Timestamp) -> Vec<Command> {
+        match report {
+            TaskReport::SourceFinished { task } => {
+                self.finished_sources.insert(task);
+                Vec::new()
+            }
+            TaskReport::Decline { checkpoint_id, reason, task } => {
+                if self.in_flight() == Some(checkpoint_id) {
+                    self.abort(checkpoint_id, format!("task {task} declined: {reason}"), now);
+                }
+                Vec::new()
+            }
+            TaskReport::Ack { task, checkpoint_id, states } => {
+                let Some(p) = self.pending.as_mut().filter(|p| p.barrier.checkpoint_id == checkpoint_id) else {
+                    return Vec::new(); // an aborted checkpoint's straggler
+                };
+                p.acks.insert(task, states);
+                if p.acks.len() < self.tasks {
+                    return Vec::new();
+                }
+                let p = self.pending.take().expect("checked above");
+                self.complete(p, now)
+            }
+        }
+    }
+
+    fn abort(&mut self, id: u64, reason: String, now: Timestamp) {
+        let Some(p) = self.pending.take().filter(|p| p.barrier.checkpoint_id == id) else { return };
+        tracing::warn!("checkpoint {id} of {} aborted: {reason}", self.job);
+        self.last_end = now;
+        let dir = snapshot_dir(&self.job, id, p.kind);
+        self.delete_dir(&dir);
+        self.history.push(CheckpointStats {
+            id,
+            kind: p.kind,
+            status: CheckpointStatus::Failed,
+            path: self.config.storage.uri(&dir),
+            triggered_at: p.triggered_at,
+            duration_ms: now - p.triggered_at,
+            size_bytes: 0,
+            failure: Some(reason.clone()),
+        });
+        if let Some(r) = p.request {
+            self.stopping = false;
+            let _ = r.reply.send(Err(format!("savepoint {id} failed: {reason}")));
+        }
+    }
+
+    fn complete(&mut self, p: Pending, now: Timestamp) -> Vec<Command> {
+        let id = p.barrier.checkpoint_id;
+        let dir = snapshot_dir(&self.job, id, p.kind);
+        let mut by_uid: BTreeMap<String, Vec<SubtaskStateHandle>> = BTreeMap::new();
+        for (uid, handle) in p.acks.into_values().flatten() {
+            by_uid.entry(uid).or_default().push(handle);
+        }
+        let size_bytes = by_uid.values().flatten().map(|h| h.size).sum();
+        let operators = by_uid
+            .into_iter()
+            .map(|(uid, mut subtasks)| {
+                subtasks.sort_by_key(|h| h.subtask);
+                let parallelism = self.operators.get(&uid).copied().unwrap_or(subtasks.len());
+                OperatorMetadata { uid, parallelism, subtasks }
+            })
+            .collect();
+        let meta = CheckpointMetadata {
+            format: FORMAT.into(),
+            version: FORMAT_VERSION,
+            job: self.job.clone(),
+            checkpoint_id: id,
+            kind: p.kind,
+            max_parallelism: self.max_parallelism,
+            triggered_at: p.triggered_at,
+            completed_at: now,
+            operators,
+        };
+        let storage = self.config.storage.clone();
+        let written = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| StorageError::failed(&dir, e))
+            .and_then(|bytes| storage.put(&format!("{dir}/_metadata"), &bytes))
+            .and_then(|()| {
+                let rel = dir.strip_prefix(&format!("{}/", self.job)).unwrap_or(&dir).to_string();
+                let pointer = LatestPointer { path: rel, checkpoint_id: id, kind: p.kind };
+                storage.put(&format!("{}/latest", self.job), &serde_json::to_vec(&pointer).expect("serializable"))
+            });
+        if let Err(e) = written {
+            self.pending = Some(Pending { acks: HashMap::new(), ..p });
+            self.abort(id, format!("could not write the metadata: {e}"), now);
+            return Vec::new();
+        }
+        self.last_end = now;
+        let uri = storage.uri(&dir);
+        tracing::info!("{:?} {id} of {} completed in {} ms: {uri}", p.kind, self.job, now - p.triggered_at);
+        self.history.push(CheckpointStats {
+            id,
+            kind: p.kind,
+            status: CheckpointStatus::Completed,
+            path: uri.clone(),
+            triggered_at: p.triggered_at,
+            duration_ms: now - p.triggered_at,
+            size_bytes,
+            failure: None,
+        });
+        if p.kind == SnapshotKind::Checkpoint {
+            self.retained.push_back(id);
+            while self.retained.len() > self.config.retained.max(1) {
+                let old = self.retained.pop_front().expect("non-empty");
+                self.delete_dir(&snapshot_dir(&self.job, old, SnapshotKind::Checkpoint));
+            }
+        }
+        let mut commands = vec![Command::Complete { checkpoint_id: id }];
+        if let Some(r) = p.request {
+            let _ = r.reply.send(Ok(uri));
+            if r.stop {
+                commands.push(Command::EndOfInput);
+            }
+        }
+        if p.is_final {
+            self.final_done = true;
+            commands.push(Command::EndOfInput);
+        }
+        commands
+    }
+
+    /// Deletes a snapshot, `_metadata` first so that it stops existing before its files go.
+    fn delete_dir(&self, dir: &str) {
+        let storage = &self.config.storage;
+        let _ = storage.delete(&format!("{dir}/_metadata"));
+        match storage.list(&format!("{dir}/")) {
+            Ok(keys) => keys.iter().for_each(|k| {
+                let _ = storage.delete(k);
+            }),
+            Err(e) => tracing::warn!("could not clean up {dir}: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::metadata::RestoredSnapshot;
+    use crate::checkpoint::storage::LocalStorage;
+    use crate::keygroup::KeyGroupRange;
+
+    fn setup(tasks: usize, sources: usize) -> (Coordinator, Arc<LocalStorage>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "weir-coord-{}-{tasks}-{sources}-{}",
+            std::process::id(),
+            crate::time::now_ms()
+        ));
+        let storage = Arc::new(LocalStorage::new(&dir));
+        let mut cfg = CheckpointConfig::new(storage.clone(), Duration::from_millis(100));
+        cfg.retained = 2;
+        cfg.timeout = Duration::from_millis(1000);
+        let ops = BTreeMap::from([("op".to_string(), tasks)]);
+        (Coordinator::new("j".into(), cfg, 8, ops, tasks, sources, 1, 0), storage, dir)
+    }
+
+    fn handle(storage: &LocalStorage, id: u64, task: usize) -> (String, SubtaskStateHandle) {
+        let snap = crate::checkpoint::metadata::OperatorSnapshot {
+            keyed: vec![(task as u32, vec![task as u8])],
+            entries: vec![],
+        };
+        let (bytes, h) = snap.encode(task, format!("op-{task}.state"), KeyGroupRange::for_subtask(task, 2, 8));
+        storage.put(&format!("j/chk-{id}/op-{task}.state"), &bytes).unwrap();
+        ("op".into(), h)
+    }
+
+    fn ack(c: &mut Coordinator, s: &LocalStorage, id: u64, task: usize, now: i64) -> Vec<Command> {
+        c.on_report(TaskReport::Ack { task, checkpoint_id: id, states: vec![handle(s, id, task)] }, now)
+    }
+
+    #[test]
+    fn triggers_on_interval_one_at_a_time_and_completes_on_all_acks() {
+        let (mut c, s, dir) = setup(2, 1);
+        assert!(c.tick(50).is_empty());
+        let cmds = c.tick(100);
+        assert!(matches!(cmds[..], [Command::Trigger { barrier: Barrier { checkpoint_id: 1, .. }, drain: false }]));
+        assert!(c.tick(250).is_empty(), "one in flight");
+        assert!(ack(&mut c, &s, 1, 0, 260).is_empty());
+        assert_eq!(ack(&mut c, &s, 1, 1, 270), vec![Command::Complete { checkpoint_id: 1 }]);
+        let latest = RestoredSnapshot::latest(s.clone(), "j").unwrap();
+        assert_eq!(latest.metadata.checkpoint_id, 1);
+        assert_eq!(latest.metadata.operators[0].subtasks.len(), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn retains_the_last_n_and_keeps_ids_increasing() {
+        let (mut c, s, dir) = setup(1, 1);
+        for id in 1..=4 {
+            c.tick(id as i64 * 1000);
+            ack(&mut c, &s, id, 0, id as i64 * 1000 + 1);
+        }
+        let kept: HashSet<String> =
+            s.list("j/").unwrap().into_iter().filter_map(|k| k.split('/').nth(1).map(String::from)).collect();
+        assert_eq!(kept, HashSet::from(["chk-3".to_string(), "chk-4".to_string(), "latest".to_string()]));
+        assert_eq!(Coordinator::next_free_id(s.as_ref(), "j").unwrap(), 5);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn decline_and_timeout_abort_without_stopping_the_job() {
+        let (mut c, s, dir) = setup(2, 1);
+        c.tick(100);
+        ack(&mut c, &s, 1, 0, 110);
+        c.on_report(TaskReport::Decline { task: 1, checkpoint_id: 1, reason: "upload failed".into() }, 120);
+        assert_eq!(c.in_flight(), None);
+        assert!(s.list("j/chk-1/").unwrap().is_empty(), "an aborted checkpoint leaves nothing");
+        assert!(RestoredSnapshot::latest(s.clone(), "j").is_err());
+        assert_eq!(c.history[0].status, CheckpointStatus::Failed);
+        // The next one goes ahead; a straggler ack of the aborted one is ignored.
+        assert!(matches!(c.tick(250)[..], [Command::Trigger { barrier: Barrier { checkpoint_id: 2, .. }, .. }]));
+        assert!(ack(&mut c, &s, 1, 1, 260).is_empty());
+        // Checkpoint 2 times out at 1250; the same tick goes on with checkpoint 3.
+        let cmds = c.tick(1300);
+        assert!(c.history[1].failure.as_ref().unwrap().contains("timed out"));
+        assert!(matches!(cmds[..], [Command::Trigger { barrier: Barrier { checkpoint_id: 3, .. }, .. }]));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn final_checkpoint_when_all_sources_finished_then_end_of_input() {
+        let (mut c, s, dir) = setup(1, 2);
+        c.on_report(TaskReport::SourceFinished { task: 0 }, 10);
+        assert!(c.tick(20).is_empty());
+        c.on_report(TaskReport::SourceFinished { task: 1 }, 30);
+        let cmds = c.tick(31);
+        assert!(matches!(cmds[..], [Command::Trigger { .. }]), "final checkpoint at once: {cmds:?}");
+        assert_eq!(ack(&mut c, &s, 1, 0, 40), vec![Command::Complete { checkpoint_id: 1 }, Command::EndOfInput]);
+        assert!(c.tick(10_000).is_empty(), "nothing after the final checkpoint");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn stop_with_savepoint() {
+        let (mut c, s, dir) = setup(1, 1);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        c.request_savepoint(SavepointRequest { stop: true, drain: true, reply: tx });
+        let cmds = c.tick(1);
+        assert!(matches!(cmds[..], [Command::Trigger { barrier: Barrier { is_savepoint: true, .. }, drain: true }]));
+        let (uid, h) = handle(&s, 1, 0);
+        s.put("j/savepoints/sp-1/op-0.state", &s.get("j/chk-1/op-0.state").unwrap()).unwrap();
+        let cmds = c.on_report(TaskReport::Ack { task: 0, checkpoint_id: 1, states: vec![(uid, h)] }, 5);
+        assert_eq!(cmds, vec![Command::Complete { checkpoint_id: 1 }, Command::EndOfInput]);
+        assert!(rx.recv().unwrap().unwrap().ends_with("j/savepoints/sp-1"));
+        assert_eq!(RestoredSnapshot::latest(s.clone(), "j").unwrap().metadata.kind, SnapshotKind::Savepoint);
+        assert!(c.tick(10_000).is_empty(), "stopping: no more checkpoints");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
