@@ -72,8 +72,10 @@ impl InputGate {
                 out.push(GateEvent::Watermark(min));
             }
         } else if !all_ended {
-            // Every open channel is idle: pass on the highest watermark they reached.
-            let max_idle = self.channels.iter().filter(|c| !c.ended).map(|c| c.watermark).max();
+            // Every open channel is idle: pass on the highest watermark any
+            // channel reached, ended ones included (a bounded input's last
+            // watermark is the end of time; an idle input must not hide it).
+            let max_idle = self.channels.iter().map(|c| c.watermark).max();
             if let Some(w) = max_idle
                 && w > self.watermark
             {
@@ -137,6 +139,7 @@ impl InputGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::MAX_WATERMARK;
 
     fn run(gate: &mut InputGate, f: impl FnOnce(&mut InputGate, &mut Vec<GateEvent>)) -> Vec<GateEvent> {
         let mut out = Vec::new();
@@ -173,6 +176,17 @@ mod tests {
         run(&mut g, |g, o| g.on_watermark(0, 7, o));
         assert_eq!(run(&mut g, |g, o| g.on_end(1, o)), vec![GateEvent::Watermark(7)]);
         assert_eq!(run(&mut g, |g, o| g.on_end(0, o)), vec![GateEvent::End]);
+    }
+
+    #[test]
+    fn an_ended_channels_last_watermark_passes_once_the_others_are_idle() {
+        let mut g = InputGate::new(2);
+        run(&mut g, |g, o| g.on_watermark(0, MAX_WATERMARK, o));
+        assert_eq!(run(&mut g, |g, o| g.on_end(0, o)), vec![]);
+        assert_eq!(
+            run(&mut g, |g, o| g.on_idle(1, true, o)),
+            vec![GateEvent::Watermark(MAX_WATERMARK), GateEvent::Idle(true)]
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!
 //! Lateness follows Flink: a record whose every window satisfies
 //! `window.max_timestamp() + allowed_lateness <= watermark` is *late* and is
-//! dropped, or sent to the late-data side output. A record that arrives after
+//! dropped, or sent to the late-data side output (for session windows, the
+//! window judged is the session the record would join). A record that arrives after
 //! its window fired but within the allowed lateness fires the window again
 //! with the updated result. Session windows merge when a record bridges them.
 

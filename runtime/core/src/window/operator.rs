@@ -145,16 +145,21 @@ where
         self.scratch.clear();
         self.assigner.assign(record.time, &mut self.scratch);
         let mut merged = self.scratch[0];
+        // Lateness is judged on the session the record ends up in (as Flink
+        // does): a record behind the watermark may still join an open session.
+        if let Some(panes) = self.panes.get(&key) {
+            while let Some(p) = panes.iter().find(|p| p.window.intersects(&merged) && merged.cover(&p.window) != merged)
+            {
+                merged = merged.cover(&p.window);
+            }
+        }
         if self.is_late(&merged) {
             return self.on_late(record, out);
         }
         let panes = self.panes.entry(key.clone()).or_default();
         let mut acc: Option<F::Acc> = None;
-        let mut fired = false;
         while let Some(i) = panes.iter().position(|p| p.window.intersects(&merged)) {
             let old = panes.swap_remove(i);
-            merged = merged.cover(&old.window);
-            fired |= old.fired;
             match acc.as_mut() {
                 None => acc = Some(old.acc),
                 Some(a) => self.function.merge(a, old.acc),
@@ -165,7 +170,10 @@ where
         // Timers of the windows merged away are left in the queue; firing
         // looks at the panes, so they find nothing and are harmless.
         Self::register_timers(&mut self.timers, &key, &merged, self.allowed_lateness);
-        panes.push(Pane { window: merged, acc, fired });
+        // The session has not fired with this content: it fires below when
+        // the watermark already passed its end, or else when the watermark does
+        // (also when a part of it fired before it grew).
+        panes.push(Pane { window: merged, acc, fired: false });
         if merged.max_timestamp() <= self.watermark {
             let pane = panes.last_mut().expect("just pushed");
             Self::fire(&mut self.function, &key, pane, out);

@@ -1,0 +1,156 @@
+//! `weir bench` against the batch oracles of `bench/WORKLOADS.md`.
+//!
+//! For every workload, the built `weir` binary runs at parallelism 1, 2 and 4
+//! over two event counts (one not a multiple of the datagen block size), and
+//! its `outputs=` and `checksum=` must equal what the Python oracle computes
+//! from the workload definition alone. The oracle runs once per (workload,
+//! size). The oracle directory is `<workspace>/../shared/bench/oracle`, or
+//! `WEIR_ORACLE_DIR`; when it is missing the tests fail: they never skip.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const SIZES: [u64; 2] = [120_000, 77_777];
+const PARALLELISMS: [usize; 3] = [1, 2, 4];
+
+/// What a run reports: the number of output rows and their checksum.
+#[derive(Debug, PartialEq, Eq)]
+struct Answer {
+    outputs: u64,
+    checksum: i64,
+}
+
+fn oracle_dir() -> PathBuf {
+    match std::env::var_os("WEIR_ORACLE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench/oracle"),
+    }
+}
+
+/// The value of `key=` among the space-separated fields of `line`.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+}
+
+fn answer_in(text: &str, what: &str) -> Answer {
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| field(l, "outputs").is_some() && field(l, "checksum").is_some())
+        .unwrap_or_else(|| panic!("{what} printed no `outputs=... checksum=...` line:\n{text}"));
+    let parse =
+        |key| field(line, key).unwrap().parse().unwrap_or_else(|e| panic!("{what}: bad {key} in `{line}`: {e}"));
+    Answer { outputs: parse("outputs") as u64, checksum: parse("checksum") }
+}
+
+fn text(output: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// The oracle's answer for `workload` over `events` events.
+fn oracle(workload: &str, events: u64) -> Answer {
+    let dir = oracle_dir();
+    let (script, args): (&str, Vec<String>) = match workload {
+        "orders-window" => ("orders.py", vec![events.to_string()]),
+        "orders-dedup" => ("orders.py", vec![events.to_string(), "--dedup".into()]),
+        query => ("bids.py", vec![query.to_string(), events.to_string()]),
+    };
+    let path = dir.join(script);
+    assert!(
+        path.is_file(),
+        "oracle script {} not found: set WEIR_ORACLE_DIR to the directory holding orders.py and bids.py",
+        path.display()
+    );
+    let output = Command::new("python3")
+        .arg(&path)
+        .args(&args)
+        .output()
+        .unwrap_or_else(|e| panic!("could not run python3 {}: {e}", path.display()));
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "oracle {} {args:?} failed ({}):\n{stderr}", path.display(), output.status);
+    answer_in(&stdout, &format!("oracle {script} {args:?}"))
+}
+
+/// Runs `weir bench` and checks the report line echoes the run's parameters.
+fn weir_bench(workload: &str, events: u64, parallelism: usize) -> Answer {
+    let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["bench", workload, "--events", &events.to_string(), "--parallelism", &parallelism.to_string()])
+        .output()
+        .expect("run the weir binary");
+    let (stdout, stderr) = text(&output);
+    let what = format!("weir bench {workload} --events {events} --parallelism {parallelism}");
+    assert!(output.status.success(), "{what} failed ({}):\n{stderr}", output.status);
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("query=")).collect();
+    assert_eq!(lines.len(), 1, "{what} must print exactly one report line:\n{stdout}");
+    let line = lines[0];
+    assert_eq!(field(line, "query"), Some(workload), "{line}");
+    assert_eq!(field(line, "events"), Some(events.to_string().as_str()), "{line}");
+    assert_eq!(field(line, "parallelism"), Some(parallelism.to_string().as_str()), "{line}");
+    for key in ["net_ms", "cpu_ms", "events_per_s"] {
+        assert!(field(line, key).is_some_and(|v| v.parse::<f64>().is_ok()), "{line} lacks a numeric {key}");
+    }
+    answer_in(line, &what)
+}
+
+fn check_against_oracle(workload: &str) {
+    for events in SIZES {
+        let expected = oracle(workload, events);
+        assert!(expected.outputs > 0, "the oracle of {workload} over {events} events has no rows");
+        for parallelism in PARALLELISMS {
+            let actual = weir_bench(workload, events, parallelism);
+            assert_eq!(actual, expected, "{workload} over {events} events at parallelism {parallelism}");
+        }
+    }
+}
+
+#[test]
+fn orders_window_matches_the_oracle() {
+    check_against_oracle("orders-window");
+}
+
+#[test]
+fn orders_dedup_matches_the_oracle() {
+    check_against_oracle("orders-dedup");
+}
+
+#[test]
+fn q0_passthrough_matches_the_oracle() {
+    check_against_oracle("q0");
+}
+
+#[test]
+fn q1_currency_conversion_matches_the_oracle() {
+    check_against_oracle("q1");
+}
+
+#[test]
+fn q2_selection_matches_the_oracle() {
+    check_against_oracle("q2");
+}
+
+#[test]
+fn q5_hot_items_matches_the_oracle() {
+    check_against_oracle("q5");
+}
+
+#[test]
+fn q7_highest_bid_matches_the_oracle() {
+    check_against_oracle("q7");
+}
+
+#[test]
+fn oracle_reproduces_the_documented_example() {
+    // bench/WORKLOADS.md: the first 300,000 orders give 24 rows, checksum -6933334737448946781.
+    assert_eq!(oracle("orders-window", 300_000), Answer { outputs: 24, checksum: -6_933_334_737_448_946_781 });
+}
+
+#[test]
+fn unknown_workload_is_bad_input() {
+    let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["bench", "q99", "--events", "10"])
+        .output()
+        .expect("run the weir binary");
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "exit code for bad input; stderr:\n{stderr}");
+    assert!(stderr.contains("q99"), "the error names the unknown workload:\n{stderr}");
+}

@@ -1,0 +1,191 @@
+//! Helpers shared by the integration tests: sources that emit in a controlled
+//! order and stay open on request, sinks that observe where and when records
+//! arrive, and access to a running job's metrics.
+//!
+//! Every helper is a real [`Source`] or [`Sink`] run by the engine; nothing
+//! here replaces a part of the engine under test.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use weir::core::executor::ChainMetrics;
+use weir::core::metrics::MetricsSnapshot;
+use weir::core::operator::sink::Sink;
+use weir::core::source::{Source, SourcePoll};
+use weir::core::{Data, NO_TIMESTAMP, Record, TaskResult};
+use weir::prelude::*;
+
+/// Emits its items one per poll. A source task pushes each poll's records
+/// downstream before the next poll, so with a timestamp assigner chained
+/// after it every record is followed by the watermark it causes: the order of
+/// records and watermarks seen downstream is fully determined.
+pub struct OneByOne<T> {
+    items: Arc<Vec<T>>,
+    next: usize,
+}
+
+impl<T: Clone + Send + Sync> Source<T> for OneByOne<T> {
+    fn poll(&mut self, out: &mut Vec<Record<T>>) -> TaskResult<SourcePoll> {
+        let Some(item) = self.items.get(self.next) else {
+            return Ok(SourcePoll::Finished);
+        };
+        out.push(Record::new(NO_TIMESTAMP, item.clone()));
+        self.next += 1;
+        Ok(SourcePoll::Ready)
+    }
+}
+
+/// A non-parallel stream of `items`, one record per poll (see [`OneByOne`]).
+pub fn one_by_one<T: Data + Sync>(env: &StreamEnv, items: Vec<T>) -> DataStream<T> {
+    let items = Arc::new(items);
+    env.add_source("one-by-one", move |_| Box::new(OneByOne { items: items.clone(), next: 0 })).set_parallelism(1)
+}
+
+/// A flag a test raises to let held-open sources finish, with the deadline
+/// after which they give up waiting (and say so).
+#[derive(Clone)]
+pub struct Release {
+    released: Arc<AtomicBool>,
+    deadline_hit: Arc<AtomicBool>,
+    timeout: Duration,
+}
+
+impl Release {
+    pub fn new(timeout: Duration) -> Self {
+        Release { released: Arc::default(), deadline_hit: Arc::default(), timeout }
+    }
+
+    pub fn release(&self) {
+        self.released.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_released(&self) -> bool {
+        self.released.load(Ordering::SeqCst)
+    }
+
+    /// True when a source stopped waiting because the timeout passed first.
+    pub fn deadline_hit(&self) -> bool {
+        self.deadline_hit.load(Ordering::SeqCst)
+    }
+}
+
+/// Emits `items` one per poll, pausing `pause` after each, then stays open
+/// (idle, emitting nothing) until released or until the release times out.
+/// Once released it finishes at once, even with items left.
+pub struct HeldOpen<T> {
+    items: Vec<T>,
+    next: usize,
+    pause: Duration,
+    release: Release,
+    started: Option<Instant>,
+}
+
+impl<T> HeldOpen<T> {
+    pub fn new(items: Vec<T>, pause: Duration, release: Release) -> Self {
+        HeldOpen { items, next: 0, pause, release, started: None }
+    }
+}
+
+impl<T: Clone + Send> Source<T> for HeldOpen<T> {
+    fn poll(&mut self, out: &mut Vec<Record<T>>) -> TaskResult<SourcePoll> {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        if self.release.is_released() {
+            return Ok(SourcePoll::Finished);
+        }
+        if let Some(item) = self.items.get(self.next) {
+            out.push(Record::new(NO_TIMESTAMP, item.clone()));
+            self.next += 1;
+            return Ok(if self.pause.is_zero() { SourcePoll::Ready } else { SourcePoll::Idle(self.pause) });
+        }
+        if started.elapsed() >= self.release.timeout {
+            self.release.deadline_hit.store(true, Ordering::SeqCst);
+            return Ok(SourcePoll::Finished);
+        }
+        Ok(SourcePoll::Idle(Duration::from_millis(5)))
+    }
+}
+
+/// A sink calling `f(subtask index, record)` for every record it receives.
+pub struct FnSink<F> {
+    subtask: usize,
+    f: F,
+}
+
+impl<T, F: FnMut(usize, Record<T>) + Send> Sink<T> for FnSink<F> {
+    fn write(&mut self, batch: Vec<Record<T>>) -> TaskResult {
+        for r in batch {
+            (self.f)(self.subtask, r);
+        }
+        Ok(())
+    }
+}
+
+/// Ends `stream` in a sink that calls `f(subtask index, record)` per record.
+pub fn for_each<T: Data>(
+    stream: DataStream<T>,
+    name: &str,
+    f: impl FnMut(usize, Record<T>) + Clone + Send + Sync + 'static,
+) {
+    stream.sink(name, move |info| FnSink { subtask: info.index, f: f.clone() });
+}
+
+/// Records with the index of the subtask that received them.
+pub type BySubtask<T> = Arc<Mutex<Vec<(usize, Record<T>)>>>;
+
+/// Collects `(subtask index, record)` pairs of `stream`.
+pub fn collect_by_subtask<T: Data>(stream: DataStream<T>) -> BySubtask<T> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    for_each(stream, "collect-by-subtask", move |i, r| s.lock().unwrap().push((i, r)));
+    seen
+}
+
+/// The live metrics of the chain (task) that runs `vertex`.
+pub fn chain<'a>(chains: &'a [ChainMetrics], vertex: &str) -> &'a ChainMetrics {
+    chains
+        .iter()
+        .find(|c| c.vertices.iter().any(|v| v == vertex))
+        .unwrap_or_else(|| panic!("no chain runs a vertex named {vertex}"))
+}
+
+/// Runs the job to completion; returns its metrics, aggregated per chain on request.
+pub fn run(env: StreamEnv) -> Arc<Vec<ChainMetrics>> {
+    let handle = env.start().expect("job starts");
+    let chains = handle.chains.clone();
+    handle.wait().expect("job succeeds");
+    chains
+}
+
+/// Aggregated metrics of the chain running `vertex`.
+pub fn metrics_of(chains: &[ChainMetrics], vertex: &str) -> MetricsSnapshot {
+    chain(chains, vertex).aggregate()
+}
+
+/// Counts records per window: the aggregate most tests use.
+#[derive(Clone)]
+pub struct Count;
+
+impl<T> AggregateFunction<T> for Count {
+    type Acc = u64;
+    type Result = u64;
+    fn create(&self) -> u64 {
+        0
+    }
+    fn add(&self, acc: &mut u64, _: &T) {
+        *acc += 1;
+    }
+    fn merge(&self, acc: &mut u64, other: u64) {
+        *acc += other;
+    }
+    fn result(&self, acc: &u64) -> u64 {
+        *acc
+    }
+}
+
+/// A small deterministic pseudo-random sequence (SplitMix64) for test inputs.
+pub fn pseudo_random(seed: u64, n: usize) -> Vec<u64> {
+    (0..n as u64).map(|i| weir::core::keygroup::mix64(seed.wrapping_mul(0x9E37_79B9).wrapping_add(i))).collect()
+}
