@@ -48,6 +48,9 @@ pub enum JobError {
         #[source]
         source: TaskError,
     },
+    /// The job cannot start from the requested snapshot.
+    #[error("cannot restore: {0}")]
+    Restore(String),
     #[error("could not start task thread {task}: {source}")]
     Spawn {
         task: String,

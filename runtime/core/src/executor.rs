@@ -6,16 +6,38 @@
 //! it, and read its metrics while it runs. A task that fails stops the sources
 //! too, so the whole job winds down and [`JobHandle::wait`] reports the first
 //! real failure rather than its echoes.
+//!
+//! With [`ExecuteOptions::checkpointing`], a coordinator thread drives
+//! checkpoints ([`crate::checkpoint::coordinator`]) and a small pool of
+//! uploader threads stores the tasks' snapshots; with
+//! [`ExecuteOptions::restore`], every subtask starts from its share of a
+//! snapshot, at whatever parallelism the graph now has.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::checkpoint::coordinator::{
+    CheckpointConfig, CheckpointStats, Command, Coordinator, JobShape, SavepointRequest, TaskReport,
+};
+use crate::checkpoint::metadata::RestoredSnapshot;
 use crate::error::{JobError, TaskError, TaskResult};
-use crate::graph::{AnyBox, JobGraph, NodeId, NodeKind, SubtaskInfo};
+use crate::graph::{AnyBox, JobGraph, NodeId, NodeKind, SnapshotCollector, SubtaskInfo};
 use crate::metrics::{MetricsSnapshot, SubtaskMetrics};
-use crate::task::{Task, TaskEnv};
+use crate::task::{Task, TaskCheckpointing, TaskEnv, UploadJob, upload};
+use crate::time::now_ms;
+
+/// How to run a job beyond its graph.
+#[derive(Default)]
+pub struct ExecuteOptions {
+    pub checkpointing: Option<CheckpointConfig>,
+    /// Start from this snapshot (checked against the graph before anything runs).
+    pub restore: Option<RestoredSnapshot>,
+}
 
 /// Live metrics of one chain of vertices.
 #[derive(Debug)]
@@ -49,6 +71,14 @@ pub struct JobHandle {
     threads: Vec<(String, JoinHandle<TaskResult>)>,
     stop: Arc<AtomicBool>,
     pub chains: Arc<Vec<ChainMetrics>>,
+    coordinator: Option<CoordinatorHandle>,
+}
+
+struct CoordinatorHandle {
+    requests: Sender<SavepointRequest>,
+    done: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+    history: Arc<Mutex<Vec<CheckpointStats>>>,
 }
 
 impl JobHandle {
@@ -56,7 +86,8 @@ impl JobHandle {
         &self.name
     }
 
-    /// Stops the sources; the job then drains and finishes.
+    /// Ends the sources at once; what is in flight drains and the job finishes
+    /// (without a final savepoint: see [`JobHandle::savepoint`] for that).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
     }
@@ -64,6 +95,28 @@ impl JobHandle {
     /// A flag that stops the job when set (for signal handlers).
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
         self.stop.clone()
+    }
+
+    pub fn is_checkpointing(&self) -> bool {
+        self.coordinator.is_some()
+    }
+
+    /// Takes a savepoint; with `stop`, the job ends right after it (with `drain`,
+    /// every window and timer fires first). The receiver gets the savepoint's URI.
+    pub fn savepoint(&self, stop: bool, drain: bool) -> Result<Receiver<Result<String, String>>, JobError> {
+        let c = self.coordinator.as_ref().ok_or_else(|| {
+            JobError::InvalidGraph("savepoints need checkpointing to be configured (a checkpoint directory)".into())
+        })?;
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        c.requests
+            .send(SavepointRequest { stop, drain, reply })
+            .map_err(|_| JobError::InvalidGraph("the job has already finished".into()))?;
+        Ok(rx)
+    }
+
+    /// Completed and failed checkpoints so far.
+    pub fn checkpoints(&self) -> Vec<CheckpointStats> {
+        self.coordinator.as_ref().map(|c| c.history.lock().expect("history poisoned").clone()).unwrap_or_default()
     }
 
     pub fn is_finished(&self) -> bool {
@@ -83,6 +136,10 @@ impl JobHandle {
                 }
             }
         }
+        if let Some(c) = self.coordinator {
+            c.done.store(true, Ordering::Relaxed);
+            let _ = c.thread.join();
+        }
         match first.or(echo) {
             Some(e) => Err(e),
             None => Ok(()),
@@ -99,7 +156,23 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 
 /// Deploys `graph` onto threads of this process and starts it.
 pub fn execute(graph: JobGraph) -> Result<JobHandle, JobError> {
+    execute_with(graph, ExecuteOptions::default())
+}
+
+/// Deploys `graph` with checkpointing and/or from a snapshot.
+pub fn execute_with(graph: JobGraph, options: ExecuteOptions) -> Result<JobHandle, JobError> {
     graph.validate()?;
+    if let Some(snapshot) = &options.restore {
+        let parallelisms: Vec<usize> = graph.nodes.iter().map(|n| n.parallelism).collect();
+        snapshot
+            .check_compatible(graph.max_parallelism, &parallelisms)
+            .map_err(|e| JobError::Restore(e.to_string()))?;
+    }
+    let checkpointing = options.checkpointing.clone();
+    let (report_tx, report_rx) = crossbeam_channel::unbounded::<TaskReport>();
+    let (upload_tx, upload_rx) = crossbeam_channel::unbounded::<UploadJob>();
+    let mut controls: Vec<Sender<Command>> = Vec::new();
+    let mut source_tasks: Vec<usize> = Vec::new();
     let chains = graph.plan();
     let chain_of: HashMap<NodeId, usize> =
         chains.iter().enumerate().flat_map(|(c, nodes)| nodes.iter().map(move |&n| (n, c))).collect();
@@ -144,6 +217,27 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle, JobError> {
         for i in 0..p {
             let metrics = Arc::new(SubtaskMetrics::default());
             subtask_metrics.push(metrics.clone());
+            let snapshots = SnapshotCollector::default();
+            let task_index = controls.len();
+            let (control_tx, control_rx) = crossbeam_channel::unbounded();
+            controls.push(control_tx);
+            let env = TaskEnv {
+                name: format!("{chain_name} ({}/{p})", i + 1),
+                index: task_index,
+                subtask: i,
+                key_groups: crate::keygroup::KeyGroupRange::for_subtask(i, p, graph.max_parallelism),
+                metrics: metrics.clone(),
+                stop: stop.clone(),
+                checkpoints: checkpointing.as_ref().map(|cp| TaskCheckpointing {
+                    job: graph.name.clone(),
+                    control: control_rx,
+                    reports: report_tx.clone(),
+                    snapshots: snapshots.clone(),
+                    uploads: upload_tx.clone(),
+                    mode: cp.mode,
+                    alignment_budget: cp.alignment_budget,
+                }),
+            };
             let tail_ty = graph.nodes[tail].output.clone();
             let mut outputs = Vec::new();
             for (e, edge) in graph.edges.iter().enumerate().filter(|(_, ed)| ed.from == tail) {
@@ -163,22 +257,36 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle, JobError> {
                 _ => tail_ty.fan_out(outputs),
             };
             for &n in nodes.iter().rev() {
+                let uid = graph.uid(n);
+                // On restore every link gets its hook called, with empty state when the
+                // snapshot has none for it (recovery actions such as a sink's still run).
+                let restored = match &options.restore {
+                    Some(s) => {
+                        Some(s.state_for(&uid, i, p).map_err(|e| JobError::Restore(e.to_string()))?.unwrap_or_default())
+                    }
+                    None => None,
+                };
                 let info = SubtaskInfo {
                     vertex: graph.nodes[n].name.clone(),
+                    uid,
                     index: i,
                     parallelism: p,
                     max_parallelism: graph.max_parallelism,
                     metrics: metrics.clone(),
+                    restored,
+                    snapshots: snapshots.clone(),
+                    checkpointing: checkpointing.is_some(),
+                };
+                let failed = |source: TaskError| JobError::TaskFailed {
+                    task: format!("{} ({}/{p})", info.vertex, i + 1),
+                    source,
                 };
                 match &graph.nodes[n].kind {
-                    NodeKind::Operator(factory) => out = factory(&info, out),
+                    NodeKind::Operator(factory) => out = factory(&info, out).map_err(failed)?,
                     NodeKind::Source(factory) => {
-                        let env = TaskEnv {
-                            name: format!("{chain_name} ({}/{p})", i + 1),
-                            metrics: metrics.clone(),
-                            stop: stop.clone(),
-                        };
-                        tasks.push(graph.nodes[n].output.source_task(factory(&info), out, env));
+                        let task = graph.nodes[n].output.source_task(factory(&info), out, &info, env.clone());
+                        tasks.push(task.map_err(failed)?);
+                        source_tasks.push(task_index);
                         out = Box::new(());
                     }
                 }
@@ -187,11 +295,6 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle, JobError> {
                 let (_, rx) = queues.remove(&(c, i)).expect("queue of a chain with inputs");
                 let in_edge = graph.edges.iter().find(|e| e.to == head).expect("an input edge");
                 let ty = graph.nodes[in_edge.from].output.clone();
-                let env = TaskEnv {
-                    name: format!("{chain_name} ({}/{p})", i + 1),
-                    metrics: metrics.clone(),
-                    stop: stop.clone(),
-                };
                 tasks.push(ty.input_task(rx, channel_count[&(c, i)] as usize, out, env));
             }
         }
@@ -201,6 +304,34 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle, JobError> {
     // Drop the queues' original senders: only the writers hold senders now, so a
     // queue disconnects exactly when all its producers are gone.
     drop(queues);
+
+    let coordinator = match checkpointing {
+        None => None,
+        Some(cfg) => {
+            let storage = cfg.storage.clone();
+            // Uploads run beside processing; two threads keep a slow store from serialising tasks.
+            for _ in 0..2 {
+                let (rx, storage) = (upload_rx.clone(), storage.clone());
+                std::thread::Builder::new()
+                    .name("uploader".into())
+                    .spawn(move || rx.iter().for_each(|job| upload(job, storage.as_ref())))
+                    .map_err(|source| JobError::Spawn { task: "uploader".into(), source })?;
+            }
+            let next_id = Coordinator::next_free_id(storage.as_ref(), &graph.name)
+                .map_err(|e| JobError::Restore(format!("cannot read the checkpoint directory: {e}")))?;
+            let next_id = next_id.max(options.restore.as_ref().map_or(0, |r| r.metadata.checkpoint_id + 1));
+            let shape = JobShape {
+                name: graph.name.clone(),
+                max_parallelism: graph.max_parallelism,
+                operators: graph.operators(),
+                tasks: tasks.len(),
+                sources: source_tasks.len(),
+            };
+            let coordinator = Coordinator::new(shape, cfg, next_id, now_ms());
+            Some(spawn_coordinator(coordinator, report_rx, controls, source_tasks)?)
+        }
+    };
+    drop((report_tx, upload_tx));
 
     // 3. Start.
     let mut threads = Vec::new();
@@ -220,7 +351,52 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle, JobError> {
             .map_err(|source| JobError::Spawn { task: name.clone(), source })?;
         threads.push((name, thread));
     }
-    Ok(JobHandle { name: graph.name.clone(), threads, stop, chains: Arc::new(chain_metrics) })
+    Ok(JobHandle { name: graph.name.clone(), threads, stop, chains: Arc::new(chain_metrics), coordinator })
+}
+
+fn spawn_coordinator(
+    mut coordinator: Coordinator,
+    reports: Receiver<TaskReport>,
+    controls: Vec<Sender<Command>>,
+    sources: Vec<usize>,
+) -> Result<CoordinatorHandle, JobError> {
+    let (requests, request_rx) = crossbeam_channel::unbounded::<SavepointRequest>();
+    let done = Arc::new(AtomicBool::new(false));
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let (d, h) = (done.clone(), history.clone());
+    let thread = std::thread::Builder::new()
+        .name("coordinator".into())
+        .spawn(move || {
+            // Completion goes to every task; triggers and end-of-input to the sources.
+            let dispatch = |commands: Vec<Command>| {
+                for cmd in commands {
+                    let targets: Vec<&Sender<Command>> = match cmd {
+                        Command::Complete { .. } => controls.iter().collect(),
+                        Command::Trigger { .. } | Command::EndOfInput => {
+                            sources.iter().map(|&s| &controls[s]).collect()
+                        }
+                    };
+                    for t in targets {
+                        let _ = t.send(cmd.clone());
+                    }
+                }
+            };
+            while !d.load(Ordering::Relaxed) {
+                while let Ok(r) = request_rx.try_recv() {
+                    coordinator.request_savepoint(r);
+                }
+                if let Ok(report) = reports.recv_timeout(Duration::from_millis(5)) {
+                    dispatch(coordinator.on_report(report, now_ms()));
+                }
+                dispatch(coordinator.tick(now_ms()));
+                let mut hist = h.lock().expect("history poisoned");
+                if hist.len() != coordinator.history.len() {
+                    *hist = coordinator.history.clone();
+                }
+            }
+        })
+        .map_err(|source| JobError::Spawn { task: "coordinator".into(), source })?;
+    Ok(CoordinatorHandle { requests, done, thread, history })
 }
 
 fn is_pointwise(graph: &JobGraph, edge: usize) -> bool {

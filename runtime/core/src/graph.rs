@@ -14,10 +14,11 @@
 
 use std::any::{Any, TypeId};
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use crate::checkpoint::metadata::{OperatorSnapshot, RestoredState};
 use crate::element::Data;
-use crate::error::JobError;
+use crate::error::{JobError, TaskResult};
 use crate::exchange::{ChannelSender, Envelope, ExchangeWriter, Partitioning, input_queue};
 use crate::keygroup::DEFAULT_MAX_PARALLELISM;
 use crate::metrics::SubtaskMetrics;
@@ -32,14 +33,45 @@ pub(crate) type AnyBox = Box<dyn Any + Send>;
 #[derive(Clone, Debug)]
 pub struct SubtaskInfo {
     pub vertex: String,
+    /// Stable identity of the vertex: its state in snapshots is filed under it.
+    pub uid: String,
     pub index: usize,
     pub parallelism: usize,
     pub max_parallelism: u32,
     pub metrics: Arc<SubtaskMetrics>,
+    /// The subtask's share of the snapshot the job restores from.
+    pub restored: Option<RestoredState>,
+    /// Where the chain's links put their snapshots at a barrier.
+    pub snapshots: SnapshotCollector,
+    /// Whether the job takes checkpoints (sinks become transactional).
+    pub checkpointing: bool,
+}
+
+impl SubtaskInfo {
+    /// The key groups this subtask owns.
+    pub fn key_groups(&self) -> crate::keygroup::KeyGroupRange {
+        crate::keygroup::KeyGroupRange::for_subtask(self.index, self.parallelism, self.max_parallelism)
+    }
+}
+
+/// Collects the snapshots of one task's chain links at a barrier.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotCollector(Arc<Mutex<Vec<(String, OperatorSnapshot)>>>);
+
+impl SnapshotCollector {
+    pub fn add(&self, uid: &str, snapshot: OperatorSnapshot) {
+        if !snapshot.is_empty() {
+            self.0.lock().expect("snapshot collector poisoned").push((uid.to_string(), snapshot));
+        }
+    }
+
+    pub fn take(&self) -> Vec<(String, OperatorSnapshot)> {
+        std::mem::take(&mut *self.0.lock().expect("snapshot collector poisoned"))
+    }
 }
 
 type SourceFactory = Arc<dyn Fn(&SubtaskInfo) -> AnyBox + Send + Sync>;
-type LinkFactory = Arc<dyn Fn(&SubtaskInfo, AnyBox) -> AnyBox + Send + Sync>;
+type LinkFactory = Arc<dyn Fn(&SubtaskInfo, AnyBox) -> TaskResult<AnyBox> + Send + Sync>;
 
 pub(crate) enum NodeKind {
     Source(SourceFactory),
@@ -120,11 +152,11 @@ impl JobGraph {
         &mut self,
         name: impl Into<String>,
         parallelism: usize,
-        factory: impl Fn(&SubtaskInfo, Box<dyn Output<Out>>) -> Box<dyn Output<In>> + Send + Sync + 'static,
+        factory: impl Fn(&SubtaskInfo, Box<dyn Output<Out>>) -> TaskResult<Box<dyn Output<In>>> + Send + Sync + 'static,
     ) -> NodeId {
         let factory: LinkFactory = Arc::new(move |info, out| {
             let out = *out.downcast::<Box<dyn Output<Out>>>().expect("output of the vertex's type");
-            Box::new(factory(info, out)) as AnyBox
+            Ok(Box::new(factory(info, out)?) as AnyBox)
         });
         self.nodes.push(Node {
             name: name.into(),
@@ -168,6 +200,16 @@ impl JobGraph {
 
     pub fn vertex_names(&self) -> impl Iterator<Item = &str> {
         self.nodes.iter().map(|n| n.name.as_str())
+    }
+
+    /// The stable identity of a vertex: its position in the graph and its name.
+    pub fn uid(&self, node: NodeId) -> String {
+        format!("{node}-{}", self.nodes[node].name)
+    }
+
+    /// Every vertex's uid and parallelism.
+    pub fn operators(&self) -> std::collections::BTreeMap<String, usize> {
+        (0..self.nodes.len()).map(|n| (self.uid(n), self.nodes[n].parallelism)).collect()
     }
 
     /// A readable plan: the chains (tasks) with their parallelism, and the exchanges between them.
@@ -251,7 +293,7 @@ pub(crate) trait StreamType: Send + Sync {
     ) -> AnyBox;
     fn fan_out(&self, outputs: Vec<AnyBox>) -> AnyBox;
     fn discard(&self) -> AnyBox;
-    fn source_task(&self, source: AnyBox, head: AnyBox, env: TaskEnv) -> Box<dyn Task>;
+    fn source_task(&self, source: AnyBox, head: AnyBox, info: &SubtaskInfo, env: TaskEnv) -> TaskResult<Box<dyn Task>>;
     fn input_task(&self, receiver: AnyBox, channels: usize, head: AnyBox, env: TaskEnv) -> Box<dyn Task>;
 }
 
@@ -301,10 +343,13 @@ impl<T: Data> StreamType for TypeOf<T> {
         Box::new(out)
     }
 
-    fn source_task(&self, source: AnyBox, head: AnyBox, env: TaskEnv) -> Box<dyn Task> {
-        let source = *source.downcast::<Box<dyn Source<T>>>().expect("source type");
+    fn source_task(&self, source: AnyBox, head: AnyBox, info: &SubtaskInfo, env: TaskEnv) -> TaskResult<Box<dyn Task>> {
+        let mut source = *source.downcast::<Box<dyn Source<T>>>().expect("source type");
+        if let Some(state) = info.restored.clone() {
+            source.restore_state(state)?;
+        }
         let head = *head.downcast::<Box<dyn Output<T>>>().expect("output type");
-        Box::new(SourceTask::new(source, head, env))
+        Ok(Box::new(SourceTask::new(source, head, info.uid.clone(), env)))
     }
 
     fn input_task(&self, receiver: AnyBox, channels: usize, head: AnyBox, env: TaskEnv) -> Box<dyn Task> {

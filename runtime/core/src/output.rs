@@ -21,6 +21,9 @@ pub trait Output<T>: Send {
     fn processing_time(&mut self, now: Timestamp) -> TaskResult;
     /// Push out anything buffered (the task is about to wait).
     fn flush(&mut self) -> TaskResult;
+    /// Checkpoint `checkpoint_id` completed everywhere (transactional sinks commit now).
+    /// Not forwarded across tasks: the coordinator tells every task itself.
+    fn checkpoint_complete(&mut self, checkpoint_id: u64) -> TaskResult;
     fn end(&mut self) -> TaskResult;
 }
 
@@ -93,6 +96,9 @@ impl<T: Clone + Send> Output<T> for FanOut<T> {
     fn flush(&mut self) -> TaskResult {
         self.outputs.iter_mut().try_for_each(|o| o.flush())
     }
+    fn checkpoint_complete(&mut self, checkpoint_id: u64) -> TaskResult {
+        self.outputs.iter_mut().try_for_each(|o| o.checkpoint_complete(checkpoint_id))
+    }
     fn end(&mut self) -> TaskResult {
         self.outputs.iter_mut().try_for_each(|o| o.end())
     }
@@ -118,6 +124,9 @@ impl<T: Send> Output<T> for Discard {
         Ok(())
     }
     fn flush(&mut self) -> TaskResult {
+        Ok(())
+    }
+    fn checkpoint_complete(&mut self, _: u64) -> TaskResult {
         Ok(())
     }
     fn end(&mut self) -> TaskResult {

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use crate::checkpoint::metadata::{OperatorSnapshot, RestoredState};
 use crate::element::Record;
 use crate::error::TaskResult;
 
@@ -20,6 +21,24 @@ pub enum SourcePoll {
     Finished,
 }
 
+/// A source subtask. Its read position is operator state: `snapshot_state`
+/// returns it as redistributable entries (one per split), and on restore the
+/// entries of all old subtasks are dealt over the new ones, so a source
+/// restores at any parallelism.
 pub trait Source<T>: Send {
     fn poll(&mut self, out: &mut Vec<Record<T>>) -> TaskResult<SourcePoll>;
+
+    /// The read position, taken between two polls.
+    fn snapshot_state(&mut self) -> TaskResult<OperatorSnapshot> {
+        Ok(OperatorSnapshot::default())
+    }
+
+    /// Replaces the initial assignment with the restored splits.
+    fn restore_state(&mut self, _state: RestoredState) -> TaskResult {
+        Ok(())
+    }
+
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> TaskResult {
+        Ok(())
+    }
 }

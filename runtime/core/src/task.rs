@@ -5,16 +5,37 @@
 //! through an [`InputGate`], and pushes into the chain. Both tick processing
 //! time into the chain about every [`TICK`], flush the chain's buffered output
 //! before they wait, and stop early when the job is stopped.
+//!
+//! With checkpointing, tasks also obey the coordinator ([`Command`]s on their
+//! control channel) and report to it:
+//!
+//! * a source task injects a barrier when told: it snapshots its read
+//!   position, then passes the barrier down its chain (each link snapshots
+//!   before forwarding it);
+//! * an input task in exactly-once mode *aligns* barriers: once a channel
+//!   delivered barrier n, its further events are held back (up to a budget of
+//!   records) until every open channel delivered n; then the chain snapshots,
+//!   the barrier goes on, and the held events are replayed in order. A newer
+//!   barrier abandons an unfinished alignment; over budget, the checkpoint is
+//!   declined. In at-least-once mode nothing is held back;
+//! * the chain's snapshots are handed to the uploader, which stores them and
+//!   acknowledges the checkpoint, while the task goes on processing;
+//! * a finished source waits for the final checkpoint before it ends its stream.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use crate::element::Event;
+use crate::checkpoint::coordinator::{CheckpointMode, Command, TaskReport};
+use crate::checkpoint::metadata::OperatorSnapshot;
+use crate::element::{Barrier, Event};
 use crate::error::{TaskError, TaskResult};
 use crate::exchange::{Envelope, GateEvent, InputGate};
+use crate::graph::SnapshotCollector;
+use crate::keygroup::KeyGroupRange;
 use crate::metrics::SubtaskMetrics;
 use crate::output::Output;
 use crate::source::{Source, SourcePoll};
@@ -27,9 +48,64 @@ pub const TICK: Duration = Duration::from_millis(50);
 #[derive(Clone)]
 pub struct TaskEnv {
     pub name: String,
+    /// The task's number in the job (for reports to the coordinator).
+    pub index: usize,
+    pub subtask: usize,
+    pub key_groups: KeyGroupRange,
     pub metrics: Arc<SubtaskMetrics>,
-    /// Set to stop the job's sources (graceful stop, or a failure elsewhere).
+    /// Set to end the job's sources at once (a failure elsewhere, or a stop without checkpointing).
     pub stop: Arc<AtomicBool>,
+    pub checkpoints: Option<TaskCheckpointing>,
+}
+
+/// A task's link to the checkpoint coordinator.
+#[derive(Clone)]
+pub struct TaskCheckpointing {
+    pub job: String,
+    pub control: Receiver<Command>,
+    pub reports: Sender<TaskReport>,
+    pub snapshots: SnapshotCollector,
+    pub uploads: Sender<UploadJob>,
+    pub mode: CheckpointMode,
+    pub alignment_budget: usize,
+}
+
+/// A task's snapshots for one checkpoint, on their way to storage.
+pub struct UploadJob {
+    pub job: String,
+    pub task: usize,
+    pub subtask: usize,
+    pub key_groups: KeyGroupRange,
+    pub barrier: Barrier,
+    pub snapshots: Vec<(String, OperatorSnapshot)>,
+    pub reports: Sender<TaskReport>,
+}
+
+impl TaskEnv {
+    /// Hands the chain's snapshots to the uploader.
+    fn ship(&self, barrier: Barrier) -> TaskResult {
+        let Some(cp) = &self.checkpoints else { return Ok(()) };
+        let job = UploadJob {
+            job: cp.job.clone(),
+            task: self.index,
+            subtask: self.subtask,
+            key_groups: self.key_groups,
+            barrier,
+            snapshots: cp.snapshots.take(),
+            reports: cp.reports.clone(),
+        };
+        cp.uploads.send(job).map_err(|_| TaskError::Cancelled)
+    }
+
+    fn decline(&self, checkpoint_id: u64, reason: String) {
+        if let Some(cp) = &self.checkpoints {
+            let _ = cp.reports.send(TaskReport::Decline { task: self.index, checkpoint_id, reason });
+        }
+    }
+
+    fn control(&self) -> Receiver<Command> {
+        self.checkpoints.as_ref().map_or_else(crossbeam_channel::never, |cp| cp.control.clone())
+    }
 }
 
 pub trait Task: Send {
@@ -40,12 +116,44 @@ pub trait Task: Send {
 pub struct SourceTask<T> {
     source: Box<dyn Source<T>>,
     head: Box<dyn Output<T>>,
+    uid: String,
     env: TaskEnv,
 }
 
 impl<T> SourceTask<T> {
-    pub fn new(source: Box<dyn Source<T>>, head: Box<dyn Output<T>>, env: TaskEnv) -> Self {
-        SourceTask { source, head, env }
+    pub fn new(source: Box<dyn Source<T>>, head: Box<dyn Output<T>>, uid: String, env: TaskEnv) -> Self {
+        SourceTask { source, head, uid, env }
+    }
+}
+
+enum Next {
+    Continue,
+    End,
+}
+
+impl<T: Send> SourceTask<T> {
+    fn obey(&mut self, command: Command, drained: &mut bool) -> TaskResult<Next> {
+        match command {
+            Command::Trigger { barrier, drain } => {
+                if drain && !*drained {
+                    *drained = true;
+                    self.head.watermark(MAX_WATERMARK)?;
+                }
+                let position = self.source.snapshot_state()?;
+                if let Some(cp) = &self.env.checkpoints {
+                    cp.snapshots.add(&self.uid, position);
+                }
+                self.head.barrier(barrier)?;
+                self.head.flush()?;
+                self.env.ship(barrier)?;
+            }
+            Command::Complete { checkpoint_id } => {
+                self.source.notify_checkpoint_complete(checkpoint_id)?;
+                self.head.checkpoint_complete(checkpoint_id)?;
+            }
+            Command::EndOfInput => return Ok(Next::End),
+        }
+        Ok(Next::Continue)
     }
 }
 
@@ -57,9 +165,33 @@ impl<T: Send> Task for SourceTask<T> {
     fn run(mut self: Box<Self>) -> TaskResult {
         let mut batch = Vec::new();
         let mut next_tick = Instant::now() + TICK;
-        let finished = loop {
+        let control = self.env.control();
+        let (mut finished, mut drained) = (false, false);
+        loop {
+            loop {
+                match control.try_recv() {
+                    Ok(cmd) => {
+                        if let Next::End = self.obey(cmd, &mut drained)? {
+                            return self.head.end();
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return Err(TaskError::Cancelled),
+                }
+            }
             if self.env.stop.load(Ordering::Relaxed) {
-                break false;
+                break;
+            }
+            if finished {
+                // Waiting for the final checkpoint (or a stop).
+                let started = Instant::now();
+                if let Ok(cmd) = control.recv_timeout(TICK)
+                    && let Next::End = self.obey(cmd, &mut drained)?
+                {
+                    return self.head.end();
+                }
+                SubtaskMetrics::add(&self.env.metrics.idle_ns, started.elapsed().as_nanos() as u64);
+                continue;
             }
             let poll = self.source.poll(&mut batch)?;
             if !batch.is_empty() {
@@ -74,18 +206,54 @@ impl<T: Send> Task for SourceTask<T> {
                     std::thread::sleep(wait.min(TICK));
                     SubtaskMetrics::add(&self.env.metrics.idle_ns, started.elapsed().as_nanos() as u64);
                 }
-                SourcePoll::Finished => break true,
+                SourcePoll::Finished => {
+                    // A bounded input is exhausted: every window and timer may fire.
+                    if !drained {
+                        drained = true;
+                        self.head.watermark(MAX_WATERMARK)?;
+                    }
+                    self.head.flush()?;
+                    match &self.env.checkpoints {
+                        Some(cp) => {
+                            finished = true;
+                            let _ = cp.reports.send(TaskReport::SourceFinished { task: self.env.index });
+                        }
+                        None => break,
+                    }
+                }
             }
             if Instant::now() >= next_tick {
                 self.head.processing_time(now_ms())?;
                 next_tick = Instant::now() + TICK;
             }
-        };
-        if finished {
-            // A bounded input is exhausted: every window and timer may fire.
-            self.head.watermark(MAX_WATERMARK)?;
         }
         self.head.end()
+    }
+}
+
+/// Events held back from channels that already delivered the pending barrier.
+struct Alignment<T> {
+    blocked: Vec<bool>,
+    held: Vec<VecDeque<Event<T>>>,
+    held_records: usize,
+}
+
+impl<T> Alignment<T> {
+    fn new(channels: usize) -> Self {
+        Alignment {
+            blocked: vec![false; channels],
+            held: (0..channels).map(|_| VecDeque::new()).collect(),
+            held_records: 0,
+        }
+    }
+
+    /// Unblocks every channel; the held events go to `replay`, channel by channel, in order.
+    fn release(&mut self, replay: &mut VecDeque<Envelope<T>>) {
+        for (c, held) in self.held.iter_mut().enumerate() {
+            replay.extend(held.drain(..).map(|e| (c as u32, e)));
+        }
+        self.blocked.iter_mut().for_each(|b| *b = false);
+        self.held_records = 0;
     }
 }
 
@@ -94,11 +262,60 @@ pub struct InputTask<T> {
     gate: InputGate,
     head: Box<dyn Output<T>>,
     env: TaskEnv,
+    alignment: Alignment<T>,
+    replay: VecDeque<Envelope<T>>,
 }
 
 impl<T> InputTask<T> {
     pub fn new(rx: Receiver<Envelope<T>>, channels: usize, head: Box<dyn Output<T>>, env: TaskEnv) -> Self {
-        InputTask { rx, gate: InputGate::new(channels), head, env }
+        InputTask {
+            rx,
+            gate: InputGate::new(channels),
+            head,
+            env,
+            alignment: Alignment::new(channels),
+            replay: VecDeque::new(),
+        }
+    }
+}
+
+impl<T: Send> InputTask<T> {
+    fn aligned(&self) -> bool {
+        self.env.checkpoints.as_ref().is_some_and(|cp| cp.mode == CheckpointMode::ExactlyOnce)
+    }
+
+    fn obey(&mut self, command: Command) -> TaskResult {
+        if let Command::Complete { checkpoint_id } = command {
+            self.head.checkpoint_complete(checkpoint_id)?;
+        }
+        Ok(())
+    }
+
+    /// The next event: held-back events first, then the queue; `None` on a tick.
+    fn next_event(&mut self, control: &Receiver<Command>, next_tick: Instant) -> TaskResult<Option<Envelope<T>>> {
+        if let Some(e) = self.replay.pop_front() {
+            return Ok(Some(e));
+        }
+        match self.rx.try_recv() {
+            Ok(m) => return Ok(Some(m)),
+            Err(TryRecvError::Disconnected) => return Err(TaskError::Disconnected),
+            Err(TryRecvError::Empty) => {}
+        }
+        self.head.flush()?;
+        let started = Instant::now();
+        let wait = next_tick.saturating_duration_since(started);
+        let got = crossbeam_channel::select! {
+            recv(self.rx) -> m => Some(m.map_err(|_| TaskError::Disconnected)?),
+            recv(control) -> c => {
+                if let Ok(c) = c {
+                    self.obey(c)?;
+                }
+                None
+            }
+            default(wait) => None,
+        };
+        SubtaskMetrics::add(&self.env.metrics.idle_ns, started.elapsed().as_nanos() as u64);
+        Ok(got)
     }
 }
 
@@ -110,27 +327,32 @@ impl<T: Send> Task for InputTask<T> {
     fn run(mut self: Box<Self>) -> TaskResult {
         let mut next_tick = Instant::now() + TICK;
         let mut gate_events = Vec::new();
+        let control = self.env.control();
+        let aligned = self.aligned();
+        let budget = self.env.checkpoints.as_ref().map_or(usize::MAX, |cp| cp.alignment_budget);
         loop {
-            let (channel, event) = match self.rx.try_recv() {
-                Ok(m) => m,
-                Err(TryRecvError::Disconnected) => return Err(TaskError::Disconnected),
-                Err(TryRecvError::Empty) => {
-                    self.head.flush()?;
-                    let started = Instant::now();
-                    let wait = next_tick.saturating_duration_since(started);
-                    let got = self.rx.recv_timeout(wait);
-                    SubtaskMetrics::add(&self.env.metrics.idle_ns, started.elapsed().as_nanos() as u64);
-                    match got {
-                        Ok(m) => m,
-                        Err(RecvTimeoutError::Disconnected) => return Err(TaskError::Disconnected),
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.head.processing_time(now_ms())?;
-                            next_tick = Instant::now() + TICK;
-                            continue;
-                        }
-                    }
+            while let Ok(cmd) = control.try_recv() {
+                self.obey(cmd)?;
+            }
+            if Instant::now() >= next_tick {
+                self.head.processing_time(now_ms())?;
+                next_tick = Instant::now() + TICK;
+            }
+            let Some((channel, event)) = self.next_event(&control, next_tick)? else { continue };
+            let c = channel as usize;
+            if aligned && self.alignment.blocked[c] {
+                if let Event::Records(batch) = &event {
+                    self.alignment.held_records += batch.len();
                 }
-            };
+                self.alignment.held[c].push_back(event);
+                if self.alignment.held_records > budget
+                    && let Some(id) = self.gate.abort_pending()
+                {
+                    self.env.decline(id, format!("alignment held back more than {budget} records"));
+                    self.alignment.release(&mut self.replay);
+                }
+                continue;
+            }
             match event {
                 Event::Records(batch) => {
                     SubtaskMetrics::add(&self.env.metrics.records_in, batch.len() as u64);
@@ -138,7 +360,16 @@ impl<T: Send> Task for InputTask<T> {
                 }
                 Event::Watermark(w) => self.gate.on_watermark(channel, w, &mut gate_events),
                 Event::Idle(idle) => self.gate.on_idle(channel, idle, &mut gate_events),
-                Event::Barrier(b) => self.gate.on_barrier(channel, b, &mut gate_events),
+                Event::Barrier(b) => {
+                    self.gate.on_barrier(channel, b, &mut gate_events);
+                    if aligned && self.gate.pending_checkpoint() == Some(b.checkpoint_id) {
+                        // Superseded alignments are released below, before this channel blocks.
+                        if gate_events.iter().any(|e| matches!(e, GateEvent::Superseded(_))) {
+                            self.alignment.release(&mut self.replay);
+                        }
+                        self.alignment.blocked[c] = true;
+                    }
+                }
                 Event::End => self.gate.on_end(channel, &mut gate_events),
             }
             for e in gate_events.drain(..) {
@@ -148,14 +379,37 @@ impl<T: Send> Task for InputTask<T> {
                         self.head.watermark(w)?;
                     }
                     GateEvent::Idle(idle) => self.head.idle(idle)?,
-                    GateEvent::Barrier(b) => self.head.barrier(b)?,
+                    GateEvent::Barrier(b) => {
+                        self.head.barrier(b)?;
+                        self.env.ship(b)?;
+                        self.alignment.release(&mut self.replay);
+                    }
+                    GateEvent::Superseded(id) => {
+                        self.env.decline(id, "superseded by a newer checkpoint before alignment finished".into());
+                    }
                     GateEvent::End => return self.head.end(),
                 }
             }
-            if Instant::now() >= next_tick {
-                self.head.processing_time(now_ms())?;
-                next_tick = Instant::now() + TICK;
-            }
         }
     }
+}
+
+/// Stores snapshots and acknowledges them; runs on the executor's uploader threads.
+pub fn upload(job: UploadJob, storage: &dyn crate::checkpoint::storage::CheckpointStorage) {
+    use crate::checkpoint::coordinator::snapshot_dir;
+    use crate::checkpoint::metadata::SnapshotKind;
+    let id = job.barrier.checkpoint_id;
+    let kind = if job.barrier.is_savepoint { SnapshotKind::Savepoint } else { SnapshotKind::Checkpoint };
+    let dir = snapshot_dir(&job.job, id, kind);
+    let mut states = Vec::with_capacity(job.snapshots.len());
+    for (uid, snapshot) in &job.snapshots {
+        let file = format!("{uid}-{}.state", job.subtask);
+        let (bytes, handle) = snapshot.encode(job.subtask, file.clone(), job.key_groups);
+        if let Err(e) = storage.put(&format!("{dir}/{file}"), &bytes) {
+            let _ = job.reports.send(TaskReport::Decline { task: job.task, checkpoint_id: id, reason: e.to_string() });
+            return;
+        }
+        states.push((uid.clone(), handle));
+    }
+    let _ = job.reports.send(TaskReport::Ack { task: job.task, checkpoint_id: id, states });
 }

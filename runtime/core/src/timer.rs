@@ -71,6 +71,16 @@ impl<K: Key> TimerQueue<K> {
         self.live.len()
     }
 
+    /// The live timers, by key group of their key.
+    pub fn by_group(&self, max_parallelism: u32) -> std::collections::BTreeMap<u32, Vec<(Timestamp, K)>> {
+        let mut out: std::collections::BTreeMap<u32, Vec<(Timestamp, K)>> = Default::default();
+        for (t, k) in &self.live {
+            let g = crate::keygroup::key_group(crate::keygroup::hash_key(k), max_parallelism);
+            out.entry(g).or_default().push((*t, k.clone()));
+        }
+        out
+    }
+
     pub fn is_empty(&self) -> bool {
         self.live.is_empty()
     }

@@ -18,8 +18,10 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use weir_core::checkpoint::metadata::{OperatorSnapshot, RestoredState};
 use weir_core::keygroup::mix64;
 use weir_core::source::{Source, SourcePoll};
+use weir_core::state::codec;
 use weir_core::{NO_TIMESTAMP, Record, TaskResult};
 
 /// `T0` of the workloads: epoch milliseconds of event 0.
@@ -163,12 +165,21 @@ pub struct DatagenSplit {
     pub rate: Option<f64>,
 }
 
+/// One lane of a generated stream: blocks `next_block, next_block + stride, ...`,
+/// the first of them from `offset`. A subtask starts with one lane; after a
+/// restore at another parallelism it may have several, or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lane {
+    pub next_block: u64,
+    pub stride: u64,
+    pub offset: u64,
+}
+
 /// A source producing `generate(n)` for its share of event numbers.
 pub struct DatagenSource<T, G> {
     generate: G,
     split: DatagenSplit,
-    block: u64,
-    offset: u64,
+    lanes: std::collections::VecDeque<Lane>,
     emitted: u64,
     started: Option<Instant>,
     _t: std::marker::PhantomData<fn() -> T>,
@@ -176,26 +187,27 @@ pub struct DatagenSource<T, G> {
 
 impl<T, G: Fn(u64) -> T> DatagenSource<T, G> {
     pub fn new(generate: G, split: DatagenSplit) -> Self {
-        DatagenSource {
-            generate,
-            block: split.subtask as u64,
-            split,
-            offset: 0,
-            emitted: 0,
-            started: None,
-            _t: std::marker::PhantomData,
-        }
+        let lane = Lane { next_block: split.subtask as u64, stride: split.parallelism as u64, offset: 0 };
+        DatagenSource { generate, split, lanes: [lane].into(), emitted: 0, started: None, _t: std::marker::PhantomData }
+    }
+
+    fn exhausted(&self, lane: &Lane) -> bool {
+        self.split.count.is_some_and(|count| lane.next_block * BLOCK + lane.offset >= count)
     }
 }
 
 impl<T: Send, G: Fn(u64) -> T + Send> Source<T> for DatagenSource<T, G> {
     fn poll(&mut self, out: &mut Vec<Record<T>>) -> TaskResult<SourcePoll> {
-        let first = self.block * BLOCK + self.offset;
-        let mut end = (self.block + 1) * BLOCK;
-        if let Some(count) = self.split.count {
-            if first >= count {
-                return Ok(SourcePoll::Finished);
+        while let Some(lane) = self.lanes.front() {
+            if !self.exhausted(lane) {
+                break;
             }
+            self.lanes.pop_front();
+        }
+        let Some(mut lane) = self.lanes.pop_front() else { return Ok(SourcePoll::Finished) };
+        let first = lane.next_block * BLOCK + lane.offset;
+        let mut end = (lane.next_block + 1) * BLOCK;
+        if let Some(count) = self.split.count {
             end = end.min(count);
         }
         if let Some(rate) = self.split.rate {
@@ -203,6 +215,7 @@ impl<T: Send, G: Fn(u64) -> T + Send> Source<T> for DatagenSource<T, G> {
             let per_subtask = rate / self.split.parallelism as f64;
             let allowed = (started.elapsed().as_secs_f64() * per_subtask) as u64 + 1;
             if self.emitted >= allowed {
+                self.lanes.push_front(lane);
                 return Ok(SourcePoll::Idle(Duration::from_millis(10)));
             }
             end = end.min(first + (allowed - self.emitted));
@@ -210,13 +223,25 @@ impl<T: Send, G: Fn(u64) -> T + Send> Source<T> for DatagenSource<T, G> {
         out.reserve(end.saturating_sub(first) as usize);
         out.extend((first..end).map(|n| Record::new(NO_TIMESTAMP, (self.generate)(n))));
         self.emitted += end - first;
-        if end == (self.block + 1) * BLOCK {
-            self.block += self.split.parallelism as u64;
-            self.offset = 0;
+        if end == (lane.next_block + 1) * BLOCK {
+            lane.next_block += lane.stride;
+            lane.offset = 0;
         } else {
-            self.offset = end - self.block * BLOCK;
+            lane.offset = end - lane.next_block * BLOCK;
         }
+        // Lanes take turns block by block, so they move through event time together.
+        self.lanes.push_back(lane);
         Ok(SourcePoll::Ready)
+    }
+
+    fn snapshot_state(&mut self) -> TaskResult<OperatorSnapshot> {
+        let entries = self.lanes.iter().filter(|l| !self.exhausted(l)).map(codec::encode).collect();
+        Ok(OperatorSnapshot { keyed: Vec::new(), entries })
+    }
+
+    fn restore_state(&mut self, state: RestoredState) -> TaskResult {
+        self.lanes = state.entries.iter().map(|e| codec::decode(e, "a datagen position")).collect::<TaskResult<_>>()?;
+        Ok(())
     }
 }
 
@@ -250,6 +275,35 @@ mod tests {
             seen.sort();
             assert_eq!(seen, (0..5_000).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn a_restored_position_continues_exactly_at_any_parallelism() {
+        // Run 3 subtasks part of the way, snapshot, restore the lanes onto 2, and finish.
+        let count = 20_000;
+        let mut seen = Vec::new();
+        let mut entries = Vec::new();
+        for i in 0..3 {
+            let mut s =
+                DatagenSource::new(|n| n, DatagenSplit { subtask: i, parallelism: 3, count: Some(count), rate: None });
+            let mut out = Vec::new();
+            for _ in 0..(i + 2) {
+                s.poll(&mut out).unwrap();
+            }
+            seen.extend(out.into_iter().map(|r| r.value));
+            entries.extend(s.snapshot_state().unwrap().entries);
+        }
+        for j in 0..2 {
+            let mut s =
+                DatagenSource::new(|n| n, DatagenSplit { subtask: j, parallelism: 2, count: Some(count), rate: None });
+            let mine = entries.iter().enumerate().filter(|(k, _)| k % 2 == j).map(|(_, e)| e.clone()).collect();
+            s.restore_state(RestoredState { keyed: vec![], entries: mine, all_entries: vec![] }).unwrap();
+            let mut out = Vec::new();
+            while s.poll(&mut out).unwrap() != SourcePoll::Finished {}
+            seen.extend(out.into_iter().map(|r| r.value));
+        }
+        seen.sort();
+        assert_eq!(seen, (0..count).collect::<Vec<_>>());
     }
 
     #[test]

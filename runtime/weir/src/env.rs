@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use weir_core::executor::{self, JobHandle};
+use weir_core::executor::{self, ExecuteOptions, JobHandle};
 use weir_core::graph::{JobGraph, NodeId, SubtaskInfo};
 use weir_core::source::Source;
 use weir_core::{Data, JobError};
@@ -111,12 +111,27 @@ impl StreamEnv {
 
     /// Starts the job on threads of this process.
     pub fn start(self) -> Result<JobHandle, JobError> {
+        self.start_with(ExecuteOptions::default())
+    }
+
+    /// Starts the job with checkpointing and/or from a snapshot.
+    pub fn start_with(self, options: ExecuteOptions) -> Result<JobHandle, JobError> {
         let inner = Rc::try_unwrap(self.inner)
             .map_err(|_| {
                 JobError::InvalidGraph("streams of this job are still in use; drop them before starting".into())
             })?
             .into_inner();
-        executor::execute(inner.graph)
+        executor::execute_with(inner.graph, options)
+    }
+
+    /// The job's name (its id in storage paths and URLs).
+    pub fn job_name(&self) -> String {
+        self.inner.borrow().graph.name.clone()
+    }
+
+    /// The job's max parallelism.
+    pub fn max_parallelism(&self) -> u32 {
+        self.inner.borrow().graph.max_parallelism
     }
 
     /// Runs the job to completion (bounded sources) on threads of this process.

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
+use weir_core::checkpoint::metadata::{OperatorSnapshot, RestoredState};
 use weir_core::source::{Source, SourcePoll};
+use weir_core::state::codec;
 use weir_core::{NO_TIMESTAMP, Record, TaskResult};
 
 /// Emits a fixed list of items in order (non-parallel).
@@ -23,5 +25,17 @@ impl<T: Clone + Send + Sync> Source<T> for CollectionSource<T> {
         out.extend(self.items[self.next..end].iter().map(|v| Record::new(NO_TIMESTAMP, v.clone())));
         self.next = end;
         Ok(if end == self.items.len() { SourcePoll::Finished } else { SourcePoll::Ready })
+    }
+
+    fn snapshot_state(&mut self) -> TaskResult<OperatorSnapshot> {
+        Ok(OperatorSnapshot { keyed: Vec::new(), entries: vec![codec::encode(&(self.next as u64))] })
+    }
+
+    fn restore_state(&mut self, state: RestoredState) -> TaskResult {
+        // Non-parallel: the one position there is.
+        if let Some(e) = state.all_entries.first() {
+            self.next = codec::decode::<u64>(e, "a collection position")? as usize;
+        }
+        Ok(())
     }
 }

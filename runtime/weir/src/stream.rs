@@ -25,7 +25,7 @@ use weir_core::window::{
     AggregateFunction, AggregateWindow, LateData, ProcessWindow, ReduceWindow, Window, WindowAssigner, WindowFunction,
     WindowOperator,
 };
-use weir_core::{Data, Record, Timestamp, WatermarkStrategy};
+use weir_core::{Data, Record, TaskResult, Timestamp, WatermarkStrategy};
 
 use crate::env::StreamEnv;
 use crate::sinks::{CollectSink, DiscardSink, LineFileSink, PrintSink, json_line};
@@ -78,7 +78,7 @@ impl<T: Data> DataStream<T> {
         name: &str,
         parallelism: usize,
         partitioning: Partitioning<T>,
-        factory: impl Fn(&SubtaskInfo, Box<dyn Output<Out>>) -> Box<dyn Output<T>> + Send + Sync + 'static,
+        factory: impl Fn(&SubtaskInfo, Box<dyn Output<Out>>) -> TaskResult<Box<dyn Output<T>>> + Send + Sync + 'static,
     ) -> DataStream<Out> {
         let node = self.env.graph_mut(|g| {
             let node = g.add_operator(name, parallelism, factory);
@@ -98,7 +98,7 @@ impl<T: Data> DataStream<T> {
     ) -> DataStream<O::Out> {
         let p = self.env.parallelism();
         self.add_vertex(name, p, self.partitioning.clone(), move |info, out| {
-            Box::new(OperatorNode::new(make(info), out))
+            Ok(Box::new(OperatorNode::new(make(info), out, info)?))
         })
     }
 
@@ -126,7 +126,7 @@ impl<T: Data> DataStream<T> {
     ) -> DataStream<T> {
         let p = self.parallelism();
         self.add_vertex("timestamps", p, Partitioning::Forward, move |info, out| {
-            Box::new(WatermarkAssigner::new(&strategy, extract.clone(), out, info.metrics.clone()))
+            Ok(Box::new(WatermarkAssigner::new(&strategy, extract.clone(), out, info.metrics.clone())))
         })
     }
 
@@ -162,7 +162,7 @@ impl<T: Data> DataStream<T> {
     pub fn sink<S: Sink<T> + 'static>(self, name: &str, make: impl Fn(&SubtaskInfo) -> S + Send + Sync + 'static) {
         let p = self.env.parallelism();
         self.add_vertex::<()>(name, p, self.partitioning.clone(), move |info, _out| {
-            Box::new(SinkNode::new(make(info)))
+            Ok(Box::new(SinkNode::new(make(info), info)?))
         });
     }
 
@@ -190,7 +190,7 @@ impl<T: Data> DataStream<T> {
     /// Writes JSON lines into part files under `dir`.
     pub fn write_json(self, dir: impl AsRef<Path>) {
         let dir = dir.as_ref().to_path_buf();
-        self.sink("file", move |info| LineFileSink::new(&dir, info.index, json_line::<T>));
+        self.sink("file", move |info| LineFileSink::new(&dir, info, json_line::<T>));
     }
 
     /// Writes one line per record, encoded by `encode`, into part files under `dir`.
@@ -200,7 +200,7 @@ impl<T: Data> DataStream<T> {
         encode: impl FnMut(&T, &mut Vec<u8>) -> weir_core::TaskResult + Clone + Send + Sync + 'static,
     ) {
         let dir = dir.as_ref().to_path_buf();
-        self.sink("file", move |info| LineFileSink::new(&dir, info.index, encode.clone()));
+        self.sink("file", move |info| LineFileSink::new(&dir, info, encode.clone()));
     }
 
     /// Discards the stream (a sink for benchmarks).
@@ -242,7 +242,7 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
         &self,
         name: &str,
         parallelism: usize,
-        factory: impl Fn(&SubtaskInfo, Box<dyn Output<Out>>) -> Box<dyn Output<T>> + Send + Sync + 'static,
+        factory: impl Fn(&SubtaskInfo, Box<dyn Output<Out>>) -> TaskResult<Box<dyn Output<T>>> + Send + Sync + 'static,
     ) -> DataStream<Out> {
         self.stream.add_vertex(name, parallelism, self.hash_partitioning(), factory)
     }
@@ -253,8 +253,8 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
         let p = self.stream.env.parallelism();
         self.add_keyed("process", p, move |info, out| {
             let key = key.clone();
-            let op = KeyedProcessOperator::new(function.clone(), move |v: &T| key(v), info.metrics.clone());
-            Box::new(OperatorNode::new(op, out))
+            let op = KeyedProcessOperator::new(function.clone(), move |v: &T| key(v), info);
+            Ok(Box::new(OperatorNode::new(op, out, info)?))
         })
     }
 
@@ -306,15 +306,8 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
         let p = self.parallelism.unwrap_or_else(|| self.keyed.stream.env.parallelism());
         self.keyed.add_keyed(name, p, move |info, out| {
             let key = key.clone();
-            let op = WindowOperator::new(
-                assigner,
-                lateness,
-                move |v: &T| key(v),
-                function.clone(),
-                late(),
-                info.metrics.clone(),
-            );
-            Box::new(OperatorNode::new(op, out))
+            let op = WindowOperator::new(assigner, lateness, move |v: &T| key(v), function.clone(), late(), info);
+            Ok(Box::new(OperatorNode::new(op, out, info)?))
         })
     }
 
@@ -330,23 +323,25 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
     ) -> (DataStream<F::Out>, DataStream<T>) {
         let both = self.build("window", WithLate(function), || LateData::Emit(Box::new(WindowOrLate::Late)));
         let p = both.parallelism();
-        let results = both.add_vertex("window-results", p, Partitioning::Forward, |_, out| {
-            Box::new(OperatorNode::new(
+        let results = both.add_vertex("window-results", p, Partitioning::Forward, |info, out| {
+            Ok(Box::new(OperatorNode::new(
                 FlatMap::new(|e: WindowOrLate<F::Out, T>| match e {
                     WindowOrLate::Result(o) => Some(o),
                     WindowOrLate::Late(_) => None,
                 }),
                 out,
-            ))
+                info,
+            )?))
         });
-        let late = both.add_vertex("late-data", p, Partitioning::Forward, |_, out| {
-            Box::new(OperatorNode::new(
+        let late = both.add_vertex("late-data", p, Partitioning::Forward, |info, out| {
+            Ok(Box::new(OperatorNode::new(
                 FlatMap::new(|e: WindowOrLate<F::Out, T>| match e {
                     WindowOrLate::Late(v) => Some(v),
                     WindowOrLate::Result(_) => None,
                 }),
                 out,
-            ))
+                info,
+            )?))
         });
         (results, late)
     }

@@ -146,6 +146,19 @@ struct Pending {
     is_final: bool,
 }
 
+/// What the coordinator needs to know about the job it checkpoints.
+#[derive(Clone, Debug)]
+pub struct JobShape {
+    pub name: String,
+    pub max_parallelism: u32,
+    /// uid -> parallelism of every operator.
+    pub operators: BTreeMap<String, usize>,
+    /// Number of tasks (all must acknowledge a checkpoint).
+    pub tasks: usize,
+    /// Number of source tasks.
+    pub sources: usize,
+}
+
 pub struct Coordinator {
     job: String,
     config: CheckpointConfig,
@@ -168,23 +181,14 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// `next_id` must exceed every snapshot id already stored for the job.
-    pub fn new(
-        job: String,
-        config: CheckpointConfig,
-        max_parallelism: u32,
-        operators: BTreeMap<String, usize>,
-        tasks: usize,
-        sources: usize,
-        next_id: u64,
-        now: Timestamp,
-    ) -> Self {
+    pub fn new(shape: JobShape, config: CheckpointConfig, next_id: u64, now: Timestamp) -> Self {
         Coordinator {
-            job,
+            job: shape.name,
             config,
-            max_parallelism,
-            operators,
-            tasks,
-            sources,
+            max_parallelism: shape.max_parallelism,
+            operators: shape.operators,
+            tasks: shape.tasks,
+            sources: shape.sources,
             next_id,
             pending: None,
             last_trigger: now,
@@ -421,8 +425,9 @@ mod tests {
         let mut cfg = CheckpointConfig::new(storage.clone(), Duration::from_millis(100));
         cfg.retained = 2;
         cfg.timeout = Duration::from_millis(1000);
-        let ops = BTreeMap::from([("op".to_string(), tasks)]);
-        (Coordinator::new("j".into(), cfg, 8, ops, tasks, sources, 1, 0), storage, dir)
+        let operators = BTreeMap::from([("op".to_string(), tasks)]);
+        let shape = JobShape { name: "j".into(), max_parallelism: 8, operators, tasks, sources };
+        (Coordinator::new(shape, cfg, 1, 0), storage, dir)
     }
 
     fn handle(storage: &LocalStorage, id: u64, task: usize) -> (String, SubtaskStateHandle) {

@@ -25,7 +25,10 @@ struct ChannelState {
 pub enum GateEvent {
     Watermark(Timestamp),
     Idle(bool),
+    /// Every open channel delivered this barrier.
     Barrier(Barrier),
+    /// A newer barrier arrived before this checkpoint's barrier completed: it is abandoned.
+    Superseded(u64),
     End,
 }
 
@@ -34,13 +37,21 @@ pub struct InputGate {
     channels: Vec<ChannelState>,
     watermark: Timestamp,
     idle: bool,
-    pending_barrier: Option<(Barrier, usize)>,
+    pending_barrier: Option<Barrier>,
+    /// The highest checkpoint id whose barrier was seen.
+    last_barrier: u64,
 }
 
 impl InputGate {
     pub fn new(channels: usize) -> Self {
         let state = ChannelState { watermark: MIN_WATERMARK, idle: false, ended: false, barrier_seen: None };
-        InputGate { channels: vec![state; channels], watermark: MIN_WATERMARK, idle: false, pending_barrier: None }
+        InputGate {
+            channels: vec![state; channels],
+            watermark: MIN_WATERMARK,
+            idle: false,
+            pending_barrier: None,
+            last_barrier: 0,
+        }
     }
 
     pub fn channels(&self) -> usize {
@@ -112,21 +123,33 @@ impl InputGate {
 
     pub fn on_barrier(&mut self, channel: u32, barrier: Barrier, out: &mut Vec<GateEvent>) {
         let id = barrier.checkpoint_id;
-        match &mut self.pending_barrier {
-            Some((pending, _)) if pending.checkpoint_id > id => return, // superseded already
-            Some((pending, count)) if pending.checkpoint_id == id => {
-                if self.channels[channel as usize].barrier_seen != Some(id) {
-                    *count += 1;
-                }
+        match self.pending_barrier {
+            Some(p) if id < p.checkpoint_id => return, // a straggler of an abandoned checkpoint
+            Some(p) if id > p.checkpoint_id => {
+                out.push(GateEvent::Superseded(p.checkpoint_id));
+                self.pending_barrier = Some(barrier);
             }
-            _ => self.pending_barrier = Some((barrier, 1)),
+            Some(_) => {}
+            None if id <= self.last_barrier => return, // already passed on, or abandoned
+            None => self.pending_barrier = Some(barrier),
         }
+        self.last_barrier = self.last_barrier.max(id);
         self.channels[channel as usize].barrier_seen = Some(id);
         self.check_barrier(out);
     }
 
+    /// The checkpoint whose barrier is being aligned, if any.
+    pub fn pending_checkpoint(&self) -> Option<u64> {
+        self.pending_barrier.map(|b| b.checkpoint_id)
+    }
+
+    /// Gives up the pending checkpoint (alignment over budget); its late barriers are ignored.
+    pub fn abort_pending(&mut self) -> Option<u64> {
+        self.pending_barrier.take().map(|b| b.checkpoint_id)
+    }
+
     fn check_barrier(&mut self, out: &mut Vec<GateEvent>) {
-        if let Some((barrier, _)) = self.pending_barrier {
+        if let Some(barrier) = self.pending_barrier {
             let id = barrier.checkpoint_id;
             if self.channels.iter().all(|c| c.ended || c.barrier_seen == Some(id)) {
                 self.pending_barrier = None;
@@ -199,7 +222,7 @@ mod tests {
         assert_eq!(run(&mut g, |g, o| g.on_barrier(1, b(1), o)), vec![GateEvent::Barrier(b(1))]);
         // A newer barrier supersedes an unfinished one; the older one's late arrival is ignored.
         assert_eq!(run(&mut g, |g, o| g.on_barrier(0, b(2), o)), vec![]);
-        assert_eq!(run(&mut g, |g, o| g.on_barrier(1, b(3), o)), vec![]);
+        assert_eq!(run(&mut g, |g, o| g.on_barrier(1, b(3), o)), vec![GateEvent::Superseded(2)]);
         assert_eq!(run(&mut g, |g, o| g.on_barrier(0, b(2), o)), vec![]);
         assert_eq!(run(&mut g, |g, o| g.on_barrier(0, b(3), o)), vec![GateEvent::Barrier(b(3))]);
     }

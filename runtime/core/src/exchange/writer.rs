@@ -166,6 +166,10 @@ impl<T: Clone + Send + 'static> Output<T> for ExchangeWriter<T> {
         self.flush_all()
     }
 
+    fn checkpoint_complete(&mut self, _checkpoint_id: u64) -> TaskResult {
+        Ok(())
+    }
+
     fn end(&mut self) -> TaskResult {
         self.broadcast_event(|| Event::End)
     }

@@ -19,8 +19,10 @@ pub mod process;
 pub mod sink;
 pub mod watermarks;
 
+use crate::checkpoint::metadata::{OperatorSnapshot, RestoredState};
 use crate::element::{Barrier, Data, Record};
 use crate::error::TaskResult;
+use crate::graph::{SnapshotCollector, SubtaskInfo};
 use crate::output::{Collector, Output};
 use crate::time::Timestamp;
 
@@ -46,6 +48,21 @@ pub trait Operator: Send + 'static {
     fn on_end(&mut self, _out: &mut Collector<'_, Self::Out>) -> TaskResult {
         Ok(())
     }
+
+    /// A checkpoint barrier passed: return a copy of the state (serialized;
+    /// the task uploads it while processing goes on). Stateless operators keep the default.
+    fn snapshot_state(&mut self, _checkpoint_id: u64) -> TaskResult<OperatorSnapshot> {
+        Ok(OperatorSnapshot::default())
+    }
+
+    /// Called once, before any record, when the job starts from a snapshot.
+    fn restore_state(&mut self, _state: RestoredState) -> TaskResult {
+        Ok(())
+    }
+
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> TaskResult {
+        Ok(())
+    }
 }
 
 /// Runs an [`Operator`] as a link of a chain.
@@ -53,11 +70,17 @@ pub struct OperatorNode<O: Operator> {
     op: O,
     out: Box<dyn Output<O::Out>>,
     buf: Vec<Record<O::Out>>,
+    uid: String,
+    snapshots: SnapshotCollector,
 }
 
 impl<O: Operator> OperatorNode<O> {
-    pub fn new(op: O, out: Box<dyn Output<O::Out>>) -> Self {
-        OperatorNode { op, out, buf: Vec::new() }
+    /// Wraps `op` for the subtask `info`, restoring its state when the job starts from a snapshot.
+    pub fn new(mut op: O, out: Box<dyn Output<O::Out>>, info: &SubtaskInfo) -> TaskResult<Self> {
+        if let Some(state) = info.restored.clone() {
+            op.restore_state(state)?;
+        }
+        Ok(OperatorNode { op, out, buf: Vec::new(), uid: info.uid.clone(), snapshots: info.snapshots.clone() })
     }
 
     fn pass_on(&mut self) -> TaskResult {
@@ -86,6 +109,8 @@ impl<O: Operator> Output<O::In> for OperatorNode<O> {
     }
 
     fn barrier(&mut self, barrier: Barrier) -> TaskResult {
+        let snapshot = self.op.snapshot_state(barrier.checkpoint_id)?;
+        self.snapshots.add(&self.uid, snapshot);
         self.out.barrier(barrier)
     }
 
@@ -97,6 +122,11 @@ impl<O: Operator> Output<O::In> for OperatorNode<O> {
 
     fn flush(&mut self) -> TaskResult {
         self.out.flush()
+    }
+
+    fn checkpoint_complete(&mut self, checkpoint_id: u64) -> TaskResult {
+        self.op.notify_checkpoint_complete(checkpoint_id)?;
+        self.out.checkpoint_complete(checkpoint_id)
     }
 
     fn end(&mut self) -> TaskResult {

@@ -9,10 +9,13 @@
 use std::sync::Arc;
 
 use super::Operator;
+use crate::checkpoint::metadata::{OperatorSnapshot, RestoredState};
 use crate::element::{Data, Record};
 use crate::error::TaskResult;
+use crate::graph::SubtaskInfo;
 use crate::metrics::SubtaskMetrics;
 use crate::output::Collector;
+use crate::state::codec;
 use crate::state::{Key, KeyedState, ListState, MapState, ValueSlot, ValueState};
 use crate::time::{MIN_WATERMARK, Timestamp};
 use crate::timer::{TimeDomain, TimerQueue};
@@ -104,8 +107,17 @@ pub struct KeyedProcessOperator<K: Key, In, Out, F, KS> {
     event_timers: TimerQueue<K>,
     processing_timers: TimerQueue<K>,
     watermark: Timestamp,
+    max_parallelism: u32,
     _types: std::marker::PhantomData<fn(In) -> Out>,
     _metrics: Arc<SubtaskMetrics>,
+}
+
+/// One key group of a process function's snapshot.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ProcessGroup<K> {
+    tables: Vec<Vec<u8>>,
+    event_timers: Vec<(Timestamp, K)>,
+    processing_timers: Vec<(Timestamp, K)>,
 }
 
 impl<K, In, Out, F, KS> KeyedProcessOperator<K, In, Out, F, KS>
@@ -113,7 +125,7 @@ where
     K: Key,
     F: KeyedProcessFunction<K, In, Out>,
 {
-    pub fn new(mut function: F, key_selector: KS, metrics: Arc<SubtaskMetrics>) -> Self {
+    pub fn new(mut function: F, key_selector: KS, info: &SubtaskInfo) -> Self {
         let mut state = KeyedState::default();
         function.open(&mut state);
         KeyedProcessOperator {
@@ -123,8 +135,9 @@ where
             event_timers: TimerQueue::default(),
             processing_timers: TimerQueue::default(),
             watermark: MIN_WATERMARK,
+            max_parallelism: info.max_parallelism,
             _types: std::marker::PhantomData,
-            _metrics: metrics,
+            _metrics: info.metrics.clone(),
         }
     }
 
@@ -188,6 +201,41 @@ where
 
     fn on_processing_time(&mut self, now: Timestamp, out: &mut Collector<'_, Out>) -> TaskResult {
         self.fire(TimeDomain::ProcessingTime, now, out);
+        Ok(())
+    }
+
+    fn snapshot_state(&mut self, _checkpoint_id: u64) -> TaskResult<OperatorSnapshot> {
+        let max = self.max_parallelism;
+        let mut groups: std::collections::BTreeMap<u32, ProcessGroup<K>> = Default::default();
+        let empty =
+            |n| ProcessGroup { tables: vec![Vec::new(); n], event_timers: Vec::new(), processing_timers: Vec::new() };
+        for (g, tables) in self.state.encode_groups(max) {
+            groups.insert(g, ProcessGroup { tables, event_timers: Vec::new(), processing_timers: Vec::new() });
+        }
+        let tables = self.state.table_count();
+        for (g, timers) in self.event_timers.by_group(max) {
+            groups.entry(g).or_insert_with(|| empty(tables)).event_timers = timers;
+        }
+        for (g, timers) in self.processing_timers.by_group(max) {
+            groups.entry(g).or_insert_with(|| empty(tables)).processing_timers = timers;
+        }
+        Ok(OperatorSnapshot {
+            keyed: groups.into_iter().map(|(g, pg)| (g, codec::encode(&pg))).collect(),
+            entries: vec![],
+        })
+    }
+
+    fn restore_state(&mut self, state: RestoredState) -> TaskResult {
+        for (_, blob) in state.keyed {
+            let group: ProcessGroup<K> = codec::decode(&blob, "a process function's state")?;
+            self.state.decode_group(&group.tables)?;
+            for (t, k) in group.event_timers {
+                self.event_timers.register(t, &k);
+            }
+            for (t, k) in group.processing_timers {
+                self.processing_timers.register(t, &k);
+            }
+        }
         Ok(())
     }
 }

@@ -98,6 +98,10 @@ impl<T: Send, F: FnMut(&T) -> Timestamp + Send> Output<T> for WatermarkAssigner<
         self.out.flush()
     }
 
+    fn checkpoint_complete(&mut self, checkpoint_id: u64) -> TaskResult {
+        self.out.checkpoint_complete(checkpoint_id)
+    }
+
     fn end(&mut self) -> TaskResult {
         self.out.end()
     }

@@ -16,11 +16,17 @@
 //! assert_eq!(state.value_ref(&count, &key), Some(&2));
 //! ```
 
+pub mod codec;
+
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::marker::PhantomData;
 
 use ahash::AHashMap;
+
+use crate::error::TaskResult;
+use crate::keygroup::{hash_key, key_group};
 
 /// What keyed state can be keyed by.
 pub trait Key: crate::element::Data + Hash + Eq + std::fmt::Debug {}
@@ -31,9 +37,33 @@ trait StateTable<K>: Send {
     fn as_any_mut(&mut self) -> &mut dyn Any;
     fn clear_key(&mut self, key: &K);
     fn entries(&self) -> usize;
+    /// The table's entries, encoded per key group.
+    fn encode_groups(&self, max_parallelism: u32) -> BTreeMap<u32, Vec<u8>>;
+    /// Adds the entries of one encoded key group.
+    fn decode_group(&mut self, bytes: &[u8]) -> TaskResult;
 }
 
-impl<K: Key, V: Send + 'static> StateTable<K> for AHashMap<K, V> {
+/// Buckets `(key, value)` pairs by key group and encodes each bucket.
+pub fn encode_by_group<'a, K: Key, V: serde::Serialize + 'a>(
+    entries: impl Iterator<Item = (&'a K, V)>,
+    max_parallelism: u32,
+) -> BTreeMap<u32, Vec<u8>> {
+    let mut groups: BTreeMap<u32, Vec<(&K, V)>> = BTreeMap::new();
+    for (k, v) in entries {
+        groups.entry(key_group(hash_key(k), max_parallelism)).or_default().push((k, v));
+    }
+    groups.into_iter().map(|(g, kv)| (g, codec::encode(&kv))).collect()
+}
+
+impl<K: Key, V: crate::element::Data> StateTable<K> for AHashMap<K, V> {
+    fn encode_groups(&self, max_parallelism: u32) -> BTreeMap<u32, Vec<u8>> {
+        encode_by_group(self.iter(), max_parallelism)
+    }
+    fn decode_group(&mut self, bytes: &[u8]) -> TaskResult {
+        let entries: Vec<(K, V)> = codec::decode(bytes, "keyed state")?;
+        self.extend(entries);
+        Ok(())
+    }
     fn as_any(&self) -> &dyn Any {
         self
     }
@@ -90,7 +120,7 @@ impl<K> Default for KeyedState<K> {
 }
 
 impl<K: Key> KeyedState<K> {
-    fn register<V: Send + 'static>(&mut self, name: &str) -> usize {
+    fn register<V: crate::element::Data>(&mut self, name: &str) -> usize {
         assert!(!self.names.iter().any(|n| n == name), "keyed state `{name}` declared twice");
         self.names.push(name.to_string());
         self.tables.push(Box::new(AHashMap::<K, V>::default()));
@@ -155,9 +185,44 @@ impl<K: Key> KeyedState<K> {
         self.tables.iter_mut().for_each(|t| t.clear_key(key));
     }
 
+    /// Number of declared states.
+    pub fn table_count(&self) -> usize {
+        self.tables.len()
+    }
+
     /// Number of entries over all tables (a size metric).
     pub fn entries(&self) -> usize {
         self.tables.iter().map(|t| t.entries()).sum()
+    }
+
+    /// Every table encoded per key group: group -> one blob per table (empty when the table has nothing there).
+    pub fn encode_groups(&self, max_parallelism: u32) -> BTreeMap<u32, Vec<Vec<u8>>> {
+        let mut out: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+        let n = self.tables.len();
+        for (i, table) in self.tables.iter().enumerate() {
+            for (g, blob) in table.encode_groups(max_parallelism) {
+                out.entry(g).or_insert_with(|| vec![Vec::new(); n])[i] = blob;
+            }
+        }
+        out
+    }
+
+    /// Restores one key group from the blobs [`KeyedState::encode_groups`] made.
+    pub fn decode_group(&mut self, blobs: &[Vec<u8>]) -> TaskResult {
+        if blobs.len() != self.tables.len() {
+            return Err(crate::error::TaskError::Operator(format!(
+                "cannot restore keyed state: the snapshot has {} states, the function declares {} ({})",
+                blobs.len(),
+                self.tables.len(),
+                self.names.join(", ")
+            )));
+        }
+        for (table, blob) in self.tables.iter_mut().zip(blobs) {
+            if !blob.is_empty() {
+                table.decode_group(blob)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -5,12 +5,15 @@ use std::sync::Arc;
 use ahash::AHashMap;
 
 use super::{Window, WindowAssigner, WindowFunction};
+use crate::checkpoint::metadata::{OperatorSnapshot, RestoredState};
 use crate::element::{Data, Record};
 use crate::error::TaskResult;
+use crate::graph::SubtaskInfo;
 use crate::metrics::SubtaskMetrics;
 use crate::operator::Operator;
 use crate::output::Collector;
 use crate::state::Key;
+use crate::state::{codec, encode_by_group};
 use crate::time::{MIN_WATERMARK, Timestamp};
 use crate::timer::TimerQueue;
 
@@ -22,6 +25,7 @@ pub enum LateData<In, Out> {
     Emit(Box<dyn Fn(In) -> Out + Send>),
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Pane<Acc> {
     window: Window,
     acc: Acc,
@@ -38,6 +42,7 @@ pub struct WindowOperator<K: Key, In, F: WindowFunction<K, In>, KS> {
     watermark: Timestamp,
     late: LateData<In, F::Out>,
     metrics: Arc<SubtaskMetrics>,
+    max_parallelism: u32,
     scratch: Vec<Window>,
 }
 
@@ -54,7 +59,7 @@ where
         key_selector: KS,
         function: F,
         late: LateData<In, F::Out>,
-        metrics: Arc<SubtaskMetrics>,
+        info: &SubtaskInfo,
     ) -> Self {
         WindowOperator {
             assigner,
@@ -65,7 +70,8 @@ where
             timers: TimerQueue::default(),
             watermark: MIN_WATERMARK,
             late,
-            metrics,
+            metrics: info.metrics.clone(),
+            max_parallelism: info.max_parallelism,
             scratch: Vec::new(),
         }
     }
@@ -221,6 +227,25 @@ where
             panes.retain(|p| p.window.max_timestamp().saturating_add(lateness) > time);
             if panes.is_empty() {
                 self.panes.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Window contents per key group; timers are derived from them on restore.
+    fn snapshot_state(&mut self, _checkpoint_id: u64) -> TaskResult<OperatorSnapshot> {
+        let keyed = encode_by_group(self.panes.iter(), self.max_parallelism).into_iter().collect();
+        Ok(OperatorSnapshot { keyed, entries: Vec::new() })
+    }
+
+    fn restore_state(&mut self, state: RestoredState) -> TaskResult {
+        for (_, blob) in state.keyed {
+            let entries: Vec<(K, Vec<Pane<F::Acc>>)> = codec::decode(&blob, "window contents")?;
+            for (key, panes) in entries {
+                for p in &panes {
+                    Self::register_timers(&mut self.timers, &key, &p.window, self.allowed_lateness);
+                }
+                self.panes.insert(key, panes);
             }
         }
         Ok(())
