@@ -416,11 +416,9 @@ mod tests {
     use crate::keygroup::KeyGroupRange;
 
     fn setup(tasks: usize, sources: usize) -> (Coordinator, Arc<LocalStorage>, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "weir-coord-{}-{tasks}-{sources}-{}",
-            std::process::id(),
-            crate::time::now_ms()
-        ));
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("weir-coord-{}-{n}", std::process::id()));
         let storage = Arc::new(LocalStorage::new(&dir));
         let mut cfg = CheckpointConfig::new(storage.clone(), Duration::from_millis(100));
         cfg.retained = 2;
