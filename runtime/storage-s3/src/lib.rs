@@ -1,0 +1,396 @@
+//! Checkpoint and savepoint storage on S3 and S3-compatible services (MinIO,
+//! Ceph RGW, moto, ...): [`S3Storage`] implements weir-core's
+//! [`CheckpointStorage`] with the official AWS SDK.
+//!
+//! # Keys
+//!
+//! A storage is rooted at `s3://{bucket}/{prefix}`, the checkpoint directory
+//! of the pipeline (`checkpointing.dir`, `--checkpoint-dir`; split it with
+//! [`parse_s3_uri`]). The engine's path `job/chk-7/_metadata` becomes the
+//! object key `{prefix}/job/chk-7/_metadata`; [`CheckpointStorage::list`] strips
+//! the prefix again, so the engine only ever sees paths relative to the root,
+//! exactly as with `LocalStorage`. Keys ending in `/` (the "folders" some
+//! consoles create) are not listed.
+//!
+//! # Requests
+//!
+//! * `put`: one `PutObject` for objects up to the part size
+//!   ([`DEFAULT_PART_SIZE`], see [`S3Storage::with_part_size`]), a multipart
+//!   upload with CRC32-checked parts for larger ones, aborted if any step
+//!   fails. Both are atomic: readers see the old object or the whole new one,
+//!   never a part.
+//! * `get`, `get_range`: `GetObject`, with a `Range` header for the latter; a
+//!   range running past the end of the object is an error, as for local files.
+//! * `list`: `ListObjectsV2`, following continuation tokens, sorted.
+//! * `delete`: `DeleteObject`; deleting a missing object is not an error.
+//!
+//! A missing object is [`StorageError::NotFound`]; every other failure is
+//! [`StorageError::Failed`] naming the `s3://` URI, the S3 operation and the
+//! service's error code and message (or the transport error), with the SDK's
+//! error as the source. A missing *bucket* is a failure, not "not found".
+//!
+//! # Configuration and credentials
+//!
+//! [`S3Config`] carries what a pipeline's `storage:` key says: the endpoint
+//! (for S3-compatible services), the region and path-style addressing.
+//! Credentials are never configured here: they come from the AWS SDK's
+//! default chain, i.e. the standard environment variables
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), the
+//! shared profile files (`AWS_PROFILE`), Kubernetes web identity
+//! (`AWS_WEB_IDENTITY_TOKEN_FILE`), or the container/instance metadata
+//! service. Without an endpoint in the config, `AWS_ENDPOINT_URL` (or
+//! `AWS_ENDPOINT_URL_S3`) is honoured; without a region, `AWS_REGION` or the
+//! profile's, else `us-east-1`.
+//!
+//! # Threads
+//!
+//! The trait is synchronous and the SDK is not: each `S3Storage` owns a small
+//! tokio runtime (two worker threads for the HTTP connections) and every
+//! method blocks the calling thread on it. The methods take `&self` and may be
+//! called from any number of threads at once, but not from inside an async
+//! runtime (that is reported as an error; use `spawn_blocking` there).
+//!
+//! ```no_run
+//! use weir_core::checkpoint::storage::CheckpointStorage;
+//! use weir_s3::{S3Config, S3Storage};
+//!
+//! let config = S3Config {
+//!     endpoint: Some("http://127.0.0.1:9000".into()),
+//!     path_style: true,
+//!     ..S3Config::from_uri("s3://weir/checkpoints")?
+//! };
+//! let storage = S3Storage::new(config)?;
+//! storage.put("order-monitor/latest", b"chk-7")?; // s3://weir/checkpoints/order-monitor/latest
+//! assert_eq!(storage.list("order-monitor/")?, ["order-monitor/latest"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+mod uri;
+
+use std::future::Future;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use weir_core::checkpoint::storage::{CheckpointStorage, StorageError, StorageResult};
+
+use crate::error::storage_error;
+pub use crate::uri::parse_s3_uri;
+
+/// The size of each part of a multipart upload but the last; objects up to
+/// this size go up in one request.
+pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+/// S3's limit on the parts of one upload.
+const MAX_PARTS: usize = 10_000;
+
+/// Where an [`S3Storage`] keeps its objects, and how to reach the service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    /// The key prefix every path is placed under (`checkpoints`, `a/b`); may be
+    /// empty. Leading and trailing slashes do not matter.
+    pub prefix: String,
+    /// The service's URL, e.g. `http://127.0.0.1:9000`; `None` for AWS itself
+    /// or whatever `AWS_ENDPOINT_URL` says.
+    pub endpoint: Option<String>,
+    /// `None`: the region from the environment or profile, else `us-east-1`.
+    pub region: Option<String>,
+    /// Address buckets as `{endpoint}/{bucket}/{key}` instead of
+    /// `{bucket}.{endpoint}/{key}`; most S3-compatible servers need this.
+    pub path_style: bool,
+}
+
+impl S3Config {
+    /// The bucket and prefix of an `s3://bucket/prefix` URI, the rest defaulted.
+    pub fn from_uri(uri: &str) -> Result<S3Config, String> {
+        let (bucket, prefix) = parse_s3_uri(uri)?;
+        Ok(S3Config { bucket, prefix, ..S3Config::default() })
+    }
+}
+
+/// Checkpoints in an S3 bucket, under a key prefix. See the [crate docs](crate).
+#[derive(Debug)]
+pub struct S3Storage {
+    client: Client,
+    bucket: String,
+    /// The key prefix with a trailing `/`, or empty.
+    root: String,
+    part_size: usize,
+    /// `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl S3Storage {
+    /// Builds the client and its runtime (two threads). Reads the region,
+    /// endpoint and credential settings; credentials themselves are fetched
+    /// on the first request, and nothing is sent to S3 here, so a wrong
+    /// endpoint or missing credentials show on first use. (Without a region in
+    /// `config`, the environment or the profile, the SDK asks the instance
+    /// metadata service for one.)
+    pub fn new(config: S3Config) -> StorageResult<S3Storage> {
+        let prefix = config.prefix.trim_matches('/');
+        let root = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+        let root_uri = format!("s3://{}/{root}", config.bucket);
+        uri::check_bucket_name(&config.bucket).map_err(|e| StorageError::failed(&root_uri, e))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("weir-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| StorageError::io(&root_uri, e))?;
+
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &config.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &config.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let sdk_config = block_on(&runtime, &root_uri, loader.load())?;
+        let mut s3_config = aws_sdk_s3::config::Builder::from(&sdk_config).force_path_style(config.path_style);
+        if sdk_config.region().is_none() {
+            s3_config = s3_config.region(Region::from_static("us-east-1"));
+        }
+        let client = Client::from_conf(s3_config.build());
+        Ok(S3Storage { client, bucket: config.bucket, root, part_size: DEFAULT_PART_SIZE, runtime: Some(runtime) })
+    }
+
+    /// Uploads objects larger than `bytes` in parts of `bytes` (the last one
+    /// smaller; larger parts when an object would need more than S3's 10,000).
+    /// Larger parts mean fewer requests for big savepoints, smaller ones less
+    /// to resend when a request fails. S3 and most compatible services refuse
+    /// parts under 5 MiB (but the last) when the upload completes; then the
+    /// upload is aborted and `put` fails.
+    pub fn with_part_size(mut self, bytes: usize) -> S3Storage {
+        self.part_size = bytes.max(1);
+        self
+    }
+
+    fn key(&self, path: &str) -> String {
+        format!("{}{path}", self.root)
+    }
+
+    fn block_on<F: Future>(&self, uri: &str, fut: F) -> StorageResult<F::Output> {
+        block_on(self.runtime.as_ref().expect("the runtime lives until drop"), uri, fut)
+    }
+
+    async fn put_object(&self, uri: &str, key: &str, bytes: &[u8]) -> StorageResult<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(bytes.to_vec()))
+            .send()
+            .await
+            .map_err(|e| storage_error(uri, "PutObject", e))?;
+        Ok(())
+    }
+
+    /// A multipart upload; aborted (so no parts linger and cost) if any step fails.
+    async fn put_multipart(&self, uri: &str, key: &str, bytes: &[u8]) -> StorageResult<()> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| storage_error(uri, "CreateMultipartUpload", e))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| StorageError::failed(uri, "CreateMultipartUpload answered without an upload id"))?;
+
+        let part_size = self.part_size.max(bytes.len().div_ceil(MAX_PARTS));
+        let upload = async {
+            let mut parts = Vec::new();
+            for (i, chunk) in bytes.chunks(part_size).enumerate() {
+                let part_number = i as i32 + 1;
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .part_number(part_number)
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                    .body(ByteStream::from(chunk.to_vec()))
+                    .send()
+                    .await
+                    .map_err(|e| storage_error(uri, &format!("UploadPart (part {part_number})"), e))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(part_number)
+                        .set_e_tag(out.e_tag)
+                        .set_checksum_crc32(out.checksum_crc32)
+                        .build(),
+                );
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .send()
+                .await
+                .map_err(|e| storage_error(uri, "CompleteMultipartUpload", e))?;
+            Ok(())
+        };
+        let Err(err) = upload.await else { return Ok(()) };
+        let aborted =
+            self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id).send().await;
+        match aborted {
+            Ok(_) => Err(err),
+            Err(abort) => {
+                let abort = storage_error(uri, "AbortMultipartUpload", abort);
+                Err(error::with_note(
+                    err,
+                    format!("aborting upload {upload_id} failed too: {}", error::message(&abort)),
+                ))
+            }
+        }
+    }
+}
+
+impl Drop for S3Storage {
+    /// Lets go of the runtime without waiting for its threads, so that
+    /// dropping the storage inside async code (a REST handler holding the
+    /// last reference, say) does not panic.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Runs `fut` to completion on `runtime`, from a thread outside any async
+/// runtime (where blocking would stall other tasks and tokio would panic).
+fn block_on<F: Future>(runtime: &tokio::runtime::Runtime, uri: &str, fut: F) -> StorageResult<F::Output> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(StorageError::failed(
+            uri,
+            "S3Storage blocks and was called from inside an async runtime; call it from a plain thread \
+             or through tokio::task::spawn_blocking",
+        ));
+    }
+    Ok(runtime.block_on(fut))
+}
+
+impl CheckpointStorage for S3Storage {
+    fn put(&self, path: &str, bytes: &[u8]) -> StorageResult<()> {
+        let (uri, key) = (self.uri(path), self.key(path));
+        self.block_on(&uri, async {
+            if bytes.len() > self.part_size {
+                self.put_multipart(&uri, &key, bytes).await
+            } else {
+                self.put_object(&uri, &key, bytes).await
+            }
+        })?
+    }
+
+    fn get(&self, path: &str) -> StorageResult<Vec<u8>> {
+        let (uri, key) = (self.uri(path), self.key(path));
+        self.block_on(&uri, async {
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| storage_error(&uri, "GetObject", e))?;
+            read_body(&uri, "GetObject", out.body).await
+        })?
+    }
+
+    fn get_range(&self, path: &str, offset: u64, len: u64) -> StorageResult<Vec<u8>> {
+        let (uri, key) = (self.uri(path), self.key(path));
+        let Some(end) = offset.checked_add(len) else {
+            return Err(StorageError::failed(&uri, format!("range of {len} bytes at offset {offset} overflows")));
+        };
+        self.block_on(&uri, async {
+            if len == 0 {
+                // HTTP cannot ask for an empty range; still report a missing object.
+                self.client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .map_err(|e| storage_error(&uri, "HeadObject", e))?;
+                return Ok(Vec::new());
+            }
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .range(format!("bytes={offset}-{}", end - 1))
+                .send()
+                .await
+                .map_err(|e| storage_error(&uri, "GetObject", e))?;
+            let bytes = read_body(&uri, "GetObject", out.body).await?;
+            if bytes.len() as u64 != len {
+                return Err(StorageError::failed(
+                    &uri,
+                    format!("asked for {len} bytes at offset {offset} but got {}: the object is shorter", bytes.len()),
+                ));
+            }
+            Ok(bytes)
+        })?
+    }
+
+    fn list(&self, prefix: &str) -> StorageResult<Vec<String>> {
+        let uri = self.uri(prefix);
+        self.block_on(&uri, async {
+            let mut pages =
+                self.client.list_objects_v2().bucket(&self.bucket).prefix(self.key(prefix)).into_paginator().send();
+            let mut keys = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| storage_error(&uri, "ListObjectsV2", e))?;
+                for key in page.contents().iter().filter_map(|o| o.key()) {
+                    match key.strip_prefix(&self.root) {
+                        Some(path) if !path.ends_with('/') => keys.push(path.to_string()),
+                        _ => {}
+                    }
+                }
+            }
+            keys.sort();
+            Ok(keys)
+        })?
+    }
+
+    fn delete(&self, path: &str) -> StorageResult<()> {
+        let (uri, key) = (self.uri(path), self.key(path));
+        self.block_on(&uri, async {
+            match self.client.delete_object().bucket(&self.bucket).key(&key).send().await {
+                Ok(_) => Ok(()),
+                Err(e) => match storage_error(&uri, "DeleteObject", e) {
+                    StorageError::NotFound { .. } => Ok(()),
+                    e => Err(e),
+                },
+            }
+        })?
+    }
+
+    fn uri(&self, path: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.key(path))
+    }
+}
+
+async fn read_body(uri: &str, operation: &str, body: ByteStream) -> StorageResult<Vec<u8>> {
+    match body.collect().await {
+        Ok(bytes) => Ok(bytes.to_vec()),
+        Err(e) => Err(StorageError::Failed {
+            path: uri.to_string(),
+            message: format!(
+                "{operation} failed while reading the body: {}",
+                aws_sdk_s3::error::DisplayErrorContext(&e)
+            ),
+            source: Some(Box::new(e)),
+        }),
+    }
+}

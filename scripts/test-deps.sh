@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the servers Weir's tests start on loopback, once per machine.
+#
+# Idempotent and cached: everything goes under ${WEIR_TEST_CACHE:-~/.cache/weir-test}
+# and nothing is installed again when it is already there, so test.sh can call
+# this on every run.
+#
+#   bash scripts/test-deps.sh
+#
+# Installs:
+#   moto_server  (PyPI moto[server]) in $CACHE/venv: an in-memory S3-compatible
+#                server for the weir-s3 tests (runtime/storage-s3/tests). The tests
+#                find it there, or at $WEIR_MOTO_SERVER.
+#
+# Needs: python3 with the venv module (Debian: python3-venv).
+set -euo pipefail
+
+CACHE="${WEIR_TEST_CACHE:-$HOME/.cache/weir-test}"
+VENV="$CACHE/venv"
+# The version the tests were written against (5.2.5, November 2026).
+MOTO_REQUIREMENT='moto[server]==5.2.5'
+
+log() { printf 'test-deps: %s\n' "$*" >&2; }
+
+command -v python3 >/dev/null || { log "python3 is required (apt-get install python3 python3-venv)"; exit 1; }
+
+if [ -x "$VENV/bin/moto_server" ]; then
+  log "moto_server already installed at $VENV/bin/moto_server"
+else
+  mkdir -p "$CACHE"
+  if [ ! -x "$VENV/bin/pip" ]; then
+    log "creating a virtualenv at $VENV"
+    python3 -m venv "$VENV" || { log "python3 -m venv failed (Debian: apt-get install python3-venv)"; exit 1; }
+  fi
+  log "installing $MOTO_REQUIREMENT into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$MOTO_REQUIREMENT"
+  [ -x "$VENV/bin/moto_server" ] || { log "pip finished but $VENV/bin/moto_server is missing"; exit 1; }
+  log "installed moto $("$VENV/bin/python" -c 'import moto; print(moto.__version__)') at $VENV/bin/moto_server"
+fi
