@@ -5,6 +5,7 @@
 
 mod bench;
 mod run;
+mod storage;
 
 use std::process::ExitCode;
 

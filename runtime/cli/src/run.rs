@@ -6,12 +6,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use weir::core::executor::ChainMetrics;
+use std::sync::Mutex;
+
+use weir::core::JobError;
+use weir::core::checkpoint::coordinator::{CheckpointConfig, CheckpointMode, CheckpointStatus};
+use weir::core::checkpoint::metadata::{RestoredSnapshot, SnapshotKind};
+use weir::core::executor::{ChainMetrics, ExecuteOptions, JobHandle};
 use weir::prelude::StreamEnv;
 use weir_pipeline::compile::{Overrides, compile};
-use weir_pipeline::config::{load, parse_duration};
+use weir_pipeline::config::{self, PipelineFile, load, parse_duration};
 
-use crate::Failure;
+use crate::{Failure, storage};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -47,48 +52,115 @@ fn unavailable(flag: &str, what: &str) -> Failure {
     Failure::BadInput(format!("{flag}: {what} is not available in this version of weir yet"))
 }
 
+fn bad(message: impl std::fmt::Display) -> Failure {
+    Failure::BadInput(message.to_string())
+}
+
+/// Checkpointing as the file and the flags configure it (flags win).
+fn checkpointing(args: &RunArgs, file: &PipelineFile) -> Result<Option<(String, CheckpointConfig)>, Failure> {
+    let section = file.checkpointing.as_ref();
+    let dir = args.checkpoint_dir.clone().or_else(|| section.and_then(|c| c.dir.clone()));
+    let interval = match &args.checkpoint_interval {
+        Some(i) => Some(parse_duration(i).map_err(|e| bad(format!("--checkpoint-interval: {e}")))?),
+        None => section.map(|c| c.interval.0),
+    };
+    let (dir, interval) = match (dir, interval) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err(bad("--checkpoint-dir: also give --checkpoint-interval (or checkpointing.interval)"));
+        }
+        (None, Some(_)) => return Err(bad("--checkpoint-interval: also give --checkpoint-dir (or checkpointing.dir)")),
+        (Some(d), Some(i)) => (d, i),
+    };
+    if interval.is_zero() {
+        return Err(bad("--checkpoint-interval: must be longer than zero"));
+    }
+    let storage = storage::open(&dir, file.storage.as_ref()).map_err(|e| bad(format!("checkpoint directory: {e}")))?;
+    let mut config = CheckpointConfig::new(storage, interval);
+    if let Some(c) = section {
+        config.mode = match c.mode {
+            config::CheckpointMode::ExactlyOnce => CheckpointMode::ExactlyOnce,
+            config::CheckpointMode::AtLeastOnce => CheckpointMode::AtLeastOnce,
+        };
+        if let Some(t) = c.timeout {
+            config.timeout = t.0;
+        }
+        if let Some(p) = c.min_pause {
+            config.min_pause = p.0;
+        }
+        if let Some(r) = c.retained {
+            config.retained = r as usize;
+        }
+    }
+    Ok(Some((dir, config)))
+}
+
+/// The snapshot `--restore` names; never a silent fresh start.
+fn restore(
+    args: &RunArgs,
+    file: &PipelineFile,
+    job: &str,
+    checkpoints: Option<&(String, CheckpointConfig)>,
+) -> Result<Option<RestoredSnapshot>, Failure> {
+    let Some(what) = &args.restore else { return Ok(None) };
+    let snapshot = if what == "latest" {
+        let (_, config) =
+            checkpoints.ok_or_else(|| bad("--restore latest: needs a checkpoint directory to look in"))?;
+        RestoredSnapshot::latest(config.storage.clone(), job)
+    } else {
+        let storage = storage::open(what, file.storage.as_ref()).map_err(|e| bad(format!("--restore: {e}")))?;
+        RestoredSnapshot::open(storage, "")
+    };
+    snapshot.map(Some).map_err(|e| bad(format!("--restore {what}: {e}")))
+}
+
 pub fn run(args: RunArgs) -> Result<(), Failure> {
-    if let Some(interval) = &args.checkpoint_interval {
-        parse_duration(interval).map_err(|e| Failure::BadInput(format!("--checkpoint-interval: {e}")))?;
-    }
-    if args.checkpoint_dir.is_some() || args.checkpoint_interval.is_some() {
-        return Err(unavailable("--checkpoint-dir/--checkpoint-interval", "checkpointing"));
-    }
-    if args.restore.is_some() {
-        return Err(unavailable("--restore", "restoring from a checkpoint"));
-    }
     if args.taskmanagers.is_some() {
         return Err(unavailable("--taskmanagers", "running TaskManagers as separate processes"));
-    }
-    if args.parallelism == Some(0) {
-        return Err(Failure::BadInput("--parallelism: must be at least 1".into()));
     }
     if args.rest_port.is_some() {
         return Err(unavailable("--rest-port", "the REST API"));
     }
+    if args.parallelism == Some(0) {
+        return Err(bad("--parallelism: must be at least 1"));
+    }
 
-    let file = load(&args.pipeline, &args.set).map_err(|e| Failure::BadInput(e.to_string()))?;
+    let file = load(&args.pipeline, &args.set).map_err(bad)?;
+    let checkpoints = checkpointing(&args, &file)?;
     let env = StreamEnv::new(file.name.clone());
-    let compiled = compile(&args.pipeline, &file, &env, &Overrides { parallelism: args.parallelism })
-        .map_err(|e| Failure::BadInput(e.to_string()))?;
+    let compiled = compile(&args.pipeline, &file, &env, &Overrides { parallelism: args.parallelism }).map_err(bad)?;
+    let restored = restore(&args, &file, &compiled.name, checkpoints.as_ref())?;
     let plan = env.describe();
     eprintln!(
         "weir: running {} at parallelism {}, output to {}",
         compiled.name, compiled.parallelism, compiled.sink_description
     );
+    if let Some((dir, c)) = &checkpoints {
+        eprintln!("weir: checkpoints every {:?} to {dir}/{}", c.interval, compiled.name);
+    }
+    if let Some(r) = &restored {
+        eprintln!("weir: restoring from {}", r.uri());
+    }
     if !args.quiet {
         eprint!("{plan}");
     }
 
     let started = Instant::now();
-    let job = env.start().map_err(|e| Failure::Runtime(e.to_string()))?;
-    install_ctrl_c(job.stop_flag());
+    let options = ExecuteOptions { checkpointing: checkpoints.map(|(_, c)| c), restore: restored };
+    let job = env.start_with(options).map_err(|e| match e {
+        JobError::Restore(m) => bad(format!("--restore: {m}")),
+        e => Failure::Runtime(e.to_string()),
+    })?;
+    let job = Arc::new(job);
+    install_ctrl_c(job.clone());
 
     let done = Arc::new(AtomicBool::new(false));
     let progress = (!args.quiet).then(|| {
         let (chains, done, rows) = (job.chains.clone(), done.clone(), compiled.stats.rows_out.clone());
         std::thread::spawn(move || show_progress(&chains, &done, &rows, started))
     });
+    let job = wait_for_handle(job);
+    let checkpoints_taken = job.checkpoints();
     let result = job.wait();
     done.store(true, Ordering::Relaxed);
     if let Some(p) = progress {
@@ -108,19 +180,55 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         compiled.sink_description,
         if malformed > 0 { format!("; {malformed} malformed records skipped") } else { String::new() }
     );
+    if let Some(last) = checkpoints_taken.iter().rev().find(|c| c.status == CheckpointStatus::Completed) {
+        let kind = if last.kind == SnapshotKind::Savepoint { "savepoint" } else { "checkpoint" };
+        eprintln!("weir: last {kind}: {} (resume with --restore latest or --restore {})", last.path, last.path);
+    }
     Ok(())
+}
+
+/// The job handle back from the Ctrl-C handler's shared ownership, once every task ended.
+fn wait_for_handle(mut job: Arc<JobHandle>) -> JobHandle {
+    loop {
+        if job.is_finished() {
+            HANDLE_SLOT.lock().expect("slot").take();
+        }
+        match Arc::try_unwrap(job) {
+            Ok(j) => return j,
+            Err(shared) => {
+                job = shared;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
 }
 
 static STOPS: AtomicUsize = AtomicUsize::new(0);
 
-/// First Ctrl-C: stop the sources and let the job drain. Second: leave at once.
-fn install_ctrl_c(stop: Arc<AtomicBool>) {
+static HANDLE_SLOT: Mutex<Option<Arc<JobHandle>>> = Mutex::new(None);
+
+/// First Ctrl-C: with checkpointing, take a savepoint and stop; without, stop
+/// the sources and let the job drain. Second Ctrl-C: leave at once.
+fn install_ctrl_c(job: Arc<JobHandle>) {
+    *HANDLE_SLOT.lock().expect("slot") = Some(job);
     let _ = ctrlc::set_handler(move || {
-        if STOPS.fetch_add(1, Ordering::SeqCst) == 0 {
-            eprintln!("\nweir: stopping (Ctrl-C again to abort)");
-            stop.store(true, Ordering::SeqCst);
-        } else {
+        if STOPS.fetch_add(1, Ordering::SeqCst) > 0 {
             std::process::exit(130);
+        }
+        let Some(job) = HANDLE_SLOT.lock().expect("slot").take() else { return };
+        if !job.is_checkpointing() {
+            eprintln!("\nweir: stopping (Ctrl-C again to abort)");
+            job.stop();
+            return;
+        }
+        eprintln!("\nweir: taking a savepoint, then stopping (Ctrl-C again to abort)");
+        match job.savepoint(true, false).map(|rx| rx.recv()) {
+            Ok(Ok(Ok(uri))) => eprintln!("weir: savepoint written to {uri}"),
+            Ok(Ok(Err(e))) => {
+                eprintln!("weir: {e}; stopping without a savepoint");
+                job.stop();
+            }
+            _ => job.stop(),
         }
     });
 }

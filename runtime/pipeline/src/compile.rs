@@ -132,11 +132,13 @@ pub fn compile(
     if p.name.trim().is_empty() || p.name.contains('/') {
         return Err(ctx.err("name", "expected a non-empty job name without `/`"));
     }
-    if p.checkpointing.is_some() {
-        return Err(unsupported(&ctx, "checkpointing", "checkpointing"));
-    }
-    if p.storage.is_some() {
-        return Err(unsupported(&ctx, "storage", "remote state storage"));
+    if let Some(c) = &p.checkpointing {
+        if c.interval.0.is_zero() {
+            return Err(ctx.err("checkpointing.interval", "must be longer than zero"));
+        }
+        if c.retained == Some(0) {
+            return Err(ctx.err("checkpointing.retained", "must keep at least 1 checkpoint"));
+        }
     }
     let parallelism = overrides.parallelism.or(p.parallelism).unwrap_or(1);
     let max_parallelism = p.max_parallelism.unwrap_or(weir::core::keygroup::DEFAULT_MAX_PARALLELISM);

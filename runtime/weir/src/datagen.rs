@@ -192,19 +192,36 @@ impl<T, G: Fn(u64) -> T> DatagenSource<T, G> {
     }
 
     fn exhausted(&self, lane: &Lane) -> bool {
-        self.split.count.is_some_and(|count| lane.next_block * BLOCK + lane.offset >= count)
+        self.split.count.is_some_and(|count| lane.position() >= count)
+    }
+}
+
+impl Lane {
+    /// The number of the next event of this lane.
+    pub fn position(&self) -> u64 {
+        self.next_block * BLOCK + self.offset
+    }
+
+    /// The same blocks as `k` lanes, for spreading one lane over more subtasks.
+    pub fn split(&self, k: u64) -> impl Iterator<Item = Lane> + '_ {
+        (0..k).map(move |i| Lane {
+            next_block: self.next_block + i * self.stride,
+            stride: self.stride * k,
+            offset: if i == 0 { self.offset } else { 0 },
+        })
     }
 }
 
 impl<T: Send, G: Fn(u64) -> T + Send> Source<T> for DatagenSource<T, G> {
     fn poll(&mut self, out: &mut Vec<Record<T>>) -> TaskResult<SourcePoll> {
-        while let Some(lane) = self.lanes.front() {
-            if !self.exhausted(lane) {
-                break;
-            }
-            self.lanes.pop_front();
-        }
-        let Some(mut lane) = self.lanes.pop_front() else { return Ok(SourcePoll::Finished) };
+        self.lanes.retain(|l| !self.split.count.is_some_and(|c| l.position() >= c));
+        // The lane furthest behind goes first: lanes restored at different positions
+        // then move through event time together, and the one watermark of this
+        // subtask never runs ahead of a lagging lane (the per-split watermark rule).
+        let Some(behind) = (0..self.lanes.len()).min_by_key(|&i| self.lanes[i].position()) else {
+            return Ok(SourcePoll::Finished);
+        };
+        let mut lane = self.lanes.remove(behind).expect("index in range");
         let first = lane.next_block * BLOCK + lane.offset;
         let mut end = (lane.next_block + 1) * BLOCK;
         if let Some(count) = self.split.count {
@@ -229,7 +246,6 @@ impl<T: Send, G: Fn(u64) -> T + Send> Source<T> for DatagenSource<T, G> {
         } else {
             lane.offset = end - lane.next_block * BLOCK;
         }
-        // Lanes take turns block by block, so they move through event time together.
         self.lanes.push_back(lane);
         Ok(SourcePoll::Ready)
     }
@@ -239,8 +255,17 @@ impl<T: Send, G: Fn(u64) -> T + Send> Source<T> for DatagenSource<T, G> {
         Ok(OperatorSnapshot { keyed: Vec::new(), entries })
     }
 
+    /// Deals the lanes of all old subtasks over the new ones; when there are fewer
+    /// lanes than subtasks, each lane is first split so that every subtask gets work.
+    /// Every subtask computes the same list, so the deal is consistent.
     fn restore_state(&mut self, state: RestoredState) -> TaskResult {
-        self.lanes = state.entries.iter().map(|e| codec::decode(e, "a datagen position")).collect::<TaskResult<_>>()?;
+        let all: Vec<Lane> =
+            state.all_entries.iter().map(|e| codec::decode(e, "a datagen position")).collect::<TaskResult<_>>()?;
+        let p = self.split.parallelism;
+        let k = if all.is_empty() { 1 } else { p.div_ceil(all.len()) as u64 };
+        let lanes: Vec<Lane> = all.iter().flat_map(|l| l.split(k).collect::<Vec<_>>()).collect();
+        self.lanes =
+            lanes.into_iter().enumerate().filter(|(i, _)| i % p == self.split.subtask).map(|(_, l)| l).collect();
         Ok(())
     }
 }
@@ -277,33 +302,61 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_restored_position_continues_exactly_at_any_parallelism() {
-        // Run 3 subtasks part of the way, snapshot, restore the lanes onto 2, and finish.
-        let count = 20_000;
-        let mut seen = Vec::new();
-        let mut entries = Vec::new();
+    /// Events generated before the snapshot plus those after restoring at `p`: each exactly once?
+    fn restored_run(p: usize, count: u64) -> (usize, usize, bool) {
+        let split = |subtask, parallelism| DatagenSplit { subtask, parallelism, count: Some(count), rate: None };
+        let (mut seen, mut lanes) = (Vec::new(), Vec::new());
         for i in 0..3 {
-            let mut s =
-                DatagenSource::new(|n| n, DatagenSplit { subtask: i, parallelism: 3, count: Some(count), rate: None });
+            let mut s = DatagenSource::new(|n| n, split(i, 3));
             let mut out = Vec::new();
             for _ in 0..(i + 2) {
                 s.poll(&mut out).unwrap();
             }
             seen.extend(out.into_iter().map(|r| r.value));
-            entries.extend(s.snapshot_state().unwrap().entries);
+            lanes.extend(s.snapshot_state().unwrap().entries);
         }
-        for j in 0..2 {
-            let mut s =
-                DatagenSource::new(|n| n, DatagenSplit { subtask: j, parallelism: 2, count: Some(count), rate: None });
-            let mine = entries.iter().enumerate().filter(|(k, _)| k % 2 == j).map(|(_, e)| e.clone()).collect();
-            s.restore_state(RestoredState { keyed: vec![], entries: mine, all_entries: vec![] }).unwrap();
+        let mut every_subtask_works = true;
+        for j in 0..p {
+            let mut s = DatagenSource::new(|n| n, split(j, p));
+            s.restore_state(RestoredState { keyed: vec![], entries: vec![], all_entries: lanes.clone() }).unwrap();
             let mut out = Vec::new();
             while s.poll(&mut out).unwrap() != SourcePoll::Finished {}
+            every_subtask_works &= !out.is_empty();
             seen.extend(out.into_iter().map(|r| r.value));
         }
         seen.sort();
-        assert_eq!(seen, (0..count).collect::<Vec<_>>());
+        let total = seen.len();
+        seen.dedup();
+        let missing = (0..count).filter(|n| seen.binary_search(n).is_err()).count();
+        (total - seen.len(), missing, every_subtask_works)
+    }
+
+    #[test]
+    fn a_restored_position_continues_exactly_at_any_parallelism() {
+        // 3 subtasks part of the way, then restored onto fewer and onto more subtasks.
+        for p in [1, 2, 3, 7] {
+            let (duplicates, missing, all_work) = restored_run(p, 20_000);
+            assert_eq!((duplicates, missing), (0, 0), "(duplicates, missing) restoring at parallelism {p}");
+            assert!(all_work, "every subtask gets work restoring at parallelism {p}");
+        }
+    }
+
+    #[test]
+    fn lanes_at_different_positions_advance_together() {
+        // One subtask with lanes far apart emits from the one behind first.
+        let mut s = DatagenSource::new(|n| n, DatagenSplit { subtask: 0, parallelism: 1, count: None, rate: None });
+        let lanes = [Lane { next_block: 50, stride: 2, offset: 0 }, Lane { next_block: 1, stride: 2, offset: 0 }];
+        let all_entries = lanes.iter().map(codec::encode).collect();
+        s.restore_state(RestoredState { keyed: vec![], entries: vec![], all_entries }).unwrap();
+        let mut out = Vec::new();
+        for _ in 0..24 {
+            s.poll(&mut out).unwrap();
+        }
+        assert!(out.iter().all(|r| r.value < 50 * BLOCK), "the lane ahead waits until the lane behind caught up");
+        for _ in 0..10 {
+            s.poll(&mut out).unwrap();
+        }
+        assert!(out.iter().any(|r| r.value >= 50 * BLOCK));
     }
 
     #[test]

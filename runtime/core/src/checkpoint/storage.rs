@@ -143,8 +143,19 @@ impl CheckpointStorage for LocalStorage {
     }
 
     fn delete(&self, path: &str) -> StorageResult<()> {
-        match std::fs::remove_file(self.full(path)) {
-            Ok(()) => Ok(()),
+        let full = self.full(path);
+        match std::fs::remove_file(&full) {
+            Ok(()) => {
+                // Directories are only a local artefact of keys: drop them once empty.
+                let mut dir = full.parent();
+                while let Some(d) = dir.filter(|d| *d != self.root) {
+                    if std::fs::remove_dir(d).is_err() {
+                        break;
+                    }
+                    dir = d.parent();
+                }
+                Ok(())
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StorageError::io(self.uri(path), e)),
         }
