@@ -113,7 +113,7 @@ fn bid_row(b: Bid) -> Row {
         Value::Int(b.price),
         Value::Str(SmolStr::new_static(b.channel.as_str())),
         Value::Int(b.time),
-        Value::Str(SmolStr::new(b.extra)),
+        Value::Str(SmolStr::new(&b.extra)),
     ]
 }
 

@@ -113,7 +113,9 @@ pub struct Bid {
     pub price: i64,
     pub channel: Channel,
     pub time: i64,
-    pub extra: String,
+    /// Padding of 40 to 99 `x`s. Generated bids borrow it from a static string
+    /// (no allocation per bid); deserialized ones own theirs.
+    pub extra: std::borrow::Cow<'static, str>,
 }
 
 /// Order number `n` (a re-sent duplicate repeats order `n - 1` whole).
@@ -150,7 +152,7 @@ pub fn bid(n: u64) -> Bid {
         price: (100 + (r >> 32) % 100_000) as i64,
         channel: Channel::ALL[(s % 4) as usize],
         time: T0 + (n / 10) as i64 - ((s >> 8) % 2000) as i64,
-        extra: PAD[..(40 + (s >> 24) % 60) as usize].to_string(),
+        extra: std::borrow::Cow::Borrowed(&PAD[..(40 + (s >> 24) % 60) as usize]),
     }
 }
 
@@ -192,7 +194,11 @@ impl<T, G: Fn(u64) -> T> DatagenSource<T, G> {
     }
 
     fn exhausted(&self, lane: &Lane) -> bool {
-        self.split.count.is_some_and(|count| lane.position() >= count)
+        Self::past(lane, self.split.count)
+    }
+
+    fn past(lane: &Lane, count: Option<u64>) -> bool {
+        count.is_some_and(|count| lane.position() >= count)
     }
 }
 
@@ -214,7 +220,8 @@ impl Lane {
 
 impl<T: Send, G: Fn(u64) -> T + Send> Source<T> for DatagenSource<T, G> {
     fn poll(&mut self, out: &mut Vec<Record<T>>) -> TaskResult<SourcePoll> {
-        self.lanes.retain(|l| !self.split.count.is_some_and(|c| l.position() >= c));
+        let count = self.split.count;
+        self.lanes.retain(|l| !Self::past(l, count));
         // The lane furthest behind goes first: lanes restored at different positions
         // then move through event time together, and the one watermark of this
         // subtask never runs ahead of a lagging lane (the per-split watermark rule).
