@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use weir::core::TaskResult;
+use weir::core::checkpoint::coordinator::{CheckpointConfig, CheckpointStats};
+use weir::core::executor::{ExecuteOptions, JobHandle};
 use weir::core::keygroup::mix64;
 use weir::core::operator::sink::Sink;
 use weir::datagen::{Bid, Order, OrderId};
@@ -225,17 +227,33 @@ pub struct BenchResult {
     pub net: Duration,
     pub cpu: Duration,
     pub checksum: Checksum,
+    pub checkpoints: Vec<CheckpointStats>,
 }
 
-pub fn run(query: &str, events: u64, parallelism: usize) -> anyhow::Result<BenchResult> {
+pub fn run(
+    query: &str,
+    events: u64,
+    parallelism: usize,
+    checkpointing: Option<CheckpointConfig>,
+) -> anyhow::Result<BenchResult> {
     let env = StreamEnv::new(format!("bench-{query}"));
     env.set_parallelism(parallelism);
     let Some(checksum) = build(&env, query, events) else {
         anyhow::bail!("unknown workload `{query}`; expected one of: {}", WORKLOADS.join(", "));
     };
     let (cpu0, t0) = (cpu_time(), Instant::now());
-    env.execute()?;
-    Ok(BenchResult { net: t0.elapsed(), cpu: cpu_time() - cpu0, checksum })
+    let job = env.start_with(ExecuteOptions { checkpointing, restore: None })?;
+    let checkpoints = wait_collecting(job)?;
+    Ok(BenchResult { net: t0.elapsed(), cpu: cpu_time() - cpu0, checksum, checkpoints })
+}
+
+fn wait_collecting(job: JobHandle) -> anyhow::Result<Vec<CheckpointStats>> {
+    while !job.is_finished() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let checkpoints = job.checkpoints();
+    job.wait()?;
+    Ok(checkpoints)
 }
 
 impl BenchResult {

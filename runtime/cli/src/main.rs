@@ -35,6 +35,12 @@ enum Command {
         events: u64,
         #[arg(long, default_value_t = 1)]
         parallelism: usize,
+        /// Take exactly-once checkpoints to this location (file:///path, a path, or s3://bucket/prefix).
+        #[arg(long, value_name = "URI", requires = "checkpoint_interval")]
+        checkpoint_dir: Option<String>,
+        /// How often to checkpoint (500ms, 1s, ...).
+        #[arg(long, value_name = "DURATION", requires = "checkpoint_dir")]
+        checkpoint_interval: Option<String>,
     },
 }
 
@@ -46,7 +52,12 @@ pub enum Failure {
     Runtime(String),
 }
 
-fn bench(workload: &str, events: u64, parallelism: usize) -> Result<(), Failure> {
+fn bench(
+    workload: &str,
+    events: u64,
+    parallelism: usize,
+    checkpoints: Option<(String, String)>,
+) -> Result<(), Failure> {
     if !bench::WORKLOADS.contains(&workload) {
         return Err(Failure::BadInput(format!(
             "unknown workload `{workload}`; expected one of: {}",
@@ -56,9 +67,28 @@ fn bench(workload: &str, events: u64, parallelism: usize) -> Result<(), Failure>
     if parallelism == 0 {
         return Err(Failure::BadInput("--parallelism: must be at least 1".into()));
     }
-    let r = bench::run(workload, events, parallelism).map_err(|e| Failure::Runtime(format!("{e:#}")))?;
+    let checkpointing = match checkpoints {
+        None => None,
+        Some((dir, interval)) => {
+            let interval = weir_pipeline::config::parse_duration(&interval)
+                .map_err(|e| Failure::BadInput(format!("--checkpoint-interval: {e}")))?;
+            let storage = storage::open(&dir, None).map_err(|e| Failure::BadInput(format!("--checkpoint-dir: {e}")))?;
+            Some(weir::core::checkpoint::coordinator::CheckpointConfig::new(storage, interval))
+        }
+    };
+    let r = bench::run(workload, events, parallelism, checkpointing).map_err(|e| Failure::Runtime(format!("{e:#}")))?;
     println!("{}", r.line(workload, events, parallelism));
     eprintln!("peak_rss_kib={}", bench::peak_rss_kib());
+    for c in &r.checkpoints {
+        eprintln!(
+            "checkpoint id={} status={:?} duration_ms={} size_bytes={}{}",
+            c.id,
+            c.status,
+            c.duration_ms,
+            c.size_bytes,
+            c.failure.as_ref().map(|f| format!(" failure={f:?}")).unwrap_or_default()
+        );
+    }
     Ok(())
 }
 
@@ -70,7 +100,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
-        Command::Bench { workload, events, parallelism } => bench(&workload, events, parallelism),
+        Command::Bench { workload, events, parallelism, checkpoint_dir, checkpoint_interval } => {
+            bench(&workload, events, parallelism, checkpoint_dir.zip(checkpoint_interval))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
