@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The whole Weir test suite, on a fresh machine or an old one.
 #
-# Installs what the tests need (idempotent; nothing is downloaded twice), then
-# runs formatting and lint checks, the doc tests, and every unit and
-# integration test. The last lines are the test runner's summary.
+# Installs what the tests need (idempotent and cached under ~/.cache/weir-test:
+# nothing is downloaded twice), then runs formatting and lint checks, the doc
+# tests, and every unit and integration test. The tests start the servers they
+# need themselves, on loopback (an S3-compatible moto_server for checkpoint
+# storage). The last lines are the test runner's summary.
 #
 #   ./test.sh
 #
-# Needs: the Rust toolchain (cargo) and python3 (the exact-answer oracles of
-# ../shared/bench/oracle, or WEIR_ORACLE_DIR).
+# Needs: the Rust toolchain (cargo) and python3 with venv (the exact-answer
+# oracles of ../shared/bench/oracle, or WEIR_ORACLE_DIR; moto_server).
 set -euo pipefail
 cd "$(dirname "$0")"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -21,6 +23,9 @@ command -v python3 >/dev/null || { echo "test.sh: python3 is required for the be
 oracle="${WEIR_ORACLE_DIR:-$(cd .. && pwd)/shared/bench/oracle}"
 [ -f "$oracle/orders.py" ] || { echo "test.sh: the benchmark oracle is missing at $oracle (set WEIR_ORACLE_DIR)" >&2; exit 1; }
 cargo --version
+
+step "test servers"
+bash scripts/test-deps.sh
 
 step "formatting"
 cargo fmt --all -- --check

@@ -4,6 +4,7 @@
 //! a flag or a value at fault, named in one sentence on stderr).
 
 mod bench;
+mod bench_state;
 mod run;
 mod storage;
 
@@ -29,18 +30,22 @@ enum Command {
     Run(run::RunArgs),
     /// Run one workload of bench/WORKLOADS.md and print the Flink baseline's report line.
     Bench {
-        /// orders-window | orders-dedup | q0 | q1 | q2 | q5 | q7
+        /// orders-window | orders-dedup | q0 | q1 | q2 | q5 | q7, or `state`: checkpoint and
+        /// restore --state-mb MiB of keyed state at --checkpoint-dir
         workload: String,
         #[arg(long, default_value_t = 10_000_000)]
         events: u64,
         #[arg(long, default_value_t = 1)]
         parallelism: usize,
         /// Take exactly-once checkpoints to this location (file:///path, a path, or s3://bucket/prefix).
-        #[arg(long, value_name = "URI", requires = "checkpoint_interval")]
+        #[arg(long, value_name = "URI")]
         checkpoint_dir: Option<String>,
-        /// How often to checkpoint (500ms, 1s, ...).
+        /// How often to checkpoint (500ms, 1s, ...); `state` takes only the final checkpoint without it.
         #[arg(long, value_name = "DURATION", requires = "checkpoint_dir")]
         checkpoint_interval: Option<String>,
+        /// `state` only: MiB of keyed state (1 KiB per key).
+        #[arg(long, value_name = "MIB")]
+        state_mb: Option<u64>,
     },
 }
 
@@ -100,7 +105,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
-        Command::Bench { workload, events, parallelism, checkpoint_dir, checkpoint_interval } => {
+        Command::Bench { workload, parallelism, checkpoint_dir, checkpoint_interval, state_mb, .. }
+            if workload == "state" =>
+        {
+            bench_state::main(state_mb, parallelism, checkpoint_dir, checkpoint_interval)
+        }
+        Command::Bench { state_mb: Some(_), .. } => {
+            Err(Failure::BadInput("--state-mb: only for `weir bench state`".into()))
+        }
+        Command::Bench { checkpoint_dir: Some(_), checkpoint_interval: None, .. } => {
+            Err(Failure::BadInput("--checkpoint-dir needs --checkpoint-interval".into()))
+        }
+        Command::Bench { workload, events, parallelism, checkpoint_dir, checkpoint_interval, .. } => {
             bench(&workload, events, parallelism, checkpoint_dir.zip(checkpoint_interval))
         }
     };

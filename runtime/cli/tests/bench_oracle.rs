@@ -7,69 +7,14 @@
 //! size). The oracle directory is `<workspace>/../shared/bench/oracle`, or
 //! `WEIR_ORACLE_DIR`; when it is missing the tests fail: they never skip.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Command;
+
+use common::{Answer, answer_in, field, oracle, text};
 
 const SIZES: [u64; 2] = [120_000, 77_777];
 const PARALLELISMS: [usize; 3] = [1, 2, 4];
-
-/// What a run reports: the number of output rows and their checksum.
-#[derive(Debug, PartialEq, Eq)]
-struct Answer {
-    outputs: u64,
-    checksum: i64,
-}
-
-fn oracle_dir() -> PathBuf {
-    match std::env::var_os("WEIR_ORACLE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench/oracle"),
-    }
-}
-
-/// The value of `key=` among the space-separated fields of `line`.
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace().find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
-}
-
-fn answer_in(text: &str, what: &str) -> Answer {
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| field(l, "outputs").is_some() && field(l, "checksum").is_some())
-        .unwrap_or_else(|| panic!("{what} printed no `outputs=... checksum=...` line:\n{text}"));
-    let parse =
-        |key| field(line, key).unwrap().parse().unwrap_or_else(|e| panic!("{what}: bad {key} in `{line}`: {e}"));
-    Answer { outputs: parse("outputs") as u64, checksum: parse("checksum") }
-}
-
-fn text(output: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
-}
-
-/// The oracle's answer for `workload` over `events` events.
-fn oracle(workload: &str, events: u64) -> Answer {
-    let dir = oracle_dir();
-    let (script, args): (&str, Vec<String>) = match workload {
-        "orders-window" => ("orders.py", vec![events.to_string()]),
-        "orders-dedup" => ("orders.py", vec![events.to_string(), "--dedup".into()]),
-        query => ("bids.py", vec![query.to_string(), events.to_string()]),
-    };
-    let path = dir.join(script);
-    assert!(
-        path.is_file(),
-        "oracle script {} not found: set WEIR_ORACLE_DIR to the directory holding orders.py and bids.py",
-        path.display()
-    );
-    let output = Command::new("python3")
-        .arg(&path)
-        .args(&args)
-        .output()
-        .unwrap_or_else(|e| panic!("could not run python3 {}: {e}", path.display()));
-    let (stdout, stderr) = text(&output);
-    assert!(output.status.success(), "oracle {} {args:?} failed ({}):\n{stderr}", path.display(), output.status);
-    answer_in(&stdout, &format!("oracle {script} {args:?}"))
-}
 
 /// Runs `weir bench` and checks the report line echoes the run's parameters.
 fn weir_bench(workload: &str, events: u64, parallelism: usize) -> Answer {

@@ -48,6 +48,9 @@ pub enum JobError {
         #[source]
         source: TaskError,
     },
+    /// Checkpoints kept failing beyond the tolerance.
+    #[error("checkpointing failed: {0}")]
+    Checkpointing(String),
     /// The job cannot start from the requested snapshot.
     #[error("cannot restore: {0}")]
     Restore(String),

@@ -79,6 +79,8 @@ struct CoordinatorHandle {
     done: Arc<AtomicBool>,
     thread: JoinHandle<()>,
     history: Arc<Mutex<Vec<CheckpointStats>>>,
+    /// Why checkpointing failed the job, if it did.
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl JobHandle {
@@ -139,6 +141,9 @@ impl JobHandle {
         if let Some(c) = self.coordinator {
             c.done.store(true, Ordering::Relaxed);
             let _ = c.thread.join();
+            if let Some(reason) = c.failure.lock().expect("failure slot poisoned").take() {
+                return Err(JobError::Checkpointing(reason));
+            }
         }
         match first.or(echo) {
             Some(e) => Err(e),
@@ -318,7 +323,7 @@ pub fn execute_with(graph: JobGraph, options: ExecuteOptions) -> Result<JobHandl
                     .map_err(|source| JobError::Spawn { task: "uploader".into(), source })?;
             }
             let next_id = Coordinator::next_free_id(storage.as_ref(), &graph.name)
-                .map_err(|e| JobError::Restore(format!("cannot read the checkpoint directory: {e}")))?;
+                .map_err(|e| JobError::Checkpointing(format!("cannot read the checkpoint directory: {e}")))?;
             let next_id = next_id.max(options.restore.as_ref().map_or(0, |r| r.metadata.checkpoint_id + 1));
             let shape = JobShape {
                 name: graph.name.clone(),
@@ -328,7 +333,7 @@ pub fn execute_with(graph: JobGraph, options: ExecuteOptions) -> Result<JobHandl
                 sources: source_tasks.len(),
             };
             let coordinator = Coordinator::new(shape, cfg, next_id, now_ms());
-            Some(spawn_coordinator(coordinator, report_rx, controls, source_tasks)?)
+            Some(spawn_coordinator(coordinator, report_rx, controls, source_tasks, stop.clone())?)
         }
     };
     drop((report_tx, upload_tx));
@@ -359,21 +364,30 @@ fn spawn_coordinator(
     reports: Receiver<TaskReport>,
     controls: Vec<Sender<Command>>,
     sources: Vec<usize>,
+    stop: Arc<AtomicBool>,
 ) -> Result<CoordinatorHandle, JobError> {
     let (requests, request_rx) = crossbeam_channel::unbounded::<SavepointRequest>();
     let done = Arc::new(AtomicBool::new(false));
     let history = Arc::new(Mutex::new(Vec::new()));
-    let (d, h) = (done.clone(), history.clone());
+    let failure = Arc::new(Mutex::new(None));
+    let (d, h, f) = (done.clone(), history.clone(), failure.clone());
     let thread = std::thread::Builder::new()
         .name("coordinator".into())
         .spawn(move || {
-            // Completion goes to every task; triggers and end-of-input to the sources.
+            // Completion goes to every task; triggers and end-of-input to the sources;
+            // a failure stops the job and is what `wait` reports.
             let dispatch = |commands: Vec<Command>| {
                 for cmd in commands {
-                    let targets: Vec<&Sender<Command>> = match cmd {
+                    let targets: Vec<&Sender<Command>> = match &cmd {
                         Command::Complete { .. } => controls.iter().collect(),
                         Command::Trigger { .. } | Command::EndOfInput => {
                             sources.iter().map(|&s| &controls[s]).collect()
+                        }
+                        Command::Fail(reason) => {
+                            tracing::error!("{reason}");
+                            f.lock().expect("failure slot poisoned").get_or_insert_with(|| reason.clone());
+                            stop.store(true, Ordering::Relaxed);
+                            Vec::new()
                         }
                     };
                     for t in targets {
@@ -396,7 +410,7 @@ fn spawn_coordinator(
             }
         })
         .map_err(|source| JobError::Spawn { task: "coordinator".into(), source })?;
-    Ok(CoordinatorHandle { requests, done, thread, history })
+    Ok(CoordinatorHandle { requests, done, thread, history, failure })
 }
 
 fn is_pointwise(graph: &JobGraph, edge: usize) -> bool {

@@ -152,6 +152,7 @@ impl<T: Send> SourceTask<T> {
                 self.head.checkpoint_complete(checkpoint_id)?;
             }
             Command::EndOfInput => return Ok(Next::End),
+            Command::Fail(_) => {} // handled by the executor, never sent to tasks
         }
         Ok(Next::Continue)
     }
@@ -402,14 +403,16 @@ pub fn upload(job: UploadJob, storage: &dyn crate::checkpoint::storage::Checkpoi
     let kind = if job.barrier.is_savepoint { SnapshotKind::Savepoint } else { SnapshotKind::Checkpoint };
     let dir = snapshot_dir(&job.job, id, kind);
     let mut states = Vec::with_capacity(job.snapshots.len());
-    for (uid, snapshot) in &job.snapshots {
+    for (uid, snapshot) in job.snapshots {
         let file = format!("{uid}-{}.state", job.subtask);
-        let (bytes, handle) = snapshot.encode(job.subtask, file.clone(), job.key_groups);
+        // Consumes the snapshot: its blobs are freed as the file fills, and the file once stored.
+        let (bytes, handle) = snapshot.into_file(job.subtask, file.clone(), job.key_groups);
         if let Err(e) = storage.put(&format!("{dir}/{file}"), &bytes) {
             let _ = job.reports.send(TaskReport::Decline { task: job.task, checkpoint_id: id, reason: e.to_string() });
             return;
         }
-        states.push((uid.clone(), handle));
+        drop(bytes);
+        states.push((uid, handle));
     }
     let _ = job.reports.send(TaskReport::Ack { task: job.task, checkpoint_id: id, states });
 }

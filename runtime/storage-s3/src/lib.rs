@@ -66,6 +66,8 @@
 //! ```
 
 mod error;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod uri;
 
 use std::future::Future;
@@ -302,7 +304,7 @@ impl CheckpointStorage for S3Storage {
                 .send()
                 .await
                 .map_err(|e| storage_error(&uri, "GetObject", e))?;
-            read_body(&uri, "GetObject", out.body).await
+            read_body(&uri, "GetObject", out.content_length, out.body).await
         })?
     }
 
@@ -332,7 +334,7 @@ impl CheckpointStorage for S3Storage {
                 .send()
                 .await
                 .map_err(|e| storage_error(&uri, "GetObject", e))?;
-            let bytes = read_body(&uri, "GetObject", out.body).await?;
+            let bytes = read_body(&uri, "GetObject", out.content_length, out.body).await?;
             if bytes.len() as u64 != len {
                 return Err(StorageError::failed(
                     &uri,
@@ -381,16 +383,30 @@ impl CheckpointStorage for S3Storage {
     }
 }
 
-async fn read_body(uri: &str, operation: &str, body: ByteStream) -> StorageResult<Vec<u8>> {
-    match body.collect().await {
-        Ok(bytes) => Ok(bytes.to_vec()),
-        Err(e) => Err(StorageError::Failed {
-            path: uri.to_string(),
-            message: format!(
-                "{operation} failed while reading the body: {}",
-                aws_sdk_s3::error::DisplayErrorContext(&e)
-            ),
-            source: Some(Box::new(e)),
-        }),
+/// The body, chunk by chunk into one buffer of the announced length: collecting the
+/// chunks first and copying them out would hold (and copy) a large object twice.
+async fn read_body(
+    uri: &str,
+    operation: &str,
+    content_length: Option<i64>,
+    mut body: ByteStream,
+) -> StorageResult<Vec<u8>> {
+    // Capped, so that a wrong header cannot make a huge allocation up front.
+    let mut bytes = Vec::with_capacity(content_length.unwrap_or(0).clamp(0, 1 << 32) as usize);
+    loop {
+        match body.try_next().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            Ok(None) => return Ok(bytes),
+            Err(e) => {
+                return Err(StorageError::Failed {
+                    path: uri.to_string(),
+                    message: format!(
+                        "{operation} failed while reading the body: {}",
+                        aws_sdk_s3::error::DisplayErrorContext(&e)
+                    ),
+                    source: Some(Box::new(e)),
+                });
+            }
+        }
     }
 }

@@ -6,117 +6,14 @@
 //! environment variables the SDK's credential chain reads are set once, before
 //! any thread could read them.
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use weir_core::checkpoint::storage::{CheckpointStorage, StorageError, check_storage_contract};
+use weir_s3::testing::{MotoServer, free_port};
 use weir_s3::{DEFAULT_PART_SIZE, S3Config, S3Storage};
 
 const BUCKET: &str = "weir-checkpoints";
-
-/// A running moto_server; killed on drop.
-struct MotoServer {
-    child: Child,
-    endpoint: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl MotoServer {
-    fn start() -> MotoServer {
-        let bin = moto_server_path();
-        assert!(
-            bin.is_file(),
-            "moto_server is not installed at {}: run `bash scripts/test-deps.sh` first \
-             (or point WEIR_MOTO_SERVER at a moto_server binary)",
-            bin.display()
-        );
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("moto_server.log");
-        let out = File::create(&log).unwrap();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut server = MotoServer { child, endpoint: format!("http://127.0.0.1:{port}"), log, _dir: dir };
-        server.wait_until_it_answers(port);
-        server
-    }
-
-    fn wait_until_it_answers(&mut self, port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("moto_server exited with {status} before answering:\n{}", self.log_text());
-            }
-            if answers_http(port) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "moto_server did not answer within 60 s:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn config(&self, bucket: &str, prefix: &str) -> S3Config {
-        S3Config {
-            bucket: bucket.into(),
-            prefix: prefix.into(),
-            endpoint: Some(self.endpoint.clone()),
-            region: None,
-            path_style: true,
-        }
-    }
-
-    fn storage(&self, bucket: &str, prefix: &str) -> S3Storage {
-        S3Storage::new(self.config(bucket, prefix)).unwrap()
-    }
-}
-
-/// `$WEIR_MOTO_SERVER`, else where scripts/test-deps.sh installs it.
-fn moto_server_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("WEIR_MOTO_SERVER") {
-        return path.into();
-    }
-    let cache = match std::env::var_os("WEIR_TEST_CACHE") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/weir-test"),
-    };
-    cache.join("venv/bin/moto_server")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn answers_http(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
-    stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let mut head = [0; 5];
-    stream.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_ok()
-        && stream.read_exact(&mut head).is_ok()
-        && &head == b"HTTP/"
-}
 
 /// A plain SDK client with fixed credentials, for what the storage does not
 /// do (creating buckets) and for looking behind its back.

@@ -53,6 +53,8 @@ pub struct CheckpointConfig {
     pub storage: Arc<dyn CheckpointStorage>,
     /// Records a blocked channel may buffer during alignment before the checkpoint is declined.
     pub alignment_budget: usize,
+    /// Consecutive failed checkpoints the job survives; one more fails it.
+    pub tolerable_failures: usize,
 }
 
 impl CheckpointConfig {
@@ -65,6 +67,7 @@ impl CheckpointConfig {
             retained: 3,
             storage,
             alignment_budget: 1_000_000,
+            tolerable_failures: 10,
         }
     }
 }
@@ -106,6 +109,8 @@ pub enum Command {
     Complete { checkpoint_id: u64 },
     /// To every source task: end the stream now.
     EndOfInput,
+    /// To the job: checkpoints keep failing; fail the job with this reason.
+    Fail(String),
 }
 
 /// A savepoint someone asked for.
@@ -176,6 +181,7 @@ pub struct Coordinator {
     final_done: bool,
     requests: VecDeque<SavepointRequest>,
     stopping: bool,
+    consecutive_failures: usize,
     pub history: Vec<CheckpointStats>,
 }
 
@@ -198,6 +204,7 @@ impl Coordinator {
             final_done: false,
             requests: VecDeque::new(),
             stopping: false,
+            consecutive_failures: 0,
             history: Vec::new(),
         }
     }
@@ -229,6 +236,9 @@ impl Coordinator {
 
     /// Advances time: triggers, or times out, a checkpoint.
     pub fn tick(&mut self, now: Timestamp) -> Vec<Command> {
+        if let Some(fail) = self.too_many_failures() {
+            return vec![fail];
+        }
         if let Some(p) = &self.pending {
             if now - p.triggered_at >= self.config.timeout.as_millis() as i64 {
                 let id = p.barrier.checkpoint_id;
@@ -298,8 +308,16 @@ impl Coordinator {
         }
     }
 
+    fn too_many_failures(&self) -> Option<Command> {
+        (self.consecutive_failures > self.config.tolerable_failures).then(|| {
+            let last = self.history.last().and_then(|h| h.failure.clone()).unwrap_or_default();
+            Command::Fail(format!("{} checkpoints in a row failed; the last: {last}", self.consecutive_failures))
+        })
+    }
+
     fn abort(&mut self, id: u64, reason: String, now: Timestamp) {
         let Some(p) = self.pending.take().filter(|p| p.barrier.checkpoint_id == id) else { return };
+        self.consecutive_failures += 1;
         tracing::warn!("checkpoint {id} of {} aborted: {reason}", self.job);
         self.last_end = now;
         let dir = snapshot_dir(&self.job, id, p.kind);
@@ -362,6 +380,7 @@ impl Coordinator {
             return Vec::new();
         }
         self.last_end = now;
+        self.consecutive_failures = 0;
         let uri = storage.uri(&dir);
         tracing::info!("{:?} {id} of {} completed in {} ms: {uri}", p.kind, self.job, now - p.triggered_at);
         self.history.push(CheckpointStats {
@@ -488,6 +507,14 @@ mod tests {
         let cmds = c.tick(1300);
         assert!(c.history[1].failure.as_ref().unwrap().contains("timed out"));
         assert!(matches!(cmds[..], [Command::Trigger { barrier: Barrier { checkpoint_id: 3, .. }, .. }]));
+        // Past the tolerance (2 here), the job is failed with the last reason.
+        c.config.tolerable_failures = 2;
+        c.on_report(TaskReport::Decline { task: 0, checkpoint_id: 3, reason: "disk full".into() }, 1310);
+        let cmds = c.tick(1320);
+        assert!(
+            matches!(&cmds[..], [Command::Fail(m)] if m.contains("3 checkpoints in a row") && m.contains("disk full")),
+            "{cmds:?}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -66,8 +66,10 @@ pub struct LocalStorage {
 }
 
 impl LocalStorage {
+    /// Storage under `root`, made absolute (so that its `file://` URIs are too).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalStorage { root: root.into() }
+        let root = root.into();
+        LocalStorage { root: std::path::absolute(&root).unwrap_or(root) }
     }
 
     fn full(&self, path: &str) -> PathBuf {

@@ -1,0 +1,319 @@
+//! `weir bench state`: how checkpoint size, checkpoint time and restore time
+//! grow with keyed state.
+//!
+//! A real job, built with the `weir` API: a bounded source of `K` keys
+//! (`K = state_mb MiB / VALUE_BYTES`), keyed by key, into a keyed process
+//! function that keeps a [`VALUE_BYTES`]-byte value per key in a `ValueState`
+//! (bytes derived from the key, incompressible and never all zero). The job
+//! runs with checkpointing but an interval far beyond its run time, so its
+//! only checkpoint is the final one, taken when the source has finished, with
+//! every key in it.
+//!
+//! Then the same graph is built again and started from that checkpoint
+//! (`RestoredSnapshot::latest`); the restore happens while the executor builds
+//! the subtasks, so the time `start_with` takes is the restore time. The
+//! restored job gets the same keys again and its function checks each one:
+//! found with the expected bytes (restored), found with other bytes
+//! (corrupt), or not found (missing). A correct restore has `restored_keys = K`
+//! and nothing else. The restored job checkpoints as the first one did, so its
+//! final checkpoint (the same state again) is a second checkpoint figure.
+//!
+//! Storage calls go through a wrapper that times them, so the figures split
+//! into storage time (`*_storage_ms`) and the engine's own work (snapshotting,
+//! encoding, decoding, building hash tables).
+//!
+//! The source keeps no position in checkpoints (it replays every key on every
+//! run, which the restored job's check needs); the function's state is all
+//! the checkpoints hold. The job's snapshots are deleted at the end.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use weir::core::checkpoint::coordinator::{CheckpointConfig, CheckpointStats, CheckpointStatus};
+use weir::core::checkpoint::metadata::RestoredSnapshot;
+use weir::core::checkpoint::storage::{CheckpointStorage, StorageResult};
+use weir::core::executor::{ExecuteOptions, JobHandle};
+use weir::core::keygroup::mix64;
+use weir::core::operator::sink::Sink;
+use weir::core::source::{Source, SourcePoll};
+use weir::core::{NO_TIMESTAMP, TaskResult};
+use weir::prelude::*;
+
+use crate::bench::{cpu_time, peak_rss_kib};
+
+/// Bytes of state per key (the value; the key and the encoding add about 10).
+pub const VALUE_BYTES: usize = 1024;
+/// Keys per poll of the source.
+const BATCH: u64 = 1024;
+
+/// The value key `key` keeps: `VALUE_BYTES` bytes of `mix64` output.
+pub fn value_of(key: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(VALUE_BYTES);
+    for i in 0..(VALUE_BYTES / 8) as u64 {
+        v.extend_from_slice(&mix64(key.wrapping_mul(VALUE_BYTES as u64 / 8).wrapping_add(i)).to_le_bytes());
+    }
+    v
+}
+
+/// Keys `subtask, subtask + parallelism, ...` below `keys`; no checkpointed position.
+struct KeySource {
+    next: u64,
+    step: u64,
+    keys: u64,
+}
+
+impl Source<u64> for KeySource {
+    fn poll(&mut self, out: &mut Vec<Record<u64>>) -> TaskResult<SourcePoll> {
+        let mut n = 0;
+        while self.next < self.keys && n < BATCH {
+            out.push(Record::new(NO_TIMESTAMP, self.next));
+            self.next += self.step;
+            n += 1;
+        }
+        Ok(if self.next >= self.keys { SourcePoll::Finished } else { SourcePoll::Ready })
+    }
+}
+
+/// What the function found for a key (the function's output; an index into [`Tally`]).
+type Found = u8;
+/// No state: stored now.
+const MISSING: Found = 0;
+/// State with the expected bytes.
+const RESTORED: Found = 1;
+/// State with other bytes.
+const CORRUPT: Found = 2;
+
+/// Keeps `value_of(key)` per key; reports what it found before.
+#[derive(Clone, Default)]
+struct KeepValue {
+    value: Option<ValueState<Vec<u8>>>,
+}
+
+impl KeyedProcessFunction<u64, u64, Found> for KeepValue {
+    fn open(&mut self, state: &mut KeyedState<u64>) {
+        self.value = Some(state.value("value"));
+    }
+
+    fn process_element(&mut self, key: u64, ctx: &mut ProcessContext<'_, u64, Found>) {
+        let h = self.value.expect("opened");
+        let mut slot = ctx.value(&h);
+        let found = match slot.get() {
+            None => {
+                slot.set(value_of(key));
+                MISSING
+            }
+            Some(v) if *v == value_of(key) => RESTORED,
+            Some(_) => CORRUPT,
+        };
+        ctx.emit(found);
+    }
+}
+
+/// Counts of each [`Found`], over all sink subtasks.
+#[derive(Clone, Default)]
+struct Tally(Arc<[AtomicU64; 3]>);
+
+impl Tally {
+    fn get(&self, f: Found) -> u64 {
+        self.0[f as usize].load(Ordering::Relaxed)
+    }
+}
+
+struct TallySink {
+    local: [u64; 3],
+    total: Tally,
+}
+
+impl Sink<Found> for TallySink {
+    fn write(&mut self, batch: Vec<Record<Found>>) -> TaskResult {
+        for r in &batch {
+            self.local[r.value as usize] += 1;
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> TaskResult {
+        for (i, n) in self.local.iter().enumerate() {
+            self.total.0[i].fetch_add(*n, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// The job: keys -> key_by -> KeepValue -> tally.
+fn build(job: &str, keys: u64, parallelism: usize) -> (StreamEnv, Tally) {
+    let env = StreamEnv::new(job);
+    env.set_parallelism(parallelism);
+    let tally = Tally::default();
+    let t = tally.clone();
+    env.add_source("keys", move |info| {
+        Box::new(KeySource { next: info.index as u64, step: info.parallelism as u64, keys }) as Box<dyn Source<u64>>
+    })
+    .key_by(|&k| k)
+    .process(KeepValue::default())
+    .sink("tally", move |_| TallySink { local: [0; 3], total: t.clone() });
+    (env, tally)
+}
+
+/// A storage that adds up the time spent in it (all threads together).
+#[derive(Debug)]
+struct TimedStorage {
+    inner: Arc<dyn CheckpointStorage>,
+    put_ns: AtomicU64,
+    get_ns: AtomicU64,
+}
+
+impl TimedStorage {
+    fn time<R>(counter: &AtomicU64, f: impl FnOnce() -> R) -> R {
+        let t = Instant::now();
+        let r = f();
+        counter.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        r
+    }
+
+    /// (put, get) milliseconds since the last call.
+    fn take_ms(&self) -> (u64, u64) {
+        let ms = |c: &AtomicU64| c.swap(0, Ordering::Relaxed) / 1_000_000;
+        (ms(&self.put_ns), ms(&self.get_ns))
+    }
+}
+
+impl CheckpointStorage for TimedStorage {
+    fn put(&self, path: &str, bytes: &[u8]) -> StorageResult<()> {
+        Self::time(&self.put_ns, || self.inner.put(path, bytes))
+    }
+    fn get(&self, path: &str) -> StorageResult<Vec<u8>> {
+        Self::time(&self.get_ns, || self.inner.get(path))
+    }
+    fn get_range(&self, path: &str, offset: u64, len: u64) -> StorageResult<Vec<u8>> {
+        Self::time(&self.get_ns, || self.inner.get_range(path, offset, len))
+    }
+    fn list(&self, prefix: &str) -> StorageResult<Vec<String>> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, path: &str) -> StorageResult<()> {
+        self.inner.delete(path)
+    }
+    fn uri(&self, path: &str) -> String {
+        self.inner.uri(path)
+    }
+}
+
+/// Waits for the job; its checkpoints.
+fn finish(job: JobHandle) -> anyhow::Result<Vec<CheckpointStats>> {
+    while !job.is_finished() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let checkpoints = job.checkpoints();
+    job.wait()?;
+    Ok(checkpoints)
+}
+
+/// The job's last checkpoint, which must have completed.
+fn final_checkpoint(checkpoints: &[CheckpointStats], what: &str) -> anyhow::Result<CheckpointStats> {
+    let Some(last) = checkpoints.last() else { anyhow::bail!("the {what} job took no checkpoint") };
+    if last.status != CheckpointStatus::Completed {
+        anyhow::bail!("the {what} job's final checkpoint {} failed: {:?}", last.id, last.failure);
+    }
+    Ok(last.clone())
+}
+
+/// Builds `state_mb` MiB of keyed state, checkpoints it to `storage`, restores it,
+/// checks it; returns the report line.
+pub fn run(
+    state_mb: u64,
+    parallelism: usize,
+    storage: Arc<dyn CheckpointStorage>,
+    interval: Duration,
+) -> anyhow::Result<String> {
+    let keys = state_mb * 1024 * 1024 / VALUE_BYTES as u64;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    let job = format!("bench-state-{state_mb}mb-{stamp}");
+    let timed = Arc::new(TimedStorage { inner: storage, put_ns: AtomicU64::new(0), get_ns: AtomicU64::new(0) });
+    let storage: Arc<dyn CheckpointStorage> = timed.clone();
+    let config = CheckpointConfig::new(storage.clone(), interval);
+
+    // 1. Build the state; the final checkpoint holds all of it.
+    let (env, tally) = build(&job, keys, parallelism);
+    let (cpu0, t0) = (cpu_time(), Instant::now());
+    let handle = env.start_with(ExecuteOptions { checkpointing: Some(config.clone()), restore: None })?;
+    let first = final_checkpoint(&finish(handle)?, "first")?;
+    let (run_ms, run_cpu_ms) = (t0.elapsed().as_millis(), (cpu_time() - cpu0).as_millis());
+    let (put_ms, _) = timed.take_ms();
+    if tally.get(MISSING) != keys || tally.get(RESTORED) + tally.get(CORRUPT) != 0 {
+        anyhow::bail!(
+            "the first job saw {keys} keys wrongly: {:?}",
+            [0, 1, 2].map(|i| tally.0[i].load(Ordering::Relaxed))
+        );
+    }
+    let rss_after_checkpoint = peak_rss_kib();
+
+    // 2. The same job from its final checkpoint: start_with restores before it returns.
+    let (env, tally) = build(&job, keys, parallelism);
+    let (cpu0, t0) = (cpu_time(), Instant::now());
+    let snapshot = RestoredSnapshot::latest(storage.clone(), &job)?;
+    if snapshot.metadata.checkpoint_id != first.id {
+        anyhow::bail!("restoring checkpoint {} instead of {}", snapshot.metadata.checkpoint_id, first.id);
+    }
+    let handle = env.start_with(ExecuteOptions { checkpointing: Some(config), restore: Some(snapshot) })?;
+    let (restore_ms, restore_cpu_ms) = (t0.elapsed().as_millis(), (cpu_time() - cpu0).as_millis());
+    let (_, get_ms) = timed.take_ms();
+    let second = final_checkpoint(&finish(handle)?, "restored")?;
+    let restored_run_ms = t0.elapsed().as_millis();
+    let (put2_ms, _) = timed.take_ms();
+    let (restored, missing, corrupt) = (tally.get(RESTORED), tally.get(MISSING), tally.get(CORRUPT));
+
+    // Clean up what this run stored.
+    let leftovers = storage.list(&format!("{job}/"))?;
+    for key in leftovers.iter().filter(|k| k.ends_with("/_metadata")).chain(&leftovers) {
+        storage.delete(key)?;
+    }
+
+    let line = format!(
+        "state_mb={state_mb} keys={keys} parallelism={parallelism} run_ms={run_ms} run_cpu_ms={run_cpu_ms} \
+         checkpoint_bytes={} checkpoint_ms={} checkpoint_storage_ms={put_ms} \
+         restore_ms={restore_ms} restore_cpu_ms={restore_cpu_ms} restore_storage_ms={get_ms} \
+         restored_keys={restored} missing_keys={missing} corrupt_keys={corrupt} restored_run_ms={restored_run_ms} \
+         checkpoint2_bytes={} checkpoint2_ms={} checkpoint2_storage_ms={put2_ms} \
+         peak_rss_mib_after_checkpoint={} peak_rss_mib={}",
+        first.size_bytes,
+        first.duration_ms,
+        second.size_bytes,
+        second.duration_ms,
+        rss_after_checkpoint / 1024,
+        peak_rss_kib() / 1024,
+    );
+    if restored != keys || missing != 0 || corrupt != 0 {
+        anyhow::bail!("restore lost state: {line}");
+    }
+    Ok(line)
+}
+
+/// `weir bench state`: checks the flags, runs, prints the report line.
+pub fn main(
+    state_mb: Option<u64>,
+    parallelism: usize,
+    checkpoint_dir: Option<String>,
+    checkpoint_interval: Option<String>,
+) -> Result<(), crate::Failure> {
+    use crate::Failure::{BadInput, Runtime};
+    let state_mb = state_mb.ok_or_else(|| BadInput("bench state: --state-mb is required".into()))?;
+    if state_mb == 0 {
+        return Err(BadInput("--state-mb: must be at least 1".into()));
+    }
+    if parallelism == 0 {
+        return Err(BadInput("--parallelism: must be at least 1".into()));
+    }
+    let dir = checkpoint_dir.ok_or_else(|| BadInput("bench state: --checkpoint-dir is required".into()))?;
+    let storage = crate::storage::open(&dir, None).map_err(|e| BadInput(format!("--checkpoint-dir: {e}")))?;
+    // Without an interval, only the final checkpoint (the job ends long before a day).
+    let interval = match checkpoint_interval {
+        Some(i) => {
+            weir_pipeline::config::parse_duration(&i).map_err(|e| BadInput(format!("--checkpoint-interval: {e}")))?
+        }
+        None => Duration::from_secs(86_400),
+    };
+    let line = run(state_mb, parallelism, storage, interval).map_err(|e| Runtime(format!("{e:#}")))?;
+    println!("{line}");
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! Shared by the CLI's integration tests: the workloads' exact answers (the
+//! Python oracles of `bench/WORKLOADS.md`) and reading a file sink's committed
+//! output back into the same (rows, checksum) form.
+
+#![allow(dead_code)] // each test file uses part of it
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use weir::core::keygroup::mix64;
+
+/// The number of output rows and their order-independent checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    pub outputs: u64,
+    pub checksum: i64,
+}
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// `WEIR_ORACLE_DIR`, else `<workspace>/../shared/bench/oracle`.
+pub fn oracle_dir() -> PathBuf {
+    match std::env::var_os("WEIR_ORACLE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => workspace().join("../shared/bench/oracle"),
+    }
+}
+
+/// The value of `key=` among the space-separated fields of `line`.
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// The last `outputs=... checksum=...` line of `text`.
+pub fn answer_in(text: &str, what: &str) -> Answer {
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| field(l, "outputs").is_some() && field(l, "checksum").is_some())
+        .unwrap_or_else(|| panic!("{what} printed no `outputs=... checksum=...` line:\n{text}"));
+    let parse =
+        |key| field(line, key).unwrap().parse().unwrap_or_else(|e| panic!("{what}: bad {key} in `{line}`: {e}"));
+    Answer { outputs: parse("outputs") as u64, checksum: parse("checksum") }
+}
+
+pub fn text(output: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// The oracle's answer for `workload` over `events` events. Fails (never skips) without the oracle.
+pub fn oracle(workload: &str, events: u64) -> Answer {
+    let dir = oracle_dir();
+    let (script, args): (&str, Vec<String>) = match workload {
+        "orders-window" => ("orders.py", vec![events.to_string()]),
+        "orders-dedup" => ("orders.py", vec![events.to_string(), "--dedup".into()]),
+        query => ("bids.py", vec![query.to_string(), events.to_string()]),
+    };
+    let path = dir.join(script);
+    assert!(
+        path.is_file(),
+        "oracle script {} not found: set WEIR_ORACLE_DIR to the directory holding orders.py and bids.py",
+        path.display()
+    );
+    let output = Command::new("python3")
+        .arg(&path)
+        .args(&args)
+        .output()
+        .unwrap_or_else(|e| panic!("could not run python3 {}: {e}", path.display()));
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "oracle {} {args:?} failed ({}):\n{stderr}", path.display(), output.status);
+    answer_in(&stdout, &format!("oracle {script} {args:?}"))
+}
+
+fn int(row: &Value, field: &str) -> i64 {
+    row[field].as_i64().unwrap_or_else(|| panic!("row {row} has no integer `{field}`"))
+}
+
+/// The row hash of WORKLOADS.md, from the fields a workload pipeline writes.
+pub fn row_hash(workload: &str, r: &Value) -> i64 {
+    let w = i64::wrapping_mul;
+    match workload {
+        "orders-window" | "orders-dedup" => {
+            let region = ["north", "south", "east", "west"].iter().position(|x| r["region"] == *x).unwrap() as i64;
+            w(region, 31)
+                .wrapping_add(w(int(r, "window_start"), 7))
+                .wrapping_add(w(int(r, "count"), 3))
+                .wrapping_add(int(r, "sum"))
+        }
+        "q0" => int(r, "auction").wrapping_add(int(r, "price")),
+        "q1" => w(int(r, "auction"), 31).wrapping_add(int(r, "dol_price")),
+        "q2" => w(int(r, "auction"), 31).wrapping_add(int(r, "price")),
+        "q5" => w(int(r, "window_end"), 31).wrapping_add(w(int(r, "auction"), 7)).wrapping_add(int(r, "count")),
+        "q7" => w(int(r, "window_end"), 31).wrapping_add(w(int(r, "auction"), 7)).wrapping_add(int(r, "price")),
+        _ => unreachable!("unknown workload {workload}"),
+    }
+}
+
+/// What a reader of a file sink's directory sees: the `part-*` files at its
+/// top level (hidden in-progress files and `_pending/` are not output).
+pub fn committed_output(dir: &Path, workload: &str) -> Answer {
+    let (mut rows, mut sum) = (0u64, 0u64);
+    let Ok(entries) = std::fs::read_dir(dir) else { return Answer { outputs: 0, checksum: 0 } };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.starts_with("part-") || !path.is_file() {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            let row: Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: bad line {line}: {e}", path.display()));
+            rows += 1;
+            sum = sum.wrapping_add(mix64(row_hash(workload, &row) as u64));
+        }
+    }
+    Answer { outputs: rows, checksum: sum as i64 }
+}
