@@ -4,6 +4,7 @@
 //! a flag or a value at fault, named in one sentence on stderr).
 
 mod bench;
+mod savepoint;
 mod bench_state;
 mod run;
 mod storage;
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run a pipeline file on a local cluster until its input ends or Ctrl-C.
     Run(run::RunArgs),
+    /// Take a savepoint of a running job through its REST API, and optionally stop it.
+    Savepoint(savepoint::SavepointArgs),
     /// Run one workload of bench/WORKLOADS.md and print the Flink baseline's report line.
     Bench {
         /// orders-window | orders-dedup | q0 | q1 | q2 | q5 | q7, or `state`: checkpoint and
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Savepoint(args) => savepoint::savepoint(args),
         Command::Bench { workload, parallelism, checkpoint_dir, checkpoint_interval, state_mb, .. }
             if workload == "state" =>
         {

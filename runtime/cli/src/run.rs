@@ -16,6 +16,8 @@ use weir::prelude::StreamEnv;
 use weir_pipeline::compile::{Overrides, compile};
 use weir_pipeline::config::{self, PipelineFile, load, parse_duration};
 
+use weir_rest::{JobInfo, RestServer};
+
 use crate::{Failure, storage};
 
 #[derive(clap::Args)]
@@ -40,7 +42,7 @@ pub struct RunArgs {
     /// Run the TaskManagers as N separate processes on loopback.
     #[arg(long, value_name = "N")]
     taskmanagers: Option<usize>,
-    /// Port of the REST API and dashboard (8081 when they are served).
+    /// Port of the REST API on 127.0.0.1 (default 8081; 0 picks a free port).
     #[arg(long)]
     rest_port: Option<u16>,
     /// No progress display.
@@ -118,9 +120,6 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     if args.taskmanagers.is_some() {
         return Err(unavailable("--taskmanagers", "running TaskManagers as separate processes"));
     }
-    if args.rest_port.is_some() {
-        return Err(unavailable("--rest-port", "the REST API"));
-    }
     if args.parallelism == Some(0) {
         return Err(bad("--parallelism: must be at least 1"));
     }
@@ -129,6 +128,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     let checkpoints = checkpointing(&args, &file)?;
     let env = StreamEnv::new(file.name.clone());
     let compiled = compile(&args.pipeline, &file, &env, &Overrides { parallelism: args.parallelism }).map_err(bad)?;
+    let env_max_parallelism = env.max_parallelism();
     let restored = restore(&args, &file, &compiled.name, checkpoints.as_ref())?;
     let plan = env.describe();
     eprintln!(
@@ -152,6 +152,13 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         e => Failure::Runtime(e.to_string()),
     })?;
     let job = Arc::new(job);
+    let info = JobInfo {
+        name: compiled.name.clone(),
+        parallelism: compiled.parallelism,
+        max_parallelism: env_max_parallelism,
+        start_time: weir::core::time::now_ms(),
+    };
+    let _rest = serve_rest(args.rest_port, &job, info)?;
     install_ctrl_c(job.clone());
 
     let done = Arc::new(AtomicBool::new(false));
@@ -160,6 +167,9 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         std::thread::spawn(move || show_progress(&chains, &done, &rows, started))
     });
     let job = wait_for_handle(job);
+    if let Some(rest) = &_rest {
+        rest.linger(Duration::from_secs(3));
+    }
     let checkpoints_taken = job.checkpoints();
     let result = job.wait();
     done.store(true, Ordering::Relaxed);
@@ -185,6 +195,23 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         eprintln!("weir: last {kind}: {} (resume with --restore latest or --restore {})", last.path, last.path);
     }
     Ok(())
+}
+
+/// Serves the REST API while the job runs. The default port may be taken (another
+/// job on this machine): then the job runs without it; an explicit port must work.
+fn serve_rest(port: Option<u16>, job: &Arc<JobHandle>, info: JobInfo) -> Result<Option<RestServer>, Failure> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(8081)));
+    match RestServer::start(addr, Arc::downgrade(job), info) {
+        Ok(server) => {
+            eprintln!("weir: REST API on http://{}/v1/jobs/{}", server.addr, job.name());
+            Ok(Some(server))
+        }
+        Err(e) if port.is_none() => {
+            eprintln!("weir: REST API not served: {addr}: {e} (choose a port with --rest-port)");
+            Ok(None)
+        }
+        Err(e) => Err(bad(format!("--rest-port {}: {e}", addr.port()))),
+    }
 }
 
 /// The job handle back from the Ctrl-C handler's shared ownership, once every task ended.

@@ -43,6 +43,8 @@ pub struct ExecuteOptions {
 #[derive(Debug)]
 pub struct ChainMetrics {
     pub vertices: Vec<String>,
+    /// The vertices' stable ids (as in snapshots and the REST API).
+    pub uids: Vec<String>,
     /// Whether the chain starts with a source (its `records_in` are events read).
     pub is_source: bool,
     pub subtasks: Vec<Arc<SubtaskMetrics>>,
@@ -304,7 +306,8 @@ pub fn execute_with(graph: JobGraph, options: ExecuteOptions) -> Result<JobHandl
             }
         }
         let is_source = matches!(graph.nodes[head].kind, NodeKind::Source(_));
-        chain_metrics.push(ChainMetrics { vertices: vertex_names, is_source, subtasks: subtask_metrics });
+        let uids = nodes.iter().map(|&n| graph.uid(n)).collect();
+        chain_metrics.push(ChainMetrics { vertices: vertex_names, uids, is_source, subtasks: subtask_metrics });
     }
     // Drop the queues' original senders: only the writers hold senders now, so a
     // queue disconnects exactly when all its producers are gone.

@@ -253,7 +253,7 @@ impl RestoredSnapshot {
     }
 
     fn read_file(&self, h: &SubtaskStateHandle) -> Result<Vec<u8>, RestoreError> {
-        let path = format!("{}/{}", self.dir, h.file);
+        let path = if self.dir.is_empty() { h.file.clone() } else { format!("{}/{}", self.dir, h.file) };
         let uri = self.storage.uri(&path);
         let bytes = self.storage.get(&path).map_err(|e| missing_or(e, uri.clone()))?;
         if bytes.len() as u64 != h.size {
@@ -355,6 +355,10 @@ mod tests {
         let tmp = tempdir();
         let storage: Arc<dyn CheckpointStorage> = Arc::new(LocalStorage::new(&tmp));
         write_snapshot(storage.as_ref(), "j/chk-3", 2);
+        // Also opened where it lies, as a relocated savepoint is (the storage rooted at the snapshot).
+        let here: Arc<dyn CheckpointStorage> = Arc::new(LocalStorage::new(tmp.join("j/chk-3")));
+        let relocated = RestoredSnapshot::open(here, "").unwrap();
+        assert_eq!(relocated.state_for("op", 0, 1).unwrap().unwrap().keyed.len(), 8);
         let snap = RestoredSnapshot::open(storage, "j/chk-3").unwrap();
         // From 2 subtasks to 3: every key group lands exactly once, entries are dealt round-robin.
         let mut groups = Vec::new();

@@ -1,0 +1,102 @@
+//! The REST API beside `weir run`, and savepoints through it: the job's JSON
+//! follows the contract, `weir savepoint` takes a savepoint and, with
+//! `--stop`, stops the job; restoring from that savepoint at another
+//! parallelism finishes with exactly the oracle's output.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{committed_output, oracle, workspace};
+use serde_json::Value;
+
+const EVENTS: u64 = 400_000;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn weir_run(dir: &Path, port: u16, parallelism: usize, restore: Option<&str>, rate: u64) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+    cmd.args(["run", "-q"])
+        .arg(workspace().join("examples/workloads/orders-window.yaml"))
+        .args(["--parallelism", &parallelism.to_string(), "--rest-port", &port.to_string()])
+        .args(["--set", &format!("source.count={EVENTS}"), "--set", &format!("source.rate={rate}")])
+        .args(["--set", &format!("sink.path={}", dir.join("out").display())])
+        .args(["--checkpoint-dir", &dir.join("ck").display().to_string(), "--checkpoint-interval", "200ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(r) = restore {
+        cmd.args(["--restore", r]);
+    }
+    cmd.spawn().unwrap()
+}
+
+fn get(url: &str) -> Option<Value> {
+    let mut r = ureq::get(url).call().ok()?;
+    r.body_mut().read_json().ok()
+}
+
+fn wait_for_api(url: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = get(url).filter(|v| v["checkpoints"]["latest"].is_object()) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{url} did not answer with a completed checkpoint within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn savepoint(port: u16, extra: &[&str]) -> (Option<i32>, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["savepoint", "orders-window", "--url", &format!("http://127.0.0.1:{port}")])
+        .args(extra)
+        .output()
+        .unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stdout).trim().to_string(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn rest_api_savepoints_and_stop_with_savepoint_then_restore_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut job = weir_run(tmp.path(), port, 2, None, 100_000);
+    let base = format!("http://127.0.0.1:{port}/v1/jobs/orders-window");
+
+    let j = wait_for_api(&base);
+    assert_eq!((j["id"].as_str(), j["state"].as_str(), j["parallelism"].as_u64()), (Some("orders-window"), Some("running"), Some(2)));
+    assert_eq!(j["max_parallelism"], 128);
+    let vertices = j["vertices"].as_array().unwrap();
+    assert!(vertices.iter().any(|v| v["name"] == "window" && v["parallelism"] == 2), "{j}");
+    for v in vertices {
+        for m in ["records_in_per_s", "records_out_per_s", "busy_ms_per_s", "backpressured_ms_per_s", "idle_ms_per_s", "current_watermark"] {
+            assert!(v["metrics"].get(m).is_some(), "vertex {} lacks {m}", v["name"]);
+        }
+    }
+    let latest = &j["checkpoints"]["latest"];
+    assert!(latest["path"].as_str().unwrap().contains("/ck/orders-window/chk-"), "{latest}");
+    let history = get(&format!("{base}/checkpoints")).unwrap();
+    assert!(history["history"].as_array().unwrap().iter().any(|c| c["status"] == "completed"));
+    let metrics = ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
+    assert!(metrics.contains("weir_records_in_total{job=\"orders-window\",vertex=\"3-window\"}"), "{metrics}");
+    assert!(ureq::get(&format!("http://127.0.0.1:{port}/v1/jobs/other")).call().is_err(), "unknown jobs are 404");
+
+    // A savepoint while it runs, then stop with a savepoint (no drain).
+    let (code, path, err) = savepoint(port, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(path.contains("/ck/orders-window/savepoints/sp-"), "{path}");
+    let (code, stop_path, err) = savepoint(port, &["--stop"]);
+    assert_eq!(code, Some(0), "{err}");
+    let status = job.wait().unwrap();
+    assert!(status.success(), "the stopped job exits cleanly");
+    assert!(committed_output(&tmp.path().join("out"), "orders-window").outputs < oracle("orders-window", EVENTS).outputs);
+
+    // Resume from that savepoint at parallelism 3, to the end.
+    let mut resumed = weir_run(tmp.path(), free_port(), 3, Some(&stop_path), 10_000_000);
+    assert!(resumed.wait().unwrap().success());
+    assert_eq!(committed_output(&tmp.path().join("out"), "orders-window"), oracle("orders-window", EVENTS));
+}

@@ -1,0 +1,375 @@
+//! # weir-rest: the JobManager's REST API
+//!
+//! JSON over HTTP (DESIGN.md, "JobManager REST API"), served beside a running
+//! job on a thread of its own:
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `GET /v1/jobs/{job}` | state, parallelism, per-vertex metrics, the latest checkpoint |
+//! | `POST /v1/jobs/{job}/savepoints` `{stop?, drain?}` | `202 {trigger_id}` |
+//! | `GET /v1/jobs/{job}/savepoints/{trigger_id}` | `{status: in_progress\|completed\|failed, path?, error?}` |
+//! | `GET /v1/jobs/{job}/checkpoints` | the checkpoint history |
+//! | `GET /metrics` | Prometheus text format |
+//!
+//! Rates (records and milliseconds per second) follow Flink's metric
+//! semantics: a sampler takes the subtasks' counters every second; per vertex,
+//! record rates are summed over subtasks and time rates are the maximum.
+//! The server holds the job weakly: it never keeps a finished job alive.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use weir_core::checkpoint::coordinator::{CheckpointStats, CheckpointStatus};
+use weir_core::executor::JobHandle;
+use weir_core::metrics::MetricsSnapshot;
+
+/// What the API says about the job beyond its live handle.
+#[derive(Clone, Debug)]
+pub struct JobInfo {
+    pub name: String,
+    pub parallelism: usize,
+    pub max_parallelism: u32,
+    pub start_time: i64,
+}
+
+/// Per-second rates of one vertex, from the last two samples.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VertexRates {
+    pub records_in_per_s: f64,
+    pub records_out_per_s: f64,
+    pub busy_ms_per_s: f64,
+    pub backpressured_ms_per_s: f64,
+    pub idle_ms_per_s: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum SavepointStatus {
+    InProgress,
+    Completed { path: String },
+    Failed { error: String },
+}
+
+struct Shared {
+    job: Weak<JobHandle>,
+    info: JobInfo,
+    /// Rates per chain, refreshed by the sampler.
+    rates: Mutex<Vec<VertexRates>>,
+    /// Each trigger's status, and whether its final outcome was read.
+    savepoints: Mutex<HashMap<String, (SavepointStatus, bool)>>,
+    next_trigger: AtomicU64,
+    /// Finished savepoint triggers whose outcome nobody has read yet.
+    unread: AtomicU64,
+}
+
+/// A running REST server; stops when dropped.
+pub struct RestServer {
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for RestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl RestServer {
+    /// Binds `addr` (port 0 picks a free one) and serves the API of `job`.
+    pub fn start(addr: SocketAddr, job: Weak<JobHandle>, info: JobInfo) -> std::io::Result<RestServer> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            job,
+            info,
+            rates: Mutex::new(Vec::new()),
+            savepoints: Mutex::new(HashMap::new()),
+            next_trigger: AtomicU64::new(1),
+            unread: AtomicU64::new(0),
+        });
+        let lingering = shared.clone();
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let thread = std::thread::Builder::new().name("rest".into()).spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => return tracing::error!("REST API: {e}"),
+                };
+                tokio::spawn(sample(shared.clone()));
+                let app = router(shared);
+                let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                });
+                if let Err(e) = serve.await {
+                    tracing::error!("REST API: {e}");
+                }
+            })
+        })?;
+        Ok(RestServer { addr, shutdown: Some(shutdown), thread: Some(thread), shared: lingering })
+    }
+
+    /// Keeps serving, up to `max`, until every finished savepoint's outcome was read
+    /// (a stop-with-savepoint ends the job right away; its caller still wants the path).
+    pub fn linger(&self, max: Duration) {
+        let deadline = Instant::now() + max;
+        while self.shared.unread.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/jobs/{job}", get(job))
+        .route("/v1/jobs/{job}/checkpoints", get(checkpoints))
+        .route("/v1/jobs/{job}/savepoints", post(trigger_savepoint))
+        .route("/v1/jobs/{job}/savepoints/{trigger}", get(savepoint_status))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// The job, when `name` is this job's and it is still there.
+fn the_job(s: &Shared, name: &str) -> Result<Arc<JobHandle>, Response> {
+    if name != s.info.name {
+        return Err(error(StatusCode::NOT_FOUND, format!("no job `{name}` here; this JobManager runs `{}`", s.info.name)));
+    }
+    s.job.upgrade().ok_or_else(|| error(StatusCode::GONE, format!("job `{name}` has ended")))
+}
+
+/// Samples every subtask's counters once a second and turns them into rates.
+async fn sample(s: Arc<Shared>) {
+    let mut last: Option<(Instant, Vec<Vec<MetricsSnapshot>>)> = None;
+    loop {
+        let Some(job) = s.job.upgrade() else { return };
+        let now: Vec<Vec<MetricsSnapshot>> =
+            job.chains.iter().map(|c| c.subtasks.iter().map(|m| m.snapshot()).collect()).collect();
+        drop(job);
+        let t = Instant::now();
+        if let Some((t0, before)) = &last {
+            let secs = t.duration_since(*t0).as_secs_f64().max(1e-3);
+            let rates = now
+                .iter()
+                .zip(before)
+                .map(|(chain, prev)| {
+                    let mut r = VertexRates::default();
+                    for (a, b) in chain.iter().zip(prev) {
+                        let per_s = |x: u64, y: u64| x.saturating_sub(y) as f64 / secs;
+                        r.records_in_per_s += per_s(a.records_in, b.records_in);
+                        r.records_out_per_s += per_s(a.records_out, b.records_out);
+                        r.busy_ms_per_s = r.busy_ms_per_s.max(per_s(a.busy_ns, b.busy_ns) / 1e6);
+                        r.backpressured_ms_per_s =
+                            r.backpressured_ms_per_s.max(per_s(a.backpressured_ns, b.backpressured_ns) / 1e6);
+                        r.idle_ms_per_s = r.idle_ms_per_s.max(per_s(a.idle_ns, b.idle_ns) / 1e6);
+                    }
+                    r
+                })
+                .collect();
+            *s.rates.lock().expect("rates poisoned") = rates;
+        }
+        last = Some((t, now));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn latest_completed(history: &[CheckpointStats]) -> Value {
+    history.iter().rev().find(|c| c.status == CheckpointStatus::Completed).map_or(Value::Null, |c| {
+        json!({ "id": c.id, "path": c.path, "completed_at": c.triggered_at + c.duration_ms, "size_bytes": c.size_bytes })
+    })
+}
+
+async fn job(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    let job = match the_job(&s, &name) {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    let rates = s.rates.lock().expect("rates poisoned").clone();
+    let mut vertices = Vec::new();
+    for (i, chain) in job.chains.iter().enumerate() {
+        let agg = chain.aggregate();
+        let r = rates.get(i).cloned().unwrap_or_default();
+        for (uid, name) in chain.uids.iter().zip(&chain.vertices) {
+            vertices.push(json!({
+                "id": uid,
+                "name": name,
+                "parallelism": chain.subtasks.len(),
+                "metrics": {
+                    "records_in_per_s": r.records_in_per_s,
+                    "records_out_per_s": r.records_out_per_s,
+                    "busy_ms_per_s": r.busy_ms_per_s,
+                    "backpressured_ms_per_s": r.backpressured_ms_per_s,
+                    "idle_ms_per_s": r.idle_ms_per_s,
+                    "pending_records": Value::Null,
+                    "current_watermark": agg.current_watermark,
+                    "records_in": agg.records_in,
+                    "records_out": agg.records_out,
+                    "late_records": agg.late_records,
+                },
+            }));
+        }
+    }
+    let state = if job.is_finished() { "finished" } else { "running" };
+    Json(json!({
+        "id": s.info.name,
+        "name": s.info.name,
+        "state": state,
+        "parallelism": s.info.parallelism,
+        "max_parallelism": s.info.max_parallelism,
+        "start_time": s.info.start_time,
+        "vertices": vertices,
+        "checkpoints": { "latest": latest_completed(&job.checkpoints()) },
+    }))
+    .into_response()
+}
+
+async fn checkpoints(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    match the_job(&s, &name) {
+        Ok(job) => {
+            let history = job.checkpoints();
+            Json(json!({ "latest": latest_completed(&history), "history": history })).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavepointRequest {
+    dir: Option<String>,
+    #[serde(default)]
+    stop: bool,
+    #[serde(default)]
+    drain: bool,
+}
+
+async fn trigger_savepoint(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    body: Option<Json<SavepointRequest>>,
+) -> Response {
+    let job = match the_job(&s, &name) {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    let request = body.map(|Json(r)| r).unwrap_or_default();
+    if request.dir.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "`dir`: savepoints go under the job's checkpoint directory (savepoints/sp-N); another directory is not supported yet",
+        );
+    }
+    let reply = match job.savepoint(request.stop, request.drain) {
+        Ok(rx) => rx,
+        Err(e) => return error(StatusCode::CONFLICT, e.to_string()),
+    };
+    let trigger_id = format!("sp-trigger-{}", s.next_trigger.fetch_add(1, Ordering::Relaxed));
+    s.savepoints.lock().expect("savepoints poisoned").insert(trigger_id.clone(), (SavepointStatus::InProgress, false));
+    let (shared, id) = (s.clone(), trigger_id.clone());
+    std::thread::spawn(move || {
+        let status = match reply.recv() {
+            Ok(Ok(path)) => SavepointStatus::Completed { path },
+            Ok(Err(error)) => SavepointStatus::Failed { error },
+            Err(_) => SavepointStatus::Failed { error: "the job ended before the savepoint completed".into() },
+        };
+        shared.unread.fetch_add(1, Ordering::Relaxed);
+        shared.savepoints.lock().expect("savepoints poisoned").insert(id, (status, false));
+    });
+    (StatusCode::ACCEPTED, Json(json!({ "trigger_id": trigger_id }))).into_response()
+}
+
+async fn savepoint_status(State(s): State<Arc<Shared>>, Path((name, trigger)): Path<(String, String)>) -> Response {
+    if name != s.info.name {
+        return error(StatusCode::NOT_FOUND, format!("no job `{name}` here"));
+    }
+    let mut savepoints = s.savepoints.lock().expect("savepoints poisoned");
+    let entry = savepoints.get_mut(&trigger);
+    if let Some((status, read)) = entry
+        && !matches!(status, SavepointStatus::InProgress)
+        && !*read
+    {
+        *read = true;
+        s.unread.fetch_sub(1, Ordering::Relaxed);
+    }
+    match savepoints.get(&trigger).map(|(status, _)| status) {
+        None => error(StatusCode::NOT_FOUND, format!("no savepoint trigger `{trigger}`")),
+        Some(SavepointStatus::InProgress) => Json(json!({ "status": "in_progress" })).into_response(),
+        Some(SavepointStatus::Completed { path }) => Json(json!({ "status": "completed", "path": path })).into_response(),
+        Some(SavepointStatus::Failed { error }) => Json(json!({ "status": "failed", "error": error })).into_response(),
+    }
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let Some(job) = s.job.upgrade() else { return error(StatusCode::GONE, "the job has ended") };
+    let rates = s.rates.lock().expect("rates poisoned").clone();
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, v) in samples {
+            out.push_str(&format!("{name}{{{labels}}} {v}\n"));
+        }
+    };
+    let job_name = &s.info.name;
+    let per_vertex = |f: &dyn Fn(usize) -> f64| -> Vec<(String, f64)> {
+        job.chains
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| {
+                let v = f(i);
+                c.uids.iter().map(move |uid| (format!("job=\"{job_name}\",vertex=\"{uid}\""), v)).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let aggs: Vec<MetricsSnapshot> = job.chains.iter().map(|c| c.aggregate()).collect();
+    let rate = |i: usize, f: fn(&VertexRates) -> f64| rates.get(i).map_or(0.0, f);
+    family("weir_records_in_total", "counter", "Records received.", per_vertex(&|i| aggs[i].records_in as f64));
+    family("weir_records_out_total", "counter", "Records sent.", per_vertex(&|i| aggs[i].records_out as f64));
+    family("weir_late_records_total", "counter", "Late records dropped or sent aside.", per_vertex(&|i| aggs[i].late_records as f64));
+    family("weir_busy_ms_per_second", "gauge", "Busy time (max over subtasks).", per_vertex(&|i| rate(i, |r| r.busy_ms_per_s)));
+    family(
+        "weir_backpressured_ms_per_second",
+        "gauge",
+        "Time blocked by downstream (max over subtasks).",
+        per_vertex(&|i| rate(i, |r| r.backpressured_ms_per_s)),
+    );
+    family("weir_idle_ms_per_second", "gauge", "Time waiting for input (max over subtasks).", per_vertex(&|i| rate(i, |r| r.idle_ms_per_s)));
+    family("weir_current_watermark_ms", "gauge", "Current event-time watermark.", per_vertex(&|i| aggs[i].current_watermark as f64));
+    let history = job.checkpoints();
+    let count = |st| history.iter().filter(|c| c.status == st).count() as f64;
+    family("weir_checkpoints_total", "counter", "Checkpoints by outcome.", vec![
+        (format!("job=\"{job_name}\",status=\"completed\""), count(CheckpointStatus::Completed)),
+        (format!("job=\"{job_name}\",status=\"failed\""), count(CheckpointStatus::Failed)),
+    ]);
+    if let Some(c) = history.iter().rev().find(|c| c.status == CheckpointStatus::Completed) {
+        family("weir_last_checkpoint_duration_ms", "gauge", "Duration of the latest completed checkpoint.", vec![(
+            format!("job=\"{job_name}\""),
+            c.duration_ms as f64,
+        )]);
+        family("weir_last_checkpoint_size_bytes", "gauge", "Size of the latest completed checkpoint.", vec![(
+            format!("job=\"{job_name}\""),
+            c.size_bytes as f64,
+        )]);
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
