@@ -4,9 +4,9 @@
 //! a flag or a value at fault, named in one sentence on stderr).
 
 mod bench;
-mod savepoint;
 mod bench_state;
 mod run;
+mod savepoint;
 mod storage;
 
 use std::process::ExitCode;

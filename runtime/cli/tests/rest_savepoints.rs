@@ -57,7 +57,11 @@ fn savepoint(port: u16, extra: &[&str]) -> (Option<i32>, String, String) {
         .args(extra)
         .output()
         .unwrap();
-    (o.status.code(), String::from_utf8_lossy(&o.stdout).trim().to_string(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -68,12 +72,22 @@ fn rest_api_savepoints_and_stop_with_savepoint_then_restore_exactly() {
     let base = format!("http://127.0.0.1:{port}/v1/jobs/orders-window");
 
     let j = wait_for_api(&base);
-    assert_eq!((j["id"].as_str(), j["state"].as_str(), j["parallelism"].as_u64()), (Some("orders-window"), Some("running"), Some(2)));
+    assert_eq!(
+        (j["id"].as_str(), j["state"].as_str(), j["parallelism"].as_u64()),
+        (Some("orders-window"), Some("running"), Some(2))
+    );
     assert_eq!(j["max_parallelism"], 128);
     let vertices = j["vertices"].as_array().unwrap();
     assert!(vertices.iter().any(|v| v["name"] == "window" && v["parallelism"] == 2), "{j}");
     for v in vertices {
-        for m in ["records_in_per_s", "records_out_per_s", "busy_ms_per_s", "backpressured_ms_per_s", "idle_ms_per_s", "current_watermark"] {
+        for m in [
+            "records_in_per_s",
+            "records_out_per_s",
+            "busy_ms_per_s",
+            "backpressured_ms_per_s",
+            "idle_ms_per_s",
+            "current_watermark",
+        ] {
             assert!(v["metrics"].get(m).is_some(), "vertex {} lacks {m}", v["name"]);
         }
     }
@@ -81,7 +95,8 @@ fn rest_api_savepoints_and_stop_with_savepoint_then_restore_exactly() {
     assert!(latest["path"].as_str().unwrap().contains("/ck/orders-window/chk-"), "{latest}");
     let history = get(&format!("{base}/checkpoints")).unwrap();
     assert!(history["history"].as_array().unwrap().iter().any(|c| c["status"] == "completed"));
-    let metrics = ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
+    let metrics =
+        ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
     assert!(metrics.contains("weir_records_in_total{job=\"orders-window\",vertex=\"3-window\"}"), "{metrics}");
     assert!(ureq::get(&format!("http://127.0.0.1:{port}/v1/jobs/other")).call().is_err(), "unknown jobs are 404");
 
@@ -93,7 +108,9 @@ fn rest_api_savepoints_and_stop_with_savepoint_then_restore_exactly() {
     assert_eq!(code, Some(0), "{err}");
     let status = job.wait().unwrap();
     assert!(status.success(), "the stopped job exits cleanly");
-    assert!(committed_output(&tmp.path().join("out"), "orders-window").outputs < oracle("orders-window", EVENTS).outputs);
+    assert!(
+        committed_output(&tmp.path().join("out"), "orders-window").outputs < oracle("orders-window", EVENTS).outputs
+    );
 
     // Resume from that savepoint at parallelism 3, to the end.
     let mut resumed = weir_run(tmp.path(), free_port(), 3, Some(&stop_path), 10_000_000);

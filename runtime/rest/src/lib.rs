@@ -154,7 +154,10 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 /// The job, when `name` is this job's and it is still there.
 fn the_job(s: &Shared, name: &str) -> Result<Arc<JobHandle>, Response> {
     if name != s.info.name {
-        return Err(error(StatusCode::NOT_FOUND, format!("no job `{name}` here; this JobManager runs `{}`", s.info.name)));
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no job `{name}` here; this JobManager runs `{}`", s.info.name),
+        ));
     }
     s.job.upgrade().ok_or_else(|| error(StatusCode::GONE, format!("job `{name}` has ended")))
 }
@@ -315,7 +318,9 @@ async fn savepoint_status(State(s): State<Arc<Shared>>, Path((name, trigger)): P
     match savepoints.get(&trigger).map(|(status, _)| status) {
         None => error(StatusCode::NOT_FOUND, format!("no savepoint trigger `{trigger}`")),
         Some(SavepointStatus::InProgress) => Json(json!({ "status": "in_progress" })).into_response(),
-        Some(SavepointStatus::Completed { path }) => Json(json!({ "status": "completed", "path": path })).into_response(),
+        Some(SavepointStatus::Completed { path }) => {
+            Json(json!({ "status": "completed", "path": path })).into_response()
+        }
         Some(SavepointStatus::Failed { error }) => Json(json!({ "status": "failed", "error": error })).into_response(),
     }
 }
@@ -345,31 +350,60 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let rate = |i: usize, f: fn(&VertexRates) -> f64| rates.get(i).map_or(0.0, f);
     family("weir_records_in_total", "counter", "Records received.", per_vertex(&|i| aggs[i].records_in as f64));
     family("weir_records_out_total", "counter", "Records sent.", per_vertex(&|i| aggs[i].records_out as f64));
-    family("weir_late_records_total", "counter", "Late records dropped or sent aside.", per_vertex(&|i| aggs[i].late_records as f64));
-    family("weir_busy_ms_per_second", "gauge", "Busy time (max over subtasks).", per_vertex(&|i| rate(i, |r| r.busy_ms_per_s)));
+    family(
+        "weir_late_records_total",
+        "counter",
+        "Late records dropped or sent aside.",
+        per_vertex(&|i| aggs[i].late_records as f64),
+    );
+    family(
+        "weir_busy_ms_per_second",
+        "gauge",
+        "Busy time (max over subtasks).",
+        per_vertex(&|i| rate(i, |r| r.busy_ms_per_s)),
+    );
     family(
         "weir_backpressured_ms_per_second",
         "gauge",
         "Time blocked by downstream (max over subtasks).",
         per_vertex(&|i| rate(i, |r| r.backpressured_ms_per_s)),
     );
-    family("weir_idle_ms_per_second", "gauge", "Time waiting for input (max over subtasks).", per_vertex(&|i| rate(i, |r| r.idle_ms_per_s)));
-    family("weir_current_watermark_ms", "gauge", "Current event-time watermark.", per_vertex(&|i| aggs[i].current_watermark as f64));
+    family(
+        "weir_idle_ms_per_second",
+        "gauge",
+        "Time waiting for input (max over subtasks).",
+        per_vertex(&|i| rate(i, |r| r.idle_ms_per_s)),
+    );
+    family(
+        "weir_current_watermark_ms",
+        "gauge",
+        "Current event-time watermark.",
+        per_vertex(&|i| aggs[i].current_watermark as f64),
+    );
     let history = job.checkpoints();
     let count = |st| history.iter().filter(|c| c.status == st).count() as f64;
-    family("weir_checkpoints_total", "counter", "Checkpoints by outcome.", vec![
-        (format!("job=\"{job_name}\",status=\"completed\""), count(CheckpointStatus::Completed)),
-        (format!("job=\"{job_name}\",status=\"failed\""), count(CheckpointStatus::Failed)),
-    ]);
+    family(
+        "weir_checkpoints_total",
+        "counter",
+        "Checkpoints by outcome.",
+        vec![
+            (format!("job=\"{job_name}\",status=\"completed\""), count(CheckpointStatus::Completed)),
+            (format!("job=\"{job_name}\",status=\"failed\""), count(CheckpointStatus::Failed)),
+        ],
+    );
     if let Some(c) = history.iter().rev().find(|c| c.status == CheckpointStatus::Completed) {
-        family("weir_last_checkpoint_duration_ms", "gauge", "Duration of the latest completed checkpoint.", vec![(
-            format!("job=\"{job_name}\""),
-            c.duration_ms as f64,
-        )]);
-        family("weir_last_checkpoint_size_bytes", "gauge", "Size of the latest completed checkpoint.", vec![(
-            format!("job=\"{job_name}\""),
-            c.size_bytes as f64,
-        )]);
+        family(
+            "weir_last_checkpoint_duration_ms",
+            "gauge",
+            "Duration of the latest completed checkpoint.",
+            vec![(format!("job=\"{job_name}\""), c.duration_ms as f64)],
+        );
+        family(
+            "weir_last_checkpoint_size_bytes",
+            "gauge",
+            "Size of the latest completed checkpoint.",
+            vec![(format!("job=\"{job_name}\""), c.size_bytes as f64)],
+        );
     }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
