@@ -148,7 +148,16 @@ fn router(shared: Arc<Shared>) -> Router {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+    ApiError(status, message.into()).into_response()
+}
+
+/// An error answer: a status and a sentence, as `{"error": ...}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
 }
 
 /// The job, when `name` is this job's and it is still there.
@@ -206,7 +215,7 @@ fn latest_completed(history: &[CheckpointStats]) -> Value {
 async fn job(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
     let job = match the_job(&s, &name) {
         Ok(j) => j,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let rates = s.rates.lock().expect("rates poisoned").clone();
     let mut vertices = Vec::new();
@@ -253,7 +262,7 @@ async fn checkpoints(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> 
             let history = job.checkpoints();
             Json(json!({ "latest": latest_completed(&history), "history": history })).into_response()
         }
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -274,7 +283,7 @@ async fn trigger_savepoint(
 ) -> Response {
     let job = match the_job(&s, &name) {
         Ok(j) => j,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let request = body.map(|Json(r)| r).unwrap_or_default();
     if request.dir.is_some() {
