@@ -161,14 +161,12 @@ impl IntoResponse for ApiError {
 }
 
 /// The job, when `name` is this job's and it is still there.
-fn the_job(s: &Shared, name: &str) -> Result<Arc<JobHandle>, Response> {
+fn the_job(s: &Shared, name: &str) -> Result<Arc<JobHandle>, ApiError> {
     if name != s.info.name {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            format!("no job `{name}` here; this JobManager runs `{}`", s.info.name),
-        ));
+        let message = format!("no job `{name}` here; this JobManager runs `{}`", s.info.name);
+        return Err(ApiError(StatusCode::NOT_FOUND, message));
     }
-    s.job.upgrade().ok_or_else(|| error(StatusCode::GONE, format!("job `{name}` has ended")))
+    s.job.upgrade().ok_or_else(|| ApiError(StatusCode::GONE, format!("job `{name}` has ended")))
 }
 
 /// Samples every subtask's counters once a second and turns them into rates.
