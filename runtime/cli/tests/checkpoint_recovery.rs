@@ -39,8 +39,10 @@ impl Rng {
     }
 }
 
-struct Scenario {
+struct Scenario<'a> {
     workload: &'static str,
+    /// Whether a completed checkpoint exists (its `latest` pointer), asked of the storage itself.
+    has_checkpoint: Box<dyn Fn() -> bool + 'a>,
     events: u64,
     /// Events per second: slow enough that a run is killed several times before it ends.
     rate: u64,
@@ -50,7 +52,7 @@ struct Scenario {
     log: PathBuf,
 }
 
-impl Scenario {
+impl Scenario<'_> {
     fn command(&self, parallelism: usize, restore: bool) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
         cmd.args(["run", "-q"])
@@ -101,7 +103,7 @@ fn crash_and_recover(s: &Scenario, rng: &mut Rng) -> (Answer, usize) {
         }
         // Killed before its first checkpoint completed, a run leaves nothing to restore;
         // `--restore latest` would then (rightly) refuse, so only restore once there is one.
-        restore = restore || s.log_text().contains("checkpoint") && has_checkpoint(s);
+        restore = restore || (s.has_checkpoint)();
     }
     let mut child = s.command(2, restore).spawn().unwrap();
     let status = wait_for(&mut child, Duration::from_secs(120)).expect("the final run finishes");
@@ -109,22 +111,17 @@ fn crash_and_recover(s: &Scenario, rng: &mut Rng) -> (Answer, usize) {
     (committed_output(&s.out, s.workload), kills)
 }
 
-/// Whether a completed checkpoint exists: asks `weir` itself through a restore that stops at once.
-fn has_checkpoint(s: &Scenario) -> bool {
-    if let Some(dir) = s.checkpoint_dir.strip_prefix("s3://") {
-        let _ = dir;
-        // On S3, look through the run's own log: a restore reports its snapshot, a run its last checkpoint.
-        return true;
-    }
-    Path::new(&s.checkpoint_dir).join(s.workload).join("latest").exists()
-}
+/// Where a scenario keeps its checkpoints: the URI, the environment to reach it,
+/// and how to tell whether a completed checkpoint exists there.
+type Location<'a> = (String, Vec<(&'static str, String)>, Box<dyn Fn() -> bool + 'a>);
 
-fn check(workload: &'static str, dir: impl FnOnce(&Path) -> (String, Vec<(&'static str, String)>)) {
+fn check<'a>(workload: &'static str, dir: impl FnOnce(&Path) -> Location<'a>) {
     let tmp = tempfile::tempdir().unwrap();
-    let (checkpoint_dir, env) = dir(tmp.path());
+    let (checkpoint_dir, env, has_checkpoint) = dir(tmp.path());
     let events = 1_000_000;
     let s = Scenario {
         workload,
+        has_checkpoint,
         events,
         rate: 300_000,
         checkpoint_dir,
@@ -138,18 +135,22 @@ fn check(workload: &'static str, dir: impl FnOnce(&Path) -> (String, Vec<(&'stat
     assert_eq!(got, oracle(workload, events), "committed output after {kills} crashes vs the oracle\n{}", s.log_text());
 }
 
-fn local(tmp: &Path) -> (String, Vec<(&'static str, String)>) {
-    (tmp.join("checkpoints").display().to_string(), Vec::new())
+fn local(workload: &'static str) -> impl FnOnce(&Path) -> Location<'static> {
+    move |tmp| {
+        let dir = tmp.join("checkpoints");
+        let latest = dir.join(workload).join("latest");
+        (dir.display().to_string(), Vec::new(), Box::new(move || latest.exists()))
+    }
 }
 
 #[test]
 fn orders_window_survives_crashes_on_local_files() {
-    check("orders-window", local);
+    check("orders-window", local("orders-window"));
 }
 
 #[test]
 fn orders_dedup_survives_crashes_on_local_files() {
-    check("orders-dedup", local);
+    check("orders-dedup", local("orders-dedup"));
 }
 
 #[test]
@@ -157,7 +158,12 @@ fn both_survive_crashes_on_s3() {
     let server = MotoServer::start();
     server.create_bucket("weir");
     for workload in ["orders-window", "orders-dedup"] {
-        check(workload, |_| (format!("s3://weir/{workload}-checkpoints"), server.env()));
+        let prefix = format!("{workload}-checkpoints");
+        let latest = format!("{prefix}/{workload}/latest");
+        let server = &server;
+        check(workload, |_| {
+            (format!("s3://weir/{prefix}"), server.env(), Box::new(move || server.exists("weir", &latest)))
+        });
     }
 }
 

@@ -115,6 +115,12 @@ impl MotoServer {
         (runtime, aws_sdk_s3::Client::from_conf(config))
     }
 
+    /// Whether `key` exists in `bucket` (asked with the server's own credentials).
+    pub fn exists(&self, bucket: &str, key: &str) -> bool {
+        let (runtime, client) = self.client();
+        runtime.block_on(client.head_object().bucket(bucket).key(key).send()).is_ok()
+    }
+
     pub fn create_bucket(&self, bucket: &str) {
         let (runtime, client) = self.client();
         runtime.block_on(client.create_bucket().bucket(bucket).send()).expect("create the test bucket");
