@@ -182,6 +182,9 @@ impl CheckpointStorage for TimedStorage {
     fn put(&self, path: &str, bytes: &[u8]) -> StorageResult<()> {
         Self::time(&self.put_ns, || self.inner.put(path, bytes))
     }
+    fn put_parts(&self, path: &str, parts: &[&[u8]]) -> StorageResult<()> {
+        Self::time(&self.put_ns, || self.inner.put_parts(path, parts))
+    }
     fn get(&self, path: &str) -> StorageResult<Vec<u8>> {
         Self::time(&self.get_ns, || self.inner.get(path))
     }

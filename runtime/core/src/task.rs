@@ -405,13 +405,13 @@ pub fn upload(job: UploadJob, storage: &dyn crate::checkpoint::storage::Checkpoi
     let mut states = Vec::with_capacity(job.snapshots.len());
     for (uid, snapshot) in job.snapshots {
         let file = format!("{uid}-{}.state", job.subtask);
-        // Consumes the snapshot: its blobs are freed as the file fills, and the file once stored.
-        let (bytes, handle) = snapshot.into_file(job.subtask, file.clone(), job.key_groups);
-        if let Err(e) = storage.put(&format!("{dir}/{file}"), &bytes) {
+        let handle = snapshot.handle(job.subtask, file.clone(), job.key_groups);
+        // The blobs as they are: joining them into one buffer first would copy the state once more.
+        if let Err(e) = storage.put_parts(&format!("{dir}/{file}"), &snapshot.parts()) {
             let _ = job.reports.send(TaskReport::Decline { task: job.task, checkpoint_id: id, reason: e.to_string() });
             return;
         }
-        drop(bytes);
+        drop(snapshot);
         states.push((uid, handle));
     }
     let _ = job.reports.send(TaskReport::Ack { task: job.task, checkpoint_id: id, states });

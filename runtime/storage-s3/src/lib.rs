@@ -73,7 +73,10 @@ mod uri;
 use std::future::Future;
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{BehaviorVersion, Region};
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::upload_part::{UploadPartError, UploadPartOutput};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use weir_core::checkpoint::storage::{CheckpointStorage, StorageError, StorageResult};
@@ -86,6 +89,8 @@ pub use crate::uri::parse_s3_uri;
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 /// S3's limit on the parts of one upload.
 const MAX_PARTS: usize = 10_000;
+/// Parts of one multipart upload sent at once (each a copy of up to a part size in memory).
+const PARALLEL_PARTS: usize = 4;
 
 /// Where an [`S3Storage`] keeps its objects, and how to reach the service.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -178,20 +183,21 @@ impl S3Storage {
         block_on(self.runtime.as_ref().expect("the runtime lives until drop"), uri, fut)
     }
 
-    async fn put_object(&self, uri: &str, key: &str, bytes: &[u8]) -> StorageResult<()> {
+    async fn put_object(&self, uri: &str, key: &str, bytes: Vec<u8>) -> StorageResult<()> {
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .body(ByteStream::from(bytes.to_vec()))
+            .body(ByteStream::from(bytes))
             .send()
             .await
             .map_err(|e| storage_error(uri, "PutObject", e))?;
         Ok(())
     }
 
-    /// A multipart upload; aborted (so no parts linger and cost) if any step fails.
-    async fn put_multipart(&self, uri: &str, key: &str, bytes: &[u8]) -> StorageResult<()> {
+    /// A multipart upload of the concatenation of `parts` (`len` bytes); aborted (so no
+    /// parts linger and cost) if any step fails.
+    async fn put_multipart(&self, uri: &str, key: &str, parts: &[&[u8]], len: usize) -> StorageResult<()> {
         let created = self
             .client
             .create_multipart_upload()
@@ -205,12 +211,21 @@ impl S3Storage {
             .upload_id()
             .ok_or_else(|| StorageError::failed(uri, "CreateMultipartUpload answered without an upload id"))?;
 
-        let part_size = self.part_size.max(bytes.len().div_ceil(MAX_PARTS));
+        let part_size = self.part_size.max(len.div_ceil(MAX_PARTS));
         let upload = async {
-            let mut parts = Vec::new();
-            for (i, chunk) in bytes.chunks(part_size).enumerate() {
+            // Up to PARALLEL_PARTS parts in flight: one request at a time leaves the
+            // connection idle for a round trip per part, and one stream is slower than
+            // several on S3 itself. (Dropping the set on an error cancels the others.)
+            let mut in_flight = tokio::task::JoinSet::new();
+            let mut done_parts = Vec::new();
+            for (i, chunk) in chunks(parts, part_size).enumerate() {
+                if in_flight.len() >= PARALLEL_PARTS
+                    && let Some(done) = in_flight.join_next().await
+                {
+                    done_parts.push(completed(done, uri)?);
+                }
                 let part_number = i as i32 + 1;
-                let out = self
+                let request = self
                     .client
                     .upload_part()
                     .bucket(&self.bucket)
@@ -218,24 +233,22 @@ impl S3Storage {
                     .upload_id(upload_id)
                     .part_number(part_number)
                     .checksum_algorithm(ChecksumAlgorithm::Crc32)
-                    .body(ByteStream::from(chunk.to_vec()))
-                    .send()
-                    .await
-                    .map_err(|e| storage_error(uri, &format!("UploadPart (part {part_number})"), e))?;
-                parts.push(
-                    CompletedPart::builder()
-                        .part_number(part_number)
-                        .set_e_tag(out.e_tag)
-                        .set_checksum_crc32(out.checksum_crc32)
-                        .build(),
-                );
+                    .body(ByteStream::from(chunk));
+                in_flight.spawn(async move {
+                    let out = request.send().await;
+                    (part_number, out)
+                });
             }
+            while let Some(done) = in_flight.join_next().await {
+                done_parts.push(completed(done, uri)?);
+            }
+            done_parts.sort_by_key(|p| p.part_number());
             self.client
                 .complete_multipart_upload()
                 .bucket(&self.bucket)
                 .key(key)
                 .upload_id(upload_id)
-                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done_parts)).build())
                 .send()
                 .await
                 .map_err(|e| storage_error(uri, "CompleteMultipartUpload", e))?;
@@ -255,6 +268,46 @@ impl S3Storage {
             }
         }
     }
+}
+
+/// The concatenation of `parts` in owned chunks of `size` bytes (the last one shorter),
+/// copied out one chunk at a time as the upload needs them.
+fn chunks<'a>(parts: &'a [&'a [u8]], size: usize) -> impl Iterator<Item = Vec<u8>> + 'a {
+    let mut rest = parts.iter().copied();
+    let mut current: &[u8] = &[];
+    std::iter::from_fn(move || {
+        let mut chunk = Vec::new();
+        while chunk.len() < size {
+            if current.is_empty() {
+                match rest.next() {
+                    Some(part) => current = part,
+                    None => break,
+                }
+                continue;
+            }
+            if chunk.is_empty() {
+                chunk.reserve_exact(size);
+            }
+            let take = (size - chunk.len()).min(current.len());
+            chunk.extend_from_slice(&current[..take]);
+            current = &current[take..];
+        }
+        (!chunk.is_empty()).then_some(chunk)
+    })
+}
+
+/// A part upload's number and outcome.
+type PartOutcome = (i32, Result<UploadPartOutput, SdkError<UploadPartError, HttpResponse>>);
+
+/// A finished part upload as the completion request lists it.
+fn completed(done: Result<PartOutcome, tokio::task::JoinError>, uri: &str) -> StorageResult<CompletedPart> {
+    let (part_number, out) = done.map_err(|e| StorageError::failed(uri, format!("UploadPart task failed: {e}")))?;
+    let out = out.map_err(|e| storage_error(uri, &format!("UploadPart (part {part_number})"), e))?;
+    Ok(CompletedPart::builder()
+        .part_number(part_number)
+        .set_e_tag(out.e_tag)
+        .set_checksum_crc32(out.checksum_crc32)
+        .build())
 }
 
 impl Drop for S3Storage {
@@ -283,12 +336,17 @@ fn block_on<F: Future>(runtime: &tokio::runtime::Runtime, uri: &str, fut: F) -> 
 
 impl CheckpointStorage for S3Storage {
     fn put(&self, path: &str, bytes: &[u8]) -> StorageResult<()> {
+        self.put_parts(path, &[bytes])
+    }
+
+    fn put_parts(&self, path: &str, parts: &[&[u8]]) -> StorageResult<()> {
         let (uri, key) = (self.uri(path), self.key(path));
+        let len = parts.iter().map(|p| p.len()).sum::<usize>();
         self.block_on(&uri, async {
-            if bytes.len() > self.part_size {
-                self.put_multipart(&uri, &key, bytes).await
+            if len > self.part_size {
+                self.put_multipart(&uri, &key, parts, len).await
             } else {
-                self.put_object(&uri, &key, bytes).await
+                self.put_object(&uri, &key, parts.concat()).await
             }
         })?
     }
@@ -408,5 +466,21 @@ async fn read_body(
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunks;
+
+    #[test]
+    fn chunks_cut_the_concatenation_of_parts() {
+        let parts: [&[u8]; 5] = [b"abc", b"", b"defgh", b"i", b""];
+        let cut = |size| chunks(&parts, size).map(|c| String::from_utf8(c).unwrap()).collect::<Vec<_>>();
+        assert_eq!(cut(4), ["abcd", "efgh", "i"]);
+        assert_eq!(cut(3), ["abc", "def", "ghi"]);
+        assert_eq!(cut(100), ["abcdefghi"]);
+        assert_eq!(chunks(&[], 4).count(), 0);
+        assert_eq!(chunks(&[b"".as_slice()], 4).count(), 0);
     }
 }

@@ -95,59 +95,35 @@ impl OperatorSnapshot {
 
     /// Lays the snapshot out as one file; returns the bytes and their index.
     pub fn encode(&self, subtask: usize, file: String, range: KeyGroupRange) -> (Vec<u8>, SubtaskStateHandle) {
-        let keyed = self.keyed.iter().map(|(kg, blob)| (*kg, blob.as_slice()));
-        lay_out(keyed, self.entries.iter().map(Vec::as_slice), self.len(), subtask, file, range)
+        (self.parts().concat(), self.handle(subtask, file, range))
     }
 
-    /// [`OperatorSnapshot::encode`], freeing each blob once it is in the file, so that
-    /// the snapshot and its file are not both whole in memory at once (the upload path).
-    pub fn into_file(self, subtask: usize, file: String, range: KeyGroupRange) -> (Vec<u8>, SubtaskStateHandle) {
-        let len = self.len();
-        lay_out(self.keyed.into_iter(), self.entries.into_iter(), len, subtask, file, range)
+    /// The file's contents as the blobs it is made of, in order: what the upload path
+    /// stores with [`CheckpointStorage::put_parts`], without joining them first.
+    pub fn parts(&self) -> Vec<&[u8]> {
+        let keyed = self.keyed.iter().map(|(_, blob)| blob.as_slice());
+        keyed.chain(self.entries.iter().map(Vec::as_slice)).collect()
     }
 
-    /// Bytes of all blobs together.
-    fn len(&self) -> usize {
-        self.keyed.iter().map(|(_, b)| b.len()).chain(self.entries.iter().map(Vec::len)).sum()
+    /// The index of the file that [`OperatorSnapshot::parts`] make up: where each key
+    /// group and entry is, the size and the CRC-32.
+    pub fn handle(&self, subtask: usize, file: String, range: KeyGroupRange) -> SubtaskStateHandle {
+        let mut crc = crc32fast::Hasher::new();
+        let mut size = 0u64;
+        let mut key_groups = Vec::with_capacity(self.keyed.len());
+        for (kg, blob) in &self.keyed {
+            key_groups.push((*kg, size, blob.len() as u64));
+            crc.update(blob);
+            size += blob.len() as u64;
+        }
+        let mut entries = Vec::with_capacity(self.entries.len());
+        for blob in &self.entries {
+            entries.push((size, blob.len() as u64));
+            crc.update(blob);
+            size += blob.len() as u64;
+        }
+        SubtaskStateHandle { subtask, file, size, crc32: crc.finalize(), key_group_range: range, key_groups, entries }
     }
-}
-
-/// Concatenates the blobs into a buffer of exactly `len` bytes (allocated once: growing it
-/// by doubling would copy and page-fault the state several times over), checksumming as it goes.
-fn lay_out<B: AsRef<[u8]>>(
-    keyed: impl ExactSizeIterator<Item = (u32, B)>,
-    entries: impl ExactSizeIterator<Item = B>,
-    len: usize,
-    subtask: usize,
-    file: String,
-    range: KeyGroupRange,
-) -> (Vec<u8>, SubtaskStateHandle) {
-    let mut bytes = Vec::with_capacity(len);
-    let mut crc = crc32fast::Hasher::new();
-    let mut append = |bytes: &mut Vec<u8>, blob: &[u8]| {
-        crc.update(blob);
-        bytes.extend_from_slice(blob);
-    };
-    let mut key_groups = Vec::with_capacity(keyed.len());
-    for (kg, blob) in keyed {
-        key_groups.push((kg, bytes.len() as u64, blob.as_ref().len() as u64));
-        append(&mut bytes, blob.as_ref());
-    }
-    let mut entry_index = Vec::with_capacity(entries.len());
-    for blob in entries {
-        entry_index.push((bytes.len() as u64, blob.as_ref().len() as u64));
-        append(&mut bytes, blob.as_ref());
-    }
-    let handle = SubtaskStateHandle {
-        subtask,
-        file,
-        size: bytes.len() as u64,
-        crc32: crc.finalize(),
-        key_group_range: range,
-        key_groups,
-        entries: entry_index,
-    };
-    (bytes, handle)
 }
 
 /// Why a snapshot cannot be restored. Every variant names the path at fault.
@@ -336,7 +312,7 @@ mod tests {
     }
 
     #[test]
-    fn into_file_lays_out_what_encode_does() {
+    fn encode_parts_and_handle_agree() {
         let snap = OperatorSnapshot {
             keyed: vec![(1, b"one".to_vec()), (5, Vec::new()), (6, b"six".to_vec())],
             entries: vec![b"e0".to_vec(), b"entry-1".to_vec()],
@@ -344,10 +320,11 @@ mod tests {
         let range = KeyGroupRange::for_subtask(0, 1, 8);
         let (bytes, handle) = snap.encode(0, "f".into(), range);
         assert_eq!(bytes, b"onesixe0entry-1");
+        assert_eq!(snap.parts().concat(), bytes);
+        assert_eq!(handle.size, bytes.len() as u64);
         assert_eq!(handle.key_groups, vec![(1, 0, 3), (5, 3, 0), (6, 3, 3)]);
         assert_eq!(handle.entries, vec![(6, 2), (8, 7)]);
         assert_eq!(handle.crc32, crc32fast::hash(&bytes));
-        assert_eq!(snap.into_file(0, "f".into(), range), (bytes, handle));
     }
 
     #[test]
