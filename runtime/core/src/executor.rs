@@ -78,7 +78,8 @@ pub struct JobHandle {
 
 struct CoordinatorHandle {
     requests: Sender<SavepointRequest>,
-    done: Arc<AtomicBool>,
+    /// Dropped when the job ended: wakes the coordinator to exit.
+    done: Option<Sender<()>>,
     thread: JoinHandle<()>,
     history: Arc<Mutex<Vec<CheckpointStats>>>,
     /// Why checkpointing failed the job, if it did.
@@ -140,8 +141,8 @@ impl JobHandle {
                 }
             }
         }
-        if let Some(c) = self.coordinator {
-            c.done.store(true, Ordering::Relaxed);
+        if let Some(mut c) = self.coordinator {
+            drop(c.done.take());
             let _ = c.thread.join();
             if let Some(reason) = c.failure.lock().expect("failure slot poisoned").take() {
                 return Err(JobError::Checkpointing(reason));
@@ -370,10 +371,10 @@ fn spawn_coordinator(
     stop: Arc<AtomicBool>,
 ) -> Result<CoordinatorHandle, JobError> {
     let (requests, request_rx) = crossbeam_channel::unbounded::<SavepointRequest>();
-    let done = Arc::new(AtomicBool::new(false));
+    let (done, done_rx) = crossbeam_channel::bounded::<()>(0);
     let history = Arc::new(Mutex::new(Vec::new()));
     let failure = Arc::new(Mutex::new(None));
-    let (d, h, f) = (done.clone(), history.clone(), failure.clone());
+    let (h, f) = (history.clone(), failure.clone());
     let thread = std::thread::Builder::new()
         .name("coordinator".into())
         .spawn(move || {
@@ -398,22 +399,35 @@ fn spawn_coordinator(
                     }
                 }
             };
-            while !d.load(Ordering::Relaxed) {
-                while let Ok(r) = request_rx.try_recv() {
-                    coordinator.request_savepoint(r);
-                }
-                if let Ok(report) = reports.recv_timeout(Duration::from_millis(5)) {
-                    dispatch(coordinator.on_report(report, now_ms()));
-                }
+            // Sleep until the next trigger or timeout is due, or something arrives; no polling.
+            let mut reports_open = true;
+            loop {
                 dispatch(coordinator.tick(now_ms()));
-                let mut hist = h.lock().expect("history poisoned");
-                if hist.len() != coordinator.history.len() {
-                    *hist = coordinator.history.clone();
+                {
+                    let mut hist = h.lock().expect("history poisoned");
+                    if hist.len() != coordinator.history.len() {
+                        *hist = coordinator.history.clone();
+                    }
+                }
+                let wait = (coordinator.next_wakeup(now_ms()) - now_ms()).clamp(0, 60_000) as u64;
+                let reports_rx = if reports_open { reports.clone() } else { crossbeam_channel::never() };
+                crossbeam_channel::select! {
+                    recv(reports_rx) -> r => match r {
+                        Ok(report) => dispatch(coordinator.on_report(report, now_ms())),
+                        Err(_) => reports_open = false, // every task and upload is gone
+                    },
+                    recv(request_rx) -> r => {
+                        if let Ok(r) = r {
+                            coordinator.request_savepoint(r);
+                        }
+                    }
+                    recv(done_rx) -> _ => break,
+                    default(Duration::from_millis(wait)) => {}
                 }
             }
         })
         .map_err(|source| JobError::Spawn { task: "coordinator".into(), source })?;
-    Ok(CoordinatorHandle { requests, done, thread, history, failure })
+    Ok(CoordinatorHandle { requests, done: Some(done), thread, history, failure })
 }
 
 fn is_pointwise(graph: &JobGraph, edge: usize) -> bool {

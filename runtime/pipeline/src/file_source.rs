@@ -55,6 +55,8 @@ struct FilePosition {
 pub struct FileSource {
     /// Files still to read, the next one last (with where to start in it).
     files: Vec<FilePosition>,
+    /// Files read to the end (kept in snapshots: a finished source stays finished).
+    done: Vec<FilePosition>,
     schema: Arc<Schema>,
     on_error: OnError,
     dead_letter: Option<(PathBuf, Option<File>)>,
@@ -76,6 +78,7 @@ impl FileSource {
     ) -> Self {
         FileSource {
             files: files.into_iter().map(|path| FilePosition { path, offset: 0, line: 0 }).collect(),
+            done: Vec::new(),
             schema,
             on_error,
             dead_letter: dead_letter.map(|d| (d, None)),
@@ -162,8 +165,8 @@ impl Source<Row> for FileSource {
                 Err(e) => bad.push((pos.line, text.to_string(), e)),
             }
         }
-        if finished {
-            self.reader = None;
+        if finished && let Some((pos, _)) = self.reader.take() {
+            self.done.push(pos);
         }
         for (line_no, text, error) in bad {
             self.malformed(&path, line_no, &text, error)?;
@@ -173,11 +176,14 @@ impl Source<Row> for FileSource {
 
     fn snapshot_state(&mut self) -> TaskResult<OperatorSnapshot> {
         let current = self.reader.as_ref().map(|(pos, _)| pos);
-        let entries = current.into_iter().chain(self.files.iter().rev()).map(codec::encode).collect();
+        let entries = current.into_iter().chain(self.files.iter().rev()).chain(&self.done).map(codec::encode).collect();
         Ok(OperatorSnapshot { keyed: Vec::new(), entries })
     }
 
     fn restore_state(&mut self, state: RestoredState) -> TaskResult {
+        if state.all_entries.is_empty() {
+            return Ok(()); // a source new to the job: read its files from the start
+        }
         let mut files: Vec<FilePosition> =
             state.entries.iter().map(|e| codec::decode(e, "a file source position")).collect::<TaskResult<_>>()?;
         files.reverse(); // the next file last

@@ -193,10 +193,6 @@ impl<T, G: Fn(u64) -> T> DatagenSource<T, G> {
         DatagenSource { generate, split, lanes: [lane].into(), emitted: 0, started: None, _t: std::marker::PhantomData }
     }
 
-    fn exhausted(&self, lane: &Lane) -> bool {
-        Self::past(lane, self.split.count)
-    }
-
     fn past(lane: &Lane, count: Option<u64>) -> bool {
         count.is_some_and(|count| lane.position() >= count)
     }
@@ -220,12 +216,13 @@ impl Lane {
 
 impl<T: Send, G: Fn(u64) -> T + Send> Source<T> for DatagenSource<T, G> {
     fn poll(&mut self, out: &mut Vec<Record<T>>) -> TaskResult<SourcePoll> {
-        let count = self.split.count;
-        self.lanes.retain(|l| !Self::past(l, count));
         // The lane furthest behind goes first: lanes restored at different positions
         // then move through event time together, and the one watermark of this
         // subtask never runs ahead of a lagging lane (the per-split watermark rule).
-        let Some(behind) = (0..self.lanes.len()).min_by_key(|&i| self.lanes[i].position()) else {
+        // Exhausted lanes stay, so that a finished source's snapshot says so.
+        let count = self.split.count;
+        let open = (0..self.lanes.len()).filter(|&i| !Self::past(&self.lanes[i], count));
+        let Some(behind) = open.min_by_key(|&i| self.lanes[i].position()) else {
             return Ok(SourcePoll::Finished);
         };
         let mut lane = self.lanes.remove(behind).expect("index in range");
@@ -258,7 +255,7 @@ impl<T: Send, G: Fn(u64) -> T + Send> Source<T> for DatagenSource<T, G> {
     }
 
     fn snapshot_state(&mut self) -> TaskResult<OperatorSnapshot> {
-        let entries = self.lanes.iter().filter(|l| !self.exhausted(l)).map(codec::encode).collect();
+        let entries = self.lanes.iter().map(codec::encode).collect();
         Ok(OperatorSnapshot { keyed: Vec::new(), entries })
     }
 
@@ -266,6 +263,9 @@ impl<T: Send, G: Fn(u64) -> T + Send> Source<T> for DatagenSource<T, G> {
     /// lanes than subtasks, each lane is first split so that every subtask gets work.
     /// Every subtask computes the same list, so the deal is consistent.
     fn restore_state(&mut self, state: RestoredState) -> TaskResult {
+        if state.all_entries.is_empty() {
+            return Ok(()); // a source new to the job (nothing of it in the snapshot): start afresh
+        }
         let all: Vec<Lane> =
             state.all_entries.iter().map(|e| codec::decode(e, "a datagen position")).collect::<TaskResult<_>>()?;
         let p = self.split.parallelism;
@@ -346,6 +346,24 @@ mod tests {
             assert_eq!((duplicates, missing), (0, 0), "(duplicates, missing) restoring at parallelism {p}");
             assert!(all_work, "every subtask gets work restoring at parallelism {p}");
         }
+    }
+
+    #[test]
+    fn a_finished_source_stays_finished_and_a_new_one_starts_afresh() {
+        let split = DatagenSplit { subtask: 0, parallelism: 1, count: Some(3000), rate: None };
+        let mut done = DatagenSource::new(|n| n, split);
+        let mut out = Vec::new();
+        while done.poll(&mut out).unwrap() != SourcePoll::Finished {}
+        let snapshot = done.snapshot_state().unwrap();
+        assert!(!snapshot.entries.is_empty(), "a finished source's snapshot records that it finished");
+        let mut restored = DatagenSource::new(|n| n, split);
+        restored.restore_state(RestoredState { all_entries: snapshot.entries, ..Default::default() }).unwrap();
+        assert_eq!(restored.poll(&mut Vec::new()).unwrap(), SourcePoll::Finished);
+        let mut fresh = DatagenSource::new(|n| n, split);
+        fresh.restore_state(RestoredState::default()).unwrap();
+        let mut out = Vec::new();
+        fresh.poll(&mut out).unwrap();
+        assert_eq!(out.len(), BLOCK as usize, "no state for it in the snapshot: it starts from the beginning");
     }
 
     #[test]

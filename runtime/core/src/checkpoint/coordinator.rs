@@ -234,6 +234,25 @@ impl Coordinator {
         self.finished_sources.len() == self.sources
     }
 
+    /// When [`Coordinator::tick`] next has something to do (a trigger or a timeout),
+    /// so that its driver can sleep until then instead of polling.
+    pub fn next_wakeup(&self, now: Timestamp) -> Timestamp {
+        if let Some(p) = &self.pending {
+            return p.triggered_at + self.config.timeout.as_millis() as i64;
+        }
+        if self.consecutive_failures > self.config.tolerable_failures || !self.requests.is_empty() {
+            return now;
+        }
+        if self.stopping || (self.final_done && self.all_sources_finished()) {
+            return now + 60_000; // nothing more to trigger; reports and requests still wake the driver
+        }
+        if self.all_sources_finished() {
+            return now;
+        }
+        (self.last_trigger + self.config.interval.as_millis() as i64)
+            .max(self.last_end + self.config.min_pause.as_millis() as i64)
+    }
+
     /// Advances time: triggers, or times out, a checkpoint.
     pub fn tick(&mut self, now: Timestamp) -> Vec<Command> {
         if let Some(fail) = self.too_many_failures() {
@@ -473,6 +492,19 @@ mod tests {
         let latest = RestoredSnapshot::latest(s.clone(), "j").unwrap();
         assert_eq!(latest.metadata.checkpoint_id, 1);
         assert_eq!(latest.metadata.operators[0].subtasks.len(), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn sleeps_until_the_next_trigger_or_timeout() {
+        let (mut c, s, dir) = setup(1, 1);
+        assert_eq!(c.next_wakeup(10), 100, "the interval after the start");
+        c.tick(100);
+        assert_eq!(c.next_wakeup(120), 1100, "in flight: until its timeout");
+        ack(&mut c, &s, 1, 0, 150);
+        assert_eq!(c.next_wakeup(160), 200, "the interval after the last trigger");
+        c.on_report(TaskReport::SourceFinished { task: 0 }, 170);
+        assert_eq!(c.next_wakeup(170), 170, "the final checkpoint at once");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
