@@ -248,11 +248,8 @@ pub fn run(
 }
 
 fn wait_collecting(job: JobHandle) -> anyhow::Result<Vec<CheckpointStats>> {
-    while !job.is_finished() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let checkpoints = job.checkpoints();
-    job.wait()?;
+    let (result, checkpoints) = job.wait_with_checkpoints();
+    result?;
     Ok(checkpoints)
 }
 

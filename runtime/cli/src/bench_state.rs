@@ -204,11 +204,8 @@ impl CheckpointStorage for TimedStorage {
 
 /// Waits for the job; its checkpoints.
 fn finish(job: JobHandle) -> anyhow::Result<Vec<CheckpointStats>> {
-    while !job.is_finished() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let checkpoints = job.checkpoints();
-    job.wait()?;
+    let (result, checkpoints) = job.wait_with_checkpoints();
+    result?;
     Ok(checkpoints)
 }
 

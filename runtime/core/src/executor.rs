@@ -130,6 +130,11 @@ impl JobHandle {
 
     /// Waits until every task ended; the first real failure, if any.
     pub fn wait(self) -> Result<(), JobError> {
+        self.wait_with_checkpoints().0
+    }
+
+    /// [`JobHandle::wait`], and every checkpoint the job took (completed and failed).
+    pub fn wait_with_checkpoints(self) -> (Result<(), JobError>, Vec<CheckpointStats>) {
         let mut first: Option<JobError> = None;
         let mut echo: Option<JobError> = None;
         for (task, t) in self.threads {
@@ -141,16 +146,18 @@ impl JobHandle {
                 }
             }
         }
+        let mut checkpoints = Vec::new();
         if let Some(mut c) = self.coordinator {
             drop(c.done.take());
             let _ = c.thread.join();
+            checkpoints = c.history.lock().expect("history poisoned").clone();
             if let Some(reason) = c.failure.lock().expect("failure slot poisoned").take() {
-                return Err(JobError::Checkpointing(reason));
+                return (Err(JobError::Checkpointing(reason)), checkpoints);
             }
         }
         match first.or(echo) {
-            Some(e) => Err(e),
-            None => Ok(()),
+            Some(e) => (Err(e), checkpoints),
+            None => (Ok(()), checkpoints),
         }
     }
 }
@@ -425,6 +432,7 @@ fn spawn_coordinator(
                     default(Duration::from_millis(wait)) => {}
                 }
             }
+            *h.lock().expect("history poisoned") = coordinator.history.clone();
         })
         .map_err(|source| JobError::Spawn { task: "coordinator".into(), source })?;
     Ok(CoordinatorHandle { requests, done: Some(done), thread, history, failure })

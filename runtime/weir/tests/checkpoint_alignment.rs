@@ -98,11 +98,7 @@ fn config(storage: Arc<dyn CheckpointStorage>, interval_ms: u64) -> CheckpointCo
 }
 
 fn wait(job: JobHandle) -> (Result<(), JobError>, Vec<weir::core::checkpoint::coordinator::CheckpointStats>) {
-    while !job.is_finished() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let history = job.checkpoints();
-    (job.wait(), history)
+    job.wait_with_checkpoints()
 }
 
 #[test]
