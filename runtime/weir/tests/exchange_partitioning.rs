@@ -8,7 +8,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use common::{Count, collect_by_subtask, run};
+use common::{Count, CountSum, collect_by_subtask, run};
 use weir::core::keygroup::{DEFAULT_MAX_PARALLELISM, KeyGroupRange, hash_key, key_group};
 use weir::datagen::{Bid, Order, OrderId, Region, bid, order};
 use weir::prelude::*;
@@ -106,28 +106,6 @@ fn union_merges_streams_of_any_parallelism() {
 }
 
 // ---------------------------------------------------------------- parallelism
-
-#[derive(Clone)]
-struct CountSum;
-
-impl AggregateFunction<Order> for CountSum {
-    type Acc = (u64, i64);
-    type Result = (u64, i64);
-    fn create(&self) -> (u64, i64) {
-        (0, 0)
-    }
-    fn add(&self, acc: &mut (u64, i64), o: &Order) {
-        acc.0 += 1;
-        acc.1 += o.amount;
-    }
-    fn merge(&self, acc: &mut (u64, i64), other: (u64, i64)) {
-        acc.0 += other.0;
-        acc.1 += other.1;
-    }
-    fn result(&self, acc: &(u64, i64)) -> (u64, i64) {
-        *acc
-    }
-}
 
 /// Drops repeated order ids (keyed value state).
 #[derive(Clone, Default)]

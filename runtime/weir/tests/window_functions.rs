@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::Count;
+use common::{Count, CountSum};
 use weir::datagen::{Order, Region, order};
 use weir::prelude::*;
 use weir::testing::run_local;
@@ -34,28 +34,6 @@ fn orders_by_window(n: u64) -> BTreeMap<(Region, i64), Vec<Order>> {
 fn assert_stamped_with_window_end<T: std::fmt::Debug>(rows: &[Record<T>], end: impl Fn(&T) -> i64) {
     for r in rows {
         assert_eq!(r.time, end(&r.value) - 1, "result {:?} carries timestamp {}", r.value, r.time);
-    }
-}
-
-#[derive(Clone)]
-struct CountSum;
-
-impl AggregateFunction<Order> for CountSum {
-    type Acc = (u64, i64);
-    type Result = (u64, i64);
-    fn create(&self) -> (u64, i64) {
-        (0, 0)
-    }
-    fn add(&self, acc: &mut (u64, i64), o: &Order) {
-        acc.0 += 1;
-        acc.1 += o.amount;
-    }
-    fn merge(&self, acc: &mut (u64, i64), other: (u64, i64)) {
-        acc.0 += other.0;
-        acc.1 += other.1;
-    }
-    fn result(&self, acc: &(u64, i64)) -> (u64, i64) {
-        *acc
     }
 }
 

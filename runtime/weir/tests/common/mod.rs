@@ -16,6 +16,7 @@ use weir::core::metrics::MetricsSnapshot;
 use weir::core::operator::sink::Sink;
 use weir::core::source::{Source, SourcePoll};
 use weir::core::{Data, NO_TIMESTAMP, Record, TaskResult};
+use weir::datagen::Order;
 use weir::prelude::*;
 
 /// Emits its items one per poll. A source task pushes each poll's records
@@ -188,4 +189,27 @@ impl<T> AggregateFunction<T> for Count {
 /// A small deterministic pseudo-random sequence (SplitMix64) for test inputs.
 pub fn pseudo_random(seed: u64, n: usize) -> Vec<u64> {
     (0..n as u64).map(|i| weir::core::keygroup::mix64(seed.wrapping_mul(0x9E37_79B9).wrapping_add(i))).collect()
+}
+
+/// Count and sum of `amount` per window.
+#[derive(Clone)]
+pub struct CountSum;
+
+impl AggregateFunction<Order> for CountSum {
+    type Acc = (u64, i64);
+    type Result = (u64, i64);
+    fn create(&self) -> (u64, i64) {
+        (0, 0)
+    }
+    fn add(&self, acc: &mut (u64, i64), o: &Order) {
+        acc.0 += 1;
+        acc.1 += o.amount;
+    }
+    fn merge(&self, acc: &mut (u64, i64), other: (u64, i64)) {
+        acc.0 += other.0;
+        acc.1 += other.1;
+    }
+    fn result(&self, acc: &(u64, i64)) -> (u64, i64) {
+        *acc
+    }
 }
