@@ -53,7 +53,7 @@ pub struct ChainMetrics {
 impl ChainMetrics {
     /// Sum over subtasks of the counters, maximum of the time metrics, minimum watermark.
     pub fn aggregate(&self) -> MetricsSnapshot {
-        let mut agg = MetricsSnapshot { current_watermark: i64::MAX, ..Default::default() };
+        let mut agg = MetricsSnapshot { current_watermark: i64::MAX, pending_records: -1, ..Default::default() };
         for s in self.subtasks.iter().map(|s| s.snapshot()) {
             agg.records_in += s.records_in;
             agg.records_out += s.records_out;
@@ -62,6 +62,9 @@ impl ChainMetrics {
             agg.idle_ns = agg.idle_ns.max(s.idle_ns);
             agg.backpressured_ns = agg.backpressured_ns.max(s.backpressured_ns);
             agg.current_watermark = agg.current_watermark.min(s.current_watermark);
+            if s.pending_records >= 0 {
+                agg.pending_records = agg.pending_records.max(0) + s.pending_records;
+            }
         }
         agg
     }

@@ -18,6 +18,9 @@ pub struct SubtaskMetrics {
     pub current_watermark: AtomicI64,
     /// Records a window operator dropped (or sent to the late side output) as late.
     pub late_records: AtomicU64,
+    /// Records a source subtask has yet to read from its external system
+    /// (Kafka consumer lag); -1 when unknown or not a source.
+    pub pending_records: AtomicI64,
     started: Instant,
 }
 
@@ -30,6 +33,7 @@ impl Default for SubtaskMetrics {
             backpressured_ns: AtomicU64::new(0),
             current_watermark: AtomicI64::new(MIN_WATERMARK),
             late_records: AtomicU64::new(0),
+            pending_records: AtomicI64::new(-1),
             started: Instant::now(),
         }
     }
@@ -53,6 +57,7 @@ impl SubtaskMetrics {
             busy_ns: elapsed_ns.saturating_sub(idle + bp),
             current_watermark: self.current_watermark.load(Relaxed),
             late_records: self.late_records.load(Relaxed),
+            pending_records: self.pending_records.load(Relaxed),
         }
     }
 }
@@ -67,4 +72,6 @@ pub struct MetricsSnapshot {
     pub busy_ns: u64,
     pub current_watermark: i64,
     pub late_records: u64,
+    /// -1 when unknown.
+    pub pending_records: i64,
 }

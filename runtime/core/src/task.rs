@@ -38,8 +38,8 @@ use crate::graph::SnapshotCollector;
 use crate::keygroup::KeyGroupRange;
 use crate::metrics::SubtaskMetrics;
 use crate::output::Output;
-use crate::source::{Source, SourcePoll};
-use crate::time::{MAX_WATERMARK, now_ms};
+use crate::source::{Source, SourcePoll, SourceWatermark};
+use crate::time::{MAX_WATERMARK, MIN_WATERMARK, Timestamp, now_ms};
 
 /// How often processing time advances in an otherwise busy task.
 pub const TICK: Duration = Duration::from_millis(50);
@@ -118,11 +118,13 @@ pub struct SourceTask<T> {
     head: Box<dyn Output<T>>,
     uid: String,
     env: TaskEnv,
+    /// The last watermark and idleness forwarded for a source that assigns event time itself.
+    watermark: (Timestamp, bool),
 }
 
 impl<T> SourceTask<T> {
     pub fn new(source: Box<dyn Source<T>>, head: Box<dyn Output<T>>, uid: String, env: TaskEnv) -> Self {
-        SourceTask { source, head, uid, env }
+        SourceTask { source, head, uid, env, watermark: (MIN_WATERMARK, false) }
     }
 }
 
@@ -132,6 +134,31 @@ enum Next {
 }
 
 impl<T: Send> SourceTask<T> {
+    /// Forwards the source's own watermark and idleness when they changed.
+    fn forward_watermark(&mut self, now: Timestamp) -> TaskResult {
+        let (last, idle) = self.watermark;
+        match self.source.watermark(now) {
+            SourceWatermark::Unmanaged => {}
+            SourceWatermark::Idle if !idle => {
+                self.watermark.1 = true;
+                self.head.idle(true)?;
+            }
+            SourceWatermark::Idle => {}
+            SourceWatermark::At(wm) => {
+                if idle {
+                    self.watermark.1 = false;
+                    self.head.idle(false)?;
+                }
+                if wm > last {
+                    self.watermark.0 = wm;
+                    self.env.metrics.current_watermark.store(wm, Ordering::Relaxed);
+                    self.head.watermark(wm)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn obey(&mut self, command: Command, drained: &mut bool) -> TaskResult<Next> {
         match command {
             Command::Trigger { barrier, drain } => {
@@ -198,6 +225,7 @@ impl<T: Send> Task for SourceTask<T> {
             if !batch.is_empty() {
                 SubtaskMetrics::add(&self.env.metrics.records_in, batch.len() as u64);
                 self.head.records(std::mem::take(&mut batch))?;
+                self.forward_watermark(now_ms())?;
             }
             match poll {
                 SourcePoll::Ready => {}
@@ -224,7 +252,9 @@ impl<T: Send> Task for SourceTask<T> {
                 }
             }
             if Instant::now() >= next_tick {
-                self.head.processing_time(now_ms())?;
+                let now = now_ms();
+                self.forward_watermark(now)?;
+                self.head.processing_time(now)?;
                 next_tick = Instant::now() + TICK;
             }
         }

@@ -231,7 +231,7 @@ async fn job(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response
                     "busy_ms_per_s": r.busy_ms_per_s,
                     "backpressured_ms_per_s": r.backpressured_ms_per_s,
                     "idle_ms_per_s": r.idle_ms_per_s,
-                    "pending_records": Value::Null,
+                    "pending_records": (agg.pending_records >= 0).then_some(agg.pending_records),
                     "current_watermark": agg.current_watermark,
                     "records_in": agg.records_in,
                     "records_out": agg.records_out,

@@ -1,0 +1,471 @@
+//! # weir-postgres: a PostgreSQL sink for the Weir stream engine
+//!
+//! [`PostgresSink`] upserts rows into a table by its key (creating the table
+//! when it is missing, with one column per field and the key as primary key).
+//!
+//! * [`Guarantee::Upsert`]: each subtask writes in a transaction that it
+//!   commits when it waits for input and at every barrier. Replays after a
+//!   failure rewrite the same rows with the same values: for keyed results
+//!   (one row per key and window) the table ends up exactly right.
+//! * [`Guarantee::ExactlyOnce`]: two-phase commit. At a barrier the open
+//!   transaction is prepared (`PREPARE TRANSACTION`, durable in the server)
+//!   under the id `weir:<job>:<sink>:<subtask>:<checkpoint>`; when the
+//!   checkpoint completes it is committed (`COMMIT PREPARED`). On a restore,
+//!   before any subtask runs, subtask 0 commits the prepared transactions the
+//!   checkpoint lists and rolls back every other one of this sink, so nothing
+//!   is applied twice or lost. The server needs `max_prepared_transactions > 0`.
+//!
+//! A connection that breaks is opened again with backoff for up to
+//! [`PostgresSinkConfig::retry_for`]; the rows of the open transaction are kept
+//! in memory and written again, so a database that goes away and comes back
+//! loses nothing.
+
+use std::time::{Duration, Instant};
+
+use postgres::types::ToSql;
+use postgres::{Client, NoTls};
+use serde::{Deserialize, Serialize};
+use weir::core::checkpoint::metadata::{OperatorSnapshot, RestoredState};
+use weir::core::graph::SubtaskInfo;
+use weir::core::operator::sink::Sink;
+use weir::core::state::codec;
+use weir::core::{Record, TaskError, TaskResult};
+
+pub use postgres;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guarantee {
+    Upsert,
+    ExactlyOnce,
+}
+
+/// A column's SQL type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    Boolean,
+    BigInt,
+    Double,
+    Text,
+}
+
+impl ColumnType {
+    fn sql(self) -> &'static str {
+        match self {
+            ColumnType::Boolean => "BOOLEAN",
+            ColumnType::BigInt => "BIGINT",
+            ColumnType::Double => "DOUBLE PRECISION",
+            ColumnType::Text => "TEXT",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PostgresSinkConfig {
+    /// `postgres://user[:password]@host:port/database`
+    pub url: String,
+    pub table: String,
+    /// The fields of the records, in order.
+    pub columns: Vec<(String, ColumnType)>,
+    /// The primary key: upserts replace the row with the same key.
+    pub key: Vec<String>,
+    pub guarantee: Guarantee,
+    /// The job's name: part of prepared-transaction ids.
+    pub job: String,
+    /// How long to keep trying when the database is unreachable.
+    pub retry_for: Duration,
+}
+
+impl PostgresSinkConfig {
+    /// Checks what can be checked without a database.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.table.is_empty() {
+            return Err("expected a table name".into());
+        }
+        if self.key.is_empty() {
+            return Err("expected at least one key field".into());
+        }
+        for k in &self.key {
+            if !self.columns.iter().any(|(c, _)| c == k) {
+                let names: Vec<&str> = self.columns.iter().map(|(c, _)| c.as_str()).collect();
+                return Err(format!("key field `{k}` is not a field of the rows ({})", names.join(", ")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `"name"` with embedded quotes doubled.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The upsert statement for `config`'s table.
+fn upsert_sql(config: &PostgresSinkConfig) -> String {
+    let cols: Vec<String> = config.columns.iter().map(|(c, _)| ident(c)).collect();
+    let params: Vec<String> = (1..=cols.len()).map(|i| format!("${i}")).collect();
+    let keys: Vec<String> = config.key.iter().map(|k| ident(k)).collect();
+    let updates: Vec<String> = config
+        .columns
+        .iter()
+        .filter(|(c, _)| !config.key.contains(c))
+        .map(|(c, _)| format!("{0} = EXCLUDED.{0}", ident(c)))
+        .collect();
+    let action = if updates.is_empty() { "NOTHING".to_string() } else { format!("UPDATE SET {}", updates.join(", ")) };
+    format!(
+        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO {action}",
+        ident(&config.table),
+        cols.join(", "),
+        params.join(", "),
+        keys.join(", ")
+    )
+}
+
+fn create_sql(config: &PostgresSinkConfig) -> String {
+    let cols: Vec<String> = config.columns.iter().map(|(c, t)| format!("{} {}", ident(c), t.sql())).collect();
+    let keys: Vec<String> = config.key.iter().map(|k| ident(k)).collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))",
+        ident(&config.table),
+        cols.join(", "),
+        keys.join(", ")
+    )
+}
+
+/// A prepared transaction: a checkpoint entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Prepared {
+    checkpoint_id: u64,
+    gid: String,
+}
+
+/// The URL without its password, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub struct PostgresSink<T, V> {
+    config: PostgresSinkConfig,
+    subtask: usize,
+    /// The ids of this sink's prepared transactions start with this.
+    gid_prefix: String,
+    client: Option<Client>,
+    statement: String,
+    /// Rows written in the open transaction (written again after a reconnect).
+    open: Vec<T>,
+    in_transaction: bool,
+    prepared: Vec<Prepared>,
+    _values: std::marker::PhantomData<fn() -> V>,
+}
+
+impl<T, V> PostgresSink<T, V>
+where
+    T: AsRef<[V]> + Clone,
+    V: ToSql + Sync,
+{
+    /// Connects (creating the table when missing) and, for exactly-once on
+    /// subtask 0, resolves the prepared transactions a previous run left.
+    pub fn new(config: PostgresSinkConfig, info: &SubtaskInfo) -> TaskResult<Self> {
+        config.validate().map_err(|e| TaskError::Operator(format!("postgres sink: {e}")))?;
+        if config.guarantee == Guarantee::ExactlyOnce && !info.checkpointing {
+            return Err(TaskError::Operator(
+                "postgres sink: exactly-once needs checkpointing (or use guarantee: upsert)".into(),
+            ));
+        }
+        let gid_prefix = format!("weir:{}:{}:", config.job, info.uid);
+        let mut sink = PostgresSink {
+            statement: upsert_sql(&config),
+            subtask: info.index,
+            gid_prefix,
+            client: None,
+            open: Vec::new(),
+            in_transaction: false,
+            prepared: Vec::new(),
+            config,
+            _values: std::marker::PhantomData,
+        };
+        sink.with_retry("connecting", |s| s.client().map(|_| ()))?;
+        if sink.subtask == 0 {
+            let create = create_sql(&sink.config);
+            sink.with_retry("creating the table", |s| s.client()?.batch_execute(&create))?;
+            sink.check_columns()?;
+            if sink.config.guarantee == Guarantee::ExactlyOnce {
+                let keep = match &info.restored {
+                    Some(r) => r
+                        .all_entries
+                        .iter()
+                        .map(|e| codec::decode::<Prepared>(e, "a postgres sink's prepared transaction"))
+                        .collect::<TaskResult<Vec<_>>>()?,
+                    None => Vec::new(),
+                };
+                sink.recover(&keep)?;
+            }
+        }
+        Ok(sink)
+    }
+
+    fn error(&self, what: impl std::fmt::Display) -> TaskError {
+        TaskError::Operator(format!(
+            "postgres sink (table `{}` at {}): {what}",
+            self.config.table,
+            redacted(&self.config.url)
+        ))
+    }
+
+    fn client(&mut self) -> Result<&mut Client, postgres::Error> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = Some(Client::connect(&self.config.url, NoTls)?);
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    /// Runs `f`, reconnecting with backoff while the connection is what fails.
+    fn with_retry<R>(
+        &mut self,
+        what: &str,
+        mut f: impl FnMut(&mut Self) -> Result<R, postgres::Error>,
+    ) -> TaskResult<R> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match f(self) {
+                Ok(r) => return Ok(r),
+                Err(e) if is_connection_error(&e) && started.elapsed() < self.config.retry_for => {
+                    tracing::warn!("{}; retrying in {delay:?}", self.error(format!("{what}: {}", describe(&e))));
+                    self.client = None;
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    // A lost connection took the open transaction with it: write its rows again.
+                    if self.in_transaction {
+                        self.in_transaction = false;
+                        if let Err(e) = self.replay_open() {
+                            tracing::warn!("{}", self.error(format!("writing the open transaction again: {e}")));
+                        }
+                    }
+                }
+                Err(e) => return Err(self.error(format!("{what}: {}", describe(&e)))),
+            }
+        }
+    }
+
+    fn replay_open(&mut self) -> Result<(), postgres::Error> {
+        let rows = std::mem::take(&mut self.open);
+        let result = self.write_rows(&rows);
+        self.open = rows;
+        result
+    }
+
+    fn write_rows(&mut self, rows: &[T]) -> Result<(), postgres::Error> {
+        let statement = self.statement.clone();
+        let begin = !self.in_transaction;
+        let client = self.client()?;
+        if begin {
+            client.batch_execute("BEGIN")?;
+        }
+        let prepared = client.prepare(&statement)?;
+        for row in rows {
+            let params: Vec<&(dyn ToSql + Sync)> = row.as_ref().iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+            client.execute(&prepared, &params)?;
+        }
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    /// A table that exists already must have every column.
+    fn check_columns(&mut self) -> TaskResult {
+        let table = self.config.table.clone();
+        let rows = self.with_retry("reading the table's columns", |s| {
+            s.client()?.query("SELECT column_name FROM information_schema.columns WHERE table_name = $1", &[&table])
+        })?;
+        let have: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        for (c, _) in &self.config.columns {
+            if !have.contains(c) {
+                return Err(self.error(format!(
+                    "the table exists without the column `{c}` (it has: {}); drop it or choose another table",
+                    have.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the prepared transactions in `keep`, rolls back the sink's others.
+    fn recover(&mut self, keep: &[Prepared]) -> TaskResult {
+        let rows = self.with_retry("listing prepared transactions", |s| {
+            s.client()?.query("SELECT gid FROM pg_prepared_xacts WHERE database = current_database()", &[])
+        })?;
+        let prefix = self.gid_prefix.clone();
+        let gids: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).filter(|g| g.starts_with(&prefix)).collect();
+        for gid in &gids {
+            let commit = keep.iter().any(|p| &p.gid == gid);
+            let sql = format!("{} PREPARED '{}'", if commit { "COMMIT" } else { "ROLLBACK" }, gid.replace('\'', "''"));
+            tracing::info!("postgres sink: recovery: {sql}");
+            self.with_retry("resolving a prepared transaction", |s| s.client()?.batch_execute(&sql))?;
+        }
+        Ok(())
+    }
+
+    /// Ends the open transaction: commit (upsert) or prepare (exactly-once).
+    fn end_transaction(&mut self, checkpoint_id: Option<u64>) -> TaskResult {
+        if !self.in_transaction {
+            return Ok(());
+        }
+        match (self.config.guarantee, checkpoint_id) {
+            (Guarantee::ExactlyOnce, Some(id)) => {
+                let gid = format!("{}{}:{id}", self.gid_prefix, self.subtask);
+                let sql = format!("PREPARE TRANSACTION '{}'", gid.replace('\'', "''"));
+                self.with_retry("preparing the transaction", |s| {
+                    if !s.in_transaction {
+                        s.replay_open()?;
+                    }
+                    s.client()?.batch_execute(&sql)
+                })?;
+                self.prepared.push(Prepared { checkpoint_id: id, gid });
+            }
+            (Guarantee::ExactlyOnce, None) => return Ok(()), // only checkpoints end transactions
+            (Guarantee::Upsert, _) => {
+                self.with_retry("committing", |s| {
+                    if !s.in_transaction {
+                        s.replay_open()?;
+                    }
+                    s.client()?.batch_execute("COMMIT")
+                })?;
+            }
+        }
+        self.in_transaction = false;
+        self.open.clear();
+        Ok(())
+    }
+}
+
+fn is_connection_error(e: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    e.is_closed()
+        || e.code().is_none() && std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+        || e.code().is_some_and(|c| {
+            [SqlState::ADMIN_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW, SqlState::CRASH_SHUTDOWN].contains(c)
+                || c.code().starts_with("08")
+        })
+}
+
+fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(s) => format!("{e}: {s}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+impl<T, V> Sink<T> for PostgresSink<T, V>
+where
+    T: AsRef<[V]> + Clone + Send,
+    V: ToSql + Sync,
+{
+    fn write(&mut self, batch: Vec<Record<T>>) -> TaskResult {
+        let rows: Vec<T> = batch.into_iter().map(|r| r.value).collect();
+        let result = self.with_retry("writing rows", |s| {
+            if !s.in_transaction && !s.open.is_empty() {
+                s.replay_open()?;
+            }
+            s.write_rows(&rows)
+        });
+        self.open.extend(rows);
+        result
+    }
+
+    fn flush(&mut self) -> TaskResult {
+        self.end_transaction(None)
+    }
+
+    fn finish(&mut self) -> TaskResult {
+        // Exactly-once: what the final checkpoint did not cover stays uncommitted.
+        if self.config.guarantee == Guarantee::Upsert {
+            self.end_transaction(None)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot_state(&mut self, checkpoint_id: u64) -> TaskResult<OperatorSnapshot> {
+        self.end_transaction(Some(checkpoint_id))?;
+        Ok(OperatorSnapshot { keyed: Vec::new(), entries: self.prepared.iter().map(codec::encode).collect() })
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> TaskResult {
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.prepared).into_iter().partition(|p| p.checkpoint_id <= checkpoint_id);
+        self.prepared = waiting;
+        for p in ready {
+            let sql = format!("COMMIT PREPARED '{}'", p.gid.replace('\'', "''"));
+            let gid = p.gid.clone();
+            self.with_retry("committing a prepared transaction", |s| match s.client()?.batch_execute(&sql) {
+                // Committed already, by this call before a reconnect or by recovery.
+                Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_OBJECT) => {
+                    tracing::debug!("postgres sink: {gid} was committed already");
+                    Ok(())
+                }
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn restore_state(&mut self, _state: RestoredState) -> TaskResult {
+        Ok(()) // resolved in `new`, by subtask 0, before any subtask runs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> PostgresSinkConfig {
+        PostgresSinkConfig {
+            url: "postgres://weir:secret@127.0.0.1:5432/weir".into(),
+            table: "order_stats".into(),
+            columns: vec![
+                ("region".into(), ColumnType::Text),
+                ("window_start".into(), ColumnType::BigInt),
+                ("count".into(), ColumnType::BigInt),
+            ],
+            key: vec!["region".into(), "window_start".into()],
+            guarantee: Guarantee::ExactlyOnce,
+            job: "j".into(),
+            retry_for: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn statements_quote_identifiers_and_update_only_non_key_columns() {
+        let c = config();
+        assert_eq!(
+            upsert_sql(&c),
+            "INSERT INTO \"order_stats\" (\"region\", \"window_start\", \"count\") VALUES ($1, $2, $3) \
+             ON CONFLICT (\"region\", \"window_start\") DO UPDATE SET \"count\" = EXCLUDED.\"count\""
+        );
+        assert_eq!(
+            create_sql(&c),
+            "CREATE TABLE IF NOT EXISTS \"order_stats\" (\"region\" TEXT, \"window_start\" BIGINT, \"count\" BIGINT, \
+             PRIMARY KEY (\"region\", \"window_start\"))"
+        );
+    }
+
+    #[test]
+    fn a_key_must_be_a_field_and_passwords_stay_out_of_messages() {
+        let mut c = config();
+        c.key = vec!["regoin".into()];
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("`regoin`") && e.contains("region, window_start, count"), "{e}");
+        assert_eq!(redacted(&c.url), "postgres://weir@127.0.0.1:5432/weir");
+    }
+}
