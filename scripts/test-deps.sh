@@ -8,6 +8,7 @@
 #   bash scripts/test-deps.sh
 #
 # Installs:
+#   redis-server, postgresql  (apt-get) for the connector tests.
 #   moto_server  (PyPI moto[server]) in $CACHE/venv: an in-memory S3-compatible
 #                server for the weir-s3 tests (runtime/storage-s3/tests). The tests
 #                find it there, or at $WEIR_MOTO_SERVER.
@@ -37,3 +38,21 @@ else
   [ -x "$VENV/bin/moto_server" ] || { log "pip finished but $VENV/bin/moto_server is missing"; exit 1; }
   log "installed moto $("$VENV/bin/python" -c 'import moto; print(moto.__version__)') at $VENV/bin/moto_server"
 fi
+
+# Redis and PostgreSQL servers from Debian, for the connector tests
+# (runtime/cli/tests/kafka_connectors.rs); the tests start their own instances
+# on loopback ports. The Kafka tests need nothing installed: librdkafka's mock
+# cluster is compiled into the tests.
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+if [ ${#missing[@]} -eq 0 ]; then
+  log "redis-server and postgresql already installed"
+else
+  log "installing ${missing[*]} (apt-get)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null \
+    || { $SUDO apt-get update >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; } \
+    || { log "apt-get install ${missing[*]} failed"; exit 1; }
+fi
+# The Debian package starts a cluster of its own; the tests do not use it.

@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_state;
+mod datagen;
 mod run;
 mod savepoint;
 mod storage;
@@ -31,6 +32,8 @@ enum Command {
     Run(run::RunArgs),
     /// Take a savepoint of a running job through its REST API, and optionally stop it.
     Savepoint(savepoint::SavepointArgs),
+    /// Feed a Kafka topic with a workload stream (orders or bids) as JSON.
+    Datagen(datagen::DatagenArgs),
     /// Run one workload of bench/WORKLOADS.md and print the Flink baseline's report line.
     Bench {
         /// orders-window | orders-dedup | q0 | q1 | q2 | q5 | q7, or `state`: checkpoint and
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Savepoint(args) => savepoint::savepoint(args),
+        Command::Datagen(args) => datagen::datagen(args),
         Command::Bench { workload, parallelism, checkpoint_dir, checkpoint_interval, state_mb, .. }
             if workload == "state" =>
         {

@@ -18,10 +18,12 @@ use weir::datagen::{Bid, Order};
 use weir::prelude::{DataStream, StreamEnv};
 
 use crate::config::{self, PipelineFile, SourceType, Step, WindowType, Workload};
+use crate::connectors;
 use crate::error::PipelineError;
 use crate::expr::Expr;
 use crate::file_source::{FileSource, list_files};
 use crate::ops::{AggKind, AggSpec, AnomalyFlag, DedupRows, RowAggregates, RowKey, TopRows};
+use crate::records::{DeadLetters, Format};
 use crate::value::{FieldType, Row, Schema, Value};
 
 /// Counters of a compiled pipeline, readable while and after it runs.
@@ -49,12 +51,12 @@ pub struct Overrides {
     pub parallelism: Option<usize>,
 }
 
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     file: &'a Path,
 }
 
 impl Ctx<'_> {
-    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> PipelineError {
+    pub(crate) fn err(&self, key: impl Into<String>, message: impl Into<String>) -> PipelineError {
         PipelineError::new(self.file, key, message)
     }
 }
@@ -75,7 +77,7 @@ impl Cursor {
     }
 }
 
-fn resolve(ctx: &Ctx, key: &str, schema: &Schema, names: &[String]) -> Result<Vec<usize>, PipelineError> {
+pub(crate) fn resolve(ctx: &Ctx, key: &str, schema: &Schema, names: &[String]) -> Result<Vec<usize>, PipelineError> {
     if names.is_empty() {
         return Err(ctx.err(key, "expected at least one field"));
     }
@@ -115,10 +117,6 @@ fn bid_row(b: Bid) -> Row {
         Value::Int(b.time),
         Value::Str(SmolStr::new(&b.extra)),
     ]
-}
-
-fn unsupported(ctx: &Ctx, key: &str, what: &str) -> PipelineError {
-    ctx.err(key, format!("{what} is not available in this version of weir yet"))
 }
 
 /// Compiles `p` (read from `file`) into `env`.
@@ -166,107 +164,118 @@ pub fn compile(
 
 fn source(ctx: &Ctx, p: &PipelineFile, env: &StreamEnv, stats: &PipelineStats) -> Result<Cursor, PipelineError> {
     use FieldType::*;
+    use SourceType::{Datagen, File, Kafka};
     let src = &p.source;
     // Keys that belong to other source types are mistakes, not silent no-ops.
-    let set: [(&str, bool, SourceType); 12] = [
-        ("workload", src.workload.is_some(), SourceType::Datagen),
-        ("count", src.count.is_some(), SourceType::Datagen),
-        ("rate", src.rate.is_some(), SourceType::Datagen),
-        ("path", src.path.is_some(), SourceType::File),
-        ("format", src.format.is_some(), SourceType::File),
-        ("fields", src.fields.is_some(), SourceType::File),
-        ("dead_letter", src.dead_letter.is_some(), SourceType::File),
-        ("bootstrap", src.bootstrap.is_some(), SourceType::Kafka),
-        ("topic", src.topic.is_some(), SourceType::Kafka),
-        ("group", src.group.is_some(), SourceType::Kafka),
-        ("start", src.start.is_some(), SourceType::Kafka),
-        ("bounded", src.bounded.is_some(), SourceType::Kafka),
+    let set: [(&str, bool, &[SourceType]); 14] = [
+        ("workload", src.workload.is_some(), &[Datagen]),
+        ("count", src.count.is_some(), &[Datagen]),
+        ("rate", src.rate.is_some(), &[Datagen]),
+        ("path", src.path.is_some(), &[File]),
+        ("format", src.format.is_some(), &[File, Kafka]),
+        ("fields", src.fields.is_some(), &[File, Kafka]),
+        ("on_error", src.on_error != config::OnError::Skip, &[File, Kafka]),
+        ("dead_letter", src.dead_letter.is_some(), &[File, Kafka]),
+        ("bootstrap", src.bootstrap.is_some(), &[Kafka]),
+        ("topic", src.topic.is_some(), &[Kafka]),
+        ("group", src.group.is_some(), &[Kafka]),
+        ("start", src.start.is_some(), &[Kafka]),
+        ("bounded", src.bounded.is_some(), &[Kafka]),
+        ("properties", src.properties.is_some(), &[Kafka]),
     ];
-    if let Some((k, _, owner)) = set.iter().find(|(_, present, owner)| *present && *owner != src.kind) {
-        return Err(
-            ctx.err(format!("source.{k}"), format!("only applies to {} sources", format!("{owner:?}").to_lowercase()))
-        );
+    if let Some((k, _, owners)) = set.iter().find(|(_, present, owners)| *present && !owners.contains(&src.kind)) {
+        let owners: Vec<std::string::String> = owners.iter().map(|o| format!("{o:?}").to_lowercase()).collect();
+        return Err(ctx.err(format!("source.{k}"), format!("only applies to {} sources", owners.join(" and "))));
     }
-    let watermark = &src.watermark;
-    let (stream, schema) = match src.kind {
-        SourceType::Datagen => {
+    // The schema of the records, and the event-time field when there is a watermark.
+    let schema = match src.kind {
+        Datagen => match src.workload {
+            Some(Workload::Orders) => {
+                Schema::new([("order_id", String), ("region", String), ("amount", Int), ("time", Int)])
+            }
+            Some(Workload::Bids) => Schema::new([
+                ("auction", Int),
+                ("bidder", Int),
+                ("price", Int),
+                ("channel", String),
+                ("time", Int),
+                ("extra", String),
+            ]),
+            None => return Err(ctx.err("source.workload", "required for datagen sources: orders or bids")),
+        },
+        File | Kafka => {
+            let fields = src.fields.as_ref().filter(|f| !f.is_empty()).ok_or_else(|| {
+                ctx.err("source.fields", "required for file and kafka sources: each field of the records with its type")
+            })?;
+            Schema::new(fields.iter().map(|(n, t)| (n.clone(), *t)))
+        }
+    };
+    let event_time = match &src.watermark {
+        None => None,
+        Some(w) => {
+            let idx = schema.index(&w.field).ok_or_else(|| {
+                ctx.err(
+                    "source.watermark.field",
+                    format!("unknown field `{}` (fields: {})", w.field, schema.names().join(", ")),
+                )
+            })?;
+            if schema.field_type(idx) != Int {
+                return Err(
+                    ctx.err("source.watermark.field", format!("`{}` must be an int of epoch milliseconds", w.field))
+                );
+            }
+            let mut strategy =
+                WatermarkStrategy::bounded_out_of_orderness(w.out_of_orderness.map_or(Duration::ZERO, |d| d.0));
+            if let Some(idle) = w.idle_timeout {
+                strategy = strategy.with_idle_timeout(idle.0);
+            }
+            Some((idx, strategy))
+        }
+    };
+    let format = match &src.format {
+        None => Format::Json,
+        Some(f) => Format::parse(f).map_err(|e| ctx.err("source.format", e))?,
+    };
+    let dead_letters = {
+        let (on_error, dir) = (src.on_error, src.dead_letter.as_ref().map(PathBuf::from));
+        let count = stats.malformed.clone();
+        move |subtask: usize| DeadLetters::new(on_error, dir.clone(), count.clone(), subtask)
+    };
+    let mut source_assigns_time = false;
+    let stream = match src.kind {
+        Datagen => {
             if src.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
                 return Err(ctx.err("source.rate", "expected a positive number of events per second"));
             }
-            let workload = src
-                .workload
-                .ok_or_else(|| ctx.err("source.workload", "required for datagen sources: orders or bids"))?;
-            match workload {
-                Workload::Orders => (
-                    env.orders(src.count, src.rate).map(order_row),
-                    Schema::new([("order_id", String), ("region", String), ("amount", Int), ("time", Int)]),
-                ),
-                Workload::Bids => (
-                    env.bids(src.count, src.rate).map(bid_row),
-                    Schema::new([
-                        ("auction", Int),
-                        ("bidder", Int),
-                        ("price", Int),
-                        ("channel", String),
-                        ("time", Int),
-                        ("extra", String),
-                    ]),
-                ),
+            match src.workload.expect("checked above") {
+                Workload::Orders => env.orders(src.count, src.rate).map(order_row),
+                Workload::Bids => env.bids(src.count, src.rate).map(bid_row),
             }
         }
-        SourceType::File => {
+        File => {
             let path = src.path.as_ref().ok_or_else(|| ctx.err("source.path", "required for file sources"))?;
-            if let Some(format) = &src.format
-                && format != "json"
-            {
-                return Err(ctx.err("source.format", format!("unknown format `{format}`; expected json")));
-            }
-            let fields = src.fields.as_ref().filter(|f| !f.is_empty()).ok_or_else(|| {
-                ctx.err("source.fields", "required for file sources: each field of the records with its type")
-            })?;
             let files = list_files(Path::new(path))
                 .map_err(|e| ctx.err("source.path", format!("cannot read `{path}`: {e}")))?;
-            let schema = Schema::new(fields.iter().map(|(n, t)| (n.clone(), *t)));
             let shared = Arc::new(schema.clone());
-            let (on_error, dead_letter) = (src.on_error, src.dead_letter.as_ref().map(PathBuf::from));
-            let malformed = stats.malformed.clone();
-            let stream = env.add_source("file", move |info| {
+            env.add_source("file", move |info| {
                 let mine = files.iter().enumerate().rev().filter(|(k, _)| k % info.parallelism == info.index);
                 let mine = mine.map(|(_, f)| f.clone()).collect();
-                Box::new(FileSource::new(
-                    mine,
-                    shared.clone(),
-                    on_error,
-                    dead_letter.clone(),
-                    malformed.clone(),
-                    info.index,
-                ))
-            });
-            (stream, schema)
+                Box::new(FileSource::new(mine, shared.clone(), format, dead_letters(info.index)))
+            })
         }
-        SourceType::Kafka => return Err(unsupported(ctx, "source.type", "the kafka source")),
+        Kafka => {
+            // Kafka partitions interleave unpredictably: the source keeps a watermark per partition.
+            source_assigns_time = true;
+            let config = connectors::kafka_source_config(ctx, p)?;
+            connectors::kafka_source(env, config, &schema, format, event_time.clone(), dead_letters)
+        }
     };
-    let mut cur = Cursor { stream: Some(stream), schema, event_time: false, last_key: None };
-    if let Some(w) = watermark {
-        let idx = cur.schema.index(&w.field).ok_or_else(|| {
-            ctx.err(
-                "source.watermark.field",
-                format!("unknown field `{}` (fields: {})", w.field, cur.schema.names().join(", ")),
-            )
-        })?;
-        if cur.schema.field_type(idx) != Int {
-            return Err(
-                ctx.err("source.watermark.field", format!("`{}` must be an int of epoch milliseconds", w.field))
-            );
-        }
-        let mut strategy =
-            WatermarkStrategy::bounded_out_of_orderness(w.out_of_orderness.map_or(Duration::ZERO, |d| d.0));
-        if let Some(idle) = w.idle_timeout {
-            strategy = strategy.with_idle_timeout(idle.0);
-        }
+    let mut cur = Cursor { stream: Some(stream), schema, event_time: event_time.is_some(), last_key: None };
+    if let Some((idx, strategy)) = event_time
+        && !source_assigns_time
+    {
         let stream = cur.take();
         cur.stream = Some(stream.assign_timestamps(strategy, move |row: &Row| row[idx].as_int().unwrap_or(i64::MIN)));
-        cur.event_time = true;
     }
     Ok(cur)
 }
@@ -560,9 +569,9 @@ fn sink(
             counted.discard();
             "nowhere (blackhole)".to_string()
         }
-        config::Sink::Kafka(_) => return Err(unsupported(ctx, "sink.type", "the kafka sink")),
-        config::Sink::Redis(_) => return Err(unsupported(ctx, "sink.type", "the redis sink")),
-        config::Sink::Postgres(_) => return Err(unsupported(ctx, "sink.type", "the postgres sink")),
+        config::Sink::Kafka { .. } => connectors::kafka_sink(ctx, p, counted, &schema)?,
+        config::Sink::Redis { .. } => connectors::redis_sink(ctx, p, counted, &schema)?,
+        config::Sink::Postgres { .. } => connectors::postgres_sink(ctx, p, counted, &schema)?,
     };
     Ok((description, cur.schema))
 }

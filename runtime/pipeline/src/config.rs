@@ -121,6 +121,7 @@ pub struct Source {
     pub rate: Option<f64>,
     // file
     pub path: Option<String>,
+    // file and kafka
     pub format: Option<String>,
     pub fields: Option<IndexMap<String, FieldType>>,
     #[serde(default)]
@@ -132,6 +133,8 @@ pub struct Source {
     pub group: Option<String>,
     pub start: Option<String>,
     pub bounded: Option<bool>,
+    /// Further librdkafka consumer properties.
+    pub properties: Option<IndexMap<String, String>>,
 }
 
 /// A key: one field name or a list of them.
@@ -250,11 +253,56 @@ fn three() -> f64 {
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Sink {
     Stdout {},
-    File { path: String },
+    File {
+        path: String,
+    },
     Blackhole {},
-    Kafka(IndexMap<String, serde_json::Value>),
-    Redis(IndexMap<String, serde_json::Value>),
-    Postgres(IndexMap<String, serde_json::Value>),
+    Kafka {
+        bootstrap: String,
+        topic: String,
+        #[serde(default)]
+        guarantee: KafkaGuarantee,
+        /// The message key: these fields, joined by `|` (no key when absent).
+        key: Option<Fields>,
+        /// Exactly-once: transactional ids are `<prefix>-<subtask>` (default `weir-<job>-<topic>`).
+        transactional_id_prefix: Option<String>,
+        /// Further librdkafka producer properties.
+        properties: Option<IndexMap<String, String>>,
+    },
+    Redis {
+        url: String,
+        /// The hash's key, a pattern such as `order_monitor:{region}`.
+        key: String,
+        /// The field within the hash, a pattern such as `{window_start}`.
+        field: String,
+        /// The field of the row whose value is stored.
+        value: String,
+        /// Expire keys this long after their last write.
+        ttl: Option<Dur>,
+    },
+    Postgres {
+        url: String,
+        table: String,
+        key: Fields,
+        #[serde(default)]
+        guarantee: PostgresGuarantee,
+    },
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+pub enum KafkaGuarantee {
+    #[default]
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+pub enum PostgresGuarantee {
+    #[default]
+    Upsert,
+    ExactlyOnce,
 }
 
 /// Reads `path`, applies `--set` overrides, and checks the file's shape.

@@ -1,11 +1,9 @@
-//! The `file` source: JSON lines with declared field types.
+//! The `file` source: JSON or CSV lines with declared field types.
 //!
 //! `path` is a file or a directory (its files, in name order). Files are dealt
-//! to subtasks round-robin. A line that is not a JSON object with every
-//! declared field of its declared type is *malformed*: it is counted, the
-//! first few are logged with file and line, and it is appended to the
-//! dead-letter directory when one is configured; with `on_error: fail` it
-//! fails the job instead.
+//! to subtasks round-robin. A line that does not decode as a record with every
+//! declared field of its declared type is *malformed* and goes to
+//! [`DeadLetters`] (counted, logged, dead-lettered, or fatal).
 //!
 //! The read position is checkpointed as one entry per file not yet finished:
 //! the file and the byte offset of the next line. On restore the entries of
@@ -13,21 +11,17 @@
 //! parallelism neither skips nor repeats a line.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use weir::core::checkpoint::metadata::{OperatorSnapshot, RestoredState};
 use weir::core::source::{Source, SourcePoll};
 use weir::core::state::codec;
 use weir::core::{NO_TIMESTAMP, Record, TaskError, TaskResult};
 
-use crate::config::OnError;
-use crate::value::{Row, Schema, Value};
-
-/// Log at most this many malformed records per subtask.
-const LOG_LIMIT: u64 = 10;
+use crate::records::{DeadLetters, Format};
+use crate::value::{Row, Schema};
 
 /// The files under `path` (a file, or a directory's files in name order).
 pub fn list_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -58,73 +52,30 @@ pub struct FileSource {
     /// Files read to the end (kept in snapshots: a finished source stays finished).
     done: Vec<FilePosition>,
     schema: Arc<Schema>,
-    on_error: OnError,
-    dead_letter: Option<(PathBuf, Option<File>)>,
-    malformed: Arc<AtomicU64>,
-    subtask: usize,
+    format: Format,
+    dead_letters: DeadLetters,
     reader: Option<(FilePosition, BufReader<File>)>,
     line: String,
-    logged: u64,
 }
 
 impl FileSource {
-    pub fn new(
-        files: Vec<PathBuf>,
-        schema: Arc<Schema>,
-        on_error: OnError,
-        dead_letter: Option<PathBuf>,
-        malformed: Arc<AtomicU64>,
-        subtask: usize,
-    ) -> Self {
+    pub fn new(files: Vec<PathBuf>, schema: Arc<Schema>, format: Format, dead_letters: DeadLetters) -> Self {
         FileSource {
             files: files.into_iter().map(|path| FilePosition { path, offset: 0, line: 0 }).collect(),
             done: Vec::new(),
             schema,
-            on_error,
-            dead_letter: dead_letter.map(|d| (d, None)),
-            malformed,
-            subtask,
+            format,
+            dead_letters,
             reader: None,
             line: String::new(),
-            logged: 0,
         }
-    }
-
-    fn parse(schema: &Schema, line: &str) -> Result<Row, String> {
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-        let obj = v.as_object().ok_or("not a JSON object")?;
-        schema
-            .fields
-            .iter()
-            .map(|(name, ty)| match obj.get(name) {
-                None => Err(format!("missing field `{name}`")),
-                Some(serde_json::Value::Null) => Ok(Value::Null),
-                Some(v) => ty.from_json(v).ok_or_else(|| format!("field `{name}`: expected {ty}, got {v}")),
-            })
-            .collect()
     }
 
     fn malformed(&mut self, file: &Path, line_no: u64, line: &str, error: String) -> TaskResult {
-        if self.on_error == OnError::Fail {
-            return Err(TaskError::Operator(format!("{}:{line_no}: malformed record: {error}", file.display())));
-        }
-        self.malformed.fetch_add(1, Ordering::Relaxed);
-        if self.logged < LOG_LIMIT {
-            self.logged += 1;
-            tracing::warn!("{}:{line_no}: skipping malformed record: {error}", file.display());
-        }
-        if let Some((dir, out)) = &mut self.dead_letter {
-            if out.is_none() {
-                std::fs::create_dir_all(&*dir)
-                    .map_err(|e| TaskError::io(format!("creating dead-letter directory {}", dir.display()), e))?;
-                let path = dir.join(format!("dead-letter-{}.jsonl", self.subtask));
-                *out = Some(File::create(&path).map_err(|e| TaskError::io(format!("creating {}", path.display()), e))?);
-            }
-            let entry = serde_json::json!({"file": file.display().to_string(), "line": line_no, "error": error, "record": line});
-            writeln!(out.as_mut().expect("opened"), "{entry}")
-                .map_err(|e| TaskError::io(format!("writing dead letter under {}", dir.display()), e))?;
-        }
-        Ok(())
+        let mut origin = serde_json::Map::new();
+        origin.insert("file".into(), file.display().to_string().into());
+        origin.insert("line".into(), line_no.into());
+        self.dead_letters.record(&format!("{}:{line_no}", file.display()), origin, line.as_bytes(), error)
     }
 }
 
@@ -160,7 +111,7 @@ impl Source<Row> for FileSource {
             if text.trim().is_empty() {
                 continue;
             }
-            match Self::parse(&schema, text) {
+            match self.format.decode(&schema, text.as_bytes()) {
                 Ok(row) => out.push(Record::new(NO_TIMESTAMP, row)),
                 Err(e) => bad.push((pos.line, text.to_string(), e)),
             }
@@ -196,11 +147,13 @@ impl Source<Row> for FileSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::OnError;
     use crate::value::FieldType;
 
     fn source(files: Vec<PathBuf>, subtask: usize) -> FileSource {
         let schema = Arc::new(Schema::new([("n", FieldType::Int)]));
-        FileSource::new(files, schema, OnError::Skip, None, Arc::new(AtomicU64::new(0)), subtask)
+        let dead_letters = DeadLetters::new(OnError::Skip, None, Default::default(), subtask);
+        FileSource::new(files, schema, Format::Json, dead_letters)
     }
 
     fn numbers(out: &[Record<Row>]) -> Vec<i64> {

@@ -38,11 +38,13 @@
 
 pub mod compile;
 pub mod config;
+mod connectors;
 pub mod error;
 pub mod expr;
 pub mod file_source;
 pub mod format;
 pub mod ops;
+pub mod records;
 pub mod value;
 
 pub use error::PipelineError;

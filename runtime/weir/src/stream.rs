@@ -160,9 +160,18 @@ impl<T: Data> DataStream<T> {
 
     /// Ends the stream in a sink built per subtask.
     pub fn sink<S: Sink<T> + 'static>(self, name: &str, make: impl Fn(&SubtaskInfo) -> S + Send + Sync + 'static) {
+        self.try_sink(name, move |info| Ok(make(info)));
+    }
+
+    /// A sink whose creation can fail (a connection, a table): the job fails with its error.
+    pub fn try_sink<S: Sink<T> + 'static>(
+        self,
+        name: &str,
+        make: impl Fn(&SubtaskInfo) -> weir_core::TaskResult<S> + Send + Sync + 'static,
+    ) {
         let p = self.env.parallelism();
         self.add_vertex::<()>(name, p, self.partitioning.clone(), move |info, _out| {
-            Ok(Box::new(SinkNode::new(make(info), info)?))
+            Ok(Box::new(SinkNode::new(make(info)?, info)?))
         });
     }
 

@@ -98,10 +98,20 @@ pub fn row_hash(workload: &str, r: &Value) -> i64 {
     }
 }
 
+/// The answer of output rows (as JSON objects) of `workload`.
+pub fn answer_of(rows: impl IntoIterator<Item = Value>, workload: &str) -> Answer {
+    let (mut outputs, mut sum) = (0u64, 0u64);
+    for row in rows {
+        outputs += 1;
+        sum = sum.wrapping_add(mix64(row_hash(workload, &row) as u64));
+    }
+    Answer { outputs, checksum: sum as i64 }
+}
+
 /// What a reader of a file sink's directory sees: the `part-*` files at its
 /// top level (hidden in-progress files and `_pending/` are not output).
 pub fn committed_output(dir: &Path, workload: &str) -> Answer {
-    let (mut rows, mut sum) = (0u64, 0u64);
+    let mut rows = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else { return Answer { outputs: 0, checksum: 0 } };
     for entry in entries {
         let path = entry.unwrap().path();
@@ -112,9 +122,8 @@ pub fn committed_output(dir: &Path, workload: &str) -> Answer {
         for line in std::fs::read_to_string(&path).unwrap().lines() {
             let row: Value =
                 serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: bad line {line}: {e}", path.display()));
-            rows += 1;
-            sum = sum.wrapping_add(mix64(row_hash(workload, &row) as u64));
+            rows.push(row);
         }
     }
-    Answer { outputs: rows, checksum: sum as i64 }
+    answer_of(rows, workload)
 }

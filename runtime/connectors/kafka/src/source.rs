@@ -250,6 +250,7 @@ impl<T> KafkaSource<T> {
                 }
             }
         };
+        tracing::debug!("kafka source: partition {partition} of `{topic}`: offsets {low}..{high}, starting at {next}");
         Ok(PartitionSplit { partition, next, end: self.config.bounded.then_some(high) })
     }
 

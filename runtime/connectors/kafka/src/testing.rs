@@ -40,7 +40,14 @@ impl MockKafka {
             .set("enable.auto.commit", "false")
             .create()
             .expect("a consumer");
-        consumer.subscribe(&[topic]).expect("subscribe");
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("topic metadata");
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                assignment.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning).expect("a partition");
+            }
+        }
+        consumer.assign(&assignment).expect("assign");
         let mut out = Vec::new();
         let mut last = std::time::Instant::now();
         while last.elapsed() < quiet {

@@ -158,7 +158,11 @@ pub struct PostgresSink<T, V> {
     subtask: usize,
     /// The ids of this sink's prepared transactions start with this.
     gid_prefix: String,
+    /// Writes rows (and prepares).
     client: Option<Client>,
+    /// Commits and rolls back prepared transactions: a session with a
+    /// transaction open cannot.
+    control: Option<Client>,
     statement: String,
     /// Rows written in the open transaction (written again after a reconnect).
     open: Vec<T>,
@@ -187,6 +191,7 @@ where
             subtask: info.index,
             gid_prefix,
             client: None,
+            control: None,
             open: Vec::new(),
             in_transaction: false,
             prepared: Vec::new(),
@@ -228,6 +233,13 @@ where
         Ok(self.client.as_mut().expect("connected above"))
     }
 
+    fn control(&mut self) -> Result<&mut Client, postgres::Error> {
+        if self.control.as_ref().is_none_or(Client::is_closed) {
+            self.control = Some(Client::connect(&self.config.url, NoTls)?);
+        }
+        Ok(self.control.as_mut().expect("connected above"))
+    }
+
     /// Runs `f`, reconnecting with backoff while the connection is what fails.
     fn with_retry<R>(
         &mut self,
@@ -242,6 +254,7 @@ where
                 Err(e) if is_connection_error(&e) && started.elapsed() < self.config.retry_for => {
                     tracing::warn!("{}; retrying in {delay:?}", self.error(format!("{what}: {}", describe(&e))));
                     self.client = None;
+                    self.control = None;
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(5));
                     // A lost connection took the open transaction with it: write its rows again.
@@ -309,7 +322,7 @@ where
             let commit = keep.iter().any(|p| &p.gid == gid);
             let sql = format!("{} PREPARED '{}'", if commit { "COMMIT" } else { "ROLLBACK" }, gid.replace('\'', "''"));
             tracing::info!("postgres sink: recovery: {sql}");
-            self.with_retry("resolving a prepared transaction", |s| s.client()?.batch_execute(&sql))?;
+            self.with_retry("resolving a prepared transaction", |s| s.control()?.batch_execute(&sql))?;
         }
         Ok(())
     }
@@ -408,7 +421,7 @@ where
         for p in ready {
             let sql = format!("COMMIT PREPARED '{}'", p.gid.replace('\'', "''"));
             let gid = p.gid.clone();
-            self.with_retry("committing a prepared transaction", |s| match s.client()?.batch_execute(&sql) {
+            self.with_retry("committing a prepared transaction", |s| match s.control()?.batch_execute(&sql) {
                 // Committed already, by this call before a reconnect or by recovery.
                 Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_OBJECT) => {
                     tracing::debug!("postgres sink: {gid} was committed already");

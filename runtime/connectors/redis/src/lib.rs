@@ -20,6 +20,8 @@ use weir::core::{Record, TaskError, TaskResult};
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use redis;
+
 /// One hash field to set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HashWrite {

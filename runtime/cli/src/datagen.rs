@@ -1,0 +1,122 @@
+//! `weir datagen`: feeds a Kafka topic with a workload stream of
+//! bench/WORKLOADS.md as JSON, keyed by order id (or auction), so that a
+//! duplicate lands in the partition of its original.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use weir::datagen::{bid, order};
+use weir_kafka::rdkafka::ClientConfig;
+use weir_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use weir_kafka::rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+use crate::Failure;
+
+#[derive(clap::Args)]
+pub struct DatagenArgs {
+    /// orders | bids
+    #[arg(long)]
+    workload: String,
+    /// Kafka bootstrap servers (host:port[,host:port]).
+    #[arg(long, value_name = "BOOTSTRAP")]
+    kafka: String,
+    #[arg(long)]
+    topic: String,
+    /// How many events (forever when absent).
+    #[arg(long)]
+    count: Option<u64>,
+    /// The first event number (to continue an earlier run).
+    #[arg(long, default_value_t = 0)]
+    from: u64,
+    /// Events per second (as fast as possible when absent).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// No progress display.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub fn datagen(args: DatagenArgs) -> Result<(), Failure> {
+    let encode: fn(u64) -> (String, Vec<u8>) = match args.workload.as_str() {
+        "orders" => |n| {
+            let o = order(n);
+            (o.order_id.to_string(), serde_json::to_vec(&o).expect("JSON"))
+        },
+        "bids" => |n| {
+            let b = bid(n);
+            (b.auction.to_string(), serde_json::to_vec(&b).expect("JSON"))
+        },
+        other => {
+            return Err(Failure::BadInput(format!("--workload: unknown workload `{other}`; expected orders or bids")));
+        }
+    };
+    if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        return Err(Failure::BadInput("--rate: expected a positive number of events per second".into()));
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &args.kafka)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .map_err(|e| Failure::BadInput(format!("--kafka: {e}")))?;
+    let unreachable = |e: KafkaError| Failure::Runtime(format!("cannot reach Kafka at {}: {e}", args.kafka));
+    let metadata = producer.client().fetch_metadata(Some(&args.topic), Duration::from_secs(10)).map_err(unreachable)?;
+    if metadata.topics().iter().all(|t| t.name() != args.topic || t.error().is_some() || t.partitions().is_empty()) {
+        return Err(Failure::Runtime(format!(
+            "topic `{}` does not exist at {}: create it first",
+            args.topic, args.kafka
+        )));
+    }
+    let progress = !args.quiet && std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut last_report = started;
+    let end = args.count.map(|c| args.from + c);
+    let mut n = args.from;
+    while end.is_none_or(|e| n < e) {
+        if let Some(rate) = args.rate {
+            let due = started + Duration::from_secs_f64((n - args.from) as f64 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let (key, value) = encode(n);
+        let mut record = BaseRecord::to(&args.topic).key(&key).payload(&value);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err((e, _)) => return Err(Failure::Runtime(format!("producing to `{}`: {e}", args.topic))),
+            }
+        }
+        n += 1;
+        if progress && last_report.elapsed() >= Duration::from_millis(500) {
+            last_report = Instant::now();
+            let secs = started.elapsed().as_secs_f64();
+            eprint!("\r{} events to `{}` ({:.0}/s)   ", n - args.from, args.topic, (n - args.from) as f64 / secs);
+        }
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .map_err(|e| Failure::Runtime(format!("flushing to `{}`: {e}", args.topic)))?;
+    if progress {
+        eprintln!();
+    }
+    if !args.quiet {
+        eprintln!(
+            "weir datagen: {} {} events (numbers {}..{n}) to `{}` at {} in {:.1}s",
+            n - args.from,
+            args.workload,
+            args.from,
+            args.topic,
+            args.kafka,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
