@@ -312,3 +312,43 @@ fn a_database_that_goes_away_and_comes_back_loses_nothing() {
     assert_eq!(got, oracle("orders-dedup", EVENTS), "{log}");
     assert_eq!(prepared_transactions(&pg), Vec::<String>::new());
 }
+
+#[test]
+fn the_order_monitor_example_runs_kafka_to_redis_with_alerts_to_kafka() {
+    const EVENTS: u64 = 400_000;
+    let kafka = MockKafka::start(1);
+    kafka.create_topic("orders", 4);
+    kafka.create_topic("order-alerts", 1);
+    datagen(&kafka, "orders", 0, EVENTS);
+    let redis = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let example = common::workspace().join("examples/order-monitor-kafka.yaml");
+    let b = kafka.bootstrap();
+    let o = weir()
+        .args(["run", "-q", "--rest-port", "0", "--checkpoint-interval", "300ms"])
+        .arg(&example)
+        .args(["--set", &format!("source.bootstrap={b}"), "--set", "source.bounded=true"])
+        .args(["--set", &format!("steps[4].anomaly.alerts.bootstrap={b}")])
+        .args(["--set", &format!("sink.url={}", redis.url())])
+        .args(["--set", &format!("checkpointing.dir={}", tmp.path().join("ck").display())])
+        .args(["--set", &format!("source.dead_letter={}", tmp.path().join("dead").display())])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Redis: every region's minutes, with the order counts after dedup.
+    let mut con = redis.client().get_connection().unwrap();
+    let mut windows = 0;
+    for region in ["north", "south", "east", "west"] {
+        let hash: std::collections::HashMap<i64, i64> =
+            weir_redis::redis::cmd("HGETALL").arg(format!("order_monitor:{region}")).query(&mut con).unwrap();
+        assert!(hash.values().all(|&c| c > 0), "{region}: {hash:?}");
+        windows += hash.len();
+    }
+    assert_eq!(windows as u64, oracle("orders-dedup", EVENTS).outputs, "one field per region and minute");
+    // Alerts: only flagged rows, each with its baseline.
+    for m in kafka.read_all("order-alerts", Duration::from_secs(2)) {
+        let row: Value = serde_json::from_slice(&m).unwrap();
+        assert_eq!(row["anomaly"], true, "{row}");
+        assert!(row["mean"].is_f64() && row["stddev"].is_f64(), "{row}");
+    }
+}

@@ -153,3 +153,50 @@ fn malformed_record_fails_the_job_when_asked() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("in.jsonl:2: malformed record: not JSON"), "{err}");
 }
+
+const KAFKA: &str = r#"
+name: t
+source:
+  type: kafka
+  bootstrap: 127.0.0.1:9
+  topic: orders
+  fields: { order_id: string, region: string, amount: int, time: int }
+  watermark: { field: time, out_of_orderness: 5s }
+steps:
+  - key_by: region
+  - window: { type: tumbling, size: 1m }
+  - aggregate: { count: count(), amount: sum(amount) }
+sink: { type: postgres, url: "postgres://weir@127.0.0.1:9/weir", table: stats, key: [region, window_start] }
+"#;
+
+#[test]
+fn connector_keys_are_checked_before_anything_runs() {
+    rejects(&KAFKA.replace("  topic: orders\n", ""), &["source.topic", "required for kafka sources"]);
+    rejects(
+        &KAFKA.replace("  topic: orders\n", "  topic: orders\n  start: yesterday\n"),
+        &["source.start", "earliest, latest, committed or timestamp"],
+    );
+    rejects(
+        &KAFKA.replace("  topic: orders\n", "  topic: orders\n  format: avro\n"),
+        &["source.format", "unknown format `avro`"],
+    );
+    rejects(
+        &KAFKA.replace("  topic: orders\n", "  topic: orders\n  count: 5\n"),
+        &["source.count", "only applies to datagen sources"],
+    );
+    rejects(
+        &KAFKA.replace("key: [region, window_start]", "key: [region, minute]"),
+        &["sink.key", "unknown field `minute`"],
+    );
+    rejects(
+        &KAFKA.replace("key: [region, window_start] }", "key: region, guarantee: twice }"),
+        &["sink", "unknown variant `twice`"],
+    );
+    let redis = r#"sink: { type: redis, url: "redis://127.0.0.1:9", key: "m:{regoin}", field: "{window_start}", value: count }"#;
+    let yaml = KAFKA.lines().filter(|l| !l.starts_with("sink:")).collect::<Vec<_>>().join("\n") + "\n" + redis + "\n";
+    rejects(&yaml, &["sink.key", "unknown field `regoin`"]);
+    rejects(
+        &yaml.replace("m:{regoin}", "m:{region}").replace("value: count", "value: total"),
+        &["sink.value", "unknown field `total`"],
+    );
+}

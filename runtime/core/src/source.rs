@@ -11,8 +11,6 @@
 //! the minimum over its splits' watermarks, kept by [`SplitWatermarks`]. A
 //! split that stays quiet for the idle timeout stops holding the others back.
 
-use std::collections::HashMap;
-use std::hash::Hash;
 use std::time::Duration;
 
 use crate::checkpoint::metadata::{OperatorSnapshot, RestoredState};
@@ -78,7 +76,10 @@ pub enum SourceWatermark {
 #[derive(Debug)]
 pub struct SplitWatermarks<S> {
     strategy: WatermarkStrategy,
-    splits: HashMap<S, SplitClock>,
+    /// A subtask has few splits, and records come in runs from one split:
+    /// a vector with the last one found beats hashing every record.
+    splits: Vec<(S, SplitClock)>,
+    last: usize,
     emitted: Timestamp,
 }
 
@@ -88,35 +89,43 @@ struct SplitClock {
     last_record_at: Timestamp,
 }
 
-impl<S: Hash + Eq + Clone> SplitWatermarks<S> {
+impl<S: PartialEq> SplitWatermarks<S> {
     pub fn new(strategy: WatermarkStrategy) -> Self {
-        SplitWatermarks { strategy, splits: HashMap::new(), emitted: MIN_WATERMARK }
+        SplitWatermarks { strategy, splits: Vec::new(), last: 0, emitted: MIN_WATERMARK }
     }
 
     /// Starts tracking `split` (at `now`, so that its idle timeout starts now).
     pub fn add(&mut self, split: S, now: Timestamp) {
-        let generator = self.strategy.generator();
-        self.splits.entry(split).or_insert(SplitClock { generator, last_record_at: now });
+        if !self.splits.iter().any(|(s, _)| *s == split) {
+            let generator = self.strategy.generator();
+            self.splits.push((split, SplitClock { generator, last_record_at: now }));
+        }
     }
 
     /// A finished split no longer holds the watermark back.
     pub fn remove(&mut self, split: &S) {
-        self.splits.remove(split);
+        self.splits.retain(|(s, _)| s != split);
+        self.last = 0;
     }
 
     #[inline]
     pub fn observe(&mut self, split: &S, time: Timestamp, now: Timestamp) {
-        if let Some(clock) = self.splits.get_mut(split) {
-            clock.generator.observe(time);
-            clock.last_record_at = now;
+        if self.splits.get(self.last).is_none_or(|(s, _)| s != split) {
+            match self.splits.iter().position(|(s, _)| s == split) {
+                Some(i) => self.last = i,
+                None => return,
+            }
         }
+        let clock = &mut self.splits[self.last].1;
+        clock.generator.observe(time);
+        clock.last_record_at = now;
     }
 
     /// The subtask's watermark at `now`.
     pub fn current(&mut self, now: Timestamp) -> SourceWatermark {
         let idle_ms = self.strategy.idle_timeout.map(|d| d.as_millis() as i64);
         let mut min: Option<Timestamp> = None;
-        for clock in self.splits.values_mut() {
+        for (_, clock) in &mut self.splits {
             if idle_ms.is_some_and(|idle| now - clock.last_record_at >= idle) {
                 continue;
             }

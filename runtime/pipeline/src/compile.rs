@@ -53,6 +53,8 @@ pub struct Overrides {
 
 pub(crate) struct Ctx<'a> {
     file: &'a Path,
+    /// The job's name (part of consumer groups and transaction ids).
+    pub(crate) job: &'a str,
 }
 
 impl Ctx<'_> {
@@ -126,7 +128,7 @@ pub fn compile(
     env: &StreamEnv,
     overrides: &Overrides,
 ) -> Result<Compiled, PipelineError> {
-    let ctx = Ctx { file };
+    let ctx = Ctx { file, job: &p.name };
     if p.name.trim().is_empty() || p.name.contains('/') {
         return Err(ctx.err("name", "expected a non-empty job name without `/`"));
     }
@@ -371,6 +373,16 @@ fn step(ctx: &Ctx, key: &str, steps: &[Step], i: usize, cur: &mut Cursor) -> Res
                 }
                 cur.schema.push(n, t);
             }
+            if let Some(alerts) = &a.alerts {
+                // The flagged rows also go to the alerts sink; every row goes on.
+                let stream = cur.take();
+                let flag = cur.schema.index("anomaly").expect("added above");
+                let flagged = stream.clone().filter(move |row: &Row| matches!(row[flag], Value::Bool(true)));
+                let schema = Arc::new(cur.schema.clone());
+                let to = attach_sink(ctx, &format!("{key}.alerts"), alerts, flagged, &schema)?;
+                tracing::info!("anomaly alerts go to {to}");
+                cur.stream = Some(stream);
+            }
             Ok(1)
         }
     }
@@ -547,31 +559,41 @@ fn sink(
         rows_out.fetch_add(1, Ordering::Relaxed);
         r
     });
-    let schema = Arc::new(cur.schema.clone());
-    let description = match &p.sink {
+    let description = attach_sink(ctx, "sink", &p.sink, counted, &Arc::new(cur.schema.clone()))?;
+    Ok((description, cur.schema))
+}
+
+/// Sends `stream` to `sink` (configured at `key`); returns where the output goes, for people.
+fn attach_sink(
+    ctx: &Ctx,
+    key: &str,
+    sink: &config::Sink,
+    stream: DataStream<Row>,
+    schema: &Arc<Schema>,
+) -> Result<String, PipelineError> {
+    Ok(match sink {
         config::Sink::Stdout {} => {
             let s = schema.clone();
-            counted.print_with(move |row| crate::format::readable(&s, row));
+            stream.print_with(move |row| crate::format::readable(&s, row));
             "standard output".to_string()
         }
         config::Sink::File { path } => {
             if path.trim().is_empty() {
-                return Err(ctx.err("sink.path", "expected a directory for the part files"));
+                return Err(ctx.err(format!("{key}.path"), "expected a directory for the part files"));
             }
             let s = schema.clone();
-            counted.write_lines(path, move |row: &Row, out: &mut Vec<u8>| -> TaskResult {
+            stream.write_lines(path, move |row: &Row, out: &mut Vec<u8>| -> TaskResult {
                 s.write_json(row, out);
                 Ok(())
             });
             format!("{path}/part-*.jsonl")
         }
         config::Sink::Blackhole {} => {
-            counted.discard();
+            stream.discard();
             "nowhere (blackhole)".to_string()
         }
-        config::Sink::Kafka { .. } => connectors::kafka_sink(ctx, p, counted, &schema)?,
-        config::Sink::Redis { .. } => connectors::redis_sink(ctx, p, counted, &schema)?,
-        config::Sink::Postgres { .. } => connectors::postgres_sink(ctx, p, counted, &schema)?,
-    };
-    Ok((description, cur.schema))
+        config::Sink::Kafka { .. } => connectors::kafka_sink(ctx, key, sink, stream, schema)?,
+        config::Sink::Redis { .. } => connectors::redis_sink(ctx, key, sink, stream, schema)?,
+        config::Sink::Postgres { .. } => connectors::postgres_sink(ctx, key, sink, stream, schema)?,
+    })
 }

@@ -239,6 +239,8 @@ pub struct Anomaly {
     /// Emit only the flagged rows.
     #[serde(default)]
     pub only_anomalies: bool,
+    /// A second sink that receives the flagged rows (the main path gets every row).
+    pub alerts: Option<Box<Sink>>,
 }
 
 fn ten() -> usize {

@@ -75,18 +75,19 @@ pub(crate) fn kafka_source(
 
 pub(crate) fn kafka_sink(
     ctx: &Ctx,
-    p: &PipelineFile,
+    key_path: &str,
+    sink: &config::Sink,
     stream: DataStream<Row>,
     schema: &Arc<Schema>,
 ) -> Result<String, PipelineError> {
-    let config::Sink::Kafka { bootstrap, topic, guarantee, key, transactional_id_prefix, properties } = &p.sink else {
+    let config::Sink::Kafka { bootstrap, topic, guarantee, key, transactional_id_prefix, properties } = sink else {
         unreachable!("called for kafka sinks")
     };
     if topic.trim().is_empty() {
-        return Err(ctx.err("sink.topic", "expected a topic name"));
+        return Err(ctx.err(format!("{key_path}.topic"), "expected a topic name"));
     }
     let key = match key {
-        Some(k) => Some(Arc::new(resolve(ctx, "sink.key", schema, &k.names())?)),
+        Some(k) => Some(Arc::new(resolve(ctx, &format!("{key_path}.key"), schema, &k.names())?)),
         None => None,
     };
     let config = KafkaSinkConfig {
@@ -96,7 +97,7 @@ pub(crate) fn kafka_sink(
             config::KafkaGuarantee::AtLeastOnce => KafkaGuarantee::AtLeastOnce,
             config::KafkaGuarantee::ExactlyOnce => KafkaGuarantee::ExactlyOnce,
         },
-        transactional_id_prefix: transactional_id_prefix.clone().unwrap_or_else(|| format!("weir-{}-{topic}", p.name)),
+        transactional_id_prefix: transactional_id_prefix.clone().unwrap_or_else(|| format!("weir-{}-{topic}", ctx.job)),
         properties: properties.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect(),
     };
     let s = schema.clone();
@@ -149,21 +150,22 @@ fn expand(parts: &[Part], row: &Row) -> String {
 
 pub(crate) fn redis_sink(
     ctx: &Ctx,
-    p: &PipelineFile,
+    key_path: &str,
+    sink: &config::Sink,
     stream: DataStream<Row>,
     schema: &Arc<Schema>,
 ) -> Result<String, PipelineError> {
-    let config::Sink::Redis { url, key, field, value, ttl } = &p.sink else { unreachable!("called for redis sinks") };
+    let config::Sink::Redis { url, key, field, value, ttl } = sink else { unreachable!("called for redis sinks") };
     if !url.starts_with("redis://") && !url.starts_with("rediss://") {
-        return Err(ctx.err("sink.url", format!("expected redis://host:port, got `{url}`")));
+        return Err(ctx.err(format!("{key_path}.url"), format!("expected redis://host:port, got `{url}`")));
     }
-    let key_parts = pattern(ctx, "sink.key", key, schema)?;
-    let field_parts = pattern(ctx, "sink.field", field, schema)?;
+    let key_parts = pattern(ctx, &format!("{key_path}.key"), key, schema)?;
+    let field_parts = pattern(ctx, &format!("{key_path}.field"), field, schema)?;
     // A field name, or a pattern such as `{count}/{sum}`.
     let value_parts = if value.contains('{') {
-        pattern(ctx, "sink.value", value, schema)?
+        pattern(ctx, &format!("{key_path}.value"), value, schema)?
     } else {
-        vec![Part::Field(resolve(ctx, "sink.value", schema, std::slice::from_ref(value))?[0])]
+        vec![Part::Field(resolve(ctx, &format!("{key_path}.value"), schema, std::slice::from_ref(value))?[0])]
     };
     let to_write: weir_redis::ToWrite<Row> = Arc::new(move |row: &Row| HashWrite {
         key: expand(&key_parts, row),
@@ -178,20 +180,19 @@ pub(crate) fn redis_sink(
 
 pub(crate) fn postgres_sink(
     ctx: &Ctx,
-    p: &PipelineFile,
+    key_path: &str,
+    sink: &config::Sink,
     stream: DataStream<Row>,
     schema: &Arc<Schema>,
 ) -> Result<String, PipelineError> {
-    let config::Sink::Postgres { url, table, key, guarantee } = &p.sink else {
-        unreachable!("called for postgres sinks")
-    };
+    let config::Sink::Postgres { url, table, key, guarantee } = sink else { unreachable!("called for postgres sinks") };
     if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-        return Err(ctx.err("sink.url", "expected postgres://user@host:port/database"));
+        return Err(ctx.err(format!("{key_path}.url"), "expected postgres://user@host:port/database"));
     }
     if table.trim().is_empty() {
-        return Err(ctx.err("sink.table", "expected a table name"));
+        return Err(ctx.err(format!("{key_path}.table"), "expected a table name"));
     }
-    resolve(ctx, "sink.key", schema, &key.names())?;
+    resolve(ctx, &format!("{key_path}.key"), schema, &key.names())?;
     let columns = schema
         .fields
         .iter()
@@ -214,10 +215,10 @@ pub(crate) fn postgres_sink(
             config::PostgresGuarantee::Upsert => PgGuarantee::Upsert,
             config::PostgresGuarantee::ExactlyOnce => PgGuarantee::ExactlyOnce,
         },
-        job: p.name.clone(),
+        job: ctx.job.to_string(),
         retry_for: RETRY_FOR,
     };
-    config.validate().map_err(|e| ctx.err("sink.key", e))?;
+    config.validate().map_err(|e| ctx.err(format!("{key_path}.key"), e))?;
     let description = format!("postgres table `{table}` ({guarantee:?})");
     stream.try_sink("postgres", move |info| PostgresSink::<Row, Value>::new(config.clone(), info));
     Ok(description)

@@ -43,18 +43,157 @@ impl Format {
     }
 }
 
+/// Decodes a JSON object straight into a row (no intermediate JSON value):
+/// each key is looked up in the schema, each value read as a scalar and
+/// converted to the field's type; other keys are skipped.
 fn decode_json(schema: &Schema, bytes: &[u8]) -> Result<Row, String> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
-    let obj = v.as_object().ok_or("not a JSON object")?;
-    schema
-        .fields
-        .iter()
-        .map(|(name, ty)| match obj.get(name) {
-            None => Err(format!("missing field `{name}`")),
-            Some(serde_json::Value::Null) => Ok(Value::Null),
-            Some(v) => ty.from_json(v).ok_or_else(|| format!("field `{name}`: expected {ty}, got {v}")),
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let row = RowSeed(schema).deserialize(&mut de).map_err(|e| match e.classify() {
+        // Every value is accepted as a scalar: only the top level can be of the wrong type.
+        serde_json::error::Category::Data => "not a JSON object".to_string(),
+        _ => format!("not JSON: {e}"),
+    })?;
+    de.end().map_err(|e| format!("not JSON: {e}"))?;
+    row.into_iter()
+        .zip(&schema.fields)
+        .map(|(v, (name, ty))| {
+            let v = v.ok_or_else(|| format!("missing field `{name}`"))?;
+            v.convert(*ty).ok_or_else(|| format!("field `{name}`: expected {ty}, got {v}"))
         })
         .collect()
+}
+
+/// A JSON scalar as read, before conversion to a field type.
+enum Scalar<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    /// An integer beyond i64, or a number with a fraction or exponent.
+    Float(f64),
+    Str(std::borrow::Cow<'a, str>),
+    /// An object or array (never a valid field value).
+    Composite(&'static str),
+}
+
+impl Scalar<'_> {
+    fn convert(&self, ty: FieldType) -> Option<Value> {
+        Some(match (self, ty) {
+            (Scalar::Null, _) => Value::Null,
+            (Scalar::Bool(b), FieldType::Bool) => Value::Bool(*b),
+            (Scalar::Int(i), FieldType::Int) => Value::Int(*i),
+            (Scalar::Int(i), FieldType::Float) => Value::Float(*i as f64),
+            (Scalar::Float(f), FieldType::Float) => Value::Float(*f),
+            (Scalar::Str(s), FieldType::String) => Value::Str(SmolStr::new(s.as_ref())),
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for Scalar<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Null => f.write_str("null"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Str(s) => write!(f, "{}", serde_json::Value::from(s.as_ref())),
+            Scalar::Composite(what) => f.write_str(what),
+        }
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Bool(b))
+    }
+    fn visit_i64<E>(self, i: i64) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Int(i))
+    }
+    fn visit_u64<E>(self, u: u64) -> Result<Scalar<'de>, E> {
+        Ok(i64::try_from(u).map_or(Scalar::Float(u as f64), Scalar::Int))
+    }
+    fn visit_f64<E>(self, x: f64) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Float(x))
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Str(s.into()))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Str(s.to_string().into()))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'de>, A::Error> {
+        while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Composite("an object"))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'de>, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Composite("an array"))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// Reads an object's fields into the schema's slots.
+struct RowSeed<'s>(&'s Schema);
+
+impl<'de> serde::de::DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = Vec<Option<Scalar<'de>>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RowSeed<'_> {
+    type Value = Vec<Option<Scalar<'de>>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut slots: Vec<Option<Scalar<'de>>> = (0..self.0.fields.len()).map(|_| None).collect();
+        while let Some(slot) = map.next_key_seed(FieldSlot(self.0))? {
+            match slot {
+                Some(i) => slots[i] = Some(map.next_value()?),
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(slots)
+    }
+}
+
+/// A key, as the index of its field (without allocating the key).
+struct FieldSlot<'s>(&'s Schema);
+
+impl<'de> serde::de::DeserializeSeed<'de> for FieldSlot<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FieldSlot<'_> {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E>(self, key: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.fields.iter().position(|(n, _)| n == key))
+    }
 }
 
 fn decode_csv(schema: &Schema, bytes: &[u8]) -> Result<Row, String> {

@@ -165,6 +165,10 @@ impl<T> KafkaSource<T> {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("statistics.interval.ms", "1000")
+            // librdkafka postpones a partition's next fetch by this much once its
+            // local queue is full (default 1 s): a job that drains the queue
+            // quickly would sit idle for most of that second.
+            .set("fetch.queue.backoff.ms", "10")
             .set("client.id", format!("weir-{}-{}", c.group, self.subtask));
         for (k, v) in &c.properties {
             config.set(k, v);
@@ -269,7 +273,7 @@ fn partitions<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) -> Re
         consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT).map_err(|e| KafkaError::Unreachable(e.to_string()))?;
     let t = metadata.topics().iter().find(|t| t.name() == topic).ok_or_else(|| KafkaError::NoTopic(topic.into()))?;
     if let Some(e) = t.error() {
-        return Err(KafkaError::Topic(topic.into(), format!("{:?}", rdkafka::types::RDKafkaRespErr::from(e))));
+        return Err(KafkaError::Topic(topic.into(), rdkafka::error::RDKafkaErrorCode::from(e).to_string()));
     }
     if t.partitions().is_empty() {
         return Err(KafkaError::NoTopic(topic.into()));
