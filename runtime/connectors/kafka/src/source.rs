@@ -89,17 +89,18 @@ impl PartitionSplit {
     }
 }
 
-/// Publishes consumer lag from librdkafka's statistics as pending records.
+/// Keeps the partitions' high watermarks from librdkafka's statistics (sent
+/// every second, during polls), from which the source computes its lag.
 struct LagContext {
     topic: String,
-    metrics: Arc<SubtaskMetrics>,
+    high: std::sync::Mutex<Option<Vec<(i32, i64)>>>,
 }
 
 impl ClientContext for LagContext {
     fn stats(&self, statistics: Statistics) {
         let Some(topic) = statistics.topics.get(&self.topic) else { return };
-        let lags = topic.partitions.values().filter(|p| p.partition >= 0 && p.consumer_lag >= 0);
-        self.metrics.pending_records.store(lags.map(|p| p.consumer_lag).sum(), Ordering::Relaxed);
+        let high = topic.partitions.values().filter(|p| p.partition >= 0 && p.hi_offset >= 0);
+        *self.high.lock().expect("lag poisoned") = Some(high.map(|p| (p.partition, p.hi_offset)).collect());
     }
 }
 
@@ -173,7 +174,7 @@ impl<T> KafkaSource<T> {
         for (k, v) in &c.properties {
             config.set(k, v);
         }
-        let context = LagContext { topic: c.topic.clone(), metrics: self.metrics.clone() };
+        let context = LagContext { topic: c.topic.clone(), high: Default::default() };
         let consumer: BaseConsumer<LagContext> =
             config.create_with_context(context).map_err(|e| self.error(format!("cannot create a consumer: {e}")))?;
         let partitions = partitions(&consumer, &c.topic).map_err(|e| self.error(e))?;
@@ -341,17 +342,30 @@ impl<T: Send> Source<T> for KafkaSource<T> {
                 }
             }
         }
+        if let Some(high) = consumer.context().high.lock().expect("lag poisoned").take() {
+            // Records between each unfinished split's position and its partition's end.
+            let lag: i64 = self
+                .splits
+                .values()
+                .filter(|s| !s.finished())
+                .map(|s| {
+                    let end = high.iter().find(|(p, _)| *p == s.partition).map_or(s.next, |(_, h)| *h);
+                    (s.end.unwrap_or(i64::MAX).min(end) - s.next).max(0)
+                })
+                .sum();
+            self.metrics.pending_records.store(lag, Ordering::Relaxed);
+        }
         if !finished.is_empty() {
-            // Stop fetching the partitions that reached their end.
-            if let Some((_, w)) = &mut self.event_time {
-                finished.iter().for_each(|p| w.remove(p));
+            // Stop fetching the partitions that reached their end. Pausing leaves the
+            // others' fetch state alone (a new assignment would reset it all).
+            let mut done = TopicPartitionList::new();
+            for p in &finished {
+                done.add_partition(&self.config.topic, *p);
+                if let Some((_, w)) = &mut self.event_time {
+                    w.remove(p);
+                }
             }
-            let mut rest = TopicPartitionList::new();
-            for s in self.splits.values().filter(|s| !s.finished()) {
-                rest.add_partition_offset(&self.config.topic, s.partition, Offset::Offset(s.next))
-                    .map_err(|e| self.error(e))?;
-            }
-            consumer.assign(&rest).map_err(|e| self.error(e))?;
+            consumer.pause(&done).map_err(|e| self.error(e))?;
         }
         Ok(SourcePoll::Ready)
     }
