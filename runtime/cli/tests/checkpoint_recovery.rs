@@ -13,31 +13,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Answer, committed_output, oracle, workspace};
+use common::{Answer, Rng, committed_output, oracle, wait_for, workspace};
 use weir_s3::testing::MotoServer;
-
-/// A small deterministic generator for kill moments.
-struct Rng(u64);
-
-impl Rng {
-    fn from_env() -> Rng {
-        let seed = std::env::var("WEIR_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-        });
-        eprintln!("kill moments from WEIR_TEST_SEED={seed}");
-        Rng(seed | 1)
-    }
-
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        Duration::from_millis(lo + self.0 % (hi - lo))
-    }
-}
 
 struct Scenario<'a> {
     workload: &'static str,
@@ -74,17 +54,6 @@ impl Scenario<'_> {
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-}
-
-fn wait_for(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
 }
 
 /// Runs the scenario through a series of SIGKILLs and restores; returns the committed output and the kill count.

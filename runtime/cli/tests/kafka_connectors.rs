@@ -11,10 +11,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use common::{answer_of, oracle};
+use common::{Rng, answer_of, oracle, wait_for};
 use serde_json::{Value, json};
 use weir_kafka::testing::MockKafka;
 use weir_postgres::testing::PgServer;
@@ -32,6 +32,22 @@ fn datagen(kafka: &MockKafka, topic: &str, from: u64, count: u64) {
         .output()
         .unwrap();
     assert!(o.status.success(), "weir datagen failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A mock cluster whose topic `orders` (of `partitions` partitions) holds the first `events` orders.
+fn orders_in_kafka(partitions: i32, events: u64) -> MockKafka {
+    let kafka = MockKafka::start(1);
+    kafka.create_topic("orders", partitions);
+    datagen(&kafka, "orders", 0, events);
+    kafka
+}
+
+/// The exactly-once PostgreSQL sink of the tests.
+fn pg_sink(pg: &PgServer) -> String {
+    format!(
+        "{{ type: postgres, url: \"{}\", table: order_stats, key: [region, window_start], guarantee: exactly-once }}",
+        pg.url()
+    )
 }
 
 /// The orders-dedup job (WORKLOADS.md) reading Kafka, with `sink` as its sink.
@@ -70,37 +86,6 @@ fn prepared_transactions(pg: &PgServer) -> Vec<String> {
     pg.client().query("SELECT gid FROM pg_prepared_xacts", &[]).unwrap().iter().map(|r| r.get(0)).collect()
 }
 
-/// A small deterministic generator for kill moments.
-struct Rng(u64);
-
-impl Rng {
-    fn from_env() -> Rng {
-        let seed = std::env::var("WEIR_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-        });
-        eprintln!("kill moments from WEIR_TEST_SEED={seed}");
-        Rng(seed | 1)
-    }
-
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        Duration::from_millis(lo + self.0 % (hi - lo))
-    }
-}
-
-fn wait_for(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
 fn run(dir: &Path, pipeline: &Path, parallelism: usize, restore: bool, log: &Path) -> Command {
     let mut cmd = weir();
     cmd.args(["run", "-q"])
@@ -122,16 +107,10 @@ fn run(dir: &Path, pipeline: &Path, parallelism: usize, restore: bool, log: &Pat
 fn kafka_to_postgres_exactly_once_survives_crashes_at_changing_parallelism() {
     // The mock broker keeps about 5 MB per partition; datagen compresses (lz4), so 4 partitions hold this.
     const EVENTS: u64 = 600_000;
-    let kafka = MockKafka::start(1);
-    kafka.create_topic("orders", 4);
-    datagen(&kafka, "orders", 0, EVENTS);
+    let kafka = orders_in_kafka(4, EVENTS);
     let pg = PgServer::start();
     let tmp = tempfile::tempdir().unwrap();
-    let sink = format!(
-        "{{ type: postgres, url: \"{}\", table: order_stats, key: [region, window_start], guarantee: exactly-once }}",
-        pg.url()
-    );
-    let p = pipeline(tmp.path(), &kafka, "orders", &sink);
+    let p = pipeline(tmp.path(), &kafka, "orders", &pg_sink(&pg));
     let log = tmp.path().join("weir.log");
     let latest = tmp.path().join("checkpoints/kafka-orders/latest");
     let mut rng = Rng::from_env();
@@ -164,9 +143,7 @@ fn kafka_to_postgres_exactly_once_survives_crashes_at_changing_parallelism() {
 #[test]
 fn kafka_to_redis_gives_the_oracle_hash_and_kafka_sinks_commit_the_oracle_rows() {
     const EVENTS: u64 = 200_000;
-    let kafka = MockKafka::start(1);
-    kafka.create_topic("orders", 3);
-    datagen(&kafka, "orders", 0, EVENTS);
+    let kafka = orders_in_kafka(3, EVENTS);
     let expected = oracle("orders-dedup", EVENTS);
     let tmp = tempfile::tempdir().unwrap();
 
@@ -287,16 +264,10 @@ fn an_unreachable_broker_is_a_clear_error() {
 #[test]
 fn a_database_that_goes_away_and_comes_back_loses_nothing() {
     const EVENTS: u64 = 600_000;
-    let kafka = MockKafka::start(1);
-    kafka.create_topic("orders", 4);
-    datagen(&kafka, "orders", 0, EVENTS);
+    let kafka = orders_in_kafka(4, EVENTS);
     let mut pg = PgServer::start();
     let tmp = tempfile::tempdir().unwrap();
-    let sink = format!(
-        "{{ type: postgres, url: \"{}\", table: order_stats, key: [region, window_start], guarantee: exactly-once }}",
-        pg.url()
-    );
-    let p = pipeline(tmp.path(), &kafka, "orders", &sink);
+    let p = pipeline(tmp.path(), &kafka, "orders", &pg_sink(&pg));
     let log = tmp.path().join("weir.log");
     let mut child = run(tmp.path(), &p, 2, false, &log).spawn().unwrap();
     // Let it write (and prepare) for a while, then take the database away for two seconds.

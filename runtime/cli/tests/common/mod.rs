@@ -5,7 +5,8 @@
 #![allow(dead_code)] // each test file uses part of it
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use weir::core::keygroup::mix64;
@@ -126,4 +127,37 @@ pub fn committed_output(dir: &Path, workload: &str) -> Answer {
         }
     }
     answer_of(rows, workload)
+}
+
+/// A small deterministic generator for kill moments, seeded from
+/// WEIR_TEST_SEED (printed, so that a run can be replayed) or the clock.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_env() -> Rng {
+        let seed = std::env::var("WEIR_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        });
+        eprintln!("kill moments from WEIR_TEST_SEED={seed}");
+        Rng(seed | 1)
+    }
+
+    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        Duration::from_millis(lo + self.0 % (hi - lo))
+    }
+}
+
+/// The child's exit status, or `None` if it is still running after `limit`.
+pub fn wait_for(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
 }
