@@ -1,0 +1,370 @@
+//! The `StreamJob` custom resource (`weir.dev/v1alpha1`): its spec, as users
+//! write it, and its status, as the operator reports it.
+//!
+//! The OpenAPI schema is generated from these types: every range, enum and
+//! required field here is enforced by the API server before the operator ever
+//! sees a StreamJob. What a schema cannot say (a pipeline that does not
+//! compile, a savepoint path that does not exist) becomes a condition on the
+//! status instead.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A duration as pipeline files write it: `500ms`, `10s`, `1m`, `6h`, `1d`.
+const DURATION: &str = r"^([0-9]+(ms|s|m|h|d) *)+$";
+/// A checkpoint or savepoint location: `s3://bucket/prefix` or `file:///path`.
+const LOCATION: &str = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.*)$";
+
+fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true })
+}
+
+fn optional_free_form(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut s = free_form(g);
+    s.insert("nullable".into(), true.into());
+    s
+}
+
+/// A stream-processing job and the cluster (a JobManager and TaskManagers) that runs it.
+// Printer columns repeat `type_ = "string"`, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "weir.dev",
+    version = "v1alpha1",
+    kind = "StreamJob",
+    namespaced,
+    shortname = "sj",
+    status = "StreamJobStatus",
+    scale(spec_replicas_path = ".spec.parallelism", status_replicas_path = ".status.job.parallelism"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Parallelism", type_ = "integer", json_path = ".spec.parallelism"),
+    printcolumn(name = "Job", type_ = "string", json_path = ".status.job.state"),
+    printcolumn(name = "Last Savepoint", type_ = "string", json_path = ".status.lastSavepoint.path"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamJobSpec {
+    /// The container image: the stock `weir` image for pipelines, or a user job's image.
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// A pipeline file (the format of `weir run`), inline. Exactly one of `pipeline` and `args`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_free_form")]
+    pub pipeline: Option<serde_json::Value>,
+    /// A user job binary's arguments (the binary is the image's entrypoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Parallelism of every vertex (`kubectl scale` changes it).
+    #[schemars(range(min = 1, max = 32768))]
+    pub parallelism: i32,
+    /// The most the job can ever be rescaled to; fixed for the life of its state.
+    #[serde(default = "default_max_parallelism")]
+    #[schemars(range(min = 1, max = 32768))]
+    pub max_parallelism: i32,
+    #[serde(default)]
+    pub job_manager: JobManagerSpec,
+    #[serde(default)]
+    pub task_manager: TaskManagerSpec,
+    pub checkpointing: CheckpointingSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savepoints: Option<SavepointsSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+    /// How a change other than parallelism is rolled out.
+    #[serde(default)]
+    pub upgrade_mode: UpgradeMode,
+    /// Start the job (the first time) from this savepoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = LOCATION))]
+    pub initial_savepoint: Option<String>,
+    #[serde(default)]
+    pub state: DesiredState,
+    /// Change it to take a savepoint now.
+    #[serde(default)]
+    pub savepoint_trigger_nonce: i64,
+    /// Change it to restart the job (from its latest checkpoint).
+    #[serde(default)]
+    pub restart_nonce: i64,
+    /// Take a final savepoint when the StreamJob is deleted.
+    #[serde(default = "yes")]
+    pub savepoint_on_delete: bool,
+    /// Merged into the generated pods (a PodTemplateSpec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_free_form")]
+    pub pod_template: Option<serde_json::Value>,
+}
+
+impl Default for TaskManagerSpec {
+    fn default() -> Self {
+        TaskManagerSpec { slots: 1, resources: None }
+    }
+}
+
+fn default_max_parallelism() -> i32 {
+    128
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> i32 {
+    1
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobManagerSpec {
+    /// More than one: standbys, one leader elected through a Lease.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 5))]
+    pub replicas: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for JobManagerSpec {
+    fn default() -> Self {
+        JobManagerSpec { replicas: 1, resources: None }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskManagerSpec {
+    /// Subtask slots per TaskManager: there are ceil(parallelism / slots) TaskManagers.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 64))]
+    pub slots: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointingSpec {
+    #[schemars(regex(pattern = DURATION))]
+    pub interval: String,
+    #[serde(default)]
+    pub mode: CheckpointMode,
+    /// Where checkpoints go (`s3://bucket/prefix`).
+    #[schemars(regex(pattern = LOCATION))]
+    pub dir: String,
+    /// Completed checkpoints kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub retained: Option<i32>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckpointMode {
+    #[default]
+    ExactlyOnce,
+    AtLeastOnce,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SavepointsSpec {
+    /// Where savepoints go (default: the checkpoint directory's `savepoints/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = LOCATION))]
+    pub dir: Option<String>,
+    /// Take one this often.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION))]
+    pub periodic: Option<String>,
+    /// Savepoints kept (older ones are disposed of, never the latest restore point).
+    #[serde(default = "five")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub history_limit: i32,
+}
+
+fn five() -> i32 {
+    5
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// An S3-compatible endpoint (`http://minio:9000`); AWS when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub path_style: bool,
+    /// A Secret with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpgradeMode {
+    /// Stop with a savepoint, redeploy from it.
+    #[default]
+    Savepoint,
+    /// Redeploy from the latest checkpoint in storage.
+    LastState,
+    /// Redeploy without state.
+    Stateless,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DesiredState {
+    #[default]
+    Running,
+    /// Stopped with a savepoint; `running` again resumes from it.
+    Suspended,
+}
+
+/// What the operator observed and is doing.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamJobStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<crate::phase::Phase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Progressing, Degraded, SnapshotHealthy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobStatus>,
+    /// Written before an operation acts (write-ahead), cleared when it is done:
+    /// a restarted operator resumes from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_operation: Option<PendingOperation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<CheckpointRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_savepoint: Option<SavepointRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub savepoint_history: Vec<SavepointRef>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatus {
+    pub id: String,
+    /// The JobManager's job state (created, running, restarting, failing, failed, ...).
+    pub state: String,
+    pub parallelism: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingOperation {
+    pub kind: OperationKind,
+    /// The spec generation the operation rolls out.
+    pub generation: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_parallelism: Option<i32>,
+    /// The savepoint's trigger id at the JobManager, once triggered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_id: Option<String>,
+    /// The savepoint (or checkpoint) the new deployment restores from, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<String>,
+    pub started_at: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OperationKind {
+    Rescale,
+    Upgrade,
+    Suspend,
+    Savepoint,
+    Restart,
+    Delete,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointRef {
+    pub id: i64,
+    pub path: String,
+    pub time: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SavepointRef {
+    pub path: String,
+    pub time: String,
+    pub reason: SavepointReason,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SavepointReason {
+    Manual,
+    Rescale,
+    Upgrade,
+    Periodic,
+    Suspend,
+    Delete,
+}
+
+/// The CRD as YAML, as `weir-operator crd` prints it and `crds/` holds it.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let header = "# Generated by `weir-operator crd` from operator/src/crd.rs: do not edit.\n";
+    format!("{header}{}", serde_yaml_ng::to_string(&StreamJob::crd()).expect("a CRD serializes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+apiVersion: weir.dev/v1alpha1
+kind: StreamJob
+metadata: { name: order-monitor }
+spec:
+  image: weir:latest
+  pipeline: { name: order-monitor, source: { type: datagen, workload: orders }, sink: { type: stdout } }
+  parallelism: 4
+  checkpointing: { interval: 10s, dir: s3://weir/checkpoints }
+"#;
+
+    #[test]
+    fn defaults_fill_what_a_user_leaves_out() {
+        let job: StreamJob = serde_yaml_ng::from_str(EXAMPLE).unwrap();
+        let s = &job.spec;
+        assert_eq!((s.parallelism, s.max_parallelism), (4, 128));
+        assert_eq!((s.job_manager.replicas, s.task_manager.slots), (1, 1));
+        assert_eq!(s.upgrade_mode, UpgradeMode::Savepoint);
+        assert_eq!(s.state, DesiredState::Running);
+        assert!(s.savepoint_on_delete);
+    }
+
+    #[test]
+    fn the_schema_carries_ranges_enums_and_required_fields() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(StreamJob::crd()).unwrap();
+        let version = &crd["spec"]["versions"][0];
+        let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let required: Vec<&str> = spec["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(required, ["checkpointing", "image", "parallelism"]);
+        assert_eq!(spec["properties"]["parallelism"]["minimum"].as_f64(), Some(1.0));
+        assert_eq!(
+            spec["properties"]["upgradeMode"]["enum"],
+            serde_json::json!(["savepoint", "last-state", "stateless"])
+        );
+        assert_eq!(spec["properties"]["pipeline"]["x-kubernetes-preserve-unknown-fields"], true);
+        assert_eq!(version["subresources"]["scale"]["specReplicasPath"], ".spec.parallelism");
+        assert!(version["subresources"]["status"].is_object());
+        assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["sj"]));
+    }
+}
