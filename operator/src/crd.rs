@@ -323,6 +323,18 @@ pub fn crd_yaml() -> String {
     format!("{header}{}", serde_yaml_ng::to_string(&StreamJob::crd()).expect("a CRD serializes"))
 }
 
+/// A small valid spec for tests: a bounded datagen pipeline at parallelism 2.
+#[cfg(test)]
+pub(crate) fn test_spec() -> StreamJobSpec {
+    serde_yaml_ng::from_str(
+        "image: weir:latest\n\
+         pipeline: { name: j, source: { type: datagen, workload: orders, count: 1000 }, sink: { type: stdout } }\n\
+         parallelism: 2\n\
+         checkpointing: { interval: 10s, dir: s3://weir/checkpoints }\n",
+    )
+    .expect("a valid spec")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,4 +6,6 @@
 //! status what it is doing.
 
 pub mod crd;
+pub mod diff;
 pub mod phase;
+pub mod validate;

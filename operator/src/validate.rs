@@ -1,0 +1,86 @@
+//! What the schema cannot say about a StreamJob: checked before anything is
+//! deployed, and reported as a condition naming the field and the reason
+//! (nothing running is touched for an invalid spec).
+
+use std::path::Path;
+
+use weir_pipeline::compile::{Overrides, compile};
+use weir_pipeline::config::parse;
+
+use crate::crd::StreamJobSpec;
+
+/// A field of the spec and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn field_error(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
+    FieldError { field: field.into(), reason: reason.into() }
+}
+
+/// Checks `spec`; the first problem found.
+pub fn validate(spec: &StreamJobSpec) -> Result<(), FieldError> {
+    if spec.parallelism > spec.max_parallelism {
+        return Err(field_error(
+            "spec.parallelism",
+            format!("{} exceeds maxParallelism {}", spec.parallelism, spec.max_parallelism),
+        ));
+    }
+    match (&spec.pipeline, &spec.args) {
+        (Some(_), Some(_)) => Err(field_error("spec.args", "give either a pipeline or args, not both")),
+        (None, None) => Err(field_error("spec.pipeline", "give a pipeline (or args for a job binary)")),
+        (None, Some(_)) => Ok(()),
+        (Some(pipeline), None) => validate_pipeline(spec, pipeline),
+    }
+}
+
+/// Compiles the pipeline as `weir run` would (without running it), at the spec's parallelism.
+fn validate_pipeline(spec: &StreamJobSpec, pipeline: &serde_json::Value) -> Result<(), FieldError> {
+    let text = serde_yaml_ng::to_string(pipeline).map_err(|e| field_error("spec.pipeline", e.to_string()))?;
+    let origin = Path::new("spec.pipeline");
+    let in_pipeline = |e: weir_pipeline::PipelineError| match e.key.as_str() {
+        "" => field_error("spec.pipeline", e.message),
+        key => field_error(format!("spec.pipeline.{key}"), e.message),
+    };
+    let file = parse(origin, &text, &[]).map_err(in_pipeline)?;
+    let env = weir::prelude::StreamEnv::new(&file.name);
+    let overrides = Overrides { parallelism: Some(spec.parallelism as usize) };
+    compile(origin, &file, &env, &overrides).map_err(in_pipeline)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::test_spec;
+
+    #[test]
+    fn a_valid_spec_passes() {
+        assert_eq!(validate(&test_spec()), Ok(()));
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_reason() {
+        let mut s = test_spec();
+        s.parallelism = 200;
+        assert_eq!(validate(&s).unwrap_err().to_string(), "spec.parallelism: 200 exceeds maxParallelism 128");
+
+        let mut s = test_spec();
+        s.args = Some(vec!["my-job".into()]);
+        assert_eq!(validate(&s).unwrap_err().field, "spec.args");
+
+        let mut s = test_spec();
+        s.pipeline.as_mut().unwrap()["source"]["cuont"] = 5.into();
+        let e = validate(&s).unwrap_err();
+        assert_eq!(e.field, "spec.pipeline.source.cuont");
+        assert!(e.reason.contains("unknown field `cuont`"), "{e}");
+
+        let mut s = test_spec();
+        s.pipeline.as_mut().unwrap()["steps"] = serde_json::json!([{ "filter": "amount > 'x' +" }]);
+        let e = validate(&s).unwrap_err();
+        assert_eq!(e.field, "spec.pipeline.steps[0].filter", "{e}");
+    }
+}
