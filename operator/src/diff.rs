@@ -82,7 +82,8 @@ mod tests {
     #[test]
     fn the_largest_kind_of_change_wins() {
         let old = test_spec();
-        let cases: Vec<(fn(&mut StreamJobSpec), ChangeKind, Vec<&str>)> = vec![
+        type Case = (fn(&mut StreamJobSpec), ChangeKind, Vec<&'static str>);
+        let cases: Vec<Case> = vec![
             (|_| {}, ChangeKind::Ignore, vec![]),
             (|s| s.parallelism = 3, ChangeKind::Scale, vec!["spec.parallelism"]),
             (|s| s.image = "weir:2".into(), ChangeKind::Upgrade, vec!["spec.image"]),
