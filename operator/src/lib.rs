@@ -8,4 +8,5 @@
 pub mod crd;
 pub mod diff;
 pub mod phase;
+pub mod resources;
 pub mod validate;

@@ -1,0 +1,419 @@
+//! The Kubernetes objects of one StreamJob's cluster, as pure functions of the
+//! StreamJob and what to deploy: a ConfigMap with the pipeline, a
+//! ServiceAccount with a Role for the JobManagers' leader-election Lease, the
+//! JobManager Deployment (replicas beyond the first are standbys) and its
+//! Service, and the TaskManager Deployment. Every object is owned by the
+//! StreamJob (deleting it deletes them) and labelled with the job's name.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::DeepMerge;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, SecretEnvSource, Service, ServiceAccount, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::StreamJob;
+
+/// The JobManager's REST port (DESIGN.md).
+pub const REST_PORT: i32 = 8081;
+/// The port TaskManagers register at.
+pub const RPC_PORT: i32 = 6123;
+const CONFIG_DIR: &str = "/etc/weir";
+
+/// What the next deployment of the job runs: decided by the planner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deploy {
+    pub parallelism: i32,
+    /// The savepoint or checkpoint to restore from; a fresh start when absent.
+    pub restore_from: Option<String>,
+}
+
+/// Names of a job's objects.
+pub struct Names<'a>(pub &'a str);
+
+impl Names<'_> {
+    pub fn config(&self) -> String {
+        format!("{}-config", self.0)
+    }
+    pub fn account(&self) -> String {
+        format!("{}-weir", self.0)
+    }
+    pub fn jobmanager(&self) -> String {
+        format!("{}-jobmanager", self.0)
+    }
+    pub fn taskmanager(&self) -> String {
+        format!("{}-taskmanager", self.0)
+    }
+    /// The Lease the JobManagers elect their leader with.
+    pub fn lease(&self) -> String {
+        format!("{}-jobmanager-leader", self.0)
+    }
+}
+
+/// TaskManagers needed for `parallelism` subtasks at `slots` per TaskManager.
+pub fn taskmanagers(parallelism: i32, slots: i32) -> i32 {
+    (parallelism + slots - 1) / slots.max(1)
+}
+
+fn labels(job: &StreamJob, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "weir".to_string()),
+        ("app.kubernetes.io/instance".to_string(), job.name_any()),
+        ("app.kubernetes.io/component".to_string(), component.to_string()),
+        ("app.kubernetes.io/managed-by".to_string(), "weir-operator".to_string()),
+    ])
+}
+
+fn meta(job: &StreamJob, name: String, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: job.metadata.namespace.clone(),
+        labels: Some(labels(job, component)),
+        owner_references: owner(job).map(|r| vec![r]),
+        ..Default::default()
+    }
+}
+
+/// The owner reference every object of the job carries.
+pub fn owner(job: &StreamJob) -> Option<OwnerReference> {
+    job.controller_owner_ref(&())
+}
+
+pub fn config_map(job: &StreamJob) -> ConfigMap {
+    let mut data = BTreeMap::new();
+    if let Some(p) = &job.spec.pipeline {
+        data.insert("pipeline.yaml".to_string(), serde_yaml_ng::to_string(p).expect("JSON values serialize as YAML"));
+    }
+    ConfigMap { metadata: meta(job, Names(&job.name_any()).config(), "config"), data: Some(data), ..Default::default() }
+}
+
+pub fn service_account(job: &StreamJob) -> ServiceAccount {
+    ServiceAccount { metadata: meta(job, Names(&job.name_any()).account(), "rbac"), ..Default::default() }
+}
+
+/// Least privilege: the job's own Lease, and nothing else.
+pub fn role(job: &StreamJob) -> Role {
+    let n = Names(&job.name_any());
+    Role {
+        metadata: meta(job, n.account(), "rbac"),
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec!["coordination.k8s.io".into()]),
+                resources: Some(vec!["leases".into()]),
+                resource_names: Some(vec![n.lease()]),
+                verbs: vec!["get".into(), "update".into(), "patch".into()],
+                ..Default::default()
+            },
+            // `create` cannot be limited by name: Kubernetes does not know the name yet.
+            PolicyRule {
+                api_groups: Some(vec!["coordination.k8s.io".into()]),
+                resources: Some(vec!["leases".into()]),
+                verbs: vec!["create".into()],
+                ..Default::default()
+            },
+        ]),
+    }
+}
+
+pub fn role_binding(job: &StreamJob) -> RoleBinding {
+    let n = Names(&job.name_any());
+    RoleBinding {
+        metadata: meta(job, n.account(), "rbac"),
+        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: n.account() },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: n.account(),
+            namespace: job.metadata.namespace.clone(),
+            ..Default::default()
+        }]),
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Storage settings and credentials, the same in every container.
+fn storage_env(job: &StreamJob) -> (Vec<EnvVar>, Vec<EnvFromSource>) {
+    let mut vars = vec![field_env("POD_IP", "status.podIP"), field_env("POD_NAME", "metadata.name")];
+    let mut from = Vec::new();
+    if let Some(s) = &job.spec.storage {
+        if let Some(e) = &s.endpoint {
+            vars.push(env("AWS_ENDPOINT_URL", e));
+        }
+        if let Some(r) = &s.region {
+            vars.push(env("AWS_REGION", r));
+        }
+        if s.path_style {
+            vars.push(env("WEIR_S3_PATH_STYLE", "true"));
+        }
+        if let Some(secret) = &s.credentials_secret {
+            from.push(EnvFromSource {
+                secret_ref: Some(SecretEnvSource { name: secret.clone(), ..Default::default() }),
+                ..Default::default()
+            });
+        }
+    }
+    (vars, from)
+}
+
+/// The JobManager's command line: the job, its checkpointing, and where to restore from.
+pub fn jobmanager_args(job: &StreamJob, deploy: &Deploy) -> Vec<String> {
+    let s = &job.spec;
+    let mut args = vec!["jobmanager".to_string()];
+    match &s.args {
+        Some(user) => args.extend(["--job-args".to_string(), user.join(" ")]),
+        None => args.extend(["--pipeline".to_string(), format!("{CONFIG_DIR}/pipeline.yaml")]),
+    }
+    args.extend([
+        "--job-name".into(),
+        job.name_any(),
+        "--parallelism".into(),
+        deploy.parallelism.to_string(),
+        "--checkpoint-dir".into(),
+        s.checkpointing.dir.clone(),
+        "--checkpoint-interval".into(),
+        s.checkpointing.interval.clone(),
+        "--rest-port".into(),
+        REST_PORT.to_string(),
+        "--rpc-port".into(),
+        RPC_PORT.to_string(),
+    ]);
+    if s.job_manager.replicas > 1 {
+        args.extend(["--leader-lease".into(), Names(&job.name_any()).lease()]);
+    }
+    if let Some(from) = &deploy.restore_from {
+        args.extend(["--restore".into(), from.clone()]);
+    }
+    args
+}
+
+fn pod(job: &StreamJob, component: &str, container: Container, volumes: Vec<Volume>) -> PodTemplateSpec {
+    let mut template = PodTemplateSpec {
+        metadata: Some(ObjectMeta { labels: Some(labels(job, component)), ..Default::default() }),
+        spec: Some(PodSpec {
+            service_account_name: Some(Names(&job.name_any()).account()),
+            containers: vec![container],
+            volumes: (!volumes.is_empty()).then_some(volumes),
+            ..Default::default()
+        }),
+    };
+    // The user's pod template goes over the generated one (containers merge by name).
+    if let Some(user) = job.spec.pod_template.clone().and_then(|v| serde_json::from_value::<PodTemplateSpec>(v).ok()) {
+        template.merge_from(user);
+    }
+    template
+}
+
+fn deployment(job: &StreamJob, component: &str, name: String, replicas: i32, template: PodTemplateSpec) -> Deployment {
+    Deployment {
+        metadata: meta(job, name, component),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector { match_labels: Some(labels(job, component)), ..Default::default() },
+            // Never two generations of a job's processes at once: old pods go before new ones start.
+            strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), ..Default::default() }),
+            template,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn jobmanager(job: &StreamJob, deploy: &Deploy) -> Deployment {
+    let (vars, from) = storage_env(job);
+    let container =
+        Container {
+            name: "jobmanager".into(),
+            image: Some(job.spec.image.clone()),
+            args: Some(jobmanager_args(job, deploy)),
+            env: Some(vars),
+            env_from: (!from.is_empty()).then_some(from),
+            ports: Some(vec![
+                ContainerPort { name: Some("rest".into()), container_port: REST_PORT, ..Default::default() },
+                ContainerPort { name: Some("rpc".into()), container_port: RPC_PORT, ..Default::default() },
+            ]),
+            readiness_probe: Some(Probe {
+                http_get: Some(HTTPGetAction {
+                    path: Some("/healthz".into()),
+                    port: IntOrString::String("rest".into()),
+                    ..Default::default()
+                }),
+                period_seconds: Some(2),
+                ..Default::default()
+            }),
+            volume_mounts: job.spec.pipeline.as_ref().map(|_| {
+                vec![VolumeMount { name: "config".into(), mount_path: CONFIG_DIR.into(), ..Default::default() }]
+            }),
+            ..Default::default()
+        };
+    let volumes = match &job.spec.pipeline {
+        Some(_) => vec![Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource { name: Names(&job.name_any()).config(), ..Default::default() }),
+            ..Default::default()
+        }],
+        None => Vec::new(),
+    };
+    let template = pod(job, "jobmanager", container, volumes);
+    deployment(job, "jobmanager", Names(&job.name_any()).jobmanager(), job.spec.job_manager.replicas, template)
+}
+
+pub fn taskmanager(job: &StreamJob, deploy: &Deploy) -> Deployment {
+    let (vars, from) = storage_env(job);
+    let slots = job.spec.task_manager.slots;
+    let container = Container {
+        name: "taskmanager".into(),
+        image: Some(job.spec.image.clone()),
+        args: Some(vec![
+            "taskmanager".into(),
+            "--jobmanager".into(),
+            format!("{}:{RPC_PORT}", Names(&job.name_any()).jobmanager()),
+            "--slots".into(),
+            slots.to_string(),
+        ]),
+        env: Some(vars),
+        env_from: (!from.is_empty()).then_some(from),
+        resources: job.spec.task_manager.resources.clone(),
+        ..Default::default()
+    };
+    let template = pod(job, "taskmanager", container, Vec::new());
+    let replicas = taskmanagers(deploy.parallelism, slots);
+    deployment(job, "taskmanager", Names(&job.name_any()).taskmanager(), replicas, template)
+}
+
+/// The JobManagers' Service: REST for the operator and people, RPC for the TaskManagers.
+/// It selects only the leader (the JobManager that holds the Lease labels itself).
+pub fn jobmanager_service(job: &StreamJob) -> Service {
+    let mut selector = labels(job, "jobmanager");
+    selector.insert("weir.dev/leader".into(), "true".into());
+    if job.spec.job_manager.replicas == 1 {
+        selector.remove("weir.dev/leader");
+    }
+    Service {
+        metadata: meta(job, Names(&job.name_any()).jobmanager(), "jobmanager"),
+        spec: Some(ServiceSpec {
+            selector: Some(selector),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("rest".into()),
+                    port: REST_PORT,
+                    target_port: Some(IntOrString::String("rest".into())),
+                    ..Default::default()
+                },
+                ServicePort {
+                    name: Some("rpc".into()),
+                    port: RPC_PORT,
+                    target_port: Some(IntOrString::String("rpc".into())),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{StorageSpec, test_spec};
+
+    fn job() -> StreamJob {
+        let mut job = StreamJob::new("orders", test_spec());
+        job.metadata.namespace = Some("prod".into());
+        job.metadata.uid = Some("1234".into());
+        job
+    }
+
+    #[test]
+    fn every_object_is_owned_by_the_job_and_labelled_with_it() {
+        let j = job();
+        let d = Deploy { parallelism: 2, restore_from: None };
+        let metas = [
+            config_map(&j).metadata,
+            service_account(&j).metadata,
+            role(&j).metadata,
+            role_binding(&j).metadata,
+            jobmanager(&j, &d).metadata,
+            taskmanager(&j, &d).metadata,
+            jobmanager_service(&j).metadata,
+        ];
+        for m in metas {
+            let owner = &m.owner_references.as_ref().unwrap()[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+                ("StreamJob", "orders", Some(true))
+            );
+            assert_eq!(m.namespace.as_deref(), Some("prod"));
+            assert_eq!(m.labels.unwrap()["app.kubernetes.io/instance"], "orders");
+        }
+    }
+
+    #[test]
+    fn taskmanagers_cover_the_parallelism_and_the_jobmanager_restores_what_it_is_told() {
+        let mut j = job();
+        j.spec.task_manager.slots = 2;
+        let d = Deploy { parallelism: 5, restore_from: Some("s3://weir/checkpoints/orders/savepoints/sp-7".into()) };
+        assert_eq!(taskmanager(&j, &d).spec.unwrap().replicas, Some(3));
+        let args = jobmanager_args(&j, &d);
+        let joined = args.join(" ");
+        assert!(joined.starts_with("jobmanager --pipeline /etc/weir/pipeline.yaml --job-name orders --parallelism 5"));
+        assert!(joined.ends_with("--restore s3://weir/checkpoints/orders/savepoints/sp-7"), "{joined}");
+        assert!(!joined.contains("--leader-lease"), "one JobManager needs no election");
+        j.spec.job_manager.replicas = 2;
+        assert!(jobmanager_args(&j, &d).join(" ").contains("--leader-lease orders-jobmanager-leader"));
+        let cm = config_map(&j);
+        assert!(cm.data.unwrap()["pipeline.yaml"].contains("workload: orders"));
+    }
+
+    #[test]
+    fn storage_credentials_come_from_the_secret_and_the_pod_template_is_merged() {
+        let mut j = job();
+        j.spec.storage = Some(StorageSpec {
+            endpoint: Some("http://minio:9000".into()),
+            region: None,
+            path_style: true,
+            credentials_secret: Some("s3-creds".into()),
+        });
+        j.spec.pod_template = Some(serde_json::json!({
+            "metadata": { "annotations": { "team": "orders" } },
+            "spec": { "nodeSelector": { "pool": "streaming" } }
+        }));
+        let d = Deploy { parallelism: 1, restore_from: None };
+        let pod = jobmanager(&j, &d).spec.unwrap().template;
+        let spec = pod.spec.unwrap();
+        let c = &spec.containers[0];
+        assert_eq!(c.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name, "s3-creds");
+        let env: Vec<&str> = c.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
+        assert!(env.contains(&"AWS_ENDPOINT_URL") && env.contains(&"POD_IP"), "{env:?}");
+        assert_eq!(spec.node_selector.unwrap()["pool"], "streaming");
+        assert_eq!(pod.metadata.unwrap().annotations.unwrap()["team"], "orders");
+        assert_eq!(spec.service_account_name.as_deref(), Some("orders-weir"));
+    }
+
+    #[test]
+    fn the_lease_role_is_least_privilege() {
+        let rules = role(&job()).rules.unwrap();
+        assert!(rules.iter().all(|r| r.resources.as_deref() == Some(&["leases".to_string()][..])));
+        assert_eq!(rules[0].resource_names.as_deref(), Some(&["orders-jobmanager-leader".to_string()][..]));
+    }
+}
