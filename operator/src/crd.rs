@@ -248,6 +248,13 @@ pub struct StreamJobStatus {
     pub last_savepoint: Option<SavepointRef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub savepoint_history: Vec<SavepointRef>,
+    /// The spec running now (JSON), what the next change is compared with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_spec: Option<String>,
+    /// A generation whose rollout was aborted (a failed savepoint): not retried
+    /// until the spec changes again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_generation: Option<i64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -8,5 +8,6 @@
 pub mod crd;
 pub mod diff;
 pub mod phase;
+pub mod planner;
 pub mod resources;
 pub mod validate;

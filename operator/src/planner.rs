@@ -1,0 +1,455 @@
+//! Observe -> plan -> act: the planner is the middle, a pure function from a
+//! StreamJob (its spec and its status) and what the operator observed (the
+//! JobManager's answers, the savepoint's fate) to the status to write and the
+//! actions to take.
+//!
+//! The status is written *before* the actions run. An operation that spans
+//! reconciliations (savepoint, verify, redeploy) is recorded first as
+//! `status.pendingOperation` (write-ahead), so an operator restarted in the
+//! middle of one finds it there and carries on from the step it reached.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use crate::crd::{
+    DesiredState, OperationKind, PendingOperation, SavepointReason, SavepointRef, StreamJob, StreamJobSpec,
+    StreamJobStatus, UpgradeMode,
+};
+use crate::diff::{ChangeKind, diff};
+use crate::phase::Phase;
+use crate::resources::Deploy;
+use crate::validate::validate;
+
+/// What the observer found (it only reads: the JobManager's REST API, storage).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// The job as the JobManager reports it; `None` when it did not answer.
+    pub job: Option<JobView>,
+    /// The fate of the pending operation's savepoint, once one was triggered.
+    pub savepoint: Option<SavepointView>,
+    /// Now, as an RFC 3339 time (for status fields).
+    pub now: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobView {
+    /// The JobManager's job state (`running`, `restarting`, `failed`, ...).
+    pub state: String,
+    pub parallelism: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SavepointView {
+    InProgress,
+    /// Completed at `path`; `in_storage` says whether the observer found its `_metadata` there.
+    Completed {
+        path: String,
+        in_storage: bool,
+    },
+    Failed(String),
+}
+
+/// What the executor does, in order, after writing the planned status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Server-side apply every object of the job's cluster for this deployment.
+    Apply(Deploy),
+    /// Remove the job's processes (its Deployments), keeping its configuration.
+    Stop,
+    /// Ask the JobManager for a savepoint; with `stop`, the job stops once it is taken.
+    /// The executor records the trigger id in `pendingOperation`.
+    TriggerSavepoint { stop: bool },
+    /// A Kubernetes event on the StreamJob.
+    Event { warning: bool, reason: String, note: String },
+    /// Look again after this long.
+    Requeue(Duration),
+}
+
+/// The planner's decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub status: StreamJobStatus,
+    pub actions: Vec<Action>,
+}
+
+/// The spec last deployed is kept in the status (as JSON), for diffs.
+pub fn deployed_spec(status: &StreamJobStatus) -> Option<StreamJobSpec> {
+    status.deployed_spec.as_deref().and_then(|s| serde_json::from_str(s).ok())
+}
+
+fn condition(type_: &str, ok: bool, reason: &str, message: &str, now: &str, generation: i64) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: Some(generation),
+        last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            now.parse().unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        ),
+    }
+}
+
+struct Planner<'a> {
+    job: &'a StreamJob,
+    observed: &'a Observed,
+    generation: i64,
+    status: StreamJobStatus,
+    actions: Vec<Action>,
+}
+
+impl Planner<'_> {
+    fn set_condition(&mut self, type_: &str, ok: bool, reason: &str, message: &str) {
+        let c = condition(type_, ok, reason, message, &self.observed.now, self.generation);
+        match self.status.conditions.iter_mut().find(|x| x.type_ == type_) {
+            // The transition time moves only when the status does.
+            Some(old) if old.status == c.status => {
+                old.reason = c.reason;
+                old.message = c.message;
+                old.observed_generation = c.observed_generation;
+            }
+            Some(old) => *old = c,
+            None => self.status.conditions.push(c),
+        }
+    }
+
+    fn phase(&mut self, to: Phase) {
+        let from = self.status.phase.unwrap_or(Phase::Deploying);
+        // A refused transition is a planner bug: keep the phase and say so.
+        match from.transition(to) {
+            Ok(p) => self.status.phase = Some(p),
+            Err(e) => self.event(true, "InternalError", &e.to_string()),
+        }
+    }
+
+    fn event(&mut self, warning: bool, reason: &str, note: &str) {
+        self.actions.push(Action::Event { warning, reason: reason.into(), note: note.into() });
+    }
+
+    fn deploy(&mut self, spec: &StreamJobSpec, restore_from: Option<String>) {
+        let note = match &restore_from {
+            Some(from) => format!("deploying at parallelism {} from {from}", spec.parallelism),
+            None => format!("deploying at parallelism {} without state", spec.parallelism),
+        };
+        self.actions.push(Action::Apply(Deploy { parallelism: spec.parallelism, restore_from }));
+        self.status.deployed_spec = Some(serde_json::to_string(spec).expect("a spec serializes"));
+        self.phase(Phase::Deploying);
+        self.set_condition("Progressing", true, "Deploying", &note);
+        self.event(false, "Deploying", &note);
+    }
+
+    /// Starts an operation that needs a savepoint: recorded first, then triggered.
+    fn start_savepoint_operation(&mut self, kind: OperationKind, phase: Phase, note: &str) {
+        self.status.pending_operation = Some(PendingOperation {
+            kind,
+            generation: self.generation,
+            target_parallelism: Some(self.job.spec.parallelism),
+            trigger_id: None,
+            restore_from: None,
+            started_at: self.observed.now.clone(),
+        });
+        self.phase(phase);
+        self.set_condition("Progressing", true, &format!("{kind:?}"), note);
+        self.event(false, &format!("{kind:?}"), note);
+        self.actions.push(Action::TriggerSavepoint { stop: true });
+    }
+
+    /// Carries the pending operation one step further.
+    fn continue_operation(&mut self, op: PendingOperation) {
+        if op.trigger_id.is_none() {
+            // Recorded but (perhaps) never triggered: trigger now.
+            self.actions.push(Action::TriggerSavepoint { stop: true });
+            return;
+        }
+        let failure = match &self.observed.savepoint {
+            None | Some(SavepointView::InProgress) => {
+                self.actions.push(Action::Requeue(Duration::from_secs(1)));
+                return;
+            }
+            Some(SavepointView::Failed(e)) => Some(format!("the savepoint failed: {e}")),
+            Some(SavepointView::Completed { path, in_storage: false }) => {
+                Some(format!("the savepoint was reported at {path} but is not in storage"))
+            }
+            Some(SavepointView::Completed { path, in_storage: true }) => {
+                let path = path.clone();
+                let reason = match op.kind {
+                    OperationKind::Rescale => SavepointReason::Rescale,
+                    OperationKind::Suspend => SavepointReason::Suspend,
+                    OperationKind::Delete => SavepointReason::Delete,
+                    _ => SavepointReason::Upgrade,
+                };
+                let sp = SavepointRef { path: path.clone(), time: self.observed.now.clone(), reason };
+                self.status.savepoint_history.push(sp.clone());
+                self.status.last_savepoint = Some(sp);
+                self.status.pending_operation = None;
+                self.set_condition("SnapshotHealthy", true, "SavepointCompleted", &path);
+                match op.kind {
+                    OperationKind::Suspend => {
+                        self.actions.push(Action::Stop);
+                        self.phase(Phase::Suspended);
+                        self.set_condition("Progressing", false, "Suspended", &format!("suspended at {path}"));
+                        self.set_condition("Ready", false, "Suspended", &format!("suspended at {path}"));
+                        self.event(false, "Suspended", &format!("stopped with a savepoint at {path}"));
+                    }
+                    _ => {
+                        let spec = self.job.spec.clone();
+                        self.deploy(&spec, Some(path));
+                    }
+                }
+                None
+            }
+        };
+        if let Some(why) = failure {
+            // Abort: the job was not stopped (a stop-with-savepoint that fails leaves it running).
+            self.status.pending_operation = None;
+            self.status.failed_generation = Some(op.generation);
+            self.phase(Phase::Running);
+            let note = format!("{:?} aborted, the job keeps running as deployed: {why}", op.kind);
+            self.set_condition("SnapshotHealthy", false, "SavepointFailed", &why);
+            self.set_condition("Progressing", false, "Aborted", &note);
+            self.event(true, "Aborted", &note);
+        }
+    }
+
+    /// No operation in flight: compare what is deployed with what is asked for.
+    fn reconcile(&mut self) {
+        let spec = &self.job.spec;
+        let Some(deployed) = deployed_spec(&self.status) else {
+            if spec.state == DesiredState::Suspended {
+                self.phase(Phase::Suspended);
+                return;
+            }
+            let spec = spec.clone();
+            self.deploy(&spec, spec.initial_savepoint.clone());
+            return;
+        };
+        let d = diff(&deployed, spec);
+        if self.status.failed_generation == Some(self.generation) && d.kind > ChangeKind::Ignore {
+            // This generation's rollout was aborted; a new spec (or restartNonce) tries again.
+            self.observe_running();
+            return;
+        }
+        if deployed.state == DesiredState::Suspended && spec.state == DesiredState::Running {
+            let from = self.status.last_savepoint.as_ref().map(|s| s.path.clone());
+            let spec = spec.clone();
+            self.deploy(&spec, from);
+            return;
+        }
+        if d.state == Some(DesiredState::Suspended) {
+            self.start_savepoint_operation(OperationKind::Suspend, Phase::Savepointing, "suspending with a savepoint");
+            return;
+        }
+        match d.kind {
+            ChangeKind::Ignore => {
+                if d.fields.iter().any(|f| *f != "spec.state") {
+                    // Nothing to roll out: remember the new spec as deployed.
+                    self.status.deployed_spec = Some(serde_json::to_string(spec).expect("a spec serializes"));
+                }
+                self.observe_running();
+            }
+            ChangeKind::Scale => {
+                let note = format!("rescaling {} -> {} through a savepoint", deployed.parallelism, spec.parallelism);
+                self.start_savepoint_operation(OperationKind::Rescale, Phase::Rescaling, &note);
+            }
+            ChangeKind::Upgrade => {
+                let fields = d.fields.join(", ");
+                match spec.upgrade_mode {
+                    UpgradeMode::Savepoint => {
+                        let note = format!("upgrading ({fields}) through a savepoint");
+                        self.start_savepoint_operation(OperationKind::Upgrade, Phase::Upgrading, &note);
+                    }
+                    UpgradeMode::LastState => {
+                        self.phase(Phase::Upgrading);
+                        let spec = spec.clone();
+                        self.deploy(&spec, Some("latest".into()));
+                    }
+                    UpgradeMode::Stateless => {
+                        self.phase(Phase::Upgrading);
+                        let spec = spec.clone();
+                        self.deploy(&spec, None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Steady state: the phase and Ready follow the JobManager's answer.
+    fn observe_running(&mut self) {
+        match &self.observed.job {
+            Some(job) if job.state == "running" => {
+                self.phase(Phase::Running);
+                let note = format!("running at parallelism {}", job.parallelism);
+                self.set_condition("Ready", true, "Running", &note);
+                self.set_condition("Progressing", false, "Stable", &note);
+            }
+            Some(job) => {
+                let note = format!("the JobManager reports the job as {}", job.state);
+                self.set_condition("Ready", false, "JobNotRunning", &note);
+                self.actions.push(Action::Requeue(Duration::from_secs(2)));
+            }
+            None => {
+                self.set_condition("Ready", false, "JobManagerUnreachable", "the JobManager did not answer");
+                self.actions.push(Action::Requeue(Duration::from_secs(2)));
+            }
+        }
+    }
+}
+
+/// Decides the status to write and the actions to take for `job`.
+pub fn plan(job: &StreamJob, observed: &Observed) -> Plan {
+    let generation = job.metadata.generation.unwrap_or(0);
+    let mut p =
+        Planner { job, observed, generation, status: job.status.clone().unwrap_or_default(), actions: Vec::new() };
+    if let Some(op) = p.status.pending_operation.clone() {
+        // An operation in flight finishes (or aborts) before anything new starts.
+        p.continue_operation(op);
+    } else if let Err(e) = validate(&job.spec) {
+        // Nothing running is touched for an invalid spec.
+        p.set_condition("Ready", false, "InvalidSpec", &e.to_string());
+        p.set_condition("Progressing", false, "InvalidSpec", &e.to_string());
+        p.event(true, "InvalidSpec", &e.to_string());
+    } else {
+        p.reconcile();
+    }
+    p.status.observed_generation = Some(generation);
+    Plan { status: p.status, actions: p.actions }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::test_spec;
+
+    fn job(status: Option<StreamJobStatus>, generation: i64, change: impl FnOnce(&mut StreamJobSpec)) -> StreamJob {
+        let mut spec = test_spec();
+        change(&mut spec);
+        let mut j = StreamJob::new("orders", spec);
+        j.metadata.generation = Some(generation);
+        j.status = status;
+        j
+    }
+
+    fn observed(job: Option<(&str, i32)>, savepoint: Option<SavepointView>) -> Observed {
+        Observed {
+            job: job.map(|(s, p)| JobView { state: s.into(), parallelism: p }),
+            savepoint,
+            now: "2026-11-21T12:00:00Z".into(),
+        }
+    }
+
+    fn condition<'a>(s: &'a StreamJobStatus, type_: &str) -> (&'a str, &'a str) {
+        let c = s.conditions.iter().find(|c| c.type_ == type_).unwrap();
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    /// Runs the plan and pretends the executor did its part: a triggered savepoint gets an id.
+    fn step(job: &StreamJob, obs: &Observed) -> Plan {
+        let mut plan = plan(job, obs);
+        if plan.actions.contains(&Action::TriggerSavepoint { stop: true })
+            && let Some(op) = &mut plan.status.pending_operation
+        {
+            op.trigger_id = Some("t1".into());
+        }
+        plan
+    }
+
+    #[test]
+    fn a_new_job_deploys_then_reports_ready() {
+        let p = step(&job(None, 1, |_| {}), &observed(None, None));
+        assert_eq!(p.actions[0], Action::Apply(Deploy { parallelism: 2, restore_from: None }));
+        assert_eq!(p.status.phase, Some(Phase::Deploying));
+        let p = step(&job(Some(p.status), 1, |_| {}), &observed(Some(("running", 2)), None));
+        assert_eq!(p.status.phase, Some(Phase::Running));
+        assert_eq!(condition(&p.status, "Ready"), ("True", "Running"));
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+    }
+
+    #[test]
+    fn a_rescale_goes_through_a_verified_savepoint_and_survives_an_operator_restart() {
+        let deployed = step(&job(None, 1, |_| {}), &observed(None, None)).status;
+        let running = step(&job(Some(deployed), 1, |_| {}), &observed(Some(("running", 2)), None)).status;
+        let scaled = |status| job(Some(status), 2, |s| s.parallelism = 3);
+
+        // 1. Recorded (write-ahead) and triggered.
+        let p = step(&scaled(running), &observed(Some(("running", 2)), None));
+        assert_eq!(p.status.phase, Some(Phase::Rescaling));
+        let op = p.status.pending_operation.clone().unwrap();
+        assert_eq!((op.kind, op.target_parallelism, op.generation), (OperationKind::Rescale, Some(3), 2));
+        assert!(p.actions.contains(&Action::TriggerSavepoint { stop: true }));
+        // 2. A restarted operator finds the operation and waits for the savepoint.
+        let p = step(&scaled(p.status), &observed(Some(("running", 2)), Some(SavepointView::InProgress)));
+        assert_eq!(p.actions, vec![Action::Requeue(Duration::from_secs(1))]);
+        // 3. Completed and found in storage: redeploy at 3 from it.
+        let sp = "s3://weir/checkpoints/j/savepoints/sp-9".to_string();
+        let done = Some(SavepointView::Completed { path: sp.clone(), in_storage: true });
+        let p = step(&scaled(p.status), &observed(None, done));
+        assert_eq!(p.actions[0], Action::Apply(Deploy { parallelism: 3, restore_from: Some(sp.clone()) }));
+        assert_eq!(p.status.pending_operation, None);
+        assert_eq!(p.status.last_savepoint.as_ref().unwrap().reason, SavepointReason::Rescale);
+        // 4. Running at the new parallelism.
+        let p = step(&scaled(p.status), &observed(Some(("running", 3)), None));
+        assert_eq!(p.status.phase, Some(Phase::Running));
+        assert_eq!(deployed_spec(&p.status).unwrap().parallelism, 3);
+    }
+
+    #[test]
+    fn a_failed_or_missing_savepoint_aborts_and_leaves_the_old_job_running() {
+        let deployed = step(&job(None, 1, |_| {}), &observed(None, None)).status;
+        let running = step(&job(Some(deployed), 1, |_| {}), &observed(Some(("running", 2)), None)).status;
+        let upgraded = |status| job(Some(status), 2, |s| s.image = "weir:2".into());
+        for fate in [
+            SavepointView::Failed("storage unreachable".into()),
+            SavepointView::Completed { path: "s3://weir/x".into(), in_storage: false },
+        ] {
+            let p = step(&upgraded(running.clone()), &observed(Some(("running", 2)), None));
+            assert_eq!(p.status.phase, Some(Phase::Upgrading));
+            let p = step(&upgraded(p.status), &observed(Some(("running", 2)), Some(fate)));
+            assert!(!p.actions.iter().any(|a| matches!(a, Action::Apply(_) | Action::Stop)), "{:?}", p.actions);
+            assert_eq!(p.status.phase, Some(Phase::Running));
+            assert_eq!(condition(&p.status, "SnapshotHealthy"), ("False", "SavepointFailed"));
+            assert!(p.actions.iter().any(|a| matches!(a, Action::Event { warning: true, .. })));
+            // The same generation is not retried on its own...
+            let again = step(&upgraded(p.status.clone()), &observed(Some(("running", 2)), None));
+            assert!(again.status.pending_operation.is_none());
+            // ...a new spec is.
+            let newer = job(Some(p.status), 3, |s| s.image = "weir:3".into());
+            assert!(step(&newer, &observed(Some(("running", 2)), None)).status.pending_operation.is_some());
+        }
+    }
+
+    #[test]
+    fn suspend_stops_with_a_savepoint_and_resume_restores_it() {
+        let deployed = step(&job(None, 1, |_| {}), &observed(None, None)).status;
+        let running = step(&job(Some(deployed), 1, |_| {}), &observed(Some(("running", 2)), None)).status;
+        let suspend = |status| job(Some(status), 2, |s| s.state = DesiredState::Suspended);
+        let p = step(&suspend(running), &observed(Some(("running", 2)), None));
+        assert_eq!(p.status.pending_operation.as_ref().unwrap().kind, OperationKind::Suspend);
+        let sp = "s3://weir/sp-1".to_string();
+        let p = step(
+            &suspend(p.status),
+            &observed(None, Some(SavepointView::Completed { path: sp.clone(), in_storage: true })),
+        );
+        assert_eq!(p.actions[0], Action::Stop);
+        assert_eq!(p.status.phase, Some(Phase::Suspended));
+        // Suspended stays quiet...
+        let mut suspended = p.status;
+        suspended.deployed_spec = Some(serde_json::to_string(&suspend(StreamJobStatus::default()).spec).unwrap());
+        let p = step(&suspend(suspended.clone()), &observed(None, None));
+        assert!(!p.actions.iter().any(|a| matches!(a, Action::Apply(_))), "{:?}", p.actions);
+        // ...until running again: from the savepoint.
+        let p = step(&job(Some(suspended), 3, |_| {}), &observed(None, None));
+        assert_eq!(p.actions[0], Action::Apply(Deploy { parallelism: 2, restore_from: Some(sp) }));
+    }
+
+    #[test]
+    fn an_invalid_spec_sets_a_condition_and_touches_nothing() {
+        let deployed = step(&job(None, 1, |_| {}), &observed(None, None)).status;
+        let p = step(&job(Some(deployed), 2, |s| s.parallelism = 500), &observed(Some(("running", 2)), None));
+        assert_eq!(condition(&p.status, "Ready"), ("False", "InvalidSpec"));
+        let msg = &p.status.conditions.iter().find(|c| c.type_ == "Ready").unwrap().message;
+        assert!(msg.contains("spec.parallelism"), "{msg}");
+        assert!(p.actions.iter().all(|a| matches!(a, Action::Event { warning: true, .. })), "{:?}", p.actions);
+        assert_eq!(p.status.observed_generation, Some(2));
+    }
+}
