@@ -79,7 +79,23 @@ kube() {
   cat "$out"; rm -f "$out"
 }
 
+# start_controller_manager DIR: Deployments make ReplicaSets and Pods; owner references are
+# garbage-collected. (After start_control_plane.)
+start_controller_manager() {
+  local dir=$1 bin
+  bin=$(bash "$(dirname "${BASH_SOURCE[0]}")/../scripts/k8s-control-plane.sh")
+  "$bin/kube-controller-manager" --kubeconfig "$dir/kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$(free_port)" --port 0 \
+    --service-account-private-key-file "$dir/pki/sa.key" --root-ca-file "$KUBE_CA" \
+    --use-service-account-credentials=false --leader-elect=false \
+    --controllers '*,-nodeipam,-nodelifecycle,-attachdetach,-persistentvolume-binder,-persistentvolume-expander' \
+    >"$dir/controller-manager.log" 2>&1 &
+  CONTROLLER_MANAGER_PID=$!
+}
+
 stop_control_plane() {
+  [ -n "${CONTROLLER_MANAGER_PID:-}" ] && kill "$CONTROLLER_MANAGER_PID" 2>/dev/null && wait "$CONTROLLER_MANAGER_PID" 2>/dev/null
+  CONTROLLER_MANAGER_PID=
   [ -n "${APISERVER_PID:-}" ] && kill "$APISERVER_PID" 2>/dev/null && wait "$APISERVER_PID" 2>/dev/null
   [ -n "${ETCD_PID:-}" ] && kill "$ETCD_PID" 2>/dev/null && wait "$ETCD_PID" 2>/dev/null
   APISERVER_PID=; ETCD_PID=

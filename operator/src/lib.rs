@@ -5,6 +5,7 @@
 //! savepoint before it rescales or upgrades, and reports honestly in the
 //! status what it is doing.
 
+pub mod controller;
 pub mod crd;
 pub mod diff;
 pub mod phase;
