@@ -5,11 +5,15 @@
 # end. Each step prints `ok - ...` as it passes; the first failure stops the
 # run with a non-zero exit.
 #
-# Steps so far (issue 6 is in progress; the operator's lifecycle scenario
-# comes with its controller and node agent):
+# Steps so far (issue 6 is in progress; the job lifecycle scenario needs the
+# distributed runtime's JobManager and the node agent, which come next):
 #   - the committed CRD installs and becomes Established;
 #   - the schema refuses invalid StreamJobs, naming the fields, and accepts a valid one;
-#   - the scale subresource maps to spec.parallelism; the status subresource exists.
+#   - the scale subresource maps to spec.parallelism; the status subresource exists;
+#   - the real weir-operator (outside the cluster, through the API server's service
+#     proxy) deploys the job's cluster, owned by the StreamJob, and reports an honest
+#     status; an invalid pipeline becomes a condition naming the field, with nothing
+#     torn down; deleting the StreamJob removes every object it owned.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,6 +22,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'stop_control_plane; rm -rf "$work"' EXIT
 step() { echo "ok - $*"; }
+(cd "$repo" && cargo build --quiet -p weir-operator)
 fail() { echo "not ok - $*" >&2; exit 1; }
 
 start_control_plane "$work/k8s" || fail "the control plane did not start"
@@ -72,4 +77,64 @@ python3 -c 'import json, sys; assert json.loads(sys.argv[1])["spec"]["replicas"]
 kube GET "$jobs/order-monitor/status" >"$work/status.json"
 [ "$KUBE_STATUS" = 200 ] || fail "no status subresource: HTTP $KUBE_STATUS"
 step "the scale subresource maps to spec.parallelism, and the status subresource exists"
+start_controller_manager "$work/k8s"
+WEIR_LOG=info "$repo/target/debug/weir-operator" run --namespace default --jobmanager-access proxy \
+  >"$work/operator.log" 2>&1 &
+operator=$!
+trap 'kill $operator 2>/dev/null; stop_control_plane; rm -rf "$work"' EXIT
+
+# wait_for DESCRIPTION PYTHON_CONDITION PATH: polls PATH (JSON in `o`) for up to 60 s.
+wait_for() {
+  local what=$1 cond=$2 path=$3
+  for _ in $(seq 120); do
+    kube GET "$path" >"$work/obj.json"
+    if [ "$KUBE_STATUS" != 000 ] && python3 -c "
+import json, sys
+o = json.load(open('$work/obj.json')); sys.exit(0 if ($cond) else 1)" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "--- $path:" >&2; cat "$work/obj.json" >&2; echo "--- operator log:" >&2; tail -20 "$work/operator.log" >&2
+  fail "$what"
+}
+
+deployments=/apis/apps/v1/namespaces/default/deployments
+owned="o.get('metadata', {}).get('ownerReferences', [{}])[0].get('kind') == 'StreamJob'"
+wait_for "the JobManager Deployment" "$owned" "$deployments/order-monitor-jobmanager"
+wait_for "the TaskManager Deployment" "$owned and o['spec']['replicas'] == 2" "$deployments/order-monitor-taskmanager"
+wait_for "the pipeline ConfigMap" "$owned and 'workload: orders' in o['data']['pipeline.yaml']" \
+  /api/v1/namespaces/default/configmaps/order-monitor-config
+wait_for "the JobManager Service" "$owned" /api/v1/namespaces/default/services/order-monitor-jobmanager
+step "the operator deploys the job's cluster (ConfigMap, Service, JobManager and 2 TaskManagers), owned by the StreamJob"
+
+ready="{c['type']: c for c in o.get('status', {}).get('conditions', [])}.get('Ready', {})"
+wait_for "an honest status" "o['status'].get('observedGeneration') == 1 and o['status'].get('phase') == 'Deploying' \
+  and $ready.get('status') == 'False' and $ready.get('reason') == 'JobManagerUnreachable' \
+  and 'weir.dev/final-savepoint' in o['metadata'].get('finalizers', [])" "$jobs/order-monitor"
+step "the status says Deploying, observedGeneration 1, Ready=False because the JobManager does not answer (no kubelet runs it yet)"
+
+kube GET "$deployments/order-monitor-jobmanager" >"$work/jm.json"
+before=$(python3 -c "import json; print(json.load(open('$work/jm.json'))['metadata']['generation'])")
+echo '{"spec": {"pipeline": {"name": "j", "source": {"type": "datagen", "workload": "orders", "cuont": 5}, "sink": {"type": "stdout"}}}}' >"$work/bad.json"
+kube PATCH "$jobs/order-monitor" "$work/bad.json" application/merge-patch+json >/dev/null
+[ "$KUBE_STATUS" = 200 ] || fail "patching the pipeline: HTTP $KUBE_STATUS"
+wait_for "an InvalidSpec condition" "$ready.get('reason') == 'InvalidSpec' and 'spec.pipeline.source.cuont' in $ready.get('message', '') \
+  and o['status'].get('observedGeneration') == 2" "$jobs/order-monitor"
+kube GET "$deployments/order-monitor-jobmanager" >"$work/jm.json"
+after=$(python3 -c "import json; print(json.load(open('$work/jm.json'))['metadata']['generation'])")
+[ "$before" = "$after" ] || fail "the JobManager Deployment changed for an invalid spec ($before -> $after)"
+step "an invalid pipeline sets Ready=False InvalidSpec naming spec.pipeline.source.cuont, and nothing deployed changes"
+
+kube DELETE "$jobs/order-monitor" >/dev/null
+for path in "$jobs/order-monitor" "$deployments/order-monitor-jobmanager" "$deployments/order-monitor-taskmanager" \
+  /api/v1/namespaces/default/configmaps/order-monitor-config /api/v1/namespaces/default/services/order-monitor-jobmanager; do
+  for _ in $(seq 120); do
+    kube GET "$path" >/dev/null
+    [ "$KUBE_STATUS" = 404 ] && break
+    sleep 0.5
+  done
+  [ "$KUBE_STATUS" = 404 ] || { grep -v "503 Service Unavailable" "$work/operator.log" | tail -8 >&2; kube GET "$path" >&2; fail "$path still exists after the StreamJob was deleted"; }
+done
+step "deleting the StreamJob runs its finalizer and removes every object it owned"
 echo "e2e: all steps passed"

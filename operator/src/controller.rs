@@ -135,6 +135,7 @@ async fn apply(job: &StreamJob, ctx: &Context) -> Result<Requeue, Error> {
 
 /// Deletion: the final savepoint (when configured and the job runs), recorded in an event.
 async fn cleanup(job: &StreamJob, ctx: &Context) -> Result<Requeue, Error> {
+    tracing::info!("{}: deleted; final savepoint: {}", job.name_any(), job.spec.savepoint_on_delete);
     if job.spec.savepoint_on_delete
         && let Ok(trigger) = trigger_savepoint(job, ctx, true).await
     {
@@ -181,27 +182,33 @@ async fn jobmanager<T: DeserializeOwned>(
         .header("content-type", "application/json")
         .body(body)
         .map_err(|e| Error::JobManager(e.to_string()))?;
-    let text = match ctx.access {
-        JobManagerAccess::Proxy => {
-            ctx.client.request_text(request).await.map_err(|e| Error::JobManager(e.to_string()))?
-        }
-        JobManagerAccess::Service => {
-            let (parts, body) = request.into_parts();
-            let agent = ureq::Agent::new_with_defaults();
-            let url = parts.uri.to_string();
-            tokio::task::spawn_blocking(move || {
-                let response = if parts.method == http::Method::POST {
-                    agent.post(&url).header("content-type", "application/json").send(&body[..])
-                } else {
-                    agent.get(&url).call()
-                };
-                response.and_then(|mut r| r.body_mut().read_to_string())
-            })
-            .await
-            .map_err(|e| Error::JobManager(e.to_string()))?
-            .map_err(|e| Error::JobManager(e.to_string()))?
+    let call = async {
+        match ctx.access {
+            JobManagerAccess::Proxy => {
+                ctx.client.request_text(request).await.map_err(|e| Error::JobManager(e.to_string()))
+            }
+            JobManagerAccess::Service => {
+                let (parts, body) = request.into_parts();
+                let agent = ureq::Agent::new_with_defaults();
+                let url = parts.uri.to_string();
+                tokio::task::spawn_blocking(move || {
+                    let response = if parts.method == http::Method::POST {
+                        agent.post(&url).header("content-type", "application/json").send(&body[..])
+                    } else {
+                        agent.get(&url).call()
+                    };
+                    response.and_then(|mut r| r.body_mut().read_to_string())
+                })
+                .await
+                .map_err(|e| Error::JobManager(e.to_string()))?
+                .map_err(|e| Error::JobManager(e.to_string()))
+            }
         }
     };
+    // A JobManager that does not answer must not hold up the reconciliation.
+    let text = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .map_err(|_| Error::JobManager(format!("{url}: no answer within 10 s")))??;
     serde_json::from_str(&text).map_err(|e| Error::JobManager(format!("{url}: {e}: {text}")))
 }
 

@@ -136,6 +136,10 @@ pub fn role_binding(job: &StreamJob) -> RoleBinding {
     }
 }
 
+fn tcp() -> Option<String> {
+    Some("TCP".into())
+}
+
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() }
 }
@@ -316,12 +320,14 @@ pub fn jobmanager_service(job: &StreamJob) -> Service {
                 ServicePort {
                     name: Some("rest".into()),
                     port: REST_PORT,
+                    protocol: tcp(),
                     target_port: Some(IntOrString::String("rest".into())),
                     ..Default::default()
                 },
                 ServicePort {
                     name: Some("rpc".into()),
                     port: RPC_PORT,
+                    protocol: tcp(),
                     target_port: Some(IntOrString::String("rpc".into())),
                     ..Default::default()
                 },
