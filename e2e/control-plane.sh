@@ -93,10 +93,16 @@ start_controller_manager() {
   CONTROLLER_MANAGER_PID=$!
 }
 
+# stop_pid PID: stops a process started here (its exit status, 143 after SIGTERM, is not a failure).
+stop_pid() {
+  [ -n "${1:-}" ] || return 0
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
 stop_control_plane() {
-  [ -n "${CONTROLLER_MANAGER_PID:-}" ] && kill "$CONTROLLER_MANAGER_PID" 2>/dev/null && wait "$CONTROLLER_MANAGER_PID" 2>/dev/null
-  CONTROLLER_MANAGER_PID=
-  [ -n "${APISERVER_PID:-}" ] && kill "$APISERVER_PID" 2>/dev/null && wait "$APISERVER_PID" 2>/dev/null
-  [ -n "${ETCD_PID:-}" ] && kill "$ETCD_PID" 2>/dev/null && wait "$ETCD_PID" 2>/dev/null
-  APISERVER_PID=; ETCD_PID=
+  stop_pid "${CONTROLLER_MANAGER_PID:-}"
+  stop_pid "${APISERVER_PID:-}"
+  stop_pid "${ETCD_PID:-}"
+  CONTROLLER_MANAGER_PID=; APISERVER_PID=; ETCD_PID=
 }

@@ -81,7 +81,7 @@ start_controller_manager "$work/k8s"
 WEIR_LOG=info "$repo/target/debug/weir-operator" run --namespace default --jobmanager-access proxy \
   >"$work/operator.log" 2>&1 &
 operator=$!
-trap 'kill $operator 2>/dev/null; stop_control_plane; rm -rf "$work"' EXIT
+trap 'stop_pid $operator; stop_control_plane; rm -rf "$work"' EXIT
 
 # wait_for DESCRIPTION PYTHON_CONDITION PATH: polls PATH (JSON in `o`) for up to 60 s.
 wait_for() {
