@@ -47,7 +47,8 @@ fn validate_pipeline(spec: &StreamJobSpec, pipeline: &serde_json::Value) -> Resu
     };
     let file = parse(origin, &text, &[]).map_err(in_pipeline)?;
     let env = weir::prelude::StreamEnv::new(&file.name);
-    let overrides = Overrides { parallelism: Some(spec.parallelism as usize) };
+    // A StreamJob always checkpoints (spec.checkpointing is required).
+    let overrides = Overrides { parallelism: Some(spec.parallelism as usize), checkpointing: Some(true) };
     compile(origin, &file, &env, &overrides).map_err(in_pipeline)?;
     Ok(())
 }

@@ -127,7 +127,13 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     let file = load(&args.pipeline, &args.set).map_err(bad)?;
     let checkpoints = checkpointing(&args, &file)?;
     let env = StreamEnv::new(file.name.clone());
-    let compiled = compile(&args.pipeline, &file, &env, &Overrides { parallelism: args.parallelism }).map_err(bad)?;
+    let compiled = compile(
+        &args.pipeline,
+        &file,
+        &env,
+        &Overrides { parallelism: args.parallelism, checkpointing: Some(checkpoints.is_some()) },
+    )
+    .map_err(bad)?;
     let env_max_parallelism = env.max_parallelism();
     let restored = restore(&args, &file, &compiled.name, checkpoints.as_ref())?;
     let plan = env.describe();

@@ -192,6 +192,10 @@ fn connector_keys_are_checked_before_anything_runs() {
         &KAFKA.replace("key: [region, window_start] }", "key: region, guarantee: twice }"),
         &["sink", "unknown variant `twice`"],
     );
+    rejects(
+        &KAFKA.replace("key: [region, window_start] }", "key: [region, window_start], guarantee: exactly-once }"),
+        &["sink.guarantee", "exactly-once commits with checkpoints"],
+    );
     let redis = r#"sink: { type: redis, url: "redis://127.0.0.1:9", key: "m:{regoin}", field: "{window_start}", value: count }"#;
     let yaml = KAFKA.lines().filter(|l| !l.starts_with("sink:")).collect::<Vec<_>>().join("\n") + "\n" + redis + "\n";
     rejects(&yaml, &["sink.key", "unknown field `regoin`"]);

@@ -49,12 +49,17 @@ pub struct Compiled {
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
     pub parallelism: Option<usize>,
+    /// Whether the job takes checkpoints, when the command line decides it
+    /// (otherwise the file's `checkpointing` section does).
+    pub checkpointing: Option<bool>,
 }
 
 pub(crate) struct Ctx<'a> {
     file: &'a Path,
     /// The job's name (part of consumer groups and transaction ids).
     pub(crate) job: &'a str,
+    /// Whether the job takes checkpoints (exactly-once sinks need them).
+    pub(crate) checkpointing: bool,
 }
 
 impl Ctx<'_> {
@@ -128,7 +133,8 @@ pub fn compile(
     env: &StreamEnv,
     overrides: &Overrides,
 ) -> Result<Compiled, PipelineError> {
-    let ctx = Ctx { file, job: &p.name };
+    let checkpointing = overrides.checkpointing.unwrap_or(p.checkpointing.is_some());
+    let ctx = Ctx { file, job: &p.name, checkpointing };
     if p.name.trim().is_empty() || p.name.contains('/') {
         return Err(ctx.err("name", "expected a non-empty job name without `/`"));
     }

@@ -86,6 +86,9 @@ pub(crate) fn kafka_sink(
     if topic.trim().is_empty() {
         return Err(ctx.err(format!("{key_path}.topic"), "expected a topic name"));
     }
+    if *guarantee == config::KafkaGuarantee::ExactlyOnce {
+        needs_checkpoints(ctx, key_path)?;
+    }
     let key = match key {
         Some(k) => Some(Arc::new(resolve(ctx, &format!("{key_path}.key"), schema, &k.names())?)),
         None => None,
@@ -111,6 +114,18 @@ pub(crate) fn kafka_sink(
     let description = format!("kafka topic `{topic}` at {bootstrap} ({guarantee:?})");
     stream.try_sink("kafka", move |info| KafkaSink::new(config.clone(), info, encode.clone()));
     Ok(description)
+}
+
+/// Exactly-once output commits with checkpoints: without them it would never commit.
+fn needs_checkpoints(ctx: &Ctx, key_path: &str) -> Result<(), PipelineError> {
+    if ctx.checkpointing {
+        return Ok(());
+    }
+    Err(ctx.err(
+        format!("{key_path}.guarantee"),
+        "exactly-once commits with checkpoints: add a `checkpointing` section (or --checkpoint-dir and \
+         --checkpoint-interval), or choose another guarantee",
+    ))
 }
 
 /// A `{field}` pattern, compiled against the schema.
@@ -191,6 +206,9 @@ pub(crate) fn postgres_sink(
     }
     if table.trim().is_empty() {
         return Err(ctx.err(format!("{key_path}.table"), "expected a table name"));
+    }
+    if *guarantee == config::PostgresGuarantee::ExactlyOnce {
+        needs_checkpoints(ctx, key_path)?;
     }
     resolve(ctx, &format!("{key_path}.key"), schema, &key.names())?;
     let columns = schema
