@@ -72,8 +72,6 @@ trap 'exit 130' INT TERM
 
 # field KEY LINE: the value of KEY=... in a report line.
 field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
-# median X...: the median of numbers (the mean of the middle two for an even count).
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # fmt DIGITS X: X rounded.
 fmt() { awk -v d="$1" -v x="$2" 'BEGIN { if (x == "n/a") print x; else printf "%." d "f", x }'; }
 millions() { awk -v x="$1" 'BEGIN { printf "%.2f M", x / 1e6 }'; }

@@ -37,7 +37,6 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 EVENTS=${EVENTS:-2400000}
 PARTITIONS=${PARTITIONS:-16}
 RUNS=${RUNS:-3}
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 (cd "$repo" && cargo build --release --quiet -p weir-cli -p weir-kafka --features weir-kafka/testing --examples --bin weir)
 bin="$repo/target/release"

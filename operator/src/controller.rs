@@ -60,16 +60,8 @@ pub struct Context {
 
 /// Runs the controller on `namespace` (all namespaces when `None`) until the process is stopped.
 pub async fn run(client: Client, namespace: Option<String>, access: JobManagerAccess) {
-    let jobs: Api<StreamJob> = match &namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let owned = |c: &Client| -> Api<Deployment> {
-        match &namespace {
-            Some(ns) => Api::namespaced(c.clone(), ns),
-            None => Api::all(c.clone()),
-        }
-    };
+    let jobs: Api<StreamJob> = scoped(&client, &namespace);
+    let deployments: Api<Deployment> = scoped(&client, &namespace);
     let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
@@ -78,7 +70,7 @@ pub async fn run(client: Client, namespace: Option<String>, access: JobManagerAc
         verify: Arc::new(savepoint_in_storage),
     });
     Controller::new(jobs, watcher::Config::default())
-        .owns(owned(&client), watcher::Config::default())
+        .owns(deployments, watcher::Config::default())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -87,6 +79,18 @@ pub async fn run(client: Client, namespace: Option<String>, access: JobManagerAc
             }
         })
         .await;
+}
+
+/// The objects of `namespace`, or of every namespace.
+fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 fn error_policy(_job: Arc<StreamJob>, error: &Error, _ctx: Arc<Context>) -> Requeue {

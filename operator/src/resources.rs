@@ -308,9 +308,8 @@ pub fn taskmanager(job: &StreamJob, deploy: &Deploy) -> Deployment {
 /// It selects only the leader (the JobManager that holds the Lease labels itself).
 pub fn jobmanager_service(job: &StreamJob) -> Service {
     let mut selector = labels(job, "jobmanager");
-    selector.insert("weir.dev/leader".into(), "true".into());
-    if job.spec.job_manager.replicas == 1 {
-        selector.remove("weir.dev/leader");
+    if job.spec.job_manager.replicas > 1 {
+        selector.insert("weir.dev/leader".into(), "true".into());
     }
     Service {
         metadata: meta(job, Names(&job.name_any()).jobmanager(), "jobmanager"),

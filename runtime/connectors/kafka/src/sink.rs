@@ -229,7 +229,6 @@ impl<T> KafkaSink<T> {
         if let Some(k) = &key {
             record = record.key(k);
         }
-        let mut record = record;
         loop {
             match self.producer.send(record) {
                 Ok(()) => break,

@@ -16,7 +16,7 @@
 //! lag comes from librdkafka's statistics and is published as the subtask's
 //! pending-records metric.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -118,8 +118,8 @@ pub struct KafkaSource<T> {
     on_malformed: OnMalformed,
     consumer: Option<BaseConsumer<LagContext>>,
     splits: BTreeMap<i32, PartitionSplit>,
-    /// Positions of snapshots whose checkpoints have not completed yet, oldest first.
-    uncommitted: VecDeque<TopicPartitionList>,
+    /// The positions of the latest snapshot, committed to the group when its checkpoint completes.
+    last_snapshot: Option<TopicPartitionList>,
     /// Whether the last poll found nothing (the next one waits a little).
     quiet: bool,
 }
@@ -144,7 +144,7 @@ impl<T> KafkaSource<T> {
             on_malformed,
             consumer: None,
             splits: BTreeMap::new(),
-            uncommitted: VecDeque::new(),
+            last_snapshot: None,
             quiet: false,
         }
     }
@@ -376,10 +376,7 @@ impl<T: Send> Source<T> for KafkaSource<T> {
             let entries = self.restored.as_ref().map_or_else(Vec::new, |r| r.entries.clone());
             return Ok(OperatorSnapshot { keyed: Vec::new(), entries });
         }
-        self.uncommitted.push_back(self.positions());
-        if self.uncommitted.len() > 16 {
-            self.uncommitted.pop_front();
-        }
+        self.last_snapshot = Some(self.positions());
         Ok(OperatorSnapshot { keyed: Vec::new(), entries: self.splits.values().map(codec::encode).collect() })
     }
 
@@ -390,8 +387,7 @@ impl<T: Send> Source<T> for KafkaSource<T> {
 
     fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> TaskResult {
         // One checkpoint is in flight at a time: the newest snapshot is the completed one.
-        let (Some(consumer), Some(positions)) = (&self.consumer, self.uncommitted.pop_back()) else { return Ok(()) };
-        self.uncommitted.clear();
+        let (Some(consumer), Some(positions)) = (&self.consumer, self.last_snapshot.take()) else { return Ok(()) };
         if let Err(e) = consumer.commit(&positions, CommitMode::Async) {
             tracing::warn!("kafka source (topic `{}`): committing offsets for monitoring: {e}", self.config.topic);
         }

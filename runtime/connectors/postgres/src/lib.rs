@@ -23,7 +23,7 @@
 use std::time::{Duration, Instant};
 
 use postgres::types::ToSql;
-use postgres::{Client, NoTls};
+use postgres::{Client, NoTls, Statement};
 use serde::{Deserialize, Serialize};
 use weir::core::checkpoint::metadata::{OperatorSnapshot, RestoredState};
 use weir::core::graph::SubtaskInfo;
@@ -164,6 +164,8 @@ pub struct PostgresSink<T, V> {
     /// transaction open cannot.
     control: Option<Client>,
     statement: String,
+    /// `statement` prepared on the current `client` connection.
+    upsert: Option<Statement>,
     /// Rows written in the open transaction (written again after a reconnect).
     open: Vec<T>,
     in_transaction: bool,
@@ -188,6 +190,7 @@ where
         let gid_prefix = format!("weir:{}:{}:", config.job, info.uid);
         let mut sink = PostgresSink {
             statement: upsert_sql(&config),
+            upsert: None,
             subtask: info.index,
             gid_prefix,
             client: None,
@@ -227,17 +230,24 @@ where
     }
 
     fn client(&mut self) -> Result<&mut Client, postgres::Error> {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.client = Some(Client::connect(&self.config.url, NoTls)?);
+        let (client, new) = connection(&mut self.client, &self.config.url)?;
+        if new {
+            self.upsert = None; // prepared on the connection that broke
         }
-        Ok(self.client.as_mut().expect("connected above"))
+        Ok(client)
     }
 
     fn control(&mut self) -> Result<&mut Client, postgres::Error> {
-        if self.control.as_ref().is_none_or(Client::is_closed) {
-            self.control = Some(Client::connect(&self.config.url, NoTls)?);
+        Ok(connection(&mut self.control, &self.config.url)?.0)
+    }
+
+    /// The upsert, prepared once per connection.
+    fn upsert(&mut self) -> Result<Statement, postgres::Error> {
+        let (client, new) = connection(&mut self.client, &self.config.url)?;
+        if new || self.upsert.is_none() {
+            self.upsert = Some(client.prepare(&self.statement)?);
         }
-        Ok(self.control.as_mut().expect("connected above"))
+        Ok(self.upsert.clone().expect("prepared above"))
     }
 
     /// Runs `f`, reconnecting with backoff while the connection is what fails.
@@ -278,16 +288,15 @@ where
     }
 
     fn write_rows(&mut self, rows: &[T]) -> Result<(), postgres::Error> {
-        let statement = self.statement.clone();
+        let upsert = self.upsert()?;
         let begin = !self.in_transaction;
         let client = self.client()?;
         if begin {
             client.batch_execute("BEGIN")?;
         }
-        let prepared = client.prepare(&statement)?;
         for row in rows {
             let params: Vec<&(dyn ToSql + Sync)> = row.as_ref().iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-            client.execute(&prepared, &params)?;
+            client.execute(&upsert, &params)?;
         }
         self.in_transaction = true;
         Ok(())
@@ -358,6 +367,15 @@ where
         self.open.clear();
         Ok(())
     }
+}
+
+/// The connection in `slot`, opened (again) when there is none or it broke; `true` when it is new.
+fn connection<'a>(slot: &'a mut Option<Client>, url: &str) -> Result<(&'a mut Client, bool), postgres::Error> {
+    let new = slot.as_ref().is_none_or(Client::is_closed);
+    if new {
+        *slot = Some(Client::connect(url, NoTls)?);
+    }
+    Ok((slot.as_mut().expect("connected above"), new))
 }
 
 fn is_connection_error(e: &postgres::Error) -> bool {
