@@ -134,7 +134,10 @@ impl Planner<'_> {
         };
         self.actions.push(Action::Apply(Deploy { parallelism: spec.parallelism, restore_from }));
         self.status.deployed_spec = Some(serde_json::to_string(spec).expect("a spec serializes"));
-        self.phase(Phase::Deploying);
+        // A rescale or upgrade keeps its phase until the job runs again.
+        if !matches!(self.status.phase, Some(Phase::Rescaling | Phase::Upgrading | Phase::RollingBack)) {
+            self.phase(Phase::Deploying);
+        }
         self.set_condition("Progressing", true, "Deploying", &note);
         self.event(false, "Deploying", &note);
     }
@@ -346,6 +349,9 @@ mod tests {
     /// Runs the plan and pretends the executor did its part: a triggered savepoint gets an id.
     fn step(job: &StreamJob, obs: &Observed) -> Plan {
         let mut plan = plan(job, obs);
+        let refused =
+            plan.actions.iter().find(|a| matches!(a, Action::Event { reason, .. } if reason == "InternalError"));
+        assert!(refused.is_none(), "the plan asked for a refused phase change: {refused:?}");
         if plan.actions.contains(&Action::TriggerSavepoint { stop: true })
             && let Some(op) = &mut plan.status.pending_operation
         {
@@ -385,6 +391,7 @@ mod tests {
         let done = Some(SavepointView::Completed { path: sp.clone(), in_storage: true });
         let p = step(&scaled(p.status), &observed(None, done));
         assert_eq!(p.actions[0], Action::Apply(Deploy { parallelism: 3, restore_from: Some(sp.clone()) }));
+        assert_eq!(p.status.phase, Some(Phase::Rescaling), "rescaling until the job runs at 3");
         assert_eq!(p.status.pending_operation, None);
         assert_eq!(p.status.last_savepoint.as_ref().unwrap().reason, SavepointReason::Rescale);
         // 4. Running at the new parallelism.
@@ -415,6 +422,25 @@ mod tests {
             // ...a new spec is.
             let newer = job(Some(p.status), 3, |s| s.image = "weir:3".into());
             assert!(step(&newer, &observed(Some(("running", 2)), None)).status.pending_operation.is_some());
+        }
+    }
+
+    #[test]
+    fn last_state_and_stateless_upgrades_redeploy_at_once() {
+        let deployed = step(&job(None, 1, |_| {}), &observed(None, None)).status;
+        let running = step(&job(Some(deployed), 1, |_| {}), &observed(Some(("running", 2)), None)).status;
+        for (mode, from) in [(UpgradeMode::LastState, Some("latest".to_string())), (UpgradeMode::Stateless, None)] {
+            let upgraded = |status| {
+                job(Some(status), 2, |s| {
+                    s.image = "weir:2".into();
+                    s.upgrade_mode = mode;
+                })
+            };
+            let p = step(&upgraded(running.clone()), &observed(Some(("running", 2)), None));
+            assert_eq!(p.actions[0], Action::Apply(Deploy { parallelism: 2, restore_from: from }));
+            assert_eq!(p.status.phase, Some(Phase::Upgrading));
+            let p = step(&upgraded(p.status), &observed(Some(("running", 2)), None));
+            assert_eq!(p.status.phase, Some(Phase::Running));
         }
     }
 
