@@ -78,7 +78,7 @@ kube GET "$jobs/order-monitor/status" >"$work/status.json"
 [ "$KUBE_STATUS" = 200 ] || fail "no status subresource: HTTP $KUBE_STATUS"
 step "the scale subresource maps to spec.parallelism, and the status subresource exists"
 start_controller_manager "$work/k8s"
-WEIR_LOG=info "$repo/target/debug/weir-operator" run --namespace default --jobmanager-access proxy \
+WEIR_LOG=info "${CARGO_TARGET_DIR:-$repo/target}/debug/weir-operator" run --namespace default --jobmanager-access proxy \
   >"$work/operator.log" 2>&1 &
 operator=$!
 trap 'stop_pid $operator; stop_control_plane; rm -rf "$work"' EXIT
