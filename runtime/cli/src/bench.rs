@@ -242,7 +242,7 @@ pub fn run(
         anyhow::bail!("unknown workload `{query}`; expected one of: {}", WORKLOADS.join(", "));
     };
     let (cpu0, t0) = (cpu_time(), Instant::now());
-    let job = env.start_with(ExecuteOptions { checkpointing, restore: None })?;
+    let job = env.start_with(ExecuteOptions { checkpointing, restore: None, ..Default::default() })?;
     let checkpoints = wait_collecting(job)?;
     Ok(BenchResult { net: t0.elapsed(), cpu: cpu_time() - cpu0, checksum, checkpoints })
 }

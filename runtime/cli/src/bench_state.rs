@@ -236,7 +236,8 @@ pub fn run(
     // 1. Build the state; the final checkpoint holds all of it.
     let (env, tally) = build(&job, keys, parallelism);
     let (cpu0, t0) = (cpu_time(), Instant::now());
-    let handle = env.start_with(ExecuteOptions { checkpointing: Some(config.clone()), restore: None })?;
+    let handle =
+        env.start_with(ExecuteOptions { checkpointing: Some(config.clone()), restore: None, ..Default::default() })?;
     let first = final_checkpoint(&finish(handle)?, "first")?;
     let (run_ms, run_cpu_ms) = (t0.elapsed().as_millis(), (cpu_time() - cpu0).as_millis());
     let (put_ms, _) = timed.take_ms();
@@ -255,7 +256,8 @@ pub fn run(
     if snapshot.metadata.checkpoint_id != first.id {
         anyhow::bail!("restoring checkpoint {} instead of {}", snapshot.metadata.checkpoint_id, first.id);
     }
-    let handle = env.start_with(ExecuteOptions { checkpointing: Some(config), restore: Some(snapshot) })?;
+    let handle =
+        env.start_with(ExecuteOptions { checkpointing: Some(config), restore: Some(snapshot), ..Default::default() })?;
     let (restore_ms, restore_cpu_ms) = (t0.elapsed().as_millis(), (cpu_time() - cpu0).as_millis());
     let (_, get_ms) = timed.take_ms();
     let second = final_checkpoint(&finish(handle)?, "restored")?;

@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_state;
+mod cluster;
 mod datagen;
 mod run;
 mod savepoint;
@@ -30,6 +31,11 @@ struct Cli {
 enum Command {
     /// Run a pipeline file on a local cluster until its input ends or Ctrl-C.
     Run(run::RunArgs),
+    /// Run a JobManager: schedule a pipeline onto TaskManagers, coordinate its
+    /// checkpoints, restart it when something dies, serve the REST API.
+    Jobmanager(cluster::JobManagerArgs),
+    /// Run a TaskManager: offer slots to a JobManager and run the subtasks it deploys.
+    Taskmanager(cluster::TaskManagerArgs),
     /// Take a savepoint of a running job through its REST API, and optionally stop it.
     Savepoint(savepoint::SavepointArgs),
     /// Feed a Kafka topic with a workload stream (orders or bids) as JSON.
@@ -111,6 +117,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Jobmanager(args) => cluster::jobmanager(args),
+        Command::Taskmanager(args) => cluster::taskmanager(args),
         Command::Savepoint(args) => savepoint::savepoint(args),
         Command::Datagen(args) => datagen::datagen(args),
         Command::Bench { workload, parallelism, checkpoint_dir, checkpoint_interval, state_mb, .. }

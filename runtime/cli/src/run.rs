@@ -16,53 +16,55 @@ use weir::prelude::StreamEnv;
 use weir_pipeline::compile::{Overrides, compile};
 use weir_pipeline::config::{self, PipelineFile, load, parse_duration};
 
-use weir_rest::{JobInfo, RestServer};
+use weir_rest::{JobInfo, LocalJob, RestServer};
 
 use crate::{Failure, storage};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// The pipeline file (YAML).
-    pipeline: PathBuf,
+    pub(crate) pipeline: PathBuf,
     /// Parallelism of every vertex (overrides the file's `parallelism`).
     #[arg(long)]
-    parallelism: Option<usize>,
+    pub(crate) parallelism: Option<usize>,
     /// Override one key of the pipeline file, e.g. `--set source.count=1000`.
     #[arg(long = "set", value_name = "PATH=VALUE")]
-    set: Vec<String>,
+    pub(crate) set: Vec<String>,
     /// Where checkpoints go (file:///path, a path, or s3://bucket/prefix).
     #[arg(long, value_name = "URI")]
-    checkpoint_dir: Option<String>,
+    pub(crate) checkpoint_dir: Option<String>,
     /// How often to checkpoint (500ms, 10s, 1m, ...).
     #[arg(long, value_name = "DURATION")]
-    checkpoint_interval: Option<String>,
+    pub(crate) checkpoint_interval: Option<String>,
     /// Resume from `latest` or a checkpoint/savepoint URI.
     #[arg(long, value_name = "latest|URI")]
-    restore: Option<String>,
+    pub(crate) restore: Option<String>,
     /// Run the TaskManagers as N separate processes on loopback.
     #[arg(long, value_name = "N")]
-    taskmanagers: Option<usize>,
+    pub(crate) taskmanagers: Option<usize>,
     /// Port of the REST API on 127.0.0.1 (default 8081; 0 picks a free port).
     #[arg(long)]
-    rest_port: Option<u16>,
+    pub(crate) rest_port: Option<u16>,
     /// No progress display.
     #[arg(long, short)]
     quiet: bool,
-}
-
-fn unavailable(flag: &str, what: &str) -> Failure {
-    Failure::BadInput(format!("{flag}: {what} is not available in this version of weir yet"))
+    #[command(flatten)]
+    failover: crate::cluster::FailoverArgs,
 }
 
 fn bad(message: impl std::fmt::Display) -> Failure {
     Failure::BadInput(message.to_string())
 }
 
-/// Checkpointing as the file and the flags configure it (flags win).
-fn checkpointing(args: &RunArgs, file: &PipelineFile) -> Result<Option<(String, CheckpointConfig)>, Failure> {
+/// Checkpointing as the file and the flags (`--checkpoint-dir`, `--checkpoint-interval`) configure it (flags win).
+pub(crate) fn checkpointing(
+    dir_flag: Option<&str>,
+    interval_flag: Option<&str>,
+    file: &PipelineFile,
+) -> Result<Option<(String, CheckpointConfig)>, Failure> {
     let section = file.checkpointing.as_ref();
-    let dir = args.checkpoint_dir.clone().or_else(|| section.and_then(|c| c.dir.clone()));
-    let interval = match &args.checkpoint_interval {
+    let dir = dir_flag.map(str::to_string).or_else(|| section.and_then(|c| c.dir.clone()));
+    let interval = match interval_flag {
         Some(i) => Some(parse_duration(i).map_err(|e| bad(format!("--checkpoint-interval: {e}")))?),
         None => section.map(|c| c.interval.0),
     };
@@ -117,15 +119,15 @@ fn restore(
 }
 
 pub fn run(args: RunArgs) -> Result<(), Failure> {
-    if args.taskmanagers.is_some() {
-        return Err(unavailable("--taskmanagers", "running TaskManagers as separate processes"));
-    }
     if args.parallelism == Some(0) {
         return Err(bad("--parallelism: must be at least 1"));
     }
+    if let Some(n) = args.taskmanagers {
+        return crate::cluster::run_local_cluster(&args, n, &args.failover);
+    }
 
     let file = load(&args.pipeline, &args.set).map_err(bad)?;
-    let checkpoints = checkpointing(&args, &file)?;
+    let checkpoints = checkpointing(args.checkpoint_dir.as_deref(), args.checkpoint_interval.as_deref(), &file)?;
     let env = StreamEnv::new(file.name.clone());
     let compiled = compile(
         &args.pipeline,
@@ -152,7 +154,8 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     }
 
     let started = Instant::now();
-    let options = ExecuteOptions { checkpointing: checkpoints.map(|(_, c)| c), restore: restored };
+    let options =
+        ExecuteOptions { checkpointing: checkpoints.map(|(_, c)| c), restore: restored, ..Default::default() };
     let job = env.start_with(options).map_err(|e| match e {
         JobError::Restore(m) => bad(format!("--restore: {m}")),
         e => Failure::Runtime(e.to_string()),
@@ -207,7 +210,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
 /// job on this machine): then the job runs without it; an explicit port must work.
 fn serve_rest(port: Option<u16>, job: &Arc<JobHandle>, info: JobInfo) -> Result<Option<RestServer>, Failure> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(8081)));
-    match RestServer::start(addr, Arc::downgrade(job), info) {
+    match RestServer::start(addr, Arc::new(LocalJob { job: Arc::downgrade(job), info })) {
         Ok(server) => {
             eprintln!("weir: REST API on http://{}/v1/jobs/{}", server.addr, job.name());
             Ok(Some(server))

@@ -54,6 +54,9 @@ pub enum JobError {
     /// The job cannot start from the requested snapshot.
     #[error("cannot restore: {0}")]
     Restore(String),
+    /// A channel to or from another process could not be set up.
+    #[error("network: {0}")]
+    Network(String),
     #[error("could not start task thread {task}: {source}")]
     Spawn {
         task: String,

@@ -13,7 +13,7 @@
 //! [`ExecuteOptions::restore`], every subtask starts from its share of a
 //! snapshot, at whatever parallelism the graph now has.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -22,10 +22,11 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::checkpoint::coordinator::{
-    CheckpointConfig, CheckpointStats, Command, Coordinator, JobShape, SavepointRequest, TaskReport,
+    CheckpointConfig, CheckpointStats, Command, Coordinator, SavepointRequest, TaskReport,
 };
 use crate::checkpoint::metadata::RestoredSnapshot;
 use crate::error::{JobError, TaskError, TaskResult};
+use crate::exchange::remote::{ChannelKey, Network};
 use crate::graph::{AnyBox, JobGraph, NodeId, NodeKind, SnapshotCollector, SubtaskInfo};
 use crate::metrics::{MetricsSnapshot, SubtaskMetrics};
 use crate::task::{Task, TaskCheckpointing, TaskEnv, UploadJob, upload};
@@ -37,6 +38,25 @@ pub struct ExecuteOptions {
     pub checkpointing: Option<CheckpointConfig>,
     /// Start from this snapshot (checked against the graph before anything runs).
     pub restore: Option<RestoredSnapshot>,
+    /// Run only part of the job in this process (the distributed runtime);
+    /// all of it when `None`.
+    pub placement: Option<Placement>,
+}
+
+/// Which subtasks run in this process when a job spans several, and how
+/// channels reach the others.
+pub struct Placement {
+    /// The `(chain, subtask)` pairs that run here (chains as in [`JobGraph::layout`]).
+    pub local: HashSet<(usize, usize)>,
+    pub network: Arc<dyn Network>,
+}
+
+/// The tasks' ends of checkpoint coordination, when the coordinator runs in
+/// another process: commands to each local task (by task index), and the
+/// tasks' reports.
+pub struct Coordination {
+    pub controls: BTreeMap<usize, Sender<Command>>,
+    pub reports: Receiver<TaskReport>,
 }
 
 /// Live metrics of one chain of vertices.
@@ -47,26 +67,19 @@ pub struct ChainMetrics {
     pub uids: Vec<String>,
     /// Whether the chain starts with a source (its `records_in` are events read).
     pub is_source: bool,
+    pub parallelism: usize,
+    /// The chains this one reads from, with their partitioning.
+    pub inputs: Vec<(usize, String)>,
+    /// The subtasks that run in this process (all of them unless the job is distributed).
+    pub local_subtasks: Vec<usize>,
+    /// Their metrics, in the same order.
     pub subtasks: Vec<Arc<SubtaskMetrics>>,
 }
 
 impl ChainMetrics {
     /// Sum over subtasks of the counters, maximum of the time metrics, minimum watermark.
     pub fn aggregate(&self) -> MetricsSnapshot {
-        let mut agg = MetricsSnapshot { current_watermark: i64::MAX, pending_records: -1, ..Default::default() };
-        for s in self.subtasks.iter().map(|s| s.snapshot()) {
-            agg.records_in += s.records_in;
-            agg.records_out += s.records_out;
-            agg.late_records += s.late_records;
-            agg.busy_ns = agg.busy_ns.max(s.busy_ns);
-            agg.idle_ns = agg.idle_ns.max(s.idle_ns);
-            agg.backpressured_ns = agg.backpressured_ns.max(s.backpressured_ns);
-            agg.current_watermark = agg.current_watermark.min(s.current_watermark);
-            if s.pending_records >= 0 {
-                agg.pending_records = agg.pending_records.max(0) + s.pending_records;
-            }
-        }
-        agg
+        MetricsSnapshot::aggregate(self.subtasks.iter().map(|s| s.snapshot()))
     }
 }
 
@@ -75,8 +88,12 @@ pub struct JobHandle {
     name: String,
     threads: Vec<(String, JoinHandle<TaskResult>)>,
     stop: Arc<AtomicBool>,
+    cancel: Arc<AtomicBool>,
+    /// The first real task failure, as soon as it happens.
+    failure: Arc<Mutex<Option<String>>>,
     pub chains: Arc<Vec<ChainMetrics>>,
     coordinator: Option<CoordinatorHandle>,
+    coordination: Mutex<Option<Coordination>>,
 }
 
 struct CoordinatorHandle {
@@ -98,6 +115,23 @@ impl JobHandle {
     /// (without a final savepoint: see [`JobHandle::savepoint`] for that).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Ends every task at once, wherever it is (the job is being restarted or
+    /// torn down); nothing drains, and no further checkpoint is taken.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// The first task failure so far, while the other tasks may still run.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().expect("failure slot poisoned").clone()
+    }
+
+    /// The tasks' ends of checkpoint coordination, once (distributed jobs with checkpointing).
+    pub fn take_coordination(&self) -> Option<Coordination> {
+        self.coordination.lock().expect("coordination poisoned").take()
     }
 
     /// A flag that stops the job when set (for signal handlers).
@@ -187,17 +221,23 @@ pub fn execute_with(graph: JobGraph, options: ExecuteOptions) -> Result<JobHandl
             .map_err(|e| JobError::Restore(e.to_string()))?;
     }
     let checkpointing = options.checkpointing.clone();
+    let placement = options.placement.as_ref();
+    let is_local = |c: usize, i: usize| placement.is_none_or(|p| p.local.contains(&(c, i)));
     let (report_tx, report_rx) = crossbeam_channel::unbounded::<TaskReport>();
     let (upload_tx, upload_rx) = crossbeam_channel::unbounded::<UploadJob>();
-    let mut controls: Vec<Sender<Command>> = Vec::new();
-    let mut source_tasks: Vec<usize> = Vec::new();
-    let chains = graph.plan();
+    let mut controls: BTreeMap<usize, Sender<Command>> = BTreeMap::new();
+    let layout = graph.layout();
+    let chains: Vec<Vec<NodeId>> = graph.plan();
     let chain_of: HashMap<NodeId, usize> =
         chains.iter().enumerate().flat_map(|(c, nodes)| nodes.iter().map(move |&n| (n, c))).collect();
     let stop = Arc::new(AtomicBool::new(false));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let failure = Arc::new(Mutex::new(None));
     let cfg = graph.exchange.clone();
+    let network_error = |key: ChannelKey, e: String| JobError::Network(format!("channel {key}: {e}"));
 
-    // 1. Input queues, and channel numbers: (edge, producer subtask, consumer subtask) -> channel.
+    // 1. Input queues of the subtasks that run here, and channel numbers:
+    //    (edge, producer subtask, consumer subtask) -> channel.
     let mut queues: HashMap<(usize, usize), (AnyBox, AnyBox)> = HashMap::new();
     let mut channels: HashMap<(usize, usize, usize), u32> = HashMap::new();
     let mut channel_count: HashMap<(usize, usize), u32> = HashMap::new();
@@ -210,7 +250,9 @@ pub fn execute_with(graph: JobGraph, options: ExecuteOptions) -> Result<JobHandl
         };
         let ty = graph.nodes[graph.edges[first].from].output.clone();
         for i in 0..p {
-            queues.insert((c, i), ty.input_queue(cfg.queue_capacity));
+            if is_local(c, i) {
+                queues.insert((c, i), ty.input_queue(cfg.queue_capacity));
+            }
             let mut next = 0;
             for &e in &in_edges {
                 for j in producers_of(&graph, e, i) {
@@ -221,8 +263,26 @@ pub fn execute_with(graph: JobGraph, options: ExecuteOptions) -> Result<JobHandl
             channel_count.insert((c, i), next);
         }
     }
+    // Channels from producers elsewhere into the queues here.
+    if let Some(placement) = placement {
+        for (e, edge) in graph.edges.iter().enumerate() {
+            let (producer_chain, consumer_chain) = (chain_of[&edge.from], chain_of[&edge.to]);
+            if producer_chain == consumer_chain {
+                continue; // chained: no channel
+            }
+            let ty = graph.nodes[edge.from].output.clone();
+            for k in (0..graph.nodes[edge.to].parallelism).filter(|&k| is_local(consumer_chain, k)) {
+                for j in producers_of(&graph, e, k).into_iter().filter(|&j| !is_local(producer_chain, j)) {
+                    let (tx, _) = &queues[&(consumer_chain, k)];
+                    let key = ChannelKey { edge: e as u32, producer: j as u32, consumer: k as u32 };
+                    let inbound = ty.remote_input(tx, channels[&(e, j, k)]);
+                    placement.network.register_input(key, inbound).map_err(|m| network_error(key, m))?;
+                }
+            }
+        }
+    }
 
-    // 2. Build every subtask's chain, tail first.
+    // 2. Build every local subtask's chain, tail first.
     let mut tasks: Vec<Box<dyn Task>> = Vec::new();
     let mut chain_metrics = Vec::new();
     for (c, nodes) in chains.iter().enumerate() {
@@ -232,13 +292,15 @@ pub fn execute_with(graph: JobGraph, options: ExecuteOptions) -> Result<JobHandl
         let vertex_names = nodes.iter().map(|&n| graph.nodes[n].name.clone()).collect::<Vec<_>>();
         let chain_name = vertex_names.join(" -> ");
         let mut subtask_metrics = Vec::new();
-        for i in 0..p {
+        let mut local_subtasks = Vec::new();
+        for i in (0..p).filter(|&i| is_local(c, i)) {
             let metrics = Arc::new(SubtaskMetrics::default());
             subtask_metrics.push(metrics.clone());
+            local_subtasks.push(i);
             let snapshots = SnapshotCollector::default();
-            let task_index = controls.len();
+            let task_index = layout[c].first_task + i;
             let (control_tx, control_rx) = crossbeam_channel::unbounded();
-            controls.push(control_tx);
+            controls.insert(task_index, control_tx);
             let env = TaskEnv {
                 name: format!("{chain_name} ({}/{p})", i + 1),
                 index: task_index,
@@ -246,6 +308,7 @@ pub fn execute_with(graph: JobGraph, options: ExecuteOptions) -> Result<JobHandl
                 key_groups: crate::keygroup::KeyGroupRange::for_subtask(i, p, graph.max_parallelism),
                 metrics: metrics.clone(),
                 stop: stop.clone(),
+                cancel: cancel.clone(),
                 checkpoints: checkpointing.as_ref().map(|cp| TaskCheckpointing {
                     job: graph.name.clone(),
                     control: control_rx,
@@ -260,13 +323,20 @@ pub fn execute_with(graph: JobGraph, options: ExecuteOptions) -> Result<JobHandl
             let mut outputs = Vec::new();
             for (e, edge) in graph.edges.iter().enumerate().filter(|(_, ed)| ed.from == tail) {
                 let consumer_chain = chain_of[&edge.to];
-                let targets: Vec<(AnyBox, u32)> = consumers_of(&graph, e, i)
-                    .into_iter()
-                    .map(|k| {
+                let mut targets: Vec<(AnyBox, u32)> = Vec::new();
+                for k in consumers_of(&graph, e, i) {
+                    let channel = channels[&(e, i, k)];
+                    if is_local(consumer_chain, k) {
                         let (tx, _) = &queues[&(consumer_chain, k)];
-                        (tail_ty.clone_sender(tx), channels[&(e, i, k)])
-                    })
-                    .collect();
+                        targets.push((tail_ty.clone_sender(tx), channel));
+                    } else {
+                        let network = &placement.expect("a remote consumer implies a placement").network;
+                        let key = ChannelKey { edge: e as u32, producer: i as u32, consumer: k as u32 };
+                        let (tx, outbound) = tail_ty.remote_output(REMOTE_QUEUE_CAPACITY);
+                        network.open_output(key, outbound).map_err(|m| network_error(key, m))?;
+                        targets.push((tx, channel));
+                    }
+                }
                 outputs.push(tail_ty.writer(edge.partitioning.as_ref(), targets, cfg.batch_size, metrics.clone()));
             }
             let mut out = match outputs.len() {
@@ -304,7 +374,6 @@ pub fn execute_with(graph: JobGraph, options: ExecuteOptions) -> Result<JobHandl
                     NodeKind::Source(factory) => {
                         let task = graph.nodes[n].output.source_task(factory(&info), out, &info, env.clone());
                         tasks.push(task.map_err(failed)?);
-                        source_tasks.push(task_index);
                         out = Box::new(());
                     }
                 }
@@ -316,67 +385,89 @@ pub fn execute_with(graph: JobGraph, options: ExecuteOptions) -> Result<JobHandl
                 tasks.push(ty.input_task(rx, channel_count[&(c, i)] as usize, out, env));
             }
         }
-        let is_source = matches!(graph.nodes[head].kind, NodeKind::Source(_));
-        let uids = nodes.iter().map(|&n| graph.uid(n)).collect();
-        chain_metrics.push(ChainMetrics { vertices: vertex_names, uids, is_source, subtasks: subtask_metrics });
+        chain_metrics.push(ChainMetrics {
+            vertices: vertex_names,
+            uids: layout[c].uids.clone(),
+            is_source: layout[c].is_source,
+            parallelism: p,
+            inputs: layout[c].inputs.clone(),
+            local_subtasks,
+            subtasks: subtask_metrics,
+        });
     }
-    // Drop the queues' original senders: only the writers hold senders now, so a
-    // queue disconnects exactly when all its producers are gone.
+    // Drop the queues' original senders: only the writers (and the network's
+    // inbound channels) hold senders now, so a queue disconnects exactly when
+    // all its producers are gone.
     drop(queues);
 
-    let coordinator = match checkpointing {
-        None => None,
-        Some(cfg) => {
-            let storage = cfg.storage.clone();
-            // Uploads run beside processing; two threads keep a slow store from serialising tasks.
-            for _ in 0..2 {
-                let (rx, storage) = (upload_rx.clone(), storage.clone());
-                std::thread::Builder::new()
-                    .name("uploader".into())
-                    .spawn(move || rx.iter().for_each(|job| upload(job, storage.as_ref())))
-                    .map_err(|source| JobError::Spawn { task: "uploader".into(), source })?;
-            }
+    let mut coordinator = None;
+    let mut coordination = None;
+    if let Some(cfg) = checkpointing {
+        let storage = cfg.storage.clone();
+        // Uploads run beside processing; two threads keep a slow store from serialising tasks.
+        for _ in 0..2 {
+            let (rx, storage) = (upload_rx.clone(), storage.clone());
+            std::thread::Builder::new()
+                .name("uploader".into())
+                .spawn(move || rx.iter().for_each(|job| upload(job, storage.as_ref())))
+                .map_err(|source| JobError::Spawn { task: "uploader".into(), source })?;
+        }
+        if placement.is_some() {
+            // The coordinator is the JobManager's: hand it the tasks' ends.
+            coordination = Some(Coordination { controls, reports: report_rx });
+        } else {
             let next_id = Coordinator::next_free_id(storage.as_ref(), &graph.name)
                 .map_err(|e| JobError::Checkpointing(format!("cannot read the checkpoint directory: {e}")))?;
             let next_id = next_id.max(options.restore.as_ref().map_or(0, |r| r.metadata.checkpoint_id + 1));
-            let shape = JobShape {
-                name: graph.name.clone(),
-                max_parallelism: graph.max_parallelism,
-                operators: graph.operators(),
-                tasks: tasks.len(),
-                sources: source_tasks.len(),
-            };
-            let coordinator = Coordinator::new(shape, cfg, next_id, now_ms());
-            Some(spawn_coordinator(coordinator, report_rx, controls, source_tasks, stop.clone())?)
+            let coordinator_ = Coordinator::new(graph.checkpoint_shape(), cfg, next_id, now_ms());
+            let sources = graph.source_tasks();
+            coordinator = Some(spawn_coordinator(coordinator_, report_rx, controls, sources, stop.clone())?);
         }
-    };
+    }
     drop((report_tx, upload_tx));
 
     // 3. Start.
     let mut threads = Vec::new();
     for task in tasks {
         let name = task.name().to_string();
-        let stop = stop.clone();
+        let (stop, failure, task_name) = (stop.clone(), failure.clone(), name.clone());
         let thread = std::thread::Builder::new()
             .name(name.chars().take(15).collect())
             .spawn(move || {
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run()))
                     .unwrap_or_else(|p| Err(TaskError::Panic(panic_message(&p))));
-                if result.as_ref().is_err_and(|e| !e.is_secondary()) {
+                if let Err(e) = &result
+                    && !e.is_secondary()
+                {
                     stop.store(true, Ordering::Relaxed);
+                    let mut slot = failure.lock().expect("failure slot poisoned");
+                    slot.get_or_insert_with(|| format!("task {task_name} failed: {e}"));
                 }
                 result
             })
             .map_err(|source| JobError::Spawn { task: name.clone(), source })?;
         threads.push((name, thread));
     }
-    Ok(JobHandle { name: graph.name.clone(), threads, stop, chains: Arc::new(chain_metrics), coordinator })
+    Ok(JobHandle {
+        name: graph.name.clone(),
+        threads,
+        stop,
+        cancel,
+        failure,
+        chains: Arc::new(chain_metrics),
+        coordinator,
+        coordination: Mutex::new(coordination),
+    })
 }
+
+/// Events a producer may queue for a remote consumer before it blocks; the
+/// network layer's credits bound what is in flight beyond that.
+const REMOTE_QUEUE_CAPACITY: usize = 8;
 
 fn spawn_coordinator(
     mut coordinator: Coordinator,
     reports: Receiver<TaskReport>,
-    controls: Vec<Sender<Command>>,
+    controls: BTreeMap<usize, Sender<Command>>,
     sources: Vec<usize>,
     stop: Arc<AtomicBool>,
 ) -> Result<CoordinatorHandle, JobError> {
@@ -393,9 +484,9 @@ fn spawn_coordinator(
             let dispatch = |commands: Vec<Command>| {
                 for cmd in commands {
                     let targets: Vec<&Sender<Command>> = match &cmd {
-                        Command::Complete { .. } => controls.iter().collect(),
+                        Command::Complete { .. } => controls.values().collect(),
                         Command::Trigger { .. } | Command::EndOfInput => {
-                            sources.iter().map(|&s| &controls[s]).collect()
+                            sources.iter().filter_map(|s| controls.get(s)).collect()
                         }
                         Command::Fail(reason) => {
                             tracing::error!("{reason}");

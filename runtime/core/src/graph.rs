@@ -16,9 +16,11 @@ use std::any::{Any, TypeId};
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
+use crate::checkpoint::coordinator::JobShape;
 use crate::checkpoint::metadata::{OperatorSnapshot, RestoredState};
 use crate::element::Data;
 use crate::error::{JobError, TaskResult};
+use crate::exchange::remote::{InboundChannel, OutboundChannel, QueueInbound, QueueOutbound};
 use crate::exchange::{ChannelSender, Envelope, ExchangeWriter, Partitioning, input_queue};
 use crate::keygroup::DEFAULT_MAX_PARALLELISM;
 use crate::metrics::SubtaskMetrics;
@@ -68,6 +70,19 @@ impl SnapshotCollector {
     pub fn take(&self) -> Vec<(String, OperatorSnapshot)> {
         std::mem::take(&mut *self.0.lock().expect("snapshot collector poisoned"))
     }
+}
+
+/// One chain of the job: vertices run by one task per subtask.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainLayout {
+    pub vertices: Vec<String>,
+    pub uids: Vec<String>,
+    pub parallelism: usize,
+    pub is_source: bool,
+    /// The task index of the chain's subtask 0.
+    pub first_task: usize,
+    /// The chains this one reads from, and how each partitions its records ("hash", "forward", ...).
+    pub inputs: Vec<(usize, String)>,
 }
 
 type SourceFactory = Arc<dyn Fn(&SubtaskInfo) -> AnyBox + Send + Sync>;
@@ -228,7 +243,59 @@ impl JobGraph {
         s
     }
 
-    pub(crate) fn validate(&self) -> Result<(), JobError> {
+    /// The chains (tasks) the job runs as, in deployment order. A task's
+    /// index in the job is its chain's `first_task` plus its subtask index.
+    pub fn layout(&self) -> Vec<ChainLayout> {
+        let mut first_task = 0;
+        let plan = self.plan();
+        let chain_of = |n: NodeId| plan.iter().position(|c| c.contains(&n)).expect("planned");
+        plan.iter()
+            .map(|nodes| {
+                let head = &self.nodes[nodes[0]];
+                let inputs = self
+                    .edges
+                    .iter()
+                    .filter(|e| e.to == nodes[0] && !nodes.contains(&e.from))
+                    .map(|e| (chain_of(e.from), e.partitioning_name.to_string()))
+                    .collect();
+                let chain = ChainLayout {
+                    vertices: nodes.iter().map(|&n| self.nodes[n].name.clone()).collect(),
+                    uids: nodes.iter().map(|&n| self.uid(n)).collect(),
+                    parallelism: head.parallelism,
+                    is_source: matches!(head.kind, NodeKind::Source(_)),
+                    first_task,
+                    inputs,
+                };
+                first_task += chain.parallelism;
+                chain
+            })
+            .collect()
+    }
+
+    /// The consumer chain (index in [`JobGraph::layout`]) of every edge.
+    pub fn edge_chains(&self) -> Vec<usize> {
+        let chains = self.plan();
+        self.edges.iter().map(|e| chains.iter().position(|c| c.contains(&e.to)).expect("planned")).collect()
+    }
+
+    /// The task indices of the source tasks.
+    pub fn source_tasks(&self) -> Vec<usize> {
+        self.layout().iter().filter(|c| c.is_source).flat_map(|c| c.first_task..c.first_task + c.parallelism).collect()
+    }
+
+    /// What the checkpoint coordinator needs to know about the job.
+    pub fn checkpoint_shape(&self) -> JobShape {
+        let layout = self.layout();
+        JobShape {
+            name: self.name.clone(),
+            max_parallelism: self.max_parallelism,
+            operators: self.operators(),
+            tasks: layout.iter().map(|c| c.parallelism).sum(),
+            sources: layout.iter().filter(|c| c.is_source).map(|c| c.parallelism).sum(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), JobError> {
         for (i, n) in self.nodes.iter().enumerate() {
             if n.parallelism == 0 {
                 return Err(JobError::InvalidGraph(format!("vertex {}: parallelism must be at least 1", n.name)));
@@ -293,6 +360,11 @@ pub(crate) trait StreamType: Send + Sync {
     ) -> AnyBox;
     fn fan_out(&self, outputs: Vec<AnyBox>) -> AnyBox;
     fn discard(&self) -> AnyBox;
+    /// A channel to a consumer in another process: the sender a writer writes
+    /// to (a queue of `capacity` events), and the encoded end the network pulls.
+    fn remote_output(&self, capacity: usize) -> (AnyBox, Box<dyn OutboundChannel>);
+    /// A channel from a producer in another process into the input queue `sender`.
+    fn remote_input(&self, sender: &AnyBox, channel: u32) -> Box<dyn InboundChannel>;
     fn source_task(&self, source: AnyBox, head: AnyBox, info: &SubtaskInfo, env: TaskEnv) -> TaskResult<Box<dyn Task>>;
     fn input_task(&self, receiver: AnyBox, channels: usize, head: AnyBox, env: TaskEnv) -> Box<dyn Task>;
 }
@@ -330,6 +402,16 @@ impl<T: Data> StreamType for TypeOf<T> {
             .collect();
         let out: Box<dyn Output<T>> = Box::new(ExchangeWriter::new(partitioning, targets, batch_size, metrics));
         Box::new(out)
+    }
+
+    fn remote_output(&self, capacity: usize) -> (AnyBox, Box<dyn OutboundChannel>) {
+        let (tx, rx) = input_queue::<T>(capacity);
+        (Box::new(tx), Box::new(QueueOutbound { rx, ended: false }))
+    }
+
+    fn remote_input(&self, sender: &AnyBox, channel: u32) -> Box<dyn InboundChannel> {
+        let tx = sender.downcast_ref::<Sender<T>>().expect("sender type").clone();
+        Box::new(QueueInbound { tx, channel })
     }
 
     fn fan_out(&self, outputs: Vec<AnyBox>) -> AnyBox {

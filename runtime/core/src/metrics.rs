@@ -63,7 +63,7 @@ impl SubtaskMetrics {
 }
 
 /// A point-in-time copy of [`SubtaskMetrics`].
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MetricsSnapshot {
     pub records_in: u64,
     pub records_out: u64,
@@ -74,4 +74,26 @@ pub struct MetricsSnapshot {
     pub late_records: u64,
     /// -1 when unknown.
     pub pending_records: i64,
+}
+
+impl MetricsSnapshot {
+    /// A vertex's metrics from its subtasks' (Flink's aggregation): counters
+    /// summed, time metrics the maximum, the watermark the minimum, pending
+    /// records summed over the subtasks that know theirs (-1 when none does).
+    pub fn aggregate(subtasks: impl IntoIterator<Item = MetricsSnapshot>) -> MetricsSnapshot {
+        let mut agg = MetricsSnapshot { current_watermark: i64::MAX, pending_records: -1, ..Default::default() };
+        for s in subtasks {
+            agg.records_in += s.records_in;
+            agg.records_out += s.records_out;
+            agg.late_records += s.late_records;
+            agg.busy_ns = agg.busy_ns.max(s.busy_ns);
+            agg.idle_ns = agg.idle_ns.max(s.idle_ns);
+            agg.backpressured_ns = agg.backpressured_ns.max(s.backpressured_ns);
+            agg.current_watermark = agg.current_watermark.min(s.current_watermark);
+            if s.pending_records >= 0 {
+                agg.pending_records = agg.pending_records.max(0) + s.pending_records;
+            }
+        }
+        agg
+    }
 }

@@ -55,6 +55,8 @@ pub struct TaskEnv {
     pub metrics: Arc<SubtaskMetrics>,
     /// Set to end the job's sources at once (a failure elsewhere, or a stop without checkpointing).
     pub stop: Arc<AtomicBool>,
+    /// Set to end every task at once, without draining (the job is cancelled or restarted).
+    pub cancel: Arc<AtomicBool>,
     pub checkpoints: Option<TaskCheckpointing>,
 }
 
@@ -206,6 +208,9 @@ impl<T: Send> Task for SourceTask<T> {
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => return Err(TaskError::Cancelled),
                 }
+            }
+            if self.env.cancel.load(Ordering::Relaxed) {
+                return Err(TaskError::Cancelled);
             }
             if self.env.stop.load(Ordering::Relaxed) {
                 break;
@@ -362,6 +367,9 @@ impl<T: Send> Task for InputTask<T> {
         let aligned = self.aligned();
         let budget = self.env.checkpoints.as_ref().map_or(usize::MAX, |cp| cp.alignment_budget);
         loop {
+            if self.env.cancel.load(Ordering::Relaxed) {
+                return Err(TaskError::Cancelled);
+            }
             while let Ok(cmd) = control.try_recv() {
                 self.obey(cmd)?;
             }

@@ -8,13 +8,21 @@
 //! | `GET /v1/jobs/{job}` | state, parallelism, per-vertex metrics, the latest checkpoint |
 //! | `POST /v1/jobs/{job}/savepoints` `{stop?, drain?}` | `202 {trigger_id}` |
 //! | `GET /v1/jobs/{job}/savepoints/{trigger_id}` | `{status: in_progress\|completed\|failed, path?, error?}` |
+//! | `POST /v1/jobs/{job}/rescale` `{parallelism}` | `202 {trigger_id}`: savepoint, then restart at the new parallelism; its status at `savepoints/{trigger_id}` |
 //! | `GET /v1/jobs/{job}/checkpoints` | the checkpoint history |
+//! | `GET /v1/jobs` | the jobs here (one) |
 //! | `GET /metrics` | Prometheus text format |
+//! | `GET /healthz` | 200 while the job has not failed (a readiness probe) |
+//! | `GET /` | the web dashboard ([`dashboard`]) |
+//!
+//! The API serves any [`RestJob`]: a job running in this process
+//! ([`LocalJob`]) or a cluster's JobManager ([`ClusterJob`]).
 //!
 //! Rates (records and milliseconds per second) follow Flink's metric
 //! semantics: a sampler takes the subtasks' counters every second; per vertex,
 //! record rates are summed over subtasks and time rates are the maximum.
-//! The server holds the job weakly: it never keeps a finished job alive.
+
+pub mod dashboard;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,22 +32,157 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use weir_cluster::jobmanager::{JobManager, TaskManagerView};
 use weir_core::checkpoint::coordinator::{CheckpointStats, CheckpointStatus};
 use weir_core::executor::JobHandle;
 use weir_core::metrics::MetricsSnapshot;
 
-/// What the API says about the job beyond its live handle.
+/// A savepoint (or rescale) under way: blocks until its outcome (the savepoint's URI).
+pub type Pending = Box<dyn FnOnce() -> Result<String, String> + Send>;
+
+/// A job the API can serve.
+pub trait RestJob: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    /// The job now; `None` once it is gone.
+    fn status(&self) -> Option<JobStatus>;
+    fn savepoint(&self, stop: bool, drain: bool) -> Result<Pending, String>;
+    fn rescale(&self, parallelism: usize) -> Result<Pending, String>;
+}
+
+/// What the API shows of a job.
+#[derive(Clone, Debug)]
+pub struct JobStatus {
+    pub state: String,
+    pub parallelism: usize,
+    pub max_parallelism: u32,
+    pub start_time: i64,
+    pub chains: Vec<ChainStatus>,
+    pub checkpoints: Vec<CheckpointStats>,
+    pub taskmanagers: Vec<TaskManagerView>,
+    pub restarts: u32,
+    pub failure: Option<String>,
+}
+
+/// One chain of vertices, with the metrics of each of its subtasks.
+#[derive(Clone, Debug)]
+pub struct ChainStatus {
+    /// The chains this one reads from, with their partitioning.
+    pub inputs: Vec<(usize, String)>,
+    pub vertices: Vec<String>,
+    pub uids: Vec<String>,
+    pub is_source: bool,
+    pub parallelism: usize,
+    pub subtasks: Vec<MetricsSnapshot>,
+}
+
+/// What the API says about a job running in this process beyond its live handle.
 #[derive(Clone, Debug)]
 pub struct JobInfo {
     pub name: String,
     pub parallelism: usize,
     pub max_parallelism: u32,
     pub start_time: i64,
+}
+
+/// A job running in this process (`weir run`), held weakly: the API never keeps a finished job alive.
+pub struct LocalJob {
+    pub job: Weak<JobHandle>,
+    pub info: JobInfo,
+}
+
+impl RestJob for LocalJob {
+    fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    fn status(&self) -> Option<JobStatus> {
+        let job = self.job.upgrade()?;
+        let chains = job
+            .chains
+            .iter()
+            .map(|c| ChainStatus {
+                inputs: c.inputs.clone(),
+                vertices: c.vertices.clone(),
+                uids: c.uids.clone(),
+                is_source: c.is_source,
+                parallelism: c.parallelism,
+                subtasks: c.subtasks.iter().map(|m| m.snapshot()).collect(),
+            })
+            .collect();
+        Some(JobStatus {
+            state: if job.is_finished() { "finished" } else { "running" }.into(),
+            parallelism: self.info.parallelism,
+            max_parallelism: self.info.max_parallelism,
+            start_time: self.info.start_time,
+            chains,
+            checkpoints: job.checkpoints(),
+            taskmanagers: Vec::new(),
+            restarts: 0,
+            failure: None,
+        })
+    }
+
+    fn savepoint(&self, stop: bool, drain: bool) -> Result<Pending, String> {
+        let job = self.job.upgrade().ok_or("the job has ended")?;
+        let rx = job.savepoint(stop, drain).map_err(|e| e.to_string())?;
+        Ok(Box::new(move || rx.recv().unwrap_or_else(|_| Err("the job ended before the savepoint completed".into()))))
+    }
+
+    fn rescale(&self, _parallelism: usize) -> Result<Pending, String> {
+        Err("this job runs in one process (weir run without --taskmanagers): rescale it by stopping it with a savepoint and running it again with --restore and --parallelism".into())
+    }
+}
+
+/// A cluster's job, through its JobManager.
+pub struct ClusterJob(pub Arc<JobManager>);
+
+impl RestJob for ClusterJob {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn status(&self) -> Option<JobStatus> {
+        let v = self.0.view();
+        let chains = v
+            .layout
+            .iter()
+            .zip(v.metrics)
+            .map(|(c, subtasks)| ChainStatus {
+                inputs: c.inputs.clone(),
+                vertices: c.vertices.clone(),
+                uids: c.uids.clone(),
+                is_source: c.is_source,
+                parallelism: c.parallelism,
+                subtasks,
+            })
+            .collect();
+        Some(JobStatus {
+            state: v.state.to_string(),
+            parallelism: v.parallelism,
+            max_parallelism: v.max_parallelism,
+            start_time: v.start_time,
+            chains,
+            checkpoints: v.checkpoints,
+            taskmanagers: v.taskmanagers,
+            restarts: v.restarts,
+            failure: v.failure,
+        })
+    }
+
+    fn savepoint(&self, stop: bool, drain: bool) -> Result<Pending, String> {
+        let rx = self.0.savepoint(stop, drain)?;
+        Ok(Box::new(move || rx.recv().unwrap_or_else(|_| Err("the job ended before the savepoint completed".into()))))
+    }
+
+    fn rescale(&self, parallelism: usize) -> Result<Pending, String> {
+        let rx = self.0.rescale(parallelism)?;
+        Ok(Box::new(move || rx.recv().unwrap_or_else(|_| Err("the job ended before the rescale completed".into()))))
+    }
 }
 
 /// Per-second rates of one vertex, from the last two samples.
@@ -61,8 +204,7 @@ enum SavepointStatus {
 }
 
 struct Shared {
-    job: Weak<JobHandle>,
-    info: JobInfo,
+    job: Arc<dyn RestJob>,
     /// Rates per chain, refreshed by the sampler.
     rates: Mutex<Vec<VertexRates>>,
     /// Each trigger's status, and whether its final outcome was read.
@@ -93,13 +235,12 @@ impl Drop for RestServer {
 
 impl RestServer {
     /// Binds `addr` (port 0 picks a free one) and serves the API of `job`.
-    pub fn start(addr: SocketAddr, job: Weak<JobHandle>, info: JobInfo) -> std::io::Result<RestServer> {
+    pub fn start(addr: SocketAddr, job: Arc<dyn RestJob>) -> std::io::Result<RestServer> {
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             job,
-            info,
             rates: Mutex::new(Vec::new()),
             savepoints: Mutex::new(HashMap::new()),
             next_trigger: AtomicU64::new(1),
@@ -139,7 +280,11 @@ impl RestServer {
 
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/", get(|| async { Html(dashboard::PAGE) }))
+        .route("/healthz", get(healthz))
+        .route("/v1/jobs", get(jobs))
         .route("/v1/jobs/{job}", get(job))
+        .route("/v1/jobs/{job}/rescale", post(rescale))
         .route("/v1/jobs/{job}/checkpoints", get(checkpoints))
         .route("/v1/jobs/{job}/savepoints", post(trigger_savepoint))
         .route("/v1/jobs/{job}/savepoints/{trigger}", get(savepoint_status))
@@ -160,23 +305,21 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The job, when `name` is this job's and it is still there.
-fn the_job(s: &Shared, name: &str) -> Result<Arc<JobHandle>, ApiError> {
-    if name != s.info.name {
-        let message = format!("no job `{name}` here; this JobManager runs `{}`", s.info.name);
+/// The job's status, when `name` is this job's and it is still there.
+fn the_job(s: &Shared, name: &str) -> Result<JobStatus, ApiError> {
+    if name != s.job.name() {
+        let message = format!("no job `{name}` here; this JobManager runs `{}`", s.job.name());
         return Err(ApiError(StatusCode::NOT_FOUND, message));
     }
-    s.job.upgrade().ok_or_else(|| ApiError(StatusCode::GONE, format!("job `{name}` has ended")))
+    s.job.status().ok_or_else(|| ApiError(StatusCode::GONE, format!("job `{name}` has ended")))
 }
 
 /// Samples every subtask's counters once a second and turns them into rates.
 async fn sample(s: Arc<Shared>) {
     let mut last: Option<(Instant, Vec<Vec<MetricsSnapshot>>)> = None;
     loop {
-        let Some(job) = s.job.upgrade() else { return };
-        let now: Vec<Vec<MetricsSnapshot>> =
-            job.chains.iter().map(|c| c.subtasks.iter().map(|m| m.snapshot()).collect()).collect();
-        drop(job);
+        let Some(status) = s.job.status() else { return };
+        let now: Vec<Vec<MetricsSnapshot>> = status.chains.into_iter().map(|c| c.subtasks).collect();
         let t = Instant::now();
         if let Some((t0, before)) = &last {
             let secs = t.duration_since(*t0).as_secs_f64().max(1e-3);
@@ -194,6 +337,10 @@ async fn sample(s: Arc<Shared>) {
                             r.backpressured_ms_per_s.max(per_s(a.backpressured_ns, b.backpressured_ns) / 1e6);
                         r.idle_ms_per_s = r.idle_ms_per_s.max(per_s(a.idle_ns, b.idle_ns) / 1e6);
                     }
+                    // Time shares of a second cannot exceed it (samples are not exactly a second apart).
+                    r.busy_ms_per_s = r.busy_ms_per_s.min(1000.0);
+                    r.backpressured_ms_per_s = r.backpressured_ms_per_s.min(1000.0);
+                    r.idle_ms_per_s = r.idle_ms_per_s.min(1000.0);
                     r
                 })
                 .collect();
@@ -202,6 +349,21 @@ async fn sample(s: Arc<Shared>) {
         last = Some((t, now));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+async fn healthz(State(s): State<Arc<Shared>>) -> Response {
+    match s.job.status() {
+        Some(st) if st.state != "failed" => Json(json!({ "status": "ok", "state": st.state })).into_response(),
+        Some(st) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, format!("the job failed: {}", st.failure.unwrap_or_default()))
+        }
+        None => Json(json!({ "status": "ok", "state": "finished" })).into_response(),
+    }
+}
+
+async fn jobs(State(s): State<Arc<Shared>>) -> Response {
+    let state = s.job.status().map_or("finished".to_string(), |st| st.state);
+    Json(json!({ "jobs": [{ "id": s.job.name(), "name": s.job.name(), "state": state }] })).into_response()
 }
 
 fn latest_completed(history: &[CheckpointStats]) -> Value {
@@ -217,14 +379,25 @@ async fn job(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response
     };
     let rates = s.rates.lock().expect("rates poisoned").clone();
     let mut vertices = Vec::new();
+    let mut edges = Vec::new();
     for (i, chain) in job.chains.iter().enumerate() {
-        let agg = chain.aggregate();
+        let agg = MetricsSnapshot::aggregate(chain.subtasks.iter().copied());
         let r = rates.get(i).cloned().unwrap_or_default();
         for (uid, name) in chain.uids.iter().zip(&chain.vertices) {
+            match vertices.last().and_then(|v: &Value| v["id"].as_str()).filter(|_| uid != &chain.uids[0]) {
+                Some(prev) => edges.push(json!({ "from": prev, "to": uid, "ship_strategy": "chained" })),
+                None => {
+                    for (from, strategy) in &chain.inputs {
+                        let from = job.chains[*from].uids.last().cloned().unwrap_or_default();
+                        edges.push(json!({ "from": from, "to": uid, "ship_strategy": strategy }));
+                    }
+                }
+            }
             vertices.push(json!({
                 "id": uid,
                 "name": name,
-                "parallelism": chain.subtasks.len(),
+                "parallelism": chain.parallelism,
+                "chain": i,
                 "metrics": {
                     "records_in_per_s": r.records_in_per_s,
                     "records_out_per_s": r.records_out_per_s,
@@ -240,16 +413,19 @@ async fn job(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response
             }));
         }
     }
-    let state = if job.is_finished() { "finished" } else { "running" };
     Json(json!({
-        "id": s.info.name,
-        "name": s.info.name,
-        "state": state,
-        "parallelism": s.info.parallelism,
-        "max_parallelism": s.info.max_parallelism,
-        "start_time": s.info.start_time,
+        "id": name,
+        "name": name,
+        "state": job.state,
+        "parallelism": job.parallelism,
+        "max_parallelism": job.max_parallelism,
+        "start_time": job.start_time,
         "vertices": vertices,
-        "checkpoints": { "latest": latest_completed(&job.checkpoints()) },
+        "edges": edges,
+        "checkpoints": { "latest": latest_completed(&job.checkpoints) },
+        "taskmanagers": job.taskmanagers,
+        "restarts": job.restarts,
+        "failure": job.failure,
     }))
     .into_response()
 }
@@ -257,7 +433,7 @@ async fn job(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response
 async fn checkpoints(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
     match the_job(&s, &name) {
         Ok(job) => {
-            let history = job.checkpoints();
+            let history = job.checkpoints;
             Json(json!({ "latest": latest_completed(&history), "history": history })).into_response()
         }
         Err(e) => e.into_response(),
@@ -279,10 +455,9 @@ async fn trigger_savepoint(
     Path(name): Path<String>,
     body: Option<Json<SavepointRequest>>,
 ) -> Response {
-    let job = match the_job(&s, &name) {
-        Ok(j) => j,
-        Err(e) => return e.into_response(),
-    };
+    if let Err(e) = the_job(&s, &name) {
+        return e.into_response();
+    }
     let request = body.map(|Json(r)| r).unwrap_or_default();
     if request.dir.is_some() {
         return error(
@@ -290,18 +465,44 @@ async fn trigger_savepoint(
             "`dir`: savepoints go under the job's checkpoint directory (savepoints/sp-N); another directory is not supported yet",
         );
     }
-    let reply = match job.savepoint(request.stop, request.drain) {
-        Ok(rx) => rx,
-        Err(e) => return error(StatusCode::CONFLICT, e.to_string()),
+    match s.job.savepoint(request.stop, request.drain) {
+        Ok(pending) => track(&s, "sp-trigger", pending),
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RescaleRequest {
+    parallelism: usize,
+}
+
+async fn rescale(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    body: Option<Json<RescaleRequest>>,
+) -> Response {
+    if let Err(e) = the_job(&s, &name) {
+        return e.into_response();
+    }
+    let Some(Json(request)) = body else {
+        return error(StatusCode::BAD_REQUEST, "expected a JSON body {\"parallelism\": N}");
     };
-    let trigger_id = format!("sp-trigger-{}", s.next_trigger.fetch_add(1, Ordering::Relaxed));
+    match s.job.rescale(request.parallelism) {
+        Ok(pending) => track(&s, "rescale-trigger", pending),
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
+}
+
+/// Records a trigger, waits for its outcome beside the server, and answers `202 {trigger_id}`.
+fn track(s: &Arc<Shared>, prefix: &str, pending: Pending) -> Response {
+    let trigger_id = format!("{prefix}-{}", s.next_trigger.fetch_add(1, Ordering::Relaxed));
     s.savepoints.lock().expect("savepoints poisoned").insert(trigger_id.clone(), (SavepointStatus::InProgress, false));
     let (shared, id) = (s.clone(), trigger_id.clone());
     std::thread::spawn(move || {
-        let status = match reply.recv() {
-            Ok(Ok(path)) => SavepointStatus::Completed { path },
-            Ok(Err(error)) => SavepointStatus::Failed { error },
-            Err(_) => SavepointStatus::Failed { error: "the job ended before the savepoint completed".into() },
+        let status = match pending() {
+            Ok(path) => SavepointStatus::Completed { path },
+            Err(error) => SavepointStatus::Failed { error },
         };
         shared.unread.fetch_add(1, Ordering::Relaxed);
         shared.savepoints.lock().expect("savepoints poisoned").insert(id, (status, false));
@@ -310,7 +511,7 @@ async fn trigger_savepoint(
 }
 
 async fn savepoint_status(State(s): State<Arc<Shared>>, Path((name, trigger)): Path<(String, String)>) -> Response {
-    if name != s.info.name {
+    if name != s.job.name() {
         return error(StatusCode::NOT_FOUND, format!("no job `{name}` here"));
     }
     let mut savepoints = s.savepoints.lock().expect("savepoints poisoned");
@@ -333,7 +534,7 @@ async fn savepoint_status(State(s): State<Arc<Shared>>, Path((name, trigger)): P
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    let Some(job) = s.job.upgrade() else { return error(StatusCode::GONE, "the job has ended") };
+    let Some(job) = s.job.status() else { return error(StatusCode::GONE, "the job has ended") };
     let rates = s.rates.lock().expect("rates poisoned").clone();
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
@@ -342,7 +543,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
             out.push_str(&format!("{name}{{{labels}}} {v}\n"));
         }
     };
-    let job_name = &s.info.name;
+    let job_name = s.job.name();
     let per_vertex = |f: &dyn Fn(usize) -> f64| -> Vec<(String, f64)> {
         job.chains
             .iter()
@@ -353,7 +554,8 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
             })
             .collect()
     };
-    let aggs: Vec<MetricsSnapshot> = job.chains.iter().map(|c| c.aggregate()).collect();
+    let aggs: Vec<MetricsSnapshot> =
+        job.chains.iter().map(|c| MetricsSnapshot::aggregate(c.subtasks.iter().copied())).collect();
     let rate = |i: usize, f: fn(&VertexRates) -> f64| rates.get(i).map_or(0.0, f);
     family("weir_records_in_total", "counter", "Records received.", per_vertex(&|i| aggs[i].records_in as f64));
     family("weir_records_out_total", "counter", "Records sent.", per_vertex(&|i| aggs[i].records_out as f64));
@@ -387,7 +589,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         "Current event-time watermark.",
         per_vertex(&|i| aggs[i].current_watermark as f64),
     );
-    let history = job.checkpoints();
+    let history = &job.checkpoints;
     let count = |st| history.iter().filter(|c| c.status == st).count() as f64;
     family(
         "weir_checkpoints_total",

@@ -116,12 +116,17 @@ impl StreamEnv {
 
     /// Starts the job with checkpointing and/or from a snapshot.
     pub fn start_with(self, options: ExecuteOptions) -> Result<JobHandle, JobError> {
+        executor::execute_with(self.into_graph()?, options)
+    }
+
+    /// The job's graph, to run elsewhere (the distributed runtime builds it in every process).
+    pub fn into_graph(self) -> Result<JobGraph, JobError> {
         let inner = Rc::try_unwrap(self.inner)
             .map_err(|_| {
                 JobError::InvalidGraph("streams of this job are still in use; drop them before starting".into())
             })?
             .into_inner();
-        executor::execute_with(inner.graph, options)
+        Ok(inner.graph)
     }
 
     /// The job's name (its id in storage paths and URLs).

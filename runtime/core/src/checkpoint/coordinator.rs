@@ -81,7 +81,7 @@ pub fn snapshot_dir(job: &str, id: u64, kind: SnapshotKind) -> String {
 }
 
 /// What a task tells the coordinator.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum TaskReport {
     /// The task's snapshot for `checkpoint_id` is stored: one handle per stateful operator of its chain.
     Ack {
@@ -101,7 +101,7 @@ pub enum TaskReport {
 }
 
 /// What the coordinator tells tasks.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     /// To every source task: inject this barrier (emit the end-of-time watermark first when `drain`).
     Trigger { barrier: Barrier, drain: bool },

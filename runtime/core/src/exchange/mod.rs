@@ -13,9 +13,10 @@
 //!
 //! Across processes (the distributed runtime) a channel's queue is fed by a
 //! network reader that grants the remote writer credits for free buffers; the
-//! queue and the gate stay the same.
+//! queue and the gate stay the same ([`remote`]).
 
 mod gate;
+pub mod remote;
 mod writer;
 
 pub use gate::{GateEvent, InputGate};

@@ -3,12 +3,10 @@
 //! copies every record to every subtask, `union` merges streams, and a job's
 //! results do not depend on its parallelism.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use common::{Count, CountSum, collect_by_subtask, run};
+use crate::common::{Count, CountSum, collect_by_subtask, run};
 use weir::core::keygroup::{DEFAULT_MAX_PARALLELISM, KeyGroupRange, hash_key, key_group};
 use weir::datagen::{Bid, Order, OrderId, Region, bid, order};
 use weir::prelude::*;

@@ -8,13 +8,11 @@
 //! WEIR_TEST_SEED replays) and restores it at changing parallelism; the table
 //! must then equal the oracle exactly, with no prepared transaction left over.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Rng, answer_of, oracle, wait_for};
+use crate::common::{Rng, answer_of, oracle, wait_for};
 use serde_json::{Value, json};
 use weir_kafka::testing::MockKafka;
 use weir_postgres::testing::PgServer;
@@ -225,7 +223,10 @@ fn malformed_kafka_records_are_dead_lettered_and_the_rest_is_exact() {
     assert!(lines.iter().all(|l| l["topic"] == "orders" && l["partition"] == 1 && l["offset"].is_i64()), "{dead}");
     assert_eq!(lines[0]["record"], "not json");
     assert!(lines[1]["error"].as_str().unwrap().contains("field `amount`: expected int"), "{dead}");
-    assert_eq!(common::committed_output(&tmp.path().join("out"), "orders-dedup"), oracle("orders-dedup", 100_000));
+    assert_eq!(
+        crate::common::committed_output(&tmp.path().join("out"), "orders-dedup"),
+        oracle("orders-dedup", 100_000)
+    );
 }
 
 #[test]
@@ -293,7 +294,7 @@ fn the_order_monitor_example_runs_kafka_to_redis_with_alerts_to_kafka() {
     datagen(&kafka, "orders", 0, EVENTS);
     let redis = RedisServer::start();
     let tmp = tempfile::tempdir().unwrap();
-    let example = common::workspace().join("examples/order-monitor-kafka.yaml");
+    let example = crate::common::workspace().join("examples/order-monitor-kafka.yaml");
     let b = kafka.bootstrap();
     let o = weir()
         .args(["run", "-q", "--rest-port", "0", "--checkpoint-interval", "300ms"])

@@ -10,13 +10,11 @@
 //! checkpoint is an error naming its path, and failing checkpoint storage
 //! aborts checkpoints (and past a tolerance, the job) without wrong output.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Answer, Rng, committed_output, oracle, wait_for, workspace};
+use crate::common::{Answer, Rng, committed_output, oracle, wait_for, workspace};
 use weir_s3::testing::MotoServer;
 
 struct Scenario<'a> {

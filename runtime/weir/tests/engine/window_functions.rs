@@ -2,12 +2,10 @@
 //! (aggregate, reduce, process, a hand-written `WindowFunction`), checked
 //! against the same computation done in batch over the generated events.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Count, CountSum};
+use crate::common::{Count, CountSum};
 use weir::datagen::{Order, Region, order};
 use weir::prelude::*;
 use weir::testing::run_local;

@@ -5,8 +5,6 @@
 //! Every helper is a real [`Source`] or [`Sink`] run by the engine; nothing
 //! here replaces a part of the engine under test.
 
-#![allow(dead_code)]
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

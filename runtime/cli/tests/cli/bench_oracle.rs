@@ -7,11 +7,9 @@
 //! size). The oracle directory is `<workspace>/../shared/bench/oracle`, or
 //! `WEIR_ORACLE_DIR`; when it is missing the tests fail: they never skip.
 
-mod common;
-
 use std::process::Command;
 
-use common::{Answer, answer_in, field, oracle, text};
+use crate::common::{Answer, answer_in, field, oracle, text};
 
 const SIZES: [u64; 2] = [120_000, 77_777];
 const PARALLELISMS: [usize; 3] = [1, 2, 4];

@@ -2,12 +2,10 @@
 //! run by `weir run` into the file sink, read back, and compared with the
 //! Python oracle's exact row count and checksum at parallelism 1, 2 and 4.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{Answer, committed_output, oracle, workspace};
+use crate::common::{Answer, committed_output, oracle, workspace};
 
 fn run_pipeline(workload: &str, events: u64, parallelism: usize, out: &Path) -> Answer {
     let file = workspace().join(format!("examples/workloads/{workload}.yaml"));

@@ -111,7 +111,13 @@ fn a_job_stopped_midway_resumes_exactly_from_its_checkpoint_at_another_paralleli
     // First run: many inputs, one slow, one that ends at once; stopped hard once checkpoints exist.
     let e = env(2);
     build(&e, &out, fast, 20_000.0);
-    let job = e.start_with(ExecuteOptions { checkpointing: Some(config(storage.clone(), 30)), restore: None }).unwrap();
+    let job = e
+        .start_with(ExecuteOptions {
+            checkpointing: Some(config(storage.clone(), 30)),
+            restore: None,
+            ..Default::default()
+        })
+        .unwrap();
     while job.checkpoints().iter().filter(|c| c.status == CheckpointStatus::Completed).nth(2).is_none() {
         assert!(!job.is_finished(), "the job ended before three checkpoints completed");
         std::thread::sleep(Duration::from_millis(5));
@@ -125,8 +131,13 @@ fn a_job_stopped_midway_resumes_exactly_from_its_checkpoint_at_another_paralleli
     let restore = RestoredSnapshot::latest(storage.clone(), JOB).unwrap();
     let e = env(3);
     build(&e, &out, fast, 1e9);
-    let job =
-        e.start_with(ExecuteOptions { checkpointing: Some(config(storage, 30)), restore: Some(restore) }).unwrap();
+    let job = e
+        .start_with(ExecuteOptions {
+            checkpointing: Some(config(storage, 30)),
+            restore: Some(restore),
+            ..Default::default()
+        })
+        .unwrap();
     wait(job).0.unwrap();
     assert_eq!(committed(&out), expected(fast));
 }
@@ -138,7 +149,9 @@ fn checkpoints_complete_after_an_input_ended_and_under_a_slow_input() {
     let storage: Arc<dyn CheckpointStorage> = Arc::new(LocalStorage::new(tmp.path().join("ck")));
     let e = env(2);
     build(&e, &out, 50_000, 40_000.0); // the slow input takes about half a second
-    let job = e.start_with(ExecuteOptions { checkpointing: Some(config(storage, 20)), restore: None }).unwrap();
+    let job = e
+        .start_with(ExecuteOptions { checkpointing: Some(config(storage, 20)), restore: None, ..Default::default() })
+        .unwrap();
     let (result, history) = wait(job);
     result.unwrap();
     let completed = history.iter().filter(|c| c.status == CheckpointStatus::Completed).count();
@@ -156,7 +169,7 @@ fn alignment_over_budget_declines_checkpoints_without_losing_or_repeating_rows()
     cfg.tolerable_failures = usize::MAX;
     let e = env(2);
     build(&e, &out, 200_000, 40_000.0);
-    let job = e.start_with(ExecuteOptions { checkpointing: Some(cfg), restore: None }).unwrap();
+    let job = e.start_with(ExecuteOptions { checkpointing: Some(cfg), restore: None, ..Default::default() }).unwrap();
     let (result, history) = wait(job);
     result.unwrap();
     let declined = history.iter().filter(|c| c.failure.as_deref().is_some_and(|f| f.contains("alignment"))).count();
@@ -213,7 +226,13 @@ fn a_failed_upload_aborts_that_checkpoint_not_the_job() {
     let flaky = Flaky::new(&tmp.path().join("ck"), 3);
     let e = env(2);
     build(&e, &out, 100_000, 40_000.0);
-    let job = e.start_with(ExecuteOptions { checkpointing: Some(config(Arc::new(flaky), 20)), restore: None }).unwrap();
+    let job = e
+        .start_with(ExecuteOptions {
+            checkpointing: Some(config(Arc::new(flaky), 20)),
+            restore: None,
+            ..Default::default()
+        })
+        .unwrap();
     let (result, history) = wait(job);
     result.unwrap();
     assert!(
@@ -233,7 +252,7 @@ fn storage_that_always_fails_fails_the_job_past_the_tolerance() {
     cfg.tolerable_failures = 3;
     let e = env(1);
     build(&e, &out, 100_000, 40_000.0);
-    let job = e.start_with(ExecuteOptions { checkpointing: Some(cfg), restore: None }).unwrap();
+    let job = e.start_with(ExecuteOptions { checkpointing: Some(cfg), restore: None, ..Default::default() }).unwrap();
     let err = wait(job).0.unwrap_err().to_string();
     assert!(err.contains("checkpointing failed") && err.contains("injected upload failure"), "{err}");
     assert!(committed(&out).is_empty(), "nothing may be committed without a checkpoint");

@@ -2,8 +2,6 @@
 //! Python oracles of `bench/WORKLOADS.md`) and reading a file sink's committed
 //! output back into the same (rows, checksum) form.
 
-#![allow(dead_code)] // each test file uses part of it
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output};
 use std::time::{Duration, Instant};

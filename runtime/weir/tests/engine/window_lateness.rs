@@ -6,11 +6,9 @@
 //! watermarks at the window operator, and with it which records are late, is
 //! fixed. The expected rows are worked out by hand in the comments.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Count, metrics_of, one_by_one, run};
+use crate::common::{Count, metrics_of, one_by_one, run};
 use weir::core::window::AggregateWindow;
 use weir::prelude::*;
 

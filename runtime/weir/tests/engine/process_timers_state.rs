@@ -2,13 +2,11 @@
 //! timers fired in time order as the watermark passes them, processing-time
 //! timers fired by the wall clock, and deleted timers that never fire.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{HeldOpen, Release, collect_by_subtask, for_each, one_by_one, pseudo_random, run};
+use crate::common::{HeldOpen, Release, collect_by_subtask, for_each, one_by_one, pseudo_random, run};
 use serde::{Deserialize, Serialize};
 use weir::core::time::now_ms;
 use weir::core::{MAX_WATERMARK, MIN_WATERMARK};

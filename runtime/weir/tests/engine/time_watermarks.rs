@@ -1,13 +1,11 @@
 //! Event time through the public API: how watermarks are generated, combined
 //! over several inputs, ended, and kept moving past idle inputs.
 
-mod common;
-
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Count, HeldOpen, Release, for_each, metrics_of, one_by_one, run};
+use crate::common::{Count, HeldOpen, Release, for_each, metrics_of, one_by_one, run};
 use weir::core::source::{Source, SourcePoll};
 use weir::core::{MIN_WATERMARK, NO_TIMESTAMP, TaskResult};
 use weir::prelude::*;

@@ -3,14 +3,12 @@
 //! `--stop`, stops the job; restoring from that savepoint at another
 //! parallelism finishes with exactly the oracle's output.
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{committed_output, oracle, workspace};
+use crate::common::{committed_output, oracle, workspace};
 use serde_json::Value;
 
 const EVENTS: u64 = 400_000;

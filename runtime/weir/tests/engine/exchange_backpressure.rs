@@ -7,13 +7,11 @@
 //! is about throughput; the one time bound is generous (the sink alone sleeps
 //! longer than it).
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use common::chain;
+use crate::common::chain;
 use weir::core::Record;
 use weir::core::operator::sink::Sink;
 use weir::core::source::{Source, SourcePoll};

@@ -6,11 +6,9 @@
 //! Records arrive one per poll (see `common::one_by_one`), so which records
 //! are behind the watermark is fixed; expected rows are worked out by hand.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Count, metrics_of, one_by_one, run};
+use crate::common::{Count, metrics_of, one_by_one, run};
 use weir::datagen::{T0, order};
 use weir::prelude::*;
 use weir::testing::run_local;

@@ -1,0 +1,13 @@
+//! The `weir` command's integration tests, in one binary: one link instead of
+//! one per file keeps a clean build's time and disk small. Each test drives
+//! the real `weir` executable against real servers.
+
+mod common;
+
+mod bench_oracle;
+mod checkpoint_recovery;
+mod cluster_failover;
+mod kafka_connectors;
+mod pipeline_oracle;
+mod rest_savepoints;
+mod run_errors;

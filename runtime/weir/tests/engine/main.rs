@@ -1,0 +1,13 @@
+//! The engine's integration tests, in one binary: one link instead of one per
+//! file keeps a clean build's time and disk small.
+
+mod common;
+
+mod checkpoint_alignment;
+mod exchange_backpressure;
+mod exchange_partitioning;
+mod process_timers_state;
+mod time_watermarks;
+mod window_functions;
+mod window_lateness;
+mod window_session;
