@@ -230,6 +230,16 @@ impl JobManager {
     /// Takes a savepoint and restarts the job from it at `parallelism`; the
     /// reply (the savepoint's URI) comes once the job runs at the new parallelism.
     pub fn rescale(&self, parallelism: usize) -> Result<Reply, String> {
+        let view = self.view();
+        if parallelism == 0 || parallelism > view.max_parallelism as usize {
+            return Err(format!(
+                "parallelism must be between 1 and the max parallelism {}, not {parallelism}",
+                view.max_parallelism
+            ));
+        }
+        if view.state != JobState::Running {
+            return Err(format!("rescaling needs a running job (the job is {})", view.state));
+        }
         let (reply, rx) = crossbeam_channel::bounded(1);
         self.requests.send(Request::Rescale { parallelism, reply }).map_err(|_| "the job has ended".to_string())?;
         Ok(rx)

@@ -21,6 +21,9 @@ pub struct SubtaskMetrics {
     /// Records a source subtask has yet to read from its external system
     /// (Kafka consumer lag); -1 when unknown or not a source.
     pub pending_records: AtomicI64,
+    /// When the backpressured wait under way began (nanoseconds since `started`, plus one), 0 when none:
+    /// a task blocked for seconds shows as backpressured while it waits, not only afterwards.
+    backpressure_since: AtomicU64,
     started: Instant,
 }
 
@@ -34,6 +37,7 @@ impl Default for SubtaskMetrics {
             current_watermark: AtomicI64::new(MIN_WATERMARK),
             late_records: AtomicU64::new(0),
             pending_records: AtomicI64::new(-1),
+            backpressure_since: AtomicU64::new(0),
             started: Instant::now(),
         }
     }
@@ -45,10 +49,26 @@ impl SubtaskMetrics {
         counter.fetch_add(n, Relaxed);
     }
 
+    /// A wait for room downstream begins; pass the result to [`SubtaskMetrics::end_backpressure`].
+    pub fn begin_backpressure(&self) -> Instant {
+        let now = Instant::now();
+        self.backpressure_since.store(now.duration_since(self.started).as_nanos() as u64 + 1, Relaxed);
+        now
+    }
+
+    pub fn end_backpressure(&self, began: Instant) {
+        self.backpressure_since.store(0, Relaxed);
+        self.backpressured_ns.fetch_add(began.elapsed().as_nanos() as u64, Relaxed);
+    }
+
     pub fn snapshot(&self) -> MetricsSnapshot {
         let elapsed_ns = self.started.elapsed().as_nanos() as u64;
         let idle = self.idle_ns.load(Relaxed);
-        let bp = self.backpressured_ns.load(Relaxed);
+        let ongoing = match self.backpressure_since.load(Relaxed) {
+            0 => 0,
+            since => elapsed_ns.saturating_sub(since - 1),
+        };
+        let bp = self.backpressured_ns.load(Relaxed) + ongoing;
         MetricsSnapshot {
             records_in: self.records_in.load(Relaxed),
             records_out: self.records_out.load(Relaxed),

@@ -6,6 +6,7 @@ mod common;
 
 mod bench_oracle;
 mod checkpoint_recovery;
+mod cluster_api;
 mod cluster_failover;
 mod kafka_connectors;
 mod pipeline_oracle;

@@ -1,7 +1,6 @@
 //! The producing side of an exchange: partitions records onto channels.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use crossbeam_channel::TrySendError;
 
@@ -77,9 +76,9 @@ impl<T: Clone + Send + 'static> ExchangeWriter<T> {
         match t.tx.try_send((t.channel, event)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(msg)) => {
-                let started = Instant::now();
+                let began = self.metrics.begin_backpressure();
                 let res = t.tx.send(msg).map_err(|_| TaskError::Disconnected);
-                SubtaskMetrics::add(&self.metrics.backpressured_ns, started.elapsed().as_nanos() as u64);
+                self.metrics.end_backpressure(began);
                 res
             }
             Err(TrySendError::Disconnected(_)) => Err(TaskError::Disconnected),

@@ -1,0 +1,250 @@
+//! The distributed runtime's API and its edges: a rescale through the REST
+//! API (a savepoint, then a restart at the new parallelism, with exactly the
+//! oracle's output), a slow sink that backpressures remote producers while
+//! memory stays bounded, and bad peers (another version, garbage on the
+//! control and data ports, an unreachable JobManager) that get a clear
+//! refusal or a closed connection while the job goes on.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use weir_cluster::frame;
+use weir_cluster::protocol::{ToJobManager, ToTaskManager, Version};
+
+use crate::cluster_failover::{children, free_port, get, sigkill};
+use crate::common::{committed_output, oracle, wait_for, workspace};
+
+fn post(url: &str, body: Value) -> (u16, Value) {
+    let agent = ureq::Agent::new_with_config(ureq::Agent::config_builder().http_status_as_error(false).build());
+    let mut r = agent.post(url).send_json(body).unwrap();
+    let status = r.status().as_u16();
+    (status, serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap())
+}
+
+fn job_doc(port: u16, job: &str) -> Option<Value> {
+    match get(&format!("http://127.0.0.1:{port}/v1/jobs/{job}")) {
+        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Kills a `weir run` and its TaskManagers when the test ends, however it ends.
+struct Cluster(Child);
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for tm in children(self.0.id(), "taskmanager") {
+            sigkill(tm);
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run_cluster(workload: &str, events: u64, rate: u64, tmp: &std::path::Path, port: u16, extra: &[&str]) -> Command {
+    let mut cmd = run_pipeline(&workspace().join(format!("examples/workloads/{workload}.yaml")), tmp, port, extra);
+    cmd.args(["--set", &format!("source.count={events}"), "--set", &format!("source.rate={rate}")]);
+    cmd
+}
+
+fn run_pipeline(pipeline: &std::path::Path, tmp: &std::path::Path, port: u16, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+    cmd.args(["run", "-q"])
+        .arg(pipeline)
+        .args(["--taskmanagers", "2", "--rest-port", &port.to_string()])
+        .args(extra)
+        .stderr(std::fs::File::create(tmp.join("run.log")).unwrap());
+    cmd
+}
+
+#[test]
+fn a_rescale_through_the_rest_api_restarts_at_the_new_parallelism_with_exact_output() {
+    const EVENTS: u64 = 120_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let port = free_port();
+    let cp = tmp.path().join("cp").display().to_string();
+    let sink = format!("sink.path={}", out.display());
+    let mut cluster = Cluster(
+        run_cluster(
+            "orders-window",
+            EVENTS,
+            15_000,
+            tmp.path(),
+            port,
+            &["--parallelism", "4", "--set", &sink, "--checkpoint-dir", &cp, "--checkpoint-interval", "300ms"],
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let log = || std::fs::read_to_string(tmp.path().join("run.log")).unwrap_or_default();
+    wait_until("the job runs", Duration::from_secs(30), || {
+        job_doc(port, "orders-window").is_some_and(|d| d["state"] == "running")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let base = format!("http://127.0.0.1:{port}/v1/jobs/orders-window");
+    let (status, body) = post(&format!("{base}/rescale"), json!({ "parallelism": 0 }));
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("between 1 and the max parallelism 128"), "{body}");
+    let (status, body) = post(&format!("{base}/rescale"), json!({ "parallelism": 2 }));
+    assert_eq!(status, 202, "{body}");
+    let trigger = body["trigger_id"].as_str().unwrap().to_string();
+    let mut path = String::new();
+    wait_until("the rescale completes", Duration::from_secs(60), || {
+        let (_, body) = get(&format!("{base}/savepoints/{trigger}")).unwrap();
+        let doc: Value = serde_json::from_str(&body).unwrap();
+        assert_ne!(doc["status"], "failed", "{doc}\n{}", log());
+        path = doc["path"].as_str().unwrap_or_default().to_string();
+        doc["status"] == "completed"
+    });
+    assert!(path.contains("/savepoints/sp-"), "the rescale's savepoint: {path}");
+    let doc = job_doc(port, "orders-window").unwrap();
+    assert_eq!(doc["parallelism"], 2, "{doc}");
+    assert!(doc["vertices"].as_array().unwrap().iter().all(|v| v["parallelism"] == 2), "{doc}");
+    let status = wait_for(&mut cluster.0, Duration::from_secs(120)).expect("the job finishes");
+    assert!(status.success(), "{}", log());
+    assert_eq!(committed_output(&out, "orders-window"), oracle("orders-window", EVENTS), "{}", log());
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_slow_sink_backpressures_remote_producers_and_memory_stays_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Every order goes to stdout, a pipe nobody reads: the sink blocks, and
+    // its producers on the other side of the network must wait.
+    let pipeline = tmp.path().join("slow-sink.yaml");
+    std::fs::write(
+        &pipeline,
+        "name: slow-sink\nparallelism: 2\nsource: { type: datagen, workload: orders }\nsteps:\n  - dedup: { key: order_id }\nsink: { type: stdout }\n",
+    )
+    .unwrap();
+    let mut cmd = run_pipeline(&pipeline, tmp.path(), port, &[]);
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let _unread = child.stdout.take();
+    let cluster = Cluster(child);
+    let log = || std::fs::read_to_string(tmp.path().join("run.log")).unwrap_or_default();
+    let mut source = Value::Null;
+    wait_until("the source reports backpressure above 500 ms/s", Duration::from_secs(60), || {
+        let Some(doc) = job_doc(port, "slow-sink") else { return false };
+        source = doc["vertices"][0].clone();
+        source["metrics"]["backpressured_ms_per_s"].as_f64().unwrap_or(0.0) > 500.0
+    });
+    let tms = children(cluster.0.id(), "taskmanager");
+    assert_eq!(tms.len(), 2, "{}", log());
+    let before: u64 = tms.iter().map(|&p| rss_kib(p)).sum();
+    std::thread::sleep(Duration::from_secs(3));
+    let after: u64 = tms.iter().map(|&p| rss_kib(p)).sum();
+    let doc = job_doc(port, "slow-sink").unwrap();
+    assert!(doc["vertices"][0]["metrics"]["backpressured_ms_per_s"].as_f64().unwrap() > 500.0, "{doc}");
+    // Bounded: the credits and queues hold a few batches, not the stream.
+    assert!(after < 600 * 1024, "TaskManagers use {after} KiB");
+    assert!(after < before + 64 * 1024, "memory grew from {before} to {after} KiB while blocked");
+}
+
+#[test]
+fn bad_peers_are_refused_and_the_job_goes_on() {
+    const EVENTS: u64 = 100_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let port = free_port();
+    let sink = format!("sink.path={}", out.display());
+    let cp = tmp.path().join("cp").display().to_string();
+    let mut cluster = Cluster(
+        run_cluster(
+            "orders-window",
+            EVENTS,
+            20_000,
+            tmp.path(),
+            port,
+            &["--parallelism", "2", "--set", &sink, "--checkpoint-dir", &cp, "--checkpoint-interval", "300ms"],
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let log = || std::fs::read_to_string(tmp.path().join("run.log")).unwrap_or_default();
+    let mut doc = Value::Null;
+    wait_until("the job runs on 2 TaskManagers", Duration::from_secs(30), || {
+        doc = job_doc(port, "orders-window").unwrap_or_default();
+        doc["state"] == "running" && doc["taskmanagers"].as_array().is_some_and(|t| t.len() == 2)
+    });
+    // The JobManager's RPC port, from the TaskManagers' command lines.
+    let cmdline =
+        std::fs::read_to_string(format!("/proc/{}/cmdline", children(cluster.0.id(), "taskmanager")[0])).unwrap();
+    let rpc = cmdline.split('\0').skip_while(|a| *a != "--jobmanager").nth(1).unwrap().to_string();
+    let data = doc["taskmanagers"][0]["data_address"].as_str().unwrap().to_string();
+
+    // A TaskManager of another version: refused, naming both versions.
+    let mut s = TcpStream::connect(&rpc).unwrap();
+    let other = Version { weir: "0.0.1".into(), ..Version::ours() };
+    let register =
+        ToJobManager::Register { version: other, id: "old".into(), slots: 4, data_addr: "127.0.0.1:1".into() };
+    frame::send(&mut s, &register).unwrap();
+    match frame::recv::<ToTaskManager>(&mut s, &mut Vec::new()).unwrap() {
+        ToTaskManager::Refused { reason } => {
+            assert!(reason.contains("0.0.1") && reason.contains("version mismatch"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Garbage on both ports: an HTTP request, a frame claiming 4 GiB, bytes that decode to nothing.
+    let garbage: [&[u8]; 3] =
+        [b"GET / HTTP/1.1\r\n\r\n", &[0xff, 0xff, 0xff, 0xff, 1, 2, 3], &[5, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 0]];
+    for addr in [&rpc, &data] {
+        for bytes in garbage {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+            s.write_all(bytes).unwrap();
+            let mut rest = Vec::new();
+            // The peer closes the connection (after a refusal at most); it does not hang or crash.
+            let _ = s.read_to_end(&mut rest);
+        }
+    }
+    let status = wait_for(&mut cluster.0, Duration::from_secs(120)).expect("the job finishes");
+    let log = log();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("0 restarts"), "bad peers must not fail the job:\n{log}");
+    assert_eq!(committed_output(&out, "orders-window"), oracle("orders-window", EVENTS), "{log}");
+}
+
+#[test]
+fn an_unreachable_jobmanager_is_a_clear_error() {
+    let port = free_port();
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["taskmanager", "--jobmanager", &format!("127.0.0.1:{port}"), "--bind", "127.0.0.1"])
+        .args(["--connect-timeout", "1s"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("no JobManager reachable at 127.0.0.1:{port}")), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["taskmanager", "--jobmanager", "x", "--slots", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--slots: must be at least 1"));
+}
