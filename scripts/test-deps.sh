@@ -9,6 +9,7 @@
 #
 # Installs:
 #   redis-server, postgresql  (apt-get) for the connector tests.
+#   chromium     (apt-get) for the dashboard test, headless.
 #   moto_server  (PyPI moto[server]) in $CACHE/venv: an in-memory S3-compatible
 #                server for the weir-s3 tests (runtime/storage-s3/tests). The tests
 #                find it there, or at $WEIR_MOTO_SERVER.
@@ -46,8 +47,9 @@ fi
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -eq 0 ]; then
-  log "redis-server and postgresql already installed"
+  log "redis-server, postgresql and chromium already installed"
 else
   log "installing ${missing[*]} (apt-get)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

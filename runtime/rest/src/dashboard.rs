@@ -74,31 +74,33 @@ const time = (ms) => ms <= -9e15 || ms >= 9e15 ? "–" : new Date(ms).toISOStrin
 let jobName = null;
 
 function drawGraph(job) {
-  const W = 190, H = 92, GX = 60, GY = 18;
+  // One box per chain (the vertices one task runs), as Flink draws its job graph.
+  const W = 230, H = 96, GX = 70, GY = 18;
   const chains = [];
   job.vertices.forEach((v) => { (chains[v.chain] = chains[v.chain] || []).push(v); });
-  // Columns: a chain goes one column right of the chains it reads from.
-  const col = {}; const byId = {};
-  job.vertices.forEach((v) => byId[v.id] = v);
-  const inputsOf = (id) => job.edges.filter((e) => e.to === id).map((e) => e.from);
-  const depth = (id, seen) => { if (col[id] != null) return col[id]; if (seen.has(id)) return 0; seen.add(id);
-    const ins = inputsOf(id); col[id] = ins.length ? Math.max(...ins.map((i) => depth(i, seen))) + 1 : 0; return col[id]; };
-  job.vertices.forEach((v) => depth(v.id, new Set()));
-  const rows = {}; const pos = {};
-  job.vertices.forEach((v) => { const c = col[v.id]; rows[c] = (rows[c] || 0); pos[v.id] = {x: 10 + c*(W+GX), y: 10 + rows[c]*(H+GY)}; rows[c]++; });
-  const width = 20 + (Math.max(0, ...Object.values(col)) + 1) * (W+GX);
+  const chainOf = {}; job.vertices.forEach((v) => chainOf[v.id] = v.chain);
+  const edges = job.edges.filter((e) => e.ship_strategy !== "chained").map((e) => ({from: chainOf[e.from], to: chainOf[e.to], s: e.ship_strategy}));
+  const col = [];
+  const depth = (c, seen) => { if (col[c] != null) return col[c]; if (seen.has(c)) return 0; seen.add(c);
+    const ins = edges.filter((e) => e.to === c).map((e) => e.from);
+    col[c] = ins.length ? Math.max(...ins.map((i) => depth(i, seen))) + 1 : 0; return col[c]; };
+  chains.forEach((_, c) => depth(c, new Set()));
+  const rows = {}; const pos = [];
+  chains.forEach((_, c) => { const k = col[c]; rows[k] = rows[k] || 0; pos[c] = {x: 10 + k*(W+GX), y: 10 + rows[k]*(H+GY)}; rows[k]++; });
+  const width = 20 + (Math.max(0, ...col) + 1) * (W+GX);
   const height = 20 + Math.max(1, ...Object.values(rows)) * (H+GY);
   let svg = `<svg width="${width}" height="${height}" role="img" aria-label="job graph"><defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#8a94a6"/></marker></defs>`;
-  job.edges.forEach((e) => { const a = pos[e.from], b = pos[e.to]; if (!a || !b) return;
+  edges.forEach((e) => { const a = pos[e.from], b = pos[e.to]; if (!a || !b) return;
     const x1 = a.x+W, y1 = a.y+H/2, x2 = b.x, y2 = b.y+H/2;
     svg += `<path class="edge" d="M${x1},${y1} C${x1+GX/2},${y1} ${x2-GX/2},${y2} ${x2},${y2}"/>`;
-    svg += `<text class="strategy" x="${(x1+x2)/2-14}" y="${(y1+y2)/2-4}">${esc(e.ship_strategy)}</text>`; });
-  job.vertices.forEach((v) => { const p = pos[v.id], m = v.metrics;
-    const bar = (ms, color, i) => `<rect x="${p.x+8}" y="${p.y+56+i*10}" width="${Math.max(0,Math.min(1,ms/1000))*(W-16)}" height="7" fill="${color}" rx="2"/>`;
-    svg += `<g class="vertex" data-id="${esc(v.id)}"><rect x="${p.x}" y="${p.y}" width="${W}" height="${H}" rx="6" fill="#fff" stroke="#b5bfcc"/>`
-      + `<text class="name" x="${p.x+8}" y="${p.y+17}">${esc(v.name.length > 26 ? v.name.slice(0,25)+"…" : v.name)}</text>`
-      + `<text x="${p.x+8}" y="${p.y+33}">×${v.parallelism} · in ${num(m.records_in_per_s)}/s · out ${num(m.records_out_per_s)}/s</text>`
-      + `<text x="${p.x+8}" y="${p.y+48}">busy ${Math.round(m.busy_ms_per_s)} · bp ${Math.round(m.backpressured_ms_per_s)} · idle ${Math.round(m.idle_ms_per_s)}</text>`
+    svg += `<text class="strategy" x="${(x1+x2)/2-14}" y="${(y1+y2)/2-5}">${esc(e.s)}</text>`; });
+  chains.forEach((vs, c) => { const p = pos[c], m = vs[0].metrics;
+    const name = vs.map((v) => v.name).join(" → ");
+    const bar = (ms, color, i) => `<rect x="${p.x+8}" y="${p.y+60+i*10}" width="${Math.max(0,Math.min(1,ms/1000))*(W-16)}" height="7" fill="${color}" rx="2"/>`;
+    svg += `<g class="vertex" data-id="${esc(vs[0].id)}"><title>${esc(name)}</title><rect x="${p.x}" y="${p.y}" width="${W}" height="${H}" rx="6" fill="#fff" stroke="#b5bfcc"/>`
+      + `<text class="name" x="${p.x+8}" y="${p.y+18}">${esc(name.length > 32 ? name.slice(0,31)+"…" : name)}</text>`
+      + `<text x="${p.x+8}" y="${p.y+35}">×${vs[0].parallelism} · in ${num(m.records_in_per_s)}/s · out ${num(m.records_out_per_s)}/s</text>`
+      + `<text x="${p.x+8}" y="${p.y+51}">busy ${Math.round(m.busy_ms_per_s)} · backpressured ${Math.round(m.backpressured_ms_per_s)} · idle ${Math.round(m.idle_ms_per_s)}</text>`
       + bar(m.busy_ms_per_s, "var(--busy)", 0) + bar(m.backpressured_ms_per_s, "var(--bp)", 1) + bar(m.idle_ms_per_s, "var(--idle)", 2) + `</g>`; });
   $("graph").innerHTML = svg + "</svg>";
 }

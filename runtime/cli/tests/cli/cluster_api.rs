@@ -248,3 +248,60 @@ fn an_unreachable_jobmanager_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--slots: must be at least 1"));
 }
+
+#[test]
+fn the_dashboard_renders_the_job_graph_in_chromium() {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("chromium is missing (scripts/test-deps.sh installs it)");
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sink = format!("sink.path={}", tmp.path().join("out").display());
+    let cp = tmp.path().join("cp").display().to_string();
+    let _cluster = Cluster(
+        run_cluster(
+            "orders-dedup",
+            10_000_000,
+            5_000,
+            tmp.path(),
+            port,
+            &["--parallelism", "2", "--set", &sink, "--checkpoint-dir", &cp, "--checkpoint-interval", "300ms"],
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let mut doc = Value::Null;
+    wait_until("the job runs with a completed checkpoint", Duration::from_secs(30), || {
+        doc = job_doc(port, "orders-dedup").unwrap_or_default();
+        doc["state"] == "running" && doc["checkpoints"]["latest"].is_object()
+    });
+    let out = Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", tmp.path().join("chromium").display()))
+        .args(["--virtual-time-budget=5000", "--dump-dom", &format!("http://127.0.0.1:{port}/")])
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && dom.contains("<svg"), "chromium: {}\n{dom}", String::from_utf8_lossy(&out.stderr));
+    // One box per chain, named by its first vertex, with the exchanges between them.
+    let mut heads: Vec<&str> = Vec::new();
+    let mut last_chain = None;
+    for v in doc["vertices"].as_array().unwrap() {
+        if last_chain != Some(v["chain"].as_u64()) {
+            heads.push(v["id"].as_str().unwrap());
+            last_chain = Some(v["chain"].as_u64());
+        }
+    }
+    assert!(heads.len() >= 2, "{doc}");
+    for head in heads {
+        assert!(dom.contains(&format!("class=\"vertex\" data-id=\"{head}\"")), "no box for {head}:\n{dom}");
+    }
+    assert!(dom.contains(">hash<"), "the hash exchange is drawn:\n{dom}");
+    assert!(dom.contains("class=\"state running\">running<"), "{dom}");
+    assert!(dom.contains(">tm-0<") && dom.contains(">tm-1<"), "the TaskManagers are listed:\n{dom}");
+    assert!(dom.contains("class=\"completed\">completed<"), "the checkpoint history is shown:\n{dom}");
+    assert!(dom.contains("backpressured"), "{dom}");
+}
