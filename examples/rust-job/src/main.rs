@@ -8,6 +8,16 @@
 //! ```text
 //! cargo run --release -p rust-job -- [EVENTS] [PARALLELISM]
 //! ```
+//!
+//! The same binary runs the job on a cluster, as its JobManager and its
+//! TaskManagers (`weir::cluster`); the results then go to JSON files under
+//! `$OUT` (default `./out/order-monitor-rust`), `$EVENTS` orders (every
+//! process must see the same values):
+//!
+//! ```text
+//! rust-job jobmanager --parallelism 2 --checkpoint-dir /tmp/cp --checkpoint-interval 1s
+//! rust-job taskmanager --jobmanager 127.0.0.1:6123 --slots 2
+//! ```
 
 use std::time::Duration;
 
@@ -103,13 +113,8 @@ impl KeyedProcessFunction<Region, RegionMinute, String> for Anomalies {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let events: u64 = args.next().map_or(Ok(3_000_000), |a| a.parse())?;
-    let parallelism: usize = args.next().map_or(Ok(2), |a| a.parse())?;
-
-    let env = StreamEnv::new("order-monitor-rust");
-    env.set_parallelism(parallelism);
+/// The job: dedup, then orders per region and minute, then alerts.
+fn monitor(env: &StreamEnv, events: u64) -> (DataStream<RegionMinute>, DataStream<String>, DataStream<Order>) {
     let orders = env
         .orders(Some(events), None)
         .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(Duration::from_secs(5)), |o| o.time)
@@ -121,7 +126,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 RegionMinute { region: *region, window_start: w.start, count, amount }
             }),
         );
-    let alerts = minutes.clone().key_by(|m: &RegionMinute| m.region).process(Anomalies::default()).collect();
+    let alerts = minutes.clone().key_by(|m: &RegionMinute| m.region).process(Anomalies::default());
+    (minutes, alerts, late)
+}
+
+fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
+    if let Some("jobmanager" | "taskmanager") = std::env::args().nth(1).as_deref() {
+        let events: u64 = std::env::var("EVENTS").map_or(Ok(3_000_000), |e| e.parse())?;
+        let out = std::path::PathBuf::from(std::env::var("OUT").unwrap_or_else(|_| "./out/order-monitor-rust".into()));
+        return Ok(weir::cluster::main("order-monitor-rust", move |env| {
+            let (minutes, alerts, late) = monitor(env, events);
+            minutes.write_json(out.join("minutes"));
+            alerts.write_json(out.join("alerts"));
+            late.write_json(out.join("late"));
+        }));
+    }
+    let mut args = std::env::args().skip(1);
+    let events: u64 = args.next().map_or(Ok(3_000_000), |a| a.parse())?;
+    let parallelism: usize = args.next().map_or(Ok(2), |a| a.parse())?;
+
+    let env = StreamEnv::new("order-monitor-rust");
+    env.set_parallelism(parallelism);
+    let (minutes, alerts, late) = monitor(&env, events);
+    let alerts = alerts.collect();
     let per_minute = minutes.collect();
     let late = late.collect();
     env.execute()?;
@@ -135,5 +162,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{a}");
     }
     println!("{} region-minutes, {} late orders", rows.len(), late.values().len());
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }

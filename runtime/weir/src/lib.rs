@@ -38,7 +38,9 @@
 //!   `process`, `allowed_lateness`, late data as a side output.
 //! * [`datagen`]: the benchmark workloads' `orders` and `bids` streams.
 //! * [`testing::run_local`]: run a small job and get its output.
+//! * [`cluster::main`]: the same binary as JobManager and TaskManagers.
 
+pub mod cluster;
 pub mod datagen;
 pub mod env;
 pub mod sinks;
