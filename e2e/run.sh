@@ -14,6 +14,8 @@
 #     proxy) deploys the job's cluster, owned by the StreamJob, and reports an honest
 #     status; an invalid pipeline becomes a condition naming the field, with nothing
 #     torn down; deleting the StreamJob removes every object it owned.
+#   - two `weir jobmanager --leader-lease` replicas elect one leader with a real
+#     Lease; when the leader is killed, the standby takes the Lease over.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +24,8 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'stop_control_plane; rm -rf "$work"' EXIT
 step() { echo "ok - $*"; }
-(cd "$repo" && cargo build --quiet -p weir-operator)
+(cd "$repo" && cargo build --quiet -p weir-operator -p weir-cli)
+bin_dir="${CARGO_TARGET_DIR:-$repo/target}/debug"
 fail() { echo "not ok - $*" >&2; exit 1; }
 
 start_control_plane "$work/k8s" || fail "the control plane did not start"
@@ -78,7 +81,7 @@ kube GET "$jobs/order-monitor/status" >"$work/status.json"
 [ "$KUBE_STATUS" = 200 ] || fail "no status subresource: HTTP $KUBE_STATUS"
 step "the scale subresource maps to spec.parallelism, and the status subresource exists"
 start_controller_manager "$work/k8s"
-WEIR_LOG=info "${CARGO_TARGET_DIR:-$repo/target}/debug/weir-operator" run --namespace default --jobmanager-access proxy \
+WEIR_LOG=info "$bin_dir/weir-operator" run --namespace default --jobmanager-access proxy \
   >"$work/operator.log" 2>&1 &
 operator=$!
 trap 'stop_pid $operator; stop_control_plane; rm -rf "$work"' EXIT
@@ -137,4 +140,33 @@ for path in "$jobs/order-monitor" "$deployments/order-monitor-jobmanager" "$depl
   [ "$KUBE_STATUS" = 404 ] || { grep -v "503 Service Unavailable" "$work/operator.log" | tail -8 >&2; kube GET "$path" >&2; fail "$path still exists after the StreamJob was deleted"; }
 done
 step "deleting the StreamJob runs its finalizer and removes every object it owned"
+
+# Leader election: two JobManagers of one job, one Lease.
+cat >"$work/lease-job.yaml" <<'YAML'
+name: lease-job
+source: { type: datagen, workload: orders, rate: 10 }
+sink: { type: blackhole }
+YAML
+leases=/apis/coordination.k8s.io/v1/namespaces/default/leases
+jobmanager() {
+  "$bin_dir/weir" jobmanager --pipeline "$work/lease-job.yaml" --bind 127.0.0.1 --rpc-port 0 --rest-port 0 \
+    --leader-lease lease-job-jobmanager --lease-duration 3s >/dev/null 2>"$work/jm$1.log" &
+}
+holder() { kube GET "$leases/lease-job-jobmanager" | python3 -c 'import json, sys; s = json.load(sys.stdin).get("spec", {}); print(s.get("holderIdentity", ""), s.get("leaseTransitions", 0))'; }
+jobmanager 1; jm1=$!
+for _ in $(seq 100); do grep -q leading "$work/jm1.log" && break; sleep 0.1; done
+grep -q leading "$work/jm1.log" || { cat "$work/jm1.log" >&2; fail "the first JobManager did not lead"; }
+jobmanager 2; jm2=$!
+for _ in $(seq 50); do grep -q "standing by" "$work/jm2.log" && break; sleep 0.1; done
+grep -q "standing by" "$work/jm2.log" || { cat "$work/jm2.log" >&2; fail "the second JobManager did not stand by"; }
+read -r first transitions <<<"$(holder)"
+[[ "$first" == *"-$jm1" ]] || fail "the Lease is held by '$first', not by the leading JobManager (pid $jm1)"
+kill -0 "$jm1" 2>/dev/null || { cat "$work/jm1.log" "$work/jm2.log" >&2; fail "the leading JobManager exited by itself"; }
+kill -9 "$jm1"; wait "$jm1" 2>/dev/null || true
+for _ in $(seq 100); do grep -q leading "$work/jm2.log" && break; sleep 0.1; done
+grep -q leading "$work/jm2.log" || { cat "$work/jm2.log" >&2; stop_pid "$jm2"; fail "the standby did not take over"; }
+read -r second transitions <<<"$(holder)"
+stop_pid "$jm2"
+[[ "$second" == *"-$jm2" && "$transitions" = 1 ]] || fail "after the takeover the Lease says '$second' with $transitions transitions"
+step "two JobManagers elect one leader with a Lease; the standby takes over within the Lease's duration when the leader dies"
 echo "e2e: all steps passed"

@@ -181,9 +181,12 @@ pub struct JobManagerArgs {
     /// Lead only while holding this lock file; a standby waits on it.
     #[arg(long, value_name = "PATH")]
     leader_lock: Option<PathBuf>,
-    /// Elect the leader with this Kubernetes Lease.
-    #[arg(long, value_name = "NAME")]
+    /// Elect the leader with this Kubernetes Lease (in POD_NAMESPACE, else the client's namespace).
+    #[arg(long, value_name = "NAME", conflicts_with = "leader_lock")]
     leader_lease: Option<String>,
+    /// How long a leader's Lease holds without renewal (a standby takes over after it).
+    #[arg(long, value_name = "DURATION", default_value = "15s")]
+    lease_duration: String,
     #[command(flatten)]
     failover: FailoverArgs,
 }
@@ -261,11 +264,6 @@ pub fn jobmanager(args: JobManagerArgs) -> Result<(), Failure> {
             "--job-args: this is the weir binary, which runs pipeline files (--pipeline); a Rust job binary takes its own arguments",
         ));
     }
-    if args.leader_lease.is_some() {
-        return Err(bad(
-            "--leader-lease: Kubernetes Lease election is not available in this version of weir yet; use --leader-lock with a shared volume, or one JobManager replica",
-        ));
-    }
     let Some(pipeline) = &args.pipeline else { return Err(bad("--pipeline: required")) };
     let mut sets = args.set.clone();
     if let Some(name) = &args.job_name {
@@ -290,6 +288,14 @@ pub fn jobmanager(args: JobManagerArgs) -> Result<(), Failure> {
         }
         None => None,
     };
+    if let Some(lease) = &args.leader_lease {
+        let duration = duration("--lease-duration", &args.lease_duration)?;
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        let identity = format!("{}-{}", host.trim(), std::process::id());
+        let election =
+            crate::lease::Election::new(lease, identity, duration).map_err(|e| bad(format!("--leader-lease: {e}")))?;
+        election.lead().map_err(|e| Failure::Runtime(format!("--leader-lease: {e}")))?;
+    }
     let mut config = JobManagerConfig::new(spec, rpc_addr);
     config.restore = restore_of(args.restore.as_deref(), InitialRestore::LatestIfAny);
     args.failover.apply(&mut config)?;

@@ -143,6 +143,7 @@ impl JobManager {
                     .map_err(JobManagerError::Restore)?
                     .ok_or_else(|| JobManagerError::Restore(format!("{uri}: no snapshot there")))?,
             ),
+            InitialRestore::LatestIfAny if plan.checkpointing.is_none() => None,
             InitialRestore::Latest | InitialRestore::LatestIfAny => {
                 match open(builder.as_ref(), &config.spec, &plan, None) {
                     Ok(Some(r)) => Some(r),

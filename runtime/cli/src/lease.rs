@@ -1,0 +1,139 @@
+//! `weir jobmanager --leader-lease NAME`: leader election among JobManager
+//! replicas with a Kubernetes Lease (coordination.k8s.io/v1), by the rule of
+//! [`weir_cluster::leader::decide`].
+//!
+//! A candidate tries every retry period until it holds the Lease, then renews
+//! it in the background every third of its duration. A leader that cannot
+//! renew before the Lease would expire has lost it, and its process exits
+//! (code 1): another replica takes over, and this one comes back, as a
+//! standby, when Kubernetes restarts it. The API server is found as kubectl
+//! finds it: in a pod, the service account; elsewhere, `KUBECONFIG`.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
+use weir_cluster::leader::{LeaseDecision, LeaseRecord, decide};
+
+/// A Lease election of one candidate.
+pub struct Election {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    duration: Duration,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn record(lease: &Lease, default_ms: i64) -> LeaseRecord {
+    let spec = lease.spec.clone().unwrap_or_default();
+    LeaseRecord {
+        holder: spec.holder_identity,
+        renewed_at_ms: spec.renew_time.map(|t| t.0.as_millisecond()),
+        duration_ms: spec.lease_duration_seconds.map_or(default_ms, |s| i64::from(s) * 1000),
+        transitions: spec.lease_transitions.unwrap_or(0),
+    }
+}
+
+impl Election {
+    /// Connects to the API server; the Lease is in `POD_NAMESPACE`, else the client's default namespace.
+    pub fn new(name: &str, identity: String, duration: Duration) -> Result<Election, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        let client = runtime
+            .block_on(kube::Client::try_default())
+            .map_err(|e| format!("cannot reach the Kubernetes API server: {e}"))?;
+        let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| client.default_namespace().to_string());
+        Ok(Election { api: Api::namespaced(client, &namespace), name: name.to_string(), identity, duration, runtime })
+    }
+
+    /// One round: whether this candidate holds the Lease afterwards.
+    fn round(&self) -> Result<bool, String> {
+        self.runtime.block_on(async {
+            let now = Timestamp::now();
+            let current = self.api.get_opt(&self.name).await.map_err(|e| e.to_string())?;
+            let duration_ms = self.duration.as_millis() as i64;
+            let decision =
+                decide(current.as_ref().map(|l| record(l, duration_ms)).as_ref(), &self.identity, now.as_millisecond());
+            let mut spec = current.as_ref().and_then(|l| l.spec.clone()).unwrap_or_default();
+            match decision {
+                LeaseDecision::Wait => return Ok(false),
+                LeaseDecision::Create | LeaseDecision::Take { .. } => {
+                    spec.holder_identity = Some(self.identity.clone());
+                    spec.acquire_time = Some(MicroTime(now));
+                    if let LeaseDecision::Take { transitions } = decision {
+                        spec.lease_transitions = Some(transitions);
+                    }
+                }
+                LeaseDecision::Renew => {}
+            }
+            spec.renew_time = Some(MicroTime(now));
+            spec.lease_duration_seconds = Some(self.duration.as_secs().max(1) as i32);
+            let result = match current {
+                None => {
+                    let lease = Lease {
+                        metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
+                        spec: Some(LeaseSpec { lease_transitions: Some(0), ..spec }),
+                    };
+                    self.api.create(&PostParams::default(), &lease).await
+                }
+                // Replace carries the resourceVersion read: a concurrent change makes it a conflict.
+                Some(mut lease) => {
+                    lease.spec = Some(spec);
+                    self.api.replace(&self.name, &PostParams::default(), &lease).await
+                }
+            };
+            match result {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
+    /// Blocks until this candidate leads, then keeps renewing in the
+    /// background; if a renewal cannot be made before the Lease expires, the
+    /// process exits.
+    pub fn lead(self) -> Result<(), String> {
+        let retry = (self.duration / 5).max(Duration::from_millis(200));
+        let mut said = false;
+        loop {
+            match self.round() {
+                Ok(true) => break,
+                Ok(false) if !said => {
+                    eprintln!("weir: standing by: another JobManager holds the Lease {}", self.name);
+                    said = true;
+                }
+                Ok(false) => {}
+                Err(e) => eprintln!("weir: Lease {}: {e}", self.name),
+            }
+            std::thread::sleep(retry);
+        }
+        eprintln!("weir: leading (holding the Lease {} as {})", self.name, self.identity);
+        std::thread::Builder::new()
+            .name("lease".into())
+            .spawn(move || {
+                let mut renewed = std::time::Instant::now();
+                loop {
+                    std::thread::sleep(self.duration / 3);
+                    match self.round() {
+                        Ok(true) => renewed = std::time::Instant::now(),
+                        Ok(false) => {
+                            eprintln!("weir: another JobManager took the Lease {}; stopping", self.name);
+                            std::process::exit(1);
+                        }
+                        // Give up a third of the duration early: another candidate may take it once it expires.
+                        Err(e) if renewed.elapsed() < self.duration * 2 / 3 => {
+                            eprintln!("weir: renewing the Lease: {e}")
+                        }
+                        Err(e) => {
+                            eprintln!("weir: lost the Lease {} (cannot renew it: {e}); stopping", self.name);
+                            std::process::exit(1);
+                        }
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
