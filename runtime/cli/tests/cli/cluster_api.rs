@@ -58,6 +58,23 @@ fn run_cluster(workload: &str, events: u64, rate: u64, tmp: &std::path::Path, po
     cmd
 }
 
+/// A checkpointing `weir run --taskmanagers 2` of `workload` into `tmp/out`,
+/// checkpoints every 300 ms to `tmp/cp`, its stderr in `tmp/run.log`.
+fn checkpointed_cluster(
+    workload: &str,
+    events: u64,
+    rate: u64,
+    parallelism: usize,
+    tmp: &std::path::Path,
+    port: u16,
+) -> Cluster {
+    let sink = format!("sink.path={}", tmp.join("out").display());
+    let cp = tmp.join("cp").display().to_string();
+    let p = parallelism.to_string();
+    let extra = ["--parallelism", &p, "--set", &sink, "--checkpoint-dir", &cp, "--checkpoint-interval", "300ms"];
+    Cluster(run_cluster(workload, events, rate, tmp, port, &extra).stdout(Stdio::null()).spawn().unwrap())
+}
+
 fn run_pipeline(pipeline: &std::path::Path, tmp: &std::path::Path, port: u16, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
     cmd.args(["run", "-q"])
@@ -74,21 +91,7 @@ fn a_rescale_through_the_rest_api_restarts_at_the_new_parallelism_with_exact_out
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let port = free_port();
-    let cp = tmp.path().join("cp").display().to_string();
-    let sink = format!("sink.path={}", out.display());
-    let mut cluster = Cluster(
-        run_cluster(
-            "orders-window",
-            EVENTS,
-            15_000,
-            tmp.path(),
-            port,
-            &["--parallelism", "4", "--set", &sink, "--checkpoint-dir", &cp, "--checkpoint-interval", "300ms"],
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
+    let mut cluster = checkpointed_cluster("orders-window", EVENTS, 15_000, 4, tmp.path(), port);
     let log = || std::fs::read_to_string(tmp.path().join("run.log")).unwrap_or_default();
     wait_until("the job runs", Duration::from_secs(30), || {
         job_doc(port, "orders-window").is_some_and(|d| d["state"] == "running")
@@ -169,21 +172,7 @@ fn bad_peers_are_refused_and_the_job_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let port = free_port();
-    let sink = format!("sink.path={}", out.display());
-    let cp = tmp.path().join("cp").display().to_string();
-    let mut cluster = Cluster(
-        run_cluster(
-            "orders-window",
-            EVENTS,
-            20_000,
-            tmp.path(),
-            port,
-            &["--parallelism", "2", "--set", &sink, "--checkpoint-dir", &cp, "--checkpoint-interval", "300ms"],
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
+    let mut cluster = checkpointed_cluster("orders-window", EVENTS, 20_000, 2, tmp.path(), port);
     let log = || std::fs::read_to_string(tmp.path().join("run.log")).unwrap_or_default();
     let mut doc = Value::Null;
     wait_until("the job runs on 2 TaskManagers", Duration::from_secs(30), || {
@@ -257,21 +246,7 @@ fn the_dashboard_renders_the_job_graph_in_chromium() {
         .expect("chromium is missing (scripts/test-deps.sh installs it)");
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
-    let sink = format!("sink.path={}", tmp.path().join("out").display());
-    let cp = tmp.path().join("cp").display().to_string();
-    let _cluster = Cluster(
-        run_cluster(
-            "orders-dedup",
-            10_000_000,
-            5_000,
-            tmp.path(),
-            port,
-            &["--parallelism", "2", "--set", &sink, "--checkpoint-dir", &cp, "--checkpoint-interval", "300ms"],
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
+    let _cluster = checkpointed_cluster("orders-dedup", 10_000_000, 5_000, 2, tmp.path(), port);
     let mut doc = Value::Null;
     wait_until("the job runs with a completed checkpoint", Duration::from_secs(30), || {
         doc = job_doc(port, "orders-dedup").unwrap_or_default();
