@@ -39,6 +39,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "doc tests"
 cargo test --workspace --doc --locked
 
+step "Helm chart (the real Helm engine, manifests validated against Kubernetes' schemas)"
+"${WEIR_TEST_CACHE:-$HOME/.cache/weir-test}/venv/bin/python" charts/test_chart.py
+
 step "end to end on a real Kubernetes control plane"
 bash e2e/run.sh
 

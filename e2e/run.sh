@@ -10,6 +10,8 @@
 #   - the committed CRD installs and becomes Established;
 #   - the schema refuses invalid StreamJobs, naming the fields, and accepts a valid one;
 #   - the scale subresource maps to spec.parallelism; the status subresource exists;
+#   - the Helm chart's ServiceAccount and least-privilege RBAC (rendered by the real
+#     Helm engine) apply, and the operator runs with that ServiceAccount's token;
 #   - the real weir-operator (outside the cluster, through the API server's service
 #     proxy) deploys the job's cluster, owned by the StreamJob, and reports an honest
 #     status; an invalid pipeline becomes a condition naming the field, with nothing
@@ -81,7 +83,39 @@ kube GET "$jobs/order-monitor/status" >"$work/status.json"
 [ "$KUBE_STATUS" = 200 ] || fail "no status subresource: HTTP $KUBE_STATUS"
 step "the scale subresource maps to spec.parallelism, and the status subresource exists"
 start_controller_manager "$work/k8s"
-WEIR_LOG=info "$bin_dir/weir-operator" run --namespace default --jobmanager-access proxy \
+
+# The operator runs as the Helm chart's ServiceAccount, with the chart's RBAC
+# (rendered by the real Helm engine): what it may do is what the chart grants.
+venv="${WEIR_TEST_CACHE:-$HOME/.cache/weir-test}/venv"
+mkdir -p "$work/chart"
+"$venv/bin/python" - "$repo/charts/weir-operator" "$work/chart" <<'PY' || fail "rendering the chart"
+import json, sys, yaml, helm_python as helm
+chart = helm.Chart.load(sys.argv[1])
+rendered = chart.render(values={"jobmanagerAccess": "proxy"}, name="weir", namespace="weir-system", is_install=True)
+for path, text in rendered.items():
+    for doc in yaml.safe_load_all(text) if path.endswith(".yaml") else []:
+        if doc and doc["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding"):
+            json.dump(doc, open(f"{sys.argv[2]}/{doc['kind']}.json", "w"))
+PY
+echo '{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "weir-system"}}' >"$work/chart/ns.json"
+for post in "/api/v1/namespaces ns" "/api/v1/namespaces/weir-system/serviceaccounts ServiceAccount" \
+  "/apis/rbac.authorization.k8s.io/v1/clusterroles ClusterRole" "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings ClusterRoleBinding"; do
+  read -r path file <<<"$post"
+  kube POST "$path" "$work/chart/$file.json" application/json >"$work/answer.json"
+  [ "$KUBE_STATUS" = 201 ] || fail "applying the chart's $file: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
+done
+sa=$(python3 -c "import json; print(json.load(open('$work/chart/ServiceAccount.json'))['metadata']['name'])")
+token=""
+for _ in $(seq 100); do
+  secret=$(kube GET "/api/v1/namespaces/weir-system/serviceaccounts/$sa" | python3 -c 'import json, sys; print((json.load(sys.stdin).get("secrets") or [{}])[0].get("name", ""))')
+  [ -n "$secret" ] && token=$(kube GET "/api/v1/namespaces/weir-system/secrets/$secret" | python3 -c 'import base64, json, sys; print(base64.b64decode(json.load(sys.stdin)["data"]["token"]).decode())') && break
+  sleep 0.2
+done
+[ -n "$token" ] || fail "no token for the chart's ServiceAccount $sa"
+sed "s|token: \"$KUBE_TOKEN\"|token: \"$token\"|" "$KUBECONFIG" >"$work/operator.kubeconfig"
+grep -q "$token" "$work/operator.kubeconfig" || fail "could not write the operator's kubeconfig"
+step "the chart's ServiceAccount, ClusterRole and binding apply; the operator runs with that ServiceAccount's token"
+KUBECONFIG="$work/operator.kubeconfig" WEIR_LOG=info "$bin_dir/weir-operator" run --namespace default --jobmanager-access proxy \
   >"$work/operator.log" 2>&1 &
 operator=$!
 trap 'stop_pid $operator; stop_control_plane; rm -rf "$work"' EXIT
@@ -140,6 +174,8 @@ for path in "$jobs/order-monitor" "$deployments/order-monitor-jobmanager" "$depl
   [ "$KUBE_STATUS" = 404 ] || { grep -v "503 Service Unavailable" "$work/operator.log" | tail -8 >&2; kube GET "$path" >&2; fail "$path still exists after the StreamJob was deleted"; }
 done
 step "deleting the StreamJob runs its finalizer and removes every object it owned"
+if grep -i forbidden "$work/operator.log" >&2; then fail "the chart's RBAC refused the operator something (above)"; fi
+step "the chart's RBAC refused the operator nothing"
 
 # Leader election: two JobManagers of one job, one Lease.
 cat >"$work/lease-job.yaml" <<'YAML'

@@ -13,6 +13,8 @@
 #   moto_server  (PyPI moto[server]) in $CACHE/venv: an in-memory S3-compatible
 #                server for the weir-s3 tests (runtime/storage-s3/tests). The tests
 #                find it there, or at $WEIR_MOTO_SERVER.
+#   helm-python-sdk, kubernetes-validate, PyYAML (PyPI) in $CACHE/venv: the real
+#                Helm engine and Kubernetes' schemas for charts/test_chart.py.
 #
 # Needs: python3 with the venv module (Debian: python3-venv).
 set -euo pipefail
@@ -38,6 +40,16 @@ else
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "$MOTO_REQUIREMENT"
   [ -x "$VENV/bin/moto_server" ] || { log "pip finished but $VENV/bin/moto_server is missing"; exit 1; }
   log "installed moto $("$VENV/bin/python" -c 'import moto; print(moto.__version__)') at $VENV/bin/moto_server"
+fi
+
+# The Helm engine (Helm's Go SDK through its C ABI, no helm binary) and the
+# schemas the rendered chart is validated against, both offline.
+CHART_REQUIREMENTS=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML==6.0.3)
+if "$VENV/bin/python" -c 'import helm_python, kubernetes_validate, yaml' 2>/dev/null; then
+  log "helm-python-sdk and kubernetes-validate already installed"
+else
+  log "installing ${CHART_REQUIREMENTS[*]} into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${CHART_REQUIREMENTS[@]}"
 fi
 
 # Redis and PostgreSQL servers from Debian, for the connector tests
