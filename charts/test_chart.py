@@ -39,7 +39,12 @@ def render(values=None):
 
 
 def by_kind(objects):
-    return {o["kind"]: o for o in objects}
+    """The objects by kind; of several of a kind, the one named after the release."""
+    kinds = {}
+    for o in objects:
+        if o["kind"] not in kinds or not o["metadata"]["name"].endswith("-leader-election"):
+            kinds[o["kind"]] = o
+    return kinds
 
 
 report = helm.lint(str(CHART), strict=True, kube_version="v1.20.0")
@@ -70,10 +75,15 @@ for values, label in [({}, "default values"), ({"watchNamespace": "jobs", "jobma
     if role_kind not in kinds or f"{role_kind}Binding" not in kinds:
         fail(f"{label}: expected a {role_kind} and its binding, got {sorted(kinds)}")
     if values.get("watchNamespace"):
-        if args[-2:] != ["--namespace", "jobs"] or kinds["Role"]["metadata"]["namespace"] != "jobs":
+        election = [o for o in objects if o["metadata"]["name"].endswith("-leader-election")]
+        if sorted(o["kind"] for o in election) != ["Role", "RoleBinding"] or any(o["metadata"]["namespace"] != "weir-system" for o in election):
+            fail(f"{label}: the operator's own Lease needs a Role in its namespace: {election}")
+        if args[args.index("--namespace") + 1] != "jobs" or kinds["Role"]["metadata"]["namespace"] != "jobs":
             fail(f"{label}: the operator must watch and be granted only `jobs`: {args}")
     if args[1:3] != ["--jobmanager-access", values.get("jobmanagerAccess", "service")]:
         fail(f"{label}: {args}")
+    if "--leader-lease" not in args or container["readinessProbe"]["httpGet"]["path"] != "/readyz":
+        fail(f"{label}: leader election and the readiness probe are on by default: {args}")
     rules = kinds[role_kind]["rules"]
     for rule in rules:
         if "*" in rule["verbs"] or "*" in rule["resources"] or "*" in rule.get("apiGroups", []):
@@ -95,7 +105,11 @@ if list(crds.values()) != [committed]:
     fail("the chart's crds/ must hold exactly crds/streamjobs.weir.dev.yaml (copy it when the CRD changes)")
 print("ok - the chart ships the committed StreamJob CRD")
 
-for bad, field in [({"jobmanagerAccess": "sometimes"}, "jobmanagerAccess"), ({"imge": {}}, "imge")]:
+for bad, field in [
+    ({"jobmanagerAccess": "sometimes"}, "jobmanagerAccess"),
+    ({"imge": {}}, "imge"),
+    ({"replicaCount": 2, "leaderElection": {"enabled": False}}, "leaderElection.enabled"),
+]:
     try:
         render(bad)
     except helm.HelmError as e:
@@ -103,5 +117,5 @@ for bad, field in [({"jobmanagerAccess": "sometimes"}, "jobmanagerAccess"), ({"i
             fail(f"the refusal of {bad} does not name {field}: {e}")
     else:
         fail(f"the values schema accepted {bad}")
-print("ok - the values schema refuses a bad jobmanagerAccess and unknown keys, naming them")
+print("ok - bad values are refused, naming them: a bad jobmanagerAccess, unknown keys, two replicas without leader election")
 print("chart: all checks passed")

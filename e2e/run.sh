@@ -115,8 +115,9 @@ done
 sed "s|token: \"$KUBE_TOKEN\"|token: \"$token\"|" "$KUBECONFIG" >"$work/operator.kubeconfig"
 grep -q "$token" "$work/operator.kubeconfig" || fail "could not write the operator's kubeconfig"
 step "the chart's ServiceAccount, ClusterRole and binding apply; the operator runs with that ServiceAccount's token"
+metrics_port=$(free_port)
 KUBECONFIG="$work/operator.kubeconfig" WEIR_LOG=info "$bin_dir/weir-operator" run --namespace default --jobmanager-access proxy \
-  >"$work/operator.log" 2>&1 &
+  --metrics-addr "127.0.0.1:$metrics_port" --leader-lease weir-operator >"$work/operator.log" 2>&1 &
 operator=$!
 trap 'stop_pid $operator; stop_control_plane; rm -rf "$work"' EXIT
 
@@ -150,6 +151,14 @@ wait_for "an honest status" "o['status'].get('observedGeneration') == 1 and o['s
   and $ready.get('status') == 'False' and $ready.get('reason') == 'JobManagerUnreachable' \
   and 'weir.dev/final-savepoint' in o['metadata'].get('finalizers', [])" "$jobs/order-monitor"
 step "the status says Deploying, observedGeneration 1, Ready=False because the JobManager does not answer (no kubelet runs it yet)"
+
+curl -sf "http://127.0.0.1:$metrics_port/healthz" >/dev/null || fail "the operator's /healthz does not answer"
+curl -sf "http://127.0.0.1:$metrics_port/readyz" >/dev/null || fail "the leading operator is not ready"
+curl -sf "http://127.0.0.1:$metrics_port/metrics" >"$work/metrics.txt" || fail "the operator's /metrics does not answer"
+grep -q 'weir_operator_streamjobs{phase="Deploying"} 1' "$work/metrics.txt" && grep -q 'weir_operator_reconciles_total{result="ok"} [1-9]' "$work/metrics.txt" \
+  || { cat "$work/metrics.txt" >&2; fail "the operator's metrics do not count the job"; }
+grep -q "leading (holding the Lease weir-operator" "$work/operator.log" || fail "the operator did not take its Lease"
+step "the operator leads through its Lease (with the chart's RBAC) and serves /healthz, /readyz and /metrics counting the job"
 
 kube GET "$deployments/order-monitor-jobmanager" >"$work/jm.json"
 before=$(python3 -c "import json; print(json.load(open('$work/jm.json'))['metadata']['generation'])")

@@ -52,6 +52,7 @@ pub type VerifySavepoint = Arc<dyn Fn(&str, Option<&StorageSpec>) -> bool + Send
 
 pub struct Context {
     pub client: Client,
+    pub metrics: Arc<crate::health::Metrics>,
     pub recorder: Recorder,
     pub access: JobManagerAccess,
     /// Blocking: called off the async threads.
@@ -59,7 +60,12 @@ pub struct Context {
 }
 
 /// Runs the controller on `namespace` (all namespaces when `None`) until the process is stopped.
-pub async fn run(client: Client, namespace: Option<String>, access: JobManagerAccess) {
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    access: JobManagerAccess,
+    metrics: Arc<crate::health::Metrics>,
+) {
     let jobs: Api<StreamJob> = scoped(&client, &namespace);
     let deployments: Api<Deployment> = scoped(&client, &namespace);
     let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
@@ -68,7 +74,9 @@ pub async fn run(client: Client, namespace: Option<String>, access: JobManagerAc
         client: client.clone(),
         access,
         verify: Arc::new(savepoint_in_storage),
+        metrics: metrics.clone(),
     });
+    metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     Controller::new(jobs, watcher::Config::default())
         .owns(deployments, watcher::Config::default())
         .shutdown_on_signal()
@@ -99,16 +107,23 @@ fn error_policy(_job: Arc<StreamJob>, error: &Error, _ctx: Arc<Context>) -> Requ
 }
 
 async fn reconcile(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = std::time::Instant::now();
     let ns = job.namespace().unwrap_or_else(|| "default".into());
     let api: Api<StreamJob> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, job, |event| async {
+    let result = finalizer(&api, FINALIZER, job, |event| async {
         match event {
             Finalizer::Apply(job) => apply(&job, &ctx).await,
             Finalizer::Cleanup(job) => cleanup(&job, &ctx).await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(e.to_string()))
+    .map_err(|e| Error::Finalizer(e.to_string()));
+    ctx.metrics.reconciled(result.is_ok(), started.elapsed());
+    result
+}
+
+fn metrics_key(job: &StreamJob) -> String {
+    format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any())
 }
 
 /// Observe, plan, act.
@@ -116,6 +131,7 @@ async fn apply(job: &StreamJob, ctx: &Context) -> Result<Requeue, Error> {
     let observed = observe(job, ctx).await;
     let planned = plan(job, &observed);
     write_status(job, ctx, &planned.status).await?;
+    ctx.metrics.phase(metrics_key(job), planned.status.phase.map(|p| format!("{p:?}")));
     let mut status = planned.status;
     let mut requeue = Requeue::requeue(Duration::from_secs(30));
     for action in planned.actions {
@@ -140,6 +156,7 @@ async fn apply(job: &StreamJob, ctx: &Context) -> Result<Requeue, Error> {
 /// Deletion: the final savepoint (when configured and the job runs), recorded in an event.
 async fn cleanup(job: &StreamJob, ctx: &Context) -> Result<Requeue, Error> {
     tracing::info!("{}: deleted; final savepoint: {}", job.name_any(), job.spec.savepoint_on_delete);
+    ctx.metrics.phase(metrics_key(job), None);
     if job.spec.savepoint_on_delete
         && let Ok(trigger) = trigger_savepoint(job, ctx, true).await
     {

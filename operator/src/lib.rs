@@ -8,6 +8,7 @@
 pub mod controller;
 pub mod crd;
 pub mod diff;
+pub mod health;
 pub mod phase;
 pub mod planner;
 pub mod resources;

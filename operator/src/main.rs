@@ -2,11 +2,16 @@
 //!
 //! * `weir-operator crd` prints the CustomResourceDefinition (what
 //!   `crds/streamjobs.weir.dev.yaml` holds).
-//! * `weir-operator run [--namespace NS] [--jobmanager-access service|proxy]`
-//!   runs the controller with the in-cluster configuration or `KUBECONFIG`.
+//! * `weir-operator run [--namespace NS] [--jobmanager-access service|proxy]
+//!   [--metrics-addr ADDR] [--leader-lease NAME]` runs the controller with the
+//!   in-cluster configuration or `KUBECONFIG`, serving /healthz, /readyz and
+//!   /metrics, and with a Lease, as one of several replicas of which one leads.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use std::sync::Arc;
+
 use weir_operator::controller::{self, JobManagerAccess};
+use weir_operator::health::{self, Metrics};
 
 #[derive(Parser)]
 #[command(name = "weir-operator", version, about = "The Weir Kubernetes operator")]
@@ -35,6 +40,15 @@ enum Command {
         /// How to reach JobManagers.
         #[arg(long, value_enum, default_value = "service")]
         jobmanager_access: Access,
+        /// Where /healthz, /readyz and /metrics are served.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        metrics_addr: std::net::SocketAddr,
+        /// Run several replicas, one leading, elected with this Lease (in POD_NAMESPACE, else the client's namespace).
+        #[arg(long, value_name = "NAME")]
+        leader_lease: Option<String>,
+        /// How long the leader's Lease holds without renewal.
+        #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+        lease_duration_secs: u64,
     },
 }
 
@@ -45,15 +59,30 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Crd => print!("{}", weir_operator::crd::crd_yaml()),
-        Command::Run { namespace, jobmanager_access } => {
+        Command::Run { namespace, jobmanager_access, metrics_addr, leader_lease, lease_duration_secs } => {
             let access = match jobmanager_access {
                 Access::Service => JobManagerAccess::Service,
                 Access::Proxy => JobManagerAccess::Proxy,
             };
+            let metrics = Arc::new(Metrics::default());
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
+                // Served from the start: a standby is alive (/healthz) but not ready (/readyz).
+                let server = tokio::spawn(health::serve(metrics_addr, metrics.clone()));
+                if let Some(lease) = leader_lease {
+                    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+                    let identity =
+                        std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", host.trim(), std::process::id()));
+                    let duration = std::time::Duration::from_secs(lease_duration_secs.max(1));
+                    tokio::task::spawn_blocking(move || weir_lease::Election::new(&lease, identity, duration)?.lead())
+                        .await?
+                        .map_err(|e| anyhow::anyhow!("--leader-lease: {e}"))?;
+                }
                 let client = kube::Client::try_default().await?;
-                controller::run(client, namespace, access).await;
+                tokio::select! {
+                    () = controller::run(client, namespace, access, metrics) => {}
+                    served = server => served?.map_err(|e| anyhow::anyhow!("--metrics-addr {metrics_addr}: {e}"))?,
+                }
                 anyhow::Ok(())
             })?;
         }

@@ -293,7 +293,7 @@ pub fn jobmanager(args: JobManagerArgs) -> Result<(), Failure> {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         let identity = format!("{}-{}", host.trim(), std::process::id());
         let election =
-            crate::lease::Election::new(lease, identity, duration).map_err(|e| bad(format!("--leader-lease: {e}")))?;
+            weir_lease::Election::new(lease, identity, duration).map_err(|e| bad(format!("--leader-lease: {e}")))?;
         election.lead().map_err(|e| Failure::Runtime(format!("--leader-lease: {e}")))?;
     }
     let mut config = JobManagerConfig::new(spec, rpc_addr);

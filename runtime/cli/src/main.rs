@@ -7,7 +7,6 @@ mod bench;
 mod bench_state;
 mod cluster;
 mod datagen;
-mod lease;
 mod run;
 mod savepoint;
 mod storage;

@@ -145,12 +145,20 @@ fn jobmanager(name: &str, job: Arc<JobFn>, f: &HashMap<String, String>) -> Resul
         return Err((2, format!("--{k}: not a jobmanager option (expected one of --{})", known.join(", --"))));
     }
     let definition = Definition {
-        checkpoint_dir: f.get("checkpoint-dir").map(PathBuf::from),
+        checkpoint_dir: f.get("checkpoint-dir").map(|d| PathBuf::from(d.strip_prefix("file://").unwrap_or(d))),
         checkpoint_interval_ms: match f.get("checkpoint-interval") {
             Some(d) => Some(duration("checkpoint-interval", d).map_err(|e| (2, e))?.as_millis() as u64),
             None => None,
         },
     };
+    if let Some(dir) = f.get("checkpoint-dir").filter(|d| d.contains("://") && !d.starts_with("file://")) {
+        return Err((
+            2,
+            format!(
+                "--checkpoint-dir {dir}: a Rust job binary checkpoints to a directory every process sees (a shared volume); object stores need the weir binary's storage for now"
+            ),
+        ));
+    }
     if definition.checkpoint_dir.is_some() != definition.checkpoint_interval_ms.is_some() {
         return Err((2, "--checkpoint-dir and --checkpoint-interval go together".into()));
     }

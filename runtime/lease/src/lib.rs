@@ -1,6 +1,9 @@
-//! `weir jobmanager --leader-lease NAME`: leader election among JobManager
-//! replicas with a Kubernetes Lease (coordination.k8s.io/v1), by the rule of
-//! [`weir_cluster::leader::decide`].
+//! # weir-lease: leader election with a Kubernetes Lease
+//!
+//! Among JobManager replicas (`weir jobmanager --leader-lease NAME`) and
+//! among operator replicas: one Lease (coordination.k8s.io/v1), and the rule
+//! of [`decide`], as client-go's leader election has it (kept pure, so that
+//! it is tested without an API server).
 //!
 //! A candidate tries every retry period until it holds the Lease, then renews
 //! it in the background every third of its duration. A leader that cannot
@@ -15,7 +18,44 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
-use weir_cluster::leader::{LeaseDecision, LeaseRecord, decide};
+
+/// A Lease's record of its holder, as the election reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub holder: Option<String>,
+    /// When the holder last renewed it (epoch milliseconds).
+    pub renewed_at_ms: Option<i64>,
+    /// How long a renewal holds.
+    pub duration_ms: i64,
+    pub transitions: i32,
+}
+
+/// What a candidate does about a Lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseDecision {
+    /// Create it, holding it.
+    Create,
+    /// Take it over (it is free or expired); `transitions` is the new count.
+    Take { transitions: i32 },
+    /// It is ours: renew it.
+    Renew,
+    /// Another candidate holds it: wait.
+    Wait,
+}
+
+/// The election's rule: a Lease is taken when nobody holds it, or when its
+/// holder has not renewed it within its duration.
+pub fn decide(current: Option<&LeaseRecord>, me: &str, now_ms: i64) -> LeaseDecision {
+    let Some(lease) = current else { return LeaseDecision::Create };
+    match lease.holder.as_deref() {
+        Some(h) if h == me => LeaseDecision::Renew,
+        None | Some("") => LeaseDecision::Take { transitions: lease.transitions + 1 },
+        Some(_) => {
+            let expired = lease.renewed_at_ms.is_none_or(|r| r + lease.duration_ms < now_ms);
+            if expired { LeaseDecision::Take { transitions: lease.transitions + 1 } } else { LeaseDecision::Wait }
+        }
+    }
+}
 
 /// A Lease election of one candidate.
 pub struct Election {
@@ -101,15 +141,15 @@ impl Election {
             match self.round() {
                 Ok(true) => break,
                 Ok(false) if !said => {
-                    eprintln!("weir: standing by: another JobManager holds the Lease {}", self.name);
+                    eprintln!("leader election: standing by: another candidate holds the Lease {}", self.name);
                     said = true;
                 }
                 Ok(false) => {}
-                Err(e) => eprintln!("weir: Lease {}: {e}", self.name),
+                Err(e) => eprintln!("leader election: Lease {}: {e}", self.name),
             }
             std::thread::sleep(retry);
         }
-        eprintln!("weir: leading (holding the Lease {} as {})", self.name, self.identity);
+        eprintln!("leader election: leading (holding the Lease {} as {})", self.name, self.identity);
         std::thread::Builder::new()
             .name("lease".into())
             .spawn(move || {
@@ -119,15 +159,15 @@ impl Election {
                     match self.round() {
                         Ok(true) => renewed = std::time::Instant::now(),
                         Ok(false) => {
-                            eprintln!("weir: another JobManager took the Lease {}; stopping", self.name);
+                            eprintln!("leader election: another candidate took the Lease {}; stopping", self.name);
                             std::process::exit(1);
                         }
                         // Give up a third of the duration early: another candidate may take it once it expires.
                         Err(e) if renewed.elapsed() < self.duration * 2 / 3 => {
-                            eprintln!("weir: renewing the Lease: {e}")
+                            eprintln!("leader election: renewing the Lease: {e}")
                         }
                         Err(e) => {
-                            eprintln!("weir: lost the Lease {} (cannot renew it: {e}); stopping", self.name);
+                            eprintln!("leader election: lost the Lease {} (cannot renew it: {e}); stopping", self.name);
                             std::process::exit(1);
                         }
                     }
@@ -135,5 +175,27 @@ impl Election {
             })
             .map_err(|e| e.to_string())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_taken_when_free_or_expired_and_renewed_by_its_holder() {
+        let lease = |holder: Option<&str>, renewed: Option<i64>| LeaseRecord {
+            holder: holder.map(str::to_string),
+            renewed_at_ms: renewed,
+            duration_ms: 15_000,
+            transitions: 2,
+        };
+        assert_eq!(decide(None, "a", 0), LeaseDecision::Create);
+        assert_eq!(decide(Some(&lease(Some("a"), Some(0))), "a", 100_000), LeaseDecision::Renew);
+        assert_eq!(decide(Some(&lease(Some("b"), Some(90_000))), "a", 100_000), LeaseDecision::Wait);
+        assert_eq!(decide(Some(&lease(Some("b"), Some(85_000))), "a", 100_000), LeaseDecision::Wait);
+        assert_eq!(decide(Some(&lease(Some("b"), Some(84_999))), "a", 100_000), LeaseDecision::Take { transitions: 3 });
+        assert_eq!(decide(Some(&lease(Some("b"), None)), "a", 100_000), LeaseDecision::Take { transitions: 3 });
+        assert_eq!(decide(Some(&lease(None, Some(99_000))), "a", 100_000), LeaseDecision::Take { transitions: 3 });
     }
 }
