@@ -200,6 +200,8 @@ pub fn jobmanager_args(job: &StreamJob, deploy: &Deploy) -> Vec<String> {
         REST_PORT.to_string(),
         "--rpc-port".into(),
         RPC_PORT.to_string(),
+        // An exit would make Kubernetes restart the JobManager and rerun the job.
+        "--linger".into(),
     ]);
     if s.job_manager.replicas > 1 {
         args.extend(["--leader-lease".into(), Names(&job.name_any()).lease()]);
@@ -383,6 +385,7 @@ mod tests {
         let joined = args.join(" ");
         assert!(joined.starts_with("jobmanager --pipeline /etc/weir/pipeline.yaml --job-name orders --parallelism 5"));
         assert!(joined.ends_with("--restore s3://weir/checkpoints/orders/savepoints/sp-7"), "{joined}");
+        assert!(joined.contains(" --linger"), "a finished job's JobManager stays up: {joined}");
         assert!(!joined.contains("--leader-lease"), "one JobManager needs no election");
         j.spec.job_manager.replicas = 2;
         assert!(jobmanager_args(&j, &d).join(" ").contains("--leader-lease orders-jobmanager-leader"));

@@ -178,6 +178,10 @@ pub struct JobManagerArgs {
     rest_port: u16,
     #[arg(long, default_value_t = 6123)]
     rpc_port: u16,
+    /// After the job ends, keep serving its final state (REST API) until stopped,
+    /// instead of exiting: under Kubernetes an exit would restart the JobManager.
+    #[arg(long)]
+    linger: bool,
     /// Lead only while holding this lock file; a standby waits on it.
     #[arg(long, value_name = "PATH")]
     leader_lock: Option<PathBuf>,
@@ -309,7 +313,14 @@ pub fn jobmanager(args: JobManagerArgs) -> Result<(), Failure> {
     eprintln!("weir: REST API and dashboard on http://{}/", rest.addr);
     install_ctrl_c(jm.clone());
     let view = wait(jm, &rest);
-    finish(&view, Instant::now())
+    let result = finish(&view, Instant::now());
+    if args.linger {
+        eprintln!("weir: serving the job's final state until stopped");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    result
 }
 
 /// Waits for the job to end, then lets the REST API answer a little longer.
@@ -355,12 +366,16 @@ fn finish(view: &ClusterView, started: Instant) -> Result<(), Failure> {
     }
 }
 
-/// First Ctrl-C: a savepoint and stop (with checkpointing), else cancel. Second: leave at once.
+/// First Ctrl-C (or SIGTERM): a savepoint and stop (with checkpointing), else
+/// cancel; once the job has ended, leave. Second: leave at once.
 fn install_ctrl_c(jm: Arc<JobManager>) {
     let stops = AtomicBool::new(false);
     let _ = ctrlc::set_handler(move || {
         if stops.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
+        }
+        if jm.is_finished() {
+            std::process::exit(0);
         }
         eprintln!("\nweir: taking a savepoint, then stopping (Ctrl-C again to abort)");
         match jm.savepoint(true, false).map(|rx| rx.recv()) {
