@@ -38,7 +38,7 @@ KILLS=${KILLS:-3}
 (cd "$repo" && cargo build --release --quiet -p weir-cli --bin weir)
 weir="$repo/target/release/weir"
 work=$(mktemp -d)
-trap 'pkill -P $$ 2>/dev/null; rm -rf "$work"' EXIT
+trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$work"' EXIT
 
 # seconds WORKLOAD EXTRA...: the run's own time ("finished in X s").
 seconds() {
