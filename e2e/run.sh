@@ -5,8 +5,8 @@
 # end. Each step prints `ok - ...` as it passes; the first failure stops the
 # run with a non-zero exit.
 #
-# Steps so far (issue 6 is in progress; the job lifecycle scenario needs the
-# distributed runtime's JobManager and the node agent, which come next):
+# Steps so far (issue 6 is in progress: the rest of the lifecycle scenario,
+# upgrades, suspend and resume, crashes, is next):
 #   - the committed CRD installs and becomes Established;
 #   - the schema refuses invalid StreamJobs, naming the fields, and accepts a valid one;
 #   - the scale subresource maps to spec.parallelism; the status subresource exists;
@@ -16,6 +16,12 @@
 #     proxy) deploys the job's cluster, owned by the StreamJob, and reports an honest
 #     status; an invalid pipeline becomes a condition naming the field, with nothing
 #     torn down; deleting the StreamJob removes every object it owned.
+#   - the lifecycle on a node: e2e/node_agent.py (scheduler and kubelet) runs the
+#     chart's operator Deployment as a pod and each job's JobManager and
+#     TaskManager pods as local processes on their own loopback addresses; a
+#     bounded order monitor with exactly-once checkpoints to an S3 server runs,
+#     is rescaled 2 -> 3 while it runs through a savepoint verified in S3, and
+#     finishes with committed output equal to the oracle's;
 #   - two `weir jobmanager --leader-lease` replicas elect one leader with a real
 #     Lease; when the leader is killed, the standby takes the Lease over.
 set -euo pipefail
@@ -134,6 +140,7 @@ o = json.load(open('$work/obj.json')); sys.exit(0 if ($cond) else 1)" 2>/dev/nul
     sleep 0.5
   done
   echo "--- $path:" >&2; cat "$work/obj.json" >&2; echo "--- operator log:" >&2; tail -20 "$work/operator.log" >&2
+  if declare -F node_logs >/dev/null; then node_logs; fi
   fail "$what"
 }
 
@@ -185,6 +192,95 @@ done
 step "deleting the StreamJob runs its finalizer and removes every object it owned"
 if grep -i forbidden "$work/operator.log" >&2; then fail "the chart's RBAC refused the operator something (above)"; fi
 step "the chart's RBAC refused the operator nothing"
+
+# The lifecycle on a node: the node agent (e2e/node_agent.py) binds the pods
+# and runs their containers as local processes, each on its own loopback
+# address; checkpoints and savepoints go to an S3-compatible server.
+s3_port=$(free_port)
+"$venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" >"$work/moto.log" 2>&1 &
+moto=$!
+trap 'stop_pid "${agent:-}"; stop_pid "${moto:-}"; stop_pid $operator; stop_control_plane; rm -rf "$work"' EXIT
+for _ in $(seq 100); do curl -s "http://127.0.0.1:$s3_port/" >/dev/null && break; sleep 0.1; done
+AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "$venv/bin/python" -c "
+import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:$s3_port', region_name='us-east-1').create_bucket(Bucket='weir')" \
+  || fail "creating the bucket on the S3 server"
+echo '{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3"}, "stringData": {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}}' >"$work/secret.json"
+kube POST /api/v1/namespaces/default/secrets "$work/secret.json" >/dev/null
+[ "$KUBE_STATUS" = 201 ] || fail "creating the S3 credentials Secret: HTTP $KUBE_STATUS"
+python3 "$repo/e2e/node_agent.py" --image "weir=$bin_dir/weir" --image "weir-operator=$bin_dir/weir-operator" \
+  --work "$work/node" >"$work/agent.log" 2>&1 &
+agent=$!
+node_logs() { tail -20 "$work/agent.log" >&2; for f in "$work"/node/pods/*/*.log; do echo "--- $f" >&2; tail -15 "$f" >&2; done; }
+
+# From here on the operator runs as the chart deploys it: a pod, in the cluster,
+# reaching JobManagers through their Services.
+stop_pid "$operator"
+sed 's/"name": "s3"}/"name": "s3", "namespace": "weir-system"}/' "$work/secret.json" >"$work/secret-system.json"
+kube POST /api/v1/namespaces/weir-system/secrets "$work/secret-system.json" >/dev/null
+"$venv/bin/python" - "$repo/charts/weir-operator" "$work/chart/Deployment.json" <<'PY' || fail "rendering the chart's Deployment"
+import json, sys, yaml, helm_python as helm
+values = {"image": {"repository": "weir-operator", "tag": "e2e"}, "envFrom": [{"secretRef": {"name": "s3"}}], "logLevel": "info"}
+rendered = helm.Chart.load(sys.argv[1]).render(values=values, name="weir", namespace="weir-system", is_install=True)
+deployment = next(d for p, t in rendered.items() if p.endswith(".yaml") for d in yaml.safe_load_all(t) if d and d["kind"] == "Deployment")
+json.dump(deployment, open(sys.argv[2], "w"))
+PY
+kube POST /apis/apps/v1/namespaces/weir-system/deployments "$work/chart/Deployment.json" >"$work/answer.json"
+[ "$KUBE_STATUS" = 201 ] || fail "installing the operator's Deployment: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
+wait_for "the operator pod ready" "o['status'].get('readyReplicas') == 1" /apis/apps/v1/namespaces/weir-system/deployments/weir-weir-operator
+step "the node agent runs the chart's operator Deployment: the operator pod leads, is ready, and runs with the chart's RBAC; an S3 server holds the state"
+
+events=400000
+cat >"$work/monitor.yaml" <<YAML
+apiVersion: weir.dev/v1alpha1
+kind: StreamJob
+metadata: { name: monitor }
+spec:
+  image: weir:e2e
+  parallelism: 2
+  taskManager: { slots: 2 }
+  checkpointing: { interval: 1s, dir: s3://weir/checkpoints }
+  storage: { endpoint: "http://127.0.0.1:$s3_port", region: us-east-1, pathStyle: true, credentialsSecret: s3 }
+  pipeline:
+    name: orders-window
+    source: { type: datagen, workload: orders, count: $events, rate: 8000, watermark: { field: time, out_of_orderness: 5s } }
+    steps: [ { key_by: region }, { window: { type: tumbling, size: 1m } }, { aggregate: { count: count(), sum: sum(amount) } } ]
+    sink: { type: file, path: "$work/out" }
+YAML
+kube POST "$jobs" "$work/monitor.yaml" application/yaml >"$work/answer.json"
+[ "$KUBE_STATUS" = 201 ] || fail "applying the StreamJob: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
+wait_for "the job running" "o['status'].get('phase') == 'Running' and (o['status'].get('job') or {}).get('state') == 'running'" "$jobs/monitor" \
+  || { node_logs; fail "the job did not run"; }
+step "a bounded order monitor runs: the node agent started its JobManager and TaskManager, the operator sees it running"
+
+echo '{"spec": {"parallelism": 3}}' >"$work/scale.json"
+kube PATCH "$jobs/monitor" "$work/scale.json" application/merge-patch+json >/dev/null
+started=$(date +%s.%N)
+wait_for "the job running at parallelism 3" "o['status'].get('phase') == 'Running' and (o['status'].get('job') or {}).get('parallelism') == 3 \
+  and (o['status'].get('lastSavepoint') or {}).get('path', '').startswith('s3://weir/checkpoints/')" "$jobs/monitor" \
+  || { node_logs; fail "the rescale did not complete"; }
+rescale_s=$(python3 -c "print(round($(date +%s.%N) - $started, 1))")
+savepoint=$(python3 -c "import json; print(json.load(open('$work/obj.json'))['status']['lastSavepoint']['path'])")
+AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "$venv/bin/python" -c "
+import boto3, sys
+key = sys.argv[1].split('s3://weir/', 1)[1].rstrip('/') + '/_metadata'
+boto3.client('s3', endpoint_url='http://127.0.0.1:$s3_port', region_name='us-east-1').head_object(Bucket='weir', Key=key)" "$savepoint" \
+  || fail "the rescale's savepoint $savepoint is not in S3"
+step "parallelism 2 -> 3 while it runs: a savepoint in S3 ($savepoint), then running at 3 from it, in $rescale_s s"
+
+wait_for "the job finished" "(o['status'].get('job') or {}).get('state') == 'finished'" "$jobs/monitor"
+python3 - "$work/out" "${WEIR_ORACLE_DIR:-$repo/../shared/bench/oracle}/orders.py" "$events" <<'PY' || fail "the committed output is not the oracle's"
+import json, os, subprocess, sys
+out, oracle, events = sys.argv[1], sys.argv[2], sys.argv[3]
+rows = sorted((r["region"], r["window_start"], r["count"], r["sum"])
+              for f in os.listdir(out) if f.startswith("part-")
+              for r in map(json.loads, open(os.path.join(out, f))))
+expected = json.loads(subprocess.run([sys.executable, oracle, events, "--json"], check=True, capture_output=True, text=True).stdout.splitlines()[0])
+expected = sorted((r["region"], r["window_start"], r["count"], r["sum"]) for r in expected)
+if rows != expected:
+    sys.exit(f"{len(rows)} rows committed, the oracle has {len(expected)}; first difference: {next((a, b) for a, b in zip(rows + [None] * len(expected), expected + [None] * len(rows)) if a != b)}")
+PY
+step "the job finishes with committed output equal to the oracle's ($events orders)"
+kube DELETE "$jobs/monitor" >/dev/null
 
 # Leader election: two JobManagers of one job, one Lease.
 cat >"$work/lease-job.yaml" <<'YAML'

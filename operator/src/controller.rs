@@ -255,7 +255,13 @@ async fn savepoint_status(job: &StreamJob, ctx: &Context, trigger: &str) -> Opti
             let path = v["path"].as_str()?.to_string();
             let (verify, p, storage) = (ctx.verify.clone(), path.clone(), job.spec.storage.clone());
             // The storage client blocks: off the async threads.
-            let in_storage = tokio::task::spawn_blocking(move || verify(&p, storage.as_ref())).await.unwrap_or(false);
+            // A plain thread, not spawn_blocking: the S3 client runs a runtime of its own,
+            // which it may not do on a thread inside this one.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(verify(&p, storage.as_ref()));
+            });
+            let in_storage = rx.await.unwrap_or(false);
             SavepointView::Completed { path, in_storage }
         }
         "failed" => SavepointView::Failed(v["error"].as_str().unwrap_or("unknown").to_string()),

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
 
 use crate::crd::{
     DesiredState, OperationKind, PendingOperation, SavepointReason, SavepointRef, StreamJob, StreamJobSpec,
@@ -316,6 +317,13 @@ pub fn plan(job: &StreamJob, observed: &Observed) -> Plan {
         p.reconcile();
     }
     p.status.observed_generation = Some(generation);
+    // What the JobManager says, as it says it; nothing when it did not answer.
+    p.status.job = observed.job.as_ref().map(|j| crate::crd::JobStatus {
+        id: job.name_any(),
+        state: j.state.clone(),
+        parallelism: j.parallelism,
+        start_time: None,
+    });
     Plan { status: p.status, actions: p.actions }
 }
 

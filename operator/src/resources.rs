@@ -200,6 +200,9 @@ pub fn jobmanager_args(job: &StreamJob, deploy: &Deploy) -> Vec<String> {
         REST_PORT.to_string(),
         "--rpc-port".into(),
         RPC_PORT.to_string(),
+        // The pod's own address (POD_IP comes from the downward API).
+        "--bind".into(),
+        "$(POD_IP)".into(),
         // An exit would make Kubernetes restart the JobManager and rerun the job.
         "--linger".into(),
     ]);
@@ -295,6 +298,9 @@ pub fn taskmanager(job: &StreamJob, deploy: &Deploy) -> Deployment {
             format!("{}:{RPC_PORT}", Names(&job.name_any()).jobmanager()),
             "--slots".into(),
             slots.to_string(),
+            // Listen on the pod's own address, which is also what other TaskManagers reach it at.
+            "--bind".into(),
+            "$(POD_IP)".into(),
         ]),
         env: Some(vars),
         env_from: (!from.is_empty()).then_some(from),
@@ -386,6 +392,7 @@ mod tests {
         assert!(joined.starts_with("jobmanager --pipeline /etc/weir/pipeline.yaml --job-name orders --parallelism 5"));
         assert!(joined.ends_with("--restore s3://weir/checkpoints/orders/savepoints/sp-7"), "{joined}");
         assert!(joined.contains(" --linger"), "a finished job's JobManager stays up: {joined}");
+        assert!(joined.contains("--bind $(POD_IP)"), "it listens on the pod's address: {joined}");
         assert!(!joined.contains("--leader-lease"), "one JobManager needs no election");
         j.spec.job_manager.replicas = 2;
         assert!(jobmanager_args(&j, &d).join(" ").contains("--leader-lease orders-jobmanager-leader"));
