@@ -56,7 +56,7 @@ spec:
   checkpointing: { interval: 10s, dir: s3://weir/checkpoints }
   pipeline:
     name: job-$i
-    source: { type: datagen, workload: orders }
+    source: { type: datagen, workload: orders, watermark: { field: time, out_of_orderness: 5s } }
     steps: [ { key_by: region }, { window: { type: tumbling, size: 1m } }, { aggregate: { count: count() } } ]
     sink: { type: blackhole }
 YAML
@@ -65,7 +65,12 @@ YAML
 done
 while :; do
   with_status=$(kube GET /apis/weir.dev/v1alpha1/namespaces/default/streamjobs | python3 -c '
-import json, sys; print(sum(1 for j in json.load(sys.stdin)["items"] if j.get("status", {}).get("observedGeneration") == 1))')
+import json, sys
+jobs = json.load(sys.stdin)["items"]
+invalid = [j["metadata"]["name"] for j in jobs for c in j.get("status", {}).get("conditions", []) if c.get("reason") == "InvalidSpec"]
+if invalid:
+    sys.exit(f"invalid StreamJobs: {invalid[:3]}")
+print(sum(1 for j in jobs if j.get("status", {}).get("observedGeneration") == 1))')
   [ "$with_status" -ge "$JOBS" ] && break
   python3 -c "import sys; sys.exit(0 if $(date +%s) - ${started%.*} < 600 else 1)" || { echo "not all jobs reconciled in 600 s" >&2; exit 1; }
   sleep 1
@@ -76,6 +81,7 @@ sleep "$SETTLE"
 rss_after=$(rss_mib); cpu_after=$(cpu_s)
 cpu_pct=$(python3 -c "print(round(100 * ($cpu_after - $cpu_then) / $SETTLE, 1))")
 deployments=$(kube GET /apis/apps/v1/namespaces/default/deployments | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["items"]))')
+[ "$deployments" -ge $((2 * JOBS)) ] || { echo "the operator applied $deployments Deployments for $JOBS jobs" >&2; exit 1; }
 
 body="$work/section.md"
 {
