@@ -307,13 +307,14 @@ pub fn jobmanager(args: JobManagerArgs) -> Result<(), Failure> {
         "weir: JobManager for {} at parallelism {}, TaskManagers register at {rpc_addr}",
         compiled.name, compiled.parallelism
     );
+    let started = Instant::now();
     let jm = Arc::new(start_jobmanager(config)?);
     let rest = RestServer::start(rest_addr, Arc::new(ClusterJob(jm.clone())))
         .map_err(|e| bad(format!("--rest-port {}: {e}", args.rest_port)))?;
     eprintln!("weir: REST API and dashboard on http://{}/", rest.addr);
     install_ctrl_c(jm.clone());
     let view = wait(jm, &rest);
-    let result = finish(&view, Instant::now());
+    let result = finish(&view, started);
     if args.linger {
         eprintln!("weir: serving the job's final state until stopped");
         loop {

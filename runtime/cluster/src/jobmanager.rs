@@ -376,6 +376,8 @@ fn serve(conn: u64, mut stream: TcpStream, inputs: Sender<Input>, heartbeat_ms: 
         return;
     }
     if inputs.send(Input::Registered { conn, id, slots, data_addr, writer }).is_err() {
+        // The job is over (a lingering JobManager): the TaskManager may go.
+        let _ = frame::send(&mut stream, &ToTaskManager::Shutdown);
         return;
     }
     loop {
@@ -560,7 +562,20 @@ impl Jm {
             match Plan::of(&spec, self.builder.as_ref()) {
                 Ok(plan) => {
                     tracing::info!("rescaling to parallelism {} from {path}", r.parallelism);
-                    self.restore = open(self.builder.as_ref(), &spec, &plan, Some(&path)).ok().flatten();
+                    // Never a silent fresh start: a savepoint that cannot be opened fails the job.
+                    let point = open(self.builder.as_ref(), &spec, &plan, Some(&path))
+                        .and_then(|p| p.ok_or_else(|| "no snapshot there".to_string()));
+                    match point {
+                        Ok(point) => self.restore = Some(point),
+                        Err(e) => {
+                            let why =
+                                format!("rescale to {}: the savepoint {path} cannot be restored: {e}", r.parallelism);
+                            let _ = r.reply.send(Err(why.clone()));
+                            self.failure = Some(why);
+                            self.transition(JobEvent::GaveUp);
+                            return;
+                        }
+                    }
                     self.config.spec = spec;
                     self.plan = plan;
                     let mut view = self.view.lock().expect("view poisoned");
