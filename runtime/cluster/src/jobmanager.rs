@@ -611,7 +611,7 @@ impl Jm {
                                 "savepoints need checkpointing to be configured (a checkpoint directory)".into(),
                             ));
                         }
-                        Some(c) => c.request_savepoint(SavepointRequest { stop, drain, reply }),
+                        Some(c) => c.request_savepoint(SavepointRequest::new(stop, drain, reply)),
                     },
                 }
             }
@@ -640,7 +640,7 @@ impl Jm {
                     ));
                 };
                 let (tx, savepoint) = crossbeam_channel::bounded(1);
-                c.request_savepoint(SavepointRequest { stop: true, drain: false, reply: tx });
+                c.request_savepoint(SavepointRequest::new(true, false, tx));
                 self.rescale = Some(PendingRescale { parallelism, savepoint, path: None, reply });
             }
             Request::Cancel => {

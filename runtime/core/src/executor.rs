@@ -151,7 +151,7 @@ impl JobHandle {
         })?;
         let (reply, rx) = crossbeam_channel::bounded(1);
         c.requests
-            .send(SavepointRequest { stop, drain, reply })
+            .send(SavepointRequest::new(stop, drain, reply))
             .map_err(|_| JobError::InvalidGraph("the job has already finished".into()))?;
         Ok(rx)
     }

@@ -120,6 +120,21 @@ pub struct SavepointRequest {
     /// Before it, let every window and timer fire (end-of-time watermark).
     pub drain: bool,
     pub reply: Sender<Result<String, String>>,
+    /// The same request made again while this one was under way (a client retrying): same answer.
+    pub also: Vec<Sender<Result<String, String>>>,
+}
+
+impl SavepointRequest {
+    pub fn new(stop: bool, drain: bool, reply: Sender<Result<String, String>>) -> Self {
+        SavepointRequest { stop, drain, reply, also: Vec::new() }
+    }
+
+    fn answer(self, result: Result<String, String>) {
+        for r in self.also {
+            let _ = r.send(result.clone());
+        }
+        let _ = self.reply.send(result);
+    }
 }
 
 /// Figures of a finished (completed or failed) checkpoint, for the REST API and the log.
@@ -223,6 +238,15 @@ impl Coordinator {
     }
 
     pub fn request_savepoint(&mut self, request: SavepointRequest) {
+        // A stop-with-savepoint asked for again while one is queued or under way
+        // gets that one's answer: a second one could never be taken (the job stops).
+        if request.stop {
+            let pending = self.pending.as_mut().and_then(|p| p.request.as_mut()).filter(|r| r.stop);
+            if let Some(same) = pending.or_else(|| self.requests.iter_mut().find(|r| r.stop)) {
+                same.also.push(request.reply);
+                return;
+            }
+        }
         self.requests.push_back(request);
     }
 
@@ -353,7 +377,7 @@ impl Coordinator {
         });
         if let Some(r) = p.request {
             self.stopping = false;
-            let _ = r.reply.send(Err(format!("savepoint {id} failed: {reason}")));
+            r.answer(Err(format!("savepoint {id} failed: {reason}")));
         }
     }
 
@@ -421,8 +445,9 @@ impl Coordinator {
         }
         let mut commands = vec![Command::Complete { checkpoint_id: id }];
         if let Some(r) = p.request {
-            let _ = r.reply.send(Ok(uri));
-            if r.stop {
+            let stop = r.stop;
+            r.answer(Ok(uri));
+            if stop {
                 commands.push(Command::EndOfInput);
             }
         }
@@ -567,14 +592,18 @@ mod tests {
     fn stop_with_savepoint() {
         let (mut c, s, dir) = setup(1, 1);
         let (tx, rx) = crossbeam_channel::bounded(1);
-        c.request_savepoint(SavepointRequest { stop: true, drain: true, reply: tx });
+        c.request_savepoint(SavepointRequest::new(true, true, tx));
         let cmds = c.tick(1);
         assert!(matches!(cmds[..], [Command::Trigger { barrier: Barrier { is_savepoint: true, .. }, drain: true }]));
         let (uid, h) = handle(&s, 1, 0);
         s.put("j/savepoints/sp-1/op-0.state", &s.get("j/chk-1/op-0.state").unwrap()).unwrap();
+        // The same stop asked for again while it is under way (a retrying client) gets the same answer.
+        let (again, again_rx) = crossbeam_channel::bounded(1);
+        c.request_savepoint(SavepointRequest::new(true, false, again));
         let cmds = c.on_report(TaskReport::Ack { task: 0, checkpoint_id: 1, states: vec![(uid, h)] }, 5);
         assert_eq!(cmds, vec![Command::Complete { checkpoint_id: 1 }, Command::EndOfInput]);
         assert!(rx.recv().unwrap().unwrap().ends_with("j/savepoints/sp-1"));
+        assert!(again_rx.recv().unwrap().unwrap().ends_with("j/savepoints/sp-1"));
         assert_eq!(RestoredSnapshot::latest(s.clone(), "j").unwrap().metadata.kind, SnapshotKind::Savepoint);
         assert!(c.tick(10_000).is_empty(), "stopping: no more checkpoints");
         std::fs::remove_dir_all(dir).unwrap();
