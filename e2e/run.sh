@@ -295,6 +295,7 @@ jobmanager() {
 }
 holder() { kube GET "$leases/lease-job-jobmanager" | python3 -c 'import json, sys; s = json.load(sys.stdin).get("spec", {}); print(s.get("holderIdentity", ""), s.get("leaseTransitions", 0))'; }
 jobmanager 1; jm1=$!
+trap 'stop_pid "${jm1:-}"; stop_pid "${jm2:-}"; stop_pid "${agent:-}"; stop_pid "${moto:-}"; stop_pid $operator; stop_control_plane; rm -rf "$work"' EXIT
 for _ in $(seq 100); do grep -q leading "$work/jm1.log" && break; sleep 0.1; done
 grep -q leading "$work/jm1.log" || { cat "$work/jm1.log" >&2; fail "the first JobManager did not lead"; }
 jobmanager 2; jm2=$!
