@@ -809,7 +809,7 @@ impl Jm {
 
     /// Sends the coordinator's commands to the TaskManagers of the tasks they are for.
     fn dispatch(&mut self, commands: Vec<Command>) {
-        let Some(a) = self.attempt.as_ref() else { return };
+        let Some(a) = self.attempt.as_ref().filter(|_| !commands.is_empty()) else { return };
         let owner: HashMap<(usize, usize), u64> =
             a.assignment.iter().flat_map(|(conn, set)| set.iter().map(move |&s| (s, *conn))).collect();
         let attempt = a.id;
@@ -836,11 +836,11 @@ impl Jm {
         view.state = self.state;
         view.restarts = self.restarts.attempts();
         view.failure = self.failure.clone();
-        let mut history = self.history.clone();
-        if let Some(c) = self.attempt.as_ref().and_then(|a| a.coordinator.as_ref()) {
-            history.extend(c.history.iter().cloned());
+        // The history only grows: copy it out when it did, not on every tick.
+        let current = self.attempt.as_ref().and_then(|a| a.coordinator.as_ref()).map_or(&[][..], |c| &c.history[..]);
+        if view.checkpoints.len() != self.history.len() + current.len() {
+            view.checkpoints = self.history.iter().chain(current).cloned().collect();
         }
-        view.checkpoints = history;
         let used: HashMap<u64, usize> = self
             .attempt
             .as_ref()
