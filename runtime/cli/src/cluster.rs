@@ -171,6 +171,11 @@ pub struct JobManagerArgs {
     /// checkpoint if there is one (a restarted JobManager recovers its job).
     #[arg(long, value_name = "latest|none|URI")]
     restore: Option<String>,
+    /// Names this deployment of the job (an operator gives each rollout its own):
+    /// checkpoints carry the name, and a JobManager restarted within the same
+    /// deployment recovers its latest checkpoint instead of doing `--restore` again.
+    #[arg(long, value_name = "NAME")]
+    deployment_id: Option<String>,
     /// The address to listen on (REST API and TaskManagers).
     #[arg(long, default_value = "0.0.0.0")]
     bind: String,
@@ -302,6 +307,7 @@ pub fn jobmanager(args: JobManagerArgs) -> Result<(), Failure> {
     }
     let mut config = JobManagerConfig::new(spec, rpc_addr);
     config.restore = restore_of(args.restore.as_deref(), InitialRestore::LatestIfAny);
+    config.deployment = args.deployment_id.clone();
     args.failover.apply(&mut config)?;
     eprintln!(
         "weir: JobManager for {} at parallelism {}, TaskManagers register at {rpc_addr}",

@@ -154,6 +154,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     }
 
     let started = Instant::now();
+    let restored_from = restored.as_ref().map(|r| r.uri());
     let options =
         ExecuteOptions { checkpointing: checkpoints.map(|(_, c)| c), restore: restored, ..Default::default() };
     let job = env.start_with(options).map_err(|e| match e {
@@ -166,6 +167,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         parallelism: compiled.parallelism,
         max_parallelism: env_max_parallelism,
         start_time: weir::core::time::now_ms(),
+        restored_from,
     };
     let _rest = serve_rest(args.rest_port, &job, info)?;
     install_ctrl_c(job.clone());

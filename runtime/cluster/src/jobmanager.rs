@@ -57,6 +57,11 @@ pub struct JobManagerConfig {
     pub heartbeat_timeout: Duration,
     pub restart: RestartStrategy,
     pub restore: InitialRestore,
+    /// The deployment's name, given by whoever deploys the job (the operator):
+    /// written into each checkpoint, and when the latest checkpoint is this
+    /// deployment's own, a (re)started JobManager recovers from it instead of
+    /// `restore` (its pod was restarted, not redeployed).
+    pub deployment: Option<String>,
 }
 
 impl JobManagerConfig {
@@ -68,6 +73,7 @@ impl JobManagerConfig {
             heartbeat_timeout: Duration::from_secs(10),
             restart: RestartStrategy::default(),
             restore: InitialRestore::None,
+            deployment: None,
         }
     }
 }
@@ -110,6 +116,8 @@ pub struct ClusterView {
     pub restarts: u32,
     /// Why the job failed, once it has.
     pub failure: Option<String>,
+    /// The snapshot the running attempt started from (`None`: a fresh start).
+    pub restored_from: Option<String>,
 }
 
 /// What a caller asks of the running JobManager.
@@ -135,8 +143,12 @@ impl JobManager {
     /// Builds the job (a bad job is an error here, before anything listens),
     /// opens the snapshot to start from, and starts serving TaskManagers.
     pub fn start(config: JobManagerConfig, builder: Arc<dyn JobBuilder>) -> Result<JobManager, JobManagerError> {
-        let plan = Plan::of(&config.spec, builder.as_ref()).map_err(JobManagerError::Build)?;
+        let plan = Plan::of(&config.spec, builder.as_ref())
+            .map_err(JobManagerError::Build)?
+            .deployed_as(config.deployment.clone());
+        let own = own_latest(&config, &plan).map_err(JobManagerError::Restore)?;
         let restore = match &config.restore {
+            _ if own.is_some() => own,
             InitialRestore::None => None,
             InitialRestore::Uri(uri) => Some(
                 open(builder.as_ref(), &config.spec, &plan, Some(uri))
@@ -177,6 +189,7 @@ impl JobManager {
             taskmanagers: Vec::new(),
             restarts: 0,
             failure: None,
+            restored_from: restore.as_ref().map(|r| r.0.clone()),
         }));
         let heartbeat_ms = config.heartbeat_interval.as_millis() as u64;
         std::thread::Builder::new()
@@ -274,6 +287,14 @@ struct Plan {
 }
 
 impl Plan {
+    /// The plan, with its checkpoints marked as taken by `deployment`.
+    fn deployed_as(mut self, deployment: Option<String>) -> Plan {
+        if let Some(cp) = &mut self.checkpointing {
+            cp.deployment = deployment;
+        }
+        self
+    }
+
     fn of(spec: &JobSpec, builder: &dyn JobBuilder) -> Result<Plan, String> {
         let BuiltJob { graph, checkpointing } = builder.build(spec)?;
         graph.validate().map_err(|e| e.to_string())?;
@@ -329,6 +350,24 @@ fn open(
     let parallelisms: Vec<usize> = plan.shape.operators.values().copied().collect();
     snapshot.check_compatible(plan.max_parallelism, &parallelisms).map_err(|e| e.to_string())?;
     Ok(Some((snapshot.uri(), snapshot.metadata.checkpoint_id)))
+}
+
+/// The latest checkpoint when this deployment took it: the JobManager was
+/// restarted within its deployment, and recovers where it left off.
+fn own_latest(config: &JobManagerConfig, plan: &Plan) -> Result<Option<RestorePoint>, String> {
+    let (Some(deployment), Some(cp)) = (&config.deployment, &plan.checkpointing) else { return Ok(None) };
+    let latest = match RestoredSnapshot::latest(cp.storage.clone(), &config.spec.name) {
+        Ok(s) => s,
+        Err(RestoreError::NoCheckpoint { .. }) => return Ok(None),
+        Err(e) => return Err(format!("looking for deployment {deployment}'s own checkpoints: {e}")),
+    };
+    if latest.metadata.deployment.as_deref() != Some(deployment) {
+        return Ok(None);
+    }
+    tracing::info!("deployment {deployment} restarted: recovering from its own latest checkpoint");
+    let parallelisms: Vec<usize> = plan.shape.operators.values().copied().collect();
+    latest.check_compatible(plan.max_parallelism, &parallelisms).map_err(|e| e.to_string())?;
+    Ok(Some((latest.uri(), latest.metadata.checkpoint_id)))
 }
 
 enum Input {
@@ -559,7 +598,7 @@ impl Jm {
         if let Some(r) = self.rescale.take_if(|r| r.path.is_some()) {
             let path = r.path.clone().expect("a savepoint");
             let spec = JobSpec { parallelism: r.parallelism, ..self.config.spec.clone() };
-            match Plan::of(&spec, self.builder.as_ref()) {
+            match Plan::of(&spec, self.builder.as_ref()).map(|p| p.deployed_as(self.config.deployment.clone())) {
                 Ok(plan) => {
                     tracing::info!("rescaling to parallelism {} from {path}", r.parallelism);
                     // Never a silent fresh start: a savepoint that cannot be opened fails the job.
@@ -792,7 +831,11 @@ impl Jm {
         }
         self.attempt = Some(Attempt { id, assignment, finished: HashSet::new(), coordinator });
         self.deployed_at = Instant::now();
-        self.view.lock().expect("view poisoned").metrics = self.plan.empty_metrics();
+        {
+            let mut view = self.view.lock().expect("view poisoned");
+            view.metrics = self.plan.empty_metrics();
+            view.restored_from = self.restore.as_ref().map(|r| r.0.clone());
+        }
         self.transition(JobEvent::Deployed);
         if let Some(r) = self.rescale.take_if(|r| r.path.is_some()) {
             let _ = r.reply.send(Ok(r.path.expect("a savepoint")));

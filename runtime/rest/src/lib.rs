@@ -66,6 +66,8 @@ pub struct JobStatus {
     pub taskmanagers: Vec<TaskManagerView>,
     pub restarts: u32,
     pub failure: Option<String>,
+    /// The snapshot the job's current run started from; `None`: a fresh start.
+    pub restored_from: Option<String>,
 }
 
 /// One chain of vertices, with the metrics of each of its subtasks.
@@ -87,6 +89,8 @@ pub struct JobInfo {
     pub parallelism: usize,
     pub max_parallelism: u32,
     pub start_time: i64,
+    /// The snapshot it was started from.
+    pub restored_from: Option<String>,
 }
 
 /// A job running in this process (`weir run`), held weakly: the API never keeps a finished job alive.
@@ -124,6 +128,7 @@ impl RestJob for LocalJob {
             taskmanagers: Vec::new(),
             restarts: 0,
             failure: None,
+            restored_from: self.info.restored_from.clone(),
         })
     }
 
@@ -171,6 +176,7 @@ impl RestJob for ClusterJob {
             taskmanagers: v.taskmanagers,
             restarts: v.restarts,
             failure: v.failure,
+            restored_from: v.restored_from,
         })
     }
 
@@ -426,6 +432,7 @@ async fn job(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response
         "taskmanagers": job.taskmanagers,
         "restarts": job.restarts,
         "failure": job.failure,
+        "restored_from": job.restored_from,
     }))
     .into_response()
 }

@@ -148,16 +148,23 @@ fn a_standby_jobmanager_takes_over_when_the_leader_dies() {
     let lock = tmp.path().join("leader.lock");
     let (rpc, rest) = ([free_port(), free_port()], [free_port(), free_port()]);
     let log = |name: &str| std::fs::File::create(tmp.path().join(name)).unwrap();
-    let jobmanager = |i: usize| {
-        Command::new(env!("CARGO_BIN_EXE_weir"))
-            .arg("jobmanager")
+    // As the operator deploys them: a fresh start (`--restore none`) named as one
+    // deployment, so the standby recovers the leader's checkpoints, not the start.
+    let command = |i: usize, deployment: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+        c.arg("jobmanager")
             .args(["--pipeline", &pipeline("orders-window").display().to_string(), "--parallelism", "4"])
             .args(["--set", &format!("source.count={EVENTS}"), "--set", "source.rate=20000"])
             .args(["--set", &format!("sink.path={}", out.display())])
             .args(["--checkpoint-dir", &tmp.path().join("cp").display().to_string(), "--checkpoint-interval", "200ms"])
             .args(["--bind", "127.0.0.1", "--rpc-port", &rpc[i].to_string(), "--rest-port", &rest[i].to_string()])
+            .args(["--restore", "none", "--deployment-id", deployment])
+            .stdout(Stdio::null());
+        c
+    };
+    let jobmanager = |i: usize| {
+        command(i, "rollout-1")
             .args(["--leader-lock", &lock.display().to_string()])
-            .stdout(Stdio::null())
             .stderr(log(&format!("jm{i}.log")))
             .spawn()
             .unwrap()
@@ -200,4 +207,26 @@ fn a_standby_jobmanager_takes_over_when_the_leader_dies() {
     }
     assert!(log_of(&tmp.path().join("jm1.log")).contains("leading"), "{}", logs());
     assert_eq!(committed_output(&out, "orders-window"), oracle("orders-window", EVENTS), "{}", logs());
+
+    // A JobManager of this deployment restarted later recovers; one of the next
+    // deployment starts as it is told (fresh), whatever the directory holds.
+    for (deployment, restored) in [("rollout-1", true), ("rollout-2", false)] {
+        // Stopped at the end of each round (the next one takes its ports).
+        let _jm = Stop(vec![command(0, deployment).stderr(log("jm-again.log")).spawn().unwrap()]);
+        let url = format!("http://127.0.0.1:{}/v1/jobs/orders-window", rest[0]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let doc = loop {
+            if let Ok((200, body)) = get(&url) {
+                break serde_json::from_str::<Value>(&body).unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{deployment}: no REST answer\n{}",
+                log_of(&tmp.path().join("jm-again.log"))
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let from = doc["restored_from"].as_str().unwrap_or_default().to_string();
+        assert_eq!(from.contains("/chk-"), restored, "{deployment}: restored from {from:?}: {doc}");
+    }
 }

@@ -55,6 +55,11 @@ pub struct CheckpointConfig {
     pub alignment_budget: usize,
     /// Consecutive failed checkpoints the job survives; one more fails it.
     pub tolerable_failures: usize,
+    /// Who deploys the job (an operator) names each deployment: the name is written
+    /// in every `_metadata`, so that a JobManager restarted within one deployment
+    /// recovers that deployment's own latest checkpoint rather than redoing its
+    /// initial restore, and never picks up what an earlier deployment left behind.
+    pub deployment: Option<String>,
 }
 
 impl CheckpointConfig {
@@ -68,6 +73,7 @@ impl CheckpointConfig {
             storage,
             alignment_budget: 1_000_000,
             tolerable_failures: 10,
+            deployment: None,
         }
     }
 }
@@ -407,6 +413,7 @@ impl Coordinator {
             triggered_at: p.triggered_at,
             completed_at: now,
             operators,
+            deployment: self.config.deployment.clone(),
         };
         let storage = self.config.storage.clone();
         let written = serde_json::to_vec_pretty(&meta)

@@ -43,6 +43,11 @@ pub struct CheckpointMetadata {
     pub triggered_at: i64,
     pub completed_at: i64,
     pub operators: Vec<OperatorMetadata>,
+    /// The deployment that took it (see [`CheckpointConfig::deployment`]).
+    ///
+    /// [`CheckpointConfig::deployment`]: super::coordinator::CheckpointConfig::deployment
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
 }
 
 /// The state of one operator (vertex), over all its subtasks.
@@ -306,6 +311,7 @@ mod tests {
             triggered_at: 0,
             completed_at: 1,
             operators: vec![OperatorMetadata { uid: "op".into(), parallelism, subtasks }],
+            deployment: None,
         };
         storage.put(&format!("{dir}/_metadata"), &serde_json::to_vec(&meta).unwrap()).unwrap();
         meta
