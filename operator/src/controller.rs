@@ -20,9 +20,10 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::crd::{StorageSpec, StreamJob, StreamJobStatus};
+use crate::crd::{StreamJob, StreamJobStatus};
 use crate::planner::{Action, JobView, Observed, SavepointView, plan};
 use crate::resources::{self, Deploy, Names, REST_PORT};
+use crate::snapshots;
 
 /// The field manager of every write, and the finalizer's name.
 pub const MANAGER: &str = "weir-operator";
@@ -47,16 +48,11 @@ pub enum Error {
     JobManager(String),
 }
 
-/// Checks that a savepoint (its URI, with the job's storage settings) has its `_metadata` in storage.
-pub type VerifySavepoint = Arc<dyn Fn(&str, Option<&StorageSpec>) -> bool + Send + Sync>;
-
 pub struct Context {
     pub client: Client,
     pub metrics: Arc<crate::health::Metrics>,
     pub recorder: Recorder,
     pub access: JobManagerAccess,
-    /// Blocking: called off the async threads.
-    pub verify: VerifySavepoint,
 }
 
 /// Runs the controller on `namespace` (all namespaces when `None`) until the process is stopped.
@@ -73,7 +69,6 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
         access,
-        verify: Arc::new(savepoint_in_storage),
         metrics: metrics.clone(),
     });
     metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -145,6 +140,14 @@ async fn apply(job: &StreamJob, ctx: &Context) -> Result<Requeue, Error> {
                 }
                 write_status(job, ctx, &status).await?;
                 requeue = Requeue::requeue(Duration::from_secs(1));
+            }
+            Action::DisposeSavepoint(path) => {
+                let storage = job.spec.storage.clone();
+                let outcome = off_runtime(move || snapshots::dispose(&path, storage.as_ref()).map(|()| path)).await;
+                match outcome {
+                    Ok(path) => tracing::info!("{}: disposed of {path}", job.name_any()),
+                    Err(e) => event(job, ctx, true, "SavepointDisposalFailed", &e).await,
+                }
             }
             Action::Event { warning, reason, note } => event(job, ctx, warning, &reason, &note).await,
             Action::Requeue(after) => requeue = Requeue::requeue(after),
@@ -237,7 +240,12 @@ async fn observe(job: &StreamJob, ctx: &Context) -> Observed {
     let name = job.name_any();
     let view = jobmanager::<serde_json::Value>(job, ctx, "GET", &format!("/v1/jobs/{name}"), None).await.ok();
     let job_view = view.and_then(|v| {
-        Some(JobView { state: v["state"].as_str()?.to_string(), parallelism: v["parallelism"].as_i64()? as i32 })
+        Some(JobView {
+            state: v["state"].as_str()?.to_string(),
+            parallelism: v["parallelism"].as_i64()? as i32,
+            restored_from: v["restored_from"].as_str().map(str::to_string),
+            failure: v["failure"].as_str().map(str::to_string),
+        })
     });
     let trigger = job.status.as_ref().and_then(|s| s.pending_operation.as_ref()).and_then(|o| o.trigger_id.clone());
     let savepoint = match trigger {
@@ -253,15 +261,8 @@ async fn savepoint_status(job: &StreamJob, ctx: &Context, trigger: &str) -> Opti
     Some(match v["status"].as_str()? {
         "completed" => {
             let path = v["path"].as_str()?.to_string();
-            let (verify, p, storage) = (ctx.verify.clone(), path.clone(), job.spec.storage.clone());
-            // The storage client blocks: off the async threads.
-            // A plain thread, not spawn_blocking: the S3 client runs a runtime of its own,
-            // which it may not do on a thread inside this one.
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            std::thread::spawn(move || {
-                let _ = tx.send(verify(&p, storage.as_ref()));
-            });
-            let in_storage = rx.await.unwrap_or(false);
+            let (p, storage) = (path.clone(), job.spec.storage.clone());
+            let in_storage = off_runtime(move || snapshots::exists(&p, storage.as_ref())).await;
             SavepointView::Completed { path, in_storage }
         }
         "failed" => SavepointView::Failed(v["error"].as_str().unwrap_or("unknown").to_string()),
@@ -275,27 +276,15 @@ async fn trigger_savepoint(job: &StreamJob, ctx: &Context, stop: bool) -> Result
     v["trigger_id"].as_str().map(str::to_string).ok_or_else(|| Error::JobManager(format!("no trigger_id in {v}")))
 }
 
-/// Whether the savepoint at `uri` has its `_metadata` in storage (S3 with the
-/// job's storage settings and the operator's own credentials, or a local path).
-fn savepoint_in_storage(uri: &str, storage: Option<&StorageSpec>) -> bool {
-    use weir_core::checkpoint::storage::CheckpointStorage;
-    let uri = uri.trim_end_matches('/');
-    if !uri.starts_with("s3://") {
-        return std::path::Path::new(uri.trim_start_matches("file://")).join("_metadata").exists();
-    }
-    let Ok(mut config) = weir_s3::S3Config::from_uri(uri) else { return false };
-    if let Some(s) = storage {
-        config.endpoint = s.endpoint.clone();
-        config.region = s.region.clone();
-        config.path_style = s.path_style;
-    }
-    match weir_s3::S3Storage::new(config) {
-        Ok(store) => store.get("_metadata").is_ok(),
-        Err(e) => {
-            tracing::warn!("checking {uri} in storage: {e}");
-            false
-        }
-    }
+/// Runs blocking storage work on a thread of its own: not `spawn_blocking`,
+/// because the S3 client runs a runtime of its own, which it may not do on a
+/// thread that belongs to this one.
+async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(work());
+    });
+    rx.await.expect("the storage thread answers")
 }
 
 async fn write_status(job: &StreamJob, ctx: &Context, status: &StreamJobStatus) -> Result<(), Error> {

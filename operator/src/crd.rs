@@ -183,6 +183,10 @@ pub struct SavepointsSpec {
     #[serde(default = "five")]
     #[schemars(range(min = 1, max = 1000))]
     pub history_limit: i32,
+    /// A savepoint not completed within this long aborts its operation (default 10m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION))]
+    pub timeout: Option<String>,
 }
 
 fn five() -> i32 {
@@ -251,6 +255,12 @@ pub struct StreamJobStatus {
     /// The spec running now (JSON), what the next change is compared with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployed_spec: Option<String>,
+    /// The name of the deployment running now (its JobManager's `--deployment-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    /// When that deployment was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_at: Option<String>,
     /// A generation whose rollout was aborted (a failed savepoint): not retried
     /// until the spec changes again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,6 +276,9 @@ pub struct JobStatus {
     pub parallelism: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
+    /// The savepoint or checkpoint the job's current run started from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -282,7 +295,17 @@ pub struct PendingOperation {
     /// The savepoint (or checkpoint) the new deployment restores from, once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_from: Option<String>,
+    /// Why the savepoint is taken, for a plain savepoint (manual or periodic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<SavepointReason>,
     pub started_at: String,
+}
+
+impl PendingOperation {
+    /// Whether the job stops once the operation's savepoint is taken: all but a plain savepoint.
+    pub fn stops_job(&self) -> bool {
+        self.kind != OperationKind::Savepoint
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

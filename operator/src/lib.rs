@@ -12,4 +12,5 @@ pub mod health;
 pub mod phase;
 pub mod planner;
 pub mod resources;
+pub mod snapshots;
 pub mod validate;

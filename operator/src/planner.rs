@@ -19,7 +19,7 @@ use crate::crd::{
 };
 use crate::diff::{ChangeKind, diff};
 use crate::phase::Phase;
-use crate::resources::Deploy;
+use crate::resources::{Deploy, Restore};
 use crate::validate::validate;
 
 /// What the observer found (it only reads: the JobManager's REST API, storage).
@@ -33,11 +33,15 @@ pub struct Observed {
     pub now: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobView {
     /// The JobManager's job state (`running`, `restarting`, `failed`, ...).
     pub state: String,
     pub parallelism: i32,
+    /// The snapshot the job's current run started from.
+    pub restored_from: Option<String>,
+    /// Why it failed, when it has.
+    pub failure: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +65,8 @@ pub enum Action {
     /// Ask the JobManager for a savepoint; with `stop`, the job stops once it is taken.
     /// The executor records the trigger id in `pendingOperation`.
     TriggerSavepoint { stop: bool },
+    /// Delete a savepoint (its `_metadata` first, then its files) from storage.
+    DisposeSavepoint(String),
     /// A Kubernetes event on the StreamJob.
     Event { warning: bool, reason: String, note: String },
     /// Look again after this long.
@@ -128,12 +134,18 @@ impl Planner<'_> {
         self.actions.push(Action::Event { warning, reason: reason.into(), note: note.into() });
     }
 
-    fn deploy(&mut self, spec: &StreamJobSpec, restore_from: Option<String>) {
-        let note = match &restore_from {
-            Some(from) => format!("deploying at parallelism {} from {from}", spec.parallelism),
-            None => format!("deploying at parallelism {} without state", spec.parallelism),
+    fn deploy(&mut self, spec: &StreamJobSpec, restore: Restore) {
+        let note = match &restore {
+            Restore::From(from) => format!("deploying at parallelism {} from {from}", spec.parallelism),
+            Restore::Latest => format!("deploying at parallelism {} from the latest checkpoint", spec.parallelism),
+            Restore::Fresh => format!("deploying at parallelism {} without state", spec.parallelism),
         };
-        self.actions.push(Action::Apply(Deploy { parallelism: spec.parallelism, restore_from }));
+        // One name per rollout: the generation and the moment.
+        let digits: String = self.observed.now.chars().filter(char::is_ascii_digit).take(14).collect();
+        let id = format!("{}-{digits}", self.generation);
+        self.actions.push(Action::Apply(Deploy { parallelism: spec.parallelism, restore, id: id.clone() }));
+        self.status.deployment = Some(id);
+        self.status.deployed_at = Some(self.observed.now.clone());
         self.status.deployed_spec = Some(serde_json::to_string(spec).expect("a spec serializes"));
         // A rescale or upgrade keeps its phase until the job runs again.
         if !matches!(self.status.phase, Some(Phase::Rescaling | Phase::Upgrading | Phase::RollingBack)) {
@@ -144,29 +156,71 @@ impl Planner<'_> {
     }
 
     /// Starts an operation that needs a savepoint: recorded first, then triggered.
-    fn start_savepoint_operation(&mut self, kind: OperationKind, phase: Phase, note: &str) {
-        self.status.pending_operation = Some(PendingOperation {
+    fn start_savepoint_operation(
+        &mut self,
+        kind: OperationKind,
+        reason: Option<SavepointReason>,
+        phase: Phase,
+        note: &str,
+    ) {
+        let op = PendingOperation {
             kind,
             generation: self.generation,
             target_parallelism: Some(self.job.spec.parallelism),
             trigger_id: None,
             restore_from: None,
+            reason,
             started_at: self.observed.now.clone(),
-        });
+        };
+        self.actions.push(Action::TriggerSavepoint { stop: op.stops_job() });
+        self.status.pending_operation = Some(op);
         self.phase(phase);
         self.set_condition("Progressing", true, &format!("{kind:?}"), note);
         self.event(false, &format!("{kind:?}"), note);
-        self.actions.push(Action::TriggerSavepoint { stop: true });
+    }
+
+    /// How long a savepoint may take before its operation is aborted.
+    fn savepoint_timeout(&self) -> Duration {
+        let spec = self.job.spec.savepoints.as_ref().and_then(|s| s.timeout.as_deref());
+        spec.and_then(|t| weir_pipeline::config::parse_duration(t).ok()).unwrap_or(Duration::from_secs(600))
+    }
+
+    /// Records a completed savepoint and disposes of the ones beyond the history
+    /// limit, oldest first, never the newest nor the one the job runs from.
+    fn record_savepoint(&mut self, sp: SavepointRef) {
+        self.status.savepoint_history.push(sp.clone());
+        self.status.last_savepoint = Some(sp);
+        let limit = self.job.spec.savepoints.as_ref().map_or(5, |s| s.history_limit).max(1) as usize;
+        let running_from = self.observed.job.as_ref().and_then(|j| j.restored_from.as_deref());
+        let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+        let newest = self.status.savepoint_history.len() - 1;
+        let mut excess = self.status.savepoint_history.len().saturating_sub(limit);
+        let mut kept = Vec::new();
+        for (i, sp) in std::mem::take(&mut self.status.savepoint_history).into_iter().enumerate() {
+            let protected = i == newest || running_from.is_some_and(|r| same(r, &sp.path));
+            if excess > 0 && !protected {
+                excess -= 1;
+                self.actions.push(Action::DisposeSavepoint(sp.path.clone()));
+                self.event(false, "SavepointDisposed", &format!("{} (beyond the history limit {limit})", sp.path));
+            } else {
+                kept.push(sp);
+            }
+        }
+        self.status.savepoint_history = kept;
     }
 
     /// Carries the pending operation one step further.
     fn continue_operation(&mut self, op: PendingOperation) {
         if op.trigger_id.is_none() {
             // Recorded but (perhaps) never triggered: trigger now.
-            self.actions.push(Action::TriggerSavepoint { stop: true });
+            self.actions.push(Action::TriggerSavepoint { stop: op.stops_job() });
             return;
         }
+        let timeout = self.savepoint_timeout();
         let failure = match &self.observed.savepoint {
+            None | Some(SavepointView::InProgress) if elapsed(&op.started_at, &self.observed.now) > timeout => {
+                Some(format!("the savepoint did not complete within {timeout:?}"))
+            }
             None | Some(SavepointView::InProgress) => {
                 self.actions.push(Action::Requeue(Duration::from_secs(1)));
                 return;
@@ -177,20 +231,27 @@ impl Planner<'_> {
             }
             Some(SavepointView::Completed { path, in_storage: true }) => {
                 let path = path.clone();
-                let reason = match op.kind {
+                let reason = op.reason.unwrap_or(match op.kind {
                     OperationKind::Rescale => SavepointReason::Rescale,
                     OperationKind::Suspend => SavepointReason::Suspend,
                     OperationKind::Delete => SavepointReason::Delete,
-                    _ => SavepointReason::Upgrade,
-                };
-                let sp = SavepointRef { path: path.clone(), time: self.observed.now.clone(), reason };
-                self.status.savepoint_history.push(sp.clone());
-                self.status.last_savepoint = Some(sp);
+                    OperationKind::Savepoint => SavepointReason::Manual,
+                    OperationKind::Upgrade | OperationKind::Restart => SavepointReason::Upgrade,
+                });
+                self.record_savepoint(SavepointRef { path: path.clone(), time: self.observed.now.clone(), reason });
                 self.status.pending_operation = None;
                 self.set_condition("SnapshotHealthy", true, "SavepointCompleted", &path);
                 match op.kind {
+                    OperationKind::Savepoint => {
+                        self.phase(Phase::Running);
+                        let note = format!("{reason:?} savepoint at {path}");
+                        self.set_condition("Progressing", false, "SavepointCompleted", &note);
+                        self.event(false, "SavepointCompleted", &note);
+                    }
                     OperationKind::Suspend => {
                         self.actions.push(Action::Stop);
+                        self.status.deployed_spec =
+                            Some(serde_json::to_string(&self.job.spec).expect("a spec serializes"));
                         self.phase(Phase::Suspended);
                         self.set_condition("Progressing", false, "Suspended", &format!("suspended at {path}"));
                         self.set_condition("Ready", false, "Suspended", &format!("suspended at {path}"));
@@ -198,7 +259,7 @@ impl Planner<'_> {
                     }
                     _ => {
                         let spec = self.job.spec.clone();
-                        self.deploy(&spec, Some(path));
+                        self.deploy(&spec, Restore::From(path));
                     }
                 }
                 None
@@ -207,7 +268,9 @@ impl Planner<'_> {
         if let Some(why) = failure {
             // Abort: the job was not stopped (a stop-with-savepoint that fails leaves it running).
             self.status.pending_operation = None;
-            self.status.failed_generation = Some(op.generation);
+            if op.kind != OperationKind::Savepoint {
+                self.status.failed_generation = Some(op.generation);
+            }
             self.phase(Phase::Running);
             let note = format!("{:?} aborted, the job keeps running as deployed: {why}", op.kind);
             self.set_condition("SnapshotHealthy", false, "SavepointFailed", &why);
@@ -225,7 +288,8 @@ impl Planner<'_> {
                 return;
             }
             let spec = spec.clone();
-            self.deploy(&spec, spec.initial_savepoint.clone());
+            let restore = spec.initial_savepoint.clone().map_or(Restore::Fresh, Restore::From);
+            self.deploy(&spec, restore);
             return;
         };
         let d = diff(&deployed, spec);
@@ -237,43 +301,94 @@ impl Planner<'_> {
         if deployed.state == DesiredState::Suspended && spec.state == DesiredState::Running {
             let from = self.status.last_savepoint.as_ref().map(|s| s.path.clone());
             let spec = spec.clone();
-            self.deploy(&spec, from);
+            self.deploy(&spec, from.map_or(Restore::Latest, Restore::From));
+            return;
+        }
+        if deployed.state == DesiredState::Suspended {
+            // Suspended stays quiet (a change to a suspended job applies when it resumes).
+            self.phase(Phase::Suspended);
             return;
         }
         if d.state == Some(DesiredState::Suspended) {
-            self.start_savepoint_operation(OperationKind::Suspend, Phase::Savepointing, "suspending with a savepoint");
+            let note = "suspending with a savepoint";
+            self.start_savepoint_operation(OperationKind::Suspend, None, Phase::Savepointing, note);
             return;
         }
+        let running = self.observed.job.as_ref().is_some_and(|j| j.state == "running");
         match d.kind {
+            ChangeKind::Ignore if d.restart_requested => {
+                self.event(false, "Restarting", "restartNonce changed: restarting from the latest checkpoint");
+                let spec = spec.clone();
+                self.deploy(&spec, Restore::Latest);
+            }
+            ChangeKind::Ignore if d.savepoint_requested => {
+                self.status.deployed_spec = Some(serde_json::to_string(spec).expect("a spec serializes"));
+                let note = "a savepoint was asked for (savepointTriggerNonce)";
+                let reason = Some(SavepointReason::Manual);
+                self.start_savepoint_operation(OperationKind::Savepoint, reason, Phase::Savepointing, note);
+            }
             ChangeKind::Ignore => {
-                if d.fields.iter().any(|f| *f != "spec.state") {
+                if !d.is_empty() {
                     // Nothing to roll out: remember the new spec as deployed.
                     self.status.deployed_spec = Some(serde_json::to_string(spec).expect("a spec serializes"));
                 }
                 self.observe_running();
             }
+            // A job that does not run cannot take a savepoint: a new spec preempts it,
+            // from the latest checkpoint (a failing deploy must not block its fix).
+            ChangeKind::Scale | ChangeKind::Upgrade if !running && spec.upgrade_mode != UpgradeMode::Stateless => {
+                let state = self.observed.job.as_ref().map_or("unreachable".to_string(), |j| j.state.clone());
+                let note = format!(
+                    "the job is not running ({state}): rolling out {} from the latest checkpoint",
+                    d.fields.join(", ")
+                );
+                self.event(true, "Preempted", &note);
+                self.phase(if d.kind == ChangeKind::Scale { Phase::Rescaling } else { Phase::Upgrading });
+                let spec = spec.clone();
+                self.deploy(&spec, Restore::Latest);
+            }
             ChangeKind::Scale => {
                 let note = format!("rescaling {} -> {} through a savepoint", deployed.parallelism, spec.parallelism);
-                self.start_savepoint_operation(OperationKind::Rescale, Phase::Rescaling, &note);
+                self.start_savepoint_operation(OperationKind::Rescale, None, Phase::Rescaling, &note);
             }
             ChangeKind::Upgrade => {
                 let fields = d.fields.join(", ");
                 match spec.upgrade_mode {
                     UpgradeMode::Savepoint => {
                         let note = format!("upgrading ({fields}) through a savepoint");
-                        self.start_savepoint_operation(OperationKind::Upgrade, Phase::Upgrading, &note);
+                        self.start_savepoint_operation(OperationKind::Upgrade, None, Phase::Upgrading, &note);
                     }
                     UpgradeMode::LastState => {
                         self.phase(Phase::Upgrading);
                         let spec = spec.clone();
-                        self.deploy(&spec, Some("latest".into()));
+                        self.deploy(&spec, Restore::Latest);
                     }
                     UpgradeMode::Stateless => {
                         self.phase(Phase::Upgrading);
                         let spec = spec.clone();
-                        self.deploy(&spec, None);
+                        self.deploy(&spec, Restore::Fresh);
                     }
                 }
+            }
+        }
+    }
+
+    /// A periodic savepoint, when one is due; otherwise when to look again.
+    fn periodic_savepoint(&mut self) {
+        let Some(every) = self.job.spec.savepoints.as_ref().and_then(|s| s.periodic.as_deref()) else { return };
+        let Ok(every) = weir_pipeline::config::parse_duration(every) else { return };
+        // Since the latest savepoint, or since the deployment when it is newer.
+        let since = [self.status.last_savepoint.as_ref().map(|s| s.time.as_str()), self.status.deployed_at.as_deref()]
+            .into_iter()
+            .flatten()
+            .map(|t| elapsed(t, &self.observed.now))
+            .min();
+        match since {
+            Some(age) if age < every => self.actions.push(Action::Requeue((every - age).min(Duration::from_secs(60)))),
+            _ => {
+                let note = format!("periodic savepoint (every {every:?})");
+                let reason = Some(SavepointReason::Periodic);
+                self.start_savepoint_operation(OperationKind::Savepoint, reason, Phase::Savepointing, &note);
             }
         }
     }
@@ -286,6 +401,24 @@ impl Planner<'_> {
                 let note = format!("running at parallelism {}", job.parallelism);
                 self.set_condition("Ready", true, "Running", &note);
                 self.set_condition("Progressing", false, "Stable", &note);
+                self.set_condition("Degraded", false, "Running", &note);
+                self.periodic_savepoint();
+            }
+            Some(job) if job.state == "failed" => {
+                let why = job.failure.clone().unwrap_or_else(|| "no reason given".into());
+                let note = format!("the job failed: {why}");
+                self.set_condition("Ready", false, "JobFailed", &note);
+                self.set_condition("Degraded", true, "JobFailed", &note);
+                if self.status.phase == Some(Phase::Failed) {
+                    // Seen failed twice, 10 s apart: restart it from its latest checkpoint.
+                    self.event(true, "Restarting", &format!("{note}; restarting from the latest checkpoint"));
+                    let spec = self.job.spec.clone();
+                    self.deploy(&spec, Restore::Latest);
+                } else {
+                    self.phase(Phase::Failed);
+                    self.event(true, "JobFailed", &note);
+                    self.actions.push(Action::Requeue(Duration::from_secs(10)));
+                }
             }
             Some(job) => {
                 let note = format!("the JobManager reports the job as {}", job.state);
@@ -297,6 +430,15 @@ impl Planner<'_> {
                 self.actions.push(Action::Requeue(Duration::from_secs(2)));
             }
         }
+    }
+}
+
+/// Time from `from` to `to` (RFC 3339); zero when either does not parse or `to` is earlier.
+fn elapsed(from: &str, to: &str) -> Duration {
+    use k8s_openapi::jiff::Timestamp;
+    match (from.parse::<Timestamp>(), to.parse::<Timestamp>()) {
+        (Ok(a), Ok(b)) if b > a => Duration::from_millis(b.duration_since(a).as_millis().max(0) as u64),
+        _ => Duration::ZERO,
     }
 }
 
@@ -323,6 +465,7 @@ pub fn plan(job: &StreamJob, observed: &Observed) -> Plan {
         state: j.state.clone(),
         parallelism: j.parallelism,
         start_time: None,
+        restored_from: j.restored_from.clone(),
     });
     Plan { status: p.status, actions: p.actions }
 }
@@ -343,7 +486,7 @@ mod tests {
 
     fn observed(job: Option<(&str, i32)>, savepoint: Option<SavepointView>) -> Observed {
         Observed {
-            job: job.map(|(s, p)| JobView { state: s.into(), parallelism: p }),
+            job: job.map(|(s, p)| JobView { state: s.into(), parallelism: p, ..Default::default() }),
             savepoint,
             now: "2026-11-21T12:00:00Z".into(),
         }
@@ -354,13 +497,21 @@ mod tests {
         (c.status.as_str(), c.reason.as_str())
     }
 
+    /// The deployment a plan applies: its parallelism and where it restores from.
+    fn applied(p: &Plan) -> Option<(i32, Restore)> {
+        p.actions.iter().find_map(|a| match a {
+            Action::Apply(d) => Some((d.parallelism, d.restore.clone())),
+            _ => None,
+        })
+    }
+
     /// Runs the plan and pretends the executor did its part: a triggered savepoint gets an id.
     fn step(job: &StreamJob, obs: &Observed) -> Plan {
         let mut plan = plan(job, obs);
         let refused =
             plan.actions.iter().find(|a| matches!(a, Action::Event { reason, .. } if reason == "InternalError"));
         assert!(refused.is_none(), "the plan asked for a refused phase change: {refused:?}");
-        if plan.actions.contains(&Action::TriggerSavepoint { stop: true })
+        if plan.actions.iter().any(|a| matches!(a, Action::TriggerSavepoint { .. }))
             && let Some(op) = &mut plan.status.pending_operation
         {
             op.trigger_id = Some("t1".into());
@@ -371,7 +522,7 @@ mod tests {
     #[test]
     fn a_new_job_deploys_then_reports_ready() {
         let p = step(&job(None, 1, |_| {}), &observed(None, None));
-        assert_eq!(p.actions[0], Action::Apply(Deploy { parallelism: 2, restore_from: None }));
+        assert_eq!(applied(&p), Some((2, Restore::Fresh)));
         assert_eq!(p.status.phase, Some(Phase::Deploying));
         let p = step(&job(Some(p.status), 1, |_| {}), &observed(Some(("running", 2)), None));
         assert_eq!(p.status.phase, Some(Phase::Running));
@@ -398,7 +549,7 @@ mod tests {
         let sp = "s3://weir/checkpoints/j/savepoints/sp-9".to_string();
         let done = Some(SavepointView::Completed { path: sp.clone(), in_storage: true });
         let p = step(&scaled(p.status), &observed(None, done));
-        assert_eq!(p.actions[0], Action::Apply(Deploy { parallelism: 3, restore_from: Some(sp.clone()) }));
+        assert_eq!(applied(&p), Some((3, Restore::From(sp.clone()))));
         assert_eq!(p.status.phase, Some(Phase::Rescaling), "rescaling until the job runs at 3");
         assert_eq!(p.status.pending_operation, None);
         assert_eq!(p.status.last_savepoint.as_ref().unwrap().reason, SavepointReason::Rescale);
@@ -437,7 +588,7 @@ mod tests {
     fn last_state_and_stateless_upgrades_redeploy_at_once() {
         let deployed = step(&job(None, 1, |_| {}), &observed(None, None)).status;
         let running = step(&job(Some(deployed), 1, |_| {}), &observed(Some(("running", 2)), None)).status;
-        for (mode, from) in [(UpgradeMode::LastState, Some("latest".to_string())), (UpgradeMode::Stateless, None)] {
+        for (mode, from) in [(UpgradeMode::LastState, Restore::Latest), (UpgradeMode::Stateless, Restore::Fresh)] {
             let upgraded = |status| {
                 job(Some(status), 2, |s| {
                     s.image = "weir:2".into();
@@ -445,7 +596,7 @@ mod tests {
                 })
             };
             let p = step(&upgraded(running.clone()), &observed(Some(("running", 2)), None));
-            assert_eq!(p.actions[0], Action::Apply(Deploy { parallelism: 2, restore_from: from }));
+            assert_eq!(applied(&p), Some((2, from)));
             assert_eq!(p.status.phase, Some(Phase::Upgrading));
             let p = step(&upgraded(p.status), &observed(Some(("running", 2)), None));
             assert_eq!(p.status.phase, Some(Phase::Running));
@@ -467,13 +618,13 @@ mod tests {
         assert_eq!(p.actions[0], Action::Stop);
         assert_eq!(p.status.phase, Some(Phase::Suspended));
         // Suspended stays quiet...
-        let mut suspended = p.status;
-        suspended.deployed_spec = Some(serde_json::to_string(&suspend(StreamJobStatus::default()).spec).unwrap());
+        let suspended = p.status;
         let p = step(&suspend(suspended.clone()), &observed(None, None));
-        assert!(!p.actions.iter().any(|a| matches!(a, Action::Apply(_))), "{:?}", p.actions);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(p.status.phase, Some(Phase::Suspended));
         // ...until running again: from the savepoint.
         let p = step(&job(Some(suspended), 3, |_| {}), &observed(None, None));
-        assert_eq!(p.actions[0], Action::Apply(Deploy { parallelism: 2, restore_from: Some(sp) }));
+        assert_eq!(applied(&p), Some((2, Restore::From(sp))));
     }
 
     #[test]
@@ -485,5 +636,107 @@ mod tests {
         assert!(msg.contains("spec.parallelism"), "{msg}");
         assert!(p.actions.iter().all(|a| matches!(a, Action::Event { warning: true, .. })), "{:?}", p.actions);
         assert_eq!(p.status.observed_generation, Some(2));
+    }
+
+    /// A job deployed at generation 1 and running, as the planner leaves it.
+    fn running(change: impl Fn(&mut StreamJobSpec) + Copy) -> StreamJobStatus {
+        let deployed = step(&job(None, 1, change), &observed(None, None)).status;
+        step(&job(Some(deployed), 1, change), &observed(Some(("running", 2)), None)).status
+    }
+
+    fn at(mut o: Observed, now: &str) -> Observed {
+        o.now = now.into();
+        o
+    }
+
+    #[test]
+    fn the_nonces_take_a_savepoint_without_stopping_and_restart_from_the_latest_checkpoint() {
+        let status = running(|_| {});
+        let asked = |status| job(Some(status), 2, |s| s.savepoint_trigger_nonce = 1);
+        let p = step(&asked(status.clone()), &observed(Some(("running", 2)), None));
+        assert!(p.actions.contains(&Action::TriggerSavepoint { stop: false }), "{:?}", p.actions);
+        assert_eq!(p.status.phase, Some(Phase::Savepointing));
+        let sp = "s3://weir/checkpoints/j/savepoints/sp-4".to_string();
+        let done = Some(SavepointView::Completed { path: sp.clone(), in_storage: true });
+        let p = step(&asked(p.status), &observed(Some(("running", 2)), done));
+        assert_eq!(applied(&p), None, "the job keeps running: {:?}", p.actions);
+        assert_eq!(p.status.phase, Some(Phase::Running));
+        assert_eq!(
+            p.status.last_savepoint.as_ref().map(|s| (s.path.as_str(), s.reason)),
+            Some((sp.as_str(), SavepointReason::Manual))
+        );
+        let p = step(&asked(p.status), &observed(Some(("running", 2)), None));
+        assert!(p.status.pending_operation.is_none(), "the same nonce is not taken again");
+
+        let p = step(&job(Some(status), 2, |s| s.restart_nonce = 1), &observed(Some(("running", 2)), None));
+        assert_eq!(applied(&p), Some((2, Restore::Latest)));
+    }
+
+    #[test]
+    fn periodic_savepoints_keep_the_history_limit_and_never_dispose_of_what_the_job_runs_from() {
+        let periodic = |s: &mut StreamJobSpec| {
+            s.savepoints = Some(crate::crd::SavepointsSpec {
+                dir: None,
+                periodic: Some("1h".into()),
+                history_limit: 2,
+                timeout: None,
+            })
+        };
+        let mut status = running(periodic);
+        let base = "s3://weir/checkpoints/j/savepoints/sp-";
+        // The job runs from the first savepoint taken: it stays however old.
+        let mut running_from = observed(Some(("running", 2)), None);
+        running_from.job.as_mut().unwrap().restored_from = Some(format!("{base}1/"));
+        let mut disposed = Vec::new();
+        for (i, hour) in [(1, 13), (2, 14), (3, 15), (4, 16)] {
+            let now = format!("2026-11-21T{hour}:00:00Z");
+            // Not yet due half an hour later.
+            let early = step(
+                &job(Some(status.clone()), 1, periodic),
+                &at(running_from.clone(), &format!("2026-11-21T{}:30:00Z", hour - 1)),
+            );
+            assert!(early.status.pending_operation.is_none() || i == 1, "{i}: {:?}", early.status.pending_operation);
+            let p = step(&job(Some(status), 1, periodic), &at(running_from.clone(), &now));
+            assert!(p.actions.contains(&Action::TriggerSavepoint { stop: false }), "{i}: {:?}", p.actions);
+            assert_eq!(p.status.pending_operation.as_ref().unwrap().reason, Some(SavepointReason::Periodic));
+            let mut done = running_from.clone();
+            done.savepoint = Some(SavepointView::Completed { path: format!("{base}{i}"), in_storage: true });
+            let p = step(&job(Some(p.status), 1, periodic), &at(done, &now));
+            disposed.extend(p.actions.iter().filter_map(|a| match a {
+                Action::DisposeSavepoint(path) => Some(path.clone()),
+                _ => None,
+            }));
+            status = p.status;
+        }
+        assert_eq!(disposed, [format!("{base}2"), format!("{base}3")]);
+        let kept: Vec<&str> = status.savepoint_history.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(kept, [format!("{base}1"), format!("{base}4")]);
+    }
+
+    #[test]
+    fn a_failed_job_restarts_from_its_latest_checkpoint_after_a_pause() {
+        let status = running(|_| {});
+        let p = step(&job(Some(status), 1, |_| {}), &observed(Some(("failed", 2)), None));
+        assert_eq!((p.status.phase, applied(&p)), (Some(Phase::Failed), None));
+        assert_eq!(condition(&p.status, "Degraded"), ("True", "JobFailed"));
+        assert!(p.actions.contains(&Action::Requeue(Duration::from_secs(10))));
+        let p = step(&job(Some(p.status), 1, |_| {}), &observed(Some(("failed", 2)), None));
+        assert_eq!(applied(&p), Some((2, Restore::Latest)));
+    }
+
+    #[test]
+    fn a_new_spec_preempts_a_job_that_does_not_run_and_a_slow_savepoint_times_out() {
+        let status = running(|_| {});
+        let p = step(&job(Some(status.clone()), 2, |s| s.parallelism = 4), &observed(Some(("restarting", 2)), None));
+        assert_eq!(applied(&p), Some((4, Restore::Latest)), "no savepoint from a job that does not run");
+
+        let p = step(&job(Some(status), 2, |s| s.parallelism = 4), &observed(Some(("running", 2)), None));
+        assert!(p.status.pending_operation.is_some());
+        let late = at(observed(Some(("running", 2)), Some(SavepointView::InProgress)), "2026-11-21T12:11:00Z");
+        let p = step(&job(Some(p.status), 2, |s| s.parallelism = 4), &late);
+        assert_eq!((p.status.phase, applied(&p)), (Some(Phase::Running), None));
+        assert_eq!(condition(&p.status, "Progressing"), ("False", "Aborted"));
+        let msg = &p.status.conditions.iter().find(|c| c.type_ == "SnapshotHealthy").unwrap().message;
+        assert!(msg.contains("did not complete within"), "{msg}");
     }
 }

@@ -31,8 +31,22 @@ const CONFIG_DIR: &str = "/etc/weir";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Deploy {
     pub parallelism: i32,
-    /// The savepoint or checkpoint to restore from; a fresh start when absent.
-    pub restore_from: Option<String>,
+    pub restore: Restore,
+    /// Names this deployment: a JobManager restarted within it (a pod restart)
+    /// recovers the deployment's own latest checkpoint instead of `restore`.
+    pub id: String,
+}
+
+/// Where a deployment's job starts from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Restore {
+    /// Without state (a new job, a stateless upgrade).
+    Fresh,
+    /// The latest completed checkpoint or savepoint in the checkpoint directory,
+    /// or a fresh start when the job never completed one.
+    Latest,
+    /// This savepoint (or checkpoint): a URI.
+    From(String),
 }
 
 /// Names of a job's objects.
@@ -209,9 +223,13 @@ pub fn jobmanager_args(job: &StreamJob, deploy: &Deploy) -> Vec<String> {
     if s.job_manager.replicas > 1 {
         args.extend(["--leader-lease".into(), Names(&job.name_any()).lease()]);
     }
-    if let Some(from) = &deploy.restore_from {
-        args.extend(["--restore".into(), from.clone()]);
+    match &deploy.restore {
+        Restore::Fresh => args.extend(["--restore".into(), "none".into()]),
+        // The JobManager's default: the latest if there is one.
+        Restore::Latest => {}
+        Restore::From(uri) => args.extend(["--restore".into(), uri.clone()]),
     }
+    args.extend(["--deployment-id".into(), deploy.id.clone()]);
     args
 }
 
@@ -360,7 +378,7 @@ mod tests {
     #[test]
     fn every_object_is_owned_by_the_job_and_labelled_with_it() {
         let j = job();
-        let d = Deploy { parallelism: 2, restore_from: None };
+        let d = Deploy { parallelism: 2, restore: Restore::Fresh, id: "1".into() };
         let metas = [
             config_map(&j).metadata,
             service_account(&j).metadata,
@@ -385,12 +403,17 @@ mod tests {
     fn taskmanagers_cover_the_parallelism_and_the_jobmanager_restores_what_it_is_told() {
         let mut j = job();
         j.spec.task_manager.slots = 2;
-        let d = Deploy { parallelism: 5, restore_from: Some("s3://weir/checkpoints/orders/savepoints/sp-7".into()) };
+        let sp = "s3://weir/checkpoints/orders/savepoints/sp-7";
+        let d = Deploy { parallelism: 5, restore: Restore::From(sp.into()), id: "3-20261121120000".into() };
         assert_eq!(taskmanager(&j, &d).spec.unwrap().replicas, Some(3));
         let args = jobmanager_args(&j, &d);
         let joined = args.join(" ");
         assert!(joined.starts_with("jobmanager --pipeline /etc/weir/pipeline.yaml --job-name orders --parallelism 5"));
-        assert!(joined.ends_with("--restore s3://weir/checkpoints/orders/savepoints/sp-7"), "{joined}");
+        assert!(joined.ends_with(&format!("--restore {sp} --deployment-id 3-20261121120000")), "{joined}");
+        let fresh = Deploy { restore: Restore::Fresh, ..d.clone() };
+        assert!(jobmanager_args(&j, &fresh).join(" ").contains("--restore none"));
+        let latest = Deploy { restore: Restore::Latest, ..d.clone() };
+        assert!(!jobmanager_args(&j, &latest).join(" ").contains("--restore"), "the JobManager's default");
         assert!(joined.contains(" --linger"), "a finished job's JobManager stays up: {joined}");
         assert!(joined.contains("--bind $(POD_IP)"), "it listens on the pod's address: {joined}");
         assert!(!joined.contains("--leader-lease"), "one JobManager needs no election");
@@ -413,7 +436,7 @@ mod tests {
             "metadata": { "annotations": { "team": "orders" } },
             "spec": { "nodeSelector": { "pool": "streaming" } }
         }));
-        let d = Deploy { parallelism: 1, restore_from: None };
+        let d = Deploy { parallelism: 1, restore: Restore::Fresh, id: "1".into() };
         let pod = jobmanager(&j, &d).spec.unwrap().template;
         let spec = pod.spec.unwrap();
         let c = &spec.containers[0];
