@@ -61,7 +61,14 @@ pub fn diff(old: &StreamJobSpec, new: &StreamJobSpec) -> SpecDiff {
     changed("spec.checkpointing", Upgrade, old.checkpointing != new.checkpointing);
     changed("spec.storage", Upgrade, old.storage != new.storage);
     changed("spec.podTemplate", Upgrade, old.pod_template != new.pod_template);
-    changed("spec.savepoints", Ignore, old.savepoints != new.savepoints);
+    // Where savepoints go is the JobManager's to know; the rest is the operator's.
+    let dir = |s: &StreamJobSpec| s.savepoints.as_ref().and_then(|sp| sp.dir.clone());
+    changed("spec.savepoints.dir", Upgrade, dir(old) != dir(new));
+    // No `savepoints` section is the same as an empty one (history limit 5).
+    let rest = |s: &StreamJobSpec| {
+        s.savepoints.as_ref().map_or((None, 5, None), |sp| (sp.periodic.clone(), sp.history_limit, sp.timeout.clone()))
+    };
+    changed("spec.savepoints", Ignore, rest(old) != rest(new));
     changed("spec.upgradeMode", Ignore, old.upgrade_mode != new.upgrade_mode);
     changed("spec.savepointOnDelete", Ignore, old.savepoint_on_delete != new.savepoint_on_delete);
     changed("spec.initialSavepoint", Ignore, old.initial_savepoint != new.initial_savepoint);
@@ -96,6 +103,30 @@ mod tests {
                 vec!["spec.parallelism", "spec.image"],
             ),
             (|s| s.task_manager.slots = 4, ChangeKind::Upgrade, vec!["spec.taskManager"]),
+            (
+                |s| {
+                    s.savepoints = Some(crate::crd::SavepointsSpec {
+                        dir: Some("s3://other/savepoints".into()),
+                        periodic: None,
+                        history_limit: 5,
+                        timeout: None,
+                    })
+                },
+                ChangeKind::Upgrade,
+                vec!["spec.savepoints.dir"],
+            ),
+            (
+                |s| {
+                    s.savepoints = Some(crate::crd::SavepointsSpec {
+                        dir: None,
+                        periodic: Some("6h".into()),
+                        history_limit: 5,
+                        timeout: None,
+                    })
+                },
+                ChangeKind::Ignore,
+                vec!["spec.savepoints"],
+            ),
             (|s| s.restart_nonce += 1, ChangeKind::Ignore, vec!["spec.restartNonce"]),
             (|s| s.state = DesiredState::Suspended, ChangeKind::Ignore, vec!["spec.state"]),
         ];

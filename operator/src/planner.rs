@@ -153,6 +153,8 @@ impl Planner<'_> {
         }
         self.set_condition("Progressing", true, "Deploying", &note);
         self.event(false, "Deploying", &note);
+        // Until it runs, look often.
+        self.actions.push(Action::Requeue(Duration::from_secs(2)));
     }
 
     /// Starts an operation that needs a savepoint: recorded first, then triggered.

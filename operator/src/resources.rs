@@ -220,6 +220,9 @@ pub fn jobmanager_args(job: &StreamJob, deploy: &Deploy) -> Vec<String> {
         // An exit would make Kubernetes restart the JobManager and rerun the job.
         "--linger".into(),
     ]);
+    if let Some(dir) = s.savepoints.as_ref().and_then(|sp| sp.dir.clone()) {
+        args.extend(["--savepoint-dir".into(), dir]);
+    }
     if s.job_manager.replicas > 1 {
         args.extend(["--leader-lease".into(), Names(&job.name_any()).lease()]);
     }

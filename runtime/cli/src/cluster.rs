@@ -33,6 +33,8 @@ pub struct PipelineDefinition {
     pub sets: Vec<String>,
     pub checkpoint_dir: Option<String>,
     pub checkpoint_interval: Option<String>,
+    #[serde(default)]
+    pub savepoint_dir: Option<String>,
 }
 
 impl PipelineDefinition {
@@ -47,8 +49,12 @@ impl PipelineDefinition {
         parallelism: Option<usize>,
     ) -> Result<(Compiled, Option<weir::core::checkpoint::coordinator::CheckpointConfig>), Failure> {
         let file = self.file().map_err(Failure::BadInput)?;
-        let checkpoints =
-            run::checkpointing(self.checkpoint_dir.as_deref(), self.checkpoint_interval.as_deref(), &file)?;
+        let checkpoints = run::checkpointing(
+            self.checkpoint_dir.as_deref(),
+            self.checkpoint_interval.as_deref(),
+            self.savepoint_dir.as_deref(),
+            &file,
+        )?;
         let overrides = Overrides { parallelism, checkpointing: Some(checkpoints.is_some()) };
         let compiled = compile(&self.path, &file, env, &overrides).map_err(|e| Failure::BadInput(e.to_string()))?;
         Ok((compiled, checkpoints.map(|(_, c)| c)))
@@ -94,6 +100,7 @@ pub fn pipeline_spec(
     parallelism: Option<usize>,
     checkpoint_dir: Option<&str>,
     checkpoint_interval: Option<&str>,
+    savepoint_dir: Option<&str>,
 ) -> Result<(JobSpec, Compiled, bool), Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::BadInput(format!("{}: cannot read: {e}", path.display())))?;
@@ -104,6 +111,7 @@ pub fn pipeline_spec(
         sets: sets.to_vec(),
         checkpoint_dir: checkpoint_dir.map(str::to_string),
         checkpoint_interval: checkpoint_interval.map(str::to_string),
+        savepoint_dir: savepoint_dir.map(str::to_string),
     };
     let file = def.file().map_err(Failure::BadInput)?;
     let env = StreamEnv::new(file.name.clone());
@@ -167,6 +175,9 @@ pub struct JobManagerArgs {
     checkpoint_dir: Option<String>,
     #[arg(long, value_name = "DURATION")]
     checkpoint_interval: Option<String>,
+    /// Where savepoints go (default: the checkpoint directory's `{job}/savepoints/`).
+    #[arg(long, value_name = "URI")]
+    savepoint_dir: Option<String>,
     /// `latest`, `none`, or a snapshot URI. Default: the latest completed
     /// checkpoint if there is one (a restarted JobManager recovers its job).
     #[arg(long, value_name = "latest|none|URI")]
@@ -284,6 +295,7 @@ pub fn jobmanager(args: JobManagerArgs) -> Result<(), Failure> {
         args.parallelism,
         args.checkpoint_dir.as_deref(),
         args.checkpoint_interval.as_deref(),
+        args.savepoint_dir.as_deref(),
     )?;
     let rest_addr = socket(&args.bind, args.rest_port, "--bind")?;
     let rpc_addr = socket(&args.bind, args.rpc_port, "--bind")?;
@@ -407,6 +419,7 @@ pub fn run_local_cluster(args: &run::RunArgs, taskmanagers: usize, failover: &Fa
         args.parallelism,
         args.checkpoint_dir.as_deref(),
         args.checkpoint_interval.as_deref(),
+        args.savepoint_dir.as_deref(),
     )?;
     let restore = restore_of(args.restore.as_deref(), InitialRestore::None);
     if restore != InitialRestore::None && !checkpointing && restore == InitialRestore::Latest {

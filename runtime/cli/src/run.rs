@@ -36,6 +36,9 @@ pub struct RunArgs {
     /// How often to checkpoint (500ms, 10s, 1m, ...).
     #[arg(long, value_name = "DURATION")]
     pub(crate) checkpoint_interval: Option<String>,
+    /// Where savepoints go (default: the checkpoint directory's `{job}/savepoints/`).
+    #[arg(long, value_name = "URI", requires = "checkpoint_dir")]
+    pub(crate) savepoint_dir: Option<String>,
     /// Resume from `latest` or a checkpoint/savepoint URI.
     #[arg(long, value_name = "latest|URI")]
     pub(crate) restore: Option<String>,
@@ -56,10 +59,12 @@ fn bad(message: impl std::fmt::Display) -> Failure {
     Failure::BadInput(message.to_string())
 }
 
-/// Checkpointing as the file and the flags (`--checkpoint-dir`, `--checkpoint-interval`) configure it (flags win).
+/// Checkpointing as the file and the flags (`--checkpoint-dir`, `--checkpoint-interval`,
+/// `--savepoint-dir`) configure it (flags win).
 pub(crate) fn checkpointing(
     dir_flag: Option<&str>,
     interval_flag: Option<&str>,
+    savepoint_flag: Option<&str>,
     file: &PipelineFile,
 ) -> Result<Option<(String, CheckpointConfig)>, Failure> {
     let section = file.checkpointing.as_ref();
@@ -81,6 +86,11 @@ pub(crate) fn checkpointing(
     }
     let storage = storage::open(&dir, file.storage.as_ref()).map_err(|e| bad(format!("checkpoint directory: {e}")))?;
     let mut config = CheckpointConfig::new(storage, interval);
+    if let Some(sp) = savepoint_flag.map(str::to_string).or_else(|| section.and_then(|c| c.savepoint_dir.clone())) {
+        let storage =
+            storage::open(&sp, file.storage.as_ref()).map_err(|e| bad(format!("savepoint directory: {e}")))?;
+        config.savepoints = Some(storage);
+    }
     if let Some(c) = section {
         config.mode = match c.mode {
             config::CheckpointMode::ExactlyOnce => CheckpointMode::ExactlyOnce,
@@ -127,7 +137,12 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     }
 
     let file = load(&args.pipeline, &args.set).map_err(bad)?;
-    let checkpoints = checkpointing(args.checkpoint_dir.as_deref(), args.checkpoint_interval.as_deref(), &file)?;
+    let checkpoints = checkpointing(
+        args.checkpoint_dir.as_deref(),
+        args.checkpoint_interval.as_deref(),
+        args.savepoint_dir.as_deref(),
+        &file,
+    )?;
     let env = StreamEnv::new(file.name.clone());
     let compiled = compile(
         &args.pipeline,

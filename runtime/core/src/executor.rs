@@ -406,10 +406,10 @@ pub fn execute_with(graph: JobGraph, options: ExecuteOptions) -> Result<JobHandl
         let storage = cfg.storage.clone();
         // Uploads run beside processing; two threads keep a slow store from serialising tasks.
         for _ in 0..2 {
-            let (rx, storage) = (upload_rx.clone(), storage.clone());
+            let (rx, cfg) = (upload_rx.clone(), cfg.clone());
             std::thread::Builder::new()
                 .name("uploader".into())
-                .spawn(move || rx.iter().for_each(|job| upload(job, storage.as_ref())))
+                .spawn(move || rx.iter().for_each(|job| upload(job, &cfg)))
                 .map_err(|source| JobError::Spawn { task: "uploader".into(), source })?;
         }
         if placement.is_some() {

@@ -434,11 +434,12 @@ impl<T: Send> Task for InputTask<T> {
 }
 
 /// Stores snapshots and acknowledges them; runs on the executor's uploader threads.
-pub fn upload(job: UploadJob, storage: &dyn crate::checkpoint::storage::CheckpointStorage) {
+pub fn upload(job: UploadJob, config: &crate::checkpoint::coordinator::CheckpointConfig) {
     use crate::checkpoint::coordinator::snapshot_dir;
     use crate::checkpoint::metadata::SnapshotKind;
     let id = job.barrier.checkpoint_id;
     let kind = if job.barrier.is_savepoint { SnapshotKind::Savepoint } else { SnapshotKind::Checkpoint };
+    let storage = config.storage_for(kind);
     let dir = snapshot_dir(&job.job, id, kind);
     let mut states = Vec::with_capacity(job.snapshots.len());
     for (uid, snapshot) in job.snapshots {

@@ -52,6 +52,8 @@ pub struct Checkpointing {
     #[serde(default)]
     pub mode: CheckpointMode,
     pub dir: Option<String>,
+    /// Where savepoints go, when not under `dir`.
+    pub savepoint_dir: Option<String>,
     pub timeout: Option<Dur>,
     pub min_pause: Option<Dur>,
     pub retained: Option<u32>,

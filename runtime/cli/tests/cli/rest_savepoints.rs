@@ -18,6 +18,10 @@ fn free_port() -> u16 {
 }
 
 fn weir_run(dir: &Path, port: u16, parallelism: usize, restore: Option<&str>, rate: u64) -> Child {
+    weir_run_with(dir, port, parallelism, restore, rate, &[])
+}
+
+fn weir_run_with(dir: &Path, port: u16, parallelism: usize, restore: Option<&str>, rate: u64, extra: &[&str]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
     cmd.args(["run", "-q"])
         .arg(workspace().join("examples/workloads/orders-window.yaml"))
@@ -25,6 +29,7 @@ fn weir_run(dir: &Path, port: u16, parallelism: usize, restore: Option<&str>, ra
         .args(["--set", &format!("source.count={EVENTS}"), "--set", &format!("source.rate={rate}")])
         .args(["--set", &format!("sink.path={}", dir.join("out").display())])
         .args(["--checkpoint-dir", &dir.join("ck").display().to_string(), "--checkpoint-interval", "200ms"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if let Some(r) = restore {
@@ -114,4 +119,38 @@ fn rest_api_savepoints_and_stop_with_savepoint_then_restore_exactly() {
     let mut resumed = weir_run(tmp.path(), free_port(), 3, Some(&stop_path), 10_000_000);
     assert!(resumed.wait().unwrap().success());
     assert_eq!(committed_output(&tmp.path().join("out"), "orders-window"), oracle("orders-window", EVENTS));
+}
+
+#[test]
+fn savepoints_go_to_their_own_directory_and_one_that_cannot_be_written_fails_while_the_job_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sp_dir = tmp.path().join("sp");
+    // A file where the job's savepoint directory would be: nothing can be written under it.
+    std::fs::create_dir_all(sp_dir.join("orders-window")).unwrap();
+    let blocker = sp_dir.join("orders-window/savepoints");
+    std::fs::write(&blocker, b"in the way").unwrap();
+    let mut job = weir_run_with(tmp.path(), port, 2, None, 20_000, &["--savepoint-dir", &sp_dir.display().to_string()]);
+    let base = format!("http://127.0.0.1:{port}/v1/jobs/orders-window");
+    wait_for_api(&base);
+
+    let (code, _, err) = savepoint(port, &[]);
+    assert_ne!(code, Some(0), "a savepoint that cannot be written fails");
+    assert!(err.contains("savepoint") && err.contains("sp/orders-window/savepoints"), "the error names where: {err}");
+    let before = get(&base).unwrap()["checkpoints"]["latest"]["id"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&base).unwrap()["checkpoints"]["latest"]["id"].as_u64().unwrap() <= before {
+        assert!(Instant::now() < deadline, "no checkpoint completed after the failed savepoint");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get(&base).unwrap()["state"], "running", "the job goes on");
+
+    std::fs::remove_file(&blocker).unwrap();
+    let (code, path, err) = savepoint(port, &["--stop"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(path.contains("/sp/orders-window/savepoints/sp-"), "{path}");
+    assert!(Path::new(path.trim_start_matches("file://")).join("_metadata").exists(), "{path}");
+    assert!(job.wait().unwrap().success());
+    let checkpoints = tmp.path().join("ck/orders-window/savepoints");
+    assert!(!checkpoints.exists(), "nothing under the checkpoint directory's savepoints/");
 }

@@ -51,6 +51,10 @@ pub struct CheckpointConfig {
     /// Completed checkpoints to keep (savepoints are never deleted by the job).
     pub retained: usize,
     pub storage: Arc<dyn CheckpointStorage>,
+    /// Where savepoints go when not beside the checkpoints (`{dir}/{job}/savepoints/sp-{id}`
+    /// under this storage instead). They do not move the `latest` pointer, which
+    /// names snapshots relative to the checkpoint directory.
+    pub savepoints: Option<Arc<dyn CheckpointStorage>>,
     /// Records a blocked channel may buffer during alignment before the checkpoint is declined.
     pub alignment_budget: usize,
     /// Consecutive failed checkpoints the job survives; one more fails it.
@@ -71,9 +75,20 @@ impl CheckpointConfig {
             min_pause: Duration::ZERO,
             retained: 3,
             storage,
+            savepoints: None,
             alignment_budget: 1_000_000,
             tolerable_failures: 10,
             deployment: None,
+        }
+    }
+}
+
+impl CheckpointConfig {
+    /// The storage a snapshot of `kind` goes to.
+    pub fn storage_for(&self, kind: SnapshotKind) -> &Arc<dyn CheckpointStorage> {
+        match (kind, &self.savepoints) {
+            (SnapshotKind::Savepoint, Some(elsewhere)) => elsewhere,
+            _ => &self.storage,
         }
     }
 }
@@ -370,12 +385,12 @@ impl Coordinator {
         tracing::warn!("checkpoint {id} of {} aborted: {reason}", self.job);
         self.last_end = now;
         let dir = snapshot_dir(&self.job, id, p.kind);
-        self.delete_dir(&dir);
+        self.delete_dir(&dir, p.kind);
         self.history.push(CheckpointStats {
             id,
             kind: p.kind,
             status: CheckpointStatus::Failed,
-            path: self.config.storage.uri(&dir),
+            path: self.config.storage_for(p.kind).uri(&dir),
             triggered_at: p.triggered_at,
             duration_ms: now - p.triggered_at,
             size_bytes: 0,
@@ -415,11 +430,15 @@ impl Coordinator {
             operators,
             deployment: self.config.deployment.clone(),
         };
-        let storage = self.config.storage.clone();
+        let storage = self.config.storage_for(p.kind).clone();
+        let beside_checkpoints = Arc::ptr_eq(&storage, &self.config.storage);
         let written = serde_json::to_vec_pretty(&meta)
             .map_err(|e| StorageError::failed(&dir, e))
             .and_then(|bytes| storage.put(&format!("{dir}/_metadata"), &bytes))
             .and_then(|()| {
+                if !beside_checkpoints {
+                    return Ok(());
+                }
                 let rel = dir.strip_prefix(&format!("{}/", self.job)).unwrap_or(&dir).to_string();
                 let pointer = LatestPointer { path: rel, checkpoint_id: id, kind: p.kind };
                 storage.put(&format!("{}/latest", self.job), &serde_json::to_vec(&pointer).expect("serializable"))
@@ -447,7 +466,7 @@ impl Coordinator {
             self.retained.push_back(id);
             while self.retained.len() > self.config.retained.max(1) {
                 let old = self.retained.pop_front().expect("non-empty");
-                self.delete_dir(&snapshot_dir(&self.job, old, SnapshotKind::Checkpoint));
+                self.delete_dir(&snapshot_dir(&self.job, old, SnapshotKind::Checkpoint), SnapshotKind::Checkpoint);
             }
         }
         let mut commands = vec![Command::Complete { checkpoint_id: id }];
@@ -466,8 +485,8 @@ impl Coordinator {
     }
 
     /// Deletes a snapshot, `_metadata` first so that it stops existing before its files go.
-    fn delete_dir(&self, dir: &str) {
-        let storage = &self.config.storage;
+    fn delete_dir(&self, dir: &str, kind: SnapshotKind) {
+        let storage = self.config.storage_for(kind);
         let _ = storage.delete(&format!("{dir}/_metadata"));
         match storage.list(&format!("{dir}/")) {
             Ok(keys) => keys.iter().for_each(|k| {
