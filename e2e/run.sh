@@ -5,8 +5,7 @@
 # end. Each step prints `ok - ...` as it passes; the first failure stops the
 # run with a non-zero exit.
 #
-# Steps so far (issue 6 is in progress: the rest of the lifecycle scenario,
-# upgrades, suspend and resume, crashes, is next):
+# Steps:
 #   - the committed CRD installs and becomes Established;
 #   - the schema refuses invalid StreamJobs, naming the fields, and accepts a valid one;
 #   - the scale subresource maps to spec.parallelism; the status subresource exists;
@@ -22,6 +21,12 @@
 #     bounded order monitor with exactly-once checkpoints to an S3 server runs,
 #     is rescaled 2 -> 3 while it runs through a savepoint verified in S3, and
 #     finishes with committed output equal to the oracle's;
+#   - an unbounded job through its lifecycle: upgrades in each upgradeMode
+#     (savepoint, last-state, stateless), suspend and resume, its JobManager
+#     process SIGKILLed (the same deployment recovers its latest checkpoint), the
+#     operator SIGKILLed in the middle of a rescale (it resumes the operation), a
+#     savepoint that cannot be written (the upgrade is aborted, the old job runs
+#     on), and deletion (a final savepoint, then every owned object gone);
 #   - two `weir jobmanager --leader-lease` replicas elect one leader with a real
 #     Lease; when the leader is killed, the standby takes the Lease over.
 set -euo pipefail
@@ -127,10 +132,10 @@ KUBECONFIG="$work/operator.kubeconfig" WEIR_LOG=info "$bin_dir/weir-operator" ru
 operator=$!
 trap 'stop_pid $operator; stop_control_plane; rm -rf "$work"' EXIT
 
-# wait_for DESCRIPTION PYTHON_CONDITION PATH: polls PATH (JSON in `o`) for up to 60 s.
+# wait_for DESCRIPTION PYTHON_CONDITION PATH [SECONDS]: polls PATH (JSON in `o`), 60 s unless told.
 wait_for() {
-  local what=$1 cond=$2 path=$3
-  for _ in $(seq 120); do
+  local what=$1 cond=$2 path=$3 seconds=${4:-60}
+  for _ in $(seq $((seconds * 2))); do
     kube GET "$path" >"$work/obj.json"
     if [ "$KUBE_STATUS" != 000 ] && python3 -c "
 import json, sys
@@ -281,6 +286,144 @@ if rows != expected:
 PY
 step "the job finishes with committed output equal to the oracle's ($events orders)"
 kube DELETE "$jobs/monitor" >/dev/null
+
+# An unbounded job through its lifecycle. Every rollout is a new deployment
+# (status.deployment); what its job started from is status.job.restoredFrom,
+# as the JobManager reports it.
+cat >"$work/stream.yaml" <<YAML
+apiVersion: weir.dev/v1alpha1
+kind: StreamJob
+metadata: { name: stream }
+spec:
+  image: weir:e2e
+  parallelism: 2
+  taskManager: { slots: 2 }
+  checkpointing: { interval: 1s, dir: s3://weir/checkpoints }
+  storage: { endpoint: "http://127.0.0.1:$s3_port", region: us-east-1, pathStyle: true, credentialsSecret: s3 }
+  pipeline:
+    name: stream
+    source: { type: datagen, workload: orders, rate: 2000, watermark: { field: time, out_of_orderness: 5s } }
+    steps: [ { key_by: region }, { window: { type: tumbling, size: 10s } }, { aggregate: { count: count(), sum: sum(amount) } } ]
+    sink: { type: file, path: "$work/stream-out" }
+YAML
+kube POST "$jobs" "$work/stream.yaml" application/yaml >"$work/answer.json"
+[ "$KUBE_STATUS" = 201 ] || fail "applying the unbounded StreamJob: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
+st="o.get('status', {})"
+job_="($st.get('job') or {})"
+running="$st.get('phase') == 'Running' and $job_.get('state') == 'running'"
+# field PYTHON_EXPRESSION: evaluated on the object wait_for saw last.
+field() { python3 -c "import json, sys; o = json.load(open('$work/obj.json')); print(eval(sys.argv[1]))" "$1"; }
+patch_stream() {
+  echo "$1" >"$work/patch.json"
+  kube PATCH "$jobs/stream" "$work/patch.json" application/merge-patch+json >"$work/answer.json"
+  [ "$KUBE_STATUS" = 200 ] || fail "patching the StreamJob with $1: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
+}
+# from_savepoint REASON: the job runs from the latest savepoint, taken for REASON.
+from_savepoint() { echo "($st.get('lastSavepoint') or {}).get('reason') == '$1' and ($job_.get('restoredFrom') or '').rstrip('/') == $st['lastSavepoint']['path'].rstrip('/')"; }
+wait_for "the unbounded job running" "$running" "$jobs/stream"
+deployment=$(field "o['status']['deployment']")
+step "an unbounded job runs (deployment $deployment, a fresh start)"
+
+patch_stream '{"spec": {"pipeline": {"source": {"rate": 2500}}}}'
+wait_for "the upgrade through a savepoint" "$st.get('deployment') != '$deployment' and $running and $(from_savepoint upgrade)" "$jobs/stream"
+deployment=$(field "o['status']['deployment']")
+step "upgrade (upgradeMode savepoint): stopped with a savepoint, redeployed from it ($(field "o['status']['job']['restoredFrom']"))"
+
+patch_stream '{"spec": {"state": "suspended"}}'
+wait_for "the job suspended" "$st.get('phase') == 'Suspended' and ($st.get('lastSavepoint') or {}).get('reason') == 'suspend'" "$jobs/stream"
+suspended_at=$(field "o['status']['lastSavepoint']['path']")
+for d in jobmanager taskmanager; do
+  wait_for "the $d Deployment removed while suspended" "o.get('code') == 404" "$deployments/stream-$d"
+done
+patch_stream '{"spec": {"state": "running"}}'
+wait_for "the job resumed" "$st.get('deployment') != '$deployment' and $running and $(from_savepoint suspend)" "$jobs/stream"
+deployment=$(field "o['status']['deployment']")
+step "suspend stops the job with a savepoint ($suspended_at) and removes its processes; running again resumes from it"
+
+# checkpointed: waits until the stream job's running JobManager (at its pod IP)
+# has completed a checkpoint of its own run.
+checkpointed() {
+  local ip=""
+  for _ in $(seq 120); do
+    ip=$(kube GET "/api/v1/namespaces/default/pods?labelSelector=app.kubernetes.io/instance=stream,app.kubernetes.io/component=jobmanager" \
+      | python3 -c 'import json, sys; print(next((p["status"].get("podIP", "") for p in json.load(sys.stdin)["items"] if not p["metadata"].get("deletionTimestamp")), ""))')
+    [ -n "$ip" ] && curl -sf "http://$ip:8081/v1/jobs/stream" 2>/dev/null \
+      | python3 -c 'import json, sys; sys.exit(0 if "/chk-" in ((json.load(sys.stdin)["checkpoints"]["latest"] or {}).get("path") or "") else 1)' && return 0
+    sleep 0.5
+  done
+  node_logs; fail "the stream job completed no checkpoint within 60 s"
+}
+jm_pid() { pgrep -f -- "jobmanager --pipeline /etc/weir/pipeline.yaml --job-name stream " | head -1; }
+checkpointed
+killed=$(jm_pid)
+[ -n "$killed" ] || fail "no JobManager process of the stream job"
+kill -9 "$killed"
+wait_for "the JobManager recovering after SIGKILL" "$st.get('deployment') == '$deployment' and $running and '/chk-' in ($job_.get('restoredFrom') or '')" "$jobs/stream"
+[ "$(jm_pid)" != "$killed" ] || fail "the JobManager process was not replaced"
+step "SIGKILL of the JobManager process: the pod's container restarts and the same deployment recovers its latest checkpoint ($(field "o['status']['job']['restoredFrom']"))"
+
+operator_pid() { pgrep -f -- "weir-operator run" | head -1; }
+before=$(operator_pid)
+patch_stream '{"spec": {"parallelism": 3}}'
+wait_for "the rescale's savepoint triggered" "($st.get('pendingOperation') or {}).get('triggerId')" "$jobs/stream"
+kill -9 "$before"
+wait_for "the rescale completed by the restarted operator" "$st.get('deployment') != '$deployment' and $running and $job_.get('parallelism') == 3 and $(from_savepoint rescale)" "$jobs/stream" 120
+deployment=$(field "o['status']['deployment']")
+after=$(operator_pid)
+[ -n "$after" ] && [ "$after" != "$before" ] || fail "the operator process was not restarted ($before, $after)"
+step "the operator SIGKILLed in the middle of a rescale 2 -> 3: restarted, it resumes the written-ahead operation, and the job runs at 3 from the savepoint"
+
+checkpointed
+wait_for "a checkpoint in the status" "$st.get('lastCheckpoint')" "$jobs/stream"
+before_id=$(field "o['status']['lastCheckpoint']['id']")
+patch_stream '{"spec": {"upgradeMode": "last-state", "savepoints": {"dir": "s3://weir-missing/savepoints"}, "pipeline": {"source": {"rate": 3000}}}}'
+# The newest snapshot in storage: a checkpoint, or the savepoint the old JobManager
+# took when it was stopped (SIGTERM is a graceful stop), whichever is newer.
+snapshot_id="int(($job_.get('restoredFrom') or 'none-0').rstrip('/').rsplit('-', 1)[1])"
+wait_for "the last-state upgrade" "$st.get('deployment') != '$deployment' and $running \
+  and ($job_.get('restoredFrom') or '').startswith('s3://weir/checkpoints/stream/') and $snapshot_id >= $before_id" "$jobs/stream"
+deployment=$(field "o['status']['deployment']")
+restored=$(field "o['status']['job']['restoredFrom']")
+step "upgrade (upgradeMode last-state): redeployed at once from the newest snapshot in storage ($restored, checkpoint $before_id or later), savepoints now to s3://weir-missing (no such bucket)"
+
+patch_stream '{"spec": {"upgradeMode": "savepoint", "pipeline": {"source": {"rate": 3500}}}}'
+generation=$(python3 -c "import json; print(json.load(open('$work/answer.json'))['metadata']['generation'])")
+conditions="{c['type']: c for c in $st.get('conditions', [])}"
+wait_for "the upgrade aborted" "$st.get('observedGeneration') == $generation and $conditions.get('Progressing', {}).get('reason') == 'Aborted' \
+  and $conditions.get('SnapshotHealthy', {}).get('status') == 'False' and $st.get('phase') == 'Running'" "$jobs/stream"
+why=$(field "{c['type']: c for c in o['status']['conditions']}['SnapshotHealthy']['message']")
+wait_for "the old job still running" "$st.get('deployment') == '$deployment' and $running and $job_.get('restoredFrom') == '$restored'" "$jobs/stream"
+kube GET "/apis/events.k8s.io/v1/namespaces/default/events" >"$work/events.json"
+python3 -c "
+import json, sys
+events = [e for e in json.load(open('$work/events.json'))['items'] if e['regarding']['name'] == 'stream' and e['reason'] == 'Aborted']
+sys.exit(0 if events and 'weir-missing' in events[-1]['note'] else 1)" || fail "no Aborted event naming the savepoint directory"
+step "a savepoint that cannot be written aborts the upgrade: the old job keeps running, SnapshotHealthy=False and an Aborted event say why ($why)"
+
+patch_stream '{"spec": {"upgradeMode": "stateless", "savepoints": null, "pipeline": {"source": {"rate": 4000}}}}'
+wait_for "the stateless upgrade" "$st.get('deployment') != '$deployment' and $running and not $job_.get('restoredFrom')" "$jobs/stream"
+step "upgrade (upgradeMode stateless): redeployed without state"
+
+kube DELETE "$jobs/stream" >/dev/null
+for path in "$jobs/stream" "$deployments/stream-jobmanager" "$deployments/stream-taskmanager" \
+  /api/v1/namespaces/default/configmaps/stream-config /api/v1/namespaces/default/services/stream-jobmanager \
+  /api/v1/namespaces/default/serviceaccounts/stream-weir /apis/rbac.authorization.k8s.io/v1/namespaces/default/roles/stream-weir \
+  /apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings/stream-weir; do
+  wait_for "$path gone after the delete" "o.get('code') == 404" "$path"
+done
+wait_for "the stream job's pods gone" "not o.get('items')" "/api/v1/namespaces/default/pods?labelSelector=app.kubernetes.io/instance=stream"
+kube GET "/apis/events.k8s.io/v1/namespaces/default/events" >"$work/events.json"
+final=$(python3 -c "
+import json
+events = [e for e in json.load(open('$work/events.json'))['items'] if e['regarding']['name'] == 'stream' and e['reason'] == 'FinalSavepoint']
+print(events[-1]['note'].split(' at ', 1)[1] if events else '')")
+[ -n "$final" ] || fail "no FinalSavepoint event for the deleted job"
+AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "$venv/bin/python" -c "
+import boto3, sys
+key = sys.argv[1].split('s3://weir/', 1)[1].rstrip('/') + '/_metadata'
+boto3.client('s3', endpoint_url='http://127.0.0.1:$s3_port', region_name='us-east-1').head_object(Bucket='weir', Key=key)" "$final" \
+  || fail "the final savepoint $final is not in S3"
+step "delete: a final savepoint ($final, recorded in a FinalSavepoint event), then every object the job owned and its pods are gone"
 
 # Leader election: two JobManagers of one job, one Lease.
 cat >"$work/lease-job.yaml" <<'YAML'

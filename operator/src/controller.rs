@@ -245,6 +245,7 @@ async fn observe(job: &StreamJob, ctx: &Context) -> Observed {
             parallelism: v["parallelism"].as_i64()? as i32,
             restored_from: v["restored_from"].as_str().map(str::to_string),
             failure: v["failure"].as_str().map(str::to_string),
+            last_checkpoint: checkpoint_ref(&v["checkpoints"]["latest"]),
         })
     });
     let trigger = job.status.as_ref().and_then(|s| s.pending_operation.as_ref()).and_then(|o| o.trigger_id.clone());
@@ -253,6 +254,13 @@ async fn observe(job: &StreamJob, ctx: &Context) -> Observed {
         None => None,
     };
     Observed { job: job_view, savepoint, now: k8s_openapi::jiff::Timestamp::now().to_string() }
+}
+
+/// The JobManager's latest completed checkpoint (not a savepoint), as the status shows it.
+fn checkpoint_ref(latest: &serde_json::Value) -> Option<crate::crd::CheckpointRef> {
+    let path = latest["path"].as_str().filter(|p| p.contains("/chk-"))?;
+    let time = k8s_openapi::jiff::Timestamp::from_millisecond(latest["completed_at"].as_i64()?).ok()?;
+    Some(crate::crd::CheckpointRef { id: latest["id"].as_i64()?, path: path.to_string(), time: time.to_string() })
 }
 
 async fn savepoint_status(job: &StreamJob, ctx: &Context, trigger: &str) -> Option<SavepointView> {

@@ -28,6 +28,16 @@ fn optional_free_form(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
     s
 }
 
+/// An optional [`SavepointReason`]: nullable, its values without `null` among
+/// them (which the generated schema would list, and the API server refuses).
+fn optional_reason(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut s = schemars::schema_for!(SavepointReason);
+    s.remove("$schema");
+    s.remove("title");
+    s.insert("nullable".into(), true.into());
+    s
+}
+
 /// A stream-processing job and the cluster (a JobManager and TaskManagers) that runs it.
 // Printer columns repeat `type_ = "string"`, which clippy mistakes for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
@@ -297,6 +307,7 @@ pub struct PendingOperation {
     pub restore_from: Option<String>,
     /// Why the savepoint is taken, for a plain savepoint (manual or periodic).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_reason")]
     pub reason: Option<SavepointReason>,
     pub started_at: String,
 }
@@ -319,7 +330,7 @@ pub enum OperationKind {
     Delete,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckpointRef {
     pub id: i64,
@@ -408,5 +419,24 @@ spec:
         assert_eq!(version["subresources"]["scale"]["specReplicasPath"], ".spec.parallelism");
         assert!(version["subresources"]["status"].is_object());
         assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["sj"]));
+    }
+
+    /// The API server refuses a CRD whose enums list `null` (optional enums must say `nullable`).
+    #[test]
+    fn no_enum_lists_null() {
+        use kube::CustomResourceExt;
+        fn walk(v: &serde_json::Value, at: &str) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if let Some(values) = m.get("enum").and_then(|e| e.as_array()) {
+                        assert!(values.iter().all(|x| !x.is_null()), "the enum at {at} lists null");
+                    }
+                    m.iter().for_each(|(k, x)| walk(x, &format!("{at}.{k}")));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, at)),
+                _ => {}
+            }
+        }
+        walk(&serde_json::to_value(StreamJob::crd()).unwrap(), "");
     }
 }

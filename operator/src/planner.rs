@@ -42,6 +42,8 @@ pub struct JobView {
     pub restored_from: Option<String>,
     /// Why it failed, when it has.
     pub failure: Option<String>,
+    /// The latest completed checkpoint of its current run.
+    pub last_checkpoint: Option<crate::crd::CheckpointRef>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -402,7 +404,10 @@ impl Planner<'_> {
                 self.phase(Phase::Running);
                 let note = format!("running at parallelism {}", job.parallelism);
                 self.set_condition("Ready", true, "Running", &note);
-                self.set_condition("Progressing", false, "Stable", &note);
+                // An aborted rollout stays reported as such until the spec changes again.
+                if self.status.failed_generation != Some(self.generation) {
+                    self.set_condition("Progressing", false, "Stable", &note);
+                }
                 self.set_condition("Degraded", false, "Running", &note);
                 self.periodic_savepoint();
             }
@@ -461,6 +466,9 @@ pub fn plan(job: &StreamJob, observed: &Observed) -> Plan {
         p.reconcile();
     }
     p.status.observed_generation = Some(generation);
+    if let Some(c) = observed.job.as_ref().and_then(|j| j.last_checkpoint.clone()) {
+        p.status.last_checkpoint = Some(c);
+    }
     // What the JobManager says, as it says it; nothing when it did not answer.
     p.status.job = observed.job.as_ref().map(|j| crate::crd::JobStatus {
         id: job.name_any(),
@@ -580,6 +588,7 @@ mod tests {
             // The same generation is not retried on its own...
             let again = step(&upgraded(p.status.clone()), &observed(Some(("running", 2)), None));
             assert!(again.status.pending_operation.is_none());
+            assert_eq!(condition(&again.status, "Progressing"), ("False", "Aborted"), "the abort stays reported");
             // ...a new spec is.
             let newer = job(Some(p.status), 3, |s| s.image = "weir:3".into());
             assert!(step(&newer, &observed(Some(("running", 2)), None)).status.pending_operation.is_some());

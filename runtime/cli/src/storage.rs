@@ -13,14 +13,11 @@ use weir_s3::{S3Config, S3Storage};
 /// Opens the storage rooted at `uri`.
 pub fn open(uri: &str, settings: Option<&StorageSettings>) -> Result<Arc<dyn CheckpointStorage>, String> {
     if uri.starts_with("s3://") {
-        let mut config = S3Config::from_uri(uri)?;
+        let mut config = S3Config::from_uri_and_env(uri)?;
         if let Some(s) = settings {
             config.endpoint = s.endpoint.clone();
             config.region = s.region.clone();
             config.path_style = s.path_style.unwrap_or(false);
-        } else {
-            // S3-compatible servers (the usual case with an explicit endpoint) want path-style.
-            config.path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some();
         }
         return Ok(Arc::new(S3Storage::new(config).map_err(|e| e.to_string())?));
     }

@@ -115,6 +115,21 @@ impl S3Config {
         let (bucket, prefix) = parse_s3_uri(uri)?;
         Ok(S3Config { bucket, prefix, ..S3Config::default() })
     }
+
+    /// [`S3Config::from_uri`], with path-style addressing as the environment
+    /// says: `WEIR_S3_PATH_STYLE=true|false`, else on exactly when an endpoint
+    /// is set (`AWS_ENDPOINT_URL`: S3-compatible servers want path-style).
+    /// The endpoint, region and credentials come from the environment as usual.
+    pub fn from_uri_and_env(uri: &str) -> Result<S3Config, String> {
+        let mut config = S3Config::from_uri(uri)?;
+        config.path_style = match std::env::var("WEIR_S3_PATH_STYLE").as_deref() {
+            Ok("true") => true,
+            Ok("false") => false,
+            Ok(other) => return Err(format!("WEIR_S3_PATH_STYLE: `{other}` is neither true nor false")),
+            Err(_) => std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        };
+        Ok(config)
+    }
 }
 
 /// Checkpoints in an S3 bucket, under a key prefix. See the [crate docs](crate).
