@@ -27,6 +27,8 @@
 #     operator SIGKILLed in the middle of a rescale (it resumes the operation), a
 #     savepoint that cannot be written (the upgrade is aborted, the old job runs
 #     on), and deletion (a final savepoint, then every owned object gone);
+#   - a user's Rust job binary (examples/rust-job) runs as a StreamJob with the
+#     same answer as its one-process run;
 #   - two `weir jobmanager --leader-lease` replicas elect one leader with a real
 #     Lease; when the leader is killed, the standby takes the Lease over.
 set -euo pipefail
@@ -37,7 +39,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'stop_control_plane; rm -rf "$work"' EXIT
 step() { echo "ok - $*"; }
-(cd "$repo" && cargo build --quiet -p weir-operator -p weir-cli)
+(cd "$repo" && cargo build --quiet -p weir-operator -p weir-cli -p rust-job)
 bin_dir="${CARGO_TARGET_DIR:-$repo/target}/debug"
 fail() { echo "not ok - $*" >&2; exit 1; }
 
@@ -213,6 +215,7 @@ echo '{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3"}, "string
 kube POST /api/v1/namespaces/default/secrets "$work/secret.json" >/dev/null
 [ "$KUBE_STATUS" = 201 ] || fail "creating the S3 credentials Secret: HTTP $KUBE_STATUS"
 python3 "$repo/e2e/node_agent.py" --image "weir=$bin_dir/weir" --image "weir-operator=$bin_dir/weir-operator" \
+  --image "order-monitor-rust=$bin_dir/rust-job" \
   --work "$work/node" >"$work/agent.log" 2>&1 &
 agent=$!
 node_logs() { tail -20 "$work/agent.log" >&2; for f in "$work"/node/pods/*/*.log; do echo "--- $f" >&2; tail -15 "$f" >&2; done; }
@@ -424,6 +427,37 @@ key = sys.argv[1].split('s3://weir/', 1)[1].rstrip('/') + '/_metadata'
 boto3.client('s3', endpoint_url='http://127.0.0.1:$s3_port', region_name='us-east-1').head_object(Bucket='weir', Key=key)" "$final" \
   || fail "the final savepoint $final is not in S3"
 step "delete: a final savepoint ($final, recorded in a FinalSavepoint event), then every object the job owned and its pods are gone"
+
+# A user's job binary (examples/rust-job, the order monitor in Rust) as a
+# StreamJob: the image's binary is its own JobManager and TaskManagers.
+rust_events=200000
+cat >"$work/rust.yaml" <<YAML
+apiVersion: weir.dev/v1alpha1
+kind: StreamJob
+metadata: { name: rust-job }
+spec:
+  image: order-monitor-rust:e2e
+  args: ["--events", "$rust_events", "--out", "$work/rust-out"]
+  parallelism: 2
+  taskManager: { slots: 2 }
+  checkpointing: { interval: 1s, dir: s3://weir/checkpoints }
+  storage: { endpoint: "http://127.0.0.1:$s3_port", region: us-east-1, pathStyle: true, credentialsSecret: s3 }
+YAML
+kube POST "$jobs" "$work/rust.yaml" application/yaml >"$work/answer.json"
+[ "$KUBE_STATUS" = 201 ] || fail "applying the Rust StreamJob: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
+wait_for "the Rust job finished" "$job_.get('state') == 'finished'" "$jobs/rust-job" 120
+"$bin_dir/rust-job" "$rust_events" 2 >"$work/rust-local.txt" || fail "the Rust job binary in one process"
+python3 - "$work/rust-out/minutes" "$work/rust-local.txt" <<'PY' || fail "the Rust job's committed rows differ from its one-process run"
+import json, os, sys
+out, local = sys.argv[1], sys.argv[2]
+got = sorted((r["window_start"], r["count"], r["amount"], r["region"])
+             for f in os.listdir(out) if f.startswith("part-") for r in map(json.loads, open(os.path.join(out, f))))
+expected = sorted((int(f[0]), int(f[1]), int(f[3]), f[5]) for f in (l.split() for l in open(local)) if len(f) == 6 and f[2] == "orders")
+if not expected or got != expected:
+    sys.exit(f"{len(got)} rows on the cluster, {len(expected)} in one process")
+PY
+kube DELETE "$jobs/rust-job" >/dev/null
+step "a user's Rust job binary (examples/rust-job) as a StreamJob: JobManager and TaskManagers of its own image, checkpoints in S3, and the same per-minute rows as its one-process run"
 
 # Leader election: two JobManagers of one job, one Lease.
 cat >"$work/lease-job.yaml" <<'YAML'

@@ -197,9 +197,8 @@ fn storage_env(job: &StreamJob) -> (Vec<EnvVar>, Vec<EnvFromSource>) {
 pub fn jobmanager_args(job: &StreamJob, deploy: &Deploy) -> Vec<String> {
     let s = &job.spec;
     let mut args = vec!["jobmanager".to_string()];
-    match &s.args {
-        Some(user) => args.extend(["--job-args".to_string(), user.join(" ")]),
-        None => args.extend(["--pipeline".to_string(), format!("{CONFIG_DIR}/pipeline.yaml")]),
+    if s.args.is_none() {
+        args.extend(["--pipeline".to_string(), format!("{CONFIG_DIR}/pipeline.yaml")]);
     }
     args.extend([
         "--job-name".into(),
@@ -233,6 +232,11 @@ pub fn jobmanager_args(job: &StreamJob, deploy: &Deploy) -> Vec<String> {
         Restore::From(uri) => args.extend(["--restore".into(), uri.clone()]),
     }
     args.extend(["--deployment-id".into(), deploy.id.clone()]);
+    // A job binary's own arguments (weir::cluster hands them to the job).
+    if let Some(user) = &s.args {
+        args.push("--".into());
+        args.extend(user.iter().cloned());
+    }
     args
 }
 
@@ -422,6 +426,11 @@ mod tests {
         assert!(!joined.contains("--leader-lease"), "one JobManager needs no election");
         j.spec.job_manager.replicas = 2;
         assert!(jobmanager_args(&j, &d).join(" ").contains("--leader-lease orders-jobmanager-leader"));
+        let mut binary = j.clone();
+        (binary.spec.pipeline, binary.spec.args) = (None, Some(vec!["--min-amount".into(), "100".into()]));
+        let joined = jobmanager_args(&binary, &d).join(" ");
+        assert!(joined.starts_with("jobmanager --job-name orders"), "{joined}");
+        assert!(joined.ends_with(" -- --min-amount 100"), "{joined}");
         let cm = config_map(&j);
         assert!(cm.data.unwrap()["pipeline.yaml"].contains("workload: orders"));
     }

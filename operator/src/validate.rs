@@ -29,6 +29,12 @@ pub fn validate(spec: &StreamJobSpec) -> Result<(), FieldError> {
             format!("{} exceeds maxParallelism {}", spec.parallelism, spec.max_parallelism),
         ));
     }
+    if spec.args.is_some() && spec.job_manager.replicas > 1 {
+        return Err(field_error(
+            "spec.jobManager.replicas",
+            "a job binary (spec.args) runs one JobManager: weir::cluster elects no leader through a Lease",
+        ));
+    }
     match (&spec.pipeline, &spec.args) {
         (Some(_), Some(_)) => Err(field_error("spec.args", "give either a pipeline or args, not both")),
         (None, None) => Err(field_error("spec.pipeline", "give a pipeline (or args for a job binary)")),
@@ -72,6 +78,8 @@ mod tests {
         let mut s = test_spec();
         s.args = Some(vec!["my-job".into()]);
         assert_eq!(validate(&s).unwrap_err().field, "spec.args");
+        (s.pipeline, s.job_manager.replicas) = (None, 2);
+        assert_eq!(validate(&s).unwrap_err().field, "spec.jobManager.replicas");
 
         let mut s = test_spec();
         s.pipeline.as_mut().unwrap()["source"]["cuont"] = 5.into();

@@ -10,12 +10,13 @@
 //! ```
 //!
 //! The same binary runs the job on a cluster, as its JobManager and its
-//! TaskManagers (`weir::cluster`); the results then go to JSON files under
-//! `$OUT` (default `./out/order-monitor-rust`), `$EVENTS` orders (every
-//! process must see the same values):
+//! TaskManagers (`weir::cluster`), and so as a StreamJob on Kubernetes
+//! (`examples/k8s/order-monitor-rust.yaml`); the results then go to JSON files
+//! under `--out` (default `./out/order-monitor-rust`), for `--events` orders
+//! (the job's arguments, after `--`, reach every process):
 //!
 //! ```text
-//! rust-job jobmanager --parallelism 2 --checkpoint-dir /tmp/cp --checkpoint-interval 1s
+//! rust-job jobmanager --parallelism 2 --checkpoint-dir /tmp/cp --checkpoint-interval 1s -- --events 1000000 --out /tmp/out
 //! rust-job taskmanager --jobmanager 127.0.0.1:6123 --slots 2
 //! ```
 
@@ -130,11 +131,29 @@ fn monitor(env: &StreamEnv, events: u64) -> (DataStream<RegionMinute>, DataStrea
     (minutes, alerts, late)
 }
 
+/// `--events N` and `--out DIR`: the job's arguments on a cluster.
+fn cluster_options(args: &[String]) -> Result<(u64, std::path::PathBuf), String> {
+    let (mut events, mut out) = (3_000_000, std::path::PathBuf::from("./out/order-monitor-rust"));
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag}: needs a value"))?;
+        match flag.as_str() {
+            "--events" => events = value.parse().map_err(|_| format!("--events: `{value}` is not a number"))?,
+            "--out" => out = value.into(),
+            _ => return Err(format!("{flag}: unknown (expected --events or --out)")),
+        }
+    }
+    Ok((events, out))
+}
+
 fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
     if let Some("jobmanager" | "taskmanager") = std::env::args().nth(1).as_deref() {
-        let events: u64 = std::env::var("EVENTS").map_or(Ok(3_000_000), |e| e.parse())?;
-        let out = std::path::PathBuf::from(std::env::var("OUT").unwrap_or_else(|_| "./out/order-monitor-rust".into()));
         return Ok(weir::cluster::main("order-monitor-rust", move |env| {
+            // Checked before the cluster starts: the JobManager builds the job first.
+            let (events, out) = cluster_options(&weir::cluster::job_args()).unwrap_or_else(|e| {
+                eprintln!("order-monitor-rust: {e}");
+                std::process::exit(2)
+            });
             let (minutes, alerts, late) = monitor(env, events);
             minutes.write_json(out.join("minutes"));
             alerts.write_json(out.join("alerts"));

@@ -30,12 +30,13 @@ fn the_job_binary_runs_as_jobmanager_and_taskmanagers_with_the_same_answer() {
 
     let tmp = tempfile::tempdir().unwrap();
     let rpc = free_port().to_string();
-    let env = [("EVENTS", EVENTS.to_string()), ("OUT", tmp.path().join("out").display().to_string())];
+    let out = tmp.path().join("out").display().to_string();
     let cp = tmp.path().join("cp").display().to_string();
     let mut jm = Command::new(bin)
         .args(["jobmanager", "--parallelism", "2", "--bind", "127.0.0.1", "--rpc-port", &rpc])
         .args(["--rest-port", &free_port().to_string(), "--checkpoint-dir", &cp, "--checkpoint-interval", "300ms"])
-        .envs(env.clone())
+        // The job's own arguments: the TaskManagers get them from the JobManager.
+        .args(["--", "--events", EVENTS, "--out", &out])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -43,7 +44,6 @@ fn the_job_binary_runs_as_jobmanager_and_taskmanagers_with_the_same_answer() {
         .map(|_| {
             Command::new(bin)
                 .args(["taskmanager", "--jobmanager", &format!("127.0.0.1:{rpc}"), "--bind", "127.0.0.1"])
-                .envs(env.clone())
                 .spawn()
                 .unwrap()
         })

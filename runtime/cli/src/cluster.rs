@@ -160,9 +160,10 @@ pub struct JobManagerArgs {
     /// The pipeline file (YAML).
     #[arg(long)]
     pipeline: Option<PathBuf>,
-    /// A Rust job binary's arguments (Rust job binaries parse these themselves).
-    #[arg(long, hide = true)]
-    job_args: Option<String>,
+    /// A Rust job binary's arguments (after `--`): refused here, with a clear error
+    /// (a StreamJob with `args` needs its job binary's image, not weir's).
+    #[arg(last = true, hide = true)]
+    job_args: Vec<String>,
     /// The job's name (overrides the file's `name`).
     #[arg(long)]
     job_name: Option<String>,
@@ -279,10 +280,11 @@ fn start_jobmanager(config: JobManagerConfig) -> Result<JobManager, Failure> {
 }
 
 pub fn jobmanager(args: JobManagerArgs) -> Result<(), Failure> {
-    if args.job_args.is_some() {
-        return Err(bad(
-            "--job-args: this is the weir binary, which runs pipeline files (--pipeline); a Rust job binary takes its own arguments",
-        ));
+    if !args.job_args.is_empty() {
+        return Err(bad(format!(
+            "`-- {}`: arguments for a job binary, but this is the weir binary, which runs pipeline files (--pipeline); run the job binary's image instead",
+            args.job_args.join(" ")
+        )));
     }
     let Some(pipeline) = &args.pipeline else { return Err(bad("--pipeline: required")) };
     let mut sets = args.set.clone();

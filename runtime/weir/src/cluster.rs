@@ -14,18 +14,26 @@
 //!
 //! ```text
 //! my-job                                     run here, in this process
-//! my-job jobmanager [--parallelism N] [--checkpoint-dir DIR --checkpoint-interval 10s]
+//! my-job jobmanager [--job-name NAME] [--parallelism N]
+//!                   [--checkpoint-dir URI --checkpoint-interval 10s] [--savepoint-dir URI]
 //!                   [--bind 0.0.0.0] [--rpc-port 6123] [--rest-port 8081]
-//!                   [--restore latest|none|DIR] [--leader-lock PATH]
+//!                   [--restore latest|none|URI] [--deployment-id ID] [--leader-lock PATH]
+//!                   [--linger] [-- JOB ARGS...]
 //! my-job taskmanager --jobmanager HOST:PORT[,HOST:PORT] [--slots 1] [--bind 0.0.0.0]
 //! ```
 //!
+//! These are the flags the Kubernetes operator gives a StreamJob's pods (a
+//! StreamJob with `args` runs the image's binary with them after `--`), so a
+//! binary built on this runs as a StreamJob as it is.
+//!
 //! Every process calls the job function to build the same graph; the
-//! JobManager plans it, the TaskManagers run their share of it. Checkpoints
-//! go to a directory all processes see (a shared volume).
+//! JobManager plans it, the TaskManagers run their share of it. The job's
+//! arguments reach every process ([`job_args`] inside the job function).
+//! Checkpoints go to a directory all processes see (a shared volume), or to
+//! S3 with the crate's `s3` feature (endpoint, region and credentials from
+//! the AWS environment; `WEIR_S3_PATH_STYLE`).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,18 +45,49 @@ use weir_cluster::taskmanager::TaskManagerConfig;
 use weir_cluster::{BuiltJob, JobBuilder, JobSpec};
 use weir_core::checkpoint::coordinator::CheckpointConfig;
 use weir_core::checkpoint::metadata::RestoredSnapshot;
-use weir_core::checkpoint::storage::LocalStorage;
+use weir_core::checkpoint::storage::{CheckpointStorage, LocalStorage};
 use weir_rest::{ClusterJob, RestServer};
 
 use crate::env::StreamEnv;
 
 type JobFn = dyn Fn(&StreamEnv) + Send + Sync;
 
-/// What the processes agree on beyond the code: checkpointing.
+/// What the processes agree on beyond the code: checkpointing and the job's arguments.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Definition {
-    checkpoint_dir: Option<PathBuf>,
+    /// URIs: a path, `file:///path` or (feature `s3`) `s3://bucket/prefix`.
+    checkpoint_dir: Option<String>,
     checkpoint_interval_ms: Option<u64>,
+    #[serde(default)]
+    savepoint_dir: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+/// The job's arguments in this process (what followed `--`), for the job function.
+static JOB_ARGS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// The job's arguments: what followed `--` on the JobManager's command line
+/// (in a StreamJob, its `args`), the same in every process of the job.
+pub fn job_args() -> Vec<String> {
+    JOB_ARGS.read().map(|a| a.clone()).unwrap_or_default()
+}
+
+/// The storage at `uri`.
+fn storage(uri: &str) -> Result<Arc<dyn CheckpointStorage>, String> {
+    if uri.starts_with("s3://") {
+        #[cfg(feature = "s3")]
+        {
+            let config = weir_s3::S3Config::from_uri_and_env(uri)?;
+            return Ok(Arc::new(weir_s3::S3Storage::new(config).map_err(|e| e.to_string())?));
+        }
+        #[cfg(not(feature = "s3"))]
+        return Err(format!("{uri}: this binary was built without the weir crate's `s3` feature"));
+    }
+    if uri.contains("://") && !uri.starts_with("file://") {
+        return Err(format!("{uri}: expected a path, file:///path or s3://bucket/prefix"));
+    }
+    Ok(Arc::new(LocalStorage::new(uri.strip_prefix("file://").unwrap_or(uri))))
 }
 
 struct ClosureBuilder(Arc<JobFn>);
@@ -56,13 +95,16 @@ struct ClosureBuilder(Arc<JobFn>);
 impl JobBuilder for ClosureBuilder {
     fn build(&self, spec: &JobSpec) -> Result<BuiltJob, String> {
         let def: Definition = serde_json::from_slice(&spec.definition).map_err(|e| e.to_string())?;
+        *JOB_ARGS.write().map_err(|e| e.to_string())? = def.args.clone();
         let env = StreamEnv::new(spec.name.clone());
         env.set_parallelism(spec.parallelism);
         (self.0)(&env);
         let graph = env.into_graph().map_err(|e| e.to_string())?;
-        let checkpointing = match (def.checkpoint_dir, def.checkpoint_interval_ms) {
+        let checkpointing = match (&def.checkpoint_dir, def.checkpoint_interval_ms) {
             (Some(dir), Some(ms)) => {
-                Some(CheckpointConfig::new(Arc::new(LocalStorage::new(dir)), Duration::from_millis(ms)))
+                let mut config = CheckpointConfig::new(storage(dir)?, Duration::from_millis(ms));
+                config.savepoints = def.savepoint_dir.as_deref().map(storage).transpose()?;
+                Some(config)
             }
             _ => None,
         };
@@ -70,20 +112,29 @@ impl JobBuilder for ClosureBuilder {
     }
 
     fn restore(&self, _spec: &JobSpec, uri: &str) -> Result<RestoredSnapshot, String> {
-        let path = uri.strip_prefix("file://").unwrap_or(uri);
-        RestoredSnapshot::open(Arc::new(LocalStorage::new(path)), "").map_err(|e| e.to_string())
+        RestoredSnapshot::open(storage(uri)?, "").map_err(|e| e.to_string())
     }
 }
 
-fn flags(args: &[String]) -> Result<HashMap<String, String>, String> {
+/// Flags that take no value.
+const SWITCHES: [&str; 1] = ["linger"];
+
+/// `--flag value` pairs and switches, then the job's arguments after `--`.
+fn flags(args: &[String]) -> Result<(HashMap<String, String>, Vec<String>), String> {
     let mut map = HashMap::new();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
+        if flag == "--" {
+            return Ok((map, it.cloned().collect()));
+        }
         let key = flag.strip_prefix("--").ok_or_else(|| format!("unexpected argument `{flag}`"))?;
-        let value = it.next().ok_or_else(|| format!("{flag}: needs a value"))?;
-        map.insert(key.to_string(), value.clone());
+        let value = match SWITCHES.contains(&key) {
+            true => "true".to_string(),
+            false => it.next().ok_or_else(|| format!("{flag}: needs a value"))?.clone(),
+        };
+        map.insert(key.to_string(), value);
     }
-    Ok(map)
+    Ok((map, Vec::new()))
 }
 
 fn duration(flag: &str, s: &str) -> Result<Duration, String> {
@@ -109,8 +160,11 @@ pub fn main(name: &str, job: impl Fn(&StreamEnv) + Send + Sync + 'static) -> Exi
             job(&env);
             env.execute().map_err(|e| (1, e.to_string()))
         }
-        Some("jobmanager") => flags(&args[1..]).map_err(|e| (2, e)).and_then(|f| jobmanager(name, job, &f)),
-        Some("taskmanager") => flags(&args[1..]).map_err(|e| (2, e)).and_then(|f| taskmanager(job, &f)),
+        Some("jobmanager") => flags(&args[1..]).map_err(|e| (2, e)).and_then(|(f, a)| jobmanager(name, job, &f, a)),
+        Some("taskmanager") => flags(&args[1..]).map_err(|e| (2, e)).and_then(|(f, a)| match a.is_empty() {
+            true => taskmanager(job, &f),
+            false => Err((2, "taskmanager: the job's arguments go to the jobmanager".into())),
+        }),
         Some(other) => Err((2, format!("unknown command `{other}`: expected jobmanager, taskmanager, or none"))),
     };
     match result {
@@ -130,38 +184,48 @@ fn parse<T: std::str::FromStr>(f: &HashMap<String, String>, key: &str, default: 
     get(f, key, default).parse().map_err(|_| (2, format!("--{key}: `{}` is not valid", get(f, key, default))))
 }
 
-fn jobmanager(name: &str, job: Arc<JobFn>, f: &HashMap<String, String>) -> Result<(), (u8, String)> {
+fn jobmanager(name: &str, job: Arc<JobFn>, f: &HashMap<String, String>, args: Vec<String>) -> Result<(), (u8, String)> {
     let known = [
+        "job-name",
         "parallelism",
         "checkpoint-dir",
         "checkpoint-interval",
+        "savepoint-dir",
         "bind",
         "rpc-port",
         "rest-port",
         "restore",
+        "deployment-id",
         "leader-lock",
+        "linger",
     ];
+    if f.contains_key("leader-lease") {
+        return Err((
+            2,
+            "--leader-lease: a Rust job binary elects no leader through Kubernetes; run one JobManager (jobManager.replicas: 1) or use --leader-lock".into(),
+        ));
+    }
     if let Some(k) = f.keys().find(|k| !known.contains(&k.as_str())) {
         return Err((2, format!("--{k}: not a jobmanager option (expected one of --{})", known.join(", --"))));
     }
     let definition = Definition {
-        checkpoint_dir: f.get("checkpoint-dir").map(|d| PathBuf::from(d.strip_prefix("file://").unwrap_or(d))),
+        checkpoint_dir: f.get("checkpoint-dir").cloned(),
         checkpoint_interval_ms: match f.get("checkpoint-interval") {
             Some(d) => Some(duration("checkpoint-interval", d).map_err(|e| (2, e))?.as_millis() as u64),
             None => None,
         },
+        savepoint_dir: f.get("savepoint-dir").cloned(),
+        args,
     };
-    if let Some(dir) = f.get("checkpoint-dir").filter(|d| d.contains("://") && !d.starts_with("file://")) {
-        return Err((
-            2,
-            format!(
-                "--checkpoint-dir {dir}: a Rust job binary checkpoints to a directory every process sees (a shared volume); object stores need the weir binary's storage for now"
-            ),
-        ));
+    for (flag, uri) in [("checkpoint-dir", &definition.checkpoint_dir), ("savepoint-dir", &definition.savepoint_dir)] {
+        if let Some(uri) = uri {
+            storage(uri).map_err(|e| (2, format!("--{flag} {e}")))?;
+        }
     }
     if definition.checkpoint_dir.is_some() != definition.checkpoint_interval_ms.is_some() {
         return Err((2, "--checkpoint-dir and --checkpoint-interval go together".into()));
     }
+    let name = f.get("job-name").map_or(name, String::as_str);
     let bind = get(f, "bind", "0.0.0.0");
     let rpc: std::net::SocketAddr = format!("{bind}:{}", get(f, "rpc-port", "6123"))
         .parse()
@@ -188,12 +252,20 @@ fn jobmanager(name: &str, job: Arc<JobFn>, f: &HashMap<String, String>) -> Resul
         Some("none") => InitialRestore::None,
         Some(dir) => InitialRestore::Uri(dir.to_string()),
     };
+    config.deployment = f.get("deployment-id").cloned();
     let jm = Arc::new(JobManager::start(config, Arc::new(ClosureBuilder(job))).map_err(|e| (2, e.to_string()))?);
     let server =
         RestServer::start(rest, Arc::new(ClusterJob(jm.clone()))).map_err(|e| (1, format!("--rest-port: {e}")))?;
     eprintln!("{name}: JobManager; TaskManagers register at {}, REST API on http://{}/", jm.rpc_addr(), server.addr);
     while !jm.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
+    }
+    if f.contains_key("linger") {
+        // Kubernetes would restart an exited JobManager, and with it the job.
+        eprintln!("{name}: job {}; serving its final state until stopped", jm.view().state);
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
     }
     server.linger(Duration::from_secs(3));
     let view = jm.view();
