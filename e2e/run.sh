@@ -27,6 +27,7 @@
 #     operator SIGKILLed in the middle of a rescale (it resumes the operation), a
 #     savepoint that cannot be written (the upgrade is aborted, the old job runs
 #     on), and deletion (a final savepoint, then every owned object gone);
+#   - a rescale with keyed state (WEIR_E2E_STATE_MB, 16 MiB unless told), timed;
 #   - a user's Rust job binary (examples/rust-job) runs as a StreamJob with the
 #     same answer as its one-process run;
 #   - two `weir jobmanager --leader-lease` replicas elect one leader with a real
@@ -39,8 +40,14 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'stop_control_plane; rm -rf "$work"' EXIT
 step() { echo "ok - $*"; }
-(cd "$repo" && cargo build --quiet -p weir-operator -p weir-cli -p rust-job)
-bin_dir="${CARGO_TARGET_DIR:-$repo/target}/debug"
+# WEIR_E2E_RELEASE=1 runs release binaries (bench/operator-rescale.sh measures with them).
+if [ "${WEIR_E2E_RELEASE:-0}" = 1 ]; then
+  (cd "$repo" && cargo build --release --quiet -p weir-operator -p weir-cli -p rust-job)
+  bin_dir="${CARGO_TARGET_DIR:-$repo/target}/release"
+else
+  (cd "$repo" && cargo build --quiet -p weir-operator -p weir-cli -p rust-job)
+  bin_dir="${CARGO_TARGET_DIR:-$repo/target}/debug"
+fi
 fail() { echo "not ok - $*" >&2; exit 1; }
 
 start_control_plane "$work/k8s" || fail "the control plane did not start"
@@ -343,21 +350,26 @@ wait_for "the job resumed" "$st.get('deployment') != '$deployment' and $running 
 deployment=$(field "o['status']['deployment']")
 step "suspend stops the job with a savepoint ($suspended_at) and removes its processes; running again resumes from it"
 
-# checkpointed: waits until the stream job's running JobManager (at its pod IP)
-# has completed a checkpoint of its own run.
+# checkpointed [JOB [MIN_BYTES [SECONDS]]]: waits until JOB's running JobManager
+# (asked at its pod IP) has completed a checkpoint of its own run, of at least
+# MIN_BYTES; prints the checkpoint's size.
 checkpointed() {
-  local ip=""
-  for _ in $(seq 120); do
-    ip=$(kube GET "/api/v1/namespaces/default/pods?labelSelector=app.kubernetes.io/instance=stream,app.kubernetes.io/component=jobmanager" \
+  local job=${1:-stream} min=${2:-0} seconds=${3:-60} ip=""
+  for _ in $(seq $((seconds * 2))); do
+    ip=$(kube GET "/api/v1/namespaces/default/pods?labelSelector=app.kubernetes.io/instance=$job,app.kubernetes.io/component=jobmanager" \
       | python3 -c 'import json, sys; print(next((p["status"].get("podIP", "") for p in json.load(sys.stdin)["items"] if not p["metadata"].get("deletionTimestamp")), ""))')
-    [ -n "$ip" ] && curl -sf "http://$ip:8081/v1/jobs/stream" 2>/dev/null \
-      | python3 -c 'import json, sys; sys.exit(0 if "/chk-" in ((json.load(sys.stdin)["checkpoints"]["latest"] or {}).get("path") or "") else 1)' && return 0
+    [ -n "$ip" ] && curl -sf "http://$ip:8081/v1/jobs/$job" 2>/dev/null | python3 -c '
+import json, sys
+c = json.load(sys.stdin)["checkpoints"]["latest"] or {}
+ok = "/chk-" in (c.get("path") or "") and c.get("size_bytes", 0) >= int(sys.argv[1])
+print(c.get("size_bytes", 0)) if ok else None
+sys.exit(0 if ok else 1)' "$min" && return 0
     sleep 0.5
   done
-  node_logs; fail "the stream job completed no checkpoint within 60 s"
+  node_logs; fail "$job completed no checkpoint of $min bytes or more within $seconds s"
 }
 jm_pid() { pgrep -f -- "jobmanager --pipeline /etc/weir/pipeline.yaml --job-name stream " | head -1; }
-checkpointed
+checkpointed >/dev/null
 killed=$(jm_pid)
 [ -n "$killed" ] || fail "no JobManager process of the stream job"
 kill -9 "$killed"
@@ -376,7 +388,7 @@ after=$(operator_pid)
 [ -n "$after" ] && [ "$after" != "$before" ] || fail "the operator process was not restarted ($before, $after)"
 step "the operator SIGKILLed in the middle of a rescale 2 -> 3: restarted, it resumes the written-ahead operation, and the job runs at 3 from the savepoint"
 
-checkpointed
+checkpointed >/dev/null
 wait_for "a checkpoint in the status" "$st.get('lastCheckpoint')" "$jobs/stream"
 before_id=$(field "o['status']['lastCheckpoint']['id']")
 patch_stream '{"spec": {"upgradeMode": "last-state", "savepoints": {"dir": "s3://weir-missing/savepoints"}, "pipeline": {"source": {"rate": 3000}}}}'
@@ -427,6 +439,43 @@ key = sys.argv[1].split('s3://weir/', 1)[1].rstrip('/') + '/_metadata'
 boto3.client('s3', endpoint_url='http://127.0.0.1:$s3_port', region_name='us-east-1').head_object(Bucket='weir', Key=key)" "$final" \
   || fail "the final savepoint $final is not in S3"
 step "delete: a final savepoint ($final, recorded in a FinalSavepoint event), then every object the job owned and its pods are gone"
+
+# A rescale with keyed state: a dedup over order ids keeps every id it has
+# seen, until its checkpoints hold WEIR_E2E_STATE_MB MiB (bench/operator-rescale.sh
+# measures 100 MiB with release binaries); then parallelism 2 -> 3 is timed
+# to the job running at 3 from the savepoint, and to its first checkpoint
+# there (the state restored and the job processing).
+state_mb=${WEIR_E2E_STATE_MB:-16}
+cat >"$work/state.yaml" <<YAML
+apiVersion: weir.dev/v1alpha1
+kind: StreamJob
+metadata: { name: state-job }
+spec:
+  image: weir:e2e
+  parallelism: 2
+  taskManager: { slots: 2 }
+  savepointOnDelete: false
+  checkpointing: { interval: 2s, dir: s3://weir/checkpoints }
+  storage: { endpoint: "http://127.0.0.1:$s3_port", region: us-east-1, pathStyle: true, credentialsSecret: s3 }
+  pipeline:
+    name: state-job
+    source: { type: datagen, workload: orders, rate: ${WEIR_E2E_STATE_RATE:-200000}, watermark: { field: time, out_of_orderness: 5s } }
+    steps: [ { dedup: { key: order_id } }, { key_by: region }, { window: { type: tumbling, size: 10s } }, { aggregate: { count: count() } } ]
+    sink: { type: blackhole }
+YAML
+kube POST "$jobs" "$work/state.yaml" application/yaml >"$work/answer.json"
+[ "$KUBE_STATUS" = 201 ] || fail "applying the stateful StreamJob: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
+wait_for "the stateful job running" "$running" "$jobs/state-job"
+state_bytes=$(checkpointed state-job $((state_mb * 1048576)) 600)
+echo '{"spec": {"parallelism": 3}}' >"$work/scale.json"
+kube PATCH "$jobs/state-job" "$work/scale.json" application/merge-patch+json >/dev/null
+started=$(date +%s.%N)
+wait_for "the stateful job running at 3" "$running and $job_.get('parallelism') == 3 and $(from_savepoint rescale)" "$jobs/state-job" 120
+running_s=$(python3 -c "print(round($(date +%s.%N) - $started, 1))")
+checkpointed state-job 1 120 >/dev/null
+first_checkpoint_s=$(python3 -c "print(round($(date +%s.%N) - $started, 1))")
+step "rescale 2 -> 3 with $((state_bytes / 1048576)) MiB of keyed state in its checkpoints: running at 3 from the savepoint after $running_s s, its first checkpoint there after $first_checkpoint_s s"
+kube DELETE "$jobs/state-job" >/dev/null
 
 # A user's job binary (examples/rust-job, the order monitor in Rust) as a
 # StreamJob: the image's binary is its own JobManager and TaskManagers.

@@ -253,7 +253,16 @@ async fn observe(job: &StreamJob, ctx: &Context) -> Observed {
         Some(t) => savepoint_status(job, ctx, &t).await,
         None => None,
     };
-    Observed { job: job_view, savepoint, now: k8s_openapi::jiff::Timestamp::now().to_string() }
+    // Looked at only while the job is yet to be deployed from it.
+    let undeployed = job.status.as_ref().is_none_or(|s| s.deployed_spec.is_none());
+    let initial_savepoint_found = match (&job.spec.initial_savepoint, undeployed) {
+        (Some(path), true) => {
+            let (p, storage) = (path.clone(), job.spec.storage.clone());
+            Some(off_runtime(move || snapshots::exists(&p, storage.as_ref())).await)
+        }
+        _ => None,
+    };
+    Observed { job: job_view, savepoint, initial_savepoint_found, now: k8s_openapi::jiff::Timestamp::now().to_string() }
 }
 
 /// The JobManager's latest completed checkpoint (not a savepoint), as the status shows it.

@@ -29,6 +29,9 @@ pub struct Observed {
     pub job: Option<JobView>,
     /// The fate of the pending operation's savepoint, once one was triggered.
     pub savepoint: Option<SavepointView>,
+    /// Whether `spec.initialSavepoint` is in storage, when the job is yet to be
+    /// deployed from it (`None`: not looked at).
+    pub initial_savepoint_found: Option<bool>,
     /// Now, as an RFC 3339 time (for status fields).
     pub now: String,
 }
@@ -291,6 +294,15 @@ impl Planner<'_> {
                 self.phase(Phase::Suspended);
                 return;
             }
+            if let (Some(path), Some(false)) = (&spec.initial_savepoint, self.observed.initial_savepoint_found) {
+                // Never a silent fresh start: wait for it (storage may be back later), and say so.
+                let why = format!("spec.initialSavepoint: {path} has no _metadata in storage; nothing is deployed");
+                self.set_condition("Ready", false, "SavepointNotFound", &why);
+                self.set_condition("Progressing", false, "SavepointNotFound", &why);
+                self.event(true, "SavepointNotFound", &why);
+                self.actions.push(Action::Requeue(Duration::from_secs(30)));
+                return;
+            }
             let spec = spec.clone();
             let restore = spec.initial_savepoint.clone().map_or(Restore::Fresh, Restore::From);
             self.deploy(&spec, restore);
@@ -433,6 +445,11 @@ impl Planner<'_> {
                 self.actions.push(Action::Requeue(Duration::from_secs(2)));
             }
             None => {
+                let was = self.status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.reason.clone());
+                if was.as_deref() == Some("Running") {
+                    // Once when it goes away, not on every retry.
+                    self.event(true, "JobManagerUnreachable", "the JobManager of the running job stopped answering");
+                }
                 self.set_condition("Ready", false, "JobManagerUnreachable", "the JobManager did not answer");
                 self.actions.push(Action::Requeue(Duration::from_secs(2)));
             }
@@ -498,6 +515,7 @@ mod tests {
         Observed {
             job: job.map(|(s, p)| JobView { state: s.into(), parallelism: p, ..Default::default() }),
             savepoint,
+            initial_savepoint_found: None,
             now: "2026-11-21T12:00:00Z".into(),
         }
     }
@@ -749,5 +767,19 @@ mod tests {
         assert_eq!(condition(&p.status, "Progressing"), ("False", "Aborted"));
         let msg = &p.status.conditions.iter().find(|c| c.type_ == "SnapshotHealthy").unwrap().message;
         assert!(msg.contains("did not complete within"), "{msg}");
+    }
+
+    #[test]
+    fn an_initial_savepoint_missing_from_storage_deploys_nothing_and_says_so() {
+        let from = |s: &mut StreamJobSpec| s.initial_savepoint = Some("s3://weir/savepoints/sp-1".into());
+        let mut missing = observed(None, None);
+        missing.initial_savepoint_found = Some(false);
+        let p = step(&job(None, 1, from), &missing);
+        assert_eq!(applied(&p), None);
+        assert_eq!(condition(&p.status, "Ready"), ("False", "SavepointNotFound"));
+        assert!(p.actions.contains(&Action::Requeue(Duration::from_secs(30))), "retried later: {:?}", p.actions);
+        missing.initial_savepoint_found = Some(true);
+        let p = step(&job(Some(p.status), 1, from), &missing);
+        assert_eq!(applied(&p), Some((2, Restore::From("s3://weir/savepoints/sp-1".into()))));
     }
 }
