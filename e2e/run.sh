@@ -38,7 +38,9 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=e2e/control-plane.sh
 . "$repo/e2e/control-plane.sh"
 work=$(mktemp -d)
-trap 'stop_control_plane; rm -rf "$work"' EXIT
+# WEIR_E2E_KEEP=1 keeps the work directory (logs of every pod, the operator, the node agent).
+cleanup_work() { if [ "${WEIR_E2E_KEEP:-0}" = 1 ]; then echo "e2e: kept $work" >&2; else rm -rf "$work"; fi; }
+trap 'stop_control_plane; cleanup_work' EXIT
 step() { echo "ok - $*"; }
 # WEIR_E2E_RELEASE=1 runs release binaries (bench/operator-rescale.sh measures with them).
 if [ "${WEIR_E2E_RELEASE:-0}" = 1 ]; then
@@ -139,7 +141,7 @@ metrics_port=$(free_port)
 KUBECONFIG="$work/operator.kubeconfig" WEIR_LOG=info "$bin_dir/weir-operator" run --namespace default --jobmanager-access proxy \
   --metrics-addr "127.0.0.1:$metrics_port" --leader-lease weir-operator >"$work/operator.log" 2>&1 &
 operator=$!
-trap 'stop_pid $operator; stop_control_plane; rm -rf "$work"' EXIT
+trap 'stop_pid $operator; stop_control_plane; cleanup_work' EXIT
 
 # wait_for DESCRIPTION PYTHON_CONDITION PATH [SECONDS]: polls PATH (JSON in `o`), 60 s unless told.
 wait_for() {
@@ -213,7 +215,7 @@ step "the chart's RBAC refused the operator nothing"
 s3_port=$(free_port)
 "$venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" >"$work/moto.log" 2>&1 &
 moto=$!
-trap 'stop_pid "${agent:-}"; stop_pid "${moto:-}"; stop_pid $operator; stop_control_plane; rm -rf "$work"' EXIT
+trap 'stop_pid "${agent:-}"; stop_pid "${moto:-}"; stop_pid $operator; stop_control_plane; cleanup_work' EXIT
 for _ in $(seq 100); do curl -s "http://127.0.0.1:$s3_port/" >/dev/null && break; sleep 0.1; done
 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "$venv/bin/python" -c "
 import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:$s3_port', region_name='us-east-1').create_bucket(Bucket='weir')" \
@@ -521,7 +523,7 @@ jobmanager() {
 }
 holder() { kube GET "$leases/lease-job-jobmanager" | python3 -c 'import json, sys; s = json.load(sys.stdin).get("spec", {}); print(s.get("holderIdentity", ""), s.get("leaseTransitions", 0))'; }
 jobmanager 1; jm1=$!
-trap 'stop_pid "${jm1:-}"; stop_pid "${jm2:-}"; stop_pid "${agent:-}"; stop_pid "${moto:-}"; stop_pid $operator; stop_control_plane; rm -rf "$work"' EXIT
+trap 'stop_pid "${jm1:-}"; stop_pid "${jm2:-}"; stop_pid "${agent:-}"; stop_pid "${moto:-}"; stop_pid $operator; stop_control_plane; cleanup_work' EXIT
 for _ in $(seq 100); do grep -q leading "$work/jm1.log" && break; sleep 0.1; done
 grep -q leading "$work/jm1.log" || { cat "$work/jm1.log" >&2; fail "the first JobManager did not lead"; }
 jobmanager 2; jm2=$!

@@ -159,7 +159,7 @@ impl Planner<'_> {
         self.set_condition("Progressing", true, "Deploying", &note);
         self.event(false, "Deploying", &note);
         // Until it runs, look often.
-        self.actions.push(Action::Requeue(Duration::from_secs(2)));
+        self.actions.push(Action::Requeue(Duration::from_secs(1)));
     }
 
     /// Starts an operation that needs a savepoint: recorded first, then triggered.

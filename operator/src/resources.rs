@@ -291,7 +291,7 @@ pub fn jobmanager(job: &StreamJob, deploy: &Deploy) -> Deployment {
                     port: IntOrString::String("rest".into()),
                     ..Default::default()
                 }),
-                period_seconds: Some(2),
+                period_seconds: Some(1),
                 ..Default::default()
             }),
             volume_mounts: job.spec.pipeline.as_ref().map(|_| {

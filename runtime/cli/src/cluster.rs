@@ -322,6 +322,8 @@ pub fn jobmanager(args: JobManagerArgs) -> Result<(), Failure> {
     let mut config = JobManagerConfig::new(spec, rpc_addr);
     config.restore = restore_of(args.restore.as_deref(), InitialRestore::LatestIfAny);
     config.deployment = args.deployment_id.clone();
+    // Lingering is for Kubernetes, which restarts a TaskManager that exits.
+    config.release_taskmanagers = !args.linger;
     args.failover.apply(&mut config)?;
     eprintln!(
         "weir: JobManager for {} at parallelism {}, TaskManagers register at {rpc_addr}",

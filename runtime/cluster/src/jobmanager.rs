@@ -62,6 +62,12 @@ pub struct JobManagerConfig {
     /// deployment's own, a (re)started JobManager recovers from it instead of
     /// `restore` (its pod was restarted, not redeployed).
     pub deployment: Option<String>,
+    /// When the job is over, tell the TaskManagers to shut down. Off where
+    /// whatever runs them restarts a process that exits (Kubernetes): they
+    /// then stay registered and idle until this JobManager goes, and register
+    /// with the next one at once (a rescale's), instead of exiting into a
+    /// restart backoff.
+    pub release_taskmanagers: bool,
 }
 
 impl JobManagerConfig {
@@ -74,6 +80,7 @@ impl JobManagerConfig {
             restart: RestartStrategy::default(),
             restore: InitialRestore::None,
             deployment: None,
+            release_taskmanagers: true,
         }
     }
 }
@@ -192,9 +199,10 @@ impl JobManager {
             restored_from: restore.as_ref().map(|r| r.0.clone()),
         }));
         let heartbeat_ms = config.heartbeat_interval.as_millis() as u64;
+        let release = config.release_taskmanagers;
         std::thread::Builder::new()
             .name("jm-accept".into())
-            .spawn(move || accept(listener, inputs_tx, heartbeat_ms))
+            .spawn(move || accept(listener, inputs_tx, heartbeat_ms, release))
             .map_err(JobManagerError::Spawn)?;
         let jm = Jm {
             restarts: Restarts::new(config.restart.clone()),
@@ -377,16 +385,28 @@ enum Input {
 }
 
 /// Accepts TaskManagers: each connection's first message must be a compatible registration.
-fn accept(listener: TcpListener, inputs: Sender<Input>, heartbeat_ms: u64) {
+fn accept(listener: TcpListener, inputs: Sender<Input>, heartbeat_ms: u64, release: bool) {
     for (conn, stream) in (1u64..).zip(listener.incoming()) {
         let Ok(stream) = stream else { continue };
         let inputs = inputs.clone();
-        let _ =
-            std::thread::Builder::new().name("jm-conn".into()).spawn(move || serve(conn, stream, inputs, heartbeat_ms));
+        let _ = std::thread::Builder::new()
+            .name("jm-conn".into())
+            .spawn(move || serve(conn, stream, inputs, heartbeat_ms, release));
     }
 }
 
-fn serve(conn: u64, mut stream: TcpStream, inputs: Sender<Input>, heartbeat_ms: u64) {
+/// The job is over: a TaskManager is told to shut down, or (not `release`)
+/// kept connected and idle until it or this process goes.
+fn job_over(mut stream: TcpStream, release: bool) {
+    if release {
+        let _ = frame::send(&mut stream, &ToTaskManager::Shutdown);
+        return;
+    }
+    let mut buf = Vec::new();
+    while frame::recv::<ToJobManager>(&mut stream, &mut buf).is_ok() {}
+}
+
+fn serve(conn: u64, mut stream: TcpStream, inputs: Sender<Input>, heartbeat_ms: u64, release: bool) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
@@ -415,15 +435,14 @@ fn serve(conn: u64, mut stream: TcpStream, inputs: Sender<Input>, heartbeat_ms: 
         return;
     }
     if inputs.send(Input::Registered { conn, id, slots, data_addr, writer }).is_err() {
-        // The job is over (a lingering JobManager): the TaskManager may go.
-        let _ = frame::send(&mut stream, &ToTaskManager::Shutdown);
-        return;
+        // The job is over (a lingering JobManager).
+        return job_over(stream, release);
     }
     loop {
         match frame::recv::<ToJobManager>(&mut stream, &mut buf) {
             Ok(message) => {
                 if inputs.send(Input::Message { conn, message }).is_err() {
-                    return;
+                    return job_over(stream, release);
                 }
             }
             Err(e) => {
@@ -507,9 +526,11 @@ impl Jm {
             self.maybe_deploy();
             self.publish();
         }
-        // The job is over: the TaskManagers may go.
-        for tm in self.tms.values_mut() {
-            let _ = frame::send(&mut tm.writer, &ToTaskManager::Shutdown);
+        // The job is over: the TaskManagers may go (or idle, see `release_taskmanagers`).
+        if self.config.release_taskmanagers {
+            for tm in self.tms.values_mut() {
+                let _ = frame::send(&mut tm.writer, &ToTaskManager::Shutdown);
+            }
         }
         self.publish();
         tracing::info!("job {} {}", self.config.spec.name, self.state);

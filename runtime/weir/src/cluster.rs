@@ -253,6 +253,8 @@ fn jobmanager(name: &str, job: Arc<JobFn>, f: &HashMap<String, String>, args: Ve
         Some(dir) => InitialRestore::Uri(dir.to_string()),
     };
     config.deployment = f.get("deployment-id").cloned();
+    // Lingering is for Kubernetes, which restarts a TaskManager that exits.
+    config.release_taskmanagers = !f.contains_key("linger");
     let jm = Arc::new(JobManager::start(config, Arc::new(ClosureBuilder(job))).map_err(|e| (2, e.to_string()))?);
     let server =
         RestServer::start(rest, Arc::new(ClusterJob(jm.clone()))).map_err(|e| (1, format!("--rest-port: {e}")))?;

@@ -121,6 +121,59 @@ fn a_rescale_through_the_rest_api_restarts_at_the_new_parallelism_with_exact_out
     assert_eq!(committed_output(&out, "orders-window"), oracle("orders-window", EVENTS), "{}", log());
 }
 
+/// As on Kubernetes (`--linger`): a finished job's TaskManager is kept, idle,
+/// rather than told to exit (Kubernetes would restart it, with a backoff), and
+/// serves the next JobManager at once when this one goes.
+#[test]
+fn a_lingering_jobmanager_keeps_its_taskmanagers_for_the_next_one() {
+    const EVENTS: u64 = 20_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let (rpc, rest) = (free_port().to_string(), free_port());
+    let jobmanager = |out: &str, linger: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+        c.arg("jobmanager")
+            .arg("--pipeline")
+            .arg(workspace().join("examples/workloads/orders-window.yaml"))
+            .args([
+                "--set",
+                &format!("source.count={EVENTS}"),
+                "--set",
+                &format!("sink.path={}", tmp.path().join(out).display()),
+            ])
+            .args(["--parallelism", "2", "--bind", "127.0.0.1", "--rpc-port", &rpc, "--rest-port", &rest.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(tmp.path().join(format!("{out}.log"))).unwrap());
+        if linger {
+            c.arg("--linger");
+        }
+        c.spawn().unwrap()
+    };
+    let mut first = Cluster(jobmanager("first", true));
+    let mut tm = Cluster(
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["taskmanager", "--jobmanager", &format!("127.0.0.1:{rpc}"), "--slots", "2", "--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the first job finishes", Duration::from_secs(60), || {
+        job_doc(rest, "orders-window").is_some_and(|d| d["state"] == "finished")
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(tm.0.try_wait().unwrap().is_none(), "the TaskManager of a lingering JobManager exited");
+    assert!(first.0.try_wait().unwrap().is_none(), "the JobManager lingers");
+    sigkill(first.0.id());
+    let _ = first.0.wait();
+    // The next JobManager (not lingering) runs its job on the same TaskManager, then releases it.
+    let mut second = jobmanager("second", false);
+    let status = wait_for(&mut second, Duration::from_secs(60)).expect("the second job finishes");
+    assert!(status.success(), "{}", std::fs::read_to_string(tmp.path().join("second.log")).unwrap_or_default());
+    assert_eq!(committed_output(&tmp.path().join("second"), "orders-window"), oracle("orders-window", EVENTS));
+    let status = wait_for(&mut tm.0, Duration::from_secs(20)).expect("released, the TaskManager exits");
+    assert!(status.success());
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
