@@ -182,6 +182,9 @@ pub struct DatagenSource<T, G> {
     generate: G,
     split: DatagenSplit,
     lanes: std::collections::VecDeque<Lane>,
+    /// The part of the whole stream this subtask's lanes make (what its part of
+    /// `rate` is): 1/parallelism, until a restore deals lanes unevenly.
+    share: f64,
     emitted: u64,
     started: Option<Instant>,
     _t: std::marker::PhantomData<fn() -> T>,
@@ -190,7 +193,15 @@ pub struct DatagenSource<T, G> {
 impl<T, G: Fn(u64) -> T> DatagenSource<T, G> {
     pub fn new(generate: G, split: DatagenSplit) -> Self {
         let lane = Lane { next_block: split.subtask as u64, stride: split.parallelism as u64, offset: 0 };
-        DatagenSource { generate, split, lanes: [lane].into(), emitted: 0, started: None, _t: std::marker::PhantomData }
+        DatagenSource {
+            generate,
+            split,
+            lanes: [lane].into(),
+            share: lane.share(),
+            emitted: 0,
+            started: None,
+            _t: std::marker::PhantomData,
+        }
     }
 
     fn past(lane: &Lane, count: Option<u64>) -> bool {
@@ -202,6 +213,11 @@ impl Lane {
     /// The number of the next event of this lane.
     pub fn position(&self) -> u64 {
         self.next_block * BLOCK + self.offset
+    }
+
+    /// The part of the stream's blocks this lane has.
+    pub fn share(&self) -> f64 {
+        1.0 / self.stride.max(1) as f64
     }
 
     /// The same blocks as `k` lanes, for spreading one lane over more subtasks.
@@ -233,7 +249,7 @@ impl<T: Send, G: Fn(u64) -> T + Send> Source<T> for DatagenSource<T, G> {
         }
         if let Some(rate) = self.split.rate {
             let started = *self.started.get_or_insert_with(Instant::now);
-            let per_subtask = rate / self.split.parallelism as f64;
+            let per_subtask = rate * self.share;
             let allowed = (started.elapsed().as_secs_f64() * per_subtask) as u64 + 1;
             if self.emitted >= allowed {
                 self.lanes.push_front(lane);
@@ -273,6 +289,8 @@ impl<T: Send, G: Fn(u64) -> T + Send> Source<T> for DatagenSource<T, G> {
         let lanes: Vec<Lane> = all.iter().flat_map(|l| l.split(k).collect::<Vec<_>>()).collect();
         self.lanes =
             lanes.into_iter().enumerate().filter(|(i, _)| i % p == self.split.subtask).map(|(_, l)| l).collect();
+        // Paced by what it has: a subtask dealt two lanes of four runs at half the rate.
+        self.share = self.lanes.iter().map(Lane::share).sum();
         Ok(())
     }
 }
@@ -346,6 +364,25 @@ mod tests {
             assert_eq!((duplicates, missing), (0, 0), "(duplicates, missing) restoring at parallelism {p}");
             assert!(all_work, "every subtask gets work restoring at parallelism {p}");
         }
+    }
+
+    /// After a restore at another parallelism the subtasks' rates follow the lanes they
+    /// were dealt: together they keep the configured rate, and all lanes end together.
+    #[test]
+    fn restored_subtasks_share_the_rate_by_their_lanes() {
+        let split = |subtask, parallelism| DatagenSplit { subtask, parallelism, count: None, rate: Some(9_000.0) };
+        let lanes: Vec<Vec<u8>> =
+            (0..2).flat_map(|i| DatagenSource::new(|n| n, split(i, 2)).snapshot_state().unwrap().entries).collect();
+        let shares: Vec<f64> = (0..3)
+            .map(|j| {
+                let mut s = DatagenSource::new(|n| n, split(j, 3));
+                s.restore_state(RestoredState { keyed: vec![], entries: vec![], all_entries: lanes.clone() }).unwrap();
+                s.share
+            })
+            .collect();
+        // 2 lanes split into 4, dealt 2, 1, 1.
+        assert_eq!(shares, [0.5, 0.25, 0.25]);
+        assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9);
     }
 
     #[test]
