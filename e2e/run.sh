@@ -246,23 +246,32 @@ kube POST /apis/apps/v1/namespaces/weir-system/deployments "$work/chart/Deployme
 wait_for "the operator pod ready" "o['status'].get('readyReplicas') == 1" /apis/apps/v1/namespaces/weir-system/deployments/weir-weir-operator
 step "the node agent runs the chart's operator Deployment: the operator pod leads, is ready, and runs with the chart's RBAC; an S3 server holds the state"
 
-events=400000
-cat >"$work/monitor.yaml" <<YAML
+# job_manifest NAME IMAGE INTERVAL: the head of an e2e StreamJob (2 subtasks in one
+# TaskManager, exactly-once checkpoints every INTERVAL to the S3 server); the
+# caller appends the rest of its spec.
+job_manifest() {
+  cat <<YAML
 apiVersion: weir.dev/v1alpha1
 kind: StreamJob
-metadata: { name: monitor }
+metadata: { name: $1 }
 spec:
-  image: weir:e2e
+  image: $2
   parallelism: 2
   taskManager: { slots: 2 }
-  checkpointing: { interval: 1s, dir: s3://weir/checkpoints }
+  checkpointing: { interval: $3, dir: s3://weir/checkpoints }
   storage: { endpoint: "http://127.0.0.1:$s3_port", region: us-east-1, pathStyle: true, credentialsSecret: s3 }
+YAML
+}
+
+events=400000
+{ job_manifest monitor weir:e2e 1s; cat <<YAML
   pipeline:
     name: orders-window
     source: { type: datagen, workload: orders, count: $events, rate: 8000, watermark: { field: time, out_of_orderness: 5s } }
     steps: [ { key_by: region }, { window: { type: tumbling, size: 1m } }, { aggregate: { count: count(), sum: sum(amount) } } ]
     sink: { type: file, path: "$work/out" }
 YAML
+} >"$work/monitor.yaml"
 kube POST "$jobs" "$work/monitor.yaml" application/yaml >"$work/answer.json"
 [ "$KUBE_STATUS" = 201 ] || fail "applying the StreamJob: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
 wait_for "the job running" "o['status'].get('phase') == 'Running' and (o['status'].get('job') or {}).get('state') == 'running'" "$jobs/monitor" \
@@ -302,22 +311,14 @@ kube DELETE "$jobs/monitor" >/dev/null
 # An unbounded job through its lifecycle. Every rollout is a new deployment
 # (status.deployment); what its job started from is status.job.restoredFrom,
 # as the JobManager reports it.
-cat >"$work/stream.yaml" <<YAML
-apiVersion: weir.dev/v1alpha1
-kind: StreamJob
-metadata: { name: stream }
-spec:
-  image: weir:e2e
-  parallelism: 2
-  taskManager: { slots: 2 }
-  checkpointing: { interval: 1s, dir: s3://weir/checkpoints }
-  storage: { endpoint: "http://127.0.0.1:$s3_port", region: us-east-1, pathStyle: true, credentialsSecret: s3 }
+{ job_manifest stream weir:e2e 1s; cat <<YAML
   pipeline:
     name: stream
     source: { type: datagen, workload: orders, rate: 2000, watermark: { field: time, out_of_orderness: 5s } }
     steps: [ { key_by: region }, { window: { type: tumbling, size: 10s } }, { aggregate: { count: count(), sum: sum(amount) } } ]
     sink: { type: file, path: "$work/stream-out" }
 YAML
+} >"$work/stream.yaml"
 kube POST "$jobs" "$work/stream.yaml" application/yaml >"$work/answer.json"
 [ "$KUBE_STATUS" = 201 ] || fail "applying the unbounded StreamJob: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
 st="o.get('status', {})"
@@ -448,23 +449,15 @@ step "delete: a final savepoint ($final, recorded in a FinalSavepoint event), th
 # to the job running at 3 from the savepoint, and to its first checkpoint
 # there (the state restored and the job processing).
 state_mb=${WEIR_E2E_STATE_MB:-16}
-cat >"$work/state.yaml" <<YAML
-apiVersion: weir.dev/v1alpha1
-kind: StreamJob
-metadata: { name: state-job }
-spec:
-  image: weir:e2e
-  parallelism: 2
-  taskManager: { slots: 2 }
+{ job_manifest state-job weir:e2e 2s; cat <<YAML
   savepointOnDelete: false
-  checkpointing: { interval: 2s, dir: s3://weir/checkpoints }
-  storage: { endpoint: "http://127.0.0.1:$s3_port", region: us-east-1, pathStyle: true, credentialsSecret: s3 }
   pipeline:
     name: state-job
     source: { type: datagen, workload: orders, rate: ${WEIR_E2E_STATE_RATE:-200000}, watermark: { field: time, out_of_orderness: 5s } }
     steps: [ { dedup: { key: order_id } }, { key_by: region }, { window: { type: tumbling, size: 10s } }, { aggregate: { count: count() } } ]
     sink: { type: blackhole }
 YAML
+} >"$work/state.yaml"
 kube POST "$jobs" "$work/state.yaml" application/yaml >"$work/answer.json"
 [ "$KUBE_STATUS" = 201 ] || fail "applying the stateful StreamJob: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
 wait_for "the stateful job running" "$running" "$jobs/state-job"
@@ -482,18 +475,10 @@ kube DELETE "$jobs/state-job" >/dev/null
 # A user's job binary (examples/rust-job, the order monitor in Rust) as a
 # StreamJob: the image's binary is its own JobManager and TaskManagers.
 rust_events=200000
-cat >"$work/rust.yaml" <<YAML
-apiVersion: weir.dev/v1alpha1
-kind: StreamJob
-metadata: { name: rust-job }
-spec:
-  image: order-monitor-rust:e2e
+{ job_manifest rust-job order-monitor-rust:e2e 1s; cat <<YAML
   args: ["--events", "$rust_events", "--out", "$work/rust-out"]
-  parallelism: 2
-  taskManager: { slots: 2 }
-  checkpointing: { interval: 1s, dir: s3://weir/checkpoints }
-  storage: { endpoint: "http://127.0.0.1:$s3_port", region: us-east-1, pathStyle: true, credentialsSecret: s3 }
 YAML
+} >"$work/rust.yaml"
 kube POST "$jobs" "$work/rust.yaml" application/yaml >"$work/answer.json"
 [ "$KUBE_STATUS" = 201 ] || fail "applying the Rust StreamJob: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
 wait_for "the Rust job finished" "$job_.get('state') == 'finished'" "$jobs/rust-job" 120

@@ -389,6 +389,15 @@ impl Planner<'_> {
         }
     }
 
+    /// When to look again at a job that does not run: soon while a rollout is
+    /// bringing it up, less often otherwise.
+    fn retry_after(&self) -> Duration {
+        match self.status.phase {
+            Some(Phase::Deploying | Phase::Rescaling | Phase::Upgrading | Phase::RollingBack) => Duration::from_secs(1),
+            _ => Duration::from_secs(2),
+        }
+    }
+
     /// A periodic savepoint, when one is due; otherwise when to look again.
     fn periodic_savepoint(&mut self) {
         let Some(every) = self.job.spec.savepoints.as_ref().and_then(|s| s.periodic.as_deref()) else { return };
@@ -442,7 +451,7 @@ impl Planner<'_> {
             Some(job) => {
                 let note = format!("the JobManager reports the job as {}", job.state);
                 self.set_condition("Ready", false, "JobNotRunning", &note);
-                self.actions.push(Action::Requeue(Duration::from_secs(2)));
+                self.actions.push(Action::Requeue(self.retry_after()));
             }
             None => {
                 let was = self.status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.reason.clone());
@@ -451,7 +460,7 @@ impl Planner<'_> {
                     self.event(true, "JobManagerUnreachable", "the JobManager of the running job stopped answering");
                 }
                 self.set_condition("Ready", false, "JobManagerUnreachable", "the JobManager did not answer");
-                self.actions.push(Action::Requeue(Duration::from_secs(2)));
+                self.actions.push(Action::Requeue(self.retry_after()));
             }
         }
     }
