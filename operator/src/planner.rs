@@ -331,6 +331,7 @@ impl Planner<'_> {
             return;
         }
         let running = self.observed.job.as_ref().is_some_and(|j| j.state == "running");
+        let preempt = !running && self.not_running_for_real();
         match d.kind {
             ChangeKind::Ignore if d.restart_requested => {
                 self.event(false, "Restarting", "restartNonce changed: restarting from the latest checkpoint");
@@ -352,7 +353,12 @@ impl Planner<'_> {
             }
             // A job that does not run cannot take a savepoint: a new spec preempts it,
             // from the latest checkpoint (a failing deploy must not block its fix).
-            ChangeKind::Scale | ChangeKind::Upgrade if !running && spec.upgrade_mode != UpgradeMode::Stateless => {
+            // A JobManager of a running job that missed one answer: look again before acting.
+            ChangeKind::Scale | ChangeKind::Upgrade if !running && !preempt => {
+                self.set_condition("Ready", false, "JobManagerUnreachable", "the JobManager did not answer");
+                self.actions.push(Action::Requeue(Duration::from_secs(2)));
+            }
+            ChangeKind::Scale | ChangeKind::Upgrade if preempt && spec.upgrade_mode != UpgradeMode::Stateless => {
                 let state = self.observed.job.as_ref().map_or("unreachable".to_string(), |j| j.state.clone());
                 let note = format!(
                     "the job is not running ({state}): rolling out {} from the latest checkpoint",
@@ -387,6 +393,24 @@ impl Planner<'_> {
                 }
             }
         }
+    }
+
+    /// Whether a job seen not running really is not (so a new spec may go out
+    /// without a savepoint): its JobManager says so, or it has not answered since
+    /// its deployment, or for a minute. A running job's JobManager that misses
+    /// one answer is not enough.
+    fn not_running_for_real(&self) -> bool {
+        if self.observed.job.is_some() {
+            return true;
+        }
+        if self.status.phase != Some(Phase::Running) {
+            return true;
+        }
+        let ready = self.status.conditions.iter().find(|c| c.type_ == "Ready");
+        ready.is_some_and(|c| {
+            c.reason == "JobManagerUnreachable"
+                && elapsed(&c.last_transition_time.0.to_string(), &self.observed.now) > Duration::from_secs(60)
+        })
     }
 
     /// When to look again at a job that does not run: soon while a rollout is
@@ -767,6 +791,12 @@ mod tests {
         let status = running(|_| {});
         let p = step(&job(Some(status.clone()), 2, |s| s.parallelism = 4), &observed(Some(("restarting", 2)), None));
         assert_eq!(applied(&p), Some((4, Restore::Latest)), "no savepoint from a job that does not run");
+        // A running job's JobManager that misses one answer: nothing yet...
+        let p = step(&job(Some(status.clone()), 2, |s| s.parallelism = 4), &observed(None, None));
+        assert_eq!((applied(&p), p.status.pending_operation.is_some()), (None, false), "{:?}", p.actions);
+        // ...a minute without an answer: the new spec goes out from the latest checkpoint.
+        let p = step(&job(Some(p.status), 2, |s| s.parallelism = 4), &at(observed(None, None), "2026-11-21T12:01:30Z"));
+        assert_eq!(applied(&p), Some((4, Restore::Latest)));
 
         let p = step(&job(Some(status), 2, |s| s.parallelism = 4), &observed(Some(("running", 2)), None));
         assert!(p.status.pending_operation.is_some());
