@@ -246,6 +246,7 @@ async fn observe(job: &StreamJob, ctx: &Context) -> Observed {
             restored_from: v["restored_from"].as_str().map(str::to_string),
             failure: v["failure"].as_str().map(str::to_string),
             last_checkpoint: checkpoint_ref(&v["checkpoints"]["latest"]),
+            deployment: v["deployment"].as_str().map(str::to_string),
         })
     });
     let trigger = job.status.as_ref().and_then(|s| s.pending_operation.as_ref()).and_then(|o| o.trigger_id.clone());

@@ -47,6 +47,8 @@ pub struct JobView {
     pub failure: Option<String>,
     /// The latest completed checkpoint of its current run.
     pub last_checkpoint: Option<crate::crd::CheckpointRef>,
+    /// The deployment the answering JobManager belongs to.
+    pub deployment: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,13 +200,13 @@ impl Planner<'_> {
         self.status.savepoint_history.push(sp.clone());
         self.status.last_savepoint = Some(sp);
         let limit = self.job.spec.savepoints.as_ref().map_or(5, |s| s.history_limit).max(1) as usize;
-        let running_from = self.observed.job.as_ref().and_then(|j| j.restored_from.as_deref());
+        let running_from = self.current_job().and_then(|j| j.restored_from.clone());
         let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
         let newest = self.status.savepoint_history.len() - 1;
         let mut excess = self.status.savepoint_history.len().saturating_sub(limit);
         let mut kept = Vec::new();
         for (i, sp) in std::mem::take(&mut self.status.savepoint_history).into_iter().enumerate() {
-            let protected = i == newest || running_from.is_some_and(|r| same(r, &sp.path));
+            let protected = i == newest || running_from.as_deref().is_some_and(|r| same(r, &sp.path));
             if excess > 0 && !protected {
                 excess -= 1;
                 self.actions.push(Action::DisposeSavepoint(sp.path.clone()));
@@ -330,7 +332,7 @@ impl Planner<'_> {
             self.start_savepoint_operation(OperationKind::Suspend, None, Phase::Savepointing, note);
             return;
         }
-        let running = self.observed.job.as_ref().is_some_and(|j| j.state == "running");
+        let running = self.current_job().is_some_and(|j| j.state == "running");
         let preempt = !running && self.not_running_for_real();
         match d.kind {
             ChangeKind::Ignore if d.restart_requested => {
@@ -359,7 +361,7 @@ impl Planner<'_> {
                 self.actions.push(Action::Requeue(Duration::from_secs(2)));
             }
             ChangeKind::Scale | ChangeKind::Upgrade if preempt && spec.upgrade_mode != UpgradeMode::Stateless => {
-                let state = self.observed.job.as_ref().map_or("unreachable".to_string(), |j| j.state.clone());
+                let state = self.current_job().map_or("unreachable".to_string(), |j| j.state.clone());
                 let note = format!(
                     "the job is not running ({state}): rolling out {} from the latest checkpoint",
                     d.fields.join(", ")
@@ -395,12 +397,22 @@ impl Planner<'_> {
         }
     }
 
+    /// The job as the current deployment's JobManager reports it: right after a
+    /// rollout the previous deployment's JobManager may still answer, and what
+    /// it says is not about the job as deployed now.
+    fn current_job(&self) -> Option<&JobView> {
+        self.observed.job.as_ref().filter(|j| match (&j.deployment, &self.status.deployment) {
+            (Some(answering), Some(current)) => answering == current,
+            _ => true,
+        })
+    }
+
     /// Whether a job seen not running really is not (so a new spec may go out
     /// without a savepoint): its JobManager says so, or it has not answered since
     /// its deployment, or for a minute. A running job's JobManager that misses
     /// one answer is not enough.
     fn not_running_for_real(&self) -> bool {
-        if self.observed.job.is_some() {
+        if self.current_job().is_some() {
             return true;
         }
         if self.status.phase != Some(Phase::Running) {
@@ -444,7 +456,7 @@ impl Planner<'_> {
 
     /// Steady state: the phase and Ready follow the JobManager's answer.
     fn observe_running(&mut self) {
-        match &self.observed.job {
+        match self.current_job().cloned().as_ref() {
             Some(job) if job.state == "running" => {
                 self.phase(Phase::Running);
                 let note = format!("running at parallelism {}", job.parallelism);
@@ -516,11 +528,12 @@ pub fn plan(job: &StreamJob, observed: &Observed) -> Plan {
         p.reconcile();
     }
     p.status.observed_generation = Some(generation);
-    if let Some(c) = observed.job.as_ref().and_then(|j| j.last_checkpoint.clone()) {
+    // What the current deployment's JobManager says, as it says it; nothing when it did not answer.
+    let current = p.current_job().cloned();
+    if let Some(c) = current.as_ref().and_then(|j| j.last_checkpoint.clone()) {
         p.status.last_checkpoint = Some(c);
     }
-    // What the JobManager says, as it says it; nothing when it did not answer.
-    p.status.job = observed.job.as_ref().map(|j| crate::crd::JobStatus {
+    p.status.job = current.as_ref().map(|j| crate::crd::JobStatus {
         id: job.name_any(),
         state: j.state.clone(),
         parallelism: j.parallelism,
@@ -644,6 +657,36 @@ mod tests {
             let newer = job(Some(p.status), 3, |s| s.image = "weir:3".into());
             assert!(step(&newer, &observed(Some(("running", 2)), None)).status.pending_operation.is_some());
         }
+    }
+
+    #[test]
+    fn the_previous_deployments_jobmanager_answering_is_not_the_new_job_running() {
+        let status = running(|_| {});
+        let p = step(
+            &job(Some(status), 2, |s| s.upgrade_mode = UpgradeMode::LastState),
+            &observed(Some(("running", 2)), None),
+        );
+        let p = step(
+            &job(Some(p.status), 3, |s| {
+                s.upgrade_mode = UpgradeMode::LastState;
+                s.image = "weir:2".into();
+            }),
+            &observed(Some(("running", 2)), None),
+        );
+        assert_eq!(p.status.phase, Some(Phase::Upgrading));
+        let upgraded = |status| {
+            job(Some(status), 3, |s| {
+                s.upgrade_mode = UpgradeMode::LastState;
+                s.image = "weir:2".into();
+            })
+        };
+        let mut old = observed(Some(("running", 2)), None);
+        old.job.as_mut().unwrap().deployment = Some("1-20261121120000".into());
+        let p = step(&upgraded(p.status), &old);
+        assert_eq!((p.status.phase, p.status.job.clone()), (Some(Phase::Upgrading), None), "still upgrading");
+        let mut new = observed(Some(("running", 2)), None);
+        new.job.as_mut().unwrap().deployment = p.status.deployment.clone();
+        assert_eq!(step(&upgraded(p.status), &new).status.phase, Some(Phase::Running));
     }
 
     #[test]

@@ -125,6 +125,8 @@ pub struct ClusterView {
     pub failure: Option<String>,
     /// The snapshot the running attempt started from (`None`: a fresh start).
     pub restored_from: Option<String>,
+    /// The deployment this JobManager belongs to (`--deployment-id`).
+    pub deployment: Option<String>,
 }
 
 /// What a caller asks of the running JobManager.
@@ -197,6 +199,7 @@ impl JobManager {
             restarts: 0,
             failure: None,
             restored_from: restore.as_ref().map(|r| r.0.clone()),
+            deployment: config.deployment.clone(),
         }));
         let heartbeat_ms = config.heartbeat_interval.as_millis() as u64;
         let release = config.release_taskmanagers;

@@ -68,6 +68,8 @@ pub struct JobStatus {
     pub failure: Option<String>,
     /// The snapshot the job's current run started from; `None`: a fresh start.
     pub restored_from: Option<String>,
+    /// The deployment its JobManager belongs to, when one was named.
+    pub deployment: Option<String>,
 }
 
 /// One chain of vertices, with the metrics of each of its subtasks.
@@ -129,6 +131,7 @@ impl RestJob for LocalJob {
             restarts: 0,
             failure: None,
             restored_from: self.info.restored_from.clone(),
+            deployment: None,
         })
     }
 
@@ -177,6 +180,7 @@ impl RestJob for ClusterJob {
             restarts: v.restarts,
             failure: v.failure,
             restored_from: v.restored_from,
+            deployment: v.deployment,
         })
     }
 
@@ -433,6 +437,7 @@ async fn job(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response
         "restarts": job.restarts,
         "failure": job.failure,
         "restored_from": job.restored_from,
+        "deployment": job.deployment,
     }))
     .into_response()
 }
