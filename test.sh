@@ -10,7 +10,7 @@
 #   ./test.sh
 #
 # Needs: the Rust toolchain (cargo) and python3 with venv (the exact-answer
-# oracles of ../shared/bench/oracle, or WEIR_ORACLE_DIR; moto_server).
+# oracles of bench/oracle, or WEIR_ORACLE_DIR; moto_server).
 set -euo pipefail
 cd "$(dirname "$0")"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -23,9 +23,12 @@ step() { printf '\n== %s\n' "$*"; }
 step "checking tools"
 command -v cargo >/dev/null || { echo "test.sh: cargo is required (https://rustup.rs)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "test.sh: python3 is required for the benchmark oracles" >&2; exit 1; }
-oracle="${WEIR_ORACLE_DIR:-$(cd .. && pwd)/shared/bench/oracle}"
+oracle="${WEIR_ORACLE_DIR:-$(pwd)/bench/oracle}"
 [ -f "$oracle/orders.py" ] || { echo "test.sh: the benchmark oracle is missing at $oracle (set WEIR_ORACLE_DIR)" >&2; exit 1; }
 cargo --version
+
+step "benchmark oracles (bench/oracle against bench/WORKLOADS.md)"
+python3 bench/oracle/test_oracles.py
 
 step "test servers"
 bash scripts/test-deps.sh

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Weir against the Apache Flink baseline on the workloads of shared/bench/WORKLOADS.md.
+# Weir against the Apache Flink baseline (bench/flink/run.sh) on the workloads of
+# bench/WORKLOADS.md.
 #
 # usage: bench/compare.sh [--write]
 #
@@ -21,7 +22,6 @@
 #   EVENTS         [10000000]
 #   FIXED_EVENTS   [100000]     (0 skips the short runs and the per-event ratio)
 #   MEMORY_EVENTS  [50000000]   (0 skips the memory run)
-#   SHARED_DIR     [$(dirname "$0")/../../shared]
 #
 # Exits non-zero if any run failed or any Weir/Flink result pair differs.
 set -euo pipefail
@@ -34,8 +34,7 @@ case "${1:-}" in
 esac
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-shared=$(cd "${SHARED_DIR:-$(dirname "$0")/../../shared}" && pwd)
-flink=$shared/bench/flink/run.sh
+flink=$repo/bench/flink/run.sh
 weir=$repo/target/release/weir
 
 WORKLOADS=${WORKLOADS:-orders-window orders-dedup q0 q1 q2 q5 q7}
@@ -216,8 +215,8 @@ if $write; then
     echo
     echo "### Method"
     echo
-    echo "Each workload of \`shared/bench/WORKLOADS.md\` runs on Weir (\`target/release/weir bench\`) and then,"
-    echo "in the same script run, on Apache Flink $flink_version in a local mini-cluster (\`shared/bench/flink/run.sh\`),"
+    echo "Each workload of \`bench/WORKLOADS.md\` runs on Weir (\`target/release/weir bench\`) and then,"
+    echo "in the same script run, on Apache Flink $flink_version in a local mini-cluster (\`bench/flink/run.sh\`),"
     echo "over $EVENTS events at parallelism $(echo $PARALLELISMS | sed 's/ / and /g'). Both engines generate the events"
     echo "in process, discard output rows after folding them into an order-independent checksum, and print the"
     echo "number of rows and the checksum; the *same result* column says whether both agree."
@@ -280,7 +279,7 @@ if $write; then
     echo "  short run is as noisy as any other, so the per-event ratios are estimates, not bounds."
     echo "- With $(nproc) cores, parallelism 2 leaves no core idle for either engine's auxiliary threads,"
     echo "  so p=2 wall times are noisier."
-    echo "- Flink runs with \`-Xmx4g\` and default configuration (see \`shared/bench/flink/run.sh\`)."
+    echo "- Flink runs with \`-Xmx4g\` and default configuration (see \`bench/flink/run.sh\`)."
   } >"$body"
   write_section "$doc" compare.sh "$body"
   log "wrote $doc"

@@ -294,7 +294,7 @@ boto3.client('s3', endpoint_url='http://127.0.0.1:$s3_port', region_name='us-eas
 step "parallelism 2 -> 3 while it runs: a savepoint in S3 ($savepoint), then running at 3 from it, in $rescale_s s"
 
 wait_for "the job finished" "(o['status'].get('job') or {}).get('state') == 'finished'" "$jobs/monitor" 120
-python3 - "$work/out" "${WEIR_ORACLE_DIR:-$repo/../shared/bench/oracle}/orders.py" "$events" <<'PY' || fail "the committed output is not the oracle's"
+python3 - "$work/out" "${WEIR_ORACLE_DIR:-$repo/bench/oracle}/orders.py" "$events" <<'PY' || fail "the committed output is not the oracle's"
 import json, os, subprocess, sys
 out, oracle, events = sys.argv[1], sys.argv[2], sys.argv[3]
 rows = sorted((r["region"], r["window_start"], r["count"], r["sum"])

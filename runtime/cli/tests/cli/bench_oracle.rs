@@ -4,7 +4,7 @@
 //! over two event counts (one not a multiple of the datagen block size), and
 //! its `outputs=` and `checksum=` must equal what the Python oracle computes
 //! from the workload definition alone. The oracle runs once per (workload,
-//! size). The oracle directory is `<workspace>/../shared/bench/oracle`, or
+//! size). The oracle directory is `<workspace>/bench/oracle`, or
 //! `WEIR_ORACLE_DIR`; when it is missing the tests fail: they never skip.
 
 use std::process::Command;

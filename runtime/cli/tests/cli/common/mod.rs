@@ -20,11 +20,11 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
-/// `WEIR_ORACLE_DIR`, else `<workspace>/../shared/bench/oracle`.
+/// `WEIR_ORACLE_DIR`, else `<workspace>/bench/oracle`.
 pub fn oracle_dir() -> PathBuf {
     match std::env::var_os("WEIR_ORACLE_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => workspace().join("../shared/bench/oracle"),
+        None => workspace().join("bench/oracle"),
     }
 }
 
@@ -55,6 +55,7 @@ pub fn oracle(workload: &str, events: u64) -> Answer {
     let (script, args): (&str, Vec<String>) = match workload {
         "orders-window" => ("orders.py", vec![events.to_string()]),
         "orders-dedup" => ("orders.py", vec![events.to_string(), "--dedup".into()]),
+        "orders-payments" => ("payments.py", vec![events.to_string()]),
         query => ("bids.py", vec![query.to_string(), events.to_string()]),
     };
     let path = dir.join(script);
