@@ -70,9 +70,7 @@ fn main() -> anyhow::Result<()> {
                 // Served from the start: a standby is alive (/healthz) but not ready (/readyz).
                 let server = tokio::spawn(health::serve(metrics_addr, metrics.clone()));
                 if let Some(lease) = leader_lease {
-                    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-                    let identity =
-                        std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", host.trim(), std::process::id()));
+                    let identity = weir_launch::identity();
                     let duration = std::time::Duration::from_secs(lease_duration_secs.max(1));
                     tokio::task::spawn_blocking(move || weir_lease::Election::new(&lease, identity, duration)?.lead())
                         .await?

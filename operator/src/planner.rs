@@ -143,7 +143,10 @@ impl Planner<'_> {
 
     fn deploy(&mut self, spec: &StreamJobSpec, restore: Restore) {
         let note = match &restore {
-            Restore::From(from) => format!("deploying at parallelism {} from {from}", spec.parallelism),
+            Restore::Snapshot(from) => format!("deploying at parallelism {} from {from}", spec.parallelism),
+            Restore::LatestOrFresh => {
+                format!("deploying at parallelism {} from the latest checkpoint, if any", spec.parallelism)
+            }
             Restore::Latest => format!("deploying at parallelism {} from the latest checkpoint", spec.parallelism),
             Restore::Fresh => format!("deploying at parallelism {} without state", spec.parallelism),
         };
@@ -191,7 +194,7 @@ impl Planner<'_> {
     /// How long a savepoint may take before its operation is aborted.
     fn savepoint_timeout(&self) -> Duration {
         let spec = self.job.spec.savepoints.as_ref().and_then(|s| s.timeout.as_deref());
-        spec.and_then(|t| weir_pipeline::config::parse_duration(t).ok()).unwrap_or(Duration::from_secs(600))
+        spec.and_then(|t| weir_api::parse_duration(t).ok()).unwrap_or(Duration::from_secs(600))
     }
 
     /// Records a completed savepoint and disposes of the ones beyond the history
@@ -268,7 +271,7 @@ impl Planner<'_> {
                     }
                     _ => {
                         let spec = self.job.spec.clone();
-                        self.deploy(&spec, Restore::From(path));
+                        self.deploy(&spec, Restore::Snapshot(path));
                     }
                 }
                 None
@@ -306,7 +309,7 @@ impl Planner<'_> {
                 return;
             }
             let spec = spec.clone();
-            let restore = spec.initial_savepoint.clone().map_or(Restore::Fresh, Restore::From);
+            let restore = spec.initial_savepoint.clone().map_or(Restore::Fresh, Restore::Snapshot);
             self.deploy(&spec, restore);
             return;
         };
@@ -319,7 +322,7 @@ impl Planner<'_> {
         if deployed.state == DesiredState::Suspended && spec.state == DesiredState::Running {
             let from = self.status.last_savepoint.as_ref().map(|s| s.path.clone());
             let spec = spec.clone();
-            self.deploy(&spec, from.map_or(Restore::Latest, Restore::From));
+            self.deploy(&spec, from.map_or(Restore::LatestOrFresh, Restore::Snapshot));
             return;
         }
         if deployed.state == DesiredState::Suspended {
@@ -338,7 +341,7 @@ impl Planner<'_> {
             ChangeKind::Ignore if d.restart_requested => {
                 self.event(false, "Restarting", "restartNonce changed: restarting from the latest checkpoint");
                 let spec = spec.clone();
-                self.deploy(&spec, Restore::Latest);
+                self.deploy(&spec, Restore::LatestOrFresh);
             }
             ChangeKind::Ignore if d.savepoint_requested => {
                 self.status.deployed_spec = Some(serde_json::to_string(spec).expect("a spec serializes"));
@@ -369,7 +372,7 @@ impl Planner<'_> {
                 self.event(true, "Preempted", &note);
                 self.phase(if d.kind == ChangeKind::Scale { Phase::Rescaling } else { Phase::Upgrading });
                 let spec = spec.clone();
-                self.deploy(&spec, Restore::Latest);
+                self.deploy(&spec, Restore::LatestOrFresh);
             }
             ChangeKind::Scale => {
                 let note = format!("rescaling {} -> {} through a savepoint", deployed.parallelism, spec.parallelism);
@@ -385,7 +388,7 @@ impl Planner<'_> {
                     UpgradeMode::LastState => {
                         self.phase(Phase::Upgrading);
                         let spec = spec.clone();
-                        self.deploy(&spec, Restore::Latest);
+                        self.deploy(&spec, Restore::LatestOrFresh);
                     }
                     UpgradeMode::Stateless => {
                         self.phase(Phase::Upgrading);
@@ -437,7 +440,7 @@ impl Planner<'_> {
     /// A periodic savepoint, when one is due; otherwise when to look again.
     fn periodic_savepoint(&mut self) {
         let Some(every) = self.job.spec.savepoints.as_ref().and_then(|s| s.periodic.as_deref()) else { return };
-        let Ok(every) = weir_pipeline::config::parse_duration(every) else { return };
+        let Ok(every) = weir_api::parse_duration(every) else { return };
         // Since the latest savepoint, or since the deployment when it is newer.
         let since = [self.status.last_savepoint.as_ref().map(|s| s.time.as_str()), self.status.deployed_at.as_deref()]
             .into_iter()
@@ -477,7 +480,7 @@ impl Planner<'_> {
                     // Seen failed twice, 10 s apart: restart it from its latest checkpoint.
                     self.event(true, "Restarting", &format!("{note}; restarting from the latest checkpoint"));
                     let spec = self.job.spec.clone();
-                    self.deploy(&spec, Restore::Latest);
+                    self.deploy(&spec, Restore::LatestOrFresh);
                 } else {
                     self.phase(Phase::Failed);
                     self.event(true, "JobFailed", &note);
@@ -623,7 +626,7 @@ mod tests {
         let sp = "s3://weir/checkpoints/j/savepoints/sp-9".to_string();
         let done = Some(SavepointView::Completed { path: sp.clone(), in_storage: true });
         let p = step(&scaled(p.status), &observed(None, done));
-        assert_eq!(applied(&p), Some((3, Restore::From(sp.clone()))));
+        assert_eq!(applied(&p), Some((3, Restore::Snapshot(sp.clone()))));
         assert_eq!(p.status.phase, Some(Phase::Rescaling), "rescaling until the job runs at 3");
         assert_eq!(p.status.pending_operation, None);
         assert_eq!(p.status.last_savepoint.as_ref().unwrap().reason, SavepointReason::Rescale);
@@ -693,7 +696,8 @@ mod tests {
     fn last_state_and_stateless_upgrades_redeploy_at_once() {
         let deployed = step(&job(None, 1, |_| {}), &observed(None, None)).status;
         let running = step(&job(Some(deployed), 1, |_| {}), &observed(Some(("running", 2)), None)).status;
-        for (mode, from) in [(UpgradeMode::LastState, Restore::Latest), (UpgradeMode::Stateless, Restore::Fresh)] {
+        for (mode, from) in [(UpgradeMode::LastState, Restore::LatestOrFresh), (UpgradeMode::Stateless, Restore::Fresh)]
+        {
             let upgraded = |status| {
                 job(Some(status), 2, |s| {
                     s.image = "weir:2".into();
@@ -729,7 +733,7 @@ mod tests {
         assert_eq!(p.status.phase, Some(Phase::Suspended));
         // ...until running again: from the savepoint.
         let p = step(&job(Some(suspended), 3, |_| {}), &observed(None, None));
-        assert_eq!(applied(&p), Some((2, Restore::From(sp))));
+        assert_eq!(applied(&p), Some((2, Restore::Snapshot(sp))));
     }
 
     #[test]
@@ -774,7 +778,7 @@ mod tests {
         assert!(p.status.pending_operation.is_none(), "the same nonce is not taken again");
 
         let p = step(&job(Some(status), 2, |s| s.restart_nonce = 1), &observed(Some(("running", 2)), None));
-        assert_eq!(applied(&p), Some((2, Restore::Latest)));
+        assert_eq!(applied(&p), Some((2, Restore::LatestOrFresh)));
     }
 
     #[test]
@@ -826,20 +830,20 @@ mod tests {
         assert_eq!(condition(&p.status, "Degraded"), ("True", "JobFailed"));
         assert!(p.actions.contains(&Action::Requeue(Duration::from_secs(10))));
         let p = step(&job(Some(p.status), 1, |_| {}), &observed(Some(("failed", 2)), None));
-        assert_eq!(applied(&p), Some((2, Restore::Latest)));
+        assert_eq!(applied(&p), Some((2, Restore::LatestOrFresh)));
     }
 
     #[test]
     fn a_new_spec_preempts_a_job_that_does_not_run_and_a_slow_savepoint_times_out() {
         let status = running(|_| {});
         let p = step(&job(Some(status.clone()), 2, |s| s.parallelism = 4), &observed(Some(("restarting", 2)), None));
-        assert_eq!(applied(&p), Some((4, Restore::Latest)), "no savepoint from a job that does not run");
+        assert_eq!(applied(&p), Some((4, Restore::LatestOrFresh)), "no savepoint from a job that does not run");
         // A running job's JobManager that misses one answer: nothing yet...
         let p = step(&job(Some(status.clone()), 2, |s| s.parallelism = 4), &observed(None, None));
         assert_eq!((applied(&p), p.status.pending_operation.is_some()), (None, false), "{:?}", p.actions);
         // ...a minute without an answer: the new spec goes out from the latest checkpoint.
         let p = step(&job(Some(p.status), 2, |s| s.parallelism = 4), &at(observed(None, None), "2026-11-21T12:01:30Z"));
-        assert_eq!(applied(&p), Some((4, Restore::Latest)));
+        assert_eq!(applied(&p), Some((4, Restore::LatestOrFresh)));
 
         let p = step(&job(Some(status), 2, |s| s.parallelism = 4), &observed(Some(("running", 2)), None));
         assert!(p.status.pending_operation.is_some());
@@ -862,6 +866,6 @@ mod tests {
         assert!(p.actions.contains(&Action::Requeue(Duration::from_secs(30))), "retried later: {:?}", p.actions);
         missing.initial_savepoint_found = Some(true);
         let p = step(&job(Some(p.status), 1, from), &missing);
-        assert_eq!(applied(&p), Some((2, Restore::From("s3://weir/savepoints/sp-1".into()))));
+        assert_eq!(applied(&p), Some((2, Restore::Snapshot("s3://weir/savepoints/sp-1".into()))));
     }
 }

@@ -18,6 +18,9 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
+pub use weir_api::Restore;
+use weir_api::launch::{JobManagerOptions, Process, TaskManagerOptions};
+use weir_api::parse_duration;
 
 use crate::crd::StreamJob;
 
@@ -35,18 +38,6 @@ pub struct Deploy {
     /// Names this deployment: a JobManager restarted within it (a pod restart)
     /// recovers the deployment's own latest checkpoint instead of `restore`.
     pub id: String,
-}
-
-/// Where a deployment's job starts from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Restore {
-    /// Without state (a new job, a stateless upgrade).
-    Fresh,
-    /// The latest completed checkpoint or savepoint in the checkpoint directory,
-    /// or a fresh start when the job never completed one.
-    Latest,
-    /// This savepoint (or checkpoint): a URI.
-    From(String),
 }
 
 /// Names of a job's objects.
@@ -193,51 +184,41 @@ fn storage_env(job: &StreamJob) -> (Vec<EnvVar>, Vec<EnvFromSource>) {
     (vars, from)
 }
 
-/// The JobManager's command line: the job, its checkpointing, and where to restore from.
+/// The JobManager's command line: the job, its checkpointing, and where to
+/// restore from, written from the processes' own typed flags.
 pub fn jobmanager_args(job: &StreamJob, deploy: &Deploy) -> Vec<String> {
     let s = &job.spec;
-    let mut args = vec!["jobmanager".to_string()];
-    if s.args.is_none() {
-        args.extend(["--pipeline".to_string(), format!("{CONFIG_DIR}/pipeline.yaml")]);
-    }
-    args.extend([
-        "--job-name".into(),
-        job.name_any(),
-        "--parallelism".into(),
-        deploy.parallelism.to_string(),
-        "--checkpoint-dir".into(),
-        s.checkpointing.dir.clone(),
-        "--checkpoint-interval".into(),
-        s.checkpointing.interval.clone(),
-        "--rest-port".into(),
-        REST_PORT.to_string(),
-        "--rpc-port".into(),
-        RPC_PORT.to_string(),
+    let options = JobManagerOptions {
+        pipeline: s.args.is_none().then(|| format!("{CONFIG_DIR}/pipeline.yaml").into()),
+        job_name: Some(job.name_any()),
+        parallelism: Some(deploy.parallelism.max(1) as usize),
+        checkpoint_dir: Some(s.checkpointing.dir.clone()),
+        // Validated before anything is deployed (validate.rs).
+        checkpoint_interval: parse_duration(&s.checkpointing.interval).ok(),
+        savepoint_dir: s.savepoints.as_ref().and_then(|sp| sp.dir.clone()),
+        restore: deploy.restore.clone(),
+        deployment_id: Some(deploy.id.clone()),
+        rest_port: REST_PORT as u16,
+        rpc_port: RPC_PORT as u16,
         // The pod's own address (POD_IP comes from the downward API).
-        "--bind".into(),
-        "$(POD_IP)".into(),
+        bind: "$(POD_IP)".into(),
         // An exit would make Kubernetes restart the JobManager and rerun the job.
-        "--linger".into(),
-    ]);
-    if let Some(dir) = s.savepoints.as_ref().and_then(|sp| sp.dir.clone()) {
-        args.extend(["--savepoint-dir".into(), dir]);
-    }
-    if s.job_manager.replicas > 1 {
-        args.extend(["--leader-lease".into(), Names(&job.name_any()).lease()]);
-    }
-    match &deploy.restore {
-        Restore::Fresh => args.extend(["--restore".into(), "none".into()]),
-        // The JobManager's default: the latest if there is one.
-        Restore::Latest => {}
-        Restore::From(uri) => args.extend(["--restore".into(), uri.clone()]),
-    }
-    args.extend(["--deployment-id".into(), deploy.id.clone()]);
-    // A job binary's own arguments (weir::cluster hands them to the job).
-    if let Some(user) = &s.args {
-        args.push("--".into());
-        args.extend(user.iter().cloned());
-    }
-    args
+        linger: true,
+        leader_lease: (s.job_manager.replicas > 1).then(|| Names(&job.name_any()).lease()),
+        // A job binary's own arguments (weir::cluster hands them to the job).
+        job_args: s.args.clone().unwrap_or_default(),
+        ..JobManagerOptions::default()
+    };
+    Process::Jobmanager(options).to_args()
+}
+
+/// The TaskManager's command line.
+pub fn taskmanager_args(job: &StreamJob) -> Vec<String> {
+    let mut options = TaskManagerOptions::new(vec![format!("{}:{RPC_PORT}", Names(&job.name_any()).jobmanager())]);
+    options.slots = job.spec.task_manager.slots.max(1) as usize;
+    // Listen on the pod's own address, which is also what other TaskManagers reach it at.
+    options.bind = "$(POD_IP)".into();
+    Process::Taskmanager(options).to_args()
 }
 
 fn pod(job: &StreamJob, component: &str, container: Container, volumes: Vec<Volume>) -> PodTemplateSpec {
@@ -317,16 +298,7 @@ pub fn taskmanager(job: &StreamJob, deploy: &Deploy) -> Deployment {
     let container = Container {
         name: "taskmanager".into(),
         image: Some(job.spec.image.clone()),
-        args: Some(vec![
-            "taskmanager".into(),
-            "--jobmanager".into(),
-            format!("{}:{RPC_PORT}", Names(&job.name_any()).jobmanager()),
-            "--slots".into(),
-            slots.to_string(),
-            // Listen on the pod's own address, which is also what other TaskManagers reach it at.
-            "--bind".into(),
-            "$(POD_IP)".into(),
-        ]),
+        args: Some(taskmanager_args(job)),
         env: Some(vars),
         env_from: (!from.is_empty()).then_some(from),
         resources: job.spec.task_manager.resources.clone(),
@@ -408,29 +380,44 @@ mod tests {
 
     #[test]
     fn taskmanagers_cover_the_parallelism_and_the_jobmanager_restores_what_it_is_told() {
+        // The pods' arguments as the weir binary and job binaries parse them.
+        let parse = |args: Vec<String>| {
+            use clap::Parser;
+            Process::try_parse_from(std::iter::once("weir".to_string()).chain(args)).expect("the processes parse it")
+        };
+        let jm = |j: &StreamJob, d: &Deploy| match parse(jobmanager_args(j, d)) {
+            Process::Jobmanager(o) => o,
+            Process::Taskmanager(_) => panic!("a jobmanager's arguments"),
+        };
         let mut j = job();
         j.spec.task_manager.slots = 2;
+        j.spec.checkpointing.interval = "1h".into();
         let sp = "s3://weir/checkpoints/orders/savepoints/sp-7";
-        let d = Deploy { parallelism: 5, restore: Restore::From(sp.into()), id: "3-20261121120000".into() };
+        let d = Deploy { parallelism: 5, restore: Restore::Snapshot(sp.into()), id: "3-20261121120000".into() };
         assert_eq!(taskmanager(&j, &d).spec.unwrap().replicas, Some(3));
-        let args = jobmanager_args(&j, &d);
-        let joined = args.join(" ");
-        assert!(joined.starts_with("jobmanager --pipeline /etc/weir/pipeline.yaml --job-name orders --parallelism 5"));
-        assert!(joined.ends_with(&format!("--restore {sp} --deployment-id 3-20261121120000")), "{joined}");
-        let fresh = Deploy { restore: Restore::Fresh, ..d.clone() };
-        assert!(jobmanager_args(&j, &fresh).join(" ").contains("--restore none"));
-        let latest = Deploy { restore: Restore::Latest, ..d.clone() };
-        assert!(!jobmanager_args(&j, &latest).join(" ").contains("--restore"), "the JobManager's default");
-        assert!(joined.contains(" --linger"), "a finished job's JobManager stays up: {joined}");
-        assert!(joined.contains("--bind $(POD_IP)"), "it listens on the pod's address: {joined}");
-        assert!(!joined.contains("--leader-lease"), "one JobManager needs no election");
+        let o = jm(&j, &d);
+        assert_eq!(o.pipeline, Some("/etc/weir/pipeline.yaml".into()));
+        assert_eq!((o.job_name.as_deref(), o.parallelism), (Some("orders"), Some(5)));
+        assert_eq!(o.checkpoint_interval, Some(std::time::Duration::from_secs(3600)), "1h reaches the JobManager");
+        assert_eq!(o.restore, Restore::Snapshot(sp.into()));
+        assert_eq!(o.deployment_id.as_deref(), Some("3-20261121120000"));
+        assert!(o.linger, "a finished job's JobManager stays up");
+        assert_eq!(o.bind, "$(POD_IP)", "it listens on the pod's address");
+        assert_eq!(o.leader_lease, None, "one JobManager needs no election");
+        for restore in [Restore::Fresh, Restore::LatestOrFresh] {
+            assert_eq!(jm(&j, &Deploy { restore: restore.clone(), ..d.clone() }).restore, restore);
+        }
         j.spec.job_manager.replicas = 2;
-        assert!(jobmanager_args(&j, &d).join(" ").contains("--leader-lease orders-jobmanager-leader"));
+        assert_eq!(jm(&j, &d).leader_lease.as_deref(), Some("orders-jobmanager-leader"));
         let mut binary = j.clone();
         (binary.spec.pipeline, binary.spec.args) = (None, Some(vec!["--min-amount".into(), "100".into()]));
-        let joined = jobmanager_args(&binary, &d).join(" ");
-        assert!(joined.starts_with("jobmanager --job-name orders"), "{joined}");
-        assert!(joined.ends_with(" -- --min-amount 100"), "{joined}");
+        let o = jm(&binary, &d);
+        assert_eq!((o.pipeline, o.job_args), (None, vec!["--min-amount".to_string(), "100".to_string()]));
+        let Process::Taskmanager(tm) = parse(taskmanager_args(&j)) else { panic!("a taskmanager's arguments") };
+        assert_eq!(
+            (tm.jobmanager, tm.slots, tm.bind.as_str()),
+            (vec!["orders-jobmanager:6123".to_string()], 2, "$(POD_IP)")
+        );
         let cm = config_map(&j);
         assert!(cm.data.unwrap()["pipeline.yaml"].contains("workload: orders"));
     }

@@ -4,24 +4,22 @@
 
 use std::sync::Arc;
 
-use weir_core::checkpoint::storage::{CheckpointStorage, LocalStorage};
+use weir_core::checkpoint::storage::CheckpointStorage;
+#[cfg(test)]
+use weir_core::checkpoint::storage::LocalStorage;
+use weir_launch::storage::StorageSettings;
 
 use crate::crd::StorageSpec;
 
-/// The storage rooted at a savepoint's directory.
+/// The storage rooted at a savepoint's directory: the launcher's opener,
+/// with the job's storage settings.
 fn open(uri: &str, storage: Option<&StorageSpec>) -> Result<Arc<dyn CheckpointStorage>, String> {
-    let uri = uri.trim_end_matches('/');
-    if !uri.starts_with("s3://") {
-        let path = uri.strip_prefix("file://").unwrap_or(uri);
-        return Ok(Arc::new(LocalStorage::new(path)));
-    }
-    let mut config = weir_s3::S3Config::from_uri(uri).map_err(|e| format!("{uri}: {e}"))?;
-    if let Some(s) = storage {
-        config.endpoint = s.endpoint.clone();
-        config.region = s.region.clone();
-        config.path_style = s.path_style;
-    }
-    Ok(Arc::new(weir_s3::S3Storage::new(config).map_err(|e| format!("{uri}: {e}"))?))
+    let settings = storage.map_or_else(StorageSettings::default, |s| StorageSettings {
+        endpoint: s.endpoint.clone(),
+        region: s.region.clone(),
+        path_style: Some(s.path_style),
+    });
+    weir_launch::storage::open(uri, &settings).map_err(|e| e.to_string())
 }
 
 /// Whether the savepoint at `uri` has its `_metadata` in storage. Blocking.

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use weir_pipeline::compile::{Overrides, compile};
+use weir_pipeline::check::{Overrides, check};
 use weir_pipeline::config::parse;
 
 use crate::crd::StreamJobSpec;
@@ -29,11 +29,10 @@ pub fn validate(spec: &StreamJobSpec) -> Result<(), FieldError> {
             format!("{} exceeds maxParallelism {}", spec.parallelism, spec.max_parallelism),
         ));
     }
-    if spec.args.is_some() && spec.job_manager.replicas > 1 {
-        return Err(field_error(
-            "spec.jobManager.replicas",
-            "a job binary (spec.args) runs one JobManager: weir::cluster elects no leader through a Lease",
-        ));
+    match weir_api::parse_duration(&spec.checkpointing.interval) {
+        Ok(d) if d.is_zero() => return Err(field_error("spec.checkpointing.interval", "must be longer than zero")),
+        Ok(_) => {}
+        Err(e) => return Err(field_error("spec.checkpointing.interval", e)),
     }
     match (&spec.pipeline, &spec.args) {
         (Some(_), Some(_)) => Err(field_error("spec.args", "give either a pipeline or args, not both")),
@@ -43,7 +42,9 @@ pub fn validate(spec: &StreamJobSpec) -> Result<(), FieldError> {
     }
 }
 
-/// Compiles the pipeline as `weir run` would (without running it), at the spec's parallelism.
+/// Checks the pipeline as `weir run` would before building it, at the spec's
+/// parallelism: a pure check that touches no path and no broker of the spec
+/// (they are the cluster's, not the operator's).
 fn validate_pipeline(spec: &StreamJobSpec, pipeline: &serde_json::Value) -> Result<(), FieldError> {
     let text = serde_yaml_ng::to_string(pipeline).map_err(|e| field_error("spec.pipeline", e.to_string()))?;
     let origin = Path::new("spec.pipeline");
@@ -52,10 +53,9 @@ fn validate_pipeline(spec: &StreamJobSpec, pipeline: &serde_json::Value) -> Resu
         key => field_error(format!("spec.pipeline.{key}"), e.message),
     };
     let file = parse(origin, &text, &[]).map_err(in_pipeline)?;
-    let env = weir::prelude::StreamEnv::new(&file.name);
     // A StreamJob always checkpoints (spec.checkpointing is required).
     let overrides = Overrides { parallelism: Some(spec.parallelism as usize), checkpointing: Some(true) };
-    compile(origin, &file, &env, &overrides).map_err(in_pipeline)?;
+    check(origin, &file, &overrides).map_err(in_pipeline)?;
     Ok(())
 }
 
@@ -79,7 +79,15 @@ mod tests {
         s.args = Some(vec!["my-job".into()]);
         assert_eq!(validate(&s).unwrap_err().field, "spec.args");
         (s.pipeline, s.job_manager.replicas) = (None, 2);
-        assert_eq!(validate(&s).unwrap_err().field, "spec.jobManager.replicas");
+        assert_eq!(validate(&s), Ok(()), "a job binary elects its JobManager leader with a Lease too");
+
+        let mut s = test_spec();
+        s.checkpointing.interval = "1h".into();
+        assert_eq!(validate(&s), Ok(()));
+        s.checkpointing.interval = "hourly".into();
+        let e = validate(&s).unwrap_err();
+        assert_eq!(e.field, "spec.checkpointing.interval");
+        assert!(e.reason.contains("invalid duration `hourly`"), "{e}");
 
         let mut s = test_spec();
         s.pipeline.as_mut().unwrap()["source"]["cuont"] = 5.into();
@@ -91,5 +99,17 @@ mod tests {
         s.pipeline.as_mut().unwrap()["steps"] = serde_json::json!([{ "filter": "amount > 'x' +" }]);
         let e = validate(&s).unwrap_err();
         assert_eq!(e.field, "spec.pipeline.steps[0].filter", "{e}");
+    }
+
+    #[test]
+    fn a_file_source_validates_without_the_operator_reading_the_path() {
+        // The path is on the cluster's volumes, not on the operator's machine.
+        let mut s = test_spec();
+        s.pipeline.as_mut().unwrap()["source"] = serde_json::json!({
+            "type": "file", "path": "/data/in/does-not-exist-here",
+            "fields": { "order_id": "string", "region": "string", "amount": "int", "time": "int" },
+            "watermark": { "field": "time", "out_of_orderness": "5s" },
+        });
+        assert_eq!(validate(&s), Ok(()));
     }
 }

@@ -21,10 +21,11 @@
 //! ```
 
 use std::time::Duration;
+use weir_workloads::WorkloadStreams;
 
 use serde::{Deserialize, Serialize};
-use weir::datagen::{Order, OrderId, Region};
 use weir::prelude::*;
+use weir_workloads::{Order, OrderId, Region};
 
 /// Orders and revenue of one region in one minute.
 #[derive(Clone, Debug, Serialize, Deserialize)]

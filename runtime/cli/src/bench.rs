@@ -8,14 +8,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use weir_workloads::WorkloadStreams;
 
 use weir::core::TaskResult;
 use weir::core::checkpoint::coordinator::{CheckpointConfig, CheckpointStats};
 use weir::core::executor::{ExecuteOptions, JobHandle};
 use weir::core::keygroup::mix64;
 use weir::core::operator::sink::Sink;
-use weir::datagen::{Bid, Order, OrderId};
 use weir::prelude::*;
+use weir_workloads::{Bid, Order, OrderId};
 
 /// The workloads `weir bench` runs.
 pub const WORKLOADS: &[&str] = &["orders-window", "orders-dedup", "q0", "q1", "q2", "q5", "q7"];

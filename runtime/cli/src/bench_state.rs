@@ -310,9 +310,7 @@ pub fn main(
     let storage = crate::storage::open(&dir, None).map_err(|e| BadInput(format!("--checkpoint-dir: {e}")))?;
     // Without an interval, only the final checkpoint (the job ends long before a day).
     let interval = match checkpoint_interval {
-        Some(i) => {
-            weir_pipeline::config::parse_duration(&i).map_err(|e| BadInput(format!("--checkpoint-interval: {e}")))?
-        }
+        Some(i) => weir_api::parse_duration(&i).map_err(|e| BadInput(format!("--checkpoint-interval: {e}")))?,
         None => Duration::from_secs(86_400),
     };
     let line = run(state_mb, parallelism, storage, interval).map_err(|e| Runtime(format!("{e:#}")))?;

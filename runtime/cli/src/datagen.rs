@@ -5,16 +5,16 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use weir::datagen::{bid, order};
 use weir_kafka::rdkafka::ClientConfig;
 use weir_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use weir_kafka::rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use weir_workloads::{bid, order, payment};
 
 use crate::Failure;
 
 #[derive(clap::Args)]
 pub struct DatagenArgs {
-    /// orders | bids
+    /// orders | payments | bids (payments: those of order numbers --from.., about 0.93 per order)
     #[arg(long)]
     workload: String,
     /// Kafka bootstrap servers (host:port[,host:port]).
@@ -37,17 +37,24 @@ pub struct DatagenArgs {
 }
 
 pub fn datagen(args: DatagenArgs) -> Result<(), Failure> {
-    let encode: fn(u64) -> (String, Vec<u8>) = match args.workload.as_str() {
+    // Event n's key and JSON value; `None` for an order number without a payment.
+    let encode: fn(u64) -> Option<(String, Vec<u8>)> = match args.workload.as_str() {
         "orders" => |n| {
             let o = order(n);
-            (o.order_id.to_string(), serde_json::to_vec(&o).expect("JSON"))
+            Some((o.order_id.to_string(), serde_json::to_vec(&o).expect("JSON")))
+        },
+        "payments" => |n| {
+            let p = payment(n)?;
+            Some((p.order_id.to_string(), serde_json::to_vec(&p).expect("JSON")))
         },
         "bids" => |n| {
             let b = bid(n);
-            (b.auction.to_string(), serde_json::to_vec(&b).expect("JSON"))
+            Some((b.auction.to_string(), serde_json::to_vec(&b).expect("JSON")))
         },
         other => {
-            return Err(Failure::BadInput(format!("--workload: unknown workload `{other}`; expected orders or bids")));
+            return Err(Failure::BadInput(format!(
+                "--workload: unknown workload `{other}`; expected orders, payments or bids"
+            )));
         }
     };
     if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
@@ -82,7 +89,10 @@ pub fn datagen(args: DatagenArgs) -> Result<(), Failure> {
                 std::thread::sleep(wait);
             }
         }
-        let (key, value) = encode(n);
+        let Some((key, value)) = encode(n) else {
+            n += 1;
+            continue;
+        };
         let mut record = BaseRecord::to(&args.topic).key(&key).payload(&value);
         loop {
             match producer.send(record) {

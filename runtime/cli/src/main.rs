@@ -33,12 +33,12 @@ enum Command {
     Run(run::RunArgs),
     /// Run a JobManager: schedule a pipeline onto TaskManagers, coordinate its
     /// checkpoints, restart it when something dies, serve the REST API.
-    Jobmanager(cluster::JobManagerArgs),
+    Jobmanager(weir_api::launch::JobManagerOptions),
     /// Run a TaskManager: offer slots to a JobManager and run the subtasks it deploys.
-    Taskmanager(cluster::TaskManagerArgs),
+    Taskmanager(weir_api::launch::TaskManagerOptions),
     /// Take a savepoint of a running job through its REST API, and optionally stop it.
     Savepoint(savepoint::SavepointArgs),
-    /// Feed a Kafka topic with a workload stream (orders or bids) as JSON.
+    /// Feed a Kafka topic with a workload stream (orders, payments or bids) as JSON.
     Datagen(datagen::DatagenArgs),
     /// Run one workload of bench/WORKLOADS.md and print the Flink baseline's report line.
     Bench {
@@ -61,13 +61,8 @@ enum Command {
     },
 }
 
-/// Why a command failed.
-pub enum Failure {
-    /// The user's input is wrong (exit code 2).
-    BadInput(String),
-    /// Something failed while running (exit code 1).
-    Runtime(String),
-}
+/// Why a command failed: the launcher's error, with its exit codes (2 bad input, 1 runtime).
+pub use weir_launch::LaunchError as Failure;
 
 fn bench(
     workload: &str,
@@ -87,7 +82,7 @@ fn bench(
     let checkpointing = match checkpoints {
         None => None,
         Some((dir, interval)) => {
-            let interval = weir_pipeline::config::parse_duration(&interval)
+            let interval = weir_api::parse_duration(&interval)
                 .map_err(|e| Failure::BadInput(format!("--checkpoint-interval: {e}")))?;
             let storage = storage::open(&dir, None).map_err(|e| Failure::BadInput(format!("--checkpoint-dir: {e}")))?;
             Some(weir::core::checkpoint::coordinator::CheckpointConfig::new(storage, interval))
@@ -138,13 +133,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::BadInput(m)) => {
-            eprintln!("weir: {m}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Runtime(m)) => {
-            eprintln!("weir: {m}");
-            ExitCode::from(1)
+        Err(e) => {
+            eprintln!("weir: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

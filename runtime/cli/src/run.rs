@@ -10,11 +10,13 @@ use std::sync::Mutex;
 
 use weir::core::JobError;
 use weir::core::checkpoint::coordinator::{CheckpointConfig, CheckpointMode, CheckpointStatus};
-use weir::core::checkpoint::metadata::{RestoredSnapshot, SnapshotKind};
+use weir::core::checkpoint::metadata::{RestoreError, RestoredSnapshot, SnapshotKind};
 use weir::core::executor::{ChainMetrics, ExecuteOptions, JobHandle};
 use weir::prelude::StreamEnv;
+use weir_api::launch::FailoverOptions;
+use weir_api::{Restore, parse_duration};
 use weir_pipeline::compile::{Overrides, compile};
-use weir_pipeline::config::{self, PipelineFile, load, parse_duration};
+use weir_pipeline::config::{self, PipelineFile, load};
 
 use weir_rest::{JobInfo, LocalJob, RestServer};
 
@@ -39,9 +41,9 @@ pub struct RunArgs {
     /// Where savepoints go (default: the checkpoint directory's `{job}/savepoints/`).
     #[arg(long, value_name = "URI", requires = "checkpoint_dir")]
     pub(crate) savepoint_dir: Option<String>,
-    /// Resume from `latest` or a checkpoint/savepoint URI.
+    /// Resume from `latest` or a checkpoint/savepoint URI (`none`: start fresh, the default).
     #[arg(long, value_name = "latest|URI")]
-    pub(crate) restore: Option<String>,
+    pub(crate) restore: Option<Restore>,
     /// Run the TaskManagers as N separate processes on loopback.
     #[arg(long, value_name = "N")]
     pub(crate) taskmanagers: Option<usize>,
@@ -52,7 +54,7 @@ pub struct RunArgs {
     #[arg(long, short)]
     quiet: bool,
     #[command(flatten)]
-    failover: crate::cluster::FailoverArgs,
+    failover: FailoverOptions,
 }
 
 fn bad(message: impl std::fmt::Display) -> Failure {
@@ -117,13 +119,19 @@ fn restore(
     checkpoints: Option<&(String, CheckpointConfig)>,
 ) -> Result<Option<RestoredSnapshot>, Failure> {
     let Some(what) = &args.restore else { return Ok(None) };
-    let snapshot = if what == "latest" {
-        let (_, config) =
-            checkpoints.ok_or_else(|| bad("--restore latest: needs a checkpoint directory to look in"))?;
-        RestoredSnapshot::latest(config.storage.clone(), job)
-    } else {
-        let storage = storage::open(what, file.storage.as_ref()).map_err(|e| bad(format!("--restore: {e}")))?;
-        RestoredSnapshot::open(storage, "")
+    let latest = |config: &CheckpointConfig| RestoredSnapshot::latest(config.storage.clone(), job);
+    let snapshot = match (what, checkpoints) {
+        (Restore::Fresh, _) | (Restore::LatestOrFresh, None) => return Ok(None),
+        (Restore::Latest, None) => return Err(bad("--restore latest: needs a checkpoint directory to look in")),
+        (Restore::Latest, Some((_, config))) => latest(config),
+        (Restore::LatestOrFresh, Some((_, config))) => match latest(config) {
+            Err(RestoreError::NoCheckpoint { .. }) => return Ok(None),
+            other => other,
+        },
+        (Restore::Snapshot(uri), _) => {
+            let storage = storage::open(uri, file.storage.as_ref()).map_err(|e| bad(format!("--restore: {e}")))?;
+            RestoredSnapshot::open(storage, "")
+        }
     };
     snapshot.map(Some).map_err(|e| bad(format!("--restore {what}: {e}")))
 }

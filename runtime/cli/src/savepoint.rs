@@ -20,7 +20,7 @@ pub struct SavepointArgs {
     #[arg(long, requires = "stop")]
     drain: bool,
     /// Give up waiting after this long.
-    #[arg(long, default_value = "10m", value_parser = weir_pipeline::config::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = weir_api::parse_duration)]
     timeout: Duration,
 }
 

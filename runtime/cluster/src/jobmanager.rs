@@ -18,6 +18,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use weir_api::Restore;
 
 use crossbeam_channel::{Receiver, Sender};
 use weir_core::checkpoint::coordinator::{
@@ -35,19 +36,6 @@ use crate::schedule;
 use crate::state::{JobEvent, JobState};
 use crate::{BuiltJob, JobBuilder};
 
-/// Where the first attempt starts from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum InitialRestore {
-    /// A fresh start.
-    None,
-    /// The newest completed snapshot under the checkpoint directory; an error when there is none.
-    Latest,
-    /// The newest one if there is one, else a fresh start (a restarted JobManager recovers its job).
-    LatestIfAny,
-    /// This snapshot (a directory URI).
-    Uri(String),
-}
-
 #[derive(Clone, Debug)]
 pub struct JobManagerConfig {
     pub spec: JobSpec,
@@ -56,7 +44,8 @@ pub struct JobManagerConfig {
     /// A TaskManager silent for this long is lost.
     pub heartbeat_timeout: Duration,
     pub restart: RestartStrategy,
-    pub restore: InitialRestore,
+    /// Where the first attempt starts from.
+    pub restore: Restore,
     /// The deployment's name, given by whoever deploys the job (the operator):
     /// written into each checkpoint, and when the latest checkpoint is this
     /// deployment's own, a (re)started JobManager recovers from it instead of
@@ -78,7 +67,7 @@ impl JobManagerConfig {
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(10),
             restart: RestartStrategy::default(),
-            restore: InitialRestore::None,
+            restore: Restore::Fresh,
             deployment: None,
             release_taskmanagers: true,
         }
@@ -158,25 +147,23 @@ impl JobManager {
         let own = own_latest(&config, &plan).map_err(JobManagerError::Restore)?;
         let restore = match &config.restore {
             _ if own.is_some() => own,
-            InitialRestore::None => None,
-            InitialRestore::Uri(uri) => Some(
+            Restore::Fresh => None,
+            Restore::Snapshot(uri) => Some(
                 open(builder.as_ref(), &config.spec, &plan, Some(uri))
                     .map_err(JobManagerError::Restore)?
                     .ok_or_else(|| JobManagerError::Restore(format!("{uri}: no snapshot there")))?,
             ),
-            InitialRestore::LatestIfAny if plan.checkpointing.is_none() => None,
-            InitialRestore::Latest | InitialRestore::LatestIfAny => {
-                match open(builder.as_ref(), &config.spec, &plan, None) {
-                    Ok(Some(r)) => Some(r),
-                    Ok(None) if config.restore == InitialRestore::LatestIfAny => None,
-                    Ok(None) => {
-                        return Err(JobManagerError::Restore(
-                            "latest: no completed checkpoint or savepoint under the checkpoint directory".into(),
-                        ));
-                    }
-                    Err(e) => return Err(JobManagerError::Restore(e)),
+            Restore::LatestOrFresh if plan.checkpointing.is_none() => None,
+            Restore::Latest | Restore::LatestOrFresh => match open(builder.as_ref(), &config.spec, &plan, None) {
+                Ok(Some(r)) => Some(r),
+                Ok(None) if config.restore == Restore::LatestOrFresh => None,
+                Ok(None) => {
+                    return Err(JobManagerError::Restore(
+                        "latest: no completed checkpoint or savepoint under the checkpoint directory".into(),
+                    ));
                 }
-            }
+                Err(e) => return Err(JobManagerError::Restore(e)),
+            },
         };
         if let Some(r) = &restore {
             tracing::info!("restoring from {}", r.0);

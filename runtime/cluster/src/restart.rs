@@ -25,7 +25,8 @@ impl Default for RestartStrategy {
 impl RestartStrategy {
     /// Parses `none`, `fixed-delay:<delay>:<attempts>` or
     /// `exponential:<initial>:<max>:<attempts>` (delays as `500ms`, `10s`, `1m`).
-    pub fn parse(s: &str, parse_duration: impl Fn(&str) -> Result<Duration, String>) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        use weir_api::parse_duration;
         let parts: Vec<&str> = s.split(':').collect();
         let attempts = |a: &str| a.parse::<u32>().map_err(|_| format!("`{a}` is not a number of attempts"));
         match parts.as_slice() {
@@ -104,12 +105,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<RestartStrategy, String> {
-        RestartStrategy::parse(s, |d| {
-            d.strip_suffix("ms")
-                .map(|ms| Duration::from_millis(ms.parse().unwrap()))
-                .or_else(|| d.strip_suffix('s').map(|s| Duration::from_secs(s.parse().unwrap())))
-                .ok_or_else(|| format!("bad duration {d}"))
-        })
+        RestartStrategy::parse(s)
     }
 
     #[test]
@@ -134,5 +130,7 @@ mod tests {
         assert_eq!(Restarts::new(parse("none").unwrap()).on_failure(Duration::ZERO), None);
         assert!(parse("fixed-delay:1s").unwrap_err().contains("fixed-delay:1s"));
         assert!(parse("fixed-delay:1s:many").unwrap_err().contains("many"));
+        assert!(parse("fixed-delay:soon:3").unwrap_err().contains("invalid duration `soon`"));
+        assert!(parse("exponential:1m30s:1h:5").is_ok(), "delays take every duration form");
     }
 }

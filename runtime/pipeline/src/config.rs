@@ -25,11 +25,7 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
-/// Parses a DURATION of the command line and pipeline files.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|_| format!("invalid duration `{s}`: expected a number with a unit, such as 500ms, 10s, 1m or 1h"))
-}
+use weir_api::parse_duration;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +83,7 @@ pub struct WatermarkConfig {
 #[serde(rename_all = "lowercase")]
 pub enum Workload {
     Orders,
+    Payments,
     Bids,
 }
 

@@ -1,65 +1,72 @@
-//! Pipeline-file wiring of the external connectors (DESIGN.md, "Connector
-//! keys"): the Kafka source, and the Kafka, Redis and PostgreSQL sinks, with
-//! their keys checked against the stream's fields before anything runs.
+//! The external connectors of pipeline files (DESIGN.md, "Connector keys"):
+//! the Kafka source, and the Kafka, Redis and PostgreSQL sinks, built from the
+//! specs [`check`](crate::check::check) made.
+//!
+//! Each connector is behind a cargo feature of this crate (`kafka`, `redis`,
+//! `postgres`). A build without one refuses a pipeline that uses it, naming the
+//! key and the feature, when the job is built.
 
-use std::sync::Arc;
+use std::path::Path;
+#[cfg(any(feature = "redis", feature = "postgres"))]
 use std::time::Duration;
 
-use weir::core::WatermarkStrategy;
 use weir::prelude::{DataStream, StreamEnv};
-use weir_kafka::StartAt;
-use weir_kafka::sink::{Guarantee as KafkaGuarantee, KafkaSink, KafkaSinkConfig};
-use weir_kafka::source::{KafkaSource, KafkaSourceConfig};
-use weir_postgres::postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use weir_postgres::{ColumnType, Guarantee as PgGuarantee, PostgresSink, PostgresSinkConfig};
-use weir_redis::{HashWrite, RedisSink, RedisSinkConfig};
 
-use crate::compile::{Ctx, resolve};
-use crate::config::{self, PipelineFile};
 use crate::error::PipelineError;
-use crate::records::{DeadLetters, Format};
-use crate::value::{FieldType, Row, Schema, Value};
+use crate::plan::{KafkaSinkSpec, KafkaSourceSpec, PostgresSinkSpec, RedisSinkSpec, SourcePlan};
+use crate::records::DeadLetters;
+use crate::value::{Row, Schema};
 
 /// How long sinks keep retrying an unreachable database before the job fails.
+#[cfg(any(feature = "redis", feature = "postgres"))]
 const RETRY_FOR: Duration = Duration::from_secs(120);
 
-pub(crate) fn kafka_source_config(ctx: &Ctx, p: &PipelineFile) -> Result<KafkaSourceConfig, PipelineError> {
-    let src = &p.source;
-    let required = |v: &Option<String>, key: &str| {
-        v.clone()
-            .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| ctx.err(format!("source.{key}"), "required for kafka sources"))
-    };
-    let start = match &src.start {
-        None => StartAt::Earliest,
-        Some(s) => s.parse().map_err(|e: String| ctx.err("source.start", e))?,
-    };
-    Ok(KafkaSourceConfig {
-        bootstrap: required(&src.bootstrap, "bootstrap")?,
-        topic: required(&src.topic, "topic")?,
-        group: src.group.clone().unwrap_or_else(|| format!("weir-{}", p.name)),
-        start,
-        bounded: src.bounded.unwrap_or(false),
-        properties: src.properties.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect(),
-    })
+/// The error of a pipeline that uses a connector this build does not have.
+#[allow(dead_code)] // unused when every connector is compiled in
+fn not_built(file: &Path, key: &str, connector: &str) -> PipelineError {
+    PipelineError::new(
+        file,
+        format!("{key}.type"),
+        format!("this build of weir has no {connector} connector (cargo feature `{connector}` of weir-pipeline)"),
+    )
 }
 
+#[cfg(feature = "kafka")]
 pub(crate) fn kafka_source(
+    _file: &Path,
     env: &StreamEnv,
-    config: KafkaSourceConfig,
-    schema: &Schema,
-    format: Format,
-    event_time: Option<(usize, WatermarkStrategy)>,
+    spec: &KafkaSourceSpec,
+    src: &SourcePlan,
     dead_letters: impl Fn(usize) -> DeadLetters + Send + Sync + 'static,
-) -> DataStream<Row> {
-    let shared = Arc::new(schema.clone());
-    let decode: weir_kafka::source::Decode<Row> = Arc::new(move |bytes: &[u8]| format.decode(&shared, bytes));
-    let event_time = event_time.map(|(idx, strategy)| {
+) -> Result<DataStream<Row>, PipelineError> {
+    use std::sync::Arc;
+
+    use weir_kafka::StartAt;
+    use weir_kafka::source::{KafkaSource, KafkaSourceConfig};
+
+    use crate::plan::KafkaStart;
+
+    let config = KafkaSourceConfig {
+        bootstrap: spec.bootstrap.clone(),
+        topic: spec.topic.clone(),
+        group: spec.group.clone(),
+        start: match spec.start {
+            KafkaStart::Earliest => StartAt::Earliest,
+            KafkaStart::Latest => StartAt::Latest,
+            KafkaStart::Committed => StartAt::Committed,
+            KafkaStart::Timestamp(ms) => StartAt::Timestamp(ms),
+        },
+        bounded: spec.bounded,
+        properties: spec.properties.clone(),
+    };
+    let (schema, format) = (Arc::new(src.schema.clone()), src.format);
+    let decode: weir_kafka::source::Decode<Row> = Arc::new(move |bytes: &[u8]| format.decode(&schema, bytes));
+    let event_time = src.event_time.clone().map(|(idx, strategy)| {
         let extract: weir_kafka::source::Extract<Row> =
             Arc::new(move |row: &Row| row[idx].as_int().unwrap_or(i64::MIN));
         (extract, strategy)
     });
-    env.add_source("kafka", move |info| {
+    Ok(env.add_source("kafka", move |info| {
         let mut letters = dead_letters(info.index);
         let on_malformed = Box::new(move |m: weir_kafka::source::Malformed<'_>| {
             let mut origin = serde_json::Map::new();
@@ -70,89 +77,103 @@ pub(crate) fn kafka_source(
             letters.record(&place, origin, m.payload, m.error)
         });
         Box::new(KafkaSource::new(config.clone(), info, decode.clone(), event_time.clone(), on_malformed))
-    })
+    }))
 }
 
+#[cfg(not(feature = "kafka"))]
+pub(crate) fn kafka_source(
+    file: &Path,
+    _env: &StreamEnv,
+    _spec: &KafkaSourceSpec,
+    _src: &SourcePlan,
+    _dead_letters: impl Fn(usize) -> DeadLetters + Send + Sync + 'static,
+) -> Result<DataStream<Row>, PipelineError> {
+    Err(not_built(file, "source", "kafka"))
+}
+
+#[cfg(feature = "kafka")]
 pub(crate) fn kafka_sink(
-    ctx: &Ctx,
-    key_path: &str,
-    sink: &config::Sink,
+    _file: &Path,
+    _key: &str,
+    spec: &KafkaSinkSpec,
     stream: DataStream<Row>,
-    schema: &Arc<Schema>,
-) -> Result<String, PipelineError> {
-    let config::Sink::Kafka { bootstrap, topic, guarantee, key, transactional_id_prefix, properties } = sink else {
-        unreachable!("called for kafka sinks")
-    };
-    if topic.trim().is_empty() {
-        return Err(ctx.err(format!("{key_path}.topic"), "expected a topic name"));
-    }
-    if *guarantee == config::KafkaGuarantee::ExactlyOnce {
-        needs_checkpoints(ctx, key_path)?;
-    }
-    let key = match key {
-        Some(k) => Some(Arc::new(resolve(ctx, &format!("{key_path}.key"), schema, &k.names())?)),
-        None => None,
-    };
+    schema: std::sync::Arc<Schema>,
+) -> Result<(), PipelineError> {
+    use std::sync::Arc;
+
+    use weir_kafka::sink::{Guarantee, KafkaSink, KafkaSinkConfig};
+
+    use crate::config::KafkaGuarantee;
+
     let config = KafkaSinkConfig {
-        bootstrap: bootstrap.clone(),
-        topic: topic.clone(),
-        guarantee: match guarantee {
-            config::KafkaGuarantee::AtLeastOnce => KafkaGuarantee::AtLeastOnce,
-            config::KafkaGuarantee::ExactlyOnce => KafkaGuarantee::ExactlyOnce,
+        bootstrap: spec.bootstrap.clone(),
+        topic: spec.topic.clone(),
+        guarantee: match spec.guarantee {
+            KafkaGuarantee::AtLeastOnce => Guarantee::AtLeastOnce,
+            KafkaGuarantee::ExactlyOnce => Guarantee::ExactlyOnce,
         },
-        transactional_id_prefix: transactional_id_prefix.clone().unwrap_or_else(|| format!("weir-{}-{topic}", ctx.job)),
-        properties: properties.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        transactional_id_prefix: spec.transactional_id_prefix.clone(),
+        properties: spec.properties.clone(),
     };
-    let s = schema.clone();
+    let key = spec.key.clone();
     let encode: weir_kafka::sink::Encode<Row> = Arc::new(move |row: &Row| {
         let mut value = Vec::new();
-        s.write_json(row, &mut value);
+        schema.write_json(row, &mut value);
         let key =
             key.as_ref().map(|k| k.iter().map(|&i| row[i].to_string()).collect::<Vec<_>>().join("|").into_bytes());
         Ok((key, value))
     });
-    let description = format!("kafka topic `{topic}` at {bootstrap} ({guarantee:?})");
     stream.try_sink("kafka", move |info| KafkaSink::new(config.clone(), info, encode.clone()));
-    Ok(description)
+    Ok(())
 }
 
-/// Exactly-once output commits with checkpoints: without them it would never commit.
-fn needs_checkpoints(ctx: &Ctx, key_path: &str) -> Result<(), PipelineError> {
-    if ctx.checkpointing {
-        return Ok(());
-    }
-    Err(ctx.err(
-        format!("{key_path}.guarantee"),
-        "exactly-once commits with checkpoints: add a `checkpointing` section (or --checkpoint-dir and \
-         --checkpoint-interval), or choose another guarantee",
-    ))
+#[cfg(not(feature = "kafka"))]
+pub(crate) fn kafka_sink(
+    file: &Path,
+    key: &str,
+    _spec: &KafkaSinkSpec,
+    _stream: DataStream<Row>,
+    _schema: std::sync::Arc<Schema>,
+) -> Result<(), PipelineError> {
+    Err(not_built(file, key, "kafka"))
 }
 
-/// A `{field}` pattern, compiled against the schema.
-enum Part {
-    Text(String),
-    Field(usize),
+#[cfg(feature = "redis")]
+pub(crate) fn redis_sink(
+    _file: &Path,
+    _key: &str,
+    spec: &RedisSinkSpec,
+    stream: DataStream<Row>,
+) -> Result<(), PipelineError> {
+    use std::sync::Arc;
+
+    use weir_redis::{HashWrite, RedisSink, RedisSinkConfig};
+
+    let (key, field, value) = (spec.key.clone(), spec.field.clone(), spec.value.clone());
+    let to_write: weir_redis::ToWrite<Row> = Arc::new(move |row: &Row| HashWrite {
+        key: expand(&key, row),
+        field: expand(&field, row),
+        value: expand(&value, row),
+    });
+    let config = RedisSinkConfig { url: spec.url.clone(), ttl: spec.ttl, retry_for: RETRY_FOR };
+    stream.try_sink("redis", move |_| RedisSink::new(config.clone(), to_write.clone()));
+    Ok(())
 }
 
-fn pattern(ctx: &Ctx, key: &str, text: &str, schema: &Schema) -> Result<Vec<Part>, PipelineError> {
-    let mut parts = Vec::new();
-    let mut rest = text;
-    while let Some(open) = rest.find('{') {
-        if open > 0 {
-            parts.push(Part::Text(rest[..open].to_string()));
-        }
-        let close = rest[open..].find('}').ok_or_else(|| ctx.err(key, format!("unclosed `{{` in `{text}`")))?;
-        let name = &rest[open + 1..open + close];
-        parts.push(Part::Field(resolve(ctx, key, schema, &[name.to_string()])?[0]));
-        rest = &rest[open + close + 1..];
-    }
-    if !rest.is_empty() {
-        parts.push(Part::Text(rest.to_string()));
-    }
-    Ok(parts)
+#[cfg(not(feature = "redis"))]
+pub(crate) fn redis_sink(
+    file: &Path,
+    key: &str,
+    _spec: &RedisSinkSpec,
+    _stream: DataStream<Row>,
+) -> Result<(), PipelineError> {
+    Err(not_built(file, key, "redis"))
 }
 
-fn expand(parts: &[Part], row: &Row) -> String {
+/// A pattern's text with its fields' values of `row`.
+#[cfg(feature = "redis")]
+fn expand(parts: &[crate::plan::Part], row: &Row) -> String {
+    use crate::plan::Part;
     let mut out = String::new();
     for p in parts {
         match p {
@@ -163,56 +184,20 @@ fn expand(parts: &[Part], row: &Row) -> String {
     out
 }
 
-pub(crate) fn redis_sink(
-    ctx: &Ctx,
-    key_path: &str,
-    sink: &config::Sink,
-    stream: DataStream<Row>,
-    schema: &Arc<Schema>,
-) -> Result<String, PipelineError> {
-    let config::Sink::Redis { url, key, field, value, ttl } = sink else { unreachable!("called for redis sinks") };
-    if !url.starts_with("redis://") && !url.starts_with("rediss://") {
-        return Err(ctx.err(format!("{key_path}.url"), format!("expected redis://host:port, got `{url}`")));
-    }
-    let key_parts = pattern(ctx, &format!("{key_path}.key"), key, schema)?;
-    let field_parts = pattern(ctx, &format!("{key_path}.field"), field, schema)?;
-    // A field name, or a pattern such as `{count}/{sum}`.
-    let value_parts = if value.contains('{') {
-        pattern(ctx, &format!("{key_path}.value"), value, schema)?
-    } else {
-        vec![Part::Field(resolve(ctx, &format!("{key_path}.value"), schema, std::slice::from_ref(value))?[0])]
-    };
-    let to_write: weir_redis::ToWrite<Row> = Arc::new(move |row: &Row| HashWrite {
-        key: expand(&key_parts, row),
-        field: expand(&field_parts, row),
-        value: expand(&value_parts, row),
-    });
-    let config = RedisSinkConfig { url: url.clone(), ttl: ttl.map(|t| t.0), retry_for: RETRY_FOR };
-    let description = format!("redis at {url}: HSET {key} {field} <{value}>");
-    stream.try_sink("redis", move |_| RedisSink::new(config.clone(), to_write.clone()));
-    Ok(description)
-}
-
+#[cfg(feature = "postgres")]
 pub(crate) fn postgres_sink(
-    ctx: &Ctx,
-    key_path: &str,
-    sink: &config::Sink,
+    _file: &Path,
+    _key: &str,
+    spec: &PostgresSinkSpec,
     stream: DataStream<Row>,
-    schema: &Arc<Schema>,
-) -> Result<String, PipelineError> {
-    let config::Sink::Postgres { url, table, key, guarantee } = sink else { unreachable!("called for postgres sinks") };
-    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-        return Err(ctx.err(format!("{key_path}.url"), "expected postgres://user@host:port/database"));
-    }
-    if table.trim().is_empty() {
-        return Err(ctx.err(format!("{key_path}.table"), "expected a table name"));
-    }
-    if *guarantee == config::PostgresGuarantee::ExactlyOnce {
-        needs_checkpoints(ctx, key_path)?;
-    }
-    resolve(ctx, &format!("{key_path}.key"), schema, &key.names())?;
-    let columns = schema
-        .fields
+) -> Result<(), PipelineError> {
+    use weir_postgres::{ColumnType, Guarantee, PostgresSink, PostgresSinkConfig};
+
+    use crate::config::PostgresGuarantee;
+    use crate::value::{FieldType, Value};
+
+    let columns = spec
+        .columns
         .iter()
         .map(|(n, t)| {
             let ty = match t {
@@ -225,40 +210,59 @@ pub(crate) fn postgres_sink(
         })
         .collect();
     let config = PostgresSinkConfig {
-        url: url.clone(),
-        table: table.clone(),
+        url: spec.url.clone(),
+        table: spec.table.clone(),
         columns,
-        key: key.names(),
-        guarantee: match guarantee {
-            config::PostgresGuarantee::Upsert => PgGuarantee::Upsert,
-            config::PostgresGuarantee::ExactlyOnce => PgGuarantee::ExactlyOnce,
+        key: spec.key.clone(),
+        guarantee: match spec.guarantee {
+            PostgresGuarantee::Upsert => Guarantee::Upsert,
+            PostgresGuarantee::ExactlyOnce => Guarantee::ExactlyOnce,
         },
-        job: ctx.job.to_string(),
+        job: spec.job.clone(),
         retry_for: RETRY_FOR,
     };
-    config.validate().map_err(|e| ctx.err(format!("{key_path}.key"), e))?;
-    let description = format!("postgres table `{table}` ({guarantee:?})");
     stream.try_sink("postgres", move |info| PostgresSink::<Row, Value>::new(config.clone(), info));
-    Ok(description)
+    Ok(())
+}
+
+#[cfg(not(feature = "postgres"))]
+pub(crate) fn postgres_sink(
+    file: &Path,
+    key: &str,
+    _spec: &PostgresSinkSpec,
+    _stream: DataStream<Row>,
+) -> Result<(), PipelineError> {
+    Err(not_built(file, key, "postgres"))
 }
 
 /// Values bind as the column types the sink creates (ints widen to floats).
-impl ToSql for Value {
-    fn to_sql(&self, ty: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        match self {
-            Value::Null => Ok(IsNull::Yes),
-            Value::Bool(b) => b.to_sql(ty, out),
-            Value::Int(i) if *ty == Type::FLOAT8 => (*i as f64).to_sql(ty, out),
-            Value::Int(i) if *ty == Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
-            Value::Int(i) => i.to_sql(ty, out),
-            Value::Float(f) => f.to_sql(ty, out),
-            Value::Str(s) => s.as_str().to_sql(ty, out),
+#[cfg(feature = "postgres")]
+mod to_sql {
+    use weir_postgres::postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+
+    use crate::value::Value;
+
+    impl ToSql for Value {
+        fn to_sql(
+            &self,
+            ty: &Type,
+            out: &mut bytes::BytesMut,
+        ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+            match self {
+                Value::Null => Ok(IsNull::Yes),
+                Value::Bool(b) => b.to_sql(ty, out),
+                Value::Int(i) if *ty == Type::FLOAT8 => (*i as f64).to_sql(ty, out),
+                Value::Int(i) if *ty == Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+                Value::Int(i) => i.to_sql(ty, out),
+                Value::Float(f) => f.to_sql(ty, out),
+                Value::Str(s) => s.as_str().to_sql(ty, out),
+            }
         }
-    }
 
-    fn accepts(ty: &Type) -> bool {
-        [Type::BOOL, Type::INT8, Type::INT4, Type::FLOAT8, Type::TEXT, Type::VARCHAR].contains(ty)
-    }
+        fn accepts(ty: &Type) -> bool {
+            [Type::BOOL, Type::INT8, Type::INT4, Type::FLOAT8, Type::TEXT, Type::VARCHAR].contains(ty)
+        }
 
-    to_sql_checked!();
+        to_sql_checked!();
+    }
 }

@@ -15,10 +15,10 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use weir::core::checkpoint::metadata::{OperatorSnapshot, RestoredState};
-use weir::core::source::{Source, SourcePoll};
-use weir::core::state::codec;
-use weir::core::{NO_TIMESTAMP, Record, TaskError, TaskResult};
+use weir_core::checkpoint::metadata::{OperatorSnapshot, RestoredState};
+use weir_core::source::{Source, SourcePoll};
+use weir_core::state::codec;
+use weir_core::{NO_TIMESTAMP, Record, TaskError, TaskResult};
 
 use crate::records::{DeadLetters, Format};
 use crate::value::{Row, Schema};

@@ -1,10 +1,18 @@
 //! # weir-pipeline: declarative Weir jobs
 //!
 //! A pipeline file (YAML; DESIGN.md, "Pipeline files") names a source, a list
-//! of steps and a sink. This crate loads it ([`config`]), applies command-line
-//! overrides, checks everything that can be checked before running (fields,
-//! types, step order, connectors), and compiles it onto the same engine the
-//! Rust API uses ([`compile`]), with [`value::Row`]s as records.
+//! of steps and a sink. The way through this crate:
+//!
+//! 1. [`config`] loads it: YAML, `--set` overrides, typed structs, every
+//!    error naming its key.
+//! 2. [`check`] plans it, as a pure function: everything that can be checked
+//!    before running (fields, types, step order, connector keys) ends in a
+//!    [`plan::Plan`] or in the first problem found. No I/O: the operator
+//!    validates StreamJobs with this alone (`default-features = false`).
+//! 3. `build` (feature `engine`, on by default) turns the plan into streams on
+//!    the same engine the Rust API uses, with [`value::Row`]s as records; the
+//!    connectors are the features `kafka`, `redis` and `postgres`.
+//!    `compile` is the two steps in one.
 //!
 //! ```
 //! use std::path::Path;
@@ -36,14 +44,20 @@
 //! `aggregate` (count, sum, min, max, avg, count_distinct) or `top`, and
 //! `anomaly` (the seed's 3-sigma flag over a key's last windows).
 
+#[cfg(feature = "engine")]
+pub mod build;
+pub mod check;
+#[cfg(feature = "engine")]
 pub mod compile;
 pub mod config;
+#[cfg(feature = "engine")]
 mod connectors;
 pub mod error;
 pub mod expr;
 pub mod file_source;
 pub mod format;
 pub mod ops;
+pub mod plan;
 pub mod records;
 pub mod value;
 

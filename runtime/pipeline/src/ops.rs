@@ -5,10 +5,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use weir::core::state::{KeyedState, ListState, ValueState};
-use weir::core::timer::TimeDomain;
-use weir::core::{NO_TIMESTAMP, Timestamp};
-use weir::prelude::{AggregateFunction, KeyedProcessFunction, ProcessContext, Window, WindowFunction};
+use weir_core::operator::process::{KeyedProcessFunction, ProcessContext};
+use weir_core::state::{KeyedState, ListState, ValueState};
+use weir_core::timer::TimeDomain;
+use weir_core::window::{AggregateFunction, Window, WindowFunction};
+use weir_core::{NO_TIMESTAMP, Timestamp};
 
 use crate::value::{FieldType, Row, Value};
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use smol_str::SmolStr;
-use weir::core::{TaskError, TaskResult};
+use weir_core::{TaskError, TaskResult};
 
 use crate::config::OnError;
 use crate::value::{FieldType, Row, Schema, Value};

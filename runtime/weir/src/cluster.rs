@@ -4,6 +4,7 @@
 //!
 //! ```no_run
 //! use weir::prelude::*;
+//! use weir_workloads::WorkloadStreams;
 //!
 //! fn main() -> std::process::ExitCode {
 //!     weir::cluster::main("my-job", |env| {
@@ -17,14 +18,18 @@
 //! my-job jobmanager [--job-name NAME] [--parallelism N]
 //!                   [--checkpoint-dir URI --checkpoint-interval 10s] [--savepoint-dir URI]
 //!                   [--bind 0.0.0.0] [--rpc-port 6123] [--rest-port 8081]
-//!                   [--restore latest|none|URI] [--deployment-id ID] [--leader-lock PATH]
+//!                   [--restore latest|none|URI] [--deployment-id ID]
+//!                   [--leader-lock PATH | --leader-lease NAME [--lease-duration 15s]]
+//!                   [--heartbeat-timeout 10s] [--restart-strategy fixed-delay:1s:10]
 //!                   [--linger] [-- JOB ARGS...]
 //! my-job taskmanager --jobmanager HOST:PORT[,HOST:PORT] [--slots 1] [--bind 0.0.0.0]
+//!                   [--data-port 0] [--advertise-host HOST] [--connect-timeout 60s] [--id ID]
 //! ```
 //!
-//! These are the flags the Kubernetes operator gives a StreamJob's pods (a
-//! StreamJob with `args` runs the image's binary with them after `--`), so a
-//! binary built on this runs as a StreamJob as it is.
+//! These are the `weir` binary's flags ([`weir_api::launch`]), started by the
+//! same launcher (`weir-launch`), and the flags the Kubernetes operator gives a
+//! StreamJob's pods (a StreamJob with `args` runs the image's binary with them
+//! after `--`), so a binary built on this runs as a StreamJob as it is.
 //!
 //! Every process calls the job function to build the same graph; the
 //! JobManager plans it, the TaskManagers run their share of it. The job's
@@ -33,20 +38,19 @@
 //! S3 with the crate's `s3` feature (endpoint, region and credentials from
 //! the AWS environment; `WEIR_S3_PATH_STYLE`).
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::Parser;
 use serde::{Deserialize, Serialize};
-use weir_cluster::jobmanager::{InitialRestore, JobManager, JobManagerConfig};
-use weir_cluster::state::JobState;
-use weir_cluster::taskmanager::TaskManagerConfig;
+use weir_api::launch::{JobManagerOptions, Process};
 use weir_cluster::{BuiltJob, JobBuilder, JobSpec};
 use weir_core::checkpoint::coordinator::CheckpointConfig;
 use weir_core::checkpoint::metadata::RestoredSnapshot;
-use weir_core::checkpoint::storage::{CheckpointStorage, LocalStorage};
-use weir_rest::{ClusterJob, RestServer};
+use weir_core::checkpoint::storage::CheckpointStorage;
+use weir_launch::LaunchError;
+use weir_launch::storage::StorageSettings;
 
 use crate::env::StreamEnv;
 
@@ -73,21 +77,9 @@ pub fn job_args() -> Vec<String> {
     JOB_ARGS.read().map(|a| a.clone()).unwrap_or_default()
 }
 
-/// The storage at `uri`.
+/// The storage at `uri`; S3 settings come from the environment.
 fn storage(uri: &str) -> Result<Arc<dyn CheckpointStorage>, String> {
-    if uri.starts_with("s3://") {
-        #[cfg(feature = "s3")]
-        {
-            let config = weir_s3::S3Config::from_uri_and_env(uri)?;
-            return Ok(Arc::new(weir_s3::S3Storage::new(config).map_err(|e| e.to_string())?));
-        }
-        #[cfg(not(feature = "s3"))]
-        return Err(format!("{uri}: this binary was built without the weir crate's `s3` feature"));
-    }
-    if uri.contains("://") && !uri.starts_with("file://") {
-        return Err(format!("{uri}: expected a path, file:///path or s3://bucket/prefix"));
-    }
-    Ok(Arc::new(LocalStorage::new(uri.strip_prefix("file://").unwrap_or(uri))))
+    weir_launch::storage::open(uri, &StorageSettings::default()).map_err(|e| e.to_string())
 }
 
 struct ClosureBuilder(Arc<JobFn>);
@@ -116,182 +108,107 @@ impl JobBuilder for ClosureBuilder {
     }
 }
 
-/// Flags that take no value.
-const SWITCHES: [&str; 1] = ["linger"];
-
-/// `--flag value` pairs and switches, then the job's arguments after `--`.
-fn flags(args: &[String]) -> Result<(HashMap<String, String>, Vec<String>), String> {
-    let mut map = HashMap::new();
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        if flag == "--" {
-            return Ok((map, it.cloned().collect()));
-        }
-        let key = flag.strip_prefix("--").ok_or_else(|| format!("unexpected argument `{flag}`"))?;
-        let value = match SWITCHES.contains(&key) {
-            true => "true".to_string(),
-            false => it.next().ok_or_else(|| format!("{flag}: needs a value"))?.clone(),
-        };
-        map.insert(key.to_string(), value);
-    }
-    Ok((map, Vec::new()))
-}
-
-fn duration(flag: &str, s: &str) -> Result<Duration, String> {
-    let bad = || format!("--{flag}: `{s}` is not a duration such as 500ms, 10s or 1m");
-    let (n, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "ms"), |i| s.split_at(i));
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        _ => return Err(bad()),
-    })
-}
-
 /// Runs the job as its arguments say (see the module's documentation); the
 /// exit code is 0 when the job finished, 1 when it failed, 2 for bad arguments.
 pub fn main(name: &str, job: impl Fn(&StreamEnv) + Send + Sync + 'static) -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
     let job: Arc<JobFn> = Arc::new(job);
-    let result = match args.first().map(String::as_str) {
-        None => {
+    let result = match std::env::args().len() {
+        1 => {
             let env = StreamEnv::new(name);
             job(&env);
-            env.execute().map_err(|e| (1, e.to_string()))
+            env.execute().map_err(|e| LaunchError::Runtime(e.to_string()))
         }
-        Some("jobmanager") => flags(&args[1..]).map_err(|e| (2, e)).and_then(|(f, a)| jobmanager(name, job, &f, a)),
-        Some("taskmanager") => flags(&args[1..]).map_err(|e| (2, e)).and_then(|(f, a)| match a.is_empty() {
-            true => taskmanager(job, &f),
-            false => Err((2, "taskmanager: the job's arguments go to the jobmanager".into())),
-        }),
-        Some(other) => Err((2, format!("unknown command `{other}`: expected jobmanager, taskmanager, or none"))),
+        _ => match Process::parse() {
+            Process::Jobmanager(options) => jobmanager(name, job, &options),
+            Process::Taskmanager(options) => weir_launch::taskmanager::run(&options, Arc::new(ClosureBuilder(job))),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err((code, message)) => {
-            eprintln!("{name}: {message}");
-            ExitCode::from(code)
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
-fn get<'a>(f: &'a HashMap<String, String>, key: &str, default: &'a str) -> &'a str {
-    f.get(key).map_or(default, String::as_str)
-}
-
-fn parse<T: std::str::FromStr>(f: &HashMap<String, String>, key: &str, default: &str) -> Result<T, (u8, String)> {
-    get(f, key, default).parse().map_err(|_| (2, format!("--{key}: `{}` is not valid", get(f, key, default))))
-}
-
-fn jobmanager(name: &str, job: Arc<JobFn>, f: &HashMap<String, String>, args: Vec<String>) -> Result<(), (u8, String)> {
-    let known = [
-        "job-name",
-        "parallelism",
-        "checkpoint-dir",
-        "checkpoint-interval",
-        "savepoint-dir",
-        "bind",
-        "rpc-port",
-        "rest-port",
-        "restore",
-        "deployment-id",
-        "leader-lock",
-        "linger",
-    ];
-    if f.contains_key("leader-lease") {
-        return Err((
-            2,
-            "--leader-lease: a Rust job binary elects no leader through Kubernetes; run one JobManager (jobManager.replicas: 1) or use --leader-lock".into(),
+/// The job spec of a job binary's JobManager: its name, and what every
+/// process needs to build it (checkpointing and the job's arguments).
+fn job_spec(name: &str, options: &JobManagerOptions) -> Result<JobSpec, LaunchError> {
+    if options.pipeline.is_some() || !options.set.is_empty() {
+        return Err(LaunchError::BadInput(
+            "--pipeline and --set are for the weir binary: a job binary has its job built in".into(),
         ));
     }
-    if let Some(k) = f.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err((2, format!("--{k}: not a jobmanager option (expected one of --{})", known.join(", --"))));
-    }
     let definition = Definition {
-        checkpoint_dir: f.get("checkpoint-dir").cloned(),
-        checkpoint_interval_ms: match f.get("checkpoint-interval") {
-            Some(d) => Some(duration("checkpoint-interval", d).map_err(|e| (2, e))?.as_millis() as u64),
-            None => None,
-        },
-        savepoint_dir: f.get("savepoint-dir").cloned(),
-        args,
+        checkpoint_dir: options.checkpoint_dir.clone(),
+        checkpoint_interval_ms: options.checkpoint_interval.map(|d| d.as_millis() as u64),
+        savepoint_dir: options.savepoint_dir.clone(),
+        args: options.job_args.clone(),
     };
+    match (&definition.checkpoint_dir, definition.checkpoint_interval_ms) {
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(LaunchError::BadInput("--checkpoint-dir and --checkpoint-interval go together".into()));
+        }
+        (_, Some(0)) => return Err(LaunchError::BadInput("--checkpoint-interval: must be longer than zero".into())),
+        _ => {}
+    }
     for (flag, uri) in [("checkpoint-dir", &definition.checkpoint_dir), ("savepoint-dir", &definition.savepoint_dir)] {
         if let Some(uri) = uri {
-            storage(uri).map_err(|e| (2, format!("--{flag} {e}")))?;
+            storage(uri).map_err(|e| LaunchError::BadInput(format!("--{flag}: {e}")))?;
         }
     }
-    if definition.checkpoint_dir.is_some() != definition.checkpoint_interval_ms.is_some() {
-        return Err((2, "--checkpoint-dir and --checkpoint-interval go together".into()));
+    let parallelism = options.parallelism.unwrap_or(1);
+    if parallelism == 0 {
+        return Err(LaunchError::BadInput("--parallelism: must be at least 1".into()));
     }
-    let name = f.get("job-name").map_or(name, String::as_str);
-    let bind = get(f, "bind", "0.0.0.0");
-    let rpc: std::net::SocketAddr = format!("{bind}:{}", get(f, "rpc-port", "6123"))
-        .parse()
-        .map_err(|_| (2, "--bind or --rpc-port is not valid".to_string()))?;
-    let rest: std::net::SocketAddr = format!("{bind}:{}", get(f, "rest-port", "8081"))
-        .parse()
-        .map_err(|_| (2, "--rest-port is not valid".to_string()))?;
-    let _leadership = match f.get("leader-lock") {
-        Some(path) => Some(
-            weir_cluster::leader::acquire(path.as_ref(), &format!("pid {}", std::process::id()))
-                .map_err(|e| (1, format!("--leader-lock {path}: {e}")))?,
-        ),
-        None => None,
-    };
-    let spec = JobSpec {
-        name: name.to_string(),
+    Ok(JobSpec {
+        name: options.job_name.clone().unwrap_or_else(|| name.to_string()),
         definition: serde_json::to_vec(&definition).expect("a definition serializes"),
-        parallelism: parse(f, "parallelism", "1")?,
-    };
-    let mut config = JobManagerConfig::new(spec, rpc);
-    config.restore = match f.get("restore").map(String::as_str) {
-        None => InitialRestore::LatestIfAny,
-        Some("latest") => InitialRestore::Latest,
-        Some("none") => InitialRestore::None,
-        Some(dir) => InitialRestore::Uri(dir.to_string()),
-    };
-    config.deployment = f.get("deployment-id").cloned();
-    // Lingering is for Kubernetes, which restarts a TaskManager that exits.
-    config.release_taskmanagers = !f.contains_key("linger");
-    let jm = Arc::new(JobManager::start(config, Arc::new(ClosureBuilder(job))).map_err(|e| (2, e.to_string()))?);
-    let server =
-        RestServer::start(rest, Arc::new(ClusterJob(jm.clone()))).map_err(|e| (1, format!("--rest-port: {e}")))?;
-    eprintln!("{name}: JobManager; TaskManagers register at {}, REST API on http://{}/", jm.rpc_addr(), server.addr);
-    while !jm.is_finished() {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if f.contains_key("linger") {
-        // Kubernetes would restart an exited JobManager, and with it the job.
-        eprintln!("{name}: job {}; serving its final state until stopped", jm.view().state);
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
-    }
-    server.linger(Duration::from_secs(3));
-    let view = jm.view();
-    match view.state {
-        JobState::Finished | JobState::Cancelled => Ok(()),
-        state => Err((1, format!("job {state}: {}", view.failure.unwrap_or_default()))),
-    }
+        parallelism,
+    })
 }
 
-fn taskmanager(job: Arc<JobFn>, f: &HashMap<String, String>) -> Result<(), (u8, String)> {
-    let known = ["jobmanager", "slots", "bind", "data-port", "advertise-host"];
-    if let Some(k) = f.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err((2, format!("--{k}: not a taskmanager option (expected one of --{})", known.join(", --"))));
+fn jobmanager(name: &str, job: Arc<JobFn>, options: &JobManagerOptions) -> Result<(), LaunchError> {
+    let spec = job_spec(name, options)?;
+    weir_launch::jobmanager::run(name, options, spec, Arc::new(ClosureBuilder(job)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(args: &[&str]) -> JobManagerOptions {
+        let argv = ["my-job", "jobmanager"].iter().chain(args).copied();
+        match Process::try_parse_from(argv).unwrap() {
+            Process::Jobmanager(o) => o,
+            Process::Taskmanager(_) => unreachable!(),
+        }
     }
-    let jobmanagers = f.get("jobmanager").ok_or((2, "--jobmanager: required".to_string()))?;
-    let config = TaskManagerConfig {
-        jobmanagers: jobmanagers.split(',').map(str::to_string).collect(),
-        slots: parse(f, "slots", "1")?,
-        data_bind: format!("{}:{}", get(f, "bind", "0.0.0.0"), get(f, "data-port", "0"))
-            .parse()
-            .map_err(|_| (2, "--bind or --data-port is not valid".to_string()))?,
-        advertise_host: f.get("advertise-host").cloned(),
-        connect_timeout: Duration::from_secs(60),
-        id: format!("{}-{}", std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim(), std::process::id()),
-    };
-    weir_cluster::taskmanager::run(config, Arc::new(ClosureBuilder(job))).map_err(|e| (1, e.to_string()))
+
+    #[test]
+    fn every_duration_form_of_a_streamjob_is_taken() {
+        // A StreamJob's `checkpointing.interval: 1h` reaches a job binary as is.
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().display().to_string();
+        for (interval, ms) in [("1h", 3_600_000), ("1m30s", 90_000), ("500ms", 500)] {
+            let o = options(&["--checkpoint-dir", &dir, "--checkpoint-interval", interval, "--", "--min", "5"]);
+            let spec = job_spec("my-job", &o).unwrap();
+            let def: Definition = serde_json::from_slice(&spec.definition).unwrap();
+            assert_eq!(def.checkpoint_interval_ms, Some(ms), "{interval}");
+            assert_eq!(def.args, ["--min", "5"]);
+        }
+    }
+
+    #[test]
+    fn a_job_binary_refuses_what_it_cannot_do_by_flag() {
+        let e = job_spec("j", &options(&["--pipeline", "p.yaml"])).unwrap_err();
+        assert!(e.to_string().starts_with("--pipeline"), "{e}");
+        let e = job_spec("j", &options(&["--checkpoint-interval", "1s"])).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let e = job_spec("j", &options(&["--checkpoint-dir", "hdfs://x", "--checkpoint-interval", "1s"])).unwrap_err();
+        assert!(e.to_string().starts_with("--checkpoint-dir"), "{e}");
+        let spec = job_spec("j", &options(&["--job-name", "renamed", "--parallelism", "3"])).unwrap();
+        assert_eq!((spec.name.as_str(), spec.parallelism), ("renamed", 3));
+    }
 }

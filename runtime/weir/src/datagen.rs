@@ -1,160 +1,35 @@
-//! The deterministic `orders` and `bids` event streams of the benchmark
-//! workloads (`bench/WORKLOADS.md`), and a splittable, optionally rate-limited
-//! source that generates them.
+//! A splittable, optionally rate-limited source of generated events (Flink's
+//! `DataGeneratorSource`): [`StreamEnv::datagen`](crate::env::StreamEnv::datagen)
+//! turns any pure function of the event number `n` into a parallel stream.
 //!
-//! Every event is a pure function of its number `n`, so any subtask can
-//! produce any range of the stream. The source splits the numbers into blocks
-//! of [`BLOCK`] events dealt round-robin to the subtasks: all subtasks move
-//! through event time together, which keeps window state small.
+//! Because every event is a function of its number, any subtask can produce
+//! any range of the stream. The source splits the numbers into blocks of
+//! [`BLOCK`] events dealt round-robin to the subtasks: all subtasks move
+//! through event time together, which keeps window state small. Its position
+//! is checkpointed and dealt over the new subtasks when a job is restored at
+//! another parallelism. The benchmark workloads (`weir-workloads`) are built on it.
 //!
 //! ```
-//! use weir::datagen::{order, Region};
-//! let o = order(42);
-//! assert_eq!(o.order_id.to_string(), "ORD-42");
-//! assert!(o.amount >= 10 && o.amount <= 1000);
+//! use weir::prelude::*;
+//! let env = StreamEnv::new("squares");
+//! env.set_parallelism(2);
+//! let squares = env.datagen("squares", |n| n * n, Some(10), None).collect();
+//! env.execute().unwrap();
+//! let mut values = squares.values();
+//! values.sort();
+//! assert_eq!(values, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
 //! ```
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use weir_core::checkpoint::metadata::{OperatorSnapshot, RestoredState};
-use weir_core::keygroup::mix64;
 use weir_core::source::{Source, SourcePoll};
 use weir_core::state::codec;
 use weir_core::{NO_TIMESTAMP, Record, TaskResult};
 
-/// `T0` of the workloads: epoch milliseconds of event 0.
-pub const T0: i64 = 1_700_000_000_000;
 /// Events per block of the datagen split.
 pub const BLOCK: u64 = 1024;
-
-/// An order's id, `ORD-<n>`, kept as its number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OrderId(pub u64);
-
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ORD-{}", self.0)
-    }
-}
-
-impl Serialize for OrderId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for OrderId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.strip_prefix("ORD-")
-            .and_then(|n| n.parse().ok())
-            .map(OrderId)
-            .ok_or_else(|| serde::de::Error::custom(format!("invalid order id `{s}`, expected ORD-<number>")))
-    }
-}
-
-macro_rules! string_enum {
-    ($(#[$m:meta])* $name:ident { $($v:ident = $s:literal),* $(,)? }) => {
-        $(#[$m])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(rename_all = "lowercase")]
-        pub enum $name { $($v),* }
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$v),*];
-            pub fn as_str(&self) -> &'static str { match self { $($name::$v => $s),* } }
-            pub fn index(&self) -> usize { *self as usize }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
-        }
-    };
-}
-
-string_enum!(
-    /// The four regions of the orders stream.
-    Region { North = "north", South = "south", East = "east", West = "west" }
-);
-
-/// The four channels of the bids stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Channel {
-    Google,
-    Facebook,
-    Baidu,
-    Apple,
-}
-
-impl Channel {
-    pub const ALL: &'static [Channel] = &[Channel::Google, Channel::Facebook, Channel::Baidu, Channel::Apple];
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Channel::Google => "Google",
-            Channel::Facebook => "Facebook",
-            Channel::Baidu => "Baidu",
-            Channel::Apple => "Apple",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Order {
-    pub order_id: OrderId,
-    pub region: Region,
-    pub amount: i64,
-    pub time: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Bid {
-    pub auction: i64,
-    pub bidder: i64,
-    pub price: i64,
-    pub channel: Channel,
-    pub time: i64,
-    /// Padding of 40 to 99 `x`s. Generated bids borrow it from a static string
-    /// (no allocation per bid); deserialized ones own theirs.
-    pub extra: std::borrow::Cow<'static, str>,
-}
-
-/// Order number `n` (a re-sent duplicate repeats order `n - 1` whole).
-#[inline]
-pub fn order(mut n: u64) -> Order {
-    loop {
-        let r = mix64(n);
-        if n > 0 && (r >> 20) % 100 < 2 {
-            n -= 1;
-            continue;
-        }
-        return Order {
-            order_id: OrderId(n),
-            region: Region::ALL[(r % 4) as usize],
-            amount: 10 + ((r >> 8) % 991) as i64,
-            time: T0 + n as i64 - ((r >> 32) % 5000) as i64,
-        };
-    }
-}
-
-const PAD: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
-
-/// Bid number `n`.
-#[inline]
-pub fn bid(n: u64) -> Bid {
-    let r = mix64(n);
-    let s = mix64(n ^ 0x5851_F42D_4C95_7F2D);
-    let block = n / 50;
-    let last = 1000 + 3 * block;
-    let auction = if r & 1 == 0 { (last / 100) * 100 } else { last - (r >> 1) % 100 };
-    Bid {
-        auction: auction as i64,
-        bidder: (1000 + block - (r >> 16) % (block + 1).min(1000)) as i64,
-        price: (100 + (r >> 32) % 100_000) as i64,
-        channel: Channel::ALL[(s % 4) as usize],
-        time: T0 + (n / 10) as i64 - ((s >> 8) % 2000) as i64,
-        extra: std::borrow::Cow::Borrowed(&PAD[..(40 + (s >> 24) % 60) as usize]),
-    }
-}
 
 /// Which part of a generated stream one source subtask produces.
 #[derive(Clone, Copy, Debug)]
@@ -300,18 +175,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn orders_follow_the_workload_definition() {
-        // Order 0 from the definition: r = mix(0).
-        let r = mix64(0);
-        let o = order(0);
-        assert_eq!(o.region, Region::ALL[(r % 4) as usize]);
-        assert_eq!(o.time, T0 - ((r >> 32) % 5000) as i64);
-        // A duplicate repeats the previous order whole.
-        let dup = (1..10_000u64).find(|&n| (mix64(n) >> 20) % 100 < 2).unwrap();
-        assert_eq!(order(dup), order(dup - 1));
-    }
-
-    #[test]
     fn splits_cover_every_event_once() {
         for p in 1..=4 {
             let mut seen = Vec::new();
@@ -419,14 +282,5 @@ mod tests {
             s.poll(&mut out).unwrap();
         }
         assert!(out.iter().any(|r| r.value >= 50 * BLOCK));
-    }
-
-    #[test]
-    fn order_ids_serialize_as_strings() {
-        let json = serde_json::to_string(&order(42)).unwrap();
-        assert!(json.starts_with(r#"{"order_id":"ORD-42","region":"#), "{json}");
-        let back: Order = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, order(42));
-        assert!(serde_json::from_str::<OrderId>(r#""X-1""#).unwrap_err().to_string().contains("invalid order id"));
     }
 }

@@ -9,7 +9,7 @@ use weir_core::graph::{JobGraph, NodeId, SubtaskInfo};
 use weir_core::source::Source;
 use weir_core::{Data, JobError};
 
-use crate::datagen::{self, Bid, DatagenSource, DatagenSplit, Order};
+use crate::datagen::{DatagenSource, DatagenSplit};
 use crate::sources::CollectionSource;
 use crate::stream::DataStream;
 
@@ -84,16 +84,6 @@ impl StreamEnv {
             let split = DatagenSplit { subtask: info.index, parallelism: info.parallelism, count, rate };
             Box::new(DatagenSource::new(generate.clone(), split))
         })
-    }
-
-    /// The `orders` workload stream.
-    pub fn orders(&self, count: Option<u64>, rate: Option<f64>) -> DataStream<Order> {
-        self.datagen("orders", datagen::order, count, rate)
-    }
-
-    /// The `bids` workload stream.
-    pub fn bids(&self, count: Option<u64>, rate: Option<f64>) -> DataStream<Bid> {
-        self.datagen("bids", datagen::bid, count, rate)
     }
 
     pub(crate) fn graph_mut<R>(&self, f: impl FnOnce(&mut JobGraph) -> R) -> R {

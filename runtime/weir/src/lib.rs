@@ -7,12 +7,13 @@
 //! ```
 //! use std::time::Duration;
 //! use weir::prelude::*;
+//! use weir_workloads::WorkloadStreams;
 //!
 //! // Orders per region and minute, from the generated `orders` stream.
 //! let env = StreamEnv::new("order-monitor");
 //! env.set_parallelism(2);
 //! let counts = env
-//!     .orders(Some(300_000), None)
+//!     .orders(Some(300_000), None) // the `orders` stream of bench/WORKLOADS.md, from weir-workloads
 //!     .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(Duration::from_secs(5)), |o| o.time)
 //!     .key_by(|o| o.region)
 //!     .window(WindowAssigner::tumbling(Duration::from_secs(60)))
@@ -21,10 +22,10 @@
 //! env.execute().unwrap();
 //! assert_eq!(counts.values().len(), 24);
 //! # #[derive(Clone)] struct CountSum;
-//! # impl AggregateFunction<weir::datagen::Order> for CountSum {
+//! # impl AggregateFunction<weir_workloads::Order> for CountSum {
 //! #     type Acc = (i64, i64); type Result = (i64, i64);
 //! #     fn create(&self) -> (i64, i64) { (0, 0) }
-//! #     fn add(&self, a: &mut (i64, i64), o: &weir::datagen::Order) { a.0 += 1; a.1 += o.amount; }
+//! #     fn add(&self, a: &mut (i64, i64), o: &weir_workloads::Order) { a.0 += 1; a.1 += o.amount; }
 //! #     fn merge(&self, a: &mut (i64, i64), b: (i64, i64)) { a.0 += b.0; a.1 += b.1; }
 //! #     fn result(&self, a: &(i64, i64)) -> (i64, i64) { *a }
 //! # }
@@ -36,7 +37,8 @@
 //! * [`KeyedStream`](stream::KeyedStream): `process` (keyed state and timers), `window`.
 //! * [`WindowedStream`](stream::WindowedStream): `aggregate`, `reduce`,
 //!   `process`, `allowed_lateness`, late data as a side output.
-//! * [`datagen`]: the benchmark workloads' `orders` and `bids` streams.
+//! * [`datagen`]: a parallel source of generated events (the benchmark
+//!   workloads of `bench/WORKLOADS.md` are built on it, in `weir-workloads`).
 //! * [`testing::run_local`]: run a small job and get its output.
 //! * [`cluster::main`]: the same binary as JobManager and TaskManagers.
 

@@ -30,11 +30,11 @@ use rdkafka::error::KafkaResult;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use weir::core::checkpoint::metadata::{OperatorSnapshot, RestoredState};
-use weir::core::graph::SubtaskInfo;
-use weir::core::operator::sink::Sink;
-use weir::core::state::codec;
-use weir::core::{Record, TaskError, TaskResult};
+use weir_core::checkpoint::metadata::{OperatorSnapshot, RestoredState};
+use weir_core::graph::SubtaskInfo;
+use weir_core::operator::sink::Sink;
+use weir_core::state::codec;
+use weir_core::{Record, TaskError, TaskResult};
 
 /// How long flushes and transaction calls may take.
 const TIMEOUT: Duration = Duration::from_secs(60);

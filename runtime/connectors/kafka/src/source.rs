@@ -26,13 +26,13 @@ use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use weir::core::checkpoint::metadata::{OperatorSnapshot, RestoredState};
-use weir::core::graph::SubtaskInfo;
-use weir::core::metrics::SubtaskMetrics;
-use weir::core::source::{Source, SourcePoll, SourceWatermark, SplitWatermarks};
-use weir::core::state::codec;
-use weir::core::time::now_ms;
-use weir::core::{NO_TIMESTAMP, Record, TaskError, TaskResult, Timestamp, WatermarkStrategy};
+use weir_core::checkpoint::metadata::{OperatorSnapshot, RestoredState};
+use weir_core::graph::SubtaskInfo;
+use weir_core::metrics::SubtaskMetrics;
+use weir_core::source::{Source, SourcePoll, SourceWatermark, SplitWatermarks};
+use weir_core::state::codec;
+use weir_core::time::now_ms;
+use weir_core::{NO_TIMESTAMP, Record, TaskError, TaskResult, Timestamp, WatermarkStrategy};
 
 use crate::{KafkaError, StartAt};
 

@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Statement};
 use serde::{Deserialize, Serialize};
-use weir::core::checkpoint::metadata::{OperatorSnapshot, RestoredState};
-use weir::core::graph::SubtaskInfo;
-use weir::core::operator::sink::Sink;
-use weir::core::state::codec;
-use weir::core::{Record, TaskError, TaskResult};
+use weir_core::checkpoint::metadata::{OperatorSnapshot, RestoredState};
+use weir_core::graph::SubtaskInfo;
+use weir_core::operator::sink::Sink;
+use weir_core::state::codec;
+use weir_core::{Record, TaskError, TaskResult};
 
 pub use postgres;
 

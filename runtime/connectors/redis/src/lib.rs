@@ -14,8 +14,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weir::core::operator::sink::Sink;
-use weir::core::{Record, TaskError, TaskResult};
+use weir_core::operator::sink::Sink;
+use weir_core::{Record, TaskError, TaskResult};
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -8,14 +8,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use weir_workloads::WorkloadStreams;
 
 use weir::core::checkpoint::coordinator::{CheckpointConfig, CheckpointStatus};
 use weir::core::checkpoint::metadata::RestoredSnapshot;
 use weir::core::checkpoint::storage::{CheckpointStorage, LocalStorage, StorageError, StorageResult};
 use weir::core::executor::{ExecuteOptions, JobHandle};
 use weir::core::{JobError, Timestamp};
-use weir::datagen::Order;
 use weir::prelude::*;
+use weir_workloads::Order;
 
 const JOB: &str = "alignment";
 
@@ -26,10 +27,10 @@ fn build(env: &StreamEnv, out: &Path, fast: u64, slow_rate: f64) {
     let time = |o: &Order| o.time;
     let a = env.orders(Some(fast), None).assign_timestamps(wm(), time);
     let b = env
-        .datagen("slow", |n| weir::datagen::order(n + 10_000_000), Some(20_000), Some(slow_rate))
+        .datagen("slow", |n| weir_workloads::order(n + 10_000_000), Some(20_000), Some(slow_rate))
         .assign_timestamps(wm(), time);
     let c =
-        env.datagen("short", |n| weir::datagen::order(n + 20_000_000), Some(500), None).assign_timestamps(wm(), time);
+        env.datagen("short", |n| weir_workloads::order(n + 20_000_000), Some(500), None).assign_timestamps(wm(), time);
     a.union(b)
         .union(c)
         .key_by(|o| o.region)

@@ -5,12 +5,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
+use weir_workloads::WorkloadStreams;
 
 use crate::common::{Count, CountSum, collect_by_subtask, run};
 use weir::core::keygroup::{DEFAULT_MAX_PARALLELISM, KeyGroupRange, hash_key, key_group};
-use weir::datagen::{Bid, Order, OrderId, Region, bid, order};
 use weir::prelude::*;
 use weir::testing::run_sorted;
+use weir_workloads::{Bid, Order, OrderId, Region, bid, order};
 
 /// Passes records through unchanged (a keyed vertex to observe key_by's placement).
 #[derive(Clone)]

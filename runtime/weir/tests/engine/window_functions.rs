@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+use weir_workloads::WorkloadStreams;
 
 use crate::common::{Count, CountSum};
-use weir::datagen::{Order, Region, order};
 use weir::prelude::*;
 use weir::testing::run_local;
+use weir_workloads::{Order, Region, order};
 
 const ORDERS: u64 = 30_000;
 const TEN_SECONDS: i64 = 10_000;

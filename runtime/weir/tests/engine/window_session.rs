@@ -7,11 +7,12 @@
 //! are behind the watermark is fixed; expected rows are worked out by hand.
 
 use std::time::Duration;
+use weir_workloads::WorkloadStreams;
 
 use crate::common::{Count, metrics_of, one_by_one, run};
-use weir::datagen::{T0, order};
 use weir::prelude::*;
 use weir::testing::run_local;
+use weir_workloads::{T0, order};
 
 type Row = (char, i64, i64, Vec<i64>);
 
@@ -95,7 +96,7 @@ fn sessions_of_generated_orders_match_a_batch_computation() {
     rows.sort();
     let mut times: Vec<_> = (0..N).map(order).map(|o| (o.region, o.time)).collect();
     times.sort();
-    let mut expected: Vec<(weir::datagen::Region, i64, i64, u64)> = Vec::new();
+    let mut expected: Vec<(weir_workloads::Region, i64, i64, u64)> = Vec::new();
     for (region, t) in times {
         match expected.last_mut() {
             // Touching sessions merge: a record at the previous end joins it.

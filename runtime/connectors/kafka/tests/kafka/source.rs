@@ -9,10 +9,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use weir::core::checkpoint::metadata::RestoredState;
-use weir::core::graph::{SnapshotCollector, SubtaskInfo};
-use weir::core::source::{Source, SourcePoll};
-use weir::core::{Record, TaskResult};
+use weir_core::checkpoint::metadata::RestoredState;
+use weir_core::graph::{SnapshotCollector, SubtaskInfo};
+use weir_core::source::{Source, SourcePoll};
+use weir_core::{Record, TaskResult};
 use weir_kafka::StartAt;
 use weir_kafka::rdkafka;
 use weir_kafka::source::{Decode, KafkaSource, KafkaSourceConfig, OnMalformed};

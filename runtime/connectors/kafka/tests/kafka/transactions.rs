@@ -13,10 +13,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir::core::checkpoint::metadata::RestoredState;
-use weir::core::graph::{SnapshotCollector, SubtaskInfo};
-use weir::core::operator::sink::Sink;
-use weir::core::{Record, TaskResult};
+use weir_core::checkpoint::metadata::RestoredState;
+use weir_core::graph::{SnapshotCollector, SubtaskInfo};
+use weir_core::operator::sink::Sink;
+use weir_core::{Record, TaskResult};
 use weir_kafka::sink::{Encode, Guarantee, KafkaSink, KafkaSinkConfig};
 use weir_kafka::testing::MockKafka;
 

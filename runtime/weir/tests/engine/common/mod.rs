@@ -14,8 +14,8 @@ use weir::core::metrics::MetricsSnapshot;
 use weir::core::operator::sink::Sink;
 use weir::core::source::{Source, SourcePoll};
 use weir::core::{Data, NO_TIMESTAMP, Record, TaskResult};
-use weir::datagen::Order;
 use weir::prelude::*;
+use weir_workloads::Order;
 
 /// Emits its items one per poll. A source task pushes each poll's records
 /// downstream before the next poll, so with a timestamp assigner chained

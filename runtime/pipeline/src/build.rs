@@ -1,0 +1,214 @@
+//! Builds a checked [`Plan`] onto a [`StreamEnv`]: the streams of rows that
+//! implement each step, the source and the sinks.
+//!
+//! Building is where a pipeline meets the outside world: a `file` source lists
+//! its directory here, and connector sources and sinks exist only in builds
+//! with their cargo feature (`kafka`, `redis`, `postgres`; all on by default).
+//! Everything else was decided by [`check`](crate::check::check).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use smol_str::SmolStr;
+use weir::prelude::{DataStream, StreamEnv};
+use weir_core::TaskResult;
+use weir_workloads::{Bid, Order, Payment, WorkloadStreams};
+
+use crate::config::Workload;
+use crate::connectors;
+use crate::error::PipelineError;
+use crate::file_source::{FileSource, list_files};
+use crate::ops::{AnomalyFlag, DedupRows, RowAggregates, RowKey, TopRows};
+use crate::plan::{Plan, SinkKind, SinkPlan, SourceKind, SourcePlan, StepKind, WindowOutput};
+use crate::records::DeadLetters;
+use crate::value::{Row, Schema, Value};
+
+/// Counters of a built pipeline, readable while and after it runs.
+#[derive(Clone, Default)]
+pub struct PipelineStats {
+    /// Rows that reached the sink.
+    pub rows_out: Arc<AtomicU64>,
+    /// Malformed input records skipped.
+    pub malformed: Arc<AtomicU64>,
+}
+
+/// What building produced, besides the job graph in the environment.
+pub struct Compiled {
+    pub name: String,
+    pub parallelism: usize,
+    pub output_schema: Schema,
+    /// Where the output goes, for people.
+    pub sink_description: String,
+    pub stats: PipelineStats,
+}
+
+/// Builds `plan` (checked from `file`) into `env`.
+pub fn build(file: &Path, plan: &Plan, env: &StreamEnv) -> Result<Compiled, PipelineError> {
+    env.set_parallelism(plan.parallelism).set_max_parallelism(plan.max_parallelism);
+    let stats = PipelineStats::default();
+    let mut stream = source(file, &plan.source, env, &stats)?;
+    for step in &plan.steps {
+        stream = self::step(file, step, stream)?;
+    }
+    let rows_out = stats.rows_out.clone();
+    let counted = stream.map(move |r: Row| {
+        rows_out.fetch_add(1, Ordering::Relaxed);
+        r
+    });
+    attach_sink(file, "sink", &plan.sink, counted)?;
+    Ok(Compiled {
+        name: plan.name.clone(),
+        parallelism: plan.parallelism,
+        output_schema: plan.output_schema().clone(),
+        sink_description: plan.sink.describe(),
+        stats,
+    })
+}
+
+fn key_of(indices: &[usize]) -> impl Fn(&Row) -> RowKey + Clone + Send + Sync + 'static {
+    let indices: Arc<[usize]> = indices.into();
+    move |row: &Row| indices.iter().map(|&i| row[i].clone()).collect()
+}
+
+fn order_row(o: Order) -> Row {
+    vec![
+        Value::Str(SmolStr::new(o.order_id.to_string())),
+        Value::Str(SmolStr::new_static(o.region.as_str())),
+        Value::Int(o.amount),
+        Value::Int(o.time),
+    ]
+}
+
+fn payment_row(p: Payment) -> Row {
+    vec![Value::Str(SmolStr::new(p.order_id.to_string())), Value::Int(p.amount), Value::Int(p.time)]
+}
+
+fn bid_row(b: Bid) -> Row {
+    vec![
+        Value::Int(b.auction),
+        Value::Int(b.bidder),
+        Value::Int(b.price),
+        Value::Str(SmolStr::new_static(b.channel.as_str())),
+        Value::Int(b.time),
+        Value::Str(SmolStr::new(&b.extra)),
+    ]
+}
+
+fn source(
+    file: &Path,
+    src: &SourcePlan,
+    env: &StreamEnv,
+    stats: &PipelineStats,
+) -> Result<DataStream<Row>, PipelineError> {
+    let dead_letters = {
+        let (on_error, dir, count) = (src.on_error, src.dead_letter.clone(), stats.malformed.clone());
+        move |subtask: usize| DeadLetters::new(on_error, dir.clone(), count.clone(), subtask)
+    };
+    let format = src.format;
+    let stream = match &src.kind {
+        SourceKind::Datagen { workload, count, rate } => match workload {
+            Workload::Orders => env.orders(*count, *rate).map(order_row),
+            Workload::Payments => env.payments(*count, *rate).map(payment_row),
+            Workload::Bids => env.bids(*count, *rate).map(bid_row),
+        },
+        SourceKind::File { path } => {
+            let files = list_files(Path::new(path))
+                .map_err(|e| PipelineError::new(file, "source.path", format!("cannot read `{path}`: {e}")))?;
+            let schema = Arc::new(src.schema.clone());
+            env.add_source("file", move |info| {
+                let mine = files.iter().enumerate().rev().filter(|(k, _)| k % info.parallelism == info.index);
+                let mine = mine.map(|(_, f)| f.clone()).collect();
+                Box::new(FileSource::new(mine, schema.clone(), format, dead_letters(info.index)))
+            })
+        }
+        // Kafka partitions interleave unpredictably: the source keeps a watermark
+        // per partition, so it assigns event time itself.
+        SourceKind::Kafka(spec) => {
+            return connectors::kafka_source(file, env, spec, src, dead_letters);
+        }
+    };
+    Ok(match &src.event_time {
+        Some((idx, strategy)) => {
+            let idx = *idx;
+            stream.assign_timestamps(strategy.clone(), move |row: &Row| row[idx].as_int().unwrap_or(i64::MIN))
+        }
+        None => stream,
+    })
+}
+
+fn step(file: &Path, step: &crate::plan::StepPlan, stream: DataStream<Row>) -> Result<DataStream<Row>, PipelineError> {
+    Ok(match &step.kind {
+        StepKind::Dedup { key, ttl_ms } => {
+            stream.key_by(key_of(key)).process(DedupRows { ttl_ms: *ttl_ms, seen: None })
+        }
+        StepKind::Filter(e) => {
+            let e = e.clone();
+            stream.filter(move |row| e.matches(row))
+        }
+        StepKind::Select(exprs) => {
+            let exprs = Arc::new(exprs.clone());
+            stream.map(move |row: Row| exprs.iter().map(|e| e.eval(&row)).collect::<Row>())
+        }
+        StepKind::Window { key, assigner, lateness, output } => {
+            let keyed =
+                stream.key_by(key_of(key.as_deref().unwrap_or_default())).window(*assigner).allowed_lateness(*lateness);
+            // Without a key_by, one subtask sees the whole stream (Flink's windowAll).
+            let windowed = if key.is_some() { keyed } else { keyed.set_parallelism(1) };
+            match output {
+                WindowOutput::Aggregate(specs) => {
+                    let agg = RowAggregates { specs: Arc::new(specs.clone()) };
+                    windowed.aggregate(agg, |k: &RowKey, w, values: Vec<Value>| {
+                        let mut row = k.clone();
+                        row.reserve(2 + values.len());
+                        row.push(Value::Int(w.start));
+                        row.push(Value::Int(w.end));
+                        row.extend(values);
+                        row
+                    })
+                }
+                WindowOutput::Top { n, by, add_window_start, add_window_end } => windowed.apply(TopRows {
+                    n: *n,
+                    by: Arc::new(by.clone()),
+                    add_window_start: *add_window_start,
+                    add_window_end: *add_window_end,
+                }),
+            }
+        }
+        StepKind::Anomaly { field, key, history, sigma, only_anomalies, alerts } => {
+            let flag = AnomalyFlag {
+                field: *field,
+                history: *history,
+                sigma: *sigma,
+                only_anomalies: *only_anomalies,
+                values: None,
+            };
+            let stream = stream.key_by(key_of(key)).process(flag);
+            if let Some(alerts) = alerts {
+                // The flagged rows also go to the alerts sink; every row goes on.
+                let anomaly = step.schema.index("anomaly").expect("anomaly adds the field");
+                let flagged = stream.clone().filter(move |row: &Row| matches!(row[anomaly], Value::Bool(true)));
+                attach_sink(file, "alerts", alerts, flagged)?;
+                tracing::info!("anomaly alerts go to {}", alerts.describe());
+            }
+            stream
+        }
+    })
+}
+
+/// Sends `stream` to `sink` (configured at `key`, for errors).
+fn attach_sink(file: &Path, key: &str, sink: &SinkPlan, stream: DataStream<Row>) -> Result<(), PipelineError> {
+    let schema = Arc::new(sink.schema.clone());
+    match &sink.kind {
+        SinkKind::Stdout => stream.print_with(move |row| crate::format::readable(&schema, row)),
+        SinkKind::File { path } => stream.write_lines(path, move |row: &Row, out: &mut Vec<u8>| -> TaskResult {
+            schema.write_json(row, out);
+            Ok(())
+        }),
+        SinkKind::Blackhole => stream.discard(),
+        SinkKind::Kafka(spec) => connectors::kafka_sink(file, key, spec, stream, schema)?,
+        SinkKind::Redis(spec) => connectors::redis_sink(file, key, spec, stream)?,
+        SinkKind::Postgres(spec) => connectors::postgres_sink(file, key, spec, stream)?,
+    }
+    Ok(())
+}

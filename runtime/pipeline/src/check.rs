@@ -1,0 +1,695 @@
+//! Checks a [`PipelineFile`] and plans it: a pure function from the file (and
+//! the command line's overrides) to a [`Plan`], or to the first problem found.
+//!
+//! Everything that can be wrong with a pipeline is found here, before the job
+//! starts and without any I/O: unknown keys of the chosen source type,
+//! unknown fields, type errors in expressions, steps in an impossible order
+//! (an `aggregate` without a `window`, a `window` without event time), and
+//! connector keys that do not fit the stream. This is what the operator runs
+//! to validate a StreamJob; [`build`](crate::build) turns the plan into streams.
+//!
+//! ```
+//! use std::path::Path;
+//! use weir_pipeline::check::{Overrides, check};
+//! use weir_pipeline::config::parse;
+//!
+//! let yaml = "name: x\nsource: { type: datagen, workload: orders }\nsteps: [{ filter: \"amount > 'a'\" }]\nsink: { type: stdout }";
+//! let file = parse(Path::new("x.yaml"), yaml, &[]).unwrap();
+//! let e = check(Path::new("x.yaml"), &file, &Overrides::default()).unwrap_err();
+//! assert_eq!(e.key, "steps[0].filter");
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use weir_core::WatermarkStrategy;
+use weir_core::keygroup::DEFAULT_MAX_PARALLELISM;
+use weir_core::window::WindowAssigner;
+
+use crate::config::{self, PipelineFile, SourceType, Step, WindowType, Workload};
+use crate::error::PipelineError;
+use crate::expr::Expr;
+use crate::ops::{AggKind, AggSpec};
+use crate::plan::{
+    KafkaSinkSpec, KafkaSourceSpec, KafkaStart, Part, Plan, PostgresSinkSpec, RedisSinkSpec, SinkKind, SinkPlan,
+    SourceKind, SourcePlan, StepKind, StepPlan, WindowOutput,
+};
+use crate::records::Format;
+use crate::value::{FieldType, Schema};
+
+/// Settings from the command line that override the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub parallelism: Option<usize>,
+    /// Whether the job takes checkpoints, when the command line decides it
+    /// (otherwise the file's `checkpointing` section does).
+    pub checkpointing: Option<bool>,
+}
+
+/// What the checks need to know besides the part being checked.
+struct Ctx<'a> {
+    file: &'a Path,
+    /// The job's name (part of consumer groups and transaction ids).
+    job: &'a str,
+    /// Whether the job takes checkpoints (exactly-once sinks need them).
+    checkpointing: bool,
+}
+
+impl Ctx<'_> {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> PipelineError {
+        PipelineError::new(self.file, key, message)
+    }
+}
+
+/// The stream between steps, as far as the checks know it.
+struct Cursor {
+    schema: Schema,
+    event_time: bool,
+    /// The key of the last keyed step (for `anomaly`).
+    last_key: Option<Vec<usize>>,
+}
+
+/// Checks `p` (read from `file`) with `overrides` applied, and plans it.
+pub fn check(file: &Path, p: &PipelineFile, overrides: &Overrides) -> Result<Plan, PipelineError> {
+    let checkpointing = overrides.checkpointing.unwrap_or(p.checkpointing.is_some());
+    let ctx = Ctx { file, job: &p.name, checkpointing };
+    if p.name.trim().is_empty() || p.name.contains('/') {
+        return Err(ctx.err("name", "expected a non-empty job name without `/`"));
+    }
+    if let Some(c) = &p.checkpointing {
+        if c.interval.0.is_zero() {
+            return Err(ctx.err("checkpointing.interval", "must be longer than zero"));
+        }
+        if c.retained == Some(0) {
+            return Err(ctx.err("checkpointing.retained", "must keep at least 1 checkpoint"));
+        }
+    }
+    let parallelism = overrides.parallelism.or(p.parallelism).unwrap_or(1);
+    let max_parallelism = p.max_parallelism.unwrap_or(DEFAULT_MAX_PARALLELISM);
+    if parallelism == 0 {
+        return Err(ctx.err("parallelism", "must be at least 1"));
+    }
+    if max_parallelism == 0 || max_parallelism > 32_768 {
+        return Err(ctx.err("max_parallelism", "must be between 1 and 32768"));
+    }
+    if parallelism > max_parallelism as usize {
+        return Err(ctx.err("parallelism", format!("{parallelism} exceeds max_parallelism {max_parallelism}")));
+    }
+    let source = source(&ctx, p)?;
+    let mut cur = Cursor { schema: source.schema.clone(), event_time: source.event_time.is_some(), last_key: None };
+    let mut steps = Vec::new();
+    let mut i = 0;
+    while i < p.steps.len() {
+        let key = format!("steps[{i}].{}", p.steps[i].name());
+        let (kind, used) = step(&ctx, &key, &p.steps, i, &mut cur)?;
+        steps.push(StepPlan { kind, schema: cur.schema.clone() });
+        i += used;
+    }
+    let sink = sink(&ctx, "sink", &p.sink, &cur.schema)?;
+    Ok(Plan { name: p.name.clone(), parallelism, max_parallelism, checkpointing, source, steps, sink })
+}
+
+/// The field indices of `names` in `schema`.
+fn resolve(ctx: &Ctx, key: &str, schema: &Schema, names: &[String]) -> Result<Vec<usize>, PipelineError> {
+    if names.is_empty() {
+        return Err(ctx.err(key, "expected at least one field"));
+    }
+    names
+        .iter()
+        .map(|n| {
+            schema.index(n).ok_or_else(|| {
+                ctx.err(key, format!("unknown field `{n}` (the stream has: {})", schema.names().join(", ")))
+            })
+        })
+        .collect()
+}
+
+/// The schema of a workload's rows (bench/WORKLOADS.md).
+pub fn workload_schema(workload: Workload) -> Schema {
+    use FieldType::*;
+    match workload {
+        Workload::Orders => Schema::new([("order_id", String), ("region", String), ("amount", Int), ("time", Int)]),
+        Workload::Payments => Schema::new([("order_id", String), ("amount", Int), ("time", Int)]),
+        Workload::Bids => Schema::new([
+            ("auction", Int),
+            ("bidder", Int),
+            ("price", Int),
+            ("channel", String),
+            ("time", Int),
+            ("extra", String),
+        ]),
+    }
+}
+
+fn source(ctx: &Ctx, p: &PipelineFile) -> Result<SourcePlan, PipelineError> {
+    use SourceType::{Datagen, File, Kafka};
+    let src = &p.source;
+    // Keys that belong to other source types are mistakes, not silent no-ops.
+    let set: [(&str, bool, &[SourceType]); 14] = [
+        ("workload", src.workload.is_some(), &[Datagen]),
+        ("count", src.count.is_some(), &[Datagen]),
+        ("rate", src.rate.is_some(), &[Datagen]),
+        ("path", src.path.is_some(), &[File]),
+        ("format", src.format.is_some(), &[File, Kafka]),
+        ("fields", src.fields.is_some(), &[File, Kafka]),
+        ("on_error", src.on_error != config::OnError::Skip, &[File, Kafka]),
+        ("dead_letter", src.dead_letter.is_some(), &[File, Kafka]),
+        ("bootstrap", src.bootstrap.is_some(), &[Kafka]),
+        ("topic", src.topic.is_some(), &[Kafka]),
+        ("group", src.group.is_some(), &[Kafka]),
+        ("start", src.start.is_some(), &[Kafka]),
+        ("bounded", src.bounded.is_some(), &[Kafka]),
+        ("properties", src.properties.is_some(), &[Kafka]),
+    ];
+    if let Some((k, _, owners)) = set.iter().find(|(_, present, owners)| *present && !owners.contains(&src.kind)) {
+        let owners: Vec<String> = owners.iter().map(|o| format!("{o:?}").to_lowercase()).collect();
+        return Err(ctx.err(format!("source.{k}"), format!("only applies to {} sources", owners.join(" and "))));
+    }
+    let schema = match src.kind {
+        Datagen => workload_schema(
+            src.workload
+                .ok_or_else(|| ctx.err("source.workload", "required for datagen sources: orders, payments or bids"))?,
+        ),
+        File | Kafka => {
+            let fields = src.fields.as_ref().filter(|f| !f.is_empty()).ok_or_else(|| {
+                ctx.err("source.fields", "required for file and kafka sources: each field of the records with its type")
+            })?;
+            Schema::new(fields.iter().map(|(n, t)| (n.clone(), *t)))
+        }
+    };
+    let event_time = match &src.watermark {
+        None => None,
+        Some(w) => Some(watermark(ctx, w, &schema)?),
+    };
+    let format = match &src.format {
+        None => Format::Json,
+        Some(f) => Format::parse(f).map_err(|e| ctx.err("source.format", e))?,
+    };
+    let kind = match src.kind {
+        Datagen => {
+            if src.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+                return Err(ctx.err("source.rate", "expected a positive number of events per second"));
+            }
+            SourceKind::Datagen { workload: src.workload.expect("checked above"), count: src.count, rate: src.rate }
+        }
+        File => {
+            let path = src.path.clone().ok_or_else(|| ctx.err("source.path", "required for file sources"))?;
+            if path.trim().is_empty() {
+                return Err(ctx.err("source.path", "expected a file or a directory of files"));
+            }
+            SourceKind::File { path }
+        }
+        Kafka => SourceKind::Kafka(kafka_source(ctx, p)?),
+    };
+    Ok(SourcePlan {
+        kind,
+        schema,
+        event_time,
+        format,
+        on_error: src.on_error,
+        dead_letter: src.dead_letter.as_ref().map(PathBuf::from),
+    })
+}
+
+fn watermark(
+    ctx: &Ctx,
+    w: &config::WatermarkConfig,
+    schema: &Schema,
+) -> Result<(usize, WatermarkStrategy), PipelineError> {
+    let idx = schema.index(&w.field).ok_or_else(|| {
+        ctx.err(
+            "source.watermark.field",
+            format!("unknown field `{}` (fields: {})", w.field, schema.names().join(", ")),
+        )
+    })?;
+    if schema.field_type(idx) != FieldType::Int {
+        return Err(ctx.err("source.watermark.field", format!("`{}` must be an int of epoch milliseconds", w.field)));
+    }
+    let mut strategy = WatermarkStrategy::bounded_out_of_orderness(w.out_of_orderness.map_or(Duration::ZERO, |d| d.0));
+    if let Some(idle) = w.idle_timeout {
+        strategy = strategy.with_idle_timeout(idle.0);
+    }
+    Ok((idx, strategy))
+}
+
+fn kafka_source(ctx: &Ctx, p: &PipelineFile) -> Result<KafkaSourceSpec, PipelineError> {
+    let src = &p.source;
+    let required = |v: &Option<String>, key: &str| {
+        v.clone()
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| ctx.err(format!("source.{key}"), "required for kafka sources"))
+    };
+    let start = match &src.start {
+        None => KafkaStart::Earliest,
+        Some(s) => s.parse().map_err(|e: String| ctx.err("source.start", e))?,
+    };
+    Ok(KafkaSourceSpec {
+        bootstrap: required(&src.bootstrap, "bootstrap")?,
+        topic: required(&src.topic, "topic")?,
+        group: src.group.clone().unwrap_or_else(|| format!("weir-{}", p.name)),
+        start,
+        bounded: src.bounded.unwrap_or(false),
+        properties: src.properties.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    })
+}
+
+/// Checks the step at `i` (and the steps it consumes) against the stream so
+/// far, and updates `cur` to the stream after it; returns the planned step and
+/// how many steps of the file it used.
+fn step(ctx: &Ctx, key: &str, steps: &[Step], i: usize, cur: &mut Cursor) -> Result<(StepKind, usize), PipelineError> {
+    match &steps[i] {
+        Step::Dedup(d) => {
+            let fields = resolve(ctx, &format!("{key}.key"), &cur.schema, &d.key.names())?;
+            if d.ttl.is_some() && !cur.event_time {
+                return Err(ctx.err(format!("{key}.ttl"), "a TTL needs event time: add source.watermark"));
+            }
+            cur.last_key = Some(fields.clone());
+            Ok((StepKind::Dedup { key: fields, ttl_ms: d.ttl.map(|t| t.0.as_millis() as i64) }, 1))
+        }
+        Step::Filter(src) => {
+            let e = Expr::compile(src, &cur.schema).map_err(|m| ctx.err(key, m))?;
+            if let Some(ty) = e.result_type().filter(|t| *t != FieldType::Bool) {
+                return Err(ctx.err(key, format!("a filter must be a condition, this expression is of type {ty}")));
+            }
+            Ok((StepKind::Filter(e), 1))
+        }
+        Step::Select(fields) => {
+            if fields.is_empty() {
+                return Err(ctx.err(key, "expected at least one `name: expression`"));
+            }
+            let mut schema = Schema::default();
+            let mut exprs = Vec::new();
+            for (name, src) in fields {
+                let e = Expr::compile(src, &cur.schema).map_err(|m| ctx.err(format!("{key}.{name}"), m))?;
+                let ty =
+                    e.result_type().ok_or_else(|| ctx.err(format!("{key}.{name}"), "expression is always null"))?;
+                schema.push(name.clone(), ty);
+                exprs.push(e);
+            }
+            cur.schema = schema;
+            cur.last_key = None;
+            Ok((StepKind::Select(exprs), 1))
+        }
+        Step::KeyBy(f) => {
+            let fields = resolve(ctx, key, &cur.schema, &f.names())?;
+            match steps.get(i + 1) {
+                Some(Step::Window(_)) => {
+                    let (kind, used) =
+                        window(ctx, &format!("steps[{}].window", i + 1), steps, i + 1, cur, Some(fields))?;
+                    Ok((kind, used + 1))
+                }
+                _ => Err(ctx.err(key, "a key_by must be followed by a window step")),
+            }
+        }
+        Step::Window(_) => window(ctx, key, steps, i, cur, None),
+        Step::Aggregate(_) | Step::Top(_) => Err(ctx.err(key, "must follow a window step")),
+        Step::Anomaly(a) => anomaly(ctx, key, a, cur).map(|kind| (kind, 1)),
+    }
+}
+
+fn anomaly(ctx: &Ctx, key: &str, a: &config::Anomaly, cur: &mut Cursor) -> Result<StepKind, PipelineError> {
+    let field = resolve(ctx, &format!("{key}.field"), &cur.schema, std::slice::from_ref(&a.field))?[0];
+    if !cur.schema.field_type(field).is_numeric() {
+        return Err(ctx.err(format!("{key}.field"), format!("`{}` must be numeric", a.field)));
+    }
+    let keys = match (&a.key, &cur.last_key) {
+        (Some(k), _) => resolve(ctx, &format!("{key}.key"), &cur.schema, &k.names())?,
+        (None, Some(k)) => k.clone(),
+        (None, None) => {
+            return Err(ctx.err(format!("{key}.key"), "no key: set `key`, or put the step after a keyed window"));
+        }
+    };
+    if a.history < 2 {
+        return Err(ctx.err(format!("{key}.history"), "needs at least 2 previous values"));
+    }
+    if a.sigma.is_nan() || a.sigma <= 0.0 {
+        return Err(ctx.err(format!("{key}.sigma"), "must be positive"));
+    }
+    for (n, t) in [("mean", FieldType::Float), ("stddev", FieldType::Float), ("anomaly", FieldType::Bool)] {
+        if cur.schema.index(n).is_some() {
+            return Err(ctx.err(key, format!("the stream already has a field `{n}`, which anomaly adds")));
+        }
+        cur.schema.push(n, t);
+    }
+    // The flagged rows also go to the alerts sink; every row goes on.
+    let alerts = match &a.alerts {
+        Some(alerts) => Some(Box::new(sink(ctx, &format!("{key}.alerts"), alerts, &cur.schema)?)),
+        None => None,
+    };
+    Ok(StepKind::Anomaly {
+        field,
+        key: keys,
+        history: a.history,
+        sigma: a.sigma,
+        only_anomalies: a.only_anomalies,
+        alerts,
+    })
+}
+
+/// The window's assigner from its type and durations.
+fn assigner(ctx: &Ctx, key: &str, w: &config::Window) -> Result<WindowAssigner, PipelineError> {
+    let need = |d: Option<config::Dur>, name: &str| {
+        d.map(|d| d.0).ok_or_else(|| {
+            ctx.err(format!("{key}.{name}"), format!("required for {:?} windows", w.kind).to_lowercase())
+        })
+    };
+    let forbid = |d: Option<config::Dur>, name: &str| match d {
+        Some(_) => {
+            Err(ctx.err(format!("{key}.{name}"), format!("does not apply to {:?} windows", w.kind).to_lowercase()))
+        }
+        None => Ok(()),
+    };
+    let assigner = match w.kind {
+        WindowType::Tumbling => {
+            forbid(w.slide, "slide")?;
+            forbid(w.gap, "gap")?;
+            WindowAssigner::tumbling(need(w.size, "size")?)
+        }
+        WindowType::Sliding => {
+            forbid(w.gap, "gap")?;
+            WindowAssigner::sliding(need(w.size, "size")?, need(w.slide, "slide")?)
+        }
+        WindowType::Session => {
+            forbid(w.size, "size")?;
+            forbid(w.slide, "slide")?;
+            WindowAssigner::session(need(w.gap, "gap")?)
+        }
+    };
+    assigner.validate().map_err(|m| ctx.err(key, m))?;
+    Ok(assigner)
+}
+
+fn window(
+    ctx: &Ctx,
+    key: &str,
+    steps: &[Step],
+    i: usize,
+    cur: &mut Cursor,
+    keys: Option<Vec<usize>>,
+) -> Result<(StepKind, usize), PipelineError> {
+    let Step::Window(w) = &steps[i] else { unreachable!("called on a window step") };
+    if !cur.event_time {
+        return Err(ctx.err(
+            key,
+            "windows need event time: add `watermark: { field: ..., out_of_orderness: ... }` to the source",
+        ));
+    }
+    let assigner = assigner(ctx, key, w)?;
+    let lateness = w.allowed_lateness.map_or(Duration::ZERO, |d| d.0);
+    let next_key = format!("steps[{}]", i + 1);
+    let output = match steps.get(i + 1) {
+        Some(Step::Aggregate(aggs)) => {
+            aggregate(ctx, &format!("{next_key}.aggregate"), aggs, cur, keys.as_deref().unwrap_or_default())?
+        }
+        Some(Step::Top(t)) => {
+            let output = top(ctx, &format!("{next_key}.top"), t, cur)?;
+            cur.last_key = keys.clone();
+            output
+        }
+        _ => return Err(ctx.err(key, "a window must be followed by an aggregate or a top step")),
+    };
+    Ok((StepKind::Window { key: keys, assigner, lateness, output }, 2))
+}
+
+fn aggregate(
+    ctx: &Ctx,
+    key: &str,
+    aggs: &indexmap::IndexMap<String, String>,
+    cur: &mut Cursor,
+    key_fields: &[usize],
+) -> Result<WindowOutput, PipelineError> {
+    if aggs.is_empty() {
+        return Err(ctx.err(key, "expected at least one `name: function(field)`"));
+    }
+    let mut schema = Schema::default();
+    for &k in key_fields {
+        schema.push(cur.schema.fields[k].0.clone(), cur.schema.field_type(k));
+    }
+    schema.push("window_start", FieldType::Int);
+    schema.push("window_end", FieldType::Int);
+    let mut specs = Vec::new();
+    for (name, src) in aggs {
+        let spec = parse_aggregate(src, &cur.schema).map_err(|m| ctx.err(format!("{key}.{name}"), m))?;
+        if schema.index(name).is_some() {
+            return Err(ctx.err(format!("{key}.{name}"), format!("`{name}` is already a field of the output")));
+        }
+        schema.push(name.clone(), spec.output_type());
+        specs.push(spec);
+    }
+    cur.schema = schema;
+    cur.last_key = Some((0..key_fields.len()).collect());
+    Ok(WindowOutput::Aggregate(specs))
+}
+
+fn top(ctx: &Ctx, key: &str, t: &config::Top, cur: &mut Cursor) -> Result<WindowOutput, PipelineError> {
+    if t.n == 0 {
+        return Err(ctx.err(format!("{key}.n"), "must be at least 1"));
+    }
+    if t.by.is_empty() {
+        return Err(ctx.err(format!("{key}.by"), "expected at least one sort key such as `count desc`"));
+    }
+    let mut by = Vec::new();
+    for (j, spec) in t.by.iter().enumerate() {
+        let mut parts = spec.split_whitespace();
+        let field = parts.next().unwrap_or("");
+        let desc = match parts.next() {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(o) => {
+                return Err(ctx.err(format!("{key}.by[{j}]"), format!("unknown order `{o}`; expected asc or desc")));
+            }
+        };
+        let idx = resolve(ctx, &format!("{key}.by[{j}]"), &cur.schema, &[field.to_string()])?[0];
+        by.push((idx, desc));
+    }
+    let add_window_start = cur.schema.index("window_start").is_none();
+    let add_window_end = cur.schema.index("window_end").is_none();
+    if add_window_start {
+        cur.schema.push("window_start", FieldType::Int);
+    }
+    if add_window_end {
+        cur.schema.push("window_end", FieldType::Int);
+    }
+    if t.n > 1 {
+        cur.schema.push("rank", FieldType::Int);
+    }
+    Ok(WindowOutput::Top { n: t.n, by, add_window_start, add_window_end })
+}
+
+fn parse_aggregate(src: &str, schema: &Schema) -> Result<AggSpec, String> {
+    let src = src.trim();
+    let (name, rest) = src.split_once('(').ok_or_else(|| format!("expected `function(field)`, got `{src}`"))?;
+    let arg = rest.strip_suffix(')').ok_or_else(|| format!("missing `)` in `{src}`"))?.trim();
+    let kind = match name.trim() {
+        "count" => AggKind::Count,
+        "sum" => AggKind::Sum,
+        "min" => AggKind::Min,
+        "max" => AggKind::Max,
+        "avg" => AggKind::Avg,
+        "count_distinct" => AggKind::CountDistinct,
+        other => {
+            return Err(format!("unknown aggregate `{other}`; expected count, sum, min, max, avg or count_distinct"));
+        }
+    };
+    if kind == AggKind::Count {
+        if !arg.is_empty() && arg != "*" {
+            return Err("count takes no field: `count()`".into());
+        }
+        return Ok(AggSpec { kind, field: None, input_type: None });
+    }
+    let field =
+        schema.index(arg).ok_or_else(|| format!("unknown field `{arg}` (fields: {})", schema.names().join(", ")))?;
+    let ty = schema.field_type(field);
+    if matches!(kind, AggKind::Sum | AggKind::Avg) && !ty.is_numeric() {
+        return Err(format!("{} needs a numeric field; `{arg}` is {ty}", name.trim()));
+    }
+    Ok(AggSpec { kind, field: Some(field), input_type: Some(ty) })
+}
+
+/// Checks the sink at `key` for rows of `schema`.
+fn sink(ctx: &Ctx, key: &str, sink: &config::Sink, schema: &Schema) -> Result<SinkPlan, PipelineError> {
+    let kind = match sink {
+        config::Sink::Stdout {} => SinkKind::Stdout,
+        config::Sink::File { path } => {
+            if path.trim().is_empty() {
+                return Err(ctx.err(format!("{key}.path"), "expected a directory for the part files"));
+            }
+            SinkKind::File { path: path.clone() }
+        }
+        config::Sink::Blackhole {} => SinkKind::Blackhole,
+        config::Sink::Kafka { .. } => SinkKind::Kafka(kafka_sink(ctx, key, sink, schema)?),
+        config::Sink::Redis { .. } => SinkKind::Redis(redis_sink(ctx, key, sink, schema)?),
+        config::Sink::Postgres { .. } => SinkKind::Postgres(postgres_sink(ctx, key, sink, schema)?),
+    };
+    Ok(SinkPlan { kind, schema: schema.clone() })
+}
+
+fn kafka_sink(ctx: &Ctx, key_path: &str, sink: &config::Sink, schema: &Schema) -> Result<KafkaSinkSpec, PipelineError> {
+    let config::Sink::Kafka { bootstrap, topic, guarantee, key, transactional_id_prefix, properties } = sink else {
+        unreachable!("called for kafka sinks")
+    };
+    if topic.trim().is_empty() {
+        return Err(ctx.err(format!("{key_path}.topic"), "expected a topic name"));
+    }
+    if *guarantee == config::KafkaGuarantee::ExactlyOnce {
+        needs_checkpoints(ctx, key_path)?;
+    }
+    let key = match key {
+        Some(k) => Some(resolve(ctx, &format!("{key_path}.key"), schema, &k.names())?),
+        None => None,
+    };
+    Ok(KafkaSinkSpec {
+        bootstrap: bootstrap.clone(),
+        topic: topic.clone(),
+        guarantee: *guarantee,
+        key,
+        transactional_id_prefix: transactional_id_prefix.clone().unwrap_or_else(|| format!("weir-{}-{topic}", ctx.job)),
+        properties: properties.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    })
+}
+
+/// Exactly-once output commits with checkpoints: without them it would never commit.
+fn needs_checkpoints(ctx: &Ctx, key_path: &str) -> Result<(), PipelineError> {
+    if ctx.checkpointing {
+        return Ok(());
+    }
+    Err(ctx.err(
+        format!("{key_path}.guarantee"),
+        "exactly-once commits with checkpoints: add a `checkpointing` section (or --checkpoint-dir and \
+         --checkpoint-interval), or choose another guarantee",
+    ))
+}
+
+/// A `{field}` pattern, resolved against the schema.
+fn pattern(ctx: &Ctx, key: &str, text: &str, schema: &Schema) -> Result<Vec<Part>, PipelineError> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(Part::Text(rest[..open].to_string()));
+        }
+        let close = rest[open..].find('}').ok_or_else(|| ctx.err(key, format!("unclosed `{{` in `{text}`")))?;
+        let name = &rest[open + 1..open + close];
+        parts.push(Part::Field(resolve(ctx, key, schema, &[name.to_string()])?[0]));
+        rest = &rest[open + close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Text(rest.to_string()));
+    }
+    Ok(parts)
+}
+
+fn redis_sink(ctx: &Ctx, key_path: &str, sink: &config::Sink, schema: &Schema) -> Result<RedisSinkSpec, PipelineError> {
+    let config::Sink::Redis { url, key, field, value, ttl } = sink else { unreachable!("called for redis sinks") };
+    if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+        return Err(ctx.err(format!("{key_path}.url"), format!("expected redis://host:port, got `{url}`")));
+    }
+    let key_parts = pattern(ctx, &format!("{key_path}.key"), key, schema)?;
+    let field_parts = pattern(ctx, &format!("{key_path}.field"), field, schema)?;
+    // A field name, or a pattern such as `{count}/{sum}`.
+    let value_parts = if value.contains('{') {
+        pattern(ctx, &format!("{key_path}.value"), value, schema)?
+    } else {
+        vec![Part::Field(resolve(ctx, &format!("{key_path}.value"), schema, std::slice::from_ref(value))?[0])]
+    };
+    Ok(RedisSinkSpec {
+        url: url.clone(),
+        key: key_parts,
+        field: field_parts,
+        value: value_parts,
+        ttl: ttl.map(|t| t.0),
+        key_text: key.clone(),
+        field_text: field.clone(),
+        value_text: value.clone(),
+    })
+}
+
+fn postgres_sink(
+    ctx: &Ctx,
+    key_path: &str,
+    sink: &config::Sink,
+    schema: &Schema,
+) -> Result<PostgresSinkSpec, PipelineError> {
+    let config::Sink::Postgres { url, table, key, guarantee } = sink else { unreachable!("called for postgres sinks") };
+    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+        return Err(ctx.err(format!("{key_path}.url"), "expected postgres://user@host:port/database"));
+    }
+    if table.trim().is_empty() {
+        return Err(ctx.err(format!("{key_path}.table"), "expected a table name"));
+    }
+    if *guarantee == config::PostgresGuarantee::ExactlyOnce {
+        needs_checkpoints(ctx, key_path)?;
+    }
+    resolve(ctx, &format!("{key_path}.key"), schema, &key.names())?;
+    Ok(PostgresSinkSpec {
+        url: url.clone(),
+        table: table.clone(),
+        columns: schema.fields.clone(),
+        key: key.names(),
+        guarantee: *guarantee,
+        job: ctx.job.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn plan(yaml: &str) -> Result<Plan, PipelineError> {
+        let file = parse(Path::new("p.yaml"), yaml, &[]).expect("parses");
+        check(Path::new("p.yaml"), &file, &Overrides::default())
+    }
+
+    #[test]
+    fn a_file_source_is_planned_without_looking_at_the_path() {
+        let p =
+            plan("name: j\nsource: { type: file, path: /nowhere/at/all, fields: { a: int } }\nsink: { type: stdout }")
+                .unwrap();
+        assert!(matches!(&p.source.kind, SourceKind::File { path } if path == "/nowhere/at/all"));
+    }
+
+    #[test]
+    fn the_plan_tracks_the_schema_through_the_steps() {
+        let p = plan(
+            "name: j\nsource: { type: datagen, workload: orders, watermark: { field: time, out_of_orderness: 5s } }\n\
+             steps:\n  - filter: amount > 100\n  - key_by: region\n  - window: { type: tumbling, size: 1m }\n  \
+             - aggregate: { n: count(), total: sum(amount) }\n  - anomaly: { field: total }\nsink: { type: blackhole }",
+        )
+        .unwrap();
+        assert_eq!(p.steps.len(), 3, "filter, key_by + window + aggregate, anomaly");
+        assert!(matches!(&p.steps[1].kind, StepKind::Window { key: Some(k), .. } if k == &[1]));
+        assert_eq!(
+            p.output_schema().names(),
+            ["region", "window_start", "window_end", "n", "total", "mean", "stddev", "anomaly"]
+        );
+        assert!(matches!(&p.steps[2].kind, StepKind::Anomaly { key, .. } if key == &[0]));
+    }
+
+    #[test]
+    fn connector_keys_are_checked_against_the_stream() {
+        let e = plan(
+            "name: j\nsource: { type: datagen, workload: payments }\n\
+             sink: { type: redis, url: 'redis://127.0.0.1:1', key: 'p:{region}', field: '{time}', value: amount }",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "sink.key");
+        assert!(e.message.contains("unknown field `region`"), "{e}");
+        let e = plan(
+            "name: j\nsource: { type: kafka, bootstrap: b, topic: t, start: yesterday, fields: { a: int } }\n\
+             sink: { type: stdout }",
+        )
+        .unwrap_err();
+        assert_eq!((e.key.as_str(), e.message.contains("unknown start `yesterday`")), ("source.start", true));
+    }
+
+    #[test]
+    fn exactly_once_sinks_need_checkpoints() {
+        let e = plan(
+            "name: j\nsource: { type: datagen, workload: orders }\n\
+             sink: { type: kafka, bootstrap: b, topic: t, guarantee: exactly-once }",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "sink.guarantee");
+    }
+}

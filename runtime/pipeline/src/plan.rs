@@ -1,0 +1,242 @@
+//! A checked pipeline: what [`check`](crate::check::check) proves about a
+//! pipeline file, in the form [`build`](crate::build) turns into streams.
+//!
+//! Every field name is resolved to its index in the schema of the stream at
+//! that point, every expression is compiled and typed, every connector's keys
+//! are checked and gathered in a spec of its own. A `Plan` is plain data: it
+//! holds no stream, opens no file and links no connector, so the operator
+//! validates a StreamJob with it on its own machine without touching a path
+//! or a broker named in the spec.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use weir_core::WatermarkStrategy;
+use weir_core::window::WindowAssigner;
+
+use crate::config::{KafkaGuarantee, OnError, PostgresGuarantee, Workload};
+use crate::expr::Expr;
+use crate::ops::AggSpec;
+use crate::records::Format;
+use crate::value::{FieldType, Schema};
+
+/// A pipeline file, checked.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub name: String,
+    pub parallelism: usize,
+    pub max_parallelism: u32,
+    /// Whether the job takes checkpoints.
+    pub checkpointing: bool,
+    pub source: SourcePlan,
+    pub steps: Vec<StepPlan>,
+    pub sink: SinkPlan,
+}
+
+impl Plan {
+    /// The schema of the rows that reach the sink.
+    pub fn output_schema(&self) -> &Schema {
+        &self.sink.schema
+    }
+}
+
+/// Where the rows come from, and their schema.
+#[derive(Clone, Debug)]
+pub struct SourcePlan {
+    pub kind: SourceKind,
+    pub schema: Schema,
+    /// The event-time field and how watermarks follow it.
+    pub event_time: Option<(usize, WatermarkStrategy)>,
+    /// How file and Kafka records are decoded.
+    pub format: Format,
+    pub on_error: OnError,
+    pub dead_letter: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub enum SourceKind {
+    Datagen {
+        workload: Workload,
+        count: Option<u64>,
+        rate: Option<f64>,
+    },
+    /// A file or a directory of files, as given (not looked at until the job is built).
+    File {
+        path: String,
+    },
+    Kafka(KafkaSourceSpec),
+}
+
+/// Where a partition new to the job starts reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KafkaStart {
+    Earliest,
+    Latest,
+    Committed,
+    /// The first record at or after this timestamp (epoch ms).
+    Timestamp(i64),
+}
+
+impl std::str::FromStr for KafkaStart {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "earliest" => Ok(KafkaStart::Earliest),
+            "latest" => Ok(KafkaStart::Latest),
+            "committed" => Ok(KafkaStart::Committed),
+            other => match other.strip_prefix("timestamp:").map(|t| t.trim().parse::<i64>()) {
+                Some(Ok(ms)) if ms >= 0 => Ok(KafkaStart::Timestamp(ms)),
+                _ => Err(format!(
+                    "unknown start `{other}`; expected earliest, latest, committed or timestamp:<epoch ms>"
+                )),
+            },
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct KafkaSourceSpec {
+    pub bootstrap: String,
+    pub topic: String,
+    pub group: String,
+    pub start: KafkaStart,
+    pub bounded: bool,
+    pub properties: Vec<(String, String)>,
+}
+
+/// One step of the pipeline, with the schema of its output.
+#[derive(Clone, Debug)]
+pub struct StepPlan {
+    pub kind: StepKind,
+    pub schema: Schema,
+}
+
+#[derive(Clone, Debug)]
+pub enum StepKind {
+    /// Drops rows whose key was seen (within `ttl_ms` of event time, when set).
+    Dedup {
+        key: Vec<usize>,
+        ttl_ms: Option<i64>,
+    },
+    Filter(Expr),
+    /// One expression per output field.
+    Select(Vec<Expr>),
+    /// A window over the rows of each key (of the whole stream, in one subtask, without a key).
+    Window {
+        key: Option<Vec<usize>>,
+        assigner: WindowAssigner,
+        lateness: Duration,
+        output: WindowOutput,
+    },
+    /// The 3-sigma flag over a key's last values.
+    Anomaly {
+        field: usize,
+        key: Vec<usize>,
+        history: usize,
+        sigma: f64,
+        only_anomalies: bool,
+        /// A second sink for the flagged rows.
+        alerts: Option<Box<SinkPlan>>,
+    },
+}
+
+/// What a window emits when it fires.
+#[derive(Clone, Debug)]
+pub enum WindowOutput {
+    /// The key's fields, `window_start`, `window_end`, then one field per aggregate.
+    Aggregate(Vec<AggSpec>),
+    /// The best `n` rows by `by` (field index, descending).
+    Top { n: usize, by: Vec<(usize, bool)>, add_window_start: bool, add_window_end: bool },
+}
+
+/// Where rows go, and the schema of those rows.
+#[derive(Clone, Debug)]
+pub struct SinkPlan {
+    pub kind: SinkKind,
+    pub schema: Schema,
+}
+
+#[derive(Clone, Debug)]
+pub enum SinkKind {
+    Stdout,
+    /// A directory of `part-*.jsonl` files.
+    File {
+        path: String,
+    },
+    Blackhole,
+    Kafka(KafkaSinkSpec),
+    Redis(RedisSinkSpec),
+    Postgres(PostgresSinkSpec),
+}
+
+impl SinkPlan {
+    /// Where the output goes, for people.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            SinkKind::Stdout => "standard output".to_string(),
+            SinkKind::File { path } => format!("{path}/part-*.jsonl"),
+            SinkKind::Blackhole => "nowhere (blackhole)".to_string(),
+            SinkKind::Kafka(k) => format!("kafka topic `{}` at {} ({:?})", k.topic, k.bootstrap, k.guarantee),
+            SinkKind::Redis(r) => {
+                format!("redis at {}: HSET {} {} <{}>", r.url, r.key_text, r.field_text, r.value_text)
+            }
+            SinkKind::Postgres(p) => format!("postgres table `{}` ({:?})", p.table, p.guarantee),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct KafkaSinkSpec {
+    pub bootstrap: String,
+    pub topic: String,
+    pub guarantee: KafkaGuarantee,
+    /// The message key: these fields joined by `|`.
+    pub key: Option<Vec<usize>>,
+    pub transactional_id_prefix: String,
+    pub properties: Vec<(String, String)>,
+}
+
+/// Text with `{field}` placeholders, resolved against the schema.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Part {
+    Text(String),
+    Field(usize),
+}
+
+#[derive(Clone, Debug)]
+pub struct RedisSinkSpec {
+    pub url: String,
+    pub key: Vec<Part>,
+    pub field: Vec<Part>,
+    pub value: Vec<Part>,
+    pub ttl: Option<Duration>,
+    /// The patterns as written, for people.
+    pub key_text: String,
+    pub field_text: String,
+    pub value_text: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct PostgresSinkSpec {
+    pub url: String,
+    pub table: String,
+    /// Every field of the rows, as columns.
+    pub columns: Vec<(String, FieldType)>,
+    pub key: Vec<String>,
+    pub guarantee: PostgresGuarantee,
+    /// The job's name (exactly-once commits are recorded under it).
+    pub job: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_start_positions_parse_and_name_the_choices() {
+        assert_eq!("earliest".parse(), Ok(KafkaStart::Earliest));
+        assert_eq!("timestamp:1700000000000".parse(), Ok(KafkaStart::Timestamp(1_700_000_000_000)));
+        let e = "yesterday".parse::<KafkaStart>().unwrap_err();
+        assert!(e.contains("earliest, latest, committed or timestamp"), "{e}");
+    }
+}
