@@ -67,3 +67,48 @@ fn q5() {
 fn q7() {
     check("q7", 150_000);
 }
+
+/// The payments stream (new with the orders-payments join): `weir run` of a
+/// `datagen: payments` pipeline writes exactly the payments the oracle's
+/// generator makes for the same order numbers, at any parallelism.
+#[test]
+fn payments_stream_is_the_oracles() {
+    let events = 20_011;
+    let script = format!(
+        "import sys; sys.path.insert(0, {dir:?}); import workloads\n\
+         for n in range({events}):\n    p = workloads.payment(n)\n    \
+         if p: print(p.order_id, p.amount, p.time)",
+        dir = crate::common::oracle_dir().display().to_string()
+    );
+    let output = Command::new("python3").args(["-c", &script]).output().expect("python3 runs the oracle");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut expected: Vec<String> = String::from_utf8(output.stdout).unwrap().lines().map(str::to_string).collect();
+    expected.sort();
+    assert!(expected.len() > 18_000, "about 0.93 payments per order: {}", expected.len());
+    for p in [1, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, out) = (dir.path().join("payments.yaml"), dir.path().join("out"));
+        let yaml = format!(
+            "name: payments\nsource: {{ type: datagen, workload: payments, count: {events} }}\n\
+             sink: {{ type: file, path: {} }}\n",
+            out.display()
+        );
+        std::fs::write(&file, yaml).unwrap();
+        let status = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["run", "-q"])
+            .arg(&file)
+            .args(["--parallelism", &p.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "weir run of a payments pipeline at parallelism {p}");
+        let mut got = Vec::new();
+        for entry in std::fs::read_dir(&out).unwrap() {
+            for line in std::fs::read_to_string(entry.unwrap().path()).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                got.push(format!("{} {} {}", v["order_id"].as_str().unwrap(), v["amount"], v["time"]));
+            }
+        }
+        got.sort();
+        assert!(got == expected, "parallelism {p}: {} payments, the oracle has {}", got.len(), expected.len());
+    }
+}
