@@ -39,6 +39,13 @@ cargo fmt --all -- --check
 step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "crate boundaries (the operator links no connector: it only checks pipelines)"
+if cargo tree -p weir-operator -e normal --locked --prefix none | grep -E '^(rdkafka|rdkafka-sys|postgres|redis|weir-kafka|weir-postgres|weir-redis) '; then
+  echo "test.sh: weir-operator depends on a connector (above); it must only check pipelines" >&2
+  exit 1
+fi
+echo "weir-operator links no connector"
+
 step "doc tests"
 cargo test --workspace --doc --locked
 

@@ -1,8 +1,13 @@
-//! The controller: for each StreamJob, observe (the JobManager's REST API,
-//! the savepoint in storage), plan ([`crate::planner::plan`], pure), then act:
-//! write the status first (write-ahead), then apply objects, trigger
-//! savepoints and record events. Writes are server-side applies under one
-//! field manager. A finalizer gives deletion its final savepoint.
+//! The controller: for each StreamJob, observe (the JobManager's REST API
+//! through a [`JobManagerClient`], the savepoint in storage), plan
+//! ([`crate::planner::plan`], pure), then act: write the status first
+//! (write-ahead), then apply objects, trigger savepoints and record events.
+//! Writes are server-side applies under one field manager. A finalizer gives
+//! deletion its final savepoint.
+//!
+//! The tests below check these effects request by request: a kube client
+//! whose requests a verifier checks in order, and a fake JobManager
+//! (`fixtures.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,25 +23,19 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use weir_api::rest::{SavepointRequest, SavepointStatus};
 
 use crate::crd::{StreamJob, StreamJobStatus};
+pub use crate::jobmanager::JobManagerAccess;
+use crate::jobmanager::{self, JobManagerClient, JobManagerError};
 use crate::planner::{Action, JobView, Observed, SavepointView, plan};
-use crate::resources::{self, Deploy, Names, REST_PORT};
+use crate::resources::{self, Deploy, Names};
 use crate::snapshots;
 
 /// The field manager of every write, and the finalizer's name.
 pub const MANAGER: &str = "weir-operator";
-const FINALIZER: &str = "weir.dev/final-savepoint";
-
-/// How the operator reaches JobManagers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum JobManagerAccess {
-    /// Through the job's Service (the operator runs in the cluster).
-    Service,
-    /// Through the API server's service proxy (the operator runs outside).
-    Proxy,
-}
+pub(crate) const FINALIZER: &str = "weir.dev/final-savepoint";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -45,14 +44,15 @@ pub enum Error {
     #[error("finalizer: {0}")]
     Finalizer(String),
     #[error("the JobManager: {0}")]
-    JobManager(String),
+    JobManager(#[from] JobManagerError),
 }
 
 pub struct Context {
     pub client: Client,
     pub metrics: Arc<crate::health::Metrics>,
     pub recorder: Recorder,
-    pub access: JobManagerAccess,
+    /// The jobs' JobManagers, reached as `--jobmanager-access` says.
+    pub jobmanager: Arc<dyn JobManagerClient>,
 }
 
 /// Runs the controller on `namespace` (all namespaces when `None`) until the process is stopped.
@@ -67,8 +67,8 @@ pub async fn run(
     let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
+        jobmanager: jobmanager::client(access, client.clone()),
         client: client.clone(),
-        access,
         metrics: metrics.clone(),
     });
     metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -181,74 +181,14 @@ async fn cleanup(job: &StreamJob, ctx: &Context) -> Result<Requeue, Error> {
     Ok(Requeue::await_change())
 }
 
-fn jobmanager_path(job: &StreamJob, ctx: &Context, path: &str) -> String {
-    let ns = job.namespace().unwrap_or_else(|| "default".into());
-    let service = Names(&job.name_any()).jobmanager();
-    match ctx.access {
-        JobManagerAccess::Proxy => format!("/api/v1/namespaces/{ns}/services/{service}:rest/proxy{path}"),
-        JobManagerAccess::Service => format!("http://{service}.{ns}.svc:{REST_PORT}{path}"),
-    }
-}
-
-/// A JobManager REST call; `None` when it did not answer.
-async fn jobmanager<T: DeserializeOwned>(
-    job: &StreamJob,
-    ctx: &Context,
-    method: &str,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> Result<T, Error> {
-    let url = jobmanager_path(job, ctx, path);
-    let body = body.map(|b| serde_json::to_vec(&b).expect("JSON")).unwrap_or_default();
-    let request = http::Request::builder()
-        .method(method)
-        .uri(&url)
-        .header("content-type", "application/json")
-        .body(body)
-        .map_err(|e| Error::JobManager(e.to_string()))?;
-    let call = async {
-        match ctx.access {
-            JobManagerAccess::Proxy => {
-                ctx.client.request_text(request).await.map_err(|e| Error::JobManager(e.to_string()))
-            }
-            JobManagerAccess::Service => {
-                let (parts, body) = request.into_parts();
-                let agent = ureq::Agent::new_with_defaults();
-                let url = parts.uri.to_string();
-                tokio::task::spawn_blocking(move || {
-                    let response = if parts.method == http::Method::POST {
-                        agent.post(&url).header("content-type", "application/json").send(&body[..])
-                    } else {
-                        agent.get(&url).call()
-                    };
-                    response.and_then(|mut r| r.body_mut().read_to_string())
-                })
-                .await
-                .map_err(|e| Error::JobManager(e.to_string()))?
-                .map_err(|e| Error::JobManager(e.to_string()))
-            }
+async fn observe(job: &StreamJob, ctx: &Context) -> Observed {
+    let job_view = match ctx.jobmanager.job(job).await {
+        Ok(details) => Some(JobView::from(&details)),
+        Err(e) => {
+            tracing::debug!("{}: {e}", job.name_any());
+            None
         }
     };
-    // A JobManager that does not answer must not hold up the reconciliation.
-    let text = tokio::time::timeout(Duration::from_secs(10), call)
-        .await
-        .map_err(|_| Error::JobManager(format!("{url}: no answer within 10 s")))??;
-    serde_json::from_str(&text).map_err(|e| Error::JobManager(format!("{url}: {e}: {text}")))
-}
-
-async fn observe(job: &StreamJob, ctx: &Context) -> Observed {
-    let name = job.name_any();
-    let view = jobmanager::<serde_json::Value>(job, ctx, "GET", &format!("/v1/jobs/{name}"), None).await.ok();
-    let job_view = view.and_then(|v| {
-        Some(JobView {
-            state: v["state"].as_str()?.to_string(),
-            parallelism: v["parallelism"].as_i64()? as i32,
-            restored_from: v["restored_from"].as_str().map(str::to_string),
-            failure: v["failure"].as_str().map(str::to_string),
-            last_checkpoint: checkpoint_ref(&v["checkpoints"]["latest"]),
-            deployment: v["deployment"].as_str().map(str::to_string),
-        })
-    });
     let trigger = job.status.as_ref().and_then(|s| s.pending_operation.as_ref()).and_then(|o| o.trigger_id.clone());
     let savepoint = match trigger {
         Some(t) => savepoint_status(job, ctx, &t).await,
@@ -266,32 +206,30 @@ async fn observe(job: &StreamJob, ctx: &Context) -> Observed {
     Observed { job: job_view, savepoint, initial_savepoint_found, now: k8s_openapi::jiff::Timestamp::now().to_string() }
 }
 
-/// The JobManager's latest completed checkpoint (not a savepoint), as the status shows it.
-fn checkpoint_ref(latest: &serde_json::Value) -> Option<crate::crd::CheckpointRef> {
-    let path = latest["path"].as_str().filter(|p| p.contains("/chk-"))?;
-    let time = k8s_openapi::jiff::Timestamp::from_millisecond(latest["completed_at"].as_i64()?).ok()?;
-    Some(crate::crd::CheckpointRef { id: latest["id"].as_i64()?, path: path.to_string(), time: time.to_string() })
-}
-
+/// The fate of a triggered savepoint; `None` when the JobManager did not answer.
 async fn savepoint_status(job: &StreamJob, ctx: &Context, trigger: &str) -> Option<SavepointView> {
-    let path = format!("/v1/jobs/{}/savepoints/{trigger}", job.name_any());
-    let v = jobmanager::<serde_json::Value>(job, ctx, "GET", &path, None).await.ok()?;
-    Some(match v["status"].as_str()? {
-        "completed" => {
-            let path = v["path"].as_str()?.to_string();
+    let status = match ctx.jobmanager.savepoint_status(job, trigger).await {
+        Ok(status) => status,
+        Err(e) => {
+            tracing::debug!("{}: {e}", job.name_any());
+            return None;
+        }
+    };
+    Some(match status {
+        SavepointStatus::Completed { path } => {
             let (p, storage) = (path.clone(), job.spec.storage.clone());
             let in_storage = off_runtime(move || snapshots::exists(&p, storage.as_ref())).await;
             SavepointView::Completed { path, in_storage }
         }
-        "failed" => SavepointView::Failed(v["error"].as_str().unwrap_or("unknown").to_string()),
-        _ => SavepointView::InProgress,
+        SavepointStatus::Failed { error } => SavepointView::Failed(error),
+        SavepointStatus::InProgress => SavepointView::InProgress,
     })
 }
 
+/// Asks the job's JobManager for a savepoint; its trigger id.
 async fn trigger_savepoint(job: &StreamJob, ctx: &Context, stop: bool) -> Result<String, Error> {
-    let path = format!("/v1/jobs/{}/savepoints", job.name_any());
-    let v: serde_json::Value = jobmanager(job, ctx, "POST", &path, Some(json!({ "stop": stop }))).await?;
-    v["trigger_id"].as_str().map(str::to_string).ok_or_else(|| Error::JobManager(format!("no trigger_id in {v}")))
+    let request = SavepointRequest { stop, ..Default::default() };
+    Ok(ctx.jobmanager.trigger_savepoint(job, request).await?.trigger_id)
 }
 
 /// Runs blocking storage work on a thread of its own: not `spawn_blocking`,
@@ -305,9 +243,19 @@ async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'stati
     rx.await.expect("the storage thread answers")
 }
 
+/// A server-side apply of a StreamJob's status.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct StatusPatch<S> {
+    pub api_version: String,
+    pub kind: String,
+    pub status: S,
+}
+
 async fn write_status(job: &StreamJob, ctx: &Context, status: &StreamJobStatus) -> Result<(), Error> {
     let api: Api<StreamJob> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
-    let patch = json!({ "apiVersion": "weir.dev/v1alpha1", "kind": "StreamJob", "status": status });
+    let patch =
+        StatusPatch { api_version: StreamJob::api_version(&()).into(), kind: StreamJob::kind(&()).into(), status };
     api.patch_status(&job.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
     Ok(())
 }
@@ -322,11 +270,9 @@ where
     K::DynamicType: Default,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    // The Kubernetes types write their apiVersion and kind themselves.
     let name = object.meta().name.clone().unwrap_or_default();
-    let mut value = serde_json::to_value(&object).expect("objects serialize");
-    value["apiVersion"] = K::api_version(&Default::default()).into();
-    value["kind"] = K::kind(&Default::default()).into();
-    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&value)).await?;
+    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&object)).await?;
     Ok(())
 }
 
@@ -367,5 +313,131 @@ async fn event(job: &StreamJob, ctx: &Context, warning: bool, reason: &str, note
     };
     if let Err(err) = ctx.recorder.publish(&e, &job.object_ref(&())).await {
         tracing::warn!("recording event {reason}: {err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::OperationKind;
+    use crate::fixtures::{Expect, Timeline};
+    use crate::phase::Phase;
+    use crate::resources::taskmanagers;
+
+    /// The reason of a condition of `status`, with whether it holds.
+    fn condition<'a>(status: &'a StreamJobStatus, type_: &str) -> (&'a str, &'a str) {
+        let c = status.conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_}"));
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    /// One reconciliation of `job` (its Apply branch: the job carries the
+    /// finalizer), with the API server expecting `expected`: when to look
+    /// again, and the timeline of what the controller did.
+    async fn reconcile_once(
+        job: StreamJob,
+        ctx: Context,
+        verifier: crate::fixtures::ApiServerVerifier,
+        timeline: Timeline,
+        expected: Vec<Expect>,
+    ) -> (Requeue, Vec<String>) {
+        let server = verifier.run(job.clone(), expected);
+        let requeue = reconcile(Arc::new(job), Arc::new(ctx)).await.expect("the reconciliation succeeds");
+        // The context (and every client) is dropped: the verifier sees that no other request came.
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the verifier finishes")
+            .expect("every request as expected");
+        (requeue, timeline.entries())
+    }
+
+    #[tokio::test]
+    async fn a_rescale_writes_the_operation_then_triggers_the_savepoint_then_records_its_trigger_id() {
+        let job = StreamJob::test().running().with_parallelism(4).next_generation();
+        let (ctx, verifier, _jobmanager, timeline) = Context::test(&job);
+        let expected = vec![
+            Expect::status(|s| {
+                let op = s.pending_operation.as_ref().expect("the operation is written before anything is done");
+                assert_eq!((op.kind, op.generation, op.target_parallelism), (OperationKind::Rescale, 2, Some(4)));
+                assert_eq!(op.trigger_id, None, "not triggered yet");
+                assert_eq!(s.phase, Some(Phase::Rescaling));
+            }),
+            Expect::status(|s| {
+                let op = s.pending_operation.as_ref().expect("still pending");
+                assert_eq!(op.trigger_id.as_deref(), Some("sp-trigger-1"));
+            }),
+            Expect::Event { reason: "Rescale", warning: false },
+        ];
+        let (requeue, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
+        assert_eq!(
+            timeline,
+            [
+                "jobmanager: job",
+                "kube: apply status",
+                "jobmanager: trigger savepoint (stop: true)",
+                "kube: apply status",
+                "kube: event Rescale",
+            ]
+        );
+        assert_eq!(requeue, Requeue::requeue(Duration::from_secs(1)), "the savepoint is looked at soon");
+    }
+
+    #[tokio::test]
+    async fn a_jobmanager_that_does_not_answer_leaves_the_deployed_objects_alone() {
+        // A rescale asked of a running job whose JobManager missed an answer: nothing goes out yet.
+        let job = StreamJob::test().running().with_parallelism(4).next_generation();
+        let (ctx, verifier, jobmanager, timeline) = Context::test(&job);
+        *jobmanager.job.lock().unwrap() = None;
+        let expected = vec![Expect::status(|s| {
+            assert_eq!(condition(s, "Ready"), ("False", "JobManagerUnreachable"));
+            assert_eq!((s.phase, &s.pending_operation), (Some(Phase::Running), &None), "no operation started");
+            assert_eq!(s.job, None, "no job state without an answer");
+        })];
+        let (requeue, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
+        assert_eq!(timeline, ["jobmanager: job", "kube: apply status"], "no savepoint, no object applied");
+        assert_eq!(requeue, Requeue::requeue(Duration::from_secs(2)));
+
+        // A running job whose JobManager stops answering: the condition, and one warning event.
+        let job = StreamJob::test().running();
+        let (ctx, verifier, jobmanager, timeline) = Context::test(&job);
+        *jobmanager.job.lock().unwrap() = None;
+        let expected = vec![
+            Expect::status(|s| assert_eq!(condition(s, "Ready"), ("False", "JobManagerUnreachable"))),
+            Expect::Event { reason: "JobManagerUnreachable", warning: true },
+        ];
+        let (_, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
+        assert_eq!(timeline, ["jobmanager: job", "kube: apply status", "kube: event JobManagerUnreachable"]);
+    }
+
+    #[tokio::test]
+    async fn a_new_job_writes_its_status_then_applies_its_objects() {
+        let job = StreamJob::test().with_parallelism(4);
+        let (ctx, verifier, jobmanager, timeline) = Context::test(&job);
+        *jobmanager.job.lock().unwrap() = None;
+        let n = Names("orders");
+        let expected = vec![
+            Expect::status(|s| {
+                assert_eq!(s.phase, Some(Phase::Deploying));
+                assert_eq!(
+                    crate::planner::deployed_spec(s).map(|d| d.parallelism),
+                    Some(4),
+                    "the spec about to be deployed"
+                );
+                assert!(s.deployment.as_deref().is_some_and(|d| d.starts_with("1-")), "{:?}", s.deployment);
+            }),
+            Expect::apply("configmaps", n.config()),
+            Expect::apply("serviceaccounts", n.account()),
+            Expect::apply("roles", n.account()),
+            Expect::apply("rolebindings", n.account()),
+            Expect::apply("services", n.jobmanager()),
+            Expect::apply("deployments", n.jobmanager()),
+            Expect::apply_with("deployments", n.taskmanager(), |d| {
+                assert_eq!(d["spec"]["replicas"], taskmanagers(4, 1), "one TaskManager per slot needed");
+            }),
+            Expect::Event { reason: "Deploying", warning: false },
+        ];
+        let (requeue, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
+        assert_eq!(timeline[..2], ["jobmanager: job", "kube: apply status"], "the status first");
+        assert_eq!(timeline.len(), 10, "{timeline:?}");
+        assert_eq!(requeue, Requeue::requeue(Duration::from_secs(1)), "until it runs, look often");
     }
 }

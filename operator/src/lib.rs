@@ -4,11 +4,20 @@
 //! The operator drives every job through one lifecycle ([`phase`]), taking a
 //! savepoint before it rescales or upgrades, and reports honestly in the
 //! status what it is doing.
+//!
+//! A reconciliation observes (the JobManager through [`jobmanager`]'s typed
+//! client, storage through [`snapshots`]), plans ([`planner`], a pure
+//! function of the StreamJob and what was observed) and acts
+//! ([`controller`]: status first, then objects from [`resources`], savepoints
+//! and events).
 
 pub mod controller;
 pub mod crd;
 pub mod diff;
+#[cfg(test)]
+mod fixtures;
 pub mod health;
+pub mod jobmanager;
 pub mod phase;
 pub mod planner;
 pub mod resources;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
+use weir_api::rest::{JobDetails, JobState};
 
 use crate::crd::{
     DesiredState, OperationKind, PendingOperation, SavepointReason, SavepointRef, StreamJob, StreamJobSpec,
@@ -36,10 +37,10 @@ pub struct Observed {
     pub now: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What the planner needs of the JobManager's answer ([`JobDetails`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobView {
-    /// The JobManager's job state (`running`, `restarting`, `failed`, ...).
-    pub state: String,
+    pub state: JobState,
     pub parallelism: i32,
     /// The snapshot the job's current run started from.
     pub restored_from: Option<String>,
@@ -49,6 +50,32 @@ pub struct JobView {
     pub last_checkpoint: Option<crate::crd::CheckpointRef>,
     /// The deployment the answering JobManager belongs to.
     pub deployment: Option<String>,
+}
+
+impl From<&JobDetails> for JobView {
+    fn from(d: &JobDetails) -> JobView {
+        JobView {
+            state: d.state,
+            parallelism: i32::try_from(d.parallelism).unwrap_or(i32::MAX),
+            restored_from: d.restored_from.clone(),
+            failure: d.failure.clone(),
+            last_checkpoint: d.checkpoints.latest.as_ref().and_then(checkpoint_ref),
+            deployment: d.deployment.clone(),
+        }
+    }
+}
+
+/// The JobManager's latest completed checkpoint as the status shows it; not a savepoint.
+fn checkpoint_ref(latest: &weir_api::rest::CheckpointRef) -> Option<crate::crd::CheckpointRef> {
+    if !latest.is_checkpoint() {
+        return None;
+    }
+    let time = k8s_openapi::jiff::Timestamp::from_millisecond(latest.completed_at).ok()?;
+    Some(crate::crd::CheckpointRef {
+        id: i64::try_from(latest.id).ok()?,
+        path: latest.path.clone(),
+        time: time.to_string(),
+    })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -335,7 +362,7 @@ impl Planner<'_> {
             self.start_savepoint_operation(OperationKind::Suspend, None, Phase::Savepointing, note);
             return;
         }
-        let running = self.current_job().is_some_and(|j| j.state == "running");
+        let running = self.current_job().is_some_and(|j| j.state == JobState::Running);
         let preempt = !running && self.not_running_for_real();
         match d.kind {
             ChangeKind::Ignore if d.restart_requested => {
@@ -364,7 +391,7 @@ impl Planner<'_> {
                 self.actions.push(Action::Requeue(Duration::from_secs(2)));
             }
             ChangeKind::Scale | ChangeKind::Upgrade if preempt && spec.upgrade_mode != UpgradeMode::Stateless => {
-                let state = self.current_job().map_or("unreachable".to_string(), |j| j.state.clone());
+                let state = self.current_job().map_or("unreachable".to_string(), |j| j.state.to_string());
                 let note = format!(
                     "the job is not running ({state}): rolling out {} from the latest checkpoint",
                     d.fields.join(", ")
@@ -460,7 +487,7 @@ impl Planner<'_> {
     /// Steady state: the phase and Ready follow the JobManager's answer.
     fn observe_running(&mut self) {
         match self.current_job().cloned().as_ref() {
-            Some(job) if job.state == "running" => {
+            Some(job) if job.state == JobState::Running => {
                 self.phase(Phase::Running);
                 let note = format!("running at parallelism {}", job.parallelism);
                 self.set_condition("Ready", true, "Running", &note);
@@ -471,7 +498,7 @@ impl Planner<'_> {
                 self.set_condition("Degraded", false, "Running", &note);
                 self.periodic_savepoint();
             }
-            Some(job) if job.state == "failed" => {
+            Some(job) if job.state == JobState::Failed => {
                 let why = job.failure.clone().unwrap_or_else(|| "no reason given".into());
                 let note = format!("the job failed: {why}");
                 self.set_condition("Ready", false, "JobFailed", &note);
@@ -538,7 +565,7 @@ pub fn plan(job: &StreamJob, observed: &Observed) -> Plan {
     }
     p.status.job = current.as_ref().map(|j| crate::crd::JobStatus {
         id: job.name_any(),
-        state: j.state.clone(),
+        state: j.state.to_string(),
         parallelism: j.parallelism,
         start_time: None,
         restored_from: j.restored_from.clone(),
@@ -560,13 +587,16 @@ mod tests {
         j
     }
 
-    fn observed(job: Option<(&str, i32)>, savepoint: Option<SavepointView>) -> Observed {
-        Observed {
-            job: job.map(|(s, p)| JobView { state: s.into(), parallelism: p, ..Default::default() }),
-            savepoint,
-            initial_savepoint_found: None,
-            now: "2026-11-21T12:00:00Z".into(),
-        }
+    fn observed(job: Option<(JobState, i32)>, savepoint: Option<SavepointView>) -> Observed {
+        let view = |(state, parallelism)| JobView {
+            state,
+            parallelism,
+            restored_from: None,
+            failure: None,
+            last_checkpoint: None,
+            deployment: None,
+        };
+        Observed { job: job.map(view), savepoint, initial_savepoint_found: None, now: "2026-11-21T12:00:00Z".into() }
     }
 
     fn condition<'a>(s: &'a StreamJobStatus, type_: &str) -> (&'a str, &'a str) {
@@ -597,11 +627,32 @@ mod tests {
     }
 
     #[test]
+    fn the_jobmanagers_answer_becomes_the_view_with_its_latest_checkpoint_only() {
+        let mut details: JobDetails = serde_json::from_value(serde_json::json!({
+            "id": "orders", "name": "orders", "state": "failed", "parallelism": 3, "max_parallelism": 128,
+            "start_time": 0, "failure": "a TaskManager was lost", "deployment": "2-20261121120000",
+            "checkpoints": { "latest": { "id": 7, "path": "s3://weir/cp/orders/chk-7", "completed_at": 1_763_726_400_000_i64, "size_bytes": 10 } },
+        }))
+        .unwrap();
+        let view = JobView::from(&details);
+        assert_eq!(
+            (view.state, view.parallelism, view.failure.as_deref()),
+            (JobState::Failed, 3, Some("a TaskManager was lost"))
+        );
+        assert_eq!(view.deployment.as_deref(), Some("2-20261121120000"));
+        let checkpoint = view.last_checkpoint.unwrap();
+        assert_eq!((checkpoint.id, checkpoint.time.as_str()), (7, "2025-11-21T12:00:00Z"));
+        // A savepoint is the latest snapshot: not a checkpoint for the status.
+        details.checkpoints.latest.as_mut().unwrap().path = "s3://weir/cp/orders/savepoints/sp-8".into();
+        assert_eq!(JobView::from(&details).last_checkpoint, None);
+    }
+
+    #[test]
     fn a_new_job_deploys_then_reports_ready() {
         let p = step(&job(None, 1, |_| {}), &observed(None, None));
         assert_eq!(applied(&p), Some((2, Restore::Fresh)));
         assert_eq!(p.status.phase, Some(Phase::Deploying));
-        let p = step(&job(Some(p.status), 1, |_| {}), &observed(Some(("running", 2)), None));
+        let p = step(&job(Some(p.status), 1, |_| {}), &observed(Some((JobState::Running, 2)), None));
         assert_eq!(p.status.phase, Some(Phase::Running));
         assert_eq!(condition(&p.status, "Ready"), ("True", "Running"));
         assert!(p.actions.is_empty(), "{:?}", p.actions);
@@ -610,17 +661,17 @@ mod tests {
     #[test]
     fn a_rescale_goes_through_a_verified_savepoint_and_survives_an_operator_restart() {
         let deployed = step(&job(None, 1, |_| {}), &observed(None, None)).status;
-        let running = step(&job(Some(deployed), 1, |_| {}), &observed(Some(("running", 2)), None)).status;
+        let running = step(&job(Some(deployed), 1, |_| {}), &observed(Some((JobState::Running, 2)), None)).status;
         let scaled = |status| job(Some(status), 2, |s| s.parallelism = 3);
 
         // 1. Recorded (write-ahead) and triggered.
-        let p = step(&scaled(running), &observed(Some(("running", 2)), None));
+        let p = step(&scaled(running), &observed(Some((JobState::Running, 2)), None));
         assert_eq!(p.status.phase, Some(Phase::Rescaling));
         let op = p.status.pending_operation.clone().unwrap();
         assert_eq!((op.kind, op.target_parallelism, op.generation), (OperationKind::Rescale, Some(3), 2));
         assert!(p.actions.contains(&Action::TriggerSavepoint { stop: true }));
         // 2. A restarted operator finds the operation and waits for the savepoint.
-        let p = step(&scaled(p.status), &observed(Some(("running", 2)), Some(SavepointView::InProgress)));
+        let p = step(&scaled(p.status), &observed(Some((JobState::Running, 2)), Some(SavepointView::InProgress)));
         assert_eq!(p.actions, vec![Action::Requeue(Duration::from_secs(1))]);
         // 3. Completed and found in storage: redeploy at 3 from it.
         let sp = "s3://weir/checkpoints/j/savepoints/sp-9".to_string();
@@ -631,7 +682,7 @@ mod tests {
         assert_eq!(p.status.pending_operation, None);
         assert_eq!(p.status.last_savepoint.as_ref().unwrap().reason, SavepointReason::Rescale);
         // 4. Running at the new parallelism.
-        let p = step(&scaled(p.status), &observed(Some(("running", 3)), None));
+        let p = step(&scaled(p.status), &observed(Some((JobState::Running, 3)), None));
         assert_eq!(p.status.phase, Some(Phase::Running));
         assert_eq!(deployed_spec(&p.status).unwrap().parallelism, 3);
     }
@@ -639,26 +690,26 @@ mod tests {
     #[test]
     fn a_failed_or_missing_savepoint_aborts_and_leaves_the_old_job_running() {
         let deployed = step(&job(None, 1, |_| {}), &observed(None, None)).status;
-        let running = step(&job(Some(deployed), 1, |_| {}), &observed(Some(("running", 2)), None)).status;
+        let running = step(&job(Some(deployed), 1, |_| {}), &observed(Some((JobState::Running, 2)), None)).status;
         let upgraded = |status| job(Some(status), 2, |s| s.image = "weir:2".into());
         for fate in [
             SavepointView::Failed("storage unreachable".into()),
             SavepointView::Completed { path: "s3://weir/x".into(), in_storage: false },
         ] {
-            let p = step(&upgraded(running.clone()), &observed(Some(("running", 2)), None));
+            let p = step(&upgraded(running.clone()), &observed(Some((JobState::Running, 2)), None));
             assert_eq!(p.status.phase, Some(Phase::Upgrading));
-            let p = step(&upgraded(p.status), &observed(Some(("running", 2)), Some(fate)));
+            let p = step(&upgraded(p.status), &observed(Some((JobState::Running, 2)), Some(fate)));
             assert!(!p.actions.iter().any(|a| matches!(a, Action::Apply(_) | Action::Stop)), "{:?}", p.actions);
             assert_eq!(p.status.phase, Some(Phase::Running));
             assert_eq!(condition(&p.status, "SnapshotHealthy"), ("False", "SavepointFailed"));
             assert!(p.actions.iter().any(|a| matches!(a, Action::Event { warning: true, .. })));
             // The same generation is not retried on its own...
-            let again = step(&upgraded(p.status.clone()), &observed(Some(("running", 2)), None));
+            let again = step(&upgraded(p.status.clone()), &observed(Some((JobState::Running, 2)), None));
             assert!(again.status.pending_operation.is_none());
             assert_eq!(condition(&again.status, "Progressing"), ("False", "Aborted"), "the abort stays reported");
             // ...a new spec is.
             let newer = job(Some(p.status), 3, |s| s.image = "weir:3".into());
-            assert!(step(&newer, &observed(Some(("running", 2)), None)).status.pending_operation.is_some());
+            assert!(step(&newer, &observed(Some((JobState::Running, 2)), None)).status.pending_operation.is_some());
         }
     }
 
@@ -667,14 +718,14 @@ mod tests {
         let status = running(|_| {});
         let p = step(
             &job(Some(status), 2, |s| s.upgrade_mode = UpgradeMode::LastState),
-            &observed(Some(("running", 2)), None),
+            &observed(Some((JobState::Running, 2)), None),
         );
         let p = step(
             &job(Some(p.status), 3, |s| {
                 s.upgrade_mode = UpgradeMode::LastState;
                 s.image = "weir:2".into();
             }),
-            &observed(Some(("running", 2)), None),
+            &observed(Some((JobState::Running, 2)), None),
         );
         assert_eq!(p.status.phase, Some(Phase::Upgrading));
         let upgraded = |status| {
@@ -683,11 +734,11 @@ mod tests {
                 s.image = "weir:2".into();
             })
         };
-        let mut old = observed(Some(("running", 2)), None);
+        let mut old = observed(Some((JobState::Running, 2)), None);
         old.job.as_mut().unwrap().deployment = Some("1-20261121120000".into());
         let p = step(&upgraded(p.status), &old);
         assert_eq!((p.status.phase, p.status.job.clone()), (Some(Phase::Upgrading), None), "still upgrading");
-        let mut new = observed(Some(("running", 2)), None);
+        let mut new = observed(Some((JobState::Running, 2)), None);
         new.job.as_mut().unwrap().deployment = p.status.deployment.clone();
         assert_eq!(step(&upgraded(p.status), &new).status.phase, Some(Phase::Running));
     }
@@ -695,7 +746,7 @@ mod tests {
     #[test]
     fn last_state_and_stateless_upgrades_redeploy_at_once() {
         let deployed = step(&job(None, 1, |_| {}), &observed(None, None)).status;
-        let running = step(&job(Some(deployed), 1, |_| {}), &observed(Some(("running", 2)), None)).status;
+        let running = step(&job(Some(deployed), 1, |_| {}), &observed(Some((JobState::Running, 2)), None)).status;
         for (mode, from) in [(UpgradeMode::LastState, Restore::LatestOrFresh), (UpgradeMode::Stateless, Restore::Fresh)]
         {
             let upgraded = |status| {
@@ -704,10 +755,10 @@ mod tests {
                     s.upgrade_mode = mode;
                 })
             };
-            let p = step(&upgraded(running.clone()), &observed(Some(("running", 2)), None));
+            let p = step(&upgraded(running.clone()), &observed(Some((JobState::Running, 2)), None));
             assert_eq!(applied(&p), Some((2, from)));
             assert_eq!(p.status.phase, Some(Phase::Upgrading));
-            let p = step(&upgraded(p.status), &observed(Some(("running", 2)), None));
+            let p = step(&upgraded(p.status), &observed(Some((JobState::Running, 2)), None));
             assert_eq!(p.status.phase, Some(Phase::Running));
         }
     }
@@ -715,9 +766,9 @@ mod tests {
     #[test]
     fn suspend_stops_with_a_savepoint_and_resume_restores_it() {
         let deployed = step(&job(None, 1, |_| {}), &observed(None, None)).status;
-        let running = step(&job(Some(deployed), 1, |_| {}), &observed(Some(("running", 2)), None)).status;
+        let running = step(&job(Some(deployed), 1, |_| {}), &observed(Some((JobState::Running, 2)), None)).status;
         let suspend = |status| job(Some(status), 2, |s| s.state = DesiredState::Suspended);
-        let p = step(&suspend(running), &observed(Some(("running", 2)), None));
+        let p = step(&suspend(running), &observed(Some((JobState::Running, 2)), None));
         assert_eq!(p.status.pending_operation.as_ref().unwrap().kind, OperationKind::Suspend);
         let sp = "s3://weir/sp-1".to_string();
         let p = step(
@@ -739,7 +790,7 @@ mod tests {
     #[test]
     fn an_invalid_spec_sets_a_condition_and_touches_nothing() {
         let deployed = step(&job(None, 1, |_| {}), &observed(None, None)).status;
-        let p = step(&job(Some(deployed), 2, |s| s.parallelism = 500), &observed(Some(("running", 2)), None));
+        let p = step(&job(Some(deployed), 2, |s| s.parallelism = 500), &observed(Some((JobState::Running, 2)), None));
         assert_eq!(condition(&p.status, "Ready"), ("False", "InvalidSpec"));
         let msg = &p.status.conditions.iter().find(|c| c.type_ == "Ready").unwrap().message;
         assert!(msg.contains("spec.parallelism"), "{msg}");
@@ -750,7 +801,7 @@ mod tests {
     /// A job deployed at generation 1 and running, as the planner leaves it.
     fn running(change: impl Fn(&mut StreamJobSpec) + Copy) -> StreamJobStatus {
         let deployed = step(&job(None, 1, change), &observed(None, None)).status;
-        step(&job(Some(deployed), 1, change), &observed(Some(("running", 2)), None)).status
+        step(&job(Some(deployed), 1, change), &observed(Some((JobState::Running, 2)), None)).status
     }
 
     fn at(mut o: Observed, now: &str) -> Observed {
@@ -762,22 +813,22 @@ mod tests {
     fn the_nonces_take_a_savepoint_without_stopping_and_restart_from_the_latest_checkpoint() {
         let status = running(|_| {});
         let asked = |status| job(Some(status), 2, |s| s.savepoint_trigger_nonce = 1);
-        let p = step(&asked(status.clone()), &observed(Some(("running", 2)), None));
+        let p = step(&asked(status.clone()), &observed(Some((JobState::Running, 2)), None));
         assert!(p.actions.contains(&Action::TriggerSavepoint { stop: false }), "{:?}", p.actions);
         assert_eq!(p.status.phase, Some(Phase::Savepointing));
         let sp = "s3://weir/checkpoints/j/savepoints/sp-4".to_string();
         let done = Some(SavepointView::Completed { path: sp.clone(), in_storage: true });
-        let p = step(&asked(p.status), &observed(Some(("running", 2)), done));
+        let p = step(&asked(p.status), &observed(Some((JobState::Running, 2)), done));
         assert_eq!(applied(&p), None, "the job keeps running: {:?}", p.actions);
         assert_eq!(p.status.phase, Some(Phase::Running));
         assert_eq!(
             p.status.last_savepoint.as_ref().map(|s| (s.path.as_str(), s.reason)),
             Some((sp.as_str(), SavepointReason::Manual))
         );
-        let p = step(&asked(p.status), &observed(Some(("running", 2)), None));
+        let p = step(&asked(p.status), &observed(Some((JobState::Running, 2)), None));
         assert!(p.status.pending_operation.is_none(), "the same nonce is not taken again");
 
-        let p = step(&job(Some(status), 2, |s| s.restart_nonce = 1), &observed(Some(("running", 2)), None));
+        let p = step(&job(Some(status), 2, |s| s.restart_nonce = 1), &observed(Some((JobState::Running, 2)), None));
         assert_eq!(applied(&p), Some((2, Restore::LatestOrFresh)));
     }
 
@@ -794,7 +845,7 @@ mod tests {
         let mut status = running(periodic);
         let base = "s3://weir/checkpoints/j/savepoints/sp-";
         // The job runs from the first savepoint taken: it stays however old.
-        let mut running_from = observed(Some(("running", 2)), None);
+        let mut running_from = observed(Some((JobState::Running, 2)), None);
         running_from.job.as_mut().unwrap().restored_from = Some(format!("{base}1/"));
         let mut disposed = Vec::new();
         for (i, hour) in [(1, 13), (2, 14), (3, 15), (4, 16)] {
@@ -825,18 +876,21 @@ mod tests {
     #[test]
     fn a_failed_job_restarts_from_its_latest_checkpoint_after_a_pause() {
         let status = running(|_| {});
-        let p = step(&job(Some(status), 1, |_| {}), &observed(Some(("failed", 2)), None));
+        let p = step(&job(Some(status), 1, |_| {}), &observed(Some((JobState::Failed, 2)), None));
         assert_eq!((p.status.phase, applied(&p)), (Some(Phase::Failed), None));
         assert_eq!(condition(&p.status, "Degraded"), ("True", "JobFailed"));
         assert!(p.actions.contains(&Action::Requeue(Duration::from_secs(10))));
-        let p = step(&job(Some(p.status), 1, |_| {}), &observed(Some(("failed", 2)), None));
+        let p = step(&job(Some(p.status), 1, |_| {}), &observed(Some((JobState::Failed, 2)), None));
         assert_eq!(applied(&p), Some((2, Restore::LatestOrFresh)));
     }
 
     #[test]
     fn a_new_spec_preempts_a_job_that_does_not_run_and_a_slow_savepoint_times_out() {
         let status = running(|_| {});
-        let p = step(&job(Some(status.clone()), 2, |s| s.parallelism = 4), &observed(Some(("restarting", 2)), None));
+        let p = step(
+            &job(Some(status.clone()), 2, |s| s.parallelism = 4),
+            &observed(Some((JobState::Restarting, 2)), None),
+        );
         assert_eq!(applied(&p), Some((4, Restore::LatestOrFresh)), "no savepoint from a job that does not run");
         // A running job's JobManager that misses one answer: nothing yet...
         let p = step(&job(Some(status.clone()), 2, |s| s.parallelism = 4), &observed(None, None));
@@ -845,9 +899,9 @@ mod tests {
         let p = step(&job(Some(p.status), 2, |s| s.parallelism = 4), &at(observed(None, None), "2026-11-21T12:01:30Z"));
         assert_eq!(applied(&p), Some((4, Restore::LatestOrFresh)));
 
-        let p = step(&job(Some(status), 2, |s| s.parallelism = 4), &observed(Some(("running", 2)), None));
+        let p = step(&job(Some(status), 2, |s| s.parallelism = 4), &observed(Some((JobState::Running, 2)), None));
         assert!(p.status.pending_operation.is_some());
-        let late = at(observed(Some(("running", 2)), Some(SavepointView::InProgress)), "2026-11-21T12:11:00Z");
+        let late = at(observed(Some((JobState::Running, 2)), Some(SavepointView::InProgress)), "2026-11-21T12:11:00Z");
         let p = step(&job(Some(p.status), 2, |s| s.parallelism = 4), &late);
         assert_eq!((p.status.phase, applied(&p)), (Some(Phase::Running), None));
         assert_eq!(condition(&p.status, "Progressing"), ("False", "Aborted"));

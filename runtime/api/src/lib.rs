@@ -7,6 +7,9 @@
 //!   `weir` binary's and every job binary's), parsed with clap and written
 //!   back with [`launch::JobManagerOptions::to_args`], which the operator uses
 //!   to build pod arguments.
+//! * [`rest`]: the JobManager's REST API, one request or response type per
+//!   endpoint, and the job's lifecycle [`JobState`]; the REST server
+//!   serialises them, the operator and the CLI read them back.
 //! * [`Restore`]: what a JobManager starts its job from.
 //! * [`parse_duration`]: the one duration syntax of the command line,
 //!   pipeline files and StreamJobs.
@@ -16,7 +19,9 @@
 
 mod duration;
 pub mod launch;
+pub mod rest;
 mod restore;
 
 pub use duration::{format_duration, parse_duration};
+pub use rest::JobState;
 pub use restore::Restore;

@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use weir_api::rest::{ErrorBody, SavepointRequest, SavepointStatus, TriggerResponse, paths};
 
 use crate::Failure;
 
@@ -24,37 +25,40 @@ pub struct SavepointArgs {
     timeout: Duration,
 }
 
-fn call(request: Result<ureq::http::Response<ureq::Body>, ureq::Error>, what: &str) -> Result<Value, Failure> {
+/// One REST call: its typed answer, or the JobManager's reason for refusing it.
+fn call<T: DeserializeOwned>(
+    request: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    what: &str,
+) -> Result<T, Failure> {
     let mut response = request.map_err(|e| Failure::Runtime(format!("{what}: {e}")))?;
     let status = response.status();
-    let body: Value = response.body_mut().read_json().map_err(|e| Failure::Runtime(format!("{what}: {e}")))?;
     if !status.is_success() {
-        let message = body["error"].as_str().unwrap_or("no reason given").to_string();
+        let message = response.body_mut().read_json::<ErrorBody>().map_or("no reason given".into(), |b| b.error);
         return Err(Failure::Runtime(format!("{what}: {status}: {message}")));
     }
-    Ok(body)
+    response.body_mut().read_json().map_err(|e| Failure::Runtime(format!("{what}: {e}")))
 }
 
 pub fn savepoint(args: SavepointArgs) -> Result<(), Failure> {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let base = format!("{}/v1/jobs/{}", args.url.trim_end_matches('/'), args.job);
-    let body = serde_json::json!({ "stop": args.stop, "drain": args.drain });
-    let trigger = call(agent.post(format!("{base}/savepoints")).send_json(&body), &format!("POST {base}/savepoints"))?;
-    let id = trigger["trigger_id"].as_str().ok_or_else(|| Failure::Runtime("no trigger_id in the answer".into()))?;
+    let base = args.url.trim_end_matches('/');
+    let url = format!("{base}{}", paths::savepoints(&args.job));
+    let request = SavepointRequest { dir: None, stop: args.stop, drain: args.drain };
+    let trigger: TriggerResponse = call(agent.post(&url).send_json(&request), &format!("POST {url}"))?;
     let deadline = Instant::now() + args.timeout;
+    let url = format!("{base}{}", paths::savepoint(&args.job, &trigger.trigger_id));
     loop {
-        let url = format!("{base}/savepoints/{id}");
-        let status = call(agent.get(&url).call(), &format!("GET {url}"))?;
-        match status["status"].as_str() {
-            Some("completed") => {
-                println!("{}", status["path"].as_str().unwrap_or_default());
+        match call(agent.get(&url).call(), &format!("GET {url}"))? {
+            SavepointStatus::Completed { path } => {
+                println!("{path}");
                 return Ok(());
             }
-            Some("failed") => return Err(Failure::Runtime(format!("savepoint failed: {}", status["error"]))),
-            _ if Instant::now() > deadline => {
+            SavepointStatus::Failed { error } => return Err(Failure::Runtime(format!("savepoint failed: {error}"))),
+            SavepointStatus::InProgress if Instant::now() > deadline => {
+                let id = trigger.trigger_id;
                 return Err(Failure::Runtime(format!("savepoint {id} still in progress after {:?}", args.timeout)));
             }
-            _ => std::thread::sleep(Duration::from_millis(100)),
+            SavepointStatus::InProgress => std::thread::sleep(Duration::from_millis(100)),
         }
     }
 }

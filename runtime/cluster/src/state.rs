@@ -1,24 +1,10 @@
-//! The lifecycle of a job on the JobManager: one enum, one checked transition
-//! function. The names are DESIGN.md's job states, as the REST API reports them.
+//! The lifecycle of a job on the JobManager: the states are the REST API's
+//! ([`JobState`], defined in `weir_api::rest` and re-exported here), the
+//! events and the one checked transition function are the JobManager's:
+//! `state.transition(event)` goes through [`JobEvent`]'s table below.
 
-use std::fmt;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    /// Not deployed yet (waiting for slots).
-    Created,
-    Running,
-    /// Failed over, or rescaling: waiting for the restart delay and for slots.
-    Restarting,
-    /// Failed and out of restarts.
-    Failed,
-    /// Being torn down on request.
-    Cancelling,
-    Cancelled,
-    /// Every task ended: the input was exhausted, or a stop-with-savepoint.
-    Finished,
-}
+pub use weir_api::rest::JobState;
+use weir_api::rest::JobTransition;
 
 /// What happens to a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,34 +28,29 @@ pub struct InvalidTransition {
     pub event: JobEvent,
 }
 
-impl fmt::Display for JobState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = serde_json::to_value(self).ok();
-        let name = s.as_ref().and_then(|v| v.as_str()).unwrap_or("unknown");
-        f.write_str(name)
-    }
+/// The state after `event`, or why the event cannot happen now: the one table
+/// of legal transitions (also reached as `state.transition(event)`).
+pub fn transition(state: JobState, event: JobEvent) -> Result<JobState, InvalidTransition> {
+    use JobEvent as E;
+    use JobState as S;
+    let next = match (state, event) {
+        (S::Created | S::Restarting, E::Deployed) => S::Running,
+        (S::Created | S::Running | S::Restarting, E::FailedOver) => S::Restarting,
+        (S::Created | S::Running | S::Restarting | S::Cancelling, E::GaveUp) => S::Failed,
+        (S::Running, E::Redeploy) => S::Restarting,
+        (S::Running, E::AllTasksEnded) => S::Finished,
+        (S::Created | S::Running | S::Restarting, E::CancelRequested) => S::Cancelling,
+        (S::Cancelling, E::Cancelled | E::AllTasksEnded) => S::Cancelled,
+        (state, event) => return Err(InvalidTransition { state, event }),
+    };
+    Ok(next)
 }
 
-impl JobState {
-    pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Failed | JobState::Cancelled | JobState::Finished)
-    }
+impl JobTransition for JobEvent {
+    type Error = InvalidTransition;
 
-    /// The state after `event`, or why the event cannot happen now.
-    pub fn transition(self, event: JobEvent) -> Result<JobState, InvalidTransition> {
-        use JobEvent as E;
-        use JobState as S;
-        let next = match (self, event) {
-            (S::Created | S::Restarting, E::Deployed) => S::Running,
-            (S::Created | S::Running | S::Restarting, E::FailedOver) => S::Restarting,
-            (S::Created | S::Running | S::Restarting | S::Cancelling, E::GaveUp) => S::Failed,
-            (S::Running, E::Redeploy) => S::Restarting,
-            (S::Running, E::AllTasksEnded) => S::Finished,
-            (S::Created | S::Running | S::Restarting, E::CancelRequested) => S::Cancelling,
-            (S::Cancelling, E::Cancelled | E::AllTasksEnded) => S::Cancelled,
-            (state, event) => return Err(InvalidTransition { state, event }),
-        };
-        Ok(next)
+    fn apply(self, from: JobState) -> Result<JobState, InvalidTransition> {
+        transition(from, self)
     }
 }
 
@@ -105,13 +86,14 @@ mod tests {
         for s in states {
             for e in events {
                 let expected = allowed.iter().find(|(a, b, _)| *a == s && *b == e).map(|(_, _, n)| *n);
-                assert_eq!(s.transition(e).ok(), expected, "{s} + {e:?}");
+                assert_eq!(transition(s, e).ok(), expected, "{s} + {e:?}");
+                assert_eq!(s.transition(e), transition(s, e), "the method is the function");
             }
         }
         // Terminal states take nothing.
         for s in [S::Failed, S::Cancelled, S::Finished] {
             assert!(s.is_terminal());
-            assert!(events.iter().all(|&e| s.transition(e).is_err()));
+            assert!(events.iter().all(|&e| transition(s, e).is_err()));
         }
     }
 

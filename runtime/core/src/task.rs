@@ -17,18 +17,19 @@
 //!   records) until every open channel delivered n; then the chain snapshots,
 //!   the barrier goes on, and the held events are replayed in order. A newer
 //!   barrier abandons an unfinished alignment; over budget, the checkpoint is
-//!   declined. In at-least-once mode nothing is held back;
+//!   declined. In at-least-once mode nothing is held back. The alignment
+//!   itself lives in [`crate::checkpoint::alignment`];
 //! * the chain's snapshots are handed to the uploader, which stores them and
 //!   acknowledges the checkpoint, while the task goes on processing;
 //! * a finished source waits for the final checkpoint before it ends its stream.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
+use crate::checkpoint::alignment::{Alignment, Hold};
 use crate::checkpoint::coordinator::{CheckpointMode, Command, TaskReport};
 use crate::checkpoint::metadata::OperatorSnapshot;
 use crate::element::{Barrier, Event};
@@ -267,52 +268,24 @@ impl<T: Send> Task for SourceTask<T> {
     }
 }
 
-/// Events held back from channels that already delivered the pending barrier.
-struct Alignment<T> {
-    blocked: Vec<bool>,
-    held: Vec<VecDeque<Event<T>>>,
-    held_records: usize,
-}
-
-impl<T> Alignment<T> {
-    fn new(channels: usize) -> Self {
-        Alignment {
-            blocked: vec![false; channels],
-            held: (0..channels).map(|_| VecDeque::new()).collect(),
-            held_records: 0,
-        }
-    }
-
-    /// Unblocks every channel; the held events go to `replay`, channel by channel, in order.
-    fn release(&mut self, replay: &mut VecDeque<Envelope<T>>) {
-        for (c, held) in self.held.iter_mut().enumerate() {
-            replay.extend(held.drain(..).map(|e| (c as u32, e)));
-        }
-        self.blocked.iter_mut().for_each(|b| *b = false);
-        self.held_records = 0;
-    }
-}
-
 pub struct InputTask<T> {
     rx: Receiver<Envelope<T>>,
     gate: InputGate,
     head: Box<dyn Output<T>>,
     env: TaskEnv,
-    alignment: Alignment<T>,
-    replay: VecDeque<Envelope<T>>,
 }
 
 impl<T> InputTask<T> {
     pub fn new(rx: Receiver<Envelope<T>>, channels: usize, head: Box<dyn Output<T>>, env: TaskEnv) -> Self {
-        InputTask {
-            rx,
-            gate: InputGate::new(channels),
-            head,
-            env,
-            alignment: Alignment::new(channels),
-            replay: VecDeque::new(),
-        }
+        InputTask { rx, gate: InputGate::new(channels), head, env }
     }
+}
+
+/// Whether the task goes on after an event.
+enum Step {
+    Continue,
+    /// Every channel ended: the chain has ended too.
+    Ended,
 }
 
 impl<T: Send> InputTask<T> {
@@ -328,8 +301,13 @@ impl<T: Send> InputTask<T> {
     }
 
     /// The next event: held-back events first, then the queue; `None` on a tick.
-    fn next_event(&mut self, control: &Receiver<Command>, next_tick: Instant) -> TaskResult<Option<Envelope<T>>> {
-        if let Some(e) = self.replay.pop_front() {
+    fn next_event(
+        &mut self,
+        alignment: &Alignment<T>,
+        control: &Receiver<Command>,
+        next_tick: Instant,
+    ) -> TaskResult<Option<Envelope<T>>> {
+        if let Some(e) = alignment.next_replayed() {
             return Ok(Some(e));
         }
         match self.rx.try_recv() {
@@ -353,6 +331,72 @@ impl<T: Send> InputTask<T> {
         SubtaskMetrics::add(&self.env.metrics.idle_ns, started.elapsed().as_nanos() as u64);
         Ok(got)
     }
+
+    /// Feeds one event from `channel` to the chain or the gate, unless the
+    /// alignment holds it back; what the gate makes of it lands in `gate_events`.
+    fn on_event(
+        &mut self,
+        channel: u32,
+        event: Event<T>,
+        alignment: &mut Alignment<T>,
+        gate_events: &mut Vec<GateEvent>,
+    ) -> TaskResult {
+        let event = match alignment.hold(channel, event) {
+            Hold::Pass(event) => event,
+            Hold::Held => return Ok(()),
+            Hold::OverBudget => {
+                if let Some(id) = self.gate.abort_pending() {
+                    let budget = self.env.checkpoints.as_ref().map_or(usize::MAX, |cp| cp.alignment_budget);
+                    self.env.decline(id, format!("alignment held back more than {budget} records"));
+                    alignment.release();
+                }
+                return Ok(());
+            }
+        };
+        match event {
+            Event::Records(batch) => {
+                SubtaskMetrics::add(&self.env.metrics.records_in, batch.len() as u64);
+                self.head.records(batch)?;
+            }
+            Event::Watermark(w) => self.gate.on_watermark(channel, w, gate_events),
+            Event::Idle(idle) => self.gate.on_idle(channel, idle, gate_events),
+            Event::Barrier(b) => {
+                self.gate.on_barrier(channel, b, gate_events);
+                // A superseded alignment is released as this channel blocks for the newer one.
+                if self.aligned() && self.gate.pending_checkpoint() == Some(b.checkpoint_id) {
+                    alignment.block(channel, b.checkpoint_id);
+                }
+            }
+            Event::End => self.gate.on_end(channel, gate_events),
+        }
+        Ok(())
+    }
+
+    /// Passes on what the gate decided: watermarks, idleness, aligned barriers, the end.
+    fn pass_on(&mut self, gate_events: &mut Vec<GateEvent>, alignment: &mut Alignment<T>) -> TaskResult<Step> {
+        for e in gate_events.drain(..) {
+            match e {
+                GateEvent::Watermark(w) => {
+                    self.env.metrics.current_watermark.store(w, Ordering::Relaxed);
+                    self.head.watermark(w)?;
+                }
+                GateEvent::Idle(idle) => self.head.idle(idle)?,
+                GateEvent::Barrier(b) => {
+                    self.head.barrier(b)?;
+                    self.env.ship(b)?;
+                    alignment.release();
+                }
+                GateEvent::Superseded(id) => {
+                    self.env.decline(id, "superseded by a newer checkpoint before alignment finished".into());
+                }
+                GateEvent::End => {
+                    self.head.end()?;
+                    return Ok(Step::Ended);
+                }
+            }
+        }
+        Ok(Step::Continue)
+    }
 }
 
 impl<T: Send> Task for InputTask<T> {
@@ -364,8 +408,8 @@ impl<T: Send> Task for InputTask<T> {
         let mut next_tick = Instant::now() + TICK;
         let mut gate_events = Vec::new();
         let control = self.env.control();
-        let aligned = self.aligned();
         let budget = self.env.checkpoints.as_ref().map_or(usize::MAX, |cp| cp.alignment_budget);
+        let mut alignment = Alignment::new(self.gate.channels(), budget);
         loop {
             if self.env.cancel.load(Ordering::Relaxed) {
                 return Err(TaskError::Cancelled);
@@ -377,57 +421,10 @@ impl<T: Send> Task for InputTask<T> {
                 self.head.processing_time(now_ms())?;
                 next_tick = Instant::now() + TICK;
             }
-            let Some((channel, event)) = self.next_event(&control, next_tick)? else { continue };
-            let c = channel as usize;
-            if aligned && self.alignment.blocked[c] {
-                if let Event::Records(batch) = &event {
-                    self.alignment.held_records += batch.len();
-                }
-                self.alignment.held[c].push_back(event);
-                if self.alignment.held_records > budget
-                    && let Some(id) = self.gate.abort_pending()
-                {
-                    self.env.decline(id, format!("alignment held back more than {budget} records"));
-                    self.alignment.release(&mut self.replay);
-                }
-                continue;
-            }
-            match event {
-                Event::Records(batch) => {
-                    SubtaskMetrics::add(&self.env.metrics.records_in, batch.len() as u64);
-                    self.head.records(batch)?;
-                }
-                Event::Watermark(w) => self.gate.on_watermark(channel, w, &mut gate_events),
-                Event::Idle(idle) => self.gate.on_idle(channel, idle, &mut gate_events),
-                Event::Barrier(b) => {
-                    self.gate.on_barrier(channel, b, &mut gate_events);
-                    if aligned && self.gate.pending_checkpoint() == Some(b.checkpoint_id) {
-                        // Superseded alignments are released below, before this channel blocks.
-                        if gate_events.iter().any(|e| matches!(e, GateEvent::Superseded(_))) {
-                            self.alignment.release(&mut self.replay);
-                        }
-                        self.alignment.blocked[c] = true;
-                    }
-                }
-                Event::End => self.gate.on_end(channel, &mut gate_events),
-            }
-            for e in gate_events.drain(..) {
-                match e {
-                    GateEvent::Watermark(w) => {
-                        self.env.metrics.current_watermark.store(w, Ordering::Relaxed);
-                        self.head.watermark(w)?;
-                    }
-                    GateEvent::Idle(idle) => self.head.idle(idle)?,
-                    GateEvent::Barrier(b) => {
-                        self.head.barrier(b)?;
-                        self.env.ship(b)?;
-                        self.alignment.release(&mut self.replay);
-                    }
-                    GateEvent::Superseded(id) => {
-                        self.env.decline(id, "superseded by a newer checkpoint before alignment finished".into());
-                    }
-                    GateEvent::End => return self.head.end(),
-                }
+            let Some((channel, event)) = self.next_event(&alignment, &control, next_tick)? else { continue };
+            self.on_event(channel, event, &mut alignment, &mut gate_events)?;
+            if let Step::Ended = self.pass_on(&mut gate_events, &mut alignment)? {
+                return Ok(());
             }
         }
     }

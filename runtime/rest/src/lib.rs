@@ -1,11 +1,12 @@
 //! # weir-rest: the JobManager's REST API
 //!
 //! JSON over HTTP (DESIGN.md, "JobManager REST API"), served beside a running
-//! job on a thread of its own:
+//! job on a thread of its own. Every request and answer is a type of
+//! [`weir_api::rest`], which the operator and the CLI read back:
 //!
 //! | method and path | answer |
 //! |---|---|
-//! | `GET /v1/jobs/{job}` | state, parallelism, per-vertex metrics, the latest checkpoint |
+//! | `GET /v1/jobs/{job}` | [`JobDetails`]: state, parallelism, per-vertex and per-subtask metrics, the latest checkpoint |
 //! | `POST /v1/jobs/{job}/savepoints` `{stop?, drain?}` | `202 {trigger_id}` |
 //! | `GET /v1/jobs/{job}/savepoints/{trigger_id}` | `{status: in_progress\|completed\|failed, path?, error?}` |
 //! | `POST /v1/jobs/{job}/rescale` `{parallelism}` | `202 {trigger_id}`: savepoint, then restart at the new parallelism; its status at `savepoints/{trigger_id}` |
@@ -16,11 +17,13 @@
 //! | `GET /` | the web dashboard ([`dashboard`]) |
 //!
 //! The API serves any [`RestJob`]: a job running in this process
-//! ([`LocalJob`]) or a cluster's JobManager ([`ClusterJob`]).
+//! ([`LocalJob`]) or a cluster's JobManager ([`ClusterJob`]); each reports a
+//! [`JobReport`], from which the handlers build the answers.
 //!
 //! Rates (records and milliseconds per second) follow Flink's metric
-//! semantics: a sampler takes the subtasks' counters every second; per vertex,
-//! record rates are summed over subtasks and time rates are the maximum.
+//! semantics: a sampler takes the subtasks' counters every second and turns
+//! them into each subtask's rates; per vertex, record rates are summed over
+//! subtasks and time rates are the maximum.
 
 pub mod dashboard;
 
@@ -35,10 +38,14 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use weir_api::rest::{
+    CheckpointHistory, CheckpointRef, Edge, ErrorBody, Health, HealthStatus, JobDetails, JobList, JobState, JobSummary,
+    LatestCheckpoint, Metrics, RescaleRequest, SavepointRequest, SavepointStatus, SubtaskMetrics, TaskManager,
+    TriggerResponse, Vertex,
+};
 use weir_cluster::jobmanager::{JobManager, TaskManagerView};
 use weir_core::checkpoint::coordinator::{CheckpointStats, CheckpointStatus};
+use weir_core::checkpoint::metadata::SnapshotKind;
 use weir_core::executor::JobHandle;
 use weir_core::metrics::MetricsSnapshot;
 
@@ -49,19 +56,19 @@ pub type Pending = Box<dyn FnOnce() -> Result<String, String> + Send>;
 pub trait RestJob: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// The job now; `None` once it is gone.
-    fn status(&self) -> Option<JobStatus>;
+    fn status(&self) -> Option<JobReport>;
     fn savepoint(&self, stop: bool, drain: bool) -> Result<Pending, String>;
     fn rescale(&self, parallelism: usize) -> Result<Pending, String>;
 }
 
-/// What the API shows of a job.
+/// What a job reports to the API, from which its answers are built.
 #[derive(Clone, Debug)]
-pub struct JobStatus {
-    pub state: String,
+pub struct JobReport {
+    pub state: JobState,
     pub parallelism: usize,
     pub max_parallelism: u32,
     pub start_time: i64,
-    pub chains: Vec<ChainStatus>,
+    pub chains: Vec<ChainReport>,
     pub checkpoints: Vec<CheckpointStats>,
     pub taskmanagers: Vec<TaskManagerView>,
     pub restarts: u32,
@@ -74,7 +81,7 @@ pub struct JobStatus {
 
 /// One chain of vertices, with the metrics of each of its subtasks.
 #[derive(Clone, Debug)]
-pub struct ChainStatus {
+pub struct ChainReport {
     /// The chains this one reads from, with their partitioning.
     pub inputs: Vec<(usize, String)>,
     pub vertices: Vec<String>,
@@ -106,12 +113,12 @@ impl RestJob for LocalJob {
         &self.info.name
     }
 
-    fn status(&self) -> Option<JobStatus> {
+    fn status(&self) -> Option<JobReport> {
         let job = self.job.upgrade()?;
         let chains = job
             .chains
             .iter()
-            .map(|c| ChainStatus {
+            .map(|c| ChainReport {
                 inputs: c.inputs.clone(),
                 vertices: c.vertices.clone(),
                 uids: c.uids.clone(),
@@ -120,8 +127,8 @@ impl RestJob for LocalJob {
                 subtasks: c.subtasks.iter().map(|m| m.snapshot()).collect(),
             })
             .collect();
-        Some(JobStatus {
-            state: if job.is_finished() { "finished" } else { "running" }.into(),
+        Some(JobReport {
+            state: if job.is_finished() { JobState::Finished } else { JobState::Running },
             parallelism: self.info.parallelism,
             max_parallelism: self.info.max_parallelism,
             start_time: self.info.start_time,
@@ -154,13 +161,13 @@ impl RestJob for ClusterJob {
         self.0.name()
     }
 
-    fn status(&self) -> Option<JobStatus> {
+    fn status(&self) -> Option<JobReport> {
         let v = self.0.view();
         let chains = v
             .layout
             .iter()
             .zip(v.metrics)
-            .map(|(c, subtasks)| ChainStatus {
+            .map(|(c, subtasks)| ChainReport {
                 inputs: c.inputs.clone(),
                 vertices: c.vertices.clone(),
                 uids: c.uids.clone(),
@@ -169,8 +176,8 @@ impl RestJob for ClusterJob {
                 subtasks,
             })
             .collect();
-        Some(JobStatus {
-            state: v.state.to_string(),
+        Some(JobReport {
+            state: v.state,
             parallelism: v.parallelism,
             max_parallelism: v.max_parallelism,
             start_time: v.start_time,
@@ -195,9 +202,9 @@ impl RestJob for ClusterJob {
     }
 }
 
-/// Per-second rates of one vertex, from the last two samples.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct VertexRates {
+/// Per-second rates of one subtask, or of a vertex over its subtasks, from the last two samples.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Rates {
     pub records_in_per_s: f64,
     pub records_out_per_s: f64,
     pub busy_ms_per_s: f64,
@@ -205,23 +212,65 @@ pub struct VertexRates {
     pub idle_ms_per_s: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "snake_case")]
-enum SavepointStatus {
-    InProgress,
-    Completed { path: String },
-    Failed { error: String },
+impl Rates {
+    /// A subtask's rates between two samples of its counters `secs` apart.
+    fn between(now: &MetricsSnapshot, before: &MetricsSnapshot, secs: f64) -> Rates {
+        let per_s = |x: u64, y: u64| x.saturating_sub(y) as f64 / secs;
+        // Time shares of a second cannot exceed it (samples are not exactly a second apart).
+        let ms_per_s = |x: u64, y: u64| (per_s(x, y) / 1e6).min(1000.0);
+        Rates {
+            records_in_per_s: per_s(now.records_in, before.records_in),
+            records_out_per_s: per_s(now.records_out, before.records_out),
+            busy_ms_per_s: ms_per_s(now.busy_ns, before.busy_ns),
+            backpressured_ms_per_s: ms_per_s(now.backpressured_ns, before.backpressured_ns),
+            idle_ms_per_s: ms_per_s(now.idle_ns, before.idle_ns),
+        }
+    }
+
+    /// A vertex's rates from its subtasks': record rates summed, time rates the maximum.
+    pub fn aggregate<'a>(subtasks: impl IntoIterator<Item = &'a Rates>) -> Rates {
+        subtasks.into_iter().fold(Rates::default(), |a, s| Rates {
+            records_in_per_s: a.records_in_per_s + s.records_in_per_s,
+            records_out_per_s: a.records_out_per_s + s.records_out_per_s,
+            busy_ms_per_s: a.busy_ms_per_s.max(s.busy_ms_per_s),
+            backpressured_ms_per_s: a.backpressured_ms_per_s.max(s.backpressured_ms_per_s),
+            idle_ms_per_s: a.idle_ms_per_s.max(s.idle_ms_per_s),
+        })
+    }
+
+    /// The API's metrics: these rates, and the counters of `counts`.
+    fn with_counts(self, counts: &MetricsSnapshot) -> Metrics {
+        Metrics {
+            records_in_per_s: self.records_in_per_s,
+            records_out_per_s: self.records_out_per_s,
+            busy_ms_per_s: self.busy_ms_per_s,
+            backpressured_ms_per_s: self.backpressured_ms_per_s,
+            idle_ms_per_s: self.idle_ms_per_s,
+            pending_records: (counts.pending_records >= 0).then_some(counts.pending_records),
+            current_watermark: counts.current_watermark,
+            records_in: counts.records_in,
+            records_out: counts.records_out,
+            late_records: counts.late_records,
+        }
+    }
 }
 
 struct Shared {
     job: Arc<dyn RestJob>,
-    /// Rates per chain, refreshed by the sampler.
-    rates: Mutex<Vec<VertexRates>>,
+    /// Per chain, per subtask: its rates, refreshed by the sampler.
+    rates: Mutex<Vec<Vec<Rates>>>,
     /// Each trigger's status, and whether its final outcome was read.
     savepoints: Mutex<HashMap<String, (SavepointStatus, bool)>>,
     next_trigger: AtomicU64,
     /// Finished savepoint triggers whose outcome nobody has read yet.
     unread: AtomicU64,
+}
+
+impl Shared {
+    /// Per chain: its subtasks' rates.
+    fn rates(&self) -> Vec<Vec<Rates>> {
+        self.rates.lock().expect("rates poisoned").clone()
+    }
 }
 
 /// A running REST server; stops when dropped.
@@ -306,17 +355,17 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     ApiError(status, message.into()).into_response()
 }
 
-/// An error answer: a status and a sentence, as `{"error": ...}`.
+/// An error answer: a status and a sentence, as an [`ErrorBody`].
 struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
     }
 }
 
-/// The job's status, when `name` is this job's and it is still there.
-fn the_job(s: &Shared, name: &str) -> Result<JobStatus, ApiError> {
+/// The job's report, when `name` is this job's and it is still there.
+fn the_job(s: &Shared, name: &str) -> Result<JobReport, ApiError> {
     if name != s.job.name() {
         let message = format!("no job `{name}` here; this JobManager runs `{}`", s.job.name());
         return Err(ApiError(StatusCode::NOT_FOUND, message));
@@ -336,23 +385,7 @@ async fn sample(s: Arc<Shared>) {
             let rates = now
                 .iter()
                 .zip(before)
-                .map(|(chain, prev)| {
-                    let mut r = VertexRates::default();
-                    for (a, b) in chain.iter().zip(prev) {
-                        let per_s = |x: u64, y: u64| x.saturating_sub(y) as f64 / secs;
-                        r.records_in_per_s += per_s(a.records_in, b.records_in);
-                        r.records_out_per_s += per_s(a.records_out, b.records_out);
-                        r.busy_ms_per_s = r.busy_ms_per_s.max(per_s(a.busy_ns, b.busy_ns) / 1e6);
-                        r.backpressured_ms_per_s =
-                            r.backpressured_ms_per_s.max(per_s(a.backpressured_ns, b.backpressured_ns) / 1e6);
-                        r.idle_ms_per_s = r.idle_ms_per_s.max(per_s(a.idle_ns, b.idle_ns) / 1e6);
-                    }
-                    // Time shares of a second cannot exceed it (samples are not exactly a second apart).
-                    r.busy_ms_per_s = r.busy_ms_per_s.min(1000.0);
-                    r.backpressured_ms_per_s = r.backpressured_ms_per_s.min(1000.0);
-                    r.idle_ms_per_s = r.idle_ms_per_s.min(1000.0);
-                    r
-                })
+                .map(|(chain, prev)| chain.iter().zip(prev).map(|(a, b)| Rates::between(a, b, secs)).collect())
                 .collect();
             *s.rates.lock().expect("rates poisoned") = rates;
         }
@@ -363,103 +396,137 @@ async fn sample(s: Arc<Shared>) {
 
 async fn healthz(State(s): State<Arc<Shared>>) -> Response {
     match s.job.status() {
-        Some(st) if st.state != "failed" => Json(json!({ "status": "ok", "state": st.state })).into_response(),
+        Some(st) if st.state != JobState::Failed => {
+            Json(Health { status: HealthStatus::Ok, state: st.state }).into_response()
+        }
         Some(st) => {
             error(StatusCode::SERVICE_UNAVAILABLE, format!("the job failed: {}", st.failure.unwrap_or_default()))
         }
-        None => Json(json!({ "status": "ok", "state": "finished" })).into_response(),
+        None => Json(Health { status: HealthStatus::Ok, state: JobState::Finished }).into_response(),
     }
 }
 
 async fn jobs(State(s): State<Arc<Shared>>) -> Response {
-    let state = s.job.status().map_or("finished".to_string(), |st| st.state);
-    Json(json!({ "jobs": [{ "id": s.job.name(), "name": s.job.name(), "state": state }] })).into_response()
+    let state = s.job.status().map_or(JobState::Finished, |st| st.state);
+    let name = s.job.name().to_string();
+    Json(JobList { jobs: vec![JobSummary { id: name.clone(), name, state }] }).into_response()
 }
 
-fn latest_completed(history: &[CheckpointStats]) -> Value {
-    history.iter().rev().find(|c| c.status == CheckpointStatus::Completed).map_or(Value::Null, |c| {
-        json!({ "id": c.id, "path": c.path, "completed_at": c.triggered_at + c.duration_ms, "size_bytes": c.size_bytes })
+/// A count as the API writes it.
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn latest_completed(history: &[CheckpointStats]) -> Option<CheckpointRef> {
+    history.iter().rev().find(|c| c.status == CheckpointStatus::Completed).map(|c| CheckpointRef {
+        id: c.id,
+        path: c.path.clone(),
+        completed_at: c.triggered_at + c.duration_ms,
+        size_bytes: c.size_bytes,
     })
 }
 
-async fn job(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
-    let job = match the_job(&s, &name) {
-        Ok(j) => j,
-        Err(e) => return e.into_response(),
-    };
-    let rates = s.rates.lock().expect("rates poisoned").clone();
+/// The answer of `GET /v1/jobs/{job}`, from the job's report and each subtask's rates.
+fn details(name: &str, job: JobReport, rates: &[Vec<Rates>]) -> JobDetails {
     let mut vertices = Vec::new();
     let mut edges = Vec::new();
     for (i, chain) in job.chains.iter().enumerate() {
-        let agg = MetricsSnapshot::aggregate(chain.subtasks.iter().copied());
-        let r = rates.get(i).cloned().unwrap_or_default();
-        for (uid, name) in chain.uids.iter().zip(&chain.vertices) {
-            match vertices.last().and_then(|v: &Value| v["id"].as_str()).filter(|_| uid != &chain.uids[0]) {
-                Some(prev) => edges.push(json!({ "from": prev, "to": uid, "ship_strategy": "chained" })),
-                None => {
-                    for (from, strategy) in &chain.inputs {
-                        let from = job.chains[*from].uids.last().cloned().unwrap_or_default();
-                        edges.push(json!({ "from": from, "to": uid, "ship_strategy": strategy }));
-                    }
+        let subtask_rates = rates.get(i).map_or(&[][..], Vec::as_slice);
+        let rate = |k: usize| subtask_rates.get(k).copied().unwrap_or_default();
+        let metrics =
+            Rates::aggregate(subtask_rates).with_counts(&MetricsSnapshot::aggregate(chain.subtasks.iter().copied()));
+        let subtasks: Vec<SubtaskMetrics> = chain
+            .subtasks
+            .iter()
+            .enumerate()
+            .map(|(k, counts)| SubtaskMetrics { subtask: count(k), metrics: rate(k).with_counts(counts) })
+            .collect();
+        for (k, (uid, vertex)) in chain.uids.iter().zip(&chain.vertices).enumerate() {
+            if k > 0 {
+                edges.push(Edge { from: chain.uids[k - 1].clone(), to: uid.clone(), ship_strategy: "chained".into() });
+            } else {
+                for (from, strategy) in &chain.inputs {
+                    let from = job.chains[*from].uids.last().cloned().unwrap_or_default();
+                    edges.push(Edge { from, to: uid.clone(), ship_strategy: strategy.clone() });
                 }
             }
-            vertices.push(json!({
-                "id": uid,
-                "name": name,
-                "parallelism": chain.parallelism,
-                "chain": i,
-                "metrics": {
-                    "records_in_per_s": r.records_in_per_s,
-                    "records_out_per_s": r.records_out_per_s,
-                    "busy_ms_per_s": r.busy_ms_per_s,
-                    "backpressured_ms_per_s": r.backpressured_ms_per_s,
-                    "idle_ms_per_s": r.idle_ms_per_s,
-                    "pending_records": (agg.pending_records >= 0).then_some(agg.pending_records),
-                    "current_watermark": agg.current_watermark,
-                    "records_in": agg.records_in,
-                    "records_out": agg.records_out,
-                    "late_records": agg.late_records,
-                },
-            }));
+            vertices.push(Vertex {
+                id: uid.clone(),
+                name: vertex.clone(),
+                parallelism: count(chain.parallelism),
+                chain: count(i),
+                metrics: metrics.clone(),
+                subtasks: subtasks.clone(),
+            });
         }
     }
-    Json(json!({
-        "id": name,
-        "name": name,
-        "state": job.state,
-        "parallelism": job.parallelism,
-        "max_parallelism": job.max_parallelism,
-        "start_time": job.start_time,
-        "vertices": vertices,
-        "edges": edges,
-        "checkpoints": { "latest": latest_completed(&job.checkpoints) },
-        "taskmanagers": job.taskmanagers,
-        "restarts": job.restarts,
-        "failure": job.failure,
-        "restored_from": job.restored_from,
-        "deployment": job.deployment,
-    }))
-    .into_response()
+    JobDetails {
+        id: name.to_string(),
+        name: name.to_string(),
+        state: job.state,
+        parallelism: count(job.parallelism),
+        max_parallelism: job.max_parallelism,
+        start_time: job.start_time,
+        vertices,
+        edges,
+        checkpoints: LatestCheckpoint { latest: latest_completed(&job.checkpoints) },
+        taskmanagers: job.taskmanagers.iter().map(taskmanager).collect(),
+        restarts: job.restarts,
+        failure: job.failure,
+        restored_from: job.restored_from,
+        deployment: job.deployment,
+    }
+}
+
+fn taskmanager(t: &TaskManagerView) -> TaskManager {
+    TaskManager {
+        id: t.id.clone(),
+        data_address: t.data_address.clone(),
+        slots: count(t.slots),
+        slots_used: count(t.slots_used),
+        last_heartbeat_ms_ago: t.last_heartbeat_ms_ago,
+    }
+}
+
+fn checkpoint_stats(c: &CheckpointStats) -> weir_api::rest::CheckpointStats {
+    use weir_api::rest::{CheckpointStatus as Status, SnapshotKind as Kind};
+    weir_api::rest::CheckpointStats {
+        id: c.id,
+        kind: match c.kind {
+            SnapshotKind::Checkpoint => Kind::Checkpoint,
+            SnapshotKind::Savepoint => Kind::Savepoint,
+        },
+        status: match c.status {
+            CheckpointStatus::Completed => Status::Completed,
+            CheckpointStatus::Failed => Status::Failed,
+        },
+        path: c.path.clone(),
+        triggered_at: c.triggered_at,
+        duration_ms: c.duration_ms,
+        size_bytes: c.size_bytes,
+        failure: c.failure.clone(),
+    }
+}
+
+async fn job(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    match the_job(&s, &name) {
+        Ok(job) => Json(details(&name, job, &s.rates())).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn checkpoints(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
     match the_job(&s, &name) {
         Ok(job) => {
-            let history = job.checkpoints;
-            Json(json!({ "latest": latest_completed(&history), "history": history })).into_response()
+            let history = &job.checkpoints;
+            let answer = CheckpointHistory {
+                latest: latest_completed(history),
+                history: history.iter().map(checkpoint_stats).collect(),
+            };
+            Json(answer).into_response()
         }
         Err(e) => e.into_response(),
     }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SavepointRequest {
-    dir: Option<String>,
-    #[serde(default)]
-    stop: bool,
-    #[serde(default)]
-    drain: bool,
 }
 
 async fn trigger_savepoint(
@@ -483,12 +550,6 @@ async fn trigger_savepoint(
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RescaleRequest {
-    parallelism: usize,
-}
-
 async fn rescale(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
@@ -500,7 +561,7 @@ async fn rescale(
     let Some(Json(request)) = body else {
         return error(StatusCode::BAD_REQUEST, "expected a JSON body {\"parallelism\": N}");
     };
-    match s.job.rescale(request.parallelism) {
+    match s.job.rescale(request.parallelism as usize) {
         Ok(pending) => track(&s, "rescale-trigger", pending),
         Err(e) => error(StatusCode::CONFLICT, e),
     }
@@ -519,7 +580,7 @@ fn track(s: &Arc<Shared>, prefix: &str, pending: Pending) -> Response {
         shared.unread.fetch_add(1, Ordering::Relaxed);
         shared.savepoints.lock().expect("savepoints poisoned").insert(id, (status, false));
     });
-    (StatusCode::ACCEPTED, Json(json!({ "trigger_id": trigger_id }))).into_response()
+    (StatusCode::ACCEPTED, Json(TriggerResponse { trigger_id })).into_response()
 }
 
 async fn savepoint_status(State(s): State<Arc<Shared>>, Path((name, trigger)): Path<(String, String)>) -> Response {
@@ -527,27 +588,21 @@ async fn savepoint_status(State(s): State<Arc<Shared>>, Path((name, trigger)): P
         return error(StatusCode::NOT_FOUND, format!("no job `{name}` here"));
     }
     let mut savepoints = s.savepoints.lock().expect("savepoints poisoned");
-    let entry = savepoints.get_mut(&trigger);
-    if let Some((status, read)) = entry
-        && !matches!(status, SavepointStatus::InProgress)
-        && !*read
-    {
-        *read = true;
-        s.unread.fetch_sub(1, Ordering::Relaxed);
-    }
-    match savepoints.get(&trigger).map(|(status, _)| status) {
+    match savepoints.get_mut(&trigger) {
         None => error(StatusCode::NOT_FOUND, format!("no savepoint trigger `{trigger}`")),
-        Some(SavepointStatus::InProgress) => Json(json!({ "status": "in_progress" })).into_response(),
-        Some(SavepointStatus::Completed { path }) => {
-            Json(json!({ "status": "completed", "path": path })).into_response()
+        Some((status, read)) => {
+            if !matches!(status, SavepointStatus::InProgress) && !*read {
+                *read = true;
+                s.unread.fetch_sub(1, Ordering::Relaxed);
+            }
+            Json(status.clone()).into_response()
         }
-        Some(SavepointStatus::Failed { error }) => Json(json!({ "status": "failed", "error": error })).into_response(),
     }
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let Some(job) = s.job.status() else { return error(StatusCode::GONE, "the job has ended") };
-    let rates = s.rates.lock().expect("rates poisoned").clone();
+    let rates: Vec<Rates> = s.rates().iter().map(Rates::aggregate).collect();
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -568,7 +623,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     };
     let aggs: Vec<MetricsSnapshot> =
         job.chains.iter().map(|c| MetricsSnapshot::aggregate(c.subtasks.iter().copied())).collect();
-    let rate = |i: usize, f: fn(&VertexRates) -> f64| rates.get(i).map_or(0.0, f);
+    let rate = |i: usize, f: fn(&Rates) -> f64| rates.get(i).map_or(0.0, f);
     family("weir_records_in_total", "counter", "Records received.", per_vertex(&|i| aggs[i].records_in as f64));
     family("weir_records_out_total", "counter", "Records sent.", per_vertex(&|i| aggs[i].records_out as f64));
     family(
@@ -627,4 +682,192 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         );
     }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_api::rest::{JobList, paths};
+
+    fn snapshot(records_in: u64, busy_ns: u64, pending_records: i64) -> MetricsSnapshot {
+        MetricsSnapshot {
+            records_in,
+            records_out: records_in,
+            busy_ns,
+            current_watermark: 42,
+            pending_records,
+            ..Default::default()
+        }
+    }
+
+    /// A source chain of one vertex at parallelism 2, hashed into a chain of two vertices.
+    fn report() -> JobReport {
+        JobReport {
+            state: JobState::Running,
+            parallelism: 2,
+            max_parallelism: 128,
+            start_time: 1_700_000_000_000,
+            chains: vec![
+                ChainReport {
+                    inputs: vec![],
+                    vertices: vec!["datagen".into()],
+                    uids: vec!["source".into()],
+                    is_source: true,
+                    parallelism: 2,
+                    subtasks: vec![snapshot(100, 0, 7), snapshot(50, 0, -1)],
+                },
+                ChainReport {
+                    inputs: vec![(0, "hash".into())],
+                    vertices: vec!["window".into(), "sink".into()],
+                    uids: vec!["window".into(), "sink".into()],
+                    is_source: false,
+                    parallelism: 2,
+                    subtasks: vec![snapshot(80, 0, -1), snapshot(70, 0, -1)],
+                },
+            ],
+            checkpoints: vec![
+                CheckpointStats {
+                    id: 1,
+                    kind: SnapshotKind::Checkpoint,
+                    status: CheckpointStatus::Completed,
+                    path: "file:///cp/j/chk-1".into(),
+                    triggered_at: 1000,
+                    duration_ms: 20,
+                    size_bytes: 300,
+                    failure: None,
+                },
+                CheckpointStats {
+                    id: 2,
+                    kind: SnapshotKind::Checkpoint,
+                    status: CheckpointStatus::Failed,
+                    path: "file:///cp/j/chk-2".into(),
+                    triggered_at: 2000,
+                    duration_ms: 5,
+                    size_bytes: 0,
+                    failure: Some("a TaskManager was lost".into()),
+                },
+            ],
+            taskmanagers: vec![],
+            restarts: 0,
+            failure: None,
+            restored_from: None,
+            deployment: Some("3-20261121120000".into()),
+        }
+    }
+
+    #[test]
+    fn details_carry_per_subtask_metrics_and_aggregate_them_per_vertex() {
+        let busy = |ms: f64| Rates { busy_ms_per_s: ms, records_in_per_s: ms / 10.0, ..Default::default() };
+        let rates = vec![vec![busy(300.0), busy(700.0)], vec![busy(100.0)]];
+        let d = details("j", report(), &rates);
+        let ids: Vec<(&str, u32)> = d.vertices.iter().map(|v| (v.id.as_str(), v.chain)).collect();
+        assert_eq!(ids, [("source", 0), ("window", 1), ("sink", 1)]);
+        let edges: Vec<(&str, &str, &str)> =
+            d.edges.iter().map(|e| (e.from.as_str(), e.to.as_str(), e.ship_strategy.as_str())).collect();
+        assert_eq!(edges, [("source", "window", "hash"), ("window", "sink", "chained")]);
+
+        let source = &d.vertices[0];
+        assert_eq!((source.metrics.busy_ms_per_s, source.metrics.records_in_per_s), (700.0, 100.0), "max, sum");
+        assert_eq!((source.metrics.records_in, source.metrics.pending_records), (150, Some(7)));
+        let per_subtask: Vec<(u32, f64, Option<i64>)> =
+            source.subtasks.iter().map(|s| (s.subtask, s.metrics.busy_ms_per_s, s.metrics.pending_records)).collect();
+        assert_eq!(per_subtask, [(0, 300.0, Some(7)), (1, 700.0, None)]);
+        // A subtask not sampled yet (the second of the window chain) shows no rates, and its counts.
+        let window = &d.vertices[1].subtasks;
+        assert_eq!((window[1].metrics.busy_ms_per_s, window[1].metrics.records_in), (0.0, 70));
+
+        assert_eq!(d.checkpoints.latest.as_ref().map(|c| (c.id, c.completed_at)), Some((1, 1020)));
+        assert_eq!(d.deployment.as_deref(), Some("3-20261121120000"));
+    }
+
+    #[test]
+    fn rates_between_samples_are_per_second_and_time_shares_at_most_a_second() {
+        let (before, now) = (snapshot(100, 0, -1), snapshot(300, 3_000_000_000, -1));
+        let r = Rates::between(&now, &before, 2.0);
+        assert_eq!((r.records_in_per_s, r.busy_ms_per_s), (100.0, 1000.0));
+        assert_eq!(Rates::between(&before, &now, 1.0).records_in_per_s, 0.0, "a counter reset is no negative rate");
+    }
+
+    /// A job whose report never changes; its savepoints complete at once, rescales are refused.
+    struct FixedJob;
+
+    impl RestJob for FixedJob {
+        fn name(&self) -> &str {
+            "j"
+        }
+        fn status(&self) -> Option<JobReport> {
+            Some(report())
+        }
+        fn savepoint(&self, stop: bool, _drain: bool) -> Result<Pending, String> {
+            Ok(Box::new(move || if stop { Ok("file:///cp/j/savepoints/sp-1".into()) } else { Err("disk full".into()) }))
+        }
+        fn rescale(&self, parallelism: usize) -> Result<Pending, String> {
+            Err(format!("cannot rescale to {parallelism}"))
+        }
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder().http_status_as_error(false).build().into()
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(server: &RestServer, path: &str) -> (u16, T) {
+        let mut r = agent().get(format!("http://{}{path}", server.addr)).call().unwrap();
+        (r.status().as_u16(), r.body_mut().read_json().unwrap())
+    }
+
+    fn post<T: serde::de::DeserializeOwned>(server: &RestServer, path: &str, body: &impl serde::Serialize) -> (u16, T) {
+        let mut r = agent().post(format!("http://{}{path}", server.addr)).send_json(body).unwrap();
+        (r.status().as_u16(), r.body_mut().read_json().unwrap())
+    }
+
+    fn until_done(server: &RestServer, trigger: &TriggerResponse) -> SavepointStatus {
+        for _ in 0..200 {
+            let (status, answer) = get::<SavepointStatus>(server, &paths::savepoint("j", &trigger.trigger_id));
+            assert_eq!(status, 200);
+            if answer != SavepointStatus::InProgress {
+                return answer;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the savepoint never finished");
+    }
+
+    #[test]
+    fn every_endpoint_answers_with_its_type() {
+        let server = RestServer::start("127.0.0.1:0".parse().unwrap(), Arc::new(FixedJob)).unwrap();
+
+        let (status, list) = get::<JobList>(&server, paths::JOBS);
+        assert_eq!((status, list.jobs[0].id.as_str(), list.jobs[0].state), (200, "j", JobState::Running));
+        let (status, health) = get::<Health>(&server, paths::HEALTH);
+        assert_eq!((status, health), (200, Health { status: HealthStatus::Ok, state: JobState::Running }));
+        let (status, job) = get::<JobDetails>(&server, &paths::job("j"));
+        assert_eq!((status, job.vertices.len(), job.vertices[0].subtasks.len()), (200, 3, 2));
+        let (status, history) = get::<CheckpointHistory>(&server, &paths::checkpoints("j"));
+        assert_eq!((status, history.history.len()), (200, 2));
+        assert_eq!(history.history[1].failure.as_deref(), Some("a TaskManager was lost"));
+        assert_eq!(history.latest, job.checkpoints.latest);
+
+        let (status, error) = get::<ErrorBody>(&server, &paths::job("other"));
+        assert_eq!(status, 404);
+        assert!(error.error.contains("this JobManager runs `j`"), "{error:?}");
+
+        let stop = SavepointRequest { stop: true, ..Default::default() };
+        let (status, trigger) = post::<TriggerResponse>(&server, &paths::savepoints("j"), &stop);
+        assert_eq!(status, 202);
+        assert_eq!(
+            until_done(&server, &trigger),
+            SavepointStatus::Completed { path: "file:///cp/j/savepoints/sp-1".into() }
+        );
+        let (status, trigger) = post::<TriggerResponse>(&server, &paths::savepoints("j"), &SavepointRequest::default());
+        assert_eq!(status, 202);
+        assert_eq!(until_done(&server, &trigger), SavepointStatus::Failed { error: "disk full".into() });
+        let elsewhere = SavepointRequest { dir: Some("file:///elsewhere".into()), ..Default::default() };
+        let (status, _) = post::<ErrorBody>(&server, &paths::savepoints("j"), &elsewhere);
+        assert_eq!(status, 400);
+        let (status, error) = get::<ErrorBody>(&server, &paths::savepoint("j", "sp-trigger-99"));
+        assert_eq!((status, error.error.as_str()), (404, "no savepoint trigger `sp-trigger-99`"));
+
+        let (status, error) = post::<ErrorBody>(&server, &paths::rescale("j"), &RescaleRequest { parallelism: 3 });
+        assert_eq!((status, error.error.as_str()), (409, "cannot rescale to 3"));
+    }
 }

@@ -1,8 +1,16 @@
 //! Checkpoints: consistent snapshots of a running job, taken by asynchronous
 //! barrier snapshots (Chandy-Lamport, as in Flink).
 //!
+//! * [`coordinator`]: decides when to snapshot, collects the tasks'
+//!   acknowledgements, completes and aborts checkpoints; [`routing`] says
+//!   which tasks each of its commands is for.
+//! * [`alignment`]: how a task with several inputs lines up a checkpoint's
+//!   barriers (and, exactly-once, holds back what comes after them).
+//! * [`metadata`]: the format of a snapshot, and restoring from one.
 //! * [`storage`]: where snapshots live (a local directory, or S3 via `weir-s3`).
 
+pub mod alignment;
 pub mod coordinator;
 pub mod metadata;
+pub mod routing;
 pub mod storage;

@@ -5,10 +5,11 @@
 //! channels that are neither idle nor ended; it never goes backwards. The task
 //! ends when every channel ended.
 //!
-//! Barriers are tracked by checkpoint id: a barrier is passed on once every
-//! channel that has not ended delivered it. (Exactly-once alignment, which
-//! also holds back the data of channels that already delivered, builds on this.)
+//! Barriers go through the gate's [`BarrierTracker`] (barrier alignment lives
+//! in [`crate::checkpoint::alignment`]): a barrier is passed on once every
+//! channel that has not ended delivered it.
 
+use crate::checkpoint::alignment::BarrierTracker;
 use crate::element::Barrier;
 use crate::time::{MIN_WATERMARK, Timestamp};
 
@@ -17,7 +18,6 @@ struct ChannelState {
     watermark: Timestamp,
     idle: bool,
     ended: bool,
-    barrier_seen: Option<u64>,
 }
 
 /// What the gate tells the task to pass on after an event.
@@ -37,20 +37,17 @@ pub struct InputGate {
     channels: Vec<ChannelState>,
     watermark: Timestamp,
     idle: bool,
-    pending_barrier: Option<Barrier>,
-    /// The highest checkpoint id whose barrier was seen.
-    last_barrier: u64,
+    barriers: BarrierTracker,
 }
 
 impl InputGate {
     pub fn new(channels: usize) -> Self {
-        let state = ChannelState { watermark: MIN_WATERMARK, idle: false, ended: false, barrier_seen: None };
+        let state = ChannelState { watermark: MIN_WATERMARK, idle: false, ended: false };
         InputGate {
             channels: vec![state; channels],
             watermark: MIN_WATERMARK,
             idle: false,
-            pending_barrier: None,
-            last_barrier: 0,
+            barriers: BarrierTracker::new(channels),
         }
     }
 
@@ -115,47 +112,28 @@ impl InputGate {
     pub fn on_end(&mut self, channel: u32, out: &mut Vec<GateEvent>) {
         self.channels[channel as usize].ended = true;
         self.recompute(out);
-        self.check_barrier(out);
+        if let Some(barrier) = self.barriers.on_end(|c| self.channels[c].ended) {
+            out.push(GateEvent::Barrier(barrier));
+        }
         if self.channels.iter().all(|c| c.ended) {
             out.push(GateEvent::End);
         }
     }
 
     pub fn on_barrier(&mut self, channel: u32, barrier: Barrier, out: &mut Vec<GateEvent>) {
-        let id = barrier.checkpoint_id;
-        match self.pending_barrier {
-            Some(p) if id < p.checkpoint_id => return, // a straggler of an abandoned checkpoint
-            Some(p) if id > p.checkpoint_id => {
-                out.push(GateEvent::Superseded(p.checkpoint_id));
-                self.pending_barrier = Some(barrier);
-            }
-            Some(_) => {}
-            None if id <= self.last_barrier => return, // already passed on, or abandoned
-            None => self.pending_barrier = Some(barrier),
-        }
-        self.last_barrier = self.last_barrier.max(id);
-        self.channels[channel as usize].barrier_seen = Some(id);
-        self.check_barrier(out);
+        let arrival = self.barriers.on_barrier(channel, barrier, |c| self.channels[c].ended);
+        out.extend(arrival.superseded.map(GateEvent::Superseded));
+        out.extend(arrival.aligned.map(GateEvent::Barrier));
     }
 
     /// The checkpoint whose barrier is being aligned, if any.
     pub fn pending_checkpoint(&self) -> Option<u64> {
-        self.pending_barrier.map(|b| b.checkpoint_id)
+        self.barriers.pending_checkpoint()
     }
 
     /// Gives up the pending checkpoint (alignment over budget); its late barriers are ignored.
     pub fn abort_pending(&mut self) -> Option<u64> {
-        self.pending_barrier.take().map(|b| b.checkpoint_id)
-    }
-
-    fn check_barrier(&mut self, out: &mut Vec<GateEvent>) {
-        if let Some(barrier) = self.pending_barrier {
-            let id = barrier.checkpoint_id;
-            if self.channels.iter().all(|c| c.ended || c.barrier_seen == Some(id)) {
-                self.pending_barrier = None;
-                out.push(GateEvent::Barrier(barrier));
-            }
-        }
+        self.barriers.abort_pending()
     }
 }
 
@@ -212,6 +190,7 @@ mod tests {
         );
     }
 
+    /// The alignment itself is tested in `checkpoint::alignment`; this is the gate's part.
     #[test]
     fn barrier_passes_once_all_open_channels_delivered_it() {
         let b = |id| Barrier { checkpoint_id: id, triggered_at: 0, is_savepoint: false };

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Two builds of weir side by side on the benchmark workloads: a refactor's
+# "no throughput lost" check. Runs alternate (before, after, before, ...) so
+# that the machine's noise falls on both; the median of RUNS runs is shown.
+#
+# usage: bench/before-after.sh BEFORE_WEIR AFTER_WEIR
+#
+# Environment (defaults in brackets):
+#   WORKLOADS     [orders-window orders-dedup q0 q1 q2 q5 q7]
+#   PARALLELISMS  [1 2]
+#   EVENTS        [10000000]
+#   RUNS          [3]
+#
+# Prints a markdown table: events per second (wall) and per CPU-second, and
+# after/before ratios of the medians. Exits non-zero if a run fails or the two
+# builds disagree on a result (outputs= and checksum=).
+set -euo pipefail
+[ $# -eq 2 ] || { echo "usage: $0 BEFORE_WEIR AFTER_WEIR" >&2; exit 2; }
+before=$1 after=$2
+WORKLOADS=${WORKLOADS:-orders-window orders-dedup q0 q1 q2 q5 q7}
+PARALLELISMS=${PARALLELISMS:-1 2}
+EVENTS=${EVENTS:-10000000}
+RUNS=${RUNS:-3}
+
+field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+run() { "$1" bench "$2" --events "$EVENTS" --parallelism "$3" 2>/dev/null | grep -m1 '^query='; }
+
+echo "| workload | p | before events/s | after events/s | after/before | before events/CPU-s | after events/CPU-s | after/before |"
+echo "|---|---|---|---|---|---|---|---|"
+status=0
+for w in $WORKLOADS; do
+  for p in $PARALLELISMS; do
+    bw=() aw=() bc=() ac=() answer=""
+    for _ in $(seq "$RUNS"); do
+      for side in before after; do
+        bin=$before; [ "$side" = after ] && bin=$after
+        line=$(run "$bin" "$w" "$p") || { echo "$side $w p=$p FAILED" >&2; status=1; continue; }
+        got="$(field outputs "$line") $(field checksum "$line")"
+        if [ -z "$answer" ]; then answer=$got; elif [ "$got" != "$answer" ]; then
+          echo "MISMATCH $w p=$p: $side gave $got, expected $answer" >&2; status=1
+        fi
+        wall=$(field events_per_s "$line")
+        cpu=$(awk -v e="$EVENTS" -v ms="$(field cpu_ms "$line")" 'BEGIN {printf "%.0f", e / (ms / 1000)}')
+        if [ "$side" = before ]; then bw+=("$wall"); bc+=("$cpu"); else aw+=("$wall"); ac+=("$cpu"); fi
+      done
+    done
+    mbw=$(median "${bw[@]}") maw=$(median "${aw[@]}") mbc=$(median "${bc[@]}") mac=$(median "${ac[@]}")
+    awk -v w="$w" -v p="$p" -v a="$mbw" -v b="$maw" -v c="$mbc" -v d="$mac" \
+      'BEGIN {printf "| %s | %s | %.2fM | %.2fM | %.2f | %.2fM | %.2fM | %.2f |\n", w, p, a/1e6, b/1e6, b/a, c/1e6, d/1e6, d/c}'
+  done
+done
+exit $status

@@ -1,0 +1,329 @@
+//! The operator's side of the JobManager's REST API: one typed client trait,
+//! [`JobManagerClient`], with the calls the controller makes (the job's
+//! details, trigger a savepoint, a savepoint's status), answered with the
+//! types of [`weir_api::rest`] that the JobManager serialises.
+//!
+//! ```text
+//!   controller ──> dyn JobManagerClient ──> RestClient<T: Transport> ──> the JobManager's REST port
+//!                     (tests: a fake)          paths, JSON, errors,        ServiceTransport: its Service (in the cluster)
+//!                                              a timeout                   ProxyTransport: the API server's service proxy
+//! ```
+//!
+//! [`RestClient`] is the one implementation over HTTP; how a request reaches
+//! the JobManager is its [`Transport`], chosen by `--jobmanager-access`
+//! ([`JobManagerAccess`], [`client`]). Tests of the controller use a fake
+//! client instead (as the Flink operator's `TestingFlinkService` stands in
+//! for its `FlinkService`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use http::{Method, Request, StatusCode};
+use kube::ResourceExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use weir_api::rest::{ErrorBody, JobDetails, SavepointRequest, SavepointStatus, TriggerResponse, paths};
+
+use crate::crd::StreamJob;
+use crate::resources::{Names, REST_PORT};
+
+/// How the operator reaches JobManagers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobManagerAccess {
+    /// Through the job's Service (the operator runs in the cluster).
+    Service,
+    /// Through the API server's service proxy (the operator runs outside).
+    Proxy,
+}
+
+/// The error of a transport, whatever it is.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a JobManager call has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum JobManagerError {
+    #[error("{url}: no answer within {after:?}")]
+    Timeout { url: String, after: Duration },
+    #[error("{url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The JobManager answered with an error status and (usually) an [`ErrorBody`].
+    #[error("{url}: {status}: {message}")]
+    Refused { url: String, status: StatusCode, message: String },
+    #[error("{url}: not an answer of the REST API ({source}): {body}")]
+    Malformed {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+        body: String,
+    },
+}
+
+/// The JobManager REST calls the controller makes, typed.
+pub trait JobManagerClient: Send + Sync {
+    /// `GET /v1/jobs/{job}`.
+    fn job<'a>(&'a self, job: &'a StreamJob) -> BoxFuture<'a, Result<JobDetails, JobManagerError>>;
+
+    /// `POST /v1/jobs/{job}/savepoints`.
+    fn trigger_savepoint<'a>(
+        &'a self,
+        job: &'a StreamJob,
+        request: SavepointRequest,
+    ) -> BoxFuture<'a, Result<TriggerResponse, JobManagerError>>;
+
+    /// `GET /v1/jobs/{job}/savepoints/{trigger_id}`.
+    fn savepoint_status<'a>(
+        &'a self,
+        job: &'a StreamJob,
+        trigger_id: &'a str,
+    ) -> BoxFuture<'a, Result<SavepointStatus, JobManagerError>>;
+}
+
+/// How a request reaches a job's JobManager.
+pub trait Transport: Send + Sync + 'static {
+    /// The URL of `path` (an API path, `/v1/...`) at the JobManager behind `service` in `namespace`.
+    fn url(&self, namespace: &str, service: &str, path: &str) -> String;
+
+    /// Sends `request` (to a URL from [`Transport::url`]); the answer's status and body, whatever the status.
+    fn send(&self, request: Request<Vec<u8>>) -> BoxFuture<'_, Result<(StatusCode, Vec<u8>), BoxError>>;
+}
+
+/// Through the job's Service, from blocking threads (the operator runs in the cluster).
+#[derive(Clone, Debug)]
+pub struct ServiceTransport {
+    agent: ureq::Agent,
+}
+
+impl Default for ServiceTransport {
+    fn default() -> Self {
+        ServiceTransport { agent: ureq::Agent::config_builder().http_status_as_error(false).build().into() }
+    }
+}
+
+impl Transport for ServiceTransport {
+    fn url(&self, namespace: &str, service: &str, path: &str) -> String {
+        format!("http://{service}.{namespace}.svc:{REST_PORT}{path}")
+    }
+
+    fn send(&self, request: Request<Vec<u8>>) -> BoxFuture<'_, Result<(StatusCode, Vec<u8>), BoxError>> {
+        let agent = self.agent.clone();
+        Box::pin(async move {
+            let answer = tokio::task::spawn_blocking(move || {
+                let response =
+                    if request.body().is_empty() { agent.run(request.map(|_| ())) } else { agent.run(request) };
+                let mut response = response?;
+                let body = response.body_mut().read_to_vec()?;
+                Ok::<_, ureq::Error>((response.status(), body))
+            });
+            Ok(answer.await??)
+        })
+    }
+}
+
+/// Through the API server's service proxy (the operator runs outside the cluster).
+#[derive(Clone)]
+pub struct ProxyTransport {
+    client: kube::Client,
+}
+
+impl ProxyTransport {
+    pub fn new(client: kube::Client) -> Self {
+        ProxyTransport { client }
+    }
+}
+
+impl Transport for ProxyTransport {
+    fn url(&self, namespace: &str, service: &str, path: &str) -> String {
+        format!("/api/v1/namespaces/{namespace}/services/{service}:rest/proxy{path}")
+    }
+
+    fn send(&self, request: Request<Vec<u8>>) -> BoxFuture<'_, Result<(StatusCode, Vec<u8>), BoxError>> {
+        Box::pin(async move {
+            let response = self.client.send(request.map(kube::client::Body::from)).await?;
+            let status = response.status();
+            let body = response.into_body().collect_bytes().await?;
+            Ok((status, body.to_vec()))
+        })
+    }
+}
+
+/// The JobManager's REST API over a [`Transport`].
+pub struct RestClient<T> {
+    transport: T,
+    /// A JobManager that does not answer within this long must not hold up the reconciliation.
+    timeout: Duration,
+}
+
+impl<T: Transport> RestClient<T> {
+    pub fn new(transport: T) -> Self {
+        RestClient { transport, timeout: Duration::from_secs(10) }
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// One call: `path` on `job`'s JobManager, with `body` as JSON; its typed answer.
+    async fn call<A: DeserializeOwned>(
+        &self,
+        job: &StreamJob,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<A, JobManagerError> {
+        let namespace = job.namespace().unwrap_or_else(|| "default".into());
+        let url = self.transport.url(&namespace, &Names(&job.name_any()).jobmanager(), path);
+        let body = body.map(|b| serde_json::to_vec(b).expect("requests serialize")).unwrap_or_default();
+        let request = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .map_err(|e| JobManagerError::Unreachable { url: url.clone(), source: e.into() })?;
+        let (status, body) = tokio::time::timeout(self.timeout, self.transport.send(request))
+            .await
+            .map_err(|_| JobManagerError::Timeout { url: url.clone(), after: self.timeout })?
+            .map_err(|source| JobManagerError::Unreachable { url: url.clone(), source })?;
+        let text = || String::from_utf8_lossy(&body).chars().take(1000).collect::<String>();
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorBody>(&body).map_or_else(|_| text(), |b| b.error);
+            return Err(JobManagerError::Refused { url, status, message });
+        }
+        serde_json::from_slice(&body).map_err(|source| JobManagerError::Malformed { url, source, body: text() })
+    }
+}
+
+/// No request body.
+const NO_BODY: Option<&()> = None;
+
+impl<T: Transport> JobManagerClient for RestClient<T> {
+    fn job<'a>(&'a self, job: &'a StreamJob) -> BoxFuture<'a, Result<JobDetails, JobManagerError>> {
+        Box::pin(async move { self.call(job, Method::GET, &paths::job(&job.name_any()), NO_BODY).await })
+    }
+
+    fn trigger_savepoint<'a>(
+        &'a self,
+        job: &'a StreamJob,
+        request: SavepointRequest,
+    ) -> BoxFuture<'a, Result<TriggerResponse, JobManagerError>> {
+        Box::pin(async move { self.call(job, Method::POST, &paths::savepoints(&job.name_any()), Some(&request)).await })
+    }
+
+    fn savepoint_status<'a>(
+        &'a self,
+        job: &'a StreamJob,
+        trigger_id: &'a str,
+    ) -> BoxFuture<'a, Result<SavepointStatus, JobManagerError>> {
+        let path = paths::savepoint(&job.name_any(), trigger_id);
+        Box::pin(async move { self.call(job, Method::GET, &path, NO_BODY).await })
+    }
+}
+
+/// The client `--jobmanager-access` asks for.
+pub fn client(access: JobManagerAccess, kube: kube::Client) -> Arc<dyn JobManagerClient> {
+    match access {
+        JobManagerAccess::Service => Arc::new(RestClient::new(ServiceTransport::default())),
+        JobManagerAccess::Proxy => Arc::new(RestClient::new(ProxyTransport::new(kube))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::ApiServerVerifier;
+    use http::Response;
+    use kube::client::Body;
+
+    fn details() -> JobDetails {
+        serde_json::from_value(serde_json::json!({
+            "id": "orders", "name": "orders", "state": "running", "parallelism": 2, "max_parallelism": 128,
+            "start_time": 0, "checkpoints": { "latest": null }, "deployment": "1-20261121120000",
+        }))
+        .unwrap()
+    }
+
+    /// Answers each request the proxy client sends, after checking its method, path and body.
+    async fn answer(
+        verifier: &mut ApiServerVerifier,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        status: StatusCode,
+        answer: Vec<u8>,
+    ) {
+        let (request, send) = verifier.next().await.expect("a request");
+        assert_eq!((request.method(), request.uri().path()), (&method, path));
+        let sent = request.into_body().collect_bytes().await.unwrap();
+        match body {
+            Some(expected) => assert_eq!(serde_json::from_slice::<serde_json::Value>(&sent).unwrap(), expected),
+            None => assert!(sent.is_empty(), "a GET sends no body"),
+        }
+        send.send_response(Response::builder().status(status).body(Body::from(answer)).unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_proxy_client_reads_typed_answers_and_the_jobmanagers_refusals() {
+        let (kube, mut verifier) = ApiServerVerifier::pair();
+        let client = RestClient::new(ProxyTransport::new(kube));
+        let job = StreamJob::test();
+        let proxy = "/api/v1/namespaces/weir/services/orders-jobmanager:rest/proxy/v1/jobs/orders";
+        let ok = StatusCode::OK;
+
+        let (got, ()) = tokio::join!(client.job(&job), async {
+            answer(&mut verifier, Method::GET, proxy, None, ok, serde_json::to_vec(&details()).unwrap()).await
+        });
+        assert_eq!(got.unwrap(), details());
+
+        let stop = SavepointRequest { stop: true, ..Default::default() };
+        let trigger = serde_json::to_vec(&TriggerResponse { trigger_id: "sp-trigger-1".into() }).unwrap();
+        let (got, ()) = tokio::join!(client.trigger_savepoint(&job, stop), async {
+            let body = Some(serde_json::json!({ "stop": true, "drain": false }));
+            answer(&mut verifier, Method::POST, &format!("{proxy}/savepoints"), body, StatusCode::ACCEPTED, trigger)
+                .await
+        });
+        assert_eq!(got.unwrap().trigger_id, "sp-trigger-1");
+
+        let done = serde_json::to_vec(&SavepointStatus::Completed { path: "s3://weir/sp-1".into() }).unwrap();
+        let (got, ()) = tokio::join!(client.savepoint_status(&job, "sp-trigger-1"), async {
+            answer(&mut verifier, Method::GET, &format!("{proxy}/savepoints/sp-trigger-1"), None, ok, done).await
+        });
+        assert_eq!(got.unwrap(), SavepointStatus::Completed { path: "s3://weir/sp-1".into() });
+
+        let refusal = serde_json::to_vec(&ErrorBody { error: "the job is not running".into() }).unwrap();
+        let (got, ()) = tokio::join!(client.trigger_savepoint(&job, SavepointRequest::default()), async {
+            let body = Some(serde_json::json!({ "stop": false, "drain": false }));
+            answer(&mut verifier, Method::POST, &format!("{proxy}/savepoints"), body, StatusCode::CONFLICT, refusal)
+                .await
+        });
+        let e = got.unwrap_err();
+        assert!(
+            matches!(&e, JobManagerError::Refused { status: StatusCode::CONFLICT, message, .. } if message == "the job is not running"),
+            "{e}"
+        );
+
+        let (got, ()) = tokio::join!(client.job(&job), async {
+            answer(&mut verifier, Method::GET, proxy, None, ok, br#"{"state":"sleeping"}"#.to_vec()).await
+        });
+        assert!(matches!(got, Err(JobManagerError::Malformed { .. })), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_jobmanager_that_does_not_answer_times_out() {
+        let (kube, _verifier) = ApiServerVerifier::pair();
+        let client = RestClient::new(ProxyTransport::new(kube)).with_timeout(Duration::from_millis(50));
+        let e = client.job(&StreamJob::test()).await.unwrap_err();
+        assert!(matches!(e, JobManagerError::Timeout { .. }), "{e}");
+        assert!(e.to_string().ends_with("no answer within 50ms"), "{e}");
+    }
+
+    #[test]
+    fn the_service_transport_addresses_the_jobs_service() {
+        let url = ServiceTransport::default().url("weir", "orders-jobmanager", &paths::job("orders"));
+        assert_eq!(url, format!("http://orders-jobmanager.weir.svc:{REST_PORT}/v1/jobs/orders"));
+    }
+}

@@ -1,0 +1,580 @@
+//! The JobManager's REST API as types: one request or response per endpoint.
+//!
+//! The REST server (`weir-rest`) serialises these; the operator, the CLI and
+//! tests deserialise them. A field renamed here changes the server and every
+//! caller at once, and fails to compile where it is used, instead of reading
+//! `null` in a pod. The JSON is DESIGN.md's "JobManager REST API", which tests
+//! outside this repository read too: every field name and shape below is part
+//! of that contract (the tests at the end of this file pin them).
+//!
+//! | method and path | request | answer |
+//! |---|---|---|
+//! | `GET /v1/jobs` | | [`JobList`] |
+//! | `GET /v1/jobs/{job}` | | [`JobDetails`] |
+//! | `GET /v1/jobs/{job}/checkpoints` | | [`CheckpointHistory`] |
+//! | `POST /v1/jobs/{job}/savepoints` | [`SavepointRequest`] | `202` [`TriggerResponse`] |
+//! | `GET /v1/jobs/{job}/savepoints/{trigger_id}` | | [`SavepointStatus`] |
+//! | `POST /v1/jobs/{job}/rescale` | [`RescaleRequest`] | `202` [`TriggerResponse`] |
+//! | `GET /healthz` | | [`Health`] |
+//! | any, when it fails | | [`ErrorBody`] with a 4xx or 5xx status |
+//!
+//! [`paths`] builds the paths, so that callers spell them one way.
+//!
+//! Answers are read leniently: a field an older JobManager did not send yet
+//! (`subtasks`, `deployment`, ...) reads as empty, and fields a newer one adds
+//! are ignored. Requests are read strictly (an unknown field is refused).
+//!
+//! ```
+//! use weir_api::rest::{JobState, SavepointStatus};
+//!
+//! let answer = r#"{"status":"completed","path":"s3://weir/cp/j/savepoints/sp-3"}"#;
+//! let status: SavepointStatus = serde_json::from_str(answer).unwrap();
+//! assert_eq!(status, SavepointStatus::Completed { path: "s3://weir/cp/j/savepoints/sp-3".into() });
+//! assert_eq!(serde_json::to_string(&SavepointStatus::InProgress).unwrap(), r#"{"status":"in_progress"}"#);
+//! assert_eq!(JobState::Running.to_string(), "running");
+//! ```
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The lifecycle of a job on its JobManager, as `state` in the API names it.
+///
+/// Which state follows which is the JobManager's business: its events
+/// implement [`JobTransition`], with the one table of legal transitions
+/// (`weir_cluster::state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Not deployed yet (waiting for slots).
+    Created,
+    Running,
+    /// Failed over, or rescaling: waiting for the restart delay and for slots.
+    Restarting,
+    /// Failed and out of restarts.
+    Failed,
+    /// Being torn down on request.
+    Cancelling,
+    Cancelled,
+    /// Every task ended: the input was exhausted, or a stop-with-savepoint.
+    Finished,
+}
+
+impl JobState {
+    /// Whether the job is over: nothing moves it out of this state.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Failed | JobState::Cancelled | JobState::Finished)
+    }
+
+    /// The state after `event`, or why the event cannot happen now.
+    pub fn transition<E: JobTransition>(self, event: E) -> Result<JobState, E::Error> {
+        event.apply(self)
+    }
+
+    /// The name the API gives the state (`running`, `failed`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Created => "created",
+            JobState::Running => "running",
+            JobState::Restarting => "restarting",
+            JobState::Failed => "failed",
+            JobState::Cancelling => "cancelling",
+            JobState::Cancelled => "cancelled",
+            JobState::Finished => "finished",
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something that happens to a job and moves it from one [`JobState`] to the
+/// next: the JobManager's events, which carry the table of legal transitions.
+pub trait JobTransition {
+    /// Why the event cannot happen in a state.
+    type Error;
+    /// The state after this event happens to a job in state `from`.
+    fn apply(self, from: JobState) -> Result<JobState, Self::Error>;
+}
+
+/// `GET /v1/jobs`: the jobs this JobManager runs (one).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobSummary>,
+}
+
+/// One job of a [`JobList`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// The job's id in paths: its name.
+    pub id: String,
+    pub name: String,
+    pub state: JobState,
+}
+
+/// `GET /v1/jobs/{job}`: the job, its vertices with their metrics, the edges
+/// between them, its TaskManagers and its latest checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobDetails {
+    /// The job's id in paths: its name.
+    pub id: String,
+    pub name: String,
+    pub state: JobState,
+    pub parallelism: u32,
+    pub max_parallelism: u32,
+    /// When the job started, in epoch milliseconds.
+    pub start_time: i64,
+    /// Every vertex (operator) of the job, chain by chain, in the order of the graph.
+    #[serde(default)]
+    pub vertices: Vec<Vertex>,
+    #[serde(default)]
+    pub edges: Vec<Edge>,
+    #[serde(default)]
+    pub checkpoints: LatestCheckpoint,
+    #[serde(default)]
+    pub taskmanagers: Vec<TaskManager>,
+    /// Restarts (failovers and rescales) since the JobManager started.
+    #[serde(default)]
+    pub restarts: u32,
+    /// Why the job failed, once it has.
+    #[serde(default)]
+    pub failure: Option<String>,
+    /// The snapshot the job's current run started from; `None`: a fresh start.
+    #[serde(default)]
+    pub restored_from: Option<String>,
+    /// The deployment the answering JobManager belongs to (`--deployment-id`), when it was given one.
+    #[serde(default)]
+    pub deployment: Option<String>,
+}
+
+/// One vertex of a [`JobDetails`]: an operator, the chain it runs in, and its metrics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Vertex {
+    /// The operator's uid.
+    pub id: String,
+    pub name: String,
+    pub parallelism: u32,
+    /// The index of the chain (the task) the vertex runs in; vertices of one chain share their metrics.
+    pub chain: u32,
+    /// Over the chain's subtasks: record rates and counts summed, time rates the
+    /// maximum, the watermark the minimum (Flink's aggregation).
+    pub metrics: Metrics,
+    /// Each subtask's own metrics.
+    #[serde(default)]
+    pub subtasks: Vec<SubtaskMetrics>,
+}
+
+/// The metrics of one subtask of a [`Vertex`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubtaskMetrics {
+    /// The subtask's index, from 0.
+    pub subtask: u32,
+    pub metrics: Metrics,
+}
+
+/// Rates (per second, over the last sample) and counts, of a vertex or of one
+/// of its subtasks; the time rates follow Flink's `busyTimeMsPerSecond`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub records_in_per_s: f64,
+    pub records_out_per_s: f64,
+    /// Milliseconds of each second spent processing (at most 1000).
+    pub busy_ms_per_s: f64,
+    /// Milliseconds of each second blocked by downstream (at most 1000).
+    pub backpressured_ms_per_s: f64,
+    /// Milliseconds of each second waiting for input (at most 1000).
+    pub idle_ms_per_s: f64,
+    /// Records waiting at the source (Kafka lag, ...); `None` when unknown.
+    #[serde(default)]
+    pub pending_records: Option<i64>,
+    /// The event-time watermark, in epoch milliseconds.
+    pub current_watermark: i64,
+    pub records_in: u64,
+    pub records_out: u64,
+    /// Records that came after their window closed.
+    pub late_records: u64,
+}
+
+/// An edge of the job graph: between chains with a partitioning
+/// (`forward`, `hash`, `rebalance`, ...), or `chained` inside one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Edge {
+    /// The uid of the vertex the records come from.
+    pub from: String,
+    pub to: String,
+    pub ship_strategy: String,
+}
+
+/// The `checkpoints` of a [`JobDetails`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatestCheckpoint {
+    /// The newest completed checkpoint or savepoint; `None` before the first.
+    #[serde(default)]
+    pub latest: Option<CheckpointRef>,
+}
+
+/// A completed checkpoint or savepoint: where it is, and when it completed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRef {
+    pub id: u64,
+    /// Its directory's URI (`…/chk-7` for a checkpoint, `…/savepoints/sp-3` for a savepoint).
+    pub path: String,
+    /// Epoch milliseconds.
+    pub completed_at: i64,
+    pub size_bytes: u64,
+}
+
+impl CheckpointRef {
+    /// Whether it is a checkpoint (`…/chk-N`) rather than a savepoint.
+    pub fn is_checkpoint(&self) -> bool {
+        self.path.contains("/chk-")
+    }
+}
+
+/// A TaskManager of a [`JobDetails`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskManager {
+    pub id: String,
+    /// Where its data plane listens (`host:port`).
+    pub data_address: String,
+    pub slots: u32,
+    pub slots_used: u32,
+    pub last_heartbeat_ms_ago: u64,
+}
+
+/// `GET /v1/jobs/{job}/checkpoints`: the latest completed snapshot and every
+/// finished checkpoint and savepoint, oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointHistory {
+    #[serde(default)]
+    pub latest: Option<CheckpointRef>,
+    #[serde(default)]
+    pub history: Vec<CheckpointStats>,
+}
+
+/// A finished (completed or failed) checkpoint or savepoint of a [`CheckpointHistory`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointStats {
+    pub id: u64,
+    pub kind: SnapshotKind,
+    pub status: CheckpointStatus,
+    pub path: String,
+    /// Epoch milliseconds.
+    pub triggered_at: i64,
+    pub duration_ms: i64,
+    pub size_bytes: u64,
+    /// Why it failed, when it did.
+    #[serde(default)]
+    pub failure: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotKind {
+    Checkpoint,
+    Savepoint,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckpointStatus {
+    Completed,
+    Failed,
+}
+
+/// `POST /v1/jobs/{job}/savepoints`: take a savepoint. No body is the same as `{}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavepointRequest {
+    /// Another directory than the job's `savepoints/` (not supported yet: refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// Stop the job once the savepoint is taken (Flink's stop-with-savepoint).
+    #[serde(default)]
+    pub stop: bool,
+    /// With `stop`: first let every window and timer fire (end-of-time watermark).
+    #[serde(default)]
+    pub drain: bool,
+}
+
+/// `POST /v1/jobs/{job}/rescale`: a savepoint, then a restart at `parallelism` from it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RescaleRequest {
+    pub parallelism: u32,
+}
+
+/// The `202` answer to a savepoint or a rescale: follow it at
+/// `GET /v1/jobs/{job}/savepoints/{trigger_id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerResponse {
+    pub trigger_id: String,
+}
+
+/// `GET /v1/jobs/{job}/savepoints/{trigger_id}`: how a savepoint (or a rescale) went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SavepointStatus {
+    InProgress,
+    /// Taken: its directory's URI.
+    Completed {
+        path: String,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+/// `GET /healthz` while the job has not failed (after it failed: `503` and an [`ErrorBody`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: HealthStatus,
+    pub state: JobState,
+}
+
+/// The `status` of a [`Health`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+}
+
+/// The body of every error answer: one sentence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// The API's paths, one way to spell each.
+pub mod paths {
+    /// `GET`: [`JobList`](super::JobList).
+    pub const JOBS: &str = "/v1/jobs";
+    /// `GET`: [`Health`](super::Health).
+    pub const HEALTH: &str = "/healthz";
+
+    /// `GET`: [`JobDetails`](super::JobDetails).
+    pub fn job(job: &str) -> String {
+        format!("{JOBS}/{job}")
+    }
+
+    /// `GET`: [`CheckpointHistory`](super::CheckpointHistory).
+    pub fn checkpoints(job: &str) -> String {
+        format!("{JOBS}/{job}/checkpoints")
+    }
+
+    /// `POST`: [`SavepointRequest`](super::SavepointRequest).
+    pub fn savepoints(job: &str) -> String {
+        format!("{JOBS}/{job}/savepoints")
+    }
+
+    /// `GET`: [`SavepointStatus`](super::SavepointStatus).
+    pub fn savepoint(job: &str, trigger_id: &str) -> String {
+        format!("{JOBS}/{job}/savepoints/{trigger_id}")
+    }
+
+    /// `POST`: [`RescaleRequest`](super::RescaleRequest).
+    pub fn rescale(job: &str) -> String {
+        format!("{JOBS}/{job}/rescale")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn metrics(busy: f64) -> Metrics {
+        Metrics {
+            records_in_per_s: 10.0,
+            records_out_per_s: 20.0,
+            busy_ms_per_s: busy,
+            backpressured_ms_per_s: 0.0,
+            idle_ms_per_s: 1000.0 - busy,
+            pending_records: None,
+            current_watermark: 1_700_000_000_000,
+            records_in: 100,
+            records_out: 200,
+            late_records: 0,
+        }
+    }
+
+    fn details() -> JobDetails {
+        JobDetails {
+            id: "orders".into(),
+            name: "orders".into(),
+            state: JobState::Running,
+            parallelism: 2,
+            max_parallelism: 128,
+            start_time: 1_700_000_000_000,
+            vertices: vec![Vertex {
+                id: "source".into(),
+                name: "datagen".into(),
+                parallelism: 2,
+                chain: 0,
+                metrics: metrics(600.0),
+                subtasks: vec![
+                    SubtaskMetrics { subtask: 0, metrics: metrics(600.0) },
+                    SubtaskMetrics { subtask: 1, metrics: metrics(400.0) },
+                ],
+            }],
+            edges: vec![Edge { from: "source".into(), to: "window".into(), ship_strategy: "hash".into() }],
+            checkpoints: LatestCheckpoint {
+                latest: Some(CheckpointRef {
+                    id: 7,
+                    path: "file:///cp/orders/chk-7".into(),
+                    completed_at: 5,
+                    size_bytes: 9,
+                }),
+            },
+            taskmanagers: vec![TaskManager {
+                id: "tm-1".into(),
+                data_address: "10.0.0.1:6124".into(),
+                slots: 2,
+                slots_used: 2,
+                last_heartbeat_ms_ago: 300,
+            }],
+            restarts: 1,
+            failure: None,
+            restored_from: Some("file:///cp/orders/savepoints/sp-1".into()),
+            deployment: None,
+        }
+    }
+
+    /// The job's document as DESIGN.md and the REST server's `json!` gave it,
+    /// key for key and in the same order, plus the per-subtask metrics.
+    #[test]
+    fn job_details_keep_every_field_name_and_shape() {
+        let m = |busy: f64| {
+            json!({
+                "records_in_per_s": 10.0, "records_out_per_s": 20.0, "busy_ms_per_s": busy,
+                "backpressured_ms_per_s": 0.0, "idle_ms_per_s": 1000.0 - busy, "pending_records": null,
+                "current_watermark": 1_700_000_000_000_i64, "records_in": 100, "records_out": 200, "late_records": 0,
+            })
+        };
+        let expected = json!({
+            "id": "orders", "name": "orders", "state": "running", "parallelism": 2, "max_parallelism": 128,
+            "start_time": 1_700_000_000_000_i64,
+            "vertices": [{
+                "id": "source", "name": "datagen", "parallelism": 2, "chain": 0, "metrics": m(600.0),
+                "subtasks": [{ "subtask": 0, "metrics": m(600.0) }, { "subtask": 1, "metrics": m(400.0) }],
+            }],
+            "edges": [{ "from": "source", "to": "window", "ship_strategy": "hash" }],
+            "checkpoints": { "latest": { "id": 7, "path": "file:///cp/orders/chk-7", "completed_at": 5, "size_bytes": 9 } },
+            "taskmanagers": [{
+                "id": "tm-1", "data_address": "10.0.0.1:6124", "slots": 2, "slots_used": 2, "last_heartbeat_ms_ago": 300,
+            }],
+            "restarts": 1, "failure": null, "restored_from": "file:///cp/orders/savepoints/sp-1", "deployment": null,
+        });
+        let actual = serde_json::to_value(details()).unwrap();
+        assert_eq!(actual, expected);
+        let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&actual), keys(&expected), "the keys in the order the server always wrote them");
+        assert_eq!(serde_json::from_value::<JobDetails>(actual).unwrap(), details());
+    }
+
+    #[test]
+    fn an_older_jobmanagers_answer_reads_with_empty_defaults() {
+        let old = json!({
+            "id": "orders", "name": "orders", "state": "restarting", "parallelism": 2, "max_parallelism": 128,
+            "start_time": 0, "checkpoints": { "latest": null }, "something_newer": [1, 2],
+        });
+        let d: JobDetails = serde_json::from_value(old).unwrap();
+        assert_eq!(
+            (d.state, d.vertices.len(), d.checkpoints.latest, d.deployment),
+            (JobState::Restarting, 0, None, None)
+        );
+    }
+
+    #[test]
+    fn the_other_answers_keep_their_shapes() {
+        let cases = [
+            (
+                serde_json::to_value(JobList {
+                    jobs: vec![JobSummary { id: "j".into(), name: "j".into(), state: JobState::Finished }],
+                }),
+                json!({ "jobs": [{ "id": "j", "name": "j", "state": "finished" }] }),
+            ),
+            (
+                serde_json::to_value(CheckpointHistory {
+                    latest: None,
+                    history: vec![CheckpointStats {
+                        id: 3,
+                        kind: SnapshotKind::Savepoint,
+                        status: CheckpointStatus::Failed,
+                        path: "file:///cp/j/savepoints/sp-3".into(),
+                        triggered_at: 10,
+                        duration_ms: 4,
+                        size_bytes: 0,
+                        failure: Some("disk full".into()),
+                    }],
+                }),
+                json!({ "latest": null, "history": [{
+                    "id": 3, "kind": "savepoint", "status": "failed", "path": "file:///cp/j/savepoints/sp-3",
+                    "triggered_at": 10, "duration_ms": 4, "size_bytes": 0, "failure": "disk full",
+                }] }),
+            ),
+            (
+                serde_json::to_value(TriggerResponse { trigger_id: "sp-trigger-1".into() }),
+                json!({ "trigger_id": "sp-trigger-1" }),
+            ),
+            (serde_json::to_value(SavepointStatus::InProgress), json!({ "status": "in_progress" })),
+            (
+                serde_json::to_value(SavepointStatus::Completed { path: "s3://b/sp-1".into() }),
+                json!({ "status": "completed", "path": "s3://b/sp-1" }),
+            ),
+            (
+                serde_json::to_value(SavepointStatus::Failed { error: "timed out".into() }),
+                json!({ "status": "failed", "error": "timed out" }),
+            ),
+            (
+                serde_json::to_value(Health { status: HealthStatus::Ok, state: JobState::Running }),
+                json!({ "status": "ok", "state": "running" }),
+            ),
+            (
+                serde_json::to_value(ErrorBody { error: "no job `x` here".into() }),
+                json!({ "error": "no job `x` here" }),
+            ),
+        ];
+        for (actual, expected) in cases {
+            assert_eq!(actual.unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn requests_read_as_the_server_always_read_them() {
+        let empty: SavepointRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty, SavepointRequest::default());
+        let stop: SavepointRequest = serde_json::from_str(r#"{"stop": true, "drain": true, "dir": null}"#).unwrap();
+        assert_eq!(stop, SavepointRequest { dir: None, stop: true, drain: true });
+        assert!(serde_json::from_str::<SavepointRequest>(r#"{"stpo": true}"#).is_err(), "a typo is refused");
+        assert_eq!(
+            serde_json::to_value(SavepointRequest { stop: true, ..Default::default() }).unwrap(),
+            json!({ "stop": true, "drain": false })
+        );
+        let rescale: RescaleRequest = serde_json::from_str(r#"{"parallelism": 3}"#).unwrap();
+        assert_eq!(rescale, RescaleRequest { parallelism: 3 });
+        assert!(serde_json::from_str::<RescaleRequest>(r#"{"parallelism": -1}"#).is_err());
+    }
+
+    #[test]
+    fn job_states_are_named_as_design_md_names_them() {
+        let all = [
+            JobState::Created,
+            JobState::Running,
+            JobState::Restarting,
+            JobState::Failed,
+            JobState::Cancelling,
+            JobState::Cancelled,
+            JobState::Finished,
+        ];
+        for s in all {
+            assert_eq!(serde_json::to_value(s).unwrap(), json!(s.to_string()));
+            assert_eq!(serde_json::from_value::<JobState>(json!(s.as_str())).unwrap(), s);
+            assert_eq!(s.is_terminal(), matches!(s, JobState::Failed | JobState::Cancelled | JobState::Finished));
+        }
+        assert_eq!(paths::savepoint("j", "sp-trigger-1"), "/v1/jobs/j/savepoints/sp-trigger-1");
+    }
+}

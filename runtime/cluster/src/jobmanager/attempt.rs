@@ -1,0 +1,301 @@
+//! What the event loop does with attempts.
+//!
+//! An *attempt* is one deployment of the job. Everything an attempt's tasks
+//! send carries its number, so that a straggler of a cancelled attempt is
+//! recognised and ignored. A failure (a task, a channel, a TaskManager's
+//! connection or heartbeat, checkpoints beyond tolerance) cancels the
+//! attempt everywhere; the restart strategy says when the next one starts,
+//! from the latest completed checkpoint, as soon as there are enough slots.
+//! A rescale is a stop-with-savepoint, then an attempt at the new parallelism
+//! from that savepoint.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crossbeam_channel::Sender;
+use weir_core::checkpoint::coordinator::{Command, Coordinator, SavepointRequest};
+
+use super::Reply;
+use super::event_loop::{JobLoop, Request};
+use super::job::{Plan, open};
+use crate::protocol::{Deployment, JobSpec, ToTaskManager};
+use crate::schedule;
+use crate::state::{JobEvent, JobState};
+
+/// One deployment of the job.
+pub(super) struct Attempt {
+    pub id: u64,
+    /// The TaskManagers (by connection) and the `(chain, subtask)` pairs each runs.
+    pub assignment: BTreeMap<u64, HashSet<(usize, usize)>>,
+    /// The TaskManagers whose tasks all ended.
+    pub finished: HashSet<u64>,
+    pub coordinator: Option<Coordinator>,
+}
+
+/// A rescale under way: first its savepoint, then the redeployment.
+pub(super) struct PendingRescale {
+    pub parallelism: usize,
+    pub savepoint: Reply,
+    /// The savepoint, once taken.
+    pub path: Option<String>,
+    pub reply: Sender<Result<String, String>>,
+}
+
+impl JobLoop {
+    pub(super) fn on_request(&mut self, request: Request) {
+        match request {
+            Request::Savepoint { stop, drain, reply } => self.savepoint(SavepointRequest::new(stop, drain, reply)),
+            Request::Rescale { parallelism, reply } => self.start_rescale(parallelism, reply),
+            Request::Cancel => {
+                if let Some(a) = self.attempt.take() {
+                    self.cancel_attempt(&a);
+                }
+                self.transition(JobEvent::CancelRequested);
+                self.transition(JobEvent::Cancelled);
+            }
+        }
+    }
+
+    /// Hands a savepoint request to the running attempt's coordinator.
+    fn savepoint(&mut self, request: SavepointRequest) {
+        let refuse = |why: String| {
+            let _ = request.reply.send(Err(why));
+        };
+        match self.attempt.as_mut().filter(|_| self.state == JobState::Running) {
+            None => refuse(format!("the job is {}, not running", self.state)),
+            Some(a) => match a.coordinator.as_mut() {
+                None => refuse("savepoints need checkpointing to be configured (a checkpoint directory)".into()),
+                Some(c) => c.request_savepoint(request),
+            },
+        }
+    }
+
+    /// Takes the rescale's stop-with-savepoint; the redeployment follows once every task ended.
+    fn start_rescale(&mut self, parallelism: usize, reply: Sender<Result<String, String>>) {
+        let refuse = |why: String| {
+            let _ = reply.send(Err(why));
+        };
+        if parallelism == 0 || parallelism > self.plan.max_parallelism as usize {
+            return refuse(format!(
+                "parallelism must be between 1 and the max parallelism {}, not {parallelism}",
+                self.plan.max_parallelism
+            ));
+        }
+        if self.rescale.is_some() {
+            return refuse("a rescale is already in progress".into());
+        }
+        let Some(c) =
+            self.attempt.as_mut().filter(|_| self.state == JobState::Running).and_then(|a| a.coordinator.as_mut())
+        else {
+            return refuse(format!("rescaling needs a running job with checkpointing (the job is {})", self.state));
+        };
+        let (tx, savepoint) = crossbeam_channel::bounded(1);
+        c.request_savepoint(SavepointRequest::new(true, false, tx));
+        self.rescale = Some(PendingRescale { parallelism, savepoint, path: None, reply });
+    }
+
+    pub(super) fn on_rescale_savepoint(&mut self, result: Result<String, String>) {
+        let Some(r) = self.rescale.as_mut() else { return };
+        match result {
+            Ok(path) => r.path = Some(path), // the job now stops; it is redeployed once every task ended
+            Err(e) => {
+                let r = self.rescale.take().expect("a rescale");
+                let _ = r.reply.send(Err(format!("the savepoint failed: {e}")));
+            }
+        }
+    }
+
+    /// Every TaskManager of the attempt reported its tasks ended.
+    pub(super) fn attempt_ended(&mut self) {
+        let a = self.attempt.take().expect("an attempt");
+        if let Some(c) = &a.coordinator {
+            self.history.extend(c.history.iter().cloned());
+        }
+        match self.rescale.take_if(|r| r.path.is_some()) {
+            Some(r) => self.rescale_from_savepoint(r),
+            None => self.transition(JobEvent::AllTasksEnded),
+        }
+    }
+
+    /// The job stopped with the rescale's savepoint: plans it at the new
+    /// parallelism, from the savepoint. Never a silent fresh start: a
+    /// savepoint that cannot be opened fails the job.
+    fn rescale_from_savepoint(&mut self, r: PendingRescale) {
+        let path = r.path.clone().expect("a savepoint");
+        let spec = JobSpec { parallelism: r.parallelism, ..self.config.spec.clone() };
+        let plan = match Plan::of(&spec, self.builder.as_ref()) {
+            Ok(plan) => plan.deployed_as(self.config.deployment.clone()),
+            Err(e) => return self.rescale_failed(&r, e.clone(), format!("rescale to {}: {e}", r.parallelism)),
+        };
+        tracing::info!("rescaling to parallelism {} from {path}", r.parallelism);
+        let point = match open(self.builder.as_ref(), &spec, &plan, Some(&path))
+            .and_then(|p| p.ok_or_else(|| "no snapshot there".to_string()))
+        {
+            Ok(point) => point,
+            Err(e) => {
+                let why = format!("rescale to {}: the savepoint {path} cannot be restored: {e}", r.parallelism);
+                return self.rescale_failed(&r, why.clone(), why);
+            }
+        };
+        self.restore = Some(point);
+        self.config.spec = spec;
+        self.plan = plan;
+        let mut view = self.view.lock().expect("view poisoned");
+        view.parallelism = r.parallelism;
+        view.layout = self.plan.layout.clone();
+        view.metrics = self.plan.empty_metrics();
+        drop(view);
+        self.transition(JobEvent::Redeploy);
+        self.restart_at = self.clock.now();
+        self.rescale = Some(PendingRescale { path: Some(path), ..r });
+    }
+
+    /// The rescale cannot go on: the caller hears `answer`, and the job fails with `failure`.
+    fn rescale_failed(&mut self, r: &PendingRescale, answer: String, failure: String) {
+        let _ = r.reply.send(Err(answer));
+        self.failure = Some(failure);
+        self.transition(JobEvent::GaveUp);
+    }
+
+    pub(super) fn cancel_attempt(&mut self, a: &Attempt) {
+        for &conn in a.assignment.keys() {
+            self.send(conn, &ToTaskManager::Cancel { attempt: a.id });
+        }
+    }
+
+    /// Cancels the attempt and restarts the job as the strategy allows.
+    pub(super) fn fail_over(&mut self, reason: String) {
+        tracing::warn!("job {} failed: {reason}", self.config.spec.name);
+        if let Some(a) = self.attempt.take() {
+            self.cancel_attempt(&a);
+            if let Some(c) = &a.coordinator {
+                self.history.extend(c.history.iter().cloned());
+            }
+        }
+        if let Some(r) = self.rescale.take() {
+            match r.path {
+                // The savepoint is there: the rescale goes on from it.
+                Some(_) => self.rescale = Some(r),
+                None => {
+                    let _ = r.reply.send(Err(format!("the job failed during the rescale: {reason}")));
+                }
+            }
+        }
+        if self.state == JobState::Cancelling {
+            return;
+        }
+        let ran = self.clock.now().duration_since(self.deployed_at);
+        match self.restarts.on_failure(ran) {
+            Some(delay) => self.restart_after(delay, reason),
+            None => {
+                self.failure = Some(reason);
+                self.transition(JobEvent::GaveUp);
+            }
+        }
+    }
+
+    /// Schedules the next attempt: from the latest completed checkpoint;
+    /// failing that, from where the job started.
+    fn restart_after(&mut self, delay: std::time::Duration, reason: String) {
+        if self.rescale.is_none() && self.plan.checkpointing.is_some() {
+            match open(self.builder.as_ref(), &self.config.spec, &self.plan, None) {
+                Ok(Some(point)) => self.restore = Some(point),
+                Ok(None) => {}
+                Err(e) => {
+                    self.failure = Some(format!("{reason}; and the latest checkpoint cannot be restored: {e}"));
+                    self.transition(JobEvent::GaveUp);
+                    return;
+                }
+            }
+        }
+        tracing::info!(
+            "restarting in {delay:?} (restart {}), from {}",
+            self.restarts.attempts(),
+            self.restore.as_ref().map_or("the start", |r| r.0.as_str())
+        );
+        self.restart_at = self.clock.now() + delay;
+        self.transition(JobEvent::FailedOver);
+    }
+
+    /// Deploys the next attempt once it is due and there are enough slots.
+    pub(super) fn maybe_deploy(&mut self) {
+        if !matches!(self.state, JobState::Created | JobState::Restarting) || self.clock.now() < self.restart_at {
+            return;
+        }
+        let free: Vec<(u64, usize)> = self.tms.iter().map(|(c, t)| (*c, t.slots)).collect();
+        let Some(assignment) = schedule::assign(&self.plan.layout, &free) else { return };
+        let id = self.next_attempt;
+        self.next_attempt += 1;
+        let coordinator = self.coordinator();
+        tracing::info!(
+            "deploying attempt {id} of {} at parallelism {} on {} TaskManagers",
+            self.config.spec.name,
+            self.config.spec.parallelism,
+            assignment.len()
+        );
+        self.deploy(id, &assignment);
+        self.attempt = Some(Attempt { id, assignment, finished: HashSet::new(), coordinator });
+        self.deployed_at = self.clock.now();
+        {
+            let mut view = self.view.lock().expect("view poisoned");
+            view.metrics = self.plan.empty_metrics();
+            view.restored_from = self.restore.as_ref().map(|r| r.0.clone());
+        }
+        self.transition(JobEvent::Deployed);
+        if let Some(r) = self.rescale.take_if(|r| r.path.is_some()) {
+            let _ = r.reply.send(Ok(r.path.expect("a savepoint")));
+        }
+    }
+
+    /// A checkpoint coordinator for the next attempt, with checkpointing.
+    fn coordinator(&self) -> Option<Coordinator> {
+        let cfg = self.plan.checkpointing.as_ref()?;
+        let stored = Coordinator::next_free_id(cfg.storage.as_ref(), &self.config.spec.name).unwrap_or(1);
+        let next_id = stored.max(self.restore.as_ref().map_or(0, |r| r.1 + 1));
+        Some(Coordinator::new(self.plan.shape.clone(), cfg.clone(), next_id, self.clock.now_ms()))
+    }
+
+    /// Sends each TaskManager its share of attempt `id`.
+    fn deploy(&mut self, id: u64, assignment: &BTreeMap<u64, HashSet<(usize, usize)>>) {
+        let peers: Vec<((usize, usize), String)> = assignment
+            .iter()
+            .flat_map(|(conn, set)| set.iter().map(|&s| (s, self.tms[conn].data_addr.clone())))
+            .collect();
+        for (conn, set) in assignment {
+            let deployment = Deployment {
+                attempt: id,
+                spec: self.config.spec.clone(),
+                restore: self.restore.as_ref().map(|r| r.0.clone()),
+                local: set.iter().copied().collect(),
+                peers: peers.clone(),
+            };
+            self.send(*conn, &ToTaskManager::Deploy(Box::new(deployment)));
+        }
+    }
+
+    pub(super) fn tick_coordinator(&mut self) {
+        let now = self.clock.now_ms();
+        let commands = match self.attempt.as_mut().and_then(|a| a.coordinator.as_mut()) {
+            Some(c) => c.tick(now),
+            None => return,
+        };
+        self.dispatch(commands);
+    }
+
+    /// Sends the coordinator's commands to the TaskManagers of the tasks they are for.
+    pub(super) fn dispatch(&mut self, commands: Vec<Command>) {
+        let Some(a) = self.attempt.as_ref().filter(|_| !commands.is_empty()) else { return };
+        let owner: HashMap<(usize, usize), u64> =
+            a.assignment.iter().flat_map(|(conn, set)| set.iter().map(move |&s| (s, *conn))).collect();
+        let attempt = a.id;
+        let (plan, tms, links) = (&self.plan, &self.tms, &mut self.links);
+        let routed = plan.router.route(commands, |task, command| {
+            let Some(conn) = plan.task_of(task).and_then(|s| owner.get(&s)).copied() else { return };
+            if tms.contains_key(&conn) {
+                links.send(conn, &ToTaskManager::Command { attempt, task, command: command.clone() });
+            }
+        });
+        if let Err(reason) = routed {
+            self.fail_over(format!("checkpointing: {reason}"));
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The job as the JobManager plans it: its graph built at one parallelism
+//! (what scheduling and checkpointing need of it), and the snapshots it may
+//! start from.
+
+use weir_api::Restore;
+use weir_core::checkpoint::coordinator::{CheckpointConfig, JobShape};
+use weir_core::checkpoint::metadata::{RestoreError, RestoredSnapshot};
+use weir_core::checkpoint::routing::CommandRouter;
+use weir_core::graph::ChainLayout;
+use weir_core::metrics::MetricsSnapshot;
+
+use super::{JobManagerConfig, JobManagerError};
+use crate::protocol::JobSpec;
+use crate::{BuiltJob, JobBuilder};
+
+/// The job as built at one parallelism: what scheduling and checkpointing need.
+pub(super) struct Plan {
+    pub layout: Vec<ChainLayout>,
+    pub shape: JobShape,
+    /// Which tasks each checkpoint command goes to.
+    pub router: CommandRouter,
+    pub max_parallelism: u32,
+    pub checkpointing: Option<CheckpointConfig>,
+}
+
+impl Plan {
+    /// The plan, with its checkpoints marked as taken by `deployment`.
+    pub fn deployed_as(mut self, deployment: Option<String>) -> Plan {
+        if let Some(cp) = &mut self.checkpointing {
+            cp.deployment = deployment;
+        }
+        self
+    }
+
+    pub fn of(spec: &JobSpec, builder: &dyn JobBuilder) -> Result<Plan, String> {
+        let BuiltJob { graph, checkpointing } = builder.build(spec)?;
+        graph.validate().map_err(|e| e.to_string())?;
+        let layout = graph.layout();
+        Ok(Plan {
+            router: CommandRouter::new(&layout),
+            layout,
+            shape: graph.checkpoint_shape(),
+            max_parallelism: graph.max_parallelism,
+            checkpointing,
+        })
+    }
+
+    pub fn empty_metrics(&self) -> Vec<Vec<MetricsSnapshot>> {
+        self.layout
+            .iter()
+            .map(|c| vec![MetricsSnapshot { pending_records: -1, ..Default::default() }; c.parallelism])
+            .collect()
+    }
+
+    /// The `(chain, subtask)` of task number `task`.
+    pub fn task_of(&self, task: usize) -> Option<(usize, usize)> {
+        self.layout
+            .iter()
+            .enumerate()
+            .find(|(_, c)| (c.first_task..c.first_task + c.parallelism).contains(&task))
+            .map(|(i, c)| (i, task - c.first_task))
+    }
+}
+
+/// A snapshot to restore: its URI and checkpoint id.
+pub(super) type RestorePoint = (String, u64);
+
+/// Where the first attempt starts from: the deployment's own latest
+/// checkpoint when it has one (the JobManager was restarted), else what
+/// `config.restore` says.
+pub(super) fn initial_restore(
+    config: &JobManagerConfig,
+    builder: &dyn JobBuilder,
+    plan: &Plan,
+) -> Result<Option<RestorePoint>, JobManagerError> {
+    let own = own_latest(config, plan).map_err(JobManagerError::Restore)?;
+    let restore = match &config.restore {
+        _ if own.is_some() => own,
+        Restore::Fresh => None,
+        Restore::Snapshot(uri) => Some(
+            open(builder, &config.spec, plan, Some(uri))
+                .map_err(JobManagerError::Restore)?
+                .ok_or_else(|| JobManagerError::Restore(format!("{uri}: no snapshot there")))?,
+        ),
+        Restore::LatestOrFresh if plan.checkpointing.is_none() => None,
+        Restore::Latest | Restore::LatestOrFresh => match open(builder, &config.spec, plan, None) {
+            Ok(Some(r)) => Some(r),
+            Ok(None) if config.restore == Restore::LatestOrFresh => None,
+            Ok(None) => {
+                return Err(JobManagerError::Restore(
+                    "latest: no completed checkpoint or savepoint under the checkpoint directory".into(),
+                ));
+            }
+            Err(e) => return Err(JobManagerError::Restore(e)),
+        },
+    };
+    if let Some(r) = &restore {
+        tracing::info!("restoring from {}", r.0);
+    }
+    Ok(restore)
+}
+
+/// Opens `uri`, or the latest snapshot when `None` (`Ok(None)`: there is none),
+/// and checks that it fits the plan.
+pub(super) fn open(
+    builder: &dyn JobBuilder,
+    spec: &JobSpec,
+    plan: &Plan,
+    uri: Option<&str>,
+) -> Result<Option<RestorePoint>, String> {
+    let snapshot = match uri {
+        Some(uri) => builder.restore(spec, uri)?,
+        None => {
+            let Some(cp) = &plan.checkpointing else {
+                return Err("restoring needs a checkpoint directory".into());
+            };
+            match RestoredSnapshot::latest(cp.storage.clone(), &spec.name) {
+                Ok(s) => s,
+                Err(RestoreError::NoCheckpoint { .. }) => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    let parallelisms: Vec<usize> = plan.shape.operators.values().copied().collect();
+    snapshot.check_compatible(plan.max_parallelism, &parallelisms).map_err(|e| e.to_string())?;
+    Ok(Some((snapshot.uri(), snapshot.metadata.checkpoint_id)))
+}
+
+/// The latest checkpoint when this deployment took it: the JobManager was
+/// restarted within its deployment, and recovers where it left off.
+fn own_latest(config: &JobManagerConfig, plan: &Plan) -> Result<Option<RestorePoint>, String> {
+    let (Some(deployment), Some(cp)) = (&config.deployment, &plan.checkpointing) else { return Ok(None) };
+    let latest = match RestoredSnapshot::latest(cp.storage.clone(), &config.spec.name) {
+        Ok(s) => s,
+        Err(RestoreError::NoCheckpoint { .. }) => return Ok(None),
+        Err(e) => return Err(format!("looking for deployment {deployment}'s own checkpoints: {e}")),
+    };
+    if latest.metadata.deployment.as_deref() != Some(deployment) {
+        return Ok(None);
+    }
+    tracing::info!("deployment {deployment} restarted: recovering from its own latest checkpoint");
+    let parallelisms: Vec<usize> = plan.shape.operators.values().copied().collect();
+    latest.check_compatible(plan.max_parallelism, &parallelisms).map_err(|e| e.to_string())?;
+    Ok(Some((latest.uri(), latest.metadata.checkpoint_id)))
+}

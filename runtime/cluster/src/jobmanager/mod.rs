@@ -1,0 +1,254 @@
+//! The JobManager: schedules the job onto TaskManagers, coordinates its
+//! checkpoints, and restarts it when something dies.
+//!
+//! ```text
+//!  TaskManagers ──TCP──> connection (a thread each) ──Event────┐
+//!  REST API ───────────> JobManager (the handle) ───Request───┤
+//!                                                              v
+//!  TaskManagers <──TaskManagerLinks── event loop (one thread: the job's state, the clock)
+//! ```
+//!
+//! * this module: the public handle ([`JobManager`]), its configuration and
+//!   the views the REST API shows;
+//! * `connection`: accepting TaskManagers, their registration, and the
+//!   sockets behind the loop's links;
+//! * `event_loop`: the thread that owns the job's state and takes, in
+//!   order, what happens; it reaches TaskManagers only through a
+//!   `TaskManagerLinks` and reads time only from a `Clock`, so that its unit
+//!   tests use fake TaskManagers and a manual clock;
+//! * `attempt`: deployments, fail-over, rescale and savepoints;
+//! * `job`: the job as planned at one parallelism, and the snapshot it
+//!   starts from.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use weir_api::Restore;
+use weir_core::checkpoint::coordinator::CheckpointStats;
+use weir_core::graph::ChainLayout;
+use weir_core::metrics::MetricsSnapshot;
+use weir_core::time::now_ms;
+
+use crate::JobBuilder;
+use crate::protocol::JobSpec;
+use crate::restart::RestartStrategy;
+use crate::state::JobState;
+
+mod attempt;
+mod connection;
+mod event_loop;
+mod job;
+#[cfg(test)]
+mod tests;
+
+use connection::{Acceptor, TcpLinks};
+use event_loop::{JobLoop, Request, SystemClock};
+use job::{Plan, RestorePoint};
+
+#[derive(Clone, Debug)]
+pub struct JobManagerConfig {
+    pub spec: JobSpec,
+    pub rpc_bind: SocketAddr,
+    pub heartbeat_interval: Duration,
+    /// A TaskManager silent for this long is lost.
+    pub heartbeat_timeout: Duration,
+    pub restart: RestartStrategy,
+    /// Where the first attempt starts from.
+    pub restore: Restore,
+    /// The deployment's name, given by whoever deploys the job (the operator):
+    /// written into each checkpoint, and when the latest checkpoint is this
+    /// deployment's own, a (re)started JobManager recovers from it instead of
+    /// `restore` (its pod was restarted, not redeployed).
+    pub deployment: Option<String>,
+    /// When the job is over, tell the TaskManagers to shut down. Off where
+    /// whatever runs them restarts a process that exits (Kubernetes): they
+    /// then stay registered and idle until this JobManager goes, and register
+    /// with the next one at once (a rescale's), instead of exiting into a
+    /// restart backoff.
+    pub release_taskmanagers: bool,
+}
+
+impl JobManagerConfig {
+    pub fn new(spec: JobSpec, rpc_bind: SocketAddr) -> Self {
+        JobManagerConfig {
+            spec,
+            rpc_bind,
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(10),
+            restart: RestartStrategy::default(),
+            restore: Restore::Fresh,
+            deployment: None,
+            release_taskmanagers: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobManagerError {
+    #[error("{0}")]
+    Build(String),
+    #[error("cannot restore: {0}")]
+    Restore(String),
+    #[error("cannot listen for TaskManagers on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start the JobManager: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// A TaskManager as the REST API shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TaskManagerView {
+    pub id: String,
+    pub data_address: String,
+    pub slots: usize,
+    pub slots_used: usize,
+    pub last_heartbeat_ms_ago: u64,
+}
+
+/// The job as the REST API shows it; refreshed by the JobManager's thread.
+#[derive(Clone, Debug)]
+pub struct ClusterView {
+    pub name: String,
+    pub state: JobState,
+    pub parallelism: usize,
+    pub max_parallelism: u32,
+    pub start_time: i64,
+    pub layout: Vec<ChainLayout>,
+    /// Per chain, per subtask: the latest metrics a TaskManager sent.
+    pub metrics: Vec<Vec<MetricsSnapshot>>,
+    pub checkpoints: Vec<CheckpointStats>,
+    pub taskmanagers: Vec<TaskManagerView>,
+    pub restarts: u32,
+    /// Why the job failed, once it has.
+    pub failure: Option<String>,
+    /// The snapshot the running attempt started from (`None`: a fresh start).
+    pub restored_from: Option<String>,
+    /// The deployment this JobManager belongs to (`--deployment-id`).
+    pub deployment: Option<String>,
+}
+
+impl ClusterView {
+    /// The view before the first attempt.
+    fn initial(config: &JobManagerConfig, plan: &Plan, restore: Option<&RestorePoint>) -> Self {
+        ClusterView {
+            name: config.spec.name.clone(),
+            state: JobState::Created,
+            parallelism: config.spec.parallelism,
+            max_parallelism: plan.max_parallelism,
+            start_time: now_ms(),
+            layout: plan.layout.clone(),
+            metrics: plan.empty_metrics(),
+            checkpoints: Vec::new(),
+            taskmanagers: Vec::new(),
+            restarts: 0,
+            failure: None,
+            restored_from: restore.map(|r| r.0.clone()),
+            deployment: config.deployment.clone(),
+        }
+    }
+}
+
+/// A running JobManager.
+pub struct JobManager {
+    name: String,
+    rpc_addr: SocketAddr,
+    view: Arc<Mutex<ClusterView>>,
+    requests: Sender<Request>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Savepoint or rescale replies.
+pub type Reply = Receiver<Result<String, String>>;
+
+impl JobManager {
+    /// Builds the job (a bad job is an error here, before anything listens),
+    /// opens the snapshot to start from, and starts serving TaskManagers.
+    pub fn start(config: JobManagerConfig, builder: Arc<dyn JobBuilder>) -> Result<JobManager, JobManagerError> {
+        let plan = Plan::of(&config.spec, builder.as_ref())
+            .map_err(JobManagerError::Build)?
+            .deployed_as(config.deployment.clone());
+        let restore = job::initial_restore(&config, builder.as_ref(), &plan)?;
+        let listener = TcpListener::bind(config.rpc_bind)
+            .map_err(|source| JobManagerError::Bind { addr: config.rpc_bind, source })?;
+        let rpc_addr = listener.local_addr().map_err(JobManagerError::Spawn)?;
+        let (events_tx, events) = crossbeam_channel::unbounded();
+        let (requests, requests_rx) = crossbeam_channel::unbounded::<Request>();
+        let view = Arc::new(Mutex::new(ClusterView::initial(&config, &plan, restore.as_ref())));
+        let links = TcpLinks::default();
+        let acceptor = Acceptor {
+            events: events_tx,
+            links: links.clone(),
+            heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
+            release: config.release_taskmanagers,
+        };
+        std::thread::Builder::new()
+            .name("jm-accept".into())
+            .spawn(move || acceptor.run(listener))
+            .map_err(JobManagerError::Spawn)?;
+        let name = config.spec.name.clone();
+        let job = JobLoop::new(config, builder, plan, restore, view.clone(), Box::new(links), Arc::new(SystemClock));
+        let thread = std::thread::Builder::new()
+            .name("jobmanager".into())
+            .spawn(move || job.run(events, requests_rx))
+            .map_err(JobManagerError::Spawn)?;
+        Ok(JobManager { name, rpc_addr, view, requests, thread: Some(thread) })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where TaskManagers register.
+    pub fn rpc_addr(&self) -> SocketAddr {
+        self.rpc_addr
+    }
+
+    pub fn view(&self) -> ClusterView {
+        self.view.lock().expect("view poisoned").clone()
+    }
+
+    /// Takes a savepoint (then stops the job, with `stop`); the reply is its URI.
+    pub fn savepoint(&self, stop: bool, drain: bool) -> Result<Reply, String> {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.requests.send(Request::Savepoint { stop, drain, reply }).map_err(|_| "the job has ended".to_string())?;
+        Ok(rx)
+    }
+
+    /// Takes a savepoint and restarts the job from it at `parallelism`; the
+    /// reply (the savepoint's URI) comes once the job runs at the new parallelism.
+    pub fn rescale(&self, parallelism: usize) -> Result<Reply, String> {
+        let view = self.view();
+        if parallelism == 0 || parallelism > view.max_parallelism as usize {
+            return Err(format!(
+                "parallelism must be between 1 and the max parallelism {}, not {parallelism}",
+                view.max_parallelism
+            ));
+        }
+        if view.state != JobState::Running {
+            return Err(format!("rescaling needs a running job (the job is {})", view.state));
+        }
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.requests.send(Request::Rescale { parallelism, reply }).map_err(|_| "the job has ended".to_string())?;
+        Ok(rx)
+    }
+
+    /// Cancels the job: every task ends at once, without a savepoint.
+    pub fn cancel(&self) {
+        let _ = self.requests.send(Request::Cancel);
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Waits for the job to end (TaskManagers are told to shut down); its final view.
+    pub fn wait(mut self) -> ClusterView {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.view()
+    }
+}

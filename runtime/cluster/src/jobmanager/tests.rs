@@ -1,0 +1,389 @@
+//! Unit tests of the JobManager's event loop: fake TaskManagers (events on
+//! a channel in, recorded messages out) and a manual clock; no socket, no sleep.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use weir_core::checkpoint::coordinator::{CheckpointConfig, Command, TaskReport};
+use weir_core::checkpoint::metadata::RestoredSnapshot;
+use weir_core::checkpoint::storage::{CheckpointStorage, LocalStorage};
+use weir_core::exchange::Partitioning;
+use weir_core::graph::JobGraph;
+use weir_core::metrics::MetricsSnapshot;
+use weir_core::source::Source;
+use weir_core::time::Timestamp;
+
+use super::event_loop::{Clock, Event, JobLoop, Request, TaskManagerLinks, Turn};
+use super::job::Plan;
+use super::{ClusterView, JobManagerConfig, Reply};
+use crate::frame;
+use crate::protocol::{Deployment, JobSpec, ToJobManager, ToTaskManager};
+use crate::restart::RestartStrategy;
+use crate::state::JobState;
+use crate::{BuiltJob, JobBuilder};
+
+/// Time that moves only when a test says so.
+struct ManualClock {
+    start: Instant,
+    elapsed: Mutex<Duration>,
+}
+
+impl ManualClock {
+    fn advance(&self, by: Duration) {
+        *self.elapsed.lock().unwrap() += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        self.start + *self.elapsed.lock().unwrap()
+    }
+
+    fn now_ms(&self) -> Timestamp {
+        1_700_000_000_000 + self.elapsed.lock().unwrap().as_millis() as Timestamp
+    }
+}
+
+/// TaskManager links that record what the loop sends (each message a copy,
+/// through the wire format) and which connections it closes.
+#[derive(Clone, Default)]
+struct FakeLinks {
+    sent: Arc<Mutex<Vec<(u64, ToTaskManager)>>>,
+    closed: Arc<Mutex<Vec<u64>>>,
+}
+
+impl TaskManagerLinks for FakeLinks {
+    fn send(&mut self, conn: u64, message: &ToTaskManager) {
+        let mut wire = Vec::new();
+        frame::send(&mut wire, message).unwrap();
+        let copy = frame::recv(&mut wire.as_slice(), &mut Vec::new()).unwrap();
+        self.sent.lock().unwrap().push((conn, copy));
+    }
+
+    fn close(&mut self, conn: u64) {
+        self.closed.lock().unwrap().push(conn);
+    }
+}
+
+/// A checkpoint directory of its own, removed at the end of the test.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("weir-jm-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `numbers` (a source) hash-partitioned into `sum`, both at the spec's
+/// parallelism: two chains, tasks `0..p` the sources and `p..2p` the sums.
+/// The factories never run: the JobManager only plans.
+struct TestJob {
+    storage: Option<Arc<LocalStorage>>,
+}
+
+impl JobBuilder for TestJob {
+    fn build(&self, spec: &JobSpec) -> Result<BuiltJob, String> {
+        let mut graph = JobGraph::new(spec.name.clone());
+        let unused = |_: &_| -> Box<dyn Source<u64>> { unreachable!("the JobManager runs no task") };
+        let numbers = graph.add_source::<u64>("numbers", spec.parallelism, unused);
+        let sum = graph.add_operator::<u64, u64>("sum", spec.parallelism, |_, _| unreachable!("no task here"));
+        let by_value = Partitioning::Hash { key_hash: Arc::new(|v: &u64| *v), max_parallelism: graph.max_parallelism };
+        graph.connect(numbers, sum, by_value).map_err(|e| e.to_string())?;
+        let checkpointing = self.storage.clone().map(|s| {
+            // Only savepoints and tests' own triggers: no periodic checkpoint gets in the way.
+            CheckpointConfig::new(s as Arc<dyn CheckpointStorage>, Duration::from_secs(3600))
+        });
+        Ok(BuiltJob { graph, checkpointing })
+    }
+
+    fn restore(&self, _spec: &JobSpec, uri: &str) -> Result<RestoredSnapshot, String> {
+        let storage = self.storage.clone().ok_or("no checkpoint directory")?;
+        let dir = uri.strip_prefix(&storage.uri("")).ok_or_else(|| format!("{uri} is elsewhere"))?;
+        RestoredSnapshot::open(storage, dir).map_err(|e| e.to_string())
+    }
+}
+
+/// The event loop with fake TaskManagers around it.
+struct Harness {
+    job: JobLoop,
+    events: Sender<Event>,
+    events_rx: Receiver<Event>,
+    requests: Sender<Request>,
+    requests_rx: Receiver<Request>,
+    links: FakeLinks,
+    clock: Arc<ManualClock>,
+    _dir: TempDir,
+}
+
+impl Harness {
+    fn new(name: &str, parallelism: usize, restart: RestartStrategy, checkpointing: bool) -> Self {
+        let dir = TempDir::new(name);
+        let storage = checkpointing.then(|| Arc::new(LocalStorage::new(&dir.0)));
+        let builder: Arc<dyn JobBuilder> = Arc::new(TestJob { storage });
+        let spec = JobSpec { name: name.into(), definition: Vec::new(), parallelism };
+        let mut config = JobManagerConfig::new(spec, "127.0.0.1:0".parse().unwrap());
+        config.restart = restart;
+        let plan = Plan::of(&config.spec, builder.as_ref()).unwrap();
+        let view = Arc::new(Mutex::new(ClusterView::initial(&config, &plan, None)));
+        let links = FakeLinks::default();
+        let clock = Arc::new(ManualClock { start: Instant::now(), elapsed: Mutex::new(Duration::ZERO) });
+        let job = JobLoop::new(config, builder, plan, None, view, Box::new(links.clone()), clock.clone());
+        let (events, events_rx) = crossbeam_channel::unbounded();
+        let (requests, requests_rx) = crossbeam_channel::unbounded();
+        Harness { job, events, events_rx, requests, requests_rx, links, clock, _dir: dir }
+    }
+
+    /// Lets the loop take everything queued, then look at the clock once more.
+    fn settle(&mut self) {
+        while self.job.turn(&self.events_rx, &self.requests_rx, Duration::ZERO) == Turn::Took {}
+    }
+
+    fn event(&mut self, event: Event) {
+        self.events.send(event).unwrap();
+        self.settle();
+    }
+
+    fn register(&mut self, conn: u64, slots: usize) {
+        let (id, data_addr) = (format!("tm-{conn}"), format!("10.0.0.{conn}:7000"));
+        self.event(Event::Registered { conn, id, slots, data_addr });
+    }
+
+    fn message(&mut self, conn: u64, message: ToJobManager) {
+        self.event(Event::Message { conn, message });
+    }
+
+    fn request(&mut self, request: Request) {
+        self.requests.send(request).unwrap();
+        self.settle();
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.clock.advance(by);
+        self.settle();
+    }
+
+    /// What the loop sent since the last look.
+    fn sent(&self) -> Vec<(u64, ToTaskManager)> {
+        std::mem::take(&mut *self.links.sent.lock().unwrap())
+    }
+
+    /// The deployments sent since the last look (anything else sent is dropped).
+    fn deployments(&self) -> Vec<(u64, Deployment)> {
+        let deploy = |(conn, m)| match m {
+            ToTaskManager::Deploy(d) => Some((conn, *d)),
+            _ => None,
+        };
+        self.sent().into_iter().filter_map(deploy).collect()
+    }
+
+    /// Deploys the job on TaskManagers `1..=n` with a slot each: the attempt's number.
+    fn running_on(&mut self, n: u64) -> u64 {
+        (1..=n).for_each(|conn| self.register(conn, 1));
+        let deployed = self.deployments();
+        assert_eq!(deployed.len(), n as usize, "one deployment per TaskManager");
+        assert_eq!(self.job.state, JobState::Running);
+        deployed[0].1.attempt
+    }
+
+    fn view(&self) -> ClusterView {
+        self.job.view.lock().unwrap().clone()
+    }
+}
+
+fn fixed_delay(delay: Duration, max_attempts: u32) -> RestartStrategy {
+    RestartStrategy::FixedDelay { delay, max_attempts }
+}
+
+fn reply() -> (Sender<Result<String, String>>, Reply) {
+    crossbeam_channel::bounded(1)
+}
+
+fn ack(attempt: u64, task: usize, checkpoint_id: u64) -> ToJobManager {
+    ToJobManager::Report { attempt, report: TaskReport::Ack { task, checkpoint_id, states: Vec::new() } }
+}
+
+/// The checkpoint commands sent, as `(connection, attempt, task, command)`.
+fn commands(sent: Vec<(u64, ToTaskManager)>) -> Vec<(u64, u64, usize, Command)> {
+    let command = |(conn, m)| match m {
+        ToTaskManager::Command { attempt, task, command } => Some((conn, attempt, task, command)),
+        _ => None,
+    };
+    sent.into_iter().filter_map(command).collect()
+}
+
+#[test]
+fn a_job_waits_for_enough_slots_and_deploys_when_they_register() {
+    let mut h = Harness::new("slots", 3, RestartStrategy::default(), false);
+    h.register(1, 2);
+    assert!(h.sent().is_empty(), "two slots are not enough for parallelism 3");
+    assert_eq!(h.job.state, JobState::Created);
+    h.register(2, 1);
+    let deployed = h.deployments();
+    assert_eq!(h.job.state, JobState::Running);
+    assert_eq!(deployed.iter().map(|(conn, _)| *conn).collect::<Vec<_>>(), [1, 2]);
+    let local = |i: usize| deployed[i].1.local.iter().copied().collect::<HashSet<_>>();
+    // Slots are taken from the TaskManagers in turn: 1, 2, then 1 again.
+    assert_eq!(local(0), HashSet::from([(0, 0), (1, 0), (0, 2), (1, 2)]));
+    assert_eq!(local(1), HashSet::from([(0, 1), (1, 1)]));
+    for (_, d) in &deployed {
+        assert_eq!((d.attempt, d.spec.parallelism, &d.restore), (deployed[0].1.attempt, 3, &None));
+        assert_eq!(d.peers.len(), 6, "every TaskManager learns where every subtask runs");
+        assert!(d.peers.contains(&((1, 1), "10.0.0.2:7000".to_string())));
+    }
+    let view = h.view();
+    assert_eq!(view.state, JobState::Running);
+    let used: Vec<(String, usize, usize)> =
+        view.taskmanagers.iter().map(|t| (t.id.clone(), t.slots, t.slots_used)).collect();
+    assert_eq!(used, [("tm-1".to_string(), 2, 2), ("tm-2".to_string(), 1, 1)]);
+}
+
+#[test]
+fn a_lost_taskmanager_fails_the_attempt_over_and_the_job_is_redeployed_after_the_restart_delay() {
+    let mut h = Harness::new("lost", 2, fixed_delay(Duration::from_secs(2), 3), false);
+    let first = h.running_on(2);
+    h.event(Event::Disconnected { conn: 2, why: "connection closed".into() });
+    let sent = h.sent();
+    assert!(matches!(sent[..], [(1, ToTaskManager::Cancel { attempt })] if attempt == first), "{sent:?}");
+    assert_eq!((h.job.state, h.view().restarts), (JobState::Restarting, 1));
+    h.register(3, 1);
+    h.advance(Duration::from_millis(1500));
+    assert!(h.sent().is_empty(), "not before the restart delay");
+    h.advance(Duration::from_millis(600));
+    let deployed = h.deployments();
+    assert_eq!(deployed.iter().map(|(conn, _)| *conn).collect::<Vec<_>>(), [1, 3]);
+    assert!(deployed.iter().all(|(_, d)| d.attempt > first), "a new attempt");
+    assert_eq!(h.job.state, JobState::Running);
+}
+
+#[test]
+fn a_taskmanager_that_misses_its_heartbeats_is_lost_and_without_restarts_the_job_fails() {
+    let mut h = Harness::new("heartbeats", 2, RestartStrategy::None, false);
+    let attempt = h.running_on(2);
+    h.advance(Duration::from_secs(6));
+    h.message(1, ToJobManager::Heartbeat { attempt: Some(attempt), metrics: Vec::new() });
+    h.advance(Duration::from_secs(4));
+    assert_eq!(h.job.state, JobState::Running, "silent for 10 s is not yet too long");
+    h.advance(Duration::from_secs(1));
+    assert_eq!(*h.links.closed.lock().unwrap(), [2]);
+    assert_eq!(h.job.state, JobState::Failed);
+    let failure = h.view().failure.unwrap();
+    assert!(failure.contains("tm-2 lost: no heartbeat for 10s"), "{failure}");
+    assert!(h.sent().iter().any(|(conn, m)| *conn == 1 && matches!(m, ToTaskManager::Cancel { .. })));
+}
+
+#[test]
+fn a_rescale_takes_a_stop_with_savepoint_and_redeploys_at_the_new_parallelism() {
+    let mut h = Harness::new("rescale", 1, RestartStrategy::default(), true);
+    h.register(1, 2);
+    let first = h.deployments()[0].1.attempt;
+    let (tx, answer) = reply();
+    h.request(Request::Rescale { parallelism: 2, reply: tx });
+    let triggered = commands(h.sent());
+    let [(1, attempt, 0, Command::Trigger { barrier, drain: false })] = triggered[..] else {
+        panic!("a savepoint is triggered at the source: {triggered:?}")
+    };
+    assert!(barrier.is_savepoint && attempt == first);
+    h.message(1, ack(first, 0, barrier.checkpoint_id));
+    h.message(1, ack(first, 1, barrier.checkpoint_id));
+    let after: Vec<(usize, Command)> = commands(h.sent()).into_iter().map(|(_, _, t, c)| (t, c)).collect();
+    assert!(after.contains(&(0, Command::EndOfInput)), "the job stops after its savepoint: {after:?}");
+    assert!(answer.is_empty(), "the answer comes once the job runs at the new parallelism");
+    h.message(1, ToJobManager::Finished { attempt: first });
+    let deployed = h.deployments();
+    let d = &deployed[0].1;
+    assert_eq!((deployed.len(), d.spec.parallelism, d.local.len()), (1, 2, 4));
+    let path = answer.try_recv().unwrap().unwrap();
+    assert!(path.contains("rescale/savepoints/sp-"), "{path}");
+    assert_eq!(d.restore.as_deref(), Some(path.as_str()));
+    let view = h.view();
+    assert_eq!((view.state, view.parallelism, view.restored_from), (JobState::Running, 2, Some(path)));
+}
+
+#[test]
+fn a_savepoint_request_is_routed_to_the_source_tasks_and_answered() {
+    let mut h = Harness::new("savepoint", 2, RestartStrategy::default(), true);
+    let (tx, early) = reply();
+    h.request(Request::Savepoint { stop: false, drain: false, reply: tx });
+    assert!(early.try_recv().unwrap().unwrap_err().contains("not running"));
+    let attempt = h.running_on(2);
+    let (tx, answer) = reply();
+    h.request(Request::Savepoint { stop: false, drain: false, reply: tx });
+    // Task i of a chain runs on TaskManager i + 1 (one slot each); tasks 0 and 1 are the sources.
+    let triggers: Vec<(u64, usize)> = commands(h.sent()).iter().map(|(conn, _, task, _)| (*conn, *task)).collect();
+    assert_eq!(triggers, [(1, 0), (2, 1)]);
+    let id = h.job.attempt.as_ref().unwrap().coordinator.as_ref().unwrap().in_flight().unwrap();
+    for (conn, task) in [(1, 0), (2, 1), (1, 2), (2, 3)] {
+        h.message(conn, ack(attempt, task, id));
+    }
+    let uri = answer.try_recv().unwrap().unwrap();
+    assert!(uri.contains(&format!("savepoint/savepoints/sp-{id}")), "{uri}");
+    let completions: Vec<(u64, usize)> = commands(h.sent())
+        .into_iter()
+        .filter(|(_, _, _, c)| *c == Command::Complete { checkpoint_id: id })
+        .map(|(conn, _, task, _)| (conn, task))
+        .collect();
+    assert_eq!(completions, [(1, 0), (2, 1), (1, 2), (2, 3)], "every task hears of the completion");
+    assert_eq!(h.job.state, JobState::Running, "a savepoint without stop leaves the job running");
+}
+
+#[test]
+fn savepoints_need_checkpointing() {
+    let mut h = Harness::new("no-checkpoints", 1, RestartStrategy::default(), false);
+    h.running_on(1);
+    let (tx, answer) = reply();
+    h.request(Request::Savepoint { stop: true, drain: false, reply: tx });
+    assert!(answer.try_recv().unwrap().unwrap_err().contains("checkpointing to be configured"));
+    let (tx, answer) = reply();
+    h.request(Request::Rescale { parallelism: 2, reply: tx });
+    assert!(answer.try_recv().unwrap().unwrap_err().contains("with checkpointing"));
+}
+
+#[test]
+fn stragglers_of_a_cancelled_attempt_are_ignored() {
+    let mut h = Harness::new("stragglers", 1, fixed_delay(Duration::ZERO, 5), true);
+    let old = h.running_on(1);
+    h.message(1, ToJobManager::Failed { attempt: old, reason: "a task failed".into() });
+    h.register(2, 1); // TaskManager 1's slot is free again too: the next attempt goes there, first.
+    let new = h.deployments()[0].1.attempt;
+    assert!(new > old);
+    let restarts = h.view().restarts;
+    let metrics = vec![(0, 0, MetricsSnapshot { records_in: 42, ..Default::default() })];
+    h.message(1, ToJobManager::Heartbeat { attempt: Some(old), metrics: metrics.clone() });
+    h.message(1, ToJobManager::Failed { attempt: old, reason: "late news".into() });
+    h.message(1, ack(old, 0, 1));
+    h.message(1, ToJobManager::Finished { attempt: old });
+    assert!(h.sent().is_empty(), "nothing is cancelled, nothing redeployed");
+    let view = h.view();
+    assert_eq!((h.job.state, view.restarts, view.metrics[0][0].records_in), (JobState::Running, restarts, 0));
+    assert!(h.job.current(new));
+    h.message(1, ToJobManager::Heartbeat { attempt: Some(new), metrics });
+    assert_eq!(h.view().metrics[0][0].records_in, 42, "the current attempt's metrics count");
+}
+
+#[test]
+fn checkpoints_failing_beyond_tolerance_fail_the_attempt_over() {
+    let mut h = Harness::new("tolerance", 1, fixed_delay(Duration::from_secs(1), 5), true);
+    h.job.plan.checkpointing.as_mut().unwrap().tolerable_failures = 0;
+    let attempt = h.running_on(1);
+    let (tx, answer) = reply();
+    h.request(Request::Savepoint { stop: false, drain: false, reply: tx });
+    let id = h.job.attempt.as_ref().unwrap().coordinator.as_ref().unwrap().in_flight().unwrap();
+    let decline = TaskReport::Decline { task: 1, checkpoint_id: id, reason: "disk full".into() };
+    h.message(1, ToJobManager::Report { attempt, report: decline });
+    assert!(answer.try_recv().unwrap().unwrap_err().contains("disk full"));
+    assert_eq!(h.job.state, JobState::Restarting, "one failed checkpoint is beyond a tolerance of none");
+    let cancelled =
+        h.sent().into_iter().any(|(_, m)| matches!(m, ToTaskManager::Cancel { attempt: a } if a == attempt));
+    assert!(cancelled);
+}
