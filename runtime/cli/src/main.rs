@@ -7,6 +7,7 @@ mod bench;
 mod bench_state;
 mod cluster;
 mod datagen;
+mod local;
 mod run;
 mod savepoint;
 mod storage;

@@ -1,24 +1,18 @@
-//! `weir run`: a pipeline file on a local cluster in this process.
+//! `weir run`'s flags, the checkpointing they configure, and the progress
+//! line shown while the job runs (the run itself: `local`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use std::sync::Mutex;
-
-use weir::core::JobError;
-use weir::core::checkpoint::coordinator::{CheckpointConfig, CheckpointMode, CheckpointStatus};
-use weir::core::checkpoint::metadata::{RestoreError, RestoredSnapshot, SnapshotKind};
-use weir::core::executor::{ChainMetrics, ExecuteOptions, JobHandle};
-use weir::prelude::StreamEnv;
+use weir::core::checkpoint::coordinator::{CheckpointConfig, CheckpointMode};
 use weir_api::launch::FailoverOptions;
 use weir_api::{Restore, parse_duration};
-use weir_pipeline::compile::{Overrides, compile};
-use weir_pipeline::config::{self, PipelineFile, load};
-
-use weir_rest::{JobInfo, LocalJob, RestServer};
+use weir_cluster::jobmanager::JobManager;
+use weir_pipeline::config::{self, PipelineFile};
 
 use crate::{Failure, storage};
 
@@ -52,9 +46,9 @@ pub struct RunArgs {
     pub(crate) rest_port: Option<u16>,
     /// No progress display.
     #[arg(long, short)]
-    quiet: bool,
+    pub(crate) quiet: bool,
     #[command(flatten)]
-    failover: FailoverOptions,
+    pub(crate) failover: FailoverOptions,
 }
 
 fn bad(message: impl std::fmt::Display) -> Failure {
@@ -111,190 +105,35 @@ pub(crate) fn checkpointing(
     Ok(Some((dir, config)))
 }
 
-/// The snapshot `--restore` names; never a silent fresh start.
-fn restore(
-    args: &RunArgs,
-    file: &PipelineFile,
-    job: &str,
-    checkpoints: Option<&(String, CheckpointConfig)>,
-) -> Result<Option<RestoredSnapshot>, Failure> {
-    let Some(what) = &args.restore else { return Ok(None) };
-    let latest = |config: &CheckpointConfig| RestoredSnapshot::latest(config.storage.clone(), job);
-    let snapshot = match (what, checkpoints) {
-        (Restore::Fresh, _) | (Restore::LatestOrFresh, None) => return Ok(None),
-        (Restore::Latest, None) => return Err(bad("--restore latest: needs a checkpoint directory to look in")),
-        (Restore::Latest, Some((_, config))) => latest(config),
-        (Restore::LatestOrFresh, Some((_, config))) => match latest(config) {
-            Err(RestoreError::NoCheckpoint { .. }) => return Ok(None),
-            other => other,
-        },
-        (Restore::Snapshot(uri), _) => {
-            let storage = storage::open(uri, file.storage.as_ref()).map_err(|e| bad(format!("--restore: {e}")))?;
-            RestoredSnapshot::open(storage, "")
-        }
-    };
-    snapshot.map(Some).map_err(|e| bad(format!("--restore {what}: {e}")))
-}
-
 pub fn run(args: RunArgs) -> Result<(), Failure> {
     if args.parallelism == Some(0) {
         return Err(bad("--parallelism: must be at least 1"));
     }
-    if let Some(n) = args.taskmanagers {
-        return crate::cluster::run_local_cluster(&args, n, &args.failover);
-    }
-
-    let file = load(&args.pipeline, &args.set).map_err(bad)?;
-    let checkpoints = checkpointing(
-        args.checkpoint_dir.as_deref(),
-        args.checkpoint_interval.as_deref(),
-        args.savepoint_dir.as_deref(),
-        &file,
-    )?;
-    let env = StreamEnv::new(file.name.clone());
-    let compiled = compile(
-        &args.pipeline,
-        &file,
-        &env,
-        &Overrides { parallelism: args.parallelism, checkpointing: Some(checkpoints.is_some()) },
-    )
-    .map_err(bad)?;
-    let env_max_parallelism = env.max_parallelism();
-    let restored = restore(&args, &file, &compiled.name, checkpoints.as_ref())?;
-    let plan = env.describe();
-    eprintln!(
-        "weir: running {} at parallelism {}, output to {}",
-        compiled.name, compiled.parallelism, compiled.sink_description
-    );
-    if let Some((dir, c)) = &checkpoints {
-        eprintln!("weir: checkpoints every {:?} to {dir}/{}", c.interval, compiled.name);
-    }
-    if let Some(r) = &restored {
-        eprintln!("weir: restoring from {}", r.uri());
-    }
-    if !args.quiet {
-        eprint!("{plan}");
-    }
-
-    let started = Instant::now();
-    let restored_from = restored.as_ref().map(|r| r.uri());
-    let options =
-        ExecuteOptions { checkpointing: checkpoints.map(|(_, c)| c), restore: restored, ..Default::default() };
-    let job = env.start_with(options).map_err(|e| match e {
-        JobError::Restore(m) => bad(format!("--restore: {m}")),
-        e => Failure::Runtime(e.to_string()),
-    })?;
-    let job = Arc::new(job);
-    let info = JobInfo {
-        name: compiled.name.clone(),
-        parallelism: compiled.parallelism,
-        max_parallelism: env_max_parallelism,
-        start_time: weir::core::time::now_ms(),
-        restored_from,
-    };
-    let _rest = serve_rest(args.rest_port, &job, info)?;
-    install_ctrl_c(job.clone());
-
-    let done = Arc::new(AtomicBool::new(false));
-    let progress = (!args.quiet).then(|| {
-        let (chains, done, rows) = (job.chains.clone(), done.clone(), compiled.stats.rows_out.clone());
-        std::thread::spawn(move || show_progress(&chains, &done, &rows, started))
-    });
-    let job = wait_for_handle(job);
-    if let Some(rest) = &_rest {
-        rest.linger(Duration::from_secs(3));
-    }
-    let checkpoints_taken = job.checkpoints();
-    let result = job.wait();
-    done.store(true, Ordering::Relaxed);
-    if let Some(p) = progress {
-        let _ = p.join();
-    }
-    result.map_err(|e| Failure::Runtime(format!("job {} failed: {e}", compiled.name)))?;
-
-    let rows = compiled.stats.rows_out.load(Ordering::Relaxed);
-    let malformed = compiled.stats.malformed.load(Ordering::Relaxed);
-    let stopped = STOPS.load(Ordering::Relaxed) > 0;
-    eprintln!(
-        "weir: {} {} in {:.1} s: {} rows to {}{}",
-        compiled.name,
-        if stopped { "stopped" } else { "finished" },
-        started.elapsed().as_secs_f64(),
-        rows,
-        compiled.sink_description,
-        if malformed > 0 { format!("; {malformed} malformed records skipped") } else { String::new() }
-    );
-    if let Some(last) = checkpoints_taken.iter().rev().find(|c| c.status == CheckpointStatus::Completed) {
-        let kind = if last.kind == SnapshotKind::Savepoint { "savepoint" } else { "checkpoint" };
-        eprintln!("weir: last {kind}: {} (resume with --restore latest or --restore {})", last.path, last.path);
-    }
-    Ok(())
+    crate::local::run(&args)
 }
 
-/// Serves the REST API while the job runs. The default port may be taken (another
-/// job on this machine): then the job runs without it; an explicit port must work.
-fn serve_rest(port: Option<u16>, job: &Arc<JobHandle>, info: JobInfo) -> Result<Option<RestServer>, Failure> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(8081)));
-    match RestServer::start(addr, Arc::new(LocalJob { job: Arc::downgrade(job), info })) {
-        Ok(server) => {
-            eprintln!("weir: REST API on http://{}/v1/jobs/{}", server.addr, job.name());
-            Ok(Some(server))
-        }
-        Err(e) if port.is_none() => {
-            eprintln!("weir: REST API not served: {addr}: {e} (choose a port with --rest-port)");
-            Ok(None)
-        }
-        Err(e) => Err(bad(format!("--rest-port {}: {e}", addr.port()))),
+/// The progress line: events read (from the TaskManagers' heartbeats) and
+/// rows written, every half second on a terminal, every 5 s in a log.
+pub(crate) struct Progress {
+    done: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Progress {
+    pub fn start(jm: Arc<JobManager>, rows: Arc<AtomicU64>, started: Instant) -> Progress {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let thread = std::thread::spawn(move || show_progress(&jm, &flag, &rows, started));
+        Progress { done, thread }
+    }
+
+    pub fn stop(self) {
+        self.done.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
     }
 }
 
-/// The job handle back from the Ctrl-C handler's shared ownership, once every task ended.
-fn wait_for_handle(mut job: Arc<JobHandle>) -> JobHandle {
-    loop {
-        if job.is_finished() {
-            HANDLE_SLOT.lock().expect("slot").take();
-        }
-        match Arc::try_unwrap(job) {
-            Ok(j) => return j,
-            Err(shared) => {
-                job = shared;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-static STOPS: AtomicUsize = AtomicUsize::new(0);
-
-static HANDLE_SLOT: Mutex<Option<Arc<JobHandle>>> = Mutex::new(None);
-
-/// First Ctrl-C: with checkpointing, take a savepoint and stop; without, stop
-/// the sources and let the job drain. Second Ctrl-C: leave at once.
-fn install_ctrl_c(job: Arc<JobHandle>) {
-    *HANDLE_SLOT.lock().expect("slot") = Some(job);
-    let _ = ctrlc::set_handler(move || {
-        if STOPS.fetch_add(1, Ordering::SeqCst) > 0 {
-            std::process::exit(130);
-        }
-        let Some(job) = HANDLE_SLOT.lock().expect("slot").take() else { return };
-        if !job.is_checkpointing() {
-            eprintln!("\nweir: stopping (Ctrl-C again to abort)");
-            job.stop();
-            return;
-        }
-        eprintln!("\nweir: taking a savepoint, then stopping (Ctrl-C again to abort)");
-        match job.savepoint(true, false).map(|rx| rx.recv()) {
-            Ok(Ok(Ok(uri))) => eprintln!("weir: savepoint written to {uri}"),
-            Ok(Ok(Err(e))) => {
-                eprintln!("weir: {e}; stopping without a savepoint");
-                job.stop();
-            }
-            _ => job.stop(),
-        }
-    });
-}
-
-fn show_progress(chains: &[ChainMetrics], done: &AtomicBool, rows: &std::sync::atomic::AtomicU64, started: Instant) {
+fn show_progress(jm: &JobManager, done: &AtomicBool, rows: &AtomicU64, started: Instant) {
     let tty = std::io::stderr().is_terminal();
     let every = if tty { Duration::from_millis(500) } else { Duration::from_secs(5) };
     let mut last = (Instant::now(), 0u64);
@@ -304,8 +143,10 @@ fn show_progress(chains: &[ChainMetrics], done: &AtomicBool, rows: &std::sync::a
         if last.0.elapsed() < every || started.elapsed() < Duration::from_secs(2) {
             continue;
         }
-        let events: u64 = chains.iter().filter(|c| c.is_source).map(|c| c.aggregate().records_in).sum();
-        let rate = (events - last.1) as f64 / last.0.elapsed().as_secs_f64();
+        let view = jm.view();
+        let sources = view.layout.iter().zip(&view.metrics).filter(|(c, _)| c.is_source);
+        let events: u64 = sources.flat_map(|(_, m)| m.iter().map(|s| s.records_in)).sum();
+        let rate = events.saturating_sub(last.1) as f64 / last.0.elapsed().as_secs_f64();
         last = (Instant::now(), events);
         let line = format!(
             "  {:>7.1} s  {} events in ({}/s)  {} rows out",

@@ -93,6 +93,10 @@ pub enum ToTaskManager {
     Cancel {
         attempt: u64,
     },
+    /// End the attempt's sources: its tasks drain and finish.
+    StopSources {
+        attempt: u64,
+    },
     /// A checkpoint coordinator's command to one task.
     Command {
         attempt: u64,

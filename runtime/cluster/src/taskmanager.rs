@@ -239,6 +239,13 @@ impl TaskManager {
                     self.cancel_current();
                 }
             }
+            ToTaskManager::StopSources { attempt } => {
+                if let Some(handle) =
+                    self.attempt.as_ref().filter(|a| a.deployment.attempt == attempt).and_then(|a| a.handle.as_ref())
+                {
+                    handle.stop();
+                }
+            }
             ToTaskManager::Command { attempt, task, command } => {
                 if let Some(a) = self.attempt.as_ref().filter(|a| a.deployment.attempt == attempt)
                     && let Some(control) = a.controls.get(&task)

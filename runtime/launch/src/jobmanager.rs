@@ -44,9 +44,10 @@ pub fn apply_failover(failover: &FailoverOptions, config: &mut JobManagerConfig)
 
 /// Starts a JobManager, mapping its errors to exit codes.
 pub fn start(config: JobManagerConfig, builder: Arc<dyn JobBuilder>) -> Result<JobManager, LaunchError> {
+    let restore = config.restore.clone();
     JobManager::start(config, builder).map_err(|e| match e {
         JobManagerError::Build(m) => LaunchError::BadInput(m),
-        JobManagerError::Restore(m) => LaunchError::bad(format!("--restore: {m}")),
+        JobManagerError::Restore(m) => LaunchError::bad(format!("--restore {restore}: {m}")),
         JobManagerError::Bind { .. } => LaunchError::bad(format!("--rpc-port: {e}")),
         e => LaunchError::Runtime(e.to_string()),
     })
@@ -112,7 +113,7 @@ pub fn run(
     eprintln!("{program}: REST API and dashboard on http://{}/", rest.addr);
     crate::stop_on_signal(program, jm.clone());
     let view = wait(&jm, &rest);
-    let result = finish(program, &view, started);
+    let result = finish(program, &view, started, "");
     if options.linger {
         // Kubernetes would restart an exited JobManager, and with it the job.
         eprintln!("{program}: job {}; serving its final state until stopped", view.state);
@@ -132,8 +133,9 @@ pub fn wait(jm: &JobManager, rest: &RestServer) -> ClusterView {
     jm.view()
 }
 
-/// Reports how the job ended; an error unless it finished or was cancelled.
-pub fn finish(program: &str, view: &ClusterView, started: Instant) -> Result<(), LaunchError> {
+/// Reports how the job ended (`detail`: what else the caller knows of it, such
+/// as the rows written); an error unless it finished or was cancelled.
+pub fn finish(program: &str, view: &ClusterView, started: Instant, detail: &str) -> Result<(), LaunchError> {
     let events: u64 = view
         .layout
         .iter()
@@ -142,7 +144,7 @@ pub fn finish(program: &str, view: &ClusterView, started: Instant) -> Result<(),
         .flat_map(|(_, m)| m.iter().map(|s| s.records_in))
         .sum();
     eprintln!(
-        "{program}: {} {} in {:.1} s: {events} events read, {} restarts",
+        "{program}: {} {} in {:.1} s: {events} events read, {detail}{} restarts",
         view.name,
         view.state,
         started.elapsed().as_secs_f64(),

@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use weir_cluster::jobmanager::JobManager;
 
-/// First Ctrl-C or SIGTERM: a savepoint and stop (with checkpointing), else
-/// cancel; once the job has ended, leave. Second: leave at once.
+/// First Ctrl-C or SIGTERM: a savepoint and stop (with checkpointing; cancel
+/// if the savepoint fails), else stop the sources and let the job drain; once
+/// the job has ended, leave. Second: leave at once.
 pub fn stop_on_signal(program: impl Into<String>, jm: Arc<JobManager>) {
     let program = program.into();
     let stops = AtomicBool::new(false);
@@ -16,6 +17,11 @@ pub fn stop_on_signal(program: impl Into<String>, jm: Arc<JobManager>) {
         }
         if jm.is_finished() {
             std::process::exit(0);
+        }
+        if !jm.is_checkpointing() {
+            eprintln!("\n{program}: stopping the sources; the job drains (Ctrl-C again to abort)");
+            jm.stop();
+            return;
         }
         eprintln!("\n{program}: taking a savepoint, then stopping (Ctrl-C again to abort)");
         match jm.savepoint(true, false).map(|rx| rx.recv()) {

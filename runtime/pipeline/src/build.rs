@@ -43,10 +43,12 @@ pub struct Compiled {
     pub stats: PipelineStats,
 }
 
-/// Builds `plan` (checked from `file`) into `env`.
-pub fn build(file: &Path, plan: &Plan, env: &StreamEnv) -> Result<Compiled, PipelineError> {
+/// Builds `plan` (checked from `file`) into `env`; the job counts into
+/// `stats` (shared: a job built again, after a restart or a rescale, goes on
+/// counting where the last one left off).
+pub fn build(file: &Path, plan: &Plan, env: &StreamEnv, stats: &PipelineStats) -> Result<Compiled, PipelineError> {
     env.set_parallelism(plan.parallelism).set_max_parallelism(plan.max_parallelism);
-    let stats = PipelineStats::default();
+    let stats = stats.clone();
     let mut stream = source(file, &plan.source, env, &stats)?;
     for step in &plan.steps {
         stream = self::step(file, step, stream)?;

@@ -13,12 +13,23 @@ use crate::check::check;
 use crate::config::PipelineFile;
 use crate::error::PipelineError;
 
-/// Checks `p` (read from `file`) and builds it into `env`.
+/// Checks `p` (read from `file`) and builds it into `env`, counting into `stats`.
+pub fn compile_counted(
+    file: &Path,
+    p: &PipelineFile,
+    env: &StreamEnv,
+    overrides: &Overrides,
+    stats: &PipelineStats,
+) -> Result<Compiled, PipelineError> {
+    build(file, &check(file, p, overrides)?, env, stats)
+}
+
+/// Checks `p` (read from `file`) and builds it into `env`, with counters of its own.
 pub fn compile(
     file: &Path,
     p: &PipelineFile,
     env: &StreamEnv,
     overrides: &Overrides,
 ) -> Result<Compiled, PipelineError> {
-    build(file, &check(file, p, overrides)?, env)
+    compile_counted(file, p, env, overrides, &PipelineStats::default())
 }

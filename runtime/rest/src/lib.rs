@@ -16,8 +16,8 @@
 //! | `GET /healthz` | 200 while the job has not failed (a readiness probe) |
 //! | `GET /` | the web dashboard ([`dashboard`]) |
 //!
-//! The API serves any [`RestJob`]: a job running in this process
-//! ([`LocalJob`]) or a cluster's JobManager ([`ClusterJob`]); each reports a
+//! The API serves a [`RestJob`]: a JobManager's job ([`ClusterJob`]; `weir
+//! run` runs one too), or a fixed one in the tests here. It reports a
 //! [`JobReport`], from which the handlers build the answers.
 //!
 //! Rates (records and milliseconds per second) follow Flink's metric
@@ -30,7 +30,7 @@ pub mod dashboard;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
@@ -46,7 +46,6 @@ use weir_api::rest::{
 use weir_cluster::jobmanager::{JobManager, TaskManagerView};
 use weir_core::checkpoint::coordinator::{CheckpointStats, CheckpointStatus};
 use weir_core::checkpoint::metadata::SnapshotKind;
-use weir_core::executor::JobHandle;
 use weir_core::metrics::MetricsSnapshot;
 
 /// A savepoint (or rescale) under way: blocks until its outcome (the savepoint's URI).
@@ -89,68 +88,6 @@ pub struct ChainReport {
     pub is_source: bool,
     pub parallelism: usize,
     pub subtasks: Vec<MetricsSnapshot>,
-}
-
-/// What the API says about a job running in this process beyond its live handle.
-#[derive(Clone, Debug)]
-pub struct JobInfo {
-    pub name: String,
-    pub parallelism: usize,
-    pub max_parallelism: u32,
-    pub start_time: i64,
-    /// The snapshot it was started from.
-    pub restored_from: Option<String>,
-}
-
-/// A job running in this process (`weir run`), held weakly: the API never keeps a finished job alive.
-pub struct LocalJob {
-    pub job: Weak<JobHandle>,
-    pub info: JobInfo,
-}
-
-impl RestJob for LocalJob {
-    fn name(&self) -> &str {
-        &self.info.name
-    }
-
-    fn status(&self) -> Option<JobReport> {
-        let job = self.job.upgrade()?;
-        let chains = job
-            .chains
-            .iter()
-            .map(|c| ChainReport {
-                inputs: c.inputs.clone(),
-                vertices: c.vertices.clone(),
-                uids: c.uids.clone(),
-                is_source: c.is_source,
-                parallelism: c.parallelism,
-                subtasks: c.subtasks.iter().map(|m| m.snapshot()).collect(),
-            })
-            .collect();
-        Some(JobReport {
-            state: if job.is_finished() { JobState::Finished } else { JobState::Running },
-            parallelism: self.info.parallelism,
-            max_parallelism: self.info.max_parallelism,
-            start_time: self.info.start_time,
-            chains,
-            checkpoints: job.checkpoints(),
-            taskmanagers: Vec::new(),
-            restarts: 0,
-            failure: None,
-            restored_from: self.info.restored_from.clone(),
-            deployment: None,
-        })
-    }
-
-    fn savepoint(&self, stop: bool, drain: bool) -> Result<Pending, String> {
-        let job = self.job.upgrade().ok_or("the job has ended")?;
-        let rx = job.savepoint(stop, drain).map_err(|e| e.to_string())?;
-        Ok(Box::new(move || rx.recv().unwrap_or_else(|_| Err("the job ended before the savepoint completed".into()))))
-    }
-
-    fn rescale(&self, _parallelism: usize) -> Result<Pending, String> {
-        Err("this job runs in one process (weir run without --taskmanagers): rescale it by stopping it with a savepoint and running it again with --restore and --parallelism".into())
-    }
 }
 
 /// A cluster's job, through its JobManager.

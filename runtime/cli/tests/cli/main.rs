@@ -12,3 +12,4 @@ mod kafka_connectors;
 mod pipeline_oracle;
 mod rest_savepoints;
 mod run_errors;
+mod run_stop;

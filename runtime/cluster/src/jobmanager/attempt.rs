@@ -45,6 +45,7 @@ impl JobLoop {
         match request {
             Request::Savepoint { stop, drain, reply } => self.savepoint(SavepointRequest::new(stop, drain, reply)),
             Request::Rescale { parallelism, reply } => self.start_rescale(parallelism, reply),
+            Request::Stop => self.stop_sources(),
             Request::Cancel => {
                 if let Some(a) = self.attempt.take() {
                     self.cancel_attempt(&a);
@@ -52,6 +53,15 @@ impl JobLoop {
                 self.transition(JobEvent::CancelRequested);
                 self.transition(JobEvent::Cancelled);
             }
+        }
+    }
+
+    /// Tells every TaskManager of the running attempt to end its sources.
+    fn stop_sources(&mut self) {
+        let Some(a) = self.attempt.as_ref().filter(|_| self.state == JobState::Running) else { return };
+        let (attempt, conns): (u64, Vec<u64>) = (a.id, a.assignment.keys().copied().collect());
+        for conn in conns {
+            self.send(conn, &ToTaskManager::StopSources { attempt });
         }
     }
 
@@ -127,7 +137,7 @@ impl JobLoop {
             Err(e) => return self.rescale_failed(&r, e.clone(), format!("rescale to {}: {e}", r.parallelism)),
         };
         tracing::info!("rescaling to parallelism {} from {path}", r.parallelism);
-        let point = match open(self.builder.as_ref(), &spec, &plan, Some(&path))
+        let point = match open(self.builder.as_ref(), &spec, &plan, Some(&path), false)
             .and_then(|p| p.ok_or_else(|| "no snapshot there".to_string()))
         {
             Ok(point) => point,
@@ -197,7 +207,7 @@ impl JobLoop {
     /// failing that, from where the job started.
     fn restart_after(&mut self, delay: std::time::Duration, reason: String) {
         if self.rescale.is_none() && self.plan.checkpointing.is_some() {
-            match open(self.builder.as_ref(), &self.config.spec, &self.plan, None) {
+            match open(self.builder.as_ref(), &self.config.spec, &self.plan, None, false) {
                 Ok(Some(point)) => self.restore = Some(point),
                 Ok(None) => {}
                 Err(e) => {

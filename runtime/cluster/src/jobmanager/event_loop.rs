@@ -80,8 +80,17 @@ pub(super) enum Event {
 
 /// What a caller asks of the running JobManager.
 pub(super) enum Request {
-    Savepoint { stop: bool, drain: bool, reply: Sender<Result<String, String>> },
-    Rescale { parallelism: usize, reply: Sender<Result<String, String>> },
+    Savepoint {
+        stop: bool,
+        drain: bool,
+        reply: Sender<Result<String, String>>,
+    },
+    Rescale {
+        parallelism: usize,
+        reply: Sender<Result<String, String>>,
+    },
+    /// End the sources; the job drains and finishes.
+    Stop,
     Cancel,
 }
 

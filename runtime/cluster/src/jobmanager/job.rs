@@ -78,18 +78,20 @@ pub(super) fn initial_restore(
         _ if own.is_some() => own,
         Restore::Fresh => None,
         Restore::Snapshot(uri) => Some(
-            open(builder, &config.spec, plan, Some(uri))
+            open(builder, &config.spec, plan, Some(uri), true)
                 .map_err(JobManagerError::Restore)?
                 .ok_or_else(|| JobManagerError::Restore(format!("{uri}: no snapshot there")))?,
         ),
         Restore::LatestOrFresh if plan.checkpointing.is_none() => None,
-        Restore::Latest | Restore::LatestOrFresh => match open(builder, &config.spec, plan, None) {
+        Restore::Latest | Restore::LatestOrFresh => match open(builder, &config.spec, plan, None, true) {
             Ok(Some(r)) => Some(r),
             Ok(None) if config.restore == Restore::LatestOrFresh => None,
             Ok(None) => {
-                return Err(JobManagerError::Restore(
-                    "latest: no completed checkpoint or savepoint under the checkpoint directory".into(),
-                ));
+                let cp = plan.checkpointing.as_ref().expect("a checkpointed plan");
+                return Err(JobManagerError::Restore(format!(
+                    "no completed checkpoint or savepoint under {}",
+                    cp.storage.uri(&config.spec.name)
+                )));
             }
             Err(e) => return Err(JobManagerError::Restore(e)),
         },
@@ -101,12 +103,16 @@ pub(super) fn initial_restore(
 }
 
 /// Opens `uri`, or the latest snapshot when `None` (`Ok(None)`: there is none),
-/// and checks that it fits the plan.
+/// and checks that it fits the plan; with `verify`, also that its state
+/// files are whole (one read of the whole snapshot: done before the job's
+/// first attempt, for snapshots from elsewhere, not on the event loop for
+/// the snapshots this JobManager just took).
 pub(super) fn open(
     builder: &dyn JobBuilder,
     spec: &JobSpec,
     plan: &Plan,
     uri: Option<&str>,
+    verify: bool,
 ) -> Result<Option<RestorePoint>, String> {
     let snapshot = match uri {
         Some(uri) => builder.restore(spec, uri)?,
@@ -123,6 +129,9 @@ pub(super) fn open(
     };
     let parallelisms: Vec<usize> = plan.shape.operators.values().copied().collect();
     snapshot.check_compatible(plan.max_parallelism, &parallelisms).map_err(|e| e.to_string())?;
+    if verify {
+        snapshot.verify().map_err(|e| e.to_string())?;
+    }
     Ok(Some((snapshot.uri(), snapshot.metadata.checkpoint_id)))
 }
 
@@ -141,5 +150,6 @@ fn own_latest(config: &JobManagerConfig, plan: &Plan) -> Result<Option<RestorePo
     tracing::info!("deployment {deployment} restarted: recovering from its own latest checkpoint");
     let parallelisms: Vec<usize> = plan.shape.operators.values().copied().collect();
     latest.check_compatible(plan.max_parallelism, &parallelisms).map_err(|e| e.to_string())?;
+    latest.verify().map_err(|e| e.to_string())?;
     Ok(Some((latest.uri(), latest.metadata.checkpoint_id)))
 }

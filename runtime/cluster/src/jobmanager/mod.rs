@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use weir_api::Restore;
-use weir_core::checkpoint::coordinator::CheckpointStats;
+use weir_core::checkpoint::coordinator::{CheckpointStats, Coordinator};
 use weir_core::graph::ChainLayout;
 use weir_core::metrics::MetricsSnapshot;
 use weir_core::time::now_ms;
@@ -92,6 +92,9 @@ pub enum JobManagerError {
     Build(String),
     #[error("cannot restore: {0}")]
     Restore(String),
+    /// The checkpoint directory cannot be read (so no checkpoint could be numbered, or written).
+    #[error("cannot read the checkpoint directory: {0}")]
+    Checkpoints(String),
     #[error("cannot listen for TaskManagers on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot start the JobManager: {0}")]
@@ -155,6 +158,7 @@ impl ClusterView {
 pub struct JobManager {
     name: String,
     rpc_addr: SocketAddr,
+    checkpointing: bool,
     view: Arc<Mutex<ClusterView>>,
     requests: Sender<Request>,
     thread: Option<JoinHandle<()>>,
@@ -170,7 +174,12 @@ impl JobManager {
         let plan = Plan::of(&config.spec, builder.as_ref())
             .map_err(JobManagerError::Build)?
             .deployed_as(config.deployment.clone());
+        if let Some(cp) = &plan.checkpointing {
+            Coordinator::next_free_id(cp.storage.as_ref(), &config.spec.name)
+                .map_err(|e| JobManagerError::Checkpoints(e.to_string()))?;
+        }
         let restore = job::initial_restore(&config, builder.as_ref(), &plan)?;
+        let checkpointing = plan.checkpointing.is_some();
         let listener = TcpListener::bind(config.rpc_bind)
             .map_err(|source| JobManagerError::Bind { addr: config.rpc_bind, source })?;
         let rpc_addr = listener.local_addr().map_err(JobManagerError::Spawn)?;
@@ -194,7 +203,7 @@ impl JobManager {
             .name("jobmanager".into())
             .spawn(move || job.run(events, requests_rx))
             .map_err(JobManagerError::Spawn)?;
-        Ok(JobManager { name, rpc_addr, view, requests, thread: Some(thread) })
+        Ok(JobManager { name, rpc_addr, checkpointing, view, requests, thread: Some(thread) })
     }
 
     pub fn name(&self) -> &str {
@@ -233,6 +242,18 @@ impl JobManager {
         let (reply, rx) = crossbeam_channel::bounded(1);
         self.requests.send(Request::Rescale { parallelism, reply }).map_err(|_| "the job has ended".to_string())?;
         Ok(rx)
+    }
+
+    /// Whether the job takes checkpoints (and so can take savepoints).
+    pub fn is_checkpointing(&self) -> bool {
+        self.checkpointing
+    }
+
+    /// Stops the job's sources: the job drains (windows and timers fire as at
+    /// the end of input) and finishes. Without a savepoint: for a job that
+    /// takes none, the graceful stop.
+    pub fn stop(&self) {
+        let _ = self.requests.send(Request::Stop);
     }
 
     /// Cancels the job: every task ends at once, without a savepoint.

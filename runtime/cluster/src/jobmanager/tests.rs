@@ -387,3 +387,26 @@ fn checkpoints_failing_beyond_tolerance_fail_the_attempt_over() {
         h.sent().into_iter().any(|(_, m)| matches!(m, ToTaskManager::Cancel { attempt: a } if a == attempt));
     assert!(cancelled);
 }
+
+#[test]
+fn a_stop_ends_the_sources_of_the_running_attempt_and_the_job_finishes_once_they_drained() {
+    let mut h = Harness::new("stop", 2, RestartStrategy::default(), false);
+    h.request(Request::Stop);
+    assert!(h.sent().is_empty(), "nothing runs yet: nothing to stop");
+    let attempt = h.running_on(2);
+    h.request(Request::Stop);
+    let mut stopped: Vec<(u64, u64)> = h
+        .sent()
+        .into_iter()
+        .filter_map(|(conn, m)| match m {
+            ToTaskManager::StopSources { attempt } => Some((conn, attempt)),
+            _ => None,
+        })
+        .collect();
+    stopped.sort();
+    assert_eq!(stopped, [(1, attempt), (2, attempt)], "every TaskManager of the attempt");
+    assert_eq!(h.job.state, JobState::Running, "the job drains");
+    h.message(1, ToJobManager::Finished { attempt });
+    h.message(2, ToJobManager::Finished { attempt });
+    assert_eq!(h.job.state, JobState::Finished);
+}
