@@ -10,7 +10,7 @@
 //! | method and path | request | answer |
 //! |---|---|---|
 //! | `GET /v1/jobs` | | [`JobList`] |
-//! | `GET /v1/jobs/{job}` | | [`JobDetails`] |
+//! | `GET /v1/jobs/{job}[?window=DURATION]` | | [`JobDetails`] |
 //! | `GET /v1/jobs/{job}/checkpoints` | | [`CheckpointHistory`] |
 //! | `POST /v1/jobs/{job}/savepoints` | [`SavepointRequest`] | `202` [`TriggerResponse`] |
 //! | `GET /v1/jobs/{job}/savepoints/{trigger_id}` | | [`SavepointStatus`] |
@@ -100,6 +100,9 @@ pub trait JobTransition {
     fn apply(self, from: JobState) -> Result<JobState, Self::Error>;
 }
 
+/// The longest window rates can be asked over (`GET /v1/jobs/{job}?window=`).
+pub const MAX_METRICS_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// `GET /v1/jobs`: the jobs this JobManager runs (one).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobList {
@@ -130,6 +133,11 @@ pub struct JobDetails {
     /// Every vertex (operator) of the job, chain by chain, in the order of the graph.
     #[serde(default)]
     pub vertices: Vec<Vertex>,
+    /// The span the vertices' rates cover, in milliseconds: the window asked
+    /// for (`?window=`), or less when the job's current run is younger (rates
+    /// never span a restart); 0 before two samples were taken.
+    #[serde(default)]
+    pub metrics_window_ms: u64,
     #[serde(default)]
     pub edges: Vec<Edge>,
     #[serde(default)]
@@ -175,8 +183,9 @@ pub struct SubtaskMetrics {
     pub metrics: Metrics,
 }
 
-/// Rates (per second, over the last sample) and counts, of a vertex or of one
-/// of its subtasks; the time rates follow Flink's `busyTimeMsPerSecond`.
+/// Rates (per second, over the window asked for; by default the last
+/// second) and counts, of a vertex or of one of its subtasks; the time rates
+/// follow Flink's `busyTimeMsPerSecond`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     pub records_in_per_s: f64,
@@ -187,9 +196,16 @@ pub struct Metrics {
     pub backpressured_ms_per_s: f64,
     /// Milliseconds of each second waiting for input (at most 1000).
     pub idle_ms_per_s: f64,
-    /// Records waiting at the source (Kafka lag, ...); `None` when unknown.
+    /// Records waiting at the source (Kafka lag, a rate-limited datagen's
+    /// backlog); `None` when unknown.
     #[serde(default)]
     pub pending_records: Option<i64>,
+    /// The true processing rate (DS2): records in per second of busy time,
+    /// what the subtask would take if it were busy all the time. Of a vertex:
+    /// the mean over its subtasks that were busy, times its parallelism.
+    /// `None` when it was never busy over the window.
+    #[serde(default)]
+    pub true_processing_rate: Option<f64>,
     /// The event-time watermark, in epoch milliseconds.
     pub current_watermark: i64,
     pub records_in: u64,
@@ -360,6 +376,12 @@ pub mod paths {
         format!("{JOBS}/{job}")
     }
 
+    /// `GET`: [`JobDetails`](super::JobDetails) with rates over `window`
+    /// (at most [`MAX_METRICS_WINDOW`](super::MAX_METRICS_WINDOW)).
+    pub fn job_over(job: &str, window: std::time::Duration) -> String {
+        format!("{JOBS}/{job}?window={}", crate::format_duration(window))
+    }
+
     /// `GET`: [`CheckpointHistory`](super::CheckpointHistory).
     pub fn checkpoints(job: &str) -> String {
         format!("{JOBS}/{job}/checkpoints")
@@ -394,6 +416,7 @@ mod tests {
             backpressured_ms_per_s: 0.0,
             idle_ms_per_s: 1000.0 - busy,
             pending_records: None,
+            true_processing_rate: Some(busy / 10.0),
             current_watermark: 1_700_000_000_000,
             records_in: 100,
             records_out: 200,
@@ -420,6 +443,7 @@ mod tests {
                     SubtaskMetrics { subtask: 1, metrics: metrics(400.0) },
                 ],
             }],
+            metrics_window_ms: 60_000,
             edges: vec![Edge { from: "source".into(), to: "window".into(), ship_strategy: "hash".into() }],
             checkpoints: LatestCheckpoint {
                 latest: Some(CheckpointRef {
@@ -451,6 +475,7 @@ mod tests {
             json!({
                 "records_in_per_s": 10.0, "records_out_per_s": 20.0, "busy_ms_per_s": busy,
                 "backpressured_ms_per_s": 0.0, "idle_ms_per_s": 1000.0 - busy, "pending_records": null,
+                "true_processing_rate": busy / 10.0,
                 "current_watermark": 1_700_000_000_000_i64, "records_in": 100, "records_out": 200, "late_records": 0,
             })
         };
@@ -461,6 +486,7 @@ mod tests {
                 "id": "source", "name": "datagen", "parallelism": 2, "chain": 0, "metrics": m(600.0),
                 "subtasks": [{ "subtask": 0, "metrics": m(600.0) }, { "subtask": 1, "metrics": m(400.0) }],
             }],
+            "metrics_window_ms": 60_000,
             "edges": [{ "from": "source", "to": "window", "ship_strategy": "hash" }],
             "checkpoints": { "latest": { "id": 7, "path": "file:///cp/orders/chk-7", "completed_at": 5, "size_bytes": 9 } },
             "taskmanagers": [{

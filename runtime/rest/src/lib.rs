@@ -6,7 +6,7 @@
 //!
 //! | method and path | answer |
 //! |---|---|
-//! | `GET /v1/jobs/{job}` | [`JobDetails`]: state, parallelism, per-vertex and per-subtask metrics, the latest checkpoint |
+//! | `GET /v1/jobs/{job}[?window=60s]` | [`JobDetails`]: state, parallelism, per-vertex and per-subtask metrics (rates over the window, default the last second; at most 15 minutes, never across a restart), the latest checkpoint |
 //! | `POST /v1/jobs/{job}/savepoints` `{stop?, drain?}` | `202 {trigger_id}` |
 //! | `GET /v1/jobs/{job}/savepoints/{trigger_id}` | `{status: in_progress\|completed\|failed, path?, error?}` |
 //! | `POST /v1/jobs/{job}/rescale` `{parallelism}` | `202 {trigger_id}`: savepoint, then restart at the new parallelism; its status at `savepoints/{trigger_id}` |
@@ -27,21 +27,21 @@
 
 pub mod dashboard;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use weir_api::rest::{
     CheckpointHistory, CheckpointRef, Edge, ErrorBody, Health, HealthStatus, JobDetails, JobList, JobState, JobSummary,
-    LatestCheckpoint, Metrics, RescaleRequest, SavepointRequest, SavepointStatus, SubtaskMetrics, TaskManager,
-    TriggerResponse, Vertex,
+    LatestCheckpoint, MAX_METRICS_WINDOW, Metrics, RescaleRequest, SavepointRequest, SavepointStatus, SubtaskMetrics,
+    TaskManager, TriggerResponse, Vertex,
 };
 use weir_cluster::jobmanager::{JobManager, TaskManagerView};
 use weir_core::checkpoint::coordinator::{CheckpointStats, CheckpointStatus};
@@ -139,7 +139,7 @@ impl RestJob for ClusterJob {
     }
 }
 
-/// Per-second rates of one subtask, or of a vertex over its subtasks, from the last two samples.
+/// Per-second rates of one subtask, or of a vertex over its subtasks, between two samples.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Rates {
     pub records_in_per_s: f64,
@@ -147,6 +147,8 @@ pub struct Rates {
     pub busy_ms_per_s: f64,
     pub backpressured_ms_per_s: f64,
     pub idle_ms_per_s: f64,
+    /// Records in per second of busy time; `None` when never busy.
+    pub true_rate: Option<f64>,
 }
 
 impl Rates {
@@ -155,24 +157,39 @@ impl Rates {
         let per_s = |x: u64, y: u64| x.saturating_sub(y) as f64 / secs;
         // Time shares of a second cannot exceed it (samples are not exactly a second apart).
         let ms_per_s = |x: u64, y: u64| (per_s(x, y) / 1e6).min(1000.0);
+        let busy_s = now.busy_ns.saturating_sub(before.busy_ns) as f64 / 1e9;
+        let records_in = now.records_in.saturating_sub(before.records_in) as f64;
         Rates {
             records_in_per_s: per_s(now.records_in, before.records_in),
             records_out_per_s: per_s(now.records_out, before.records_out),
             busy_ms_per_s: ms_per_s(now.busy_ns, before.busy_ns),
             backpressured_ms_per_s: ms_per_s(now.backpressured_ns, before.backpressured_ns),
             idle_ms_per_s: ms_per_s(now.idle_ns, before.idle_ns),
+            // Under a millisecond of work says nothing about a rate.
+            true_rate: (busy_s >= 1e-3).then(|| records_in / busy_s),
         }
     }
 
-    /// A vertex's rates from its subtasks': record rates summed, time rates the maximum.
+    /// A vertex's rates from its subtasks': record rates summed, time rates
+    /// the maximum, the true rate the mean of the known ones times the
+    /// parallelism (what the vertex takes with every subtask busy).
     pub fn aggregate<'a>(subtasks: impl IntoIterator<Item = &'a Rates>) -> Rates {
-        subtasks.into_iter().fold(Rates::default(), |a, s| Rates {
-            records_in_per_s: a.records_in_per_s + s.records_in_per_s,
-            records_out_per_s: a.records_out_per_s + s.records_out_per_s,
-            busy_ms_per_s: a.busy_ms_per_s.max(s.busy_ms_per_s),
-            backpressured_ms_per_s: a.backpressured_ms_per_s.max(s.backpressured_ms_per_s),
-            idle_ms_per_s: a.idle_ms_per_s.max(s.idle_ms_per_s),
-        })
+        let (mut n, mut known, mut true_sum) = (0usize, 0usize, 0.0);
+        let mut agg = Rates::default();
+        for s in subtasks {
+            n += 1;
+            agg.records_in_per_s += s.records_in_per_s;
+            agg.records_out_per_s += s.records_out_per_s;
+            agg.busy_ms_per_s = agg.busy_ms_per_s.max(s.busy_ms_per_s);
+            agg.backpressured_ms_per_s = agg.backpressured_ms_per_s.max(s.backpressured_ms_per_s);
+            agg.idle_ms_per_s = agg.idle_ms_per_s.max(s.idle_ms_per_s);
+            if let Some(r) = s.true_rate {
+                known += 1;
+                true_sum += r;
+            }
+        }
+        agg.true_rate = (known > 0).then(|| true_sum / known as f64 * n as f64);
+        agg
     }
 
     /// The API's metrics: these rates, and the counters of `counts`.
@@ -184,6 +201,7 @@ impl Rates {
             backpressured_ms_per_s: self.backpressured_ms_per_s,
             idle_ms_per_s: self.idle_ms_per_s,
             pending_records: (counts.pending_records >= 0).then_some(counts.pending_records),
+            true_processing_rate: self.true_rate,
             current_watermark: counts.current_watermark,
             records_in: counts.records_in,
             records_out: counts.records_out,
@@ -192,10 +210,76 @@ impl Rates {
     }
 }
 
+/// One sample of every subtask's counters, per chain.
+struct Sample {
+    at: Instant,
+    counters: Vec<Vec<MetricsSnapshot>>,
+}
+
+/// The samples of the job's current run, up to [`MAX_METRICS_WINDOW`] back,
+/// from which rates over any window are computed.
+#[derive(Default)]
+struct History {
+    samples: VecDeque<Sample>,
+}
+
+impl History {
+    /// Adds a sample. A run that changed shape (a rescale) or whose counters
+    /// went back (a restart's new tasks count from zero) starts a new history:
+    /// rates never span two runs.
+    fn push(&mut self, at: Instant, counters: Vec<Vec<MetricsSnapshot>>) {
+        if let Some(last) = self.samples.back()
+            && !continues(&last.counters, &counters)
+        {
+            self.samples.clear();
+        }
+        self.samples.push_back(Sample { at, counters });
+        let keep = MAX_METRICS_WINDOW + Duration::from_secs(2);
+        while self.samples.front().is_some_and(|s| at.duration_since(s.at) > keep) {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Per chain, per subtask: the rates over the last `window` (at least the
+    /// last two samples), and the span they cover.
+    fn rates(&self, window: Duration) -> (Vec<Vec<Rates>>, Duration) {
+        let Some(newest) = self.samples.back() else { return (Vec::new(), Duration::ZERO) };
+        let oldest = self
+            .samples
+            .iter()
+            .rev()
+            .skip(1)
+            .take_while(|s| newest.at.duration_since(s.at) <= window + Duration::from_millis(500))
+            .last()
+            .or_else(|| self.samples.iter().rev().nth(1));
+        let Some(oldest) = oldest else { return (Vec::new(), Duration::ZERO) };
+        let span = newest.at.duration_since(oldest.at);
+        let secs = span.as_secs_f64().max(1e-3);
+        let rates = newest
+            .counters
+            .iter()
+            .zip(&oldest.counters)
+            .map(|(chain, prev)| chain.iter().zip(prev).map(|(a, b)| Rates::between(a, b, secs)).collect())
+            .collect();
+        (rates, span)
+    }
+}
+
+/// Whether `now` counts on from `before`: the same chains and subtasks, no counter gone back.
+fn continues(before: &[Vec<MetricsSnapshot>], now: &[Vec<MetricsSnapshot>]) -> bool {
+    before.len() == now.len()
+        && before.iter().zip(now).all(|(b, n)| {
+            b.len() == n.len()
+                && b.iter().zip(n).all(|(b, n)| {
+                    n.records_in >= b.records_in && n.records_out >= b.records_out && n.busy_ns >= b.busy_ns
+                })
+        })
+}
+
 struct Shared {
     job: Arc<dyn RestJob>,
-    /// Per chain, per subtask: its rates, refreshed by the sampler.
-    rates: Mutex<Vec<Vec<Rates>>>,
+    /// The sampler's samples of every subtask's counters.
+    history: Mutex<History>,
     /// Each trigger's status, and whether its final outcome was read.
     savepoints: Mutex<HashMap<String, (SavepointStatus, bool)>>,
     next_trigger: AtomicU64,
@@ -204,11 +288,14 @@ struct Shared {
 }
 
 impl Shared {
-    /// Per chain: its subtasks' rates.
-    fn rates(&self) -> Vec<Vec<Rates>> {
-        self.rates.lock().expect("rates poisoned").clone()
+    /// Per chain: its subtasks' rates over the last `window`, and the span they cover.
+    fn rates(&self, window: Duration) -> (Vec<Vec<Rates>>, Duration) {
+        self.history.lock().expect("history poisoned").rates(window)
     }
 }
+
+/// The window of the rates when the caller names none: the last second, as Flink's gauges.
+const DEFAULT_WINDOW: Duration = Duration::from_secs(1);
 
 /// A running REST server; stops when dropped.
 pub struct RestServer {
@@ -237,7 +324,7 @@ impl RestServer {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             job,
-            rates: Mutex::new(Vec::new()),
+            history: Mutex::new(History::default()),
             savepoints: Mutex::new(HashMap::new()),
             next_trigger: AtomicU64::new(1),
             unread: AtomicU64::new(0),
@@ -293,6 +380,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// An error answer: a status and a sentence, as an [`ErrorBody`].
+#[derive(Debug)]
 struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
@@ -310,23 +398,12 @@ fn the_job(s: &Shared, name: &str) -> Result<JobReport, ApiError> {
     s.job.status().ok_or_else(|| ApiError(StatusCode::GONE, format!("job `{name}` has ended")))
 }
 
-/// Samples every subtask's counters once a second and turns them into rates.
+/// Samples every subtask's counters once a second.
 async fn sample(s: Arc<Shared>) {
-    let mut last: Option<(Instant, Vec<Vec<MetricsSnapshot>>)> = None;
     loop {
         let Some(status) = s.job.status() else { return };
         let now: Vec<Vec<MetricsSnapshot>> = status.chains.into_iter().map(|c| c.subtasks).collect();
-        let t = Instant::now();
-        if let Some((t0, before)) = &last {
-            let secs = t.duration_since(*t0).as_secs_f64().max(1e-3);
-            let rates = now
-                .iter()
-                .zip(before)
-                .map(|(chain, prev)| chain.iter().zip(prev).map(|(a, b)| Rates::between(a, b, secs)).collect())
-                .collect();
-            *s.rates.lock().expect("rates poisoned") = rates;
-        }
-        last = Some((t, now));
+        s.history.lock().expect("history poisoned").push(Instant::now(), now);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -364,7 +441,7 @@ fn latest_completed(history: &[CheckpointStats]) -> Option<CheckpointRef> {
 }
 
 /// The answer of `GET /v1/jobs/{job}`, from the job's report and each subtask's rates.
-fn details(name: &str, job: JobReport, rates: &[Vec<Rates>]) -> JobDetails {
+fn details(name: &str, job: JobReport, (rates, span): (&[Vec<Rates>], Duration)) -> JobDetails {
     let mut vertices = Vec::new();
     let mut edges = Vec::new();
     for (i, chain) in job.chains.iter().enumerate() {
@@ -405,6 +482,7 @@ fn details(name: &str, job: JobReport, rates: &[Vec<Rates>]) -> JobDetails {
         max_parallelism: job.max_parallelism,
         start_time: job.start_time,
         vertices,
+        metrics_window_ms: span.as_millis() as u64,
         edges,
         checkpoints: LatestCheckpoint { latest: latest_completed(&job.checkpoints) },
         taskmanagers: job.taskmanagers.iter().map(taskmanager).collect(),
@@ -445,11 +523,37 @@ fn checkpoint_stats(c: &CheckpointStats) -> weir_api::rest::CheckpointStats {
     }
 }
 
-async fn job(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+async fn job(State(s): State<Arc<Shared>>, Path(name): Path<String>, RawQuery(query): RawQuery) -> Response {
+    let window = match window(query.as_deref()) {
+        Ok(w) => w,
+        Err(e) => return e.into_response(),
+    };
     match the_job(&s, &name) {
-        Ok(job) => Json(details(&name, job, &s.rates())).into_response(),
+        Ok(job) => {
+            let (rates, span) = s.rates(window);
+            Json(details(&name, job, (&rates, span))).into_response()
+        }
         Err(e) => e.into_response(),
     }
+}
+
+/// The `window` of a query string (`window=60s`), at most [`MAX_METRICS_WINDOW`].
+fn window(query: Option<&str>) -> Result<Duration, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let mut window = DEFAULT_WINDOW;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("window", value)) => {
+                window = weir_api::parse_duration(value).map_err(|e| bad(format!("`window`: {e}")))?;
+                if window.is_zero() || window > MAX_METRICS_WINDOW {
+                    let max = weir_api::format_duration(MAX_METRICS_WINDOW);
+                    return Err(bad(format!("`window`: {value} is not between 1ms and {max}")));
+                }
+            }
+            _ => return Err(bad(format!("unknown query parameter `{pair}`; expected window=DURATION"))),
+        }
+    }
+    Ok(window)
 }
 
 async fn checkpoints(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
@@ -539,7 +643,7 @@ async fn savepoint_status(State(s): State<Arc<Shared>>, Path((name, trigger)): P
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let Some(job) = s.job.status() else { return error(StatusCode::GONE, "the job has ended") };
-    let rates: Vec<Rates> = s.rates().iter().map(Rates::aggregate).collect();
+    let rates: Vec<Rates> = s.rates(DEFAULT_WINDOW).0.iter().map(Rates::aggregate).collect();
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -586,6 +690,18 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         "gauge",
         "Time waiting for input (max over subtasks).",
         per_vertex(&|i| rate(i, |r| r.idle_ms_per_s)),
+    );
+    family(
+        "weir_true_processing_rate",
+        "gauge",
+        "Records in per second of busy time, with every subtask busy (DS2's true rate; 0 when never busy).",
+        per_vertex(&|i| rates.get(i).and_then(|r| r.true_rate).unwrap_or(0.0)),
+    );
+    family(
+        "weir_pending_records",
+        "gauge",
+        "Records waiting at the source (Kafka lag, a rate-limited datagen's backlog); -1 when unknown.",
+        per_vertex(&|i| aggs[i].pending_records as f64),
     );
     family(
         "weir_current_watermark_ms",
@@ -696,7 +812,8 @@ mod tests {
     fn details_carry_per_subtask_metrics_and_aggregate_them_per_vertex() {
         let busy = |ms: f64| Rates { busy_ms_per_s: ms, records_in_per_s: ms / 10.0, ..Default::default() };
         let rates = vec![vec![busy(300.0), busy(700.0)], vec![busy(100.0)]];
-        let d = details("j", report(), &rates);
+        let d = details("j", report(), (&rates, Duration::from_secs(1)));
+        assert_eq!(d.metrics_window_ms, 1000);
         let ids: Vec<(&str, u32)> = d.vertices.iter().map(|v| (v.id.as_str(), v.chain)).collect();
         assert_eq!(ids, [("source", 0), ("window", 1), ("sink", 1)]);
         let edges: Vec<(&str, &str, &str)> =
@@ -723,6 +840,57 @@ mod tests {
         let r = Rates::between(&now, &before, 2.0);
         assert_eq!((r.records_in_per_s, r.busy_ms_per_s), (100.0, 1000.0));
         assert_eq!(Rates::between(&before, &now, 1.0).records_in_per_s, 0.0, "a counter reset is no negative rate");
+    }
+
+    #[test]
+    fn the_true_rate_is_records_per_busy_second_and_a_vertex_has_its_subtasks_mean_times_parallelism() {
+        // 400 records in 2 s, busy half of it: 400 records per busy second.
+        let r = Rates::between(&snapshot(500, 1_000_000_000, -1), &snapshot(100, 0, -1), 2.0);
+        assert_eq!((r.records_in_per_s, r.busy_ms_per_s, r.true_rate), (200.0, 500.0, Some(400.0)));
+        assert_eq!(Rates::between(&snapshot(9, 0, -1), &snapshot(0, 0, -1), 1.0).true_rate, None, "never busy");
+        let known = |t| Rates { true_rate: t, ..Default::default() };
+        let vertex = Rates::aggregate(&[known(Some(100.0)), known(Some(300.0)), known(None)]);
+        assert_eq!(vertex.true_rate, Some(600.0), "mean 200 of the busy ones, times 3 subtasks");
+        assert_eq!(Rates::aggregate(&[known(None)]).true_rate, None);
+    }
+
+    #[test]
+    fn rates_are_over_the_window_asked_for_and_never_span_a_restart() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let sample = |records: u64| vec![vec![snapshot(records, records * 1_000_000, -1)]];
+        let mut h = History::default();
+        assert_eq!(h.rates(Duration::from_secs(60)).1, Duration::ZERO, "no samples, no rates");
+        // 100 records/s for 10 s, then 1000 records/s for 2 s.
+        for s in 0..=10 {
+            h.push(at(s), sample(s * 100));
+        }
+        h.push(at(11), sample(2000));
+        h.push(at(12), sample(3000));
+        let rate = |h: &History, w: u64| {
+            (h.rates(Duration::from_secs(w)).0[0][0].records_in_per_s, h.rates(Duration::from_secs(w)).1)
+        };
+        assert_eq!(rate(&h, 1), (1000.0, Duration::from_secs(1)));
+        assert_eq!(rate(&h, 4), ((3000.0 - 800.0) / 4.0, Duration::from_secs(4)));
+        assert_eq!(rate(&h, 600), (250.0, Duration::from_secs(12)), "no more history than there is");
+        // A restart: the new tasks count from zero; the old run's samples are gone.
+        h.push(at(13), sample(50));
+        assert_eq!(h.rates(Duration::from_secs(60)).1, Duration::ZERO);
+        h.push(at(14), sample(250));
+        assert_eq!(rate(&h, 60), (200.0, Duration::from_secs(1)));
+        // A rescale: another shape.
+        h.push(at(15), vec![vec![snapshot(0, 0, -1), snapshot(0, 0, -1)]]);
+        assert!(h.rates(Duration::from_secs(60)).0.is_empty());
+    }
+
+    #[test]
+    fn a_bad_window_is_refused_naming_it() {
+        assert_eq!(window(None).unwrap(), DEFAULT_WINDOW);
+        assert_eq!(window(Some("window=1m30s")).unwrap(), Duration::from_secs(90));
+        for (query, says) in [("window=soon", "`window`"), ("window=16m", "between"), ("size=3", "unknown query")] {
+            let e = window(Some(query)).unwrap_err();
+            assert!(e.0 == StatusCode::BAD_REQUEST && e.1.contains(says), "{query}: {}", e.1);
+        }
     }
 
     /// A job whose report never changes; its savepoints complete at once, rescales are refused.
@@ -779,6 +947,10 @@ mod tests {
         assert_eq!((status, health), (200, Health { status: HealthStatus::Ok, state: JobState::Running }));
         let (status, job) = get::<JobDetails>(&server, &paths::job("j"));
         assert_eq!((status, job.vertices.len(), job.vertices[0].subtasks.len()), (200, 3, 2));
+        let (status, over) = get::<JobDetails>(&server, &paths::job_over("j", Duration::from_secs(60)));
+        assert_eq!((status, over.vertices.len()), (200, 3));
+        let (status, error) = get::<ErrorBody>(&server, &format!("{}?window=forever", paths::job("j")));
+        assert!(status == 400 && error.error.contains("`window`"), "{error:?}");
         let (status, history) = get::<CheckpointHistory>(&server, &paths::checkpoints("j"));
         assert_eq!((status, history.history.len()), (200, 2));
         assert_eq!(history.history[1].failure.as_deref(), Some("a TaskManager was lost"));

@@ -20,10 +20,13 @@
 //! assert_eq!(values, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
 //! ```
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use weir_core::checkpoint::metadata::{OperatorSnapshot, RestoredState};
+use weir_core::metrics::SubtaskMetrics;
 use weir_core::source::{Source, SourcePoll};
 use weir_core::state::codec;
 use weir_core::{NO_TIMESTAMP, Record, TaskResult};
@@ -62,6 +65,8 @@ pub struct DatagenSource<T, G> {
     share: f64,
     emitted: u64,
     started: Option<Instant>,
+    /// Where a rate-limited source reports its backlog (`pending_records`).
+    metrics: Option<Arc<SubtaskMetrics>>,
     _t: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -75,7 +80,22 @@ impl<T, G: Fn(u64) -> T> DatagenSource<T, G> {
             share: lane.share(),
             emitted: 0,
             started: None,
+            metrics: None,
             _t: std::marker::PhantomData,
+        }
+    }
+
+    /// Reports the backlog under a rate to `metrics`: the events due by now
+    /// and not produced yet (a downstream that cannot keep up makes it grow,
+    /// as a consumer's lag on a Kafka topic).
+    pub fn with_metrics(mut self, metrics: Arc<SubtaskMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn report_backlog(&self, backlog: u64) {
+        if let Some(m) = &self.metrics {
+            m.pending_records.store(i64::try_from(backlog).unwrap_or(i64::MAX), Ordering::Relaxed);
         }
     }
 
@@ -114,6 +134,7 @@ impl<T: Send, G: Fn(u64) -> T + Send> Source<T> for DatagenSource<T, G> {
         let count = self.split.count;
         let open = (0..self.lanes.len()).filter(|&i| !Self::past(&self.lanes[i], count));
         let Some(behind) = open.min_by_key(|&i| self.lanes[i].position()) else {
+            self.report_backlog(0);
             return Ok(SourcePoll::Finished);
         };
         let mut lane = self.lanes.remove(behind).expect("index in range");
@@ -127,10 +148,12 @@ impl<T: Send, G: Fn(u64) -> T + Send> Source<T> for DatagenSource<T, G> {
             let per_subtask = rate * self.share;
             let allowed = (started.elapsed().as_secs_f64() * per_subtask) as u64 + 1;
             if self.emitted >= allowed {
+                self.report_backlog(0);
                 self.lanes.push_front(lane);
                 return Ok(SourcePoll::Idle(Duration::from_millis(10)));
             }
             end = end.min(first + (allowed - self.emitted));
+            self.report_backlog(allowed - self.emitted - (end - first));
         }
         out.reserve(end.saturating_sub(first) as usize);
         out.extend((first..end).map(|n| Record::new(NO_TIMESTAMP, (self.generate)(n))));
@@ -246,6 +269,22 @@ mod tests {
         // 2 lanes split into 4, dealt 2, 1, 1.
         assert_eq!(shares, [0.5, 0.25, 0.25]);
         assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_rate_limited_source_reports_its_backlog() {
+        let metrics = Arc::new(SubtaskMetrics::default());
+        let split = DatagenSplit { subtask: 0, parallelism: 1, count: None, rate: Some(100_000.0) };
+        let mut s = DatagenSource::new(|n| n, split).with_metrics(metrics.clone());
+        let backlog = || metrics.pending_records.load(Ordering::Relaxed);
+        let mut out = Vec::new();
+        s.poll(&mut out).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        s.poll(&mut out).unwrap();
+        // 10k events due after 100 ms, at most a block of them produced per poll.
+        assert!(backlog() > 5_000, "a slow reader leaves a backlog: {}", backlog());
+        while s.poll(&mut out).unwrap() == SourcePoll::Ready {}
+        assert_eq!(backlog(), 0, "caught up: the source waits for the rate");
     }
 
     #[test]

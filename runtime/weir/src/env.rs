@@ -82,7 +82,7 @@ impl StreamEnv {
     ) -> DataStream<T> {
         self.add_source(name, move |info| {
             let split = DatagenSplit { subtask: info.index, parallelism: info.parallelism, count, rate };
-            Box::new(DatagenSource::new(generate.clone(), split))
+            Box::new(DatagenSource::new(generate.clone(), split).with_metrics(info.metrics.clone()))
         })
     }
 

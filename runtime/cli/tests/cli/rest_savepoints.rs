@@ -94,6 +94,24 @@ fn rest_api_savepoints_and_stop_with_savepoint_then_restore_exactly() {
             assert!(v["metrics"].get(m).is_some(), "vertex {} lacks {m}", v["name"]);
         }
     }
+    // Rates over a window, with what an autoscaler needs: the true
+    // processing rate of every busy vertex, and the source's backlog.
+    let vertex = |j: &Value, name: &str| j["vertices"].as_array().unwrap().iter().find(|v| v["name"] == name).cloned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let over = loop {
+        let over = get(&format!("{base}?window=10s")).unwrap();
+        if over["metrics_window_ms"].as_u64().unwrap() >= 2000
+            && vertex(&over, "window").unwrap()["metrics"]["true_processing_rate"].is_number()
+        {
+            break over;
+        }
+        assert!(Instant::now() < deadline, "no rates over two samples within 30 s: {over}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(vertex(&over, "window").unwrap()["metrics"]["true_processing_rate"].as_f64().unwrap() > 0.0, "{over}");
+    assert!(vertex(&over, "orders").unwrap()["metrics"]["pending_records"].as_i64().unwrap() >= 0, "{over}");
+    let bad = ureq::get(&format!("{base}?window=1y")).call();
+    assert!(bad.is_err(), "a bad window is refused");
     let latest = &j["checkpoints"]["latest"];
     assert!(latest["path"].as_str().unwrap().contains("/ck/orders-window/chk-"), "{latest}");
     let history = get(&format!("{base}/checkpoints")).unwrap();
