@@ -6,6 +6,9 @@
 # usage: bench/before-after.sh BEFORE_WEIR AFTER_WEIR
 #
 # Environment (defaults in brackets):
+#   MODE          [bench] `bench`: `weir bench` (the Rust API); `run`: `weir run`
+#                 of examples/workloads/WORKLOAD.yaml (pipeline files, the
+#                 runtime `weir run` starts), rows to a file sink
 #   WORKLOADS     [orders-window orders-dedup q0 q1 q2 q5 q7]
 #   PARALLELISMS  [1 2]
 #   EVENTS        [10000000]
@@ -24,7 +27,29 @@ RUNS=${RUNS:-3}
 
 field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-run() { "$1" bench "$2" --events "$EVENTS" --parallelism "$3" 2>/dev/null | grep -m1 '^query='; }
+MODE=${MODE:-bench}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+bench_line() { "$1" bench "$2" --events "$EVENTS" --parallelism "$3" 2>/dev/null | grep -m1 '^query='; }
+
+# The same line for `weir run`: wall and CPU time from /usr/bin/time, the answer
+# a checksum of the sorted output rows.
+run_line() {
+  rm -rf "$work/out"
+  /usr/bin/time -f '%e %U %S' -o "$work/time" "$1" run -q "$repo/examples/workloads/$2.yaml" \
+    --parallelism "$3" --rest-port 0 --set "source.count=$EVENTS" --set "sink.path=$work/out" \
+    2>"$work/err" >/dev/null || { cat "$work/err" >&2; return 1; }
+  read -r wall user sys <"$work/time"
+  local rows sum
+  rows=$(cat "$work"/out/part-* | wc -l)
+  sum=$(cat "$work"/out/part-* | sort | md5sum | cut -c1-16)
+  awk -v e="$EVENTS" -v w="$wall" -v u="$user" -v s="$sys" -v r="$rows" -v c="$sum" \
+    'BEGIN {printf "query=x events_per_s=%.0f cpu_ms=%.0f outputs=%s checksum=%s\n", e / w, (u + s) * 1000, r, c}'
+}
+
+run() { if [ "$MODE" = run ]; then run_line "$@"; else bench_line "$@"; fi; }
 
 echo "| workload | p | before events/s | after events/s | after/before | before events/CPU-s | after events/CPU-s | after/before |"
 echo "|---|---|---|---|---|---|---|---|"

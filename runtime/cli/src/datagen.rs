@@ -5,6 +5,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
+use weir::datagen::RateProfile;
 use weir_kafka::rdkafka::ClientConfig;
 use weir_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use weir_kafka::rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -28,9 +29,10 @@ pub struct DatagenArgs {
     /// The first event number (to continue an earlier run).
     #[arg(long, default_value_t = 0)]
     from: u64,
-    /// Events per second (as fast as possible when absent).
-    #[arg(long)]
-    rate: Option<f64>,
+    /// Events per second, or a profile: steps:0s=1000,2m=3000 or
+    /// sine:mean=2000,amplitude=1000,period=10m (as fast as possible when absent).
+    #[arg(long, value_name = "RATE")]
+    rate: Option<RateProfile>,
     /// No progress display.
     #[arg(long, short)]
     quiet: bool,
@@ -57,9 +59,6 @@ pub fn datagen(args: DatagenArgs) -> Result<(), Failure> {
             )));
         }
     };
-    if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
-        return Err(Failure::BadInput("--rate: expected a positive number of events per second".into()));
-    }
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &args.kafka)
         .set("enable.idempotence", "true")
@@ -81,10 +80,17 @@ pub fn datagen(args: DatagenArgs) -> Result<(), Failure> {
     let started = Instant::now();
     let mut last_report = started;
     let end = args.count.map(|c| args.from + c);
+    // The profile's clock is the stream's: `--from N` continues a profile where event N was due.
+    let profile_start = args.rate.as_ref().map_or(0.0, |r| r.time_of(args.from as f64));
     let mut n = args.from;
     while end.is_none_or(|e| n < e) {
-        if let Some(rate) = args.rate {
-            let due = started + Duration::from_secs_f64((n - args.from) as f64 / rate);
+        if let Some(rate) = &args.rate {
+            let Some(due) = due_after(rate, profile_start, n).and_then(|d| started.checked_add(d)) else {
+                if !args.quiet {
+                    eprintln!("weir datagen: the rate profile ends before event number {n}");
+                }
+                break;
+            };
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
@@ -129,4 +135,32 @@ pub fn datagen(args: DatagenArgs) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// When event `n` is due, counted from the start of a run whose first event
+/// was due at `profile_start` (stream time); `None` when never (the profile
+/// ends at a rate of 0 before it).
+fn due_after(rate: &RateProfile, profile_start: f64, n: u64) -> Option<Duration> {
+    let after = rate.time_of(n as f64) - profile_start;
+    Duration::try_from_secs_f64(after.max(0.0)).ok().filter(|_| after.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_due_by_the_profile_from_where_the_run_starts() {
+        let constant: RateProfile = "200".parse().unwrap();
+        assert_eq!(due_after(&constant, constant.time_of(1000.0), 1100), Some(Duration::from_millis(500)));
+        let steps: RateProfile = "steps:0s=100,10s=1000,20s=0".parse().unwrap();
+        assert_eq!(due_after(&steps, 0.0, 0), Some(Duration::ZERO));
+        assert_eq!(due_after(&steps, 0.0, 1500), Some(Duration::from_millis(10_500)));
+        // `--from 1000` (10 s into the profile): the 1000/s step at once, not the start's 100/s.
+        let from = steps.time_of(1000.0);
+        assert_eq!(due_after(&steps, from, 1500), Some(Duration::from_millis(500)));
+        assert_eq!(due_after(&steps, from, 11_000), Some(Duration::from_secs(10)), "the last event");
+        assert_eq!(due_after(&steps, from, 11_001), None, "never due: the run ends");
+        assert_eq!(due_after(&steps, steps.time_of(20_000.0), 20_001), None, "started past the end");
+    }
 }

@@ -11,15 +11,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use smol_str::SmolStr;
+use weir::datagen::{IntoRateProfile, RateProfile};
 use weir::prelude::{DataStream, StreamEnv};
 use weir_core::TaskResult;
 use weir_workloads::{Bid, Order, Payment, WorkloadStreams};
 
-use crate::config::Workload;
+use crate::config::{Rate, Workload};
 use crate::connectors;
 use crate::error::PipelineError;
 use crate::file_source::{FileSource, list_files};
-use crate::ops::{AnomalyFlag, DedupRows, RowAggregates, RowKey, TopRows};
+use crate::ops::{AnomalyFlag, DedupRows, ExternalCall, RowAggregates, RowKey, TopRows};
 use crate::plan::{Plan, SinkKind, SinkPlan, SourceKind, SourcePlan, StepKind, WindowOutput};
 use crate::records::DeadLetters;
 use crate::value::{Row, Schema, Value};
@@ -97,6 +98,28 @@ fn bid_row(b: Bid) -> Row {
     ]
 }
 
+/// The checked `source.rate` as the engine's profile.
+pub fn rate_profile(rate: &Rate) -> RateProfile {
+    match rate {
+        Rate::Constant(r) => RateProfile::Constant(*r),
+        Rate::Steps(steps) => RateProfile::Steps(steps.iter().map(|s| (s.at.0, s.rate)).collect()),
+        Rate::Sine(s) => RateProfile::Sine { mean: s.mean, amplitude: s.amplitude, period: s.period.0 },
+    }
+}
+
+fn workload_rows(
+    env: &StreamEnv,
+    workload: Workload,
+    count: Option<u64>,
+    rate: impl IntoRateProfile,
+) -> DataStream<Row> {
+    match workload {
+        Workload::Orders => env.orders(count, rate).map(order_row),
+        Workload::Payments => env.payments(count, rate).map(payment_row),
+        Workload::Bids => env.bids(count, rate).map(bid_row),
+    }
+}
+
 fn source(
     file: &Path,
     src: &SourcePlan,
@@ -109,10 +132,9 @@ fn source(
     };
     let format = src.format;
     let stream = match &src.kind {
-        SourceKind::Datagen { workload, count, rate } => match workload {
-            Workload::Orders => env.orders(*count, *rate).map(order_row),
-            Workload::Payments => env.payments(*count, *rate).map(payment_row),
-            Workload::Bids => env.bids(*count, *rate).map(bid_row),
+        SourceKind::Datagen { workload, count, rate } => match rate.as_ref().map(rate_profile) {
+            Some(profile) => workload_rows(env, *workload, *count, profile),
+            None => workload_rows(env, *workload, *count, None),
         },
         SourceKind::File { path } => {
             let files = list_files(Path::new(path))
@@ -194,6 +216,10 @@ fn step(file: &Path, step: &crate::plan::StepPlan, stream: DataStream<Row>) -> R
                 tracing::info!("anomaly alerts go to {}", alerts.describe());
             }
             stream
+        }
+        StepKind::ExternalCall { per_record } => {
+            let per_record = *per_record;
+            stream.transform("external_call", move |_| ExternalCall::new(per_record))
         }
     })
 }

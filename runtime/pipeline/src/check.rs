@@ -187,10 +187,11 @@ fn source(ctx: &Ctx, p: &PipelineFile) -> Result<SourcePlan, PipelineError> {
     };
     let kind = match src.kind {
         Datagen => {
-            if src.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
-                return Err(ctx.err("source.rate", "expected a positive number of events per second"));
+            if let Some(r) = &src.rate {
+                rate(ctx, r)?;
             }
-            SourceKind::Datagen { workload: src.workload.expect("checked above"), count: src.count, rate: src.rate }
+            let workload = src.workload.expect("checked above");
+            SourceKind::Datagen { workload, count: src.count, rate: src.rate.clone() }
         }
         File => {
             let path = src.path.clone().ok_or_else(|| ctx.err("source.path", "required for file sources"))?;
@@ -209,6 +210,52 @@ fn source(ctx: &Ctx, p: &PipelineFile) -> Result<SourcePlan, PipelineError> {
         on_error: src.on_error,
         dead_letter: src.dead_letter.as_ref().map(PathBuf::from),
     })
+}
+
+/// Checks a datagen source's rate: what `weir::datagen::RateProfile::validate`
+/// checks (that crate is not linked here: the operator checks without the
+/// engine), in the file's keys.
+fn rate(ctx: &Ctx, r: &config::Rate) -> Result<(), PipelineError> {
+    let events_per_second = |key: String, r: f64| match r.is_finite() && r >= 0.0 {
+        true => Ok(r),
+        false => Err(ctx.err(key, "expected a number of events per second, 0 or more")),
+    };
+    match r {
+        config::Rate::Constant(r) if !(r.is_finite() && *r > 0.0) => {
+            Err(ctx.err("source.rate", "expected a positive number of events per second"))
+        }
+        config::Rate::Constant(_) => Ok(()),
+        config::Rate::Steps(steps) => {
+            let first = steps.first().ok_or_else(|| {
+                ctx.err("source.rate.steps", "expected at least one step such as `{ at: 0s, rate: 1000 }`")
+            })?;
+            if !first.at.0.is_zero() {
+                return Err(ctx.err("source.rate.steps[0].at", "the first step must be at 0s (the stream's start)"));
+            }
+            for (i, step) in steps.iter().enumerate() {
+                if i > 0 && step.at.0 <= steps[i - 1].at.0 {
+                    return Err(ctx.err(format!("source.rate.steps[{i}].at"), "steps must be in increasing time"));
+                }
+                events_per_second(format!("source.rate.steps[{i}].rate"), step.rate)?;
+            }
+            match steps.iter().all(|s| s.rate == 0.0) {
+                true => Err(ctx.err("source.rate.steps", "every rate is 0: the source would never produce")),
+                false => Ok(()),
+            }
+        }
+        config::Rate::Sine(s) => {
+            if events_per_second("source.rate.sine.mean".into(), s.mean)? == 0.0 {
+                return Err(ctx.err("source.rate.sine.mean", "expected a positive number of events per second"));
+            }
+            if events_per_second("source.rate.sine.amplitude".into(), s.amplitude)? > s.mean {
+                return Err(ctx.err("source.rate.sine.amplitude", "must not exceed mean (the rate would go negative)"));
+            }
+            match s.period.0.is_zero() {
+                true => Err(ctx.err("source.rate.sine.period", "must be longer than zero")),
+                false => Ok(()),
+            }
+        }
+    }
 }
 
 fn watermark(
@@ -304,6 +351,11 @@ fn step(ctx: &Ctx, key: &str, steps: &[Step], i: usize, cur: &mut Cursor) -> Res
         Step::Window(_) => window(ctx, key, steps, i, cur, None),
         Step::Aggregate(_) | Step::Top(_) => Err(ctx.err(key, "must follow a window step")),
         Step::Anomaly(a) => anomaly(ctx, key, a, cur).map(|kind| (kind, 1)),
+        // Rows pass unchanged: the schema, the event time and the last key stay.
+        Step::ExternalCall(c) if c.per_record.0.is_zero() => {
+            Err(ctx.err(format!("{key}.per_record"), "must be longer than zero"))
+        }
+        Step::ExternalCall(c) => Ok((StepKind::ExternalCall { per_record: c.per_record.0 }, 1)),
     }
 }
 
@@ -691,5 +743,79 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.key, "sink.guarantee");
+    }
+
+    fn datagen_with_rate(rate: &str) -> Result<Plan, PipelineError> {
+        plan(&format!("name: j\nsource: {{ type: datagen, workload: orders, rate: {rate} }}\nsink: {{ type: stdout }}"))
+    }
+
+    #[test]
+    fn rate_profiles_are_planned() {
+        let p = datagen_with_rate("{ steps: [{ at: 0s, rate: 1000 }, { at: 2m, rate: 0 }, { at: 3m, rate: 3000 }] }")
+            .unwrap();
+        let SourceKind::Datagen { rate: Some(config::Rate::Steps(steps)), .. } = &p.source.kind else { panic!() };
+        assert_eq!(
+            steps.iter().map(|s| (s.at.0.as_secs(), s.rate)).collect::<Vec<_>>(),
+            [(0, 1000.0), (120, 0.0), (180, 3000.0)]
+        );
+        let p = datagen_with_rate("{ sine: { mean: 2000, amplitude: 2000, period: 10m } }").unwrap();
+        assert!(
+            matches!(&p.source.kind, SourceKind::Datagen { rate: Some(config::Rate::Sine(s)), .. } if s.period.0.as_secs() == 600)
+        );
+        let p = datagen_with_rate("2500").unwrap();
+        assert!(
+            matches!(&p.source.kind, SourceKind::Datagen { rate: Some(config::Rate::Constant(r)), .. } if *r == 2500.0)
+        );
+    }
+
+    #[test]
+    fn bad_rate_profiles_name_the_key() {
+        for (rate, key, message) in [
+            ("0", "source.rate", "expected a positive number of events per second"),
+            ("-5", "source.rate", "expected a positive number of events per second"),
+            ("{ steps: [] }", "source.rate.steps", "expected at least one step"),
+            ("{ steps: [{ at: 1s, rate: 5 }] }", "source.rate.steps[0].at", "the first step must be at 0s"),
+            (
+                "{ steps: [{ at: 0s, rate: 5 }, { at: 2m, rate: 5 }, { at: 1m, rate: 5 }] }",
+                "source.rate.steps[2].at",
+                "steps must be in increasing time",
+            ),
+            ("{ steps: [{ at: 0s, rate: 5 }, { at: 0s, rate: 5 }] }", "source.rate.steps[1].at", "increasing time"),
+            ("{ steps: [{ at: 0s, rate: 5 }, { at: 1m, rate: -1 }] }", "source.rate.steps[1].rate", "0 or more"),
+            ("{ steps: [{ at: 0s, rate: 0 }] }", "source.rate.steps", "would never produce"),
+            (
+                "{ sine: { mean: 100, amplitude: 150, period: 1m } }",
+                "source.rate.sine.amplitude",
+                "must not exceed mean",
+            ),
+            ("{ sine: { mean: 100, amplitude: -1, period: 1m } }", "source.rate.sine.amplitude", "0 or more"),
+            ("{ sine: { mean: 0, amplitude: 0, period: 1m } }", "source.rate.sine.mean", "positive"),
+            ("{ sine: { mean: 100, amplitude: 50, period: 0s } }", "source.rate.sine.period", "longer than zero"),
+        ] {
+            let e = datagen_with_rate(rate).unwrap_err();
+            assert_eq!(e.key, key, "{rate}: {e}");
+            assert!(e.message.contains(message), "{rate}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_external_call_passes_the_stream_through() {
+        let p = plan(
+            "name: j\nsource: { type: datagen, workload: orders, watermark: { field: time } }\n\
+             steps:\n  - external_call: { per_record: 200us }\n  - key_by: region\n  \
+             - window: { type: tumbling, size: 1m }\n  - aggregate: { n: count() }\nsink: { type: blackhole }",
+        )
+        .unwrap();
+        assert!(matches!(p.steps[0].kind, StepKind::ExternalCall { per_record } if per_record.as_micros() == 200));
+        assert_eq!(p.steps[0].schema.names(), ["order_id", "region", "amount", "time"]);
+        let e = plan(
+            "name: j\nsource: { type: datagen, workload: orders }\nsteps: [{ external_call: { per_record: 0s } }]\n\
+             sink: { type: stdout }",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.message.as_str()),
+            ("steps[0].external_call.per_record", "must be longer than zero")
+        );
     }
 }

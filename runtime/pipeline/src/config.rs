@@ -117,7 +117,7 @@ pub struct Source {
     // datagen
     pub workload: Option<Workload>,
     pub count: Option<u64>,
-    pub rate: Option<f64>,
+    pub rate: Option<Rate>,
     // file
     pub path: Option<String>,
     // file and kafka
@@ -134,6 +134,72 @@ pub struct Source {
     pub bounded: Option<bool>,
     /// Further librdkafka consumer properties.
     pub properties: Option<IndexMap<String, String>>,
+}
+
+/// `source.rate`: events per second over all subtasks, constant (a number) or
+/// a profile over the stream's time, `{ steps: [{ at: 0s, rate: 1000 }, ...] }`
+/// or `{ sine: { mean: 2000, amplitude: 1000, period: 10m } }`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Rate {
+    Constant(f64),
+    Steps(Vec<RateStep>),
+    Sine(Sine),
+}
+
+/// One step of a rate profile: the rate from `at` on.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateStep {
+    pub at: Dur,
+    pub rate: f64,
+}
+
+/// A sine rate profile: `mean + amplitude * sin(2π t / period)`.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sine {
+    pub mean: f64,
+    pub amplitude: f64,
+    pub period: Dur,
+}
+
+/// The profile forms of [`Rate`], one key each (as steps are).
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum RateProfileForm {
+    Steps(Vec<RateStep>),
+    Sine(Sine),
+}
+
+/// A number, or a map read as [`RateProfileForm`] through the same
+/// deserializer, so that errors inside a profile keep their key path
+/// (`source.rate.steps[1].at`).
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RateVisitor;
+        impl<'de> serde::de::Visitor<'de> for RateVisitor {
+            type Value = Rate;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("events per second, `{ steps: [{ at: 0s, rate: N }, ...] }` or `{ sine: { mean, amplitude, period } }`")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Rate, E> {
+                Ok(Rate::Constant(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Rate, E> {
+                Ok(Rate::Constant(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Rate, E> {
+                Ok(Rate::Constant(v as f64))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Rate, A::Error> {
+                Ok(match RateProfileForm::deserialize(serde::de::value::MapAccessDeserializer::new(map))? {
+                    RateProfileForm::Steps(steps) => Rate::Steps(steps),
+                    RateProfileForm::Sine(sine) => Rate::Sine(sine),
+                })
+            }
+        }
+        d.deserialize_any(RateVisitor)
+    }
 }
 
 /// A key: one field name or a list of them.
@@ -164,6 +230,7 @@ pub enum Step {
     Aggregate(IndexMap<String, String>),
     Top(Top),
     Anomaly(Anomaly),
+    ExternalCall(ExternalCall),
 }
 
 impl Step {
@@ -177,6 +244,7 @@ impl Step {
             Step::Aggregate(_) => "aggregate",
             Step::Top(_) => "top",
             Step::Anomaly(_) => "anomaly",
+            Step::ExternalCall(_) => "external_call",
         }
     }
 }
@@ -187,6 +255,15 @@ pub struct Dedup {
     pub key: Fields,
     /// Forget a key this long (event time) after it was first seen; forever when absent.
     pub ttl: Option<Dur>,
+}
+
+/// A stand-in for a synchronous call to another service per record (a test
+/// and benchmark aid): rows pass unchanged, each subtask spends `per_record`
+/// on each of them, asleep.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalCall {
+    pub per_record: Dur,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -430,5 +507,37 @@ sink: { type: file, path: ./out/x }
         assert!(e.contains("missing field `source`"), "{e}");
         let e = err("[1, 2]", &[]);
         assert!(e.contains("expected a mapping"), "{e}");
+    }
+
+    #[test]
+    fn a_rate_is_a_number_or_a_profile_with_errors_at_their_keys() {
+        let rate = |r: &str| parse(Path::new("p.yaml"), GOOD, &[format!("source.rate={r}")]).map(|p| p.source.rate);
+        assert_eq!(rate("1500").unwrap(), Some(Rate::Constant(1500.0)));
+        assert_eq!(rate("2.5").unwrap(), Some(Rate::Constant(2.5)));
+        let steps = rate("{ steps: [{ at: 0s, rate: 1000 }, { at: 2m, rate: 3000 }] }").unwrap();
+        let at = |s| Dur(Duration::from_secs(s));
+        assert_eq!(
+            steps,
+            Some(Rate::Steps(vec![RateStep { at: at(0), rate: 1000.0 }, RateStep { at: at(120), rate: 3000.0 }]))
+        );
+        let sine = rate("{ sine: { mean: 2000, amplitude: 1000, period: 10m } }").unwrap();
+        assert_eq!(sine, Some(Rate::Sine(Sine { mean: 2000.0, amplitude: 1000.0, period: at(600) })));
+        for (r, expected) in [
+            (
+                "{ steps: [{ at: 0s, rate: 1 }, { at: soon, rate: 2 }] }",
+                "source.rate.steps[1].at: invalid duration `soon`",
+            ),
+            (
+                "{ steps: [{ at: 0s, rate: 1, ramp: 2 }] }",
+                "source.rate.steps[0].ramp: unknown field `ramp`, expected `at` or `rate`",
+            ),
+            ("{ steps: [{ rate: 1 }] }", "source.rate.steps[0]: missing field `at`"),
+            ("{ sine: { mean: 1, amplitude: 1 } }", "source.rate.sine: missing field `period`"),
+            ("{ ramp: { from: 1 } }", "source.rate.ramp: unknown variant `ramp`, expected `steps` or `sine`"),
+            ("fast", "source.rate: invalid type: string \"fast\", expected events per second"),
+        ] {
+            let e = rate(r).unwrap_err().to_string();
+            assert!(e.contains(expected), "{r}: {e}");
+        }
     }
 }

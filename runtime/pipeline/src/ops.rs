@@ -1,15 +1,19 @@
 //! The operators behind pipeline steps, over [`Row`]s: dedup, aggregates,
-//! top-N and the 3-sigma anomaly flag.
+//! top-N, the 3-sigma anomaly flag, and the external call's latency.
 
 use std::collections::HashSet;
+use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use weir_core::operator::Operator;
 use weir_core::operator::process::{KeyedProcessFunction, ProcessContext};
+use weir_core::output::Collector;
 use weir_core::state::{KeyedState, ListState, ValueState};
 use weir_core::timer::TimeDomain;
 use weir_core::window::{AggregateFunction, Window, WindowFunction};
-use weir_core::{NO_TIMESTAMP, Timestamp};
+use weir_core::{Data, NO_TIMESTAMP, Record, TaskResult, Timestamp};
 
 use crate::value::{FieldType, Row, Value};
 
@@ -295,6 +299,63 @@ impl KeyedProcessFunction<RowKey, Row, Row> for AnomalyFlag {
     }
 }
 
+/// The `external_call` step: a stand-in for a synchronous call to another
+/// service per record (an enrichment lookup, say), so that a job's capacity
+/// is bound per subtask, `1 / per_record` records per second, rather than by
+/// the machine's cores: a test and benchmark aid for autoscaling.
+///
+/// Records pass unchanged. The time owed accumulates and is slept once it
+/// reaches [`ExternalCall::SLEEP_AT`] (a sleep of microseconds would mostly
+/// be the scheduler's overshoot): no CPU burns, and the sleep happens inside
+/// the task's processing, so the task's metrics count it as *busy*, as a
+/// synchronous call would be, and the true processing rate reflects it.
+pub struct ExternalCall<T> {
+    per_record: Duration,
+    /// Owed and not slept yet; negative when a sleep overshot, which the next
+    /// records pay back (down to `-SLEEP_AT`: a thread descheduled for long
+    /// does not earn a burst).
+    owed_ns: i128,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T> ExternalCall<T> {
+    /// The smallest sleep.
+    pub const SLEEP_AT: Duration = Duration::from_millis(1);
+
+    pub fn new(per_record: Duration) -> Self {
+        ExternalCall { per_record, owed_ns: 0, _t: PhantomData }
+    }
+
+    /// Sleeps what is owed, when it is at least `at`.
+    fn pay(&mut self, at: Duration) {
+        if self.owed_ns < at.as_nanos() as i128 || self.owed_ns <= 0 {
+            return;
+        }
+        let started = Instant::now();
+        std::thread::sleep(Duration::from_nanos(self.owed_ns.min(u64::MAX as i128) as u64));
+        let credit = -(Self::SLEEP_AT.as_nanos() as i128);
+        self.owed_ns = (self.owed_ns - started.elapsed().as_nanos() as i128).max(credit);
+    }
+}
+
+impl<T: Data> Operator for ExternalCall<T> {
+    type In = T;
+    type Out = T;
+
+    fn process_batch(&mut self, batch: Vec<Record<T>>, out: &mut Collector<'_, T>) -> TaskResult {
+        self.owed_ns += self.per_record.as_nanos() as i128 * batch.len() as i128;
+        self.pay(Self::SLEEP_AT);
+        out.emit_batch(batch);
+        Ok(())
+    }
+
+    /// The last records pay what they owe too.
+    fn on_end(&mut self, _out: &mut Collector<'_, T>) -> TaskResult {
+        self.pay(Duration::ZERO);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,5 +411,27 @@ mod tests {
         let (m, sd) = mean_stddev(&[10.0, 12.0, 11.0, 9.0, 13.0]);
         assert_eq!(m, 11.0);
         assert!((sd - 2f64.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn an_external_call_owes_time_per_record_and_sleeps_it_in_chunks() {
+        let mut call = ExternalCall::<u64>::new(Duration::from_micros(100));
+        let mut buf = Vec::new();
+        let batch = |range: std::ops::Range<u64>| range.map(|n| Record::new(NO_TIMESTAMP, n)).collect::<Vec<_>>();
+        // 5 records owe 500us: below a millisecond, nothing is slept yet.
+        call.process_batch(batch(0..5), &mut Collector::new(&mut buf)).unwrap();
+        assert_eq!(call.owed_ns, 500_000);
+        let started = Instant::now();
+        let mut n = 5;
+        while n < 1000 {
+            let end = (n + 7).min(1000);
+            call.process_batch(batch(n..end), &mut Collector::new(&mut buf)).unwrap();
+            n = end;
+        }
+        call.on_end(&mut Collector::new(&mut buf)).unwrap();
+        // A lower bound only: a loaded machine makes it longer, never shorter.
+        // (The 500us owed before `started` is slept after it.)
+        assert!(started.elapsed() >= Duration::from_millis(100), "1000 records at 100us took {:?}", started.elapsed());
+        assert_eq!(buf.iter().map(|r| r.value).collect::<Vec<_>>(), (0..1000).collect::<Vec<_>>(), "rows unchanged");
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use weir_core::WatermarkStrategy;
 use weir_core::window::WindowAssigner;
 
-use crate::config::{KafkaGuarantee, OnError, PostgresGuarantee, Workload};
+use crate::config::{KafkaGuarantee, OnError, PostgresGuarantee, Rate, Workload};
 use crate::expr::Expr;
 use crate::ops::AggSpec;
 use crate::records::Format;
@@ -58,7 +58,8 @@ pub enum SourceKind {
     Datagen {
         workload: Workload,
         count: Option<u64>,
-        rate: Option<f64>,
+        /// Events per second over all subtasks, constant or a profile; unthrottled when `None`.
+        rate: Option<Rate>,
     },
     /// A file or a directory of files, as given (not looked at until the job is built).
     File {
@@ -137,6 +138,10 @@ pub enum StepKind {
         only_anomalies: bool,
         /// A second sink for the flagged rows.
         alerts: Option<Box<SinkPlan>>,
+    },
+    /// Rows pass unchanged; each subtask spends at least `per_record` on each, asleep.
+    ExternalCall {
+        per_record: Duration,
     },
 }
 

@@ -72,16 +72,27 @@ impl StreamEnv {
         stream.set_parallelism(1)
     }
 
-    /// A generated stream: `generate(n)` for n in `0..count` (or forever), split over subtasks.
+    /// A generated stream: `generate(n)` for n in `0..count` (or forever), split over subtasks,
+    /// at `rate` over all subtasks: `None` (unthrottled), `Some(events_per_second)`, or a
+    /// [`RateProfile`](crate::datagen::RateProfile) such as steps or a sine.
+    ///
+    /// # Panics
+    ///
+    /// When the rate profile is invalid (see [`RateProfile::validate`](crate::datagen::RateProfile::validate)):
+    /// a mistake in the job's code, found when the job is assembled.
     pub fn datagen<T: Data, G: Fn(u64) -> T + Send + Sync + Clone + 'static>(
         &self,
         name: &str,
         generate: G,
         count: Option<u64>,
-        rate: Option<f64>,
+        rate: impl crate::datagen::IntoRateProfile,
     ) -> DataStream<T> {
+        let rate = rate.into_rate_profile();
+        if let Some(Err(e)) = rate.as_ref().map(|p| p.validate()) {
+            panic!("datagen source `{name}`: {e}");
+        }
         self.add_source(name, move |info| {
-            let split = DatagenSplit { subtask: info.index, parallelism: info.parallelism, count, rate };
+            let split = DatagenSplit { subtask: info.index, parallelism: info.parallelism, count, rate: rate.clone() };
             Box::new(DatagenSource::new(generate.clone(), split).with_metrics(info.metrics.clone()))
         })
     }

@@ -26,6 +26,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use weir::core::keygroup::mix64;
+use weir::datagen::IntoRateProfile;
 use weir::prelude::{DataStream, StreamEnv};
 
 /// `T0` of the workloads: epoch milliseconds of event 0.
@@ -198,26 +199,28 @@ pub mod bounds {
 }
 
 /// The workload streams as sources of a job: `count` events (unbounded when
-/// `None`) at `rate` events per second over all subtasks (unthrottled when `None`).
+/// `None`) at `rate` over all subtasks: `None` (unthrottled),
+/// `Some(events_per_second)`, or a [`RateProfile`](weir::datagen::RateProfile)
+/// (steps, a sine: a load that changes, to test an autoscaler with).
 pub trait WorkloadStreams {
     /// The `orders` stream.
-    fn orders(&self, count: Option<u64>, rate: Option<f64>) -> DataStream<Order>;
+    fn orders(&self, count: Option<u64>, rate: impl IntoRateProfile) -> DataStream<Order>;
     /// The `payments` of orders `0..count` (about 0.93 per order).
-    fn payments(&self, count: Option<u64>, rate: Option<f64>) -> DataStream<Payment>;
+    fn payments(&self, count: Option<u64>, rate: impl IntoRateProfile) -> DataStream<Payment>;
     /// The `bids` stream.
-    fn bids(&self, count: Option<u64>, rate: Option<f64>) -> DataStream<Bid>;
+    fn bids(&self, count: Option<u64>, rate: impl IntoRateProfile) -> DataStream<Bid>;
 }
 
 impl WorkloadStreams for StreamEnv {
-    fn orders(&self, count: Option<u64>, rate: Option<f64>) -> DataStream<Order> {
+    fn orders(&self, count: Option<u64>, rate: impl IntoRateProfile) -> DataStream<Order> {
         self.datagen("orders", order, count, rate)
     }
 
-    fn payments(&self, count: Option<u64>, rate: Option<f64>) -> DataStream<Payment> {
+    fn payments(&self, count: Option<u64>, rate: impl IntoRateProfile) -> DataStream<Payment> {
         self.datagen("payments", payment, count, rate).flat_map(|p| p)
     }
 
-    fn bids(&self, count: Option<u64>, rate: Option<f64>) -> DataStream<Bid> {
+    fn bids(&self, count: Option<u64>, rate: impl IntoRateProfile) -> DataStream<Bid> {
         self.datagen("bids", bid, count, rate)
     }
 }
