@@ -7,6 +7,8 @@
 //! compile, a savepoint path that does not exist) becomes a condition on the
 //! status instead.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
@@ -106,6 +108,9 @@ pub struct StreamJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_free_form")]
     pub pod_template: Option<serde_json::Value>,
+    /// Rescale the job on its backpressure and lag metrics (DS2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<AutoscalerSpec>,
 }
 
 impl Default for TaskManagerSpec {
@@ -203,6 +208,131 @@ fn five() -> i32 {
     5
 }
 
+/// When and how far the operator rescales the job on its metrics.
+// `autoscaler::AutoscalerConfig::from_spec` turns it into typed durations; the
+// ranges here are enforced by the API server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalerSpec {
+    #[serde(default)]
+    pub mode: AutoscalerMode,
+    /// The busy fraction each vertex is sized for (0.7: 70% of each second processing).
+    #[serde(default = "default_target_utilization")]
+    #[schemars(range(min = 0.1, max = 0.95))]
+    pub target_utilization: f64,
+    /// A vertex whose load is within `targetUtilization` ± this keeps its parallelism.
+    #[serde(default = "default_utilization_band")]
+    #[schemars(range(min = 0.0, max = 0.5))]
+    pub utilization_band: f64,
+    /// The metrics a decision is made on: the samples of this long before it.
+    #[serde(default = "sixty_seconds")]
+    #[schemars(regex(pattern = DURATION))]
+    pub metrics_window: String,
+    /// After a rescale (or a start), nothing is decided for this long.
+    #[serde(default = "sixty_seconds")]
+    #[schemars(regex(pattern = DURATION))]
+    pub stabilization: String,
+    /// The least time between two scale-ups.
+    #[serde(default = "sixty_seconds")]
+    #[schemars(regex(pattern = DURATION))]
+    pub scale_up_interval: String,
+    /// A scale-down comes at least this long after the last rescale, once the
+    /// load stayed below the band this long.
+    #[serde(default = "ten_minutes")]
+    #[schemars(regex(pattern = DURATION))]
+    pub scale_down_interval: String,
+    /// The time within which a source's lag (pending records) is to be caught up.
+    #[serde(default = "five_minutes")]
+    #[schemars(regex(pattern = DURATION))]
+    pub catch_up_time: String,
+    /// The fewest subtasks of any vertex.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 32768))]
+    pub min_parallelism: i32,
+    /// The most subtasks of any vertex: at most the job's `maxParallelism` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 32768))]
+    pub max_parallelism: Option<i32>,
+    /// Bounds of single vertices, by operator name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vertices: BTreeMap<String, VertexBoundsSpec>,
+    /// Operators (by name) the autoscaler leaves at their parallelism.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_vertices: Vec<String>,
+    /// Rescales in any hour; once spent, the status says so and nothing is rescaled.
+    #[serde(default = "six")]
+    #[schemars(range(min = 1, max = 60))]
+    pub max_rescales_per_hour: i32,
+}
+
+impl Default for AutoscalerSpec {
+    fn default() -> Self {
+        AutoscalerSpec {
+            mode: AutoscalerMode::default(),
+            target_utilization: default_target_utilization(),
+            utilization_band: default_utilization_band(),
+            metrics_window: sixty_seconds(),
+            stabilization: sixty_seconds(),
+            scale_up_interval: sixty_seconds(),
+            scale_down_interval: ten_minutes(),
+            catch_up_time: five_minutes(),
+            min_parallelism: 1,
+            max_parallelism: None,
+            vertices: BTreeMap::new(),
+            excluded_vertices: Vec::new(),
+            max_rescales_per_hour: six(),
+        }
+    }
+}
+
+fn default_target_utilization() -> f64 {
+    0.7
+}
+
+fn default_utilization_band() -> f64 {
+    0.1
+}
+
+fn sixty_seconds() -> String {
+    "60s".into()
+}
+
+fn five_minutes() -> String {
+    "5m".into()
+}
+
+fn ten_minutes() -> String {
+    "10m".into()
+}
+
+fn six() -> i32 {
+    6
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AutoscalerMode {
+    /// Nothing is evaluated.
+    #[default]
+    Disabled,
+    /// Decisions are reported in `status.autoscaler`, never applied.
+    Recommend,
+    /// Decisions are applied (a savepoint, then the new parallelism).
+    Active,
+}
+
+/// The parallelism bounds of one vertex.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VertexBoundsSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 32768))]
+    pub min_parallelism: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 32768))]
+    pub max_parallelism: Option<i32>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
@@ -275,6 +405,76 @@ pub struct StreamJobStatus {
     /// until the spec changes again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_generation: Option<i64>,
+    /// The autoscaler's last evaluation and its recent rescales.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<AutoscalerStatus>,
+}
+
+/// What the autoscaler saw and decided last, per vertex.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalerStatus {
+    pub mode: AutoscalerMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_evaluation: Option<String>,
+    /// One line: `scale up to 8: ...`, `within band`, `stabilizing until ...`,
+    /// `budget spent: 6 rescales in the last hour`, `no metrics yet: ...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vertices: Vec<AutoscalerVertexStatus>,
+    /// The last ten rescales, and every one of the last hour (the budget counts them), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_rescales: Vec<AutoscalerRescale>,
+}
+
+/// One vertex (a chain of operators) as the autoscaler saw it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalerVertexStatus {
+    pub name: String,
+    /// Its parallelism now.
+    pub parallelism: i32,
+    pub recommended: i32,
+    /// Records per second the whole vertex would process were it busy all the time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub true_rate: Option<f64>,
+    /// Records per second it must take in (its sources' demand, lag included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_rate: Option<f64>,
+    /// The busy fraction of its busiest subtask, over the metrics window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization: Option<f64>,
+    pub reason: String,
+}
+
+/// A rescale the autoscaler made, with what it saw before and after.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalerRescale {
+    pub time: String,
+    /// The job's parallelism before.
+    pub from: i32,
+    /// The job's parallelism after.
+    pub to: i32,
+    /// The decision's line.
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vertices: Vec<AutoscalerVertexRescale>,
+}
+
+/// One vertex of a rescale: its load (target rate over capacity at its
+/// parallelism) before, and once measured, after.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalerVertexRescale {
+    pub name: String,
+    pub from: i32,
+    pub to: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_before: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_after: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -419,6 +619,43 @@ spec:
         assert_eq!(version["subresources"]["scale"]["specReplicasPath"], ".spec.parallelism");
         assert!(version["subresources"]["status"].is_object());
         assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["sj"]));
+    }
+
+    #[test]
+    fn an_autoscaler_is_optional_and_its_defaults_fill_in() {
+        let job: StreamJob = serde_yaml_ng::from_str(EXAMPLE).unwrap();
+        assert_eq!(job.spec.autoscaler, None);
+        let with = format!("{EXAMPLE}  autoscaler: {{ mode: recommend, excludedVertices: [sink] }}\n");
+        let spec = serde_yaml_ng::from_str::<StreamJob>(&with).unwrap().spec.autoscaler.unwrap();
+        let defaults = AutoscalerSpec {
+            mode: AutoscalerMode::Recommend,
+            excluded_vertices: vec!["sink".into()],
+            ..Default::default()
+        };
+        assert_eq!(spec, defaults);
+        assert_eq!(
+            (spec.target_utilization, spec.scale_down_interval.as_str(), spec.max_rescales_per_hour),
+            (0.7, "10m", 6)
+        );
+    }
+
+    #[test]
+    fn the_schema_bounds_the_autoscaler() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(StreamJob::crd()).unwrap();
+        let version = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
+        let a = &version["spec"]["properties"]["autoscaler"]["properties"];
+        let range = |f: &str| (a[f]["minimum"].as_f64(), a[f]["maximum"].as_f64());
+        assert_eq!(range("targetUtilization"), (Some(0.1), Some(0.95)));
+        assert_eq!(range("utilizationBand"), (Some(0.0), Some(0.5)));
+        assert_eq!(range("maxRescalesPerHour"), (Some(1.0), Some(60.0)));
+        assert_eq!(range("minParallelism"), (Some(1.0), Some(32768.0)));
+        for f in ["metricsWindow", "stabilization", "scaleUpInterval", "scaleDownInterval", "catchUpTime"] {
+            assert_eq!(a[f]["pattern"], DURATION, "{f}");
+        }
+        assert_eq!(a["mode"]["enum"], serde_json::json!(["disabled", "recommend", "active"]));
+        let status = &version["status"]["properties"]["autoscaler"]["properties"];
+        assert_eq!(status["vertices"]["items"]["properties"]["trueRate"]["type"], "number");
     }
 
     /// The API server refuses a CRD whose enums list `null` (optional enums must say `nullable`).

@@ -96,6 +96,7 @@ pub fn details(job: &StreamJob, state: JobState) -> JobDetails {
         max_parallelism: deployed.max_parallelism as u32,
         start_time: 1_763_726_400_000,
         vertices: Vec::new(),
+        metrics_window_ms: 0,
         edges: Vec::new(),
         checkpoints: LatestCheckpoint::default(),
         taskmanagers: Vec::new(),

@@ -10,7 +10,12 @@
 //! function of the StreamJob and what was observed) and acts
 //! ([`controller`]: status first, then objects from [`resources`], savepoints
 //! and events).
+//!
+//! [`autoscaler`] decides, as a pure function of `spec.autoscaler`, the job's
+//! metrics over a window and its past rescales, what parallelism each vertex
+//! needs (DS2), and reports why.
 
+pub mod autoscaler;
 pub mod controller;
 pub mod crd;
 pub mod diff;

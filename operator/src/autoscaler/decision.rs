@@ -1,0 +1,405 @@
+//! What [`super::decide`] answers: per vertex a recommendation and the reason
+//! for it, in sentences fit for the status and events, and the one action
+//! for the job.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{AutoscalerMode, AutoscalerRescale, AutoscalerStatus, AutoscalerVertexStatus};
+
+/// The autoscaler's answer for one evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub at: Timestamp,
+    /// In the order of the job's graph.
+    pub vertices: Vec<VertexDecision>,
+    pub action: Action,
+}
+
+/// What to do with the job.
+///
+/// The engine runs every vertex at the job's parallelism (per-vertex
+/// parallelism has not landed yet): until it does, the job is rescaled to the
+/// largest of the vertices' recommendations, `job_parallelism`, and a vertex
+/// recommended less than that runs at it all the same, excluded ones too.
+/// So a job is scaled up when one vertex needs it, and down only when every
+/// vertex agrees.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    None,
+    Rescale { per_vertex: BTreeMap<String, u32>, job_parallelism: u32 },
+}
+
+/// One vertex's recommendation, with the numbers it was made from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VertexDecision {
+    pub name: String,
+    pub current: u32,
+    pub recommended: u32,
+    /// Records per second the whole vertex processes when busy all the time.
+    pub true_rate: Option<f64>,
+    /// Records per second it must take in.
+    pub target_rate: Option<f64>,
+    /// The busy fraction of its busiest subtask over the window.
+    pub utilization: Option<f64>,
+    /// The target rate over its capacity at its current parallelism: the busy
+    /// fraction it would have (above 1: more than it can do).
+    pub load: Option<f64>,
+    pub reason: Reason,
+}
+
+/// Why a vertex is recommended what it is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reason {
+    ScaleUp {
+        to: u32,
+        load: f64,
+    },
+    ScaleDown {
+        to: u32,
+        load: f64,
+    },
+    WithinBand {
+        load: f64,
+    },
+    /// Nothing is decided so soon after a rescale (or a start).
+    Stabilizing {
+        until: Timestamp,
+    },
+    ScaleUpDelayed {
+        to: u32,
+        until: Timestamp,
+    },
+    ScaleDownDelayed {
+        to: u32,
+        until: Timestamp,
+    },
+    /// `maxRescalesPerHour` rescales were made in the last hour.
+    BudgetSpent {
+        count: u32,
+    },
+    Excluded,
+    /// It needs `needed` subtasks; `max` is the most it may have.
+    BoundedByMax {
+        needed: u32,
+        max: u32,
+    },
+    BoundedByMin {
+        min: u32,
+        load: f64,
+    },
+    /// A rescale within the last hour showed `parallelism` to be too small.
+    TooSmallRecently {
+        parallelism: u32,
+    },
+    /// Its load is below the band, but it is busier than the target (it is catching up).
+    AboveTarget {
+        busy: f64,
+    },
+    /// A source busy without a backlog reads what there is: more subtasks would not read more.
+    SourceBound {
+        busy: f64,
+    },
+    /// Its load is above the band, but the job shows pressure in only this fraction of the window.
+    NotSustained {
+        load: f64,
+        pressured: f64,
+    },
+    /// Its load is below the band, but one subtask fewer would put it above the target.
+    NoSmallerFits {
+        load: f64,
+    },
+    /// Its load is below the band, but was not all through the scale-down interval.
+    RecentlyHigher {
+        load: f64,
+        peak: f64,
+    },
+    /// Its load is below the band, but the metrics do not cover the scale-down interval.
+    ShortHistory {
+        load: f64,
+    },
+    NoMetrics(Missing),
+}
+
+/// Why a vertex has no usable metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Missing {
+    NoVertices,
+    EmptyWindow,
+    WindowNotFull { until: Timestamp },
+    NoSamples,
+    TooFewSamples { count: usize, span: Duration },
+    NoBusyTime,
+    UnknownInput { name: String },
+    Upstream { name: String },
+}
+
+fn percent(x: f64) -> String {
+    format!("{:.0}%", x * 100.0)
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Reason::*;
+        match self {
+            ScaleUp { to, load } => write!(f, "scale up to {to}: load {} of its capacity", percent(*load)),
+            ScaleDown { to, load } => write!(f, "scale down to {to}: load {} of its capacity", percent(*load)),
+            WithinBand { load } => write!(f, "within band: load {}", percent(*load)),
+            Stabilizing { until } => write!(f, "stabilizing until {until}"),
+            ScaleUpDelayed { to, until } => write!(f, "scale up to {to} delayed until {until} (scaleUpInterval)"),
+            ScaleDownDelayed { to, until } => {
+                write!(f, "scale down to {to} delayed until {until} (scaleDownInterval)")
+            }
+            BudgetSpent { count } => write!(f, "budget spent: {count} rescales in the last hour"),
+            Excluded => f.write_str("excluded"),
+            BoundedByMax { needed, max } => {
+                write!(f, "needs {needed} subtasks, bounded by the maximum parallelism {max}")
+            }
+            BoundedByMin { min, load } => {
+                write!(f, "load {} is below the band, at the minimum parallelism {min} already", percent(*load))
+            }
+            TooSmallRecently { parallelism } => {
+                write!(f, "not scaled down: {parallelism} subtasks were too few within the last hour")
+            }
+            AboveTarget { busy } => write!(f, "not scaled down: busy {} is above the target", percent(*busy)),
+            SourceBound { busy } => {
+                write!(f, "source-bound: busy {} without a backlog, more subtasks would not read more", percent(*busy))
+            }
+            NotSustained { load, pressured } => write!(
+                f,
+                "load {} is above the band, but the job shows pressure in {} of the window only",
+                percent(*load),
+                percent(*pressured)
+            ),
+            NoSmallerFits { load } => {
+                write!(f, "load {} is below the band, but fewer subtasks would be above the target", percent(*load))
+            }
+            ShortHistory { load } => write!(
+                f,
+                "load {} is below the band, but the metrics do not cover the scale-down interval yet",
+                percent(*load)
+            ),
+            RecentlyHigher { load, peak } => write!(
+                f,
+                "load {} is below the band, but was {} within the scale-down interval",
+                percent(*load),
+                percent(*peak)
+            ),
+            NoMetrics(why) => write!(f, "no metrics yet: {why}"),
+        }
+    }
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Missing::NoVertices => f.write_str("the job has no vertices"),
+            Missing::EmptyWindow => f.write_str("the metrics window is 0s"),
+            Missing::WindowNotFull { until } => write!(f, "collecting a window of metrics until {until}"),
+            Missing::NoSamples => f.write_str("no samples at the current parallelism in the window"),
+            Missing::TooFewSamples { count, span } => {
+                write!(f, "{count} samples over {} of the window", weir_api::format_duration(*span))
+            }
+            Missing::NoBusyTime => f.write_str("no busy time, so no true rate"),
+            Missing::UnknownInput { name } => write!(f, "its input `{name}` is not a vertex before it"),
+            Missing::Upstream { name } => write!(f, "its input `{name}` has no target rate"),
+        }
+    }
+}
+
+impl Reason {
+    /// How much a reason says about the job as a whole, most first: the
+    /// decision's line names the first.
+    fn rank(&self) -> u8 {
+        use Reason::*;
+        match self {
+            Stabilizing { .. } => 0,
+            BudgetSpent { .. } => 1,
+            NoMetrics(_) => 2,
+            ScaleUpDelayed { .. } => 3,
+            NotSustained { .. } => 4,
+            BoundedByMax { .. } => 5,
+            ScaleDownDelayed { .. } => 6,
+            TooSmallRecently { .. } => 7,
+            AboveTarget { .. } => 8,
+            SourceBound { .. } => 9,
+            Excluded => 10,
+            ScaleUp { .. } | ScaleDown { .. } => 11,
+            BoundedByMin { .. } | NoSmallerFits { .. } | RecentlyHigher { .. } | ShortHistory { .. } => 12,
+            WithinBand { .. } => 13,
+        }
+    }
+
+    /// Whether the reason is about the job, not the vertex (the line does not name the vertex).
+    fn is_job_wide(&self) -> bool {
+        matches!(
+            self,
+            Reason::Stabilizing { .. }
+                | Reason::BudgetSpent { .. }
+                | Reason::NoMetrics(Missing::NoVertices | Missing::EmptyWindow | Missing::WindowNotFull { .. })
+        )
+    }
+}
+
+impl Decision {
+    /// The vertex whose reason says best why the job is not rescaled: one
+    /// held back from a scale-up (or without metrics), else one that holds the
+    /// job at its parallelism, else any.
+    fn telling_vertex(&self) -> Option<&VertexDecision> {
+        let current = self.current_parallelism();
+        let wants_down =
+            |v: &&VertexDecision| matches!(v.reason, Reason::ScaleDown { .. } | Reason::ScaleDownDelayed { .. });
+        let held_back = Reason::BoundedByMax { needed: 0, max: 0 }.rank();
+        let v = &self.vertices;
+        most_telling(v.iter().filter(|v| v.reason.rank() <= held_back))
+            .or_else(|| most_telling(v.iter().filter(|v| v.current == current && !wants_down(v))))
+            .or_else(|| most_telling(v.iter()))
+    }
+
+    /// The decision for `vertices`, with the job's action: see [`Action`].
+    pub fn new(at: Timestamp, vertices: Vec<VertexDecision>) -> Decision {
+        let current = vertices.iter().map(|v| v.current).max().unwrap_or(0);
+        let job_parallelism = vertices.iter().map(|v| v.recommended).max().unwrap_or(0);
+        let action = if job_parallelism != current && job_parallelism > 0 {
+            let per_vertex = vertices.iter().map(|v| (v.name.clone(), v.recommended)).collect();
+            Action::Rescale { per_vertex, job_parallelism }
+        } else {
+            Action::None
+        };
+        Decision { at, vertices, action }
+    }
+
+    /// The job's parallelism now (the largest of its vertices').
+    pub fn current_parallelism(&self) -> u32 {
+        self.vertices.iter().map(|v| v.current).max().unwrap_or(0)
+    }
+
+    /// `status.autoscaler` for this decision, with the rescales to report.
+    pub fn status(&self, mode: AutoscalerMode, recent_rescales: Vec<AutoscalerRescale>) -> AutoscalerStatus {
+        let int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        AutoscalerStatus {
+            mode,
+            last_evaluation: Some(self.at.to_string()),
+            decision: Some(self.to_string()),
+            vertices: self
+                .vertices
+                .iter()
+                .map(|v| AutoscalerVertexStatus {
+                    name: v.name.clone(),
+                    parallelism: int(v.current),
+                    recommended: int(v.recommended),
+                    true_rate: v.true_rate,
+                    target_rate: v.target_rate,
+                    utilization: v.utilization,
+                    reason: v.reason.to_string(),
+                })
+                .collect(),
+            recent_rescales,
+        }
+    }
+}
+
+fn most_telling<'a>(vertices: impl Iterator<Item = &'a VertexDecision>) -> Option<&'a VertexDecision> {
+    vertices.min_by_key(|v| v.reason.rank())
+}
+
+/// The decision's line: the action and the vertex that drives it, or the
+/// most telling reason why nothing is done.
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Action::Rescale { job_parallelism, .. } = &self.action {
+            let direction = if *job_parallelism > self.current_parallelism() { "up" } else { "down" };
+            write!(f, "scale {direction} to {job_parallelism}")?;
+            // The vertex that asks for the most subtasks.
+            return match self
+                .vertices
+                .iter()
+                .filter(|v| v.recommended == *job_parallelism)
+                .min_by_key(|v| v.reason.rank())
+            {
+                Some(VertexDecision {
+                    name,
+                    reason: Reason::ScaleUp { load, .. } | Reason::ScaleDown { load, .. },
+                    ..
+                }) => {
+                    write!(f, ": {name} at load {} of its capacity", percent(*load))
+                }
+                Some(v) => write!(f, ": {}: {}", v.name, v.reason),
+                None => Ok(()),
+            };
+        }
+        match self.telling_vertex() {
+            None => write!(f, "{}", Reason::NoMetrics(Missing::NoVertices)),
+            Some(v) if matches!(v.reason, Reason::WithinBand { .. }) => f.write_str("within band"),
+            Some(v) if v.reason.is_job_wide() => write!(f, "{}", v.reason),
+            Some(VertexDecision { name, reason: Reason::NoMetrics(why), .. }) => {
+                write!(f, "no metrics yet: {name}: {why}")
+            }
+            Some(v) => write!(f, "{}: {}", v.name, v.reason),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vertex(name: &str, current: u32, recommended: u32, reason: Reason) -> VertexDecision {
+        VertexDecision {
+            name: name.into(),
+            current,
+            recommended,
+            true_rate: None,
+            target_rate: None,
+            utilization: None,
+            load: None,
+            reason,
+        }
+    }
+
+    #[test]
+    fn the_line_names_the_action_or_the_most_telling_reason() {
+        let t = Timestamp::from_second(1_800_000_000).unwrap();
+        let line = |vs: Vec<VertexDecision>| Decision::new(t, vs).to_string();
+        let within = || Reason::WithinBand { load: 0.7 };
+        assert_eq!(line(vec![vertex("a", 4, 4, within()), vertex("b", 4, 4, within())]), "within band");
+        assert_eq!(
+            line(vec![vertex("a", 4, 4, within()), vertex("b", 4, 8, Reason::ScaleUp { to: 8, load: 1.4 })]),
+            "scale up to 8: b at load 140% of its capacity"
+        );
+        assert_eq!(
+            line(vec![vertex("a", 4, 4, within()), vertex("b", 4, 4, Reason::BudgetSpent { count: 6 })]),
+            "budget spent: 6 rescales in the last hour"
+        );
+        assert_eq!(
+            line(vec![vertex("a", 4, 4, Reason::NoMetrics(Missing::NoBusyTime)), vertex("b", 4, 4, within())]),
+            "no metrics yet: a: no busy time, so no true rate"
+        );
+        assert_eq!(line(vec![vertex("a", 4, 4, Reason::Excluded), vertex("b", 4, 4, within())]), "a: excluded");
+        assert_eq!(
+            line(vec![vertex("a", 4, 4, Reason::Stabilizing { until: t })]),
+            "stabilizing until 2027-01-15T08:00:00Z"
+        );
+        assert_eq!(line(vec![]), "no metrics yet: the job has no vertices");
+    }
+
+    #[test]
+    fn the_job_goes_to_the_largest_recommendation() {
+        let t = Timestamp::from_second(1_800_000_000).unwrap();
+        let down = |to| Reason::ScaleDown { to, load: 0.2 };
+        let d = Decision::new(t, vec![vertex("a", 8, 2, down(2)), vertex("b", 8, 4, down(4))]);
+        assert_eq!(
+            d.action,
+            Action::Rescale { per_vertex: [("a".into(), 2), ("b".into(), 4)].into(), job_parallelism: 4 }
+        );
+        assert_eq!(d.to_string(), "scale down to 4: b at load 20% of its capacity");
+        let d = Decision::new(t, vec![vertex("a", 8, 2, down(2)), vertex("b", 8, 8, Reason::Excluded)]);
+        assert_eq!(d.action, Action::None, "a vertex at its parallelism holds the job there");
+        let status = d.status(AutoscalerMode::Recommend, vec![]);
+        assert_eq!((status.vertices[0].recommended, status.vertices[1].reason.as_str()), (2, "excluded"));
+        assert_eq!(status.decision.as_deref(), Some("b: excluded"));
+    }
+}
