@@ -3,7 +3,9 @@
 //! ([`crate::planner::plan`], pure), then act: write the status first
 //! (write-ahead), then apply objects, trigger savepoints and record events.
 //! Writes are server-side applies under one field manager. A finalizer gives
-//! deletion its final savepoint.
+//! deletion its final savepoint. A job whose autoscaler is on is sampled on
+//! each reconciliation, and the decision on its series ([`Samples`]) is part
+//! of what is observed.
 //!
 //! The tests below check these effects request by request: a kube client
 //! whose requests a verifier checks in order, and a fake JobManager
@@ -16,6 +18,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
@@ -24,14 +27,19 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use weir_api::rest::{SavepointRequest, SavepointStatus};
+use weir_api::rest::{JobDetails, JobState, SavepointRequest, SavepointStatus};
 
-use crate::crd::{StreamJob, StreamJobStatus};
+use crate::autoscaler::{AutoscalerConfig, PastRescale};
+use crate::crd::{AutoscalerMode, StreamJob, StreamJobStatus};
 pub use crate::jobmanager::JobManagerAccess;
 use crate::jobmanager::{self, JobManagerClient, JobManagerError};
-use crate::planner::{Action, JobView, Observed, SavepointView, plan};
+use crate::planner::{self, Action, Evaluation, JobView, Observed, SavepointView, plan};
 use crate::resources::{self, Deploy, Names};
 use crate::snapshots;
+
+mod autoscaling;
+
+pub use autoscaling::{Sampled, Samples};
 
 /// The field manager of every write, and the finalizer's name.
 pub const MANAGER: &str = "weir-operator";
@@ -53,6 +61,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// The jobs' JobManagers, reached as `--jobmanager-access` says.
     pub jobmanager: Arc<dyn JobManagerClient>,
+    /// The autoscalers' series of samples, per StreamJob.
+    pub autoscaler: Samples,
 }
 
 /// Runs the controller on `namespace` (all namespaces when `None`) until the process is stopped.
@@ -70,6 +80,7 @@ pub async fn run(
         jobmanager: jobmanager::client(access, client.clone()),
         client: client.clone(),
         metrics: metrics.clone(),
+        autoscaler: Samples::default(),
     });
     metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     Controller::new(jobs, watcher::Config::default())
@@ -128,7 +139,9 @@ async fn apply(job: &StreamJob, ctx: &Context) -> Result<Requeue, Error> {
     write_status(job, ctx, &planned.status).await?;
     ctx.metrics.phase(metrics_key(job), planned.status.phase.map(|p| format!("{p:?}")));
     let mut status = planned.status;
-    let mut requeue = Requeue::requeue(Duration::from_secs(30));
+    // The soonest any action asks for; half a minute when none does.
+    let mut after: Option<Duration> = None;
+    let mut sooner = |d: Duration| after = Some(after.map_or(d, |a| a.min(d)));
     for action in planned.actions {
         match action {
             Action::Apply(deploy) => apply_objects(job, ctx, &deploy).await?,
@@ -137,9 +150,13 @@ async fn apply(job: &StreamJob, ctx: &Context) -> Result<Requeue, Error> {
                 let trigger = trigger_savepoint(job, ctx, stop).await?;
                 if let Some(op) = &mut status.pending_operation {
                     op.trigger_id = Some(trigger);
+                    let started_now = job.status.as_ref().is_none_or(|s| s.pending_operation.is_none());
+                    if op.by_autoscaler && started_now {
+                        ctx.metrics.autoscaler_rescaled(&metrics_key(job));
+                    }
                 }
                 write_status(job, ctx, &status).await?;
-                requeue = Requeue::requeue(Duration::from_secs(1));
+                sooner(Duration::from_secs(1));
             }
             Action::DisposeSavepoint(path) => {
                 let storage = job.spec.storage.clone();
@@ -150,16 +167,17 @@ async fn apply(job: &StreamJob, ctx: &Context) -> Result<Requeue, Error> {
                 }
             }
             Action::Event { warning, reason, note } => event(job, ctx, warning, &reason, &note).await,
-            Action::Requeue(after) => requeue = Requeue::requeue(after),
+            Action::Requeue(d) => sooner(d),
         }
     }
-    Ok(requeue)
+    Ok(Requeue::requeue(after.unwrap_or(Duration::from_secs(30))))
 }
 
 /// Deletion: the final savepoint (when configured and the job runs), recorded in an event.
 async fn cleanup(job: &StreamJob, ctx: &Context) -> Result<Requeue, Error> {
     tracing::info!("{}: deleted; final savepoint: {}", job.name_any(), job.spec.savepoint_on_delete);
     ctx.metrics.phase(metrics_key(job), None);
+    ctx.autoscaler.forget(&metrics_key(job));
     if job.spec.savepoint_on_delete
         && let Ok(trigger) = trigger_savepoint(job, ctx, true).await
     {
@@ -182,13 +200,19 @@ async fn cleanup(job: &StreamJob, ctx: &Context) -> Result<Requeue, Error> {
 }
 
 async fn observe(job: &StreamJob, ctx: &Context) -> Observed {
-    let job_view = match ctx.jobmanager.job(job).await {
-        Ok(details) => Some(JobView::from(&details)),
-        Err(e) => {
-            tracing::debug!("{}: {e}", job.name_any());
-            None
-        }
+    let now = Timestamp::now();
+    let config = autoscaler_config(job);
+    let answer = match &config {
+        // The same answer, with the rates of a sample.
+        Some(c) => ctx.jobmanager.job_over(job, planner::rate_window(c.metrics_window)).await,
+        None => ctx.jobmanager.job(job).await,
     };
+    let details = answer.inspect_err(|e| tracing::debug!("{}: {e}", job.name_any())).ok();
+    let autoscaler = match (&config, &details) {
+        (Some(config), Some(details)) => evaluate(job, ctx, config, details, now),
+        _ => None,
+    };
+    let job_view = details.as_ref().map(JobView::from);
     let trigger = job.status.as_ref().and_then(|s| s.pending_operation.as_ref()).and_then(|o| o.trigger_id.clone());
     let savepoint = match trigger {
         Some(t) => savepoint_status(job, ctx, &t).await,
@@ -203,7 +227,39 @@ async fn observe(job: &StreamJob, ctx: &Context) -> Observed {
         }
         _ => None,
     };
-    Observed { job: job_view, savepoint, initial_savepoint_found, now: k8s_openapi::jiff::Timestamp::now().to_string() }
+    Observed { job: job_view, savepoint, initial_savepoint_found, autoscaler, now: now.to_string() }
+}
+
+/// The job's autoscaler configuration, when it is on (an invalid one is the
+/// planner's to report, as an invalid spec).
+fn autoscaler_config(job: &StreamJob) -> Option<AutoscalerConfig> {
+    let spec = job.spec.autoscaler.as_ref().filter(|a| a.mode != AutoscalerMode::Disabled)?;
+    AutoscalerConfig::from_spec(spec, u32::try_from(job.spec.max_parallelism).ok()?).ok()
+}
+
+/// The autoscaler's evaluation of the answer, when the current deployment's
+/// job runs and no operation is in flight: the samples of a job being stopped
+/// or brought up would mislead, and a decision then could not be applied.
+fn evaluate(
+    job: &StreamJob,
+    ctx: &Context,
+    config: &AutoscalerConfig,
+    details: &JobDetails,
+    now: Timestamp,
+) -> Option<Evaluation> {
+    let status = job.status.clone().unwrap_or_default();
+    let current = planner::is_current_deployment(details.deployment.as_deref(), status.deployment.as_deref());
+    if !current || details.state != JobState::Running || status.pending_operation.is_some() {
+        return None;
+    }
+    let history: Vec<PastRescale> =
+        status.autoscaler.iter().flat_map(|a| &a.recent_rescales).filter_map(PastRescale::from_status).collect();
+    let key = metrics_key(job);
+    let Sampled { evaluation, fresh } = ctx.autoscaler.evaluate(&key, config, details, &history, now);
+    if let (true, Evaluation::Decided(decision)) = (fresh, &evaluation) {
+        ctx.metrics.autoscaler_evaluated(&key, decision.reason());
+    }
+    Some(evaluation)
 }
 
 /// The fate of a triggered savepoint; `None` when the JobManager did not answer.
@@ -379,6 +435,84 @@ mod tests {
             ]
         );
         assert_eq!(requeue, Requeue::requeue(Duration::from_secs(1)), "the savepoint is looked at soon");
+    }
+
+    #[tokio::test]
+    async fn an_active_autoscalers_rescale_is_written_ahead_then_its_savepoint_triggered() {
+        let job = StreamJob::test().with_autoscaler(AutoscalerMode::Active).running();
+        let (ctx, verifier, jobmanager, timeline) = Context::test(&job);
+        let metrics = ctx.metrics.clone();
+        // Five minutes of samples: the source reads flat out at 2 while its lag grows by 300 records/s.
+        let deployment = job.status.as_ref().and_then(|s| s.deployment.clone());
+        let now = Timestamp::now();
+        let ago = |s: i64| now.checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(s)).unwrap();
+        let lagging =
+            |lag_since: i64| crate::fixtures::metered(deployment.as_deref(), ago(3600), 1000.0, 300 * lag_since);
+        let config = autoscaler_config(&job).expect("on");
+        for s in (15..=300).rev().step_by(15) {
+            let sampled = ctx.autoscaler.evaluate(&metrics_key(&job), &config, &lagging(300 - s), &[], ago(s));
+            assert!(sampled.fresh);
+        }
+        *jobmanager.job.lock().unwrap() = Some(lagging(300));
+        let expected = vec![
+            Expect::status(|s| {
+                let op = s.pending_operation.as_ref().expect("the rescale is written before anything is done");
+                let a = s.autoscaler.as_ref().expect("status.autoscaler");
+                assert!(a.decision.as_deref().is_some_and(|d| d.starts_with("scale up to ")), "{:?}", a.decision);
+                assert_eq!((op.kind, op.by_autoscaler, op.trigger_id.as_deref()), (OperationKind::Rescale, true, None));
+                assert!(op.target_parallelism.is_some_and(|p| p > 2), "{op:?}");
+                assert_eq!((a.parallelism, a.spec_parallelism), (op.target_parallelism, Some(2)));
+                assert_eq!(a.recent_rescales.len(), 1, "counted against the budget from the start");
+                assert_eq!(s.phase, Some(Phase::Rescaling));
+            }),
+            Expect::Event { reason: "AutoscalerDecision", warning: false },
+            Expect::status(|s| {
+                let op = s.pending_operation.as_ref().expect("still pending");
+                assert_eq!((op.trigger_id.as_deref(), op.by_autoscaler), (Some("sp-trigger-1"), true));
+            }),
+            Expect::Event { reason: "Rescale", warning: false },
+        ];
+        let (requeue, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
+        assert_eq!(
+            timeline,
+            [
+                "jobmanager: job over 15s",
+                "kube: apply status",
+                "kube: event AutoscalerDecision",
+                "jobmanager: trigger savepoint (stop: true)",
+                "kube: apply status",
+                "kube: event Rescale",
+            ]
+        );
+        assert_eq!(requeue, Requeue::requeue(Duration::from_secs(1)), "the savepoint is looked at soon");
+        let text = metrics.render();
+        for line in [
+            "weir_operator_autoscaler_evaluations_total{namespace=\"weir\",job=\"orders\"} 1\n",
+            "weir_operator_autoscaler_decisions_total{namespace=\"weir\",job=\"orders\",reason=\"scale-up\"} 1\n",
+            "weir_operator_autoscaler_rescales_total{namespace=\"weir\",job=\"orders\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recommending_autoscaler_samples_and_reports_without_acting() {
+        let job = StreamJob::test().with_autoscaler(AutoscalerMode::Recommend).running();
+        let (ctx, verifier, jobmanager, timeline) = Context::test(&job);
+        let deployment = job.status.as_ref().and_then(|s| s.deployment.clone());
+        let answer = crate::fixtures::metered(deployment.as_deref(), Timestamp::now(), 700.0, 0);
+        *jobmanager.job.lock().unwrap() = Some(answer);
+        let expected = vec![
+            Expect::status(|s| {
+                let a = s.autoscaler.as_ref().expect("status.autoscaler");
+                assert_eq!(a.reason.as_deref(), Some("stabilizing"), "{:?}", a.decision);
+                assert!(a.last_evaluation.is_some() && s.pending_operation.is_none());
+            }),
+            Expect::Event { reason: "AutoscalerDecision", warning: false },
+        ];
+        let (requeue, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
+        assert_eq!(timeline, ["jobmanager: job over 15s", "kube: apply status", "kube: event AutoscalerDecision"]);
+        assert_eq!(requeue, Requeue::requeue(crate::planner::SAMPLE_EVERY), "sampled again soon");
     }
 
     #[tokio::test]

@@ -51,7 +51,11 @@ fn optional_reason(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     namespaced,
     shortname = "sj",
     status = "StreamJobStatus",
-    scale(spec_replicas_path = ".spec.parallelism", status_replicas_path = ".status.job.parallelism"),
+    scale(
+        spec_replicas_path = ".spec.parallelism",
+        status_replicas_path = ".status.job.parallelism",
+        label_selector_path = ".status.selector"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Parallelism", type_ = "integer", json_path = ".spec.parallelism"),
     printcolumn(name = "Job", type_ = "string", json_path = ".status.job.state"),
@@ -70,7 +74,9 @@ pub struct StreamJobSpec {
     /// A user job binary's arguments (the binary is the image's entrypoint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
-    /// Parallelism of every vertex (`kubectl scale` changes it).
+    /// Parallelism of every vertex (`kubectl scale` changes it). With
+    /// `autoscaler.mode: active`, where the autoscaler starts from: its choice
+    /// (`status.autoscaler.parallelism`) holds until this changes.
     #[schemars(range(min = 1, max = 32768))]
     pub parallelism: i32,
     /// The most the job can ever be rescaled to; fixed for the life of its state.
@@ -401,6 +407,15 @@ pub struct StreamJobStatus {
     /// When that deployment was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployed_at: Option<String>,
+    /// What that deployment restores from, as `--restore` names it (`none`,
+    /// `latest-or-none`, a snapshot's URI): a redeploy before its job ever ran
+    /// starts from the same state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_from: Option<String>,
+    /// The label selector of the job's TaskManager pods (the scale
+    /// subresource's, for an HPA or KEDA when the autoscaler is disabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
     /// A generation whose rollout was aborted (a failed savepoint): not retried
     /// until the spec changes again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -415,12 +430,26 @@ pub struct StreamJobStatus {
 #[serde(rename_all = "camelCase")]
 pub struct AutoscalerStatus {
     pub mode: AutoscalerMode,
+    /// The parallelism the autoscaler chose (`active` mode): the job's
+    /// effective parallelism, until `spec.parallelism` changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<i32>,
+    /// The `spec.parallelism` that choice was made over: when the spec's
+    /// differs, the user changed it, and the user's value wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_parallelism: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_evaluation: Option<String>,
     /// One line: `scale up to 8: ...`, `within band`, `stabilizing until ...`,
-    /// `budget spent: 6 rescales in the last hour`, `no metrics yet: ...`.
+    /// `budget spent: 6 rescales in the last hour`, `no metrics yet: ...`,
+    /// `not evaluated: ...`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<String>,
+    /// The decision's reason as a word that does not change with the figures
+    /// (`scale-up`, `within-band`, `budget-spent`, `deploying`, ...): what
+    /// events and the operator's metrics count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vertices: Vec<AutoscalerVertexStatus>,
     /// The last ten rescales, and every one of the last hour (the budget counts them), oldest first.
@@ -459,6 +488,10 @@ pub struct AutoscalerRescale {
     pub to: i32,
     /// The decision's line.
     pub summary: String,
+    /// Why the rescale did not happen (its savepoint failed, say): the job
+    /// stayed at `from`, and the rescale still counts against the budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vertices: Vec<AutoscalerVertexRescale>,
 }
@@ -509,6 +542,11 @@ pub struct PendingOperation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_reason")]
     pub reason: Option<SavepointReason>,
+    /// A rescale the autoscaler decided (not a spec change): when it fails,
+    /// the autoscaler's choice goes back to what runs, and no generation is
+    /// marked failed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_autoscaler: bool,
     pub started_at: String,
 }
 
@@ -617,6 +655,7 @@ spec:
         );
         assert_eq!(spec["properties"]["pipeline"]["x-kubernetes-preserve-unknown-fields"], true);
         assert_eq!(version["subresources"]["scale"]["specReplicasPath"], ".spec.parallelism");
+        assert_eq!(version["subresources"]["scale"]["labelSelectorPath"], ".status.selector", "for an HPA or KEDA");
         assert!(version["subresources"]["status"].is_object());
         assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["sj"]));
     }

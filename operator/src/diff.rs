@@ -75,6 +75,8 @@ pub fn diff(old: &StreamJobSpec, new: &StreamJobSpec) -> SpecDiff {
     changed("spec.state", Ignore, old.state != new.state);
     changed("spec.savepointTriggerNonce", Ignore, old.savepoint_trigger_nonce != new.savepoint_trigger_nonce);
     changed("spec.restartNonce", Ignore, old.restart_nonce != new.restart_nonce);
+    // The autoscaler is the operator's: its parallelism reaches the job as `parallelism`.
+    changed("spec.autoscaler", Ignore, old.autoscaler != new.autoscaler);
     d.state = (old.state != new.state).then_some(new.state);
     d.savepoint_requested = old.savepoint_trigger_nonce != new.savepoint_trigger_nonce;
     d.restart_requested = old.restart_nonce != new.restart_nonce;
@@ -129,6 +131,17 @@ mod tests {
             ),
             (|s| s.restart_nonce += 1, ChangeKind::Ignore, vec!["spec.restartNonce"]),
             (|s| s.state = DesiredState::Suspended, ChangeKind::Ignore, vec!["spec.state"]),
+            (
+                |s| {
+                    s.autoscaler = Some(crate::crd::AutoscalerSpec {
+                        mode: crate::crd::AutoscalerMode::Active,
+                        target_utilization: 0.6,
+                        ..Default::default()
+                    })
+                },
+                ChangeKind::Ignore,
+                vec!["spec.autoscaler"],
+            ),
         ];
         for (change, kind, fields) in cases {
             let mut new = old.clone();

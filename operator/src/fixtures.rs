@@ -13,16 +13,19 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use http::{Method, Request, Response};
 use k8s_openapi::api::events::v1::Event as KubeEvent;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::DynamicObject;
 use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use tokio::task::JoinHandle;
 use tower_test::mock::{self, Handle, SendResponse};
-use weir_api::rest::{JobDetails, JobState, LatestCheckpoint, SavepointRequest, SavepointStatus, TriggerResponse};
+use weir_api::rest::{
+    JobDetails, JobState, LatestCheckpoint, Metrics, SavepointRequest, SavepointStatus, TriggerResponse, Vertex,
+};
 
 use crate::controller::{Context, FINALIZER, MANAGER, StatusPatch};
-use crate::crd::{StreamJob, StreamJobStatus, test_spec};
+use crate::crd::{AutoscalerMode, AutoscalerSpec, StreamJob, StreamJobStatus, test_spec};
 use crate::jobmanager::{JobManagerClient, JobManagerError};
 use crate::planner::{JobView, Observed, plan};
 
@@ -57,6 +60,11 @@ impl StreamJob {
 
     pub fn with_parallelism(mut self, parallelism: i32) -> Self {
         self.spec.parallelism = parallelism;
+        self
+    }
+
+    pub fn with_autoscaler(mut self, mode: AutoscalerMode) -> Self {
+        self.spec.autoscaler = Some(AutoscalerSpec { mode, ..Default::default() });
         self
     }
 
@@ -107,6 +115,40 @@ pub fn details(job: &StreamJob, state: JobState) -> JobDetails {
     }
 }
 
+/// The JobManager's answer for a job running since `started` in
+/// `deployment`, with rates over 15 s of one vertex: the source `orders` at
+/// parallelism 2, reading 700 records/s, `busy` ms of each second, with
+/// `pending` records waiting.
+pub fn metered(deployment: Option<&str>, started: Timestamp, busy: f64, pending: i64) -> JobDetails {
+    let metrics = Metrics {
+        records_in_per_s: 700.0,
+        records_out_per_s: 700.0,
+        busy_ms_per_s: busy,
+        idle_ms_per_s: 1000.0 - busy,
+        pending_records: Some(pending),
+        ..Default::default()
+    };
+    let orders =
+        Vertex { id: "orders".into(), name: "orders".into(), parallelism: 2, chain: 0, metrics, subtasks: vec![] };
+    JobDetails {
+        id: "orders".into(),
+        name: "orders".into(),
+        state: JobState::Running,
+        parallelism: 2,
+        max_parallelism: 128,
+        start_time: started.as_millisecond(),
+        vertices: vec![orders],
+        metrics_window_ms: 15_000,
+        edges: Vec::new(),
+        checkpoints: LatestCheckpoint::default(),
+        taskmanagers: Vec::new(),
+        restarts: 0,
+        failure: None,
+        restored_from: None,
+        deployment: deployment.map(str::to_string),
+    }
+}
+
 /// A fake JobManager (the Flink operator's `TestingFlinkService`): answers as
 /// it is told, records each call in the timeline.
 pub struct TestingJobManager {
@@ -130,6 +172,16 @@ impl TestingJobManager {
 impl JobManagerClient for TestingJobManager {
     fn job<'a>(&'a self, job: &'a StreamJob) -> BoxFuture<'a, Result<JobDetails, JobManagerError>> {
         self.timeline.push("jobmanager: job");
+        let answer = self.job.lock().unwrap().clone().ok_or_else(|| Self::unreachable(job));
+        Box::pin(async move { answer })
+    }
+
+    fn job_over<'a>(
+        &'a self,
+        job: &'a StreamJob,
+        window: std::time::Duration,
+    ) -> BoxFuture<'a, Result<JobDetails, JobManagerError>> {
+        self.timeline.push(format!("jobmanager: job over {}", weir_api::format_duration(window)));
         let answer = self.job.lock().unwrap().clone().ok_or_else(|| Self::unreachable(job));
         Box::pin(async move { answer })
     }
@@ -316,6 +368,7 @@ impl Context {
             client,
             metrics: Arc::default(),
             jobmanager: jobmanager.clone(),
+            autoscaler: crate::controller::Samples::default(),
         };
         (ctx, verifier, jobmanager, timeline)
     }

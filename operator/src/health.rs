@@ -1,6 +1,9 @@
 //! The operator's own endpoints: `/healthz` (alive), `/readyz` (leading and
 //! watching), and `/metrics` in Prometheus text (reconciles by outcome, their
-//! total duration, and the StreamJobs by phase).
+//! total duration, the StreamJobs by phase, and per StreamJob the
+//! autoscaler's evaluations, its decisions by reason and the rescales it
+//! started, to alert on: a job whose decisions stay `budget-spent` or
+//! `bounded-by-max`, or that rescales more than it should).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,6 +27,16 @@ pub struct Metrics {
     pub ready: AtomicBool,
     /// The phase of every StreamJob (namespace/name) as last reconciled.
     phases: Mutex<BTreeMap<String, String>>,
+    /// Per StreamJob (namespace/name), what its autoscaler did.
+    autoscalers: Mutex<BTreeMap<String, AutoscalerCounts>>,
+}
+
+/// The counters of one StreamJob's autoscaler.
+#[derive(Debug, Default)]
+struct AutoscalerCounts {
+    /// Evaluations by the decision's reason (`Reason::code`).
+    decisions: BTreeMap<String, u64>,
+    rescales: u64,
 }
 
 impl Metrics {
@@ -33,13 +46,59 @@ impl Metrics {
         self.reconcile_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
-    /// Records a job's phase; `None` when the job is gone.
+    /// Records a job's phase; `None` when the job is gone (its autoscaler's counters go too).
     pub fn phase(&self, job: String, phase: Option<String>) {
         let mut phases = self.phases.lock().expect("phases poisoned");
         match phase {
             Some(p) => phases.insert(job, p),
-            None => phases.remove(&job),
+            None => {
+                self.autoscalers.lock().expect("autoscalers poisoned").remove(&job);
+                phases.remove(&job)
+            }
         };
+    }
+
+    /// Counts an evaluation of `job`'s autoscaler, and its decision by `reason`.
+    pub fn autoscaler_evaluated(&self, job: &str, reason: &str) {
+        let mut all = self.autoscalers.lock().expect("autoscalers poisoned");
+        *all.entry(job.to_string()).or_default().decisions.entry(reason.to_string()).or_default() += 1;
+    }
+
+    /// Counts a rescale `job`'s autoscaler started.
+    pub fn autoscaler_rescaled(&self, job: &str) {
+        self.autoscalers.lock().expect("autoscalers poisoned").entry(job.to_string()).or_default().rescales += 1;
+    }
+
+    /// The autoscalers' counters, with `namespace` and `job` labels.
+    fn render_autoscalers(&self, out: &mut String) {
+        let all = self.autoscalers.lock().expect("autoscalers poisoned");
+        let labels = |key: &str| {
+            let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+            format!("namespace=\"{namespace}\",job=\"{name}\"")
+        };
+        out.push_str("# HELP weir_operator_autoscaler_evaluations_total Autoscaler evaluations of a StreamJob.\n");
+        out.push_str("# TYPE weir_operator_autoscaler_evaluations_total counter\n");
+        for (job, c) in all.iter() {
+            let n: u64 = c.decisions.values().sum();
+            out.push_str(&format!("weir_operator_autoscaler_evaluations_total{{{}}} {n}\n", labels(job)));
+        }
+        out.push_str(
+            "# HELP weir_operator_autoscaler_decisions_total Autoscaler decisions of a StreamJob by reason.\n",
+        );
+        out.push_str("# TYPE weir_operator_autoscaler_decisions_total counter\n");
+        for (job, c) in all.iter() {
+            for (reason, n) in &c.decisions {
+                let l = labels(job);
+                out.push_str(&format!("weir_operator_autoscaler_decisions_total{{{l},reason=\"{reason}\"}} {n}\n"));
+            }
+        }
+        out.push_str(
+            "# HELP weir_operator_autoscaler_rescales_total Rescales of a StreamJob its autoscaler started.\n",
+        );
+        out.push_str("# TYPE weir_operator_autoscaler_rescales_total counter\n");
+        for (job, c) in all.iter() {
+            out.push_str(&format!("weir_operator_autoscaler_rescales_total{{{}}} {}\n", labels(job), c.rescales));
+        }
     }
 
     /// The Prometheus text exposition.
@@ -64,6 +123,7 @@ impl Metrics {
         for (phase, n) in by_phase {
             out.push_str(&format!("weir_operator_streamjobs{{phase=\"{phase}\"}} {n}\n"));
         }
+        self.render_autoscalers(&mut out);
         out
     }
 }
@@ -112,5 +172,28 @@ mod tests {
         assert!(text.contains("weir_operator_reconcile_seconds_total 0.004\n"), "{text}");
         assert!(text.contains("weir_operator_streamjobs{phase=\"Running\"} 2\n"), "{text}");
         assert!(!text.contains("Deploying"), "{text}");
+    }
+
+    #[test]
+    fn autoscaler_counters_carry_the_job_and_go_with_it() {
+        let m = Metrics::default();
+        m.autoscaler_evaluated("weir/orders", "within-band");
+        m.autoscaler_evaluated("weir/orders", "within-band");
+        m.autoscaler_evaluated("weir/orders", "scale-up");
+        m.autoscaler_rescaled("weir/orders");
+        m.autoscaler_evaluated("prod/clicks", "budget-spent");
+        let text = m.render();
+        for line in [
+            "weir_operator_autoscaler_evaluations_total{namespace=\"weir\",job=\"orders\"} 3\n",
+            "weir_operator_autoscaler_decisions_total{namespace=\"weir\",job=\"orders\",reason=\"within-band\"} 2\n",
+            "weir_operator_autoscaler_decisions_total{namespace=\"prod\",job=\"clicks\",reason=\"budget-spent\"} 1\n",
+            "weir_operator_autoscaler_rescales_total{namespace=\"weir\",job=\"orders\"} 1\n",
+            "weir_operator_autoscaler_rescales_total{namespace=\"prod\",job=\"clicks\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        m.phase("weir/orders".into(), Some("Running".into()));
+        m.phase("weir/orders".into(), None);
+        assert!(!m.render().contains("job=\"orders\""), "a deleted job's counters go");
     }
 }

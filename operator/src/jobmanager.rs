@@ -1,6 +1,7 @@
 //! The operator's side of the JobManager's REST API: one typed client trait,
 //! [`JobManagerClient`], with the calls the controller makes (the job's
-//! details, trigger a savepoint, a savepoint's status), answered with the
+//! details, with rates over a window for the autoscaler, trigger a
+//! savepoint, a savepoint's status), answered with the
 //! types of [`weir_api::rest`] that the JobManager serialises.
 //!
 //! ```text
@@ -67,6 +68,14 @@ pub enum JobManagerError {
 pub trait JobManagerClient: Send + Sync {
     /// `GET /v1/jobs/{job}`.
     fn job<'a>(&'a self, job: &'a StreamJob) -> BoxFuture<'a, Result<JobDetails, JobManagerError>>;
+
+    /// `GET /v1/jobs/{job}?window=...`: the same answer, with rates over the
+    /// last `window` (its `metrics_window_ms` says what they covered).
+    fn job_over<'a>(
+        &'a self,
+        job: &'a StreamJob,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<JobDetails, JobManagerError>>;
 
     /// `POST /v1/jobs/{job}/savepoints`.
     fn trigger_savepoint<'a>(
@@ -206,6 +215,15 @@ impl<T: Transport> JobManagerClient for RestClient<T> {
         Box::pin(async move { self.call(job, Method::GET, &paths::job(&job.name_any()), NO_BODY).await })
     }
 
+    fn job_over<'a>(
+        &'a self,
+        job: &'a StreamJob,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<JobDetails, JobManagerError>> {
+        let path = paths::job_over(&job.name_any(), window);
+        Box::pin(async move { self.call(job, Method::GET, &path, NO_BODY).await })
+    }
+
     fn trigger_savepoint<'a>(
         &'a self,
         job: &'a StreamJob,
@@ -247,7 +265,7 @@ mod tests {
         .unwrap()
     }
 
-    /// Answers each request the proxy client sends, after checking its method, path and body.
+    /// Answers each request the proxy client sends, after checking its method, path (with its query) and body.
     async fn answer(
         verifier: &mut ApiServerVerifier,
         method: Method,
@@ -257,7 +275,8 @@ mod tests {
         answer: Vec<u8>,
     ) {
         let (request, send) = verifier.next().await.expect("a request");
-        assert_eq!((request.method(), request.uri().path()), (&method, path));
+        let sent = request.uri().path_and_query().map(|p| p.as_str().to_string());
+        assert_eq!((request.method(), sent.as_deref()), (&method, Some(path)));
         let sent = request.into_body().collect_bytes().await.unwrap();
         match body {
             Some(expected) => assert_eq!(serde_json::from_slice::<serde_json::Value>(&sent).unwrap(), expected),
@@ -276,6 +295,12 @@ mod tests {
 
         let (got, ()) = tokio::join!(client.job(&job), async {
             answer(&mut verifier, Method::GET, proxy, None, ok, serde_json::to_vec(&details()).unwrap()).await
+        });
+        assert_eq!(got.unwrap(), details());
+
+        let (got, ()) = tokio::join!(client.job_over(&job, Duration::from_secs(15)), async {
+            let over = serde_json::to_vec(&details()).unwrap();
+            answer(&mut verifier, Method::GET, &format!("{proxy}?window=15s"), None, ok, over).await
         });
         assert_eq!(got.unwrap(), details());
 
@@ -325,5 +350,56 @@ mod tests {
     fn the_service_transport_addresses_the_jobs_service() {
         let url = ServiceTransport::default().url("weir", "orders-jobmanager", &paths::job("orders"));
         assert_eq!(url, format!("http://orders-jobmanager.weir.svc:{REST_PORT}/v1/jobs/orders"));
+        let window = paths::job_over("orders", Duration::from_secs(15));
+        let url = ServiceTransport::default().url("weir", "orders-jobmanager", &window);
+        assert_eq!(url, format!("http://orders-jobmanager.weir.svc:{REST_PORT}/v1/jobs/orders?window=15s"));
+    }
+
+    /// The service transport, its URL pointed at a local listener instead of
+    /// the Service's DNS name: the requests go over HTTP as they are.
+    struct Local(ServiceTransport, std::net::SocketAddr);
+
+    impl Transport for Local {
+        fn url(&self, _namespace: &str, _service: &str, path: &str) -> String {
+            format!("http://{}{path}", self.1)
+        }
+
+        fn send(&self, request: Request<Vec<u8>>) -> BoxFuture<'_, Result<(StatusCode, Vec<u8>), BoxError>> {
+            self.0.send(request)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_service_transport_sends_the_window_over_http() {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for _ in 0..2 {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                lines.push(line.trim_end().to_string());
+                // The rest of the head, then the answer.
+                let mut header = String::new();
+                while reader.read_line(&mut header).unwrap() > 2 {
+                    header.clear();
+                }
+                let body = serde_json::to_vec(&details()).unwrap();
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                let mut stream = stream;
+                stream.write_all(head.as_bytes()).unwrap();
+                stream.write_all(&body).unwrap();
+            }
+            lines
+        });
+        let client = RestClient::new(Local(ServiceTransport::default(), addr));
+        let job = StreamJob::test();
+        assert_eq!(client.job(&job).await.unwrap(), details());
+        assert_eq!(client.job_over(&job, Duration::from_secs(60)).await.unwrap(), details());
+        let lines = server.join().unwrap();
+        assert_eq!(lines, ["GET /v1/jobs/orders HTTP/1.1", "GET /v1/jobs/orders?window=1m HTTP/1.1"]);
     }
 }

@@ -13,7 +13,11 @@
 //!
 //! [`autoscaler`] decides, as a pure function of `spec.autoscaler`, the job's
 //! metrics over a window and its past rescales, what parallelism each vertex
-//! needs (DS2), and reports why.
+//! needs (DS2), and reports why. The controller keeps each job's series of
+//! samples and decides on it as it observes; the planner reports the decision
+//! in `status.autoscaler` and, in `active` mode, rolls it out as a rescale
+//! (`planner/autoscaling.rs` says who owns the parallelism: the user's
+//! `spec.parallelism` or the autoscaler's choice).
 
 pub mod autoscaler;
 pub mod controller;

@@ -7,6 +7,10 @@
 //! reconciliations (savepoint, verify, redeploy) is recorded first as
 //! `status.pendingOperation` (write-ahead), so an operator restarted in the
 //! middle of one finds it there and carries on from the step it reached.
+//!
+//! The parallelism rolled out is the job's *effective* one: `spec.parallelism`,
+//! or in the autoscaler's `active` mode its choice (`planner/autoscaling.rs` says who
+//! owns it). Either way a change of it goes through the same rescale.
 
 use std::time::Duration;
 
@@ -18,10 +22,14 @@ use crate::crd::{
     DesiredState, OperationKind, PendingOperation, SavepointReason, SavepointRef, StreamJob, StreamJobSpec,
     StreamJobStatus, UpgradeMode,
 };
-use crate::diff::{ChangeKind, diff};
+use crate::diff::{ChangeKind, SpecDiff, diff};
 use crate::phase::Phase;
 use crate::resources::{Deploy, Restore};
-use crate::validate::validate;
+use crate::validate::{FieldError, validate};
+
+mod autoscaling;
+
+pub use autoscaling::{Evaluation, SAMPLE_EVERY, rate_window};
 
 /// What the observer found (it only reads: the JobManager's REST API, storage).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -33,6 +41,11 @@ pub struct Observed {
     /// Whether `spec.initialSavepoint` is in storage, when the job is yet to be
     /// deployed from it (`None`: not looked at).
     pub initial_savepoint_found: Option<bool>,
+    /// What the autoscaler made of the job's metrics, when it looked: only
+    /// while `spec.autoscaler.mode` is not `disabled` and the current
+    /// deployment's job runs with no operation in flight. `None`: it did not
+    /// look, and `job` says why (no answer, another deployment's, not running).
+    pub autoscaler: Option<Evaluation>,
     /// Now, as an RFC 3339 time (for status fields).
     pub now: String,
 }
@@ -138,6 +151,56 @@ struct Planner<'a> {
     generation: i64,
     status: StreamJobStatus,
     actions: Vec<Action>,
+    /// The spec as it is rolled out: the user's, at the effective parallelism.
+    spec: StreamJobSpec,
+    /// Whether the autoscaler set the effective parallelism in this plan.
+    autoscaler_rescale: bool,
+    /// Whether the autoscaler is on (and the spec valid): the job is sampled often.
+    autoscaling: bool,
+}
+
+impl<'a> Planner<'a> {
+    fn new(job: &'a StreamJob, observed: &'a Observed) -> Planner<'a> {
+        let mut p = Planner {
+            job,
+            observed,
+            generation: job.metadata.generation.unwrap_or(0),
+            status: job.status.clone().unwrap_or_default(),
+            actions: Vec::new(),
+            spec: job.spec.clone(),
+            autoscaler_rescale: false,
+            autoscaling: false,
+        };
+        p.settle_parallelism();
+        p
+    }
+
+    /// The status every plan ends with: what the current deployment's
+    /// JobManager says, as it says it (nothing when it did not answer).
+    fn finish(mut self) -> Plan {
+        self.status.observed_generation = Some(self.generation);
+        let current = self.current_job().cloned();
+        if let Some(c) = current.as_ref().and_then(|j| j.last_checkpoint.clone()) {
+            self.status.last_checkpoint = Some(c);
+        }
+        self.status.job = current.as_ref().map(|j| crate::crd::JobStatus {
+            id: self.job.name_any(),
+            state: j.state.to_string(),
+            parallelism: j.parallelism,
+            start_time: None,
+            restored_from: j.restored_from.clone(),
+        });
+        self.status.selector = Some(crate::resources::taskmanager_selector(self.job));
+        self.sample_often();
+        Plan { status: self.status, actions: self.actions }
+    }
+
+    fn invalid_spec(&mut self, e: &FieldError) {
+        // Nothing running is touched for an invalid spec.
+        self.set_condition("Ready", false, "InvalidSpec", &e.to_string());
+        self.set_condition("Progressing", false, "InvalidSpec", &e.to_string());
+        self.event(true, "InvalidSpec", &e.to_string());
+    }
 }
 
 impl Planner<'_> {
@@ -169,17 +232,11 @@ impl Planner<'_> {
     }
 
     fn deploy(&mut self, spec: &StreamJobSpec, restore: Restore) {
-        let note = match &restore {
-            Restore::Snapshot(from) => format!("deploying at parallelism {} from {from}", spec.parallelism),
-            Restore::LatestOrFresh => {
-                format!("deploying at parallelism {} from the latest checkpoint, if any", spec.parallelism)
-            }
-            Restore::Latest => format!("deploying at parallelism {} from the latest checkpoint", spec.parallelism),
-            Restore::Fresh => format!("deploying at parallelism {} without state", spec.parallelism),
-        };
+        let note = format!("deploying at parallelism {} {}", spec.parallelism, starting_point(&restore));
         // One name per rollout: the generation and the moment.
         let digits: String = self.observed.now.chars().filter(char::is_ascii_digit).take(14).collect();
         let id = format!("{}-{digits}", self.generation);
+        self.status.deployed_from = Some(restore.to_string());
         self.actions.push(Action::Apply(Deploy { parallelism: spec.parallelism, restore, id: id.clone() }));
         self.status.deployment = Some(id);
         self.status.deployed_at = Some(self.observed.now.clone());
@@ -205,10 +262,11 @@ impl Planner<'_> {
         let op = PendingOperation {
             kind,
             generation: self.generation,
-            target_parallelism: Some(self.job.spec.parallelism),
+            target_parallelism: Some(self.spec.parallelism),
             trigger_id: None,
             restore_from: None,
             reason,
+            by_autoscaler: kind == OperationKind::Rescale && self.autoscaler_rescale,
             started_at: self.observed.now.clone(),
         };
         self.actions.push(Action::TriggerSavepoint { stop: op.stops_job() });
@@ -289,15 +347,14 @@ impl Planner<'_> {
                     }
                     OperationKind::Suspend => {
                         self.actions.push(Action::Stop);
-                        self.status.deployed_spec =
-                            Some(serde_json::to_string(&self.job.spec).expect("a spec serializes"));
+                        self.status.deployed_spec = Some(serde_json::to_string(&self.spec).expect("a spec serializes"));
                         self.phase(Phase::Suspended);
                         self.set_condition("Progressing", false, "Suspended", &format!("suspended at {path}"));
                         self.set_condition("Ready", false, "Suspended", &format!("suspended at {path}"));
                         self.event(false, "Suspended", &format!("stopped with a savepoint at {path}"));
                     }
                     _ => {
-                        let spec = self.job.spec.clone();
+                        let spec = self.spec.clone();
                         self.deploy(&spec, Restore::Snapshot(path));
                     }
                 }
@@ -307,7 +364,10 @@ impl Planner<'_> {
         if let Some(why) = failure {
             // Abort: the job was not stopped (a stop-with-savepoint that fails leaves it running).
             self.status.pending_operation = None;
-            if op.kind != OperationKind::Savepoint {
+            if op.by_autoscaler {
+                // Not the user's generation that failed: the autoscaler's choice.
+                self.autoscaler_rescale_failed(&why);
+            } else if op.kind != OperationKind::Savepoint {
                 self.status.failed_generation = Some(op.generation);
             }
             self.phase(Phase::Running);
@@ -320,27 +380,12 @@ impl Planner<'_> {
 
     /// No operation in flight: compare what is deployed with what is asked for.
     fn reconcile(&mut self) {
-        let spec = &self.job.spec;
+        let spec = self.spec.clone();
         let Some(deployed) = deployed_spec(&self.status) else {
-            if spec.state == DesiredState::Suspended {
-                self.phase(Phase::Suspended);
-                return;
-            }
-            if let (Some(path), Some(false)) = (&spec.initial_savepoint, self.observed.initial_savepoint_found) {
-                // Never a silent fresh start: wait for it (storage may be back later), and say so.
-                let why = format!("spec.initialSavepoint: {path} has no _metadata in storage; nothing is deployed");
-                self.set_condition("Ready", false, "SavepointNotFound", &why);
-                self.set_condition("Progressing", false, "SavepointNotFound", &why);
-                self.event(true, "SavepointNotFound", &why);
-                self.actions.push(Action::Requeue(Duration::from_secs(30)));
-                return;
-            }
-            let spec = spec.clone();
-            let restore = spec.initial_savepoint.clone().map_or(Restore::Fresh, Restore::Snapshot);
-            self.deploy(&spec, restore);
+            self.first_deployment(&spec);
             return;
         };
-        let d = diff(&deployed, spec);
+        let d = diff(&deployed, &spec);
         if self.status.failed_generation == Some(self.generation) && d.kind > ChangeKind::Ignore {
             // This generation's rollout was aborted; a new spec (or restartNonce) tries again.
             self.observe_running();
@@ -348,7 +393,6 @@ impl Planner<'_> {
         }
         if deployed.state == DesiredState::Suspended && spec.state == DesiredState::Running {
             let from = self.status.last_savepoint.as_ref().map(|s| s.path.clone());
-            let spec = spec.clone();
             self.deploy(&spec, from.map_or(Restore::LatestOrFresh, Restore::Snapshot));
             return;
         }
@@ -362,79 +406,155 @@ impl Planner<'_> {
             self.start_savepoint_operation(OperationKind::Suspend, None, Phase::Savepointing, note);
             return;
         }
-        let running = self.current_job().is_some_and(|j| j.state == JobState::Running);
-        let preempt = !running && self.not_running_for_real();
         match d.kind {
-            ChangeKind::Ignore if d.restart_requested => {
-                self.event(false, "Restarting", "restartNonce changed: restarting from the latest checkpoint");
-                let spec = spec.clone();
-                self.deploy(&spec, Restore::LatestOrFresh);
-            }
-            ChangeKind::Ignore if d.savepoint_requested => {
+            ChangeKind::Ignore => self.without_rollout(&spec, &d),
+            ChangeKind::Scale | ChangeKind::Upgrade => self.roll_out(&spec, &deployed, &d),
+        }
+    }
+
+    /// Nothing deployed yet: deploy, from `spec.initialSavepoint` when there is one.
+    fn first_deployment(&mut self, spec: &StreamJobSpec) {
+        if spec.state == DesiredState::Suspended {
+            self.phase(Phase::Suspended);
+            return;
+        }
+        if let (Some(path), Some(false)) = (&spec.initial_savepoint, self.observed.initial_savepoint_found) {
+            // Never a silent fresh start: wait for it (storage may be back later), and say so.
+            let why = format!("spec.initialSavepoint: {path} has no _metadata in storage; nothing is deployed");
+            self.set_condition("Ready", false, "SavepointNotFound", &why);
+            self.set_condition("Progressing", false, "SavepointNotFound", &why);
+            self.event(true, "SavepointNotFound", &why);
+            self.actions.push(Action::Requeue(Duration::from_secs(30)));
+            return;
+        }
+        let restore = spec.initial_savepoint.clone().map_or(Restore::Fresh, Restore::Snapshot);
+        self.deploy(spec, restore);
+    }
+
+    /// A change the job's processes need not see: a restart or a savepoint
+    /// asked for, or nothing at all.
+    fn without_rollout(&mut self, spec: &StreamJobSpec, d: &SpecDiff) {
+        if d.restart_requested {
+            self.event(false, "Restarting", "restartNonce changed: restarting from the latest checkpoint");
+            self.deploy(spec, Restore::LatestOrFresh);
+        } else if d.savepoint_requested {
+            self.status.deployed_spec = Some(serde_json::to_string(spec).expect("a spec serializes"));
+            let note = "a savepoint was asked for (savepointTriggerNonce)";
+            let reason = Some(SavepointReason::Manual);
+            self.start_savepoint_operation(OperationKind::Savepoint, reason, Phase::Savepointing, note);
+        } else {
+            if !d.is_empty() {
+                // Nothing to roll out: remember the new spec as deployed.
                 self.status.deployed_spec = Some(serde_json::to_string(spec).expect("a spec serializes"));
-                let note = "a savepoint was asked for (savepointTriggerNonce)";
-                let reason = Some(SavepointReason::Manual);
-                self.start_savepoint_operation(OperationKind::Savepoint, reason, Phase::Savepointing, note);
             }
-            ChangeKind::Ignore => {
-                if !d.is_empty() {
-                    // Nothing to roll out: remember the new spec as deployed.
-                    self.status.deployed_spec = Some(serde_json::to_string(spec).expect("a spec serializes"));
-                }
-                self.observe_running();
-            }
-            // A job that does not run cannot take a savepoint: a new spec preempts it,
-            // from the latest checkpoint (a failing deploy must not block its fix).
+            self.observe_running();
+        }
+    }
+
+    /// A change the job's processes see (its parallelism, or more): through a
+    /// savepoint when the job runs, else at once.
+    fn roll_out(&mut self, spec: &StreamJobSpec, deployed: &StreamJobSpec, d: &SpecDiff) {
+        let running = self.current_job().is_some_and(|j| j.state == JobState::Running);
+        if running && self.rollout_in_progress() {
+            // The job runs: the rollout that brought it up is over, and the next starts from Running.
+            self.phase(Phase::Running);
+        } else if self.rollout_in_progress() {
+            self.redeploy_before_running(spec, d);
+            return;
+        } else if !running && !self.not_running_for_real() {
             // A JobManager of a running job that missed one answer: look again before acting.
-            ChangeKind::Scale | ChangeKind::Upgrade if !running && !preempt => {
-                self.set_condition("Ready", false, "JobManagerUnreachable", "the JobManager did not answer");
-                self.actions.push(Action::Requeue(Duration::from_secs(2)));
-            }
-            ChangeKind::Scale | ChangeKind::Upgrade if preempt && spec.upgrade_mode != UpgradeMode::Stateless => {
-                let state = self.current_job().map_or("unreachable".to_string(), |j| j.state.to_string());
-                let note = format!(
-                    "the job is not running ({state}): rolling out {} from the latest checkpoint",
-                    d.fields.join(", ")
-                );
-                self.event(true, "Preempted", &note);
-                self.phase(if d.kind == ChangeKind::Scale { Phase::Rescaling } else { Phase::Upgrading });
-                let spec = spec.clone();
-                self.deploy(&spec, Restore::LatestOrFresh);
-            }
+            self.set_condition("Ready", false, "JobManagerUnreachable", "the JobManager did not answer");
+            self.actions.push(Action::Requeue(Duration::from_secs(2)));
+            return;
+        } else if !running {
+            self.preempt(spec, d);
+            return;
+        }
+        match d.kind {
             ChangeKind::Scale => {
-                let note = format!("rescaling {} -> {} through a savepoint", deployed.parallelism, spec.parallelism);
+                let by = if self.autoscaler_rescale { "the autoscaler: " } else { "" };
+                let note =
+                    format!("{by}rescaling {} -> {} through a savepoint", deployed.parallelism, spec.parallelism);
                 self.start_savepoint_operation(OperationKind::Rescale, None, Phase::Rescaling, &note);
             }
-            ChangeKind::Upgrade => {
-                let fields = d.fields.join(", ");
-                match spec.upgrade_mode {
-                    UpgradeMode::Savepoint => {
-                        let note = format!("upgrading ({fields}) through a savepoint");
-                        self.start_savepoint_operation(OperationKind::Upgrade, None, Phase::Upgrading, &note);
-                    }
-                    UpgradeMode::LastState => {
-                        self.phase(Phase::Upgrading);
-                        let spec = spec.clone();
-                        self.deploy(&spec, Restore::LatestOrFresh);
-                    }
-                    UpgradeMode::Stateless => {
-                        self.phase(Phase::Upgrading);
-                        let spec = spec.clone();
-                        self.deploy(&spec, Restore::Fresh);
-                    }
-                }
+            _ => self.upgrade(spec, d),
+        }
+    }
+
+    /// A running job's upgrade, as `upgradeMode` says.
+    fn upgrade(&mut self, spec: &StreamJobSpec, d: &SpecDiff) {
+        match spec.upgrade_mode {
+            UpgradeMode::Savepoint => {
+                let note = format!("upgrading ({}) through a savepoint", d.fields.join(", "));
+                self.start_savepoint_operation(OperationKind::Upgrade, None, Phase::Upgrading, &note);
+            }
+            UpgradeMode::LastState => {
+                self.phase(Phase::Upgrading);
+                self.deploy(spec, Restore::LatestOrFresh);
+            }
+            UpgradeMode::Stateless => {
+                self.phase(Phase::Upgrading);
+                self.deploy(spec, Restore::Fresh);
             }
         }
+    }
+
+    /// A job that does not run cannot take a savepoint: a new spec preempts
+    /// it, from the latest checkpoint (a failing job must not block its fix);
+    /// a parallelism change keeps the state whatever `upgradeMode` says.
+    fn preempt(&mut self, spec: &StreamJobSpec, d: &SpecDiff) {
+        let stateless = d.kind == ChangeKind::Upgrade && spec.upgrade_mode == UpgradeMode::Stateless;
+        let restore = if stateless { Restore::Fresh } else { Restore::LatestOrFresh };
+        let state = self.current_job().map_or("unreachable".to_string(), |j| j.state.to_string());
+        let (fields, from) = (d.fields.join(", "), starting_point(&restore));
+        let note = format!("the job is not running ({state}): rolling out {fields} {from}");
+        self.event(true, "Preempted", &note);
+        // From Running the rollout is a rescale or an upgrade; from Failed, a new deployment.
+        if self.status.phase == Some(Phase::Running) {
+            self.phase(if d.kind == ChangeKind::Scale { Phase::Rescaling } else { Phase::Upgrading });
+        }
+        self.deploy(spec, restore);
+    }
+
+    /// Whether the current deployment's job is yet to be seen running: a
+    /// rollout (with no operation left in flight) brought it up, and it has
+    /// not run since.
+    fn rollout_in_progress(&self) -> bool {
+        matches!(self.status.phase, Some(Phase::Deploying | Phase::Rescaling | Phase::Upgrading | Phase::RollingBack))
+    }
+
+    /// A change to a deployment whose job has not run yet (`kubectl scale`
+    /// right after an apply, say) is rolled out at once, from what that
+    /// deployment restores from, keeping the phase.
+    ///
+    /// Why not wait until it runs and take a savepoint, as for a running job?
+    /// A deployment that never comes up (TaskManagers that find no room, a
+    /// JobManager that cannot reach storage) would hold back the very change
+    /// that fixes it, and a job that never ran has no state newer than what
+    /// its deployment restores from: redeploying from that loses nothing.
+    /// Nor from the latest checkpoint, as for a job that ran: a first
+    /// deployment from `spec.initialSavepoint` would start without its state.
+    /// Flink's operator, too, does not wait for an unhealthy job's savepoint.
+    fn redeploy_before_running(&mut self, spec: &StreamJobSpec, d: &SpecDiff) {
+        let stateless = d.kind == ChangeKind::Upgrade && spec.upgrade_mode == UpgradeMode::Stateless;
+        let restore = match self.status.deployed_from.as_deref().map(str::parse::<Restore>) {
+            _ if stateless => Restore::Fresh,
+            Some(Ok(from)) => from,
+            // A deployment recorded before `deployedFrom` was.
+            _ => Restore::LatestOrFresh,
+        };
+        let (fields, from) = (d.fields.join(", "), starting_point(&restore));
+        let note = format!("the job has not run yet: rolling out {fields} at once, {from}");
+        self.event(false, "Redeploying", &note);
+        self.deploy(spec, restore);
     }
 
     /// The job as the current deployment's JobManager reports it: right after a
     /// rollout the previous deployment's JobManager may still answer, and what
     /// it says is not about the job as deployed now.
     fn current_job(&self) -> Option<&JobView> {
-        self.observed.job.as_ref().filter(|j| match (&j.deployment, &self.status.deployment) {
-            (Some(answering), Some(current)) => answering == current,
-            _ => true,
-        })
+        let current = self.status.deployment.as_deref();
+        self.observed.job.as_ref().filter(|j| is_current_deployment(j.deployment.as_deref(), current))
     }
 
     /// Whether a job seen not running really is not (so a new spec may go out
@@ -506,7 +626,7 @@ impl Planner<'_> {
                 if self.status.phase == Some(Phase::Failed) {
                     // Seen failed twice, 10 s apart: restart it from its latest checkpoint.
                     self.event(true, "Restarting", &format!("{note}; restarting from the latest checkpoint"));
-                    let spec = self.job.spec.clone();
+                    let spec = self.spec.clone();
                     self.deploy(&spec, Restore::LatestOrFresh);
                 } else {
                     self.phase(Phase::Failed);
@@ -532,6 +652,25 @@ impl Planner<'_> {
     }
 }
 
+/// Where a deployment starts from, in words.
+fn starting_point(restore: &Restore) -> String {
+    match restore {
+        Restore::Snapshot(from) => format!("from {from}"),
+        Restore::LatestOrFresh => "from the latest checkpoint, if any".into(),
+        Restore::Latest => "from the latest checkpoint".into(),
+        Restore::Fresh => "without state".into(),
+    }
+}
+
+/// Whether a JobManager of deployment `answering` speaks for the `current`
+/// one; either unknown (an older JobManager, an older status): it does.
+pub fn is_current_deployment(answering: Option<&str>, current: Option<&str>) -> bool {
+    match (answering, current) {
+        (Some(answering), Some(current)) => answering == current,
+        _ => true,
+    }
+}
+
 /// Time from `from` to `to` (RFC 3339); zero when either does not parse or `to` is earlier.
 fn elapsed(from: &str, to: &str) -> Duration {
     use k8s_openapi::jiff::Timestamp;
@@ -543,34 +682,19 @@ fn elapsed(from: &str, to: &str) -> Duration {
 
 /// Decides the status to write and the actions to take for `job`.
 pub fn plan(job: &StreamJob, observed: &Observed) -> Plan {
-    let generation = job.metadata.generation.unwrap_or(0);
-    let mut p =
-        Planner { job, observed, generation, status: job.status.clone().unwrap_or_default(), actions: Vec::new() };
-    if let Some(op) = p.status.pending_operation.clone() {
+    let mut p = Planner::new(job, observed);
+    let valid = validate(&job.spec);
+    if valid.is_ok() {
+        // First: in active mode a decision sets the parallelism the rest rolls out.
+        p.autoscale();
+    }
+    match (p.status.pending_operation.clone(), valid) {
         // An operation in flight finishes (or aborts) before anything new starts.
-        p.continue_operation(op);
-    } else if let Err(e) = validate(&job.spec) {
-        // Nothing running is touched for an invalid spec.
-        p.set_condition("Ready", false, "InvalidSpec", &e.to_string());
-        p.set_condition("Progressing", false, "InvalidSpec", &e.to_string());
-        p.event(true, "InvalidSpec", &e.to_string());
-    } else {
-        p.reconcile();
+        (Some(op), _) => p.continue_operation(op),
+        (None, Err(e)) => p.invalid_spec(&e),
+        (None, Ok(())) => p.reconcile(),
     }
-    p.status.observed_generation = Some(generation);
-    // What the current deployment's JobManager says, as it says it; nothing when it did not answer.
-    let current = p.current_job().cloned();
-    if let Some(c) = current.as_ref().and_then(|j| j.last_checkpoint.clone()) {
-        p.status.last_checkpoint = Some(c);
-    }
-    p.status.job = current.as_ref().map(|j| crate::crd::JobStatus {
-        id: job.name_any(),
-        state: j.state.to_string(),
-        parallelism: j.parallelism,
-        start_time: None,
-        restored_from: j.restored_from.clone(),
-    });
-    Plan { status: p.status, actions: p.actions }
+    p.finish()
 }
 
 #[cfg(test)]
@@ -578,7 +702,11 @@ mod tests {
     use super::*;
     use crate::crd::test_spec;
 
-    fn job(status: Option<StreamJobStatus>, generation: i64, change: impl FnOnce(&mut StreamJobSpec)) -> StreamJob {
+    pub(super) fn job(
+        status: Option<StreamJobStatus>,
+        generation: i64,
+        change: impl FnOnce(&mut StreamJobSpec),
+    ) -> StreamJob {
         let mut spec = test_spec();
         change(&mut spec);
         let mut j = StreamJob::new("orders", spec);
@@ -587,7 +715,7 @@ mod tests {
         j
     }
 
-    fn observed(job: Option<(JobState, i32)>, savepoint: Option<SavepointView>) -> Observed {
+    pub(super) fn observed(job: Option<(JobState, i32)>, savepoint: Option<SavepointView>) -> Observed {
         let view = |(state, parallelism)| JobView {
             state,
             parallelism,
@@ -596,16 +724,22 @@ mod tests {
             last_checkpoint: None,
             deployment: None,
         };
-        Observed { job: job.map(view), savepoint, initial_savepoint_found: None, now: "2026-11-21T12:00:00Z".into() }
+        Observed {
+            job: job.map(view),
+            savepoint,
+            initial_savepoint_found: None,
+            autoscaler: None,
+            now: "2026-11-21T12:00:00Z".into(),
+        }
     }
 
-    fn condition<'a>(s: &'a StreamJobStatus, type_: &str) -> (&'a str, &'a str) {
+    pub(super) fn condition<'a>(s: &'a StreamJobStatus, type_: &str) -> (&'a str, &'a str) {
         let c = s.conditions.iter().find(|c| c.type_ == type_).unwrap();
         (c.status.as_str(), c.reason.as_str())
     }
 
     /// The deployment a plan applies: its parallelism and where it restores from.
-    fn applied(p: &Plan) -> Option<(i32, Restore)> {
+    pub(super) fn applied(p: &Plan) -> Option<(i32, Restore)> {
         p.actions.iter().find_map(|a| match a {
             Action::Apply(d) => Some((d.parallelism, d.restore.clone())),
             _ => None,
@@ -613,7 +747,7 @@ mod tests {
     }
 
     /// Runs the plan and pretends the executor did its part: a triggered savepoint gets an id.
-    fn step(job: &StreamJob, obs: &Observed) -> Plan {
+    pub(super) fn step(job: &StreamJob, obs: &Observed) -> Plan {
         let mut plan = plan(job, obs);
         let refused =
             plan.actions.iter().find(|a| matches!(a, Action::Event { reason, .. } if reason == "InternalError"));
@@ -685,6 +819,63 @@ mod tests {
         let p = step(&scaled(p.status), &observed(Some((JobState::Running, 3)), None));
         assert_eq!(p.status.phase, Some(Phase::Running));
         assert_eq!(deployed_spec(&p.status).unwrap().parallelism, 3);
+    }
+
+    /// The bug: `kubectl scale` on a job still deploying gave the event
+    /// `InternalError: a StreamJob cannot go from Deploying to Rescaling`
+    /// (`step` fails on any refused phase change).
+    #[test]
+    fn a_parallelism_change_while_deploying_redeploys_at_once_from_what_the_deployment_started_from() {
+        let sp = "s3://weir/savepoints/sp-1".to_string();
+        let from_savepoint = |s: &mut StreamJobSpec| s.initial_savepoint = Some("s3://weir/savepoints/sp-1".into());
+        type Start = fn(&mut StreamJobSpec);
+        let cases: [(Start, Restore); 2] = [(|_| {}, Restore::Fresh), (from_savepoint, Restore::Snapshot(sp.clone()))];
+        for (start, restore) in cases {
+            let deploying = step(&job(None, 1, start), &observed(None, None)).status;
+            assert_eq!(deploying.phase, Some(Phase::Deploying));
+            let scaled = |status| {
+                job(Some(status), 2, |s| {
+                    start(s);
+                    s.parallelism = 4;
+                })
+            };
+            // Its JobManager not answering yet, or answering that the job waits for slots.
+            for answer in [None, Some((JobState::Created, 2))] {
+                let p = step(&scaled(deploying.clone()), &observed(answer, None));
+                assert_eq!(applied(&p), Some((4, restore.clone())), "from what the deployment started from");
+                assert_eq!((p.status.phase, &p.status.pending_operation), (Some(Phase::Deploying), &None));
+                assert!(p.actions.iter().any(|a| matches!(a, Action::Event { reason, .. } if reason == "Redeploying")));
+            }
+            // Seen running in the same look as the change: the rollout is over, and the rescale takes a savepoint.
+            let p = step(&scaled(deploying), &observed(Some((JobState::Running, 2)), None));
+            assert_eq!(p.status.phase, Some(Phase::Rescaling));
+            assert_eq!(
+                p.status.pending_operation.map(|o| (o.kind, o.target_parallelism)),
+                Some((OperationKind::Rescale, Some(4)))
+            );
+        }
+    }
+
+    #[test]
+    fn a_parallelism_change_before_a_rescaled_job_runs_keeps_the_rescales_savepoint() {
+        let scaled =
+            |status, generation, parallelism| job(Some(status), generation, move |s| s.parallelism = parallelism);
+        let p = step(&scaled(running(|_| {}), 2, 3), &observed(Some((JobState::Running, 2)), None));
+        let sp = "s3://weir/checkpoints/j/savepoints/sp-9".to_string();
+        let done = Some(SavepointView::Completed { path: sp.clone(), in_storage: true });
+        let p = step(&scaled(p.status, 2, 3), &observed(None, done));
+        assert_eq!((applied(&p), p.status.phase), (Some((3, Restore::Snapshot(sp.clone()))), Some(Phase::Rescaling)));
+        // Scaled again before the job runs at 3: at once, from the same savepoint.
+        let p = step(&scaled(p.status, 3, 5), &observed(None, None));
+        assert_eq!((applied(&p), p.status.phase), (Some((5, Restore::Snapshot(sp))), Some(Phase::Rescaling)));
+    }
+
+    #[test]
+    fn a_parallelism_change_of_a_failed_job_redeploys_from_its_latest_checkpoint() {
+        let p = step(&job(Some(running(|_| {})), 1, |_| {}), &observed(Some((JobState::Failed, 2)), None));
+        assert_eq!(p.status.phase, Some(Phase::Failed));
+        let p = step(&job(Some(p.status), 2, |s| s.parallelism = 4), &observed(Some((JobState::Failed, 2)), None));
+        assert_eq!((applied(&p), p.status.phase), (Some((4, Restore::LatestOrFresh)), Some(Phase::Deploying)));
     }
 
     #[test]
@@ -799,12 +990,12 @@ mod tests {
     }
 
     /// A job deployed at generation 1 and running, as the planner leaves it.
-    fn running(change: impl Fn(&mut StreamJobSpec) + Copy) -> StreamJobStatus {
+    pub(super) fn running(change: impl Fn(&mut StreamJobSpec) + Copy) -> StreamJobStatus {
         let deployed = step(&job(None, 1, change), &observed(None, None)).status;
         step(&job(Some(deployed), 1, change), &observed(Some((JobState::Running, 2)), None)).status
     }
 
-    fn at(mut o: Observed, now: &str) -> Observed {
+    pub(super) fn at(mut o: Observed, now: &str) -> Observed {
         o.now = now.into();
         o
     }

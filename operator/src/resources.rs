@@ -76,6 +76,13 @@ fn labels(job: &StreamJob, component: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// The label selector of the job's TaskManager pods, as the scale
+/// subresource gives it (`status.selector`): `key=value,...`.
+pub fn taskmanager_selector(job: &StreamJob) -> String {
+    let labels = labels(job, "taskmanager");
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
 fn meta(job: &StreamJob, name: String, component: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
@@ -376,6 +383,22 @@ mod tests {
             assert_eq!(m.namespace.as_deref(), Some("prod"));
             assert_eq!(m.labels.unwrap()["app.kubernetes.io/instance"], "orders");
         }
+    }
+
+    #[test]
+    fn the_scale_selector_selects_the_taskmanager_pods_only() {
+        let j = job();
+        let d = Deploy { parallelism: 2, restore: Restore::Fresh, id: "1".into() };
+        let selector = taskmanager_selector(&j);
+        assert!(selector.contains("app.kubernetes.io/instance=orders"), "{selector}");
+        let selected: BTreeMap<String, String> = selector
+            .split(',')
+            .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).expect("key=value"))
+            .collect();
+        let pod_labels = |d: Deployment| d.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+        let matches = |labels: &BTreeMap<String, String>| selected.iter().all(|(k, v)| labels.get(k) == Some(v));
+        assert!(matches(&pod_labels(taskmanager(&j, &d))));
+        assert!(!matches(&pod_labels(jobmanager(&j, &d))), "not the JobManager's pods");
     }
 
     #[test]

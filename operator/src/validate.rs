@@ -7,6 +7,7 @@ use std::path::Path;
 use weir_pipeline::check::{Overrides, check};
 use weir_pipeline::config::parse;
 
+use crate::autoscaler::AutoscalerConfig;
 use crate::crd::StreamJobSpec;
 
 /// A field of the spec and what is wrong with it.
@@ -33,6 +34,15 @@ pub fn validate(spec: &StreamJobSpec) -> Result<(), FieldError> {
         Ok(d) if d.is_zero() => return Err(field_error("spec.checkpointing.interval", "must be longer than zero")),
         Ok(_) => {}
         Err(e) => return Err(field_error("spec.checkpointing.interval", e)),
+    }
+    if let Some(autoscaler) = &spec.autoscaler {
+        // Its own check names the field; the reason is the rest of its message.
+        let max_parallelism = u32::try_from(spec.max_parallelism).unwrap_or(1);
+        AutoscalerConfig::from_spec(autoscaler, max_parallelism).map_err(|e| {
+            let (field, message) = (e.field(), e.to_string());
+            let reason = message.strip_prefix(&format!("{field}: ")).unwrap_or(&message).to_string();
+            field_error(field, reason)
+        })?;
     }
     match (&spec.pipeline, &spec.args) {
         (Some(_), Some(_)) => Err(field_error("spec.args", "give either a pipeline or args, not both")),
@@ -99,6 +109,24 @@ mod tests {
         s.pipeline.as_mut().unwrap()["steps"] = serde_json::json!([{ "filter": "amount > 'x' +" }]);
         let e = validate(&s).unwrap_err();
         assert_eq!(e.field, "spec.pipeline.steps[0].filter", "{e}");
+    }
+
+    #[test]
+    fn a_bad_autoscaler_is_refused_naming_its_field() {
+        let mut s = test_spec();
+        s.autoscaler =
+            Some(crate::crd::AutoscalerSpec { mode: crate::crd::AutoscalerMode::Active, ..Default::default() });
+        assert_eq!(validate(&s), Ok(()));
+        s.autoscaler.as_mut().unwrap().metrics_window = "a minute".into();
+        let e = validate(&s).unwrap_err();
+        assert_eq!(e.field, "spec.autoscaler.metricsWindow");
+        assert!(e.reason.starts_with("invalid duration `a minute`"), "{e}");
+        let a = s.autoscaler.as_mut().unwrap();
+        (a.metrics_window, a.min_parallelism, a.max_parallelism) = ("60s".into(), 8, Some(4));
+        assert_eq!(
+            validate(&s).unwrap_err().to_string(),
+            "spec.autoscaler: minParallelism 8 is above maxParallelism 4"
+        );
     }
 
     #[test]

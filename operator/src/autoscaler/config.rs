@@ -20,6 +20,19 @@ pub enum ConfigError {
     Bounds { at: String, min: u32, max: u32 },
 }
 
+impl ConfigError {
+    /// The path of the field at fault (`spec.autoscaler.metricsWindow`).
+    pub fn field(&self) -> String {
+        match self {
+            ConfigError::Duration { field, .. } | ConfigError::OutOfRange { field, .. } => {
+                format!("spec.autoscaler.{field}")
+            }
+            ConfigError::ZeroCatchUpTime => "spec.autoscaler.catchUpTime".into(),
+            ConfigError::Bounds { at, .. } => format!("spec.autoscaler{at}"),
+        }
+    }
+}
+
 /// The parallelism bounds of a vertex.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bounds {
@@ -176,6 +189,14 @@ mod tests {
             "spec.autoscaler.metricsWindow: invalid duration `1x`: expected a number with a unit, such as 500ms, 10s, 1m or 1h"
         );
         assert!(with(|s| s.scale_down_interval = "soon".into()).starts_with("spec.autoscaler.scaleDownInterval: "));
+        // Each message starts with the field it names.
+        let mut bad = AutoscalerSpec::default();
+        bad.vertices
+            .insert("map".into(), crate::crd::VertexBoundsSpec { min_parallelism: Some(9), max_parallelism: Some(3) });
+        for spec in [AutoscalerSpec { catch_up_time: "0s".into(), ..Default::default() }, bad] {
+            let e = AutoscalerConfig::from_spec(&spec, 128).unwrap_err();
+            assert!(e.to_string().starts_with(&format!("{}: ", e.field())), "{e}");
+        }
         assert_eq!(
             with(|s| s.target_utilization = 0.99),
             "spec.autoscaler.targetUtilization: 0.99 is outside 0.1..=0.95"

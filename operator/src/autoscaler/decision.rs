@@ -233,6 +233,33 @@ impl Reason {
         }
     }
 
+    /// The reason as a word that stays while the figures in it change
+    /// (`scale-up`, `within-band`, ...): what the status's `reason`, events
+    /// and the operator's metrics go by.
+    pub fn code(&self) -> &'static str {
+        use Reason::*;
+        match self {
+            ScaleUp { .. } => "scale-up",
+            ScaleDown { .. } => "scale-down",
+            WithinBand { .. } => "within-band",
+            Stabilizing { .. } => "stabilizing",
+            ScaleUpDelayed { .. } => "scale-up-delayed",
+            ScaleDownDelayed { .. } => "scale-down-delayed",
+            BudgetSpent { .. } => "budget-spent",
+            Excluded => "excluded",
+            BoundedByMax { .. } => "bounded-by-max",
+            BoundedByMin { .. } => "bounded-by-min",
+            TooSmallRecently { .. } => "too-small-recently",
+            AboveTarget { .. } => "above-target",
+            SourceBound { .. } => "source-bound",
+            NotSustained { .. } => "not-sustained",
+            NoSmallerFits { .. } => "no-smaller-fits",
+            RecentlyHigher { .. } => "recently-higher",
+            ShortHistory { .. } => "short-history",
+            NoMetrics(_) => "no-metrics",
+        }
+    }
+
     /// Whether the reason is about the job, not the vertex (the line does not name the vertex).
     fn is_job_wide(&self) -> bool {
         matches!(
@@ -272,6 +299,22 @@ impl Decision {
         Decision { at, vertices, action }
     }
 
+    /// The reason of the decision's line as a word ([`Reason::code`]):
+    /// `scale-up` or `scale-down` for a rescale, else the most telling
+    /// vertex's reason.
+    pub fn reason(&self) -> &'static str {
+        match &self.action {
+            Action::Rescale { job_parallelism, .. } if *job_parallelism > self.current_parallelism() => "scale-up",
+            Action::Rescale { .. } => "scale-down",
+            Action::None => self.telling_vertex().map_or("no-metrics", |v| v.reason.code()),
+        }
+    }
+
+    /// The job's parallelism it recommends: the largest of its vertices'.
+    pub fn recommended_parallelism(&self) -> u32 {
+        self.vertices.iter().map(|v| v.recommended).max().unwrap_or(0)
+    }
+
     /// The job's parallelism now (the largest of its vertices').
     pub fn current_parallelism(&self) -> u32 {
         self.vertices.iter().map(|v| v.current).max().unwrap_or(0)
@@ -282,8 +325,12 @@ impl Decision {
         let int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
         AutoscalerStatus {
             mode,
+            // The caller's to keep: what the autoscaler chose is not this decision's.
+            parallelism: None,
+            spec_parallelism: None,
             last_evaluation: Some(self.at.to_string()),
             decision: Some(self.to_string()),
+            reason: Some(self.reason().into()),
             vertices: self
                 .vertices
                 .iter()
@@ -384,6 +431,20 @@ mod tests {
             "stabilizing until 2027-01-15T08:00:00Z"
         );
         assert_eq!(line(vec![]), "no metrics yet: the job has no vertices");
+    }
+
+    #[test]
+    fn the_reason_is_a_word_that_outlives_the_figures() {
+        let t = Timestamp::from_second(1_800_000_000).unwrap();
+        let reason = |vs: Vec<VertexDecision>| Decision::new(t, vs).reason();
+        let within = |load| Reason::WithinBand { load };
+        assert_eq!(reason(vec![vertex("a", 4, 4, within(0.65))]), reason(vec![vertex("a", 4, 4, within(0.75))]));
+        assert_eq!(reason(vec![vertex("a", 4, 4, within(0.7))]), "within-band");
+        assert_eq!(reason(vec![vertex("a", 4, 8, Reason::ScaleUp { to: 8, load: 1.4 })]), "scale-up");
+        assert_eq!(reason(vec![vertex("a", 4, 2, Reason::ScaleDown { to: 2, load: 0.2 })]), "scale-down");
+        let spent = vec![vertex("a", 4, 4, within(0.7)), vertex("b", 4, 4, Reason::BudgetSpent { count: 6 })];
+        assert_eq!(reason(spent), "budget-spent", "the line's reason");
+        assert_eq!(reason(vec![]), "no-metrics");
     }
 
     #[test]

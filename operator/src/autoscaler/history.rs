@@ -51,6 +51,28 @@ pub(super) fn too_small(history: &[PastRescale], name: &str, now: Timestamp, upp
         .max()
 }
 
+/// How many rescales `status.autoscaler.recentRescales` keeps at least.
+pub const KEPT_RESCALES: usize = 10;
+
+/// The rescales to keep in the status (oldest first): the last
+/// [`KEPT_RESCALES`], and every one of the last hour, which the budget counts.
+pub fn recent_rescales(rescales: Vec<AutoscalerRescale>, now: Timestamp) -> Vec<AutoscalerRescale> {
+    let since = before(now, HOUR);
+    let first_kept = rescales.len().saturating_sub(KEPT_RESCALES);
+    let in_last_hour = |r: &AutoscalerRescale| r.time.parse::<Timestamp>().is_ok_and(|t| t > since);
+    rescales.into_iter().enumerate().filter(|(i, r)| *i >= first_kept || in_last_hour(r)).map(|(_, r)| r).collect()
+}
+
+/// Notes in the status's rescale the loads `later` measured at its new
+/// parallelism ([`PastRescale::record_outcome`]), keeping its summary and failure.
+pub fn record_outcome(rescale: &mut AutoscalerRescale, later: &Decision) {
+    if let Some(mut past) = PastRescale::from_status(rescale) {
+        past.record_outcome(later);
+        let summary = std::mem::take(&mut rescale.summary);
+        *rescale = AutoscalerRescale { failure: rescale.failure.take(), ..past.to_status(summary) };
+    }
+}
+
 impl Decision {
     /// What to remember of this decision once its action is applied: every
     /// vertex goes to the job's new parallelism (see [`Action`]).
@@ -91,6 +113,7 @@ impl PastRescale {
             from: int(from),
             to: int(to),
             summary,
+            failure: None,
             vertices: self
                 .vertices
                 .iter()
@@ -148,6 +171,50 @@ mod tests {
         assert_eq!(too_small(std::slice::from_ref(&up_from_4), "sink", now, 0.8), None);
         assert_eq!(rescales_in_last_hour(&[old, up_from_4.clone(), down_to_6_then_hot.clone()], now), 2);
         assert_eq!(last_scale_up(&[up_from_4.clone(), down_to_6_then_hot]), Some(up_from_4.at));
+    }
+
+    #[test]
+    fn the_status_keeps_the_last_ten_rescales_and_all_of_the_last_hour() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let minutes_ago = |m: i64| rescale(m, 4, 8, None, None).to_status(format!("{m} minutes ago"));
+        // Twelve within the hour: all kept; three older than the hour beyond the last ten: dropped.
+        let rescales: Vec<_> =
+            [200, 190, 180].into_iter().chain((0..12).map(|i| 55 - i * 4)).map(minutes_ago).collect();
+        let kept: Vec<String> = recent_rescales(rescales, now).into_iter().map(|r| r.summary).collect();
+        assert_eq!(kept.len(), 12, "{kept:?}");
+        assert_eq!(kept[0], "55 minutes ago");
+        let old: Vec<_> = (0..15).map(|i| minutes_ago(300 - i)).collect();
+        let kept = recent_rescales(old, now);
+        assert_eq!((kept.len(), kept[0].summary.as_str()), (KEPT_RESCALES, "295 minutes ago"));
+    }
+
+    #[test]
+    fn the_outcome_is_noted_in_the_status_once_and_a_failure_stays() {
+        let at = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut status = rescale(5, 4, 8, Some(1.25), None).to_status("scale up to 8".into());
+        status.failure = Some("the savepoint failed".into());
+        let measured = |current, load| {
+            let v = crate::autoscaler::VertexDecision {
+                name: "map".into(),
+                current,
+                recommended: current,
+                true_rate: None,
+                target_rate: None,
+                utilization: None,
+                load: Some(load),
+                reason: crate::autoscaler::Reason::WithinBand { load },
+            };
+            Decision::new(at, vec![v])
+        };
+        record_outcome(&mut status, &measured(4, 1.3));
+        assert_eq!(status.vertices[0].load_after, None, "still at 4: not the rescale's outcome");
+        record_outcome(&mut status, &measured(8, 0.7));
+        record_outcome(&mut status, &measured(8, 0.5));
+        assert_eq!(status.vertices[0].load_after, Some(0.7), "the first measure at 8");
+        assert_eq!(
+            (status.summary.as_str(), status.failure.as_deref()),
+            ("scale up to 8", Some("the savepoint failed"))
+        );
     }
 
     #[test]

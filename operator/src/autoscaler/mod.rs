@@ -49,7 +49,8 @@
 //!   a vertex busier than the target (it is catching up), and never into a
 //!   parallelism that a rescale of the last hour showed to be too small.
 //! * Nothing for `stabilization` after a rescale (or start), nor before a whole
-//!   window of metrics was taken after it; nothing once `maxRescalesPerHour`
+//!   window of metrics was taken after it (or after the series' first sample:
+//!   an operator that restarts starts a new series); nothing once `maxRescalesPerHour`
 //!   rescales were made in the last hour; excluded vertices keep their
 //!   parallelism. Each is a [`Reason`], with a sentence for the status.
 //! * A vertex with no usable metrics (no samples, no busy time, an input
@@ -112,6 +113,7 @@ use k8s_openapi::jiff::Timestamp;
 
 pub use config::{AutoscalerConfig, Bounds, ConfigError};
 pub use decision::{Action, Decision, Missing, Reason, VertexDecision};
+pub use history::{KEPT_RESCALES, recent_rescales, record_outcome};
 pub use metrics::{JobMetrics, PastRescale, Sample, VertexMetrics, VertexRescale};
 
 use ds2::{Statistic, assess};
@@ -124,7 +126,10 @@ use policy::{Gates, peaks};
 pub fn decide(config: &AutoscalerConfig, job: &JobMetrics, history: &[PastRescale], now: Timestamp) -> Decision {
     let last_change = history.iter().map(|r| r.at).chain([job.running_since]).max().unwrap_or(job.running_since);
     let stable_from = after(last_change, config.stabilization);
-    let full_from = after(stable_from, config.metrics_window);
+    // A series that started late (the operator restarted) fills its window
+    // from its first sample: until then nothing is decided on a part of it.
+    let first_sample = job.vertices.iter().filter_map(|v| v.samples.first()).map(|s| s.at).min();
+    let full_from = after(first_sample.map_or(stable_from, |s| s.max(stable_from)), config.metrics_window);
     let everywhere = |reason: Reason| {
         let vertices = job.vertices.iter().map(|v| VertexDecision::keep(v, reason.clone())).collect();
         Decision::new(now, vertices)

@@ -478,6 +478,24 @@ fn missing_metrics_are_reported_never_guessed() {
 }
 
 #[test]
+fn a_series_started_late_waits_for_a_whole_window() {
+    // An operator restarted at 600 s starts a new series of a job running since 0.
+    let c = config(|_| {});
+    let mut m = Model::new(pipeline(), 4, |_| Some(780.0));
+    m.run(&c, 600.0);
+    for v in &mut m.series.vertices {
+        v.samples.clear();
+    }
+    m.run(&c, 630.0);
+    let d = decide(&c, &m.series, &[], t(630.0));
+    assert_eq!(d.vertices[1].reason, Reason::NoMetrics(Missing::WindowNotFull { until: t(660.0) }));
+    assert_eq!(d.to_string(), "no metrics yet: collecting a window of metrics until 2027-01-15T08:11:00Z");
+    m.run(&c, 665.0);
+    let d = decide(&c, &m.series, &[], t(665.0));
+    assert!(matches!(d.vertices[1].reason, Reason::WithinBand { .. }), "{}", d.vertices[1].reason);
+}
+
+#[test]
 fn a_graph_with_an_unknown_input_is_reported() {
     let mut m = Model::new(pipeline(), 4, |_| Some(780.0));
     m.run(&config(|_| {}), 300.0);
