@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -15,11 +15,11 @@ use crate::common::{committed_output, oracle, oracle_dir, wait_for, workspace};
 
 const EVENTS: u64 = 300_000;
 
-fn weir_run(dir: &Path, extra: &[&str]) -> Child {
+fn weir_run(dir: &Path, port: u16, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["run", "-q"])
         .arg(workspace().join("examples/workloads/orders-window.yaml"))
-        .args(["--parallelism", "1", "--rest-port", "0"])
+        .args(["--parallelism", "1", "--rest-port", &port.to_string()])
         .args(["--set", &format!("source.count={EVENTS}"), "--set", "source.rate=40000"])
         .args(["--set", &format!("sink.path={}", dir.join("out").display())])
         .args(extra)
@@ -28,6 +28,28 @@ fn weir_run(dir: &Path, extra: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until the job runs and its source has read `events` (as its
+/// TaskManager's heartbeats tell the JobManager), however loaded the machine.
+fn reading(port: u16, events: u64) {
+    let url = format!("http://127.0.0.1:{port}/v1/jobs/orders-window");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let job: Option<Value> = ureq::get(&url).call().ok().and_then(|mut r| r.body_mut().read_json().ok());
+        if let Some(job) = job
+            && job["state"] == "running"
+            && job["vertices"][0]["metrics"]["records_in"].as_u64().unwrap_or(0) >= events
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the job did not start reading within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn interrupt(child: &Child) {
@@ -78,8 +100,10 @@ fn oracle_rows(events: u64) -> BTreeSet<(String, i64, i64, i64)> {
 #[test]
 fn ctrl_c_without_checkpointing_stops_the_sources_and_what_was_read_drains() {
     let tmp = tempfile::tempdir().unwrap();
-    let child = weir_run(tmp.path(), &[]);
-    std::thread::sleep(Duration::from_secs(3));
+    let port = free_port();
+    let child = weir_run(tmp.path(), port, &[]);
+    // A third of the stream: event time has passed the first windows by then.
+    reading(port, EVENTS / 3);
     interrupt(&child);
     let err = ends(child);
     assert!(err.contains("stopping the sources") && err.contains("finished"), "{err}");
@@ -96,8 +120,9 @@ fn ctrl_c_without_checkpointing_stops_the_sources_and_what_was_read_drains() {
 fn ctrl_c_with_checkpointing_takes_a_savepoint_and_the_resumed_job_ends_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let checkpoints = ["--checkpoint-dir", "ck", "--checkpoint-interval", "10s"];
-    let child = weir_run(tmp.path(), &checkpoints);
-    std::thread::sleep(Duration::from_secs(3));
+    let port = free_port();
+    let child = weir_run(tmp.path(), port, &checkpoints);
+    reading(port, 1);
     interrupt(&child);
     let err = ends(child);
     assert!(err.contains("savepoint written to") && err.contains("/ck/orders-window/savepoints/sp-"), "{err}");
@@ -106,7 +131,7 @@ fn ctrl_c_with_checkpointing_takes_a_savepoint_and_the_resumed_job_ends_exactly(
     );
     let mut resume = checkpoints.to_vec();
     resume.extend(["--restore", "latest", "--set", "source.rate=10000000"]);
-    let err = ends(weir_run(tmp.path(), &resume));
+    let err = ends(weir_run(tmp.path(), free_port(), &resume));
     assert!(err.contains("restoring from"), "{err}");
     assert_eq!(committed_output(&tmp.path().join("out"), "orders-window"), oracle("orders-window", EVENTS), "{err}");
 }

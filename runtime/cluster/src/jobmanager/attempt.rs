@@ -56,8 +56,13 @@ impl JobLoop {
         }
     }
 
-    /// Tells every TaskManager of the running attempt to end its sources.
+    /// Tells every TaskManager of the running attempt to end its sources. A
+    /// job waiting to be deployed (or redeployed) has nothing to drain: it is
+    /// cancelled, so that a stop is never lost for having come early.
     fn stop_sources(&mut self) {
+        if matches!(self.state, JobState::Created | JobState::Restarting) {
+            return self.on_request(Request::Cancel);
+        }
         let Some(a) = self.attempt.as_ref().filter(|_| self.state == JobState::Running) else { return };
         let (attempt, conns): (u64, Vec<u64>) = (a.id, a.assignment.keys().copied().collect());
         for conn in conns {

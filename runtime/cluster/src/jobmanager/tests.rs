@@ -390,9 +390,12 @@ fn checkpoints_failing_beyond_tolerance_fail_the_attempt_over() {
 
 #[test]
 fn a_stop_ends_the_sources_of_the_running_attempt_and_the_job_finishes_once_they_drained() {
+    let mut early = Harness::new("stop-early", 2, RestartStrategy::default(), false);
+    early.request(Request::Stop);
+    assert_eq!(early.job.state, JobState::Cancelled, "nothing runs yet to drain: a stop ends the job");
+    early.register(1, 2);
+    assert!(early.deployments().is_empty(), "and nothing is deployed after it");
     let mut h = Harness::new("stop", 2, RestartStrategy::default(), false);
-    h.request(Request::Stop);
-    assert!(h.sent().is_empty(), "nothing runs yet: nothing to stop");
     let attempt = h.running_on(2);
     h.request(Request::Stop);
     let mut stopped: Vec<(u64, u64)> = h
