@@ -57,6 +57,42 @@ impl Process {
     }
 }
 
+/// One vertex's own parallelism: `UID=N` on a command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VertexParallelism {
+    pub uid: String,
+    pub parallelism: usize,
+}
+
+impl VertexParallelism {
+    /// The flags' pairs as a map (a uid given twice: the last one wins, as for any repeated flag).
+    pub fn map(pairs: &[VertexParallelism]) -> std::collections::BTreeMap<String, usize> {
+        pairs.iter().map(|v| (v.uid.clone(), v.parallelism)).collect()
+    }
+}
+
+impl std::str::FromStr for VertexParallelism {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (uid, n) = s.rsplit_once('=').ok_or_else(|| format!("`{s}`: expected UID=N, e.g. window=4"))?;
+        let parallelism = match n.trim().parse::<usize>() {
+            Ok(p) if p > 0 => p,
+            _ => return Err(format!("`{s}`: the parallelism must be a whole number of at least 1, not `{n}`")),
+        };
+        if uid.trim().is_empty() {
+            return Err(format!("`{s}`: no vertex uid before `=`"));
+        }
+        Ok(VertexParallelism { uid: uid.trim().to_string(), parallelism })
+    }
+}
+
+impl std::fmt::Display for VertexParallelism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.uid, self.parallelism)
+    }
+}
+
 /// How a JobManager watches its TaskManagers and restarts a failed job.
 #[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
 pub struct FailoverOptions {
@@ -109,6 +145,10 @@ pub struct JobManagerOptions {
     /// The job's parallelism (default: the pipeline's, else 1).
     #[arg(long)]
     pub parallelism: Option<usize>,
+    /// A vertex's own parallelism, by its uid (repeat for more vertices); over
+    /// what the pipeline step or the job's code gives it.
+    #[arg(long, value_name = "UID=N")]
+    pub vertex_parallelism: Vec<VertexParallelism>,
     /// Where checkpoints go: a path, file:///path or s3://bucket/prefix.
     #[arg(long, value_name = "URI")]
     pub checkpoint_dir: Option<String>,
@@ -176,6 +216,9 @@ impl JobManagerOptions {
         if let Some(p) = self.parallelism {
             flag("parallelism", p.to_string());
         }
+        for v in &self.vertex_parallelism {
+            flag("vertex-parallelism", v.to_string());
+        }
         if let Some(dir) = &self.checkpoint_dir {
             flag("checkpoint-dir", dir.clone());
         }
@@ -228,6 +271,7 @@ impl Default for JobManagerOptions {
             set: Vec::new(),
             job_name: None,
             parallelism: None,
+            vertex_parallelism: Vec::new(),
             checkpoint_dir: None,
             checkpoint_interval: None,
             savepoint_dir: None,
@@ -331,6 +375,17 @@ mod tests {
     }
 
     #[test]
+    fn a_vertex_parallelism_names_what_is_wrong() {
+        let v: VertexParallelism = "window=4".parse().unwrap();
+        assert_eq!((v.uid.as_str(), v.parallelism, v.to_string()), ("window", 4, "window=4".to_string()));
+        assert!("window".parse::<VertexParallelism>().unwrap_err().contains("expected UID=N"));
+        assert!("window=0".parse::<VertexParallelism>().unwrap_err().contains("at least 1"));
+        assert!("=2".parse::<VertexParallelism>().unwrap_err().contains("no vertex uid"));
+        let both = ["a=1".parse().unwrap(), "a=2".parse().unwrap()];
+        assert_eq!(VertexParallelism::map(&both).get("a"), Some(&2));
+    }
+
+    #[test]
     fn defaults_need_no_flags() {
         let Cli::Jobmanager(jm) = parse("jobmanager", vec![]) else { unreachable!() };
         assert_eq!(jm, JobManagerOptions::default());
@@ -348,6 +403,7 @@ mod tests {
             set: vec!["source.count=10".into(), "name=x".into()],
             job_name: Some("orders".into()),
             parallelism: Some(5),
+            vertex_parallelism: vec!["window=3".parse().unwrap(), "sink=1".parse().unwrap()],
             checkpoint_dir: Some("s3://weir/checkpoints".into()),
             checkpoint_interval: Some(Duration::from_secs(90)),
             savepoint_dir: Some("s3://weir/savepoints".into()),

@@ -316,11 +316,30 @@ pub struct SavepointRequest {
     pub drain: bool,
 }
 
-/// `POST /v1/jobs/{job}/rescale`: a savepoint, then a restart at `parallelism` from it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /v1/jobs/{job}/rescale`: a savepoint, then a restart from it at the
+/// parallelism asked for.
+///
+/// The request states the whole assignment, not a change to the last one:
+/// `parallelism` is the job's default (the current one when left out), and
+/// `vertices` gives vertices their own parallelism by uid (Flink's
+/// per-operator `setParallelism`). A vertex not named takes the parallelism
+/// its pipeline step or code gives it, else the default; so a request
+/// without `vertices` also drops the per-vertex parallelism of an earlier
+/// rescale. At least one of the two must be given.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RescaleRequest {
-    pub parallelism: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub vertices: std::collections::BTreeMap<String, u32>,
+}
+
+impl RescaleRequest {
+    /// Every vertex at `parallelism` (save those their pipeline or code pins).
+    pub fn to(parallelism: u32) -> RescaleRequest {
+        RescaleRequest { parallelism: Some(parallelism), vertices: Default::default() }
+    }
 }
 
 /// The `202` answer to a savepoint or a rescale: follow it at
@@ -581,7 +600,10 @@ mod tests {
             json!({ "stop": true, "drain": false })
         );
         let rescale: RescaleRequest = serde_json::from_str(r#"{"parallelism": 3}"#).unwrap();
-        assert_eq!(rescale, RescaleRequest { parallelism: 3 });
+        assert_eq!(rescale, RescaleRequest::to(3));
+        let per_vertex: RescaleRequest = serde_json::from_str(r#"{"vertices": {"window": 4}}"#).unwrap();
+        assert_eq!((per_vertex.parallelism, per_vertex.vertices.get("window")), (None, Some(&4)));
+        assert_eq!(serde_json::to_string(&RescaleRequest::to(2)).unwrap(), r#"{"parallelism":2}"#);
         assert!(serde_json::from_str::<RescaleRequest>(r#"{"parallelism": -1}"#).is_err());
     }
 

@@ -137,11 +137,11 @@ pub fn pipeline_spec(
     let (compiled, checkpointing) = def.compile(&env, parallelism, &PipelineStats::default())?;
     // A TaskManager started elsewhere finds what the file names relative to it.
     def.path = std::path::absolute(path).unwrap_or(def.path);
-    let spec = JobSpec {
-        name: compiled.name.clone(),
-        definition: serde_json::to_vec(&def).expect("a definition serializes"),
-        parallelism: compiled.parallelism,
-    };
+    let spec = JobSpec::new(
+        compiled.name.clone(),
+        serde_json::to_vec(&def).expect("a definition serializes"),
+        compiled.parallelism,
+    );
     Ok(PipelineJob { spec, compiled, checkpointing, plan: env.describe(), max_parallelism: env.max_parallelism() })
 }
 

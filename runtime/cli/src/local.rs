@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use weir_api::Restore;
-use weir_api::launch::{FailoverOptions, TaskManagerOptions};
+use weir_api::launch::{FailoverOptions, TaskManagerOptions, VertexParallelism};
 use weir_cluster::jobmanager::{JobManager, JobManagerConfig};
 use weir_cluster::restart::RestartStrategy;
 use weir_pipeline::compile::PipelineStats;
@@ -84,7 +84,9 @@ fn jobmanager_config(args: &RunArgs, job: &PipelineJob) -> Result<JobManagerConf
     if restore == Restore::Latest && job.checkpointing.is_none() {
         return Err(bad("--restore latest: needs a checkpoint directory to look in"));
     }
-    let mut config = JobManagerConfig::new(job.spec.clone(), SocketAddr::from(([127, 0, 0, 1], 0)));
+    let mut spec = job.spec.clone();
+    spec.vertex_parallelism.extend(VertexParallelism::map(&args.vertex_parallelism));
+    let mut config = JobManagerConfig::new(spec, SocketAddr::from(([127, 0, 0, 1], 0)));
     config.restore = restore;
     weir_launch::jobmanager::apply_failover(&args.failover, &mut config)?;
     if job.checkpointing.is_none() && args.failover.restart_strategy == FailoverOptions::DEFAULT_RESTART_STRATEGY {
@@ -96,7 +98,7 @@ fn jobmanager_config(args: &RunArgs, job: &PipelineJob) -> Result<JobManagerConf
 fn announce(args: &RunArgs, job: &PipelineJob) {
     let c = &job.compiled;
     let on = match args.taskmanagers {
-        Some(n) => format!(" on {n} TaskManager processes ({} slots each)", slots_each(job, n)),
+        Some(n) => format!(" on {n} TaskManager processes"),
         None => String::new(),
     };
     eprintln!("weir: running {} at parallelism {}{on}, output to {}", c.name, c.parallelism, c.sink_description);
@@ -115,7 +117,7 @@ fn start_around(
     jm: &Arc<JobManager>,
     stats: &PipelineStats,
 ) -> Result<(TaskManagers, Option<RestServer>), Failure> {
-    let taskmanagers = TaskManagers::start(args.taskmanagers, job, jm.rpc_addr(), stats)?;
+    let taskmanagers = TaskManagers::start(args.taskmanagers, job, jm, stats)?;
     match serve_rest(args.rest_port, jm) {
         Ok(rest) => Ok((taskmanagers, rest)),
         Err(e) => {
@@ -169,9 +171,10 @@ fn written(job: &PipelineJob, stats: &PipelineStats) -> String {
     format!("{rows} rows to {}, {skipped}", job.compiled.sink_description)
 }
 
-/// Each of `n` TaskManager processes has enough slots for the job between them.
-fn slots_each(job: &PipelineJob, n: usize) -> usize {
-    job.compiled.parallelism.div_ceil(n)
+/// Each of `n` TaskManager processes has enough slots for the job between
+/// them: together, its highest vertex parallelism (slots are shared).
+fn slots_each(jm: &JobManager, n: usize) -> usize {
+    weir_cluster::schedule::slots_needed(&jm.view().layout).div_ceil(n).max(1)
 }
 
 /// Where the job's subtasks run.
@@ -187,11 +190,14 @@ impl TaskManagers {
     fn start(
         processes: Option<usize>,
         job: &PipelineJob,
-        jobmanager: SocketAddr,
+        jm: &JobManager,
         stats: &PipelineStats,
     ) -> Result<TaskManagers, Failure> {
+        let jobmanager = jm.rpc_addr();
         if let Some(n) = processes {
-            return Supervisor::start(n, slots_each(job, n), jobmanager.to_string()).map(TaskManagers::Processes);
+            let slots = slots_each(jm, n);
+            eprintln!("weir: {n} TaskManager processes, {slots} slots each");
+            return Supervisor::start(n, slots, jobmanager.to_string()).map(TaskManagers::Processes);
         }
         let mut options = TaskManagerOptions::new(vec![jobmanager.to_string()]);
         options.slots = job.max_parallelism as usize;

@@ -23,6 +23,9 @@ pub struct RunArgs {
     /// Parallelism of every vertex (overrides the file's `parallelism`).
     #[arg(long)]
     pub(crate) parallelism: Option<usize>,
+    /// A vertex's own parallelism by its uid (repeat for more), over the step's `parallelism`.
+    #[arg(long, value_name = "UID=N")]
+    pub(crate) vertex_parallelism: Vec<weir_api::launch::VertexParallelism>,
     /// Override one key of the pipeline file, e.g. `--set source.count=1000`.
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub(crate) set: Vec<String>,

@@ -56,9 +56,19 @@ pub struct BuiltJob {
     pub checkpointing: Option<CheckpointConfig>,
 }
 
+/// The job of `spec` as every process of the cluster builds it: the
+/// builder's graph, with the vertices `spec.vertex_parallelism` names at
+/// their own parallelism.
+pub fn build(builder: &dyn JobBuilder, spec: &JobSpec) -> Result<BuiltJob, String> {
+    let mut built = builder.build(spec)?;
+    built.graph.override_parallelism(&spec.vertex_parallelism).map_err(|e| e.to_string())?;
+    Ok(built)
+}
+
 /// Builds a job in any process of the cluster.
 pub trait JobBuilder: Send + Sync + 'static {
-    /// The graph of `spec`, at `spec.parallelism`.
+    /// The graph of `spec`, at `spec.parallelism` (the cluster applies
+    /// `spec.vertex_parallelism` to it: see [`build`]).
     fn build(&self, spec: &JobSpec) -> Result<BuiltJob, String>;
     /// Opens the snapshot at `uri` (a directory URI, as [`RestoredSnapshot::uri`] gives).
     fn restore(&self, spec: &JobSpec, uri: &str) -> Result<RestoredSnapshot, String>;

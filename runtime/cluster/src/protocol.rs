@@ -5,6 +5,8 @@
 //! refused with a sentence that names both versions, and the connection is
 //! closed. Messages are bincode in length-prefixed frames ([`crate::frame`]).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use weir_core::checkpoint::coordinator::{Command, TaskReport};
 use weir_core::exchange::remote::ChannelKey;
@@ -49,8 +51,19 @@ pub struct JobSpec {
     /// What the job builder builds the graph from (for pipelines, the file
     /// and its overrides); opaque to the cluster.
     pub definition: Vec<u8>,
-    /// The parallelism to build at (a rescale changes it).
+    /// The parallelism to build at: every vertex's, save those the job's
+    /// definition or `vertex_parallelism` sizes (a rescale changes it).
     pub parallelism: usize,
+    /// Vertices (by uid) at their own parallelism, over the definition's.
+    #[serde(default)]
+    pub vertex_parallelism: BTreeMap<String, usize>,
+}
+
+impl JobSpec {
+    /// A job of `name` built from `definition` at `parallelism`.
+    pub fn new(name: impl Into<String>, definition: Vec<u8>, parallelism: usize) -> JobSpec {
+        JobSpec { name: name.into(), definition, parallelism, vertex_parallelism: BTreeMap::new() }
+    }
 }
 
 /// One attempt at running the job: what a TaskManager runs of it.

@@ -2,9 +2,12 @@
 //!
 //! Slots are shared as in Flink's default slot-sharing group: slot `i` of the
 //! job holds subtask `i` of every chain, so a job needs as many slots as its
-//! highest parallelism. Slots are taken from the TaskManagers in turn (the
-//! first slot of each, then the second of each, ...), which spreads a job over
-//! every TaskManager there is instead of filling the first one.
+//! highest parallelism. The job runs on the fewest TaskManagers that have
+//! the slots, earliest registered first, so that TaskManagers beyond what it
+//! needs (the newest, after a scale-down) run nothing and can be removed.
+//! Among those, slots are taken in turn (the first slot of each, then the
+//! second of each, ...), which spreads the job over them instead of filling
+//! the first one.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -24,9 +27,16 @@ pub fn assign<K: Clone + Ord>(
 ) -> Option<BTreeMap<K, HashSet<(usize, usize)>>> {
     let needed = slots_needed(layout);
     let mut slots: Vec<K> = Vec::with_capacity(needed);
+    let mut enough = 0;
+    let used = free.iter().take_while(|(_, n)| {
+        let short = enough < needed;
+        enough += n;
+        short
+    });
+    let free: Vec<(K, usize)> = used.cloned().collect();
     let most = free.iter().map(|(_, n)| *n).max().unwrap_or(0);
     'fill: for round in 0..most {
-        for (tm, n) in free {
+        for (tm, n) in &free {
             if slots.len() == needed {
                 break 'fill;
             }
@@ -77,5 +87,14 @@ mod tests {
         assert_eq!(plan["b"], HashSet::from([(0, 1), (0, 2)]));
         assert!(assign(&layout, &[("a", 1), ("b", 1)]).is_none());
         assert!(assign(&layout, &[] as &[(&str, usize)]).is_none());
+    }
+
+    #[test]
+    fn taskmanagers_beyond_what_the_job_needs_stay_idle() {
+        let plan = assign(&[chain(2), chain(1)], &[("a", 1), ("b", 1), ("c", 1), ("d", 1)]).unwrap();
+        assert_eq!(plan.keys().copied().collect::<Vec<_>>(), ["a", "b"], "the earliest registered run the job");
+        let plan = assign(&[chain(3)], &[("a", 2), ("b", 2), ("c", 2)]).unwrap();
+        assert_eq!(plan["a"], HashSet::from([(0, 0), (0, 2)]));
+        assert_eq!((plan["b"].len(), plan.contains_key("c")), (1, false));
     }
 }

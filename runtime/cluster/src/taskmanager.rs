@@ -279,7 +279,7 @@ impl TaskManager {
         d: &Deployment,
         reports: &Sender<(u64, TaskReport)>,
     ) -> Result<(JobHandle, BTreeMap<usize, Sender<Command>>), String> {
-        let built = self.builder.build(&d.spec)?;
+        let built = crate::build(self.builder.as_ref(), &d.spec)?;
         let restore = match &d.restore {
             Some(uri) => Some(self.builder.restore(&d.spec, uri)?),
             None => None,

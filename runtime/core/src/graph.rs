@@ -96,6 +96,8 @@ pub(crate) enum NodeKind {
 pub(crate) struct Node {
     pub name: String,
     pub parallelism: usize,
+    /// A vertex that must run as one subtask (a source that is not split).
+    pub non_parallel: bool,
     pub kind: NodeKind,
     pub input_type: Option<TypeId>,
     pub output: Arc<dyn StreamType>,
@@ -154,6 +156,7 @@ impl JobGraph {
         self.nodes.push(Node {
             name: name.into(),
             parallelism,
+            non_parallel: false,
             kind: NodeKind::Source(factory),
             input_type: None,
             output: Arc::new(TypeOf::<T>(PhantomData)),
@@ -176,6 +179,7 @@ impl JobGraph {
         self.nodes.push(Node {
             name: name.into(),
             parallelism,
+            non_parallel: false,
             kind: NodeKind::Operator(factory),
             input_type: Some(TypeId::of::<In>()),
             output: Arc::new(TypeOf::<Out>(PhantomData)),
@@ -211,6 +215,38 @@ impl JobGraph {
 
     pub fn parallelism(&self, node: NodeId) -> usize {
         self.nodes[node].parallelism
+    }
+
+    /// Pins `node` to one subtask: it cannot be split (a source that reads
+    /// one collection), and [`JobGraph::override_parallelism`] refuses more.
+    pub fn set_non_parallel(&mut self, node: NodeId) {
+        self.nodes[node].parallelism = 1;
+        self.nodes[node].non_parallel = true;
+    }
+
+    /// Gives the vertices named by uid their own parallelism (a restore or a
+    /// rescale that sizes vertices one by one); a uid the graph does not have
+    /// is an error naming the ones it has.
+    pub fn override_parallelism(
+        &mut self,
+        vertices: &std::collections::BTreeMap<String, usize>,
+    ) -> Result<(), JobError> {
+        for (uid, &parallelism) in vertices {
+            let Some(node) = (0..self.nodes.len()).find(|&n| &self.uid(n) == uid) else {
+                let known: Vec<String> = (0..self.nodes.len()).map(|n| self.uid(n)).collect();
+                return Err(JobError::InvalidGraph(format!(
+                    "vertex `{uid}`: the job has no such vertex (its vertices: {})",
+                    known.join(", ")
+                )));
+            };
+            if self.nodes[node].non_parallel && parallelism != 1 {
+                return Err(JobError::InvalidGraph(format!(
+                    "vertex `{uid}`: runs as one subtask (it cannot be split), not {parallelism}"
+                )));
+            }
+            self.nodes[node].parallelism = parallelism;
+        }
+        Ok(())
     }
 
     pub fn vertex_names(&self) -> impl Iterator<Item = &str> {
@@ -299,6 +335,12 @@ impl JobGraph {
         for (i, n) in self.nodes.iter().enumerate() {
             if n.parallelism == 0 {
                 return Err(JobError::InvalidGraph(format!("vertex {}: parallelism must be at least 1", n.name)));
+            }
+            if n.non_parallel && n.parallelism != 1 {
+                return Err(JobError::InvalidGraph(format!(
+                    "vertex {}: runs as one subtask (it cannot be split), not {}",
+                    n.name, n.parallelism
+                )));
             }
             if n.parallelism > self.max_parallelism as usize {
                 return Err(JobError::InvalidGraph(format!(

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weir_api::launch::{FailoverOptions, JobManagerOptions};
+use weir_api::launch::{FailoverOptions, JobManagerOptions, VertexParallelism};
 use weir_cluster::jobmanager::{ClusterView, JobManager, JobManagerConfig, JobManagerError};
 use weir_cluster::restart::RestartStrategy;
 use weir_cluster::state::JobState;
@@ -20,8 +20,9 @@ pub fn socket(host: &str, port: u16, flag: &str) -> Result<SocketAddr, LaunchErr
 }
 
 /// The JobManager's settings from its flags, for `spec`.
-pub fn config(options: &JobManagerOptions, spec: JobSpec) -> Result<JobManagerConfig, LaunchError> {
+pub fn config(options: &JobManagerOptions, mut spec: JobSpec) -> Result<JobManagerConfig, LaunchError> {
     let rpc = socket(&options.bind, options.rpc_port, "--bind")?;
+    spec.vertex_parallelism.extend(VertexParallelism::map(&options.vertex_parallelism));
     let mut config = JobManagerConfig::new(spec, rpc);
     config.restore = options.restore.clone();
     config.deployment = options.deployment_id.clone();
@@ -169,7 +170,7 @@ mod tests {
     use super::*;
 
     fn spec() -> JobSpec {
-        JobSpec { name: "j".into(), definition: Vec::new(), parallelism: 2 }
+        JobSpec::new("j", Vec::new(), 2)
     }
 
     #[test]

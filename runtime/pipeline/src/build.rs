@@ -53,6 +53,9 @@ pub fn build(file: &Path, plan: &Plan, env: &StreamEnv, stats: &PipelineStats) -
     let mut stream = source(file, &plan.source, env, &stats)?;
     for step in &plan.steps {
         stream = self::step(file, step, stream)?;
+        if let Some(p) = step.parallelism {
+            stream = stream.set_parallelism(p);
+        }
     }
     let rows_out = stats.rows_out.clone();
     let counted = stream.map(move |r: Row| {

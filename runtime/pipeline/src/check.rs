@@ -102,11 +102,32 @@ pub fn check(file: &Path, p: &PipelineFile, overrides: &Overrides) -> Result<Pla
     while i < p.steps.len() {
         let key = format!("steps[{i}].{}", p.steps[i].name());
         let (kind, used) = step(&ctx, &key, &p.steps, i, &mut cur)?;
-        steps.push(StepPlan { kind, schema: cur.schema.clone() });
+        let parallelism = step_parallelism(&ctx, p, i..i + used, &kind, max_parallelism)?;
+        steps.push(StepPlan { kind, schema: cur.schema.clone(), parallelism });
         i += used;
     }
     let sink = sink(&ctx, "sink", &p.sink, &cur.schema)?;
     Ok(Plan { name: p.name.clone(), parallelism, max_parallelism, checkpointing, source, steps, sink })
+}
+
+/// The parallelism the steps `used` (read as one) carry: the last one given.
+fn step_parallelism(
+    ctx: &Ctx,
+    p: &PipelineFile,
+    used: std::ops::Range<usize>,
+    kind: &StepKind,
+    max_parallelism: u32,
+) -> Result<Option<usize>, PipelineError> {
+    let given = used.rev().find_map(|j| p.step_parallelism.get(j).copied().flatten().map(|n| (j, n)));
+    let Some((j, n)) = given else { return Ok(None) };
+    let key = format!("steps[{j}].parallelism");
+    if n > max_parallelism as usize {
+        return Err(ctx.err(key, format!("{n} exceeds max_parallelism {max_parallelism}")));
+    }
+    if matches!(kind, StepKind::Window { key: None, .. }) && n != 1 {
+        return Err(ctx.err(key, "a window without key_by sees the whole stream in one subtask: it cannot run at more"));
+    }
+    Ok(Some(n))
 }
 
 /// The field indices of `names` in `schema`.
@@ -817,5 +838,32 @@ mod tests {
             (e.key.as_str(), e.message.as_str()),
             ("steps[0].external_call.per_record", "must be longer than zero")
         );
+    }
+
+    #[test]
+    fn a_step_may_carry_its_own_parallelism_beside_its_key() {
+        let yaml = |window: &str, key_by: &str| {
+            format!(
+                "name: j\nsource: {{ type: datagen, workload: orders, watermark: {{ field: time }} }}\n\
+                 steps:\n  - filter: \"amount > 10\"\n    parallelism: 2\n{key_by}  \
+                 - window: {{ type: tumbling, size: 1m }}\n    {window}\n  - aggregate: {{ n: count() }}\n\
+                 sink: {{ type: blackhole }}"
+            )
+        };
+        let p = plan(&yaml("parallelism: 4", "  - key_by: region\n")).unwrap();
+        let own: Vec<Option<usize>> = p.steps.iter().map(|s| s.parallelism).collect();
+        assert_eq!(own, [Some(2), Some(4)], "the filter, then key_by + window + aggregate as one");
+        for (window, key_by, key, message) in [
+            ("parallelism: 0", "  - key_by: region\n", "steps[2].parallelism", "at least 1"),
+            ("parallelism: two", "  - key_by: region\n", "steps[2].parallelism", "at least 1"),
+            ("parallelism: 999", "  - key_by: region\n", "steps[2].parallelism", "exceeds max_parallelism 128"),
+            ("parallelism: 3", "", "steps[1].parallelism", "without key_by"),
+        ] {
+            let text = yaml(window, key_by);
+            let file = parse(Path::new("p.yaml"), &text, &[]);
+            let e = file.and_then(|f| check(Path::new("p.yaml"), &f, &Overrides::default())).unwrap_err();
+            assert_eq!(e.key, key, "{window}: {e}");
+            assert!(e.message.contains(message), "{window}: {e}");
+        }
     }
 }

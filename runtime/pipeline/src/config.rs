@@ -39,6 +39,11 @@ pub struct PipelineFile {
     #[serde(default)]
     pub steps: Vec<Step>,
     pub sink: Sink,
+    /// The `parallelism` each step may carry beside its key (`- window: {...}`
+    /// then `parallelism: 4`), as Flink's per-operator `setParallelism`; one
+    /// entry per step. Taken out of the steps before they are read.
+    #[serde(skip)]
+    pub step_parallelism: Vec<Option<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -399,14 +404,39 @@ pub fn parse(path: &Path, text: &str, overrides: &[String]) -> Result<PipelineFi
     for o in overrides {
         apply_override(&mut doc, o).map_err(|m| PipelineError::new(path, o.split('=').next().unwrap_or(""), m))?;
     }
+    let step_parallelism = take_step_parallelism(&mut doc).map_err(|(key, m)| PipelineError::new(path, key, m))?;
     // Through JSON: its deserializer reads `- dedup: {...}` (a one-key map) as the
     // enum variant `dedup`, where the YAML value deserializer expects a YAML tag.
     let doc = serde_json::to_value(&doc).map_err(|e| PipelineError::new(path, "", format!("unsupported YAML: {e}")))?;
-    serde_path_to_error::deserialize(doc).map_err(|e| {
+    let mut file: PipelineFile = serde_path_to_error::deserialize(doc).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." { String::new() } else { key };
         PipelineError::new(path, key, e.into_inner().to_string())
-    })
+    })?;
+    file.step_parallelism = step_parallelism;
+    Ok(file)
+}
+
+/// Takes each step's `parallelism` out of it (so the step reads as the
+/// one-key map of its kind), checking that it is a whole number of at least 1.
+fn take_step_parallelism(doc: &mut Yaml) -> Result<Vec<Option<usize>>, (String, String)> {
+    let Some(steps) = doc.get_mut("steps").and_then(Yaml::as_sequence_mut) else { return Ok(Vec::new()) };
+    let mut taken = Vec::with_capacity(steps.len());
+    for (i, step) in steps.iter_mut().enumerate() {
+        let value = match step.as_mapping_mut() {
+            Some(map) if map.len() > 1 => map.remove("parallelism"),
+            _ => None,
+        };
+        let parallelism = match value {
+            None => None,
+            Some(v) => match v.as_u64() {
+                Some(p) if p >= 1 => Some(p as usize),
+                _ => return Err((format!("steps[{i}].parallelism"), "must be a whole number of at least 1".into())),
+            },
+        };
+        taken.push(parallelism);
+    }
+    Ok(taken)
 }
 
 /// Applies `a.b[2].c=value` (value parsed as YAML) to the document.

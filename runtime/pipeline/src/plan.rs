@@ -110,6 +110,8 @@ pub struct KafkaSourceSpec {
 pub struct StepPlan {
     pub kind: StepKind,
     pub schema: Schema,
+    /// The step's own parallelism (`parallelism:` beside its key); `None`: the job's.
+    pub parallelism: Option<usize>,
 }
 
 #[derive(Clone, Debug)]

@@ -57,7 +57,8 @@ pub trait RestJob: Send + Sync + 'static {
     /// The job now; `None` once it is gone.
     fn status(&self) -> Option<JobReport>;
     fn savepoint(&self, stop: bool, drain: bool) -> Result<Pending, String>;
-    fn rescale(&self, parallelism: usize) -> Result<Pending, String>;
+    /// Starts the rescale `request` states; an `Err` is a refusal (nothing changed).
+    fn rescale(&self, request: RescaleRequest) -> Result<Pending, String>;
 }
 
 /// What a job reports to the API, from which its answers are built.
@@ -133,8 +134,8 @@ impl RestJob for ClusterJob {
         Ok(Box::new(move || rx.recv().unwrap_or_else(|_| Err("the job ended before the savepoint completed".into()))))
     }
 
-    fn rescale(&self, parallelism: usize) -> Result<Pending, String> {
-        let rx = self.0.rescale(parallelism)?;
+    fn rescale(&self, request: RescaleRequest) -> Result<Pending, String> {
+        let rx = self.0.rescale(request)?;
         Ok(Box::new(move || rx.recv().unwrap_or_else(|_| Err("the job ended before the rescale completed".into()))))
     }
 }
@@ -600,9 +601,9 @@ async fn rescale(
         return e.into_response();
     }
     let Some(Json(request)) = body else {
-        return error(StatusCode::BAD_REQUEST, "expected a JSON body {\"parallelism\": N}");
+        return error(StatusCode::BAD_REQUEST, "expected a JSON body {\"parallelism\": N, \"vertices\": {UID: N}}");
     };
-    match s.job.rescale(request.parallelism as usize) {
+    match s.job.rescale(request) {
         Ok(pending) => track(&s, "rescale-trigger", pending),
         Err(e) => error(StatusCode::CONFLICT, e),
     }
@@ -906,8 +907,8 @@ mod tests {
         fn savepoint(&self, stop: bool, _drain: bool) -> Result<Pending, String> {
             Ok(Box::new(move || if stop { Ok("file:///cp/j/savepoints/sp-1".into()) } else { Err("disk full".into()) }))
         }
-        fn rescale(&self, parallelism: usize) -> Result<Pending, String> {
-            Err(format!("cannot rescale to {parallelism}"))
+        fn rescale(&self, request: RescaleRequest) -> Result<Pending, String> {
+            Err(format!("cannot rescale to {}", request.parallelism.unwrap_or(0)))
         }
     }
 
@@ -976,7 +977,7 @@ mod tests {
         let (status, error) = get::<ErrorBody>(&server, &paths::savepoint("j", "sp-trigger-99"));
         assert_eq!((status, error.error.as_str()), (404, "no savepoint trigger `sp-trigger-99`"));
 
-        let (status, error) = post::<ErrorBody>(&server, &paths::rescale("j"), &RescaleRequest { parallelism: 3 });
+        let (status, error) = post::<ErrorBody>(&server, &paths::rescale("j"), &RescaleRequest::to(3));
         assert_eq!((status, error.error.as_str()), (409, "cannot rescale to 3"));
     }
 }

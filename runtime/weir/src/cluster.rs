@@ -162,11 +162,11 @@ fn job_spec(name: &str, options: &JobManagerOptions) -> Result<JobSpec, LaunchEr
     if parallelism == 0 {
         return Err(LaunchError::BadInput("--parallelism: must be at least 1".into()));
     }
-    Ok(JobSpec {
-        name: options.job_name.clone().unwrap_or_else(|| name.to_string()),
-        definition: serde_json::to_vec(&definition).expect("a definition serializes"),
+    Ok(JobSpec::new(
+        options.job_name.clone().unwrap_or_else(|| name.to_string()),
+        serde_json::to_vec(&definition).expect("a definition serializes"),
         parallelism,
-    })
+    ))
 }
 
 fn jobmanager(name: &str, job: Arc<JobFn>, options: &JobManagerOptions) -> Result<(), LaunchError> {

@@ -69,7 +69,8 @@ impl StreamEnv {
     pub fn from_collection<T: Data + Sync>(&self, items: Vec<T>) -> DataStream<T> {
         let items = Arc::new(items);
         let stream = self.add_source("collection", move |_| Box::new(CollectionSource::new(items.clone())));
-        stream.set_parallelism(1)
+        self.graph_mut(|g| g.set_non_parallel(stream.nodes[0]));
+        stream
     }
 
     /// A generated stream: `generate(n)` for n in `0..count` (or forever), split over subtasks,

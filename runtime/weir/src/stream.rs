@@ -33,7 +33,7 @@ use crate::sinks::{CollectSink, DiscardSink, LineFileSink, PrintSink, json_line}
 /// A stream of `T` (possibly the union of several producers).
 pub struct DataStream<T> {
     env: StreamEnv,
-    nodes: Vec<NodeId>,
+    pub(crate) nodes: Vec<NodeId>,
     partitioning: Partitioning<T>,
     _t: PhantomData<fn() -> T>,
 }

@@ -87,7 +87,7 @@ fn run_pipeline(pipeline: &std::path::Path, tmp: &std::path::Path, port: u16, ex
 
 #[test]
 fn a_rescale_through_the_rest_api_restarts_at_the_new_parallelism_with_exact_output() {
-    const EVENTS: u64 = 120_000;
+    const EVENTS: u64 = 180_000;
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let port = free_port();
@@ -98,11 +98,36 @@ fn a_rescale_through_the_rest_api_restarts_at_the_new_parallelism_with_exact_out
     });
     std::thread::sleep(Duration::from_secs(2));
     let base = format!("http://127.0.0.1:{port}/v1/jobs/orders-window");
-    let (status, body) = post(&format!("{base}/rescale"), json!({ "parallelism": 0 }));
-    assert_eq!(status, 409, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("between 1 and the max parallelism 128"), "{body}");
-    let (status, body) = post(&format!("{base}/rescale"), json!({ "parallelism": 2 }));
-    assert_eq!(status, 202, "{body}");
+    for (refused, why) in [
+        (json!({ "parallelism": 0 }), "parallelism: must be at least 1"),
+        (json!({ "parallelism": 129 }), "above the max parallelism 128"),
+        (json!({ "vertices": { "9-nope": 2 } }), "vertex `9-nope`: the job has no such vertex"),
+    ] {
+        let (status, body) = post(&format!("{base}/rescale"), refused.clone());
+        assert_eq!(status, 409, "{refused}: {body}");
+        assert!(body["error"].as_str().unwrap().contains(why), "{refused}: {body}");
+    }
+    let path = rescale(&base, json!({ "parallelism": 2 }), &log);
+    assert!(path.contains("/savepoints/sp-"), "the rescale's savepoint: {path}");
+    let doc = job_doc(port, "orders-window").unwrap();
+    assert_eq!(doc["parallelism"], 2, "{doc}");
+    assert!(doc["vertices"].as_array().unwrap().iter().all(|v| v["parallelism"] == 2), "{doc}");
+    // Then the window alone at 3 (the source and sink stay at the job's 2).
+    let window = vertex_named(&doc, "window")["id"].as_str().unwrap().to_string();
+    rescale(&base, json!({ "vertices": { &window: 3 } }), &log);
+    let doc = job_doc(port, "orders-window").unwrap();
+    assert_eq!((doc["parallelism"].clone(), vertex_named(&doc, "window")["parallelism"].clone()), (json!(2), json!(3)));
+    assert_eq!(vertex_named(&doc, "orders")["parallelism"], 2, "{doc}");
+    let status = wait_for(&mut cluster.0, Duration::from_secs(120)).expect("the job finishes");
+    assert!(status.success(), "{}", log());
+    assert_eq!(committed_output(&out, "orders-window"), oracle("orders-window", EVENTS), "{}", log());
+}
+
+/// Rescales through the REST API and waits until the job runs at the new
+/// parallelism; the rescale's savepoint.
+fn rescale(base: &str, request: Value, log: &dyn Fn() -> String) -> String {
+    let (status, body) = post(&format!("{base}/rescale"), request.clone());
+    assert_eq!(status, 202, "{request}: {body}");
     let trigger = body["trigger_id"].as_str().unwrap().to_string();
     let mut path = String::new();
     wait_until("the rescale completes", Duration::from_secs(60), || {
@@ -112,10 +137,35 @@ fn a_rescale_through_the_rest_api_restarts_at_the_new_parallelism_with_exact_out
         path = doc["path"].as_str().unwrap_or_default().to_string();
         doc["status"] == "completed"
     });
-    assert!(path.contains("/savepoints/sp-"), "the rescale's savepoint: {path}");
-    let doc = job_doc(port, "orders-window").unwrap();
-    assert_eq!(doc["parallelism"], 2, "{doc}");
-    assert!(doc["vertices"].as_array().unwrap().iter().all(|v| v["parallelism"] == 2), "{doc}");
+    path
+}
+
+/// The first vertex of `doc` whose name contains `name`.
+fn vertex_named<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    let vertices = doc["vertices"].as_array().unwrap();
+    vertices.iter().find(|v| v["name"].as_str().unwrap().contains(name)).unwrap_or_else(|| panic!("{name}: {doc}"))
+}
+
+/// A pipeline step's own `parallelism` runs it at that parallelism, beside
+/// the job's, with the oracle's output.
+#[test]
+fn a_step_with_its_own_parallelism_runs_at_it_with_exact_output() {
+    const EVENTS: u64 = 60_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let port = free_port();
+    let sink = format!("sink.path={}", out.display());
+    let extra = ["--parallelism", "1", "--set", &sink, "--set", "steps[1].parallelism=3"];
+    let mut cluster = Cluster(run_cluster("orders-window", EVENTS, 20_000, tmp.path(), port, &extra).spawn().unwrap());
+    let log = || std::fs::read_to_string(tmp.path().join("run.log")).unwrap_or_default();
+    let mut seen = None;
+    wait_until("the job runs", Duration::from_secs(30), || {
+        seen = job_doc(port, "orders-window").filter(|d| d["state"] == "running");
+        seen.is_some()
+    });
+    let doc = seen.unwrap();
+    assert_eq!(vertex_named(&doc, "window")["parallelism"], 3, "{doc}");
+    assert_eq!(vertex_named(&doc, "orders")["parallelism"], 1, "{doc}");
     let status = wait_for(&mut cluster.0, Duration::from_secs(120)).expect("the job finishes");
     assert!(status.success(), "{}", log());
     assert_eq!(committed_output(&out, "orders-window"), oracle("orders-window", EVENTS), "{}", log());

@@ -20,6 +20,7 @@ use super::job::{Plan, open};
 use crate::protocol::{Deployment, JobSpec, ToTaskManager};
 use crate::schedule;
 use crate::state::{JobEvent, JobState};
+use weir_api::rest::RescaleRequest;
 
 /// One deployment of the job.
 pub(super) struct Attempt {
@@ -33,7 +34,9 @@ pub(super) struct Attempt {
 
 /// A rescale under way: first its savepoint, then the redeployment.
 pub(super) struct PendingRescale {
-    pub parallelism: usize,
+    /// The job as it is to run after the rescale, and its plan (checked
+    /// before the savepoint); `None` once the job was redeployed at it.
+    pub planned: Option<(JobSpec, Plan)>,
     pub savepoint: Reply,
     /// The savepoint, once taken.
     pub path: Option<String>,
@@ -44,7 +47,10 @@ impl JobLoop {
     pub(super) fn on_request(&mut self, request: Request) {
         match request {
             Request::Savepoint { stop, drain, reply } => self.savepoint(SavepointRequest::new(stop, drain, reply)),
-            Request::Rescale { parallelism, reply } => self.start_rescale(parallelism, reply),
+            Request::Rescale { request, accepted, reply } => {
+                let answer = self.start_rescale(request, reply);
+                let _ = accepted.send(answer);
+            }
             Request::Stop => self.stop_sources(),
             Request::Cancel => {
                 if let Some(a) = self.attempt.take() {
@@ -84,28 +90,49 @@ impl JobLoop {
         }
     }
 
-    /// Takes the rescale's stop-with-savepoint; the redeployment follows once every task ended.
-    fn start_rescale(&mut self, parallelism: usize, reply: Sender<Result<String, String>>) {
-        let refuse = |why: String| {
-            let _ = reply.send(Err(why));
-        };
-        if parallelism == 0 || parallelism > self.plan.max_parallelism as usize {
-            return refuse(format!(
-                "parallelism must be between 1 and the max parallelism {}, not {parallelism}",
-                self.plan.max_parallelism
-            ));
-        }
+    /// Takes the rescale's stop-with-savepoint; the redeployment follows once
+    /// every task ended. The new assignment is planned first: a request the
+    /// job cannot run at (a vertex it does not have, a parallelism beyond its
+    /// key groups) is refused while the job runs on untouched.
+    fn start_rescale(&mut self, request: RescaleRequest, reply: Sender<Result<String, String>>) -> Result<(), String> {
         if self.rescale.is_some() {
-            return refuse("a rescale is already in progress".into());
+            return Err("a rescale is already in progress".into());
         }
+        let (spec, plan) = self.plan_rescale(&request)?;
         let Some(c) =
             self.attempt.as_mut().filter(|_| self.state == JobState::Running).and_then(|a| a.coordinator.as_mut())
         else {
-            return refuse(format!("rescaling needs a running job with checkpointing (the job is {})", self.state));
+            return Err(format!("rescaling needs a running job with checkpointing (the job is {})", self.state));
         };
         let (tx, savepoint) = crossbeam_channel::bounded(1);
         c.request_savepoint(SavepointRequest::new(true, false, tx));
-        self.rescale = Some(PendingRescale { parallelism, savepoint, path: None, reply });
+        self.rescale = Some(PendingRescale { planned: Some((spec, plan)), savepoint, path: None, reply });
+        Ok(())
+    }
+
+    /// The job as `request` would have it run, and its plan.
+    fn plan_rescale(&self, request: &RescaleRequest) -> Result<(JobSpec, Plan), String> {
+        let max = self.plan.max_parallelism as usize;
+        let in_range = |what: String, p: usize| match p {
+            0 => Err(format!("{what}: must be at least 1")),
+            p if p > max => Err(format!("{what}: {p} is above the max parallelism {max} (the job's key groups)")),
+            _ => Ok(p),
+        };
+        if request.parallelism.is_none() && request.vertices.is_empty() {
+            return Err("nothing to rescale to: give `parallelism`, `vertices` or both".into());
+        }
+        let parallelism = match request.parallelism {
+            Some(p) => in_range("parallelism".into(), p as usize)?,
+            None => self.config.spec.parallelism,
+        };
+        let vertex_parallelism = request
+            .vertices
+            .iter()
+            .map(|(uid, &p)| Ok((uid.clone(), in_range(format!("vertices.{uid}"), p as usize)?)))
+            .collect::<Result<_, String>>()?;
+        let spec = JobSpec { parallelism, vertex_parallelism, ..self.config.spec.clone() };
+        let plan = Plan::of(&spec, self.builder.as_ref())?.deployed_as(self.config.deployment.clone());
+        Ok((spec, plan))
     }
 
     pub(super) fn on_rescale_savepoint(&mut self, result: Result<String, String>) {
@@ -132,36 +159,34 @@ impl JobLoop {
     }
 
     /// The job stopped with the rescale's savepoint: plans it at the new
-    /// parallelism, from the savepoint. Never a silent fresh start: a
+    /// parallelism, from the savepoint, once the savepoint is verified in
+    /// storage (every state file whole). Never a silent fresh start: a
     /// savepoint that cannot be opened fails the job.
-    fn rescale_from_savepoint(&mut self, r: PendingRescale) {
+    fn rescale_from_savepoint(&mut self, mut r: PendingRescale) {
         let path = r.path.clone().expect("a savepoint");
-        let spec = JobSpec { parallelism: r.parallelism, ..self.config.spec.clone() };
-        let plan = match Plan::of(&spec, self.builder.as_ref()) {
-            Ok(plan) => plan.deployed_as(self.config.deployment.clone()),
-            Err(e) => return self.rescale_failed(&r, e.clone(), format!("rescale to {}: {e}", r.parallelism)),
-        };
-        tracing::info!("rescaling to parallelism {} from {path}", r.parallelism);
-        let point = match open(self.builder.as_ref(), &spec, &plan, Some(&path), false)
+        let (spec, plan) = r.planned.take().expect("a rescale not yet redeployed");
+        let to = describe(&spec);
+        tracing::info!("rescaling to {to} from {path}");
+        let point = match open(self.builder.as_ref(), &spec, &plan, Some(&path), true)
             .and_then(|p| p.ok_or_else(|| "no snapshot there".to_string()))
         {
             Ok(point) => point,
             Err(e) => {
-                let why = format!("rescale to {}: the savepoint {path} cannot be restored: {e}", r.parallelism);
+                let why = format!("rescale to {to}: the savepoint {path} cannot be restored: {e}");
                 return self.rescale_failed(&r, why.clone(), why);
             }
         };
         self.restore = Some(point);
+        let mut view = self.view.lock().expect("view poisoned");
+        view.parallelism = spec.parallelism;
+        view.layout = plan.layout.clone();
+        view.metrics = plan.empty_metrics();
+        drop(view);
         self.config.spec = spec;
         self.plan = plan;
-        let mut view = self.view.lock().expect("view poisoned");
-        view.parallelism = r.parallelism;
-        view.layout = self.plan.layout.clone();
-        view.metrics = self.plan.empty_metrics();
-        drop(view);
         self.transition(JobEvent::Redeploy);
         self.restart_at = self.clock.now();
-        self.rescale = Some(PendingRescale { path: Some(path), ..r });
+        self.rescale = Some(r);
     }
 
     /// The rescale cannot go on: the caller hears `answer`, and the job fails with `failure`.
@@ -188,7 +213,13 @@ impl JobLoop {
         }
         if let Some(r) = self.rescale.take() {
             match r.path {
-                // The savepoint is there: the rescale goes on from it.
+                // The savepoint is taken but the job not yet redeployed from
+                // it: the job had stopped anyway, and the rescale goes on
+                // from the savepoint (never from an older restore point).
+                Some(_) if r.planned.is_some() && self.state == JobState::Running => {
+                    return self.rescale_from_savepoint(r);
+                }
+                // Redeployed from the savepoint: restarts go on from it.
                 Some(_) => self.rescale = Some(r),
                 None => {
                     let _ = r.reply.send(Err(format!("the job failed during the rescale: {reason}")));
@@ -313,4 +344,13 @@ impl JobLoop {
             self.fail_over(format!("checkpointing: {reason}"));
         }
     }
+}
+
+/// A job's parallelism as a log line says it: `3`, or `3 (window at 4)`.
+fn describe(spec: &JobSpec) -> String {
+    if spec.vertex_parallelism.is_empty() {
+        return spec.parallelism.to_string();
+    }
+    let own: Vec<String> = spec.vertex_parallelism.iter().map(|(uid, p)| format!("{uid} at {p}")).collect();
+    format!("{} ({})", spec.parallelism, own.join(", "))
 }

@@ -85,8 +85,11 @@ pub(super) enum Request {
         drain: bool,
         reply: Sender<Result<String, String>>,
     },
+    /// `accepted` hears at once whether the request can be carried out;
+    /// `reply`, the outcome once the job runs at the new parallelism.
     Rescale {
-        parallelism: usize,
+        request: weir_api::rest::RescaleRequest,
+        accepted: Sender<Result<(), String>>,
         reply: Sender<Result<String, String>>,
     },
     /// End the sources; the job drains and finishes.

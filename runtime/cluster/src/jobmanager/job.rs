@@ -2,6 +2,8 @@
 //! (what scheduling and checkpointing need of it), and the snapshots it may
 //! start from.
 
+use std::collections::BTreeMap;
+
 use weir_api::Restore;
 use weir_core::checkpoint::coordinator::{CheckpointConfig, JobShape};
 use weir_core::checkpoint::metadata::{RestoreError, RestoredSnapshot};
@@ -33,8 +35,11 @@ impl Plan {
     }
 
     pub fn of(spec: &JobSpec, builder: &dyn JobBuilder) -> Result<Plan, String> {
-        let BuiltJob { graph, checkpointing } = builder.build(spec)?;
+        let BuiltJob { graph, mut checkpointing } = crate::build(builder, spec)?;
         graph.validate().map_err(|e| e.to_string())?;
+        if let Some(cp) = &mut checkpointing {
+            cp.parallelism = Some(spec.parallelism);
+        }
         let layout = graph.layout();
         Ok(Plan {
             router: CommandRouter::new(&layout),
@@ -135,18 +140,46 @@ pub(super) fn open(
     Ok(Some((snapshot.uri(), snapshot.metadata.checkpoint_id)))
 }
 
-/// The latest checkpoint when this deployment took it: the JobManager was
-/// restarted within its deployment, and recovers where it left off.
-fn own_latest(config: &JobManagerConfig, plan: &Plan) -> Result<Option<RestorePoint>, String> {
+/// The latest checkpoint, when this deployment took it.
+fn own_latest_snapshot(config: &JobManagerConfig, plan: &Plan) -> Result<Option<RestoredSnapshot>, String> {
     let (Some(deployment), Some(cp)) = (&config.deployment, &plan.checkpointing) else { return Ok(None) };
     let latest = match RestoredSnapshot::latest(cp.storage.clone(), &config.spec.name) {
         Ok(s) => s,
         Err(RestoreError::NoCheckpoint { .. }) => return Ok(None),
         Err(e) => return Err(format!("looking for deployment {deployment}'s own checkpoints: {e}")),
     };
-    if latest.metadata.deployment.as_deref() != Some(deployment) {
-        return Ok(None);
-    }
+    Ok((latest.metadata.deployment.as_deref() == Some(deployment)).then_some(latest))
+}
+
+/// The job as this deployment last ran it, when that differs from `config`:
+/// a JobManager restarted within its deployment after a rescale resumes at
+/// the parallelism its own latest checkpoint was taken at (its default, and
+/// the vertices that had their own), not at the one its flags say.
+pub(super) fn as_last_run(
+    config: &JobManagerConfig,
+    builder: &dyn JobBuilder,
+    plan: &Plan,
+) -> Result<Option<JobSpec>, JobManagerError> {
+    let Some(latest) = own_latest_snapshot(config, plan).map_err(JobManagerError::Restore)? else { return Ok(None) };
+    let Some(parallelism) = latest.metadata.parallelism else { return Ok(None) };
+    let taken: BTreeMap<&str, usize> =
+        latest.metadata.operators.iter().map(|o| (o.uid.as_str(), o.parallelism)).collect();
+    let at_default = JobSpec { parallelism, vertex_parallelism: BTreeMap::new(), ..config.spec.clone() };
+    let shape = Plan::of(&at_default, builder).map_err(JobManagerError::Build)?.shape;
+    let vertex_parallelism: BTreeMap<String, usize> = shape
+        .operators
+        .iter()
+        .filter_map(|(uid, &p)| taken.get(uid.as_str()).filter(|&&t| t != p).map(|&t| (uid.clone(), t)))
+        .collect();
+    let spec = JobSpec { vertex_parallelism, ..at_default };
+    Ok((spec != config.spec).then_some(spec))
+}
+
+/// The latest checkpoint when this deployment took it: the JobManager was
+/// restarted within its deployment, and recovers where it left off.
+fn own_latest(config: &JobManagerConfig, plan: &Plan) -> Result<Option<RestorePoint>, String> {
+    let Some(latest) = own_latest_snapshot(config, plan)? else { return Ok(None) };
+    let deployment = config.deployment.as_deref().unwrap_or_default();
     tracing::info!("deployment {deployment} restarted: recovering from its own latest checkpoint");
     let parallelisms: Vec<usize> = plan.shape.operators.values().copied().collect();
     latest.check_compatible(plan.max_parallelism, &parallelisms).map_err(|e| e.to_string())?;

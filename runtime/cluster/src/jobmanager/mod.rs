@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use weir_api::Restore;
+use weir_api::rest::RescaleRequest;
 use weir_core::checkpoint::coordinator::{CheckpointStats, Coordinator};
 use weir_core::graph::ChainLayout;
 use weir_core::metrics::MetricsSnapshot;
@@ -171,9 +172,17 @@ impl JobManager {
     /// Builds the job (a bad job is an error here, before anything listens),
     /// opens the snapshot to start from, and starts serving TaskManagers.
     pub fn start(config: JobManagerConfig, builder: Arc<dyn JobBuilder>) -> Result<JobManager, JobManagerError> {
-        let plan = Plan::of(&config.spec, builder.as_ref())
+        let mut config = config;
+        let mut plan = Plan::of(&config.spec, builder.as_ref())
             .map_err(JobManagerError::Build)?
             .deployed_as(config.deployment.clone());
+        if let Some(spec) = job::as_last_run(&config, builder.as_ref(), &plan)? {
+            tracing::info!("resuming at the parallelism of this deployment's latest checkpoint");
+            plan = Plan::of(&spec, builder.as_ref())
+                .map_err(JobManagerError::Build)?
+                .deployed_as(config.deployment.clone());
+            config.spec = spec;
+        }
         if let Some(cp) = &plan.checkpointing {
             Coordinator::next_free_id(cp.storage.as_ref(), &config.spec.name)
                 .map_err(|e| JobManagerError::Checkpoints(e.to_string()))?;
@@ -226,21 +235,21 @@ impl JobManager {
         Ok(rx)
     }
 
-    /// Takes a savepoint and restarts the job from it at `parallelism`; the
-    /// reply (the savepoint's URI) comes once the job runs at the new parallelism.
-    pub fn rescale(&self, parallelism: usize) -> Result<Reply, String> {
+    /// Takes a savepoint and restarts the job from it at the parallelism
+    /// `request` states ([`RescaleRequest`]); the reply (the savepoint's URI)
+    /// comes once the job runs at the new parallelism. A request the job
+    /// cannot run at is refused before anything stops.
+    pub fn rescale(&self, request: RescaleRequest) -> Result<Reply, String> {
         let view = self.view();
-        if parallelism == 0 || parallelism > view.max_parallelism as usize {
-            return Err(format!(
-                "parallelism must be between 1 and the max parallelism {}, not {parallelism}",
-                view.max_parallelism
-            ));
-        }
         if view.state != JobState::Running {
             return Err(format!("rescaling needs a running job (the job is {})", view.state));
         }
         let (reply, rx) = crossbeam_channel::bounded(1);
-        self.requests.send(Request::Rescale { parallelism, reply }).map_err(|_| "the job has ended".to_string())?;
+        let (accepted, answer) = crossbeam_channel::bounded(1);
+        let request = Request::Rescale { request, accepted, reply };
+        self.requests.send(request).map_err(|_| "the job has ended".to_string())?;
+        // The event loop plans the request at once: a refusal is the caller's answer.
+        answer.recv().map_err(|_| "the job has ended".to_string())??;
         Ok(rx)
     }
 

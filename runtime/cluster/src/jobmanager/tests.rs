@@ -16,6 +16,8 @@ use weir_core::metrics::MetricsSnapshot;
 use weir_core::source::Source;
 use weir_core::time::Timestamp;
 
+use weir_api::rest::RescaleRequest;
+
 use super::event_loop::{Clock, Event, JobLoop, Request, TaskManagerLinks, Turn};
 use super::job::Plan;
 use super::{ClusterView, JobManagerConfig, Reply};
@@ -131,7 +133,7 @@ impl Harness {
         let dir = TempDir::new(name);
         let storage = checkpointing.then(|| Arc::new(LocalStorage::new(&dir.0)));
         let builder: Arc<dyn JobBuilder> = Arc::new(TestJob { storage });
-        let spec = JobSpec { name: name.into(), definition: Vec::new(), parallelism };
+        let spec = JobSpec::new(name, Vec::new(), parallelism);
         let mut config = JobManagerConfig::new(spec, "127.0.0.1:0".parse().unwrap());
         config.restart = restart;
         let plan = Plan::of(&config.spec, builder.as_ref()).unwrap();
@@ -166,6 +168,13 @@ impl Harness {
     fn request(&mut self, request: Request) {
         self.requests.send(request).unwrap();
         self.settle();
+    }
+
+    /// Asks for a rescale: `Err` is a refusal, `Ok` the channel its outcome comes on.
+    fn rescale(&mut self, request: RescaleRequest) -> Result<Receiver<Result<String, String>>, String> {
+        let ((tx, answer), (accepted, refused)) = (reply(), crossbeam_channel::bounded(1));
+        self.request(Request::Rescale { request, accepted, reply: tx });
+        refused.try_recv().expect("an answer at once").map(|()| answer)
     }
 
     fn advance(&mut self, by: Duration) {
@@ -287,8 +296,7 @@ fn a_rescale_takes_a_stop_with_savepoint_and_redeploys_at_the_new_parallelism() 
     let mut h = Harness::new("rescale", 1, RestartStrategy::default(), true);
     h.register(1, 2);
     let first = h.deployments()[0].1.attempt;
-    let (tx, answer) = reply();
-    h.request(Request::Rescale { parallelism: 2, reply: tx });
+    let answer = h.rescale(RescaleRequest::to(2)).unwrap();
     let triggered = commands(h.sent());
     let [(1, attempt, 0, Command::Trigger { barrier, drain: false })] = triggered[..] else {
         panic!("a savepoint is triggered at the source: {triggered:?}")
@@ -308,6 +316,74 @@ fn a_rescale_takes_a_stop_with_savepoint_and_redeploys_at_the_new_parallelism() 
     assert_eq!(d.restore.as_deref(), Some(path.as_str()));
     let view = h.view();
     assert_eq!((view.state, view.parallelism, view.restored_from), (JobState::Running, 2, Some(path)));
+}
+
+#[test]
+fn a_rescale_may_give_a_vertex_its_own_parallelism() {
+    let mut h = Harness::new("per-vertex", 1, RestartStrategy::default(), true);
+    h.register(1, 3);
+    let first = h.deployments()[0].1.attempt;
+    let sum_at_3 = RescaleRequest { parallelism: None, vertices: [("1-sum".to_string(), 3)].into() };
+    let answer = h.rescale(sum_at_3).unwrap();
+    let [(1, _, 0, Command::Trigger { barrier, .. })] = commands(h.sent())[..] else { panic!("a savepoint") };
+    h.message(1, ack(first, 0, barrier.checkpoint_id));
+    h.message(1, ack(first, 1, barrier.checkpoint_id));
+    h.message(1, ToJobManager::Finished { attempt: first });
+    let deployed = h.deployments();
+    let d = &deployed[0].1;
+    assert_eq!((d.spec.parallelism, d.spec.vertex_parallelism.get("1-sum")), (1, Some(&3)));
+    let mut local = d.local.clone();
+    local.sort();
+    assert_eq!(local, [(0, 0), (1, 0), (1, 1), (1, 2)], "numbers at 1, sum at 3");
+    assert!(answer.try_recv().unwrap().is_ok());
+    let view = h.view();
+    assert_eq!(view.layout.iter().map(|c| c.parallelism).collect::<Vec<_>>(), [1, 3]);
+}
+
+/// A JobManager restarted within its deployment after a rescale resumes at
+/// the rescale's parallelism (its own latest checkpoint's), not its flags'.
+#[test]
+fn a_restarted_jobmanager_resumes_at_the_parallelism_of_its_own_latest_checkpoint() {
+    let mut h = Harness::new("resumes", 1, RestartStrategy::default(), true);
+    h.job.config.deployment = Some("d-1".into());
+    h.register(1, 3);
+    let first = h.deployments()[0].1.attempt;
+    let sum_at_3 = RescaleRequest { parallelism: None, vertices: [("1-sum".to_string(), 3)].into() };
+    let _answer = h.rescale(sum_at_3).unwrap();
+    let [(1, _, 0, Command::Trigger { barrier, .. })] = commands(h.sent())[..] else { panic!("a savepoint") };
+    h.message(1, ack(first, 0, barrier.checkpoint_id));
+    h.message(1, ack(first, 1, barrier.checkpoint_id));
+    h.message(1, ToJobManager::Finished { attempt: first });
+    let second = h.deployments()[0].1.attempt;
+    // A snapshot at the new parallelism: numbers (task 0) and sum at 3 (tasks 1..=3).
+    let (tx, _taken) = reply();
+    h.request(Request::Savepoint { stop: false, drain: false, reply: tx });
+    let id = h.job.attempt.as_ref().unwrap().coordinator.as_ref().unwrap().in_flight().expect("a checkpoint");
+    for task in 0..4 {
+        h.message(1, ack(second, task, id));
+    }
+    let mut flags = h.job.config.clone();
+    flags.spec = JobSpec::new("resumes", Vec::new(), 1);
+    let plan = Plan::of(&flags.spec, h.job.builder.as_ref()).unwrap().deployed_as(flags.deployment.clone());
+    let resumed = super::job::as_last_run(&flags, h.job.builder.as_ref(), &plan).unwrap().expect("another spec");
+    assert_eq!((resumed.parallelism, resumed.vertex_parallelism), (1, [("1-sum".to_string(), 3)].into()));
+    flags.deployment = Some("d-2".into());
+    let elsewhere = Plan::of(&flags.spec, h.job.builder.as_ref()).unwrap().deployed_as(flags.deployment.clone());
+    assert!(super::job::as_last_run(&flags, h.job.builder.as_ref(), &elsewhere).unwrap().is_none(), "not its own");
+}
+
+#[test]
+fn a_rescale_the_job_cannot_run_at_is_refused_before_anything_stops() {
+    let mut h = Harness::new("refused", 1, RestartStrategy::default(), true);
+    h.running_on(1);
+    let unknown = RescaleRequest { parallelism: None, vertices: [("9-nope".to_string(), 2)].into() };
+    let why = h.rescale(unknown).unwrap_err();
+    assert!(why.contains("9-nope") && why.contains("0-numbers, 1-sum"), "{why}");
+    let too_many = h.rescale(RescaleRequest::to(100_000)).unwrap_err();
+    assert!(too_many.contains("above the max parallelism"), "{too_many}");
+    assert!(h.rescale(RescaleRequest::default()).unwrap_err().contains("nothing to rescale"));
+    assert!(commands(h.sent()).is_empty(), "no savepoint was triggered");
+    assert_eq!(h.job.state, JobState::Running);
 }
 
 #[test]
@@ -344,9 +420,7 @@ fn savepoints_need_checkpointing() {
     let (tx, answer) = reply();
     h.request(Request::Savepoint { stop: true, drain: false, reply: tx });
     assert!(answer.try_recv().unwrap().unwrap_err().contains("checkpointing to be configured"));
-    let (tx, answer) = reply();
-    h.request(Request::Rescale { parallelism: 2, reply: tx });
-    assert!(answer.try_recv().unwrap().unwrap_err().contains("with checkpointing"));
+    assert!(h.rescale(RescaleRequest::to(2)).unwrap_err().contains("with checkpointing"));
 }
 
 #[test]

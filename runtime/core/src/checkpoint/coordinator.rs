@@ -64,6 +64,12 @@ pub struct CheckpointConfig {
     /// recovers that deployment's own latest checkpoint rather than redoing its
     /// initial restore, and never picks up what an earlier deployment left behind.
     pub deployment: Option<String>,
+    /// The job's default parallelism (the one vertices without their own
+    /// take), written in every `_metadata` beside each vertex's: with
+    /// `deployment`, a JobManager restarted within its deployment runs at the
+    /// parallelism of its own latest checkpoint (a rescale's, say), not at the
+    /// one its command line started with.
+    pub parallelism: Option<usize>,
 }
 
 impl CheckpointConfig {
@@ -79,6 +85,7 @@ impl CheckpointConfig {
             alignment_budget: 1_000_000,
             tolerable_failures: 10,
             deployment: None,
+            parallelism: None,
         }
     }
 }
@@ -405,7 +412,9 @@ impl Coordinator {
     fn complete(&mut self, p: Pending, now: Timestamp) -> Vec<Command> {
         let id = p.barrier.checkpoint_id;
         let dir = snapshot_dir(&self.job, id, p.kind);
-        let mut by_uid: BTreeMap<String, Vec<SubtaskStateHandle>> = BTreeMap::new();
+        // Every vertex, stateless ones too: `_metadata` records the parallelism each ran at.
+        let mut by_uid: BTreeMap<String, Vec<SubtaskStateHandle>> =
+            self.operators.keys().map(|uid| (uid.clone(), Vec::new())).collect();
         for (uid, handle) in p.acks.into_values().flatten() {
             by_uid.entry(uid).or_default().push(handle);
         }
@@ -429,6 +438,7 @@ impl Coordinator {
             completed_at: now,
             operators,
             deployment: self.config.deployment.clone(),
+            parallelism: self.config.parallelism,
         };
         let storage = self.config.storage_for(p.kind).clone();
         let beside_checkpoints = Arc::ptr_eq(&storage, &self.config.storage);

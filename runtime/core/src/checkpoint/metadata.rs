@@ -48,6 +48,12 @@ pub struct CheckpointMetadata {
     /// [`CheckpointConfig::deployment`]: super::coordinator::CheckpointConfig::deployment
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment: Option<String>,
+    /// The job's default parallelism when it was taken (see
+    /// [`CheckpointConfig::parallelism`]); each vertex's is in `operators`.
+    ///
+    /// [`CheckpointConfig::parallelism`]: super::coordinator::CheckpointConfig::parallelism
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<usize>,
 }
 
 /// The state of one operator (vertex), over all its subtasks.
@@ -321,6 +327,7 @@ mod tests {
             completed_at: 1,
             operators: vec![OperatorMetadata { uid: "op".into(), parallelism, subtasks }],
             deployment: None,
+            parallelism: None,
         };
         storage.put(&format!("{dir}/_metadata"), &serde_json::to_vec(&meta).unwrap()).unwrap();
         meta
