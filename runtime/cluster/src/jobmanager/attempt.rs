@@ -41,6 +41,36 @@ pub(super) struct PendingRescale {
     /// The savepoint, once taken.
     pub path: Option<String>,
     pub reply: Sender<Result<String, String>>,
+    /// When each step ended, for the log line that says where the time went.
+    pub timings: RescaleTimings,
+}
+
+/// When a rescale's steps ended.
+pub(super) struct RescaleTimings {
+    pub requested: std::time::Instant,
+    pub savepoint: Option<std::time::Instant>,
+    pub stopped: Option<std::time::Instant>,
+    pub verified: Option<std::time::Instant>,
+}
+
+impl RescaleTimings {
+    /// `savepoint 900 ms, tasks stopped 40 ms, savepoint verified 210 ms, redeployed 15 ms`.
+    fn describe(&self, deployed: std::time::Instant) -> String {
+        let mut from = self.requested;
+        let mut parts = Vec::new();
+        for (what, at) in [
+            ("savepoint", self.savepoint),
+            ("tasks stopped", self.stopped),
+            ("savepoint verified", self.verified),
+            ("redeployed", Some(deployed)),
+        ] {
+            if let Some(at) = at {
+                parts.push(format!("{what} {} ms", at.saturating_duration_since(from).as_millis()));
+                from = at;
+            }
+        }
+        format!("{} ms: {}", deployed.saturating_duration_since(self.requested).as_millis(), parts.join(", "))
+    }
 }
 
 impl JobLoop {
@@ -106,7 +136,8 @@ impl JobLoop {
         };
         let (tx, savepoint) = crossbeam_channel::bounded(1);
         c.request_savepoint(SavepointRequest::new(true, false, tx));
-        self.rescale = Some(PendingRescale { planned: Some((spec, plan)), savepoint, path: None, reply });
+        let timings = RescaleTimings { requested: self.clock.now(), savepoint: None, stopped: None, verified: None };
+        self.rescale = Some(PendingRescale { planned: Some((spec, plan)), savepoint, path: None, reply, timings });
         Ok(())
     }
 
@@ -138,7 +169,11 @@ impl JobLoop {
     pub(super) fn on_rescale_savepoint(&mut self, result: Result<String, String>) {
         let Some(r) = self.rescale.as_mut() else { return };
         match result {
-            Ok(path) => r.path = Some(path), // the job now stops; it is redeployed once every task ended
+            Ok(path) => {
+                // The job now stops; it is redeployed once every task ended.
+                r.path = Some(path);
+                r.timings.savepoint = Some(self.clock.now());
+            }
             Err(e) => {
                 let r = self.rescale.take().expect("a rescale");
                 let _ = r.reply.send(Err(format!("the savepoint failed: {e}")));
@@ -153,7 +188,10 @@ impl JobLoop {
             self.history.extend(c.history.iter().cloned());
         }
         match self.rescale.take_if(|r| r.path.is_some()) {
-            Some(r) => self.rescale_from_savepoint(r),
+            Some(mut r) => {
+                r.timings.stopped = Some(self.clock.now());
+                self.rescale_from_savepoint(r)
+            }
             None => self.transition(JobEvent::AllTasksEnded),
         }
     }
@@ -177,6 +215,7 @@ impl JobLoop {
             }
         };
         self.restore = Some(point);
+        r.timings.verified = Some(self.clock.now());
         let mut view = self.view.lock().expect("view poisoned");
         view.parallelism = spec.parallelism;
         view.layout = plan.layout.clone();
@@ -288,6 +327,7 @@ impl JobLoop {
         }
         self.transition(JobEvent::Deployed);
         if let Some(r) = self.rescale.take_if(|r| r.path.is_some()) {
+            tracing::info!("rescaled to {} in {}", describe(&self.config.spec), r.timings.describe(self.clock.now()));
             let _ = r.reply.send(Ok(r.path.expect("a savepoint")));
         }
     }
