@@ -40,9 +40,22 @@ pub(super) struct PendingRescale {
     pub savepoint: Reply,
     /// The savepoint, once taken.
     pub path: Option<String>,
-    pub reply: Sender<Result<String, String>>,
+    /// Who asked (the same request asked again, by a caller that lost its
+    /// first answer, joins the one under way).
+    pub replies: Vec<Sender<Result<String, String>>>,
+    /// The job as the rescale will run it.
+    pub target: JobSpec,
     /// When each step ended, for the log line that says where the time went.
     pub timings: RescaleTimings,
+}
+
+impl PendingRescale {
+    /// Tells everyone who asked how the rescale went.
+    fn answer(&self, outcome: Result<String, String>) {
+        for reply in &self.replies {
+            let _ = reply.send(outcome.clone());
+        }
+    }
 }
 
 /// When a rescale's steps ended.
@@ -125,10 +138,22 @@ impl JobLoop {
     /// job cannot run at (a vertex it does not have, a parallelism beyond its
     /// key groups) is refused while the job runs on untouched.
     fn start_rescale(&mut self, request: RescaleRequest, reply: Sender<Result<String, String>>) -> Result<(), String> {
-        if self.rescale.is_some() {
-            return Err("a rescale is already in progress".into());
-        }
         let (spec, plan) = self.plan_rescale(&request)?;
+        if let Some(r) = self.rescale.as_mut() {
+            if r.target != spec {
+                return Err("another rescale is already in progress".into());
+            }
+            r.replies.push(reply);
+            return Ok(());
+        }
+        if let (JobState::Running, Some((path, _))) = (self.state, &self.restore) {
+            if spec == self.config.spec {
+                // Already there (a caller asking again after the rescale it lost the answer to):
+                // nothing to do, and the snapshot the job runs from is the answer.
+                let _ = reply.send(Ok(path.clone()));
+                return Ok(());
+            }
+        }
         let Some(c) =
             self.attempt.as_mut().filter(|_| self.state == JobState::Running).and_then(|a| a.coordinator.as_mut())
         else {
@@ -137,7 +162,10 @@ impl JobLoop {
         let (tx, savepoint) = crossbeam_channel::bounded(1);
         c.request_savepoint(SavepointRequest::new(true, false, tx));
         let timings = RescaleTimings { requested: self.clock.now(), savepoint: None, stopped: None, verified: None };
-        self.rescale = Some(PendingRescale { planned: Some((spec, plan)), savepoint, path: None, reply, timings });
+        let target = spec.clone();
+        let replies = vec![reply];
+        self.rescale =
+            Some(PendingRescale { planned: Some((spec, plan)), savepoint, path: None, replies, target, timings });
         Ok(())
     }
 
@@ -176,7 +204,7 @@ impl JobLoop {
             }
             Err(e) => {
                 let r = self.rescale.take().expect("a rescale");
-                let _ = r.reply.send(Err(format!("the savepoint failed: {e}")));
+                r.answer(Err(format!("the savepoint failed: {e}")));
             }
         }
     }
@@ -230,7 +258,7 @@ impl JobLoop {
 
     /// The rescale cannot go on: the caller hears `answer`, and the job fails with `failure`.
     fn rescale_failed(&mut self, r: &PendingRescale, answer: String, failure: String) {
-        let _ = r.reply.send(Err(answer));
+        r.answer(Err(answer));
         self.failure = Some(failure);
         self.transition(JobEvent::GaveUp);
     }
@@ -261,7 +289,7 @@ impl JobLoop {
                 // Redeployed from the savepoint: restarts go on from it.
                 Some(_) => self.rescale = Some(r),
                 None => {
-                    let _ = r.reply.send(Err(format!("the job failed during the rescale: {reason}")));
+                    r.answer(Err(format!("the job failed during the rescale: {reason}")));
                 }
             }
         }
@@ -328,7 +356,8 @@ impl JobLoop {
         self.transition(JobEvent::Deployed);
         if let Some(r) = self.rescale.take_if(|r| r.path.is_some()) {
             tracing::info!("rescaled to {} in {}", describe(&self.config.spec), r.timings.describe(self.clock.now()));
-            let _ = r.reply.send(Ok(r.path.expect("a savepoint")));
+            let path = r.path.clone().expect("a savepoint");
+            r.answer(Ok(path));
         }
     }
 

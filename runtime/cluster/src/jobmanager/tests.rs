@@ -324,8 +324,11 @@ fn a_rescale_may_give_a_vertex_its_own_parallelism() {
     h.register(1, 3);
     let first = h.deployments()[0].1.attempt;
     let sum_at_3 = RescaleRequest { parallelism: None, vertices: [("1-sum".to_string(), 3)].into() };
-    let answer = h.rescale(sum_at_3).unwrap();
+    let answer = h.rescale(sum_at_3.clone()).unwrap();
     let [(1, _, 0, Command::Trigger { barrier, .. })] = commands(h.sent())[..] else { panic!("a savepoint") };
+    let again = h.rescale(sum_at_3.clone()).unwrap();
+    let other = h.rescale(RescaleRequest::to(2)).unwrap_err();
+    assert!(other.contains("another rescale is already in progress"), "{other}");
     h.message(1, ack(first, 0, barrier.checkpoint_id));
     h.message(1, ack(first, 1, barrier.checkpoint_id));
     h.message(1, ToJobManager::Finished { attempt: first });
@@ -335,9 +338,14 @@ fn a_rescale_may_give_a_vertex_its_own_parallelism() {
     let mut local = d.local.clone();
     local.sort();
     assert_eq!(local, [(0, 0), (1, 0), (1, 1), (1, 2)], "numbers at 1, sum at 3");
-    assert!(answer.try_recv().unwrap().is_ok());
+    let path = answer.try_recv().unwrap().unwrap();
+    assert_eq!(again.try_recv().unwrap(), Ok(path.clone()), "the request asked again joined the first");
     let view = h.view();
     assert_eq!(view.layout.iter().map(|c| c.parallelism).collect::<Vec<_>>(), [1, 3]);
+    // Asked once more, after it completed: the job already runs so, and nothing restarts.
+    let done = h.rescale(sum_at_3).unwrap();
+    assert_eq!((done.try_recv().unwrap(), h.sent().len()), (Ok(path), 0));
+    assert!(h.rescale(RescaleRequest::to(1)).is_ok(), "another assignment is a new rescale");
 }
 
 /// A JobManager restarted within its deployment after a rescale resumes at
