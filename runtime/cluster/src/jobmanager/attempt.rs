@@ -146,13 +146,13 @@ impl JobLoop {
             r.replies.push(reply);
             return Ok(());
         }
-        if let (JobState::Running, Some((path, _))) = (self.state, &self.restore) {
-            if spec == self.config.spec {
-                // Already there (a caller asking again after the rescale it lost the answer to):
-                // nothing to do, and the snapshot the job runs from is the answer.
-                let _ = reply.send(Ok(path.clone()));
-                return Ok(());
-            }
+        // Already there (a caller asking again after the rescale it lost the answer to):
+        // nothing to do, and the snapshot the job runs from is the answer.
+        if let (JobState::Running, Some((path, _))) = (self.state, &self.restore)
+            && spec == self.config.spec
+        {
+            let _ = reply.send(Ok(path.clone()));
+            return Ok(());
         }
         let Some(c) =
             self.attempt.as_mut().filter(|_| self.state == JobState::Running).and_then(|a| a.coordinator.as_mut())
