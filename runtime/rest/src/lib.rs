@@ -266,14 +266,16 @@ impl History {
     }
 }
 
-/// Whether `now` counts on from `before`: the same chains and subtasks, no counter gone back.
+/// Whether `now` counts on from `before`: the same chains and subtasks, no
+/// record counter gone back (a restart's tasks count from zero). Busy time
+/// may go back a little and say nothing of a restart: it is the time neither
+/// idle nor backpressured, and a blocked send is counted as backpressured only
+/// once it ends (a rate over it is clamped at zero).
 fn continues(before: &[Vec<MetricsSnapshot>], now: &[Vec<MetricsSnapshot>]) -> bool {
     before.len() == now.len()
         && before.iter().zip(now).all(|(b, n)| {
             b.len() == n.len()
-                && b.iter().zip(n).all(|(b, n)| {
-                    n.records_in >= b.records_in && n.records_out >= b.records_out && n.busy_ns >= b.busy_ns
-                })
+                && b.iter().zip(n).all(|(b, n)| n.records_in >= b.records_in && n.records_out >= b.records_out)
         })
 }
 
@@ -879,8 +881,12 @@ mod tests {
         assert_eq!(h.rates(Duration::from_secs(60)).1, Duration::ZERO);
         h.push(at(14), sample(250));
         assert_eq!(rate(&h, 60), (200.0, Duration::from_secs(1)));
+        // Busy time that went back (a blocked send accounted as backpressure once it ended) is no restart.
+        h.push(at(15), vec![vec![snapshot(450, 1_000, -1)]]);
+        assert_eq!(rate(&h, 60), (200.0, Duration::from_secs(2)), "the history goes on");
+        assert_eq!(h.rates(Duration::from_secs(1)).0[0][0].busy_ms_per_s, 0.0, "clamped at zero");
         // A rescale: another shape.
-        h.push(at(15), vec![vec![snapshot(0, 0, -1), snapshot(0, 0, -1)]]);
+        h.push(at(16), vec![vec![snapshot(0, 0, -1), snapshot(0, 0, -1)]]);
         assert!(h.rates(Duration::from_secs(60)).0.is_empty());
     }
 
