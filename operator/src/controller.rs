@@ -1,7 +1,8 @@
 //! The controller: for each StreamJob, observe (the JobManager's REST API
 //! through a [`JobManagerClient`], the savepoint in storage), plan
 //! ([`crate::planner::plan`], pure), then act: write the status first
-//! (write-ahead), then apply objects, trigger savepoints and record events.
+//! (write-ahead), then apply objects, trigger savepoints and in-place
+//! rescales, scale the TaskManagers and record events.
 //! Writes are server-side applies under one field manager. A finalizer gives
 //! deletion its final savepoint. A job whose autoscaler is on is sampled on
 //! each reconciliation, and the decision on its series ([`Samples`]) is part
@@ -27,10 +28,10 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use weir_api::rest::{JobDetails, JobState, SavepointRequest, SavepointStatus};
+use weir_api::rest::{JobDetails, JobState, RescaleRequest, SavepointRequest, SavepointStatus};
 
 use crate::autoscaler::{AutoscalerConfig, PastRescale};
-use crate::crd::{AutoscalerMode, StreamJob, StreamJobStatus};
+use crate::crd::{AutoscalerMode, RescaleRefusal, StreamJob, StreamJobStatus};
 pub use crate::jobmanager::JobManagerAccess;
 use crate::jobmanager::{self, JobManagerClient, JobManagerError};
 use crate::planner::{self, Action, Evaluation, JobView, Observed, SavepointView, plan};
@@ -138,39 +139,59 @@ async fn apply(job: &StreamJob, ctx: &Context) -> Result<Requeue, Error> {
     let planned = plan(job, &observed);
     write_status(job, ctx, &planned.status).await?;
     ctx.metrics.phase(metrics_key(job), planned.status.phase.map(|p| format!("{p:?}")));
+    let by_autoscaler = planned.status.pending_operation.as_ref().is_some_and(|op| op.by_autoscaler);
+    if by_autoscaler && job.status.as_ref().is_none_or(|s| s.pending_operation.is_none()) {
+        ctx.metrics.autoscaler_rescaled(&metrics_key(job));
+    }
     let mut status = planned.status;
     // The soonest any action asks for; half a minute when none does.
     let mut after: Option<Duration> = None;
-    let mut sooner = |d: Duration| after = Some(after.map_or(d, |a| a.min(d)));
     for action in planned.actions {
-        match action {
-            Action::Apply(deploy) => apply_objects(job, ctx, &deploy).await?,
-            Action::Stop => stop(job, ctx).await?,
-            Action::TriggerSavepoint { stop } => {
-                let trigger = trigger_savepoint(job, ctx, stop).await?;
-                if let Some(op) = &mut status.pending_operation {
-                    op.trigger_id = Some(trigger);
-                    let started_now = job.status.as_ref().is_none_or(|s| s.pending_operation.is_none());
-                    if op.by_autoscaler && started_now {
-                        ctx.metrics.autoscaler_rescaled(&metrics_key(job));
-                    }
-                }
-                write_status(job, ctx, &status).await?;
-                sooner(Duration::from_secs(1));
-            }
-            Action::DisposeSavepoint(path) => {
-                let storage = job.spec.storage.clone();
-                let outcome = off_runtime(move || snapshots::dispose(&path, storage.as_ref()).map(|()| path)).await;
-                match outcome {
-                    Ok(path) => tracing::info!("{}: disposed of {path}", job.name_any()),
-                    Err(e) => event(job, ctx, true, "SavepointDisposalFailed", &e).await,
-                }
-            }
-            Action::Event { warning, reason, note } => event(job, ctx, warning, &reason, &note).await,
-            Action::Requeue(d) => sooner(d),
+        if let Some(d) = act(job, ctx, &mut status, action).await? {
+            after = Some(after.map_or(d, |a| a.min(d)));
         }
     }
     Ok(Requeue::requeue(after.unwrap_or(Duration::from_secs(30))))
+}
+
+/// Carries out one planned action; `status` is the one written, which
+/// records what the JobManager answered (a trigger id, a refusal). When to
+/// look again, if the action asks.
+async fn act(
+    job: &StreamJob,
+    ctx: &Context,
+    status: &mut StreamJobStatus,
+    action: Action,
+) -> Result<Option<Duration>, Error> {
+    match action {
+        Action::Apply(deploy) => apply_objects(job, ctx, &deploy).await?,
+        Action::Stop => stop(job, ctx).await?,
+        Action::TriggerSavepoint { stop } => {
+            let trigger = trigger_savepoint(job, ctx, stop).await?;
+            if let Some(op) = &mut status.pending_operation {
+                op.trigger_id = Some(trigger);
+            }
+            write_status(job, ctx, status).await?;
+            return Ok(Some(Duration::from_secs(1)));
+        }
+        Action::Rescale(request) => {
+            rescale(job, ctx, status, request).await?;
+            write_status(job, ctx, status).await?;
+            return Ok(Some(Duration::from_secs(1)));
+        }
+        Action::ScaleTaskManagers(replicas) => scale_taskmanagers(job, ctx, status, replicas).await?,
+        Action::DisposeSavepoint(path) => {
+            let storage = job.spec.storage.clone();
+            let outcome = off_runtime(move || snapshots::dispose(&path, storage.as_ref()).map(|()| path)).await;
+            match outcome {
+                Ok(path) => tracing::info!("{}: disposed of {path}", job.name_any()),
+                Err(e) => event(job, ctx, true, "SavepointDisposalFailed", &e).await,
+            }
+        }
+        Action::Event { warning, reason, note } => event(job, ctx, warning, &reason, &note).await,
+        Action::Requeue(d) => return Ok(Some(d)),
+    }
+    Ok(None)
 }
 
 /// Deletion: the final savepoint (when configured and the job runs), recorded in an event.
@@ -207,7 +228,8 @@ async fn observe(job: &StreamJob, ctx: &Context) -> Observed {
         Some(c) => ctx.jobmanager.job_over(job, planner::rate_window(c.metrics_window)).await,
         None => ctx.jobmanager.job(job).await,
     };
-    let details = answer.inspect_err(|e| tracing::debug!("{}: {e}", job.name_any())).ok();
+    let details =
+        answer.inspect_err(|e| tracing::debug!("{}: the JobManager did not answer: {e}", job.name_any())).ok();
     let autoscaler = match (&config, &details) {
         (Some(config), Some(details)) => evaluate(job, ctx, config, details, now),
         _ => None,
@@ -257,6 +279,9 @@ fn evaluate(
     let key = metrics_key(job);
     let Sampled { evaluation, fresh } = ctx.autoscaler.evaluate(&key, config, details, &history, now);
     if let (true, Evaluation::Decided(decision)) = (fresh, &evaluation) {
+        tracing::debug!("{key}: sampled over {} ms: {decision}", details.metrics_window_ms);
+    }
+    if let (true, Evaluation::Decided(decision)) = (fresh, &evaluation) {
         ctx.metrics.autoscaler_evaluated(&key, decision.reason());
     }
     Some(evaluation)
@@ -280,6 +305,49 @@ async fn savepoint_status(job: &StreamJob, ctx: &Context, trigger: &str) -> Opti
         SavepointStatus::Failed { error } => SavepointView::Failed(error),
         SavepointStatus::InProgress => SavepointView::InProgress,
     })
+}
+
+/// Asks the job's JobManager to rescale the running job in place, and
+/// records in the pending operation its trigger id, or its refusal (a 4xx
+/// answer: nothing changed, and the planner decides what next); no answer
+/// is an error, and the next reconciliation asks again.
+async fn rescale(
+    job: &StreamJob,
+    ctx: &Context,
+    status: &mut StreamJobStatus,
+    request: RescaleRequest,
+) -> Result<(), Error> {
+    let answer = ctx.jobmanager.rescale(job, request).await;
+    let Some(op) = status.pending_operation.as_mut() else { return Ok(()) };
+    match answer {
+        Ok(trigger) => op.trigger_id = Some(trigger.trigger_id),
+        Err(JobManagerError::Refused { status: code, message, .. }) if code.is_client_error() => {
+            tracing::warn!("{}: the JobManager refused the rescale: {code}: {message}", job.name_any());
+            if let Some(in_place) = op.in_place.as_mut() {
+                in_place.refused = Some(RescaleRefusal { status: i32::from(code.as_u16()), message });
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// Applies the TaskManager Deployment at `replicas`, built from the spec as
+/// deployed (`status`): a change of the spec not rolled out yet stays out of
+/// the TaskManagers, whose pod template does not depend on the parallelism.
+async fn scale_taskmanagers(
+    job: &StreamJob,
+    ctx: &Context,
+    status: &StreamJobStatus,
+    replicas: i32,
+) -> Result<(), Error> {
+    let mut deployed = job.clone();
+    if let Some(spec) = planner::deployed_spec(status) {
+        deployed.spec = spec;
+    }
+    tracing::info!("{}: {replicas} TaskManagers", job.name_any());
+    let ns = job.namespace().unwrap_or_else(|| "default".into());
+    apply_one::<Deployment>(ctx, &ns, resources::taskmanager(&deployed, replicas)).await
 }
 
 /// Asks the job's JobManager for a savepoint; its trigger id.
@@ -340,7 +408,8 @@ async fn apply_objects(job: &StreamJob, ctx: &Context, deploy: &Deploy) -> Resul
     apply_one::<RoleBinding>(ctx, &ns, resources::role_binding(job)).await?;
     apply_one::<Service>(ctx, &ns, resources::jobmanager_service(job)).await?;
     apply_one::<Deployment>(ctx, &ns, resources::jobmanager(job, deploy)).await?;
-    apply_one::<Deployment>(ctx, &ns, resources::taskmanager(job, deploy)).await?;
+    let taskmanagers = deploy.taskmanagers(job.spec.task_manager.slots);
+    apply_one::<Deployment>(ctx, &ns, resources::taskmanager(job, taskmanagers)).await?;
     Ok(())
 }
 
@@ -375,7 +444,7 @@ async fn event(job: &StreamJob, ctx: &Context, warning: bool, reason: &str, note
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::OperationKind;
+    use crate::crd::{InPlaceStep, OperationKind};
     use crate::fixtures::{Expect, Timeline};
     use crate::phase::Phase;
     use crate::resources::taskmanagers;
@@ -407,19 +476,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_rescale_writes_the_operation_then_triggers_the_savepoint_then_records_its_trigger_id() {
-        let job = StreamJob::test().running().with_parallelism(4).next_generation();
+    async fn a_rescale_the_slots_allow_is_written_then_asked_of_the_jobmanager_then_its_trigger_recorded() {
+        // At 2 on two TaskManagers of a slot: 1 fits.
+        let job = StreamJob::test().running().with_parallelism(1).next_generation();
         let (ctx, verifier, _jobmanager, timeline) = Context::test(&job);
         let expected = vec![
             Expect::status(|s| {
                 let op = s.pending_operation.as_ref().expect("the operation is written before anything is done");
-                assert_eq!((op.kind, op.generation, op.target_parallelism), (OperationKind::Rescale, 2, Some(4)));
-                assert_eq!(op.trigger_id, None, "not triggered yet");
+                assert_eq!((op.kind, op.generation, op.target_parallelism), (OperationKind::Rescale, 2, Some(1)));
+                assert_eq!(op.in_place.as_ref().map(|i| i.step), Some(InPlaceStep::Rescale));
+                assert_eq!(op.trigger_id, None, "not asked yet");
                 assert_eq!(s.phase, Some(Phase::Rescaling));
             }),
             Expect::status(|s| {
                 let op = s.pending_operation.as_ref().expect("still pending");
-                assert_eq!(op.trigger_id.as_deref(), Some("sp-trigger-1"));
+                assert_eq!(op.trigger_id.as_deref(), Some("rescale-trigger-1"));
             }),
             Expect::Event { reason: "Rescale", warning: false },
         ];
@@ -429,16 +500,159 @@ mod tests {
             [
                 "jobmanager: job",
                 "kube: apply status",
-                "jobmanager: trigger savepoint (stop: true)",
+                r#"jobmanager: rescale {"parallelism":1}"#,
                 "kube: apply status",
                 "kube: event Rescale",
-            ]
+            ],
+            "no pod touched"
         );
-        assert_eq!(requeue, Requeue::requeue(Duration::from_secs(1)), "the savepoint is looked at soon");
+        assert_eq!(requeue, Requeue::requeue(Duration::from_secs(1)), "the rescale is looked at soon");
     }
 
     #[tokio::test]
-    async fn an_active_autoscalers_rescale_is_written_ahead_then_its_savepoint_triggered() {
+    async fn a_rescale_without_the_slots_is_written_then_adds_taskmanagers() {
+        // At 2 on two TaskManagers of a slot: 4 needs two more.
+        let job = StreamJob::test().running().with_parallelism(4).next_generation();
+        let (ctx, verifier, _jobmanager, timeline) = Context::test(&job);
+        let n = Names("orders");
+        let expected = vec![
+            Expect::status(|s| {
+                let op = s.pending_operation.as_ref().expect("the operation is written before anything is done");
+                let i = op.in_place.as_ref().expect("in place");
+                assert_eq!((i.step, i.taskmanagers_before, i.taskmanagers), (InPlaceStep::AddTaskManagers, 2, 4));
+            }),
+            Expect::apply_with("deployments", n.taskmanager(), |d| {
+                assert_eq!(d["spec"]["replicas"], 4, "raised to what 4 subtasks need");
+            }),
+            Expect::Event { reason: "Rescale", warning: false },
+        ];
+        let (requeue, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
+        assert_eq!(
+            timeline,
+            [
+                "jobmanager: job",
+                "kube: apply status",
+                "kube: apply deployments/orders-taskmanager",
+                "kube: event Rescale"
+            ],
+            "the JobManager's Deployment untouched, the rescale not asked yet"
+        );
+        assert_eq!(requeue, Requeue::requeue(Duration::from_secs(2)), "the slots are looked at soon");
+    }
+
+    /// The job's status once the planner took the next step, the JobManager answering as `jobmanager` does.
+    fn planned(job: &StreamJob, jobmanager: &crate::fixtures::TestingJobManager) -> StreamJobStatus {
+        let details = jobmanager.job.lock().unwrap().clone();
+        let observed = Observed {
+            job: details.as_ref().map(JobView::from),
+            now: Timestamp::now().to_string(),
+            ..Default::default()
+        };
+        plan(job, &observed).status
+    }
+
+    #[tokio::test]
+    async fn taskmanagers_are_raised_again_as_deployed_by_an_operator_that_restarts_while_they_come() {
+        let job = StreamJob::test().running().with_parallelism(4).next_generation();
+        let (_, _, jobmanager, _) = Context::test(&job);
+        // Raised, then the operator restarted; meanwhile the image changed (that upgrade waits its turn).
+        let mut job = job.clone().with_status(planned(&job, &jobmanager)).next_generation();
+        job.spec.image = "weir:2".into();
+        // The JobManager answers as before: the job at 2 on two TaskManagers.
+        let (ctx, verifier, _jobmanager, timeline) = Context::test(&job);
+        let expected = vec![
+            Expect::status(|s| {
+                let op = s.pending_operation.as_ref().expect("still pending");
+                assert_eq!(op.in_place.as_ref().map(|i| i.step), Some(InPlaceStep::AddTaskManagers));
+            }),
+            Expect::apply_with("deployments", Names("orders").taskmanager(), |d| {
+                assert_eq!(d["spec"]["replicas"], 4);
+                let image = &d["spec"]["template"]["spec"]["containers"][0]["image"];
+                assert_eq!(image, "weir:latest", "the TaskManagers as deployed, not the new image");
+            }),
+        ];
+        let (requeue, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
+        assert_eq!(timeline, ["jobmanager: job", "kube: apply status", "kube: apply deployments/orders-taskmanager"]);
+        assert_eq!(requeue, Requeue::requeue(Duration::from_secs(2)));
+    }
+
+    #[tokio::test]
+    async fn a_rescale_the_jobmanager_refuses_is_recorded_for_the_planner_to_decide() {
+        let job = StreamJob::test().running().with_parallelism(1).next_generation();
+        let (ctx, verifier, jobmanager, timeline) = Context::test(&job);
+        let why = "a rescale is already in progress".to_string();
+        *jobmanager.refuse_rescale.lock().unwrap() = Some((http::StatusCode::CONFLICT, why.clone()));
+        let expected = vec![
+            Expect::status(|s| assert!(s.pending_operation.is_some())),
+            Expect::status(move |s| {
+                let op = s.pending_operation.as_ref().expect("still pending");
+                let refused = op.in_place.as_ref().and_then(|i| i.refused.clone());
+                assert_eq!(refused, Some(RescaleRefusal { status: 409, message: why }));
+                assert_eq!(op.trigger_id, None);
+            }),
+            Expect::Event { reason: "Rescale", warning: false },
+        ];
+        let (requeue, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
+        let asked = r#"jobmanager: rescale {"parallelism":1}"#;
+        assert_eq!(
+            timeline,
+            ["jobmanager: job", "kube: apply status", asked, "kube: apply status", "kube: event Rescale"]
+        );
+        assert_eq!(requeue, Requeue::requeue(Duration::from_secs(1)), "the planner decides soon");
+    }
+
+    #[tokio::test]
+    async fn a_completed_rescale_records_its_savepoint_and_removes_the_idle_taskmanagers() {
+        let storage = tempfile::tempdir().expect("a directory");
+        let savepoint = storage.path().join("sp-1");
+        std::fs::create_dir_all(&savepoint).expect("created");
+        std::fs::write(savepoint.join("_metadata"), b"{}").expect("written");
+        let path = format!("file://{}", savepoint.display());
+        // Rescaled 2 -> 1 in place and triggered.
+        let job = StreamJob::test().running().with_parallelism(1).next_generation();
+        let (_, _, jobmanager, _) = Context::test(&job);
+        let mut status = planned(&job, &jobmanager);
+        status.pending_operation.as_mut().expect("a rescale").trigger_id = Some("rescale-trigger-1".into());
+        let deployment = status.deployment.clone();
+        let job = job.with_status(status);
+        let (ctx, verifier, jobmanager, timeline) = Context::test(&job);
+        // Completed: the job runs at 1, on the first of the two TaskManagers still registered.
+        if let Some(answer) = jobmanager.job.lock().unwrap().as_mut() {
+            answer.parallelism = 1;
+            answer.taskmanagers = crate::fixtures::taskmanagers(2, 1, 1);
+        }
+        *jobmanager.savepoint.lock().unwrap() = SavepointStatus::Completed { path: path.clone() };
+        let expected = vec![
+            Expect::status(move |s| {
+                assert_eq!((&s.pending_operation, s.phase), (&None, Some(Phase::Running)));
+                assert_eq!(crate::planner::deployed_spec(s).map(|d| d.parallelism), Some(1), "what diffs see");
+                assert_eq!(s.deployment, deployment, "the same deployment");
+                let sp = s.last_savepoint.as_ref().expect("recorded");
+                assert_eq!((sp.path.as_str(), sp.reason), (path.as_str(), crate::crd::SavepointReason::Rescale));
+                assert_eq!(condition(s, "SnapshotHealthy"), ("True", "SavepointCompleted"));
+            }),
+            Expect::Event { reason: "Rescaled", warning: false },
+            Expect::apply_with("deployments", Names("orders").taskmanager(), |d| {
+                assert_eq!(d["spec"]["replicas"], 1, "the idle one goes");
+            }),
+        ];
+        let (requeue, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
+        assert_eq!(
+            timeline,
+            [
+                "jobmanager: job",
+                "jobmanager: savepoint status rescale-trigger-1",
+                "kube: apply status",
+                "kube: event Rescaled",
+                "kube: apply deployments/orders-taskmanager",
+            ],
+            "no JobManager Deployment applied"
+        );
+        assert_eq!(requeue, Requeue::requeue(Duration::from_secs(30)));
+    }
+
+    #[tokio::test]
+    async fn an_active_autoscalers_rescale_is_written_ahead_then_taskmanagers_added_for_it() {
         let job = StreamJob::test().with_autoscaler(AutoscalerMode::Active).running();
         let (ctx, verifier, jobmanager, timeline) = Context::test(&job);
         let metrics = ctx.metrics.clone();
@@ -462,13 +676,17 @@ mod tests {
                 assert_eq!((op.kind, op.by_autoscaler, op.trigger_id.as_deref()), (OperationKind::Rescale, true, None));
                 assert!(op.target_parallelism.is_some_and(|p| p > 2), "{op:?}");
                 assert_eq!((a.parallelism, a.spec_parallelism), (op.target_parallelism, Some(2)));
+                let chosen: Vec<(&str, i32)> = a.vertex_parallelism.iter().map(|(u, p)| (u.as_str(), *p)).collect();
+                assert_eq!(chosen, [("orders", op.target_parallelism.unwrap_or(0))], "per vertex, by uid");
+                assert_eq!(op.target_vertex_parallelism, a.vertex_parallelism);
                 assert_eq!(a.recent_rescales.len(), 1, "counted against the budget from the start");
                 assert_eq!(s.phase, Some(Phase::Rescaling));
+                let i = op.in_place.as_ref().expect("in place");
+                assert_eq!((i.step, i.taskmanagers_before), (InPlaceStep::AddTaskManagers, 2), "2 slots are too few");
             }),
             Expect::Event { reason: "AutoscalerDecision", warning: false },
-            Expect::status(|s| {
-                let op = s.pending_operation.as_ref().expect("still pending");
-                assert_eq!((op.trigger_id.as_deref(), op.by_autoscaler), (Some("sp-trigger-1"), true));
+            Expect::apply_with("deployments", Names("orders").taskmanager(), |d| {
+                assert!(d["spec"]["replicas"].as_i64().is_some_and(|r| r > 2), "{}", d["spec"]["replicas"]);
             }),
             Expect::Event { reason: "Rescale", warning: false },
         ];
@@ -479,12 +697,11 @@ mod tests {
                 "jobmanager: job over 15s",
                 "kube: apply status",
                 "kube: event AutoscalerDecision",
-                "jobmanager: trigger savepoint (stop: true)",
-                "kube: apply status",
+                "kube: apply deployments/orders-taskmanager",
                 "kube: event Rescale",
             ]
         );
-        assert_eq!(requeue, Requeue::requeue(Duration::from_secs(1)), "the savepoint is looked at soon");
+        assert_eq!(requeue, Requeue::requeue(Duration::from_secs(2)), "the slots are looked at soon");
         let text = metrics.render();
         for line in [
             "weir_operator_autoscaler_evaluations_total{namespace=\"weir\",job=\"orders\"} 1\n",

@@ -75,8 +75,9 @@ pub struct StreamJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
     /// Parallelism of every vertex (`kubectl scale` changes it). With
-    /// `autoscaler.mode: active`, where the autoscaler starts from: its choice
-    /// (`status.autoscaler.parallelism`) holds until this changes.
+    /// `autoscaler.mode: active`, where the autoscaler starts from: its
+    /// per-vertex choice (`status.autoscaler.vertexParallelism`) holds until
+    /// this changes. A running job is rescaled in place when it can be.
     #[schemars(range(min = 1, max = 32768))]
     pub parallelism: i32,
     /// The most the job can ever be rescaled to; fixed for the life of its state.
@@ -157,7 +158,8 @@ impl Default for JobManagerSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskManagerSpec {
-    /// Subtask slots per TaskManager: there are ceil(parallelism / slots) TaskManagers.
+    /// Subtask slots per TaskManager: there are ceil(p / slots) TaskManagers,
+    /// p the largest vertex parallelism (vertices share slots).
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 64))]
     pub slots: i32,
@@ -323,7 +325,9 @@ pub enum AutoscalerMode {
     Disabled,
     /// Decisions are reported in `status.autoscaler`, never applied.
     Recommend,
-    /// Decisions are applied (a savepoint, then the new parallelism).
+    /// Decisions are applied: each vertex rescaled to its own parallelism,
+    /// in place when the TaskManagers' slots allow (TaskManagers are added
+    /// first when they do not), through a savepoint verified in storage.
     Active,
 }
 
@@ -423,6 +427,11 @@ pub struct StreamJobStatus {
     /// The autoscaler's last evaluation and its recent rescales.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaler: Option<AutoscalerStatus>,
+    /// The vertices' own parallelism running now, by vertex uid (the
+    /// autoscaler's choice); a vertex not named runs at `deployedSpec`'s
+    /// parallelism. What the next rescale is compared with, as `deployedSpec`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deployed_vertex_parallelism: BTreeMap<String, i32>,
 }
 
 /// What the autoscaler saw and decided last, per vertex.
@@ -430,10 +439,16 @@ pub struct StreamJobStatus {
 #[serde(rename_all = "camelCase")]
 pub struct AutoscalerStatus {
     pub mode: AutoscalerMode,
-    /// The parallelism the autoscaler chose (`active` mode): the job's
-    /// effective parallelism, until `spec.parallelism` changes.
+    /// The parallelism the autoscaler chose (`active` mode), the largest of
+    /// `vertexParallelism`: the job's default parallelism (and what its
+    /// slots must cover), until `spec.parallelism` changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallelism: Option<i32>,
+    /// Each vertex's parallelism the autoscaler chose, by vertex uid (every
+    /// operator of a chain at its chain's): the job's effective parallelism,
+    /// until `spec.parallelism` changes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vertex_parallelism: BTreeMap<String, i32>,
     /// The `spec.parallelism` that choice was made over: when the spec's
     /// differs, the user changed it, and the user's value wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -532,7 +547,15 @@ pub struct PendingOperation {
     pub generation: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_parallelism: Option<i32>,
-    /// The savepoint's trigger id at the JobManager, once triggered.
+    /// The vertices' own parallelism the rescale goes to, by vertex uid (the
+    /// autoscaler's choice); the others go to `targetParallelism`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub target_vertex_parallelism: BTreeMap<String, i32>,
+    /// A rescale in place (the JobManager's rescale API, no pod recreated),
+    /// and the step it reached; none: a savepoint, then a redeploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_place: Option<InPlaceRescale>,
+    /// The savepoint's (or the rescale's) trigger id at the JobManager, once triggered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger_id: Option<String>,
     /// The savepoint (or checkpoint) the new deployment restores from, once known.
@@ -555,6 +578,50 @@ impl PendingOperation {
     pub fn stops_job(&self) -> bool {
         self.kind != OperationKind::Savepoint
     }
+}
+
+/// A rescale through the JobManager's rescale API: the job stops with a
+/// savepoint, which the JobManager verifies in storage, and its tasks restart
+/// from it at the new parallelism on the TaskManagers there are. Its steps:
+/// TaskManagers added (when their slots are too few), the rescale asked for
+/// (`triggerId` once accepted) and followed until the job runs at the new
+/// parallelism; then TaskManagers left idle are removed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InPlaceRescale {
+    pub step: InPlaceStep,
+    /// When the step began.
+    pub since: String,
+    /// The slots the new parallelism needs: its largest vertex's parallelism.
+    pub slots: i32,
+    /// The TaskManager replicas before the rescale: what an abort goes back to.
+    pub taskmanagers_before: i32,
+    /// The TaskManager replicas during the rescale (more than before when slots were added).
+    pub taskmanagers: i32,
+    /// The JobManager's refusal of the rescale, as the executor recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<RescaleRefusal>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum InPlaceStep {
+    /// The TaskManager Deployment was raised to `taskmanagers`: waiting for
+    /// the JobManager to report their slots (a bounded wait).
+    #[serde(rename = "add-taskmanagers")]
+    AddTaskManagers,
+    /// The rescale is asked of the JobManager, then followed by its `triggerId`.
+    Rescale,
+}
+
+/// The JobManager's answer to a rescale it did not accept: nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RescaleRefusal {
+    /// Its HTTP status: 409 for a rescale it understood and cannot make; any
+    /// other for a request it does not know (an older JobManager).
+    pub status: i32,
+    pub message: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -21,7 +21,8 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::task::JoinHandle;
 use tower_test::mock::{self, Handle, SendResponse};
 use weir_api::rest::{
-    JobDetails, JobState, LatestCheckpoint, Metrics, SavepointRequest, SavepointStatus, TriggerResponse, Vertex,
+    JobDetails, JobState, LatestCheckpoint, Metrics, RescaleRequest, SavepointRequest, SavepointStatus, TaskManager,
+    TriggerResponse, Vertex,
 };
 
 use crate::controller::{Context, FINALIZER, MANAGER, StatusPatch};
@@ -92,10 +93,32 @@ impl StreamJob {
     }
 }
 
-/// The JobManager's answer for `job` as deployed (its parallelism and deployment) in `state`.
+/// `count` registered TaskManagers of `slots` slots each, `used` slots in all used (the earliest first).
+pub fn taskmanagers(count: i32, slots: i32, used: i32) -> Vec<TaskManager> {
+    let slots = slots.max(0) as u32;
+    let mut left = used.max(0) as u32;
+    (1..=count)
+        .map(|i| {
+            let slots_used = left.min(slots);
+            left -= slots_used;
+            TaskManager {
+                id: format!("tm-{i}"),
+                data_address: format!("10.0.0.{i}:6124"),
+                slots,
+                slots_used,
+                last_heartbeat_ms_ago: 300,
+            }
+        })
+        .collect()
+}
+
+/// The JobManager's answer for `job` as deployed (its parallelism and
+/// deployment, and the TaskManagers it needs) in `state`.
 pub fn details(job: &StreamJob, state: JobState) -> JobDetails {
     let status = job.status.clone().unwrap_or_default();
     let deployed = crate::planner::deployed_spec(&status).unwrap_or_else(|| job.spec.clone());
+    let slots = deployed.task_manager.slots;
+    let count = crate::resources::taskmanagers(deployed.parallelism, slots);
     JobDetails {
         id: job.name_any(),
         name: job.name_any(),
@@ -107,7 +130,7 @@ pub fn details(job: &StreamJob, state: JobState) -> JobDetails {
         metrics_window_ms: 0,
         edges: Vec::new(),
         checkpoints: LatestCheckpoint::default(),
-        taskmanagers: Vec::new(),
+        taskmanagers: taskmanagers(count, slots, deployed.parallelism),
         restarts: 0,
         failure: None,
         restored_from: None,
@@ -141,7 +164,7 @@ pub fn metered(deployment: Option<&str>, started: Timestamp, busy: f64, pending:
         metrics_window_ms: 15_000,
         edges: Vec::new(),
         checkpoints: LatestCheckpoint::default(),
-        taskmanagers: Vec::new(),
+        taskmanagers: taskmanagers(2, 1, 2),
         restarts: 0,
         failure: None,
         restored_from: None,
@@ -154,8 +177,10 @@ pub fn metered(deployment: Option<&str>, started: Timestamp, busy: f64, pending:
 pub struct TestingJobManager {
     /// What `GET /v1/jobs/{job}` answers; `None`: the JobManager does not answer.
     pub job: Mutex<Option<JobDetails>>,
-    /// What every savepoint's status is.
+    /// What every savepoint's (and rescale's) status is.
     pub savepoint: Mutex<SavepointStatus>,
+    /// The refusal of a rescale, when the JobManager is to refuse one.
+    pub refuse_rescale: Mutex<Option<(http::StatusCode, String)>>,
     triggers: AtomicU64,
     timeline: Timeline,
 }
@@ -196,6 +221,23 @@ impl JobManagerClient for TestingJobManager {
         let answer = match self.job.lock().unwrap().as_ref() {
             Some(_) => Ok(TriggerResponse { trigger_id: format!("sp-trigger-{n}") }),
             None => Err(Self::unreachable(job)),
+        };
+        Box::pin(async move { answer })
+    }
+
+    fn rescale<'a>(
+        &'a self,
+        job: &'a StreamJob,
+        request: RescaleRequest,
+    ) -> BoxFuture<'a, Result<TriggerResponse, JobManagerError>> {
+        let body = serde_json::to_string(&request).expect("a request serializes");
+        self.timeline.push(format!("jobmanager: rescale {body}"));
+        let n = self.triggers.fetch_add(1, Ordering::Relaxed) + 1;
+        let url = format!("http://{}-jobmanager.weir.svc:8081/v1/jobs/{}/rescale", job.name_any(), job.name_any());
+        let answer = match (self.job.lock().unwrap().as_ref(), self.refuse_rescale.lock().unwrap().clone()) {
+            (None, _) => Err(Self::unreachable(job)),
+            (Some(_), Some((status, message))) => Err(JobManagerError::Refused { url, status, message }),
+            (Some(_), None) => Ok(TriggerResponse { trigger_id: format!("rescale-trigger-{n}") }),
         };
         Box::pin(async move { answer })
     }
@@ -359,6 +401,7 @@ impl Context {
         let jobmanager = Arc::new(TestingJobManager {
             job: Mutex::new(Some(details(job, JobState::Running))),
             savepoint: Mutex::new(SavepointStatus::InProgress),
+            refuse_rescale: Mutex::new(None),
             triggers: AtomicU64::new(0),
             timeline: timeline.clone(),
         });

@@ -1,7 +1,7 @@
 //! The operator's side of the JobManager's REST API: one typed client trait,
 //! [`JobManagerClient`], with the calls the controller makes (the job's
 //! details, with rates over a window for the autoscaler, trigger a
-//! savepoint, a savepoint's status), answered with the
+//! savepoint, rescale in place, a savepoint's or rescale's status), answered with the
 //! types of [`weir_api::rest`] that the JobManager serialises.
 //!
 //! ```text
@@ -24,7 +24,9 @@ use http::{Method, Request, StatusCode};
 use kube::ResourceExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use weir_api::rest::{ErrorBody, JobDetails, SavepointRequest, SavepointStatus, TriggerResponse, paths};
+use weir_api::rest::{
+    ErrorBody, JobDetails, RescaleRequest, SavepointRequest, SavepointStatus, TriggerResponse, paths,
+};
 
 use crate::crd::StreamJob;
 use crate::resources::{Names, REST_PORT};
@@ -84,7 +86,14 @@ pub trait JobManagerClient: Send + Sync {
         request: SavepointRequest,
     ) -> BoxFuture<'a, Result<TriggerResponse, JobManagerError>>;
 
-    /// `GET /v1/jobs/{job}/savepoints/{trigger_id}`.
+    /// `POST /v1/jobs/{job}/rescale`: followed, as a savepoint is, by its trigger id.
+    fn rescale<'a>(
+        &'a self,
+        job: &'a StreamJob,
+        request: RescaleRequest,
+    ) -> BoxFuture<'a, Result<TriggerResponse, JobManagerError>>;
+
+    /// `GET /v1/jobs/{job}/savepoints/{trigger_id}` (a savepoint's or a rescale's).
     fn savepoint_status<'a>(
         &'a self,
         job: &'a StreamJob,
@@ -232,6 +241,14 @@ impl<T: Transport> JobManagerClient for RestClient<T> {
         Box::pin(async move { self.call(job, Method::POST, &paths::savepoints(&job.name_any()), Some(&request)).await })
     }
 
+    fn rescale<'a>(
+        &'a self,
+        job: &'a StreamJob,
+        request: RescaleRequest,
+    ) -> BoxFuture<'a, Result<TriggerResponse, JobManagerError>> {
+        Box::pin(async move { self.call(job, Method::POST, &paths::rescale(&job.name_any()), Some(&request)).await })
+    }
+
     fn savepoint_status<'a>(
         &'a self,
         job: &'a StreamJob,
@@ -318,6 +335,14 @@ mod tests {
             answer(&mut verifier, Method::GET, &format!("{proxy}/savepoints/sp-trigger-1"), None, ok, done).await
         });
         assert_eq!(got.unwrap(), SavepointStatus::Completed { path: "s3://weir/sp-1".into() });
+
+        let per_vertex = RescaleRequest { parallelism: Some(6), vertices: [("2-window".to_string(), 6)].into() };
+        let trigger = serde_json::to_vec(&TriggerResponse { trigger_id: "rescale-trigger-1".into() }).unwrap();
+        let (got, ()) = tokio::join!(client.rescale(&job, per_vertex), async {
+            let body = Some(serde_json::json!({ "parallelism": 6, "vertices": { "2-window": 6 } }));
+            answer(&mut verifier, Method::POST, &format!("{proxy}/rescale"), body, StatusCode::ACCEPTED, trigger).await
+        });
+        assert_eq!(got.unwrap().trigger_id, "rescale-trigger-1");
 
         let refusal = serde_json::to_vec(&ErrorBody { error: "the job is not running".into() }).unwrap();
         let (got, ()) = tokio::join!(client.trigger_savepoint(&job, SavepointRequest::default()), async {

@@ -11,7 +11,9 @@ pub enum Phase {
     Running,
     /// A savepoint is being taken while the job runs (manual or periodic).
     Savepointing,
-    /// Savepoint, then redeploy at the new parallelism from it.
+    /// In place while the job runs (the JobManager's rescale API: TaskManagers
+    /// added first when their slots are too few, idle ones removed after);
+    /// else a savepoint, then a redeploy at the new parallelism from it.
     Rescaling,
     /// Savepoint (or last checkpoint), then redeploy with the new spec.
     Upgrading,

@@ -4,19 +4,25 @@
 //! actions to take.
 //!
 //! The status is written *before* the actions run. An operation that spans
-//! reconciliations (savepoint, verify, redeploy) is recorded first as
-//! `status.pendingOperation` (write-ahead), so an operator restarted in the
-//! middle of one finds it there and carries on from the step it reached.
+//! reconciliations (savepoint, verify, redeploy; or add TaskManagers,
+//! rescale in place) is recorded first as `status.pendingOperation`
+//! (write-ahead), so an operator restarted in the middle of one finds it
+//! there and carries on from the step it reached.
 //!
 //! The parallelism rolled out is the job's *effective* one: `spec.parallelism`,
-//! or in the autoscaler's `active` mode its choice (`planner/autoscaling.rs` says who
-//! owns it). Either way a change of it goes through the same rescale.
+//! or in the autoscaler's `active` mode its per-vertex choice
+//! (`planner/autoscaling.rs` says who owns it). Either way a change of it
+//! goes through the same rescale: in place while the job runs
+//! (`planner/rescale.rs`: the JobManager's rescale API on the TaskManagers
+//! there are, more added first when their slots are too few, idle ones
+//! removed after), by a savepoint and a redeploy otherwise.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
-use weir_api::rest::{JobDetails, JobState};
+use weir_api::rest::{JobDetails, JobState, RescaleRequest};
 
 use crate::crd::{
     DesiredState, OperationKind, PendingOperation, SavepointReason, SavepointRef, StreamJob, StreamJobSpec,
@@ -28,8 +34,10 @@ use crate::resources::{Deploy, Restore};
 use crate::validate::{FieldError, validate};
 
 mod autoscaling;
+mod rescale;
 
-pub use autoscaling::{Evaluation, SAMPLE_EVERY, rate_window};
+pub use autoscaling::{Evaluation, SAMPLE_EVERY, rate_window, sample_every};
+pub use rescale::TASKMANAGERS_WAIT;
 
 /// What the observer found (it only reads: the JobManager's REST API, storage).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -63,17 +71,27 @@ pub struct JobView {
     pub last_checkpoint: Option<crate::crd::CheckpointRef>,
     /// The deployment the answering JobManager belongs to.
     pub deployment: Option<String>,
+    /// Each vertex's parallelism now, by its uid.
+    pub vertices: BTreeMap<String, i32>,
+    /// The TaskManagers registered with the JobManager.
+    pub taskmanagers: i32,
+    /// Their slots, in all.
+    pub slots: i32,
 }
 
 impl From<&JobDetails> for JobView {
     fn from(d: &JobDetails) -> JobView {
+        let int = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
         JobView {
             state: d.state,
-            parallelism: i32::try_from(d.parallelism).unwrap_or(i32::MAX),
+            parallelism: int(d.parallelism.into()),
             restored_from: d.restored_from.clone(),
             failure: d.failure.clone(),
             last_checkpoint: d.checkpoints.latest.as_ref().and_then(checkpoint_ref),
             deployment: d.deployment.clone(),
+            vertices: d.vertices.iter().map(|v| (v.id.clone(), int(v.parallelism.into()))).collect(),
+            taskmanagers: int(d.taskmanagers.len() as u64),
+            slots: int(d.taskmanagers.iter().map(|t| u64::from(t.slots)).sum()),
         }
     }
 }
@@ -89,6 +107,13 @@ fn checkpoint_ref(latest: &weir_api::rest::CheckpointRef) -> Option<crate::crd::
         path: latest.path.clone(),
         time: time.to_string(),
     })
+}
+
+/// What became of a pending operation's trigger.
+enum Fate {
+    Waiting,
+    Failed(String),
+    Completed { path: String, in_storage: bool },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +137,13 @@ pub enum Action {
     /// Ask the JobManager for a savepoint; with `stop`, the job stops once it is taken.
     /// The executor records the trigger id in `pendingOperation`.
     TriggerSavepoint { stop: bool },
+    /// Ask the JobManager to rescale the running job in place. The executor
+    /// records the trigger id in `pendingOperation`, or the JobManager's
+    /// refusal in its `inPlace.refused`.
+    Rescale(RescaleRequest),
+    /// Server-side apply the TaskManager Deployment, as deployed, at this
+    /// many replicas (their pod template does not depend on the parallelism).
+    ScaleTaskManagers(i32),
     /// Delete a savepoint (its `_metadata` first, then its files) from storage.
     DisposeSavepoint(String),
     /// A Kubernetes event on the StreamJob.
@@ -153,6 +185,8 @@ struct Planner<'a> {
     actions: Vec<Action>,
     /// The spec as it is rolled out: the user's, at the effective parallelism.
     spec: StreamJobSpec,
+    /// The vertices' own effective parallelism, by uid (the autoscaler's choice).
+    vertices: BTreeMap<String, i32>,
     /// Whether the autoscaler set the effective parallelism in this plan.
     autoscaler_rescale: bool,
     /// Whether the autoscaler is on (and the spec valid): the job is sampled often.
@@ -168,6 +202,7 @@ impl<'a> Planner<'a> {
             status: job.status.clone().unwrap_or_default(),
             actions: Vec::new(),
             spec: job.spec.clone(),
+            vertices: BTreeMap::new(),
             autoscaler_rescale: false,
             autoscaling: false,
         };
@@ -232,15 +267,17 @@ impl Planner<'_> {
     }
 
     fn deploy(&mut self, spec: &StreamJobSpec, restore: Restore) {
-        let note = format!("deploying at parallelism {} {}", spec.parallelism, starting_point(&restore));
+        let at = parallelism_in_words(spec.parallelism, &self.vertices);
+        let note = format!("deploying at parallelism {at} {}", starting_point(&restore));
         // One name per rollout: the generation and the moment.
         let digits: String = self.observed.now.chars().filter(char::is_ascii_digit).take(14).collect();
         let id = format!("{}-{digits}", self.generation);
         self.status.deployed_from = Some(restore.to_string());
-        self.actions.push(Action::Apply(Deploy { parallelism: spec.parallelism, restore, id: id.clone() }));
+        let vertices = self.vertices.clone();
+        self.actions.push(Action::Apply(Deploy { parallelism: spec.parallelism, vertices, restore, id: id.clone() }));
         self.status.deployment = Some(id);
         self.status.deployed_at = Some(self.observed.now.clone());
-        self.status.deployed_spec = Some(serde_json::to_string(spec).expect("a spec serializes"));
+        self.remember_deployed(spec);
         // A rescale or upgrade keeps its phase until the job runs again.
         if !matches!(self.status.phase, Some(Phase::Rescaling | Phase::Upgrading | Phase::RollingBack)) {
             self.phase(Phase::Deploying);
@@ -251,6 +288,37 @@ impl Planner<'_> {
         self.actions.push(Action::Requeue(Duration::from_secs(1)));
     }
 
+    /// `spec` (and the effective vertices' parallelism) as what runs now: what the next change is compared with.
+    fn remember_deployed(&mut self, spec: &StreamJobSpec) {
+        self.status.deployed_spec = Some(serde_json::to_string(spec).expect("a spec serializes"));
+        self.status.deployed_vertex_parallelism = self.vertices.clone();
+    }
+
+    /// An operation of `kind` on the effective spec, as it starts now.
+    fn new_operation(&self, kind: OperationKind, reason: Option<SavepointReason>) -> PendingOperation {
+        PendingOperation {
+            kind,
+            generation: self.generation,
+            target_parallelism: Some(self.spec.parallelism),
+            target_vertex_parallelism: self.vertices.clone(),
+            in_place: None,
+            trigger_id: None,
+            restore_from: None,
+            reason,
+            by_autoscaler: kind == OperationKind::Rescale && self.autoscaler_rescale,
+            started_at: self.observed.now.clone(),
+        }
+    }
+
+    /// Records `op` (write-ahead: the status is written before its first action) and reports it.
+    fn begin(&mut self, op: PendingOperation, phase: Phase, note: &str) {
+        let kind = op.kind;
+        self.status.pending_operation = Some(op);
+        self.phase(phase);
+        self.set_condition("Progressing", true, &format!("{kind:?}"), note);
+        self.event(false, &format!("{kind:?}"), note);
+    }
+
     /// Starts an operation that needs a savepoint: recorded first, then triggered.
     fn start_savepoint_operation(
         &mut self,
@@ -259,21 +327,9 @@ impl Planner<'_> {
         phase: Phase,
         note: &str,
     ) {
-        let op = PendingOperation {
-            kind,
-            generation: self.generation,
-            target_parallelism: Some(self.spec.parallelism),
-            trigger_id: None,
-            restore_from: None,
-            reason,
-            by_autoscaler: kind == OperationKind::Rescale && self.autoscaler_rescale,
-            started_at: self.observed.now.clone(),
-        };
+        let op = self.new_operation(kind, reason);
         self.actions.push(Action::TriggerSavepoint { stop: op.stops_job() });
-        self.status.pending_operation = Some(op);
-        self.phase(phase);
-        self.set_condition("Progressing", true, &format!("{kind:?}"), note);
-        self.event(false, &format!("{kind:?}"), note);
+        self.begin(op, phase, note);
     }
 
     /// How long a savepoint may take before its operation is aborted.
@@ -308,74 +364,98 @@ impl Planner<'_> {
 
     /// Carries the pending operation one step further.
     fn continue_operation(&mut self, op: PendingOperation) {
+        if op.in_place.is_some() {
+            self.continue_in_place(op);
+            return;
+        }
         if op.trigger_id.is_none() {
             // Recorded but (perhaps) never triggered: trigger now.
             self.actions.push(Action::TriggerSavepoint { stop: op.stops_job() });
             return;
         }
+        match self.fate(&op.started_at, "savepoint") {
+            Fate::Waiting => {}
+            Fate::Failed(why) => self.abort(&op, &why, true),
+            Fate::Completed { path, in_storage: false } => {
+                self.abort(&op, &format!("the savepoint was reported at {path} but is not in storage"), true)
+            }
+            Fate::Completed { path, in_storage: true } => self.savepoint_completed(op, path),
+        }
+    }
+
+    /// What became of the pending operation's trigger (a savepoint's or a
+    /// rescale's, `what`), triggered at `since`; while it is in progress, the
+    /// plan looks again soon.
+    fn fate(&mut self, since: &str, what: &str) -> Fate {
         let timeout = self.savepoint_timeout();
-        let failure = match &self.observed.savepoint {
-            None | Some(SavepointView::InProgress) if elapsed(&op.started_at, &self.observed.now) > timeout => {
-                Some(format!("the savepoint did not complete within {timeout:?}"))
+        match &self.observed.savepoint {
+            None | Some(SavepointView::InProgress) if elapsed(since, &self.observed.now) > timeout => {
+                Fate::Failed(format!("the {what} did not complete within {timeout:?}"))
             }
             None | Some(SavepointView::InProgress) => {
                 self.actions.push(Action::Requeue(Duration::from_secs(1)));
-                return;
+                Fate::Waiting
             }
-            Some(SavepointView::Failed(e)) => Some(format!("the savepoint failed: {e}")),
-            Some(SavepointView::Completed { path, in_storage: false }) => {
-                Some(format!("the savepoint was reported at {path} but is not in storage"))
+            Some(SavepointView::Failed(e)) => Fate::Failed(format!("the {what} failed: {e}")),
+            Some(SavepointView::Completed { path, in_storage }) => {
+                Fate::Completed { path: path.clone(), in_storage: *in_storage }
             }
-            Some(SavepointView::Completed { path, in_storage: true }) => {
-                let path = path.clone();
-                let reason = op.reason.unwrap_or(match op.kind {
-                    OperationKind::Rescale => SavepointReason::Rescale,
-                    OperationKind::Suspend => SavepointReason::Suspend,
-                    OperationKind::Delete => SavepointReason::Delete,
-                    OperationKind::Savepoint => SavepointReason::Manual,
-                    OperationKind::Upgrade | OperationKind::Restart => SavepointReason::Upgrade,
-                });
-                self.record_savepoint(SavepointRef { path: path.clone(), time: self.observed.now.clone(), reason });
-                self.status.pending_operation = None;
-                self.set_condition("SnapshotHealthy", true, "SavepointCompleted", &path);
-                match op.kind {
-                    OperationKind::Savepoint => {
-                        self.phase(Phase::Running);
-                        let note = format!("{reason:?} savepoint at {path}");
-                        self.set_condition("Progressing", false, "SavepointCompleted", &note);
-                        self.event(false, "SavepointCompleted", &note);
-                    }
-                    OperationKind::Suspend => {
-                        self.actions.push(Action::Stop);
-                        self.status.deployed_spec = Some(serde_json::to_string(&self.spec).expect("a spec serializes"));
-                        self.phase(Phase::Suspended);
-                        self.set_condition("Progressing", false, "Suspended", &format!("suspended at {path}"));
-                        self.set_condition("Ready", false, "Suspended", &format!("suspended at {path}"));
-                        self.event(false, "Suspended", &format!("stopped with a savepoint at {path}"));
-                    }
-                    _ => {
-                        let spec = self.spec.clone();
-                        self.deploy(&spec, Restore::Snapshot(path));
-                    }
-                }
-                None
-            }
-        };
-        if let Some(why) = failure {
-            // Abort: the job was not stopped (a stop-with-savepoint that fails leaves it running).
-            self.status.pending_operation = None;
-            if op.by_autoscaler {
-                // Not the user's generation that failed: the autoscaler's choice.
-                self.autoscaler_rescale_failed(&why);
-            } else if op.kind != OperationKind::Savepoint {
-                self.status.failed_generation = Some(op.generation);
-            }
-            self.phase(Phase::Running);
-            let note = format!("{:?} aborted, the job keeps running as deployed: {why}", op.kind);
-            self.set_condition("SnapshotHealthy", false, "SavepointFailed", &why);
-            self.set_condition("Progressing", false, "Aborted", &note);
-            self.event(true, "Aborted", &note);
         }
+    }
+
+    /// The operation's savepoint is taken and verified in storage: the operation goes on from it.
+    fn savepoint_completed(&mut self, op: PendingOperation, path: String) {
+        let reason = op.reason.unwrap_or(match op.kind {
+            OperationKind::Rescale => SavepointReason::Rescale,
+            OperationKind::Suspend => SavepointReason::Suspend,
+            OperationKind::Delete => SavepointReason::Delete,
+            OperationKind::Savepoint => SavepointReason::Manual,
+            OperationKind::Upgrade | OperationKind::Restart => SavepointReason::Upgrade,
+        });
+        self.record_savepoint(SavepointRef { path: path.clone(), time: self.observed.now.clone(), reason });
+        self.status.pending_operation = None;
+        self.set_condition("SnapshotHealthy", true, "SavepointCompleted", &path);
+        match op.kind {
+            OperationKind::Savepoint => {
+                self.phase(Phase::Running);
+                let note = format!("{reason:?} savepoint at {path}");
+                self.set_condition("Progressing", false, "SavepointCompleted", &note);
+                self.event(false, "SavepointCompleted", &note);
+            }
+            OperationKind::Suspend => {
+                self.actions.push(Action::Stop);
+                let spec = self.spec.clone();
+                self.remember_deployed(&spec);
+                self.phase(Phase::Suspended);
+                self.set_condition("Progressing", false, "Suspended", &format!("suspended at {path}"));
+                self.set_condition("Ready", false, "Suspended", &format!("suspended at {path}"));
+                self.event(false, "Suspended", &format!("stopped with a savepoint at {path}"));
+            }
+            _ => {
+                let spec = self.spec.clone();
+                self.deploy(&spec, Restore::Snapshot(path));
+            }
+        }
+    }
+
+    /// Aborts the pending operation `op`: the job was not stopped (a
+    /// stop-with-savepoint that fails leaves it running), and the operation is
+    /// not retried on its own. `snapshot`: its savepoint is what failed.
+    fn abort(&mut self, op: &PendingOperation, why: &str, snapshot: bool) {
+        self.status.pending_operation = None;
+        if op.by_autoscaler {
+            // Not the user's generation that failed: the autoscaler's choice.
+            self.autoscaler_rescale_failed(why);
+        } else if op.kind != OperationKind::Savepoint {
+            self.status.failed_generation = Some(op.generation);
+        }
+        self.phase(Phase::Running);
+        let note = format!("{:?} aborted, the job keeps running as deployed: {why}", op.kind);
+        if snapshot {
+            self.set_condition("SnapshotHealthy", false, "SavepointFailed", why);
+        }
+        self.set_condition("Progressing", false, "Aborted", &note);
+        self.event(true, "Aborted", &note);
     }
 
     /// No operation in flight: compare what is deployed with what is asked for.
@@ -385,7 +465,12 @@ impl Planner<'_> {
             self.first_deployment(&spec);
             return;
         };
-        let d = diff(&deployed, &spec);
+        let mut d = diff(&deployed, &spec);
+        if self.status.deployed_vertex_parallelism != self.vertices {
+            // The autoscaler's per-vertex choice, not the spec's: a rescale all the same.
+            d.fields.push("status.autoscaler.vertexParallelism");
+            d.kind = d.kind.max(ChangeKind::Scale);
+        }
         if self.status.failed_generation == Some(self.generation) && d.kind > ChangeKind::Ignore {
             // This generation's rollout was aborted; a new spec (or restartNonce) tries again.
             self.observe_running();
@@ -451,8 +536,9 @@ impl Planner<'_> {
         }
     }
 
-    /// A change the job's processes see (its parallelism, or more): through a
-    /// savepoint when the job runs, else at once.
+    /// A change the job's processes see (its parallelism, or more): when the
+    /// job runs, a rescale in place, an upgrade through a savepoint (as
+    /// `upgradeMode` says); else at once.
     fn roll_out(&mut self, spec: &StreamJobSpec, deployed: &StreamJobSpec, d: &SpecDiff) {
         let running = self.current_job().is_some_and(|j| j.state == JobState::Running);
         if running && self.rollout_in_progress() {
@@ -471,12 +557,7 @@ impl Planner<'_> {
             return;
         }
         match d.kind {
-            ChangeKind::Scale => {
-                let by = if self.autoscaler_rescale { "the autoscaler: " } else { "" };
-                let note =
-                    format!("{by}rescaling {} -> {} through a savepoint", deployed.parallelism, spec.parallelism);
-                self.start_savepoint_operation(OperationKind::Rescale, None, Phase::Rescaling, &note);
-            }
+            ChangeKind::Scale => self.rescale_in_place(deployed),
             _ => self.upgrade(spec, d),
         }
     }
@@ -616,6 +697,7 @@ impl Planner<'_> {
                     self.set_condition("Progressing", false, "Stable", &note);
                 }
                 self.set_condition("Degraded", false, "Running", &note);
+                self.remove_idle_taskmanagers(job.taskmanagers);
                 self.periodic_savepoint();
             }
             Some(job) if job.state == JobState::Failed => {
@@ -650,6 +732,15 @@ impl Planner<'_> {
             }
         }
     }
+}
+
+/// A parallelism with the vertices' own, in words: `4`, or `4 (2-window: 4, 1-source: 1)`.
+fn parallelism_in_words(parallelism: i32, vertices: &BTreeMap<String, i32>) -> String {
+    if vertices.is_empty() {
+        return parallelism.to_string();
+    }
+    let each: Vec<String> = vertices.iter().map(|(uid, p)| format!("{uid}: {p}")).collect();
+    format!("{parallelism} ({})", each.join(", "))
 }
 
 /// Where a deployment starts from, in words.
@@ -723,6 +814,10 @@ mod tests {
             failure: None,
             last_checkpoint: None,
             deployment: None,
+            vertices: BTreeMap::new(),
+            // The TaskManagers of the test spec (a slot each) at the job's parallelism.
+            taskmanagers: parallelism,
+            slots: parallelism,
         };
         Observed {
             job: job.map(view),
@@ -746,13 +841,13 @@ mod tests {
         })
     }
 
-    /// Runs the plan and pretends the executor did its part: a triggered savepoint gets an id.
+    /// Runs the plan and pretends the executor did its part: a triggered savepoint (or rescale) gets an id.
     pub(super) fn step(job: &StreamJob, obs: &Observed) -> Plan {
         let mut plan = plan(job, obs);
         let refused =
             plan.actions.iter().find(|a| matches!(a, Action::Event { reason, .. } if reason == "InternalError"));
         assert!(refused.is_none(), "the plan asked for a refused phase change: {refused:?}");
-        if plan.actions.iter().any(|a| matches!(a, Action::TriggerSavepoint { .. }))
+        if plan.actions.iter().any(|a| matches!(a, Action::TriggerSavepoint { .. } | Action::Rescale(_)))
             && let Some(op) = &mut plan.status.pending_operation
         {
             op.trigger_id = Some("t1".into());
@@ -792,22 +887,53 @@ mod tests {
         assert!(p.actions.is_empty(), "{:?}", p.actions);
     }
 
-    #[test]
-    fn a_rescale_goes_through_a_verified_savepoint_and_survives_an_operator_restart() {
-        let deployed = step(&job(None, 1, |_| {}), &observed(None, None)).status;
-        let running = step(&job(Some(deployed), 1, |_| {}), &observed(Some((JobState::Running, 2)), None)).status;
-        let scaled = |status| job(Some(status), 2, |s| s.parallelism = 3);
+    /// `o` with the job's TaskManagers registering `slots` slots in all (a slot each).
+    pub(super) fn slots(mut o: Observed, slots: i32) -> Observed {
+        if let Some(j) = &mut o.job {
+            (j.taskmanagers, j.slots) = (slots, slots);
+        }
+        o
+    }
 
-        // 1. Recorded (write-ahead) and triggered.
-        let p = step(&scaled(running), &observed(Some((JobState::Running, 2)), None));
+    /// `o` with the job's TaskManager one of `slots` slots.
+    pub(super) fn one_taskmanager(mut o: Observed, slots: i32) -> Observed {
+        if let Some(j) = &mut o.job {
+            (j.taskmanagers, j.slots) = (1, slots);
+        }
+        o
+    }
+
+    /// `status` once the executor recorded the JobManager's refusal (`code`) of the rescale in place.
+    pub(super) fn refused(mut status: StreamJobStatus, code: i32) -> StreamJobStatus {
+        let op = status.pending_operation.as_mut().expect("a pending operation");
+        op.trigger_id = None;
+        let in_place = op.in_place.as_mut().expect("a rescale in place");
+        in_place.refused = Some(crate::crd::RescaleRefusal { status: code, message: "no such route".into() });
+        status
+    }
+
+    /// A JobManager without the rescale API (404): the rescale goes through a
+    /// stop-with-savepoint, verified in storage, and a redeploy from it.
+    #[test]
+    fn a_rescale_the_jobmanager_cannot_make_in_place_goes_through_a_verified_savepoint_and_a_redeploy() {
+        // A TaskManager of 4 slots runs the job at 2: room for 3.
+        let four_slots = |s: &mut StreamJobSpec| s.task_manager.slots = 4;
+        let scaled = |status| job(Some(status), 2, move |s| (four_slots(s), s.parallelism = 3).1);
+        let up = || one_taskmanager(observed(Some((JobState::Running, 2)), None), 4);
+        // 1. In place first: recorded (write-ahead) and asked for.
+        let p = step(&scaled(running(four_slots)), &up());
+        assert!(p.actions.contains(&Action::Rescale(RescaleRequest::to(3))), "{:?}", p.actions);
+        // 2. Refused as unknown: the savepoint way, recorded and triggered.
+        let p = step(&scaled(refused(p.status, 404)), &up());
         assert_eq!(p.status.phase, Some(Phase::Rescaling));
         let op = p.status.pending_operation.clone().unwrap();
         assert_eq!((op.kind, op.target_parallelism, op.generation), (OperationKind::Rescale, Some(3), 2));
+        assert_eq!(op.in_place, None);
         assert!(p.actions.contains(&Action::TriggerSavepoint { stop: true }));
-        // 2. A restarted operator finds the operation and waits for the savepoint.
+        // 3. A restarted operator finds the operation and waits for the savepoint.
         let p = step(&scaled(p.status), &observed(Some((JobState::Running, 2)), Some(SavepointView::InProgress)));
         assert_eq!(p.actions, vec![Action::Requeue(Duration::from_secs(1))]);
-        // 3. Completed and found in storage: redeploy at 3 from it.
+        // 4. Completed and found in storage: redeploy at 3 from it.
         let sp = "s3://weir/checkpoints/j/savepoints/sp-9".to_string();
         let done = Some(SavepointView::Completed { path: sp.clone(), in_storage: true });
         let p = step(&scaled(p.status), &observed(None, done));
@@ -815,7 +941,7 @@ mod tests {
         assert_eq!(p.status.phase, Some(Phase::Rescaling), "rescaling until the job runs at 3");
         assert_eq!(p.status.pending_operation, None);
         assert_eq!(p.status.last_savepoint.as_ref().unwrap().reason, SavepointReason::Rescale);
-        // 4. Running at the new parallelism.
+        // 5. Running at the new parallelism.
         let p = step(&scaled(p.status), &observed(Some((JobState::Running, 3)), None));
         assert_eq!(p.status.phase, Some(Phase::Running));
         assert_eq!(deployed_spec(&p.status).unwrap().parallelism, 3);
@@ -846,7 +972,7 @@ mod tests {
                 assert_eq!((p.status.phase, &p.status.pending_operation), (Some(Phase::Deploying), &None));
                 assert!(p.actions.iter().any(|a| matches!(a, Action::Event { reason, .. } if reason == "Redeploying")));
             }
-            // Seen running in the same look as the change: the rollout is over, and the rescale takes a savepoint.
+            // Seen running in the same look as the change: the rollout is over, and the rescale is made in place.
             let p = step(&scaled(deploying), &observed(Some((JobState::Running, 2)), None));
             assert_eq!(p.status.phase, Some(Phase::Rescaling));
             assert_eq!(
@@ -858,9 +984,14 @@ mod tests {
 
     #[test]
     fn a_parallelism_change_before_a_rescaled_job_runs_keeps_the_rescales_savepoint() {
-        let scaled =
-            |status, generation, parallelism| job(Some(status), generation, move |s| s.parallelism = parallelism);
-        let p = step(&scaled(running(|_| {}), 2, 3), &observed(Some((JobState::Running, 2)), None));
+        let four_slots = |s: &mut StreamJobSpec| s.task_manager.slots = 4;
+        let scaled = |status, generation, parallelism| {
+            job(Some(status), generation, move |s| (four_slots(s), s.parallelism = parallelism).1)
+        };
+        // A JobManager without the rescale API: a savepoint, then a redeploy at 3 from it.
+        let up = one_taskmanager(observed(Some((JobState::Running, 2)), None), 4);
+        let p = step(&scaled(running(four_slots), 2, 3), &up);
+        let p = step(&scaled(refused(p.status, 404), 2, 3), &up);
         let sp = "s3://weir/checkpoints/j/savepoints/sp-9".to_string();
         let done = Some(SavepointView::Completed { path: sp.clone(), in_storage: true });
         let p = step(&scaled(p.status, 2, 3), &observed(None, done));
@@ -1090,10 +1221,12 @@ mod tests {
         let p = step(&job(Some(p.status), 2, |s| s.parallelism = 4), &at(observed(None, None), "2026-11-21T12:01:30Z"));
         assert_eq!(applied(&p), Some((4, Restore::LatestOrFresh)));
 
-        let p = step(&job(Some(status), 2, |s| s.parallelism = 4), &observed(Some((JobState::Running, 2)), None));
+        // An upgrade's savepoint that takes longer than `savepoints.timeout` (10 minutes): aborted.
+        let upgraded = |s: &mut StreamJobSpec| s.image = "weir:2".into();
+        let p = step(&job(Some(status), 2, upgraded), &observed(Some((JobState::Running, 2)), None));
         assert!(p.status.pending_operation.is_some());
         let late = at(observed(Some((JobState::Running, 2)), Some(SavepointView::InProgress)), "2026-11-21T12:11:00Z");
-        let p = step(&job(Some(p.status), 2, |s| s.parallelism = 4), &late);
+        let p = step(&job(Some(p.status), 2, upgraded), &late);
         assert_eq!((p.status.phase, applied(&p)), (Some(Phase::Running), None));
         assert_eq!(condition(&p.status, "Progressing"), ("False", "Aborted"));
         let msg = &p.status.conditions.iter().find(|c| c.type_ == "SnapshotHealthy").unwrap().message;

@@ -4,6 +4,11 @@
 //! JobManager Deployment (replicas beyond the first are standbys) and its
 //! Service, and the TaskManager Deployment. Every object is owned by the
 //! StreamJob (deleting it deletes them) and labelled with the job's name.
+//!
+//! The TaskManagers' pod template does not depend on the parallelism (only
+//! their number does): an in-place rescale changes the TaskManager
+//! Deployment's replicas alone, and the JobManager's (whose arguments carry
+//! the parallelism a deployment starts at) not at all.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 pub use weir_api::Restore;
-use weir_api::launch::{JobManagerOptions, Process, TaskManagerOptions};
+use weir_api::launch::{JobManagerOptions, Process, TaskManagerOptions, VertexParallelism};
 use weir_api::parse_duration;
 
 use crate::crd::StreamJob;
@@ -33,7 +38,10 @@ const CONFIG_DIR: &str = "/etc/weir";
 /// What the next deployment of the job runs: decided by the planner.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Deploy {
+    /// The job's parallelism: every vertex's but those in `vertices`.
     pub parallelism: i32,
+    /// Vertices' own parallelism, by vertex uid (`--vertex-parallelism`).
+    pub vertices: BTreeMap<String, i32>,
     pub restore: Restore,
     /// Names this deployment: a JobManager restarted within it (a pod restart)
     /// recovers the deployment's own latest checkpoint instead of `restore`.
@@ -62,9 +70,24 @@ impl Names<'_> {
     }
 }
 
+impl Deploy {
+    /// The TaskManagers it needs at `slots` each.
+    pub fn taskmanagers(&self, slots: i32) -> i32 {
+        taskmanagers(slots_needed(self.parallelism, &self.vertices), slots)
+    }
+}
+
 /// TaskManagers needed for `parallelism` subtasks at `slots` per TaskManager.
 pub fn taskmanagers(parallelism: i32, slots: i32) -> i32 {
-    (parallelism + slots - 1) / slots.max(1)
+    let slots = slots.max(1);
+    (parallelism.max(0) + slots - 1) / slots
+}
+
+/// The slots a job needs at `parallelism`, with `vertices` at their own:
+/// its largest vertex's parallelism (the subtasks of different vertices
+/// share a slot).
+pub fn slots_needed(parallelism: i32, vertices: &BTreeMap<String, i32>) -> i32 {
+    vertices.values().copied().fold(parallelism, i32::max)
 }
 
 fn labels(job: &StreamJob, component: &str) -> BTreeMap<String, String> {
@@ -199,6 +222,11 @@ pub fn jobmanager_args(job: &StreamJob, deploy: &Deploy) -> Vec<String> {
         pipeline: s.args.is_none().then(|| format!("{CONFIG_DIR}/pipeline.yaml").into()),
         job_name: Some(job.name_any()),
         parallelism: Some(deploy.parallelism.max(1) as usize),
+        vertex_parallelism: deploy
+            .vertices
+            .iter()
+            .map(|(uid, p)| VertexParallelism { uid: uid.clone(), parallelism: (*p).max(1) as usize })
+            .collect(),
         checkpoint_dir: Some(s.checkpointing.dir.clone()),
         // Validated before anything is deployed (validate.rs).
         checkpoint_interval: parse_duration(&s.checkpointing.interval).ok(),
@@ -299,9 +327,9 @@ pub fn jobmanager(job: &StreamJob, deploy: &Deploy) -> Deployment {
     deployment(job, "jobmanager", Names(&job.name_any()).jobmanager(), job.spec.job_manager.replicas, template)
 }
 
-pub fn taskmanager(job: &StreamJob, deploy: &Deploy) -> Deployment {
+/// The TaskManager Deployment at `replicas`.
+pub fn taskmanager(job: &StreamJob, replicas: i32) -> Deployment {
     let (vars, from) = storage_env(job);
-    let slots = job.spec.task_manager.slots;
     let container = Container {
         name: "taskmanager".into(),
         image: Some(job.spec.image.clone()),
@@ -312,7 +340,6 @@ pub fn taskmanager(job: &StreamJob, deploy: &Deploy) -> Deployment {
         ..Default::default()
     };
     let template = pod(job, "taskmanager", container, Vec::new());
-    let replicas = taskmanagers(deploy.parallelism, slots);
     deployment(job, "taskmanager", Names(&job.name_any()).taskmanager(), replicas, template)
 }
 
@@ -364,14 +391,14 @@ mod tests {
     #[test]
     fn every_object_is_owned_by_the_job_and_labelled_with_it() {
         let j = job();
-        let d = Deploy { parallelism: 2, restore: Restore::Fresh, id: "1".into() };
+        let d = Deploy { parallelism: 2, vertices: BTreeMap::new(), restore: Restore::Fresh, id: "1".into() };
         let metas = [
             config_map(&j).metadata,
             service_account(&j).metadata,
             role(&j).metadata,
             role_binding(&j).metadata,
             jobmanager(&j, &d).metadata,
-            taskmanager(&j, &d).metadata,
+            taskmanager(&j, d.taskmanagers(1)).metadata,
             jobmanager_service(&j).metadata,
         ];
         for m in metas {
@@ -388,7 +415,7 @@ mod tests {
     #[test]
     fn the_scale_selector_selects_the_taskmanager_pods_only() {
         let j = job();
-        let d = Deploy { parallelism: 2, restore: Restore::Fresh, id: "1".into() };
+        let d = Deploy { parallelism: 2, vertices: BTreeMap::new(), restore: Restore::Fresh, id: "1".into() };
         let selector = taskmanager_selector(&j);
         assert!(selector.contains("app.kubernetes.io/instance=orders"), "{selector}");
         let selected: BTreeMap<String, String> = selector
@@ -397,7 +424,7 @@ mod tests {
             .collect();
         let pod_labels = |d: Deployment| d.spec.unwrap().template.metadata.unwrap().labels.unwrap();
         let matches = |labels: &BTreeMap<String, String>| selected.iter().all(|(k, v)| labels.get(k) == Some(v));
-        assert!(matches(&pod_labels(taskmanager(&j, &d))));
+        assert!(matches(&pod_labels(taskmanager(&j, 2))));
         assert!(!matches(&pod_labels(jobmanager(&j, &d))), "not the JobManager's pods");
     }
 
@@ -416,8 +443,14 @@ mod tests {
         j.spec.task_manager.slots = 2;
         j.spec.checkpointing.interval = "1h".into();
         let sp = "s3://weir/checkpoints/orders/savepoints/sp-7";
-        let d = Deploy { parallelism: 5, restore: Restore::Snapshot(sp.into()), id: "3-20261121120000".into() };
-        assert_eq!(taskmanager(&j, &d).spec.unwrap().replicas, Some(3));
+        let d = Deploy {
+            parallelism: 5,
+            vertices: BTreeMap::new(),
+            restore: Restore::Snapshot(sp.into()),
+            id: "3-20261121120000".into(),
+        };
+        assert_eq!(d.taskmanagers(j.spec.task_manager.slots), 3);
+        assert_eq!(taskmanager(&j, 3).spec.unwrap().replicas, Some(3));
         let o = jm(&j, &d);
         assert_eq!(o.pipeline, Some("/etc/weir/pipeline.yaml".into()));
         assert_eq!((o.job_name.as_deref(), o.parallelism), (Some("orders"), Some(5)));
@@ -427,6 +460,14 @@ mod tests {
         assert!(o.linger, "a finished job's JobManager stays up");
         assert_eq!(o.bind, "$(POD_IP)", "it listens on the pod's address");
         assert_eq!(o.leader_lease, None, "one JobManager needs no election");
+        assert_eq!(o.vertex_parallelism, [], "no vertex of its own");
+        let vertices = BTreeMap::from([("2-window".to_string(), 6), ("1-source".to_string(), 1)]);
+        let per_vertex = Deploy { parallelism: 2, vertices, ..d.clone() };
+        assert_eq!(per_vertex.taskmanagers(2), 3, "the largest vertex's parallelism, in slots the vertices share");
+        let o = jm(&j, &per_vertex);
+        assert_eq!(o.parallelism, Some(2));
+        let flags = VertexParallelism::map(&o.vertex_parallelism);
+        assert_eq!(flags, BTreeMap::from([("1-source".to_string(), 1), ("2-window".to_string(), 6)]));
         for restore in [Restore::Fresh, Restore::LatestOrFresh] {
             assert_eq!(jm(&j, &Deploy { restore: restore.clone(), ..d.clone() }).restore, restore);
         }
@@ -458,7 +499,7 @@ mod tests {
             "metadata": { "annotations": { "team": "orders" } },
             "spec": { "nodeSelector": { "pool": "streaming" } }
         }));
-        let d = Deploy { parallelism: 1, restore: Restore::Fresh, id: "1".into() };
+        let d = Deploy { parallelism: 1, vertices: BTreeMap::new(), restore: Restore::Fresh, id: "1".into() };
         let pod = jobmanager(&j, &d).spec.unwrap().template;
         let spec = pod.spec.unwrap();
         let c = &spec.containers[0];

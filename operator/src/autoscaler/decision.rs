@@ -21,12 +21,14 @@ pub struct Decision {
 
 /// What to do with the job.
 ///
-/// The engine runs every vertex at the job's parallelism (per-vertex
-/// parallelism has not landed yet): until it does, the job is rescaled to the
-/// largest of the vertices' recommendations, `job_parallelism`, and a vertex
-/// recommended less than that runs at it all the same, excluded ones too.
-/// So a job is scaled up when one vertex needs it, and down only when every
-/// vertex agrees.
+/// Each vertex (a chain of operators) goes to its own recommendation: the
+/// job is rescaled when any vertex's recommendation differs from its
+/// parallelism, and the others, excluded ones too, keep theirs. The rescale
+/// states the whole assignment: `per_vertex` gives every operator of every
+/// chain (by its uid, as the JobManager's rescale API and
+/// `--vertex-parallelism` name it) its chain's recommendation, and
+/// `job_parallelism`, the largest of them, is the job's default (what a
+/// vertex the map does not name would run at) and what its slots must cover.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     None,
@@ -37,6 +39,8 @@ pub enum Action {
 #[derive(Clone, Debug, PartialEq)]
 pub struct VertexDecision {
     pub name: String,
+    /// The uids of the operators chained in it (what a rescale names).
+    pub uids: Vec<String>,
     pub current: u32,
     pub recommended: u32,
     /// Records per second the whole vertex processes when busy all the time.
@@ -288,10 +292,11 @@ impl Decision {
 
     /// The decision for `vertices`, with the job's action: see [`Action`].
     pub fn new(at: Timestamp, vertices: Vec<VertexDecision>) -> Decision {
-        let current = vertices.iter().map(|v| v.current).max().unwrap_or(0);
         let job_parallelism = vertices.iter().map(|v| v.recommended).max().unwrap_or(0);
-        let action = if job_parallelism != current && job_parallelism > 0 {
-            let per_vertex = vertices.iter().map(|v| (v.name.clone(), v.recommended)).collect();
+        let changes = vertices.iter().any(|v| v.recommended != v.current && v.recommended > 0);
+        let action = if changes {
+            let uids = |v: &VertexDecision| v.uids.iter().map(|uid| (uid.clone(), v.recommended)).collect::<Vec<_>>();
+            let per_vertex = vertices.iter().flat_map(uids).collect();
             Action::Rescale { per_vertex, job_parallelism }
         } else {
             Action::None
@@ -299,12 +304,17 @@ impl Decision {
         Decision { at, vertices, action }
     }
 
+    /// Whether the rescale, if any, takes some vertex up (else it only takes vertices down).
+    fn scales_up(&self) -> bool {
+        self.vertices.iter().any(|v| v.recommended > v.current)
+    }
+
     /// The reason of the decision's line as a word ([`Reason::code`]):
-    /// `scale-up` or `scale-down` for a rescale, else the most telling
-    /// vertex's reason.
+    /// `scale-up` for a rescale that takes some vertex up, `scale-down` for
+    /// one that only takes vertices down, else the most telling vertex's reason.
     pub fn reason(&self) -> &'static str {
         match &self.action {
-            Action::Rescale { job_parallelism, .. } if *job_parallelism > self.current_parallelism() => "scale-up",
+            Action::Rescale { .. } if self.scales_up() => "scale-up",
             Action::Rescale { .. } => "scale-down",
             Action::None => self.telling_vertex().map_or("no-metrics", |v| v.reason.code()),
         }
@@ -331,6 +341,7 @@ impl Decision {
             last_evaluation: Some(self.at.to_string()),
             decision: Some(self.to_string()),
             reason: Some(self.reason().into()),
+            vertex_parallelism: BTreeMap::new(),
             vertices: self
                 .vertices
                 .iter()
@@ -349,34 +360,42 @@ impl Decision {
     }
 }
 
+impl Decision {
+    /// `scale up to 8: map at load 140% of its capacity; sink 4 -> 2`: the
+    /// vertex that drives the rescale (the one that goes up the most, else
+    /// the one that goes down the most), then the others that change.
+    fn fmt_rescale(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let up = self.scales_up();
+        let change = |v: &&VertexDecision| v.recommended.abs_diff(v.current);
+        let changing = || self.vertices.iter().filter(|v| v.recommended != v.current);
+        let Some(driver) = changing().filter(|v| (v.recommended > v.current) == up).max_by_key(change) else {
+            return Ok(());
+        };
+        let direction = if up { "up" } else { "down" };
+        write!(f, "scale {direction} to {}", driver.recommended)?;
+        match &driver.reason {
+            Reason::ScaleUp { load, .. } | Reason::ScaleDown { load, .. } => {
+                write!(f, ": {} at load {} of its capacity", driver.name, percent(*load))?
+            }
+            reason => write!(f, ": {}: {reason}", driver.name)?,
+        }
+        for v in changing().filter(|v| v.name != driver.name) {
+            write!(f, "; {} {} -> {}", v.name, v.current, v.recommended)?;
+        }
+        Ok(())
+    }
+}
+
 fn most_telling<'a>(vertices: impl Iterator<Item = &'a VertexDecision>) -> Option<&'a VertexDecision> {
     vertices.min_by_key(|v| v.reason.rank())
 }
 
-/// The decision's line: the action and the vertex that drives it, or the
-/// most telling reason why nothing is done.
+/// The decision's line: the action and the vertex that drives it (then the
+/// other vertices it rescales), or the most telling reason why nothing is done.
 impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Action::Rescale { job_parallelism, .. } = &self.action {
-            let direction = if *job_parallelism > self.current_parallelism() { "up" } else { "down" };
-            write!(f, "scale {direction} to {job_parallelism}")?;
-            // The vertex that asks for the most subtasks.
-            return match self
-                .vertices
-                .iter()
-                .filter(|v| v.recommended == *job_parallelism)
-                .min_by_key(|v| v.reason.rank())
-            {
-                Some(VertexDecision {
-                    name,
-                    reason: Reason::ScaleUp { load, .. } | Reason::ScaleDown { load, .. },
-                    ..
-                }) => {
-                    write!(f, ": {name} at load {} of its capacity", percent(*load))
-                }
-                Some(v) => write!(f, ": {}: {}", v.name, v.reason),
-                None => Ok(()),
-            };
+        if let Action::Rescale { .. } = &self.action {
+            return self.fmt_rescale(f);
         }
         match self.telling_vertex() {
             None => write!(f, "{}", Reason::NoMetrics(Missing::NoVertices)),
@@ -397,6 +416,7 @@ mod tests {
     fn vertex(name: &str, current: u32, recommended: u32, reason: Reason) -> VertexDecision {
         VertexDecision {
             name: name.into(),
+            uids: vec![format!("1-{name}")],
             current,
             recommended,
             true_rate: None,
@@ -448,19 +468,39 @@ mod tests {
     }
 
     #[test]
-    fn the_job_goes_to_the_largest_recommendation() {
+    fn each_vertex_goes_to_its_own_recommendation() {
         let t = Timestamp::from_second(1_800_000_000).unwrap();
         let down = |to| Reason::ScaleDown { to, load: 0.2 };
         let d = Decision::new(t, vec![vertex("a", 8, 2, down(2)), vertex("b", 8, 4, down(4))]);
         assert_eq!(
             d.action,
-            Action::Rescale { per_vertex: [("a".into(), 2), ("b".into(), 4)].into(), job_parallelism: 4 }
+            Action::Rescale { per_vertex: [("1-a".into(), 2), ("1-b".into(), 4)].into(), job_parallelism: 4 }
         );
-        assert_eq!(d.to_string(), "scale down to 4: b at load 20% of its capacity");
+        assert_eq!(d.to_string(), "scale down to 2: a at load 20% of its capacity; b 8 -> 4");
+        // A vertex at its parallelism no longer holds the others there: it keeps its own.
         let d = Decision::new(t, vec![vertex("a", 8, 2, down(2)), vertex("b", 8, 8, Reason::Excluded)]);
-        assert_eq!(d.action, Action::None, "a vertex at its parallelism holds the job there");
+        assert_eq!(
+            d.action,
+            Action::Rescale { per_vertex: [("1-a".into(), 2), ("1-b".into(), 8)].into(), job_parallelism: 8 }
+        );
+        assert_eq!(
+            (d.reason(), d.to_string().as_str()),
+            ("scale-down", "scale down to 2: a at load 20% of its capacity")
+        );
+        // One up and one down: a scale-up, driven by the vertex that goes up.
+        let up = Reason::ScaleUp { to: 12, load: 1.5 };
+        let d = Decision::new(t, vec![vertex("a", 8, 2, down(2)), vertex("b", 8, 12, up)]);
+        assert_eq!(
+            (d.reason(), d.to_string().as_str()),
+            ("scale-up", "scale up to 12: b at load 150% of its capacity; a 8 -> 2")
+        );
+        let d = Decision::new(
+            t,
+            vec![vertex("a", 8, 8, Reason::Excluded), vertex("b", 8, 8, Reason::WithinBand { load: 0.7 })],
+        );
+        assert_eq!(d.action, Action::None);
         let status = d.status(AutoscalerMode::Recommend, vec![]);
-        assert_eq!((status.vertices[0].recommended, status.vertices[1].reason.as_str()), (2, "excluded"));
-        assert_eq!(status.decision.as_deref(), Some("b: excluded"));
+        assert_eq!((status.vertices[0].recommended, status.vertices[0].reason.as_str()), (8, "excluded"));
+        assert_eq!(status.decision.as_deref(), Some("a: excluded"));
     }
 }

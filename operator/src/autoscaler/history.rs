@@ -75,14 +75,14 @@ pub fn record_outcome(rescale: &mut AutoscalerRescale, later: &Decision) {
 
 impl Decision {
     /// What to remember of this decision once its action is applied: every
-    /// vertex goes to the job's new parallelism (see [`Action`]).
+    /// vertex goes to its own recommendation (see [`Action`]).
     pub fn rescale_record(&self) -> Option<PastRescale> {
-        let Action::Rescale { job_parallelism, .. } = &self.action else { return None };
+        let Action::Rescale { .. } = &self.action else { return None };
         let vertices = self
             .vertices
             .iter()
             .map(|v| {
-                let r = VertexRescale { from: v.current, to: *job_parallelism, load_before: v.load, load_after: None };
+                let r = VertexRescale { from: v.current, to: v.recommended, load_before: v.load, load_after: None };
                 (v.name.clone(), r)
             })
             .collect();
@@ -196,6 +196,7 @@ mod tests {
         let measured = |current, load| {
             let v = crate::autoscaler::VertexDecision {
                 name: "map".into(),
+                uids: vec!["map".into()],
                 current,
                 recommended: current,
                 true_rate: None,

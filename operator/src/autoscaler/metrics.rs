@@ -30,6 +30,9 @@ pub struct VertexMetrics {
     /// The names of the operators chained in it (`spec.autoscaler` names
     /// operators); empty: just `name`.
     pub operators: Vec<String>,
+    /// The uids of the operators chained in it, in the same order: what a
+    /// rescale names them by (`JobDetails.vertices[i].id`).
+    pub uids: Vec<String>,
     /// The vertices it reads from, by name; a source reads from none.
     pub inputs: Vec<String>,
     pub parallelism: u32,
@@ -94,9 +97,9 @@ impl PastRescale {
         (max(|v| v.from), max(|v| v.to))
     }
 
+    /// Whether it took some vertex up (the scale-up interval counts from it).
     pub fn is_scale_up(&self) -> bool {
-        let (from, to) = self.job_parallelism();
-        to > from
+        self.vertices.values().any(|v| v.to > v.from)
     }
 }
 
@@ -117,12 +120,16 @@ impl JobMetrics {
         let mut chains: Vec<u32> = Vec::new();
         for v in &job.vertices {
             match chains.iter().position(|c| *c == v.chain) {
-                Some(i) => vertices[i].operators.push(v.name.clone()),
+                Some(i) => {
+                    vertices[i].operators.push(v.name.clone());
+                    vertices[i].uids.push(v.id.clone());
+                }
                 None => {
                     chains.push(v.chain);
                     vertices.push(VertexMetrics {
                         name: String::new(),
                         operators: vec![v.name.clone()],
+                        uids: vec![v.id.clone()],
                         inputs: Vec::new(),
                         parallelism: v.parallelism,
                         max_parallelism: job.max_parallelism,
@@ -233,6 +240,8 @@ mod tests {
             job.vertices.iter().map(|v| (v.name.as_str(), v.inputs.as_slice())).collect();
         assert_eq!(names, [("src -> parse", &[][..]), ("window", &["src -> parse".to_string()][..])]);
         assert_eq!(job.vertices[0].operators, ["src", "parse"]);
+        assert_eq!(job.vertices[0].uids, ["src", "parse"]);
+        assert_eq!(job.vertices[1].uids, ["window"]);
         assert_eq!(job.vertices[1].samples[0].busy_ms_per_s, 900.0, "the busiest subtask governs");
         assert_eq!(job.vertices[0].samples[0].pending_records, Some(7.0));
         assert_eq!((job.max_parallelism, job.running_since.as_second()), (64, 1_800_000_000));

@@ -57,8 +57,10 @@
 //!   without a target rate) keeps its parallelism ([`Reason::NoMetrics`]); so
 //!   the job is not scaled down, but may be scaled up for another vertex.
 //!
-//! The engine runs every vertex at one parallelism for now, so the job is
-//! rescaled to the largest recommendation ([`Action`]).
+//! Each vertex (a chain) is rescaled to its own recommendation, the others
+//! keeping theirs: a rescale states every vertex's parallelism, by the uids
+//! of its operators ([`Action`]), and slots are shared across vertices, so
+//! the job needs as many as its largest vertex's parallelism.
 //!
 //! # Use
 //!
@@ -88,6 +90,7 @@
 //! let source = VertexMetrics {
 //!     name: "orders".into(),
 //!     operators: vec![],
+//!     uids: vec!["orders".into()],
 //!     inputs: vec![],
 //!     parallelism: 2,
 //!     max_parallelism: 128,

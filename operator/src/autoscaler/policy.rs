@@ -178,6 +178,7 @@ impl VertexDecision {
     pub(super) fn keep(v: &VertexMetrics, reason: Reason) -> VertexDecision {
         VertexDecision {
             name: v.name.clone(),
+            uids: v.uids.clone(),
             current: v.parallelism,
             recommended: v.parallelism,
             true_rate: None,

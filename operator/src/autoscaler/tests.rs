@@ -69,7 +69,8 @@ struct Flow {
 
 struct Model {
     vertices: Vec<ModelVertex>,
-    parallelism: u32,
+    /// Each vertex's parallelism, as the autoscaler's rescales set it.
+    parallelism: Vec<u32>,
     /// Records per second arriving at a time; `None`: the source makes its
     /// records itself, as fast as it can, and reports no lag.
     demand: Box<dyn Fn(f64) -> Option<f64>>,
@@ -87,26 +88,30 @@ struct Model {
 }
 
 impl Model {
-    fn new(vertices: Vec<ModelVertex>, parallelism: u32, demand: impl Fn(f64) -> Option<f64> + 'static) -> Model {
+    /// The model of `vertices`, each at its own `parallelism`.
+    fn new(vertices: Vec<ModelVertex>, parallelism: &[u32], demand: impl Fn(f64) -> Option<f64> + 'static) -> Model {
         Model::with_max(vertices, parallelism, 128, demand)
     }
 
     fn with_max(
         vertices: Vec<ModelVertex>,
-        parallelism: u32,
+        parallelism: &[u32],
         max_parallelism: u32,
         demand: impl Fn(f64) -> Option<f64> + 'static,
     ) -> Model {
+        assert_eq!(vertices.len(), parallelism.len(), "a parallelism per vertex");
         let series = JobMetrics {
             running_since: t(0.0),
             max_parallelism,
             vertices: vertices
                 .iter()
-                .map(|v| VertexMetrics {
+                .zip(parallelism)
+                .map(|(v, p)| VertexMetrics {
                     name: v.name.into(),
                     operators: vec![],
+                    uids: vec![format!("uid-{}", v.name)],
                     inputs: v.inputs.iter().map(|i| vertices[*i].name.to_string()).collect(),
-                    parallelism,
+                    parallelism: *p,
                     max_parallelism,
                     samples: vec![],
                 })
@@ -114,7 +119,7 @@ impl Model {
         };
         Model {
             vertices,
-            parallelism,
+            parallelism: parallelism.to_vec(),
             demand: Box::new(demand),
             lag: 0.0,
             noise: None,
@@ -160,9 +165,10 @@ impl Model {
             self.lag += demand.unwrap_or(0.0) * dt;
             return;
         }
-        let p = f64::from(self.parallelism);
         let gains = self.gains();
-        let capacity: Vec<f64> = self.vertices.iter().map(|v| p * v.capacity / v.skew.min(p)).collect();
+        let capacity: Vec<f64> = (self.vertices.iter().zip(&self.parallelism))
+            .map(|(v, p)| f64::from(*p) * v.capacity / v.skew.min(f64::from(*p)))
+            .collect();
         let limits: Vec<f64> = capacity.iter().zip(&gains).map(|(c, g)| c / g).collect();
         let (bottleneck, limit) =
             limits.iter().copied().enumerate().min_by(|a, b| a.1.total_cmp(&b.1)).expect("a vertex");
@@ -184,7 +190,7 @@ impl Model {
             let mut noise = || self.noise.as_mut().map_or(1.0, |(rng, a)| 1.0 + *a * rng.next());
             let sample = Sample {
                 at: t(self.now),
-                parallelism: self.parallelism,
+                parallelism: self.parallelism[i],
                 records_in_per_s: input * noise(),
                 records_out_per_s: input * v.selectivity * noise(),
                 busy_ms_per_s: (busy * 1000.0 * noise()).min(1000.0),
@@ -218,10 +224,10 @@ impl Model {
         }
         assert_finite(&d);
         if let Some(record) = d.rescale_record() {
-            let Action::Rescale { job_parallelism, .. } = &d.action else { unreachable!() };
-            self.parallelism = *job_parallelism;
-            for v in &mut self.series.vertices {
-                v.parallelism = *job_parallelism;
+            // Each vertex to its own recommendation.
+            for (i, v) in d.vertices.iter().enumerate() {
+                self.parallelism[i] = v.recommended;
+                self.series.vertices[i].parallelism = v.recommended;
             }
             self.down_until = self.now + self.restart;
             self.history.push(record);
@@ -229,7 +235,7 @@ impl Model {
         self.last = Some(d);
     }
 
-    /// The job's parallelism after each rescale, with the time of each.
+    /// The job's parallelism (its largest vertex's) after each rescale, with the time of each.
     fn rescales(&self) -> Vec<(f64, u32)> {
         self.history.iter().map(|r| (seconds(r.at), r.job_parallelism().1)).collect()
     }
@@ -261,7 +267,7 @@ fn in_band(busy: f64) -> bool {
 #[test]
 fn a_step_up_converges_within_two_rescales() {
     // 780/s: the map is 65% busy at 4 subtasks; three times that from 5 minutes on.
-    let mut m = Model::new(pipeline(), 4, |s| Some(if s < 300.0 { 780.0 } else { 2340.0 }));
+    let mut m = Model::new(pipeline(), &[1, 4, 1], |s| Some(if s < 300.0 { 780.0 } else { 2340.0 }));
     let c = config(|_| {});
     m.run(&c, 300.0);
     assert!(m.history.is_empty() && in_band(m.flow.busy[1]), "steady before the step");
@@ -272,14 +278,16 @@ fn a_step_up_converges_within_two_rescales() {
         rescales[0].0 <= 300.0 + 60.0 + 2.0 * DECIDE_EVERY,
         "scaled up as soon as the window shows it: {rescales:?}"
     );
-    assert!(in_band(m.flow.busy[1]), "map busy {} at {}", m.flow.busy[1], m.parallelism);
+    assert!(in_band(m.flow.busy[1]), "map busy {} at {:?}", m.flow.busy[1], m.parallelism);
     assert!(m.flow.backpressured.iter().all(|b| *b == 0.0) && m.lag < 1.0, "{:?} lag {}", m.flow, m.lag);
+    // Each vertex sized on its own: the source reads 2340/s at 1 subtask of 5000/s, the sink needs 4 of 1000/s.
+    assert_eq!((m.parallelism[0], m.parallelism[2]), (1, 4), "{:?}", m.parallelism);
 }
 
 #[test]
 fn a_step_down_scales_down_after_the_interval_and_not_below_need() {
     // 2340/s at 12 subtasks (65%), a third of it from 5 minutes on.
-    let mut m = Model::new(pipeline(), 12, |s| Some(if s < 300.0 { 2340.0 } else { 780.0 }));
+    let mut m = Model::new(pipeline(), &[1, 12, 4], |s| Some(if s < 300.0 { 2340.0 } else { 780.0 }));
     let c = config(|_| {});
     m.run(&c, 290.0);
     assert!(in_band(m.flow.busy[1]) && m.history.is_empty());
@@ -291,7 +299,7 @@ fn a_step_down_scales_down_after_the_interval_and_not_below_need() {
     let rescales = m.rescales();
     assert_eq!(rescales.len(), 1, "straight to what is needed: {rescales:?}");
     assert!((885.0..=960.0).contains(&rescales[0].0), "{rescales:?}");
-    assert_eq!(m.parallelism, 4, "780/s needs 4 subtasks of 300/s at 70%");
+    assert_eq!(m.parallelism, [1, 4, 2], "780/s needs 4 subtasks of 300/s at 70% (and the sink 2 of 1000/s)");
     assert!(in_band(m.flow.busy[1]) && m.flow.backpressured.iter().all(|b| *b == 0.0), "{:?}", m.flow);
 }
 
@@ -300,7 +308,7 @@ fn a_diurnal_load_does_not_oscillate() {
     // Between 780/s and 2340/s over a day, with 10% noise.
     let day = 86_400.0;
     let demand = move |s: f64| Some(1560.0 - 780.0 * (2.0 * std::f64::consts::PI * s / day).cos());
-    let mut m = Model::new(pipeline(), 4, demand).noisy(7, 0.1);
+    let mut m = Model::new(pipeline(), &[1, 4, 2], demand).noisy(7, 0.1);
     let c = config(|_| {});
     m.run(&c, day);
     let rescales = m.rescales();
@@ -309,12 +317,7 @@ fn a_diurnal_load_does_not_oscillate() {
         let in_hour = rescales[i..].iter().take_while(|(b, _)| b - at < 3600.0).count();
         assert!(in_hour <= 6, "{in_hour} rescales in the hour from {at}: {rescales:?}");
     }
-    let directions: Vec<bool> = std::iter::once(4)
-        .chain(rescales.iter().map(|r| r.1))
-        .collect::<Vec<_>>()
-        .windows(2)
-        .map(|w| w[1] > w[0])
-        .collect();
+    let directions: Vec<bool> = m.history.iter().map(PastRescale::is_scale_up).collect();
     let turns = directions.windows(2).filter(|w| w[0] != w[1]).count();
     assert!(turns <= 2, "up through the day's peak, down after it: {rescales:?}");
     assert!(m.max_lag < 60.0 * 2340.0, "the job kept up: lag at most {}", m.max_lag);
@@ -325,27 +328,27 @@ fn a_skewed_vertex_is_sized_by_its_hot_subtask() {
     // The map's hot subtask takes twice its share: at 8 subtasks it is 70% busy at 840/s.
     let mut vertices = pipeline();
     vertices[1].skew = 2.0;
-    let mut m = Model::new(vertices, 8, |s| Some(if s < 300.0 { 840.0 } else { 1680.0 }));
+    let mut m = Model::new(vertices, &[1, 8, 1], |s| Some(if s < 300.0 { 840.0 } else { 1680.0 }));
     m.run(&config(|_| {}), 3600.0);
     // An even split would have looked 35% busy at 8 and asked for 8 subtasks at most.
-    assert!(m.parallelism >= 16, "{:?}", m.rescales());
+    assert!(m.parallelism[1] >= 16, "{:?}", m.rescales());
     assert!(in_band(m.flow.busy[1]) && m.flow.backpressured.iter().all(|b| *b == 0.0), "{:?}", m.flow);
 }
 
 #[test]
 fn a_source_bound_job_does_not_scale() {
-    // The source makes 500/s per subtask as fast as it can; everything downstream idles.
+    // The source makes 500/s per subtask as fast as it can; the map downstream is half idle.
     let vertices = vec![vertex("source", &[], 500.0, 1.0), vertex("map", &[0], 2000.0, 1.0)];
-    let mut m = Model::new(vertices, 4, |_| None).noisy(3, 0.1);
+    let mut m = Model::new(vertices, &[4, 2], |_| None).noisy(3, 0.1);
     m.run(&config(|_| {}), 3600.0);
     assert_eq!(m.rescales(), []);
     assert!(matches!(m.reason("source"), Reason::SourceBound { .. }), "{}", m.reason("source"));
-    assert!(m.flow.busy[0] == 1.0 && m.flow.busy[1] < 0.3, "{:?}", m.flow);
+    assert!(m.flow.busy[0] == 1.0 && m.flow.busy[1] < 0.6, "{:?}", m.flow);
 }
 
 #[test]
 fn noisy_metrics_under_a_steady_load_do_not_rescale() {
-    let mut m = Model::new(pipeline(), 4, |_| Some(840.0)).noisy(42, 0.2);
+    let mut m = Model::new(pipeline(), &[1, 4, 2], |_| Some(840.0)).noisy(42, 0.2);
     m.run(&config(|_| {}), 2.0 * 3600.0);
     assert_eq!(m.rescales(), []);
     assert!(matches!(m.reason("map"), Reason::WithinBand { .. } | Reason::AboveTarget { .. }), "{}", m.reason("map"));
@@ -353,7 +356,7 @@ fn noisy_metrics_under_a_steady_load_do_not_rescale() {
 
 #[test]
 fn a_spent_budget_holds_back_a_needed_scale_up() {
-    let mut m = Model::new(pipeline(), 4, |_| Some(2340.0));
+    let mut m = Model::new(pipeline(), &[1, 4, 1], |_| Some(2340.0));
     // Six rescales in the 55 minutes before the start, the last at 4 subtasks.
     m.history = (0..6)
         .map(|i| {
@@ -373,9 +376,11 @@ fn a_spent_budget_holds_back_a_needed_scale_up() {
 
 #[test]
 fn an_excluded_vertex_keeps_its_parallelism() {
-    let mut m = Model::new(pipeline(), 4, |s| Some(if s < 300.0 { 780.0 } else { 2340.0 }));
+    let mut m = Model::new(pipeline(), &[1, 4, 2], |s| Some(if s < 300.0 { 780.0 } else { 2340.0 }));
     m.run(&config(|s| s.excluded_vertices = vec!["map".into()]), 1800.0);
-    assert_eq!(m.rescales(), []);
+    // The others are sized for what the map lets through, the map not at all.
+    assert!(m.history.iter().all(|r| r.vertices["map"].to == 4), "{:?}", m.history);
+    assert_eq!(m.parallelism[1], 4);
     assert_eq!(m.reason("map"), &Reason::Excluded);
     let map = &m.last.as_ref().unwrap().vertices[1];
     assert!(map.utilization == Some(1.0) && map.recommended == 4, "reported all the same: {map:?}");
@@ -392,6 +397,7 @@ fn a_vertex_busier_than_the_target_is_never_scaled_down() {
         vertices: vec![VertexMetrics {
             name: "source".into(),
             operators: vec![],
+            uids: vec!["source".into()],
             inputs: vec![],
             parallelism: 8,
             max_parallelism: 128,
@@ -421,11 +427,11 @@ fn a_vertex_busier_than_the_target_is_never_scaled_down() {
 #[test]
 fn never_above_the_max_parallelism() {
     let heavy = |_| Some(10.0 * 780.0);
-    let mut m = Model::with_max(pipeline(), 4, 16, heavy);
+    let mut m = Model::with_max(pipeline(), &[1, 4, 1], 16, heavy);
     m.run(&config(|_| {}), 1800.0);
     assert_eq!(m.rescales().iter().map(|r| r.1).max(), Some(16));
     assert!(matches!(m.reason("map"), Reason::BoundedByMax { max: 16, .. }), "{}", m.reason("map"));
-    let mut m = Model::new(pipeline(), 4, heavy);
+    let mut m = Model::new(pipeline(), &[1, 4, 1], heavy);
     m.run(&config(|s| s.max_parallelism = Some(10)), 1800.0);
     assert_eq!(m.rescales().iter().map(|r| r.1).max(), Some(10));
 }
@@ -433,11 +439,11 @@ fn never_above_the_max_parallelism() {
 #[test]
 fn rescales_prefer_an_even_split_of_key_groups() {
     // 1350/s on 5 subtasks of 300/s: 90% busy, needs 7 at 70%: 8 divides the 128 key groups.
-    let mut m = Model::new(pipeline(), 5, |_| Some(1350.0));
+    let mut m = Model::new(pipeline(), &[1, 5, 1], |_| Some(1350.0));
     m.run(&config(|_| {}), 600.0);
     assert_eq!(m.rescales().first().map(|r| r.1), Some(8));
     // 1020/s on 4: 85% busy, needs 5; 8 would be three more, so 5 it is.
-    let mut m = Model::new(pipeline(), 4, |_| Some(1020.0));
+    let mut m = Model::new(pipeline(), &[1, 4, 1], |_| Some(1020.0));
     m.run(&config(|_| {}), 600.0);
     assert_eq!(m.rescales().first().map(|r| r.1), Some(5));
 }
@@ -445,7 +451,7 @@ fn rescales_prefer_an_even_split_of_key_groups() {
 #[test]
 fn missing_metrics_are_reported_never_guessed() {
     let c = config(|_| {});
-    let mut m = Model::new(pipeline(), 4, |_| Some(780.0));
+    let mut m = Model::new(pipeline(), &[4, 4, 4], |_| Some(780.0));
     // No samples at all.
     let d = decide(&c, &m.series, &[], t(300.0));
     assert_eq!((&d.action, &d.vertices[0].reason), (&Action::None, &Reason::NoMetrics(Missing::NoSamples)));
@@ -481,7 +487,7 @@ fn missing_metrics_are_reported_never_guessed() {
 fn a_series_started_late_waits_for_a_whole_window() {
     // An operator restarted at 600 s starts a new series of a job running since 0.
     let c = config(|_| {});
-    let mut m = Model::new(pipeline(), 4, |_| Some(780.0));
+    let mut m = Model::new(pipeline(), &[1, 4, 1], |_| Some(780.0));
     m.run(&c, 600.0);
     for v in &mut m.series.vertices {
         v.samples.clear();
@@ -497,7 +503,7 @@ fn a_series_started_late_waits_for_a_whole_window() {
 
 #[test]
 fn a_graph_with_an_unknown_input_is_reported() {
-    let mut m = Model::new(pipeline(), 4, |_| Some(780.0));
+    let mut m = Model::new(pipeline(), &[1, 4, 1], |_| Some(780.0));
     m.run(&config(|_| {}), 300.0);
     m.series.vertices[2].inputs = vec!["nowhere".into()];
     let d = decide(&config(|_| {}), &m.series, &[], t(295.0));
@@ -507,7 +513,7 @@ fn a_graph_with_an_unknown_input_is_reported() {
 #[test]
 fn a_parallelism_found_too_small_is_not_returned_to_within_the_hour() {
     // Scaled up from 4 (load 120%) half an hour ago; the load has since fallen.
-    let mut m = Model::new(pipeline(), 8, |_| Some(600.0));
+    let mut m = Model::new(pipeline(), &[1, 8, 1], |_| Some(600.0));
     let v = VertexRescale { from: 4, to: 8, load_before: Some(1.2), load_after: Some(0.75) };
     m.history = vec![PastRescale { at: t(-1800.0), vertices: [("map".to_string(), v)].into() }];
     m.series.running_since = t(-1800.0);
@@ -520,11 +526,11 @@ fn a_parallelism_found_too_small_is_not_returned_to_within_the_hour() {
 
 #[test]
 fn a_decision_fills_the_status() {
-    let mut m = Model::new(pipeline(), 4, |_| Some(840.0));
+    let mut m = Model::new(pipeline(), &[4, 4, 4], |_| Some(840.0));
     m.run(&config(|_| {}), 300.0);
     let d = m.last.clone().unwrap();
     let status = d.status(crate::crd::AutoscalerMode::Recommend, vec![]);
-    // The source and the sink would do with fewer subtasks, but the map holds the job at 4.
+    // The source and the sink would do with fewer subtasks: not before the scale-down interval.
     assert_eq!(status.decision.as_deref(), Some("within band"));
     assert!(status.vertices[0].reason.starts_with("scale down to 1 delayed until 2027-01-15T08:10:00Z"));
     let map = &status.vertices[1];

@@ -3,7 +3,7 @@
 //!
 //! Each reconciliation of a job whose autoscaler is on reads the job with
 //! rates over the time since the sample before
-//! ([`crate::planner::SAMPLE_EVERY`]), adds that sample to the job's series
+//! ([`crate::planner::sample_every`]), adds that sample to the job's series
 //! ([`JobMetrics::append`]) and decides ([`decide`]) on the series and the
 //! rescales in `status.autoscaler`. A series belongs to one deployment of one
 //! StreamJob (`namespace/name`): a new deployment, or a new run of the job,
@@ -18,13 +18,15 @@ use k8s_openapi::jiff::Timestamp;
 use weir_api::rest::JobDetails;
 
 use crate::autoscaler::{AutoscalerConfig, Decision, JobMetrics, PastRescale, decide};
-use crate::planner::Evaluation;
+use crate::planner::{Evaluation, sample_every};
 
-/// A decision younger than this is given again rather than made anew: a
-/// reconciliation that its own status write set off (the watch sees the
-/// status change) must plan the same status, or the two would feed each
-/// other without end.
-const DECIDE_AT_MOST_EVERY: Duration = Duration::from_secs(10);
+/// A decision younger than half the sampling period ([`sample_every`]) is
+/// given again rather than made anew: a reconciliation that its own status
+/// write set off (the watch sees the status change) must plan the same
+/// status, or the two would feed each other without end.
+fn decide_at_most_every(config: &AutoscalerConfig) -> Duration {
+    sample_every(config.metrics_window) / 2
+}
 
 /// The series of every StreamJob whose autoscaler is on.
 #[derive(Default)]
@@ -64,7 +66,8 @@ impl Samples {
         }
         let mut all = self.series.lock().expect("series poisoned");
         let series = all.get_mut(job).filter(|s| s.deployment == details.deployment);
-        let recent = |at: Timestamp| now >= at && at.checked_add(DECIDE_AT_MOST_EVERY).is_ok_and(|until| now < until);
+        let at_most_every = decide_at_most_every(config);
+        let recent = |at: Timestamp| now >= at && at.checked_add(at_most_every).is_ok_and(|until| now < until);
         if let Some(s) = &series
             && recent(s.decision.at)
         {
@@ -74,7 +77,7 @@ impl Samples {
         let decision = match series {
             Some(s) => {
                 // Enough for the scale-down interval's windows, which a scale-down looks back over.
-                s.metrics.append(sample, config.scale_down_interval + config.metrics_window + DECIDE_AT_MOST_EVERY);
+                s.metrics.append(sample, config.scale_down_interval + config.metrics_window + at_most_every);
                 s.decision = decide(config, &s.metrics, history, now);
                 s.decision.clone()
             }
