@@ -16,7 +16,12 @@
 #
 # With --write, regenerates the "OPERATOR-RESCALE" section of docs/benchmarks.md.
 #
-# Environment: STATE_MB [100]  RATE [400000] (orders/s the source is paced at)
+# The same run measures the autoscaler (the e2e's autoscaled job, with the
+# default metrics window, stabilization and scale-up interval of WINDOW
+# seconds): the decision latency from the load tripling to the recommendation,
+# and the scale-up rescales until it converged; the "AUTOSCALER" section.
+#
+# Environment: STATE_MB [100]  RATE [400000] (orders/s the source is paced at)  WINDOW [60]
 set -euo pipefail
 
 write=false
@@ -25,14 +30,24 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/doc-section.sh
 . "$repo/bench/doc-section.sh"
 STATE_MB=${STATE_MB:-100}
+WINDOW=${WINDOW:-60}
 RATE=${RATE:-400000}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-WEIR_E2E_RELEASE=1 WEIR_E2E_STATE_MB=$STATE_MB WEIR_E2E_STATE_RATE=$RATE bash "$repo/e2e/run.sh" 2>&1 | tee "$log" | grep '^ok - \|^not ok' >&2
-line=$(grep '^ok - rescale 2 -> 3 with' "$log") || { echo "bench/operator-rescale.sh: the e2e did not get through the stateful rescale" >&2; exit 1; }
-read -r mib running first <<<"$(sed -E 's/.* with ([0-9]+) MiB .* after ([0-9.]+) s, its first checkpoint there after ([0-9.]+) s/\1 \2 \3/' <<<"$line")"
-echo "state ${mib} MiB: running at 3 after ${running} s, first checkpoint after ${first} s"
+WEIR_E2E_RELEASE=1 WEIR_E2E_STATE_MB=$STATE_MB WEIR_E2E_STATE_RATE=$RATE WEIR_E2E_AUTOSCALER_WINDOW=$WINDOW bash "$repo/e2e/run.sh" 2>&1 | tee "$log" | grep '^ok - \|^not ok' >&2
+line=$(grep '^ok - rescale 2 -> 3 in place with' "$log") || { echo "bench/operator-rescale.sh: the e2e did not get through the stateful rescale" >&2; exit 1; }
+read -r mib running first <<<"$(sed -E 's/.* with ([0-9]+) MiB .* after ([0-9.]+) s, its first checkpoint there after ([0-9.]+) s .*/\1 \2 \3/' <<<"$line")"
+jm_line=$(sed -E 's/.*\(the JobManager: (.*)\)$/\1/' <<<"$line")
+line=$(grep '^ok - the same state redeployed 3 -> 2' "$log") || { echo "bench/operator-rescale.sh: the e2e did not get through the redeploy" >&2; exit 1; }
+read -r re_running re_first <<<"$(sed -E 's/.* after ([0-9.]+) s, its first checkpoint there after ([0-9.]+) s/\1 \2/' <<<"$line")"
+echo "state ${mib} MiB: in place, running at 3 after ${running} s, first checkpoint after ${first} s; redeployed, running at 2 after ${re_running} s, first checkpoint after ${re_first} s"
+echo "JobManager: ${jm_line:-no timing line}"
+line=$(grep '^ok - autoscaler in recommend mode' "$log") || { echo "bench/operator-rescale.sh: the e2e did not get through the autoscaler" >&2; exit 1; }
+read -r decision recommended <<<"$(sed -E 's/.*mode: ([0-9]+) s after .* it recommends ([0-9]+) .*/\1 \2/' <<<"$line")"
+line=$(grep '^ok - once the load fell back' "$log") || { echo "bench/operator-rescale.sh: the autoscaler did not scale back down" >&2; exit 1; }
+read -r peak low ups <<<"$(sed -E 's/.*scaled ([0-9]+) -> ([0-9]+) .*; ([0-9]+) scale-up rescales.*/\1 \2 \3/' <<<"$line")"
+echo "autoscaler (window ${WINDOW}s): decision ${decision} s after the load tripled, recommending ${recommended}; ${ups} scale-up rescales to ${peak}, back down to ${low}"
 
 if $write; then
   body=$(mktemp)
@@ -41,17 +56,39 @@ if $write; then
     echo
     echo "\`bench/operator-rescale.sh --write\` ($(date -u +%Y-%m-%d), $(nproc) cores, commit $(git -C "$repo" rev-parse --short HEAD)): the e2e"
     echo "(a real API server, the chart's operator as a pod, pods as local processes, moto as S3) with release binaries;"
-    echo "a dedup over order ids keeps every id until a checkpoint holds ${STATE_MB} MiB, then \`spec.parallelism\` 2 -> 3."
+    echo "a dedup over order ids keeps every id until a checkpoint holds ${STATE_MB} MiB; then \`kubectl scale\` 2 -> 3,"
+    echo "which the operator makes in place, and back to 2 with a pod label changed too, which is an upgrade and redeploys."
     echo
-    echo "| keyed state in the checkpoint | to running at 3 from the savepoint | to its first checkpoint at 3 |"
-    echo "|---|---|---|"
-    echo "| ${mib} MiB | ${running} s | ${first} s |"
+    echo "| keyed state in the checkpoint | path | to running at the new parallelism | to its first checkpoint there |"
+    echo "|---|---|---|---|"
+    echo "| ${mib} MiB | in place (2 -> 3) | ${running} s | ${first} s |"
+    echo "| ${mib} MiB | redeploy (3 -> 2) | ${re_running} s | ${re_first} s |"
     echo
-    echo "The first figure is what the StreamJob's status shows: the operator's stop-with-savepoint, its check"
-    echo "that the savepoint's \`_metadata\` is in S3, the JobManager and TaskManager Deployments recreated, and"
-    echo "the JobManager running the job at 3. The second adds the restore of the state into the new subtasks and"
-    echo "a first checkpoint of the new deployment (every 2 s): the job is processing again from the savepoint."
+    echo "In place: a TaskManager added for the third slot, then the JobManager's rescale API: stop-with-savepoint,"
+    echo "the savepoint verified in S3 (size and CRC of every file), the subtasks restarted from it on the TaskManagers"
+    echo "there are. The JobManager's own account: \`${jm_line:-(no timing line)}\`."
+    echo "Redeploy: the operator's stop-with-savepoint, its check that the \`_metadata\` is in S3, the JobManager and"
+    echo "TaskManager Deployments recreated, and the new JobManager restoring. The first-checkpoint column adds the"
+    echo "restore of the state into the new subtasks and a first checkpoint (every 2 s): the job is processing again."
   } >"$body"
   write_section "$repo/docs/benchmarks.md" OPERATOR-RESCALE "$body"
+  {
+    echo "## The autoscaler's reaction"
+    echo
+    echo "\`bench/operator-rescale.sh --write\` ($(date -u +%Y-%m-%d), $(nproc) cores, commit $(git -C "$repo" rev-parse --short HEAD)), the same"
+    echo "e2e run: a job of parallelism 1 whose subtasks each keep up with 500 orders/s (an external call of 2 ms per"
+    echo "record), under a datagen load of 300 orders/s that triples to 900/s and falls back; metrics window,"
+    echo "stabilization and scale-up interval at their defaults (${WINDOW} s), the scale-down interval at $((2 * WINDOW)) s."
+    echo
+    echo "| | Weir | Flink Kubernetes Operator (defaults) |"
+    echo "|---|---|---|"
+    echo "| from a sustained 3x load step to the decision | ${decision} s (recommending ${recommended}) | about 15-20 min (15 min window, 5 min stabilization) |"
+    echo "| rescales to a configuration that keeps up | ${ups} (1 -> ${peak}) | (FLINK-36018: jobs rescaled over 20 times a day) |"
+    echo "| back down once the load fell | ${peak} -> ${low} | |"
+    echo
+    echo "The decision is recorded the moment it is made (\`status.autoscaler\`, an event); the rescale follows in"
+    echo "place in the time of the section above."
+  } >"$body"
+  write_section "$repo/docs/benchmarks.md" AUTOSCALER "$body"
   rm -f "$body"
 fi

@@ -19,15 +19,22 @@
 #     chart's operator Deployment as a pod and each job's JobManager and
 #     TaskManager pods as local processes on their own loopback addresses; a
 #     bounded order monitor with exactly-once checkpoints to an S3 server runs,
-#     is rescaled 2 -> 3 while it runs through a savepoint verified in S3, and
-#     finishes with committed output equal to the oracle's;
+#     is rescaled 2 -> 3 while it runs through the scale subresource (as an HPA
+#     would), in place (a TaskManager added, a savepoint verified in S3, the
+#     same JobManager), and finishes with committed output equal to the oracle's;
+#   - the autoscaler under a load that triples and falls back: `recommend`
+#     reports and changes nothing, `active` scales up in place and back down,
+#     and the committed output equals the oracle's;
 #   - an unbounded job through its lifecycle: upgrades in each upgradeMode
 #     (savepoint, last-state, stateless), suspend and resume, its JobManager
 #     process SIGKILLed (the same deployment recovers its latest checkpoint), the
-#     operator SIGKILLed in the middle of a rescale (it resumes the operation), a
+#     operator SIGKILLed in the middle of an in-place rescale (it resumes the
+#     operation), the JobManager SIGKILLed after it (it resumes at the new
+#     parallelism, not its command line's), a
 #     savepoint that cannot be written (the upgrade is aborted, the old job runs
 #     on), and deletion (a final savepoint, then every owned object gone);
-#   - a rescale with keyed state (WEIR_E2E_STATE_MB, 16 MiB unless told), timed;
+#   - a rescale with keyed state (WEIR_E2E_STATE_MB, 16 MiB unless told), in
+#     place and then the redeploying way, both timed;
 #   - a user's Rust job binary (examples/rust-job) runs as a StreamJob with the
 #     same answer as its one-process run;
 #   - two `weir jobmanager --leader-lease` replicas elect one leader with a real
@@ -236,7 +243,7 @@ sed 's/"name": "s3"}/"name": "s3", "namespace": "weir-system"}/' "$work/secret.j
 kube POST /api/v1/namespaces/weir-system/secrets "$work/secret-system.json" >/dev/null
 "$venv/bin/python" - "$repo/charts/weir-operator" "$work/chart/Deployment.json" <<'PY' || fail "rendering the chart's Deployment"
 import json, sys, yaml, helm_python as helm
-values = {"image": {"repository": "weir-operator", "tag": "e2e"}, "envFrom": [{"secretRef": {"name": "s3"}}], "logLevel": "info"}
+values = {"image": {"repository": "weir-operator", "tag": "e2e"}, "envFrom": [{"secretRef": {"name": "s3"}}], "logLevel": "info,weir_operator=debug"}
 rendered = helm.Chart.load(sys.argv[1]).render(values=values, name="weir", namespace="weir-system", is_install=True)
 deployment = next(d for p, t in rendered.items() if p.endswith(".yaml") for d in yaml.safe_load_all(t) if d and d["kind"] == "Deployment")
 json.dump(deployment, open(sys.argv[2], "w"))
@@ -278,12 +285,16 @@ wait_for "the job running" "o['status'].get('phase') == 'Running' and (o['status
   || { node_logs; fail "the job did not run"; }
 step "a bounded order monitor runs: the node agent started its JobManager and TaskManager, the operator sees it running"
 
-echo '{"spec": {"parallelism": 3}}' >"$work/scale.json"
-kube PATCH "$jobs/monitor" "$work/scale.json" application/merge-patch+json >/dev/null
+monitor_deployment=$(python3 -c "import json; print(json.load(open('$work/obj.json'))['status']['deployment'])")
+# As an HPA or KEDA would: through the scale subresource.
+echo '{"spec": {"replicas": 3}}' >"$work/scale.json"
+kube PATCH "$jobs/monitor/scale" "$work/scale.json" application/merge-patch+json >"$work/answer.json"
+[ "$KUBE_STATUS" = 200 ] || fail "kubectl scale through the scale subresource: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
 started=$(date +%s.%N)
 wait_for "the job running at parallelism 3" "o['status'].get('phase') == 'Running' and (o['status'].get('job') or {}).get('parallelism') == 3 \
-  and (o['status'].get('lastSavepoint') or {}).get('path', '').startswith('s3://weir/checkpoints/')" "$jobs/monitor" \
-  || { node_logs; fail "the rescale did not complete"; }
+  and (o['status'].get('lastSavepoint') or {}).get('path', '').startswith('s3://weir/checkpoints/') \
+  and not o['status'].get('pendingOperation') and o['status'].get('deployment') == '$monitor_deployment'" "$jobs/monitor" \
+  || { node_logs; fail "the rescale did not complete in place"; }
 rescale_s=$(python3 -c "print(round($(date +%s.%N) - $started, 1))")
 savepoint=$(python3 -c "import json; print(json.load(open('$work/obj.json'))['status']['lastSavepoint']['path'])")
 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "$venv/bin/python" -c "
@@ -291,10 +302,14 @@ import boto3, sys
 key = sys.argv[1].split('s3://weir/', 1)[1].rstrip('/') + '/_metadata'
 boto3.client('s3', endpoint_url='http://127.0.0.1:$s3_port', region_name='us-east-1').head_object(Bucket='weir', Key=key)" "$savepoint" \
   || fail "the rescale's savepoint $savepoint is not in S3"
-step "parallelism 2 -> 3 while it runs: a savepoint in S3 ($savepoint), then running at 3 from it, in $rescale_s s"
+wait_for "a second TaskManager for the third slot" "o['spec']['replicas'] == 2" "$deployments/monitor-taskmanager"
+step "kubectl scale (the scale subresource) 2 -> 3 while it runs, in place: a TaskManager added for the slot, a savepoint in S3 ($savepoint), the same JobManager running at 3 from it, in $rescale_s s"
 
 wait_for "the job finished" "(o['status'].get('job') or {}).get('state') == 'finished'" "$jobs/monitor" 120
-python3 - "$work/out" "${WEIR_ORACLE_DIR:-$repo/bench/oracle}/orders.py" "$events" <<'PY' || fail "the committed output is not the oracle's"
+# committed_is_oracle DIR EVENTS: whether the parts committed in DIR are the
+# orders-window oracle's rows for the first EVENTS orders (per region and minute).
+committed_is_oracle() {
+  python3 - "$1" "${WEIR_ORACLE_DIR:-$repo/bench/oracle}/orders.py" "$2" <<'PY'
 import json, os, subprocess, sys
 out, oracle, events = sys.argv[1], sys.argv[2], sys.argv[3]
 rows = sorted((r["region"], r["window_start"], r["count"], r["sum"])
@@ -305,8 +320,65 @@ expected = sorted((r["region"], r["window_start"], r["count"], r["sum"]) for r i
 if rows != expected:
     sys.exit(f"{len(rows)} rows committed, the oracle has {len(expected)}; first difference: {next((a, b) for a, b in zip(rows + [None] * len(expected), expected + [None] * len(rows)) if a != b)}")
 PY
+}
+committed_is_oracle "$work/out" "$events" || fail "the committed output is not the oracle's"
 step "the job finishes with committed output equal to the oracle's ($events orders)"
 kube DELETE "$jobs/monitor" >/dev/null
+
+# field PYTHON_EXPRESSION: evaluated on the object wait_for saw last.
+field() { python3 -c "import json, sys; o = json.load(open('$work/obj.json')); print(eval(sys.argv[1]))" "$1"; }
+
+# The autoscaler on a load that triples and falls back (a datagen rate profile;
+# an external call of 2 ms per record bounds each subtask to 500 orders/s,
+# whatever the machine): first in `recommend` mode, which reports and changes
+# nothing, then `active`, which scales up in place (TaskManagers of one slot
+# added first) and back down once the load fell, with exactly-once output.
+# WEIR_E2E_AUTOSCALER_WINDOW (15s unless told; bench/autoscaler.sh: 60s, the
+# defaults) is the metrics window, the stabilization and the scale-up interval;
+# the load's phases last in proportion.
+as_window=${WEIR_E2E_AUTOSCALER_WINDOW:-15}
+as_up=$((2 * as_window)) as_down=$((6 * as_window)) as_tail=$((4 * as_window))
+as_events=$((300 * as_up + 900 * (as_down - as_up) + 300 * as_tail))
+{ job_manifest autoscaled weir:e2e 1s | sed 's/parallelism: 2/parallelism: 1/; s/slots: 2/slots: 1/'; cat <<YAML
+  autoscaler: { mode: recommend, metricsWindow: ${as_window}s, stabilization: ${as_window}s, scaleUpInterval: ${as_window}s, scaleDownInterval: $((2 * as_window))s, catchUpTime: $((2 * as_window))s, maxParallelism: 4 }
+  pipeline:
+    name: autoscaled
+    source:
+      type: datagen
+      workload: orders
+      count: $as_events
+      rate: { steps: [{ at: 0s, rate: 300 }, { at: ${as_up}s, rate: 900 }, { at: ${as_down}s, rate: 300 }] }
+      watermark: { field: time, out_of_orderness: 5s }
+    steps: [ { external_call: { per_record: 2ms } }, { key_by: region }, { window: { type: tumbling, size: 1m } }, { aggregate: { count: count(), sum: sum(amount) } } ]
+    sink: { type: file, path: "$work/autoscaled-out" }
+YAML
+} >"$work/autoscaled.yaml"
+kube POST "$jobs" "$work/autoscaled.yaml" application/yaml >"$work/answer.json"
+[ "$KUBE_STATUS" = 201 ] || fail "applying the autoscaled StreamJob: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
+as_="(o.get('status', {}).get('autoscaler') or {})"
+wait_for "the autoscaled job running" "(o['status'].get('job') or {}).get('state') == 'running'" "$jobs/autoscaled" 60
+tripled_at=$(python3 -c "print($(date +%s.%N) + $as_up)")
+wait_for "a recommendation to scale up" "any(v['recommended'] > v['parallelism'] for v in $as_.get('vertices', []))" "$jobs/autoscaled" $((as_up + 10 * as_window))
+decision_s=$(python3 -c "print(round($(date +%s.%N) - $tripled_at))")
+recommended=$(field "max(v['recommended'] for v in $as_['vertices'])")
+[ "$(field "(o['status'].get('job') or {}).get('parallelism')")" = 1 ] && [ "$(field "bool(o['status'].get('pendingOperation'))")" = False ] \
+  || fail "recommend mode changed the job: $(cat "$work/obj.json")"
+step "autoscaler in recommend mode: $decision_s s after the load tripled (window ${as_window}s) it recommends $recommended ($(field "$as_.get('decision')")) and the job stays at 1"
+echo '{"spec": {"autoscaler": {"mode": "active"}}}' >"$work/patch.json"
+kube PATCH "$jobs/autoscaled" "$work/patch.json" application/merge-patch+json >/dev/null
+wait_for "the autoscaler scaling up" "(o['status'].get('job') or {}).get('parallelism', 0) >= 2 and o['status'].get('phase') == 'Running' and not o['status'].get('pendingOperation')" "$jobs/autoscaled" $((6 * as_window))
+up=$(field "o['status']['job']['parallelism']")
+step "autoscaler active: scaled 1 -> $up in place ($(field "$as_['recentRescales'][-1]['summary']"))"
+wait_for "the autoscaler scaling back down" "(o['status'].get('job') or {}).get('parallelism', 9) < $up" "$jobs/autoscaled" $((as_down + 10 * as_window))
+ups=$(field "sum(1 for r in $as_['recentRescales'] if r['to'] > r['from'])")
+up=$(field "max(r['to'] for r in $as_['recentRescales'])")
+down=$(field "o['status']['job']['parallelism']")
+step "once the load fell back, scaled $up -> $down ($(field "$as_['recentRescales'][-1]['summary']")); $ups scale-up rescales to converge"
+wait_for "the autoscaled job finished" "(o['status'].get('job') or {}).get('state') == 'finished'" "$jobs/autoscaled" $((as_tail + 10 * as_window))
+committed_is_oracle "$work/autoscaled-out" "$as_events" || fail "the autoscaled job's committed output is not the oracle's"
+rescales=$(field "len($as_.get('recentRescales', []))")
+step "the autoscaled job finishes after $rescales rescales with committed output equal to the oracle's ($as_events orders)"
+kube DELETE "$jobs/autoscaled" >/dev/null
 
 # An unbounded job through its lifecycle. Every rollout is a new deployment
 # (status.deployment); what its job started from is status.job.restoredFrom,
@@ -324,8 +396,6 @@ kube POST "$jobs" "$work/stream.yaml" application/yaml >"$work/answer.json"
 st="o.get('status', {})"
 job_="($st.get('job') or {})"
 running="$st.get('phase') == 'Running' and $job_.get('state') == 'running'"
-# field PYTHON_EXPRESSION: evaluated on the object wait_for saw last.
-field() { python3 -c "import json, sys; o = json.load(open('$work/obj.json')); print(eval(sys.argv[1]))" "$1"; }
 patch_stream() {
   echo "$1" >"$work/patch.json"
   kube PATCH "$jobs/stream" "$work/patch.json" application/merge-patch+json >"$work/answer.json"
@@ -383,13 +453,23 @@ step "SIGKILL of the JobManager process: the pod's container restarts and the sa
 operator_pid() { pgrep -f -- "weir-operator run" | head -1; }
 before=$(operator_pid)
 patch_stream '{"spec": {"parallelism": 3}}'
-wait_for "the rescale's savepoint triggered" "($st.get('pendingOperation') or {}).get('triggerId')" "$jobs/stream"
+# In place, the rescale is over in seconds: the operator is killed as soon as
+# the operation is written ahead (adding a TaskManager, or the rescale sent).
+wait_for "the rescale written ahead" "$st.get('pendingOperation')" "$jobs/stream"
 kill -9 "$before"
-wait_for "the rescale completed by the restarted operator" "$st.get('deployment') != '$deployment' and $running and $job_.get('parallelism') == 3 and $(from_savepoint rescale)" "$jobs/stream" 120
-deployment=$(field "o['status']['deployment']")
+wait_for "the rescale completed by the restarted operator" "$st.get('deployment') == '$deployment' and $running and $job_.get('parallelism') == 3 and $(from_savepoint rescale) and not $st.get('pendingOperation')" "$jobs/stream" 120
 after=$(operator_pid)
 [ -n "$after" ] && [ "$after" != "$before" ] || fail "the operator process was not restarted ($before, $after)"
-step "the operator SIGKILLed in the middle of a rescale 2 -> 3: restarted, it resumes the written-ahead operation, and the job runs at 3 from the savepoint"
+step "the operator SIGKILLed in the middle of an in-place rescale 2 -> 3: restarted, it resumes the written-ahead operation, and the same deployment runs at 3 from the savepoint"
+
+# The JobManager's command line still says --parallelism 2 (the in-place
+# rescale left its pod alone): restarted, it resumes at its own latest checkpoint's 3.
+checkpointed >/dev/null
+killed=$(jm_pid)
+kill -9 "$killed"
+wait_for "the JobManager recovering at 3 after SIGKILL" "$st.get('deployment') == '$deployment' and $running and $job_.get('parallelism') == 3 and '/chk-' in ($job_.get('restoredFrom') or '')" "$jobs/stream"
+[ "$(jm_pid)" != "$killed" ] || fail "the JobManager process was not replaced"
+step "SIGKILL of the JobManager after the in-place rescale: the same deployment recovers its latest checkpoint at parallelism 3, not its command line's 2"
 
 checkpointed >/dev/null
 wait_for "a checkpoint in the status" "$st.get('lastCheckpoint')" "$jobs/stream"
@@ -462,14 +542,28 @@ kube POST "$jobs" "$work/state.yaml" application/yaml >"$work/answer.json"
 [ "$KUBE_STATUS" = 201 ] || fail "applying the stateful StreamJob: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
 wait_for "the stateful job running" "$running" "$jobs/state-job"
 state_bytes=$(checkpointed state-job $((state_mb * 1048576)) 600)
-echo '{"spec": {"parallelism": 3}}' >"$work/scale.json"
-kube PATCH "$jobs/state-job" "$work/scale.json" application/merge-patch+json >/dev/null
-started=$(date +%s.%N)
-wait_for "the stateful job running at 3" "$running and $job_.get('parallelism') == 3 and $(from_savepoint rescale)" "$jobs/state-job" 120
-running_s=$(python3 -c "print(round($(date +%s.%N) - $started, 1))")
-checkpointed state-job 1 120 >/dev/null
-first_checkpoint_s=$(python3 -c "print(round($(date +%s.%N) - $started, 1))")
-step "rescale 2 -> 3 with $((state_bytes / 1048576)) MiB of keyed state in its checkpoints: running at 3 from the savepoint after $running_s s, its first checkpoint there after $first_checkpoint_s s"
+# timed_rollout PATCH CONDITION: patches the stateful job; prints the seconds
+# until CONDITION holds, and until the job's first checkpoint after that.
+timed_rollout() {
+  local started running_s
+  echo "$1" >"$work/scale.json"
+  kube PATCH "$jobs/state-job" "$work/scale.json" application/merge-patch+json >/dev/null
+  started=$(date +%s.%N)
+  wait_for "the stateful job rolled out: $2" "$2" "$jobs/state-job" 180 >&2
+  running_s=$(python3 -c "print(round($(date +%s.%N) - $started, 1))")
+  checkpointed state-job 1 120 >/dev/null
+  echo "$running_s $(python3 -c "print(round($(date +%s.%N) - $started, 1))")"
+}
+timed=$(timed_rollout '{"spec": {"parallelism": 3}}' "$running and $job_.get('parallelism') == 3 and $(from_savepoint rescale) and not $st.get('pendingOperation')") || exit 1
+read -r running_s first_checkpoint_s <<<"$timed"
+jm_says=$(grep -ho 'rescaled to 3 in [0-9]* ms: [a-z0-9 ,]*' "$work"/node/pods/*/*.log 2>/dev/null | tail -1 || true)
+step "rescale 2 -> 3 in place with $((state_bytes / 1048576)) MiB of keyed state in its checkpoints: running at 3 from the savepoint after $running_s s, its first checkpoint there after $first_checkpoint_s s (the JobManager: ${jm_says:-no timing line})"
+# The same state the redeploying way, for comparison: a change beside the
+# parallelism (a pod label) is an upgrade, through a savepoint and new pods.
+timed=$(timed_rollout '{"spec": {"parallelism": 2, "podTemplate": {"metadata": {"labels": {"rollout": "redeploy"}}}}}' \
+  "$running and $job_.get('parallelism') == 2 and $(from_savepoint upgrade)") || exit 1
+read -r redeploy_running_s redeploy_first_checkpoint_s <<<"$timed"
+step "the same state redeployed 3 -> 2 (an upgrade through a savepoint and new pods): running at 2 after $redeploy_running_s s, its first checkpoint there after $redeploy_first_checkpoint_s s"
 kube DELETE "$jobs/state-job" >/dev/null
 
 # A user's job binary (examples/rust-job, the order monitor in Rust) as a
