@@ -109,9 +109,11 @@ pub(super) fn initial_restore(
 
 /// Opens `uri`, or the latest snapshot when `None` (`Ok(None)`: there is none),
 /// and checks that it fits the plan; with `verify`, also that its state
-/// files are whole (one read of the whole snapshot: done before the job's
-/// first attempt, for snapshots from elsewhere, not on the event loop for
-/// the snapshots this JobManager just took).
+/// files are whole (one read of the whole snapshot). Verified: what the job
+/// first starts from, and a rescale's savepoint before tasks restart from it
+/// (on the event loop, while no task runs: the read delays heartbeats by as
+/// long as it takes). Not verified: the checkpoints a failover restarts
+/// from, which this JobManager just took.
 pub(super) fn open(
     builder: &dyn JobBuilder,
     spec: &JobSpec,
