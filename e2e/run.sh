@@ -174,7 +174,20 @@ wait_for "the TaskManager Deployment" "$owned and o['spec']['replicas'] == 2" "$
 wait_for "the pipeline ConfigMap" "$owned and 'workload: orders' in o['data']['pipeline.yaml']" \
   /api/v1/namespaces/default/configmaps/order-monitor-config
 wait_for "the JobManager Service" "$owned" /api/v1/namespaces/default/services/order-monitor-jobmanager
+hardened="all(c['securityContext']['readOnlyRootFilesystem'] and c['securityContext']['capabilities']['drop'] == ['ALL'] \
+  and not c['securityContext']['allowPrivilegeEscalation'] and not c['securityContext']['privileged'] \
+  and any(m['mountPath'] == '/tmp' for m in c['volumeMounts']) \
+  and '--auth-secret-file' in c['args'] for c in o['spec']['template']['spec']['containers']) \
+  and o['spec']['template']['spec']['securityContext']['runAsNonRoot'] \
+  and o['spec']['template']['spec']['securityContext']['seccompProfile']['type'] == 'RuntimeDefault' \
+  and o['spec']['template']['spec']['automountServiceAccountToken'] is False"
+wait_for "the JobManager's pods run unprivileged, with the job's secret" "$hardened" "$deployments/order-monitor-jobmanager"
+wait_for "the TaskManagers' pods run unprivileged, with the job's secret" "$hardened" "$deployments/order-monitor-taskmanager"
+wait_for "the job's Secret" "$owned and len(o['data']['secret']) >= 64" /api/v1/namespaces/default/secrets/order-monitor-auth
+wait_for "the job's NetworkPolicy" "$owned and o['spec']['podSelector']['matchLabels']['app.kubernetes.io/instance'] == 'order-monitor' \
+  and len(o['spec']['ingress']) == 2" /apis/networking.k8s.io/v1/namespaces/default/networkpolicies/order-monitor-network
 step "the operator deploys the job's cluster (ConfigMap, Service, JobManager and 2 TaskManagers), owned by the StreamJob"
+step "the job's pods run as non-root on a read-only root file system, with no capability, no ServiceAccount token and the job's Secret mounted; a NetworkPolicy admits only the job's pods and the operator"
 
 ready="{c['type']: c for c in o.get('status', {}).get('conditions', [])}.get('Ready', {})"
 wait_for "an honest status" "o['status'].get('observedGeneration') == 1 and o['status'].get('phase') == 'Deploying' \

@@ -17,10 +17,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -181,11 +182,15 @@ async fn act(
         }
         Action::ScaleTaskManagers(replicas) => scale_taskmanagers(job, ctx, status, replicas).await?,
         Action::DisposeSavepoint(path) => {
-            let storage = job.spec.storage.clone();
-            let outcome = off_runtime(move || snapshots::dispose(&path, storage.as_ref()).map(|()| path)).await;
+            let (storage, scope) = (job.spec.storage.clone(), snapshots::DisposalScope::of(job));
+            let outcome = off_runtime(move || snapshots::dispose(&path, &scope, storage.as_ref()).map(|()| path)).await;
             match outcome {
                 Ok(path) => tracing::info!("{}: disposed of {path}", job.name_any()),
-                Err(e) => event(job, ctx, true, "SavepointDisposalFailed", &e).await,
+                Err(snapshots::DisposeError::Refused(refused)) => {
+                    tracing::warn!("{}: {refused}", job.name_any());
+                    event(job, ctx, true, "SavepointDisposalRefused", &refused.to_string()).await;
+                }
+                Err(e) => event(job, ctx, true, "SavepointDisposalFailed", &e.to_string()).await,
             }
         }
         Action::Event { warning, reason, note } => event(job, ctx, warning, &reason, &note).await,
@@ -400,12 +405,28 @@ where
     Ok(())
 }
 
+/// Creates the job's Secret with a random token unless it exists: never
+/// replaced, since its running processes hold it.
+async fn ensure_auth_secret(ctx: &Context, ns: &str, job: &StreamJob) -> Result<(), Error> {
+    let mut token = [0u8; 32];
+    getrandom::fill(&mut token).map_err(|e| Error::Finalizer(format!("no randomness for the job's secret: {e}")))?;
+    let token: String = token.iter().map(|b| format!("{b:02x}")).collect();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    match api.create(&PostParams::default(), &resources::auth_secret(job, &token)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn apply_objects(job: &StreamJob, ctx: &Context, deploy: &Deploy) -> Result<(), Error> {
     let ns = job.namespace().unwrap_or_else(|| "default".into());
+    ensure_auth_secret(ctx, &ns, job).await?;
     apply_one::<ConfigMap>(ctx, &ns, resources::config_map(job)).await?;
     apply_one::<ServiceAccount>(ctx, &ns, resources::service_account(job)).await?;
     apply_one::<Role>(ctx, &ns, resources::role(job)).await?;
     apply_one::<RoleBinding>(ctx, &ns, resources::role_binding(job)).await?;
+    apply_one::<NetworkPolicy>(ctx, &ns, resources::network_policy(job)).await?;
     apply_one::<Service>(ctx, &ns, resources::jobmanager_service(job)).await?;
     apply_one::<Deployment>(ctx, &ns, resources::jobmanager(job, deploy)).await?;
     let taskmanagers = deploy.taskmanagers(job.spec.task_manager.slots);
@@ -775,10 +796,12 @@ mod tests {
                 );
                 assert!(s.deployment.as_deref().is_some_and(|d| d.starts_with("1-")), "{:?}", s.deployment);
             }),
+            Expect::Create { resource: "secrets", name: n.auth(), exists: false },
             Expect::apply("configmaps", n.config()),
             Expect::apply("serviceaccounts", n.account()),
             Expect::apply("roles", n.account()),
             Expect::apply("rolebindings", n.account()),
+            Expect::apply("networkpolicies", n.network()),
             Expect::apply("services", n.jobmanager()),
             Expect::apply("deployments", n.jobmanager()),
             Expect::apply_with("deployments", n.taskmanager(), |d| {
@@ -788,7 +811,7 @@ mod tests {
         ];
         let (requeue, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
         assert_eq!(timeline[..2], ["jobmanager: job", "kube: apply status"], "the status first");
-        assert_eq!(timeline.len(), 10, "{timeline:?}");
+        assert_eq!(timeline.len(), 12, "{timeline:?}");
         assert_eq!(requeue, Requeue::requeue(Duration::from_secs(1)), "until it runs, look often");
     }
 }

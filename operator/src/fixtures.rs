@@ -261,6 +261,8 @@ pub enum Expect {
     Apply { resource: &'static str, name: String, check: Box<dyn FnOnce(&serde_json::Value) + Send> },
     /// An event on the StreamJob.
     Event { reason: &'static str, warning: bool },
+    /// The creation of one of the job's objects, answered as created or (`exists`) as already there.
+    Create { resource: &'static str, name: String, exists: bool },
 }
 
 impl Expect {
@@ -341,6 +343,7 @@ impl ApiServerVerifier {
                             "services" => ("api/v1", "Service"),
                             "roles" => ("apis/rbac.authorization.k8s.io/v1", "Role"),
                             "rolebindings" => ("apis/rbac.authorization.k8s.io/v1", "RoleBinding"),
+                            "networkpolicies" => ("apis/networking.k8s.io/v1", "NetworkPolicy"),
                             "deployments" => ("apis/apps/v1", "Deployment"),
                             other => panic!("no API group known for {other}"),
                         };
@@ -359,6 +362,24 @@ impl ApiServerVerifier {
                         );
                         check(&body);
                         self.timeline.push(format!("kube: apply {resource}/{name}"));
+                        serde_json::to_vec(&body).unwrap()
+                    }
+                    Expect::Create { resource, name, exists } => {
+                        let expected = format!("/api/v1/namespaces/{NAMESPACE}/{resource}");
+                        assert_eq!((method, path), (&Method::POST, &*expected), "request {i}");
+                        assert_eq!(body["metadata"]["name"], name.as_str(), "request {i}");
+                        self.timeline.push(format!("kube: create {resource}/{name}"));
+                        if exists {
+                            let conflict = serde_json::json!({
+                                "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                "message": format!("{resource} \"{name}\" already exists"),
+                                "reason": "AlreadyExists", "code": 409
+                            });
+                            let response =
+                                Response::builder().status(409).body(Body::from(conflict.to_string().into_bytes()));
+                            send.send_response(response.unwrap());
+                            continue;
+                        }
                         serde_json::to_vec(&body).unwrap()
                     }
                     Expect::Event { reason, warning } => {

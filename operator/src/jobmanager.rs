@@ -12,16 +12,19 @@
 //!
 //! [`RestClient`] is the one implementation over HTTP; how a request reaches
 //! the JobManager is its [`Transport`], chosen by `--jobmanager-access`
-//! ([`JobManagerAccess`], [`client`]). Tests of the controller use a fake
+//! ([`JobManagerAccess`], [`client`]). Requests that change a job carry its
+//! secret as a bearer token, read from the job's Secret ([`Credentials`]). Tests of the controller use a fake
 //! client instead (as the Flink operator's `TestingFlinkService` stands in
 //! for its `FlinkService`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use http::{Method, Request, StatusCode};
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use weir_api::rest::{
@@ -29,7 +32,7 @@ use weir_api::rest::{
 };
 
 use crate::crd::StreamJob;
-use crate::resources::{Names, REST_PORT};
+use crate::resources::{AUTH_KEY, Names, REST_PORT};
 
 /// How the operator reaches JobManagers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +60,8 @@ pub enum JobManagerError {
     /// The JobManager answered with an error status and (usually) an [`ErrorBody`].
     #[error("{url}: {status}: {message}")]
     Refused { url: String, status: StatusCode, message: String },
+    #[error("the secret of {job}: {reason}")]
+    Credentials { job: String, reason: String },
     #[error("{url}: not an answer of the REST API ({source}): {body}")]
     Malformed {
         url: String,
@@ -169,16 +174,74 @@ impl Transport for ProxyTransport {
     }
 }
 
+/// Where a job's REST bearer token comes from.
+pub trait Credentials: Send + Sync {
+    /// The bearer token for `job`'s JobManager; `None` for a job without a secret.
+    fn bearer<'a>(&'a self, job: &'a StreamJob) -> BoxFuture<'a, Result<Option<String>, JobManagerError>>;
+}
+
+/// Reads each job's Secret (the controller makes it) through the API server,
+/// once per job (by uid: a job deleted and made again has a new Secret).
+pub struct SecretCredentials {
+    kube: kube::Client,
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+impl SecretCredentials {
+    pub fn new(kube: kube::Client) -> Self {
+        SecretCredentials { kube, tokens: Mutex::default() }
+    }
+
+    async fn read(&self, job: &StreamJob) -> Result<Option<String>, JobManagerError> {
+        let name = Names(&job.name_any()).auth();
+        let fail = |reason: String| JobManagerError::Credentials { job: job.name_any(), reason };
+        let namespace = job.namespace().unwrap_or_else(|| "default".into());
+        let api: Api<Secret> = Api::namespaced(self.kube.clone(), &namespace);
+        // A job deployed before jobs had secrets has none, and needs none.
+        let Some(secret) = api.get_opt(&name).await.map_err(|e| fail(e.to_string()))? else { return Ok(None) };
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(AUTH_KEY))
+            .ok_or_else(|| fail(format!("{name} has no key {AUTH_KEY}")))?;
+        let secret = weir_cluster::auth::Secret::new(&bytes.0, &name).map_err(|e| fail(e.to_string()))?;
+        Ok(Some(secret.bearer()))
+    }
+}
+
+impl Credentials for SecretCredentials {
+    fn bearer<'a>(&'a self, job: &'a StreamJob) -> BoxFuture<'a, Result<Option<String>, JobManagerError>> {
+        Box::pin(async move {
+            let uid = job.uid().unwrap_or_else(|| job.name_any());
+            if let Some(token) = self.tokens.lock().expect("tokens poisoned").get(&uid) {
+                return Ok(Some(token.clone()));
+            }
+            let token = self.read(job).await?;
+            if let Some(t) = &token {
+                self.tokens.lock().expect("tokens poisoned").insert(uid, t.clone());
+            }
+            Ok(token)
+        })
+    }
+}
+
 /// The JobManager's REST API over a [`Transport`].
 pub struct RestClient<T> {
     transport: T,
     /// A JobManager that does not answer within this long must not hold up the reconciliation.
     timeout: Duration,
+    /// The jobs' bearer tokens, for requests that change a job.
+    credentials: Option<Arc<dyn Credentials>>,
 }
 
 impl<T: Transport> RestClient<T> {
     pub fn new(transport: T) -> Self {
-        RestClient { transport, timeout: Duration::from_secs(10) }
+        RestClient { transport, timeout: Duration::from_secs(10), credentials: None }
+    }
+
+    pub fn with_credentials(mut self, credentials: Arc<dyn Credentials>) -> Self {
+        self.credentials = Some(credentials);
+        self
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
@@ -197,12 +260,19 @@ impl<T: Transport> RestClient<T> {
         let namespace = job.namespace().unwrap_or_else(|| "default".into());
         let url = self.transport.url(&namespace, &Names(&job.name_any()).jobmanager(), path);
         let body = body.map(|b| serde_json::to_vec(b).expect("requests serialize")).unwrap_or_default();
-        let request = Request::builder()
-            .method(method)
-            .uri(&url)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .map_err(|e| JobManagerError::Unreachable { url: url.clone(), source: e.into() })?;
+        let bearer = match (&self.credentials, method == Method::GET) {
+            (Some(c), false) => c.bearer(job).await?,
+            _ => None,
+        };
+        let mut request =
+            Request::builder().method(method).uri(&url).header(http::header::CONTENT_TYPE, "application/json");
+        // Its own header, not `Authorization`: through the API server's
+        // service proxy, that one authenticates the operator to the API server.
+        if let Some(token) = bearer {
+            request = request.header(weir_api::rest::TOKEN_HEADER, token);
+        }
+        let request =
+            request.body(body).map_err(|e| JobManagerError::Unreachable { url: url.clone(), source: e.into() })?;
         let (status, body) = tokio::time::timeout(self.timeout, self.transport.send(request))
             .await
             .map_err(|_| JobManagerError::Timeout { url: url.clone(), after: self.timeout })?
@@ -262,8 +332,12 @@ impl<T: Transport> JobManagerClient for RestClient<T> {
 /// The client `--jobmanager-access` asks for.
 pub fn client(access: JobManagerAccess, kube: kube::Client) -> Arc<dyn JobManagerClient> {
     match access {
-        JobManagerAccess::Service => Arc::new(RestClient::new(ServiceTransport::default())),
-        JobManagerAccess::Proxy => Arc::new(RestClient::new(ProxyTransport::new(kube))),
+        JobManagerAccess::Service => Arc::new(
+            RestClient::new(ServiceTransport::default()).with_credentials(Arc::new(SecretCredentials::new(kube))),
+        ),
+        JobManagerAccess::Proxy => Arc::new(
+            RestClient::new(ProxyTransport::new(kube.clone())).with_credentials(Arc::new(SecretCredentials::new(kube))),
+        ),
     }
 }
 
@@ -300,6 +374,40 @@ mod tests {
             None => assert!(sent.is_empty(), "a GET sends no body"),
         }
         send.send_response(Response::builder().status(status).body(Body::from(answer)).unwrap());
+    }
+
+    #[tokio::test]
+    async fn requests_that_change_the_job_carry_its_secret_read_once_from_its_secret() {
+        let (kube, mut verifier) = ApiServerVerifier::pair();
+        let client =
+            RestClient::new(ProxyTransport::new(kube.clone())).with_credentials(Arc::new(SecretCredentials::new(kube)));
+        let job = StreamJob::test();
+        let trigger = serde_json::to_vec(&TriggerResponse { trigger_id: "rescale-1".into() }).unwrap();
+        for first in [true, false] {
+            let (got, ()) = tokio::join!(client.rescale(&job, RescaleRequest::to(3)), async {
+                if first {
+                    let (request, send) = verifier.next().await.expect("the Secret's read");
+                    assert_eq!(request.uri().path(), "/api/v1/namespaces/weir/secrets/orders-auth");
+                    let secret = serde_json::json!({
+                        "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "orders-auth" },
+                        // base64 of "0123456789abcdef0123\n"
+                        "data": { "secret": "MDEyMzQ1Njc4OWFiY2RlZjAxMjMK" }
+                    });
+                    send.send_response(Response::builder().body(Body::from(secret.to_string().into_bytes())).unwrap());
+                }
+                let (request, send) = verifier.next().await.expect("the rescale");
+                assert_eq!(request.headers()[weir_api::rest::TOKEN_HEADER], "0123456789abcdef0123");
+                let answer = Response::builder().status(StatusCode::ACCEPTED).body(Body::from(trigger.clone()));
+                send.send_response(answer.unwrap());
+            });
+            assert_eq!(got.unwrap().trigger_id, "rescale-1");
+        }
+        let (got, ()) = tokio::join!(client.job(&job), async {
+            let (request, send) = verifier.next().await.expect("a GET");
+            assert!(request.headers().get(weir_api::rest::TOKEN_HEADER).is_none(), "reads carry no secret");
+            send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&details()).unwrap())).unwrap());
+        });
+        assert!(got.is_ok());
     }
 
     #[tokio::test]

@@ -29,6 +29,7 @@ pub mod crd;
 pub mod diff;
 #[cfg(test)]
 mod fixtures;
+pub mod hardening;
 pub mod health;
 pub mod jobmanager;
 pub mod phase;

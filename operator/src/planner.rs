@@ -31,6 +31,7 @@ use crate::crd::{
 use crate::diff::{ChangeKind, SpecDiff, diff};
 use crate::phase::Phase;
 use crate::resources::{Deploy, Restore};
+use crate::snapshots::DisposalScope;
 use crate::validate::{FieldError, validate};
 
 mod autoscaling;
@@ -349,12 +350,23 @@ impl Planner<'_> {
         let newest = self.status.savepoint_history.len() - 1;
         let mut excess = self.status.savepoint_history.len().saturating_sub(limit);
         let mut kept = Vec::new();
+        let scope = DisposalScope::of(self.job);
         for (i, sp) in std::mem::take(&mut self.status.savepoint_history).into_iter().enumerate() {
             let protected = i == newest || running_from.as_deref().is_some_and(|r| same(r, &sp.path));
             if excess > 0 && !protected {
                 excess -= 1;
-                self.actions.push(Action::DisposeSavepoint(sp.path.clone()));
-                self.event(false, "SavepointDisposed", &format!("{} (beyond the history limit {limit})", sp.path));
+                match scope.check(&sp.path) {
+                    Ok(()) => {
+                        self.actions.push(Action::DisposeSavepoint(sp.path.clone()));
+                        let note = format!("{} (beyond the history limit {limit})", sp.path);
+                        self.event(false, "SavepointDisposed", &note);
+                    }
+                    // Not the job's own (an edited status, say): dropped from the history, left in storage.
+                    Err(refused) => {
+                        let note = format!("{refused}; dropped from the history, nothing deleted");
+                        self.event(true, "SavepointDisposalRefused", &note);
+                    }
+                }
             } else {
                 kept.push(sp);
             }
@@ -1165,7 +1177,7 @@ mod tests {
             })
         };
         let mut status = running(periodic);
-        let base = "s3://weir/checkpoints/j/savepoints/sp-";
+        let base = "s3://weir/checkpoints/orders/savepoints/sp-";
         // The job runs from the first savepoint taken: it stays however old.
         let mut running_from = observed(Some((JobState::Running, 2)), None);
         running_from.job.as_mut().unwrap().restored_from = Some(format!("{base}1/"));
@@ -1193,6 +1205,54 @@ mod tests {
         assert_eq!(disposed, [format!("{base}2"), format!("{base}3")]);
         let kept: Vec<&str> = status.savepoint_history.iter().map(|s| s.path.as_str()).collect();
         assert_eq!(kept, [format!("{base}1"), format!("{base}4")]);
+    }
+
+    #[test]
+    fn savepoints_outside_the_jobs_own_directories_are_never_disposed_of() {
+        let periodic = |s: &mut StreamJobSpec| {
+            s.savepoints = Some(crate::crd::SavepointsSpec {
+                dir: None,
+                periodic: Some("1h".into()),
+                history_limit: 1,
+                timeout: None,
+            })
+        };
+        let mut status = running(periodic);
+        // The history, edited: another bucket, a system path, a path that climbs out.
+        let edited = [
+            "s3://other-bucket/prod/savepoints/sp-1",
+            "/etc",
+            "s3://weir/checkpoints/orders/savepoints/../../payments",
+        ];
+        let time = "2026-11-21T12:00:00Z".to_string();
+        status.savepoint_history = edited
+            .iter()
+            .map(|p| SavepointRef { path: p.to_string(), time: time.clone(), reason: SavepointReason::Periodic })
+            .collect();
+        let now = "2026-11-21T13:00:00Z";
+        let p = step(&job(Some(status), 1, periodic), &at(observed(Some((JobState::Running, 2)), None), now));
+        assert!(p.actions.contains(&Action::TriggerSavepoint { stop: false }), "{:?}", p.actions);
+        let mut done = observed(Some((JobState::Running, 2)), None);
+        let own = "s3://weir/checkpoints/orders/savepoints/sp-9";
+        done.savepoint = Some(SavepointView::Completed { path: own.into(), in_storage: true });
+        let p = step(&job(Some(p.status), 1, periodic), &at(done, now));
+        assert!(!p.actions.iter().any(|a| matches!(a, Action::DisposeSavepoint(_))), "{:?}", p.actions);
+        let refused: Vec<&str> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Event { warning: true, reason, note } if reason == "SavepointDisposalRefused" => {
+                    Some(note.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(refused.len(), 3, "{:?}", p.actions);
+        for (note, path) in refused.iter().zip(edited) {
+            assert!(note.contains(path) && note.contains("nothing deleted"), "{note}");
+        }
+        let kept: Vec<&str> = p.status.savepoint_history.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(kept, [own]);
     }
 
     #[test]

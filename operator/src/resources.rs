@@ -1,6 +1,7 @@
 //! The Kubernetes objects of one StreamJob's cluster, as pure functions of the
-//! StreamJob and what to deploy: a ConfigMap with the pipeline, a
-//! ServiceAccount with a Role for the JobManagers' leader-election Lease, the
+//! StreamJob and what to deploy: a ConfigMap with the pipeline, the job's
+//! Secret (mounted into every JobManager and TaskManager, which prove it to
+//! each other; the operator sends it to the REST API), a ServiceAccount with a Role for the JobManagers' leader-election Lease, the
 //! JobManager Deployment (replicas beyond the first are standbys) and its
 //! Service, and the TaskManager Deployment. Every object is owned by the
 //! StreamJob (deleting it deletes them) and labelled with the job's name.
@@ -16,9 +17,10 @@ use k8s_openapi::DeepMerge;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, SecretEnvSource, Service, ServiceAccount, ServicePort,
-    ServiceSpec, Volume, VolumeMount,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, Secret, SecretEnvSource, SecretVolumeSource, Service,
+    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -28,12 +30,17 @@ use weir_api::launch::{JobManagerOptions, Process, TaskManagerOptions, VertexPar
 use weir_api::parse_duration;
 
 use crate::crd::StreamJob;
+use crate::hardening;
 
 /// The JobManager's REST port (DESIGN.md).
 pub const REST_PORT: i32 = 8081;
 /// The port TaskManagers register at.
 pub const RPC_PORT: i32 = 6123;
 const CONFIG_DIR: &str = "/etc/weir";
+/// Where the job's Secret is mounted (beside, not inside, the ConfigMap's directory).
+const AUTH_DIR: &str = "/etc/weir-auth";
+/// The key of the job's Secret that holds its secret.
+pub const AUTH_KEY: &str = "secret";
 
 /// What the next deployment of the job runs: decided by the planner.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +70,14 @@ impl Names<'_> {
     }
     pub fn taskmanager(&self) -> String {
         format!("{}-taskmanager", self.0)
+    }
+    /// The job's NetworkPolicy.
+    pub fn network(&self) -> String {
+        format!("{}-network", self.0)
+    }
+    /// The job's Secret, which its processes prove to each other.
+    pub fn auth(&self) -> String {
+        format!("{}-auth", self.0)
     }
     /// The Lease the JobManagers elect their leader with.
     pub fn lease(&self) -> String {
@@ -127,6 +142,39 @@ pub fn config_map(job: &StreamJob) -> ConfigMap {
         data.insert("pipeline.yaml".to_string(), serde_yaml_ng::to_string(p).expect("JSON values serialize as YAML"));
     }
     ConfigMap { metadata: meta(job, Names(&job.name_any()).config(), "config"), data: Some(data), ..Default::default() }
+}
+
+/// The job's Secret, holding `token` (the operator makes one at random when
+/// the job has none, and never changes it: the running processes hold it).
+pub fn auth_secret(job: &StreamJob, token: &str) -> Secret {
+    Secret {
+        metadata: meta(job, Names(&job.name_any()).auth(), "auth"),
+        string_data: Some(BTreeMap::from([(AUTH_KEY.to_string(), token.to_string())])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
+/// The job's Secret as a volume, and where each process finds it.
+fn auth_volume(job: &StreamJob) -> (Volume, VolumeMount) {
+    let volume = Volume {
+        name: "auth".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(Names(&job.name_any()).auth()),
+            // Readable by the process's user and group only.
+            default_mode: Some(0o440),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    (
+        volume,
+        VolumeMount { name: "auth".into(), mount_path: AUTH_DIR.into(), read_only: Some(true), ..Default::default() },
+    )
+}
+
+fn auth_file() -> Option<std::path::PathBuf> {
+    Some(format!("{AUTH_DIR}/{AUTH_KEY}").into())
 }
 
 pub fn service_account(job: &StreamJob) -> ServiceAccount {
@@ -242,6 +290,7 @@ pub fn jobmanager_args(job: &StreamJob, deploy: &Deploy) -> Vec<String> {
         leader_lease: (s.job_manager.replicas > 1).then(|| Names(&job.name_any()).lease()),
         // A job binary's own arguments (weir::cluster hands them to the job).
         job_args: s.args.clone().unwrap_or_default(),
+        auth_secret_file: auth_file(),
         ..JobManagerOptions::default()
     };
     Process::Jobmanager(options).to_args()
@@ -253,22 +302,40 @@ pub fn taskmanager_args(job: &StreamJob) -> Vec<String> {
     options.slots = job.spec.task_manager.slots.max(1) as usize;
     // Listen on the pod's own address, which is also what other TaskManagers reach it at.
     options.bind = "$(POD_IP)".into();
+    options.auth_secret_file = auth_file();
     Process::Taskmanager(options).to_args()
 }
 
-fn pod(job: &StreamJob, component: &str, container: Container, volumes: Vec<Volume>) -> PodTemplateSpec {
+/// The job's NetworkPolicy (see [`hardening`]).
+pub fn network_policy(job: &StreamJob) -> NetworkPolicy {
+    hardening::network_policy(job, meta(job, Names(&job.name_any()).network(), "network"))
+}
+
+/// A pod of the job: `container` with `volumes`, the user's template merged
+/// over it, then held to the job's security rules ([`hardening::enforce`]).
+fn pod(job: &StreamJob, component: &str, mut container: Container, mut volumes: Vec<Volume>) -> PodTemplateSpec {
+    let (tmp, tmp_mount) = hardening::tmp_volume();
+    volumes.push(tmp);
+    container.volume_mounts.get_or_insert_with(Vec::new).push(tmp_mount);
+    container.security_context = Some(hardening::container_context());
     let mut template = PodTemplateSpec {
         metadata: Some(ObjectMeta { labels: Some(labels(job, component)), ..Default::default() }),
         spec: Some(PodSpec {
             service_account_name: Some(Names(&job.name_any()).account()),
             containers: vec![container],
-            volumes: (!volumes.is_empty()).then_some(volumes),
+            volumes: Some(volumes),
+            security_context: Some(hardening::pod_context()),
             ..Default::default()
         }),
     };
     // The user's pod template goes over the generated one (containers merge by name).
     if let Some(user) = job.spec.pod_template.clone().and_then(|v| serde_json::from_value::<PodTemplateSpec>(v).ok()) {
         template.merge_from(user);
+    }
+    // Only JobManagers that elect a leader talk to the API server.
+    let token = component == "jobmanager" && job.spec.job_manager.replicas > 1;
+    if let Some(spec) = template.spec.as_mut() {
+        hardening::enforce(spec, token);
     }
     template
 }
@@ -290,39 +357,38 @@ fn deployment(job: &StreamJob, component: &str, name: String, replicas: i32, tem
 
 pub fn jobmanager(job: &StreamJob, deploy: &Deploy) -> Deployment {
     let (vars, from) = storage_env(job);
-    let container =
-        Container {
-            name: "jobmanager".into(),
-            image: Some(job.spec.image.clone()),
-            args: Some(jobmanager_args(job, deploy)),
-            env: Some(vars),
-            env_from: (!from.is_empty()).then_some(from),
-            ports: Some(vec![
-                ContainerPort { name: Some("rest".into()), container_port: REST_PORT, ..Default::default() },
-                ContainerPort { name: Some("rpc".into()), container_port: RPC_PORT, ..Default::default() },
-            ]),
-            readiness_probe: Some(Probe {
-                http_get: Some(HTTPGetAction {
-                    path: Some("/healthz".into()),
-                    port: IntOrString::String("rest".into()),
-                    ..Default::default()
-                }),
-                period_seconds: Some(1),
+    let mut container = Container {
+        name: "jobmanager".into(),
+        image: Some(job.spec.image.clone()),
+        args: Some(jobmanager_args(job, deploy)),
+        env: Some(vars),
+        env_from: (!from.is_empty()).then_some(from),
+        ports: Some(vec![
+            ContainerPort { name: Some("rest".into()), container_port: REST_PORT, ..Default::default() },
+            ContainerPort { name: Some("rpc".into()), container_port: RPC_PORT, ..Default::default() },
+        ]),
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/healthz".into()),
+                port: IntOrString::String("rest".into()),
                 ..Default::default()
             }),
-            volume_mounts: job.spec.pipeline.as_ref().map(|_| {
-                vec![VolumeMount { name: "config".into(), mount_path: CONFIG_DIR.into(), ..Default::default() }]
-            }),
+            period_seconds: Some(1),
             ..Default::default()
-        };
-    let volumes = match &job.spec.pipeline {
-        Some(_) => vec![Volume {
+        }),
+        ..Default::default()
+    };
+    let (auth, auth_mount) = auth_volume(job);
+    let (mut volumes, mut mounts) = (vec![auth], vec![auth_mount]);
+    if job.spec.pipeline.is_some() {
+        volumes.push(Volume {
             name: "config".into(),
             config_map: Some(ConfigMapVolumeSource { name: Names(&job.name_any()).config(), ..Default::default() }),
             ..Default::default()
-        }],
-        None => Vec::new(),
-    };
+        });
+        mounts.push(VolumeMount { name: "config".into(), mount_path: CONFIG_DIR.into(), ..Default::default() });
+    }
+    container.volume_mounts = Some(mounts);
     let template = pod(job, "jobmanager", container, volumes);
     deployment(job, "jobmanager", Names(&job.name_any()).jobmanager(), job.spec.job_manager.replicas, template)
 }
@@ -330,6 +396,7 @@ pub fn jobmanager(job: &StreamJob, deploy: &Deploy) -> Deployment {
 /// The TaskManager Deployment at `replicas`.
 pub fn taskmanager(job: &StreamJob, replicas: i32) -> Deployment {
     let (vars, from) = storage_env(job);
+    let (auth, auth_mount) = auth_volume(job);
     let container = Container {
         name: "taskmanager".into(),
         image: Some(job.spec.image.clone()),
@@ -337,9 +404,10 @@ pub fn taskmanager(job: &StreamJob, replicas: i32) -> Deployment {
         env: Some(vars),
         env_from: (!from.is_empty()).then_some(from),
         resources: job.spec.task_manager.resources.clone(),
+        volume_mounts: Some(vec![auth_mount]),
         ..Default::default()
     };
-    let template = pod(job, "taskmanager", container, Vec::new());
+    let template = pod(job, "taskmanager", container, vec![auth]);
     deployment(job, "taskmanager", Names(&job.name_any()).taskmanager(), replicas, template)
 }
 
@@ -509,6 +577,54 @@ mod tests {
         assert_eq!(spec.node_selector.unwrap()["pool"], "streaming");
         assert_eq!(pod.metadata.unwrap().annotations.unwrap()["team"], "orders");
         assert_eq!(spec.service_account_name.as_deref(), Some("orders-weir"));
+    }
+
+    #[test]
+    fn pods_run_unprivileged_and_only_leader_electing_jobmanagers_get_a_token() {
+        let mut j = job();
+        j.spec.pod_template = Some(serde_json::json!({ "spec": { "containers": [
+            { "name": "taskmanager", "securityContext": { "privileged": true } }
+        ] } }));
+        let d = Deploy { parallelism: 1, vertices: BTreeMap::new(), restore: Restore::Fresh, id: "1".into() };
+        for (replicas, token) in [(1, false), (3, true)] {
+            j.spec.job_manager.replicas = replicas;
+            let jm = jobmanager(&j, &d).spec.unwrap().template.spec.unwrap();
+            assert_eq!(jm.automount_service_account_token, Some(token), "{replicas} JobManagers");
+        }
+        for deployment in [jobmanager(&j, &d), taskmanager(&j, 2)] {
+            let spec = deployment.spec.unwrap().template.spec.unwrap();
+            assert_eq!(spec.security_context.as_ref().unwrap().run_as_non_root, Some(true));
+            let c = &spec.containers[0];
+            assert_eq!(c.security_context.as_ref(), Some(&hardening::container_context()), "{}", c.name);
+            assert!(c.volume_mounts.iter().flatten().any(|m| m.mount_path == "/tmp"), "a writable /tmp");
+        }
+        let tm = taskmanager(&j, 2).spec.unwrap().template.spec.unwrap();
+        assert_eq!(tm.automount_service_account_token, Some(false));
+        let policy = network_policy(&j).spec.unwrap();
+        let own = policy.pod_selector.unwrap().match_labels.unwrap();
+        assert_eq!(own["app.kubernetes.io/instance"], "orders");
+        let rules = policy.ingress.unwrap();
+        assert_eq!(rules.len(), 2, "the job's own pods, and the operator");
+        assert_eq!(rules[1].ports.as_ref().unwrap().len(), 2, "the operator: REST and RPC only");
+    }
+
+    #[test]
+    fn every_process_mounts_the_jobs_secret_and_is_told_where_it_is() {
+        let j = job();
+        let secret = auth_secret(&j, "0123abcd");
+        assert_eq!(secret.metadata.name.as_deref(), Some("orders-auth"));
+        assert_eq!(secret.string_data.unwrap()[AUTH_KEY], "0123abcd");
+        let d = Deploy { parallelism: 1, vertices: BTreeMap::new(), restore: Restore::Fresh, id: "1".into() };
+        for deployment in [jobmanager(&j, &d), taskmanager(&j, 2)] {
+            let spec = deployment.spec.unwrap().template.spec.unwrap();
+            let c = &spec.containers[0];
+            let args = c.args.clone().unwrap().join(" ");
+            assert!(args.contains("--auth-secret-file /etc/weir-auth/secret"), "{args}");
+            let mount = c.volume_mounts.iter().flatten().find(|m| m.name == "auth").expect("the auth mount");
+            assert_eq!((mount.mount_path.as_str(), mount.read_only), (AUTH_DIR, Some(true)));
+            let volume = spec.volumes.iter().flatten().find(|v| v.name == "auth").expect("the auth volume");
+            assert_eq!(volume.secret.as_ref().unwrap().secret_name.as_deref(), Some("orders-auth"));
+        }
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub fn validate(spec: &StreamJobSpec) -> Result<(), FieldError> {
             field_error(field, reason)
         })?;
     }
+    if let Some((field, reason)) = spec.pod_template.as_ref().and_then(crate::hardening::privileges_asked) {
+        return Err(field_error(format!("spec.podTemplate.{field}"), reason));
+    }
     match (&spec.pipeline, &spec.args) {
         (Some(_), Some(_)) => Err(field_error("spec.args", "give either a pipeline or args, not both")),
         (None, None) => Err(field_error("spec.pipeline", "give a pipeline (or args for a job binary)")),
@@ -77,6 +80,15 @@ mod tests {
     #[test]
     fn a_valid_spec_passes() {
         assert_eq!(validate(&test_spec()), Ok(()));
+    }
+
+    #[test]
+    fn a_pod_template_may_not_raise_privileges() {
+        let mut spec = test_spec();
+        spec.pod_template = Some(serde_json::json!({ "spec": { "securityContext": { "runAsUser": 0 } } }));
+        let e = validate(&spec).unwrap_err();
+        assert_eq!(e.field, "spec.podTemplate.spec.securityContext.runAsUser");
+        assert!(e.reason.contains("root"), "{e}");
     }
 
     #[test]

@@ -99,14 +99,16 @@ pub struct FailoverOptions {
     /// A TaskManager silent for this long is lost (its tasks restart elsewhere).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub heartbeat_timeout: Duration,
-    /// none | fixed-delay:<delay>:<attempts> | exponential:<initial>:<max>:<attempts>
+    /// none | fixed-delay:<delay>:<attempts> | exponential:<initial>:<max>:<attempts|unlimited>
+    /// (exponential: times 1.5 per failure, ±10 % jitter, reset after an hour without failure)
     #[arg(long, value_name = "STRATEGY", default_value = FailoverOptions::DEFAULT_RESTART_STRATEGY)]
     pub restart_strategy: String,
 }
 
 impl FailoverOptions {
     pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
-    pub const DEFAULT_RESTART_STRATEGY: &str = "fixed-delay:1s:10";
+    /// Flink's default: exponential delay without a limit on restarts (weir_cluster::restart).
+    pub const DEFAULT_RESTART_STRATEGY: &str = "exponential:1s:1m:unlimited";
 
     /// The flags that say this (none for the defaults).
     pub fn to_args(&self) -> Vec<String> {
@@ -188,6 +190,11 @@ pub struct JobManagerOptions {
     pub lease_duration: Duration,
     #[command(flatten)]
     pub failover: FailoverOptions,
+    /// The job's secret (a file, such as a mounted Kubernetes Secret): every
+    /// TaskManager must prove it, and REST requests that change the job must
+    /// carry it as `Authorization: Bearer`.
+    #[arg(long, value_name = "PATH")]
+    pub auth_secret_file: Option<PathBuf>,
     /// A job binary's own arguments, after `--` (every process of the job sees them).
     #[arg(last = true, value_name = "JOB ARGS")]
     pub job_args: Vec<String>,
@@ -256,6 +263,9 @@ impl JobManagerOptions {
             args.push("--linger".to_string());
         }
         args.extend(self.failover.to_args());
+        if let Some(path) = &self.auth_secret_file {
+            args.extend(["--auth-secret-file".to_string(), path.display().to_string()]);
+        }
         if !self.job_args.is_empty() {
             args.push("--".to_string());
             args.extend(self.job_args.iter().cloned());
@@ -285,6 +295,7 @@ impl Default for JobManagerOptions {
             leader_lease: None,
             lease_duration: Self::DEFAULT_LEASE_DURATION,
             failover: FailoverOptions::default(),
+            auth_secret_file: None,
             job_args: Vec::new(),
         }
     }
@@ -314,6 +325,10 @@ pub struct TaskManagerOptions {
     /// A name for logs and the dashboard (default: the pod's name, or host and process id).
     #[arg(long)]
     pub id: Option<String>,
+    /// The job's secret (a file): proven to the JobManager and the other
+    /// TaskManagers, and required of them.
+    #[arg(long, value_name = "PATH")]
+    pub auth_secret_file: Option<PathBuf>,
 }
 
 impl TaskManagerOptions {
@@ -329,6 +344,7 @@ impl TaskManagerOptions {
             advertise_host: None,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             id: None,
+            auth_secret_file: None,
         }
     }
 
@@ -353,6 +369,9 @@ impl TaskManagerOptions {
         }
         if let Some(id) = &self.id {
             flag("id", id.clone());
+        }
+        if let Some(path) = &self.auth_secret_file {
+            flag("auth-secret-file", path.display().to_string());
         }
         args
     }
@@ -420,6 +439,7 @@ mod tests {
                 heartbeat_timeout: Duration::from_secs(20),
                 restart_strategy: "exponential:1s:1m:20".into(),
             },
+            auth_secret_file: Some("/etc/weir/auth/secret".into()),
             job_args: vec!["--min-amount".into(), "100".into()],
         };
         for restore in [Restore::Fresh, Restore::Latest, Restore::LatestOrFresh, Restore::Snapshot("/sp/1".into())] {
@@ -442,6 +462,7 @@ mod tests {
             advertise_host: Some("10.0.0.7".into()),
             connect_timeout: Duration::from_secs(120),
             id: Some("tm-a".into()),
+            auth_secret_file: Some("/etc/weir/auth/secret".into()),
         };
         let Cli::Taskmanager(back) = parse("taskmanager", tm.to_args()) else { unreachable!() };
         assert_eq!(back, tm);

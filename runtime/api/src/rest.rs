@@ -20,6 +20,12 @@
 //!
 //! [`paths`] builds the paths, so that callers spell them one way.
 //!
+//! The `POST`s change the job: they must be sent as `Content-Type:
+//! application/json` (else `415`), and, when the job has a secret, with
+//! `Authorization: Bearer <token>` (else `401`), the token being the
+//! secret's text (its hex when it is not printable ASCII). The `GET`s need
+//! neither.
+//!
 //! Answers are read leniently: a field an older JobManager did not send yet
 //! (`subtasks`, `deployment`, ...) reads as empty, and fields a newer one adds
 //! are ignored. Requests are read strictly (an unknown field is refused).
@@ -101,6 +107,11 @@ pub trait JobTransition {
 }
 
 /// The longest window rates can be asked over (`GET /v1/jobs/{job}?window=`).
+/// The header that may carry the job's token instead of `Authorization:
+/// Bearer`, for a client behind a proxy that takes `Authorization` for
+/// itself (Kubernetes' service proxy authenticates with it and removes it).
+pub const TOKEN_HEADER: &str = "x-weir-token";
+
 pub const MAX_METRICS_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// `GET /v1/jobs`: the jobs this JobManager runs (one).
@@ -339,6 +350,28 @@ impl RescaleRequest {
     /// Every vertex at `parallelism` (save those their pipeline or code pins).
     pub fn to(parallelism: u32) -> RescaleRequest {
         RescaleRequest { parallelism: Some(parallelism), vertices: Default::default() }
+    }
+
+    /// Why no job of `max_parallelism` key groups can run as this request
+    /// asks, if so: it names nothing to rescale to, or a parallelism of 0
+    /// or above `max_parallelism` (a subtask without a key group). Whether
+    /// the vertices exist and the job can rescale now is the JobManager's
+    /// to say.
+    pub fn check(&self, max_parallelism: u32) -> Result<(), String> {
+        if self.parallelism.is_none() && self.vertices.is_empty() {
+            return Err("nothing to rescale to: give `parallelism`, `vertices` or both".into());
+        }
+        let in_range = |what: &dyn fmt::Display, p: u32| match p {
+            0 => Err(format!("{what}: must be at least 1")),
+            p if p > max_parallelism => {
+                Err(format!("{what}: {p} is above the max parallelism {max_parallelism} (the job's key groups)"))
+            }
+            _ => Ok(()),
+        };
+        if let Some(p) = self.parallelism {
+            in_range(&"parallelism", p)?;
+        }
+        self.vertices.iter().try_for_each(|(uid, &p)| in_range(&format_args!("vertices.{uid}"), p))
     }
 }
 
@@ -605,6 +638,24 @@ mod tests {
         assert_eq!((per_vertex.parallelism, per_vertex.vertices.get("window")), (None, Some(&4)));
         assert_eq!(serde_json::to_string(&RescaleRequest::to(2)).unwrap(), r#"{"parallelism":2}"#);
         assert!(serde_json::from_str::<RescaleRequest>(r#"{"parallelism": -1}"#).is_err());
+    }
+
+    #[test]
+    fn a_rescale_no_job_can_run_is_refused_naming_why() {
+        assert_eq!(RescaleRequest::to(1).check(128), Ok(()));
+        assert_eq!(RescaleRequest::to(128).check(128), Ok(()));
+        let window_at = |p| RescaleRequest { parallelism: None, vertices: [("window".to_string(), p)].into() };
+        assert_eq!(window_at(4).check(128), Ok(()));
+        for (request, says) in [
+            (RescaleRequest::default(), "nothing to rescale to"),
+            (RescaleRequest::to(0), "parallelism: must be at least 1"),
+            (RescaleRequest::to(129), "parallelism: 129 is above the max parallelism 128 (the job's key groups)"),
+            (window_at(0), "vertices.window: must be at least 1"),
+            (window_at(u32::MAX), "vertices.window: 4294967295 is above the max parallelism 128"),
+        ] {
+            let why = request.check(128).unwrap_err();
+            assert!(why.contains(says), "{request:?}: {why}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use weir_api::Restore;
 use weir_api::launch::{FailoverOptions, TaskManagerOptions, VertexParallelism};
+use weir_cluster::auth::Secret;
 use weir_cluster::jobmanager::{JobManager, JobManagerConfig};
 use weir_cluster::restart::RestartStrategy;
 use weir_pipeline::compile::PipelineStats;
@@ -42,6 +43,8 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
         args.savepoint_dir.as_deref(),
     )?;
     let config = jobmanager_config(args, &job)?;
+    // The REST API asks for the JobManager's secret (if any) on requests that change the job.
+    let secret = config.secret.clone();
     announce(args, &job);
     let started = Instant::now();
     let jm = Arc::new(weir_launch::jobmanager::start(config, Arc::new(PipelineBuilder::default()))?);
@@ -49,7 +52,7 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
         eprintln!("weir: restoring from {from}");
     }
     let stats = PipelineStats::default();
-    let (taskmanagers, rest) = match start_around(args, &job, &jm, &stats) {
+    let (taskmanagers, rest) = match start_around(args, &job, &jm, &stats, secret) {
         Ok(started) => started,
         Err(e) => {
             jm.cancel();
@@ -88,6 +91,7 @@ fn jobmanager_config(args: &RunArgs, job: &PipelineJob) -> Result<JobManagerConf
     spec.vertex_parallelism.extend(VertexParallelism::map(&args.vertex_parallelism));
     let mut config = JobManagerConfig::new(spec, SocketAddr::from(([127, 0, 0, 1], 0)));
     config.restore = restore;
+    config.secret = weir_launch::secret(args.auth_secret_file.as_deref())?;
     weir_launch::jobmanager::apply_failover(&args.failover, &mut config)?;
     if job.checkpointing.is_none() && args.failover.restart_strategy == FailoverOptions::DEFAULT_RESTART_STRATEGY {
         config.restart = RestartStrategy::None;
@@ -116,9 +120,10 @@ fn start_around(
     job: &PipelineJob,
     jm: &Arc<JobManager>,
     stats: &PipelineStats,
+    secret: Option<Secret>,
 ) -> Result<(TaskManagers, Option<RestServer>), Failure> {
-    let taskmanagers = TaskManagers::start(args.taskmanagers, job, jm, stats)?;
-    match serve_rest(args.rest_port, jm) {
+    let taskmanagers = TaskManagers::start(args, job, jm, stats)?;
+    match serve_rest(args.rest_port, jm, secret) {
         Ok(rest) => Ok((taskmanagers, rest)),
         Err(e) => {
             jm.cancel();
@@ -130,10 +135,11 @@ fn start_around(
 
 /// Serves the REST API and dashboard while the job runs. The default port may
 /// be taken (another job on this machine): then the job runs without it; an
-/// explicit port must work.
-fn serve_rest(port: Option<u16>, jm: &Arc<JobManager>) -> Result<Option<RestServer>, Failure> {
+/// explicit port must work. With the job's `secret`, requests that change
+/// the job must carry its bearer token.
+fn serve_rest(port: Option<u16>, jm: &Arc<JobManager>, secret: Option<Secret>) -> Result<Option<RestServer>, Failure> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(8081)));
-    match RestServer::start(addr, Arc::new(ClusterJob(jm.clone()))) {
+    match RestServer::start(addr, Arc::new(ClusterJob(jm.clone())), secret) {
         Ok(server) => {
             eprintln!("weir: REST API and dashboard on http://{}/ (job {})", server.addr, jm.name());
             Ok(Some(server))
@@ -188,20 +194,20 @@ enum TaskManagers {
 
 impl TaskManagers {
     fn start(
-        processes: Option<usize>,
+        args: &RunArgs,
         job: &PipelineJob,
         jm: &JobManager,
         stats: &PipelineStats,
     ) -> Result<TaskManagers, Failure> {
-        let jobmanager = jm.rpc_addr();
-        if let Some(n) = processes {
-            let slots = slots_each(jm, n);
-            eprintln!("weir: {n} TaskManager processes, {slots} slots each");
-            return Supervisor::start(n, slots, jobmanager.to_string()).map(TaskManagers::Processes);
-        }
-        let mut options = TaskManagerOptions::new(vec![jobmanager.to_string()]);
-        options.slots = job.max_parallelism as usize;
+        let mut options = TaskManagerOptions::new(vec![jm.rpc_addr().to_string()]);
         options.bind = "127.0.0.1".into();
+        options.auth_secret_file = args.auth_secret_file.clone();
+        if let Some(n) = args.taskmanagers {
+            options.slots = slots_each(jm, n);
+            eprintln!("weir: {n} TaskManager processes, {} slots each", options.slots);
+            return Supervisor::start(n, options).map(TaskManagers::Processes);
+        }
+        options.slots = job.max_parallelism as usize;
         options.id = Some("local".into());
         let builder = Arc::new(PipelineBuilder::counting(stats.clone()));
         std::thread::Builder::new()
@@ -245,13 +251,12 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn start(n: usize, slots: usize, jobmanager: String) -> Result<Supervisor, Failure> {
+    /// Starts `n` TaskManager processes with `options` (each with its own id).
+    fn start(n: usize, options: TaskManagerOptions) -> Result<Supervisor, Failure> {
         let exe =
             std::env::current_exe().map_err(|e| Failure::Runtime(format!("cannot find the weir executable: {e}")))?;
         let spawn = move |i: usize| -> std::io::Result<Child> {
-            let mut options = TaskManagerOptions::new(vec![jobmanager.clone()]);
-            options.slots = slots;
-            options.bind = "127.0.0.1".into();
+            let mut options = options.clone();
             options.id = Some(format!("tm-{i}"));
             Command::new(&exe).arg("taskmanager").args(options.to_args()).spawn()
         };

@@ -52,6 +52,10 @@ pub struct RunArgs {
     pub(crate) quiet: bool,
     #[command(flatten)]
     pub(crate) failover: FailoverOptions,
+    /// The job's secret (a file): the TaskManagers prove it to the JobManager
+    /// and each other, and REST requests that change the job must carry it.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) auth_secret_file: Option<PathBuf>,
 }
 
 fn bad(message: impl std::fmt::Display) -> Failure {

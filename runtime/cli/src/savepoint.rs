@@ -1,5 +1,11 @@
 //! `weir savepoint JOB`: a savepoint of a running job, through the REST API.
+//!
+//! With `--auth-secret-file`, the trigger carries the job's secret as
+//! `Authorization: Bearer` ([`Secret::bearer`](weir_cluster::auth::Secret::bearer)),
+//! which a JobManager with a secret requires of every request that changes
+//! the job; following the trigger's status needs none.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -23,6 +29,10 @@ pub struct SavepointArgs {
     /// Give up waiting after this long.
     #[arg(long, default_value = "10m", value_parser = weir_api::parse_duration)]
     timeout: Duration,
+    /// The job's secret (the file its JobManager was given): sent as the
+    /// request's bearer token.
+    #[arg(long, value_name = "PATH")]
+    auth_secret_file: Option<PathBuf>,
 }
 
 /// One REST call: its typed answer, or the JobManager's reason for refusing it.
@@ -40,11 +50,16 @@ fn call<T: DeserializeOwned>(
 }
 
 pub fn savepoint(args: SavepointArgs) -> Result<(), Failure> {
+    let secret = weir_launch::secret(args.auth_secret_file.as_deref())?;
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let base = args.url.trim_end_matches('/');
     let url = format!("{base}{}", paths::savepoints(&args.job));
     let request = SavepointRequest { dir: None, stop: args.stop, drain: args.drain };
-    let trigger: TriggerResponse = call(agent.post(&url).send_json(&request), &format!("POST {url}"))?;
+    let mut post = agent.post(&url);
+    if let Some(secret) = &secret {
+        post = post.header("Authorization", format!("Bearer {}", secret.bearer()));
+    }
+    let trigger: TriggerResponse = call(post.send_json(&request), &format!("POST {url}"))?;
     let deadline = Instant::now() + args.timeout;
     let url = format!("{base}{}", paths::savepoint(&args.job, &trigger.trigger_id));
     loop {

@@ -15,7 +15,10 @@
 //! A connection that ends before its end-of-stream frame, or that carries a
 //! frame that does not decode, fails the attempt (reported on the failure
 //! channel); a hostile or confused peer gets a refusal or a closed
-//! connection, never a crash.
+//! connection, never a crash. Every connection first proves the job's secret
+//! both ways ([`crate::auth`]); at most [`MAX_CONNECTIONS`] are served at
+//! once, of which at most [`MAX_WAITING`] wait for their consumer to be
+//! deployed.
 
 use std::collections::HashMap;
 use std::io::{BufWriter, Read, Write};
@@ -26,7 +29,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use weir_core::exchange::remote::{ChannelKey, Delivered, InboundChannel, Network, Outbound, OutboundChannel};
 
-use crate::frame::{self, FrameError, MAX_DATA_FRAME};
+use crate::auth::{self, Channel, MAX_HANDSHAKE_FRAME, Secret};
+use crate::frame::{self, FrameError, MAX_DATA_FRAME, Patience, READ_TICK};
+use crate::gate::{Gate, Pass, worth_logging};
 use crate::protocol::{DataHello, DataWelcome, Version};
 
 /// Frames a producer may send before the consumer grants more.
@@ -34,17 +39,23 @@ pub const INITIAL_CREDITS: u32 = 4;
 /// How long a connection waits for its consumer to be deployed.
 const REGISTRATION_WAIT: Duration = Duration::from_secs(30);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most data connections a TaskManager serves at once.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// The most connections waiting for their consumer to be deployed.
+pub const MAX_WAITING: usize = 1024;
 
 /// A failure of a channel: the attempt it belongs to, and what happened.
 pub type ChannelFailure = (u64, String);
 
-#[derive(Default)]
 struct Registry {
     inbound: Mutex<HashMap<(u64, ChannelKey), Box<dyn InboundChannel>>>,
     registered: Condvar,
     /// Open connections per attempt, shut down when the attempt is cancelled.
     sockets: Mutex<HashMap<u64, Vec<TcpStream>>>,
     cancelled: Mutex<Vec<u64>>,
+    /// Connections waiting in [`Registry::take`].
+    waiting: Gate,
+    secret: Option<Secret>,
 }
 
 impl Registry {
@@ -58,17 +69,23 @@ impl Registry {
         self.cancelled.lock().expect("cancelled poisoned").contains(&attempt)
     }
 
-    /// The inbound channel for `key`, once its consumer is deployed.
-    fn take(&self, attempt: u64, key: ChannelKey) -> Option<Box<dyn InboundChannel>> {
-        let deadline = Instant::now() + REGISTRATION_WAIT;
+    /// The inbound channel for `key`, once its consumer is deployed, or why not.
+    fn take(&self, attempt: u64, key: ChannelKey) -> Result<Box<dyn InboundChannel>, String> {
         let mut inbound = self.inbound.lock().expect("registry poisoned");
+        if let Some(sink) = inbound.remove(&(attempt, key)) {
+            return Ok(sink);
+        }
+        let Ok(_waiting) = self.waiting.enter() else {
+            return Err(format!("{MAX_WAITING} connections wait for their channels already"));
+        };
+        let deadline = Instant::now() + REGISTRATION_WAIT;
         loop {
             if let Some(sink) = inbound.remove(&(attempt, key)) {
-                return Some(sink);
+                return Ok(sink);
             }
             let now = Instant::now();
             if now >= deadline || self.is_cancelled(attempt) {
-                return None;
+                return Err("no such channel here".into());
             }
             inbound = self.registered.wait_timeout(inbound, deadline - now).expect("registry poisoned").0;
         }
@@ -83,16 +100,38 @@ pub struct DataServer {
 }
 
 impl DataServer {
-    /// Listens on `bind`; channel failures go to `failures`.
-    pub fn start(bind: SocketAddr, failures: Sender<ChannelFailure>) -> std::io::Result<DataServer> {
+    /// Listens on `bind`; channel failures go to `failures`. With a
+    /// `secret`, every peer must prove it (and this server proves it to them).
+    pub fn start(
+        bind: SocketAddr,
+        failures: Sender<ChannelFailure>,
+        secret: Option<Secret>,
+    ) -> std::io::Result<DataServer> {
         let listener = TcpListener::bind(bind)?;
         let addr = listener.local_addr()?;
-        let registry = Arc::new(Registry::default());
+        let registry = Arc::new(Registry {
+            inbound: Mutex::default(),
+            registered: Condvar::new(),
+            sockets: Mutex::default(),
+            cancelled: Mutex::default(),
+            waiting: Gate::new(MAX_WAITING),
+            secret,
+        });
         let (reg, fail) = (registry.clone(), failures.clone());
+        let gate = Gate::new(MAX_CONNECTIONS);
         std::thread::Builder::new().name("data-accept".into()).spawn(move || {
             for stream in listener.incoming().flatten() {
+                let pass = match gate.enter() {
+                    Ok(pass) => pass,
+                    Err(n) if worth_logging(n) => {
+                        tracing::warn!("{n} data connections refused: {MAX_CONNECTIONS} are open already");
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
                 let (reg, fail) = (reg.clone(), fail.clone());
-                let _ = std::thread::Builder::new().name("data-in".into()).spawn(move || serve(stream, &reg, &fail));
+                let _ =
+                    std::thread::Builder::new().name("data-in".into()).spawn(move || serve(stream, &reg, &fail, pass));
             }
         })?;
         Ok(DataServer { addr, registry, failures })
@@ -133,13 +172,20 @@ impl DataServer {
     }
 }
 
-/// One inbound connection: handshake, then frames in and credits out.
-fn serve(mut stream: TcpStream, registry: &Registry, failures: &Sender<ChannelFailure>) {
+/// Authenticates an inbound connection and reads which channel it is for.
+fn handshake(stream: &mut TcpStream, registry: &Registry) -> Result<DataHello, String> {
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-    let mut buf = Vec::new();
-    let hello: DataHello = match frame::recv(&mut stream, &mut buf) {
-        Ok(h) => h,
+    let _ = stream.set_read_timeout(Some(READ_TICK));
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    auth::accept(stream, registry.secret.as_ref(), Channel::Data, deadline).map_err(|e| e.to_string())?;
+    frame::recv_within(stream, &mut Vec::new(), MAX_HANDSHAKE_FRAME, Patience::Until(deadline))
+        .map_err(|e| e.to_string())
+}
+
+/// One inbound connection: handshake, then frames in and credits out.
+fn serve(mut stream: TcpStream, registry: &Registry, failures: &Sender<ChannelFailure>, _pass: Pass) {
+    let hello = match handshake(&mut stream, registry) {
+        Ok(hello) => hello,
         Err(e) => {
             tracing::warn!("data connection from {:?} refused: {e}", stream.peer_addr().ok());
             return;
@@ -153,14 +199,15 @@ fn serve(mut stream: TcpStream, registry: &Registry, failures: &Sender<ChannelFa
         return refuse(stream, why);
     }
     let (attempt, key) = (hello.attempt, hello.key);
-    let Some(mut sink) = registry.take(attempt, key) else {
-        return refuse(stream, format!("no channel {key} in attempt {attempt} of job {} here", hello.job));
+    let mut sink = match registry.take(attempt, key) {
+        Ok(sink) => sink,
+        Err(why) => return refuse(stream, format!("channel {key} in attempt {attempt} of job {}: {why}", hello.job)),
     };
     registry.track(attempt, &stream);
-    let _ = stream.set_read_timeout(None);
     if frame::send(&mut stream, &DataWelcome::Open { credits: INITIAL_CREDITS }).is_err() {
         return;
     }
+    let mut buf = Vec::new();
     let fail = |reason: String| {
         if !registry.is_cancelled(attempt) {
             let _ = failures.send((attempt, format!("channel {key}: {reason}")));
@@ -232,10 +279,15 @@ fn send_channel(
     let mut stream = TcpStream::connect(addr).map_err(|e| format!("cannot connect: {e}"))?;
     registry.track(attempt, &stream);
     let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(READ_TICK));
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    auth::connect(&mut stream, registry.secret.as_ref(), Channel::Data, deadline).map_err(|e| e.to_string())?;
     frame::send(&mut stream, &hello).map_err(|e| e.to_string())?;
-    let _ = stream.set_read_timeout(Some(REGISTRATION_WAIT + HANDSHAKE_TIMEOUT));
     let mut buf = Vec::new();
-    let initial = match frame::recv::<DataWelcome>(&mut stream, &mut buf).map_err(|e| e.to_string())? {
+    let wait = Patience::Until(deadline + REGISTRATION_WAIT);
+    let initial = match frame::recv_within::<DataWelcome>(&mut stream, &mut buf, MAX_HANDSHAKE_FRAME, wait)
+        .map_err(|e| e.to_string())?
+    {
         DataWelcome::Open { credits } => credits,
         DataWelcome::Refused { reason } => return Err(format!("refused: {reason}")),
     };

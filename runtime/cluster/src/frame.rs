@@ -1,11 +1,16 @@
 //! Length-prefixed frames on a byte stream: a `u32` length (little endian),
 //! then that many bytes. Both the control protocol and the data plane use it.
 //!
-//! A frame longer than the reader allows is refused before anything is
-//! allocated for it: a hostile or confused peer cannot make a process
-//! allocate without bound.
+//! A hostile or confused peer cannot make a process allocate without bound
+//! or hold a thread forever: a frame longer than the reader allows is
+//! refused from its length alone, the buffer grows as the frame's bytes
+//! arrive (not from the length it announces), and once a frame has begun
+//! it must arrive whole within [`FRAME_DEADLINE`] (a peer trickling a byte
+//! every few seconds is dropped). The deadline is checked whenever a read
+//! returns, so sockets read with it carry a read timeout of [`READ_TICK`].
 
 use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -14,6 +19,28 @@ use serde::de::DeserializeOwned;
 pub const MAX_CONTROL_FRAME: usize = 64 << 20;
 /// A data frame is one batch of records.
 pub const MAX_DATA_FRAME: usize = 256 << 20;
+/// How long a frame may take from its first byte to its last.
+pub const FRAME_DEADLINE: Duration = Duration::from_secs(30);
+/// The read timeout of sockets whose frames are read against a deadline:
+/// how late, at most, a deadline is noticed.
+pub const READ_TICK: Duration = Duration::from_secs(1);
+/// How much the buffer grows ahead of the bytes that arrived.
+const GROWTH: usize = 1 << 20;
+
+/// How long a reader waits for a frame.
+#[derive(Clone, Copy, Debug)]
+pub enum Patience {
+    /// For the frame to begin, as long as it takes (an idle connection is
+    /// fine); once begun, this long for the rest ([`Patience::IDLE`]: [`FRAME_DEADLINE`]).
+    Idle(Duration),
+    /// For the whole frame, until this instant (a handshake).
+    Until(Instant),
+}
+
+impl Patience {
+    /// Idle connections are fine; a frame has [`FRAME_DEADLINE`] once begun.
+    pub const IDLE: Patience = Patience::Idle(FRAME_DEADLINE);
+}
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +53,8 @@ pub enum FrameError {
     TooLarge { len: usize, max: usize },
     #[error("malformed message: {0}")]
     Malformed(String),
+    #[error("{0}")]
+    TimedOut(String),
 }
 
 pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
@@ -34,24 +63,72 @@ pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
     w.write_all(payload)
 }
 
-/// Reads one frame into `buf` (reused across calls).
+/// Reads one frame into `buf` (reused across calls), waiting as long as it takes for it to begin.
 pub fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>, max: usize) -> Result<(), FrameError> {
+    read_frame_within(r, buf, max, Patience::IDLE)
+}
+
+/// Reads one frame into `buf` (reused across calls) with `patience`.
+pub fn read_frame_within(
+    r: &mut impl Read,
+    buf: &mut Vec<u8>,
+    max: usize,
+    patience: Patience,
+) -> Result<(), FrameError> {
+    let mut clock = FrameClock { patience, began: None };
     let mut len = [0u8; 4];
-    match r.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
-        Err(e) => return Err(e.into()),
-    }
+    clock.fill(r, &mut len)?;
     let len = u32::from_le_bytes(len) as usize;
     if len > max {
         return Err(FrameError::TooLarge { len, max });
     }
     buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => FrameError::Closed,
-        _ => e.into(),
-    })
+    while buf.len() < len {
+        let (filled, to) = (buf.len(), len.min(buf.len() + GROWTH));
+        buf.resize(to, 0);
+        clock.fill(r, &mut buf[filled..to])?;
+    }
+    Ok(())
+}
+
+/// When the frame being read began, and what the reader is patient for.
+struct FrameClock {
+    patience: Patience,
+    began: Option<Instant>,
+}
+
+impl FrameClock {
+    /// Fills `dst` from `r`, or says why not.
+    fn fill(&mut self, r: &mut impl Read, dst: &mut [u8]) -> Result<(), FrameError> {
+        let mut at = 0;
+        while at < dst.len() {
+            match r.read(&mut dst[at..]) {
+                Ok(0) => return Err(FrameError::Closed),
+                Ok(n) => {
+                    at += n;
+                    self.began.get_or_insert_with(Instant::now);
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+                Err(e) => return Err(e.into()),
+            }
+            self.check()?;
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), FrameError> {
+        match (self.patience, self.began) {
+            (Patience::Until(deadline), _) if Instant::now() >= deadline => {
+                Err(FrameError::TimedOut("the peer did not complete the handshake in time".into()))
+            }
+            (Patience::Idle(limit), Some(began)) if began.elapsed() > limit => Err(FrameError::TimedOut(format!(
+                "a frame took longer than {limit:?} to arrive (a peer too slow or trickling)"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn config() -> impl bincode::config::Config {
@@ -65,9 +142,19 @@ pub fn send<M: Serialize>(w: &mut impl Write, message: &M) -> io::Result<()> {
     w.flush()
 }
 
-/// Reads one message.
+/// Reads one message, waiting as long as it takes for it to begin.
 pub fn recv<M: DeserializeOwned>(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<M, FrameError> {
-    read_frame(r, buf, MAX_CONTROL_FRAME)?;
+    recv_within(r, buf, MAX_CONTROL_FRAME, Patience::IDLE)
+}
+
+/// Reads one message of at most `max` bytes with `patience`.
+pub fn recv_within<M: DeserializeOwned>(
+    r: &mut impl Read,
+    buf: &mut Vec<u8>,
+    max: usize,
+    patience: Patience,
+) -> Result<M, FrameError> {
+    read_frame_within(r, buf, max, patience)?;
     let (m, used) =
         bincode::serde::decode_from_slice(buf, config()).map_err(|e| FrameError::Malformed(e.to_string()))?;
     if used != buf.len() {
@@ -98,5 +185,47 @@ mod tests {
         ));
         let garbage = [3, 0, 0, 0, 0xff, 0xff, 0xff];
         assert!(matches!(recv::<(String, u64)>(&mut garbage.as_slice(), &mut buf), Err(FrameError::Malformed(_))));
+    }
+
+    /// Gives its bytes one at a time, `pause` apart; then times out, as a socket with a read timeout does.
+    struct Trickle {
+        bytes: std::collections::VecDeque<u8>,
+        pause: Duration,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            std::thread::sleep(self.pause);
+            match self.bytes.pop_front() {
+                Some(b) if !out.is_empty() => {
+                    out[0] = b;
+                    Ok(1)
+                }
+                _ => Err(io::ErrorKind::WouldBlock.into()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_frame_that_trickles_past_its_deadline_is_dropped_but_an_idle_connection_is_not() {
+        let bytes = [100u8, 0, 0, 0].into_iter().chain([1; 100]).collect();
+        let mut slow = Trickle { bytes, pause: Duration::from_millis(20) };
+        let mut buf = Vec::new();
+        let e = read_frame_within(&mut slow, &mut buf, 1 << 20, Patience::Idle(Duration::from_millis(300)));
+        assert!(matches!(&e, Err(FrameError::TimedOut(m)) if m.contains("trickling")), "{e:?}");
+        // Idle before the frame begins: only a handshake's deadline ends that.
+        let mut idle = Trickle { bytes: Default::default(), pause: Duration::from_millis(20) };
+        let deadline = Instant::now() + Duration::from_millis(200);
+        let e = read_frame_within(&mut idle, &mut buf, 16, Patience::Until(deadline));
+        assert!(matches!(&e, Err(FrameError::TimedOut(m)) if m.contains("handshake")), "{e:?}");
+    }
+
+    #[test]
+    fn the_buffer_grows_with_the_bytes_that_arrive_not_with_the_length_announced() {
+        let mut wire = (200u32 << 20).to_le_bytes().to_vec();
+        wire.extend_from_slice(&[7; 10]);
+        let mut buf = Vec::new();
+        assert!(matches!(read_frame(&mut wire.as_slice(), &mut buf, MAX_DATA_FRAME), Err(FrameError::Closed)));
+        assert!(buf.capacity() <= 2 * GROWTH, "{} bytes reserved for 10 that came", buf.capacity());
     }
 }

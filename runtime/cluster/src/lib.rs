@@ -26,6 +26,9 @@
 //! * [`protocol`] and [`frame`]: the messages, with a versioned handshake;
 //!   malformed or hostile input closes the connection with a clear log line,
 //!   and never takes the process down.
+//! * [`auth`]: every connection, control or data, opens with a mutual proof
+//!   of the job's secret (when it has one); [`gate`] bounds the connections
+//!   a listener serves at once.
 //! * [`schedule`], [`restart`], [`state`]: the pure parts (slot assignment,
 //!   restart delays, the job's lifecycle), tested without any socket.
 //! * [`leader`]: one leading JobManager among several (a lock file).
@@ -34,8 +37,10 @@
 //! through a [`JobBuilder`]: for pipeline files, the CLI's; for a Rust job
 //! binary, the job's own code.
 
+pub mod auth;
 pub mod data;
 pub mod frame;
+pub mod gate;
 pub mod jobmanager;
 pub mod leader;
 pub mod protocol;

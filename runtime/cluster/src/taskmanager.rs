@@ -14,16 +14,19 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use weir_core::checkpoint::coordinator::{Command, TaskReport};
 use weir_core::executor::{ExecuteOptions, JobHandle, Placement};
+use weir_core::metrics::SubtaskMetrics;
 
 use crate::JobBuilder;
+use crate::auth::{self, AuthError, Channel, MAX_HANDSHAKE_FRAME, Secret};
 use crate::data::{ChannelFailure, DataServer};
-use crate::frame::{self, FrameError};
+use crate::frame::{self, FrameError, Patience, READ_TICK};
 use crate::protocol::{Deployment, ToJobManager, ToTaskManager, Version};
 
 /// How a TaskManager is started.
@@ -39,6 +42,8 @@ pub struct TaskManagerConfig {
     /// How long to look for a JobManager before giving up.
     pub connect_timeout: Duration,
     pub id: String,
+    /// The job's secret: proven to, and required of, the JobManager and the other TaskManagers.
+    pub secret: Option<Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,10 +72,10 @@ struct Attempt {
 /// Runs a TaskManager until its JobManager shuts it down.
 pub fn run(config: TaskManagerConfig, builder: Arc<dyn JobBuilder>) -> Result<(), TaskManagerError> {
     let (failures_tx, failures) = crossbeam_channel::unbounded::<ChannelFailure>();
-    let data = DataServer::start(config.data_bind, failures_tx)
+    let data = DataServer::start(config.data_bind, failures_tx, config.secret.clone())
         .map_err(|source| TaskManagerError::DataServer { addr: config.data_bind, source })?;
     tracing::info!("TaskManager {} with {} slots, data server on {}", config.id, config.slots, data.addr());
-    let mut tm = TaskManager { config, builder, data, failures, attempt: None };
+    let mut tm = TaskManager { config, builder, data, failures, attempt: None, beat: Arc::default() };
     let mut last = String::from("none tried yet");
     let mut since = Instant::now();
     loop {
@@ -108,12 +113,94 @@ enum Event {
     Closed(String),
 }
 
+/// How long a message to the JobManager may wait for it to read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends `message` on the control connection (shared by the session and its heartbeats).
+fn send(writer: &Mutex<TcpStream>, message: &ToJobManager) -> std::io::Result<()> {
+    frame::send(&mut *writer.lock().expect("writer poisoned"), message)
+}
+
+/// Reads the JobManager's messages on a thread of its own, as [`Event`]s.
+fn read_control(mut reader: TcpStream) -> std::io::Result<Receiver<Event>> {
+    let (events_tx, events) = crossbeam_channel::unbounded::<Event>();
+    std::thread::Builder::new().name("tm-control".into()).spawn(move || {
+        let mut buf = Vec::new();
+        loop {
+            match frame::recv::<ToTaskManager>(&mut reader, &mut buf) {
+                Ok(m) => {
+                    if events_tx.send(Event::Message(m)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let why = match e {
+                        FrameError::Closed => "the JobManager closed the connection".to_string(),
+                        e => e.to_string(),
+                    };
+                    let _ = events_tx.send(Event::Closed(why));
+                    return;
+                }
+            }
+        }
+    })?;
+    Ok(events)
+}
+
+/// What a heartbeat reports: the attempt this TaskManager runs and its subtasks' metrics.
+#[derive(Default)]
+struct Beat {
+    attempt: Option<u64>,
+    subtasks: Vec<(usize, usize, Arc<SubtaskMetrics>)>,
+}
+
+impl Beat {
+    fn message(&self) -> ToJobManager {
+        let metrics = self.subtasks.iter().map(|(c, i, m)| (*c, *i, m.snapshot())).collect();
+        ToJobManager::Heartbeat { attempt: self.attempt, metrics }
+    }
+}
+
+/// The thread that sends a heartbeat every interval until dropped (or the connection fails).
+struct Heartbeats {
+    stop: Arc<AtomicBool>,
+}
+
+impl Heartbeats {
+    fn start(writer: Arc<Mutex<TcpStream>>, interval: Duration, beat: Arc<Mutex<Beat>>) -> std::io::Result<Heartbeats> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::Builder::new().name("tm-heartbeat".into()).spawn(move || {
+            while !stopped.load(Ordering::Acquire) {
+                let message = beat.lock().expect("beat poisoned").message();
+                if send(&writer, &message).is_err() {
+                    // The session sees the connection fail too.
+                    return;
+                }
+                let next = Instant::now() + interval;
+                while !stopped.load(Ordering::Acquire) && Instant::now() < next {
+                    std::thread::sleep(Duration::from_millis(20).min(interval));
+                }
+            }
+        })?;
+        Ok(Heartbeats { stop })
+    }
+}
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
 struct TaskManager {
     config: TaskManagerConfig,
     builder: Arc<dyn JobBuilder>,
     data: DataServer,
     failures: Receiver<ChannelFailure>,
     attempt: Option<Attempt>,
+    /// What the heartbeat thread reports.
+    beat: Arc<Mutex<Beat>>,
 }
 
 impl TaskManager {
@@ -132,61 +219,60 @@ impl TaskManager {
         format!("{host}:{}", bound.port())
     }
 
-    fn session(&mut self, mut stream: TcpStream, address: &str) -> Result<SessionEnd, TaskManagerError> {
+    /// Authenticates with the JobManager at `address` and registers: the
+    /// heartbeat interval it asks for, or how the session ended before it began.
+    fn register(
+        &self,
+        stream: &mut TcpStream,
+        address: &str,
+    ) -> Result<Result<Duration, SessionEnd>, TaskManagerError> {
         let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(Some(READ_TICK));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let refused = |reason: String| TaskManagerError::Refused { address: address.to_string(), reason };
+        match auth::connect(stream, self.config.secret.as_ref(), Channel::Control, deadline) {
+            Ok(()) => {}
+            // A wrong or missing secret, another version: no use trying again.
+            Err(AuthError::RefusedByPeer(reason)) => return Err(refused(reason)),
+            // A peer that cannot prove the secret is no JobManager of ours; a
+            // standby JobManager does not answer: try the next one.
+            Err(e) => return Ok(Err(SessionEnd::Lost(e.to_string()))),
+        }
         let register = ToJobManager::Register {
             version: Version::ours(),
             id: self.config.id.clone(),
             slots: self.config.slots,
-            data_addr: self.data_addr(&stream),
+            data_addr: self.data_addr(stream),
         };
-        if let Err(e) = frame::send(&mut stream, &register) {
-            return Ok(SessionEnd::Lost(e.to_string()));
+        if let Err(e) = frame::send(stream, &register) {
+            return Ok(Err(SessionEnd::Lost(e.to_string())));
         }
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
         let mut buf = Vec::new();
-        let heartbeat = match frame::recv::<ToTaskManager>(&mut stream, &mut buf) {
-            Ok(ToTaskManager::Welcome { heartbeat_interval_ms }) => Duration::from_millis(heartbeat_interval_ms),
-            Ok(ToTaskManager::Refused { reason }) => {
-                return Err(TaskManagerError::Refused { address: address.to_string(), reason });
-            }
-            Ok(other) => return Ok(SessionEnd::Lost(format!("unexpected first message {other:?}"))),
-            // A standby JobManager does not answer: try the next one.
-            Err(e) => return Ok(SessionEnd::Lost(e.to_string())),
+        Ok(match frame::recv_within(stream, &mut buf, MAX_HANDSHAKE_FRAME, Patience::Until(deadline)) {
+            Ok(ToTaskManager::Welcome { heartbeat_interval_ms }) => Ok(Duration::from_millis(heartbeat_interval_ms)),
+            Ok(ToTaskManager::Refused { reason }) => return Err(refused(reason)),
+            Ok(other) => Err(SessionEnd::Lost(format!("unexpected first message {other:?}"))),
+            Err(e) => Err(SessionEnd::Lost(e.to_string())),
+        })
+    }
+
+    fn session(&mut self, mut stream: TcpStream, address: &str) -> Result<SessionEnd, TaskManagerError> {
+        let interval = match self.register(&mut stream, address)? {
+            Ok(heartbeat) => heartbeat,
+            Err(end) => return Ok(end),
         };
         tracing::info!("registered with the JobManager at {address}");
-        let _ = stream.set_read_timeout(None);
-        let (events_tx, events) = crossbeam_channel::unbounded::<Event>();
-        let mut reader = stream
-            .try_clone()
-            .map_err(|e| TaskManagerError::Refused { address: address.to_string(), reason: e.to_string() })?;
-        std::thread::Builder::new()
-            .name("tm-control".into())
-            .spawn(move || {
-                let mut buf = Vec::new();
-                loop {
-                    match frame::recv::<ToTaskManager>(&mut reader, &mut buf) {
-                        Ok(m) => {
-                            if events_tx.send(Event::Message(m)).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            let why = match e {
-                                FrameError::Closed => "the JobManager closed the connection".to_string(),
-                                e => e.to_string(),
-                            };
-                            let _ = events_tx.send(Event::Closed(why));
-                            return;
-                        }
-                    }
-                }
-            })
-            .map_err(|e| TaskManagerError::Refused { address: address.to_string(), reason: e.to_string() })?;
+        let lost =
+            |e: std::io::Error| TaskManagerError::Refused { address: address.to_string(), reason: e.to_string() };
+        let events = read_control(stream.try_clone().map_err(lost)?).map_err(lost)?;
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        let writer = Arc::new(Mutex::new(stream));
+        // Heartbeats on a thread of their own: a deployment whose sink takes
+        // long to connect, or a cancellation that waits for its tasks, must not
+        // make the JobManager think this TaskManager is gone.
+        let _heartbeats = Heartbeats::start(writer.clone(), interval, self.beat.clone()).map_err(lost)?;
         let (reports_tx, reports) = crossbeam_channel::unbounded::<(u64, TaskReport)>();
-        let mut next_heartbeat = Instant::now();
         let end = loop {
-            let wait = next_heartbeat.saturating_duration_since(Instant::now()).min(Duration::from_millis(50));
             let mut outgoing = Vec::new();
             crossbeam_channel::select! {
                 recv(events) -> e => match e {
@@ -208,15 +294,11 @@ impl TaskManager {
                         self.fail_current(attempt, reason, &mut outgoing);
                     }
                 }
-                default(wait) => {}
+                default(Duration::from_millis(50)) => {}
             }
             self.check_attempt(&mut outgoing);
-            if Instant::now() >= next_heartbeat {
-                outgoing.push(self.heartbeat());
-                next_heartbeat = Instant::now() + heartbeat;
-            }
             for m in outgoing {
-                if let Err(e) = frame::send(&mut stream, &m) {
+                if let Err(e) = send(&writer, &m) {
                     self.cancel_current();
                     return Ok(SessionEnd::Lost(e.to_string()));
                 }
@@ -266,6 +348,7 @@ impl TaskManager {
         match self.start(&deployment, reports) {
             Ok((handle, controls)) => {
                 self.attempt = Some(Attempt { deployment, handle: Some(handle), controls, reported: false });
+                self.beat_for_current();
             }
             Err(reason) => {
                 out.push(ToJobManager::Failed { attempt, reason });
@@ -343,21 +426,27 @@ impl TaskManager {
     }
 
     fn heartbeat(&self) -> ToJobManager {
-        let mut metrics = Vec::new();
-        let attempt = self.attempt.as_ref().map(|a| a.deployment.attempt);
-        if let Some(handle) = self.attempt.as_ref().and_then(|a| a.handle.as_ref()) {
-            for (c, chain) in handle.chains.iter().enumerate() {
+        self.beat.lock().expect("beat poisoned").message()
+    }
+
+    /// What heartbeats report from now on: the current attempt's subtasks.
+    fn beat_for_current(&self) {
+        let mut beat = Beat::default();
+        if let Some(a) = &self.attempt {
+            beat.attempt = Some(a.deployment.attempt);
+            for (c, chain) in a.handle.iter().flat_map(|h| h.chains.iter().enumerate()) {
                 for (i, m) in chain.local_subtasks.iter().zip(&chain.subtasks) {
-                    metrics.push((c, *i, m.snapshot()));
+                    beat.subtasks.push((c, *i, m.clone()));
                 }
             }
         }
-        ToJobManager::Heartbeat { attempt, metrics }
+        *self.beat.lock().expect("beat poisoned") = beat;
     }
 
     /// Cancels the running attempt and waits (briefly) for its tasks to end.
     fn cancel_current(&mut self) {
         let Some(a) = self.attempt.take() else { return };
+        self.beat_for_current();
         self.data.cancel(a.deployment.attempt);
         if let Some(handle) = a.handle {
             handle.cancel();

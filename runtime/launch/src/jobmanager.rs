@@ -28,6 +28,7 @@ pub fn config(options: &JobManagerOptions, mut spec: JobSpec) -> Result<JobManag
     config.deployment = options.deployment_id.clone();
     // Lingering is for Kubernetes, which restarts a TaskManager that exits.
     config.release_taskmanagers = !options.linger;
+    config.secret = crate::secret(options.auth_secret_file.as_deref())?;
     apply_failover(&options.failover, &mut config)?;
     Ok(config)
 }
@@ -102,6 +103,7 @@ pub fn run(
     let rest_addr = socket(&options.bind, options.rest_port, "--bind")?;
     let (name, parallelism) = (spec.name.clone(), spec.parallelism);
     let config = config(options, spec)?;
+    let config_secret = config.secret.clone();
     let _leadership = lead(program, options, config.rpc_bind)?;
     eprintln!(
         "{program}: JobManager for {name} at parallelism {parallelism}, TaskManagers register at {}",
@@ -109,7 +111,7 @@ pub fn run(
     );
     let started = Instant::now();
     let jm = Arc::new(start(config, builder)?);
-    let rest = RestServer::start(rest_addr, Arc::new(ClusterJob(jm.clone())))
+    let rest = RestServer::start(rest_addr, Arc::new(ClusterJob(jm.clone())), config_secret)
         .map_err(|e| LaunchError::bad(format!("--rest-port {}: {e}", options.rest_port)))?;
     eprintln!("{program}: REST API and dashboard on http://{}/", rest.addr);
     crate::stop_on_signal(program, jm.clone());

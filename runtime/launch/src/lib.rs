@@ -16,7 +16,7 @@
 //!
 //! Also here, one of each: [`storage::open`] (checkpoint URIs: a path,
 //! `file://`, `s3://` with the `s3` feature), [`identity`] (the process's name
-//! in a cluster), and [`LaunchError`] with the exit codes of DESIGN.md (2 for
+//! in a cluster), [`secret`] (the job's secret from its file), and [`LaunchError`] with the exit codes of DESIGN.md (2 for
 //! bad input, 1 for a runtime failure).
 
 mod error;
@@ -27,6 +27,15 @@ pub mod taskmanager;
 
 pub use error::LaunchError;
 pub use signals::stop_on_signal;
+
+use std::path::Path;
+
+use weir_cluster::auth::Secret;
+
+/// The job's secret from `--auth-secret-file`, if given.
+pub fn secret(path: Option<&Path>) -> Result<Option<Secret>, LaunchError> {
+    path.map(|p| Secret::from_file(p).map_err(|e| LaunchError::bad(format!("--auth-secret-file: {e}")))).transpose()
+}
 
 /// This process's name in a cluster: the pod's (`POD_NAME`) or host's name
 /// and the process id. TaskManager ids and Lease holders use it.

@@ -24,6 +24,7 @@ pub fn config(options: &TaskManagerOptions) -> Result<TaskManagerConfig, LaunchE
         advertise_host: options.advertise_host.clone(),
         connect_timeout: options.connect_timeout,
         id: options.id.clone().unwrap_or_else(crate::identity),
+        secret: crate::secret(options.auth_secret_file.as_deref())?,
     })
 }
 

@@ -16,6 +16,26 @@
 //! | `GET /healthz` | 200 while the job has not failed (a readiness probe) |
 //! | `GET /` | the web dashboard ([`dashboard`]) |
 //!
+//! ## Requests that change the job
+//!
+//! Every request but `GET`, `HEAD` and `OPTIONS` goes through one guard
+//! before its handler: when the job has a secret (`--auth-secret-file`), it
+//! must carry `Authorization: Bearer <token>` (or the token alone in
+//! [`TOKEN_HEADER`], which passes proxies that take `Authorization` for
+//! themselves), the token being [`Secret::bearer`] (the secret's text), else `401`; and its body must be
+//! declared `Content-Type: application/json`, else `415`. A browser cannot
+//! send that content type to another origin without a CORS preflight, which
+//! this server never grants, so a cross-site form post changes nothing.
+//! A body over [`MAX_REQUEST_BODY`] is not read (`413`).
+//! Read-only endpoints (the job, its checkpoints, a trigger's status,
+//! `/metrics`, `/healthz`, the dashboard) stay open.
+//!
+//! At most [`MAX_TRIGGERS_IN_PROGRESS`] savepoint and rescale triggers are in
+//! progress at once (another is refused with `429`), and the outcomes of the
+//! last [`FINISHED_TRIGGERS_KEPT`] finished ones are kept. A rescale to a
+//! parallelism no job can run at (0, or above the job's max parallelism,
+//! its key groups) is refused with `400` before it reaches the JobManager.
+//!
 //! The API serves a [`RestJob`]: a JobManager's job ([`ClusterJob`]; `weir
 //! run` runs one too), or a fixed one in the tests here. It reports a
 //! [`JobReport`], from which the handlers build the answers.
@@ -29,20 +49,24 @@ pub mod dashboard;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use weir_api::rest::{
     CheckpointHistory, CheckpointRef, Edge, ErrorBody, Health, HealthStatus, JobDetails, JobList, JobState, JobSummary,
     LatestCheckpoint, MAX_METRICS_WINDOW, Metrics, RescaleRequest, SavepointRequest, SavepointStatus, SubtaskMetrics,
-    TaskManager, TriggerResponse, Vertex,
+    TOKEN_HEADER, TaskManager, TriggerResponse, Vertex,
 };
+use weir_cluster::auth::Secret;
 use weir_cluster::jobmanager::{JobManager, TaskManagerView};
 use weir_core::checkpoint::coordinator::{CheckpointStats, CheckpointStatus};
 use weir_core::checkpoint::metadata::SnapshotKind;
@@ -281,19 +305,97 @@ fn continues(before: &[Vec<MetricsSnapshot>], now: &[Vec<MetricsSnapshot>]) -> b
 
 struct Shared {
     job: Arc<dyn RestJob>,
+    /// What a request that changes the job must carry as its bearer token,
+    /// as a [`Secret`] (compared in constant time); `None`: no secret.
+    bearer: Option<Secret>,
     /// The sampler's samples of every subtask's counters.
     history: Mutex<History>,
+    triggers: Mutex<Triggers>,
+}
+
+/// At most this many savepoint and rescale triggers are in progress at once;
+/// another is refused (`429`) until one finishes.
+pub const MAX_TRIGGERS_IN_PROGRESS: usize = 4;
+/// The outcomes of this many finished triggers are kept; older ones are forgotten (`404`).
+pub const FINISHED_TRIGGERS_KEPT: usize = 100;
+
+/// The savepoint and rescale triggers: those in progress, and the outcomes
+/// of the last [`FINISHED_TRIGGERS_KEPT`] finished ones.
+#[derive(Default)]
+struct Triggers {
     /// Each trigger's status, and whether its final outcome was read.
-    savepoints: Mutex<HashMap<String, (SavepointStatus, bool)>>,
-    next_trigger: AtomicU64,
-    /// Finished savepoint triggers whose outcome nobody has read yet.
-    unread: AtomicU64,
+    status: HashMap<String, (SavepointStatus, bool)>,
+    /// The finished triggers, oldest first.
+    finished: VecDeque<String>,
+    in_progress: usize,
+    /// The number of the last trigger.
+    last: u64,
+    /// Finished triggers whose outcome nobody has read yet.
+    unread: usize,
+}
+
+impl Triggers {
+    /// A new trigger, in progress: its id; refused when
+    /// [`MAX_TRIGGERS_IN_PROGRESS`] are in progress already.
+    fn open(&mut self, prefix: &str) -> Result<String, ApiError> {
+        if self.in_progress >= MAX_TRIGGERS_IN_PROGRESS {
+            let message = format!(
+                "{MAX_TRIGGERS_IN_PROGRESS} savepoint or rescale triggers are in progress already; \
+                 try again once one has finished"
+            );
+            return Err(ApiError(StatusCode::TOO_MANY_REQUESTS, message));
+        }
+        self.last += 1;
+        let id = format!("{prefix}-{}", self.last);
+        self.status.insert(id.clone(), (SavepointStatus::InProgress, false));
+        self.in_progress += 1;
+        Ok(id)
+    }
+
+    /// Forgets a trigger that started nothing (the job refused it).
+    fn forget(&mut self, id: &str) {
+        if self.status.remove(id).is_some() {
+            self.in_progress -= 1;
+        }
+    }
+
+    /// Records a trigger's outcome; the oldest outcome beyond [`FINISHED_TRIGGERS_KEPT`] is forgotten.
+    fn finish(&mut self, id: String, outcome: SavepointStatus) {
+        let Some((status, _)) = self.status.get_mut(&id) else { return };
+        if *status != SavepointStatus::InProgress {
+            return;
+        }
+        *status = outcome;
+        self.in_progress -= 1;
+        self.unread += 1;
+        self.finished.push_back(id);
+        while self.finished.len() > FINISHED_TRIGGERS_KEPT {
+            let oldest = self.finished.pop_front().expect("more than FINISHED_TRIGGERS_KEPT");
+            if let Some((_, false)) = self.status.remove(&oldest) {
+                self.unread -= 1;
+            }
+        }
+    }
+
+    /// A trigger's status, if it is known; a final outcome counts as read.
+    fn read(&mut self, id: &str) -> Option<SavepointStatus> {
+        let (status, read) = self.status.get_mut(id)?;
+        if *status != SavepointStatus::InProgress && !*read {
+            *read = true;
+            self.unread -= 1;
+        }
+        Some(status.clone())
+    }
 }
 
 impl Shared {
     /// Per chain: its subtasks' rates over the last `window`, and the span they cover.
     fn rates(&self, window: Duration) -> (Vec<Vec<Rates>>, Duration) {
         self.history.lock().expect("history poisoned").rates(window)
+    }
+
+    fn triggers(&self) -> std::sync::MutexGuard<'_, Triggers> {
+        self.triggers.lock().expect("triggers poisoned")
     }
 }
 
@@ -321,16 +423,21 @@ impl Drop for RestServer {
 
 impl RestServer {
     /// Binds `addr` (port 0 picks a free one) and serves the API of `job`.
-    pub fn start(addr: SocketAddr, job: Arc<dyn RestJob>) -> std::io::Result<RestServer> {
+    /// With the job's `secret`, a request that changes the job must carry
+    /// its [bearer token](Secret::bearer).
+    pub fn start(addr: SocketAddr, job: Arc<dyn RestJob>, secret: Option<Secret>) -> std::io::Result<RestServer> {
+        let bearer = secret
+            .map(|s| Secret::new(s.bearer().as_bytes(), "the REST bearer token"))
+            .transpose()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             job,
+            bearer,
             history: Mutex::new(History::default()),
-            savepoints: Mutex::new(HashMap::new()),
-            next_trigger: AtomicU64::new(1),
-            unread: AtomicU64::new(0),
+            triggers: Mutex::new(Triggers::default()),
         });
         let lingering = shared.clone();
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -358,7 +465,7 @@ impl RestServer {
     /// (a stop-with-savepoint ends the job right away; its caller still wants the path).
     pub fn linger(&self, max: Duration) {
         let deadline = Instant::now() + max;
-        while self.shared.unread.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        while self.shared.triggers().unread > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -375,7 +482,88 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/jobs/{job}/savepoints", post(trigger_savepoint))
         .route("/v1/jobs/{job}/savepoints/{trigger}", get(savepoint_status))
         .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(shared.clone(), guard))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(shared)
+}
+
+/// The largest request body read (a request is a few fields); a larger one is refused (`413`).
+pub const MAX_REQUEST_BODY: usize = 64 << 10;
+
+/// Lets a request that may change the job (any method but `GET`, `HEAD` and
+/// `OPTIONS`) through only with the job's bearer token, when it has a
+/// secret, and a JSON body.
+async fn guard(State(s): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(request).await;
+    }
+    if let Err(e) = authorize(s.bearer.as_ref(), request.headers()) {
+        tracing::warn!("REST API: refused {} {}: {}", request.method(), request.uri().path(), e.1);
+        let mut answer = e.into_response();
+        answer.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        return answer;
+    }
+    if let Err(e) = json_content_type(request.headers()) {
+        return e.into_response();
+    }
+    next.run(request).await
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>` with the token
+/// `bearer` (if any) expects; a refusal says what is missing, never the token.
+fn authorize(bearer: Option<&Secret>, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(bearer) = bearer else { return Ok(()) };
+    let refuse = |why: &str| Err(ApiError(StatusCode::UNAUTHORIZED, why.to_string()));
+    if let Some(token) = headers.get(TOKEN_HEADER) {
+        return match bearer.matches(token.as_bytes().trim_ascii()) {
+            true => Ok(()),
+            false => refuse(&format!("the `{TOKEN_HEADER}` header is not the job's secret")),
+        };
+    }
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return refuse(
+            "this job has a secret: a request that changes it needs `Authorization: Bearer <token>` \
+             with the job's secret (--auth-secret-file)",
+        );
+    };
+    let value = value.as_bytes().trim_ascii();
+    let token = match value.iter().position(|&b| b == b' ') {
+        Some(space) if value[..space].eq_ignore_ascii_case(b"bearer") => value[space..].trim_ascii(),
+        _ => return refuse("the `Authorization` header is not `Bearer <token>`"),
+    };
+    match bearer.matches(token) {
+        true => Ok(()),
+        false => refuse("the bearer token is not the job's secret"),
+    }
+}
+
+/// Whether `headers` declare a JSON body (`application/json`, or `application/*+json`).
+fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let essence = given.as_deref().and_then(|t| t.split(';').next()).map(|t| t.trim().to_ascii_lowercase());
+    let json = essence
+        .as_deref()
+        .and_then(|t| t.strip_prefix("application/"))
+        .is_some_and(|subtype| subtype == "json" || subtype.ends_with("+json"));
+    if json {
+        return Ok(());
+    }
+    let got = match given {
+        None => "none".to_string(),
+        Some(t) => format!("`{}`", t.chars().take(100).collect::<String>()),
+    };
+    let message = format!("a request that changes the job must have `Content-Type: application/json` (got {got})");
+    Err(ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, message))
+}
+
+/// A request's body, or why it could not be read (one over [`MAX_REQUEST_BODY`]: `413`).
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| ApiError(rejection.status(), rejection.body_text()))
+}
+
+/// A JSON body the request's type cannot be read from: its status (400 or 422) and reason.
+fn bad_body(rejection: JsonRejection) -> ApiError {
+    ApiError(rejection.status(), rejection.body_text())
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -576,71 +764,76 @@ async fn checkpoints(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> 
 async fn trigger_savepoint(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
-    body: Option<Json<SavepointRequest>>,
-) -> Response {
-    if let Err(e) = the_job(&s, &name) {
-        return e.into_response();
-    }
-    let request = body.map(|Json(r)| r).unwrap_or_default();
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    the_job(&s, &name)?;
+    let request = match read_body(body)?.trim_ascii() {
+        [] => SavepointRequest::default(),
+        json => Json::<SavepointRequest>::from_bytes(json).map_err(bad_body)?.0,
+    };
     if request.dir.is_some() {
-        return error(
+        return Err(ApiError(
             StatusCode::BAD_REQUEST,
-            "`dir`: savepoints go under the job's checkpoint directory (savepoints/sp-N); another directory is not supported yet",
-        );
+            "`dir`: savepoints go under the job's checkpoint directory (savepoints/sp-N); another directory is not supported yet".into(),
+        ));
     }
-    match s.job.savepoint(request.stop, request.drain) {
-        Ok(pending) => track(&s, "sp-trigger", pending),
-        Err(e) => error(StatusCode::CONFLICT, e),
-    }
+    trigger(&s, "sp-trigger", || s.job.savepoint(request.stop, request.drain))
 }
 
 async fn rescale(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
-    body: Option<Json<RescaleRequest>>,
-) -> Response {
-    if let Err(e) = the_job(&s, &name) {
-        return e.into_response();
-    }
-    let Some(Json(request)) = body else {
-        return error(StatusCode::BAD_REQUEST, "expected a JSON body {\"parallelism\": N, \"vertices\": {UID: N}}");
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let job = the_job(&s, &name)?;
+    let request = match read_body(body)?.trim_ascii() {
+        [] => {
+            let expected = "expected a JSON body {\"parallelism\": N, \"vertices\": {UID: N}}";
+            return Err(ApiError(StatusCode::BAD_REQUEST, expected.into()));
+        }
+        json => Json::<RescaleRequest>::from_bytes(json).map_err(bad_body)?.0,
     };
-    match s.job.rescale(request) {
-        Ok(pending) => track(&s, "rescale-trigger", pending),
-        Err(e) => error(StatusCode::CONFLICT, e),
-    }
+    request.check(job.max_parallelism).map_err(|why| ApiError(StatusCode::BAD_REQUEST, why))?;
+    trigger(&s, "rescale-trigger", || s.job.rescale(request))
 }
 
-/// Records a trigger, waits for its outcome beside the server, and answers `202 {trigger_id}`.
-fn track(s: &Arc<Shared>, prefix: &str, pending: Pending) -> Response {
-    let trigger_id = format!("{prefix}-{}", s.next_trigger.fetch_add(1, Ordering::Relaxed));
-    s.savepoints.lock().expect("savepoints poisoned").insert(trigger_id.clone(), (SavepointStatus::InProgress, false));
+/// Opens a trigger and `start`s what it follows; answers `202 {trigger_id}`
+/// and waits for the outcome beside the server. Refused (`429`) when too
+/// many are in progress, before anything starts; a refusal of `start` (`409`)
+/// leaves no trigger.
+fn trigger(
+    s: &Arc<Shared>,
+    prefix: &str,
+    start: impl FnOnce() -> Result<Pending, String>,
+) -> Result<Response, ApiError> {
+    let trigger_id = s.triggers().open(prefix)?;
+    let pending = match start() {
+        Ok(pending) => pending,
+        Err(e) => {
+            s.triggers().forget(&trigger_id);
+            return Err(ApiError(StatusCode::CONFLICT, e));
+        }
+    };
     let (shared, id) = (s.clone(), trigger_id.clone());
     std::thread::spawn(move || {
-        let status = match pending() {
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(pending))
+            .unwrap_or_else(|_| Err("the savepoint's outcome was lost (its waiter panicked)".into()));
+        let status = match outcome {
             Ok(path) => SavepointStatus::Completed { path },
             Err(error) => SavepointStatus::Failed { error },
         };
-        shared.unread.fetch_add(1, Ordering::Relaxed);
-        shared.savepoints.lock().expect("savepoints poisoned").insert(id, (status, false));
+        shared.triggers().finish(id, status);
     });
-    (StatusCode::ACCEPTED, Json(TriggerResponse { trigger_id })).into_response()
+    Ok((StatusCode::ACCEPTED, Json(TriggerResponse { trigger_id })).into_response())
 }
 
 async fn savepoint_status(State(s): State<Arc<Shared>>, Path((name, trigger)): Path<(String, String)>) -> Response {
     if name != s.job.name() {
         return error(StatusCode::NOT_FOUND, format!("no job `{name}` here"));
     }
-    let mut savepoints = s.savepoints.lock().expect("savepoints poisoned");
-    match savepoints.get_mut(&trigger) {
+    match s.triggers().read(&trigger) {
         None => error(StatusCode::NOT_FOUND, format!("no savepoint trigger `{trigger}`")),
-        Some((status, read)) => {
-            if !matches!(status, SavepointStatus::InProgress) && !*read {
-                *read = true;
-                s.unread.fetch_sub(1, Ordering::Relaxed);
-            }
-            Json(status.clone()).into_response()
-        }
+        Some(status) => Json(status).into_response(),
     }
 }
 
@@ -900,6 +1093,34 @@ mod tests {
         }
     }
 
+    #[test]
+    fn triggers_are_capped_in_progress_and_only_the_last_outcomes_are_kept() {
+        let mut t = Triggers::default();
+        let open: Vec<String> = (0..MAX_TRIGGERS_IN_PROGRESS).map(|_| t.open("sp-trigger").unwrap()).collect();
+        assert_eq!(open[0], "sp-trigger-1");
+        assert_eq!(t.open("sp-trigger").unwrap_err().0, StatusCode::TOO_MANY_REQUESTS);
+        t.forget(&open[3]);
+        assert_eq!(t.read(&open[3]), None, "a trigger the job refused is gone");
+        let done = |n: usize| SavepointStatus::Completed { path: format!("sp-{n}") };
+        t.finish(open[0].clone(), done(0));
+        t.finish(open[0].clone(), SavepointStatus::Failed { error: "twice".into() });
+        assert_eq!((t.read(&open[0]), t.unread), (Some(done(0)), 0), "the first outcome stands, and was read");
+        // Many more finish, unread: the oldest outcomes go, and with them their unread count.
+        let mut last = String::new();
+        for n in 1..=FINISHED_TRIGGERS_KEPT + 10 {
+            last = t.open("sp-trigger").unwrap();
+            t.finish(last.clone(), done(n));
+        }
+        assert_eq!(
+            (t.finished.len(), t.status.len(), t.unread),
+            (FINISHED_TRIGGERS_KEPT, FINISHED_TRIGGERS_KEPT + 2, 100)
+        );
+        assert_eq!(t.read(&open[0]), None, "forgotten");
+        assert_eq!(t.read(&last), Some(done(FINISHED_TRIGGERS_KEPT + 10)));
+        assert_eq!((t.unread, t.in_progress), (99, 2));
+        assert_eq!(t.read(&open[1]), Some(SavepointStatus::InProgress), "in progress is never forgotten");
+    }
+
     /// A job whose report never changes; its savepoints complete at once, rescales are refused.
     struct FixedJob;
 
@@ -946,7 +1167,7 @@ mod tests {
 
     #[test]
     fn every_endpoint_answers_with_its_type() {
-        let server = RestServer::start("127.0.0.1:0".parse().unwrap(), Arc::new(FixedJob)).unwrap();
+        let server = RestServer::start("127.0.0.1:0".parse().unwrap(), Arc::new(FixedJob), None).unwrap();
 
         let (status, list) = get::<JobList>(&server, paths::JOBS);
         assert_eq!((status, list.jobs[0].id.as_str(), list.jobs[0].state), (200, "j", JobState::Running));

@@ -20,7 +20,7 @@
 //!                   [--bind 0.0.0.0] [--rpc-port 6123] [--rest-port 8081]
 //!                   [--restore latest|none|URI] [--deployment-id ID]
 //!                   [--leader-lock PATH | --leader-lease NAME [--lease-duration 15s]]
-//!                   [--heartbeat-timeout 10s] [--restart-strategy fixed-delay:1s:10]
+//!                   [--heartbeat-timeout 10s] [--restart-strategy exponential:1s:1m:unlimited]
 //!                   [--linger] [-- JOB ARGS...]
 //! my-job taskmanager --jobmanager HOST:PORT[,HOST:PORT] [--slots 1] [--bind 0.0.0.0]
 //!                   [--data-port 0] [--advertise-host HOST] [--connect-timeout 60s] [--id ID]

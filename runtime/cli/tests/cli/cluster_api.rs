@@ -1,9 +1,10 @@
 //! The distributed runtime's API and its edges: a rescale through the REST
 //! API (a savepoint, then a restart at the new parallelism, with exactly the
 //! oracle's output), a slow sink that backpressures remote producers while
-//! memory stays bounded, and bad peers (another version, garbage on the
-//! control and data ports, an unreachable JobManager) that get a clear
-//! refusal or a closed connection while the job goes on.
+//! memory stays bounded, and hostile peers (no secret or a wrong one, another
+//! version, oversized and trickling handshakes, garbage on every port, a
+//! flood of connections, an unreachable JobManager) that get a clear refusal
+//! or a closed connection while the job goes on, its output exact.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use weir_cluster::auth::{self, AuthError, Channel, Secret};
 use weir_cluster::frame;
 use weir_cluster::protocol::{ToJobManager, ToTaskManager, Version};
 
@@ -98,13 +100,15 @@ fn a_rescale_through_the_rest_api_restarts_at_the_new_parallelism_with_exact_out
     });
     std::thread::sleep(Duration::from_secs(2));
     let base = format!("http://127.0.0.1:{port}/v1/jobs/orders-window");
-    for (refused, why) in [
-        (json!({ "parallelism": 0 }), "parallelism: must be at least 1"),
-        (json!({ "parallelism": 129 }), "above the max parallelism 128"),
-        (json!({ "vertices": { "9-nope": 2 } }), "vertex `9-nope`: the job has no such vertex"),
+    // A parallelism no job can run at is refused by the REST API (400), a
+    // vertex the job does not have by the JobManager (409).
+    for (refused, code, why) in [
+        (json!({ "parallelism": 0 }), 400, "parallelism: must be at least 1"),
+        (json!({ "parallelism": 129 }), 400, "above the max parallelism 128"),
+        (json!({ "vertices": { "9-nope": 2 } }), 409, "vertex `9-nope`: the job has no such vertex"),
     ] {
         let (status, body) = post(&format!("{base}/rescale"), refused.clone());
-        assert_eq!(status, 409, "{refused}: {body}");
+        assert_eq!(status, code, "{refused}: {body}");
         assert!(body["error"].as_str().unwrap().contains(why), "{refused}: {body}");
     }
     let path = rescale(&base, json!({ "parallelism": 2 }), &log);
@@ -269,13 +273,48 @@ fn a_slow_sink_backpressures_remote_producers_and_memory_stays_bounded() {
     assert!(after < before + 64 * 1024, "memory grew from {before} to {after} KiB while blocked");
 }
 
+const SECRET: &str = "job-secret-0123456789abcdef";
+
+/// The handshake of a peer holding `secret` (none: an outsider) on a fresh connection to `addr`.
+fn handshake(addr: &str, secret: Option<&str>, channel: Channel) -> (TcpStream, Result<(), AuthError>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let secret = secret.map(|s| Secret::new(s.as_bytes(), "test").unwrap());
+    let outcome = auth::connect(&mut s, secret.as_ref(), channel, Instant::now() + Duration::from_secs(15));
+    (s, outcome)
+}
+
+/// Whether the peer at the other end of `s` closes it within `limit` (reading whatever it sends).
+fn closed_within(mut s: TcpStream, limit: Duration) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 1024];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
 #[test]
-fn bad_peers_are_refused_and_the_job_goes_on() {
-    const EVENTS: u64 = 100_000;
+fn hostile_peers_are_refused_and_the_job_goes_on_exactly() {
+    const EVENTS: u64 = 450_000;
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let port = free_port();
-    let mut cluster = checkpointed_cluster("orders-window", EVENTS, 20_000, 2, tmp.path(), port);
+    let secret_file = tmp.path().join("secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let secret_flag = secret_file.display().to_string();
+    let sink = format!("sink.path={}", out.display());
+    let cp = tmp.path().join("cp").display().to_string();
+    let extra = ["--parallelism", "2", "--set", &sink, "--checkpoint-dir", &cp, "--checkpoint-interval", "300ms"];
+    let mut cmd = run_cluster("orders-window", EVENTS, 15_000, tmp.path(), port, &extra);
+    cmd.args(["--auth-secret-file", &secret_flag]);
+    let mut cluster = Cluster(cmd.stdout(Stdio::null()).spawn().unwrap());
     let log = || std::fs::read_to_string(tmp.path().join("run.log")).unwrap_or_default();
     let mut doc = Value::Null;
     wait_until("the job runs on 2 TaskManagers", Duration::from_secs(30), || {
@@ -287,36 +326,77 @@ fn bad_peers_are_refused_and_the_job_goes_on() {
         std::fs::read_to_string(format!("/proc/{}/cmdline", children(cluster.0.id(), "taskmanager")[0])).unwrap();
     let rpc = cmdline.split('\0').skip_while(|a| *a != "--jobmanager").nth(1).unwrap().to_string();
     let data = doc["taskmanagers"][0]["data_address"].as_str().unwrap().to_string();
+    let rest = format!("127.0.0.1:{port}");
+    let rss_before = rss_kib(cluster.0.id());
 
-    // A TaskManager of another version: refused, naming both versions.
-    let mut s = TcpStream::connect(&rpc).unwrap();
+    for (addr, channel) in [(&rpc, Channel::Control), (&data, Channel::Data)] {
+        // No secret, a wrong one: refused, saying why; the port's owner proves nothing to them.
+        let (_, outcome) = handshake(addr, None, channel);
+        assert!(
+            matches!(&outcome, Err(AuthError::RefusedByPeer(m)) if m.contains("--auth-secret-file")),
+            "{outcome:?}"
+        );
+        let (_, outcome) = handshake(addr, Some("a-guess-at-the-secret-000"), channel);
+        assert!(matches!(&outcome, Err(AuthError::Refused(m)) if m.contains("proof")), "{outcome:?}");
+        // A frame beyond 64 KiB before the handshake: closed at once.
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(&(100u32 << 10).to_le_bytes()).unwrap();
+        assert!(closed_within(s, Duration::from_secs(5)), "{addr}: an oversized first frame is refused");
+    }
+    // A peer trickling its handshake a byte a second: dropped within the handshake's 10 s.
+    let trickling: Vec<_> = [rpc.clone(), data.clone()]
+        .into_iter()
+        .map(|addr| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(&addr).unwrap();
+                let started = Instant::now();
+                let trickle = [200u8, 0, 0, 0].into_iter().chain(1..=30);
+                let dropped = trickle.into_iter().any(|b| {
+                    s.write_all(&[b]).is_err() || closed_within(s.try_clone().unwrap(), Duration::from_secs(1))
+                });
+                assert!(dropped && started.elapsed() < Duration::from_secs(16), "{addr}: a trickling peer is dropped");
+            })
+        })
+        .collect();
+    // With the secret but another version: refused, naming both versions.
+    let (mut s, outcome) = handshake(&rpc, Some(SECRET), Channel::Control);
+    outcome.unwrap();
     let other = Version { weir: "0.0.1".into(), ..Version::ours() };
     let register =
         ToJobManager::Register { version: other, id: "old".into(), slots: 4, data_addr: "127.0.0.1:1".into() };
     frame::send(&mut s, &register).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     match frame::recv::<ToTaskManager>(&mut s, &mut Vec::new()).unwrap() {
         ToTaskManager::Refused { reason } => {
             assert!(reason.contains("0.0.1") && reason.contains("version mismatch"), "{reason}")
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
-    // Garbage on both ports: an HTTP request, a frame claiming 4 GiB, bytes that decode to nothing.
+    // Garbage on every port: an HTTP request, a frame claiming 4 GiB, bytes that decode to nothing.
     let garbage: [&[u8]; 3] =
         [b"GET / HTTP/1.1\r\n\r\n", &[0xff, 0xff, 0xff, 0xff, 1, 2, 3], &[5, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 0]];
-    for addr in [&rpc, &data] {
+    for addr in [&rpc, &data, &rest] {
         for bytes in garbage {
             let mut s = TcpStream::connect(addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
             s.write_all(bytes).unwrap();
-            let mut rest = Vec::new();
-            // The peer closes the connection (after a refusal at most); it does not hang or crash.
-            let _ = s.read_to_end(&mut rest);
+            // The RPC and data ports close; HTTP may answer and keep the connection for more.
+            assert!(closed_within(s, Duration::from_secs(15)) || addr == &rest, "{addr} closes on garbage");
         }
+    }
+    // A flood of idle connections: each is dropped at its handshake's deadline, memory stays bounded.
+    let flood: Vec<TcpStream> =
+        (0..200).flat_map(|_| [TcpStream::connect(&rpc), TcpStream::connect(&data)]).flatten().collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_flooded = rss_kib(cluster.0.id());
+    assert!(rss_flooded < rss_before + 64 * 1024, "the JobManager grew from {rss_before} to {rss_flooded} KiB");
+    drop(flood);
+    for t in trickling {
+        t.join().unwrap();
     }
     let status = wait_for(&mut cluster.0, Duration::from_secs(120)).expect("the job finishes");
     let log = log();
     assert!(status.success(), "{log}");
-    assert!(log.contains("0 restarts"), "bad peers must not fail the job:\n{log}");
+    assert!(log.contains("0 restarts"), "hostile peers must not fail the job:\n{log}");
     assert_eq!(committed_output(&out, "orders-window"), oracle("orders-window", EVENTS), "{log}");
 }
 

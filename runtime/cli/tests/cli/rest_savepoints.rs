@@ -172,3 +172,67 @@ fn savepoints_go_to_their_own_directory_and_one_that_cannot_be_written_fails_whi
     let checkpoints = tmp.path().join("ck/orders-window/savepoints");
     assert!(!checkpoints.exists(), "nothing under the checkpoint directory's savepoints/");
 }
+
+/// A job whose savepoints complete at once, served by the REST server `weir
+/// jobmanager` runs; it counts the savepoints it was asked for.
+#[derive(Default)]
+struct InstantSavepoints(std::sync::atomic::AtomicUsize);
+
+impl weir_rest::RestJob for InstantSavepoints {
+    fn name(&self) -> &str {
+        "orders-window"
+    }
+    fn status(&self) -> Option<weir_rest::JobReport> {
+        Some(weir_rest::JobReport {
+            state: weir_api::rest::JobState::Running,
+            parallelism: 1,
+            max_parallelism: 128,
+            start_time: 0,
+            chains: vec![],
+            checkpoints: vec![],
+            taskmanagers: vec![],
+            restarts: 0,
+            failure: None,
+            restored_from: None,
+            deployment: None,
+        })
+    }
+    fn savepoint(&self, _stop: bool, _drain: bool) -> Result<weir_rest::Pending, String> {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        Ok(Box::new(move || Ok(format!("file:///ck/orders-window/savepoints/sp-{n}"))))
+    }
+    fn rescale(&self, _: weir_api::rest::RescaleRequest) -> Result<weir_rest::Pending, String> {
+        Err("not here".into())
+    }
+}
+
+#[test]
+fn weir_savepoint_sends_the_job_secret_from_its_file_as_the_bearer_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret_file = |name: &str, text: &str| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (right, wrong) =
+        (secret_file("right", "0123456789abcdef-the-job\n"), secret_file("wrong", "0123456789abcdef-guessed"));
+    let secret = weir_cluster::auth::Secret::from_file(Path::new(&right)).unwrap();
+    let job = std::sync::Arc::new(InstantSavepoints::default());
+    let server = weir_rest::RestServer::start("127.0.0.1:0".parse().unwrap(), job.clone(), Some(secret)).unwrap();
+    let port = server.addr.port();
+
+    let (code, _, err) = savepoint(port, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("401") && err.contains("needs `Authorization: Bearer <token>`"), "{err}");
+    let (code, _, err) = savepoint(port, &["--auth-secret-file", &wrong]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("401") && err.contains("not the job's secret") && !err.contains("guessed"), "{err}");
+    let missing = tmp.path().join("absent").display().to_string();
+    let (code, _, err) = savepoint(port, &["--auth-secret-file", &missing]);
+    assert_eq!(code, Some(2), "an unreadable secret file is bad input: {err}");
+    assert!(err.contains("--auth-secret-file") && err.contains("absent"), "{err}");
+    assert_eq!(job.0.load(std::sync::atomic::Ordering::SeqCst), 0, "no savepoint was taken");
+
+    let (code, path, err) = savepoint(port, &["--auth-secret-file", &right, "--stop"]);
+    assert_eq!((code, path.as_str()), (Some(0), "file:///ck/orders-window/savepoints/sp-1"), "{err}");
+}

@@ -336,8 +336,7 @@ impl JobLoop {
         }
         let free: Vec<(u64, usize)> = self.tms.iter().map(|(c, t)| (*c, t.slots)).collect();
         let Some(assignment) = schedule::assign(&self.plan.layout, &free) else { return };
-        let id = self.next_attempt;
-        self.next_attempt += 1;
+        let id = attempt_id();
         let coordinator = self.coordinator();
         tracing::info!(
             "deploying attempt {id} of {} at parallelism {} on {} TaskManagers",
@@ -413,6 +412,16 @@ impl JobLoop {
             self.fail_over(format!("checkpointing: {reason}"));
         }
     }
+}
+
+/// A new attempt's id: random, so that no one outside can guess the next
+/// (every message of an attempt carries it).
+fn attempt_id() -> u64 {
+    // getrandom fails only where the system has no randomness at all: then
+    // the clock, which is still unique per attempt.
+    getrandom::u64().unwrap_or_else(|_| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+    })
 }
 
 /// A job's parallelism as a log line says it: `3`, or `3 (window at 4)`.

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use weir_core::checkpoint::coordinator::CheckpointStats;
+use weir_core::checkpoint::coordinator::{CheckpointStats, TaskReport};
 use weir_core::time::Timestamp;
 
 use super::attempt::{Attempt, PendingRescale};
@@ -124,7 +124,6 @@ pub(super) struct JobLoop {
     pub state: JobState,
     pub tms: BTreeMap<u64, Tm>,
     pub attempt: Option<Attempt>,
-    pub next_attempt: u64,
     /// Not before this may the next attempt be deployed.
     pub restart_at: Instant,
     /// What the next attempt restores from.
@@ -153,7 +152,6 @@ impl JobLoop {
         let now = clock.now();
         JobLoop {
             restarts: Restarts::new(config.restart.clone()),
-            next_attempt: (clock.now_ms() as u64) * 1000,
             config,
             builder,
             plan,
@@ -254,21 +252,48 @@ impl JobLoop {
         self.attempt.as_ref().is_some_and(|a| a.id == attempt)
     }
 
+    /// The `(chain, subtask)` pairs the TaskManager on `conn` runs in the current attempt.
+    fn runs(&self, conn: u64) -> Option<&HashSet<(usize, usize)>> {
+        self.attempt.as_ref().and_then(|a| a.assignment.get(&conn))
+    }
+
+    /// Whether a message about `attempt` from `conn` may be taken: it is for
+    /// the current attempt (anything else is a straggler, ignored quietly)
+    /// and `conn` runs some of it (anything else is forged, and logged).
+    fn takes_part(&self, conn: u64, attempt: u64, what: &str) -> bool {
+        if !self.current(attempt) {
+            return false;
+        }
+        if self.runs(conn).is_none() {
+            tracing::warn!("{} sent {what} for an attempt it has no part in: ignored", self.who(conn));
+            return false;
+        }
+        true
+    }
+
+    fn who(&self, conn: u64) -> String {
+        self.tms.get(&conn).map_or_else(|| format!("connection {conn}"), |t| format!("TaskManager {}", t.id))
+    }
+
     fn on_message(&mut self, conn: u64, message: ToJobManager) {
         match message {
             ToJobManager::Register { .. } => {}
             ToJobManager::Heartbeat { attempt, metrics } => {
-                if attempt.is_some_and(|a| self.current(a)) {
-                    let mut view = self.view.lock().expect("view poisoned");
-                    for (c, i, m) in metrics {
-                        if let Some(slot) = view.metrics.get_mut(c).and_then(|chain| chain.get_mut(i)) {
-                            *slot = m;
-                        }
+                let Some(runs) = attempt.filter(|&a| self.current(a)).and_then(|_| self.runs(conn)) else { return };
+                let mut view = self.view.lock().expect("view poisoned");
+                for (c, i, m) in metrics.into_iter().filter(|(c, i, _)| runs.contains(&(*c, *i))) {
+                    if let Some(slot) = view.metrics.get_mut(c).and_then(|chain| chain.get_mut(i)) {
+                        *slot = m;
                     }
                 }
             }
             ToJobManager::Report { attempt, report } => {
-                if !self.current(attempt) {
+                if !self.takes_part(conn, attempt, "a checkpoint report") {
+                    return;
+                }
+                let task = reported_task(&report);
+                if !self.plan.task_of(task).is_some_and(|s| self.runs(conn).is_some_and(|r| r.contains(&s))) {
+                    tracing::warn!("{} reported on task {task}, which it does not run: ignored", self.who(conn));
                     return;
                 }
                 let now = self.clock.now_ms();
@@ -279,13 +304,13 @@ impl JobLoop {
                 self.dispatch(commands);
             }
             ToJobManager::Failed { attempt, reason } => {
-                if self.current(attempt) {
-                    let who = self.tms.get(&conn).map_or("?".to_string(), |t| t.id.clone());
-                    self.fail_over(format!("TaskManager {who}: {reason}"));
+                if self.takes_part(conn, attempt, "a failure") {
+                    let who = self.who(conn);
+                    self.fail_over(format!("{who}: {reason}"));
                 }
             }
             ToJobManager::Finished { attempt } => {
-                if !self.current(attempt) {
+                if !self.takes_part(conn, attempt, "the end of its tasks") {
                     return;
                 }
                 let a = self.attempt.as_mut().expect("current attempt");
@@ -353,5 +378,12 @@ impl JobLoop {
                 last_heartbeat_ms_ago: now.duration_since(t.last_seen).as_millis() as u64,
             })
             .collect();
+    }
+}
+
+/// The task a checkpoint report is about.
+fn reported_task(report: &TaskReport) -> usize {
+    match report {
+        TaskReport::Ack { task, .. } | TaskReport::Decline { task, .. } | TaskReport::SourceFinished { task } => *task,
     }
 }

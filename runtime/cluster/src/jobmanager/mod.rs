@@ -34,6 +34,8 @@ use weir_core::metrics::MetricsSnapshot;
 use weir_core::time::now_ms;
 
 use crate::JobBuilder;
+use crate::auth::Secret;
+use crate::gate::Gate;
 use crate::protocol::JobSpec;
 use crate::restart::RestartStrategy;
 use crate::state::JobState;
@@ -70,6 +72,8 @@ pub struct JobManagerConfig {
     /// with the next one at once (a rescale's), instead of exiting into a
     /// restart backoff.
     pub release_taskmanagers: bool,
+    /// The job's secret: every TaskManager must prove it (see [`crate::auth`]).
+    pub secret: Option<Secret>,
 }
 
 impl JobManagerConfig {
@@ -83,6 +87,7 @@ impl JobManagerConfig {
             restore: Restore::Fresh,
             deployment: None,
             release_taskmanagers: true,
+            secret: None,
         }
     }
 }
@@ -201,6 +206,8 @@ impl JobManager {
             links: links.clone(),
             heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
             release: config.release_taskmanagers,
+            secret: config.secret.clone(),
+            gate: Gate::new(connection::MAX_CONNECTIONS),
         };
         std::thread::Builder::new()
             .name("jm-accept".into())

@@ -10,6 +10,15 @@
 //! new subtasks, so a restore at another parallelism neither skips nor repeats
 //! a record; partitions added to the topic since then start per [`StartAt`].
 //!
+//! A read position that is no longer in its partition (retention deleted the
+//! records a restored checkpoint points at, or those a lagging source had
+//! still to read) fails the task with an error naming the topic, partition
+//! and offset: librdkafka's `auto.offset.reset` is `error` here, where its
+//! default would skip silently to the partition's end. A source whose
+//! `properties` set `auto.offset.reset` to `earliest` or `latest` goes on
+//! from there instead, as asked. Where a partition starts the first time
+//! ([`StartAt`]) is decided by the source itself and does not change.
+//!
 //! Offsets are committed back to the group after each completed checkpoint,
 //! for monitoring tools only. Event time, when configured, is assigned here
 //! with one watermark generator per partition ([`SplitWatermarks`]). Consumer
@@ -22,6 +31,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
@@ -70,6 +80,9 @@ pub struct KafkaSourceConfig {
     /// Stop at the end offsets seen when the job first started.
     pub bounded: bool,
     /// Further librdkafka consumer properties (`security.protocol`, ...).
+    /// `auto.offset.reset` is `error` unless set here (`earliest` or
+    /// `latest`): what happens when a read position is no longer in its
+    /// partition.
     pub properties: Vec<(String, String)>,
 }
 
@@ -170,6 +183,10 @@ impl<T> KafkaSource<T> {
             // local queue is full (default 1 s): a job that drains the queue
             // quickly would sit idle for most of that second.
             .set("fetch.queue.backoff.ms", "10")
+            // A position outside its partition (records deleted by retention) is an
+            // error the task fails with, not a silent skip to the end (librdkafka's
+            // default); the properties below may choose `earliest` or `latest`.
+            .set("auto.offset.reset", "error")
             .set("client.id", format!("weir-{}-{}", c.group, self.subtask));
         for (k, v) in &c.properties {
             config.set(k, v);
@@ -259,6 +276,42 @@ impl<T> KafkaSource<T> {
         Ok(PartitionSplit { partition, next, end: self.config.bounded.then_some(high) })
     }
 
+    /// librdkafka found a read position outside its partition and, with
+    /// `auto.offset.reset=error`, stopped fetching it. Its error does not say
+    /// which partition (rdkafka drops that): the splits whose position lies
+    /// outside their partition's offsets now are the ones.
+    fn out_of_range(&self, consumer: &BaseConsumer<LagContext>, e: &rdkafka::error::KafkaError) -> TaskError {
+        let topic = &self.config.topic;
+        let outside: Vec<String> = self
+            .splits
+            .values()
+            .filter(|s| !s.finished())
+            .filter_map(|s| {
+                let (low, high) = consumer.fetch_watermarks(topic, s.partition, REQUEST_TIMEOUT).ok()?;
+                let (p, next) = (s.partition, s.next);
+                if next < low {
+                    Some(format!(
+                        "partition {p}: offset {next} was deleted (by retention?); the partition now holds offsets {low}..{high}"
+                    ))
+                } else if next > high {
+                    Some(format!("partition {p}: offset {next} is beyond the partition's end ({high})"))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let what = if outside.is_empty() {
+            let at: Vec<String> = self.splits.values().map(|s| format!("{}@{}", s.partition, s.next)).collect();
+            format!("a read position is no longer in its partition (positions {})", at.join(", "))
+        } else {
+            outside.join("; ")
+        };
+        self.error(format!(
+            "{what} ({e}). Failing rather than skipping records; set `auto.offset.reset: earliest` (or `latest`) \
+             in the source's properties to go on from the oldest (or newest) record instead"
+        ))
+    }
+
     fn positions(&self) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
         for s in self.splits.values() {
@@ -308,6 +361,9 @@ impl<T: Send> Source<T> for KafkaSource<T> {
             self.quiet = false;
             let m = match message {
                 Ok(m) => m,
+                Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) => {
+                    return Err(self.out_of_range(consumer, &e));
+                }
                 Err(e) => {
                     // librdkafka retries on its own; a persistent problem shows in the logs and the lag.
                     tracing::warn!("kafka source (topic `{}`): {e}", self.config.topic);

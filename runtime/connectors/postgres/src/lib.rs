@@ -9,11 +9,36 @@
 //!   (one row per key and window) the table ends up exactly right.
 //! * [`Guarantee::ExactlyOnce`]: two-phase commit. At a barrier the open
 //!   transaction is prepared (`PREPARE TRANSACTION`, durable in the server)
-//!   under the id `weir:<job>:<sink>:<subtask>:<checkpoint>`; when the
-//!   checkpoint completes it is committed (`COMMIT PREPARED`). On a restore,
-//!   before any subtask runs, subtask 0 commits the prepared transactions the
-//!   checkpoint lists and rolls back every other one of this sink, so nothing
-//!   is applied twice or lost. The server needs `max_prepared_transactions > 0`.
+//!   under the id `weir:<job>:<sink>:<subtask>:<checkpoint>`, and the
+//!   checkpoint records that id with the transaction's id (`txid_current()`);
+//!   when the checkpoint completes it is committed (`COMMIT PREPARED`). The
+//!   server needs `max_prepared_transactions > 0`.
+//!
+//! ## Recovery
+//!
+//! Every subtask of a new run (a restore, or a fresh start) resolves what
+//! earlier runs left prepared when its sink is created (`RecoveryPlan`, a
+//! pure function, decides):
+//!
+//! * subtask 0 commits the transactions the restored checkpoint lists (they
+//!   belong to it, whichever subtask prepared them: after a rescale the
+//!   numbering changed);
+//! * each subtask rolls back the unlisted transactions named with its own
+//!   subtask number, and subtask 0 also those of numbers beyond the current
+//!   parallelism (no subtask of this run has them). Those are provably left
+//!   from an earlier run: in this run only subtask `i` prepares under number
+//!   `i`, and not before its recovery is done. So a subtask never touches
+//!   what another subtask of this run prepared, in particular a transaction
+//!   for the checkpoint after the restored one, prepared by a subtask on a
+//!   TaskManager that started sooner.
+//!
+//! A `COMMIT PREPARED` that finds no such transaction (it was committed by an
+//! earlier try of the same call, or by recovery; or it was rolled back) counts
+//! as committed only when the server says its transaction id committed
+//! (`txid_status`); otherwise the rows are lost and the commit, or the
+//! restore, fails with an error naming the transaction. (Checkpoints written
+//! before transaction ids were recorded cannot be checked that way: a gone
+//! transaction of theirs is logged as unverifiable and taken as committed.)
 //!
 //! A connection that breaks is opened again with backoff for up to
 //! [`PostgresSinkConfig::retry_for`]; the rows of the open transaction are kept
@@ -139,6 +164,87 @@ fn create_sql(config: &PostgresSinkConfig) -> String {
 struct Prepared {
     checkpoint_id: u64,
     gid: String,
+    /// Its transaction id (`txid_current()`), by which the server says whether
+    /// it committed once the prepared transaction is gone. `None` in entries
+    /// written before the id was recorded.
+    txid: Option<i64>,
+}
+
+/// A checkpoint entry as written before transaction ids were recorded.
+#[derive(Deserialize)]
+struct LegacyPrepared {
+    checkpoint_id: u64,
+    gid: String,
+}
+
+impl Prepared {
+    /// Decodes an entry of either form: a legacy entry ends where the
+    /// transaction id would start, so it never decodes as the current form.
+    fn decode(entry: &[u8]) -> TaskResult<Prepared> {
+        const WHAT: &str = "a postgres sink's prepared transaction";
+        codec::decode::<Prepared>(entry, WHAT).or_else(|_| {
+            let legacy = codec::decode::<LegacyPrepared>(entry, WHAT)?;
+            Ok(Prepared { checkpoint_id: legacy.checkpoint_id, gid: legacy.gid, txid: None })
+        })
+    }
+}
+
+/// The subtask number in a prepared-transaction id of this sink
+/// (`<prefix><subtask>:<checkpoint>`), `None` for ids of another form.
+fn gid_subtask(gid: &str, prefix: &str) -> Option<usize> {
+    let (subtask, checkpoint) = gid.strip_prefix(prefix)?.split_once(':')?;
+    checkpoint.parse::<u64>().ok()?;
+    subtask.parse().ok()
+}
+
+/// What one subtask's recovery does with the sink's prepared transactions:
+/// a pure function of what is prepared, what the restored checkpoint lists,
+/// and who the subtask is (see the module docs).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct RecoveryPlan {
+    /// Listed and still prepared: committed (subtask 0).
+    commit: Vec<Prepared>,
+    /// Listed and no longer prepared: must have committed (subtask 0).
+    verify: Vec<Prepared>,
+    /// Left by an earlier run of a subtask this one answers for: rolled back.
+    roll_back: Vec<String>,
+}
+
+impl RecoveryPlan {
+    /// `prepared`: the ids of the server's prepared transactions that start
+    /// with `prefix` (this job's and sink's); `listed`: the restored
+    /// checkpoint's entries; `subtask` of `parallelism`: who recovers.
+    fn new(prepared: &[String], listed: &[Prepared], prefix: &str, subtask: usize, parallelism: usize) -> Self {
+        let mut plan = RecoveryPlan::default();
+        if subtask == 0 {
+            let mut seen = std::collections::HashSet::new();
+            for p in listed.iter().filter(|p| seen.insert(p.gid.as_str())) {
+                if prepared.contains(&p.gid) {
+                    plan.commit.push(p.clone());
+                } else {
+                    plan.verify.push(p.clone());
+                }
+            }
+        }
+        for gid in prepared {
+            if listed.iter().any(|p| &p.gid == gid) {
+                continue;
+            }
+            match gid_subtask(gid, prefix) {
+                Some(owner) if owner == subtask || (subtask == 0 && owner >= parallelism) => {
+                    plan.roll_back.push(gid.clone())
+                }
+                Some(_) => {} // another subtask's: it resolves its own
+                None => tracing::warn!("postgres sink: recovery: leaving `{gid}` alone (not an id this sink writes)"),
+            }
+        }
+        plan
+    }
+}
+
+/// `'text'`, with embedded quotes doubled.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// The URL without its password, for messages.
@@ -156,6 +262,7 @@ fn redacted(url: &str) -> String {
 pub struct PostgresSink<T, V> {
     config: PostgresSinkConfig,
     subtask: usize,
+    parallelism: usize,
     /// The ids of this sink's prepared transactions start with this.
     gid_prefix: String,
     /// Writes rows (and prepares).
@@ -178,8 +285,9 @@ where
     T: AsRef<[V]> + Clone,
     V: ToSql + Sync,
 {
-    /// Connects (creating the table when missing) and, for exactly-once on
-    /// subtask 0, resolves the prepared transactions a previous run left.
+    /// Connects (creating the table when missing) and, for exactly-once,
+    /// resolves the prepared transactions earlier runs left that this
+    /// subtask answers for (see the module docs).
     pub fn new(config: PostgresSinkConfig, info: &SubtaskInfo) -> TaskResult<Self> {
         config.validate().map_err(|e| TaskError::Operator(format!("postgres sink: {e}")))?;
         if config.guarantee == Guarantee::ExactlyOnce && !info.checkpointing {
@@ -192,6 +300,7 @@ where
             statement: upsert_sql(&config),
             upsert: None,
             subtask: info.index,
+            parallelism: info.parallelism,
             gid_prefix,
             client: None,
             control: None,
@@ -206,17 +315,13 @@ where
             let create = create_sql(&sink.config);
             sink.with_retry("creating the table", |s| s.client()?.batch_execute(&create))?;
             sink.check_columns()?;
-            if sink.config.guarantee == Guarantee::ExactlyOnce {
-                let keep = match &info.restored {
-                    Some(r) => r
-                        .all_entries
-                        .iter()
-                        .map(|e| codec::decode::<Prepared>(e, "a postgres sink's prepared transaction"))
-                        .collect::<TaskResult<Vec<_>>>()?,
-                    None => Vec::new(),
-                };
-                sink.recover(&keep)?;
-            }
+        }
+        if sink.config.guarantee == Guarantee::ExactlyOnce {
+            let listed = match &info.restored {
+                Some(r) => r.all_entries.iter().map(|e| Prepared::decode(e)).collect::<TaskResult<Vec<_>>>()?,
+                None => Vec::new(),
+            };
+            sink.recover(&listed)?;
         }
         Ok(sink)
     }
@@ -320,20 +425,78 @@ where
         Ok(())
     }
 
-    /// Commits the prepared transactions in `keep`, rolls back the sink's others.
-    fn recover(&mut self, keep: &[Prepared]) -> TaskResult {
+    /// Resolves what earlier runs left prepared: see [`RecoveryPlan`].
+    fn recover(&mut self, listed: &[Prepared]) -> TaskResult {
         let rows = self.with_retry("listing prepared transactions", |s| {
-            s.client()?.query("SELECT gid FROM pg_prepared_xacts WHERE database = current_database()", &[])
+            s.control()?.query("SELECT gid FROM pg_prepared_xacts WHERE database = current_database()", &[])
         })?;
         let prefix = self.gid_prefix.clone();
-        let gids: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).filter(|g| g.starts_with(&prefix)).collect();
-        for gid in &gids {
-            let commit = keep.iter().any(|p| &p.gid == gid);
-            let sql = format!("{} PREPARED '{}'", if commit { "COMMIT" } else { "ROLLBACK" }, gid.replace('\'', "''"));
-            tracing::info!("postgres sink: recovery: {sql}");
-            self.with_retry("resolving a prepared transaction", |s| s.control()?.batch_execute(&sql))?;
+        let prepared: Vec<String> =
+            rows.iter().map(|r| r.get::<_, String>(0)).filter(|g| g.starts_with(&prefix)).collect();
+        let plan = RecoveryPlan::new(&prepared, listed, &prefix, self.subtask, self.parallelism);
+        for p in &plan.commit {
+            tracing::info!("postgres sink: recovery: committing `{}` (checkpoint {})", p.gid, p.checkpoint_id);
+            self.commit_prepared(p)?;
+        }
+        for p in &plan.verify {
+            self.check_committed(p)?;
+        }
+        for gid in &plan.roll_back {
+            tracing::info!("postgres sink: recovery: rolling back `{gid}`, left by an earlier run");
+            let sql = format!("ROLLBACK PREPARED {}", literal(gid));
+            self.with_retry("rolling back a prepared transaction", |s| match s.control()?.batch_execute(&sql) {
+                // Gone already (an earlier try of this call): what was wanted.
+                Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_OBJECT) => Ok(()),
+                other => other,
+            })?;
         }
         Ok(())
+    }
+
+    /// Commits a prepared transaction. One that is no longer there counts as
+    /// committed only when the server says so ([`Self::check_committed`]).
+    fn commit_prepared(&mut self, p: &Prepared) -> TaskResult {
+        let sql = format!("COMMIT PREPARED {}", literal(&p.gid));
+        let gone =
+            self.with_retry("committing a prepared transaction", |s| match s.control()?.batch_execute(&sql) {
+                Ok(()) => Ok(false),
+                Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_OBJECT) => Ok(true),
+                Err(e) => Err(e),
+            })?;
+        if gone { self.check_committed(p) } else { Ok(()) }
+    }
+
+    /// A prepared transaction that is gone: fine when its transaction
+    /// committed (an earlier try of the commit, or a recovery, did it); an
+    /// error naming it when it was rolled back or the server cannot tell,
+    /// since then its rows are lost.
+    fn check_committed(&mut self, p: &Prepared) -> TaskResult {
+        let Some(txid) = p.txid else {
+            tracing::warn!(
+                "postgres sink: prepared transaction `{}` (checkpoint {}) is gone; its checkpoint predates \
+                 transaction ids in checkpoints, so whether it committed cannot be checked: taken as committed",
+                p.gid,
+                p.checkpoint_id
+            );
+            return Ok(());
+        };
+        let status: Option<String> = self.with_retry("asking whether a transaction committed", |s| {
+            s.control()?.query_one("SELECT txid_status($1)", &[&txid]).map(|r| r.get(0))
+        })?;
+        let fate = match status.as_deref() {
+            Some("committed") => {
+                tracing::debug!("postgres sink: `{}` was committed already", p.gid);
+                return Ok(());
+            }
+            Some("aborted") => "was rolled back, not committed".to_string(),
+            Some(other) => format!("its transaction {txid} is `{other}`"),
+            None => format!("the server no longer knows whether its transaction {txid} committed"),
+        };
+        Err(self.error(format!(
+            "prepared transaction `{}` of checkpoint {} is gone and {fate}: the rows it held are lost \
+             (did something else roll it back?)",
+            p.gid, p.checkpoint_id
+        )))
     }
 
     /// Ends the open transaction: commit (upsert) or prepare (exactly-once).
@@ -344,14 +507,17 @@ where
         match (self.config.guarantee, checkpoint_id) {
             (Guarantee::ExactlyOnce, Some(id)) => {
                 let gid = format!("{}{}:{id}", self.gid_prefix, self.subtask);
-                let sql = format!("PREPARE TRANSACTION '{}'", gid.replace('\'', "''"));
-                self.with_retry("preparing the transaction", |s| {
+                let sql = format!("PREPARE TRANSACTION {}", literal(&gid));
+                let txid = self.with_retry("preparing the transaction", |s| {
                     if !s.in_transaction {
                         s.replay_open()?;
                     }
-                    s.client()?.batch_execute(&sql)
+                    let client = s.client()?;
+                    let txid: i64 = client.query_one("SELECT txid_current()", &[])?.get(0);
+                    client.batch_execute(&sql)?;
+                    Ok(txid)
                 })?;
-                self.prepared.push(Prepared { checkpoint_id: id, gid });
+                self.prepared.push(Prepared { checkpoint_id: id, gid, txid: Some(txid) });
             }
             (Guarantee::ExactlyOnce, None) => return Ok(()), // only checkpoints end transactions
             (Guarantee::Upsert, _) => {
@@ -436,23 +602,14 @@ where
         let (ready, waiting): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.prepared).into_iter().partition(|p| p.checkpoint_id <= checkpoint_id);
         self.prepared = waiting;
-        for p in ready {
-            let sql = format!("COMMIT PREPARED '{}'", p.gid.replace('\'', "''"));
-            let gid = p.gid.clone();
-            self.with_retry("committing a prepared transaction", |s| match s.control()?.batch_execute(&sql) {
-                // Committed already, by this call before a reconnect or by recovery.
-                Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_OBJECT) => {
-                    tracing::debug!("postgres sink: {gid} was committed already");
-                    Ok(())
-                }
-                other => other,
-            })?;
+        for p in &ready {
+            self.commit_prepared(p)?;
         }
         Ok(())
     }
 
     fn restore_state(&mut self, _state: RestoredState) -> TaskResult {
-        Ok(()) // resolved in `new`, by subtask 0, before any subtask runs
+        Ok(()) // resolved in `new`, before the subtask writes anything
     }
 }
 
@@ -489,6 +646,48 @@ mod tests {
             "CREATE TABLE IF NOT EXISTS \"order_stats\" (\"region\" TEXT, \"window_start\" BIGINT, \"count\" BIGINT, \
              PRIMARY KEY (\"region\", \"window_start\"))"
         );
+    }
+
+    fn prepared(gid: &str, checkpoint_id: u64) -> Prepared {
+        Prepared { checkpoint_id, gid: gid.into(), txid: Some(checkpoint_id as i64 + 1000) }
+    }
+
+    const PREFIX: &str = "weir:j:2-sink:";
+
+    #[test]
+    fn recovery_commits_what_the_checkpoint_lists_and_rolls_back_only_the_subtasks_own_leftovers() {
+        let gids = |names: &[&str]| names.iter().map(|n| format!("{PREFIX}{n}")).collect::<Vec<_>>();
+        // Restored from checkpoint 5 at parallelism 2 (the job ran at 3 before).
+        let listed = vec![prepared(&format!("{PREFIX}0:5"), 5), prepared(&format!("{PREFIX}2:5"), 5)];
+        let on_server = gids(&["0:5", "1:6", "0:6", "2:6", "1:4"]);
+        let zero = RecoveryPlan::new(&on_server, &listed, PREFIX, 0, 2);
+        assert_eq!(zero.commit, [listed[0].clone()]);
+        assert_eq!(zero.verify, [listed[1].clone()], "listed but gone: committed before, to be checked");
+        // Its own leftover, and the one of subtask 2, which this run does not have:
+        // never subtask 1's, whatever their checkpoints (1:6 may be this run's next one).
+        assert_eq!(zero.roll_back, gids(&["0:6", "2:6"]));
+        let one = RecoveryPlan::new(&on_server, &listed, PREFIX, 1, 2);
+        assert_eq!((one.commit.len(), one.verify.len()), (0, 0), "only subtask 0 commits");
+        assert_eq!(one.roll_back, gids(&["1:6", "1:4"]));
+        // After a rescale up, subtask 2 exists again and answers for its own number.
+        let two = RecoveryPlan::new(&on_server, &[], PREFIX, 2, 3);
+        assert_eq!(two.roll_back, gids(&["2:6"]));
+        assert_eq!(RecoveryPlan::new(&on_server, &[], PREFIX, 0, 3).roll_back, gids(&["0:5", "0:6"]));
+        // Ids of another form (another sink whose uid extends this one's) are left alone.
+        let other = vec![format!("{PREFIX}x:1:2"), format!("{PREFIX}1"), "weir:j:2-sink".to_string()];
+        assert_eq!(RecoveryPlan::new(&other, &[], PREFIX, 0, 1), RecoveryPlan::default());
+    }
+
+    #[test]
+    fn entries_without_a_transaction_id_still_restore() {
+        let legacy = codec::encode(&(7u64, "weir:j:2-sink:0:7".to_string()));
+        assert_eq!(
+            Prepared::decode(&legacy).unwrap(),
+            Prepared { checkpoint_id: 7, gid: "weir:j:2-sink:0:7".into(), txid: None }
+        );
+        let current = prepared("weir:j:2-sink:0:8", 8);
+        assert_eq!(Prepared::decode(&codec::encode(&current)).unwrap(), current);
+        assert!(Prepared::decode(b"\xff").is_err());
     }
 
     #[test]

@@ -150,3 +150,54 @@ fn start_positions_commits_and_lag() {
     all.sort_unstable();
     assert_eq!(all, (0..210).collect::<Vec<_>>(), "committed offsets resume without loss or repetition");
 }
+
+/// A source whose records are their payloads' lengths (any payload decodes).
+fn lengths(config: KafkaSourceConfig, info: &SubtaskInfo) -> KafkaSource<i64> {
+    let decode: Decode<i64> = Arc::new(|b: &[u8]| Ok(b.len() as i64));
+    let on_malformed: OnMalformed = Box::new(|m| -> TaskResult { panic!("malformed: {m:?}") });
+    KafkaSource::new(config, info, decode, None, on_malformed)
+}
+
+#[test]
+fn a_restored_offset_that_retention_deleted_fails_the_source_unless_a_reset_policy_is_set() {
+    let kafka = MockKafka::start(1);
+    kafka.create_topic("numbers", 1);
+    produce(&kafka, "numbers", 1, 0..10, 1_000);
+    let mut s = lengths(config(&kafka, StartAt::Earliest, false), &info(0, 1));
+    assert_eq!(drain(&mut s, 10).len(), 10);
+    let entries = s.snapshot_state().unwrap().entries;
+    drop(s);
+
+    // Retention: the mock keeps at most 5 MB per partition and drops the oldest
+    // record batches beyond that. 6 MB more push offset 10 out.
+    let producer: BaseProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", kafka.bootstrap()).create().unwrap();
+    let big = vec![b'x'; 600_000];
+    for _ in 0..10 {
+        producer.send(BaseRecord::<(), _>::to("numbers").payload(&big).partition(0)).unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+    let restored = || RestoredState { keyed: vec![], entries: entries.clone(), all_entries: entries.clone() };
+
+    // The default: the task fails, naming topic, partition and offset.
+    let mut s = lengths(config(&kafka, StartAt::Earliest, false), &info(0, 1));
+    s.restore_state(restored()).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let error = loop {
+        match s.poll(&mut out) {
+            Err(e) => break e.to_string(),
+            Ok(_) => assert!(Instant::now() < deadline, "no error; read {} records instead", out.len()),
+        }
+    };
+    assert!(out.is_empty(), "nothing was read past the hole");
+    assert!(error.contains("`numbers`") && error.contains("partition 0: offset 10 was deleted"), "{error}");
+
+    // An explicit policy is followed: `earliest` goes on from the oldest record kept.
+    let mut c = config(&kafka, StartAt::Earliest, false);
+    c.properties.push(("auto.offset.reset".into(), "earliest".into()));
+    let mut s = lengths(c, &info(0, 1));
+    s.restore_state(restored()).unwrap();
+    let read = drain(&mut s, 1);
+    assert!(!read.is_empty() && read.iter().all(|&len| len == 600_000), "{read:?}");
+}
