@@ -433,14 +433,14 @@ impl<T: Send> Task for InputTask<T> {
 /// Stores snapshots and acknowledges them; runs on the executor's uploader threads.
 pub fn upload(job: UploadJob, config: &crate::checkpoint::coordinator::CheckpointConfig) {
     use crate::checkpoint::coordinator::snapshot_dir;
-    use crate::checkpoint::metadata::SnapshotKind;
+    use crate::checkpoint::metadata::{SnapshotKind, state_file_name};
     let id = job.barrier.checkpoint_id;
     let kind = if job.barrier.is_savepoint { SnapshotKind::Savepoint } else { SnapshotKind::Checkpoint };
     let storage = config.storage_for(kind);
     let dir = snapshot_dir(&job.job, id, kind);
     let mut states = Vec::with_capacity(job.snapshots.len());
     for (uid, snapshot) in job.snapshots {
-        let file = format!("{uid}-{}.state", job.subtask);
+        let file = state_file_name(&uid, job.subtask);
         let handle = snapshot.handle(job.subtask, file.clone(), job.key_groups);
         // The blobs as they are: joining them into one buffer first would copy the state once more.
         if let Err(e) = storage.put_parts(&format!("{dir}/{file}"), &snapshot.parts()) {

@@ -139,14 +139,15 @@ fn source(
             Some(profile) => workload_rows(env, *workload, *count, profile),
             None => workload_rows(env, *workload, *count, None),
         },
-        SourceKind::File { path } => {
+        SourceKind::File { path, max_line_bytes } => {
             let files = list_files(Path::new(path))
                 .map_err(|e| PipelineError::new(file, "source.path", format!("cannot read `{path}`: {e}")))?;
-            let schema = Arc::new(src.schema.clone());
+            let (schema, max_line_bytes) = (Arc::new(src.schema.clone()), *max_line_bytes);
             env.add_source("file", move |info| {
                 let mine = files.iter().enumerate().rev().filter(|(k, _)| k % info.parallelism == info.index);
                 let mine = mine.map(|(_, f)| f.clone()).collect();
-                Box::new(FileSource::new(mine, schema.clone(), format, dead_letters(info.index)))
+                let source = FileSource::new(mine, schema.clone(), format, dead_letters(info.index));
+                Box::new(source.with_max_line_bytes(max_line_bytes))
             })
         }
         // Kafka partitions interleave unpredictably: the source keeps a watermark

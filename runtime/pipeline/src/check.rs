@@ -23,12 +23,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use weir_core::WatermarkStrategy;
+use weir_core::checkpoint::storage::check_name;
 use weir_core::keygroup::DEFAULT_MAX_PARALLELISM;
 use weir_core::window::WindowAssigner;
 
 use crate::config::{self, PipelineFile, SourceType, Step, WindowType, Workload};
 use crate::error::PipelineError;
 use crate::expr::Expr;
+use crate::file_source::DEFAULT_MAX_LINE_BYTES;
 use crate::ops::{AggKind, AggSpec};
 use crate::plan::{
     KafkaSinkSpec, KafkaSourceSpec, KafkaStart, Part, Plan, PostgresSinkSpec, RedisSinkSpec, SinkKind, SinkPlan,
@@ -73,9 +75,11 @@ struct Cursor {
 pub fn check(file: &Path, p: &PipelineFile, overrides: &Overrides) -> Result<Plan, PipelineError> {
     let checkpointing = overrides.checkpointing.unwrap_or(p.checkpointing.is_some());
     let ctx = Ctx { file, job: &p.name, checkpointing };
-    if p.name.trim().is_empty() || p.name.contains('/') {
-        return Err(ctx.err("name", "expected a non-empty job name without `/`"));
+    if p.name.trim().is_empty() {
+        return Err(ctx.err("name", "expected a non-empty job name"));
     }
+    // The name is a directory under the checkpoint storage's root: one name, no `..`.
+    check_name("job name", &p.name).map_err(|e| ctx.err("name", e.to_string()))?;
     if let Some(c) = &p.checkpointing {
         if c.interval.0.is_zero() {
             return Err(ctx.err("checkpointing.interval", "must be longer than zero"));
@@ -166,11 +170,12 @@ fn source(ctx: &Ctx, p: &PipelineFile) -> Result<SourcePlan, PipelineError> {
     use SourceType::{Datagen, File, Kafka};
     let src = &p.source;
     // Keys that belong to other source types are mistakes, not silent no-ops.
-    let set: [(&str, bool, &[SourceType]); 14] = [
+    let set: [(&str, bool, &[SourceType]); 15] = [
         ("workload", src.workload.is_some(), &[Datagen]),
         ("count", src.count.is_some(), &[Datagen]),
         ("rate", src.rate.is_some(), &[Datagen]),
         ("path", src.path.is_some(), &[File]),
+        ("max_line_bytes", src.max_line_bytes.is_some(), &[File]),
         ("format", src.format.is_some(), &[File, Kafka]),
         ("fields", src.fields.is_some(), &[File, Kafka]),
         ("on_error", src.on_error != config::OnError::Skip, &[File, Kafka]),
@@ -219,7 +224,11 @@ fn source(ctx: &Ctx, p: &PipelineFile) -> Result<SourcePlan, PipelineError> {
             if path.trim().is_empty() {
                 return Err(ctx.err("source.path", "expected a file or a directory of files"));
             }
-            SourceKind::File { path }
+            let max_line_bytes = src.max_line_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES);
+            if max_line_bytes == 0 {
+                return Err(ctx.err("source.max_line_bytes", "expected a number of bytes, at least 1"));
+            }
+            SourceKind::File { path, max_line_bytes }
         }
         Kafka => SourceKind::Kafka(kafka_source(ctx, p)?),
     };
@@ -719,7 +728,56 @@ mod tests {
         let p =
             plan("name: j\nsource: { type: file, path: /nowhere/at/all, fields: { a: int } }\nsink: { type: stdout }")
                 .unwrap();
-        assert!(matches!(&p.source.kind, SourceKind::File { path } if path == "/nowhere/at/all"));
+        assert!(matches!(&p.source.kind, SourceKind::File { path, .. } if path == "/nowhere/at/all"));
+    }
+
+    #[test]
+    fn a_file_sources_line_limit_is_checked() {
+        let file_source = |extra: &str| {
+            plan(&format!(
+                "name: j\nsource: {{ type: file, path: in, fields: {{ a: int }}{extra} }}\nsink: {{ type: stdout }}"
+            ))
+        };
+        let max = |p: Plan| match p.source.kind {
+            SourceKind::File { max_line_bytes, .. } => max_line_bytes,
+            _ => unreachable!("a file source"),
+        };
+        assert_eq!(max(file_source("").unwrap()), DEFAULT_MAX_LINE_BYTES);
+        assert_eq!(max(file_source(", max_line_bytes: 4096").unwrap()), 4096);
+        let e = file_source(", max_line_bytes: 0").unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.message.as_str()),
+            ("source.max_line_bytes", "expected a number of bytes, at least 1")
+        );
+        let e =
+            plan("name: j\nsource: { type: datagen, workload: orders, max_line_bytes: 10 }\nsink: { type: stdout }")
+                .unwrap_err();
+        assert_eq!((e.key.as_str(), e.message.as_str()), ("source.max_line_bytes", "only applies to file sources"));
+    }
+
+    #[test]
+    fn job_names_are_one_name_under_the_checkpoint_root() {
+        for (name, problem) in [("..", "`..` component"), ("'../../etc'", "`..` component"), ("a/b", "separator")] {
+            let e =
+                plan(&format!("name: {name}\nsource: {{ type: datagen, workload: orders }}\nsink: {{ type: stdout }}"))
+                    .unwrap_err();
+            assert_eq!(e.key, "name");
+            assert!(e.message.starts_with("job name `") && e.message.contains(problem), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_deep_expression_is_a_pipeline_error() {
+        let deep = format!("{}amount > 1{}", "(".repeat(30_000), ")".repeat(30_000));
+        let e = plan(&format!(
+            "name: j\nsource: {{ type: datagen, workload: orders }}\nsteps:\n  - filter: '{deep}'\nsink: {{ type: stdout }}"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "steps[0].filter");
+        assert!(
+            e.to_string().starts_with("p.yaml: steps[0].filter: at column 65: expression nests deeper than 64"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -125,6 +125,8 @@ pub struct Source {
     pub rate: Option<Rate>,
     // file
     pub path: Option<String>,
+    /// The longest line, in bytes (without its line break); longer ones are malformed.
+    pub max_line_bytes: Option<usize>,
     // file and kafka
     pub format: Option<String>,
     pub fields: Option<IndexMap<String, FieldType>>,

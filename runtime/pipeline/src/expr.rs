@@ -13,6 +13,15 @@
 //! calls and parentheses. Functions: `trunc floor ceil round` (to int), `abs`,
 //! `int float str`, `lower upper len`, `if(cond, then, else)`.
 //!
+//! Pipeline files come from users (and, through the operator, from anyone who
+//! may create a StreamJob), so an expression is at most [`MAX_LEN`] bytes and
+//! nests at most [`MAX_DEPTH`] levels deep (parentheses, call arguments, `not`
+//! and unary `-`); beyond that it is an error naming the limit and the column.
+//! A run of operators of one precedence (`a + b + c`, `x or y or z`) is one
+//! node whatever its length, so the depth bounds every recursion over the tree
+//! (parsing and type-checking, evaluation, dropping it) by a small multiple
+//! of [`MAX_DEPTH`].
+//!
 //! ```
 //! use weir_pipeline::expr::Expr;
 //! use weir_pipeline::value::{FieldType, Schema, Value};
@@ -24,6 +33,11 @@
 use smol_str::SmolStr;
 
 use crate::value::{FieldType, Row, Schema, Value};
+
+/// The longest expression, in bytes.
+pub const MAX_LEN: usize = 64 * 1024;
+/// The deepest nesting of parentheses, call arguments, `not` and unary `-`.
+pub const MAX_DEPTH: usize = 64;
 
 /// A compiled, type-checked expression.
 #[derive(Clone, Debug)]
@@ -71,7 +85,8 @@ enum Node {
     Lit(Value),
     Neg(Box<Node>),
     Not(Box<Node>),
-    Bin(BinOp, Box<Node>, Box<Node>),
+    /// `first op1 n1 op2 n2 ...`: a run of operators of one precedence, applied from the left.
+    Chain(Box<Node>, Vec<(BinOp, Node)>),
     Call(Func, Vec<Node>),
 }
 
@@ -122,8 +137,9 @@ fn tokenize(src: &str) -> Result<Vec<(usize, Tok)>, String> {
                     None => return Err(format!("at column {}: unterminated string", start + 1)),
                     Some(&q) if q == c => break,
                     Some(b'\\') if i + 1 < b.len() => {
-                        s.push(b[i + 1] as char);
-                        i += 2;
+                        let ch = src[i + 1..].chars().next().expect("in bounds");
+                        s.push(ch);
+                        i += 1 + ch.len_utf8();
                     }
                     Some(_) => {
                         let ch = src[i..].chars().next().expect("in bounds");
@@ -163,6 +179,8 @@ struct Parser<'a> {
     pos: usize,
     schema: &'a Schema,
     len: usize,
+    /// How deeply the current position nests (see [`MAX_DEPTH`]).
+    depth: usize,
 }
 
 type Typed = (Node, Option<FieldType>);
@@ -190,6 +208,19 @@ impl Parser<'_> {
         } else {
             false
         }
+    }
+
+    /// Parses with `f` one level deeper (opened at column `col`), refusing to go past [`MAX_DEPTH`].
+    fn nested(&mut self, col: usize, f: impl FnOnce(&mut Self) -> Result<Typed, String>) -> Result<Typed, String> {
+        if self.depth == MAX_DEPTH {
+            return Err(format!(
+                "at column {col}: expression nests deeper than {MAX_DEPTH} levels (parentheses, calls, `not` and unary `-`)"
+            ));
+        }
+        self.depth += 1;
+        let parsed = f(self);
+        self.depth -= 1;
+        parsed
     }
 
     fn binop(&self, level: u8) -> Option<BinOp> {
@@ -222,7 +253,7 @@ impl Parser<'_> {
             if is_not {
                 let col = self.col();
                 self.pos += 1;
-                let (n, t) = self.expr(2)?;
+                let (n, t) = self.nested(col, |p| p.expr(2))?;
                 expect_type(t, &[FieldType::Bool], "`not`", col)?;
                 return Ok((Node::Not(Box::new(n)), Some(FieldType::Bool)));
             }
@@ -231,25 +262,26 @@ impl Parser<'_> {
         if level == 6 {
             return self.unary();
         }
-        let mut left = self.expr(level + 1)?;
+        let (first, mut ty) = self.expr(level + 1)?;
+        let mut rest = Vec::new();
         while let Some(op) = self.binop(level) {
             let col = self.col();
             self.pos += 1;
-            let right = self.expr(level + 1)?;
-            let ty = bin_type(op, left.1, right.1).map_err(|e| format!("at column {col}: {e}"))?;
-            left = (Node::Bin(op, Box::new(left.0), Box::new(right.0)), ty);
+            let (right, right_ty) = self.expr(level + 1)?;
+            ty = bin_type(op, ty, right_ty).map_err(|e| format!("at column {col}: {e}"))?;
+            rest.push((op, right));
             if level == 3 && self.binop(3).is_some() {
                 return Err(format!("at column {}: comparisons do not chain; use `and`", self.col()));
             }
         }
-        Ok(left)
+        Ok(if rest.is_empty() { (first, ty) } else { (Node::Chain(Box::new(first), rest), ty) })
     }
 
     fn unary(&mut self) -> Result<Typed, String> {
         if self.peek() == Some(&Tok::Op("-")) {
             let col = self.col();
             self.pos += 1;
-            let (n, t) = self.unary()?;
+            let (n, t) = self.nested(col, |p| p.unary())?;
             expect_type(t, &[FieldType::Int, FieldType::Float], "unary `-`", col)?;
             return Ok((Node::Neg(Box::new(n)), t));
         }
@@ -267,7 +299,7 @@ impl Parser<'_> {
             Tok::Float(f) => Ok((Node::Lit(Value::Float(f)), Some(FieldType::Float))),
             Tok::Str(s) => Ok((Node::Lit(Value::Str(SmolStr::new(s))), Some(FieldType::String))),
             Tok::Op("(") => {
-                let inner = self.expr(0)?;
+                let inner = self.nested(col, |p| p.expr(0))?;
                 if !self.eat_op(")") {
                     return Err(format!("at column {}: expected `)`", self.col()));
                 }
@@ -282,7 +314,7 @@ impl Parser<'_> {
                 let mut args = Vec::new();
                 if !self.eat_op(")") {
                     loop {
-                        args.push(self.expr(0)?);
+                        args.push(self.nested(self.col(), |p| p.expr(0))?);
                         if self.eat_op(")") {
                             break;
                         }
@@ -398,11 +430,14 @@ fn call(name: &str, args: Vec<Typed>) -> Result<Typed, String> {
 impl Expr {
     /// Parses and type-checks `src` against `schema`.
     pub fn compile(src: &str, schema: &Schema) -> Result<Expr, String> {
+        if src.len() > MAX_LEN {
+            return Err(format!("expression is {} bytes long; the limit is {MAX_LEN} bytes", src.len()));
+        }
         let toks = tokenize(src)?;
         if toks.is_empty() {
             return Err("empty expression".into());
         }
-        let mut p = Parser { toks, pos: 0, schema, len: src.len() };
+        let mut p = Parser { toks, pos: 0, schema, len: src.len(), depth: 0 };
         let (node, ty) = p.expr(0)?;
         if p.pos < p.toks.len() {
             return Err(format!("at column {}: unexpected `{}`", p.col(), &src[p.toks[p.pos].0..]));
@@ -438,23 +473,27 @@ fn eval(node: &Node, row: &Row) -> Value {
             Value::Bool(b) => Value::Bool(!b),
             _ => Value::Null,
         },
-        Node::Bin(BinOp::And, a, b) => match eval(a, row) {
-            Value::Bool(false) => Value::Bool(false),
-            Value::Bool(true) => eval(b, row),
-            _ => Value::Null,
-        },
-        Node::Bin(BinOp::Or, a, b) => match eval(a, row) {
-            Value::Bool(true) => Value::Bool(true),
-            Value::Bool(false) => eval(b, row),
-            _ => Value::Null,
-        },
-        Node::Bin(op, a, b) => binary(*op, eval(a, row), eval(b, row)),
+        Node::Chain(first, rest) => {
+            rest.iter().fold(eval(first, row), |left, (op, right)| apply(*op, left, right, row))
+        }
         Node::Call(Func::If, args) => match eval(&args[0], row) {
             Value::Bool(true) => eval(&args[1], row),
             Value::Bool(false) => eval(&args[2], row),
             _ => Value::Null,
         },
         Node::Call(f, args) => call_value(*f, eval(&args[0], row)),
+    }
+}
+
+/// `left op right`, evaluating `right` only when the result depends on it
+/// (`and` and `or` short-circuit; a null on their left gives null).
+fn apply(op: BinOp, left: Value, right: &Node, row: &Row) -> Value {
+    match (op, left) {
+        (BinOp::And, Value::Bool(false)) => Value::Bool(false),
+        (BinOp::Or, Value::Bool(true)) => Value::Bool(true),
+        (BinOp::And | BinOp::Or, Value::Bool(_)) => eval(right, row),
+        (BinOp::And | BinOp::Or, _) => Value::Null,
+        (op, left) => binary(op, left, eval(right, row)),
     }
 }
 
@@ -564,6 +603,54 @@ mod tests {
         assert!(err("1 < 2 < 3").contains("do not chain"));
         assert!(err("'open").contains("unterminated"));
         assert!(err("amount > 1 )").contains("column 12"));
+    }
+
+    #[test]
+    fn deep_or_long_expressions_are_errors_not_stack_overflows() {
+        let err = |s: &str| Expr::compile(s, &schema()).unwrap_err();
+        // 100 thousand deep is over the length limit; 30 thousand deep is not, but over the depth limit.
+        let deep = |n| format!("{}amount{}", "(".repeat(n), ")".repeat(n));
+        assert_eq!(err(&deep(100_000)), "expression is 200006 bytes long; the limit is 65536 bytes");
+        let e = err(&deep(30_000));
+        assert_eq!(e, "at column 65: expression nests deeper than 64 levels (parentheses, calls, `not` and unary `-`)");
+        for opener in ["not ", "-", "abs(", "if(true, 1, ", "(-"] {
+            let e = err(&format!("{}amount", opener.repeat((MAX_LEN - 6) / opener.len())));
+            assert!(e.contains("nests deeper than 64 levels"), "{opener}: {e}");
+        }
+        let long = format!("amount{}", " + 1".repeat(MAX_LEN / 4));
+        assert_eq!(err(&long), format!("expression is {} bytes long; the limit is 65536 bytes", long.len()));
+    }
+
+    #[test]
+    fn expressions_within_the_limits_compile_and_evaluate_on_a_small_stack() {
+        let deepest = format!("{}amount{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        // `abs(-(` opens 3 levels, `not (` 2: 62 in all.
+        let mixed = format!("not ({}amount{} > 1)", "abs(-(".repeat(20), "))".repeat(20));
+        let chain = format!("amount{}", " + 1".repeat(MAX_LEN / 4 - 2));
+        // A default thread's stack, in a debug build (whose frames are large: a release
+        // build needs far less): parsing, type-checking, evaluating and dropping are all
+        // within a small multiple of MAX_DEPTH frames.
+        let results = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || [deepest, mixed, chain].map(|src| Expr::compile(&src, &schema()).map(|e| e.eval(&row()))))
+            .unwrap()
+            .join()
+            .unwrap();
+        let [deepest, mixed, chain] = results.map(Result::unwrap);
+        assert_eq!(deepest, Value::Int(120));
+        assert_eq!(mixed, Value::Bool(false));
+        assert_eq!(chain, Value::Int(120 + (MAX_LEN / 4 - 2) as i64));
+    }
+
+    #[test]
+    fn runs_of_one_precedence_keep_their_order_and_short_circuits() {
+        assert_eq!(eval_str("100 - 10 - 1"), Value::Int(89));
+        assert_eq!(eval_str("100 / 10 / 2 * 3"), Value::Int(15));
+        assert_eq!(eval_str("amount > 1 and amount / 0 > 1 and true"), Value::Null);
+        assert_eq!(eval_str("amount < 1 and amount / 0 > 1"), Value::Bool(false));
+        assert_eq!(eval_str("amount < 1 or amount > 1 or amount / 0 > 1"), Value::Bool(true));
+        assert_eq!(eval_str("amount / 0 > 1 or true"), Value::Null);
+        assert_eq!(eval_str("'a\\é' + '\\'b'"), Value::Str("aé'b".into()));
     }
 
     #[test]

@@ -3,7 +3,12 @@
 //! `path` is a file or a directory (its files, in name order). Files are dealt
 //! to subtasks round-robin. A line that does not decode as a record with every
 //! declared field of its declared type is *malformed* and goes to
-//! [`DeadLetters`] (counted, logged, dead-lettered, or fatal).
+//! [`DeadLetters`] (counted, logged, dead-lettered, or fatal); so does a line
+//! that is not valid UTF-8, or longer than `max_line_bytes`
+//! ([`DEFAULT_MAX_LINE_BYTES`] unless the source says otherwise). Lines are
+//! read into a buffer that never holds more than that: the rest of an
+//! over-long line is skipped as it is read, and its dead letter keeps the
+//! first [`LONG_LINE_PREVIEW`] bytes.
 //!
 //! The read position is checkpointed as one entry per file not yet finished:
 //! the file and the byte offset of the next line. On restore the entries of
@@ -11,7 +16,7 @@
 //! parallelism neither skips nor repeats a line.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,6 +27,15 @@ use weir_core::{NO_TIMESTAMP, Record, TaskError, TaskResult};
 
 use crate::records::{DeadLetters, Format};
 use crate::value::{Row, Schema};
+
+/// The longest line read by default (without its line break), in bytes.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
+/// How much of an over-long line its dead letter keeps.
+pub const LONG_LINE_PREVIEW: usize = 1024;
+/// A poll reads at most this many lines, and stops after the line that takes it past
+/// [`BATCH_BYTES`].
+const BATCH_LINES: usize = 1024;
+const BATCH_BYTES: u64 = 1 << 20;
 
 /// The files under `path` (a file, or a directory's files in name order).
 pub fn list_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -55,7 +69,9 @@ pub struct FileSource {
     format: Format,
     dead_letters: DeadLetters,
     reader: Option<(FilePosition, BufReader<File>)>,
-    line: String,
+    /// The line being read: at most `max_line + 2` bytes (room for `\r\n`).
+    line: Vec<u8>,
+    max_line: usize,
 }
 
 impl FileSource {
@@ -67,16 +83,57 @@ impl FileSource {
             format,
             dead_letters,
             reader: None,
-            line: String::new(),
+            line: Vec::new(),
+            max_line: DEFAULT_MAX_LINE_BYTES,
         }
     }
 
-    fn malformed(&mut self, file: &Path, line_no: u64, line: &str, error: String) -> TaskResult {
-        let mut origin = serde_json::Map::new();
-        origin.insert("file".into(), file.display().to_string().into());
-        origin.insert("line".into(), line_no.into());
-        self.dead_letters.record(&format!("{}:{line_no}", file.display()), origin, line.as_bytes(), error)
+    /// Lines longer than `bytes` (without their line break) are malformed.
+    pub fn with_max_line_bytes(mut self, bytes: usize) -> Self {
+        self.max_line = bytes;
+        self
     }
+}
+
+/// Hands line `line_no` of `file` to the dead letters.
+fn malformed(letters: &mut DeadLetters, file: &Path, line_no: u64, line: &[u8], error: String) -> TaskResult {
+    let mut origin = serde_json::Map::new();
+    origin.insert("file".into(), file.display().to_string().into());
+    origin.insert("line".into(), line_no.into());
+    letters.record(&format!("{}:{line_no}", file.display()), origin, line, error)
+}
+
+/// Reads the next line of `reader` into `buf` without its line break, keeping at
+/// most `max + 2` bytes of it: a longer line is read to its end, so that reading
+/// goes on after it, but not kept. Returns the bytes the line took in the input
+/// (0 at its end) and whether the line is longer than `max`.
+fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<(u64, bool)> {
+    buf.clear();
+    let (mut taken, mut cut) = (0u64, false);
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let end = available.iter().position(|&b| b == b'\n');
+        let chunk = &available[..end.map_or(available.len(), |i| i + 1)];
+        let keep = chunk.len().min(max.saturating_add(2).saturating_sub(buf.len()));
+        buf.extend_from_slice(&chunk[..keep]);
+        cut |= keep < chunk.len();
+        let n = chunk.len();
+        reader.consume(n);
+        taken += n as u64;
+        if end.is_some() || n == 0 {
+            break;
+        }
+    }
+    if !cut {
+        while matches!(buf.last(), Some(b'\n' | b'\r')) {
+            buf.pop();
+        }
+    }
+    Ok((taken, cut || buf.len() > max))
 }
 
 impl Source<Row> for FileSource {
@@ -91,36 +148,40 @@ impl Source<Row> for FileSource {
             let reader = open(&pos).map_err(|e| TaskError::io(format!("opening {}", pos.path.display()), e))?;
             self.reader = Some((pos, reader));
         }
-        let mut bad = Vec::new();
-        let schema = self.schema.clone();
-        let (pos, reader) = self.reader.as_mut().expect("opened above");
-        let path = pos.path.clone();
-        let mut finished = false;
-        for _ in 0..1024 {
-            self.line.clear();
-            let n = reader
-                .read_line(&mut self.line)
-                .map_err(|e| TaskError::io(format!("reading {}", path.display()), e))?;
+        let FileSource { reader, done, schema, format, dead_letters, line, max_line, .. } = self;
+        let (pos, file) = reader.as_mut().expect("opened above");
+        let (start, mut finished) = (pos.offset, false);
+        for _ in 0..BATCH_LINES {
+            let (n, too_long) = read_line(file, line, *max_line)
+                .map_err(|e| TaskError::io(format!("reading {}", pos.path.display()), e))?;
             if n == 0 {
                 finished = true;
                 break;
             }
-            pos.offset += n as u64;
+            pos.offset += n;
             pos.line += 1;
-            let text = self.line.trim_end_matches(['\n', '\r']);
-            if text.trim().is_empty() {
-                continue;
-            }
-            match self.format.decode(&schema, text.as_bytes()) {
+            let decoded = if too_long {
+                Err(format!("a line of {n} bytes is longer than the limit of {max_line} bytes"))
+            } else {
+                match std::str::from_utf8(line) {
+                    Ok(text) if text.trim().is_empty() => continue,
+                    Ok(text) => format.decode(schema, text.as_bytes()),
+                    Err(e) => Err(format!("not valid UTF-8 ({e})")),
+                }
+            };
+            match decoded {
                 Ok(row) => out.push(Record::new(NO_TIMESTAMP, row)),
-                Err(e) => bad.push((pos.line, text.to_string(), e)),
+                Err(error) => {
+                    let kept = if too_long { &line[..LONG_LINE_PREVIEW.min(line.len())] } else { &line[..] };
+                    malformed(dead_letters, &pos.path, pos.line, kept, error)?;
+                }
+            }
+            if pos.offset - start >= BATCH_BYTES {
+                break;
             }
         }
-        if finished && let Some((pos, _)) = self.reader.take() {
-            self.done.push(pos);
-        }
-        for (line_no, text, error) in bad {
-            self.malformed(&path, line_no, &text, error)?;
+        if finished && let Some((pos, _)) = reader.take() {
+            done.push(pos);
         }
         Ok(SourcePoll::Ready)
     }
@@ -158,6 +219,55 @@ mod tests {
 
     fn numbers(out: &[Record<Row>]) -> Vec<i64> {
         out.iter().map(|r| r.value[0].as_int().unwrap()).collect()
+    }
+
+    #[test]
+    fn invalid_utf8_and_over_long_lines_are_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        let mut input = b"{\"n\":1}\n{\"n\":\"\xff\xfe\"}\n{\"n\":2}\r\n".to_vec();
+        input.extend(format!("{{\"n\":3,\"pad\":\"{}\"}}\n", "x".repeat(10 << 20)).bytes());
+        input.extend(b"{\"n\":4}\n\xc3\n{\"n\":5}");
+        std::fs::write(&path, &input).unwrap();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let letters = DeadLetters::new(OnError::Skip, Some(dir.path().join("dead")), count.clone(), 0);
+        let schema = Arc::new(Schema::new([("n", FieldType::Int)]));
+        let mut s = FileSource::new(vec![path.clone()], schema, Format::Json, letters);
+        let mut out = Vec::new();
+        while s.poll(&mut out).unwrap() != SourcePoll::Finished {
+            assert!(s.line.capacity() < 4 << 20, "a line is never buffered whole");
+        }
+        assert_eq!(numbers(&out), [1, 2, 4, 5]);
+        assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 3);
+        let dead = std::fs::read_to_string(dir.path().join("dead/dead-letter-0.jsonl")).unwrap();
+        let dead: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<u64> = dead.iter().map(|d| d["line"].as_u64().unwrap()).collect();
+        assert_eq!(lines, [2, 4, 6]);
+        assert!(dead[0]["error"].as_str().unwrap().starts_with("not valid UTF-8"), "{}", dead[0]);
+        let long = dead[1]["error"].as_str().unwrap();
+        assert_eq!(long, format!("a line of {} bytes is longer than the limit of 1048576 bytes", (10 << 20) + 17));
+        assert_eq!(dead[1]["record"].as_str().unwrap().len(), LONG_LINE_PREVIEW);
+        assert_eq!(s.done[0].offset, input.len() as u64, "the position is after every line");
+    }
+
+    #[test]
+    fn lines_are_read_across_buffer_boundaries_within_their_limit() {
+        let input = b"ab\r\nabcd\n\nabcde\r\nxyz\r\n\rtail";
+        let mut reader = BufReader::with_capacity(3, &input[..]);
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        loop {
+            let (n, too_long) = read_line(&mut reader, &mut buf, 4).unwrap();
+            if n == 0 {
+                break;
+            }
+            lines.push((n, too_long, String::from_utf8_lossy(&buf).into_owned()));
+            assert!(buf.len() <= 6, "at most the limit and a line break");
+        }
+        let expected = [(4, false, "ab"), (5, false, "abcd"), (1, false, ""), (7, true, "abcde\r")];
+        let expected = expected.into_iter().chain([(5, false, "xyz"), (5, true, "\rtail")]);
+        let expected: Vec<_> = expected.map(|(n, long, text)| (n, long, text.to_string())).collect();
+        assert_eq!(lines, expected);
     }
 
     #[test]

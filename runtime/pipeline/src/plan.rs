@@ -64,6 +64,8 @@ pub enum SourceKind {
     /// A file or a directory of files, as given (not looked at until the job is built).
     File {
         path: String,
+        /// Lines longer than this (without their line break) are malformed.
+        max_line_bytes: usize,
     },
     Kafka(KafkaSourceSpec),
 }

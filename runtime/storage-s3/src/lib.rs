@@ -10,7 +10,8 @@
 //! object key `{prefix}/job/chk-7/_metadata`; [`CheckpointStorage::list`] strips
 //! the prefix again, so the engine only ever sees paths relative to the root,
 //! exactly as with `LocalStorage`. Keys ending in `/` (the "folders" some
-//! consoles create) are not listed.
+//! consoles create) are not listed. A path that could leave the prefix (`..`,
+//! absolute; see weir-core's `check_key`) is refused before any request.
 //!
 //! # Requests
 //!
@@ -79,7 +80,7 @@ use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::upload_part::{UploadPartError, UploadPartOutput};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
-use weir_core::checkpoint::storage::{CheckpointStorage, StorageError, StorageResult};
+use weir_core::checkpoint::storage::{CheckpointStorage, StorageError, StorageResult, check_key};
 
 use crate::error::storage_error;
 pub use crate::uri::parse_s3_uri;
@@ -190,8 +191,10 @@ impl S3Storage {
         self
     }
 
-    fn key(&self, path: &str) -> String {
-        format!("{}{path}", self.root)
+    /// The object key of `path`, once [`check_key`] allowed it.
+    fn key(&self, path: &str) -> StorageResult<String> {
+        check_key("path", path).map_err(|e| StorageError::unsafe_path(self.uri(path), e))?;
+        Ok(format!("{}{path}", self.root))
     }
 
     fn block_on<F: Future>(&self, uri: &str, fut: F) -> StorageResult<F::Output> {
@@ -355,7 +358,7 @@ impl CheckpointStorage for S3Storage {
     }
 
     fn put_parts(&self, path: &str, parts: &[&[u8]]) -> StorageResult<()> {
-        let (uri, key) = (self.uri(path), self.key(path));
+        let (uri, key) = (self.uri(path), self.key(path)?);
         let len = parts.iter().map(|p| p.len()).sum::<usize>();
         self.block_on(&uri, async {
             if len > self.part_size {
@@ -367,7 +370,7 @@ impl CheckpointStorage for S3Storage {
     }
 
     fn get(&self, path: &str) -> StorageResult<Vec<u8>> {
-        let (uri, key) = (self.uri(path), self.key(path));
+        let (uri, key) = (self.uri(path), self.key(path)?);
         self.block_on(&uri, async {
             let out = self
                 .client
@@ -382,7 +385,7 @@ impl CheckpointStorage for S3Storage {
     }
 
     fn get_range(&self, path: &str, offset: u64, len: u64) -> StorageResult<Vec<u8>> {
-        let (uri, key) = (self.uri(path), self.key(path));
+        let (uri, key) = (self.uri(path), self.key(path)?);
         let Some(end) = offset.checked_add(len) else {
             return Err(StorageError::failed(&uri, format!("range of {len} bytes at offset {offset} overflows")));
         };
@@ -419,10 +422,9 @@ impl CheckpointStorage for S3Storage {
     }
 
     fn list(&self, prefix: &str) -> StorageResult<Vec<String>> {
-        let uri = self.uri(prefix);
+        let (uri, key) = (self.uri(prefix), self.key(prefix)?);
         self.block_on(&uri, async {
-            let mut pages =
-                self.client.list_objects_v2().bucket(&self.bucket).prefix(self.key(prefix)).into_paginator().send();
+            let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(key).into_paginator().send();
             let mut keys = Vec::new();
             while let Some(page) = pages.next().await {
                 let page = page.map_err(|e| storage_error(&uri, "ListObjectsV2", e))?;
@@ -439,7 +441,7 @@ impl CheckpointStorage for S3Storage {
     }
 
     fn delete(&self, path: &str) -> StorageResult<()> {
-        let (uri, key) = (self.uri(path), self.key(path));
+        let (uri, key) = (self.uri(path), self.key(path)?);
         self.block_on(&uri, async {
             match self.client.delete_object().bucket(&self.bucket).key(&key).send().await {
                 Ok(_) => Ok(()),
@@ -452,7 +454,7 @@ impl CheckpointStorage for S3Storage {
     }
 
     fn uri(&self, path: &str) -> String {
-        format!("s3://{}/{}", self.bucket, self.key(path))
+        format!("s3://{}/{}{path}", self.bucket, self.root)
     }
 }
 
@@ -486,7 +488,31 @@ async fn read_body(
 
 #[cfg(test)]
 mod tests {
-    use super::chunks;
+    use super::*;
+
+    #[test]
+    fn paths_that_leave_the_prefix_are_refused_before_any_request() {
+        // Nothing listens on port 1: a request would fail differently (and slowly).
+        let config = S3Config {
+            endpoint: Some("http://127.0.0.1:1".into()),
+            region: Some("us-east-1".into()),
+            path_style: true,
+            ..S3Config::from_uri("s3://weir/checkpoints").unwrap()
+        };
+        let s = S3Storage::new(config).unwrap();
+        for key in ["../other-prefix/x", "j/../../x", "/x", "j//latest"] {
+            let refused = |e: StorageError| {
+                let e = e.to_string();
+                let (uri, path) = (format!("s3://weir/checkpoints/{key}"), format!("path `{key}"));
+                assert!(e.starts_with(&uri) && e.contains(&path), "{e}");
+            };
+            refused(s.put(key, b"x").unwrap_err());
+            refused(s.get(key).unwrap_err());
+            refused(s.get_range(key, 0, 1).unwrap_err());
+            refused(s.delete(key).unwrap_err());
+            refused(s.list(&format!("{key}/")).unwrap_err());
+        }
+    }
 
     #[test]
     fn chunks_cut_the_concatenation_of_parts() {

@@ -29,7 +29,7 @@ use crossbeam_channel::Sender;
 use super::metadata::{
     CheckpointMetadata, FORMAT, FORMAT_VERSION, LatestPointer, OperatorMetadata, SnapshotKind, SubtaskStateHandle,
 };
-use super::storage::{CheckpointStorage, StorageError};
+use super::storage::{CheckpointStorage, StorageError, check_name};
 use crate::element::Barrier;
 use crate::time::Timestamp;
 
@@ -253,7 +253,11 @@ impl Coordinator {
     }
 
     /// The first id above every snapshot stored for `job`.
+    ///
+    /// `job` must be a single name (see [`check_name`]): it is refused here, before
+    /// the job runs, rather than when its first checkpoint is written.
     pub fn next_free_id(storage: &dyn CheckpointStorage, job: &str) -> Result<u64, StorageError> {
+        check_name("job name", job).map_err(|e| StorageError::unsafe_path(storage.uri(""), e))?;
         let mut max = 0;
         for key in storage.list(&format!("{job}/"))? {
             for part in key.split('/') {
@@ -439,20 +443,18 @@ impl Coordinator {
             operators,
             deployment: self.config.deployment.clone(),
             parallelism: self.config.parallelism,
+            crc32: None,
         };
         let storage = self.config.storage_for(p.kind).clone();
         let beside_checkpoints = Arc::ptr_eq(&storage, &self.config.storage);
-        let written = serde_json::to_vec_pretty(&meta)
-            .map_err(|e| StorageError::failed(&dir, e))
-            .and_then(|bytes| storage.put(&format!("{dir}/_metadata"), &bytes))
-            .and_then(|()| {
-                if !beside_checkpoints {
-                    return Ok(());
-                }
-                let rel = dir.strip_prefix(&format!("{}/", self.job)).unwrap_or(&dir).to_string();
-                let pointer = LatestPointer { path: rel, checkpoint_id: id, kind: p.kind };
-                storage.put(&format!("{}/latest", self.job), &serde_json::to_vec(&pointer).expect("serializable"))
-            });
+        let written = storage.put(&format!("{dir}/_metadata"), &meta.to_json()).and_then(|()| {
+            if !beside_checkpoints {
+                return Ok(());
+            }
+            let rel = dir.strip_prefix(&format!("{}/", self.job)).unwrap_or(&dir).to_string();
+            let pointer = LatestPointer { path: rel, checkpoint_id: id, kind: p.kind };
+            storage.put(&format!("{}/latest", self.job), &serde_json::to_vec(&pointer).expect("serializable"))
+        });
         if let Err(e) = written {
             self.pending = Some(Pending { acks: HashMap::new(), ..p });
             self.abort(id, format!("could not write the metadata: {e}"), now);

@@ -13,16 +13,25 @@
 //! `_metadata` are relative to its directory, so a snapshot is self-contained
 //! and can be moved. The format is versioned; a reader refuses versions it
 //! does not know.
+//!
+//! Nothing read back is trusted: `_metadata` carries the CRC-32 of its own
+//! content (`crc32`, since version 2; version 1 is still read), every offset
+//! and length it gives is checked against the state file before the file is
+//! sliced, and the names it and `latest` give must stay inside the snapshot's
+//! directory ([`check_name`], [`check_key`]).
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::storage::{CheckpointStorage, StorageError};
+use super::storage::{CheckpointStorage, StorageError, UnsafePath, check_key, check_name};
 use crate::keygroup::KeyGroupRange;
 
 pub const FORMAT: &str = "weir-checkpoint";
-pub const FORMAT_VERSION: u32 = 1;
+/// The version written. Version 2 added `crc32`, the checksum of `_metadata` itself.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version still read.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,6 +63,60 @@ pub struct CheckpointMetadata {
     /// [`CheckpointConfig::parallelism`]: super::coordinator::CheckpointConfig::parallelism
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallelism: Option<usize>,
+    /// [`CheckpointMetadata::checksum`] when written (version 2 on; set by
+    /// [`CheckpointMetadata::to_json`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32: Option<u32>,
+}
+
+impl CheckpointMetadata {
+    /// The CRC-32 of the metadata's compact JSON without `crc32`: of its content,
+    /// whatever the layout of the file it was read from.
+    pub fn checksum(&self) -> u32 {
+        let unsummed = CheckpointMetadata { crc32: None, ..self.clone() };
+        crc32fast::hash(&serde_json::to_vec(&unsummed).expect("metadata serializes"))
+    }
+
+    /// The `_metadata` file: pretty JSON, with its checksum.
+    pub fn to_json(&self) -> Vec<u8> {
+        let summed = CheckpointMetadata { crc32: Some(self.checksum()), ..self.clone() };
+        serde_json::to_vec_pretty(&summed).expect("metadata serializes")
+    }
+
+    /// Parses a `_metadata` file read from `uri`: a version this weir reads,
+    /// its checksum right (a version 1 file has none), its file names single
+    /// names.
+    fn parse(bytes: &[u8], uri: &str) -> Result<Self, RestoreError> {
+        let corrupt = |reason: String| RestoreError::Corrupt { uri: uri.to_string(), reason };
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| corrupt(format!("not valid JSON ({e})")))?;
+        let format = value.get("format").and_then(|f| f.as_str()).unwrap_or("").to_string();
+        let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+        if format != FORMAT || !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
+            return Err(RestoreError::Incompatible { uri: uri.to_string(), format, version });
+        }
+        let metadata: CheckpointMetadata = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+        match (metadata.crc32, metadata.checksum()) {
+            (Some(stored), sum) if stored != sum => {
+                let reason = format!("checksum mismatch (it says {stored:08x}, its content sums to {sum:08x})");
+                return Err(corrupt(reason));
+            }
+            (None, _) if version >= 2 => return Err(corrupt(format!("no `crc32`, which version {version} requires"))),
+            _ => {}
+        }
+        let mut handles = metadata.operators.iter().flat_map(|o| &o.subtasks);
+        handles
+            .try_for_each(|h| check_name("state file", &h.file))
+            .map_err(|source| RestoreError::UnsafePath { uri: uri.to_string(), source })?;
+        Ok(metadata)
+    }
+}
+
+/// The name of an operator subtask's state file in its snapshot's directory:
+/// one name, whatever characters the operator's uid has.
+pub fn state_file_name(uid: &str, subtask: usize) -> String {
+    let uid: String = uid.chars().map(|c| if matches!(c, '/' | '\\' | '\0') { '_' } else { c }).collect();
+    format!("{uid}-{subtask}.state")
 }
 
 /// The state of one operator (vertex), over all its subtasks.
@@ -147,9 +210,13 @@ pub enum RestoreError {
     #[error("{uri} is corrupt: {reason}")]
     Corrupt { uri: String, reason: String },
     #[error(
-        "{uri} was written in format `{format}` version {version}; this weir reads `{FORMAT}` version {FORMAT_VERSION}"
+        "{uri} was written in format `{format}` version {version}; this weir reads `{FORMAT}` versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}"
     )]
     Incompatible { uri: String, format: String, version: u32 },
+    /// A name in `uri` (a `_metadata`, a `latest` pointer, or the job's name
+    /// under a storage root) that would leave the storage root.
+    #[error("{uri}: {source}")]
+    UnsafePath { uri: String, source: UnsafePath },
     #[error(
         "{uri} was taken with max parallelism {snapshot}, but the job has max parallelism {job}: key groups cannot be remapped, restore refused"
     )]
@@ -192,21 +259,15 @@ impl RestoredSnapshot {
         let path = if dir.is_empty() { "_metadata".to_string() } else { format!("{dir}/_metadata") };
         let uri = storage.uri(&path);
         let bytes = storage.get(&path).map_err(|e| missing_or(e, uri.clone()))?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| RestoreError::Corrupt { uri: uri.clone(), reason: format!("not valid JSON ({e})") })?;
-        let format = value.get("format").and_then(|f| f.as_str()).unwrap_or("").to_string();
-        let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
-        if format != FORMAT || version != FORMAT_VERSION {
-            return Err(RestoreError::Incompatible { uri, format, version });
-        }
-        let metadata: CheckpointMetadata = serde_json::from_value(value)
-            .map_err(|e| RestoreError::Corrupt { uri: uri.clone(), reason: e.to_string() })?;
+        let metadata = CheckpointMetadata::parse(&bytes, &uri)?;
         Ok(RestoredSnapshot { storage, dir, metadata })
     }
 
     /// Opens the newest completed snapshot of `job` (through its `latest` pointer).
     pub fn latest(storage: Arc<dyn CheckpointStorage>, job: &str) -> Result<Self, RestoreError> {
+        check_name("job name", job).map_err(|source| RestoreError::UnsafePath { uri: storage.uri(""), source })?;
         let path = format!("{job}/latest");
+        let uri = storage.uri(&path);
         let bytes = storage.get(&path).map_err(|e| {
             if e.is_not_found() {
                 RestoreError::NoCheckpoint { uri: storage.uri(job) }
@@ -215,7 +276,8 @@ impl RestoredSnapshot {
             }
         })?;
         let pointer: LatestPointer = serde_json::from_slice(&bytes)
-            .map_err(|e| RestoreError::Corrupt { uri: storage.uri(&path), reason: e.to_string() })?;
+            .map_err(|e| RestoreError::Corrupt { uri: uri.clone(), reason: e.to_string() })?;
+        check_key("snapshot directory", &pointer.path).map_err(|source| RestoreError::UnsafePath { uri, source })?;
         Self::open(storage, &format!("{job}/{}", pointer.path))
     }
 
@@ -248,7 +310,9 @@ impl RestoredSnapshot {
         handles.filter(|h| h.size > 0).try_for_each(|h| self.read_file(h).map(drop))
     }
 
-    fn read_file(&self, h: &SubtaskStateHandle) -> Result<Vec<u8>, RestoreError> {
+    /// Reads a state file, checked against its handle: its size, its checksum,
+    /// and that every range the handle gives lies inside it.
+    fn read_file(&self, h: &SubtaskStateHandle) -> Result<StateFile, RestoreError> {
         let path = if self.dir.is_empty() { h.file.clone() } else { format!("{}/{}", self.dir, h.file) };
         let uri = self.storage.uri(&path);
         let bytes = self.storage.get(&path).map_err(|e| missing_or(e, uri.clone()))?;
@@ -261,7 +325,11 @@ impl RestoredSnapshot {
         if crc32fast::hash(&bytes) != h.crc32 {
             return Err(RestoreError::Corrupt { uri, reason: "checksum mismatch".into() });
         }
-        Ok(bytes)
+        let file = StateFile { uri, bytes };
+        for (off, len) in h.key_groups.iter().map(|&(_, off, len)| (off, len)).chain(h.entries.iter().copied()) {
+            file.blob(off, len)?;
+        }
+        Ok(file)
     }
 
     /// The state of operator `uid` for subtask `index` of `parallelism`
@@ -281,13 +349,12 @@ impl RestoredSnapshot {
             if !needs_keyed && h.entries.is_empty() {
                 continue;
             }
-            let bytes = self.read_file(h)?;
-            let slice = |off: u64, len: u64| bytes[off as usize..(off + len) as usize].to_vec();
+            let file = self.read_file(h)?;
             for &(kg, off, len) in h.key_groups.iter().filter(|(kg, _, _)| range.contains(*kg)) {
-                state.keyed.push((kg, slice(off, len)));
+                state.keyed.push((kg, file.blob(off, len)?.to_vec()));
             }
             for &(off, len) in &h.entries {
-                let entry = slice(off, len);
+                let entry = file.blob(off, len)?.to_vec();
                 if entry_no % parallelism == index {
                     state.entries.push(entry.clone());
                 }
@@ -296,6 +363,27 @@ impl RestoredSnapshot {
             }
         }
         Ok(Some(state))
+    }
+}
+
+/// A state file read back, and where it came from.
+struct StateFile {
+    uri: String,
+    bytes: Vec<u8>,
+}
+
+impl StateFile {
+    /// The `len` bytes at `off`, or an error naming the file and the range
+    /// when they are not all inside it.
+    fn blob(&self, off: u64, len: u64) -> Result<&[u8], RestoreError> {
+        let range = off.checked_add(len).and_then(|end| Some(usize::try_from(off).ok()?..usize::try_from(end).ok()?));
+        range.and_then(|r| self.bytes.get(r)).ok_or_else(|| RestoreError::Corrupt {
+            uri: self.uri.clone(),
+            reason: format!(
+                "`_metadata` gives the range of {len} bytes at offset {off}, outside the file's {} bytes",
+                self.bytes.len()
+            ),
+        })
     }
 }
 
@@ -328,8 +416,9 @@ mod tests {
             operators: vec![OperatorMetadata { uid: "op".into(), parallelism, subtasks }],
             deployment: None,
             parallelism: None,
+            crc32: None,
         };
-        storage.put(&format!("{dir}/_metadata"), &serde_json::to_vec(&meta).unwrap()).unwrap();
+        storage.put(&format!("{dir}/_metadata"), &meta.to_json()).unwrap();
         meta
     }
 
@@ -405,10 +494,10 @@ mod tests {
         local.put("j/chk-3/op-0.state", &bytes).unwrap();
         // Incompatible version, truncated metadata.
         let meta = local.get("j/chk-3/_metadata").unwrap();
-        let newer = String::from_utf8(meta.clone()).unwrap().replace("\"version\":1", "\"version\":7");
+        let newer = String::from_utf8(meta.clone()).unwrap().replace("\"version\": 2", "\"version\": 7");
         local.put("j/chk-3/_metadata", newer.as_bytes()).unwrap();
         let err = RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap_err().to_string();
-        assert!(err.contains("version 7") && err.contains("reads `weir-checkpoint` version 1"), "{err}");
+        assert!(err.contains("version 7") && err.contains("reads `weir-checkpoint` versions 1 to 2"), "{err}");
         local.put("j/chk-3/_metadata", &meta[..meta.len() / 2]).unwrap();
         let err = RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap_err().to_string();
         assert!(err.contains("_metadata is corrupt"), "{err}");
@@ -419,6 +508,101 @@ mod tests {
         assert!(err.contains("max parallelism 8") && err.contains("restore refused"), "{err}");
         assert!(snap.check_compatible(8, &[9]).is_err());
         snap.check_compatible(8, &[8]).unwrap();
+        std::fs::remove_dir_all(tmp).unwrap();
+    }
+
+    /// Rewrites `dir`'s `_metadata` through `edit`, with a checksum that matches again.
+    fn rewrite(storage: &dyn CheckpointStorage, dir: &str, edit: impl FnOnce(&mut CheckpointMetadata)) {
+        let path = format!("{dir}/_metadata");
+        let mut meta: CheckpointMetadata = serde_json::from_slice(&storage.get(&path).unwrap()).unwrap();
+        edit(&mut meta);
+        storage.put(&path, &meta.to_json()).unwrap();
+    }
+
+    #[test]
+    fn metadata_carries_its_own_checksum() {
+        let tmp = tempdir();
+        let local = LocalStorage::new(&tmp);
+        let storage: Arc<dyn CheckpointStorage> = Arc::new(local.clone());
+        let meta = write_snapshot(&local, "j/chk-3", 1);
+        let written = String::from_utf8(local.get("j/chk-3/_metadata").unwrap()).unwrap();
+        assert!(written.contains(&format!("\"crc32\": {}", meta.checksum())), "{written}");
+        // A changed value is caught, though the file is still valid JSON of the right shape.
+        let changed = written.replace("\"completed_at\": 1", "\"completed_at\": 2");
+        local.put("j/chk-3/_metadata", changed.as_bytes()).unwrap();
+        let err = RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap_err();
+        assert!(matches!(err, RestoreError::Corrupt { .. }), "{err}");
+        let err = err.to_string();
+        assert!(err.contains("j/chk-3/_metadata is corrupt: checksum mismatch"), "{err}");
+        // Its layout is not part of it.
+        let compact = serde_json::to_vec(&serde_json::from_str::<serde_json::Value>(&written).unwrap()).unwrap();
+        local.put("j/chk-3/_metadata", &compact).unwrap();
+        RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap();
+        // Version 2 requires it; version 1, written before it existed, is still read.
+        let unsummed = CheckpointMetadata { crc32: None, ..meta };
+        local.put("j/chk-3/_metadata", &serde_json::to_vec(&unsummed).unwrap()).unwrap();
+        let err = RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap_err().to_string();
+        assert!(err.contains("_metadata is corrupt: no `crc32`, which version 2 requires"), "{err}");
+        let v1 = CheckpointMetadata { version: 1, ..unsummed };
+        local.put("j/chk-3/_metadata", &serde_json::to_vec(&v1).unwrap()).unwrap();
+        let snap = RestoredSnapshot::open(storage, "j/chk-3").unwrap();
+        assert_eq!(snap.state_for("op", 0, 1).unwrap().unwrap().keyed.len(), 8);
+        std::fs::remove_dir_all(tmp).unwrap();
+    }
+
+    #[test]
+    fn ranges_outside_a_state_file_are_named_errors() {
+        let tmp = tempdir();
+        let local = LocalStorage::new(&tmp);
+        let storage: Arc<dyn CheckpointStorage> = Arc::new(local.clone());
+        write_snapshot(&local, "j/chk-3", 1);
+        type Edit = fn(&mut SubtaskStateHandle);
+        let edits: [(Edit, &str); 3] = [
+            (|h| h.key_groups[2].1 = 1 << 40, "range of 3 bytes at offset 1099511627776"),
+            (|h| h.key_groups[0].2 = u64::MAX, "range of 18446744073709551615 bytes at offset 0"),
+            (|h| h.entries[0] = (h.size - 1, 2), "range of 2 bytes at offset"),
+        ];
+        for (edit, range) in edits {
+            write_snapshot(&local, "j/chk-3", 1);
+            rewrite(&local, "j/chk-3", |m| edit(&mut m.operators[0].subtasks[0]));
+            let snap = RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap();
+            for err in [snap.state_for("op", 0, 1).unwrap_err(), snap.verify().unwrap_err()] {
+                assert!(matches!(err, RestoreError::Corrupt { .. }), "{err}");
+                let err = err.to_string();
+                assert!(err.contains("j/chk-3/op-0.state is corrupt") && err.contains(range), "{err}");
+                assert!(err.contains("outside the file's"), "{err}");
+            }
+        }
+        std::fs::remove_dir_all(tmp).unwrap();
+    }
+
+    #[test]
+    fn names_from_metadata_and_latest_stay_in_the_snapshot() {
+        let tmp = tempdir();
+        let local = LocalStorage::new(tmp.join("root"));
+        let storage: Arc<dyn CheckpointStorage> = Arc::new(local.clone());
+        std::fs::write(tmp.join("secret.state"), b"outside").unwrap();
+        write_snapshot(&local, "j/chk-3", 1);
+        for file in ["../../../secret.state", "/etc/passwd", "sub/op-0.state", ".."] {
+            rewrite(&local, "j/chk-3", |m| m.operators[0].subtasks[0].file = file.into());
+            let err = RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap_err();
+            assert!(matches!(err, RestoreError::UnsafePath { .. }), "{err}");
+            let err = err.to_string();
+            assert!(err.contains("j/chk-3/_metadata: state file `") && err.contains(file), "{err}");
+        }
+        for path in ["../../etc", "/etc", "chk-3/../../x"] {
+            let pointer = LatestPointer { path: path.into(), checkpoint_id: 3, kind: SnapshotKind::Checkpoint };
+            local.put("j/latest", &serde_json::to_vec(&pointer).unwrap()).unwrap();
+            let err = RestoredSnapshot::latest(storage.clone(), "j").unwrap_err();
+            assert!(matches!(err, RestoreError::UnsafePath { .. }), "{err}");
+            let err = err.to_string();
+            assert!(err.contains("j/latest: snapshot directory `") && err.contains(path), "{err}");
+        }
+        for job in ["..", "../j", "a/b", ""] {
+            let err = RestoredSnapshot::latest(storage.clone(), job).unwrap_err();
+            assert!(err.to_string().contains(&format!("job name `{job}`")), "{err}");
+        }
+        assert_eq!(state_file_name("3-sink/out\\x", 2), "3-sink_out_x-2.state");
         std::fs::remove_dir_all(tmp).unwrap();
     }
 

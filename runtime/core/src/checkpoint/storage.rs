@@ -6,6 +6,14 @@
 //! crate). Paths are `/`-separated keys relative to the storage's root. A
 //! write is atomic: a reader sees the whole object or none of it (local
 //! writes go through a temporary file and a rename; S3 PUTs are atomic).
+//!
+//! Keys are built from names that come from outside the engine (a job's name,
+//! the file names in a `_metadata`, the `latest` pointer), so no key may leave
+//! the root: [`check_key`] refuses absolute keys and `..`, `.` and empty
+//! components, [`check_name`] also a separator where a single name is
+//! expected. Every storage checks each key it is given with [`check_key`];
+//! the readers of `_metadata` and `latest` check the names they find with
+//! both, to say which file was at fault.
 
 use std::fmt;
 use std::io;
@@ -44,6 +52,59 @@ impl StorageError {
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
+impl StorageError {
+    /// `path` refused before any I/O, because it could leave the storage root.
+    pub fn unsafe_path(path: impl fmt::Display, e: UnsafePath) -> Self {
+        StorageError::Failed { path: path.to_string(), message: e.to_string(), source: Some(Box::new(e)) }
+    }
+}
+
+/// A key or name that cannot be used under a storage root: it is absolute,
+/// has a `..` (or `.`, or empty) component, or a separator where a single
+/// name is expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} `{name}` {problem}")]
+pub struct UnsafePath {
+    /// What the name is (`job name`, `state file`, `path`).
+    pub what: &'static str,
+    pub name: String,
+    pub problem: &'static str,
+}
+
+/// Checks a `/`-separated key relative to a storage root (`""` is the root
+/// itself; one trailing `/`, as in a listing prefix, is allowed): it must not
+/// be absolute, nor have a `..`, `.` or empty component, nor a backslash or a
+/// NUL (a separator, or the end of a path, to some systems).
+pub fn check_key(what: &'static str, key: &str) -> Result<(), UnsafePath> {
+    let refuse = |problem| Err(UnsafePath { what, name: key.to_string(), problem });
+    if key.starts_with('/') {
+        return refuse("is absolute: expected a path relative to the storage root");
+    }
+    if key.contains(['\\', '\0']) {
+        return refuse("contains a backslash or a NUL character");
+    }
+    match key.strip_suffix('/').unwrap_or(key) {
+        "" => Ok(()),
+        inner => match inner.split('/').find(|part| matches!(*part, "" | "." | "..")) {
+            Some("..") => refuse("has a `..` component, which would leave the storage root"),
+            Some(_) => refuse("has an empty or `.` component"),
+            None => Ok(()),
+        },
+    }
+}
+
+/// Checks a single name (a job name, a state file's name): a key of exactly
+/// one component, so no separator either.
+pub fn check_name(what: &'static str, name: &str) -> Result<(), UnsafePath> {
+    check_key(what, name)?;
+    let problem = match name {
+        "" => "is empty",
+        _ if name.contains('/') => "has a separator (`/`) where a single name is expected",
+        _ => return Ok(()),
+    };
+    Err(UnsafePath { what, name: name.to_string(), problem })
+}
+
 /// An object store holding checkpoints.
 pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     /// Writes `bytes` at `path`, replacing any object there, atomically.
@@ -78,8 +139,10 @@ impl LocalStorage {
         LocalStorage { root: std::path::absolute(&root).unwrap_or(root) }
     }
 
-    fn full(&self, path: &str) -> PathBuf {
-        self.root.join(path)
+    /// Where `path` is, once [`check_key`] allowed it.
+    fn full(&self, path: &str) -> StorageResult<PathBuf> {
+        check_key("path", path).map_err(|e| StorageError::unsafe_path(self.uri(path), e))?;
+        Ok(self.root.join(path))
     }
 }
 
@@ -106,7 +169,10 @@ impl CheckpointStorage for LocalStorage {
     }
 
     fn put_parts(&self, path: &str, parts: &[&[u8]]) -> StorageResult<()> {
-        let full = self.full(path);
+        let full = self.full(path)?;
+        if path.is_empty() || path.ends_with('/') {
+            return Err(StorageError::failed(self.uri(path), "not an object's path (empty, or ending in `/`)"));
+        }
         let dir = full.parent().expect("a file path has a parent");
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(self.uri(path), e))?;
         let tmp =
@@ -129,13 +195,20 @@ impl CheckpointStorage for LocalStorage {
     }
 
     fn get(&self, path: &str) -> StorageResult<Vec<u8>> {
-        std::fs::read(self.full(path)).map_err(|e| StorageError::io(self.uri(path), e))
+        std::fs::read(self.full(path)?).map_err(|e| StorageError::io(self.uri(path), e))
     }
 
     fn get_range(&self, path: &str, offset: u64, len: u64) -> StorageResult<Vec<u8>> {
         use std::io::{Read, Seek, SeekFrom};
+        let full = self.full(path)?;
         let read = || -> io::Result<Vec<u8>> {
-            let mut f = std::fs::File::open(self.full(path))?;
+            let mut f = std::fs::File::open(&full)?;
+            // The buffer is sized by the range, so the range is checked against the file first.
+            let size = f.metadata()?.len();
+            if offset.checked_add(len).is_none_or(|end| end > size) {
+                let range = format!("{len} bytes at offset {offset} run past the end of its {size} bytes");
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, range));
+            }
             f.seek(SeekFrom::Start(offset))?;
             let mut buf = vec![0; len as usize];
             f.read_exact(&mut buf)?;
@@ -145,7 +218,7 @@ impl CheckpointStorage for LocalStorage {
     }
 
     fn list(&self, prefix: &str) -> StorageResult<Vec<String>> {
-        let dir = self.full(prefix);
+        let dir = self.full(prefix)?;
         let mut out = Vec::new();
         match walk(&dir, prefix.trim_end_matches('/'), &mut out) {
             Ok(()) => {}
@@ -157,7 +230,7 @@ impl CheckpointStorage for LocalStorage {
     }
 
     fn delete(&self, path: &str) -> StorageResult<()> {
-        let full = self.full(path);
+        let full = self.full(path)?;
         match std::fs::remove_file(&full) {
             Ok(()) => {
                 // Directories are only a local artefact of keys: drop them once empty.
@@ -176,7 +249,7 @@ impl CheckpointStorage for LocalStorage {
     }
 
     fn uri(&self, path: &str) -> String {
-        format!("file://{}", self.full(path).display())
+        format!("file://{}", self.root.join(path).display())
     }
 }
 
@@ -187,6 +260,9 @@ pub fn check_storage_contract(s: &dyn CheckpointStorage) {
     s.put("job/latest", b"chk-1").unwrap();
     assert_eq!(s.get("job/chk-1/a.state").unwrap(), b"hello world");
     assert_eq!(s.get_range("job/chk-1/a.state", 6, 5).unwrap(), b"world");
+    // A range past the end is an error, whatever its length (nothing is sized by it first).
+    assert!(s.get_range("job/chk-1/a.state", 6, 1 << 60).is_err());
+    assert!(s.get_range("job/chk-1/a.state", u64::MAX, 2).is_err());
     s.put("job/latest", b"chk-2").unwrap();
     assert_eq!(s.get("job/latest").unwrap(), b"chk-2", "put replaces");
     s.put_parts("job/parts", &[b"one ", b"", b"two"]).unwrap();
@@ -202,6 +278,19 @@ pub fn check_storage_contract(s: &dyn CheckpointStorage) {
     s.delete("job/chk-1/a.state").unwrap();
     assert!(s.get("job/chk-1/a.state").unwrap_err().is_not_found());
     assert!(s.uri("job/latest").ends_with("job/latest"));
+    // No key leaves the root: refused before any I/O, naming the key.
+    for key in ["../outside", "job/../../outside", "/etc/passwd", "job//latest", "job/./latest", "job\\..\\x"] {
+        let refused = |e: StorageError| {
+            let e = e.to_string();
+            assert!(e.contains(&format!("path `{key}")), "{key}: {e}");
+        };
+        refused(s.put(key, b"x").unwrap_err());
+        refused(s.put_parts(key, &[b"x"]).unwrap_err());
+        refused(s.get(key).unwrap_err());
+        refused(s.get_range(key, 0, 1).unwrap_err());
+        refused(s.delete(key).unwrap_err());
+        refused(s.list(&format!("{key}/")).unwrap_err());
+    }
 }
 
 #[cfg(test)]
@@ -209,9 +298,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn keys_and_names_stay_under_the_root() {
+        for key in ["", "job/", "job/chk-1/_metadata", "savepoints/sp-3", "a..b/.hidden"] {
+            check_key("path", key).unwrap();
+        }
+        let problem = |r: Result<(), UnsafePath>| r.unwrap_err().problem;
+        assert!(problem(check_key("path", "../../etc")).contains("`..` component"));
+        assert!(problem(check_key("path", "chk-1/../../x")).contains("`..` component"));
+        assert!(problem(check_key("path", "/etc/passwd")).contains("absolute"));
+        assert!(problem(check_key("path", "a//b")).contains("empty or `.`"));
+        assert!(problem(check_key("path", "./a")).contains("empty or `.`"));
+        assert!(problem(check_key("path", "a\\b")).contains("backslash"));
+        check_name("job name", "orders-window").unwrap();
+        let e = check_name("job name", "..").unwrap_err();
+        assert_eq!(e.to_string(), "job name `..` has a `..` component, which would leave the storage root");
+        assert!(problem(check_name("job name", "a/b")).contains("where a single name is expected"));
+        assert!(problem(check_name("job name", "a/")).contains("where a single name is expected"));
+        assert!(problem(check_name("job name", "")).contains("empty"));
+    }
+
+    #[test]
     fn local_storage_keeps_the_contract() {
         let dir = std::env::temp_dir().join(format!("weir-storage-{}", std::process::id()));
-        check_storage_contract(&LocalStorage::new(&dir));
+        let local = LocalStorage::new(&dir);
+        check_storage_contract(&local);
+        // The root and prefixes are no objects (a write of the root would start in its parent).
+        assert!(local.put("", b"x").is_err() && local.put("job/", b"x").is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
