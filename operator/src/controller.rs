@@ -314,8 +314,9 @@ async fn savepoint_status(job: &StreamJob, ctx: &Context, trigger: &str) -> Opti
 
 /// Asks the job's JobManager to rescale the running job in place, and
 /// records in the pending operation its trigger id, or its refusal (a 4xx
-/// answer: nothing changed, and the planner decides what next); no answer
-/// is an error, and the next reconciliation asks again.
+/// answer: nothing changed, and the planner decides what next); no answer,
+/// or `429` (too many triggers under way there), is an error, and the next
+/// reconciliation asks again.
 async fn rescale(
     job: &StreamJob,
     ctx: &Context,
@@ -326,7 +327,9 @@ async fn rescale(
     let Some(op) = status.pending_operation.as_mut() else { return Ok(()) };
     match answer {
         Ok(trigger) => op.trigger_id = Some(trigger.trigger_id),
-        Err(JobManagerError::Refused { status: code, message, .. }) if code.is_client_error() => {
+        Err(JobManagerError::Refused { status: code, message, .. })
+            if code.is_client_error() && code != http::StatusCode::TOO_MANY_REQUESTS =>
+        {
             tracing::warn!("{}: the JobManager refused the rescale: {code}: {message}", job.name_any());
             if let Some(in_place) = op.in_place.as_mut() {
                 in_place.refused = Some(RescaleRefusal { status: i32::from(code.as_u16()), message });

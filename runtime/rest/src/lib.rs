@@ -328,6 +328,9 @@ struct Triggers {
     /// The finished triggers, oldest first.
     finished: VecDeque<String>,
     in_progress: usize,
+    /// In-progress triggers of idempotent requests (a rescale, a stop), by
+    /// what they ask: the same request again joins the one under way.
+    joinable: HashMap<String, String>,
     /// The number of the last trigger.
     last: u64,
     /// Finished triggers whose outcome nobody has read yet.
@@ -335,9 +338,13 @@ struct Triggers {
 }
 
 impl Triggers {
-    /// A new trigger, in progress: its id; refused when
-    /// [`MAX_TRIGGERS_IN_PROGRESS`] are in progress already.
-    fn open(&mut self, prefix: &str) -> Result<String, ApiError> {
+    /// A new trigger, in progress: its id and `true`; or, for a request
+    /// (`joins`: what it asks) the same as one in progress, that one's id and
+    /// `false`. Refused when [`MAX_TRIGGERS_IN_PROGRESS`] are in progress already.
+    fn open(&mut self, prefix: &str, joins: Option<String>) -> Result<(String, bool), ApiError> {
+        if let Some(id) = joins.as_ref().and_then(|what| self.joinable.get(what)) {
+            return Ok((id.clone(), false));
+        }
         if self.in_progress >= MAX_TRIGGERS_IN_PROGRESS {
             let message = format!(
                 "{MAX_TRIGGERS_IN_PROGRESS} savepoint or rescale triggers are in progress already; \
@@ -349,7 +356,10 @@ impl Triggers {
         let id = format!("{prefix}-{}", self.last);
         self.status.insert(id.clone(), (SavepointStatus::InProgress, false));
         self.in_progress += 1;
-        Ok(id)
+        if let Some(what) = joins {
+            self.joinable.insert(what, id.clone());
+        }
+        Ok((id, true))
     }
 
     /// Forgets a trigger that started nothing (the job refused it).
@@ -357,6 +367,7 @@ impl Triggers {
         if self.status.remove(id).is_some() {
             self.in_progress -= 1;
         }
+        self.joinable.retain(|_, joined| joined != id);
     }
 
     /// Records a trigger's outcome; the oldest outcome beyond [`FINISHED_TRIGGERS_KEPT`] is forgotten.
@@ -367,6 +378,7 @@ impl Triggers {
         }
         *status = outcome;
         self.in_progress -= 1;
+        self.joinable.retain(|_, joined| *joined != id);
         self.unread += 1;
         self.finished.push_back(id);
         while self.finished.len() > FINISHED_TRIGGERS_KEPT {
@@ -777,7 +789,9 @@ async fn trigger_savepoint(
             "`dir`: savepoints go under the job's checkpoint directory (savepoints/sp-N); another directory is not supported yet".into(),
         ));
     }
-    trigger(&s, "sp-trigger", || s.job.savepoint(request.stop, request.drain))
+    // A stop asked again (a caller that lost its answer) joins the one under way.
+    let joins = request.stop.then(|| format!("stop drain={}", request.drain));
+    trigger(&s, "sp-trigger", joins, || s.job.savepoint(request.stop, request.drain))
 }
 
 async fn rescale(
@@ -794,19 +808,26 @@ async fn rescale(
         json => Json::<RescaleRequest>::from_bytes(json).map_err(bad_body)?.0,
     };
     request.check(job.max_parallelism).map_err(|why| ApiError(StatusCode::BAD_REQUEST, why))?;
-    trigger(&s, "rescale-trigger", || s.job.rescale(request))
+    // The same rescale asked again (an operator that restarted) joins the one under way.
+    let joins = Some(format!("rescale {request:?}"));
+    trigger(&s, "rescale-trigger", joins, || s.job.rescale(request))
 }
 
 /// Opens a trigger and `start`s what it follows; answers `202 {trigger_id}`
-/// and waits for the outcome beside the server. Refused (`429`) when too
-/// many are in progress, before anything starts; a refusal of `start` (`409`)
-/// leaves no trigger.
+/// and waits for the outcome beside the server. A request that `joins` one
+/// in progress gets that one's id and starts nothing. Refused (`429`) when
+/// too many are in progress, before anything starts; a refusal of `start`
+/// (`409`) leaves no trigger.
 fn trigger(
     s: &Arc<Shared>,
     prefix: &str,
+    joins: Option<String>,
     start: impl FnOnce() -> Result<Pending, String>,
 ) -> Result<Response, ApiError> {
-    let trigger_id = s.triggers().open(prefix)?;
+    let (trigger_id, new) = s.triggers().open(prefix, joins)?;
+    if !new {
+        return Ok((StatusCode::ACCEPTED, Json(TriggerResponse { trigger_id })).into_response());
+    }
     let pending = match start() {
         Ok(pending) => pending,
         Err(e) => {
@@ -1096,9 +1117,9 @@ mod tests {
     #[test]
     fn triggers_are_capped_in_progress_and_only_the_last_outcomes_are_kept() {
         let mut t = Triggers::default();
-        let open: Vec<String> = (0..MAX_TRIGGERS_IN_PROGRESS).map(|_| t.open("sp-trigger").unwrap()).collect();
+        let open: Vec<String> = (0..MAX_TRIGGERS_IN_PROGRESS).map(|_| t.open("sp-trigger", None).unwrap().0).collect();
         assert_eq!(open[0], "sp-trigger-1");
-        assert_eq!(t.open("sp-trigger").unwrap_err().0, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(t.open("sp-trigger", None).unwrap_err().0, StatusCode::TOO_MANY_REQUESTS);
         t.forget(&open[3]);
         assert_eq!(t.read(&open[3]), None, "a trigger the job refused is gone");
         let done = |n: usize| SavepointStatus::Completed { path: format!("sp-{n}") };
@@ -1108,7 +1129,7 @@ mod tests {
         // Many more finish, unread: the oldest outcomes go, and with them their unread count.
         let mut last = String::new();
         for n in 1..=FINISHED_TRIGGERS_KEPT + 10 {
-            last = t.open("sp-trigger").unwrap();
+            last = t.open("sp-trigger", None).unwrap().0;
             t.finish(last.clone(), done(n));
         }
         assert_eq!(
@@ -1119,6 +1140,21 @@ mod tests {
         assert_eq!(t.read(&last), Some(done(FINISHED_TRIGGERS_KEPT + 10)));
         assert_eq!((t.unread, t.in_progress), (99, 2));
         assert_eq!(t.read(&open[1]), Some(SavepointStatus::InProgress), "in progress is never forgotten");
+    }
+
+    #[test]
+    fn the_same_idempotent_request_joins_the_trigger_under_way_without_a_place_of_its_own() {
+        let mut t = Triggers::default();
+        let what = || Some("rescale RescaleRequest { parallelism: Some(3) }".to_string());
+        let (first, new) = t.open("rescale-trigger", what()).unwrap();
+        assert!(new);
+        for _ in 0..2 * MAX_TRIGGERS_IN_PROGRESS {
+            assert_eq!(t.open("rescale-trigger", what()).unwrap(), (first.clone(), false), "an operator asking again");
+        }
+        assert_eq!(t.in_progress, 1);
+        t.finish(first.clone(), SavepointStatus::Completed { path: "sp-1".into() });
+        let (again, new) = t.open("rescale-trigger", what()).unwrap();
+        assert!(new && again != first, "once finished, the same request is a new rescale");
     }
 
     /// A job whose report never changes; its savepoints complete at once, rescales are refused.

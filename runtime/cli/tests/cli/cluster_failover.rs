@@ -1,7 +1,8 @@
 //! The distributed runtime, multi-process on loopback: `weir run
 //! --taskmanagers 2` with a TaskManager killed by SIGKILL at a random moment,
-//! and a leading `weir jobmanager` killed with a standby running. Both end
-//! with exactly the oracle's committed output. While the job runs, the REST
+//! and a leading `weir jobmanager` killed with a standby running, and two
+//! JobManagers on one checkpoint directory (a split brain: the older one is
+//! fenced). All end with exactly the oracle's committed output. While the job runs, the REST
 //! API, `/metrics` and the dashboard answer. The kill moments come from a
 //! seed printed on stderr; WEIR_TEST_SEED replays one.
 
@@ -229,4 +230,59 @@ fn a_standby_jobmanager_takes_over_when_the_leader_dies() {
         let from = doc["restored_from"].as_str().unwrap_or_default().to_string();
         assert_eq!(from.contains("/chk-"), restored, "{deployment}: restored from {from:?}: {doc}");
     }
+}
+
+#[test]
+fn of_two_jobmanagers_on_one_checkpoint_directory_the_older_is_fenced_and_the_output_stays_exact() {
+    const EVENTS: u64 = 300_000;
+    let mut rng = Rng::from_env();
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, cp) = (tmp.path().join("out"), tmp.path().join("cp"));
+    let (rpc, rest) = ([free_port(), free_port()], [free_port(), free_port()]);
+    let log = |name: &str| std::fs::File::create(tmp.path().join(name)).unwrap();
+    // Neither knows of the other (no leader lock): a split brain, as after a
+    // network partition, with a TaskManager each.
+    let start = |i: usize| {
+        let jm = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("jobmanager")
+            .args(["--pipeline", &pipeline("orders-window").display().to_string(), "--parallelism", "2"])
+            .args(["--set", &format!("source.count={EVENTS}"), "--set", "source.rate=20000"])
+            .args(["--set", &format!("sink.path={}", out.display())])
+            .args(["--checkpoint-dir", &cp.display().to_string(), "--checkpoint-interval", "200ms"])
+            .args(["--bind", "127.0.0.1", "--rpc-port", &rpc[i].to_string(), "--rest-port", &rest[i].to_string()])
+            .stdout(Stdio::null())
+            .stderr(log(&format!("jm{i}.log")))
+            .spawn()
+            .unwrap();
+        let tm = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["taskmanager", "--jobmanager", &format!("127.0.0.1:{}", rpc[i]), "--slots", "2"])
+            .args(["--bind", "127.0.0.1", "--id", &format!("tm-{i}")])
+            .stdout(Stdio::null())
+            .stderr(log(&format!("tm{i}.log")))
+            .spawn()
+            .unwrap();
+        (jm, tm)
+    };
+    let logs = || {
+        ["jm0.log", "jm1.log", "tm0.log", "tm1.log"]
+            .iter()
+            .map(|f| format!("--- {f}\n{}", log_of(&tmp.path().join(f))))
+            .collect::<String>()
+    };
+    let (mut old, old_tm) = start(0);
+    let _old_tm = Stop(vec![old_tm]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cp.join("orders-window/latest").exists() {
+        assert!(Instant::now() < deadline, "the first JobManager completed no checkpoint:\n{}", logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(rng.millis(0, 2000));
+    let (mut new, new_tm) = start(1);
+    let _new_tm = Stop(vec![new_tm]);
+    let status = wait_for(&mut old, Duration::from_secs(60)).expect("the older JobManager stops");
+    assert!(!status.success(), "the older JobManager must fail:\n{}", logs());
+    assert!(log_of(&tmp.path().join("jm0.log")).contains("fenced"), "{}", logs());
+    let status = wait_for(&mut new, Duration::from_secs(180)).expect("the newer JobManager finishes the job");
+    assert!(status.success(), "{}", logs());
+    assert_eq!(committed_output(&out, "orders-window"), oracle("orders-window", EVENTS), "{}", logs());
 }

@@ -12,7 +12,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crossbeam_channel::Sender;
-use weir_core::checkpoint::coordinator::{Command, Coordinator, SavepointRequest};
+use weir_core::checkpoint::coordinator::{CheckpointConfig, Command, Coordinator, SavepointRequest};
+use weir_core::checkpoint::fence;
 
 use super::Reply;
 use super::event_loop::{JobLoop, Request};
@@ -306,6 +307,24 @@ impl JobLoop {
         }
     }
 
+    /// A JobManager of a newer epoch leads the job (see
+    /// [`weir_core::checkpoint::fence`]): this one stops its attempt and
+    /// fails the job here, without a restart, completing nothing more.
+    fn deposed(&mut self, why: String) {
+        tracing::error!("job {}: {why}", self.config.spec.name);
+        if let Some(a) = self.attempt.take() {
+            self.cancel_attempt(&a);
+            if let Some(c) = &a.coordinator {
+                self.history.extend(c.history.iter().cloned());
+            }
+        }
+        if let Some(r) = self.rescale.take() {
+            r.answer(Err(why.clone()));
+        }
+        self.failure = Some(why);
+        self.transition(JobEvent::GaveUp);
+    }
+
     /// Schedules the next attempt: from the latest completed checkpoint;
     /// failing that, from where the job started.
     fn restart_after(&mut self, delay: std::time::Duration, reason: String) {
@@ -336,6 +355,14 @@ impl JobLoop {
         }
         let free: Vec<(u64, usize)> = self.tms.iter().map(|(c, t)| (*c, t.slots)).collect();
         let Some(assignment) = schedule::assign(&self.plan.layout, &free) else { return };
+        // A deposed JobManager deploys nothing: its tasks' recovery (a sink's
+        // clean-up, say) would undo the new leader's work.
+        if let (Some(cp), Some(epoch)) = (&self.plan.checkpointing, self.config.epoch)
+            && let Err(e @ fence::FenceError::Fenced { .. }) =
+                fence::check(cp.storage.as_ref(), &self.config.spec.name, epoch)
+        {
+            return self.deposed(e.to_string());
+        }
         let id = attempt_id();
         let coordinator = self.coordinator();
         tracing::info!(
@@ -365,7 +392,8 @@ impl JobLoop {
         let cfg = self.plan.checkpointing.as_ref()?;
         let stored = Coordinator::next_free_id(cfg.storage.as_ref(), &self.config.spec.name).unwrap_or(1);
         let next_id = stored.max(self.restore.as_ref().map_or(0, |r| r.1 + 1));
-        Some(Coordinator::new(self.plan.shape.clone(), cfg.clone(), next_id, self.clock.now_ms()))
+        let cfg = CheckpointConfig { epoch: self.config.epoch, ..cfg.clone() };
+        Some(Coordinator::new(self.plan.shape.clone(), cfg, next_id, self.clock.now_ms()))
     }
 
     /// Sends each TaskManager its share of attempt `id`.
@@ -397,6 +425,10 @@ impl JobLoop {
 
     /// Sends the coordinator's commands to the TaskManagers of the tasks they are for.
     pub(super) fn dispatch(&mut self, commands: Vec<Command>) {
+        let coordinator = self.attempt.as_ref().and_then(|a| a.coordinator.as_ref());
+        if let Some(why) = coordinator.and_then(|c| c.fenced()).map(str::to_string) {
+            return self.deposed(why);
+        }
         let Some(a) = self.attempt.as_ref().filter(|_| !commands.is_empty()) else { return };
         let owner: HashMap<(usize, usize), u64> =
             a.assignment.iter().flat_map(|(conn, set)| set.iter().map(move |&s| (s, *conn))).collect();

@@ -29,6 +29,7 @@ use crossbeam_channel::{Receiver, Sender};
 use weir_api::Restore;
 use weir_api::rest::RescaleRequest;
 use weir_core::checkpoint::coordinator::{CheckpointStats, Coordinator};
+use weir_core::checkpoint::fence;
 use weir_core::graph::ChainLayout;
 use weir_core::metrics::MetricsSnapshot;
 use weir_core::time::now_ms;
@@ -74,6 +75,10 @@ pub struct JobManagerConfig {
     pub release_taskmanagers: bool,
     /// The job's secret: every TaskManager must prove it (see [`crate::auth`]).
     pub secret: Option<Secret>,
+    /// This JobManager's fencing token (see [`weir_core::checkpoint::fence`]):
+    /// claimed in the checkpoint directory at start (`None`: the wall clock's
+    /// milliseconds then, or one above the claimed epoch when the clock is behind it).
+    pub epoch: Option<u64>,
 }
 
 impl JobManagerConfig {
@@ -88,6 +93,7 @@ impl JobManagerConfig {
             deployment: None,
             release_taskmanagers: true,
             secret: None,
+            epoch: None,
         }
     }
 }
@@ -191,6 +197,15 @@ impl JobManager {
         if let Some(cp) = &plan.checkpointing {
             Coordinator::next_free_id(cp.storage.as_ref(), &config.spec.name)
                 .map_err(|e| JobManagerError::Checkpoints(e.to_string()))?;
+            // Claimed before anything is deployed: from now on, a JobManager
+            // that led the job before completes none of its checkpoints.
+            let fenced = |e: fence::FenceError| JobManagerError::Checkpoints(e.to_string());
+            let epoch = match config.epoch {
+                Some(epoch) => epoch,
+                None => fence::next_epoch(cp.storage.as_ref(), &config.spec.name, now_ms() as u64).map_err(fenced)?,
+            };
+            config.epoch = Some(epoch);
+            fence::claim(cp.storage.as_ref(), &config.spec.name, epoch).map_err(fenced)?;
         }
         let restore = job::initial_restore(&config, builder.as_ref(), &plan)?;
         let checkpointing = plan.checkpointing.is_some();

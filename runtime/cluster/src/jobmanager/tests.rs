@@ -448,6 +448,42 @@ fn reports_are_taken_only_from_the_taskmanager_that_runs_the_task() {
 }
 
 #[test]
+fn a_jobmanager_deposed_by_a_newer_epoch_stops_the_job_and_completes_nothing() {
+    let mut h = Harness::new("deposed", 1, RestartStrategy::default(), true);
+    let storage = h.job.plan.checkpointing.as_ref().unwrap().storage.clone();
+    h.job.config.epoch = Some(100);
+    weir_core::checkpoint::fence::claim(storage.as_ref(), "deposed", 100).unwrap();
+    let attempt = h.running_on(1);
+    // Another JobManager took the job over (its lease, then its claim).
+    weir_core::checkpoint::fence::claim(storage.as_ref(), "deposed", 200).unwrap();
+    let (tx, answer) = reply();
+    h.request(Request::Savepoint { stop: false, drain: false, reply: tx });
+    let id = h.job.attempt.as_ref().unwrap().coordinator.as_ref().unwrap().in_flight().unwrap();
+    h.message(1, ack(attempt, 0, id));
+    h.message(1, ack(attempt, 1, id));
+    assert!(answer.try_recv().unwrap().unwrap_err().contains("fenced"));
+    assert_eq!(h.job.state, JobState::Failed, "no restart: the job is the other JobManager's now");
+    assert!(h.view().failure.unwrap().contains("newer epoch (200"), "{:?}", h.view().failure);
+    assert!(storage.list("deposed/").unwrap().iter().all(|k| !k.ends_with("_metadata")), "nothing completed");
+    assert!(h.sent().iter().any(|(_, m)| matches!(m, ToTaskManager::Cancel { .. })), "its tasks are cancelled");
+}
+
+#[test]
+fn a_deposed_jobmanager_does_not_redeploy_after_a_failure() {
+    let mut h = Harness::new("deposed-restart", 1, fixed_delay(Duration::from_secs(1), 5), true);
+    let storage = h.job.plan.checkpointing.as_ref().unwrap().storage.clone();
+    h.job.config.epoch = Some(100);
+    let attempt = h.running_on(1);
+    weir_core::checkpoint::fence::claim(storage.as_ref(), "deposed-restart", 200).unwrap();
+    h.message(1, ToJobManager::Failed { attempt, reason: "a task failed".into() });
+    h.sent();
+    h.advance(Duration::from_secs(2));
+    assert!(h.deployments().is_empty(), "nothing deployed: its sinks' recovery would undo the new leader's work");
+    assert_eq!(h.job.state, JobState::Failed);
+    assert!(h.view().failure.unwrap().contains("fenced"));
+}
+
+#[test]
 fn savepoints_need_checkpointing() {
     let mut h = Harness::new("no-checkpoints", 1, RestartStrategy::default(), false);
     h.running_on(1);

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
+use super::fence;
 use super::metadata::{
     CheckpointMetadata, FORMAT, FORMAT_VERSION, LatestPointer, OperatorMetadata, SnapshotKind, SubtaskStateHandle,
 };
@@ -70,6 +71,10 @@ pub struct CheckpointConfig {
     /// parallelism of its own latest checkpoint (a rescale's, say), not at the
     /// one its command line started with.
     pub parallelism: Option<usize>,
+    /// The fencing token of the JobManager that runs this coordinator (see
+    /// [`super::fence`]): checked before every completion, and written in
+    /// every `_metadata` and `latest`. `None` (a job in one process) fences nothing.
+    pub epoch: Option<u64>,
 }
 
 impl CheckpointConfig {
@@ -86,6 +91,7 @@ impl CheckpointConfig {
             tolerable_failures: 10,
             deployment: None,
             parallelism: None,
+            epoch: None,
         }
     }
 }
@@ -226,6 +232,9 @@ pub struct Coordinator {
     stopping: bool,
     consecutive_failures: usize,
     pub history: Vec<CheckpointStats>,
+    /// Why this coordinator may complete no more checkpoints (a newer
+    /// JobManager leads the job: see [`super::fence`]).
+    fenced: Option<String>,
 }
 
 impl Coordinator {
@@ -249,7 +258,14 @@ impl Coordinator {
             stopping: false,
             consecutive_failures: 0,
             history: Vec::new(),
+            fenced: None,
         }
+    }
+
+    /// Why this coordinator completes no more checkpoints, once a JobManager
+    /// of a newer epoch claimed the job: its JobManager must stop.
+    pub fn fenced(&self) -> Option<&str> {
+        self.fenced.as_deref()
     }
 
     /// The first id above every snapshot stored for `job`.
@@ -413,6 +429,46 @@ impl Coordinator {
         }
     }
 
+    /// Writes a completed snapshot's `_metadata` in `dir` of `storage` and
+    /// (beside the checkpoints) moves `latest` to it: first checking that no
+    /// newer JobManager leads the job, and never moving `latest` backwards.
+    fn write(
+        &mut self,
+        storage: &Arc<dyn CheckpointStorage>,
+        dir: &str,
+        meta: &CheckpointMetadata,
+    ) -> Result<(), String> {
+        if let Some(epoch) = self.config.epoch {
+            match fence::check(self.config.storage.as_ref(), &self.job, epoch) {
+                Ok(()) => {}
+                Err(e @ fence::FenceError::Fenced { .. }) => {
+                    self.fenced = Some(e.to_string());
+                    return Err(e.to_string());
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let fail = |e: StorageError| format!("could not write the metadata: {e}");
+        storage.put(&format!("{dir}/_metadata"), &meta.to_json()).map_err(fail)?;
+        if !Arc::ptr_eq(storage, &self.config.storage) {
+            return Ok(());
+        }
+        let latest = format!("{}/latest", self.job);
+        let current = match storage.get(&latest) {
+            Ok(bytes) => serde_json::from_slice::<LatestPointer>(&bytes).ok(),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(fail(e)),
+        };
+        let id = meta.checkpoint_id;
+        if !fence::may_move(current.as_ref(), meta.epoch, id) {
+            tracing::warn!("{} stays at a newer snapshot than {id} of {}", storage.uri(&latest), self.job);
+            return Ok(());
+        }
+        let rel = dir.strip_prefix(&format!("{}/", self.job)).unwrap_or(dir).to_string();
+        let pointer = LatestPointer { path: rel, checkpoint_id: id, kind: meta.kind, epoch: meta.epoch };
+        storage.put(&latest, &serde_json::to_vec(&pointer).expect("serializable")).map_err(fail)
+    }
+
     fn complete(&mut self, p: Pending, now: Timestamp) -> Vec<Command> {
         let id = p.barrier.checkpoint_id;
         let dir = snapshot_dir(&self.job, id, p.kind);
@@ -443,21 +499,13 @@ impl Coordinator {
             operators,
             deployment: self.config.deployment.clone(),
             parallelism: self.config.parallelism,
+            epoch: self.config.epoch,
             crc32: None,
         };
         let storage = self.config.storage_for(p.kind).clone();
-        let beside_checkpoints = Arc::ptr_eq(&storage, &self.config.storage);
-        let written = storage.put(&format!("{dir}/_metadata"), &meta.to_json()).and_then(|()| {
-            if !beside_checkpoints {
-                return Ok(());
-            }
-            let rel = dir.strip_prefix(&format!("{}/", self.job)).unwrap_or(&dir).to_string();
-            let pointer = LatestPointer { path: rel, checkpoint_id: id, kind: p.kind };
-            storage.put(&format!("{}/latest", self.job), &serde_json::to_vec(&pointer).expect("serializable"))
-        });
-        if let Err(e) = written {
+        if let Err(reason) = self.write(&storage, &dir, &meta) {
             self.pending = Some(Pending { acks: HashMap::new(), ..p });
-            self.abort(id, format!("could not write the metadata: {e}"), now);
+            self.abort(id, reason, now);
             return Vec::new();
         }
         self.last_end = now;
@@ -541,6 +589,36 @@ mod tests {
 
     fn ack(c: &mut Coordinator, s: &LocalStorage, id: u64, task: usize, now: i64) -> Vec<Command> {
         c.on_report(TaskReport::Ack { task, checkpoint_id: id, states: vec![handle(s, id, task)] }, now)
+    }
+
+    #[test]
+    fn a_deposed_jobmanagers_coordinator_completes_nothing_over_its_successors() {
+        let (mut old, s, dir) = setup(1, 1);
+        old.config.epoch = Some(100);
+        fence::claim(s.as_ref(), "j", 100).unwrap();
+        old.tick(100);
+        assert_eq!(ack(&mut old, &s, 1, 0, 110), vec![Command::Complete { checkpoint_id: 1 }]);
+        let latest = RestoredSnapshot::latest(s.clone(), "j").unwrap();
+        assert_eq!((latest.metadata.checkpoint_id, latest.metadata.epoch), (1, Some(100)));
+        // A new leader claims the job and completes checkpoint 2.
+        let (mut new, _, _) = setup(1, 1);
+        new.config = CheckpointConfig { epoch: Some(200), ..old.config.clone() };
+        new.next_id = 2;
+        fence::claim(s.as_ref(), "j", 200).unwrap();
+        new.tick(100);
+        assert_eq!(ack(&mut new, &s, 2, 0, 120), vec![Command::Complete { checkpoint_id: 2 }]);
+        // The old one wakes up with checkpoint 3: fenced, nothing written.
+        old.next_id = 3;
+        old.tick(1000);
+        assert!(ack(&mut old, &s, 3, 0, 1010).is_empty());
+        assert!(old.fenced().is_some_and(|why| why.contains("fenced")), "{:?}", old.fenced());
+        assert!(
+            s.get("j/chk-3/_metadata").unwrap_err().is_not_found(),
+            "no _metadata for the deposed one's checkpoint"
+        );
+        let latest = RestoredSnapshot::latest(s.clone(), "j").unwrap();
+        assert_eq!((latest.metadata.checkpoint_id, latest.metadata.epoch), (2, Some(200)));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub struct CheckpointMetadata {
     pub parallelism: Option<usize>,
     /// [`CheckpointMetadata::checksum`] when written (version 2 on; set by
     /// [`CheckpointMetadata::to_json`]).
+    /// The fencing token of the JobManager that completed it (see
+    /// [`crate::checkpoint::fence`]); absent in snapshots of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crc32: Option<u32>,
 }
@@ -150,6 +154,10 @@ pub struct LatestPointer {
     pub path: String,
     pub checkpoint_id: u64,
     pub kind: SnapshotKind,
+    /// The fencing token of the JobManager that moved it here: it never
+    /// moves to a snapshot of a lower (epoch, checkpoint id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// What one operator subtask hands in at a barrier.
@@ -416,6 +424,7 @@ mod tests {
             operators: vec![OperatorMetadata { uid: "op".into(), parallelism, subtasks }],
             deployment: None,
             parallelism: None,
+            epoch: None,
             crc32: None,
         };
         storage.put(&format!("{dir}/_metadata"), &meta.to_json()).unwrap();
@@ -591,7 +600,8 @@ mod tests {
             assert!(err.contains("j/chk-3/_metadata: state file `") && err.contains(file), "{err}");
         }
         for path in ["../../etc", "/etc", "chk-3/../../x"] {
-            let pointer = LatestPointer { path: path.into(), checkpoint_id: 3, kind: SnapshotKind::Checkpoint };
+            let pointer =
+                LatestPointer { path: path.into(), checkpoint_id: 3, kind: SnapshotKind::Checkpoint, epoch: None };
             local.put("j/latest", &serde_json::to_vec(&pointer).unwrap()).unwrap();
             let err = RestoredSnapshot::latest(storage.clone(), "j").unwrap_err();
             assert!(matches!(err, RestoreError::UnsafePath { .. }), "{err}");

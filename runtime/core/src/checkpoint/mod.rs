@@ -7,10 +7,12 @@
 //! * [`alignment`]: how a task with several inputs lines up a checkpoint's
 //!   barriers (and, exactly-once, holds back what comes after them).
 //! * [`metadata`]: the format of a snapshot, and restoring from one.
+//! * [`fence`]: a deposed JobManager completes no checkpoint over its successor's.
 //! * [`storage`]: where snapshots live (a local directory, or S3 via `weir-s3`).
 
 pub mod alignment;
 pub mod coordinator;
+pub mod fence;
 pub mod metadata;
 pub mod routing;
 pub mod storage;
