@@ -102,6 +102,41 @@ fn run(dir: &Path, pipeline: &Path, parallelism: usize, restore: bool, log: &Pat
 }
 
 #[test]
+fn postgres_exactly_once_across_taskmanager_processes_killed_at_random_moments() {
+    // Two TaskManager processes, each running sink subtasks: one killed
+    // while the other may be preparing the next checkpoint's transaction.
+    const EVENTS: u64 = 400_000;
+    let kafka = orders_in_kafka(4, EVENTS);
+    let pg = PgServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pipeline(tmp.path(), &kafka, "orders", &pg_sink(&pg));
+    let log = tmp.path().join("weir.log");
+    let mut rng = Rng::from_env();
+    let mut child = run(tmp.path(), &p, 2, false, &log)
+        .args(["--taskmanagers", "2", "--restart-strategy", "fixed-delay:200ms:20"])
+        .spawn()
+        .unwrap();
+    let mut kills = 0;
+    for _ in 0..3 {
+        if wait_for(&mut child, rng.millis(700, 2500)).is_some() {
+            break;
+        }
+        let tms = crate::cluster_failover::children(child.id(), "taskmanager");
+        if let Some(&tm) = tms.get((rng.millis(0, 2).as_millis() % 2) as usize) {
+            crate::cluster_failover::sigkill(tm);
+            kills += 1;
+        }
+    }
+    let status = wait_for(&mut child, Duration::from_secs(180)).expect("the job finishes");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "the run failed:\n{log}");
+    assert!(kills >= 1, "no TaskManager was killed before the job finished: recovery was not exercised\n{log}");
+    let got = answer_of(pg_rows(&pg, "order_stats"), "orders-dedup");
+    assert_eq!(got, oracle("orders-dedup", EVENTS), "the table after {kills} TaskManager kills vs the oracle\n{log}");
+    assert_eq!(prepared_transactions(&pg), Vec::<String>::new(), "no prepared transaction may linger");
+}
+
+#[test]
 fn kafka_to_postgres_exactly_once_survives_crashes_at_changing_parallelism() {
     // The mock broker keeps about 5 MB per partition; datagen compresses (lz4), so 4 partitions hold this.
     const EVENTS: u64 = 600_000;
