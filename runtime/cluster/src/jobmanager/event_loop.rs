@@ -212,6 +212,12 @@ impl JobLoop {
             }
             default(wait) => Turn::Idle,
         };
+        // What queued up while the loop was busy (a slow write of a
+        // checkpoint's metadata, say) counts before heartbeats are judged:
+        // a TaskManager whose heartbeats wait in the queue is not silent.
+        while let Ok(e) = events.try_recv() {
+            self.on_event(e);
+        }
         self.check_heartbeats();
         self.tick_coordinator();
         self.maybe_deploy();

@@ -483,6 +483,70 @@ fn a_deposed_jobmanager_does_not_redeploy_after_a_failure() {
     assert!(h.view().failure.unwrap().contains("fenced"));
 }
 
+/// A checkpoint storage whose metadata writes take `delay` of the harness's clock.
+#[derive(Debug)]
+struct SlowMetadata {
+    inner: Arc<dyn CheckpointStorage>,
+    clock: Arc<ManualClock>,
+    delay: Duration,
+}
+
+impl std::fmt::Debug for ManualClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ManualClock")
+    }
+}
+
+impl CheckpointStorage for SlowMetadata {
+    fn put(&self, path: &str, bytes: &[u8]) -> weir_core::checkpoint::storage::StorageResult<()> {
+        if path.ends_with("_metadata") {
+            self.clock.advance(self.delay);
+        }
+        self.inner.put(path, bytes)
+    }
+    fn get(&self, path: &str) -> weir_core::checkpoint::storage::StorageResult<Vec<u8>> {
+        self.inner.get(path)
+    }
+    fn get_range(&self, path: &str, offset: u64, len: u64) -> weir_core::checkpoint::storage::StorageResult<Vec<u8>> {
+        self.inner.get_range(path, offset, len)
+    }
+    fn list(&self, prefix: &str) -> weir_core::checkpoint::storage::StorageResult<Vec<String>> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, path: &str) -> weir_core::checkpoint::storage::StorageResult<()> {
+        self.inner.delete(path)
+    }
+    fn uri(&self, path: &str) -> String {
+        self.inner.uri(path)
+    }
+}
+
+#[test]
+fn a_slow_metadata_write_does_not_make_taskmanagers_whose_heartbeats_queued_up_look_lost() {
+    let mut h = Harness::new("slow-storage", 2, RestartStrategy::default(), true);
+    let cp = h.job.plan.checkpointing.as_mut().unwrap();
+    let delay = h.job.config.heartbeat_timeout * 2;
+    cp.storage = Arc::new(SlowMetadata { inner: cp.storage.clone(), clock: h.clock.clone(), delay });
+    let attempt = h.running_on(2);
+    let (tx, answer) = reply();
+    h.request(Request::Savepoint { stop: false, drain: false, reply: tx });
+    let id = h.job.attempt.as_ref().unwrap().coordinator.as_ref().unwrap().in_flight().unwrap();
+    for (conn, task) in [(1, 0), (2, 1), (1, 2)] {
+        h.message(conn, ack(attempt, task, id));
+    }
+    // The last ack, then the heartbeats both TaskManagers sent while its metadata was written.
+    for (conn, message) in [
+        (2, ack(attempt, 3, id)),
+        (1, ToJobManager::Heartbeat { attempt: Some(attempt), metrics: Vec::new() }),
+        (2, ToJobManager::Heartbeat { attempt: Some(attempt), metrics: Vec::new() }),
+    ] {
+        h.events.send(Event::Message { conn, message }).unwrap();
+    }
+    h.settle();
+    assert!(answer.try_recv().unwrap().is_ok(), "the savepoint completed");
+    assert_eq!((h.job.state, h.view().restarts), (JobState::Running, 0), "no TaskManager taken for lost");
+}
+
 #[test]
 fn savepoints_need_checkpointing() {
     let mut h = Harness::new("no-checkpoints", 1, RestartStrategy::default(), false);
