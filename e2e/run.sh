@@ -44,7 +44,9 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=e2e/control-plane.sh
 . "$repo/e2e/control-plane.sh"
-work=$(mktemp -d)
+# Not under /tmp: a job's pods have a /tmp of their own (an emptyDir, their
+# root file system being read-only), which would hide what they write here.
+work=$(mktemp -d -p /var/tmp weir-e2e.XXXXXX)
 # WEIR_E2E_KEEP=1 keeps the work directory (logs of every pod, the operator, the node agent).
 cleanup_work() { if [ "${WEIR_E2E_KEEP:-0}" = 1 ]; then echo "e2e: kept $work" >&2; else rm -rf "$work"; fi; }
 trap 'stop_control_plane; cleanup_work' EXIT
