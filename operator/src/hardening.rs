@@ -14,8 +14,8 @@
 //!   naming the field ([`privileges_asked`]), and whatever it says, the
 //!   rendered pod is held to the rules above ([`enforce`]).
 //! * A NetworkPolicy per job ([`network_policy`]) lets only the job's own pods
-//!   reach its JobManager's RPC port and its TaskManagers' data ports, and
-//!   the job's pods and the operator reach the REST port.
+//!   reach its JobManager's RPC port and its TaskManagers' data ports; the
+//!   REST port stays reachable (reads are open, writes need the job's token).
 
 use std::collections::BTreeMap;
 
@@ -165,8 +165,10 @@ fn enforce_container(c: &mut Container) {
 }
 
 /// The job's NetworkPolicy: its pods take connections from each other on
-/// any port (RPC, data channels, REST), and from the operator (wherever it
-/// runs) on the JobManager's REST and RPC ports; nothing else.
+/// any port (the JobManager's RPC, the TaskManagers' data channels), and
+/// from anywhere on the REST port only, whose reads are open (Prometheus,
+/// dashboards, the operator through the API server's proxy) and whose writes
+/// need the job's token.
 pub fn network_policy(job: &StreamJob, meta: ObjectMeta) -> NetworkPolicy {
     let own = LabelSelector {
         match_labels: Some(BTreeMap::from([
@@ -175,16 +177,8 @@ pub fn network_policy(job: &StreamJob, meta: ObjectMeta) -> NetworkPolicy {
         ])),
         ..Default::default()
     };
-    let operator = NetworkPolicyPeer {
-        namespace_selector: Some(LabelSelector::default()),
-        pod_selector: Some(LabelSelector {
-            match_labels: Some(BTreeMap::from([("app.kubernetes.io/name".to_string(), "weir-operator".to_string())])),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let port = |p: i32| NetworkPolicyPort {
-        port: Some(IntOrString::Int(p)),
+    let rest = NetworkPolicyPort {
+        port: Some(IntOrString::Int(crate::resources::REST_PORT)),
         protocol: Some("TCP".into()),
         ..Default::default()
     };
@@ -198,10 +192,7 @@ pub fn network_policy(job: &StreamJob, meta: ObjectMeta) -> NetworkPolicy {
                     from: Some(vec![NetworkPolicyPeer { pod_selector: Some(own), ..Default::default() }]),
                     ports: None,
                 },
-                NetworkPolicyIngressRule {
-                    from: Some(vec![operator]),
-                    ports: Some(vec![port(crate::resources::REST_PORT), port(crate::resources::RPC_PORT)]),
-                },
+                NetworkPolicyIngressRule { from: None, ports: Some(vec![rest]) },
             ]),
             egress: None,
         }),

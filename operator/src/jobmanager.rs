@@ -205,7 +205,7 @@ impl SecretCredentials {
             .and_then(|d| d.get(AUTH_KEY))
             .ok_or_else(|| fail(format!("{name} has no key {AUTH_KEY}")))?;
         let secret = weir_cluster::auth::Secret::new(&bytes.0, &name).map_err(|e| fail(e.to_string()))?;
-        Ok(Some(secret.bearer()))
+        Ok(Some(secret.rest_token()))
     }
 }
 
@@ -396,7 +396,8 @@ mod tests {
                     send.send_response(Response::builder().body(Body::from(secret.to_string().into_bytes())).unwrap());
                 }
                 let (request, send) = verifier.next().await.expect("the rescale");
-                assert_eq!(request.headers()[weir_api::rest::TOKEN_HEADER], "0123456789abcdef0123");
+                let token = weir_cluster::auth::Secret::new(b"0123456789abcdef0123", "t").unwrap().rest_token();
+                assert_eq!(request.headers()[weir_api::rest::TOKEN_HEADER], token.as_str());
                 let answer = Response::builder().status(StatusCode::ACCEPTED).body(Body::from(trigger.clone()));
                 send.send_response(answer.unwrap());
             });

@@ -604,8 +604,11 @@ mod tests {
         let own = policy.pod_selector.unwrap().match_labels.unwrap();
         assert_eq!(own["app.kubernetes.io/instance"], "orders");
         let rules = policy.ingress.unwrap();
-        assert_eq!(rules.len(), 2, "the job's own pods, and the operator");
-        assert_eq!(rules[1].ports.as_ref().unwrap().len(), 2, "the operator: REST and RPC only");
+        assert_eq!(rules.len(), 2, "the job's own pods on any port, anyone on the REST port");
+        assert!(rules[0].ports.is_none() && rules[0].from.as_ref().unwrap()[0].pod_selector.is_some());
+        let rest = rules[1].ports.as_ref().unwrap();
+        assert_eq!((rules[1].from.as_ref(), rest.len()), (None, 1), "the REST port only, from anywhere");
+        assert_eq!(rest[0].port, Some(IntOrString::Int(REST_PORT)));
     }
 
     #[test]

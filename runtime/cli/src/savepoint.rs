@@ -1,7 +1,7 @@
 //! `weir savepoint JOB`: a savepoint of a running job, through the REST API.
 //!
 //! With `--auth-secret-file`, the trigger carries the job's secret as
-//! `Authorization: Bearer` ([`Secret::bearer`](weir_cluster::auth::Secret::bearer)),
+//! `Authorization: Bearer` ([`Secret::rest_token`](weir_cluster::auth::Secret::rest_token)),
 //! which a JobManager with a secret requires of every request that changes
 //! the job; following the trigger's status needs none.
 
@@ -57,7 +57,7 @@ pub fn savepoint(args: SavepointArgs) -> Result<(), Failure> {
     let request = SavepointRequest { dir: None, stop: args.stop, drain: args.drain };
     let mut post = agent.post(&url);
     if let Some(secret) = &secret {
-        post = post.header("Authorization", format!("Bearer {}", secret.bearer()));
+        post = post.header("Authorization", format!("Bearer {}", secret.rest_token()));
     }
     let trigger: TriggerResponse = call(post.send_json(&request), &format!("POST {url}"))?;
     let deadline = Instant::now() + args.timeout;

@@ -43,7 +43,7 @@ use crate::frame::{self, FrameError, Patience};
 use crate::protocol::Version;
 
 /// The most a peer may send in one frame before it is authenticated.
-pub const MAX_HANDSHAKE_FRAME: usize = 64 << 10;
+pub const MAX_HANDSHAKE_FRAME: usize = crate::frame::MAX_SMALL_MESSAGE;
 /// The shortest secret accepted: 128 bits.
 pub const MIN_SECRET_BYTES: usize = 16;
 
@@ -95,17 +95,16 @@ impl Secret {
         a.verify_slice(&b.finalize().into_bytes()).is_ok()
     }
 
-    /// The token a REST client sends as `Authorization: Bearer <token>`, and
-    /// the one the REST server expects: the secret itself when it is
-    /// printable ASCII without spaces (what `openssl rand -hex 32` or
-    /// `-base64 32` write, trimmed), else the lowercase hex of its bytes (a
-    /// header value cannot carry arbitrary bytes). Compare a received token
-    /// with [`Secret::matches`] on a `Secret` of this text, never with `==`.
-    pub fn bearer(&self) -> String {
-        match self.0.iter().all(u8::is_ascii_graphic) {
-            true => self.0.iter().map(|&b| char::from(b)).collect(),
-            false => self.0.iter().map(|b| format!("{b:02x}")).collect(),
-        }
+    /// The token a REST client sends as `Authorization: Bearer <token>` (or
+    /// in `X-Weir-Token`), and the one the REST server expects: derived from
+    /// the secret, `hex(HMAC-SHA256(secret, "weir-rest/1"))`, never the secret
+    /// itself, so that whoever sees a REST request (it is plain HTTP) learns
+    /// nothing that lets them join the cluster. With a shell:
+    /// `printf weir-rest/1 | openssl dgst -sha256 -hmac "$(cat secret-file)"`.
+    pub fn rest_token(&self) -> String {
+        let mut mac = self.mac();
+        mac.update(b"weir-rest/1");
+        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -331,6 +330,10 @@ mod tests {
         let s = secret("0123456789abcdef");
         assert!(s.matches(b"0123456789abcdef") && !s.matches(b"0123456789abcde") && !s.matches(b""));
         assert!(!format!("{s:?}").contains("0123"), "Debug never shows the secret");
+        let token = s.rest_token();
+        assert!(token.len() == 64 && !token.contains("0123456789abcdef"), "derived, not the secret: {token}");
+        assert_eq!(token, secret("0123456789abcdef\n").rest_token());
+        assert_ne!(token, secret("0123456789abcdeg").rest_token());
     }
 
     #[test]

@@ -135,6 +135,14 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_CONTROL_FRAME>()
 }
 
+/// The most a small message (a handshake's, before the peer is known) may
+/// claim to need when decoded: a forged length inside it allocates no more.
+pub const MAX_SMALL_MESSAGE: usize = 64 << 10;
+
+fn small_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_SMALL_MESSAGE>()
+}
+
 /// Writes one message as a frame.
 pub fn send<M: Serialize>(w: &mut impl Write, message: &M) -> io::Result<()> {
     let bytes = bincode::serde::encode_to_vec(message, config()).map_err(io::Error::other)?;
@@ -155,8 +163,11 @@ pub fn recv_within<M: DeserializeOwned>(
     patience: Patience,
 ) -> Result<M, FrameError> {
     read_frame_within(r, buf, max, patience)?;
-    let (m, used) =
-        bincode::serde::decode_from_slice(buf, config()).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let decoded = match max <= MAX_SMALL_MESSAGE {
+        true => bincode::serde::decode_from_slice(buf, small_config()),
+        false => bincode::serde::decode_from_slice(buf, config()),
+    };
+    let (m, used) = decoded.map_err(|e| FrameError::Malformed(e.to_string()))?;
     if used != buf.len() {
         return Err(FrameError::Malformed(format!("{} bytes after the message", buf.len() - used)));
     }
@@ -185,6 +196,15 @@ mod tests {
         ));
         let garbage = [3, 0, 0, 0, 0xff, 0xff, 0xff];
         assert!(matches!(recv::<(String, u64)>(&mut garbage.as_slice(), &mut buf), Err(FrameError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_small_message_claiming_a_large_length_is_refused_before_anything_is_allocated() {
+        // A string whose (varint) length says 32 MiB, in a 5-byte frame read as a handshake's.
+        let forged = [5, 0, 0, 0, 252, 0, 0, 0, 2];
+        let deadline = Patience::Until(Instant::now() + Duration::from_secs(1));
+        let e = recv_within::<String>(&mut forged.as_slice(), &mut Vec::new(), MAX_SMALL_MESSAGE, deadline);
+        assert!(matches!(&e, Err(FrameError::Malformed(m)) if m.contains("Limit")), "{e:?}");
     }
 
     /// Gives its bytes one at a time, `pause` apart; then times out, as a socket with a read timeout does.

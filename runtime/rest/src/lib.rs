@@ -22,7 +22,7 @@
 //! before its handler: when the job has a secret (`--auth-secret-file`), it
 //! must carry `Authorization: Bearer <token>` (or the token alone in
 //! [`TOKEN_HEADER`], which passes proxies that take `Authorization` for
-//! themselves), the token being [`Secret::bearer`] (the secret's text), else `401`; and its body must be
+//! themselves), the token being [`Secret::rest_token`] (derived from the secret, never the secret), else `401`; and its body must be
 //! declared `Content-Type: application/json`, else `415`. A browser cannot
 //! send that content type to another origin without a CORS preflight, which
 //! this server never grants, so a cross-site form post changes nothing.
@@ -436,10 +436,10 @@ impl Drop for RestServer {
 impl RestServer {
     /// Binds `addr` (port 0 picks a free one) and serves the API of `job`.
     /// With the job's `secret`, a request that changes the job must carry
-    /// its [bearer token](Secret::bearer).
+    /// its [REST token](Secret::rest_token).
     pub fn start(addr: SocketAddr, job: Arc<dyn RestJob>, secret: Option<Secret>) -> std::io::Result<RestServer> {
         let bearer = secret
-            .map(|s| Secret::new(s.bearer().as_bytes(), "the REST bearer token"))
+            .map(|s| Secret::new(s.rest_token().as_bytes(), "the REST bearer token"))
             .transpose()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listener = std::net::TcpListener::bind(addr)?;

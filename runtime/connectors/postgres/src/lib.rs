@@ -480,23 +480,39 @@ where
             );
             return Ok(());
         };
-        let status: Option<String> = self.with_retry("asking whether a transaction committed", |s| {
-            s.control()?.query_one("SELECT txid_status($1)", &[&txid]).map(|r| r.get(0))
-        })?;
-        let fate = match status.as_deref() {
+        let asked = self.with_retry("asking whether a transaction committed", |s| {
+            s.control()?.query_one("SELECT txid_status($1)", &[&txid]).map(|r| r.get::<_, Option<String>>(0))
+        });
+        let status = match asked {
+            Ok(status) => status,
+            // A transaction id beyond the server's own (a restore into another
+            // server, or a database restored from a backup): it cannot tell.
+            Err(e) if e.to_string().contains("in the future") => None,
+            Err(e) => return Err(e),
+        };
+        match status.as_deref() {
             Some("committed") => {
                 tracing::debug!("postgres sink: `{}` was committed already", p.gid);
-                return Ok(());
+                Ok(())
             }
-            Some("aborted") => "was rolled back, not committed".to_string(),
-            Some(other) => format!("its transaction {txid} is `{other}`"),
-            None => format!("the server no longer knows whether its transaction {txid} committed"),
-        };
-        Err(self.error(format!(
-            "prepared transaction `{}` of checkpoint {} is gone and {fate}: the rows it held are lost \
-             (did something else roll it back?)",
-            p.gid, p.checkpoint_id
-        )))
+            Some("aborted") => Err(self.error(format!(
+                "prepared transaction `{}` of checkpoint {} is gone and was rolled back, not committed: the rows \
+                 it held are lost (did something else roll it back?)",
+                p.gid, p.checkpoint_id
+            ))),
+            // The server forgot (its commit log was truncated: an old savepoint),
+            // or it is another server: only a rollback is proof of a loss.
+            other => {
+                tracing::warn!(
+                    "postgres sink: prepared transaction `{}` (checkpoint {}) is gone and the server cannot tell \
+                     whether its transaction {txid} committed ({}): taken as committed",
+                    p.gid,
+                    p.checkpoint_id,
+                    other.unwrap_or("no status")
+                );
+                Ok(())
+            }
+        }
     }
 
     /// Ends the open transaction: commit (upsert) or prepare (exactly-once).
