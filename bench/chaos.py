@@ -202,9 +202,7 @@ def main():
             raise SystemExit(f"chaos: the job did not finish (JobManager exit {jm.returncode}); see {args.work}")
     finally:
         cluster.stop()
-    oracle = os.environ.get("WEIR_ORACLE_DIR", f"{args.repo}/bench/oracle") + "/orders.py"
-    expected = json.loads(subprocess.run([sys.executable, oracle, str(events), "--json"], check=True,
-                                         capture_output=True, text=True).stdout.splitlines()[0])
+    expected = oracle_rows(args.repo, os.path.dirname(args.work), events)
     want = collections.Counter((r["region"], r["window_start"], r["count"], r["sum"]) for r in expected)
     got = collections.Counter(committed(args.work, args.sink, services))
     services.stop()
@@ -219,6 +217,18 @@ def main():
           f"{sum(times):.1f} s | {median:.2f} / {p90:.2f} / {max(times, default=0):.2f} s |")
     if lost or duplicated:
         sys.exit(1)
+
+
+def oracle_rows(repo, cache_dir, events):
+    """The oracle's orders-window rows for `events` orders (computed once per run of chaos.sh: it takes minutes)."""
+    cache = f"{cache_dir}/oracle-{events}.json"
+    if not os.path.exists(cache):
+        oracle = os.environ.get("WEIR_ORACLE_DIR", f"{repo}/bench/oracle") + "/orders.py"
+        out = subprocess.run([sys.executable, oracle, str(events), "--json"], check=True, capture_output=True, text=True)
+        with open(cache, "w") as f:
+            f.write(out.stdout.splitlines()[0])
+    with open(cache) as f:
+        return json.load(f)
 
 
 def chaos(cluster, rng, kills):
