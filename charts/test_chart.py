@@ -88,8 +88,11 @@ for values, label in [({}, "default values"), ({"watchNamespace": "jobs", "jobma
     for rule in rules:
         if "*" in rule["verbs"] or "*" in rule["resources"] or "*" in rule.get("apiGroups", []):
             fail(f"{label}: a wildcard rule is not least privilege: {rule}")
-        if "secrets" in rule["resources"] or "pods/exec" in rule["resources"]:
+        if "pods/exec" in rule["resources"]:
             fail(f"{label}: the operator needs no {rule['resources']}")
+        # Each job's own Secret: made once and read; never listed, changed or deleted.
+        if "secrets" in rule["resources"] and (rule["resources"] != ["secrets"] or sorted(rule["verbs"]) != ["create", "get"]):
+            fail(f"{label}: the operator may only get and create secrets: {rule}")
     proxy = any("services/proxy" in r["resources"] for r in rules)
     if proxy != (values.get("jobmanagerAccess") == "proxy"):
         fail(f"{label}: services/proxy is granted exactly when the proxy is used")
