@@ -31,6 +31,14 @@ use crate::task::{InputTask, SourceTask, Task, TaskEnv};
 pub type NodeId = usize;
 pub(crate) type AnyBox = Box<dyn Any + Send>;
 
+/// Whether subtask `subtask` of `parallelism` answers for what a subtask
+/// numbered `owner` left behind in an earlier run (a transactional sink's
+/// leftovers on restore): its own number's, and for subtask 0 those of
+/// numbers no subtask has at this parallelism. Never another current subtask's.
+pub fn answers_for(subtask: usize, parallelism: usize, owner: usize) -> bool {
+    owner == subtask || (subtask == 0 && owner >= parallelism)
+}
+
 /// What a subtask's factory is told about the subtask it builds.
 #[derive(Clone, Debug)]
 pub struct SubtaskInfo {

@@ -125,7 +125,7 @@ fn run_id() -> String {
 /// has at this parallelism. Never a file of another current subtask.
 fn discards_leftover(name: &str, run: &str, subtask: usize, parallelism: usize) -> bool {
     match part_owner(name) {
-        Some((r, owner)) => r != run && (owner == subtask || (subtask == 0 && owner >= parallelism)),
+        Some((r, owner)) => r != run && weir_core::graph::answers_for(subtask, parallelism, owner),
         None => false,
     }
 }

@@ -231,7 +231,7 @@ impl RecoveryPlan {
                 continue;
             }
             match gid_subtask(gid, prefix) {
-                Some(owner) if owner == subtask || (subtask == 0 && owner >= parallelism) => {
+                Some(owner) if weir_core::graph::answers_for(subtask, parallelism, owner) => {
                     plan.roll_back.push(gid.clone())
                 }
                 Some(_) => {} // another subtask's: it resolves its own
