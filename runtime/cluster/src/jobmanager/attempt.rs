@@ -7,17 +7,19 @@
 //! attempt everywhere; the restart strategy says when the next one starts,
 //! from the latest completed checkpoint, as soon as there are enough slots.
 //! A rescale is a stop-with-savepoint, then an attempt at the new parallelism
-//! from that savepoint.
+//! from that savepoint. What an attempt needs from storage (the fence, its
+//! restore point, the next checkpoint id) is read on the storage thread
+//! ([`super::storage`]) once it is due; it is deployed when that came back.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crossbeam_channel::Sender;
-use weir_core::checkpoint::coordinator::{CheckpointConfig, Command, Coordinator, SavepointRequest};
-use weir_core::checkpoint::fence;
+use weir_core::checkpoint::coordinator::{CheckpointConfig, Command, Coordinator, SavepointRequest, Written};
 
 use super::Reply;
 use super::event_loop::{JobLoop, Request};
-use super::job::{Plan, open};
+use super::job::Plan;
+use super::storage::{Done, NotReady, Preparation, Prepare, Readiness, RestoreFrom};
 use crate::protocol::{Deployment, JobSpec, ToTaskManager};
 use crate::schedule;
 use crate::state::{JobEvent, JobState};
@@ -225,25 +227,25 @@ impl JobLoop {
         }
     }
 
-    /// The job stopped with the rescale's savepoint: plans it at the new
-    /// parallelism, from the savepoint, once the savepoint is verified in
-    /// storage (every state file whole). Never a silent fresh start: a
-    /// savepoint that cannot be opened fails the job.
-    fn rescale_from_savepoint(&mut self, mut r: PendingRescale) {
+    /// The job stopped with the rescale's savepoint: its next attempt runs
+    /// at the new parallelism, from the savepoint, once the savepoint is
+    /// verified in storage (every state file whole). Never a silent fresh
+    /// start: a savepoint that cannot be opened fails the job.
+    fn rescale_from_savepoint(&mut self, r: PendingRescale) {
         let path = r.path.clone().expect("a savepoint");
-        let (spec, plan) = r.planned.take().expect("a rescale not yet redeployed");
-        let to = describe(&spec);
-        tracing::info!("rescaling to {to} from {path}");
-        let point = match open(self.builder.as_ref(), &spec, &plan, Some(&path), true)
-            .and_then(|p| p.ok_or_else(|| "no snapshot there".to_string()))
-        {
-            Ok(point) => point,
-            Err(e) => {
-                let why = format!("rescale to {to}: the savepoint {path} cannot be restored: {e}");
-                return self.rescale_failed(&r, why.clone(), why);
-            }
-        };
-        self.restore = Some(point);
+        let (spec, _) = r.planned.as_ref().expect("a rescale not yet redeployed");
+        tracing::info!("rescaling to {} from {path}", describe(spec));
+        self.from = RestoreFrom::Savepoint(path);
+        self.preparation = Preparation::Unasked;
+        self.transition(JobEvent::Redeploy);
+        self.restart_at = self.clock.now();
+        self.rescale = Some(r);
+    }
+
+    /// The rescale's savepoint is verified: the job is planned at the new parallelism.
+    fn switch_to_rescaled(&mut self) {
+        let Some(r) = self.rescale.as_mut() else { return };
+        let Some((spec, plan)) = r.planned.take() else { return };
         r.timings.verified = Some(self.clock.now());
         let mut view = self.view.lock().expect("view poisoned");
         view.parallelism = spec.parallelism;
@@ -252,9 +254,6 @@ impl JobLoop {
         drop(view);
         self.config.spec = spec;
         self.plan = plan;
-        self.transition(JobEvent::Redeploy);
-        self.restart_at = self.clock.now();
-        self.rescale = Some(r);
     }
 
     /// The rescale cannot go on: the caller hears `answer`, and the job fails with `failure`.
@@ -326,50 +325,47 @@ impl JobLoop {
     }
 
     /// Schedules the next attempt: from the latest completed checkpoint;
-    /// failing that, from where the job started.
+    /// failing that, from where the job started (a rescale's savepoint, while
+    /// the rescale is not yet deployed).
     fn restart_after(&mut self, delay: std::time::Duration, reason: String) {
-        if self.rescale.is_none() && self.plan.checkpointing.is_some() {
-            match open(self.builder.as_ref(), &self.config.spec, &self.plan, None, false) {
-                Ok(Some(point)) => self.restore = Some(point),
-                Ok(None) => {}
-                Err(e) => {
-                    self.failure = Some(format!("{reason}; and the latest checkpoint cannot be restored: {e}"));
-                    self.transition(JobEvent::GaveUp);
-                    return;
-                }
-            }
+        if !matches!(self.from, RestoreFrom::Savepoint(_)) || self.rescale.is_none() {
+            self.from = match self.plan.checkpointing {
+                Some(_) => RestoreFrom::Latest { fallback: self.restore.clone(), after: reason },
+                None => RestoreFrom::Kept(self.restore.clone()),
+            };
         }
-        tracing::info!(
-            "restarting in {delay:?} (restart {}), from {}",
-            self.restarts.attempts(),
-            self.restore.as_ref().map_or("the start", |r| r.0.as_str())
-        );
+        self.preparation = Preparation::Unasked;
+        tracing::info!("restarting in {delay:?} (restart {})", self.restarts.attempts());
         self.restart_at = self.clock.now() + delay;
         self.transition(JobEvent::FailedOver);
     }
 
-    /// Deploys the next attempt once it is due and there are enough slots.
+    /// Deploys the next attempt once it is due, what it needs from storage
+    /// was read (not long ago), and there are enough slots.
     pub(super) fn maybe_deploy(&mut self) {
         if !matches!(self.state, JobState::Created | JobState::Restarting) || self.clock.now() < self.restart_at {
             return;
         }
+        let readiness = match std::mem::replace(&mut self.preparation, Preparation::Unasked) {
+            Preparation::Got(r, at) if self.clock.now().saturating_duration_since(at) <= READ_IS_FRESH => r,
+            Preparation::Asked(ticket) => return self.preparation = Preparation::Asked(ticket),
+            Preparation::Unasked | Preparation::Got(..) => return self.prepare(),
+        };
         let free: Vec<(u64, usize)> = self.tms.iter().map(|(c, t)| (*c, t.slots)).collect();
-        let Some(assignment) = schedule::assign(&self.plan.layout, &free) else { return };
-        // A deposed JobManager deploys nothing: its tasks' recovery (a sink's
-        // clean-up, say) would undo the new leader's work.
-        if let (Some(cp), Some(epoch)) = (&self.plan.checkpointing, self.config.epoch)
-            && let Err(e @ fence::FenceError::Fenced { .. }) =
-                fence::check(cp.storage.as_ref(), &self.config.spec.name, epoch)
-        {
-            return self.deposed(e.to_string());
-        }
+        let Some(assignment) = schedule::assign(&self.plan.layout, &free) else {
+            self.preparation = Preparation::Got(readiness, self.clock.now());
+            return;
+        };
+        self.restore = readiness.restore;
+        self.from = RestoreFrom::Kept(self.restore.clone());
         let id = attempt_id();
-        let coordinator = self.coordinator();
+        let coordinator = self.coordinator(readiness.next_id);
         tracing::info!(
-            "deploying attempt {id} of {} at parallelism {} on {} TaskManagers",
+            "deploying attempt {id} of {} at parallelism {} on {} TaskManagers, from {}",
             self.config.spec.name,
             self.config.spec.parallelism,
-            assignment.len()
+            assignment.len(),
+            self.restore.as_ref().map_or("the start", |r| r.0.as_str())
         );
         self.deploy(id, &assignment);
         self.attempt = Some(Attempt { id, assignment, finished: HashSet::new(), coordinator });
@@ -387,11 +383,64 @@ impl JobLoop {
         }
     }
 
+    /// Asks the storage thread for what the next attempt needs: the job as
+    /// it will run (a rescale's, before its savepoint is verified).
+    fn prepare(&mut self) {
+        self.tickets += 1;
+        let ticket = self.tickets;
+        let (spec, plan) = match self.rescale.as_ref().and_then(|r| r.planned.as_ref()) {
+            Some((spec, plan)) => (spec.clone(), plan.clone()),
+            None => (self.config.spec.clone(), self.plan.clone()),
+        };
+        let prepare =
+            Prepare { builder: self.builder.clone(), spec, plan, epoch: self.config.epoch, from: self.from.clone() };
+        self.preparation = Preparation::Asked(ticket);
+        self.storage.submit(move || Some(Done::Ready { ticket, outcome: prepare.run() }));
+    }
+
+    /// What the next attempt needs came back from storage (or cannot).
+    pub(super) fn on_ready(&mut self, ticket: u64, outcome: Result<Readiness, NotReady>) {
+        if !matches!(self.preparation, Preparation::Asked(t) if t == ticket) {
+            return; // asked again since, or the job moved on
+        }
+        self.preparation = Preparation::Unasked;
+        match outcome {
+            Ok(readiness) => {
+                self.switch_to_rescaled();
+                self.preparation = Preparation::Got(readiness, self.clock.now());
+                self.maybe_deploy();
+            }
+            Err(NotReady::Deposed(why)) => self.deposed(why),
+            Err(NotReady::Restore(e)) => match self.rescale.take_if(|r| r.planned.is_some()) {
+                Some(r) => {
+                    let to = r.planned.as_ref().map(|(spec, _)| describe(spec)).unwrap_or_default();
+                    let why = format!("rescale to {to}: {e}");
+                    self.rescale_failed(&r, why.clone(), why);
+                }
+                None => {
+                    self.failure = Some(match &self.from {
+                        RestoreFrom::Latest { after, .. } => format!("{after}; and {e}"),
+                        _ => e,
+                    });
+                    self.transition(JobEvent::GaveUp);
+                }
+            },
+        }
+    }
+
+    /// A snapshot's write ended: the coordinator of `attempt` takes it, if
+    /// that attempt still runs (else the next attempt reads what it left).
+    pub(super) fn on_written(&mut self, attempt: u64, written: Written) {
+        let now = self.clock.now_ms();
+        let coordinator = self.attempt.as_mut().filter(|a| a.id == attempt).and_then(|a| a.coordinator.as_mut());
+        let Some(c) = coordinator else { return };
+        let commands = c.on_written(written, now);
+        self.dispatch(commands);
+    }
+
     /// A checkpoint coordinator for the next attempt, with checkpointing.
-    fn coordinator(&self) -> Option<Coordinator> {
+    fn coordinator(&self, next_id: u64) -> Option<Coordinator> {
         let cfg = self.plan.checkpointing.as_ref()?;
-        let stored = Coordinator::next_free_id(cfg.storage.as_ref(), &self.config.spec.name).unwrap_or(1);
-        let next_id = stored.max(self.restore.as_ref().map_or(0, |r| r.1 + 1));
         let cfg = CheckpointConfig { epoch: self.config.epoch, ..cfg.clone() };
         Some(Coordinator::new(self.plan.shape.clone(), cfg, next_id, self.clock.now_ms()))
     }
@@ -423,8 +472,15 @@ impl JobLoop {
         self.dispatch(commands);
     }
 
-    /// Sends the coordinator's commands to the TaskManagers of the tasks they are for.
+    /// Sends the coordinator's commands to the TaskManagers of the tasks
+    /// they are for, and its storage work to the storage thread.
     pub(super) fn dispatch(&mut self, commands: Vec<Command>) {
+        if let Some(a) = self.attempt.as_mut() {
+            let attempt = a.id;
+            for work in a.coordinator.as_mut().map(|c| c.take_work()).unwrap_or_default() {
+                self.storage.submit(move || work.run().map(|written| Done::Written { attempt, written }));
+            }
+        }
         let coordinator = self.attempt.as_ref().and_then(|a| a.coordinator.as_ref());
         if let Some(why) = coordinator.and_then(|c| c.fenced()).map(str::to_string) {
             return self.deposed(why);
@@ -445,6 +501,10 @@ impl JobLoop {
         }
     }
 }
+
+/// How long what was read for the next attempt (the fence above all) may
+/// wait for slots before it is read again.
+const READ_IS_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A new attempt's id: random, so that no one outside can guess the next
 /// (every message of an attempt carries it).

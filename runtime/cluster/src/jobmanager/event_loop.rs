@@ -1,8 +1,9 @@
 //! The JobManager's event loop: one thread owns all of the job's state and
 //! takes, in order, what happens: TaskManagers registering, their messages
 //! and heartbeats, lost connections ([`Event`]s, on a channel), requests from
-//! the handle ([`Request`]s), the answer to a rescale's savepoint, and the
-//! clock (heartbeat timeouts, restart delays, the coordinator's timers).
+//! the handle ([`Request`]s), the answer to a rescale's savepoint, what the
+//! storage thread did ([`Done`]), and the clock (heartbeat timeouts, restart
+//! delays, the coordinator's timers). It never waits on storage itself.
 //!
 //! It reaches TaskManagers only through [`TaskManagerLinks`] and reads time
 //! only from a [`Clock`], so that tests drive it with fake TaskManagers and a
@@ -19,6 +20,7 @@ use weir_core::time::Timestamp;
 
 use super::attempt::{Attempt, PendingRescale};
 use super::job::{Plan, RestorePoint};
+use super::storage::{Done, Preparation, RestoreFrom, StorageWorker};
 use super::{ClusterView, JobManagerConfig, TaskManagerView};
 use crate::JobBuilder;
 use crate::protocol::{ToJobManager, ToTaskManager};
@@ -97,6 +99,13 @@ pub(super) enum Request {
     Cancel,
 }
 
+/// Everything the loop reaches outside itself: TaskManagers, time, storage.
+pub(super) struct Effects {
+    pub links: Box<dyn TaskManagerLinks>,
+    pub clock: Arc<dyn Clock>,
+    pub storage: StorageWorker,
+}
+
 /// A registered TaskManager.
 pub(super) struct Tm {
     pub id: String,
@@ -126,8 +135,16 @@ pub(super) struct JobLoop {
     pub attempt: Option<Attempt>,
     /// Not before this may the next attempt be deployed.
     pub restart_at: Instant,
-    /// What the next attempt restores from.
+    /// What the running attempt restored from (the last one's, between attempts).
     pub restore: Option<RestorePoint>,
+    /// Where the next attempt is to restore from.
+    pub from: RestoreFrom,
+    /// Where the loop is with reading what the next attempt needs.
+    pub preparation: Preparation,
+    /// The last number a request to the storage thread was given.
+    pub tickets: u64,
+    /// Where storage calls are made.
+    pub storage: StorageWorker,
     /// The checkpoints of earlier attempts.
     pub history: Vec<CheckpointStats>,
     pub rescale: Option<PendingRescale>,
@@ -146,9 +163,9 @@ impl JobLoop {
         plan: Plan,
         restore: Option<RestorePoint>,
         view: Arc<Mutex<ClusterView>>,
-        links: Box<dyn TaskManagerLinks>,
-        clock: Arc<dyn Clock>,
+        effects: Effects,
     ) -> Self {
+        let Effects { links, clock, storage } = effects;
         let now = clock.now();
         JobLoop {
             restarts: Restarts::new(config.restart.clone()),
@@ -159,6 +176,10 @@ impl JobLoop {
             tms: BTreeMap::new(),
             attempt: None,
             restart_at: now,
+            from: RestoreFrom::Kept(restore.clone()),
+            preparation: Preparation::Unasked,
+            tickets: 0,
+            storage,
             restore,
             history: Vec::new(),
             rescale: None,
@@ -191,7 +212,8 @@ impl JobLoop {
     /// heartbeats, the coordinator's timers, a deployment that is due.
     pub fn turn(&mut self, events: &Receiver<Event>, requests: &Receiver<Request>, wait: Duration) -> Turn {
         let never = crossbeam_channel::never();
-        let savepoint = self.rescale.as_ref().filter(|r| r.path.is_none()).map_or(&never, |r| &r.savepoint);
+        let savepoint = self.rescale.as_ref().filter(|r| r.path.is_none()).map_or(&never, |r| &r.savepoint).clone();
+        let done = self.storage.done.clone();
         let took = crossbeam_channel::select! {
             recv(events) -> e => match e {
                 Ok(e) => {
@@ -210,11 +232,19 @@ impl JobLoop {
                 self.on_rescale_savepoint(r.unwrap_or_else(|_| Err("the savepoint was abandoned".into())));
                 Turn::Took
             }
+            recv(done) -> d => {
+                match d {
+                    Ok(Done::Written { attempt, written }) => self.on_written(attempt, written),
+                    Ok(Done::Ready { ticket, outcome }) => self.on_ready(ticket, outcome),
+                    Err(_) => {} // the worker keeps a sender: never
+                }
+                Turn::Took
+            }
             default(wait) => Turn::Idle,
         };
-        // What queued up while the loop was busy (a slow write of a
-        // checkpoint's metadata, say) counts before heartbeats are judged:
-        // a TaskManager whose heartbeats wait in the queue is not silent.
+        // What queued up while the loop was busy counts before heartbeats
+        // are judged: a TaskManager whose heartbeats wait in the queue is not
+        // silent.
         while let Ok(e) = events.try_recv() {
             self.on_event(e);
         }

@@ -16,6 +16,7 @@ use crate::protocol::JobSpec;
 use crate::{BuiltJob, JobBuilder};
 
 /// The job as built at one parallelism: what scheduling and checkpointing need.
+#[derive(Clone)]
 pub(super) struct Plan {
     pub layout: Vec<ChainLayout>,
     pub shape: JobShape,
@@ -111,9 +112,8 @@ pub(super) fn initial_restore(
 /// and checks that it fits the plan; with `verify`, also that its state
 /// files are whole (one read of the whole snapshot). Verified: what the job
 /// first starts from, and a rescale's savepoint before tasks restart from it
-/// (on the event loop, while no task runs: the read delays heartbeats by as
-/// long as it takes). Not verified: the checkpoints a failover restarts
-/// from, which this JobManager just took.
+/// (on the storage thread, see [`super::storage`]). Not verified: the
+/// checkpoints a failover restarts from, which this JobManager just took.
 pub(super) fn open(
     builder: &dyn JobBuilder,
     spec: &JobSpec,

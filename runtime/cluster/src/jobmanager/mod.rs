@@ -6,6 +6,10 @@
 //!  REST API ───────────> JobManager (the handle) ───Request───┤
 //!                                                              v
 //!  TaskManagers <──TaskManagerLinks── event loop (one thread: the job's state, the clock)
+//!                                        │  ^
+//!                      storage work ─────┘  └──── Done
+//!                                        v  │
+//!                                    storage thread (checkpoint storage, in order)
 //! ```
 //!
 //! * this module: the public handle ([`JobManager`]), its configuration and
@@ -18,7 +22,9 @@
 //!   tests use fake TaskManagers and a manual clock;
 //! * `attempt`: deployments, fail-over, rescale and savepoints;
 //! * `job`: the job as planned at one parallelism, and the snapshot it
-//!   starts from.
+//!   starts from;
+//! * `storage`: the storage thread, which makes every storage call the
+//!   loop needs (metadata writes, the fence, restore points), in order.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
@@ -45,11 +51,12 @@ mod attempt;
 mod connection;
 mod event_loop;
 mod job;
+mod storage;
 #[cfg(test)]
 mod tests;
 
 use connection::{Acceptor, TcpLinks};
-use event_loop::{JobLoop, Request, SystemClock};
+use event_loop::{Effects, JobLoop, Request, SystemClock};
 use job::{Plan, RestorePoint};
 
 #[derive(Clone, Debug)]
@@ -229,7 +236,9 @@ impl JobManager {
             .spawn(move || acceptor.run(listener))
             .map_err(JobManagerError::Spawn)?;
         let name = config.spec.name.clone();
-        let job = JobLoop::new(config, builder, plan, restore, view.clone(), Box::new(links), Arc::new(SystemClock));
+        let storage = storage::StorageWorker::spawn(&name).map_err(JobManagerError::Spawn)?;
+        let effects = Effects { links: Box::new(links), clock: Arc::new(SystemClock), storage };
+        let job = JobLoop::new(config, builder, plan, restore, view.clone(), effects);
         let thread = std::thread::Builder::new()
             .name("jobmanager".into())
             .spawn(move || job.run(events, requests_rx))

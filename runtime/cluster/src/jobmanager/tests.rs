@@ -18,8 +18,9 @@ use weir_core::time::Timestamp;
 
 use weir_api::rest::RescaleRequest;
 
-use super::event_loop::{Clock, Event, JobLoop, Request, TaskManagerLinks, Turn};
+use super::event_loop::{Clock, Effects, Event, JobLoop, Request, TaskManagerLinks, Turn};
 use super::job::Plan;
+use super::storage::StorageWorker;
 use super::{ClusterView, JobManagerConfig, Reply};
 use crate::frame;
 use crate::protocol::{Deployment, JobSpec, ToJobManager, ToTaskManager};
@@ -140,15 +141,20 @@ impl Harness {
         let view = Arc::new(Mutex::new(ClusterView::initial(&config, &plan, None)));
         let links = FakeLinks::default();
         let clock = Arc::new(ManualClock { start: Instant::now(), elapsed: Mutex::new(Duration::ZERO) });
-        let job = JobLoop::new(config, builder, plan, None, view, Box::new(links.clone()), clock.clone());
+        let effects =
+            Effects { links: Box::new(links.clone()), clock: clock.clone(), storage: StorageWorker::inline() };
+        let job = JobLoop::new(config, builder, plan, None, view, effects);
         let (events, events_rx) = crossbeam_channel::unbounded();
         let (requests, requests_rx) = crossbeam_channel::unbounded();
         Harness { job, events, events_rx, requests, requests_rx, links, clock, _dir: dir }
     }
 
-    /// Lets the loop take everything queued, then look at the clock once more.
+    /// Lets the loop take everything queued (what its storage work reported
+    /// too), then look at the clock once more.
     fn settle(&mut self) {
-        while self.job.turn(&self.events_rx, &self.requests_rx, Duration::ZERO) == Turn::Took {}
+        while self.job.turn(&self.events_rx, &self.requests_rx, Duration::ZERO) == Turn::Took
+            || !self.job.storage.done.is_empty()
+        {}
     }
 
     fn event(&mut self, event: Event) {
@@ -620,4 +626,130 @@ fn a_stop_ends_the_sources_of_the_running_attempt_and_the_job_finishes_once_they
     h.message(1, ToJobManager::Finished { attempt });
     h.message(2, ToJobManager::Finished { attempt });
     assert_eq!(h.job.state, JobState::Finished);
+}
+
+/// A checkpoint storage whose `_metadata` writes wait until the test opens
+/// the gate (one write per message sent on it).
+#[derive(Debug)]
+struct GatedMetadata {
+    inner: Arc<dyn CheckpointStorage>,
+    gate: Receiver<()>,
+}
+
+impl CheckpointStorage for GatedMetadata {
+    fn put(&self, path: &str, bytes: &[u8]) -> weir_core::checkpoint::storage::StorageResult<()> {
+        if path.ends_with("_metadata") {
+            let _ = self.gate.recv();
+        }
+        self.inner.put(path, bytes)
+    }
+    fn get(&self, path: &str) -> weir_core::checkpoint::storage::StorageResult<Vec<u8>> {
+        self.inner.get(path)
+    }
+    fn get_range(&self, path: &str, offset: u64, len: u64) -> weir_core::checkpoint::storage::StorageResult<Vec<u8>> {
+        self.inner.get_range(path, offset, len)
+    }
+    fn list(&self, prefix: &str) -> weir_core::checkpoint::storage::StorageResult<Vec<String>> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, path: &str) -> weir_core::checkpoint::storage::StorageResult<()> {
+        self.inner.delete(path)
+    }
+    fn uri(&self, path: &str) -> String {
+        self.inner.uri(path)
+    }
+}
+
+impl Harness {
+    /// Storage calls on a thread of their own (as in a JobManager), with
+    /// `_metadata` writes held until the returned gate lets each through.
+    fn with_gated_storage(&mut self) -> Sender<()> {
+        let (open, gate) = crossbeam_channel::unbounded();
+        let cp = self.job.plan.checkpointing.as_mut().unwrap();
+        cp.storage = Arc::new(GatedMetadata { inner: cp.storage.clone(), gate });
+        self.job.storage = StorageWorker::spawn("test").unwrap();
+        open
+    }
+
+    /// Settles until `done` holds (the storage thread answers in real time).
+    fn until(&mut self, what: &str, mut done: impl FnMut(&mut Harness) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.settle();
+            if done(self) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "still waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Deploys on `n` TaskManagers with the storage thread answering.
+    fn running_on_threaded(&mut self, n: u64) -> u64 {
+        (1..=n).for_each(|conn| self.register(conn, 1));
+        let mut deployed = Vec::new();
+        self.until("the deployment", |h| {
+            deployed.extend(h.deployments());
+            !deployed.is_empty()
+        });
+        assert_eq!(deployed.len(), n as usize, "one deployment per TaskManager");
+        deployed[0].1.attempt
+    }
+}
+
+#[test]
+fn a_metadata_write_that_hangs_holds_up_neither_heartbeats_nor_requests() {
+    let mut h = Harness::new("hanging-storage", 2, RestartStrategy::default(), true);
+    let open = h.with_gated_storage();
+    let attempt = h.running_on_threaded(2);
+    let (tx, answer) = reply();
+    h.request(Request::Savepoint { stop: false, drain: false, reply: tx });
+    let id = h.job.attempt.as_ref().unwrap().coordinator.as_ref().unwrap().in_flight().unwrap();
+    h.sent();
+    for (conn, task) in [(1, 0), (2, 1), (1, 2), (2, 3)] {
+        h.message(conn, ack(attempt, task, id)); // the last: the write is out, and hangs
+    }
+    // Far longer than the heartbeat timeout passes; the loop takes every heartbeat meanwhile.
+    for _ in 0..4 {
+        h.clock.advance(h.job.config.heartbeat_timeout / 2);
+        for conn in [1, 2] {
+            h.message(conn, ToJobManager::Heartbeat { attempt: Some(attempt), metrics: Vec::new() });
+        }
+    }
+    let (tx, other) = reply();
+    h.request(Request::Savepoint { stop: false, drain: false, reply: tx });
+    assert_eq!((h.job.state, h.view().restarts), (JobState::Running, 0), "no TaskManager taken for lost");
+    assert!(answer.try_recv().is_err() && other.try_recv().is_err(), "nothing completes before its write");
+    assert!(commands(h.sent()).is_empty(), "no completion and no new barrier while the write is out");
+    open.send(()).unwrap();
+    h.until("the savepoint", |_| !answer.is_empty());
+    assert!(answer.try_recv().unwrap().is_ok(), "the savepoint completed once written");
+    let sent = commands(h.sent());
+    assert!(sent.iter().any(|(_, _, _, c)| *c == Command::Complete { checkpoint_id: id }), "{sent:?}");
+}
+
+#[test]
+fn a_failover_while_a_write_is_out_restores_from_what_that_write_left() {
+    let mut h = Harness::new("write-then-restore", 1, fixed_delay(Duration::ZERO, 5), true);
+    let open = h.with_gated_storage();
+    let attempt = h.running_on_threaded(1);
+    let (tx, _answer) = reply();
+    h.request(Request::Savepoint { stop: false, drain: false, reply: tx });
+    let id = h.job.attempt.as_ref().unwrap().coordinator.as_ref().unwrap().in_flight().unwrap();
+    h.message(1, ack(attempt, 0, id));
+    h.message(1, ack(attempt, 1, id));
+    // The attempt fails while the savepoint's _metadata is being written.
+    h.message(1, ToJobManager::Failed { attempt, reason: "a task failed".into() });
+    assert_eq!(h.job.state, JobState::Restarting);
+    h.sent();
+    open.send(()).unwrap();
+    // Its write ends first, then the next attempt's restore point is read: the snapshot it wrote.
+    let mut deployed = Vec::new();
+    h.until("the redeployment", |h| {
+        deployed.extend(h.deployments());
+        !deployed.is_empty()
+    });
+    assert_eq!(deployed.len(), 1, "redeployed");
+    let restore = deployed[0].1.restore.clone().expect("a restore point");
+    assert!(restore.ends_with(&format!("chk-{id}")) || restore.ends_with(&format!("sp-{id}")), "{restore}");
 }

@@ -2,10 +2,15 @@
 //! acknowledgements, and completes, aborts and retains checkpoints.
 //!
 //! It is a state machine driven by events (a task acknowledged or declined, a
-//! source finished, a savepoint was requested) and by the clock
-//! ([`Coordinator::tick`]); each call returns the [`Command`]s for the tasks.
-//! The executor runs it on a thread and delivers the commands; tests drive it
-//! directly.
+//! source finished, a savepoint was requested, a write to storage ended) and
+//! by the clock ([`Coordinator::tick`]); each call returns the [`Command`]s
+//! for the tasks. It touches no storage itself: what it wants written or
+//! deleted it hands out as [`StorageWork`] ([`Coordinator::take_work`]), for
+//! its driver to run where blocking harms nothing, in order, and to answer
+//! with [`Coordinator::on_written`]. The executor runs it on a thread of its
+//! own and does the work there ([`Coordinator::work_here`]); the JobManager
+//! does it on a storage thread beside its event loop, which a slow store must
+//! never hold up. Tests drive it directly.
 //!
 //! A checkpoint's life: `tick` triggers it (at most one in flight, at least
 //! `min_pause` after the previous one ended, every `interval`) by sending a
@@ -191,6 +196,106 @@ pub enum CheckpointStatus {
     Failed,
 }
 
+/// Storage work the coordinator wants done, in the order it was handed out.
+pub enum StorageWork {
+    /// A completed snapshot's `_metadata`, and `latest`: see [`SnapshotWrite`].
+    Write(Box<SnapshotWrite>),
+    /// A snapshot no longer wanted (aborted, or beyond retention): deleted,
+    /// `_metadata` first so that it stops existing before its files go.
+    Delete { storage: Arc<dyn CheckpointStorage>, dir: String },
+}
+
+impl StorageWork {
+    /// Does the work; a write's outcome is for [`Coordinator::on_written`].
+    pub fn run(self) -> Option<Written> {
+        match self {
+            StorageWork::Write(w) => {
+                let checkpoint_id = w.meta.checkpoint_id;
+                Some(Written { checkpoint_id, outcome: w.run() })
+            }
+            StorageWork::Delete { storage, dir } => {
+                let _ = storage.delete(&format!("{dir}/_metadata"));
+                match storage.list(&format!("{dir}/")) {
+                    Ok(keys) => keys.iter().for_each(|k| {
+                        let _ = storage.delete(k);
+                    }),
+                    Err(e) => tracing::warn!("could not clean up {dir}: {e}"),
+                }
+                None
+            }
+        }
+    }
+}
+
+/// The write that completes a snapshot: its `_metadata` in `dir`, then
+/// (beside the checkpoints) `latest` moved to it; first checking that no
+/// newer JobManager leads the job, and never moving `latest` backwards.
+pub struct SnapshotWrite {
+    /// Where the snapshot is (the savepoint directory, for a savepoint kept apart).
+    storage: Arc<dyn CheckpointStorage>,
+    /// The checkpoint directory: the fence and `latest` are there.
+    checkpoints: Arc<dyn CheckpointStorage>,
+    job: String,
+    dir: String,
+    meta: CheckpointMetadata,
+}
+
+impl SnapshotWrite {
+    fn run(&self) -> Result<(), WriteFailure> {
+        if let Some(epoch) = self.meta.epoch {
+            match fence::check(self.checkpoints.as_ref(), &self.job, epoch) {
+                Ok(()) => {}
+                Err(e @ fence::FenceError::Fenced { .. }) => return Err(WriteFailure::Fenced(e.to_string())),
+                Err(e) => return Err(WriteFailure::Failed(e.to_string())),
+            }
+        }
+        let fail = |e: StorageError| WriteFailure::Failed(format!("could not write the metadata: {e}"));
+        let storage = &self.storage;
+        storage.put(&format!("{}/_metadata", self.dir), &self.meta.to_json()).map_err(fail)?;
+        if !Arc::ptr_eq(storage, &self.checkpoints) {
+            return Ok(());
+        }
+        let latest = format!("{}/latest", self.job);
+        let current = match storage.get(&latest) {
+            Ok(bytes) => serde_json::from_slice::<LatestPointer>(&bytes).ok(),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(fail(e)),
+        };
+        let (id, epoch) = (self.meta.checkpoint_id, self.meta.epoch);
+        if !fence::may_move(current.as_ref(), epoch, id) {
+            tracing::warn!("{} stays at a newer snapshot than {id} of {}", storage.uri(&latest), self.job);
+            return Ok(());
+        }
+        let rel = self.dir.strip_prefix(&format!("{}/", self.job)).unwrap_or(&self.dir).to_string();
+        let pointer = LatestPointer { path: rel, checkpoint_id: id, kind: self.meta.kind, epoch };
+        storage.put(&latest, &serde_json::to_vec(&pointer).expect("serializable")).map_err(fail)
+    }
+}
+
+/// How a [`SnapshotWrite`] ended.
+#[derive(Debug)]
+pub struct Written {
+    pub checkpoint_id: u64,
+    pub outcome: Result<(), WriteFailure>,
+}
+
+/// Why a snapshot could not be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteFailure {
+    /// A JobManager of a newer epoch leads the job (see [`super::fence`]).
+    Fenced(String),
+    /// Storage failed; the checkpoint is aborted and the job goes on.
+    Failed(String),
+}
+
+impl std::fmt::Display for WriteFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteFailure::Fenced(why) | WriteFailure::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
 struct Pending {
     barrier: Barrier,
     kind: SnapshotKind,
@@ -235,6 +340,16 @@ pub struct Coordinator {
     /// Why this coordinator may complete no more checkpoints (a newer
     /// JobManager leads the job: see [`super::fence`]).
     fenced: Option<String>,
+    /// The checkpoint every task acknowledged, while its `_metadata` is written.
+    writing: Option<Writing>,
+    /// Storage work not yet handed out.
+    work: Vec<StorageWork>,
+}
+
+/// A checkpoint whose `_metadata` is being written.
+struct Writing {
+    pending: Pending,
+    size_bytes: u64,
 }
 
 impl Coordinator {
@@ -259,6 +374,8 @@ impl Coordinator {
             consecutive_failures: 0,
             history: Vec::new(),
             fenced: None,
+            writing: None,
+            work: Vec::new(),
         }
     }
 
@@ -298,8 +415,28 @@ impl Coordinator {
         self.requests.push_back(request);
     }
 
+    /// The checkpoint under way: triggered, or being written.
     pub fn in_flight(&self) -> Option<u64> {
-        self.pending.as_ref().map(|p| p.barrier.checkpoint_id)
+        self.pending.as_ref().or(self.writing.as_ref().map(|w| &w.pending)).map(|p| p.barrier.checkpoint_id)
+    }
+
+    /// The storage work to do, in order (see [`StorageWork`]).
+    pub fn take_work(&mut self) -> Vec<StorageWork> {
+        std::mem::take(&mut self.work)
+    }
+
+    /// Does the storage work here, until there is none; for a driver on a
+    /// thread of its own. Returns the commands the writes' outcomes led to.
+    pub fn work_here(&mut self, now: Timestamp) -> Vec<Command> {
+        let mut commands = Vec::new();
+        while !self.work.is_empty() {
+            for work in self.take_work() {
+                if let Some(written) = work.run() {
+                    commands.extend(self.on_written(written, now));
+                }
+            }
+        }
+        commands
     }
 
     fn all_sources_finished(&self) -> bool {
@@ -309,6 +446,9 @@ impl Coordinator {
     /// When [`Coordinator::tick`] next has something to do (a trigger or a timeout),
     /// so that its driver can sleep until then instead of polling.
     pub fn next_wakeup(&self, now: Timestamp) -> Timestamp {
+        if self.writing.is_some() {
+            return now + 60_000; // the write's outcome wakes the driver
+        }
         if let Some(p) = &self.pending {
             return p.triggered_at + self.config.timeout.as_millis() as i64;
         }
@@ -329,6 +469,9 @@ impl Coordinator {
     pub fn tick(&mut self, now: Timestamp) -> Vec<Command> {
         if let Some(fail) = self.too_many_failures() {
             return vec![fail];
+        }
+        if self.writing.is_some() {
+            return Vec::new(); // one checkpoint at a time, until its write ended
         }
         if let Some(p) = &self.pending {
             if now - p.triggered_at >= self.config.timeout.as_millis() as i64 {
@@ -429,46 +572,8 @@ impl Coordinator {
         }
     }
 
-    /// Writes a completed snapshot's `_metadata` in `dir` of `storage` and
-    /// (beside the checkpoints) moves `latest` to it: first checking that no
-    /// newer JobManager leads the job, and never moving `latest` backwards.
-    fn write(
-        &mut self,
-        storage: &Arc<dyn CheckpointStorage>,
-        dir: &str,
-        meta: &CheckpointMetadata,
-    ) -> Result<(), String> {
-        if let Some(epoch) = self.config.epoch {
-            match fence::check(self.config.storage.as_ref(), &self.job, epoch) {
-                Ok(()) => {}
-                Err(e @ fence::FenceError::Fenced { .. }) => {
-                    self.fenced = Some(e.to_string());
-                    return Err(e.to_string());
-                }
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        let fail = |e: StorageError| format!("could not write the metadata: {e}");
-        storage.put(&format!("{dir}/_metadata"), &meta.to_json()).map_err(fail)?;
-        if !Arc::ptr_eq(storage, &self.config.storage) {
-            return Ok(());
-        }
-        let latest = format!("{}/latest", self.job);
-        let current = match storage.get(&latest) {
-            Ok(bytes) => serde_json::from_slice::<LatestPointer>(&bytes).ok(),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(fail(e)),
-        };
-        let id = meta.checkpoint_id;
-        if !fence::may_move(current.as_ref(), meta.epoch, id) {
-            tracing::warn!("{} stays at a newer snapshot than {id} of {}", storage.uri(&latest), self.job);
-            return Ok(());
-        }
-        let rel = dir.strip_prefix(&format!("{}/", self.job)).unwrap_or(dir).to_string();
-        let pointer = LatestPointer { path: rel, checkpoint_id: id, kind: meta.kind, epoch: meta.epoch };
-        storage.put(&latest, &serde_json::to_vec(&pointer).expect("serializable")).map_err(fail)
-    }
-
+    /// Every task acknowledged: hands out the write of the snapshot's
+    /// `_metadata`; the checkpoint completes when it ended ([`Self::on_written`]).
     fn complete(&mut self, p: Pending, now: Timestamp) -> Vec<Command> {
         let id = p.barrier.checkpoint_id;
         let dir = snapshot_dir(&self.job, id, p.kind);
@@ -503,11 +608,37 @@ impl Coordinator {
             crc32: None,
         };
         let storage = self.config.storage_for(p.kind).clone();
-        if let Err(reason) = self.write(&storage, &dir, &meta) {
-            self.pending = Some(Pending { acks: HashMap::new(), ..p });
-            self.abort(id, reason, now);
-            return Vec::new();
+        let checkpoints = self.config.storage.clone();
+        let job = self.job.clone();
+        self.work.push(StorageWork::Write(Box::new(SnapshotWrite { storage, checkpoints, job, dir, meta })));
+        self.writing = Some(Writing { pending: Pending { acks: HashMap::new(), ..p }, size_bytes });
+        Vec::new()
+    }
+
+    /// A snapshot's write ended: the checkpoint completed (every task is
+    /// told), or it is aborted (the job goes on), or this coordinator is
+    /// fenced (its JobManager must stop).
+    pub fn on_written(&mut self, written: Written, now: Timestamp) -> Vec<Command> {
+        let id = written.checkpoint_id;
+        let Some(w) = self.writing.take_if(|w| w.pending.barrier.checkpoint_id == id) else { return Vec::new() };
+        match written.outcome {
+            Ok(()) => self.completed(w, now),
+            Err(failure) => {
+                if let WriteFailure::Fenced(why) = &failure {
+                    self.fenced = Some(why.clone());
+                }
+                self.pending = Some(w.pending);
+                self.abort(id, failure.to_string(), now);
+                Vec::new()
+            }
         }
+    }
+
+    fn completed(&mut self, w: Writing, now: Timestamp) -> Vec<Command> {
+        let Writing { pending: p, size_bytes } = w;
+        let id = p.barrier.checkpoint_id;
+        let dir = snapshot_dir(&self.job, id, p.kind);
+        let storage = self.config.storage_for(p.kind);
         self.last_end = now;
         self.consecutive_failures = 0;
         let uri = storage.uri(&dir);
@@ -544,16 +675,10 @@ impl Coordinator {
         commands
     }
 
-    /// Deletes a snapshot, `_metadata` first so that it stops existing before its files go.
-    fn delete_dir(&self, dir: &str, kind: SnapshotKind) {
-        let storage = self.config.storage_for(kind);
-        let _ = storage.delete(&format!("{dir}/_metadata"));
-        match storage.list(&format!("{dir}/")) {
-            Ok(keys) => keys.iter().for_each(|k| {
-                let _ = storage.delete(k);
-            }),
-            Err(e) => tracing::warn!("could not clean up {dir}: {e}"),
-        }
+    /// Deletes a snapshot (as [`StorageWork::Delete`]).
+    fn delete_dir(&mut self, dir: &str, kind: SnapshotKind) {
+        let storage = self.config.storage_for(kind).clone();
+        self.work.push(StorageWork::Delete { storage, dir: dir.to_string() });
     }
 }
 
@@ -587,8 +712,40 @@ mod tests {
         ("op".into(), h)
     }
 
+    /// Acknowledges for `task`, and does the storage work that led to.
     fn ack(c: &mut Coordinator, s: &LocalStorage, id: u64, task: usize, now: i64) -> Vec<Command> {
-        c.on_report(TaskReport::Ack { task, checkpoint_id: id, states: vec![handle(s, id, task)] }, now)
+        let mut commands =
+            c.on_report(TaskReport::Ack { task, checkpoint_id: id, states: vec![handle(s, id, task)] }, now);
+        commands.extend(c.work_here(now));
+        commands
+    }
+
+    #[test]
+    fn a_checkpoint_completes_only_once_its_write_ended_and_nothing_is_triggered_meanwhile() {
+        let (mut c, s, dir) = setup(1, 1);
+        c.tick(100);
+        let acked = c.on_report(TaskReport::Ack { task: 0, checkpoint_id: 1, states: vec![handle(&s, 1, 0)] }, 110);
+        assert!(acked.is_empty(), "not complete before its _metadata is written: {acked:?}");
+        assert!(s.get("j/chk-1/_metadata").unwrap_err().is_not_found(), "the coordinator wrote nothing itself");
+        assert_eq!(c.in_flight(), Some(1));
+        assert!(c.tick(5_000).is_empty(), "no trigger and no timeout while the write is out");
+        let work = c.take_work();
+        assert!(matches!(&work[..], [StorageWork::Write(_)]));
+        let written = work.into_iter().next().unwrap().run().unwrap();
+        assert_eq!(c.on_written(written, 5_010), vec![Command::Complete { checkpoint_id: 1 }]);
+        assert_eq!(RestoredSnapshot::latest(s.clone(), "j").unwrap().metadata.checkpoint_id, 1);
+        // A write that failed aborts the checkpoint; the job goes on with the next one.
+        assert!(matches!(c.tick(10_000)[..], [Command::Trigger { barrier: Barrier { checkpoint_id: 2, .. }, .. }]));
+        c.on_report(TaskReport::Ack { task: 0, checkpoint_id: 2, states: vec![handle(&s, 2, 0)] }, 10_010);
+        assert_eq!(c.take_work().len(), 1);
+        let failed = Written { checkpoint_id: 2, outcome: Err(WriteFailure::Failed("disk full".into())) };
+        assert!(c.on_written(failed, 10_020).is_empty());
+        assert_eq!(c.in_flight(), None);
+        assert!(c.history[1].failure.as_deref() == Some("disk full"), "{:?}", c.history[1]);
+        assert!(c.fenced().is_none());
+        c.work_here(10_030);
+        assert!(s.list("j/chk-2/").unwrap().is_empty(), "the aborted checkpoint is cleaned up");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -669,6 +826,7 @@ mod tests {
         c.tick(100);
         ack(&mut c, &s, 1, 0, 110);
         c.on_report(TaskReport::Decline { task: 1, checkpoint_id: 1, reason: "upload failed".into() }, 120);
+        c.work_here(120);
         assert_eq!(c.in_flight(), None);
         assert!(s.list("j/chk-1/").unwrap().is_empty(), "an aborted checkpoint leaves nothing");
         assert!(RestoredSnapshot::latest(s.clone(), "j").is_err());
@@ -716,8 +874,8 @@ mod tests {
         // The same stop asked for again while it is under way (a retrying client) gets the same answer.
         let (again, again_rx) = crossbeam_channel::bounded(1);
         c.request_savepoint(SavepointRequest::new(true, false, again));
-        let cmds = c.on_report(TaskReport::Ack { task: 0, checkpoint_id: 1, states: vec![(uid, h)] }, 5);
-        assert_eq!(cmds, vec![Command::Complete { checkpoint_id: 1 }, Command::EndOfInput]);
+        assert!(c.on_report(TaskReport::Ack { task: 0, checkpoint_id: 1, states: vec![(uid, h)] }, 5).is_empty());
+        assert_eq!(c.work_here(6), vec![Command::Complete { checkpoint_id: 1 }, Command::EndOfInput]);
         assert!(rx.recv().unwrap().unwrap().ends_with("j/savepoints/sp-1"));
         assert!(again_rx.recv().unwrap().unwrap().ends_with("j/savepoints/sp-1"));
         assert_eq!(RestoredSnapshot::latest(s.clone(), "j").unwrap().metadata.kind, SnapshotKind::Savepoint);

@@ -120,7 +120,9 @@ impl CoordinatorLoop {
     fn run(mut self, reports: Receiver<TaskReport>, requests: Receiver<SavepointRequest>, done: Receiver<()>) {
         let mut reports_open = true;
         loop {
-            let commands = self.coordinator.tick(now_ms());
+            let mut commands = self.coordinator.tick(now_ms());
+            // This thread is the coordinator's own: its storage work is done here.
+            commands.extend(self.coordinator.work_here(now_ms()));
             self.dispatch(commands);
             self.publish();
             let wait = (self.coordinator.next_wakeup(now_ms()) - now_ms()).clamp(0, 60_000) as u64;
@@ -128,7 +130,8 @@ impl CoordinatorLoop {
             crossbeam_channel::select! {
                 recv(reports_rx) -> r => match r {
                     Ok(report) => {
-                        let commands = self.coordinator.on_report(report, now_ms());
+                        let mut commands = self.coordinator.on_report(report, now_ms());
+                        commands.extend(self.coordinator.work_here(now_ms()));
                         self.dispatch(commands);
                     }
                     Err(_) => reports_open = false, // every task and upload is gone
