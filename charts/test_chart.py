@@ -93,6 +93,8 @@ for values, label in [({}, "default values"), ({"watchNamespace": "jobs", "jobma
         # Each job's own Secret: made once and read; never listed, changed or deleted.
         if "secrets" in rule["resources"] and (rule["resources"] != ["secrets"] or sorted(rule["verbs"]) != ["create", "get"]):
             fail(f"{label}: the operator may only get and create secrets: {rule}")
+        if "pods" in rule["resources"] and (rule["resources"] != ["pods"] or rule["verbs"] != ["list"]):
+            fail(f"{label}: the operator may only list pods: {rule}")
     proxy = any("services/proxy" in r["resources"] for r in rules)
     if proxy != (values.get("jobmanagerAccess") == "proxy"):
         fail(f"{label}: services/proxy is granted exactly when the proxy is used")

@@ -13,15 +13,19 @@ real API server of e2e/control-plane.sh:
   configMapRef), and `$(VAR)` in args expanded as the kubelet does;
 * readiness probes (httpGet on the pod IP), restart policy (Always: a
   container that exits is started again, with a short backoff), pod status
-  (phase, podIP, container statuses, the Ready condition) written back;
+  (phase, podIP, container statuses, the Ready condition) written back, with
+  what a kubelet says of a container that does not run: `ErrImagePull` for an
+  image it has no executable for, `CreateContainerConfigError` for a missing
+  ConfigMap or Secret, `CrashLoopBackOff` with the last exit code (and, under
+  `terminationMessagePolicy: FallbackToLogsOnError`, the tail of its log);
 * termination: a deleted pod's processes get SIGTERM, then SIGKILL after the
   grace period, and the pod is removed;
 * cluster DNS, as far as the pods need it: each pod's /etc/hosts maps every
   Service of its namespace (`svc`, `svc.ns`, `svc.ns.svc`,
   `svc.ns.svc.cluster.local`) to a ready pod behind it, and is kept current.
 
-Images name local executables: `--image weir=/path/to/weir` runs that file
-for any image whose repository is `weir`.
+Images name local executables: `--image weir=/path/to/weir` runs (a copy
+in the work directory of) that file for any image whose repository is `weir`.
 
     python3 e2e/node_agent.py --image weir=target/debug/weir --work DIR
 
@@ -33,6 +37,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import signal
 import ssl
 import subprocess
@@ -81,6 +86,14 @@ class Container:
         self.next_start = 0.0
         self.ready = False
         self.exit_code = None
+        # Why it does not run, as a kubelet says it: (reason, message), or None.
+        self.waiting = None
+        # How it last ended: (exit code, message), or None.
+        self.last = None
+
+
+class ImageError(ValueError):
+    """An image this node has no executable for (a kubelet's ErrImagePull)."""
 
 
 class Pod:
@@ -100,11 +113,24 @@ class Pod:
 class Agent:
     def __init__(self, images, work):
         self.api = Api()
-        self.images = images
+        self.images = self.install(images, work)
         self.work = work
         self.pods = {}
         self.next_ip = 2
         self.created_dirs = []
+
+    @staticmethod
+    def install(images, work):
+        """Each image's executable, copied into the node's own directory: a
+        pod's volumes are mounted over its paths (its /tmp is an emptyDir), and
+        must not hide the program it runs (a build under /tmp, say)."""
+        installed = {}
+        for repository, path in images.items():
+            target = os.path.join(work, "images", repository, os.path.basename(path))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copy2(path, target)
+            installed[repository] = target
+        return installed
 
     # --- the node -------------------------------------------------------
     def register(self):
@@ -142,7 +168,7 @@ class Agent:
     def executable(self, image):
         repository = image.rsplit("/", 1)[-1].split("@")[0].split(":")[0]
         if repository not in self.images:
-            raise ValueError(f"image {image}: no local executable for `{repository}` (--image {repository}=PATH)")
+            raise ImageError(f"image {image}: no local executable for `{repository}` (--image {repository}=PATH)")
         return self.images[repository]
 
     def env_of(self, pod, spec):
@@ -276,14 +302,36 @@ class Agent:
                     f.truncate(0)
                     f.write(text)
 
+    def termination_message(self, pod, c):
+        """What a kubelet keeps of how a container ended: under
+        FallbackToLogsOnError and a failure, the tail of its log (80 lines, 2 KiB)."""
+        if c.exit_code == 0 or c.spec.get("terminationMessagePolicy") != "FallbackToLogsOnError":
+            return ""
+        try:
+            with open(os.path.join(pod.dir, f"{c.spec['name']}.log"), "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 2048))
+                return "\n".join(f.read().decode(errors="replace").splitlines()[-80:])
+        except OSError:
+            return ""
+
     def report(self, pod):
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         statuses = []
         for c in pod.containers:
             running = c.process is not None and c.process.poll() is None
-            state = {"running": {"startedAt": now}} if running else {"waiting": {"reason": "CrashLoopBackOff" if c.restarts else "ContainerCreating"}}
-            statuses.append({"name": c.spec["name"], "image": c.spec["image"], "imageID": "", "ready": c.ready,
-                             "restartCount": c.restarts, "started": running, "state": state})
+            if running:
+                state = {"running": {"startedAt": now}}
+            elif c.waiting:
+                state = {"waiting": {"reason": c.waiting[0], "message": c.waiting[1]}}
+            else:
+                state = {"waiting": {"reason": "ContainerCreating"}}
+            status = {"name": c.spec["name"], "image": c.spec["image"], "imageID": "", "ready": c.ready,
+                      "restartCount": c.restarts, "started": running, "state": state}
+            if c.last is not None:
+                status["lastState"] = {"terminated": {"exitCode": c.last[0], "message": c.last[1],
+                                                      "reason": "Completed" if c.last[0] == 0 else "Error"}}
+            statuses.append(status)
         ready = all(s["ready"] for s in statuses)
         key = json.dumps([statuses, ready], sort_keys=True, default=str).replace(now, "")
         if key == pod.reported:
@@ -325,18 +373,22 @@ class Agent:
                 if exited and c.exit_code is None:
                     c.exit_code = c.process.returncode
                     log(f"{pod.ns}/{pod.name} {c.spec['name']}: exited with {c.exit_code}")
+                    c.last = (c.exit_code, self.termination_message(pod, c))
                     policy = spec.get("restartPolicy", "Always")
                     if policy == "Always" or (policy == "OnFailure" and c.exit_code != 0):
                         c.restarts += 1
                         c.next_start = time.time() + min(10, 0.5 * 2 ** min(c.restarts, 5))
+                        c.waiting = ("CrashLoopBackOff", f"back-off restarting failed container {c.spec['name']}")
                 if (c.process is None or (c.exit_code is not None and c.next_start and time.time() >= c.next_start)):
                     c.exit_code, c.next_start = None, 0.0
                     try:
                         self.start(pod, c)
+                        c.waiting = None
                     except (ValueError, KeyError, OSError) as e:
                         log(f"{pod.ns}/{pod.name} {c.spec['name']}: cannot start: {e}")
                         c.next_start = time.time() + 2
                         c.exit_code = -1
+                        c.waiting = ("ErrImagePull" if isinstance(e, ImageError) else "CreateContainerConfigError", str(e))
                 c.ready = c.process is not None and c.process.poll() is None and self.probe(pod, c)
             self.report(pod)
         for uid in [u for u in self.pods if u not in seen]:

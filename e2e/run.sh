@@ -22,6 +22,11 @@
 #     is rescaled 2 -> 3 while it runs through the scale subresource (as an HPA
 #     would), in place (a TaskManager added, a savepoint verified in S3, the
 #     same JobManager), and finishes with committed output equal to the oracle's;
+#   - JobManager HA through the operator: 3 JobManagers, one Lease, the Service
+#     reaching the leader alone; the leader's pod deleted mid-run, a standby
+#     takes over from the latest checkpoint, output still the oracle's;
+#   - a missing image and a JobManager that exits at start: the status and
+#     events name the pod and why (ErrImagePull; CrashLoopBackOff with its error);
 #   - the autoscaler under a load that triples and falls back: `recommend`
 #     reports and changes nothing, `active` scales up in place and back down,
 #     and the committed output equals the oracle's;
@@ -340,6 +345,87 @@ committed_is_oracle "$work/out" "$events" || fail "the committed output is not t
 step "the job finishes with committed output equal to the oracle's ($events orders)"
 kube DELETE "$jobs/monitor" >/dev/null
 
+# JobManager HA through the operator: three JobManagers elect one leader with
+# the job's Lease; the Service reaches the leader alone (a standby serves
+# nothing until it leads, so it is not ready). The leader's pod is deleted
+# mid-run: a standby takes the Lease over, recovers the deployment's latest
+# checkpoint, and the committed output is still exactly the oracle's.
+ha_events=200000
+{ job_manifest ha weir:e2e 1s; cat <<YAML
+  jobManager: { replicas: 3 }
+  pipeline:
+    name: orders-window
+    source: { type: datagen, workload: orders, count: $ha_events, rate: 6000, watermark: { field: time, out_of_orderness: 5s } }
+    steps: [ { key_by: region }, { window: { type: tumbling, size: 1m } }, { aggregate: { count: count(), sum: sum(amount) } } ]
+    sink: { type: file, path: "$work/ha-out" }
+YAML
+} >"$work/ha.yaml"
+kube POST "$jobs" "$work/ha.yaml" application/yaml >"$work/answer.json"
+[ "$KUBE_STATUS" = 201 ] || fail "applying the HA StreamJob: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
+wait_for "the HA job running, with a checkpoint" "o['status'].get('phase') == 'Running' and (o['status'].get('job') or {}).get('state') == 'running' \
+  and o['status'].get('lastCheckpoint')" "$jobs/ha" || { node_logs; fail "the HA job did not run"; }
+ha_pods="/api/v1/namespaces/default/pods?labelSelector=app.kubernetes.io%2Finstance%3Dha,app.kubernetes.io%2Fcomponent%3Djobmanager"
+lease_holder() {
+  kube GET /apis/coordination.k8s.io/v1/namespaces/default/leases/ha-jobmanager-leader \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin).get("spec", {}).get("holderIdentity", ""))'
+}
+# ready_jobmanagers: the names of the job's JobManager pods that are Ready.
+ready_jobmanagers() {
+  kube GET "$ha_pods" | python3 -c '
+import json, sys
+pods = json.load(sys.stdin)["items"]
+print(" ".join(sorted(p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")
+      and any(c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", [])))))'
+}
+leader=$(lease_holder); leader=${leader%-*}
+[ "$(kube GET "$ha_pods" | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["items"]))')" = 3 ] || fail "not three JobManager pods"
+[ "$(ready_jobmanagers)" = "$leader" ] || fail "the ready JobManagers are '$(ready_jobmanagers)', not the Lease's holder '$leader' alone"
+kube DELETE "/api/v1/namespaces/default/pods/$leader" >/dev/null
+deleted=$(date +%s.%N)
+for _ in $(seq 120); do
+  now_leader=$(lease_holder); now_leader=${now_leader%-*}
+  [ -n "$now_leader" ] && [ "$now_leader" != "$leader" ] && [ "$(ready_jobmanagers)" = "$now_leader" ] && break
+  sleep 0.5
+done
+[ "$now_leader" != "$leader" ] && [ "$(ready_jobmanagers)" = "$now_leader" ] \
+  || { node_logs; fail "no standby took over from $leader (Lease: '$now_leader', ready: '$(ready_jobmanagers)')"; }
+wait_for "the job running again under the new leader, from a checkpoint" "(o['status'].get('job') or {}).get('state') in ('running', 'finished') \
+  and '/chk-' in ((o['status'].get('job') or {}).get('restoredFrom') or '')" "$jobs/ha" 60
+takeover_s=$(python3 -c "print(round($(date +%s.%N) - $deleted, 1))")
+restored=$(python3 -c "import json; print(json.load(open('$work/obj.json'))['status']['job']['restoredFrom'])")
+wait_for "the HA job finished" "(o['status'].get('job') or {}).get('state') == 'finished'" "$jobs/ha" 120
+committed_is_oracle "$work/ha-out" "$ha_events" || fail "after the leader's pod was deleted, the committed output is not the oracle's"
+step "JobManager HA through the operator: 3 JobManagers, the Service's only ready one the Lease's holder; its pod deleted mid-run, $now_leader took over and the job ran on from $restored in $takeover_s s; committed output equal to the oracle's ($ha_events orders)"
+kube DELETE "$jobs/ha" >/dev/null
+
+# Pods that cannot run: an image the node does not have, and a JobManager that
+# exits at start (its checkpoint bucket does not exist). The operator's status
+# and events say which pod and why, not only that the JobManager is silent.
+{ job_manifest no-image weir-missing:e2e 1s; cat <<YAML
+  pipeline: { name: no-image, source: { type: datagen, workload: orders, rate: 10 }, sink: { type: blackhole } }
+YAML
+} >"$work/no-image.yaml"
+sed -e 's/name: no-image/name: no-bucket/g' -e 's/weir-missing:e2e/weir:e2e/' -e 's#s3://weir/checkpoints#s3://no-such-bucket/checkpoints#' \
+  "$work/no-image.yaml" >"$work/no-bucket.yaml"
+for job in no-image no-bucket; do
+  kube POST "$jobs" "$work/$job.yaml" application/yaml >"$work/answer.json"
+  [ "$KUBE_STATUS" = 201 ] || fail "applying the StreamJob $job: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
+done
+ready_message="next(c['message'] for c in o['status'].get('conditions', []) if c['type'] == 'Ready')"
+wait_for "the missing image named in the status" "'pod no-image-jobmanager-' in $ready_message and 'ErrImagePull' in $ready_message \
+  and 'weir-missing:e2e' in $ready_message" "$jobs/no-image" 60
+image_says=$(python3 -c "import json; o = json.load(open('$work/obj.json')); print($ready_message)")
+wait_for "the failing JobManager named in the status, with its own error" "'pod no-bucket-jobmanager-' in $ready_message \
+  and 'CrashLoopBackOff' in $ready_message and 'no-such-bucket' in $ready_message" "$jobs/no-bucket" 90
+bucket_says=$(python3 -c "import json; o = json.load(open('$work/obj.json')); print($ready_message)")
+kube GET "/apis/events.k8s.io/v1/namespaces/default/events" >"$work/events.json"
+python3 -c "
+import json, sys
+seen = {e['regarding']['name'] for e in json.load(open('$work/events.json'))['items'] if e['reason'] == 'PodsFailing'}
+sys.exit(0 if {'no-image', 'no-bucket'} <= seen else f'PodsFailing events only for {sorted(seen)}')" || fail "no PodsFailing events"
+for job in no-image no-bucket; do kube DELETE "$jobs/$job" >/dev/null; done
+step "pods that cannot run are named in the status and a PodsFailing event: '${image_says#*; }' and '${bucket_says#*; }'"
+
 # field PYTHON_EXPRESSION: evaluated on the object wait_for saw last.
 field() { python3 -c "import json, sys; o = json.load(open('$work/obj.json')); print(eval(sys.argv[1]))" "$1"; }
 
@@ -496,7 +582,7 @@ snapshot_id="int(($job_.get('restoredFrom') or 'none-0').rstrip('/').rsplit('-',
 wait_for "the last-state upgrade" "$st.get('deployment') != '$deployment' and $running \
   and ($job_.get('restoredFrom') or '').startswith('s3://weir/checkpoints/stream/') and $snapshot_id >= $before_id" "$jobs/stream"
 deployment=$(field "o['status']['deployment']")
-restored=$(field "o['status']['job']['restoredFrom']")
+restored=$(python3 -c "import json; print(json.load(open('$work/obj.json'))['status']['job']['restoredFrom'])")
 step "upgrade (upgradeMode last-state): redeployed at once from the newest snapshot in storage ($restored, checkpoint $before_id or later), savepoints now to s3://weir-missing (no such bucket)"
 
 patch_stream '{"spec": {"upgradeMode": "savepoint", "pipeline": {"source": {"rate": 3500}}}}'

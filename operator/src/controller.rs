@@ -65,6 +65,8 @@ pub struct Context {
     pub jobmanager: Arc<dyn JobManagerClient>,
     /// The autoscalers' series of samples, per StreamJob.
     pub autoscaler: Samples,
+    /// The jobs' pods, read when a JobManager does not answer.
+    pub pods: Arc<dyn crate::pods::PodReader>,
 }
 
 /// Runs the controller on `namespace` (all namespaces when `None`) until the process is stopped.
@@ -80,6 +82,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         jobmanager: jobmanager::client(access, client.clone()),
+        pods: Arc::new(crate::pods::KubePods(client.clone())),
         client: client.clone(),
         metrics: metrics.clone(),
         autoscaler: Samples::default(),
@@ -240,6 +243,19 @@ async fn observe(job: &StreamJob, ctx: &Context) -> Observed {
         _ => None,
     };
     let job_view = details.as_ref().map(JobView::from);
+    // Why it does not answer, as far as the job's pods tell (once it has pods).
+    let deployed = job.status.as_ref().is_some_and(|s| s.deployment.is_some());
+    let pod_problems = match &details {
+        Some(_) => Vec::new(),
+        None if !deployed => Vec::new(),
+        None => match ctx.pods.pods(job).await {
+            Ok(pods) => crate::pods::problems(&pods).iter().map(ToString::to_string).collect(),
+            Err(e) => {
+                tracing::debug!("{}: cannot list its pods: {e}", job.name_any());
+                Vec::new()
+            }
+        },
+    };
     let trigger = job.status.as_ref().and_then(|s| s.pending_operation.as_ref()).and_then(|o| o.trigger_id.clone());
     let savepoint = match trigger {
         Some(t) => savepoint_status(job, ctx, &t).await,
@@ -254,7 +270,7 @@ async fn observe(job: &StreamJob, ctx: &Context) -> Observed {
         }
         _ => None,
     };
-    Observed { job: job_view, savepoint, initial_savepoint_found, autoscaler, now: now.to_string() }
+    Observed { job: job_view, savepoint, initial_savepoint_found, pod_problems, autoscaler, now: now.to_string() }
 }
 
 /// The job's autoscaler configuration, when it is on (an invalid one is the
@@ -768,7 +784,8 @@ mod tests {
             assert_eq!(s.job, None, "no job state without an answer");
         })];
         let (requeue, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
-        assert_eq!(timeline, ["jobmanager: job", "kube: apply status"], "no savepoint, no object applied");
+        let looked = ["jobmanager: job", "kube: list pods", "kube: apply status"];
+        assert_eq!(timeline, looked, "no savepoint, no object applied");
         assert_eq!(requeue, Requeue::requeue(Duration::from_secs(2)));
 
         // A running job whose JobManager stops answering: the condition, and one warning event.
@@ -780,7 +797,35 @@ mod tests {
             Expect::Event { reason: "JobManagerUnreachable", warning: true },
         ];
         let (_, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
-        assert_eq!(timeline, ["jobmanager: job", "kube: apply status", "kube: event JobManagerUnreachable"]);
+        let looked = ["jobmanager: job", "kube: list pods", "kube: apply status", "kube: event JobManagerUnreachable"];
+        assert_eq!(timeline, looked);
+
+        // ... and whose pods say why: the condition names the pod, and an event says it.
+        let job = StreamJob::test().deploying();
+        let (mut ctx, verifier, jobmanager, timeline) = Context::test(&job);
+        *jobmanager.job.lock().unwrap() = None;
+        let pulling: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "orders-jobmanager-5f7" },
+            "status": { "containerStatuses": [{ "name": "jobmanager", "image": "weir:missing", "imageID": "",
+                "ready": false, "restartCount": 0,
+                "state": { "waiting": { "reason": "ImagePullBackOff", "message": "Back-off pulling image \"weir:missing\"" } } }] }
+        }))
+        .unwrap();
+        ctx.pods = Arc::new(crate::fixtures::TestingPods::new(vec![pulling], timeline.clone()));
+        let expected = vec![
+            Expect::status(|s| {
+                let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+                assert_eq!(ready.reason, "JobManagerUnreachable");
+                assert!(
+                    ready.message.contains("pod orders-jobmanager-5f7, container jobmanager: ImagePullBackOff"),
+                    "{}",
+                    ready.message
+                );
+            }),
+            Expect::Event { reason: "PodsFailing", warning: true },
+        ];
+        let (_, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
+        assert_eq!(timeline, ["jobmanager: job", "kube: list pods", "kube: apply status", "kube: event PodsFailing"]);
     }
 
     #[tokio::test]

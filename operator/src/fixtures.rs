@@ -80,6 +80,14 @@ impl StreamJob {
         self
     }
 
+    /// Deployed at its spec, its JobManager not answering yet: the status the
+    /// planner leaves after a first deployment.
+    pub fn deploying(self) -> Self {
+        let observed = Observed { now: "2026-11-21T12:00:00Z".to_string(), ..Default::default() };
+        let status = plan(&self, &observed).status;
+        self.with_status(status)
+    }
+
     /// Deployed at its spec and seen running since: the status the planner
     /// leaves after a deployment and a JobManager that answers `running`.
     pub fn running(self) -> Self {
@@ -169,6 +177,30 @@ pub fn metered(deployment: Option<&str>, started: Timestamp, busy: f64, pending:
         failure: None,
         restored_from: None,
         deployment: deployment.map(str::to_string),
+    }
+}
+
+/// A fake of the job's pods: lists what it is told (none, unless told),
+/// recording each list in the timeline.
+pub struct TestingPods {
+    pods: Vec<k8s_openapi::api::core::v1::Pod>,
+    timeline: Timeline,
+}
+
+impl TestingPods {
+    pub fn new(pods: Vec<k8s_openapi::api::core::v1::Pod>, timeline: Timeline) -> Self {
+        TestingPods { pods, timeline }
+    }
+}
+
+impl crate::pods::PodReader for TestingPods {
+    fn pods<'a>(
+        &'a self,
+        _job: &'a StreamJob,
+    ) -> BoxFuture<'a, Result<Vec<k8s_openapi::api::core::v1::Pod>, kube::Error>> {
+        self.timeline.push("kube: list pods");
+        let pods = self.pods.clone();
+        Box::pin(async move { Ok(pods) })
     }
 }
 
@@ -433,6 +465,7 @@ impl Context {
             metrics: Arc::default(),
             jobmanager: jobmanager.clone(),
             autoscaler: crate::controller::Samples::default(),
+            pods: Arc::new(TestingPods::new(Vec::new(), timeline.clone())),
         };
         (ctx, verifier, jobmanager, timeline)
     }

@@ -34,6 +34,7 @@ pub mod health;
 pub mod jobmanager;
 pub mod phase;
 pub mod planner;
+pub mod pods;
 pub mod resources;
 pub mod snapshots;
 pub mod validate;

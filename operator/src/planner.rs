@@ -50,6 +50,9 @@ pub struct Observed {
     /// Whether `spec.initialSavepoint` is in storage, when the job is yet to be
     /// deployed from it (`None`: not looked at).
     pub initial_savepoint_found: Option<bool>,
+    /// What is wrong with the job's pods (one line each, see
+    /// [`crate::pods::problems`]), looked at when the JobManager did not answer.
+    pub pod_problems: Vec<String>,
     /// What the autoscaler made of the job's metrics, when it looked: only
     /// while `spec.autoscaler.mode` is not `disabled` and the current
     /// deployment's job runs with no operation in flight. `None`: it did not
@@ -261,6 +264,21 @@ impl Planner<'_> {
             Ok(p) => self.status.phase = Some(p),
             Err(e) => self.event(true, "InternalError", &e.to_string()),
         }
+    }
+
+    /// The JobManager did not answer: `Ready` says so, with what the job's
+    /// pods say is wrong with them (an event too, when that changed).
+    fn unreachable(&mut self) {
+        let problems = self.observed.pod_problems.join("; ");
+        let message = match problems.as_str() {
+            "" => "the JobManager did not answer".to_string(),
+            _ => format!("the JobManager did not answer; {problems}"),
+        };
+        let before = self.status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.message.clone());
+        if !problems.is_empty() && before.as_deref() != Some(&message) {
+            self.event(true, "PodsFailing", &problems);
+        }
+        self.set_condition("Ready", false, "JobManagerUnreachable", &message);
     }
 
     fn event(&mut self, warning: bool, reason: &str, note: &str) {
@@ -561,7 +579,7 @@ impl Planner<'_> {
             return;
         } else if !running && !self.not_running_for_real() {
             // A JobManager of a running job that missed one answer: look again before acting.
-            self.set_condition("Ready", false, "JobManagerUnreachable", "the JobManager did not answer");
+            self.unreachable();
             self.actions.push(Action::Requeue(Duration::from_secs(2)));
             return;
         } else if !running {
@@ -739,7 +757,7 @@ impl Planner<'_> {
                     // Once when it goes away, not on every retry.
                     self.event(true, "JobManagerUnreachable", "the JobManager of the running job stopped answering");
                 }
-                self.set_condition("Ready", false, "JobManagerUnreachable", "the JobManager did not answer");
+                self.unreachable();
                 self.actions.push(Action::Requeue(self.retry_after()));
             }
         }
@@ -835,6 +853,7 @@ mod tests {
             job: job.map(view),
             savepoint,
             initial_savepoint_found: None,
+            pod_problems: Vec::new(),
             autoscaler: None,
             now: "2026-11-21T12:00:00Z".into(),
         }

@@ -121,6 +121,17 @@ pub fn taskmanager_selector(job: &StreamJob) -> String {
     labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
+/// The label selector of all of the job's pods (JobManagers and TaskManagers).
+pub fn selector_of(job: &StreamJob) -> String {
+    let labels = labels(job, "");
+    labels
+        .iter()
+        .filter(|(k, _)| !k.ends_with("/component"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn meta(job: &StreamJob, name: String, component: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
@@ -318,6 +329,9 @@ fn pod(job: &StreamJob, component: &str, mut container: Container, mut volumes: 
     volumes.push(tmp);
     container.volume_mounts.get_or_insert_with(Vec::new).push(tmp_mount);
     container.security_context = Some(hardening::container_context());
+    // A container that fails leaves the tail of its log as its termination
+    // message: what the operator reports of it (see `crate::pods`).
+    container.termination_message_policy = Some("FallbackToLogsOnError".into());
     let mut template = PodTemplateSpec {
         metadata: Some(ObjectMeta { labels: Some(labels(job, component)), ..Default::default() }),
         spec: Some(PodSpec {
@@ -412,12 +426,13 @@ pub fn taskmanager(job: &StreamJob, replicas: i32) -> Deployment {
 }
 
 /// The JobManagers' Service: REST for the operator and people, RPC for the TaskManagers.
-/// It selects only the leader (the JobManager that holds the Lease labels itself).
+///
+/// With several JobManagers it still reaches only the leader, by readiness:
+/// a standby waits for the Lease before it starts anything, so it serves no
+/// REST and fails its readiness probe, and a Service's endpoints are its
+/// ready pods. No label to set, so the JobManagers need no permission on pods.
 pub fn jobmanager_service(job: &StreamJob) -> Service {
-    let mut selector = labels(job, "jobmanager");
-    if job.spec.job_manager.replicas > 1 {
-        selector.insert("weir.dev/leader".into(), "true".into());
-    }
+    let selector = labels(job, "jobmanager");
     Service {
         metadata: meta(job, Names(&job.name_any()).jobmanager(), "jobmanager"),
         spec: Some(ServiceSpec {
@@ -577,6 +592,22 @@ mod tests {
         assert_eq!(spec.node_selector.unwrap()["pool"], "streaming");
         assert_eq!(pod.metadata.unwrap().annotations.unwrap()["team"], "orders");
         assert_eq!(spec.service_account_name.as_deref(), Some("orders-weir"));
+    }
+
+    #[test]
+    fn the_service_reaches_the_jobmanagers_by_readiness_which_only_the_leader_passes() {
+        let mut j = job();
+        j.spec.job_manager.replicas = 3;
+        let d = Deploy { parallelism: 1, vertices: BTreeMap::new(), restore: Restore::Fresh, id: "1".into() };
+        let jm = jobmanager(&j, &d);
+        let pod_labels = jm.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.clone().unwrap();
+        let selector = jobmanager_service(&j).spec.unwrap().selector.unwrap();
+        assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)), "{selector:?} selects {pod_labels:?}");
+        assert!(!selector.contains_key("weir.dev/leader"), "no label that nothing sets");
+        let c = &jm.spec.unwrap().template.spec.unwrap().containers[0];
+        let probe = c.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref()).expect("a readiness probe");
+        assert_eq!(probe.port, IntOrString::String("rest".into()), "served only once leading");
+        assert!(jobmanager_args(&j, &d).iter().any(|a| a == "--leader-lease"));
     }
 
     #[test]

@@ -41,6 +41,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]
+# The jobs' pods, listed (never changed) to say why a JobManager does not answer.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 # Each job's NetworkPolicy: only its own pods (and the operator) reach its ports.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]

@@ -59,7 +59,7 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
             return Err(e);
         }
     };
-    weir_launch::stop_on_signal("weir", jm.clone());
+    weir_launch::stop_on_signal("weir", jm.clone(), weir_launch::OnSignal::Stop);
     let progress = (!args.quiet).then(|| Progress::start(jm.clone(), stats.rows_out.clone(), started));
     wait(&jm, &taskmanagers);
     if let Some(rest) = &rest {

@@ -114,7 +114,9 @@ pub fn run(
     let rest = RestServer::start(rest_addr, Arc::new(ClusterJob(jm.clone())), config_secret)
         .map_err(|e| LaunchError::bad(format!("--rest-port {}: {e}", options.rest_port)))?;
     eprintln!("{program}: REST API and dashboard on http://{}/", rest.addr);
-    crate::stop_on_signal(program, jm.clone());
+    let standbys = options.leader_lease.is_some() || options.leader_lock.is_some();
+    let on_signal = if standbys { crate::OnSignal::HandOver } else { crate::OnSignal::Stop };
+    crate::stop_on_signal(program, jm.clone(), on_signal);
     let view = wait(&jm, &rest);
     let result = finish(program, &view, started, "");
     if options.linger {

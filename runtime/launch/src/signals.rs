@@ -5,10 +5,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use weir_cluster::jobmanager::JobManager;
 
-/// First Ctrl-C or SIGTERM: a savepoint and stop (with checkpointing; cancel
-/// if the savepoint fails), else stop the sources and let the job drain; once
-/// the job has ended, leave. Second: leave at once.
-pub fn stop_on_signal(program: impl Into<String>, jm: Arc<JobManager>) {
+/// What a JobManager does on its first Ctrl-C or SIGTERM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnSignal {
+    /// A savepoint and stop (with checkpointing; cancel if the savepoint
+    /// fails), else stop the sources and let the job drain; once the job
+    /// has ended, leave.
+    Stop,
+    /// Leave at once and leave the job running: this JobManager is one of
+    /// several electing a leader (`--leader-lease`, `--leader-lock`), so the job outlives any
+    /// one of them. A standby takes the Lease over and recovers the latest
+    /// checkpoint, as after a crash. (Stopping the job is the operator's
+    /// business, through the REST API, before it removes the pods.)
+    HandOver,
+}
+
+/// Installs the Ctrl-C and SIGTERM handler: the first does what `on` says;
+/// the second leaves at once.
+pub fn stop_on_signal(program: impl Into<String>, jm: Arc<JobManager>, on: OnSignal) {
     let program = program.into();
     let stops = AtomicBool::new(false);
     let installed = ctrlc::set_handler(move || {
@@ -16,6 +30,10 @@ pub fn stop_on_signal(program: impl Into<String>, jm: Arc<JobManager>) {
             std::process::exit(130);
         }
         if jm.is_finished() {
+            std::process::exit(0);
+        }
+        if on == OnSignal::HandOver {
+            eprintln!("\n{program}: leaving; a standby JobManager takes the job over from its latest checkpoint");
             std::process::exit(0);
         }
         if !jm.is_checkpointing() {
