@@ -82,6 +82,10 @@ for values, label in [({}, "default values"), ({"watchNamespace": "jobs", "jobma
             fail(f"{label}: the operator must watch and be granted only `jobs`: {args}")
     if args[1:3] != ["--jobmanager-access", values.get("jobmanagerAccess", "service")]:
         fail(f"{label}: {args}")
+    pod_annotations = kinds["Deployment"]["spec"]["template"]["metadata"].get("annotations", {})
+    scrape = (pod_annotations.get("prometheus.io/scrape"), pod_annotations.get("prometheus.io/path"))
+    if scrape != ("true", "/metrics") or pod_annotations.get("prometheus.io/port") != str(values.get("metrics", {}).get("port", 8080)):
+        fail(f"{label}: Prometheus must find the operator's /metrics by its pod annotations: {pod_annotations}")
     if "--leader-lease" not in args or container["readinessProbe"]["httpGet"]["path"] != "/readyz":
         fail(f"{label}: leader election and the readiness probe are on by default: {args}")
     rules = kinds[role_kind]["rules"]

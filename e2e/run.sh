@@ -188,7 +188,9 @@ hardened="all(c['securityContext']['readOnlyRootFilesystem'] and c['securityCont
   and o['spec']['template']['spec']['securityContext']['runAsNonRoot'] \
   and o['spec']['template']['spec']['securityContext']['seccompProfile']['type'] == 'RuntimeDefault' \
   and o['spec']['template']['spec']['automountServiceAccountToken'] is False"
-wait_for "the JobManager's pods run unprivileged, with the job's secret" "$hardened" "$deployments/order-monitor-jobmanager"
+wait_for "the JobManager's pods run unprivileged, with the job's secret, found by Prometheus" "$hardened \
+  and o['spec']['template']['metadata']['annotations'].get('prometheus.io/scrape') == 'true' \
+  and o['spec']['template']['metadata']['annotations'].get('prometheus.io/port') == '8081'" "$deployments/order-monitor-jobmanager"
 wait_for "the TaskManagers' pods run unprivileged, with the job's secret" "$hardened" "$deployments/order-monitor-taskmanager"
 wait_for "the job's Secret" "$owned and len(o['data']['secret']) >= 64" /api/v1/namespaces/default/secrets/order-monitor-auth
 wait_for "the job's NetworkPolicy" "$owned and o['spec']['podSelector']['matchLabels']['app.kubernetes.io/instance'] == 'order-monitor' \
@@ -657,7 +659,7 @@ timed_rollout() {
 }
 timed=$(timed_rollout '{"spec": {"parallelism": 3}}' "$running and $job_.get('parallelism') == 3 and $(from_savepoint rescale) and not $st.get('pendingOperation')") || exit 1
 read -r running_s first_checkpoint_s <<<"$timed"
-jm_says=$(grep -ho 'rescaled to 3 in [0-9]* ms: [a-z0-9 ,]*' "$work"/node/pods/*/*.log 2>/dev/null | tail -1 || true)
+jm_says=$(grep -ho 'rescaled to 3 in [0-9]* ms: [a-z0-9 ,]*' "$work"/node/pods/default_state-job-jobmanager-*/*.log 2>/dev/null | tail -1 || true)
 step "rescale 2 -> 3 in place with $((state_bytes / 1048576)) MiB of keyed state in its checkpoints: running at 3 from the savepoint after $running_s s, its first checkpoint there after $first_checkpoint_s s (the JobManager: ${jm_says:-no timing line})"
 # The same state the redeploying way, for comparison: a change beside the
 # parallelism (a pod label) is an upgrade, through a savepoint and new pods.

@@ -333,7 +333,11 @@ fn pod(job: &StreamJob, component: &str, mut container: Container, mut volumes: 
     // message: what the operator reports of it (see `crate::pods`).
     container.termination_message_policy = Some("FallbackToLogsOnError".into());
     let mut template = PodTemplateSpec {
-        metadata: Some(ObjectMeta { labels: Some(labels(job, component)), ..Default::default() }),
+        metadata: Some(ObjectMeta {
+            labels: Some(labels(job, component)),
+            annotations: (component == "jobmanager").then(scrape_annotations),
+            ..Default::default()
+        }),
         spec: Some(PodSpec {
             service_account_name: Some(Names(&job.name_any()).account()),
             containers: vec![container],
@@ -352,6 +356,18 @@ fn pod(job: &StreamJob, component: &str, mut container: Container, mut volumes: 
         hardening::enforce(spec, token);
     }
     template
+}
+
+/// How Prometheus finds a JobManager's `/metrics` (on its REST port; the
+/// TaskManagers' figures reach it through their heartbeats): the
+/// `prometheus.io/*` annotations that `kubernetes_sd_configs` relabelling
+/// conventionally reads (docs/monitoring.md). A pod template may override them.
+fn scrape_annotations() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+        ("prometheus.io/port".to_string(), REST_PORT.to_string()),
+        ("prometheus.io/path".to_string(), "/metrics".to_string()),
+    ])
 }
 
 fn deployment(job: &StreamJob, component: &str, name: String, replicas: i32, template: PodTemplateSpec) -> Deployment {
@@ -592,6 +608,19 @@ mod tests {
         assert_eq!(spec.node_selector.unwrap()["pool"], "streaming");
         assert_eq!(pod.metadata.unwrap().annotations.unwrap()["team"], "orders");
         assert_eq!(spec.service_account_name.as_deref(), Some("orders-weir"));
+    }
+
+    #[test]
+    fn prometheus_finds_the_jobmanagers_metrics_by_their_annotations() {
+        let j = job();
+        let d = Deploy { parallelism: 1, vertices: BTreeMap::new(), restore: Restore::Fresh, id: "1".into() };
+        let jm = jobmanager(&j, &d).spec.unwrap().template.metadata.unwrap().annotations.unwrap();
+        assert_eq!(
+            (jm["prometheus.io/scrape"].as_str(), jm["prometheus.io/port"].as_str(), jm["prometheus.io/path"].as_str()),
+            ("true", &*REST_PORT.to_string(), "/metrics")
+        );
+        let tm = taskmanager(&j, 1).spec.unwrap().template.metadata.unwrap().annotations.unwrap_or_default();
+        assert!(!tm.contains_key("prometheus.io/scrape"), "TaskManagers report through the JobManager");
     }
 
     #[test]

@@ -926,6 +926,12 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         "Current event-time watermark.",
         per_vertex(&|i| aggs[i].current_watermark as f64),
     );
+    family(
+        "weir_restarts_total",
+        "counter",
+        "Restarts of the job (failovers) since its JobManager started.",
+        vec![(format!("job=\"{job_name}\""), job.restarts as f64)],
+    );
     let history = &job.checkpoints;
     let count = |st| history.iter().filter(|c| c.status == st).count() as f64;
     family(
