@@ -292,15 +292,20 @@ spec:
 YAML
 }
 
-events=400000
-{ job_manifest monitor weir:e2e 1s; cat <<YAML
+# orders_window EVENTS RATE OUT: the pipeline of a bounded order monitor
+# (per region and minute, into a transactional file sink at OUT).
+orders_window() {
+  cat <<YAML
   pipeline:
     name: orders-window
-    source: { type: datagen, workload: orders, count: $events, rate: 8000, watermark: { field: time, out_of_orderness: 5s } }
+    source: { type: datagen, workload: orders, count: $1, rate: $2, watermark: { field: time, out_of_orderness: 5s } }
     steps: [ { key_by: region }, { window: { type: tumbling, size: 1m } }, { aggregate: { count: count(), sum: sum(amount) } } ]
-    sink: { type: file, path: "$work/out" }
+    sink: { type: file, path: "$3" }
 YAML
-} >"$work/monitor.yaml"
+}
+
+events=400000
+{ job_manifest monitor weir:e2e 1s; orders_window "$events" 8000 "$work/out"; } >"$work/monitor.yaml"
 kube POST "$jobs" "$work/monitor.yaml" application/yaml >"$work/answer.json"
 [ "$KUBE_STATUS" = 201 ] || fail "applying the StreamJob: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
 wait_for "the job running" "o['status'].get('phase') == 'Running' and (o['status'].get('job') or {}).get('state') == 'running'" "$jobs/monitor" \
@@ -353,15 +358,7 @@ kube DELETE "$jobs/monitor" >/dev/null
 # mid-run: a standby takes the Lease over, recovers the deployment's latest
 # checkpoint, and the committed output is still exactly the oracle's.
 ha_events=200000
-{ job_manifest ha weir:e2e 1s; cat <<YAML
-  jobManager: { replicas: 3 }
-  pipeline:
-    name: orders-window
-    source: { type: datagen, workload: orders, count: $ha_events, rate: 6000, watermark: { field: time, out_of_orderness: 5s } }
-    steps: [ { key_by: region }, { window: { type: tumbling, size: 1m } }, { aggregate: { count: count(), sum: sum(amount) } } ]
-    sink: { type: file, path: "$work/ha-out" }
-YAML
-} >"$work/ha.yaml"
+{ job_manifest ha weir:e2e 1s; echo "  jobManager: { replicas: 3 }"; orders_window "$ha_events" 6000 "$work/ha-out"; } >"$work/ha.yaml"
 kube POST "$jobs" "$work/ha.yaml" application/yaml >"$work/answer.json"
 [ "$KUBE_STATUS" = 201 ] || fail "applying the HA StreamJob: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
 wait_for "the HA job running, with a checkpoint" "o['status'].get('phase') == 'Running' and (o['status'].get('job') or {}).get('state') == 'running' \

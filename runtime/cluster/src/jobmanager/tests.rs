@@ -489,24 +489,23 @@ fn a_deposed_jobmanager_does_not_redeploy_after_a_failure() {
     assert!(h.view().failure.unwrap().contains("fenced"));
 }
 
-/// A checkpoint storage whose metadata writes take `delay` of the harness's clock.
-#[derive(Debug)]
-struct SlowMetadata {
+/// A checkpoint storage that calls `before` before each `_metadata` write
+/// (to make it slow on the harness's clock, or hold it until a test lets it go).
+struct BeforeMetadata {
     inner: Arc<dyn CheckpointStorage>,
-    clock: Arc<ManualClock>,
-    delay: Duration,
+    before: Box<dyn Fn() + Send + Sync>,
 }
 
-impl std::fmt::Debug for ManualClock {
+impl std::fmt::Debug for BeforeMetadata {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ManualClock")
+        write!(f, "BeforeMetadata({:?})", self.inner)
     }
 }
 
-impl CheckpointStorage for SlowMetadata {
+impl CheckpointStorage for BeforeMetadata {
     fn put(&self, path: &str, bytes: &[u8]) -> weir_core::checkpoint::storage::StorageResult<()> {
         if path.ends_with("_metadata") {
-            self.clock.advance(self.delay);
+            (self.before)();
         }
         self.inner.put(path, bytes)
     }
@@ -532,7 +531,8 @@ fn a_slow_metadata_write_does_not_make_taskmanagers_whose_heartbeats_queued_up_l
     let mut h = Harness::new("slow-storage", 2, RestartStrategy::default(), true);
     let cp = h.job.plan.checkpointing.as_mut().unwrap();
     let delay = h.job.config.heartbeat_timeout * 2;
-    cp.storage = Arc::new(SlowMetadata { inner: cp.storage.clone(), clock: h.clock.clone(), delay });
+    let clock = h.clock.clone();
+    cp.storage = Arc::new(BeforeMetadata { inner: cp.storage.clone(), before: Box::new(move || clock.advance(delay)) });
     let attempt = h.running_on(2);
     let (tx, answer) = reply();
     h.request(Request::Savepoint { stop: false, drain: false, reply: tx });
@@ -628,45 +628,16 @@ fn a_stop_ends_the_sources_of_the_running_attempt_and_the_job_finishes_once_they
     assert_eq!(h.job.state, JobState::Finished);
 }
 
-/// A checkpoint storage whose `_metadata` writes wait until the test opens
-/// the gate (one write per message sent on it).
-#[derive(Debug)]
-struct GatedMetadata {
-    inner: Arc<dyn CheckpointStorage>,
-    gate: Receiver<()>,
-}
-
-impl CheckpointStorage for GatedMetadata {
-    fn put(&self, path: &str, bytes: &[u8]) -> weir_core::checkpoint::storage::StorageResult<()> {
-        if path.ends_with("_metadata") {
-            let _ = self.gate.recv();
-        }
-        self.inner.put(path, bytes)
-    }
-    fn get(&self, path: &str) -> weir_core::checkpoint::storage::StorageResult<Vec<u8>> {
-        self.inner.get(path)
-    }
-    fn get_range(&self, path: &str, offset: u64, len: u64) -> weir_core::checkpoint::storage::StorageResult<Vec<u8>> {
-        self.inner.get_range(path, offset, len)
-    }
-    fn list(&self, prefix: &str) -> weir_core::checkpoint::storage::StorageResult<Vec<String>> {
-        self.inner.list(prefix)
-    }
-    fn delete(&self, path: &str) -> weir_core::checkpoint::storage::StorageResult<()> {
-        self.inner.delete(path)
-    }
-    fn uri(&self, path: &str) -> String {
-        self.inner.uri(path)
-    }
-}
-
 impl Harness {
     /// Storage calls on a thread of their own (as in a JobManager), with
     /// `_metadata` writes held until the returned gate lets each through.
     fn with_gated_storage(&mut self) -> Sender<()> {
         let (open, gate) = crossbeam_channel::unbounded();
         let cp = self.job.plan.checkpointing.as_mut().unwrap();
-        cp.storage = Arc::new(GatedMetadata { inner: cp.storage.clone(), gate });
+        let wait = move || {
+            let _ = gate.recv();
+        };
+        cp.storage = Arc::new(BeforeMetadata { inner: cp.storage.clone(), before: Box::new(wait) });
         self.job.storage = StorageWorker::spawn("test").unwrap();
         open
     }
