@@ -449,6 +449,9 @@ impl Coordinator {
         if self.writing.is_some() {
             return now + 60_000; // the write's outcome wakes the driver
         }
+        if self.superseded().is_some() {
+            return now;
+        }
         if let Some(p) = &self.pending {
             return p.triggered_at + self.config.timeout.as_millis() as i64;
         }
@@ -472,6 +475,9 @@ impl Coordinator {
         }
         if self.writing.is_some() {
             return Vec::new(); // one checkpoint at a time, until its write ended
+        }
+        if let Some(id) = self.superseded() {
+            self.abort_as(id, "superseded by a stop-with-savepoint".into(), false, now);
         }
         if let Some(p) = &self.pending {
             if now - p.triggered_at >= self.config.timeout.as_millis() as i64 {
@@ -549,10 +555,29 @@ impl Coordinator {
         })
     }
 
+    /// The periodic checkpoint in flight when a stop-with-savepoint (a
+    /// rescale, an upgrade, a stop) waits: it is abandoned for the savepoint,
+    /// which then starts at once instead of queueing behind it (the tasks'
+    /// alignment lets a newer barrier supersede an older one). Not once all
+    /// its acknowledgements are in, nor a final checkpoint.
+    fn superseded(&self) -> Option<u64> {
+        let p = self.pending.as_ref().filter(|p| p.kind == SnapshotKind::Checkpoint && !p.is_final)?;
+        self.requests.iter().any(|r| r.stop).then_some(p.barrier.checkpoint_id)
+    }
+
     fn abort(&mut self, id: u64, reason: String, now: Timestamp) {
+        self.abort_as(id, reason, true, now);
+    }
+
+    /// Aborts checkpoint `id`; `failed`: it counts against the tolerance of failures.
+    fn abort_as(&mut self, id: u64, reason: String, failed: bool, now: Timestamp) {
         let Some(p) = self.pending.take().filter(|p| p.barrier.checkpoint_id == id) else { return };
-        self.consecutive_failures += 1;
-        tracing::warn!("checkpoint {id} of {} aborted: {reason}", self.job);
+        if failed {
+            self.consecutive_failures += 1;
+            tracing::warn!("checkpoint {id} of {} aborted: {reason}", self.job);
+        } else {
+            tracing::info!("checkpoint {id} of {} abandoned: {reason}", self.job);
+        }
         self.last_end = now;
         let dir = snapshot_dir(&self.job, id, p.kind);
         self.delete_dir(&dir, p.kind);
@@ -859,6 +884,34 @@ mod tests {
         assert!(matches!(cmds[..], [Command::Trigger { .. }]), "final checkpoint at once: {cmds:?}");
         assert_eq!(ack(&mut c, &s, 1, 0, 40), vec![Command::Complete { checkpoint_id: 1 }, Command::EndOfInput]);
         assert!(c.tick(10_000).is_empty(), "nothing after the final checkpoint");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_stop_with_savepoint_does_not_wait_behind_a_checkpoint_in_flight() {
+        let (mut c, s, dir) = setup(1, 1);
+        c.config.tolerable_failures = 0;
+        assert!(matches!(c.tick(100)[..], [Command::Trigger { barrier: Barrier { checkpoint_id: 1, .. }, .. }]));
+        // A savepoint that does not stop waits its turn.
+        let (tx, _keep) = crossbeam_channel::bounded(1);
+        c.request_savepoint(SavepointRequest::new(false, false, tx));
+        assert_eq!(c.next_wakeup(150), 1100, "until the checkpoint's timeout");
+        assert!(c.tick(150).is_empty());
+        // A stop-with-savepoint (a rescale) abandons the checkpoint: the savepoints start at once.
+        let (tx, _stop) = crossbeam_channel::bounded(1);
+        c.request_savepoint(SavepointRequest::new(true, false, tx));
+        assert_eq!(c.next_wakeup(160), 160, "at once");
+        let cmds = c.tick(160);
+        assert!(
+            matches!(
+                cmds[..],
+                [Command::Trigger { barrier: Barrier { checkpoint_id: 2, is_savepoint: true, .. }, .. }]
+            ),
+            "{cmds:?}"
+        );
+        assert_eq!(c.history[0].failure.as_deref(), Some("superseded by a stop-with-savepoint"));
+        assert!(ack(&mut c, &s, 1, 0, 170).is_empty(), "a straggler of the abandoned checkpoint");
+        assert_eq!(c.consecutive_failures, 0, "abandoning is no failure: no Fail at a tolerance of none");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
