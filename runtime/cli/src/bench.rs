@@ -16,10 +16,10 @@ use weir::core::executor::{ExecuteOptions, JobHandle};
 use weir::core::keygroup::mix64;
 use weir::core::operator::sink::Sink;
 use weir::prelude::*;
-use weir_workloads::{Bid, Order, OrderId};
+use weir_workloads::{Bid, Order, OrderId, Payment, bounds};
 
 /// The workloads `weir bench` runs.
-pub const WORKLOADS: &[&str] = &["orders-window", "orders-dedup", "q0", "q1", "q2", "q5", "q7"];
+pub const WORKLOADS: &[&str] = &["orders-window", "orders-dedup", "orders-payments", "q0", "q1", "q2", "q5", "q7"];
 
 /// Output rows and their checksum, shared by the sink's subtasks.
 #[derive(Clone, Default)]
@@ -141,6 +141,17 @@ fn higher(a: Bid, b: &Bid) -> Bid {
     if b.price > a.price || (b.price == a.price && b.auction < a.auction) { b.clone() } else { a }
 }
 
+/// Count and sum of the orders per region and one-minute window, into the checksum.
+fn region_counts(orders: DataStream<Order>) -> Checksum {
+    let rows = orders
+        .key_by(|o| o.region)
+        .window(WindowAssigner::tumbling(Duration::from_secs(60)))
+        .aggregate(CountSum, |region, w, (count, sum)| (region.index() as i64, w.start, count, sum));
+    checksum(rows, |&(r, start, count, sum)| {
+        r.wrapping_mul(31).wrapping_add(start.wrapping_mul(7)).wrapping_add(count.wrapping_mul(3)).wrapping_add(sum)
+    })
+}
+
 /// Builds `query` over `events` events on `env`; returns the checksum it will fill.
 pub fn build(env: &StreamEnv, query: &str, events: u64) -> Option<Checksum> {
     let secs = Duration::from_secs;
@@ -148,20 +159,27 @@ pub fn build(env: &StreamEnv, query: &str, events: u64) -> Option<Checksum> {
         "orders-window" | "orders-dedup" => {
             let mut orders = env
                 .orders(Some(events), None)
-                .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(secs(5)), |o| o.time);
+                .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(bounds::ORDERS), |o| o.time);
             if query == "orders-dedup" {
                 orders = orders.key_by(|o| o.order_id).process(Dedup::default());
             }
-            let rows = orders
-                .key_by(|o| o.region)
-                .window(WindowAssigner::tumbling(secs(60)))
-                .aggregate(CountSum, |region, w, (count, sum)| (region.index() as i64, w.start, count, sum));
-            checksum(rows, |&(r, start, count, sum)| {
-                r.wrapping_mul(31)
-                    .wrapping_add(start.wrapping_mul(7))
-                    .wrapping_add(count.wrapping_mul(3))
-                    .wrapping_add(sum)
-            })
+            region_counts(orders)
+        }
+        "orders-payments" => {
+            let orders = env
+                .orders(Some(events), None)
+                .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(bounds::ORDERS), |o| o.time)
+                .key_by(|o| o.order_id);
+            let payments = env
+                .payments(Some(events), None)
+                .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(bounds::PAYMENTS), |p| p.time)
+                .key_by(|p| p.order_id);
+            let paid = orders
+                .interval_join(payments)
+                .between(0, 120_000)
+                .process(|o: &Order, _: &Payment| o.clone())
+                .expect("0 to 2 minutes are valid bounds");
+            region_counts(paid)
         }
         "q0" => checksum(env.bids(Some(events), None).map(|b| b.auction.wrapping_add(b.price)), |&h| h),
         "q1" => {

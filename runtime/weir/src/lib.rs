@@ -34,7 +34,9 @@
 //! * [`StreamEnv`](env::StreamEnv) assembles a job and runs it.
 //! * [`DataStream`](stream::DataStream): `map`, `filter`, `flat_map`,
 //!   `assign_timestamps`, `key_by`, `union`, `rebalance`, `broadcast`, sinks.
-//! * [`KeyedStream`](stream::KeyedStream): `process` (keyed state and timers), `window`.
+//! * [`KeyedStream`](stream::KeyedStream): `process` (keyed state and timers), `window`,
+//!   and with a second keyed stream `connect` (a keyed co-process function)
+//!   and `interval_join` ([`connected`]).
 //! * [`WindowedStream`](stream::WindowedStream): `aggregate`, `reduce`,
 //!   `process`, `allowed_lateness`, late data as a side output.
 //! * [`datagen`]: a parallel source of generated events (the benchmark
@@ -43,6 +45,7 @@
 //! * [`cluster::main`]: the same binary as JobManager and TaskManagers.
 
 pub mod cluster;
+pub mod connected;
 pub mod datagen;
 pub mod env;
 pub mod sinks;
@@ -54,8 +57,11 @@ pub use weir_core as core;
 
 /// Everything a job usually needs.
 pub mod prelude {
+    pub use crate::connected::{ConnectedKeyedStreams, IntervalJoinBuilder, IntervalJoined};
     pub use crate::env::StreamEnv;
     pub use crate::stream::{Collected, DataStream, KeyedStream, WindowedStream};
+    pub use weir_core::operator::co_process::{CoInput, KeyedCoProcessFunction};
+    pub use weir_core::operator::interval_join::{JoinContext, ProcessJoinFunction};
     pub use weir_core::operator::process::{KeyedProcessFunction, ProcessContext};
     pub use weir_core::state::{KeyedState, ListState, MapState, ValueState};
     pub use weir_core::timer::TimeDomain;

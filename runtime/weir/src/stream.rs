@@ -32,7 +32,7 @@ use crate::sinks::{CollectSink, DiscardSink, LineFileSink, PrintSink, json_line}
 
 /// A stream of `T` (possibly the union of several producers).
 pub struct DataStream<T> {
-    env: StreamEnv,
+    pub(crate) env: StreamEnv,
     pub(crate) nodes: Vec<NodeId>,
     partitioning: Partitioning<T>,
     _t: PhantomData<fn() -> T>,
@@ -133,6 +133,22 @@ impl<T: Data> DataStream<T> {
     /// Partitions by key: records with equal keys go to the same subtask.
     pub fn key_by<K: Key>(self, key: impl Fn(&T) -> K + Send + Sync + 'static) -> KeyedStream<K, T> {
         KeyedStream { stream: self, key: Arc::new(key) }
+    }
+
+    /// Wraps every record by `tag` for a two-input vertex: one map per
+    /// producer vertex, at its parallelism, so that it chains to it. Returns
+    /// the maps, for the caller to connect.
+    pub(crate) fn tag<U: Data>(&self, name: &str, tag: fn(T) -> U) -> Vec<NodeId> {
+        self.env.graph_mut(|g| {
+            let tag_vertex = |g: &mut weir_core::graph::JobGraph, from: NodeId| {
+                let node = g.add_operator(name, g.parallelism(from), move |info, out| {
+                    Ok(Box::new(OperatorNode::new(Map::new(tag), out, info)?))
+                });
+                g.connect(from, node, Partitioning::<T>::Forward).expect("stream types match by construction");
+                node
+            };
+            self.nodes.iter().map(|&from| tag_vertex(g, from)).collect()
+        })
     }
 
     /// Both streams as one.
@@ -236,8 +252,8 @@ impl<T: Clone> Collected<T> {
 
 /// A stream partitioned by key.
 pub struct KeyedStream<K, T> {
-    stream: DataStream<T>,
-    key: Arc<dyn Fn(&T) -> K + Send + Sync>,
+    pub(crate) stream: DataStream<T>,
+    pub(crate) key: Arc<dyn Fn(&T) -> K + Send + Sync>,
 }
 
 impl<K: Key, T: Data> KeyedStream<K, T> {

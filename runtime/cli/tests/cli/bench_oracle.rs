@@ -57,6 +57,11 @@ fn orders_dedup_matches_the_oracle() {
 }
 
 #[test]
+fn orders_payments_interval_join_matches_the_oracle() {
+    check_against_oracle("orders-payments");
+}
+
+#[test]
 fn q0_passthrough_matches_the_oracle() {
     check_against_oracle("q0");
 }

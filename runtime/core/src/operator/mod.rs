@@ -11,10 +11,14 @@
 //! | [`basic`] | map, filter, flat_map |
 //! | [`watermarks`] | timestamp and watermark assignment, idleness |
 //! | [`process`] | keyed process functions: keyed state and timers |
+//! | [`co_process`] | two inputs: keyed co-process functions |
+//! | [`interval_join`] | interval joins of two keyed streams |
 //! | [`sink`] | sinks: the end of a chain |
 //! | [`crate::window`] | event-time windows |
 
 pub mod basic;
+pub mod co_process;
+pub mod interval_join;
 pub mod process;
 pub mod sink;
 pub mod watermarks;

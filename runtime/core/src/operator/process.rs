@@ -39,6 +39,8 @@ pub struct ProcessContext<'a, K: Key, Out> {
     event_timers: &'a mut TimerQueue<K>,
     processing_timers: &'a mut TimerQueue<K>,
     out: &'a mut Vec<Record<Out>>,
+    metrics: &'a SubtaskMetrics,
+    failure: &'a mut Option<String>,
 }
 
 impl<'a, K: Key, Out> ProcessContext<'a, K, Out> {
@@ -97,6 +99,27 @@ impl<'a, K: Key, Out> ProcessContext<'a, K, Out> {
     pub fn clear_state(&mut self) {
         self.state.clear_key(self.key);
     }
+
+    /// Fails the job with `reason` (as an exception thrown from a Flink
+    /// function does): the batch in hand is finished, then the task fails and
+    /// the job restarts by its restart strategy. The first reason wins.
+    pub fn fail(&mut self, reason: impl Into<String>) {
+        if self.failure.is_none() {
+            *self.failure = Some(reason.into());
+        }
+    }
+
+    /// Counts a record dropped because it came after the watermark had passed it
+    /// (the `late_records` metric).
+    pub fn count_late(&mut self) {
+        SubtaskMetrics::add(&self.metrics.late_records, 1);
+    }
+
+    /// The state, the key and the output at once, for functions in this crate
+    /// that read one state while they emit.
+    pub(crate) fn parts(&mut self) -> (&mut KeyedState<K>, &K, &mut Vec<Record<Out>>) {
+        (self.state, self.key, self.out)
+    }
 }
 
 /// Runs a [`KeyedProcessFunction`].
@@ -109,7 +132,9 @@ pub struct KeyedProcessOperator<K: Key, In, Out, F, KS> {
     watermark: Timestamp,
     max_parallelism: u32,
     _types: std::marker::PhantomData<fn(In) -> Out>,
-    _metrics: Arc<SubtaskMetrics>,
+    metrics: Arc<SubtaskMetrics>,
+    /// Set by [`ProcessContext::fail`]; fails the task after the call that set it.
+    failure: Option<String>,
 }
 
 /// One key group of a process function's snapshot.
@@ -137,8 +162,14 @@ where
             watermark: MIN_WATERMARK,
             max_parallelism: info.max_parallelism,
             _types: std::marker::PhantomData,
-            _metrics: info.metrics.clone(),
+            metrics: info.metrics.clone(),
+            failure: None,
         }
+    }
+
+    /// Entries over all of the function's keyed state (a size measure).
+    pub fn state_entries(&self) -> usize {
+        self.state.entries()
     }
 
     fn fire(&mut self, domain: TimeDomain, upto: Timestamp, out: &mut Collector<'_, Out>) {
@@ -158,8 +189,18 @@ where
                 event_timers: &mut self.event_timers,
                 processing_timers: &mut self.processing_timers,
                 out: out.buffer(),
+                metrics: &self.metrics,
+                failure: &mut self.failure,
             };
             self.function.on_timer(time, domain, &mut ctx);
+        }
+    }
+
+    /// The failure a function asked for, as the task's error.
+    fn check_failure(&mut self) -> TaskResult {
+        match self.failure.take() {
+            Some(reason) => Err(crate::error::TaskError::Operator(reason)),
+            None => Ok(()),
         }
     }
 }
@@ -187,21 +228,23 @@ where
                 event_timers: &mut self.event_timers,
                 processing_timers: &mut self.processing_timers,
                 out: &mut *buf,
+                metrics: &self.metrics,
+                failure: &mut self.failure,
             };
             self.function.process_element(r.value, &mut ctx);
         }
-        Ok(())
+        self.check_failure()
     }
 
     fn on_watermark(&mut self, watermark: Timestamp, out: &mut Collector<'_, Out>) -> TaskResult {
         self.watermark = watermark;
         self.fire(TimeDomain::EventTime, watermark, out);
-        Ok(())
+        self.check_failure()
     }
 
     fn on_processing_time(&mut self, now: Timestamp, out: &mut Collector<'_, Out>) -> TaskResult {
         self.fire(TimeDomain::ProcessingTime, now, out);
-        Ok(())
+        self.check_failure()
     }
 
     fn snapshot_state(&mut self, _checkpoint_id: u64) -> TaskResult<OperatorSnapshot> {

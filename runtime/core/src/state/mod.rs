@@ -250,10 +250,18 @@ impl<K: Key, V> ValueSlot<'_, K, V> {
         self.table.remove(self.key)
     }
 
-    pub fn get_or_insert(&mut self, default: V) -> &mut V {
+    pub fn get_mut(&mut self) -> Option<&mut V> {
+        self.table.get_mut(self.key)
+    }
+
+    pub fn get_or_insert_with(&mut self, default: impl FnOnce() -> V) -> &mut V {
         if !self.table.contains_key(self.key) {
-            self.table.insert(self.key.clone(), default);
+            self.table.insert(self.key.clone(), default());
         }
         self.table.get_mut(self.key).expect("just inserted")
+    }
+
+    pub fn get_or_insert(&mut self, default: V) -> &mut V {
+        self.get_or_insert_with(|| default)
     }
 }

@@ -8,6 +8,7 @@ mod exchange_backpressure;
 mod exchange_partitioning;
 mod process_timers_state;
 mod time_watermarks;
+mod two_inputs;
 mod window_functions;
 mod window_lateness;
 mod window_session;

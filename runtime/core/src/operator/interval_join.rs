@@ -1,0 +1,341 @@
+//! Interval joins (Flink's `intervalJoin(...).between(lower, upper)`): every
+//! record `a` of the first stream meets every record `b` of the second with
+//! the same key whose time lies in `[a.time + lower, a.time + upper]`.
+//!
+//! Both sides are buffered per key, in keyed state, until the watermark shows
+//! that nothing can match them any more: an `a` until the watermark reaches
+//! `a.time + upper`, a `b` until it reaches `b.time - lower` (an event-time
+//! timer per entry's cleanup time). A joined row carries the later of the two
+//! times, so it is never late downstream. A record at or behind the watermark
+//! when it arrives is late, as in Flink: it is counted in `late_records` and
+//! joins nothing. A record without a timestamp fails the job, naming the
+//! missing timestamp assigner.
+
+use super::co_process::KeyedCoProcessFunction;
+use super::process::ProcessContext;
+use crate::element::{Data, Record};
+use crate::error::JobError;
+use crate::state::{Key, KeyedState, ValueState};
+use crate::time::{MIN_WATERMARK, NO_TIMESTAMP, Timestamp};
+use crate::timer::TimeDomain;
+
+/// The bounds of an interval join, in milliseconds relative to the first
+/// stream's record, both inclusive once [`JoinBounds::new`] has folded in
+/// exclusive ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JoinBounds {
+    pub lower: i64,
+    pub upper: i64,
+}
+
+impl JoinBounds {
+    /// Bounds `lower..=upper`, with either end made exclusive on request.
+    /// Refuses bounds that contain no time at all.
+    pub fn new(lower: i64, upper: i64, lower_exclusive: bool, upper_exclusive: bool) -> Result<Self, JobError> {
+        if lower > upper {
+            return Err(JobError::InvalidGraph(format!(
+                "interval join: the lower bound ({lower} ms) is above the upper bound ({upper} ms)"
+            )));
+        }
+        let bounds = JoinBounds {
+            lower: if lower_exclusive { lower.saturating_add(1) } else { lower },
+            upper: if upper_exclusive { upper.saturating_sub(1) } else { upper },
+        };
+        if bounds.lower > bounds.upper {
+            return Err(JobError::InvalidGraph(format!(
+                "interval join: between {lower} and {upper} ms with an exclusive end holds no time at all"
+            )));
+        }
+        Ok(bounds)
+    }
+
+    /// Whether a second-stream record at `second` joins a first-stream record at `first`.
+    fn contains(&self, first: Timestamp, second: Timestamp) -> bool {
+        second >= first.saturating_add(self.lower) && second <= first.saturating_add(self.upper)
+    }
+}
+
+/// What a join function may do with one joined pair.
+pub struct JoinContext<'a, Out> {
+    first_time: Timestamp,
+    second_time: Timestamp,
+    out: &'a mut Vec<Record<Out>>,
+}
+
+impl<Out> JoinContext<'_, Out> {
+    pub fn first_timestamp(&self) -> Timestamp {
+        self.first_time
+    }
+
+    pub fn second_timestamp(&self) -> Timestamp {
+        self.second_time
+    }
+
+    /// The joined row's time: the later of the two records' times.
+    pub fn timestamp(&self) -> Timestamp {
+        self.first_time.max(self.second_time)
+    }
+
+    /// Emits a row at [`JoinContext::timestamp`].
+    pub fn emit(&mut self, value: Out) {
+        let time = self.timestamp();
+        self.out.push(Record::new(time, value));
+    }
+}
+
+/// Makes the rows of one joined pair (Flink's `ProcessJoinFunction`). A
+/// closure `|a, b| row` is one: it emits one row per pair.
+pub trait ProcessJoinFunction<A, B, Out>: Send + 'static {
+    fn process_element(&mut self, first: &A, second: &B, ctx: &mut JoinContext<'_, Out>);
+}
+
+impl<A, B, Out, F: FnMut(&A, &B) -> Out + Send + 'static> ProcessJoinFunction<A, B, Out> for F {
+    fn process_element(&mut self, first: &A, second: &B, ctx: &mut JoinContext<'_, Out>) {
+        ctx.emit(self(first, second));
+    }
+}
+
+/// One key's buffered records of one side, with their times.
+type Buffer<T> = Vec<(Timestamp, T)>;
+
+/// The interval join as a keyed two-input function.
+pub struct IntervalJoin<A, B, F> {
+    bounds: JoinBounds,
+    function: F,
+    first: Option<ValueState<Buffer<A>>>,
+    second: Option<ValueState<Buffer<B>>>,
+}
+
+impl<A, B, F: Clone> Clone for IntervalJoin<A, B, F> {
+    fn clone(&self) -> Self {
+        IntervalJoin { bounds: self.bounds, function: self.function.clone(), first: self.first, second: self.second }
+    }
+}
+
+impl<A, B, F> IntervalJoin<A, B, F> {
+    pub fn new(bounds: JoinBounds, function: F) -> Self {
+        IntervalJoin { bounds, function, first: None, second: None }
+    }
+
+    fn handles(&self) -> (ValueState<Buffer<A>>, ValueState<Buffer<B>>) {
+        (self.first.expect("opened"), self.second.expect("opened"))
+    }
+}
+
+/// Whether the record in hand may take part: it has a time, and the watermark
+/// has not passed it. Fails the job for a missing time; counts a late record.
+fn admit<K: Key, Out>(ctx: &mut ProcessContext<'_, K, Out>) -> bool {
+    let time = ctx.timestamp();
+    if time == NO_TIMESTAMP {
+        ctx.fail("interval join: a record has no event time; assign timestamps to both inputs before the join");
+        return false;
+    }
+    let watermark = ctx.current_watermark();
+    if watermark != MIN_WATERMARK && time <= watermark {
+        ctx.count_late();
+        return false;
+    }
+    true
+}
+
+impl<K, A, B, Out, F> KeyedCoProcessFunction<K, A, B, Out> for IntervalJoin<A, B, F>
+where
+    K: Key,
+    A: Data,
+    B: Data,
+    F: ProcessJoinFunction<A, B, Out>,
+{
+    fn open(&mut self, state: &mut KeyedState<K>) {
+        self.first = Some(state.value("interval-join-first"));
+        self.second = Some(state.value("interval-join-second"));
+    }
+
+    fn process_element1(&mut self, value: A, ctx: &mut ProcessContext<'_, K, Out>) {
+        if !admit(ctx) {
+            return;
+        }
+        let (first, second) = self.handles();
+        let time = ctx.timestamp();
+        let (state, key, out) = ctx.parts();
+        if let Some(seconds) = state.value_ref(&second, key) {
+            for (t, b) in seconds.iter().filter(|(t, _)| self.bounds.contains(time, *t)) {
+                let mut join = JoinContext { first_time: time, second_time: *t, out: &mut *out };
+                self.function.process_element(&value, b, &mut join);
+            }
+        }
+        state.value_mut(&first, key).get_or_insert_with(Vec::new).push((time, value));
+        ctx.register_event_time_timer(time.saturating_add(self.bounds.upper));
+    }
+
+    fn process_element2(&mut self, value: B, ctx: &mut ProcessContext<'_, K, Out>) {
+        if !admit(ctx) {
+            return;
+        }
+        let (first, second) = self.handles();
+        let time = ctx.timestamp();
+        let (state, key, out) = ctx.parts();
+        if let Some(firsts) = state.value_ref(&first, key) {
+            for (t, a) in firsts.iter().filter(|(t, _)| self.bounds.contains(*t, time)) {
+                let mut join = JoinContext { first_time: *t, second_time: time, out: &mut *out };
+                self.function.process_element(a, &value, &mut join);
+            }
+        }
+        state.value_mut(&second, key).get_or_insert_with(Vec::new).push((time, value));
+        ctx.register_event_time_timer(time.saturating_sub(self.bounds.lower));
+    }
+
+    /// Drops the key's records that nothing can match any more.
+    fn on_timer(&mut self, _time: Timestamp, domain: TimeDomain, ctx: &mut ProcessContext<'_, K, Out>) {
+        if domain != TimeDomain::EventTime {
+            return;
+        }
+        let (first, second) = self.handles();
+        let (watermark, bounds) = (ctx.current_watermark(), self.bounds);
+        let mut slot = ctx.value(&first);
+        if let Some(buffer) = slot.get_mut() {
+            buffer.retain(|(t, _)| t.saturating_add(bounds.upper) > watermark);
+            if buffer.is_empty() {
+                slot.clear();
+            }
+        }
+        let mut slot = ctx.value(&second);
+        if let Some(buffer) = slot.get_mut() {
+            buffer.retain(|(t, _)| t.saturating_sub(bounds.lower) > watermark);
+            if buffer.is_empty() {
+                slot.clear();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::checkpoint::metadata::RestoredState;
+    use crate::graph::{SnapshotCollector, SubtaskInfo};
+    use crate::metrics::SubtaskMetrics;
+    use crate::operator::Operator;
+    use crate::operator::co_process::{CoInput, CoProcess};
+    use crate::operator::process::KeyedProcessOperator;
+    use crate::output::Collector;
+
+    type Side = (u8, String);
+    type In = CoInput<Side, Side>;
+    type Pair = fn(&Side, &Side) -> String;
+    type Join = KeyedProcessOperator<u8, In, String, CoProcess<IntervalJoin<Side, Side, Pair>>, fn(&In) -> u8>;
+
+    fn info(metrics: Arc<SubtaskMetrics>) -> SubtaskInfo {
+        SubtaskInfo {
+            vertex: "interval-join".into(),
+            uid: "2-interval-join".into(),
+            index: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            metrics,
+            restored: None,
+            snapshots: SnapshotCollector::default(),
+            checkpointing: true,
+        }
+    }
+
+    fn join(lower: i64, upper: i64, metrics: Arc<SubtaskMetrics>) -> Join {
+        let pair: Pair = |a, b| format!("{}+{}", a.1, b.1);
+        let key: fn(&In) -> u8 = |v| v.key(|a| a.0, |b| b.0);
+        let bounds = JoinBounds::new(lower, upper, false, false).unwrap();
+        KeyedProcessOperator::new(CoProcess(IntervalJoin::new(bounds, pair)), key, &info(metrics))
+    }
+
+    /// Feeds records and watermarks; returns what came out, with times.
+    fn feed(op: &mut Join, steps: Vec<Result<(i64, In), i64>>) -> crate::error::TaskResult<Vec<(i64, String)>> {
+        let mut out = Vec::new();
+        for step in steps {
+            match step {
+                Ok((time, v)) => op.process_batch(vec![Record::new(time, v)], &mut Collector::new(&mut out))?,
+                Err(watermark) => op.on_watermark(watermark, &mut Collector::new(&mut out))?,
+            }
+        }
+        Ok(out.into_iter().map(|r| (r.time, r.value)).collect())
+    }
+
+    fn first(time: i64, key: u8, name: &str) -> Result<(i64, In), i64> {
+        Ok((time, CoInput::First((key, name.to_string()))))
+    }
+
+    fn second(time: i64, key: u8, name: &str) -> Result<(i64, In), i64> {
+        Ok((time, CoInput::Second((key, name.to_string()))))
+    }
+
+    #[test]
+    fn pairs_meet_in_either_order_at_the_later_time_and_only_within_the_bounds() {
+        let metrics = Arc::new(SubtaskMetrics::default());
+        let mut op = join(0, 10, metrics);
+        let out = feed(
+            &mut op,
+            vec![
+                second(105, 1, "p1"), // before its order
+                first(100, 1, "o1"),
+                second(110, 1, "p2"), // the upper end, inclusive
+                second(111, 1, "late-pay"),
+                first(100, 2, "o2"), // another key: meets nothing
+                second(99, 1, "early-pay"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(out, vec![(105, "o1+p1".to_string()), (110, "o1+p2".to_string())]);
+    }
+
+    #[test]
+    fn the_watermark_drops_what_nothing_can_match_and_late_records_are_counted() {
+        let metrics = Arc::new(SubtaskMetrics::default());
+        let mut op = join(0, 10, metrics.clone());
+        feed(&mut op, vec![first(100, 1, "o1"), second(105, 1, "p1"), Err(104)]).unwrap();
+        assert_eq!(op.state_entries(), 2, "o1 waits for payments up to 110, p1 for orders from 95 on");
+        feed(&mut op, vec![Err(105)]).unwrap();
+        assert_eq!(op.state_entries(), 1, "p1 can meet no order any more");
+        let out = feed(&mut op, vec![second(106, 1, "p2"), Err(110)]).unwrap();
+        assert_eq!(out, vec![(106, "o1+p2".to_string())]);
+        assert_eq!(op.state_entries(), 0, "o1 can meet no payment any more");
+        let out = feed(&mut op, vec![second(110, 1, "at-the-watermark"), first(109, 1, "behind")]).unwrap();
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(metrics.late_records.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(op.state_entries(), 0, "late records are not kept");
+    }
+
+    #[test]
+    fn a_record_without_event_time_fails_the_job_with_the_reason() {
+        let mut op = join(0, 10, Arc::new(SubtaskMetrics::default()));
+        let err = feed(&mut op, vec![first(crate::time::NO_TIMESTAMP, 1, "o1")]).unwrap_err().to_string();
+        assert!(err.contains("no event time") && err.contains("assign timestamps"), "{err}");
+    }
+
+    #[test]
+    fn buffered_records_survive_a_snapshot_and_restore() {
+        let mut op = join(0, 10, Arc::new(SubtaskMetrics::default()));
+        feed(&mut op, vec![first(100, 1, "o1"), Err(50)]).unwrap();
+        let snapshot = op.snapshot_state(1).unwrap();
+        let mut restored = join(0, 10, Arc::new(SubtaskMetrics::default()));
+        restored.restore_state(RestoredState { keyed: snapshot.keyed, ..Default::default() }).unwrap();
+        let out = feed(&mut restored, vec![Err(50), second(107, 1, "p1"), Err(110)]).unwrap();
+        assert_eq!(out, vec![(107, "o1+p1".to_string())]);
+        assert_eq!(restored.state_entries(), 0, "the restored cleanup timer fired");
+    }
+
+    #[test]
+    fn bounds_fold_exclusive_ends_and_refuse_empty_intervals() {
+        assert_eq!(JoinBounds::new(0, 10, false, false).unwrap(), JoinBounds { lower: 0, upper: 10 });
+        assert_eq!(JoinBounds::new(-5, 5, true, true).unwrap(), JoinBounds { lower: -4, upper: 4 });
+        let err = JoinBounds::new(10, 0, false, false).unwrap_err().to_string();
+        assert!(err.contains("lower bound (10 ms) is above the upper bound (0 ms)"), "{err}");
+        assert!(JoinBounds::new(3, 3, false, false).is_ok());
+        assert!(JoinBounds::new(3, 3, true, false).is_err());
+    }
+
+    #[test]
+    fn containment_is_relative_to_the_first_record() {
+        let b = JoinBounds::new(-2, 3, false, false).unwrap();
+        assert!(b.contains(100, 98) && b.contains(100, 103));
+        assert!(!b.contains(100, 97) && !b.contains(100, 104));
+    }
+}

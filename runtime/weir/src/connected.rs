@@ -1,0 +1,161 @@
+//! Two keyed streams into one operator: [`KeyedStream::connect`] with a
+//! [`KeyedCoProcessFunction`], and [`KeyedStream::interval_join`].
+//!
+//! Both streams must be keyed by the same key type; records with equal keys
+//! from either side meet in the same subtask, with one keyed state and one
+//! timer service per key. The operator's watermark is the minimum of both
+//! inputs', and checkpoints align across both (see
+//! [`weir_core::operator::co_process`]).
+//!
+//! ```
+//! use std::time::Duration;
+//! use weir::prelude::*;
+//! use weir::testing::run_sorted;
+//!
+//! // Orders (id, time) joined with the payments (id, time) that came at most 10 ms later.
+//! let rows = run_sorted(2, |env| {
+//!     let orders = env
+//!         .from_collection(vec![(1u32, 100i64), (2, 200)])
+//!         .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO), |o| o.1)
+//!         .key_by(|o| o.0);
+//!     let payments = env
+//!         .from_collection(vec![(1u32, 105i64), (2, 260)])
+//!         .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO), |p| p.1)
+//!         .key_by(|p| p.0);
+//!     orders
+//!         .interval_join(payments)
+//!         .between(0, 10)
+//!         .process(|o: &(u32, i64), p: &(u32, i64)| (o.0, p.1 - o.1))
+//!         .unwrap()
+//! });
+//! assert_eq!(rows, vec![(1, 5)]);
+//! ```
+
+use std::sync::Arc;
+
+use weir_core::exchange::Partitioning;
+use weir_core::keygroup::hash_key;
+use weir_core::operator::OperatorNode;
+use weir_core::operator::co_process::{CoInput, CoProcess, KeyedCoProcessFunction};
+use weir_core::operator::interval_join::{IntervalJoin, JoinBounds, ProcessJoinFunction};
+use weir_core::operator::process::{KeyedProcessFunction, KeyedProcessOperator};
+use weir_core::state::Key;
+use weir_core::{Data, JobError};
+
+use crate::stream::{DataStream, KeyedStream};
+
+impl<K: Key, A: Data> KeyedStream<K, A> {
+    /// This stream and `other` into one keyed two-input operator.
+    pub fn connect<B: Data>(self, other: KeyedStream<K, B>) -> ConnectedKeyedStreams<K, A, B> {
+        ConnectedKeyedStreams { first: self, second: other }
+    }
+
+    /// Joins each record of this stream with the records of `other` (same key)
+    /// whose time lies within bounds relative to its own; set them with
+    /// [`IntervalJoinBuilder::between`].
+    pub fn interval_join<B: Data>(self, other: KeyedStream<K, B>) -> IntervalJoinBuilder<K, A, B> {
+        IntervalJoinBuilder { streams: self.connect(other) }
+    }
+}
+
+/// Two keyed streams with the same key type, connected.
+pub struct ConnectedKeyedStreams<K, A, B> {
+    first: KeyedStream<K, A>,
+    second: KeyedStream<K, B>,
+}
+
+impl<K: Key, A: Data, B: Data> ConnectedKeyedStreams<K, A, B> {
+    /// Runs `function` over both streams: `process_element1` for this stream's
+    /// records, `process_element2` for the other's.
+    pub fn process<Out: Data, F: KeyedCoProcessFunction<K, A, B, Out> + Clone + Sync>(
+        self,
+        function: F,
+    ) -> DataStream<Out> {
+        self.add_vertex("co-process", CoProcess(function))
+    }
+
+    /// Adds the two-input vertex running `function` over the tagged records of both streams.
+    fn add_vertex<Out: Data, F: KeyedProcessFunction<K, CoInput<A, B>, Out> + Clone + Sync>(
+        self,
+        name: &str,
+        function: F,
+    ) -> DataStream<Out> {
+        let env = self.first.stream.env.clone();
+        let inputs: Vec<_> = self
+            .first
+            .stream
+            .tag(&format!("{name}-first"), CoInput::<A, B>::First)
+            .into_iter()
+            .chain(self.second.stream.tag(&format!("{name}-second"), CoInput::<A, B>::Second))
+            .collect();
+        let (first_key, second_key) = (self.first.key.clone(), self.second.key.clone());
+        let key = move |v: &CoInput<A, B>| v.key(|a| first_key(a), |b| second_key(b));
+        let partitioning = Partitioning::Hash {
+            key_hash: Arc::new({
+                let key = key.clone();
+                move |v| hash_key(&key(v))
+            }),
+            max_parallelism: env.max_parallelism(),
+        };
+        let parallelism = env.parallelism();
+        let node = env.graph_mut(|g| {
+            let node = g.add_operator(name, parallelism, move |info, out| {
+                let op = KeyedProcessOperator::new(function.clone(), key.clone(), info);
+                Ok(Box::new(OperatorNode::new(op, out, info)?))
+            });
+            for from in inputs {
+                g.connect(from, node, partitioning.clone()).expect("stream types match by construction");
+            }
+            node
+        });
+        DataStream::new(env, vec![node])
+    }
+}
+
+/// An interval join waiting for its bounds.
+pub struct IntervalJoinBuilder<K, A, B> {
+    streams: ConnectedKeyedStreams<K, A, B>,
+}
+
+impl<K: Key, A: Data, B: Data> IntervalJoinBuilder<K, A, B> {
+    /// A record `a` of the first stream meets the records `b` of the second
+    /// with `a.time + lower <= b.time <= a.time + upper` (milliseconds; either
+    /// may be negative). Both ends are inclusive unless made exclusive.
+    pub fn between(self, lower: i64, upper: i64) -> IntervalJoined<K, A, B> {
+        IntervalJoined { streams: self.streams, lower, upper, lower_exclusive: false, upper_exclusive: false }
+    }
+}
+
+/// An interval join with its bounds; finish it with [`IntervalJoined::process`].
+pub struct IntervalJoined<K, A, B> {
+    streams: ConnectedKeyedStreams<K, A, B>,
+    lower: i64,
+    upper: i64,
+    lower_exclusive: bool,
+    upper_exclusive: bool,
+}
+
+impl<K: Key, A: Data, B: Data> IntervalJoined<K, A, B> {
+    /// `b.time` must be strictly above `a.time + lower`.
+    pub fn lower_bound_exclusive(mut self) -> Self {
+        self.lower_exclusive = true;
+        self
+    }
+
+    /// `b.time` must be strictly below `a.time + upper`.
+    pub fn upper_bound_exclusive(mut self) -> Self {
+        self.upper_exclusive = true;
+        self
+    }
+
+    /// Makes the rows of every joined pair with `function` (a closure
+    /// `|a, b| row` emits one row per pair, at the later of the two times).
+    /// Bounds that hold no time (lower above upper) are refused here.
+    pub fn process<Out: Data, F: ProcessJoinFunction<A, B, Out> + Clone + Sync>(
+        self,
+        function: F,
+    ) -> Result<DataStream<Out>, JobError> {
+        let bounds = JoinBounds::new(self.lower, self.upper, self.lower_exclusive, self.upper_exclusive)?;
+        Ok(self.streams.add_vertex("interval-join", CoProcess(IntervalJoin::new(bounds, function))))
+    }
+}

@@ -1,0 +1,279 @@
+//! Two-input operators: interval joins against a nested loop at several
+//! parallelisms and bounds, one watermark over both inputs, keyed state and
+//! timers shared by both inputs, and the orders-payments join resumed
+//! exactly from a checkpoint at another parallelism.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir::core::checkpoint::coordinator::{CheckpointConfig, CheckpointStatus};
+use weir::core::checkpoint::metadata::RestoredSnapshot;
+use weir::core::checkpoint::storage::{CheckpointStorage, LocalStorage};
+use weir::core::executor::ExecuteOptions;
+use weir::prelude::*;
+use weir::testing::{run_local, run_sorted};
+use weir_workloads::{Order, Payment, WorkloadStreams, bounds};
+
+use crate::common::{CountSum, HeldOpen, Release, pseudo_random};
+
+/// A side of a join: (key, id, time).
+type Row = (u32, u32, i64);
+
+const SKEW: i64 = 40;
+
+/// `n` rows over `keys` keys, about 10 ms apart and up to SKEW ms out of order
+/// (so none is late under a SKEW bound); keys repeat, so each side has duplicates.
+fn rows(seed: u64, n: usize, keys: u64) -> Vec<Row> {
+    let r = pseudo_random(seed, n * 2);
+    (0..n).map(|i| ((r[2 * i] % keys) as u32, i as u32, i as i64 * 10 - (r[2 * i + 1] % SKEW as u64) as i64)).collect()
+}
+
+fn timed(env: &StreamEnv, rows: Vec<Row>) -> KeyedStream<u32, Row> {
+    env.from_collection(rows)
+        .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(SKEW as u64)), |r| r.2)
+        .key_by(|r| r.0)
+}
+
+/// What an interval join must produce, by a nested loop: (first id, second id, time).
+fn nested_loop(first: &[Row], second: &[Row], lower: i64, upper: i64) -> Vec<(u32, u32, i64)> {
+    let mut out: Vec<_> = first
+        .iter()
+        .flat_map(|a| {
+            second
+                .iter()
+                .filter(move |b| b.0 == a.0 && b.2 >= a.2 + lower && b.2 <= a.2 + upper)
+                .map(move |b| (a.1, b.1, a.2.max(b.2)))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn interval_joins_match_a_nested_loop_at_both_bounds_and_any_parallelism() {
+    let (first, second) = (rows(1, 600, 4), rows(2, 500, 4));
+    // (lower, upper, lower exclusive, upper exclusive, the bounds as a nested loop sees them)
+    let cases = [(0, 30, false, false, 0, 30), (-25, 15, true, false, -24, 15), (-25, 15, false, true, -25, 14)];
+    for (lower, upper, lower_excl, upper_excl, lo, hi) in cases {
+        let expected = nested_loop(&first, &second, lo, hi);
+        assert!(expected.len() > 100, "too few pairs to mean anything: {}", expected.len());
+        for parallelism in [1, 3] {
+            let (f, s) = (first.clone(), second.clone());
+            let out = run_local(parallelism, move |env| {
+                let mut join = timed(env, f).interval_join(timed(env, s)).between(lower, upper);
+                if lower_excl {
+                    join = join.lower_bound_exclusive();
+                }
+                if upper_excl {
+                    join = join.upper_bound_exclusive();
+                }
+                join.process(|a: &Row, b: &Row| (a.1, b.1)).unwrap()
+            });
+            let mut actual: Vec<_> = out.into_iter().map(|r| (r.value.0, r.value.1, r.time)).collect();
+            actual.sort();
+            assert_eq!(
+                actual, expected,
+                "between({lower}, {upper}) exclusive ({lower_excl}, {upper_excl}) at parallelism {parallelism}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bounds_that_hold_no_time_are_refused_when_the_job_is_built() {
+    let env = StreamEnv::new("bad-bounds");
+    let err = timed(&env, vec![]).interval_join(timed(&env, vec![])).between(10, -10).process(|a: &Row, _: &Row| a.1);
+    let err = err.err().expect("lower above upper is refused").to_string();
+    assert!(err.contains("lower bound (10 ms) is above the upper bound (-10 ms)"), "{err}");
+}
+
+/// Counts each key's records per input in one shared state; a timer set by
+/// either input reports the counts once the watermark passes it.
+#[derive(Clone, Default)]
+struct CountBoth {
+    counts: Option<ValueState<(u32, u32)>>,
+}
+
+impl KeyedCoProcessFunction<u32, Row, Row, (u32, u32, u32)> for CountBoth {
+    fn open(&mut self, state: &mut KeyedState<u32>) {
+        self.counts = Some(state.value("counts"));
+    }
+
+    fn process_element1(&mut self, _: Row, ctx: &mut ProcessContext<'_, u32, (u32, u32, u32)>) {
+        ctx.value(&self.counts.unwrap()).get_or_insert((0, 0)).0 += 1;
+        ctx.register_event_time_timer(1_000_000);
+    }
+
+    fn process_element2(&mut self, _: Row, ctx: &mut ProcessContext<'_, u32, (u32, u32, u32)>) {
+        ctx.value(&self.counts.unwrap()).get_or_insert((0, 0)).1 += 1;
+        ctx.register_event_time_timer(1_000_000);
+    }
+
+    fn on_timer(&mut self, _: Timestamp, _: TimeDomain, ctx: &mut ProcessContext<'_, u32, (u32, u32, u32)>) {
+        let key = *ctx.key();
+        if let Some((a, b)) = ctx.value(&self.counts.unwrap()).clear() {
+            ctx.emit((key, a, b));
+        }
+    }
+}
+
+#[test]
+fn both_inputs_share_one_keyed_state_and_one_timer_service_per_key() {
+    let (first, second) = (rows(3, 700, 11), rows(4, 300, 11));
+    let mut expected: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
+    first.iter().for_each(|r| expected.entry(r.0).or_default().0 += 1);
+    second.iter().for_each(|r| expected.entry(r.0).or_default().1 += 1);
+    let expected: Vec<_> = expected.into_iter().map(|(k, (a, b))| (k, a, b)).collect();
+    for parallelism in [1, 4] {
+        let (f, s) = (first.clone(), second.clone());
+        let out =
+            run_sorted(parallelism, move |env| timed(env, f).connect(timed(env, s)).process(CountBoth::default()));
+        assert_eq!(out, expected, "one row per key, counting both inputs, at parallelism {parallelism}");
+    }
+}
+
+/// Emits, when its timer fires, whether the second input had been released by then.
+#[derive(Clone)]
+struct FiresAfter {
+    release: Release,
+}
+
+impl KeyedCoProcessFunction<u32, Row, Row, bool> for FiresAfter {
+    fn process_element1(&mut self, r: Row, ctx: &mut ProcessContext<'_, u32, bool>) {
+        ctx.register_event_time_timer(r.2);
+    }
+
+    fn process_element2(&mut self, _: Row, _: &mut ProcessContext<'_, u32, bool>) {}
+
+    fn on_timer(&mut self, _: Timestamp, _: TimeDomain, ctx: &mut ProcessContext<'_, u32, bool>) {
+        ctx.emit(self.release.is_released());
+    }
+}
+
+#[test]
+fn the_watermark_of_a_two_input_operator_is_the_minimum_of_both_inputs() {
+    // The first input runs to its end at once; the second emits one early
+    // record and stays open. A timer at the first input's time may fire only
+    // once the second input's watermark has passed it too.
+    let release = Release::new(Duration::from_secs(30));
+    let r = release.clone();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(400));
+        r.release();
+    });
+    let probe = FiresAfter { release: release.clone() };
+    let out = run_sorted(2, move |env| {
+        let first = timed(env, vec![(7, 0, 100), (7, 1, 5_000)]);
+        let held = release.clone();
+        let second = env
+            .add_source("held-open", move |_| {
+                Box::new(HeldOpen::new(vec![(7u32, 9u32, 50i64)], Duration::ZERO, held.clone()))
+            })
+            .set_parallelism(1)
+            .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO), |r: &Row| r.2)
+            .key_by(|r| r.0);
+        first.connect(second).process(probe)
+    });
+    releaser.join().unwrap();
+    assert_eq!(out, vec![true, true], "the timers fired before the slow input's watermark passed them");
+}
+
+// ------------------------------------------------------------- orders-payments
+
+const JOB: &str = "orders-payments";
+
+/// The workload's join and windows, committed to `out` by the exactly-once file sink.
+fn orders_payments(env: &StreamEnv, out: &Path, events: u64, rate: Option<f64>) {
+    let orders = env
+        .orders(Some(events), rate)
+        .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(bounds::ORDERS), |o| o.time)
+        .key_by(|o| o.order_id);
+    let payments = env
+        .payments(Some(events), rate)
+        .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(bounds::PAYMENTS), |p| p.time)
+        .key_by(|p| p.order_id);
+    orders
+        .interval_join(payments)
+        .between(0, 120_000)
+        .process(|o: &Order, _: &Payment| o.clone())
+        .unwrap()
+        .key_by(|o| o.region)
+        .window(WindowAssigner::tumbling(Duration::from_secs(60)))
+        .aggregate(CountSum, |region, w, (count, sum)| (region.to_string(), w.start, count, sum))
+        .write_json(out);
+}
+
+type Windows = BTreeMap<(String, i64), (u64, i64)>;
+
+fn committed(dir: &Path) -> Windows {
+    let mut rows = Windows::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !e.file_name().to_string_lossy().starts_with("part-") {
+            continue;
+        }
+        for line in std::fs::read_to_string(e.path()).unwrap().lines() {
+            let (region, start, count, sum): (String, i64, u64, i64) = serde_json::from_str(line).unwrap();
+            assert!(rows.insert((region.clone(), start), (count, sum)).is_none(), "({region}, {start}) twice");
+        }
+    }
+    rows
+}
+
+fn env(parallelism: usize) -> StreamEnv {
+    let env = StreamEnv::new(JOB);
+    env.set_parallelism(parallelism);
+    env
+}
+
+fn checkpointing(storage: Arc<dyn CheckpointStorage>) -> Option<CheckpointConfig> {
+    let mut c = CheckpointConfig::new(storage, Duration::from_millis(40));
+    c.retained = 2;
+    Some(c)
+}
+
+#[test]
+fn orders_payments_resumes_exactly_from_a_checkpoint_at_another_parallelism() {
+    let events = 300_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(LocalStorage::new(tmp.path().join("ck")));
+
+    // Both inputs throttled so that checkpoints land while the join holds buffered rows.
+    let e = env(2);
+    orders_payments(&e, &out, events, Some(150_000.0));
+    let job = e
+        .start_with(ExecuteOptions {
+            checkpointing: checkpointing(storage.clone()),
+            restore: None,
+            ..Default::default()
+        })
+        .unwrap();
+    while job.checkpoints().iter().filter(|c| c.status == CheckpointStatus::Completed).nth(2).is_none() {
+        assert!(!job.is_finished(), "the job ended before three checkpoints completed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    job.stop();
+    job.wait_with_checkpoints().0.unwrap();
+
+    let restore = RestoredSnapshot::latest(storage.clone(), JOB).unwrap();
+    let e = env(3);
+    orders_payments(&e, &out, events, None);
+    let job = e
+        .start_with(ExecuteOptions {
+            checkpointing: checkpointing(storage),
+            restore: Some(restore),
+            ..Default::default()
+        })
+        .unwrap();
+    job.wait_with_checkpoints().0.unwrap();
+
+    let uninterrupted = tmp.path().join("uninterrupted");
+    let e = env(2);
+    orders_payments(&e, &uninterrupted, events, None);
+    e.execute().unwrap();
+    let expected = committed(&uninterrupted);
+    assert!(expected.len() > 10, "{expected:?}");
+    assert_eq!(committed(&out), expected);
+}
