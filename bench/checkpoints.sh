@@ -35,17 +35,11 @@
 # gave different results.
 set -euo pipefail
 
-write=false
-case "${1:-}" in
-  --write) write=true ;;
-  "") ;;
-  *) echo "usage: $0 [--write]" >&2; exit 2 ;;
-esac
-
 repo=$(cd "$(dirname "$0")/.." && pwd)
 weir=$repo/target/release/weir
 # shellcheck source=bench/doc-section.sh
 . "$repo/bench/doc-section.sh"
+write=$(write_flag "$@")
 
 PAIRS=${PAIRS:-5}
 OW_EVENTS=${OW_EVENTS:-200000000}

@@ -26,13 +26,6 @@
 # Exits non-zero if any run failed or any Weir/Flink result pair differs.
 set -euo pipefail
 
-write=false
-case "${1:-}" in
-  --write) write=true ;;
-  "") ;;
-  *) echo "usage: $0 [--write]" >&2; exit 2 ;;
-esac
-
 repo=$(cd "$(dirname "$0")/.." && pwd)
 flink=$repo/bench/flink/run.sh
 weir=$repo/target/release/weir
@@ -44,6 +37,7 @@ FIXED_EVENTS=${FIXED_EVENTS:-100000}
 MEMORY_EVENTS=${MEMORY_EVENTS:-50000000}
 # shellcheck source=bench/doc-section.sh
 . "$repo/bench/doc-section.sh"
+write=$(write_flag "$@")
 
 # Workloads where Weir should reach 10x Flink's events per CPU-second at p=1.
 TEN_X_WORKLOADS="orders-window q1 q5 q7"

@@ -29,3 +29,13 @@ write_section() {
 
 # median X...: the median of numbers (the mean of the middle two for an even count; n/a for none).
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# write_flag ARGS...: "true" for `--write`, "false" for no argument; anything
+# else is a usage error (`write=$(write_flag "$@")` then stops the script).
+write_flag() {
+  case "${1:-}" in
+    --write) echo true ;;
+    "") echo false ;;
+    *) echo "usage: $0 [--write]" >&2; exit 2 ;;
+  esac
+}

@@ -55,6 +55,8 @@ pub struct SubtaskInfo {
     pub snapshots: SnapshotCollector,
     /// Whether the job takes checkpoints (sinks become transactional).
     pub checkpointing: bool,
+    /// The subtask's place in a watermark alignment group (a source's chain joins one).
+    pub alignment: crate::drift::SourceAlignment,
 }
 
 impl SubtaskInfo {

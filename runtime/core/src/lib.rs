@@ -22,7 +22,8 @@
 //! * [`exchange`]: between tasks, bounded queues carry batches; a full queue
 //!   blocks the producer (backpressure). Records are partitioned forward,
 //!   round-robin, by key group ([`keygroup`]) or broadcast.
-//! * [`time`]: event time and watermarks; [`timer`]: per-key timers.
+//! * [`time`]: event time and watermarks; [`drift`]: watermark alignment
+//!   of sources; [`timer`]: per-key timers.
 //! * [`operator`]: the operator trait, basic operators, keyed process
 //!   functions with keyed [`state`], sinks; [`window`]: event-time windows.
 //! * [`graph`] and [`executor`]: the logical job, its chaining, and its
@@ -32,6 +33,7 @@
 //! its documentation shows examples.
 
 pub mod checkpoint;
+pub mod drift;
 pub mod element;
 pub mod error;
 pub mod exchange;

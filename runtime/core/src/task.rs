@@ -45,6 +45,9 @@ use crate::time::{MAX_WATERMARK, MIN_WATERMARK, Timestamp, now_ms};
 /// How often processing time advances in an otherwise busy task.
 pub const TICK: Duration = Duration::from_millis(50);
 
+/// How long a source that is too far ahead of its alignment group waits before it looks again.
+const ALIGNMENT_PAUSE: Duration = Duration::from_millis(1);
+
 /// What every task shares with its job.
 #[derive(Clone)]
 pub struct TaskEnv {
@@ -59,6 +62,8 @@ pub struct TaskEnv {
     /// Set to end every task at once, without draining (the job is cancelled or restarted).
     pub cancel: Arc<AtomicBool>,
     pub checkpoints: Option<TaskCheckpointing>,
+    /// A source task pauses while this says its watermark is too far ahead.
+    pub alignment: crate::drift::SourceAlignment,
 }
 
 /// A task's link to the checkpoint coordinator.
@@ -162,6 +167,17 @@ impl<T: Send> SourceTask<T> {
         Ok(())
     }
 
+    /// Advances processing time (and a source's own watermark) when a tick is due.
+    fn tick(&mut self, next_tick: &mut Instant) -> TaskResult {
+        if Instant::now() >= *next_tick {
+            let now = now_ms();
+            self.forward_watermark(now)?;
+            self.head.processing_time(now)?;
+            *next_tick = Instant::now() + TICK;
+        }
+        Ok(())
+    }
+
     fn obey(&mut self, command: Command, drained: &mut bool) -> TaskResult<Next> {
         match command {
             Command::Trigger { barrier, drain } => {
@@ -227,6 +243,15 @@ impl<T: Send> Task for SourceTask<T> {
                 SubtaskMetrics::add(&self.env.metrics.idle_ns, started.elapsed().as_nanos() as u64);
                 continue;
             }
+            if self.env.alignment.ahead() {
+                // Too far ahead of its alignment group: wait, still obeying commands.
+                self.head.flush()?;
+                let started = Instant::now();
+                std::thread::sleep(ALIGNMENT_PAUSE);
+                SubtaskMetrics::add(&self.env.metrics.idle_ns, started.elapsed().as_nanos() as u64);
+                self.tick(&mut next_tick)?;
+                continue;
+            }
             let poll = self.source.poll(&mut batch)?;
             if !batch.is_empty() {
                 SubtaskMetrics::add(&self.env.metrics.records_in, batch.len() as u64);
@@ -257,12 +282,7 @@ impl<T: Send> Task for SourceTask<T> {
                     }
                 }
             }
-            if Instant::now() >= next_tick {
-                let now = now_ms();
-                self.forward_watermark(now)?;
-                self.head.processing_time(now)?;
-                next_tick = Instant::now() + TICK;
-            }
+            self.tick(&mut next_tick)?;
         }
         self.head.end()
     }

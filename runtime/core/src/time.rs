@@ -30,12 +30,15 @@ pub struct WatermarkStrategy {
     pub out_of_orderness: Duration,
     /// A source subtask that produced nothing for this long is marked idle.
     pub idle_timeout: Option<Duration>,
+    /// Sources of this group pause while their watermark is further ahead of
+    /// the group's slowest than the drift ([`crate::drift`]).
+    pub alignment: Option<crate::drift::WatermarkAlignment>,
 }
 
 impl WatermarkStrategy {
     /// Watermark = highest timestamp seen - bound - 1 (Flink's `forBoundedOutOfOrderness`).
     pub fn bounded_out_of_orderness(bound: Duration) -> Self {
-        WatermarkStrategy { out_of_orderness: bound, idle_timeout: None }
+        WatermarkStrategy { out_of_orderness: bound, idle_timeout: None, alignment: None }
     }
 
     /// Timestamps never decrease (`forMonotonousTimestamps`).
@@ -45,6 +48,15 @@ impl WatermarkStrategy {
 
     pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Aligns this source with the others of `group`: it pauses while its
+    /// watermark is more than `max_drift` ahead of the group's lowest (Flink's
+    /// `withWatermarkAlignment`). A source that may have no data for long
+    /// needs an idle timeout too, or it holds the group back.
+    pub fn with_alignment(mut self, group: impl Into<String>, max_drift: Duration) -> Self {
+        self.alignment = Some(crate::drift::WatermarkAlignment { group: group.into(), max_drift });
         self
     }
 

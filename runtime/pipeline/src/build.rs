@@ -52,7 +52,7 @@ pub fn build(file: &Path, plan: &Plan, env: &StreamEnv, stats: &PipelineStats) -
     let stats = stats.clone();
     let mut stream = source(file, &plan.source, env, &stats)?;
     for step in &plan.steps {
-        stream = self::step(file, step, stream)?;
+        stream = self::step(file, step, stream, &stats)?;
         if let Some(p) = step.parallelism {
             stream = stream.set_parallelism(p);
         }
@@ -165,7 +165,12 @@ fn source(
     })
 }
 
-fn step(file: &Path, step: &crate::plan::StepPlan, stream: DataStream<Row>) -> Result<DataStream<Row>, PipelineError> {
+fn step(
+    file: &Path,
+    step: &crate::plan::StepPlan,
+    stream: DataStream<Row>,
+    stats: &PipelineStats,
+) -> Result<DataStream<Row>, PipelineError> {
     Ok(match &step.kind {
         StepKind::Dedup { key, ttl_ms } => {
             stream.key_by(key_of(key)).process(DedupRows { ttl_ms: *ttl_ms, seen: None })
@@ -224,6 +229,21 @@ fn step(file: &Path, step: &crate::plan::StepPlan, stream: DataStream<Row>) -> R
         StepKind::ExternalCall { per_record } => {
             let per_record = *per_record;
             stream.transform("external_call", move |_| ExternalCall::new(per_record))
+        }
+        StepKind::Join { with, other, key, other_key, lower, upper, fields } => {
+            let env = stream.env().clone();
+            let other = source(file, other, &env, stats)?;
+            let fields: Arc<[usize]> = fields.as_slice().into();
+            let joined = move |row: &Row, other: &Row| -> Row {
+                let mut out = Vec::with_capacity(row.len() + fields.len());
+                out.extend_from_slice(row);
+                out.extend(fields.iter().map(|&i| other[i].clone()));
+                out
+            };
+            let join = stream.key_by(key_of(key)).interval_join(other.key_by(key_of(other_key)));
+            join.between(*lower, *upper)
+                .process(joined)
+                .map_err(|e| PipelineError::new(file, format!("steps (join with {with})"), e.to_string()))?
         }
     })
 }

@@ -55,6 +55,8 @@ struct Ctx<'a> {
     job: &'a str,
     /// Whether the job takes checkpoints (exactly-once sinks need them).
     checkpointing: bool,
+    /// The named sources that `join` steps may join with.
+    sources: &'a indexmap::IndexMap<String, config::Source>,
 }
 
 impl Ctx<'_> {
@@ -74,7 +76,7 @@ struct Cursor {
 /// Checks `p` (read from `file`) with `overrides` applied, and plans it.
 pub fn check(file: &Path, p: &PipelineFile, overrides: &Overrides) -> Result<Plan, PipelineError> {
     let checkpointing = overrides.checkpointing.unwrap_or(p.checkpointing.is_some());
-    let ctx = Ctx { file, job: &p.name, checkpointing };
+    let ctx = Ctx { file, job: &p.name, checkpointing, sources: &p.sources };
     if p.name.trim().is_empty() {
         return Err(ctx.err("name", "expected a non-empty job name"));
     }
@@ -99,7 +101,7 @@ pub fn check(file: &Path, p: &PipelineFile, overrides: &Overrides) -> Result<Pla
     if parallelism > max_parallelism as usize {
         return Err(ctx.err("parallelism", format!("{parallelism} exceeds max_parallelism {max_parallelism}")));
     }
-    let source = source(&ctx, p)?;
+    let source = source(&ctx, "source", &p.source)?;
     let mut cur = Cursor { schema: source.schema.clone(), event_time: source.event_time.is_some(), last_key: None };
     let mut steps = Vec::new();
     let mut i = 0;
@@ -109,6 +111,10 @@ pub fn check(file: &Path, p: &PipelineFile, overrides: &Overrides) -> Result<Pla
         let parallelism = step_parallelism(&ctx, p, i..i + used, &kind, max_parallelism)?;
         steps.push(StepPlan { kind, schema: cur.schema.clone(), parallelism });
         i += used;
+    }
+    let joined = |name: &String| steps.iter().any(|s| matches!(&s.kind, StepKind::Join { with, .. } if with == name));
+    if let Some(name) = p.sources.keys().find(|name| !joined(name)) {
+        return Err(ctx.err(format!("sources.{name}"), "no join step uses this source"));
     }
     let sink = sink(&ctx, "sink", &p.sink, &cur.schema)?;
     Ok(Plan { name: p.name.clone(), parallelism, max_parallelism, checkpointing, source, steps, sink })
@@ -166,9 +172,9 @@ pub fn workload_schema(workload: Workload) -> Schema {
     }
 }
 
-fn source(ctx: &Ctx, p: &PipelineFile) -> Result<SourcePlan, PipelineError> {
+/// Checks the source at `key` (`source`, or `sources.<name>` of a join).
+fn source(ctx: &Ctx, key: &str, src: &config::Source) -> Result<SourcePlan, PipelineError> {
     use SourceType::{Datagen, File, Kafka};
-    let src = &p.source;
     // Keys that belong to other source types are mistakes, not silent no-ops.
     let set: [(&str, bool, &[SourceType]); 15] = [
         ("workload", src.workload.is_some(), &[Datagen]),
@@ -189,48 +195,50 @@ fn source(ctx: &Ctx, p: &PipelineFile) -> Result<SourcePlan, PipelineError> {
     ];
     if let Some((k, _, owners)) = set.iter().find(|(_, present, owners)| *present && !owners.contains(&src.kind)) {
         let owners: Vec<String> = owners.iter().map(|o| format!("{o:?}").to_lowercase()).collect();
-        return Err(ctx.err(format!("source.{k}"), format!("only applies to {} sources", owners.join(" and "))));
+        return Err(ctx.err(format!("{key}.{k}"), format!("only applies to {} sources", owners.join(" and "))));
     }
     let schema = match src.kind {
-        Datagen => workload_schema(
-            src.workload
-                .ok_or_else(|| ctx.err("source.workload", "required for datagen sources: orders, payments or bids"))?,
-        ),
+        Datagen => workload_schema(src.workload.ok_or_else(|| {
+            ctx.err(format!("{key}.workload"), "required for datagen sources: orders, payments or bids")
+        })?),
         File | Kafka => {
             let fields = src.fields.as_ref().filter(|f| !f.is_empty()).ok_or_else(|| {
-                ctx.err("source.fields", "required for file and kafka sources: each field of the records with its type")
+                ctx.err(
+                    format!("{key}.fields"),
+                    "required for file and kafka sources: each field of the records with its type",
+                )
             })?;
             Schema::new(fields.iter().map(|(n, t)| (n.clone(), *t)))
         }
     };
     let event_time = match &src.watermark {
         None => None,
-        Some(w) => Some(watermark(ctx, w, &schema)?),
+        Some(w) => Some(watermark(ctx, key, w, &schema)?),
     };
     let format = match &src.format {
         None => Format::Json,
-        Some(f) => Format::parse(f).map_err(|e| ctx.err("source.format", e))?,
+        Some(f) => Format::parse(f).map_err(|e| ctx.err(format!("{key}.format"), e))?,
     };
     let kind = match src.kind {
         Datagen => {
             if let Some(r) = &src.rate {
-                rate(ctx, r)?;
+                rate(ctx, key, r)?;
             }
             let workload = src.workload.expect("checked above");
             SourceKind::Datagen { workload, count: src.count, rate: src.rate.clone() }
         }
         File => {
-            let path = src.path.clone().ok_or_else(|| ctx.err("source.path", "required for file sources"))?;
+            let path = src.path.clone().ok_or_else(|| ctx.err(format!("{key}.path"), "required for file sources"))?;
             if path.trim().is_empty() {
-                return Err(ctx.err("source.path", "expected a file or a directory of files"));
+                return Err(ctx.err(format!("{key}.path"), "expected a file or a directory of files"));
             }
             let max_line_bytes = src.max_line_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES);
             if max_line_bytes == 0 {
-                return Err(ctx.err("source.max_line_bytes", "expected a number of bytes, at least 1"));
+                return Err(ctx.err(format!("{key}.max_line_bytes"), "expected a number of bytes, at least 1"));
             }
             SourceKind::File { path, max_line_bytes }
         }
-        Kafka => SourceKind::Kafka(kafka_source(ctx, p)?),
+        Kafka => SourceKind::Kafka(kafka_source(ctx, key, src)?),
     };
     Ok(SourcePlan {
         kind,
@@ -245,43 +253,47 @@ fn source(ctx: &Ctx, p: &PipelineFile) -> Result<SourcePlan, PipelineError> {
 /// Checks a datagen source's rate: what `weir::datagen::RateProfile::validate`
 /// checks (that crate is not linked here: the operator checks without the
 /// engine), in the file's keys.
-fn rate(ctx: &Ctx, r: &config::Rate) -> Result<(), PipelineError> {
+fn rate(ctx: &Ctx, key: &str, r: &config::Rate) -> Result<(), PipelineError> {
     let events_per_second = |key: String, r: f64| match r.is_finite() && r >= 0.0 {
         true => Ok(r),
         false => Err(ctx.err(key, "expected a number of events per second, 0 or more")),
     };
     match r {
         config::Rate::Constant(r) if !(r.is_finite() && *r > 0.0) => {
-            Err(ctx.err("source.rate", "expected a positive number of events per second"))
+            Err(ctx.err(format!("{key}.rate"), "expected a positive number of events per second"))
         }
         config::Rate::Constant(_) => Ok(()),
         config::Rate::Steps(steps) => {
             let first = steps.first().ok_or_else(|| {
-                ctx.err("source.rate.steps", "expected at least one step such as `{ at: 0s, rate: 1000 }`")
+                ctx.err(format!("{key}.rate.steps"), "expected at least one step such as `{ at: 0s, rate: 1000 }`")
             })?;
             if !first.at.0.is_zero() {
-                return Err(ctx.err("source.rate.steps[0].at", "the first step must be at 0s (the stream's start)"));
+                return Err(
+                    ctx.err(format!("{key}.rate.steps[0].at"), "the first step must be at 0s (the stream's start)")
+                );
             }
             for (i, step) in steps.iter().enumerate() {
                 if i > 0 && step.at.0 <= steps[i - 1].at.0 {
-                    return Err(ctx.err(format!("source.rate.steps[{i}].at"), "steps must be in increasing time"));
+                    return Err(ctx.err(format!("{key}.rate.steps[{i}].at"), "steps must be in increasing time"));
                 }
-                events_per_second(format!("source.rate.steps[{i}].rate"), step.rate)?;
+                events_per_second(format!("{key}.rate.steps[{i}].rate"), step.rate)?;
             }
             match steps.iter().all(|s| s.rate == 0.0) {
-                true => Err(ctx.err("source.rate.steps", "every rate is 0: the source would never produce")),
+                true => Err(ctx.err(format!("{key}.rate.steps"), "every rate is 0: the source would never produce")),
                 false => Ok(()),
             }
         }
         config::Rate::Sine(s) => {
-            if events_per_second("source.rate.sine.mean".into(), s.mean)? == 0.0 {
-                return Err(ctx.err("source.rate.sine.mean", "expected a positive number of events per second"));
+            if events_per_second(format!("{key}.rate.sine.mean"), s.mean)? == 0.0 {
+                return Err(ctx.err(format!("{key}.rate.sine.mean"), "expected a positive number of events per second"));
             }
-            if events_per_second("source.rate.sine.amplitude".into(), s.amplitude)? > s.mean {
-                return Err(ctx.err("source.rate.sine.amplitude", "must not exceed mean (the rate would go negative)"));
+            if events_per_second(format!("{key}.rate.sine.amplitude"), s.amplitude)? > s.mean {
+                return Err(
+                    ctx.err(format!("{key}.rate.sine.amplitude"), "must not exceed mean (the rate would go negative)")
+                );
             }
             match s.period.0.is_zero() {
-                true => Err(ctx.err("source.rate.sine.period", "must be longer than zero")),
+                true => Err(ctx.err(format!("{key}.rate.sine.period"), "must be longer than zero")),
                 false => Ok(()),
             }
         }
@@ -290,40 +302,48 @@ fn rate(ctx: &Ctx, r: &config::Rate) -> Result<(), PipelineError> {
 
 fn watermark(
     ctx: &Ctx,
+    key: &str,
     w: &config::WatermarkConfig,
     schema: &Schema,
 ) -> Result<(usize, WatermarkStrategy), PipelineError> {
     let idx = schema.index(&w.field).ok_or_else(|| {
         ctx.err(
-            "source.watermark.field",
+            format!("{key}.watermark.field"),
             format!("unknown field `{}` (fields: {})", w.field, schema.names().join(", ")),
         )
     })?;
     if schema.field_type(idx) != FieldType::Int {
-        return Err(ctx.err("source.watermark.field", format!("`{}` must be an int of epoch milliseconds", w.field)));
+        return Err(
+            ctx.err(format!("{key}.watermark.field"), format!("`{}` must be an int of epoch milliseconds", w.field))
+        );
     }
     let mut strategy = WatermarkStrategy::bounded_out_of_orderness(w.out_of_orderness.map_or(Duration::ZERO, |d| d.0));
     if let Some(idle) = w.idle_timeout {
         strategy = strategy.with_idle_timeout(idle.0);
     }
+    if let Some(a) = &w.alignment {
+        if a.group.trim().is_empty() {
+            return Err(ctx.err(format!("{key}.watermark.alignment.group"), "expected a group name"));
+        }
+        strategy = strategy.with_alignment(a.group.clone(), a.max_drift.0);
+    }
     Ok((idx, strategy))
 }
 
-fn kafka_source(ctx: &Ctx, p: &PipelineFile) -> Result<KafkaSourceSpec, PipelineError> {
-    let src = &p.source;
+fn kafka_source(ctx: &Ctx, at: &str, src: &config::Source) -> Result<KafkaSourceSpec, PipelineError> {
     let required = |v: &Option<String>, key: &str| {
         v.clone()
             .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| ctx.err(format!("source.{key}"), "required for kafka sources"))
+            .ok_or_else(|| ctx.err(format!("{at}.{key}"), "required for kafka sources"))
     };
     let start = match &src.start {
         None => KafkaStart::Earliest,
-        Some(s) => s.parse().map_err(|e: String| ctx.err("source.start", e))?,
+        Some(s) => s.parse().map_err(|e: String| ctx.err(format!("{at}.start"), e))?,
     };
     Ok(KafkaSourceSpec {
         bootstrap: required(&src.bootstrap, "bootstrap")?,
         topic: required(&src.topic, "topic")?,
-        group: src.group.clone().unwrap_or_else(|| format!("weir-{}", p.name)),
+        group: src.group.clone().unwrap_or_else(|| format!("weir-{}", ctx.job)),
         start,
         bounded: src.bounded.unwrap_or(false),
         properties: src.properties.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -386,7 +406,81 @@ fn step(ctx: &Ctx, key: &str, steps: &[Step], i: usize, cur: &mut Cursor) -> Res
             Err(ctx.err(format!("{key}.per_record"), "must be longer than zero"))
         }
         Step::ExternalCall(c) => Ok((StepKind::ExternalCall { per_record: c.per_record.0 }, 1)),
+        Step::Join(j) => join(ctx, key, j, cur).map(|kind| (kind, 1)),
     }
+}
+
+/// Checks a join step: the other source, keys of the same types on both
+/// sides, event time on both, bounds that hold some time, and the fields it adds.
+fn join(ctx: &Ctx, key: &str, j: &config::Join, cur: &mut Cursor) -> Result<StepKind, PipelineError> {
+    let other_src = ctx.sources.get(&j.with).ok_or_else(|| {
+        let names: Vec<&str> = ctx.sources.keys().map(String::as_str).collect();
+        let names = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+        ctx.err(format!("{key}.with"), format!("no source `{}` under `sources` (it has: {names})", j.with))
+    })?;
+    let at = format!("sources.{}", j.with);
+    let other = source(ctx, &at, other_src)?;
+    if !cur.event_time {
+        return Err(ctx.err(key, "an interval join needs event time on the stream: add source.watermark"));
+    }
+    if other.event_time.is_none() {
+        return Err(ctx.err(format!("{at}.watermark"), "an interval join needs event time on both sides"));
+    }
+    let this_key = resolve(ctx, &format!("{key}.key"), &cur.schema, &j.key.names())?;
+    let other_at = if j.other_key.is_some() { format!("{key}.other_key") } else { format!("{key}.key") };
+    let other_names = j.other_key.as_ref().unwrap_or(&j.key).names();
+    let other_key = resolve(ctx, &other_at, &other.schema, &other_names)?;
+    if this_key.len() != other_key.len() {
+        return Err(ctx.err(
+            other_at,
+            format!("the key has {} fields on the stream and {} on `{}`", this_key.len(), other_key.len(), j.with),
+        ));
+    }
+    for (&a, &b) in this_key.iter().zip(&other_key) {
+        let (ta, tb) = (cur.schema.field_type(a), other.schema.field_type(b));
+        if ta != tb {
+            let (na, nb) = (&cur.schema.fields[a].0, &other.schema.fields[b].0);
+            return Err(ctx.err(
+                other_at,
+                format!("key `{na}` is {ta} on the stream but `{nb}` is {tb} on `{}`: expected the same type", j.with),
+            ));
+        }
+    }
+    let [lower, upper] =
+        j.between.ok_or_else(|| ctx.err(format!("{key}.between"), "required for interval joins: `[lower, upper]`"))?;
+    let bounds = weir_core::operator::interval_join::JoinBounds::new(lower.0, upper.0, false, false)
+        .map_err(|e| ctx.err(format!("{key}.between"), e.to_string()))?;
+    let picked: Vec<(String, usize)> = match &j.fields {
+        Some(fields) => fields
+            .iter()
+            .map(|(name, field)| {
+                let at = format!("{key}.fields.{name}");
+                Ok((name.clone(), resolve(ctx, &at, &other.schema, std::slice::from_ref(field))?[0]))
+            })
+            .collect::<Result<_, PipelineError>>()?,
+        None => (other.schema.fields.iter().enumerate())
+            .map(|(i, (name, _))| match cur.schema.index(name) {
+                Some(_) => (format!("{}_{name}", j.with), i),
+                None => (name.clone(), i),
+            })
+            .collect(),
+    };
+    for (name, i) in &picked {
+        if cur.schema.index(name).is_some() {
+            return Err(ctx.err(format!("{key}.fields.{name}"), format!("the stream already has a field `{name}`")));
+        }
+        cur.schema.push(name.clone(), other.schema.field_type(*i));
+    }
+    cur.last_key = None;
+    Ok(StepKind::Join {
+        with: j.with.clone(),
+        other: Box::new(other),
+        key: this_key,
+        other_key,
+        lower: bounds.lower,
+        upper: bounds.upper,
+        fields: picked.into_iter().map(|(_, i)| i).collect(),
+    })
 }
 
 fn anomaly(ctx: &Ctx, key: &str, a: &config::Anomaly, cur: &mut Cursor) -> Result<StepKind, PipelineError> {
@@ -923,5 +1017,107 @@ mod tests {
             assert_eq!(e.key, key, "{window}: {e}");
             assert!(e.message.contains(message), "{window}: {e}");
         }
+    }
+
+    /// Orders joined with payments (or with another `sources` entry), then `steps`.
+    fn joined(join: &str, other: &str) -> String {
+        format!(
+            "name: j\nsource: {{ type: datagen, workload: orders, watermark: {{ field: time, out_of_orderness: 5s }} }}\n\
+             sources:\n  pay: {other}\n\
+             steps:\n  - join: {join}\n\
+             sink: {{ type: blackhole }}"
+        )
+    }
+
+    const PAYMENTS: &str = "{ type: datagen, workload: payments, watermark: { field: time, out_of_orderness: 126s } }";
+
+    #[test]
+    fn a_join_adds_the_other_sides_fields_and_keeps_event_time() {
+        let p = plan(&joined("{ with: pay, type: interval, key: order_id, between: [0s, 2m] }", PAYMENTS)).unwrap();
+        assert_eq!(
+            p.output_schema().names(),
+            ["order_id", "region", "amount", "time", "pay_order_id", "pay_amount", "pay_time"],
+            "every field of the other side, a taken name prefixed with the source's"
+        );
+        let StepKind::Join { key, other_key, lower, upper, fields, .. } = &p.steps[0].kind else { panic!() };
+        assert_eq!((key.as_slice(), other_key.as_slice(), *lower, *upper), (&[0][..], &[0][..], 0, 120_000));
+        assert_eq!(fields, &[0, 1, 2]);
+        let p = plan(&joined(
+            "{ with: pay, type: interval, key: order_id, between: [\"-5s\", 1m], fields: { paid_at: time } }",
+            PAYMENTS,
+        ))
+        .unwrap();
+        assert_eq!(p.output_schema().names(), ["order_id", "region", "amount", "time", "paid_at"]);
+        let StepKind::Join { lower, upper, .. } = &p.steps[0].kind else { panic!() };
+        assert_eq!((*lower, *upper), (-5_000, 60_000));
+    }
+
+    #[test]
+    fn bad_joins_are_refused_naming_the_key_and_what_was_expected() {
+        let bids = "{ type: datagen, workload: bids, watermark: { field: time } }";
+        let unwatermarked = "{ type: datagen, workload: payments }";
+        for (join, other, key, message) in [
+            (
+                "{ with: nope, type: interval, key: order_id, between: [0s, 1m] }",
+                PAYMENTS,
+                "steps[0].join.with",
+                "no source `nope` under `sources` (it has: pay)",
+            ),
+            (
+                "{ with: pay, type: interval, key: order_id, other_key: auction, between: [0s, 1m] }",
+                bids,
+                "steps[0].join.other_key",
+                "key `order_id` is string on the stream but `auction` is int on `pay`",
+            ),
+            (
+                "{ with: pay, type: interval, key: order_id, between: [1m, 0s] }",
+                PAYMENTS,
+                "steps[0].join.between",
+                "lower bound (60000 ms) is above the upper bound (0 ms)",
+            ),
+            (
+                "{ with: pay, type: interval, key: order_id }",
+                PAYMENTS,
+                "steps[0].join.between",
+                "required for interval joins",
+            ),
+            (
+                "{ with: pay, type: interval, key: order_id, between: [0s, 1m] }",
+                unwatermarked,
+                "sources.pay.watermark",
+                "event time on both sides",
+            ),
+            (
+                "{ with: pay, type: interval, key: customer, between: [0s, 1m] }",
+                PAYMENTS,
+                "steps[0].join.key",
+                "unknown field `customer`",
+            ),
+            (
+                "{ with: pay, type: interval, key: order_id, between: [0s, 1m], fields: { region: amount } }",
+                PAYMENTS,
+                "steps[0].join.fields.region",
+                "already has a field `region`",
+            ),
+            (
+                "{ with: pay, type: interval, key: order_id, between: [0s, 1m], fields: { x: nope } }",
+                PAYMENTS,
+                "steps[0].join.fields.x",
+                "unknown field `nope`",
+            ),
+        ] {
+            let e = plan(&joined(join, other)).unwrap_err();
+            assert_eq!(e.key, key, "{join}: {e}");
+            assert!(e.message.contains(message), "{join}: {e}");
+        }
+        let unused = "name: j\nsource: { type: datagen, workload: orders }\nsources:\n  pay: { type: datagen, workload: payments }\nsink: { type: blackhole }";
+        let e = plan(unused).unwrap_err();
+        assert_eq!((e.key.as_str(), e.message.as_str()), ("sources.pay", "no join step uses this source"));
+        let e = plan(&joined(
+            "{ with: pay, type: interval, key: order_id, between: [0s, 1m] }",
+            "{ type: datagen, workload: payments, count: 5, path: x }",
+        ))
+        .unwrap_err();
+        assert_eq!((e.key.as_str(), e.message.as_str()), ("sources.pay.path", "only applies to file sources"));
     }
 }

@@ -36,6 +36,9 @@ pub struct PipelineFile {
     pub checkpointing: Option<Checkpointing>,
     pub storage: Option<Storage>,
     pub source: Source,
+    /// Further sources, by name, for `join` steps to join the stream with.
+    #[serde(default)]
+    pub sources: IndexMap<String, Source>,
     #[serde(default)]
     pub steps: Vec<Step>,
     pub sink: Sink,
@@ -82,6 +85,16 @@ pub struct WatermarkConfig {
     pub field: String,
     pub out_of_orderness: Option<Dur>,
     pub idle_timeout: Option<Dur>,
+    /// Pause this source while its watermark is further ahead of its group's
+    /// slowest than `max_drift` (sources feeding one join, typically).
+    pub alignment: Option<Alignment>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alignment {
+    pub group: String,
+    pub max_drift: Dur,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -238,6 +251,7 @@ pub enum Step {
     Top(Top),
     Anomaly(Anomaly),
     ExternalCall(ExternalCall),
+    Join(Join),
 }
 
 impl Step {
@@ -252,6 +266,7 @@ impl Step {
             Step::Top(_) => "top",
             Step::Anomaly(_) => "anomaly",
             Step::ExternalCall(_) => "external_call",
+            Step::Join(_) => "join",
         }
     }
 }
@@ -262,6 +277,51 @@ pub struct Dedup {
     pub key: Fields,
     /// Forget a key this long (event time) after it was first seen; forever when absent.
     pub ttl: Option<Dur>,
+}
+
+/// A join of the stream with a source of `sources` (flat, like [`Source`],
+/// to keep key paths in errors).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Join {
+    /// The other side: a name under `sources`.
+    pub with: String,
+    #[serde(rename = "type")]
+    pub kind: JoinType,
+    /// The key: these fields of the stream...
+    pub key: Fields,
+    /// ...equal to these of the other side (the same names when absent).
+    pub other_key: Option<Fields>,
+    /// `interval`: the other side's time relative to the stream's row, both
+    /// ends inclusive: `[0s, 2m]`, `["-5s", 5s]`.
+    pub between: Option<[SignedDur; 2]>,
+    /// The other side's fields to add, `new_name: field`; when absent, all of
+    /// them, a name the stream already has taking the prefix `<with>_`.
+    pub fields: Option<IndexMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum JoinType {
+    /// Each row meets the other side's rows of the same key within `between` of its time.
+    Interval,
+}
+
+/// A duration that may be negative: `-5s`, `2m`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignedDur(pub i64);
+
+impl<'de> Deserialize<'de> for SignedDur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let (sign, magnitude) = match s.trim().strip_prefix('-') {
+            Some(rest) => (-1, rest),
+            None => (1, s.trim()),
+        };
+        let d = parse_duration(magnitude).map_err(serde::de::Error::custom)?;
+        let ms = i64::try_from(d.as_millis()).map_err(|_| serde::de::Error::custom(format!("`{s}` is too long")))?;
+        Ok(SignedDur(sign * ms))
+    }
 }
 
 /// A stand-in for a synchronous call to another service per record (a test

@@ -147,6 +147,18 @@ pub enum StepKind {
     ExternalCall {
         per_record: Duration,
     },
+    /// An interval join with another source: each row meets the other side's
+    /// rows with an equal key whose time is within `lower..=upper` ms of its
+    /// own, and goes on with `fields` of the other row appended.
+    Join {
+        with: String,
+        other: Box<SourcePlan>,
+        key: Vec<usize>,
+        other_key: Vec<usize>,
+        lower: i64,
+        upper: i64,
+        fields: Vec<usize>,
+    },
 }
 
 /// What a window emits when it fires.

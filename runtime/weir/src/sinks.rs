@@ -335,6 +335,7 @@ mod tests {
             restored: None,
             snapshots: SnapshotCollector::default(),
             checkpointing: true,
+            alignment: Default::default(),
         };
         LineFileSink::new(dir, &info, json_line::<i64> as fn(&i64, &mut Vec<u8>) -> TaskResult)
     }

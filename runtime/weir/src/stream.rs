@@ -126,7 +126,7 @@ impl<T: Data> DataStream<T> {
     ) -> DataStream<T> {
         let p = self.parallelism();
         self.add_vertex("timestamps", p, Partitioning::Forward, move |info, out| {
-            Ok(Box::new(WatermarkAssigner::new(&strategy, extract.clone(), out, info.metrics.clone())))
+            Ok(Box::new(WatermarkAssigner::new(&strategy, extract.clone(), out, info.metrics.clone(), &info.alignment)))
         })
     }
 

@@ -15,6 +15,11 @@ fn run_pipeline(workload: &str, events: u64, parallelism: usize, out: &Path) -> 
         .args(["--parallelism", &parallelism.to_string()])
         .args(["--set", &format!("source.count={events}")])
         .args(["--set", &format!("sink.path={}", out.display())])
+        .args(if workload == "orders-payments" {
+            vec!["--set".to_string(), format!("sources.payments.count={events}")]
+        } else {
+            vec![]
+        })
         .status()
         .unwrap();
     assert!(status.success(), "weir run {} failed", file.display());
@@ -41,6 +46,11 @@ fn orders_window() {
 #[test]
 fn orders_dedup() {
     check("orders-dedup", 150_000);
+}
+
+#[test]
+fn orders_payments() {
+    check("orders-payments", 150_000);
 }
 
 #[test]

@@ -42,6 +42,7 @@ fn info(index: usize, parallelism: usize, restored: Option<RestoredState>) -> Su
         restored,
         snapshots: SnapshotCollector::default(),
         checkpointing: true,
+        alignment: Default::default(),
     }
 }
 

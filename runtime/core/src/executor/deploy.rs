@@ -15,6 +15,7 @@ use super::ChainMetrics;
 use super::plan::{ChainPlan, PhysicalPlan, SubtaskPlan, Target};
 use crate::checkpoint::coordinator::{CheckpointConfig, Command, TaskReport};
 use crate::checkpoint::metadata::{RestoredSnapshot, RestoredState};
+use crate::drift::{AlignmentGroups, SourceAlignment};
 use crate::error::{JobError, TaskError};
 use crate::exchange::remote::{ChannelKey, Network};
 use crate::graph::{AnyBox, JobGraph, NodeKind, SnapshotCollector, SubtaskInfo};
@@ -57,12 +58,15 @@ impl Deployment<'_> {
     /// Builds every subtask of `plan`, chain by chain.
     pub fn build(&self, plan: &PhysicalPlan) -> Result<Deployed, JobError> {
         let mut queues = self.open_queues(plan)?;
+        let groups = AlignmentGroups::default();
         let mut deployed = Deployed::default();
         for (c, chain) in plan.chains.iter().enumerate() {
             let mut subtasks = Vec::with_capacity(chain.subtasks.len());
             for subtask in &chain.subtasks {
                 let metrics = Arc::new(SubtaskMetrics::default());
-                let task = self.subtask(c, chain, subtask, metrics.clone(), &mut queues, &mut deployed.controls)?;
+                let alignment = SourceAlignment::new(&groups);
+                let shared = Shared { metrics: metrics.clone(), alignment };
+                let task = self.subtask(c, chain, subtask, shared, &mut queues, &mut deployed.controls)?;
                 deployed.tasks.push(task);
                 subtasks.push(metrics);
             }
@@ -111,14 +115,14 @@ impl Deployment<'_> {
         c: usize,
         chain: &ChainPlan,
         subtask: &SubtaskPlan,
-        metrics: Arc<SubtaskMetrics>,
+        shared: Shared,
         queues: &mut Queues,
         controls: &mut BTreeMap<usize, Sender<Command>>,
     ) -> Result<Box<dyn Task>, JobError> {
         let snapshots = SnapshotCollector::default();
-        let env = self.task_env(chain, subtask, &metrics, &snapshots, controls);
-        let out = self.outputs(chain, subtask, &metrics, queues)?;
-        let link = |n| self.subtask_info(n, chain, subtask, &metrics, &snapshots);
+        let env = self.task_env(chain, subtask, &shared, &snapshots, controls);
+        let out = self.outputs(chain, subtask, &shared.metrics, queues)?;
+        let link = |n| self.subtask_info(n, chain, subtask, &shared, &snapshots);
         match self.links(chain, subtask, out, link, env.clone())? {
             Built::Source(task) => Ok(task),
             Built::Head(head) => {
@@ -134,7 +138,7 @@ impl Deployment<'_> {
         &self,
         chain: &ChainPlan,
         subtask: &SubtaskPlan,
-        metrics: &Arc<SubtaskMetrics>,
+        shared: &Shared,
         snapshots: &SnapshotCollector,
         controls: &mut BTreeMap<usize, Sender<Command>>,
     ) -> TaskEnv {
@@ -157,10 +161,11 @@ impl Deployment<'_> {
             index: subtask.task,
             subtask: i,
             key_groups: crate::keygroup::KeyGroupRange::for_subtask(i, p, self.graph.max_parallelism),
-            metrics: metrics.clone(),
+            metrics: shared.metrics.clone(),
             stop: self.stop.clone(),
             cancel: self.cancel.clone(),
             checkpoints,
+            alignment: shared.alignment.clone(),
         }
     }
 
@@ -233,7 +238,7 @@ impl Deployment<'_> {
         n: usize,
         chain: &ChainPlan,
         subtask: &SubtaskPlan,
-        metrics: &Arc<SubtaskMetrics>,
+        shared: &Shared,
         snapshots: &SnapshotCollector,
     ) -> Result<SubtaskInfo, JobError> {
         let (uid, i, p) = (self.graph.uid(n), subtask.index, chain.layout.parallelism);
@@ -244,9 +249,10 @@ impl Deployment<'_> {
             index: i,
             parallelism: p,
             max_parallelism: self.graph.max_parallelism,
-            metrics: metrics.clone(),
+            metrics: shared.metrics.clone(),
             snapshots: snapshots.clone(),
             checkpointing: self.checkpointing.is_some(),
+            alignment: shared.alignment.clone(),
         })
     }
 
@@ -257,6 +263,12 @@ impl Deployment<'_> {
         let state = snapshot.state_for(uid, i, p).map_err(|e| JobError::Restore(e.to_string()))?;
         Ok(Some(state.unwrap_or_default()))
     }
+}
+
+/// What the task of a subtask and the links of its chain share.
+struct Shared {
+    metrics: Arc<SubtaskMetrics>,
+    alignment: SourceAlignment,
 }
 
 /// A chain built up to its head.

@@ -95,30 +95,68 @@ impl<A, B, Out, F: FnMut(&A, &B) -> Out + Send + 'static> ProcessJoinFunction<A,
     }
 }
 
-/// One key's buffered records of one side, with their times.
-type Buffer<T> = Vec<(Timestamp, T)>;
+/// One key's buffered records of both sides, with their times, and the time
+/// of the key's one cleanup timer.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct Buffers<A, B> {
+    first: Vec<(Timestamp, A)>,
+    second: Vec<(Timestamp, B)>,
+    timer: Timestamp,
+}
+
+impl<A, B> Buffers<A, B> {
+    fn new() -> Self {
+        Buffers { first: Vec::new(), second: Vec::new(), timer: NO_TIMESTAMP }
+    }
+
+    /// Drops the records nothing can match once the watermark is at
+    /// `watermark`; returns the earliest time at which another one can go.
+    fn expire(&mut self, bounds: JoinBounds, watermark: Timestamp) -> Option<Timestamp> {
+        let first_cleanup = |t: Timestamp| t.saturating_add(bounds.upper);
+        let second_cleanup = |t: Timestamp| t.saturating_sub(bounds.lower);
+        self.first.retain(|(t, _)| first_cleanup(*t) > watermark);
+        self.second.retain(|(t, _)| second_cleanup(*t) > watermark);
+        let firsts = self.first.iter().map(|(t, _)| first_cleanup(*t));
+        firsts.chain(self.second.iter().map(|(t, _)| second_cleanup(*t))).min()
+    }
+}
 
 /// The interval join as a keyed two-input function.
+///
+/// Both sides of a key live in one state entry, so a record costs one lookup.
+/// A key has one cleanup timer at a time, set when its first record comes, at
+/// that record's cleanup time; when it fires, what has expired goes and the
+/// timer is set again for the earliest of what is left. A record may so
+/// outstay its own cleanup time until the key's timer fires, by at most the
+/// length of the join's interval (and the watermark's disorder), but never
+/// joins wrongly: what has expired can meet no record that is not late.
 pub struct IntervalJoin<A, B, F> {
     bounds: JoinBounds,
     function: F,
-    first: Option<ValueState<Buffer<A>>>,
-    second: Option<ValueState<Buffer<B>>>,
+    buffers: Option<ValueState<Buffers<A, B>>>,
 }
 
 impl<A, B, F: Clone> Clone for IntervalJoin<A, B, F> {
     fn clone(&self) -> Self {
-        IntervalJoin { bounds: self.bounds, function: self.function.clone(), first: self.first, second: self.second }
+        IntervalJoin { bounds: self.bounds, function: self.function.clone(), buffers: self.buffers }
     }
 }
 
 impl<A, B, F> IntervalJoin<A, B, F> {
     pub fn new(bounds: JoinBounds, function: F) -> Self {
-        IntervalJoin { bounds, function, first: None, second: None }
+        IntervalJoin { bounds, function, buffers: None }
     }
+}
 
-    fn handles(&self) -> (ValueState<Buffer<A>>, ValueState<Buffer<B>>) {
-        (self.first.expect("opened"), self.second.expect("opened"))
+/// Cleanup timers go off on whole seconds of event time: the timer service
+/// then holds one entry per second with all its keys instead of one per
+/// millisecond, and a record outstays its cleanup time by less than a second.
+const TIMER_GRANULARITY: Timestamp = 1000;
+
+fn timer_at(cleanup: Timestamp) -> Timestamp {
+    match cleanup.checked_rem_euclid(TIMER_GRANULARITY) {
+        Some(0) | None => cleanup,
+        Some(r) => cleanup.saturating_add(TIMER_GRANULARITY - r),
     }
 }
 
@@ -138,6 +176,31 @@ fn admit<K: Key, Out>(ctx: &mut ProcessContext<'_, K, Out>) -> bool {
     true
 }
 
+impl<A: Data, B: Data, F> IntervalJoin<A, B, F> {
+    /// Joins the record in hand (`probe` meets the other side's buffered
+    /// records, `keep` files it on its own side), and sets the key's cleanup
+    /// timer at `cleanup` when the key is new.
+    fn on_record<K: Key, Out>(
+        &mut self,
+        ctx: &mut ProcessContext<'_, K, Out>,
+        cleanup: Timestamp,
+        probe: impl FnOnce(&Buffers<A, B>, &mut F, &mut Vec<Record<Out>>),
+        keep: impl FnOnce(&mut Buffers<A, B>),
+    ) {
+        let handle = self.buffers.expect("opened");
+        let (state, key, out) = ctx.parts();
+        let mut slot = state.value_mut(&handle, key);
+        let buffers = slot.get_or_insert_with(Buffers::new);
+        probe(buffers, &mut self.function, out);
+        keep(buffers);
+        if buffers.timer == NO_TIMESTAMP {
+            let timer = timer_at(cleanup);
+            buffers.timer = timer;
+            ctx.register_event_time_timer(timer);
+        }
+    }
+}
+
 impl<K, A, B, Out, F> KeyedCoProcessFunction<K, A, B, Out> for IntervalJoin<A, B, F>
 where
     K: Key,
@@ -146,63 +209,54 @@ where
     F: ProcessJoinFunction<A, B, Out>,
 {
     fn open(&mut self, state: &mut KeyedState<K>) {
-        self.first = Some(state.value("interval-join-first"));
-        self.second = Some(state.value("interval-join-second"));
+        self.buffers = Some(state.value("interval-join"));
     }
 
     fn process_element1(&mut self, value: A, ctx: &mut ProcessContext<'_, K, Out>) {
         if !admit(ctx) {
             return;
         }
-        let (first, second) = self.handles();
-        let time = ctx.timestamp();
-        let (state, key, out) = ctx.parts();
-        if let Some(seconds) = state.value_ref(&second, key) {
-            for (t, b) in seconds.iter().filter(|(t, _)| self.bounds.contains(time, *t)) {
-                let mut join = JoinContext { first_time: time, second_time: *t, out: &mut *out };
-                self.function.process_element(&value, b, &mut join);
+        let (time, bounds) = (ctx.timestamp(), self.bounds);
+        let probe = |buffers: &Buffers<A, B>, function: &mut F, out: &mut Vec<Record<Out>>| {
+            for (t, b) in buffers.second.iter().filter(|(t, _)| bounds.contains(time, *t)) {
+                function.process_element(&value, b, &mut JoinContext { first_time: time, second_time: *t, out });
             }
-        }
-        state.value_mut(&first, key).get_or_insert_with(Vec::new).push((time, value));
-        ctx.register_event_time_timer(time.saturating_add(self.bounds.upper));
+        };
+        let keep = |buffers: &mut Buffers<A, B>| buffers.first.push((time, value.clone()));
+        self.on_record(ctx, time.saturating_add(bounds.upper), probe, keep);
     }
 
     fn process_element2(&mut self, value: B, ctx: &mut ProcessContext<'_, K, Out>) {
         if !admit(ctx) {
             return;
         }
-        let (first, second) = self.handles();
-        let time = ctx.timestamp();
-        let (state, key, out) = ctx.parts();
-        if let Some(firsts) = state.value_ref(&first, key) {
-            for (t, a) in firsts.iter().filter(|(t, _)| self.bounds.contains(*t, time)) {
-                let mut join = JoinContext { first_time: *t, second_time: time, out: &mut *out };
-                self.function.process_element(a, &value, &mut join);
+        let (time, bounds) = (ctx.timestamp(), self.bounds);
+        let probe = |buffers: &Buffers<A, B>, function: &mut F, out: &mut Vec<Record<Out>>| {
+            for (t, a) in buffers.first.iter().filter(|(t, _)| bounds.contains(*t, time)) {
+                function.process_element(a, &value, &mut JoinContext { first_time: *t, second_time: time, out });
             }
-        }
-        state.value_mut(&second, key).get_or_insert_with(Vec::new).push((time, value));
-        ctx.register_event_time_timer(time.saturating_sub(self.bounds.lower));
+        };
+        let keep = |buffers: &mut Buffers<A, B>| buffers.second.push((time, value.clone()));
+        self.on_record(ctx, time.saturating_sub(bounds.lower), probe, keep);
     }
 
-    /// Drops the key's records that nothing can match any more.
+    /// Drops the key's records that nothing can match any more, and sets the
+    /// timer again for the rest.
     fn on_timer(&mut self, _time: Timestamp, domain: TimeDomain, ctx: &mut ProcessContext<'_, K, Out>) {
         if domain != TimeDomain::EventTime {
             return;
         }
-        let (first, second) = self.handles();
         let (watermark, bounds) = (ctx.current_watermark(), self.bounds);
-        let mut slot = ctx.value(&first);
-        if let Some(buffer) = slot.get_mut() {
-            buffer.retain(|(t, _)| t.saturating_add(bounds.upper) > watermark);
-            if buffer.is_empty() {
+        let mut slot = ctx.value(&self.buffers.expect("opened"));
+        let Some(buffers) = slot.get_mut() else { return };
+        match buffers.expire(bounds, watermark) {
+            None => {
                 slot.clear();
             }
-        }
-        let mut slot = ctx.value(&second);
-        if let Some(buffer) = slot.get_mut() {
-            buffer.retain(|(t, _)| t.saturating_sub(bounds.lower) > watermark);
-            if buffer.is_empty() {
-                slot.clear();
+            Some(next) => {
+                let timer = timer_at(next);
+                buffers.timer = timer;
+                ctx.register_event_time_timer(timer);
             }
         }
     }
@@ -237,34 +291,44 @@ mod tests {
             restored: None,
             snapshots: SnapshotCollector::default(),
             checkpointing: true,
+            alignment: Default::default(),
         }
     }
 
     fn join(lower: i64, upper: i64, metrics: Arc<SubtaskMetrics>) -> Join {
         let pair: Pair = |a, b| format!("{}+{}", a.1, b.1);
         let key: fn(&In) -> u8 = |v| v.key(|a| a.0, |b| b.0);
-        let bounds = JoinBounds::new(lower, upper, false, false).unwrap();
+        let bounds = JoinBounds::new(lower * S, upper * S, false, false).unwrap();
         KeyedProcessOperator::new(CoProcess(IntervalJoin::new(bounds, pair)), key, &info(metrics))
     }
 
-    /// Feeds records and watermarks; returns what came out, with times.
+    /// The tests' unit of time, in ms: whole seconds, as cleanup timers go off on them.
+    const S: i64 = 1000;
+
+    /// Feeds records and watermarks (times in seconds); returns what came out, with times.
     fn feed(op: &mut Join, steps: Vec<Result<(i64, In), i64>>) -> crate::error::TaskResult<Vec<(i64, String)>> {
         let mut out = Vec::new();
         for step in steps {
             match step {
                 Ok((time, v)) => op.process_batch(vec![Record::new(time, v)], &mut Collector::new(&mut out))?,
-                Err(watermark) => op.on_watermark(watermark, &mut Collector::new(&mut out))?,
+                Err(watermark) => op.on_watermark(watermark * S, &mut Collector::new(&mut out))?,
             }
         }
-        Ok(out.into_iter().map(|r| (r.time, r.value)).collect())
+        Ok(out.into_iter().map(|r| (r.time / S, r.value)).collect())
     }
 
     fn first(time: i64, key: u8, name: &str) -> Result<(i64, In), i64> {
-        Ok((time, CoInput::First((key, name.to_string()))))
+        Ok((time * S, CoInput::First((key, name.to_string()))))
     }
 
     fn second(time: i64, key: u8, name: &str) -> Result<(i64, In), i64> {
-        Ok((time, CoInput::Second((key, name.to_string()))))
+        Ok((time * S, CoInput::Second((key, name.to_string()))))
+    }
+
+    #[test]
+    fn cleanup_timers_go_off_on_whole_seconds() {
+        assert_eq!([timer_at(1), timer_at(1000), timer_at(1001), timer_at(-1)], [1000, 1000, 2000, 0]);
+        assert_eq!(timer_at(i64::MAX), i64::MAX);
     }
 
     #[test]
@@ -290,14 +354,16 @@ mod tests {
     fn the_watermark_drops_what_nothing_can_match_and_late_records_are_counted() {
         let metrics = Arc::new(SubtaskMetrics::default());
         let mut op = join(0, 10, metrics.clone());
-        feed(&mut op, vec![first(100, 1, "o1"), second(105, 1, "p1"), Err(104)]).unwrap();
-        assert_eq!(op.state_entries(), 2, "o1 waits for payments up to 110, p1 for orders from 95 on");
-        feed(&mut op, vec![Err(105)]).unwrap();
-        assert_eq!(op.state_entries(), 1, "p1 can meet no order any more");
-        let out = feed(&mut op, vec![second(106, 1, "p2"), Err(110)]).unwrap();
-        assert_eq!(out, vec![(106, "o1+p2".to_string())]);
-        assert_eq!(op.state_entries(), 0, "o1 can meet no payment any more");
-        let out = feed(&mut op, vec![second(110, 1, "at-the-watermark"), first(109, 1, "behind")]).unwrap();
+        feed(&mut op, vec![first(100, 1, "o1"), second(105, 1, "p1"), second(115, 1, "p9"), Err(109)]).unwrap();
+        assert_eq!(op.state_entries(), 1, "key 1 waits: o1 may still meet payments up to 110");
+        let out = feed(&mut op, vec![second(110, 1, "p2"), Err(110)]).unwrap();
+        assert_eq!(out, vec![(110, "o1+p2".to_string())]);
+        assert_eq!(op.state_entries(), 1, "o1 and the payments up to 110 went; p9 may still meet orders from 105 on");
+        let out = feed(&mut op, vec![first(111, 1, "o2"), Err(114)]).unwrap();
+        assert_eq!(out, vec![(115, "o2+p9".to_string())]);
+        feed(&mut op, vec![Err(121)]).unwrap();
+        assert_eq!(op.state_entries(), 0, "the timer set again for what was left fired");
+        let out = feed(&mut op, vec![second(121, 1, "at-the-watermark"), first(120, 1, "behind")]).unwrap();
         assert!(out.is_empty(), "{out:?}");
         assert_eq!(metrics.late_records.load(std::sync::atomic::Ordering::Relaxed), 2);
         assert_eq!(op.state_entries(), 0, "late records are not kept");
@@ -306,7 +372,8 @@ mod tests {
     #[test]
     fn a_record_without_event_time_fails_the_job_with_the_reason() {
         let mut op = join(0, 10, Arc::new(SubtaskMetrics::default()));
-        let err = feed(&mut op, vec![first(crate::time::NO_TIMESTAMP, 1, "o1")]).unwrap_err().to_string();
+        let untimed = Ok((crate::time::NO_TIMESTAMP, CoInput::First((1, "o1".to_string()))));
+        let err = feed(&mut op, vec![untimed]).unwrap_err().to_string();
         assert!(err.contains("no event time") && err.contains("assign timestamps"), "{err}");
     }
 

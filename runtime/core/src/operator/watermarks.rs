@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use crate::drift::SourceAlignment;
 use crate::element::{Barrier, Record};
 use crate::error::TaskResult;
 use crate::metrics::SubtaskMetrics;
@@ -23,6 +24,8 @@ pub struct WatermarkAssigner<T, F> {
     idle: bool,
     out: Box<dyn Output<T>>,
     metrics: Arc<SubtaskMetrics>,
+    /// The source's alignment group, when the strategy names one.
+    alignment: SourceAlignment,
 }
 
 impl<T, F: FnMut(&T) -> Timestamp> WatermarkAssigner<T, F> {
@@ -31,7 +34,11 @@ impl<T, F: FnMut(&T) -> Timestamp> WatermarkAssigner<T, F> {
         extract: F,
         out: Box<dyn Output<T>>,
         metrics: Arc<SubtaskMetrics>,
+        alignment: &SourceAlignment,
     ) -> Self {
+        if let Some(group) = &strategy.alignment {
+            alignment.join(group);
+        }
         WatermarkAssigner {
             extract,
             generator: strategy.generator(),
@@ -40,6 +47,7 @@ impl<T, F: FnMut(&T) -> Timestamp> WatermarkAssigner<T, F> {
             idle: false,
             out,
             metrics,
+            alignment: alignment.clone(),
         }
     }
 }
@@ -53,6 +61,7 @@ impl<T: Send, F: FnMut(&T) -> Timestamp + Send> Output<T> for WatermarkAssigner<
             self.last_record_at = now_ms();
             if self.idle {
                 self.idle = false;
+                self.alignment.publish(self.generator.current());
                 self.out.idle(false)?;
             }
         }
@@ -62,6 +71,7 @@ impl<T: Send, F: FnMut(&T) -> Timestamp + Send> Output<T> for WatermarkAssigner<
         }
         self.out.records(batch)?;
         if let Some(wm) = self.generator.advance() {
+            self.alignment.publish(wm);
             self.metrics.current_watermark.store(wm, std::sync::atomic::Ordering::Relaxed);
             self.out.watermark(wm)?;
         }
@@ -70,6 +80,7 @@ impl<T: Send, F: FnMut(&T) -> Timestamp + Send> Output<T> for WatermarkAssigner<
 
     fn watermark(&mut self, watermark: Timestamp) -> TaskResult {
         if watermark == MAX_WATERMARK {
+            self.alignment.publish(MAX_WATERMARK);
             self.out.watermark(watermark)?;
         }
         Ok(())
@@ -89,6 +100,8 @@ impl<T: Send, F: FnMut(&T) -> Timestamp + Send> Output<T> for WatermarkAssigner<
             && now - self.last_record_at >= timeout
         {
             self.idle = true;
+            // Idle, it holds no aligned source back.
+            self.alignment.publish(MAX_WATERMARK);
             self.out.idle(true)?;
         }
         self.out.processing_time(now)

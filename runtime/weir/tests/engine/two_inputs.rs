@@ -277,3 +277,45 @@ fn orders_payments_resumes_exactly_from_a_checkpoint_at_another_parallelism() {
     assert!(expected.len() > 10, "{expected:?}");
     assert_eq!(committed(&out), expected);
 }
+
+// ------------------------------------------------------------- watermark alignment
+
+/// Emits how far each first-input record's time is ahead of the operator's watermark.
+#[derive(Clone)]
+struct Lead;
+
+impl KeyedCoProcessFunction<u8, i64, i64, i64> for Lead {
+    fn process_element1(&mut self, time: i64, ctx: &mut ProcessContext<'_, u8, i64>) {
+        if ctx.current_watermark() != weir::core::MIN_WATERMARK {
+            let lead = time - ctx.current_watermark();
+            ctx.emit(lead);
+        }
+    }
+
+    fn process_element2(&mut self, _: i64, _: &mut ProcessContext<'_, u8, i64>) {}
+}
+
+/// The largest lead of a fast source (200 s of event time at once) over a
+/// slow one (the same span in about a second), with or without alignment.
+fn largest_lead(aligned: bool) -> i64 {
+    let strategy = || {
+        let s = WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO);
+        if aligned { s.with_alignment("test", Duration::from_secs(1)) } else { s }
+    };
+    let leads = run_local(1, move |env| {
+        let fast = env.datagen("fast", |n| n as i64, Some(200_000), None).assign_timestamps(strategy(), |t| *t);
+        let slow =
+            env.datagen("slow", |n| n as i64 * 10, Some(20_000), Some(20_000.0)).assign_timestamps(strategy(), |t| *t);
+        fast.key_by(|_| 0u8).connect(slow.key_by(|_| 0u8)).process(Lead)
+    });
+    leads.into_iter().map(|r| r.value).max().unwrap_or(0)
+}
+
+#[test]
+fn aligned_sources_do_not_run_ahead_of_the_slowest() {
+    let unaligned = largest_lead(false);
+    assert!(unaligned > 50_000, "without alignment the fast source runs far ahead (lead {unaligned} ms)");
+    let aligned = largest_lead(true);
+    // The drift (1 s), plus what a source emits between two looks (a batch: about 1 s of the fast source's time).
+    assert!(aligned < 5_000, "aligned, the fast source stays within the drift of the slow one (lead {aligned} ms)");
+}

@@ -82,7 +82,7 @@ fn int(row: &Value, field: &str) -> i64 {
 pub fn row_hash(workload: &str, r: &Value) -> i64 {
     let w = i64::wrapping_mul;
     match workload {
-        "orders-window" | "orders-dedup" => {
+        "orders-window" | "orders-dedup" | "orders-payments" => {
             let region = ["north", "south", "east", "west"].iter().position(|x| r["region"] == *x).unwrap() as i64;
             w(region, 31)
                 .wrapping_add(w(int(r, "window_start"), 7))

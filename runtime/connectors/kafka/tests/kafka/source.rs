@@ -29,6 +29,7 @@ fn info(index: usize, parallelism: usize) -> SubtaskInfo {
         restored: None,
         snapshots: SnapshotCollector::default(),
         checkpointing: true,
+        alignment: Default::default(),
     }
 }
 

@@ -31,6 +31,7 @@ fn info(checkpointing: bool, restored: Option<RestoredState>) -> SubtaskInfo {
         restored,
         snapshots: SnapshotCollector::default(),
         checkpointing,
+        alignment: Default::default(),
     }
 }
 
