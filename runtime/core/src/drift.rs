@@ -9,8 +9,13 @@
 //! group's lowest stops reading until the others catch up; its task goes on
 //! obeying checkpoint commands while it waits.
 //!
-//! Members publish their watermark as it advances; an idle or finished member
-//! publishes the end of time, so that it holds nobody back. Groups are shared
+//! A member joins when its chain is built: the timestamp assigner chained
+//! after a source, or a source that assigns event time itself (in its
+//! factory, [`SourceAlignment::join`] on its `SubtaskInfo::alignment`; the
+//! Kafka source does). Members publish their watermark as it advances (the
+//! assigner, or the source task for the watermarks its source reports); an
+//! idle or finished member publishes the end of time, so that it holds
+//! nobody back. Groups are shared
 //! by the subtasks deployed together (every subtask of a job run in one
 //! process; on a cluster, those of one TaskManager).
 

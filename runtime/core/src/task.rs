@@ -149,16 +149,20 @@ impl<T: Send> SourceTask<T> {
             SourceWatermark::Unmanaged => {}
             SourceWatermark::Idle if !idle => {
                 self.watermark.1 = true;
+                // Idle, it holds no aligned source back.
+                self.env.alignment.publish(MAX_WATERMARK);
                 self.head.idle(true)?;
             }
             SourceWatermark::Idle => {}
             SourceWatermark::At(wm) => {
                 if idle {
                     self.watermark.1 = false;
+                    self.env.alignment.publish(last);
                     self.head.idle(false)?;
                 }
                 if wm > last {
                     self.watermark.0 = wm;
+                    self.env.alignment.publish(wm);
                     self.env.metrics.current_watermark.store(wm, Ordering::Relaxed);
                     self.head.watermark(wm)?;
                 }
@@ -267,6 +271,7 @@ impl<T: Send> Task for SourceTask<T> {
                     SubtaskMetrics::add(&self.env.metrics.idle_ns, started.elapsed().as_nanos() as u64);
                 }
                 SourcePoll::Finished => {
+                    self.env.alignment.publish(MAX_WATERMARK);
                     // A bounded input is exhausted: every window and timer may fire.
                     if !drained {
                         drained = true;

@@ -146,6 +146,11 @@ impl<T> KafkaSource<T> {
         event_time: Option<(Extract<T>, WatermarkStrategy)>,
         on_malformed: OnMalformed,
     ) -> Self {
+        // A source that assigns its own event time joins its alignment group
+        // itself; its task publishes the watermarks it reports.
+        if let Some(alignment) = event_time.as_ref().and_then(|(_, s)| s.alignment.as_ref()) {
+            info.alignment.join(alignment);
+        }
         KafkaSource {
             config,
             subtask: info.index,
