@@ -66,10 +66,12 @@ struct Member {
 
 /// A source subtask's place in its alignment group, if it has one: the
 /// timestamp assigner of its chain joins and publishes, its task asks whether
-/// to pause.
+/// to pause. Only a source's chain can join (the default joins nothing): an
+/// aligned assigner after an exchange could not pause its source, and would
+/// hold its group back.
 #[derive(Clone, Default)]
 pub struct SourceAlignment {
-    groups: AlignmentGroups,
+    groups: Option<AlignmentGroups>,
     member: Arc<OnceLock<Member>>,
 }
 
@@ -80,15 +82,17 @@ impl std::fmt::Debug for SourceAlignment {
 }
 
 impl SourceAlignment {
-    /// A subtask's slot among `groups`.
+    /// A source subtask's slot among `groups`.
     pub fn new(groups: &AlignmentGroups) -> Self {
-        SourceAlignment { groups: groups.clone(), member: Arc::default() }
+        SourceAlignment { groups: Some(groups.clone()), member: Arc::default() }
     }
 
     /// Joins the group of `alignment` (once; a second call keeps the first).
+    /// Outside a source's chain, nothing happens.
     pub fn join(&self, alignment: &WatermarkAlignment) {
+        let Some(groups) = &self.groups else { return };
         self.member.get_or_init(|| {
-            let group = self.groups.group(&alignment.group);
+            let group = groups.group(&alignment.group);
             let watermark = Arc::new(AtomicI64::new(MIN_WATERMARK));
             group.members.lock().unwrap_or_else(|e| e.into_inner()).push(watermark.clone());
             Member { group, watermark, max_drift: i64::try_from(alignment.max_drift.as_millis()).unwrap_or(i64::MAX) }
@@ -142,5 +146,16 @@ mod tests {
         slow.publish(MAX_WATERMARK);
         assert!(!fast.ahead(), "a finished member holds nobody back");
         assert!(!SourceAlignment::default().ahead(), "a subtask in no group never pauses");
+    }
+
+    #[test]
+    fn only_a_source_chain_joins() {
+        let groups = AlignmentGroups::default();
+        let source = member(&groups, "g", 10);
+        let not_a_source = SourceAlignment::default();
+        not_a_source.join(&WatermarkAlignment { group: "g".into(), max_drift: Duration::from_millis(10) });
+        not_a_source.publish(0);
+        source.publish(100);
+        assert!(!source.ahead(), "a member outside a source's chain would hold the group back forever");
     }
 }

@@ -147,7 +147,8 @@ impl<T: Send> SourceTask<T> {
         let (last, idle) = self.watermark;
         match self.source.watermark(now) {
             SourceWatermark::Unmanaged => {}
-            SourceWatermark::Idle if !idle => {
+            // A source paused for alignment is not idle (see the assigner).
+            SourceWatermark::Idle if !idle && !self.env.alignment.ahead() => {
                 self.watermark.1 = true;
                 // Idle, it holds no aligned source back.
                 self.env.alignment.publish(MAX_WATERMARK);
@@ -253,7 +254,10 @@ impl<T: Send> Task for SourceTask<T> {
                 let started = Instant::now();
                 std::thread::sleep(ALIGNMENT_PAUSE);
                 SubtaskMetrics::add(&self.env.metrics.idle_ns, started.elapsed().as_nanos() as u64);
-                self.tick(&mut next_tick)?;
+                // Resumed: poll before the next tick, so the source does not look idle.
+                if self.env.alignment.ahead() {
+                    self.tick(&mut next_tick)?;
+                }
                 continue;
             }
             let poll = self.source.poll(&mut batch)?;

@@ -50,7 +50,7 @@ pub struct Compiled {
 pub fn build(file: &Path, plan: &Plan, env: &StreamEnv, stats: &PipelineStats) -> Result<Compiled, PipelineError> {
     env.set_parallelism(plan.parallelism).set_max_parallelism(plan.max_parallelism);
     let stats = stats.clone();
-    let mut stream = source(file, &plan.source, env, &stats)?;
+    let mut stream = source(file, "source", &plan.source, env, &stats)?;
     for step in &plan.steps {
         stream = self::step(file, step, stream, &stats)?;
         if let Some(p) = step.parallelism {
@@ -123,8 +123,10 @@ fn workload_rows(
     }
 }
 
+/// Builds the source at `key` (`source`, or `sources.<name>` of a join).
 fn source(
     file: &Path,
+    key: &str,
     src: &SourcePlan,
     env: &StreamEnv,
     stats: &PipelineStats,
@@ -141,7 +143,7 @@ fn source(
         },
         SourceKind::File { path, max_line_bytes } => {
             let files = list_files(Path::new(path))
-                .map_err(|e| PipelineError::new(file, "source.path", format!("cannot read `{path}`: {e}")))?;
+                .map_err(|e| PipelineError::new(file, format!("{key}.path"), format!("cannot read `{path}`: {e}")))?;
             let (schema, max_line_bytes) = (Arc::new(src.schema.clone()), *max_line_bytes);
             env.add_source("file", move |info| {
                 let mine = files.iter().enumerate().rev().filter(|(k, _)| k % info.parallelism == info.index);
@@ -153,7 +155,7 @@ fn source(
         // Kafka partitions interleave unpredictably: the source keeps a watermark
         // per partition, so it assigns event time itself.
         SourceKind::Kafka(spec) => {
-            return connectors::kafka_source(file, env, spec, src, dead_letters);
+            return connectors::kafka_source(file, key, env, spec, src, dead_letters);
         }
     };
     Ok(match &src.event_time {
@@ -232,7 +234,7 @@ fn step(
         }
         StepKind::Join { with, other, key, other_key, lower, upper, fields } => {
             let env = stream.env().clone();
-            let other = source(file, other, &env, stats)?;
+            let other = source(file, &format!("sources.{with}"), other, &env, stats)?;
             let fields: Arc<[usize]> = fields.as_slice().into();
             let joined = move |row: &Row, other: &Row| -> Row {
                 let mut out = Vec::with_capacity(row.len() + fields.len());

@@ -116,6 +116,19 @@ pub fn check(file: &Path, p: &PipelineFile, overrides: &Overrides) -> Result<Pla
     if let Some(name) = p.sources.keys().find(|name| !joined(name)) {
         return Err(ctx.err(format!("sources.{name}"), "no join step uses this source"));
     }
+    // Dead-letter files are named by subtask: two sources in one directory would overwrite each other's.
+    let mut dead_letter_dirs = vec![("source".to_string(), &p.source.dead_letter)];
+    dead_letter_dirs.extend(p.sources.iter().map(|(name, s)| (format!("sources.{name}"), &s.dead_letter)));
+    for (i, (key, dir)) in dead_letter_dirs.iter().enumerate() {
+        if let Some(dir) = dir
+            && let Some((first, _)) = dead_letter_dirs[..i].iter().find(|(_, d)| d.as_ref() == Some(dir))
+        {
+            return Err(ctx.err(
+                format!("{key}.dead_letter"),
+                format!("`{dir}` is {first}.dead_letter too: each source needs a directory of its own"),
+            ));
+        }
+    }
     let sink = sink(&ctx, "sink", &p.sink, &cur.schema)?;
     Ok(Plan { name: p.name.clone(), parallelism, max_parallelism, checkpointing, source, steps, sink })
 }
@@ -140,8 +153,19 @@ fn step_parallelism(
     Ok(Some(n))
 }
 
-/// The field indices of `names` in `schema`.
+/// The field indices of `names` in `schema`, the stream's.
 fn resolve(ctx: &Ctx, key: &str, schema: &Schema, names: &[String]) -> Result<Vec<usize>, PipelineError> {
+    resolve_in(ctx, key, schema, names, "the stream")
+}
+
+/// The field indices of `names` in `schema`, the schema of `whose` (for messages).
+fn resolve_in(
+    ctx: &Ctx,
+    key: &str,
+    schema: &Schema,
+    names: &[String],
+    whose: &str,
+) -> Result<Vec<usize>, PipelineError> {
     if names.is_empty() {
         return Err(ctx.err(key, "expected at least one field"));
     }
@@ -149,7 +173,7 @@ fn resolve(ctx: &Ctx, key: &str, schema: &Schema, names: &[String]) -> Result<Ve
         .iter()
         .map(|n| {
             schema.index(n).ok_or_else(|| {
-                ctx.err(key, format!("unknown field `{n}` (the stream has: {})", schema.names().join(", ")))
+                ctx.err(key, format!("unknown field `{n}` ({whose} has: {})", schema.names().join(", ")))
             })
         })
         .collect()
@@ -429,7 +453,8 @@ fn join(ctx: &Ctx, key: &str, j: &config::Join, cur: &mut Cursor) -> Result<Step
     let this_key = resolve(ctx, &format!("{key}.key"), &cur.schema, &j.key.names())?;
     let other_at = if j.other_key.is_some() { format!("{key}.other_key") } else { format!("{key}.key") };
     let other_names = j.other_key.as_ref().unwrap_or(&j.key).names();
-    let other_key = resolve(ctx, &other_at, &other.schema, &other_names)?;
+    let whose = format!("`{}`", j.with);
+    let other_key = resolve_in(ctx, &other_at, &other.schema, &other_names, &whose)?;
     if this_key.len() != other_key.len() {
         return Err(ctx.err(
             other_at,
@@ -455,7 +480,7 @@ fn join(ctx: &Ctx, key: &str, j: &config::Join, cur: &mut Cursor) -> Result<Step
             .iter()
             .map(|(name, field)| {
                 let at = format!("{key}.fields.{name}");
-                Ok((name.clone(), resolve(ctx, &at, &other.schema, std::slice::from_ref(field))?[0]))
+                Ok((name.clone(), resolve_in(ctx, &at, &other.schema, std::slice::from_ref(field), &whose)?[0]))
             })
             .collect::<Result<_, PipelineError>>()?,
         None => (other.schema.fields.iter().enumerate())
@@ -467,7 +492,13 @@ fn join(ctx: &Ctx, key: &str, j: &config::Join, cur: &mut Cursor) -> Result<Step
     };
     for (name, i) in &picked {
         if cur.schema.index(name).is_some() {
-            return Err(ctx.err(format!("{key}.fields.{name}"), format!("the stream already has a field `{name}`")));
+            return Err(match j.fields {
+                Some(_) => ctx.err(format!("{key}.fields.{name}"), format!("the stream already has a field `{name}`")),
+                None => ctx.err(
+                    key,
+                    format!("the stream already has a field `{name}`: name the fields to add with `fields: {{ name: field }}`"),
+                ),
+            });
         }
         cur.schema.push(name.clone(), other.schema.field_type(*i));
     }
@@ -1110,6 +1141,28 @@ mod tests {
             assert_eq!(e.key, key, "{join}: {e}");
             assert!(e.message.contains(message), "{join}: {e}");
         }
+        let e =
+            plan(&joined("{ with: pay, type: interval, key: order_id, other_key: id, between: [0s, 1m] }", PAYMENTS))
+                .unwrap_err();
+        assert!(e.message.contains("unknown field `id` (`pay` has: order_id, amount, time)"), "{e}");
+        let twice = "name: j\nsource: { type: datagen, workload: orders, watermark: { field: time } }\n\
+                     sources:\n  pay: { type: datagen, workload: payments, watermark: { field: time } }\n\
+                     steps:\n  - join: { with: pay, type: interval, key: order_id, between: [0s, 1m] }\n  \
+                     - join: { with: pay, type: interval, key: order_id, between: [0s, 1m] }\nsink: { type: blackhole }";
+        let e = plan(twice).unwrap_err();
+        assert_eq!(e.key, "steps[1].join", "{e}");
+        assert!(e.message.contains("already has a field `pay_order_id`: name the fields to add"), "{e}");
+        let files = |dir: &str| {
+            format!(
+                "name: j\nsource: {{ type: file, path: a, fields: {{ k: string, t: int }}, dead_letter: bad, watermark: {{ field: t }} }}\n\
+                 sources:\n  b: {{ type: file, path: b, fields: {{ k: string, t: int }}, dead_letter: {dir}, watermark: {{ field: t }} }}\n\
+                 steps:\n  - join: {{ with: b, type: interval, key: k, between: [0s, 1s] }}\nsink: {{ type: blackhole }}"
+            )
+        };
+        assert!(plan(&files("bad-b")).is_ok());
+        let e = plan(&files("bad")).unwrap_err();
+        assert_eq!(e.key, "sources.b.dead_letter", "{e}");
+        assert!(e.message.contains("is source.dead_letter too"), "{e}");
         let unused = "name: j\nsource: { type: datagen, workload: orders }\nsources:\n  pay: { type: datagen, workload: payments }\nsink: { type: blackhole }";
         let e = plan(unused).unwrap_err();
         assert_eq!((e.key.as_str(), e.message.as_str()), ("sources.pay", "no join step uses this source"));

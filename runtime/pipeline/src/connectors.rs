@@ -34,6 +34,7 @@ fn not_built(file: &Path, key: &str, connector: &str) -> PipelineError {
 #[cfg(feature = "kafka")]
 pub(crate) fn kafka_source(
     _file: &Path,
+    _key: &str,
     env: &StreamEnv,
     spec: &KafkaSourceSpec,
     src: &SourcePlan,
@@ -83,12 +84,13 @@ pub(crate) fn kafka_source(
 #[cfg(not(feature = "kafka"))]
 pub(crate) fn kafka_source(
     file: &Path,
+    key: &str,
     _env: &StreamEnv,
     _spec: &KafkaSourceSpec,
     _src: &SourcePlan,
     _dead_letters: impl Fn(usize) -> DeadLetters + Send + Sync + 'static,
 ) -> Result<DataStream<Row>, PipelineError> {
-    Err(not_built(file, "source", "kafka"))
+    Err(not_built(file, key, "kafka"))
 }
 
 #[cfg(feature = "kafka")]

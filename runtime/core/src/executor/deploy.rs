@@ -64,7 +64,9 @@ impl Deployment<'_> {
             let mut subtasks = Vec::with_capacity(chain.subtasks.len());
             for subtask in &chain.subtasks {
                 let metrics = Arc::new(SubtaskMetrics::default());
-                let alignment = SourceAlignment::new(&groups);
+                // Only sources pause for alignment: other chains join no group.
+                let alignment =
+                    if chain.layout.is_source { SourceAlignment::new(&groups) } else { SourceAlignment::default() };
                 let shared = Shared { metrics: metrics.clone(), alignment };
                 let task = self.subtask(c, chain, subtask, shared, &mut queues, &mut deployed.controls)?;
                 deployed.tasks.push(task);

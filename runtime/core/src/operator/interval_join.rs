@@ -7,9 +7,11 @@
 //! `a.time + upper`, a `b` until it reaches `b.time - lower` (an event-time
 //! timer per entry's cleanup time). A joined row carries the later of the two
 //! times, so it is never late downstream. A record at or behind the watermark
-//! when it arrives is late, as in Flink: it is counted in `late_records` and
-//! joins nothing. A record without a timestamp fails the job, naming the
-//! missing timestamp assigner.
+//! when it arrives is late (the watermark promised no such record; Flink,
+//! whose watermarks promise less, drops only those strictly behind): it is
+//! counted in `late_records` and joins nothing, as a window drops it. So is a
+//! record without a timestamp (no assigner, or a pipeline row whose time field
+//! is null): replayed after a restart it would fail the job again and again.
 
 use super::co_process::KeyedCoProcessFunction;
 use super::process::ProcessContext;
@@ -161,15 +163,11 @@ fn timer_at(cleanup: Timestamp) -> Timestamp {
 }
 
 /// Whether the record in hand may take part: it has a time, and the watermark
-/// has not passed it. Fails the job for a missing time; counts a late record.
+/// has not passed it. Counts one that may not as late.
 fn admit<K: Key, Out>(ctx: &mut ProcessContext<'_, K, Out>) -> bool {
     let time = ctx.timestamp();
-    if time == NO_TIMESTAMP {
-        ctx.fail("interval join: a record has no event time; assign timestamps to both inputs before the join");
-        return false;
-    }
     let watermark = ctx.current_watermark();
-    if watermark != MIN_WATERMARK && time <= watermark {
+    if time == NO_TIMESTAMP || (watermark != MIN_WATERMARK && time <= watermark) {
         ctx.count_late();
         return false;
     }
@@ -370,11 +368,13 @@ mod tests {
     }
 
     #[test]
-    fn a_record_without_event_time_fails_the_job_with_the_reason() {
-        let mut op = join(0, 10, Arc::new(SubtaskMetrics::default()));
+    fn a_record_without_event_time_is_counted_as_late_and_joins_nothing() {
+        let metrics = Arc::new(SubtaskMetrics::default());
+        let mut op = join(0, 10, metrics.clone());
         let untimed = Ok((crate::time::NO_TIMESTAMP, CoInput::First((1, "o1".to_string()))));
-        let err = feed(&mut op, vec![untimed]).unwrap_err().to_string();
-        assert!(err.contains("no event time") && err.contains("assign timestamps"), "{err}");
+        let out = feed(&mut op, vec![untimed, second(5, 1, "p1")]).unwrap();
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(metrics.late_records.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -95,7 +95,12 @@ impl<T: Send, F: FnMut(&T) -> Timestamp + Send> Output<T> for WatermarkAssigner<
     }
 
     fn processing_time(&mut self, now: Timestamp) -> TaskResult {
-        if let Some(timeout) = self.idle_timeout_ms
+        // A source paused for alignment is not idle: it would publish the end
+        // of time, resume, and pause again, and the group would drift apart.
+        // Its idle clock starts when the pause ends.
+        if self.alignment.ahead() {
+            self.last_record_at = now;
+        } else if let Some(timeout) = self.idle_timeout_ms
             && !self.idle
             && now - self.last_record_at >= timeout
         {

@@ -378,3 +378,29 @@ fn processing_time_timers_fire_while_the_job_runs_and_deleted_ones_do_not() {
     let Alarm::Registered(_, kept) = log[0] else { panic!("first the registration, got {log:?}") };
     assert_eq!(log[1..], [Alarm::Fired(kept, true, true), Alarm::Fired(1 << 50, false, true)]);
 }
+
+// ---------------------------------------------------------------- failing
+
+/// Fails the job on the value 13, as a Flink function that throws.
+#[derive(Clone)]
+struct FailsOn13;
+
+impl KeyedProcessFunction<u32, u32, u32> for FailsOn13 {
+    fn process_element(&mut self, v: u32, ctx: &mut ProcessContext<'_, u32, u32>) {
+        if v == 13 {
+            ctx.fail(format!("unlucky value {v}"));
+            ctx.fail("a second reason does not replace the first");
+        } else {
+            ctx.emit(v);
+        }
+    }
+}
+
+#[test]
+fn a_function_fails_the_job_with_its_reason() {
+    let env = StreamEnv::new("fails");
+    env.set_parallelism(1);
+    env.from_collection(vec![1u32, 13, 2]).key_by(|v| *v).process(FailsOn13).discard();
+    let err = env.execute().expect_err("the function failed the job").to_string();
+    assert!(err.contains("unlucky value 13") && !err.contains("second reason"), "{err}");
+}
