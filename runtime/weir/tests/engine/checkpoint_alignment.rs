@@ -112,20 +112,7 @@ fn a_job_stopped_midway_resumes_exactly_from_its_checkpoint_at_another_paralleli
     // First run: many inputs, one slow, one that ends at once; stopped hard once checkpoints exist.
     let e = env(2);
     build(&e, &out, fast, 20_000.0);
-    let job = e
-        .start_with(ExecuteOptions {
-            checkpointing: Some(config(storage.clone(), 30)),
-            restore: None,
-            ..Default::default()
-        })
-        .unwrap();
-    while job.checkpoints().iter().filter(|c| c.status == CheckpointStatus::Completed).nth(2).is_none() {
-        assert!(!job.is_finished(), "the job ended before three checkpoints completed");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    job.stop();
-    let (result, history) = wait(job);
-    result.unwrap();
+    let history = crate::common::stop_after_three_checkpoints(e, config(storage.clone(), 30));
     assert!(history.iter().any(|c| c.status == CheckpointStatus::Completed), "{history:?}");
 
     // Second run from the latest checkpoint, at parallelism 3, to the end.

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir::core::checkpoint::coordinator::{CheckpointConfig, CheckpointStatus};
+use weir::core::checkpoint::coordinator::CheckpointConfig;
 use weir::core::checkpoint::metadata::RestoredSnapshot;
 use weir::core::checkpoint::storage::{CheckpointStorage, LocalStorage};
 use weir::core::executor::ExecuteOptions;
@@ -244,19 +244,7 @@ fn orders_payments_resumes_exactly_from_a_checkpoint_at_another_parallelism() {
     // Both inputs throttled so that checkpoints land while the join holds buffered rows.
     let e = env(2);
     orders_payments(&e, &out, events, Some(150_000.0));
-    let job = e
-        .start_with(ExecuteOptions {
-            checkpointing: checkpointing(storage.clone()),
-            restore: None,
-            ..Default::default()
-        })
-        .unwrap();
-    while job.checkpoints().iter().filter(|c| c.status == CheckpointStatus::Completed).nth(2).is_none() {
-        assert!(!job.is_finished(), "the job ended before three checkpoints completed");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    job.stop();
-    job.wait_with_checkpoints().0.unwrap();
+    crate::common::stop_after_three_checkpoints(e, checkpointing(storage.clone()).expect("configured"));
 
     let restore = RestoredSnapshot::latest(storage.clone(), JOB).unwrap();
     let e = env(3);

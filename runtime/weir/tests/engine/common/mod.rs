@@ -211,3 +211,22 @@ impl AggregateFunction<Order> for CountSum {
         *acc
     }
 }
+
+/// Starts `env` with `checkpointing`, stops it hard once three checkpoints
+/// have completed (failing if it ends first), and waits for it to stop.
+pub fn stop_after_three_checkpoints(
+    env: StreamEnv,
+    checkpointing: weir::core::checkpoint::coordinator::CheckpointConfig,
+) -> Vec<weir::core::checkpoint::coordinator::CheckpointStats> {
+    use weir::core::checkpoint::coordinator::CheckpointStatus;
+    let options = weir::core::executor::ExecuteOptions { checkpointing: Some(checkpointing), ..Default::default() };
+    let job = env.start_with(options).expect("job starts");
+    while job.checkpoints().iter().filter(|c| c.status == CheckpointStatus::Completed).nth(2).is_none() {
+        assert!(!job.is_finished(), "the job ended before three checkpoints completed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    job.stop();
+    let (result, history) = job.wait_with_checkpoints();
+    result.expect("the stopped job ends cleanly");
+    history
+}
