@@ -174,28 +174,23 @@ fn admit<K: Key, Out>(ctx: &mut ProcessContext<'_, K, Out>) -> bool {
     true
 }
 
-impl<A: Data, B: Data, F> IntervalJoin<A, B, F> {
-    /// Joins the record in hand (`probe` meets the other side's buffered
-    /// records, `keep` files it on its own side), and sets the key's cleanup
-    /// timer at `cleanup` when the key is new.
-    fn on_record<K: Key, Out>(
-        &mut self,
-        ctx: &mut ProcessContext<'_, K, Out>,
-        cleanup: Timestamp,
-        probe: impl FnOnce(&Buffers<A, B>, &mut F, &mut Vec<Record<Out>>),
-        keep: impl FnOnce(&mut Buffers<A, B>),
-    ) {
-        let handle = self.buffers.expect("opened");
-        let (state, key, out) = ctx.parts();
-        let mut slot = state.value_mut(&handle, key);
-        let buffers = slot.get_or_insert_with(Buffers::new);
-        probe(buffers, &mut self.function, out);
-        keep(buffers);
-        if buffers.timer == NO_TIMESTAMP {
-            let timer = timer_at(cleanup);
-            buffers.timer = timer;
-            ctx.register_event_time_timer(timer);
-        }
+/// Joins the record in hand: `join` meets it with the other side's buffered
+/// records and files it on its own side, in the key's one state entry; a key
+/// new to the state gets its cleanup timer at `cleanup`.
+fn on_record<K: Key, A: Data, B: Data, Out>(
+    handle: ValueState<Buffers<A, B>>,
+    ctx: &mut ProcessContext<'_, K, Out>,
+    cleanup: Timestamp,
+    join: impl FnOnce(&mut Buffers<A, B>, &mut Vec<Record<Out>>),
+) {
+    let (state, key, out) = ctx.parts();
+    let mut slot = state.value_mut(&handle, key);
+    let buffers = slot.get_or_insert_with(Buffers::new);
+    join(buffers, out);
+    if buffers.timer == NO_TIMESTAMP {
+        let timer = timer_at(cleanup);
+        buffers.timer = timer;
+        ctx.register_event_time_timer(timer);
     }
 }
 
@@ -214,28 +209,26 @@ where
         if !admit(ctx) {
             return;
         }
-        let (time, bounds) = (ctx.timestamp(), self.bounds);
-        let probe = |buffers: &Buffers<A, B>, function: &mut F, out: &mut Vec<Record<Out>>| {
+        let (time, bounds, function) = (ctx.timestamp(), self.bounds, &mut self.function);
+        on_record(self.buffers.expect("opened"), ctx, time.saturating_add(bounds.upper), |buffers, out| {
             for (t, b) in buffers.second.iter().filter(|(t, _)| bounds.contains(time, *t)) {
                 function.process_element(&value, b, &mut JoinContext { first_time: time, second_time: *t, out });
             }
-        };
-        let keep = |buffers: &mut Buffers<A, B>| buffers.first.push((time, value.clone()));
-        self.on_record(ctx, time.saturating_add(bounds.upper), probe, keep);
+            buffers.first.push((time, value));
+        });
     }
 
     fn process_element2(&mut self, value: B, ctx: &mut ProcessContext<'_, K, Out>) {
         if !admit(ctx) {
             return;
         }
-        let (time, bounds) = (ctx.timestamp(), self.bounds);
-        let probe = |buffers: &Buffers<A, B>, function: &mut F, out: &mut Vec<Record<Out>>| {
+        let (time, bounds, function) = (ctx.timestamp(), self.bounds, &mut self.function);
+        on_record(self.buffers.expect("opened"), ctx, time.saturating_sub(bounds.lower), |buffers, out| {
             for (t, a) in buffers.first.iter().filter(|(t, _)| bounds.contains(*t, time)) {
                 function.process_element(a, &value, &mut JoinContext { first_time: *t, second_time: time, out });
             }
-        };
-        let keep = |buffers: &mut Buffers<A, B>| buffers.second.push((time, value.clone()));
-        self.on_record(ctx, time.saturating_sub(bounds.lower), probe, keep);
+            buffers.second.push((time, value));
+        });
     }
 
     /// Drops the key's records that nothing can match any more, and sets the
