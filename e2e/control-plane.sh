@@ -8,6 +8,7 @@
 #   . e2e/control-plane.sh
 #   start_control_plane DIR      # sets KUBE_API, KUBE_TOKEN, KUBE_CA; writes DIR/kubeconfig
 #   kube GET /apis/...           # curl the API server as admin
+#   kubectl get sj               # the kubectl built from the same source, as admin
 #   stop_control_plane
 #
 # Ports: etcd on a free port pair, the API server on a free port, all 127.0.0.1.
@@ -60,8 +61,13 @@ users: [{ name: admin, user: { token: "$KUBE_TOKEN" } }]
 contexts: [{ name: e2e, context: { cluster: e2e, user: admin, namespace: default } }]
 current-context: e2e
 KUBECONFIG
-  export KUBE_API KUBE_TOKEN KUBE_CA KUBECONFIG="$dir/kubeconfig"
+  KUBE_BIN=$bin
+  export KUBE_API KUBE_TOKEN KUBE_CA KUBE_BIN KUBECONFIG="$dir/kubeconfig"
 }
+
+# kubectl ARGS...: kubectl 1.20.2, built from the control plane's source
+# (scripts/k8s-control-plane.sh), against the cluster of start_control_plane.
+kubectl() { "$KUBE_BIN/kubectl" "$@"; }
 
 # kube METHOD PATH [BODY_FILE [CONTENT_TYPE]]: the response body; the HTTP status in
 # KUBE_STATUS (so redirect the body to a file rather than capturing it with $(...),

@@ -69,9 +69,23 @@ fail() { echo "not ok - $*" >&2; exit 1; }
 start_control_plane "$work/k8s" || fail "the control plane did not start"
 step "control plane ready at $KUBE_API"
 
+# The user's first step: `helm install` of the chart, through the real Helm
+# engine (e2e/helm.py, Helm's Go SDK): the CRD from the chart's crds/, the
+# operator's ServiceAccount, RBAC and Deployment. The operator's pod stays
+# Pending until the node agent runs pods, further down.
+venv="${WEIR_TEST_CACHE:-$HOME/.cache/weir-test}/venv"
+# (Helm's client logs go to helm.log; its errors, and the release, to the caller.)
+helm() { "$venv/bin/python" "$repo/e2e/helm.py" "$@" 2>>"$work/helm.log" || { tail -5 "$work/helm.log" >&2; return 1; }; }
+cmp -s "$repo/crds/streamjobs.weir.dev.yaml" "$repo/charts/weir-operator/crds/streamjobs.weir.dev.yaml" \
+  || fail "crds/streamjobs.weir.dev.yaml and the chart's copy differ"
+cat >"$work/operator-values.yaml" <<'YAML'
+image: { repository: weir-operator, tag: e2e }
+envFrom: [ { secretRef: { name: s3 } } ]
+YAML
+helm install weir "$repo/charts/weir-operator" --namespace weir-system --create-namespace \
+  -f "$work/operator-values.yaml" >"$work/helm.txt" || fail "helm install"
+grep -q "REVISION: 1  STATUS: deployed" "$work/helm.txt" || fail "helm install: $(cat "$work/helm.txt")"
 crds=/apis/apiextensions.k8s.io/v1/customresourcedefinitions
-kube POST "$crds" "$repo/crds/streamjobs.weir.dev.yaml" application/yaml >"$work/crd.json"
-[ "$KUBE_STATUS" = 201 ] || fail "installing the CRD: HTTP $KUBE_STATUS $(cat "$work/crd.json")"
 for _ in $(seq 50); do
   kube GET "$crds/streamjobs.weir.dev" | grep -q '"type": "Established"' && break
   sleep 0.2
@@ -80,7 +94,7 @@ kube GET "$crds/streamjobs.weir.dev" | python3 -c '
 import json, sys
 c = {x["type"]: x["status"] for x in json.load(sys.stdin)["status"]["conditions"]}
 sys.exit(0 if c.get("Established") == "True" else 1)' || fail "the CRD is not Established"
-step "the committed CRD installs and is Established"
+step "helm install weir charts/weir-operator --namespace weir-system --create-namespace: $(cat "$work/helm.txt"); the chart's CRD is Established"
 
 jobs=/apis/weir.dev/v1alpha1/namespaces/default/streamjobs
 cat >"$work/invalid.yaml" <<'YAML'
@@ -120,37 +134,26 @@ kube GET "$jobs/order-monitor/status" >"$work/status.json"
 step "the scale subresource maps to spec.parallelism, and the status subresource exists"
 start_controller_manager "$work/k8s"
 
-# The operator runs as the Helm chart's ServiceAccount, with the chart's RBAC
-# (rendered by the real Helm engine): what it may do is what the chart grants.
-venv="${WEIR_TEST_CACHE:-$HOME/.cache/weir-test}/venv"
-mkdir -p "$work/chart"
-"$venv/bin/python" - "$repo/charts/weir-operator" "$work/chart" <<'PY' || fail "rendering the chart"
-import json, sys, yaml, helm_python as helm
-chart = helm.Chart.load(sys.argv[1])
-rendered = chart.render(values={"jobmanagerAccess": "proxy"}, name="weir", namespace="weir-system", is_install=True)
-for path, text in rendered.items():
-    for doc in yaml.safe_load_all(text) if path.endswith(".yaml") else []:
-        if doc and doc["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding"):
-            json.dump(doc, open(f"{sys.argv[2]}/{doc['kind']}.json", "w"))
-PY
-echo '{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "weir-system"}}' >"$work/chart/ns.json"
-for post in "/api/v1/namespaces ns" "/api/v1/namespaces/weir-system/serviceaccounts ServiceAccount" \
-  "/apis/rbac.authorization.k8s.io/v1/clusterroles ClusterRole" "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings ClusterRoleBinding"; do
-  read -r path file <<<"$post"
-  kube POST "$path" "$work/chart/$file.json" application/json >"$work/answer.json"
-  [ "$KUBE_STATUS" = 201 ] || fail "applying the chart's $file: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
-done
-sa=$(python3 -c "import json; print(json.load(open('$work/chart/ServiceAccount.json'))['metadata']['name'])")
-token=""
-for _ in $(seq 100); do
-  secret=$(kube GET "/api/v1/namespaces/weir-system/serviceaccounts/$sa" | python3 -c 'import json, sys; print((json.load(sys.stdin).get("secrets") or [{}])[0].get("name", ""))')
-  [ -n "$secret" ] && token=$(kube GET "/api/v1/namespaces/weir-system/secrets/$secret" | python3 -c 'import base64, json, sys; print(base64.b64decode(json.load(sys.stdin)["data"]["token"]).decode())') && break
-  sleep 0.2
-done
-[ -n "$token" ] || fail "no token for the chart's ServiceAccount $sa"
+# Until the node agent runs pods, the operator runs outside the cluster (as
+# in development) with the token of the ServiceAccount helm installed: what
+# it may do is what the chart's RBAC grants.
+sa=$(kubectl --namespace weir-system get deployment weir-weir-operator -o 'jsonpath={.spec.template.spec.serviceAccountName}')
+# sa_token NAMESPACE NAME: the token of a ServiceAccount (its token Secret, which
+# Kubernetes 1.20 creates).
+sa_token() {
+  local secret token
+  for _ in $(seq 100); do
+    secret=$(kube GET "/api/v1/namespaces/$1/serviceaccounts/$2" | python3 -c 'import json, sys; print((json.load(sys.stdin).get("secrets") or [{}])[0].get("name", ""))')
+    [ -n "$secret" ] && token=$(kube GET "/api/v1/namespaces/$1/secrets/$secret" | python3 -c 'import base64, json, sys; print(base64.b64decode(json.load(sys.stdin)["data"]["token"]).decode())') \
+      && echo "$token" && return 0
+    sleep 0.2
+  done
+  fail "no token for the ServiceAccount $1/$2"
+}
+token=$(sa_token weir-system "$sa") || exit 1
 sed "s|token: \"$KUBE_TOKEN\"|token: \"$token\"|" "$KUBECONFIG" >"$work/operator.kubeconfig"
 grep -q "$token" "$work/operator.kubeconfig" || fail "could not write the operator's kubeconfig"
-step "the chart's ServiceAccount, ClusterRole and binding apply; the operator runs with that ServiceAccount's token"
+step "the operator runs with the token of the chart's ServiceAccount ($sa) and nothing more than the chart's RBAC"
 metrics_port=$(free_port)
 KUBECONFIG="$work/operator.kubeconfig" WEIR_LOG=info "$bin_dir/weir-operator" run --namespace default --jobmanager-access proxy \
   --metrics-addr "127.0.0.1:$metrics_port" --leader-lease weir-operator >"$work/operator.log" 2>&1 &
@@ -244,7 +247,7 @@ step "the chart's RBAC refused the operator nothing"
 s3_port=$(free_port)
 "$venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" >"$work/moto.log" 2>&1 &
 moto=$!
-trap 'stop_pid "${agent:-}"; stop_pid "${moto:-}"; stop_pid $operator; stop_control_plane; cleanup_work' EXIT
+trap 'stop_pid "${prom:-}"; stop_pid "${agent:-}"; stop_pid "${moto:-}"; stop_pid $operator; stop_control_plane; cleanup_work' EXIT
 for _ in $(seq 100); do curl -s "http://127.0.0.1:$s3_port/" >/dev/null && break; sleep 0.1; done
 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "$venv/bin/python" -c "
 import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:$s3_port', region_name='us-east-1').create_bucket(Bucket='weir')" \
@@ -252,28 +255,62 @@ import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:$s3_port', regio
 echo '{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3"}, "stringData": {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}}' >"$work/secret.json"
 kube POST /api/v1/namespaces/default/secrets "$work/secret.json" >/dev/null
 [ "$KUBE_STATUS" = 201 ] || fail "creating the S3 credentials Secret: HTTP $KUBE_STATUS"
+# From here on the operator runs as helm deployed it: a pod, in the cluster,
+# reaching JobManagers through their Services (the chart's values give it the
+# S3 credentials it verifies savepoints with).
+stop_pid "$operator"
+kubectl --namespace weir-system create secret generic s3 --from-literal=AWS_ACCESS_KEY_ID=test \
+  --from-literal=AWS_SECRET_ACCESS_KEY=test >/dev/null || fail "kubectl create secret"
 python3 "$repo/e2e/node_agent.py" --image "weir=$bin_dir/weir" --image "weir-operator=$bin_dir/weir-operator" \
   --image "order-monitor-rust=$bin_dir/rust-job" \
   --work "$work/node" >"$work/agent.log" 2>&1 &
 agent=$!
 node_logs() { tail -20 "$work/agent.log" >&2; for f in "$work"/node/pods/*/*.log; do echo "--- $f" >&2; tail -15 "$f" >&2; done; }
+operator_deployment=/apis/apps/v1/namespaces/weir-system/deployments/weir-weir-operator
+# operator_leads: the operator pod that leads (its gauge weir_operator_leading
+# is 1) when exactly one pod is left, none other; fails otherwise.
+operator_leads() {
+  local pods ip
+  pods=$(kubectl --namespace weir-system get pods -l app.kubernetes.io/instance=weir -o 'jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}')
+  [ "$(wc -l <<<"$pods")" = 1 ] || return 1
+  read -r name ip <<<"$pods"
+  curl -sf "http://$ip:8080/metrics" | grep -qx 'weir_operator_leading 1' && echo "$name"
+}
+wait_for "the operator pod ready" "o['status'].get('readyReplicas') == 1" "$operator_deployment"
+for _ in $(seq 120); do leader=$(operator_leads) && break; sleep 0.5; done
+[ -n "${leader:-}" ] || { node_logs; fail "the chart's operator pod does not lead"; }
+step "the node agent runs the chart's operator Deployment: its pod $leader is ready and leads, with the chart's RBAC; an S3 server holds the state"
 
-# From here on the operator runs as the chart deploys it: a pod, in the cluster,
-# reaching JobManagers through their Services.
-stop_pid "$operator"
-sed 's/"name": "s3"}/"name": "s3", "namespace": "weir-system"}/' "$work/secret.json" >"$work/secret-system.json"
-kube POST /api/v1/namespaces/weir-system/secrets "$work/secret-system.json" >/dev/null
-"$venv/bin/python" - "$repo/charts/weir-operator" "$work/chart/Deployment.json" <<'PY' || fail "rendering the chart's Deployment"
-import json, sys, yaml, helm_python as helm
-values = {"image": {"repository": "weir-operator", "tag": "e2e"}, "envFrom": [{"secretRef": {"name": "s3"}}], "logLevel": "info,weir_operator=debug"}
-rendered = helm.Chart.load(sys.argv[1]).render(values=values, name="weir", namespace="weir-system", is_install=True)
-deployment = next(d for p, t in rendered.items() if p.endswith(".yaml") for d in yaml.safe_load_all(t) if d and d["kind"] == "Deployment")
-json.dump(deployment, open(sys.argv[2], "w"))
-PY
-kube POST /apis/apps/v1/namespaces/weir-system/deployments "$work/chart/Deployment.json" >"$work/answer.json"
-[ "$KUBE_STATUS" = 201 ] || fail "installing the operator's Deployment: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
-wait_for "the operator pod ready" "o['status'].get('readyReplicas') == 1" /apis/apps/v1/namespaces/weir-system/deployments/weir-weir-operator
-step "the node agent runs the chart's operator Deployment: the operator pod leads, is ready, and runs with the chart's RBAC; an S3 server holds the state"
+# helm upgrade: a new revision of the release rolls the operator's pod (a
+# standby is ready, so the rolling update can replace the leader; the new pod
+# takes the Lease over when the old one's expires).
+helm upgrade weir "$repo/charts/weir-operator" --namespace weir-system -f "$work/operator-values.yaml" \
+  --set 'logLevel=info\,weir_operator=debug' >"$work/helm.txt" || fail "helm upgrade"
+grep -q "REVISION: 2  STATUS: deployed" "$work/helm.txt" || fail "helm upgrade: $(cat "$work/helm.txt")"
+wait_for "the operator's Deployment rolled out" "o['metadata']['generation'] == 2 and o['status'].get('observedGeneration') == 2 \
+  and o['status'].get('updatedReplicas') == 1 and o['status'].get('readyReplicas') == 1 and o['status'].get('replicas') == 1" "$operator_deployment"
+for _ in $(seq 120); do upgraded=$(operator_leads) && [ "$upgraded" != "$leader" ] && break; upgraded=""; sleep 0.5; done
+[ -n "$upgraded" ] || { node_logs; fail "after helm upgrade no new operator pod leads"; }
+kubectl --namespace weir-system get deployment weir-weir-operator -o yaml | grep -q 'value: info,weir_operator=debug' \
+  || fail "helm upgrade did not change the operator's log level"
+step "helm upgrade weir (--set logLevel=info\\,weir_operator=debug): $(cat "$work/helm.txt"); the Deployment rolled $leader -> $upgraded, which leads"
+
+# Prometheus (Debian's, with Kubernetes service discovery) with the committed scrape configuration finds the
+# JobManagers and the operator through the API server, with the RBAC of
+# monitoring/prometheus-rbac.yaml; the dashboard's queries run against it
+# further down, while the autoscaler works.
+kubectl apply -f "$repo/monitoring/prometheus-rbac.yaml" >/dev/null || fail "kubectl apply -f monitoring/prometheus-rbac.yaml"
+sa_token monitoring prometheus >"$work/prometheus.token" || exit 1
+"$venv/bin/python" "$repo/e2e/prometheus.py" config "$repo/monitoring/prometheus.yml" "$work/prometheus.yml" \
+  --token-file "$work/prometheus.token" || fail "writing the Prometheus configuration"
+prometheus="${WEIR_TEST_CACHE:-$HOME/.cache/weir-test}/prometheus/usr/bin/prometheus"  # scripts/test-deps.sh
+prom_url="http://127.0.0.1:$(free_port)"
+"$prometheus" --config.file "$work/prometheus.yml" --storage.tsdb.path "$work/prometheus" \
+  --web.listen-address "${prom_url#http://}" >"$work/prometheus.log" 2>&1 &
+prom=$!
+for _ in $(seq 100); do curl -sf "$prom_url/-/ready" >/dev/null && break; sleep 0.2; done
+curl -sf "$prom_url/-/ready" >/dev/null || { tail -20 "$work/prometheus.log" >&2; fail "Prometheus did not start"; }
+step "Prometheus $("$prometheus" --version 2>&1 | head -1 | cut -d' ' -f3) runs monitoring/prometheus.yml, finding pods through the API server as monitoring/prometheus-rbac.yaml allows"
 
 # job_manifest NAME IMAGE INTERVAL: the head of an e2e StreamJob (2 subtasks in one
 # TaskManager, exactly-once checkpoints every INTERVAL to the S3 server); the
@@ -306,17 +343,16 @@ YAML
 
 events=400000
 { job_manifest monitor weir:e2e 1s; orders_window "$events" 8000 "$work/out"; } >"$work/monitor.yaml"
-kube POST "$jobs" "$work/monitor.yaml" application/yaml >"$work/answer.json"
-[ "$KUBE_STATUS" = 201 ] || fail "applying the StreamJob: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
+kubectl apply -f "$work/monitor.yaml" >"$work/answer.txt" || fail "kubectl apply -f monitor.yaml"
+grep -qx 'streamjob.weir.dev/monitor created' "$work/answer.txt" || fail "kubectl apply: $(cat "$work/answer.txt")"
 wait_for "the job running" "o['status'].get('phase') == 'Running' and (o['status'].get('job') or {}).get('state') == 'running'" "$jobs/monitor" \
   || { node_logs; fail "the job did not run"; }
 step "a bounded order monitor runs: the node agent started its JobManager and TaskManager, the operator sees it running"
 
 monitor_deployment=$(python3 -c "import json; print(json.load(open('$work/obj.json'))['status']['deployment'])")
-# As an HPA or KEDA would: through the scale subresource.
-echo '{"spec": {"replicas": 3}}' >"$work/scale.json"
-kube PATCH "$jobs/monitor/scale" "$work/scale.json" application/merge-patch+json >"$work/answer.json"
-[ "$KUBE_STATUS" = 200 ] || fail "kubectl scale through the scale subresource: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
+# Through the scale subresource, as an HPA or KEDA would.
+kubectl scale sj monitor --replicas 3 >"$work/answer.txt" || fail "kubectl scale sj monitor --replicas 3"
+grep -qx 'streamjob.weir.dev/monitor scaled' "$work/answer.txt" || fail "kubectl scale: $(cat "$work/answer.txt")"
 started=$(date +%s.%N)
 wait_for "the job running at parallelism 3" "o['status'].get('phase') == 'Running' and (o['status'].get('job') or {}).get('parallelism') == 3 \
   and (o['status'].get('lastSavepoint') or {}).get('path', '').startswith('s3://weir/checkpoints/') \
@@ -330,7 +366,24 @@ key = sys.argv[1].split('s3://weir/', 1)[1].rstrip('/') + '/_metadata'
 boto3.client('s3', endpoint_url='http://127.0.0.1:$s3_port', region_name='us-east-1').head_object(Bucket='weir', Key=key)" "$savepoint" \
   || fail "the rescale's savepoint $savepoint is not in S3"
 wait_for "a second TaskManager for the third slot" "o['spec']['replicas'] == 2" "$deployments/monitor-taskmanager"
-step "kubectl scale (the scale subresource) 2 -> 3 while it runs, in place: a TaskManager added for the slot, a savepoint in S3 ($savepoint), the same JobManager running at 3 from it, in $rescale_s s"
+step "kubectl scale sj monitor --replicas 3 (the scale subresource) while it runs, in place: a TaskManager added for the slot, a savepoint in S3 ($savepoint), the same JobManager running at 3 from it, in $rescale_s s"
+# kubectl get sj: the CRD's printer columns (phase, parallelism, the job's
+# state, the last savepoint, age).
+kubectl get sj monitor >"$work/get.txt" || fail "kubectl get sj monitor"
+python3 - "$work/get.txt" "$savepoint" <<'PY' || fail "kubectl get sj monitor printed: $(cat "$work/get.txt")"
+import re, sys
+header, row = [re.split(r"\s{2,}", line.strip()) for line in open(sys.argv[1]).read().splitlines()]
+got = dict(zip(header, row))
+assert header == ["NAME", "PHASE", "PARALLELISM", "JOB", "LAST SAVEPOINT", "AGE"], header
+assert (got["NAME"], got["PHASE"], got["PARALLELISM"], got["JOB"], got["LAST SAVEPOINT"]) \
+    == ("monitor", "Running", "3", "running", sys.argv[2]), got
+PY
+step "kubectl get sj monitor: $(tail -1 "$work/get.txt" | tr -s ' ')"
+kubectl describe sj monitor >"$work/describe.txt" || fail "kubectl describe sj monitor"
+for reason in Deploying Rescale Rescaled; do
+  grep -Eq "^  Normal +$reason " "$work/describe.txt" || fail "kubectl describe sj monitor shows no $reason event: $(sed -n '/^Events:/,$p' "$work/describe.txt")"
+done
+step "kubectl describe sj monitor shows the operator's events: $(grep -E '^  Normal +Rescaled ' "$work/describe.txt" | head -1 | tr -s ' ' | cut -c1-160)"
 
 wait_for "the job finished" "(o['status'].get('job') or {}).get('state') == 'finished'" "$jobs/monitor" 120
 # committed_is_oracle DIR EVENTS: whether the parts committed in DIR are the
@@ -350,7 +403,10 @@ PY
 }
 committed_is_oracle "$work/out" "$events" || fail "the committed output is not the oracle's"
 step "the job finishes with committed output equal to the oracle's ($events orders)"
-kube DELETE "$jobs/monitor" >/dev/null
+kubectl delete sj monitor >"$work/answer.txt" || fail "kubectl delete sj monitor"
+grep -qx 'streamjob.weir.dev "monitor" deleted' "$work/answer.txt" || fail "kubectl delete: $(cat "$work/answer.txt")"
+kubectl get sj monitor >/dev/null 2>&1 && fail "kubectl delete sj monitor returned before the StreamJob was gone"
+step "kubectl delete sj monitor: it waits for the operator's finalizer, and the StreamJob is gone"
 
 # JobManager HA through the operator: three JobManagers elect one leader with
 # the job's Lease; the Service reaches the leader alone (a standby serves
@@ -469,6 +525,13 @@ kube PATCH "$jobs/autoscaled" "$work/patch.json" application/merge-patch+json >/
 wait_for "the autoscaler scaling up" "(o['status'].get('job') or {}).get('parallelism', 0) >= 2 and o['status'].get('phase') == 'Running' and not o['status'].get('pendingOperation')" "$jobs/autoscaled" $((6 * as_window))
 up=$(field "o['status']['job']['parallelism']")
 step "autoscaler active: scaled 1 -> $up in place ($(field "$as_['recentRescales'][-1]['summary']"))"
+# The dashboard while the autoscaled job runs: every query of
+# monitoring/grafana/weir-dashboard.json returns data from the real Prometheus.
+"$venv/bin/python" "$repo/e2e/prometheus.py" targets "$prom_url" >"$work/targets.txt" \
+  || { tail -5 "$work/prometheus.log" >&2; fail "Prometheus does not scrape the job and the operator"; }
+"$venv/bin/python" "$repo/e2e/prometheus.py" check "$prom_url" "$repo/monitoring/grafana/weir-dashboard.json" \
+  --set namespace=default --set job=autoscaled >"$work/dashboard.txt" 2>&1 || { cat "$work/dashboard.txt" >&2; fail "the dashboard's queries"; }
+step "Prometheus scrapes $(wc -l <"$work/targets.txt") pods found by the pod annotations ($(cut -d' ' -f1 "$work/targets.txt" | tr '\n' ' ')); $(tail -1 "$work/dashboard.txt"), for the autoscaled job and the operator"
 wait_for "the autoscaler scaling back down" "(o['status'].get('job') or {}).get('parallelism', 9) < $up" "$jobs/autoscaled" $((as_down + 10 * as_window))
 ups=$(field "sum(1 for r in $as_['recentRescales'] if r['to'] > r['from'])")
 up=$(field "max(r['to'] for r in $as_['recentRescales'])")
@@ -702,7 +765,7 @@ jobmanager() {
 }
 holder() { kube GET "$leases/lease-job-jobmanager" | python3 -c 'import json, sys; s = json.load(sys.stdin).get("spec", {}); print(s.get("holderIdentity", ""), s.get("leaseTransitions", 0))'; }
 jobmanager 1; jm1=$!
-trap 'stop_pid "${jm1:-}"; stop_pid "${jm2:-}"; stop_pid "${agent:-}"; stop_pid "${moto:-}"; stop_pid $operator; stop_control_plane; cleanup_work' EXIT
+trap 'stop_pid "${jm1:-}"; stop_pid "${jm2:-}"; stop_pid "${prom:-}"; stop_pid "${agent:-}"; stop_pid "${moto:-}"; stop_pid $operator; stop_control_plane; cleanup_work' EXIT
 for _ in $(seq 100); do grep -q leading "$work/jm1.log" && break; sleep 0.1; done
 grep -q leading "$work/jm1.log" || { cat "$work/jm1.log" >&2; fail "the first JobManager did not lead"; }
 jobmanager 2; jm2=$!
@@ -718,4 +781,15 @@ read -r second transitions <<<"$(holder)"
 stop_pid "$jm2"
 [[ "$second" == *"-$jm2" && "$transitions" = 1 ]] || fail "after the takeover the Lease says '$second' with $transitions transitions"
 step "two JobManagers elect one leader with a Lease; the standby takes over within the Lease's duration when the leader dies"
+# The user's last step: helm uninstall. The operator's objects go; the CRD
+# stays, as Helm leaves what a chart's crds/ installed (deleting it would
+# delete every StreamJob).
+helm uninstall weir --namespace weir-system >"$work/helm.txt" || fail "helm uninstall"
+for path in "$operator_deployment" /api/v1/namespaces/weir-system/serviceaccounts/weir-weir-operator \
+  /apis/rbac.authorization.k8s.io/v1/clusterroles/weir-weir-operator /apis/rbac.authorization.k8s.io/v1/clusterrolebindings/weir-weir-operator; do
+  wait_for "$path gone after helm uninstall" "o.get('code') == 404" "$path"
+done
+wait_for "the operator's pods gone" "not o.get('items')" "/api/v1/namespaces/weir-system/pods?labelSelector=app.kubernetes.io/instance=weir"
+kubectl get crd streamjobs.weir.dev >/dev/null || fail "helm uninstall removed the CRD"
+step "helm uninstall weir: $(cat "$work/helm.txt"); the operator's Deployment, pods, ServiceAccount and RBAC are gone, the CRD stays"
 echo "e2e: all steps passed"

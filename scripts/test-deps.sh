@@ -10,6 +10,9 @@
 # Installs:
 #   redis-server, postgresql  (apt-get) for the connector tests.
 #   chromium     (apt-get) for the dashboard test, headless.
+#   prometheus   Debian's package from trixie (2.53: bookworm's 2.42 is built
+#                without Kubernetes service discovery), unpacked into
+#                $CACHE/prometheus, for the e2e's monitoring steps (monitoring/).
 #   moto_server  (PyPI moto[server]) in $CACHE/venv: an in-memory S3-compatible
 #                server for the weir-s3 tests (runtime/storage-s3/tests). The tests
 #                find it there, or at $WEIR_MOTO_SERVER.
@@ -70,3 +73,27 @@ else
     || { log "apt-get install ${missing[*]} failed"; exit 1; }
 fi
 # The Debian package starts a cluster of its own; the tests do not use it.
+
+# Prometheus with Kubernetes service discovery: Debian bookworm's package is
+# built without it (its NEWS: "Kubernetes support has been completely
+# removed"); trixie's re-enables it and runs on bookworm (it needs libc6 >=
+# 2.34). Taken from Debian's archive, checked against the archive's index, and
+# unpacked (not installed) under the cache.
+PROM="$CACHE/prometheus"
+if [ -x "$PROM/usr/bin/prometheus" ]; then
+  log "prometheus already unpacked at $PROM/usr/bin/prometheus"
+else
+  command -v curl >/dev/null && command -v xz >/dev/null && command -v dpkg-deb >/dev/null \
+    || { log "curl, xz and dpkg-deb are needed to fetch Prometheus"; exit 1; }
+  mirror="${WEIR_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+  log "fetching Debian trixie's prometheus package from $mirror"
+  tmp=$(mktemp -d)
+  curl -sSf "$mirror/dists/trixie/main/binary-amd64/Packages.xz" -o "$tmp/Packages.xz"
+  read -r file sha < <(xz -dc "$tmp/Packages.xz" | awk '/^Package: /{p = ($2 == "prometheus")} p && /^Filename: /{f = $2} p && /^SHA256: /{print f, $2; exit}')
+  [ -n "${file:-}" ] || { log "no prometheus package in trixie's index"; exit 1; }
+  curl -sSf "$mirror/$file" -o "$tmp/prometheus.deb"
+  echo "$sha  $tmp/prometheus.deb" | sha256sum -c --quiet - || { log "$file does not match the archive's SHA256"; exit 1; }
+  rm -rf "$PROM.tmp" && dpkg-deb -x "$tmp/prometheus.deb" "$PROM.tmp" && mv "$PROM.tmp" "$PROM"
+  rm -rf "$tmp"
+  log "unpacked $("$PROM/usr/bin/prometheus" --version 2>&1 | head -1) at $PROM/usr/bin/prometheus"
+fi

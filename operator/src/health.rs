@@ -1,5 +1,6 @@
 //! The operator's own endpoints: `/healthz` (alive), `/readyz` (leading and
-//! watching), and `/metrics` in Prometheus text (reconciles by outcome, their
+//! watching, or standing by for the Lease), and `/metrics` in Prometheus
+//! text (whether this replica leads, reconciles by outcome, their
 //! total duration, the StreamJobs by phase, and per StreamJob the
 //! autoscaler's evaluations, its decisions by reason and the rescales it
 //! started, to alert on: a job whose decisions stay `budget-spent` or
@@ -25,6 +26,10 @@ pub struct Metrics {
     reconcile_us: AtomicU64,
     /// Set once this replica leads and its controller runs.
     pub ready: AtomicBool,
+    /// Set while this replica stands by for the Lease. A standby is ready
+    /// too: readiness gates rollouts, and a Deployment whose new pods could
+    /// only be ready once they lead would never replace its leader.
+    pub standing_by: AtomicBool,
     /// The phase of every StreamJob (namespace/name) as last reconciled.
     phases: Mutex<BTreeMap<String, String>>,
     /// Per StreamJob (namespace/name), what its autoscaler did.
@@ -106,6 +111,9 @@ impl Metrics {
         let ok = self.reconciles_ok.load(Ordering::Relaxed);
         let failed = self.reconciles_failed.load(Ordering::Relaxed);
         let mut out = String::new();
+        out.push_str("# HELP weir_operator_leading Whether this replica leads (1) or stands by (0).\n");
+        out.push_str("# TYPE weir_operator_leading gauge\n");
+        out.push_str(&format!("weir_operator_leading {}\n", u8::from(self.ready.load(Ordering::Relaxed))));
         out.push_str("# HELP weir_operator_reconciles_total Reconciles of StreamJobs by outcome.\n");
         out.push_str("# TYPE weir_operator_reconciles_total counter\n");
         out.push_str(&format!("weir_operator_reconciles_total{{result=\"ok\"}} {ok}\n"));
@@ -136,9 +144,11 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
             "/readyz",
             get(|State(m): State<Arc<Metrics>>| async move {
                 if m.ready.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ok")
+                    (StatusCode::OK, "ok: leading")
+                } else if m.standing_by.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ok: standing by")
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not leading yet")
+                    (StatusCode::SERVICE_UNAVAILABLE, "not watching yet")
                 }
             }),
         )

@@ -67,14 +67,25 @@ fn main() -> anyhow::Result<()> {
             let metrics = Arc::new(Metrics::default());
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
-                // Served from the start: a standby is alive (/healthz) but not ready (/readyz).
+                // Served from the start: a standby is alive and ready (it can take
+                // over), and `weir_operator_leading` says which replica leads.
                 let server = tokio::spawn(health::serve(metrics_addr, metrics.clone()));
+                // In a container the operator is PID 1, which ignores a SIGTERM it does
+                // not handle. It leaves at once, leading or not: what it was doing is
+                // written ahead in the StreamJobs' status, for the next leader.
+                tokio::spawn(async {
+                    terminated().await;
+                    tracing::info!("stopping on SIGTERM");
+                    std::process::exit(0);
+                });
                 if let Some(lease) = leader_lease {
                     let identity = weir_launch::identity();
                     let duration = std::time::Duration::from_secs(lease_duration_secs.max(1));
+                    metrics.standing_by.store(true, std::sync::atomic::Ordering::Relaxed);
                     tokio::task::spawn_blocking(move || weir_lease::Election::new(&lease, identity, duration)?.lead())
                         .await?
                         .map_err(|e| anyhow::anyhow!("--leader-lease: {e}"))?;
+                    metrics.standing_by.store(false, std::sync::atomic::Ordering::Relaxed);
                 }
                 let client = kube::Client::try_default().await?;
                 tokio::select! {
@@ -86,4 +97,26 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!("no SIGTERM handler: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }

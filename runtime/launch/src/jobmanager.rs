@@ -104,6 +104,10 @@ pub fn run(
     let (name, parallelism) = (spec.name.clone(), spec.parallelism);
     let config = config(options, spec)?;
     let config_secret = config.secret.clone();
+    let standbys = options.leader_lease.is_some() || options.leader_lock.is_some();
+    let on_signal = if standbys { crate::OnSignal::HandOver } else { crate::OnSignal::Stop };
+    let signalled = crate::signals::JobManagerSlot::default();
+    crate::signals::handle_signals(program, signalled.clone(), on_signal);
     let _leadership = lead(program, options, config.rpc_bind)?;
     eprintln!(
         "{program}: JobManager for {name} at parallelism {parallelism}, TaskManagers register at {}",
@@ -114,9 +118,7 @@ pub fn run(
     let rest = RestServer::start(rest_addr, Arc::new(ClusterJob(jm.clone())), config_secret)
         .map_err(|e| LaunchError::bad(format!("--rest-port {}: {e}", options.rest_port)))?;
     eprintln!("{program}: REST API and dashboard on http://{}/", rest.addr);
-    let standbys = options.leader_lease.is_some() || options.leader_lock.is_some();
-    let on_signal = if standbys { crate::OnSignal::HandOver } else { crate::OnSignal::Stop };
-    crate::stop_on_signal(program, jm.clone(), on_signal);
+    let _ = signalled.set(jm.clone());
     let view = wait(&jm, &rest);
     let result = finish(program, &view, started, "");
     if options.linger {

@@ -26,7 +26,7 @@ pub mod storage;
 pub mod taskmanager;
 
 pub use error::LaunchError;
-pub use signals::{OnSignal, stop_on_signal};
+pub use signals::{OnSignal, exit_on_signal, stop_on_signal};
 
 use std::path::Path;
 

@@ -1,7 +1,13 @@
-//! Ctrl-C and SIGTERM (Kubernetes stopping a pod) on a JobManager.
+//! Ctrl-C and SIGTERM (Kubernetes stopping a pod).
+//!
+//! In a container a process is PID 1, and PID 1 ignores a signal it has no
+//! handler for: without one, a pod being deleted would run on until the end
+//! of its grace period and then be killed. So every process of a cluster
+//! handles SIGTERM: a JobManager as [`OnSignal`] says (a standby still
+//! waiting for its Lease leaves at once), a TaskManager leaves at once.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use weir_cluster::jobmanager::JobManager;
 
@@ -20,15 +26,32 @@ pub enum OnSignal {
     HandOver,
 }
 
+/// The JobManager a signal acts on, once this process runs one.
+pub type JobManagerSlot = Arc<OnceLock<Arc<JobManager>>>;
+
 /// Installs the Ctrl-C and SIGTERM handler: the first does what `on` says;
 /// the second leaves at once.
 pub fn stop_on_signal(program: impl Into<String>, jm: Arc<JobManager>, on: OnSignal) {
+    let slot = JobManagerSlot::default();
+    let _ = slot.set(jm);
+    handle_signals(program, slot, on);
+}
+
+/// Installs the Ctrl-C and SIGTERM handler of a JobManager before it runs
+/// one: until `slot` holds the JobManager (a standby waiting for its Lease,
+/// a JobManager restoring), a signal leaves at once; then as
+/// [`stop_on_signal`].
+pub fn handle_signals(program: impl Into<String>, slot: JobManagerSlot, on: OnSignal) {
     let program = program.into();
     let stops = AtomicBool::new(false);
     let installed = ctrlc::set_handler(move || {
         if stops.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
+        let Some(jm) = slot.get() else {
+            eprintln!("\n{program}: stopped before running a job");
+            std::process::exit(0);
+        };
         if jm.is_finished() {
             std::process::exit(0);
         }
@@ -52,6 +75,19 @@ pub fn stop_on_signal(program: impl Into<String>, jm: Arc<JobManager>, on: OnSig
         }
     });
     if let Err(e) = installed {
+        tracing::warn!("no Ctrl-C/SIGTERM handler: {e}");
+    }
+}
+
+/// Installs the Ctrl-C and SIGTERM handler of a TaskManager: it leaves at
+/// once. Its tasks end with it; the JobManager recovers them from the latest
+/// checkpoint, or is itself stopping the job.
+pub fn exit_on_signal(program: impl Into<String>) {
+    let program = program.into();
+    if let Err(e) = ctrlc::set_handler(move || {
+        eprintln!("\n{program}: stopped");
+        std::process::exit(0);
+    }) {
         tracing::warn!("no Ctrl-C/SIGTERM handler: {e}");
     }
 }

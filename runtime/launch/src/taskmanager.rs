@@ -30,7 +30,9 @@ pub fn config(options: &TaskManagerOptions) -> Result<TaskManagerConfig, LaunchE
 
 /// Runs a TaskManager as `options` say, building jobs with `builder`.
 pub fn run(options: &TaskManagerOptions, builder: Arc<dyn JobBuilder>) -> Result<(), LaunchError> {
-    weir_cluster::taskmanager::run(config(options)?, builder).map_err(|e| match e {
+    let config = config(options)?;
+    crate::exit_on_signal(format!("TaskManager {}", config.id));
+    weir_cluster::taskmanager::run(config, builder).map_err(|e| match e {
         TaskManagerError::DataServer { .. } => LaunchError::bad(e),
         e => LaunchError::Runtime(e.to_string()),
     })
