@@ -5,9 +5,10 @@ real API server of e2e/control-plane.sh:
 
 * scheduler: every pending pod is bound to this node (`node-1`);
 * kubelet: each pod gets its own loopback address (127.0.x.y, its pod IP) and
-  each container's command runs as a local process, in a mount namespace of
-  its own where the pod's volumes (ConfigMap, Secret, emptyDir) are mounted at
-  their mount paths and /etc/hosts is the pod's;
+  each container runs from its image with runc (e2e/containers.py: the
+  image's entrypoint, env and user as the pod's spec and security context
+  amend them, a read-only root where asked, the pod's volumes (ConfigMap,
+  Secret, emptyDir) at their mount paths and /etc/hosts the pod's);
 * env: `value`, `valueFrom` (fieldRef metadata.name, metadata.namespace,
   status.podIP; secretKeyRef; configMapKeyRef) and `envFrom` (secretRef,
   configMapRef), and `$(VAR)` in args expanded as the kubelet does;
@@ -24,10 +25,16 @@ real API server of e2e/control-plane.sh:
   Service of its namespace (`svc`, `svc.ns`, `svc.ns.svc`,
   `svc.ns.svc.cluster.local`) to a ready pod behind it, and is kept current.
 
-Images name local executables: `--image weir=/path/to/weir` runs (a copy
-in the work directory of) that file for any image whose repository is `weir`.
+Images are OCI layouts, one directory per repository holding its tags as
+refs (scripts/images.sh writes them):
 
-    python3 e2e/node_agent.py --image weir=target/debug/weir --work DIR
+    python3 e2e/node_agent.py --images DIR --share /var/tmp/e2e --work DIR
+
+`--share PATH` mounts PATH into every container (the e2e's directory, where
+file sinks write what the test reads: a node's local disk). The fallback,
+without images: `--image weir=/path/to/weir` runs (a copy in the work
+directory of) that file as a local process in a mount namespace of its own,
+for any image whose repository is `weir`.
 
 Environment: KUBE_API, KUBE_TOKEN, KUBE_CA (as control-plane.sh exports them).
 """
@@ -36,16 +43,15 @@ import argparse
 import base64
 import json
 import os
-import re
-import shutil
 import signal
 import ssl
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+
+from containers import ImageError, ProcessRuntime, RuncRuntime, expand
 
 NODE = "node-1"
 
@@ -92,10 +98,6 @@ class Container:
         self.last = None
 
 
-class ImageError(ValueError):
-    """An image this node has no executable for (a kubelet's ErrImagePull)."""
-
-
 class Pod:
     def __init__(self, obj, ip, directory):
         self.uid = obj["metadata"]["uid"]
@@ -111,26 +113,12 @@ class Pod:
 
 
 class Agent:
-    def __init__(self, images, work):
+    def __init__(self, runtime, work):
         self.api = Api()
-        self.images = self.install(images, work)
+        self.runtime = runtime
         self.work = work
         self.pods = {}
         self.next_ip = 2
-        self.created_dirs = []
-
-    @staticmethod
-    def install(images, work):
-        """Each image's executable, copied into the node's own directory: a
-        pod's volumes are mounted over its paths (its /tmp is an emptyDir), and
-        must not hide the program it runs (a build under /tmp, say)."""
-        installed = {}
-        for repository, path in images.items():
-            target = os.path.join(work, "images", repository, os.path.basename(path))
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            shutil.copy2(path, target)
-            installed[repository] = target
-        return installed
 
     # --- the node -------------------------------------------------------
     def register(self):
@@ -165,19 +153,13 @@ class Agent:
             log(f"bound {meta['namespace']}/{meta['name']} to {NODE}")
 
     # --- pods --------------------------------------------------------------
-    def executable(self, image):
-        repository = image.rsplit("/", 1)[-1].split("@")[0].split(":")[0]
-        if repository not in self.images:
-            raise ImageError(f"image {image}: no local executable for `{repository}` (--image {repository}=PATH)")
-        return self.images[repository]
-
     def env_of(self, pod, spec):
         ns = pod.ns
         # The API server as the `kubernetes` Service would route to it (there is no kube-proxy here).
         api = urllib.parse.urlparse(self.api.base)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/root", "HOSTNAME": pod.name,
-               "WEIR_LOG": os.environ.get("WEIR_LOG", "info"),
-               "KUBERNETES_SERVICE_HOST": api.hostname, "KUBERNETES_SERVICE_PORT": str(api.port or 443)}
+        env = self.runtime.base_env(spec["image"])
+        env.update({"HOSTNAME": pod.name, "WEIR_LOG": os.environ.get("WEIR_LOG", "info"),
+                    "KUBERNETES_SERVICE_HOST": api.hostname, "KUBERNETES_SERVICE_PORT": str(api.port or 443)})
         for source in spec.get("envFrom") or []:
             for kind, path in (("secretRef", "secrets"), ("configMapRef", "configmaps")):
                 if kind in source:
@@ -191,7 +173,7 @@ class Agent:
                         env[source.get("prefix", "") + k] = base64.b64decode(v).decode() if kind == "secretRef" else v
         for var in spec.get("env") or []:
             if "value" in var:
-                env[var["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), var["value"])
+                env[var["name"]] = expand(var["value"], env)
                 continue
             vf = var.get("valueFrom", {})
             if "fieldRef" in vf:
@@ -216,6 +198,8 @@ class Agent:
         for v in pod.obj["spec"].get("volumes") or []:
             path = os.path.join(pod.dir, "volumes", v["name"])
             os.makedirs(path, exist_ok=True)
+            if "emptyDir" in v:
+                os.chmod(path, 0o1777)  # as a kubelet makes it: writable by the pod's user
             for kind, res in (("configMap", "configmaps"), ("secret", "secrets")):
                 if kind in v:
                     name = v[kind].get("name") or v[kind].get("secretName")
@@ -229,25 +213,13 @@ class Agent:
         return paths
 
     def start(self, pod, c):
-        spec = c.spec
-        env = self.env_of(pod, spec)
-        expand = lambda s: re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), s)
-        argv = [self.executable(spec["image"])] + [expand(a) for a in (spec.get("command") or [])[1:]] + [expand(a) for a in spec.get("args") or []]
+        env = self.env_of(pod, c.spec)
         volumes = self.volumes_of(pod)
-        mounts = [f"mount --bind {pod.hosts} /etc/hosts"]
-        for m in spec.get("volumeMounts") or []:
-            target = m["mountPath"]
-            if not os.path.exists(target):
-                os.makedirs(target, exist_ok=True)
-                self.created_dirs.append(target)
-            mounts.append(f"mount --bind {volumes[m['name']]} {target}" + (" && mount -o remount,bind,ro " + target if m.get("readOnly") else ""))
-        script = " && ".join(mounts) + ' && exec "$@"'
-        out = open(os.path.join(pod.dir, f"{spec['name']}.log"), "ab")
-        c.process = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh"] + argv,
-                                     env=env, stdout=out, stderr=out, cwd=pod.dir, start_new_session=True)
+        with open(os.path.join(pod.dir, f"{c.spec['name']}.log"), "ab") as out:
+            c.process, what = self.runtime.start(pod, c.spec, env, volumes, out)
         c.started_at = time.time()
         c.ready = False
-        log(f"{pod.ns}/{pod.name} {spec['name']}: started {' '.join(argv)} (pid {c.process.pid}, pod IP {pod.ip})")
+        log(f"{pod.ns}/{pod.name} {c.spec['name']}: started {what} (pid {c.process.pid}, pod IP {pod.ip})")
 
     def probe(self, pod, c):
         probe = c.spec.get("readinessProbe")
@@ -279,9 +251,9 @@ class Agent:
         for c in pod.containers:
             if c.process and c.process.poll() is None:
                 if pod.terminating_since is None:
-                    os.killpg(c.process.pid, signal.SIGTERM)
+                    self.runtime.signal(c.process, getattr(c.process, "handle", None), signal.SIGTERM)
                 elif time.time() - pod.terminating_since > grace:
-                    os.killpg(c.process.pid, signal.SIGKILL)
+                    self.runtime.signal(c.process, getattr(c.process, "handle", None), signal.SIGKILL)
         if pod.terminating_since is None:
             pod.terminating_since = time.time()
         return all(c.process is None or c.process.poll() is not None for c in pod.containers)
@@ -396,7 +368,7 @@ class Agent:
             self.terminate(pod, 0)
             for c in pod.containers:
                 if c.process and c.process.poll() is None:
-                    os.killpg(c.process.pid, signal.SIGKILL)
+                    self.runtime.signal(c.process, getattr(c.process, "handle", None), signal.SIGKILL)
             log(f"{pod.ns}/{pod.name}: gone from the API; its processes are stopped")
         services = (self.api.get("/api/v1/services") or {}).get("items", [])
         endpoints = {}
@@ -415,26 +387,35 @@ class Agent:
         for pod in self.pods.values():
             for c in pod.containers:
                 if c.process and c.process.poll() is None:
-                    os.killpg(c.process.pid, signal.SIGKILL)
-        for d in reversed(self.created_dirs):
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass
+                    self.runtime.signal(c.process, getattr(c.process, "handle", None), signal.SIGKILL)
+        for pod in self.pods.values():
+            for c in pod.containers:
+                if c.process:
+                    try:
+                        c.process.wait(timeout=5)
+                    except Exception:
+                        pass
+        self.runtime.stop()
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--image", action="append", default=[], help="REPOSITORY=EXECUTABLE")
+    parser.add_argument("--images", help="a directory of OCI layouts, one per repository: containers run with runc")
+    parser.add_argument("--share", action="append", default=[], help="a directory mounted into every container")
+    parser.add_argument("--image", action="append", default=[], help="REPOSITORY=EXECUTABLE: local processes instead")
     parser.add_argument("--work", required=True)
     args = parser.parse_args()
-    images = dict(i.split("=", 1) for i in args.image)
-    agent = Agent(images, args.work)
+    os.makedirs(args.work, exist_ok=True)
+    if args.images:
+        runtime = RuncRuntime(os.path.abspath(args.images), os.path.abspath(args.work), args.share)
+    else:
+        runtime = ProcessRuntime(dict(i.split("=", 1) for i in args.image), args.work)
+    agent = Agent(runtime, args.work)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
     agent.register()
-    log(f"{NODE} ready; images {images}")
+    log(f"{NODE} ready: {runtime.describe()}")
     last_heartbeat = time.time()
     try:
         while not stopping:

@@ -11,10 +11,11 @@
         waits until Prometheus scrapes a JobManager and the operator; prints
         the targets that are up.
 
-    e2e/prometheus.py check URL monitoring/grafana/weir-dashboard.json --set namespace=default --set job=NAME
+    e2e/prometheus.py check URL monitoring/grafana/weir-dashboard.json --set namespace=default --set job=NAME [--row T] [--skip-row T]
         runs every PromQL query of the dashboard (its variables' queries too)
-        as Grafana would, with the variables set; prints each panel and the
-        series it got, and fails naming every panel whose query returned none.
+        as Grafana would, with the variables set (of the rows titled T only,
+        or but those); prints each panel and the series it got, and fails
+        naming every panel whose query returned none.
 """
 
 import argparse
@@ -76,8 +77,9 @@ def substituted(expr, variables):
     return expr
 
 
-def failed_queries(url, dashboard, variables, verbose):
-    """Runs every query of the dashboard; returns what returned no data."""
+def failed_queries(url, dashboard, variables, verbose, rows=(), skip=()):
+    """Runs every query of the dashboard (of `rows` only, when given; not of
+    `skip`); returns what returned no data."""
     failures, seen = [], 0
     for var in dashboard.get("templating", {}).get("list", []):
         if var.get("type") != "query":
@@ -90,7 +92,12 @@ def failed_queries(url, dashboard, variables, verbose):
             print(f"variable {var['name']}: {values}")
         if variables.get(var["name"]) not in values:
             failures.append(f"variable {var['name']} does not offer {variables.get(var['name'])!r}: {values}")
+    row = None
     for panel in dashboard["panels"]:
+        if panel.get("type") == "row":
+            row = panel["title"]
+        if (rows and row not in rows) or row in skip:
+            continue
         for target in panel.get("targets", []):
             expr = substituted(target["expr"], variables)
             series = api(url, "query", query=expr)["result"]
@@ -110,14 +117,14 @@ def check(args):
     variables.update(kv.split("=", 1) for kv in args.set or [])
     deadline = time.time() + args.seconds
     while True:
-        failures, seen = failed_queries(args.url, dashboard, variables, verbose=False)
+        failures, seen = failed_queries(args.url, dashboard, variables, False, args.row or (), args.skip_row or ())
         if not failures or time.time() > deadline:
             break
         time.sleep(2)
-    failed_queries(args.url, dashboard, variables, verbose=True)
+    failed_queries(args.url, dashboard, variables, True, args.row or (), args.skip_row or ())
     if failures:
         sys.exit("\n".join(failures))
-    print(f"all {seen} queries of the dashboard returned data")
+    print(f"all {seen} queries returned data")
 
 
 def main():
@@ -135,6 +142,8 @@ def main():
     k.add_argument("dashboard")
     k.add_argument("--set", action="append", help="VARIABLE=VALUE")
     k.add_argument("--seconds", type=int, default=60)
+    k.add_argument("--row", action="append", help="only the panels of this row (repeatable)")
+    k.add_argument("--skip-row", action="append", help="not the panels of this row (repeatable)")
     args = parser.parse_args()
     {"config": config, "targets": targets, "check": check}[args.command](args)
 

@@ -58,13 +58,29 @@ trap 'stop_control_plane; cleanup_work' EXIT
 step() { echo "ok - $*"; }
 # WEIR_E2E_RELEASE=1 runs release binaries (bench/operator-rescale.sh measures with them).
 if [ "${WEIR_E2E_RELEASE:-0}" = 1 ]; then
-  (cd "$repo" && cargo build --release --quiet -p weir-operator -p weir-cli -p rust-job)
+  (cd "$repo" && cargo build --release --quiet -p weir-operator -p weir-cli -p rust-job \
+    && cargo build --release --quiet -p weir-kafka --features testing --example mock_broker)
   bin_dir="${CARGO_TARGET_DIR:-$repo/target}/release"
 else
-  (cd "$repo" && cargo build --quiet -p weir-operator -p weir-cli -p rust-job)
+  (cd "$repo" && cargo build --quiet -p weir-operator -p weir-cli -p rust-job \
+    && cargo build --quiet -p weir-kafka --features testing --example mock_broker)
   bin_dir="${CARGO_TARGET_DIR:-$repo/target}/debug"
 fi
 fail() { echo "not ok - $*" >&2; exit 1; }
+
+# The images, built from the repository's Dockerfile with buildah (no Docker
+# daemon; scripts/images.sh) from the binaries above, and run by the node
+# agent with runc. WEIR_E2E_PROCESSES=1 runs the binaries as local processes
+# instead (the node agent's fallback).
+if [ "${WEIR_E2E_PROCESSES:-0}" = 1 ]; then
+  node_images=(--image "weir=$bin_dir/weir" --image "weir-operator=$bin_dir/weir-operator" --image "order-monitor-rust=$bin_dir/rust-job")
+else
+  bash "$repo/scripts/images.sh" --e2e "$bin_dir" e2e "$work/images" >"$work/images.txt" || fail "building the images"
+  step "the Dockerfile's images built with buildah from Debian's packages, no daemon: $(tr '\n' ',' <"$work/images.txt" | sed 's/,$//; s/,/, /g')"
+  # The containers run as 65532 and write their output where the test reads it.
+  chmod 1777 "$work"
+  node_images=(--images "$work/images" --share "$work")
+fi
 
 start_control_plane "$work/k8s" || fail "the control plane did not start"
 step "control plane ready at $KUBE_API"
@@ -261,9 +277,7 @@ kube POST /api/v1/namespaces/default/secrets "$work/secret.json" >/dev/null
 stop_pid "$operator"
 kubectl --namespace weir-system create secret generic s3 --from-literal=AWS_ACCESS_KEY_ID=test \
   --from-literal=AWS_SECRET_ACCESS_KEY=test >/dev/null || fail "kubectl create secret"
-python3 "$repo/e2e/node_agent.py" --image "weir=$bin_dir/weir" --image "weir-operator=$bin_dir/weir-operator" \
-  --image "order-monitor-rust=$bin_dir/rust-job" \
-  --work "$work/node" >"$work/agent.log" 2>&1 &
+python3 "$repo/e2e/node_agent.py" "${node_images[@]}" --work "$work/node" >"$work/agent.log" 2>&1 &
 agent=$!
 node_logs() { tail -20 "$work/agent.log" >&2; for f in "$work"/node/pods/*/*.log; do echo "--- $f" >&2; tail -15 "$f" >&2; done; }
 operator_deployment=/apis/apps/v1/namespaces/weir-system/deployments/weir-weir-operator
@@ -348,6 +362,22 @@ grep -qx 'streamjob.weir.dev/monitor created' "$work/answer.txt" || fail "kubect
 wait_for "the job running" "o['status'].get('phase') == 'Running' and (o['status'].get('job') or {}).get('state') == 'running'" "$jobs/monitor" \
   || { node_logs; fail "the job did not run"; }
 step "a bounded order monitor runs: the node agent started its JobManager and TaskManager, the operator sees it running"
+if [ "${WEIR_E2E_PROCESSES:-0}" != 1 ]; then
+  jm=$(pgrep -f -- "/usr/local/bin/weir jobmanager --pipeline /etc/weir/pipeline.yaml --job-name monitor " | head -1)
+  [ -n "$jm" ] || fail "no JobManager process of the monitor job"
+  python3 - "$jm" <<'PY' || fail "the JobManager's container is not what its pod asked for"
+import os, sys
+pid = sys.argv[1]
+status = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
+uids, nspid = status["Uid"].split(), status["NSpid"].split()
+root = next(l.split() for l in open(f"/proc/{pid}/mountinfo") if l.split()[4] == "/")
+assert uids[0] == "65532", f"runs as uid {uids[0]}"
+assert len(nspid) == 2 and nspid[1] == "1", f"not PID 1 of a pid namespace of its own: NSpid {nspid}"
+assert "ro" in root[5].split(","), f"its root file system is mounted {root[5]}"
+assert status["CapEff"].strip() == "0" * 16, f"has capabilities {status['CapEff'].strip()}"
+PY
+  step "the JobManager runs from its image in a runc container: uid 65532, PID 1 of its own pid namespace, no capabilities, a read-only root"
+fi
 
 monitor_deployment=$(python3 -c "import json; print(json.load(open('$work/obj.json'))['status']['deployment'])")
 # Through the scale subresource, as an HPA or KEDA would.
@@ -407,6 +437,86 @@ kubectl delete sj monitor >"$work/answer.txt" || fail "kubectl delete sj monitor
 grep -qx 'streamjob.weir.dev "monitor" deleted' "$work/answer.txt" || fail "kubectl delete: $(cat "$work/answer.txt")"
 kubectl get sj monitor >/dev/null 2>&1 && fail "kubectl delete sj monitor returned before the StreamJob was gone"
 step "kubectl delete sj monitor: it waits for the operator's finalizer, and the StreamJob is gone"
+
+# The seed's order monitor as committed (examples/k8s/order-monitor.yaml, only
+# its image's tag changed): orders from Kafka, re-sent orders dropped, per
+# region and minute to Redis, alerts to Kafka; two JobManagers (one leads),
+# exactly-once checkpoints to S3. Kafka and Redis run as pods of images built
+# like Weir's (e2e/Dockerfile); the S3 endpoint comes with the credentials.
+kubectl apply -f "$repo/e2e/k8s/order-monitor-services.yaml" >/dev/null || fail "kubectl apply -f e2e/k8s/order-monitor-services.yaml"
+kubectl wait --for=condition=Ready pod -l 'app in (kafka, redis)' --timeout=120s >/dev/null \
+  || { node_logs; fail "the Kafka and Redis pods are not ready"; }
+pod_ip() { kubectl get pods -l "app=$1" -o 'jsonpath={.items[0].status.podIP}'; }
+kafka_ip=$(pod_ip kafka) redis_ip=$(pod_ip redis)
+AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "$venv/bin/python" -c "
+import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:$s3_port', region_name='us-east-1').create_bucket(Bucket='weir-state')" \
+  || fail "creating the bucket weir-state"
+kubectl create secret generic weir-s3 --from-literal=AWS_ACCESS_KEY_ID=test --from-literal=AWS_SECRET_ACCESS_KEY=test \
+  --from-literal=AWS_ENDPOINT_URL="http://127.0.0.1:$s3_port" >/dev/null || fail "kubectl create secret generic weir-s3"
+# orders_to_kafka FROM COUNT: orders FROM.. produced into the topic, as the shop would.
+orders_to_kafka() {
+  "$bin_dir/weir" datagen --workload orders --kafka "$kafka_ip:9092" --topic orders --from "$1" --count "$2" >/dev/null 2>"$work/datagen.log" \
+    || { cat "$work/datagen.log" >&2; fail "producing orders to Kafka"; }
+}
+# redis_is_oracle EVENTS: the Redis hashes hold, for every minute the watermark
+# closed, the orders-dedup oracle's count over the first EVENTS orders, and
+# nothing else; prints how many minutes.
+redis_is_oracle() {
+  python3 - "$redis_ip" "$1" "${WEIR_ORACLE_DIR:-$repo/bench/oracle}" <<'PY'
+import subprocess, sys
+ip, events, oracle = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+sys.path.insert(0, oracle)
+import workloads
+expected = {(r, start): count for r, start, count, _ in workloads.orders_window(events, dedup=True)}
+got = {}
+for region in workloads.REGIONS:
+    fields = subprocess.run(["redis-cli", "-h", ip, "-p", "6379", "--raw", "HGETALL", f"order_monitor:{region}"],
+                            check=True, capture_output=True, text=True).stdout.split()
+    for field, value in zip(fields[0::2], fields[1::2]):
+        got[(region, int(field))] = int(value)
+# Every order is at most 5 s out of order and the watermark lags 5 s: a minute
+# ending 11 s before the last order's number has surely closed.
+closed = {k: v for k, v in expected.items() if k[1] + 60_000 <= workloads.T0 + events - 11_000}
+wrong = {k: (v, expected.get(k)) for k, v in got.items() if expected.get(k) != v}
+missing = sorted(set(closed) - set(got))
+if wrong or missing or not closed:
+    sys.exit(f"{len(got)} minutes in Redis; wrong (Redis, oracle): {dict(list(wrong.items())[:3])}; missing: {missing[:3]}")
+print(len(got))
+PY
+}
+# wait_redis EVENTS: until redis_is_oracle holds (120 s at most).
+wait_redis() {
+  for _ in $(seq 240); do redis_is_oracle "$1" >"$work/redis.txt" 2>&1 && return 0; sleep 0.5; done
+  cat "$work/redis.txt" >&2; node_logs; fail "Redis does not hold the oracle's counts for $1 orders"
+}
+om_events=240000
+orders_to_kafka 0 "$om_events"
+sed 's/image: weir:0.1.0/image: weir:e2e/' "$repo/examples/k8s/order-monitor.yaml" | kubectl apply -f - >"$work/answer.txt" \
+  || fail "kubectl apply -f examples/k8s/order-monitor.yaml: $(cat "$work/answer.txt")"
+wait_for "the order monitor running" "o['status'].get('phase') == 'Running' and (o['status'].get('job') or {}).get('state') == 'running'" \
+  "$jobs/order-monitor" 120 || { node_logs; fail "the order monitor did not run"; }
+wait_redis "$om_events"
+step "kubectl apply -f examples/k8s/order-monitor.yaml: the seed's order monitor reads $om_events orders from the kafka pod, and Redis holds the oracle's count for each of its $(cat "$work/redis.txt") closed region-minutes"
+om_deployment=$(kubectl get sj order-monitor -o 'jsonpath={.status.deployment}')
+kubectl scale sj order-monitor --replicas 3 >/dev/null || fail "kubectl scale sj order-monitor --replicas 3"
+wait_for "the order monitor running at 3" "o['status'].get('phase') == 'Running' and (o['status'].get('job') or {}).get('parallelism') == 3 \
+  and not o['status'].get('pendingOperation') and o['status'].get('deployment') == '$om_deployment' \
+  and (o['status'].get('lastSavepoint') or {}).get('reason') == 'rescale'" "$jobs/order-monitor" 120 || { node_logs; fail "the order monitor did not rescale"; }
+orders_to_kafka "$om_events" "$om_events"
+wait_redis $((2 * om_events))
+step "kubectl scale sj order-monitor --replicas 3: in place through $(kubectl get sj order-monitor -o 'jsonpath={.status.lastSavepoint.path}'); $om_events more orders later Redis holds the oracle's count for each of $(cat "$work/redis.txt") region-minutes"
+# Its row of the Grafana dashboard: the pipeline's metric step, through Prometheus.
+order_monitor_row="Order monitor (examples/k8s/order-monitor.yaml)"
+"$venv/bin/python" "$repo/e2e/prometheus.py" check "$prom_url" "$repo/monitoring/grafana/weir-dashboard.json" \
+  --set namespace=default --set job=order-monitor --row "$order_monitor_row" >"$work/dashboard.txt" 2>&1 \
+  || { cat "$work/dashboard.txt" >&2; fail "the order monitor's row of the dashboard"; }
+curl -s "$prom_url/api/v1/query" --data-urlencode 'query=order_monitor_orders{job="order-monitor"}' >"$work/gauges.json"
+step "the dashboard's order monitor row from the real Prometheus: $(python3 -c "
+import json; r = json.load(open('$work/gauges.json'))['data']['result']
+print(', '.join(sorted(f\"{s['metric']['region']} {s['value'][1]}\" for s in r)))") orders in each region's latest closed minute"
+kubectl delete sj order-monitor >/dev/null || fail "kubectl delete sj order-monitor"
+kubectl delete -f "$repo/e2e/k8s/order-monitor-services.yaml" >/dev/null || fail "kubectl delete -f e2e/k8s/order-monitor-services.yaml"
+step "kubectl delete sj order-monitor (a final savepoint first), and its Kafka and Redis"
 
 # JobManager HA through the operator: three JobManagers elect one leader with
 # the job's Lease; the Service reaches the leader alone (a standby serves
@@ -520,18 +630,17 @@ recommended=$(field "max(v['recommended'] for v in $as_['vertices'])")
 [ "$(field "(o['status'].get('job') or {}).get('parallelism')")" = 1 ] && [ "$(field "bool(o['status'].get('pendingOperation'))")" = False ] \
   || fail "recommend mode changed the job: $(cat "$work/obj.json")"
 step "autoscaler in recommend mode: $decision_s s after the load tripled (window ${as_window}s) it recommends $recommended ($(field "$as_.get('decision')")) and the job stays at 1"
-echo '{"spec": {"autoscaler": {"mode": "active"}}}' >"$work/patch.json"
-kube PATCH "$jobs/autoscaled" "$work/patch.json" application/merge-patch+json >/dev/null
+kubectl patch sj autoscaled --type merge -p '{"spec":{"autoscaler":{"mode":"active"}}}' >/dev/null || fail "kubectl patch sj autoscaled"
 wait_for "the autoscaler scaling up" "(o['status'].get('job') or {}).get('parallelism', 0) >= 2 and o['status'].get('phase') == 'Running' and not o['status'].get('pendingOperation')" "$jobs/autoscaled" $((6 * as_window))
 up=$(field "o['status']['job']['parallelism']")
-step "autoscaler active: scaled 1 -> $up in place ($(field "$as_['recentRescales'][-1]['summary']"))"
+step "kubectl patch sj autoscaled (autoscaler mode active): scaled 1 -> $up in place ($(field "$as_['recentRescales'][-1]['summary']"))"
 # The dashboard while the autoscaled job runs: every query of
 # monitoring/grafana/weir-dashboard.json returns data from the real Prometheus.
 "$venv/bin/python" "$repo/e2e/prometheus.py" targets "$prom_url" >"$work/targets.txt" \
   || { tail -5 "$work/prometheus.log" >&2; fail "Prometheus does not scrape the job and the operator"; }
 "$venv/bin/python" "$repo/e2e/prometheus.py" check "$prom_url" "$repo/monitoring/grafana/weir-dashboard.json" \
-  --set namespace=default --set job=autoscaled >"$work/dashboard.txt" 2>&1 || { cat "$work/dashboard.txt" >&2; fail "the dashboard's queries"; }
-step "Prometheus scrapes $(wc -l <"$work/targets.txt") pods found by the pod annotations ($(cut -d' ' -f1 "$work/targets.txt" | tr '\n' ' ')); $(tail -1 "$work/dashboard.txt"), for the autoscaled job and the operator"
+  --set namespace=default --set job=autoscaled --skip-row "$order_monitor_row" >"$work/dashboard.txt" 2>&1 || { cat "$work/dashboard.txt" >&2; fail "the dashboard's queries"; }
+step "Prometheus scrapes $(wc -l <"$work/targets.txt") pods found by the pod annotations ($(cut -d' ' -f1 "$work/targets.txt" | tr '\n' ' ')); the dashboard's other rows: $(tail -1 "$work/dashboard.txt"), for the autoscaled job and the operator"
 wait_for "the autoscaler scaling back down" "(o['status'].get('job') or {}).get('parallelism', 9) < $up" "$jobs/autoscaled" $((as_down + 10 * as_window))
 ups=$(field "sum(1 for r in $as_['recentRescales'] if r['to'] > r['from'])")
 up=$(field "max(r['to'] for r in $as_['recentRescales'])")

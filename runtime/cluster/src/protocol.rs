@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use weir_core::checkpoint::coordinator::{Command, TaskReport};
 use weir_core::exchange::remote::ChannelKey;
-use weir_core::metrics::MetricsSnapshot;
+use weir_core::metrics::{Gauge, MetricsSnapshot};
 
 pub const MAGIC: [u8; 4] = *b"WEIR";
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -83,8 +83,14 @@ pub struct Deployment {
 pub enum ToJobManager {
     /// The first message of a TaskManager.
     Register { version: Version, id: String, slots: usize, data_addr: String },
-    /// Every heartbeat interval: the metrics of every subtask it runs, as `(chain, subtask, metrics)`.
-    Heartbeat { attempt: Option<u64>, metrics: Vec<(usize, usize, MetricsSnapshot)> },
+    /// Every heartbeat interval: the metrics of every subtask it runs, as
+    /// `(chain, subtask, metrics)`, and the gauges of the job's own that those
+    /// which set any hold, as `(chain, subtask, gauges)`.
+    Heartbeat {
+        attempt: Option<u64>,
+        metrics: Vec<(usize, usize, MetricsSnapshot)>,
+        gauges: Vec<(usize, usize, Vec<Gauge>)>,
+    },
     /// A task's checkpoint report, for the coordinator.
     Report { attempt: u64, report: TaskReport },
     /// A task (or a channel) failed; the attempt cannot go on.

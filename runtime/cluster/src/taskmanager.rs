@@ -157,7 +157,9 @@ struct Beat {
 impl Beat {
     fn message(&self) -> ToJobManager {
         let metrics = self.subtasks.iter().map(|(c, i, m)| (*c, *i, m.snapshot())).collect();
-        ToJobManager::Heartbeat { attempt: self.attempt, metrics }
+        let gauges =
+            self.subtasks.iter().map(|(c, i, m)| (*c, *i, m.gauges())).filter(|(_, _, g)| !g.is_empty()).collect();
+        ToJobManager::Heartbeat { attempt: self.attempt, metrics, gauges }
     }
 }
 

@@ -3,7 +3,13 @@
 //!
 //! Time is split three ways per subtask: *idle* (waiting for input),
 //! *backpressured* (waiting for room downstream), and *busy* (the rest).
+//!
+//! Beside these, a job may set gauges of its own ([`Gauge`]: a pipeline's
+//! `metric` step, say): the latest value per name and labels, at most
+//! [`MAX_GAUGES`] per subtask.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
@@ -25,6 +31,29 @@ pub struct SubtaskMetrics {
     /// a task blocked for seconds shows as backpressured while it waits, not only afterwards.
     backpressure_since: AtomicU64,
     started: Instant,
+    /// The job's own gauges, by name and labels.
+    gauges: Mutex<BTreeMap<GaugeKey, f64>>,
+    /// Gauges not kept because the subtask had [`MAX_GAUGES`] already.
+    pub gauges_dropped: AtomicU64,
+}
+
+/// At most this many gauges per subtask: labels taken from the data (a
+/// region, a customer id) could otherwise grow without bound, and every
+/// heartbeat carries them.
+pub const MAX_GAUGES: usize = 1000;
+
+/// A gauge's identity: its name and its labels, in order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct GaugeKey {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+}
+
+/// A gauge's latest value.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Gauge {
+    pub key: GaugeKey,
+    pub value: f64,
 }
 
 impl Default for SubtaskMetrics {
@@ -39,6 +68,8 @@ impl Default for SubtaskMetrics {
             pending_records: AtomicI64::new(-1),
             backpressure_since: AtomicU64::new(0),
             started: Instant::now(),
+            gauges: Mutex::new(BTreeMap::new()),
+            gauges_dropped: AtomicU64::new(0),
         }
     }
 }
@@ -59,6 +90,26 @@ impl SubtaskMetrics {
     pub fn end_backpressure(&self, began: Instant) {
         self.backpressure_since.store(0, Relaxed);
         self.backpressured_ns.fetch_add(began.elapsed().as_nanos() as u64, Relaxed);
+    }
+
+    /// Sets a gauge of the job's own; a new one beyond [`MAX_GAUGES`] is
+    /// dropped (and counted in `gauges_dropped`).
+    pub fn set_gauge(&self, key: GaugeKey, value: f64) {
+        let mut gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
+        let len = gauges.len();
+        match gauges.get_mut(&key) {
+            Some(v) => *v = value,
+            None if len < MAX_GAUGES => {
+                gauges.insert(key, value);
+            }
+            None => Self::add(&self.gauges_dropped, 1),
+        }
+    }
+
+    /// The job's own gauges, in order.
+    pub fn gauges(&self) -> Vec<Gauge> {
+        let gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
+        gauges.iter().map(|(key, &value)| Gauge { key: key.clone(), value }).collect()
     }
 
     pub fn snapshot(&self) -> MetricsSnapshot {
@@ -115,5 +166,28 @@ impl MetricsSnapshot {
             }
         }
         agg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: usize) -> GaugeKey {
+        GaugeKey { name: "orders".into(), labels: vec![("region".into(), format!("r{i}"))] }
+    }
+
+    #[test]
+    fn gauges_keep_the_latest_value_and_stop_growing_at_the_bound() {
+        let m = SubtaskMetrics::default();
+        m.set_gauge(key(0), 1.0);
+        m.set_gauge(key(0), 2.0);
+        assert_eq!(m.gauges(), vec![Gauge { key: key(0), value: 2.0 }]);
+        for i in 1..MAX_GAUGES + 10 {
+            m.set_gauge(key(i), i as f64);
+        }
+        assert_eq!((m.gauges().len(), m.gauges_dropped.load(Relaxed)), (MAX_GAUGES, 10));
+        m.set_gauge(key(0), 3.0);
+        assert_eq!(m.gauges()[0], Gauge { key: key(0), value: 3.0 }, "a kept gauge still moves");
     }
 }

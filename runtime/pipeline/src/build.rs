@@ -14,6 +14,8 @@ use smol_str::SmolStr;
 use weir::datagen::{IntoRateProfile, RateProfile};
 use weir::prelude::{DataStream, StreamEnv};
 use weir_core::TaskResult;
+use weir_core::metrics::GaugeKey;
+use weir_core::operator::basic::Map;
 use weir_workloads::{Bid, Order, Payment, WorkloadStreams};
 
 use crate::config::{Rate, Workload};
@@ -231,6 +233,19 @@ fn step(
         StepKind::ExternalCall { per_record } => {
             let per_record = *per_record;
             stream.transform("external_call", move |_| ExternalCall::new(per_record))
+        }
+        StepKind::Metric { name, value, labels } => {
+            let (name, value, labels) = (name.clone(), *value, Arc::new(labels.clone()));
+            stream.transform("metric", move |info| {
+                let (metrics, name, labels) = (info.metrics.clone(), name.clone(), labels.clone());
+                Map::new(move |row: Row| {
+                    if let Some(v) = row[value].as_f64() {
+                        let labels = labels.iter().map(|(l, i)| (l.clone(), row[*i].to_string())).collect();
+                        metrics.set_gauge(GaugeKey { name: name.clone(), labels }, v);
+                    }
+                    row
+                })
+            })
         }
         StepKind::Join { with, other, key, other_key, lower, upper, fields } => {
             let env = stream.env().clone();

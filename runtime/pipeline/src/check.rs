@@ -431,7 +431,46 @@ fn step(ctx: &Ctx, key: &str, steps: &[Step], i: usize, cur: &mut Cursor) -> Res
         }
         Step::ExternalCall(c) => Ok((StepKind::ExternalCall { per_record: c.per_record.0 }, 1)),
         Step::Join(j) => join(ctx, key, j, cur).map(|kind| (kind, 1)),
+        Step::Metric(m) => metric(ctx, key, m, cur).map(|kind| (kind, 1)),
     }
+}
+
+/// Checks a metric step: a Prometheus name that is not Weir's own, a numeric
+/// value field, label fields with names Prometheus takes (and not `job`, which
+/// names the job).
+fn metric(ctx: &Ctx, key: &str, m: &config::Metric, cur: &Cursor) -> Result<StepKind, PipelineError> {
+    let prometheus_name = |s: &str| {
+        s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    if !prometheus_name(&m.name) || m.name.starts_with("__") {
+        return Err(ctx.err(
+            format!("{key}.name"),
+            format!("`{}` is not a metric name: letters, digits and _, not starting with a digit", m.name),
+        ));
+    }
+    if m.name.starts_with("weir_") {
+        return Err(ctx.err(format!("{key}.name"), "names starting with weir_ are Weir's own metrics"));
+    }
+    let value = resolve(ctx, &format!("{key}.value"), &cur.schema, std::slice::from_ref(&m.value))?[0];
+    if !cur.schema.field_type(value).is_numeric() {
+        return Err(ctx.err(
+            format!("{key}.value"),
+            format!("`{}` is a {}: a gauge needs a number", m.value, cur.schema.field_type(value)),
+        ));
+    }
+    let mut labels = Vec::new();
+    for (i, name) in m.labels.iter().enumerate() {
+        let at = format!("{key}.labels[{i}]");
+        if !prometheus_name(name) || name.starts_with("__") || name == "job" {
+            return Err(ctx.err(
+                at,
+                format!("`{name}` cannot be a label name (letters, digits and _; not job, which names the job)"),
+            ));
+        }
+        labels.push((name.clone(), resolve(ctx, &at, &cur.schema, std::slice::from_ref(name))?[0]));
+    }
+    Ok(StepKind::Metric { name: m.name.clone(), value, labels })
 }
 
 /// Checks a join step: the other source, keys of the same types on both
@@ -1021,6 +1060,33 @@ mod tests {
             (e.key.as_str(), e.message.as_str()),
             ("steps[0].external_call.per_record", "must be longer than zero")
         );
+    }
+
+    #[test]
+    fn a_metric_step_names_a_gauge_its_value_and_labels_and_passes_rows_on() {
+        let yaml = |metric: &str| {
+            format!(
+                "name: j\nsource: {{ type: datagen, workload: orders, watermark: {{ field: time }} }}\n\
+                 steps:\n  - key_by: region\n  - window: {{ type: tumbling, size: 1m }}\n  \
+                 - aggregate: {{ n: count() }}\n  - metric: {metric}\nsink: {{ type: blackhole }}"
+            )
+        };
+        let p = plan(&yaml("{ name: orders, value: n, labels: [region] }")).unwrap();
+        assert!(matches!(&p.steps[1].kind, StepKind::Metric { name, value: 3, labels }
+            if name == "orders" && labels == &[("region".to_string(), 0)]));
+        assert_eq!(p.steps[1].schema.names(), ["region", "window_start", "window_end", "n"]);
+        for (metric, key, message) in [
+            ("{ name: 9lives, value: n }", "steps[3].metric.name", "not a metric name"),
+            ("{ name: weir_orders, value: n }", "steps[3].metric.name", "Weir's own"),
+            ("{ name: orders, value: region }", "steps[3].metric.value", "a gauge needs a number"),
+            ("{ name: orders, value: count }", "steps[3].metric.value", "count"),
+            ("{ name: orders, value: n, labels: [job] }", "steps[3].metric.labels[0]", "not job"),
+            ("{ name: orders, value: n, labels: [city] }", "steps[3].metric.labels[0]", "city"),
+        ] {
+            let e = plan(&yaml(metric)).unwrap_err();
+            assert!(e.key.starts_with(key), "{metric}: {e}");
+            assert!(e.message.contains(message), "{metric}: {e}");
+        }
     }
 
     #[test]

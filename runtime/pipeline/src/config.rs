@@ -252,6 +252,7 @@ pub enum Step {
     Anomaly(Anomaly),
     ExternalCall(ExternalCall),
     Join(Join),
+    Metric(Metric),
 }
 
 impl Step {
@@ -267,6 +268,7 @@ impl Step {
             Step::Anomaly(_) => "anomaly",
             Step::ExternalCall(_) => "external_call",
             Step::Join(_) => "join",
+            Step::Metric(_) => "metric",
         }
     }
 }
@@ -331,6 +333,19 @@ impl<'de> Deserialize<'de> for SignedDur {
 #[serde(deny_unknown_fields)]
 pub struct ExternalCall {
     pub per_record: Dur,
+}
+
+/// A gauge for Prometheus: each row sets `name{job, <labels>...}` to its
+/// `value` (the JobManager's `/metrics`); rows pass unchanged.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metric {
+    pub name: String,
+    /// A numeric field of the row.
+    pub value: String,
+    /// Fields whose values label the gauge (one series per distinct values).
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]

@@ -147,6 +147,13 @@ pub enum StepKind {
     ExternalCall {
         per_record: Duration,
     },
+    /// Rows pass unchanged; each sets the gauge `name`, labelled by the
+    /// `labels` fields (label name, field index), to its `value` field.
+    Metric {
+        name: String,
+        value: usize,
+        labels: Vec<(String, usize)>,
+    },
     /// An interval join with another source: each row meets the other side's
     /// rows with an equal key whose time is within `lower..=upper` ms of its
     /// own, and goes on with `fields` of the other row appended.

@@ -70,7 +70,7 @@ use weir_cluster::auth::Secret;
 use weir_cluster::jobmanager::{JobManager, TaskManagerView};
 use weir_core::checkpoint::coordinator::{CheckpointStats, CheckpointStatus};
 use weir_core::checkpoint::metadata::SnapshotKind;
-use weir_core::metrics::MetricsSnapshot;
+use weir_core::metrics::{GaugeKey, MetricsSnapshot};
 
 /// A savepoint (or rescale) under way: blocks until its outcome (the savepoint's URI).
 pub type Pending = Box<dyn FnOnce() -> Result<String, String> + Send>;
@@ -101,6 +101,8 @@ pub struct JobReport {
     pub restored_from: Option<String>,
     /// The deployment its JobManager belongs to, when one was named.
     pub deployment: Option<String>,
+    /// The job's own gauges (a pipeline's `metric` step), by name and labels.
+    pub gauges: Vec<(GaugeKey, f64)>,
 }
 
 /// One chain of vertices, with the metrics of each of its subtasks.
@@ -150,6 +152,7 @@ impl RestJob for ClusterJob {
             failure: v.failure,
             restored_from: v.restored_from,
             deployment: v.deployment,
+            gauges: v.gauges.into_iter().collect(),
         })
     }
 
@@ -957,7 +960,30 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
             vec![(format!("job=\"{job_name}\""), c.size_bytes as f64)],
         );
     }
+    render_gauges(&mut out, job_name, &job.gauges);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The job's own gauges, one family per name, each sample with the job's
+/// name and its own labels (values escaped as the text format wants).
+fn render_gauges(out: &mut String, job_name: &str, gauges: &[(GaugeKey, f64)]) {
+    let mut last: Option<&str> = None;
+    for (key, value) in gauges {
+        if last != Some(key.name.as_str()) {
+            out.push_str(&format!("# HELP {0} The job's own gauge ({0}).\n# TYPE {0} gauge\n", key.name));
+            last = Some(&key.name);
+        }
+        let mut labels = format!("job=\"{}\"", escape_label(job_name));
+        for (name, v) in &key.labels {
+            labels.push_str(&format!(",{name}=\"{}\"", escape_label(v)));
+        }
+        out.push_str(&format!("{}{{{labels}}} {value}\n", key.name));
+    }
+}
+
+/// A label value in Prometheus' text format: backslash, quote and newline escaped.
+fn escape_label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -1028,6 +1054,10 @@ mod tests {
             failure: None,
             restored_from: None,
             deployment: Some("3-20261121120000".into()),
+            gauges: vec![(
+                GaugeKey { name: "orders".into(), labels: vec![("region".into(), "north \"x\"".into())] },
+                7.0,
+            )],
         }
     }
 
@@ -1248,5 +1278,21 @@ mod tests {
 
         let (status, error) = post::<ErrorBody>(&server, &paths::rescale("j"), &RescaleRequest::to(3));
         assert_eq!((status, error.error.as_str()), (409, "cannot rescale to 3"));
+    }
+
+    #[test]
+    fn the_jobs_own_gauges_render_one_family_per_name_with_escaped_labels() {
+        let mut out = String::new();
+        let two = vec![
+            (GaugeKey { name: "orders".into(), labels: vec![("region".into(), "north \"x\"\\".into())] }, 7.0),
+            (GaugeKey { name: "orders".into(), labels: vec![("region".into(), "south".into())] }, 2.5),
+        ];
+        render_gauges(&mut out, "monitor", &two);
+        assert_eq!(
+            out,
+            "# HELP orders The job's own gauge (orders).\n# TYPE orders gauge\n\
+             orders{job=\"monitor\",region=\"north \\\"x\\\"\\\\\"} 7\n\
+             orders{job=\"monitor\",region=\"south\"} 2.5\n"
+        );
     }
 }

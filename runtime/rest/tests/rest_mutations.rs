@@ -65,6 +65,7 @@ impl RestJob for Job {
             failure: None,
             restored_from: None,
             deployment: None,
+            gauges: Vec::new(),
         })
     }
     fn savepoint(&self, stop: bool, _drain: bool) -> Result<Pending, String> {

@@ -195,6 +195,7 @@ impl weir_rest::RestJob for InstantSavepoints {
             failure: None,
             restored_from: None,
             deployment: None,
+            gauges: vec![],
         })
     }
     fn savepoint(&self, _stop: bool, _drain: bool) -> Result<weir_rest::Pending, String> {
@@ -235,4 +236,54 @@ fn weir_savepoint_sends_the_job_secret_from_its_file_as_the_bearer_token() {
 
     let (code, path, err) = savepoint(port, &["--auth-secret-file", &right, "--stop"]);
     assert_eq!((code, path.as_str()), (Some(0), "file:///ck/orders-window/savepoints/sp-1"), "{err}");
+}
+
+/// A pipeline's `metric` step: the rows' gauges reach the JobManager's
+/// `/metrics` from the TaskManager's subtasks, labelled with the job and the
+/// row's fields, one series per region.
+#[test]
+fn a_metric_step_is_a_gauge_on_the_jobmanagers_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = tmp.path().join("metric.yaml");
+    std::fs::write(
+        &pipeline,
+        "name: metric-job\n\
+         source: { type: datagen, workload: orders, count: 2000000, rate: 20000, watermark: { field: time, out_of_orderness: 5s } }\n\
+         steps:\n  - key_by: region\n  - window: { type: tumbling, size: 1s }\n  - aggregate: { n: count() }\n  \
+         - metric: { name: orders_per_second, value: n, labels: [region] }\n\
+         sink: { type: blackhole }\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut job = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "-q", "--parallelism", "2", "--rest-port", &port.to_string()])
+        .arg(&pipeline)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let series = |text: &str| {
+        text.lines().filter(|l| l.starts_with("orders_per_second{job=\"metric-job\",region=\"")).count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let text = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default();
+        if series(&text) == 4 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = job.kill();
+    let _ = job.wait();
+    assert_eq!(series(&metrics), 4, "a gauge per region within 60 s:\n{metrics}");
+    assert!(metrics.contains("# TYPE orders_per_second gauge"), "{metrics}");
+    for line in metrics.lines().filter(|l| l.starts_with("orders_per_second{")) {
+        let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        // A second of orders (one per millisecond of event time) split over four regions.
+        assert!(value > 0.0 && value <= 1000.0, "{line}");
+    }
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use weir_core::checkpoint::coordinator::{CheckpointStats, TaskReport};
+use weir_core::metrics::MAX_GAUGES;
 use weir_core::time::Timestamp;
 
 use super::attempt::{Attempt, PendingRescale};
@@ -314,12 +315,20 @@ impl JobLoop {
     fn on_message(&mut self, conn: u64, message: ToJobManager) {
         match message {
             ToJobManager::Register { .. } => {}
-            ToJobManager::Heartbeat { attempt, metrics } => {
+            ToJobManager::Heartbeat { attempt, metrics, gauges } => {
                 let Some(runs) = attempt.filter(|&a| self.current(a)).and_then(|_| self.runs(conn)) else { return };
                 let mut view = self.view.lock().expect("view poisoned");
                 for (c, i, m) in metrics.into_iter().filter(|(c, i, _)| runs.contains(&(*c, *i))) {
                     if let Some(slot) = view.metrics.get_mut(c).and_then(|chain| chain.get_mut(i)) {
                         *slot = m;
+                    }
+                }
+                for (_, _, g) in gauges.into_iter().filter(|(c, i, _)| runs.contains(&(*c, *i))) {
+                    for gauge in g.into_iter().take(MAX_GAUGES) {
+                        // A bound on the job's gauges too: subtasks come and go with rescales.
+                        if view.gauges.len() < 10 * MAX_GAUGES || view.gauges.contains_key(&gauge.key) {
+                            view.gauges.insert(gauge.key, gauge.value);
+                        }
                     }
                 }
             }

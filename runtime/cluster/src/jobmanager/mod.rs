@@ -26,6 +26,7 @@
 //! * `storage`: the storage thread, which makes every storage call the
 //!   loop needs (metadata writes, the fence, restore points), in order.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -37,7 +38,7 @@ use weir_api::rest::RescaleRequest;
 use weir_core::checkpoint::coordinator::{CheckpointStats, Coordinator};
 use weir_core::checkpoint::fence;
 use weir_core::graph::ChainLayout;
-use weir_core::metrics::MetricsSnapshot;
+use weir_core::metrics::{GaugeKey, MetricsSnapshot};
 use weir_core::time::now_ms;
 
 use crate::JobBuilder;
@@ -141,6 +142,9 @@ pub struct ClusterView {
     pub layout: Vec<ChainLayout>,
     /// Per chain, per subtask: the latest metrics a TaskManager sent.
     pub metrics: Vec<Vec<MetricsSnapshot>>,
+    /// The job's own gauges, each as last sent by whichever subtask sets it
+    /// (kept across restarts and rescales: a key's new owner overwrites it).
+    pub gauges: BTreeMap<GaugeKey, f64>,
     pub checkpoints: Vec<CheckpointStats>,
     pub taskmanagers: Vec<TaskManagerView>,
     pub restarts: u32,
@@ -163,6 +167,7 @@ impl ClusterView {
             start_time: now_ms(),
             layout: plan.layout.clone(),
             metrics: plan.empty_metrics(),
+            gauges: BTreeMap::new(),
             checkpoints: Vec::new(),
             taskmanagers: Vec::new(),
             restarts: 0,

@@ -12,7 +12,7 @@ use weir_core::checkpoint::metadata::RestoredSnapshot;
 use weir_core::checkpoint::storage::{CheckpointStorage, LocalStorage};
 use weir_core::exchange::Partitioning;
 use weir_core::graph::JobGraph;
-use weir_core::metrics::MetricsSnapshot;
+use weir_core::metrics::{Gauge, GaugeKey, MetricsSnapshot};
 use weir_core::source::Source;
 use weir_core::time::Timestamp;
 
@@ -286,7 +286,7 @@ fn a_taskmanager_that_misses_its_heartbeats_is_lost_and_without_restarts_the_job
     let mut h = Harness::new("heartbeats", 2, RestartStrategy::None, false);
     let attempt = h.running_on(2);
     h.advance(Duration::from_secs(6));
-    h.message(1, ToJobManager::Heartbeat { attempt: Some(attempt), metrics: Vec::new() });
+    h.message(1, ToJobManager::Heartbeat { attempt: Some(attempt), metrics: Vec::new(), gauges: Vec::new() });
     h.advance(Duration::from_secs(4));
     assert_eq!(h.job.state, JobState::Running, "silent for 10 s is not yet too long");
     h.advance(Duration::from_secs(1));
@@ -444,7 +444,7 @@ fn reports_are_taken_only_from_the_taskmanager_that_runs_the_task() {
     h.message(3, ToJobManager::Failed { attempt, reason: "forged".into() });
     h.message(3, ToJobManager::Finished { attempt });
     let metrics = vec![(0, 0, MetricsSnapshot { records_in: 7, ..Default::default() })];
-    h.message(2, ToJobManager::Heartbeat { attempt: Some(attempt), metrics });
+    h.message(2, ToJobManager::Heartbeat { attempt: Some(attempt), metrics, gauges: Vec::new() });
     assert!(answer.try_recv().is_err(), "no savepoint completed on forged acks");
     assert_eq!((h.job.state, h.view().restarts, h.view().metrics[0][0].records_in), (JobState::Running, 0, 0));
     for (conn, task) in [(1, 0), (1, 2)] {
@@ -543,8 +543,8 @@ fn a_slow_metadata_write_does_not_make_taskmanagers_whose_heartbeats_queued_up_l
     // The last ack, then the heartbeats both TaskManagers sent while its metadata was written.
     for (conn, message) in [
         (2, ack(attempt, 3, id)),
-        (1, ToJobManager::Heartbeat { attempt: Some(attempt), metrics: Vec::new() }),
-        (2, ToJobManager::Heartbeat { attempt: Some(attempt), metrics: Vec::new() }),
+        (1, ToJobManager::Heartbeat { attempt: Some(attempt), metrics: Vec::new(), gauges: Vec::new() }),
+        (2, ToJobManager::Heartbeat { attempt: Some(attempt), metrics: Vec::new(), gauges: Vec::new() }),
     ] {
         h.events.send(Event::Message { conn, message }).unwrap();
     }
@@ -573,7 +573,9 @@ fn stragglers_of_a_cancelled_attempt_are_ignored() {
     assert_ne!(new, old);
     let restarts = h.view().restarts;
     let metrics = vec![(0, 0, MetricsSnapshot { records_in: 42, ..Default::default() })];
-    h.message(1, ToJobManager::Heartbeat { attempt: Some(old), metrics: metrics.clone() });
+    let key = GaugeKey { name: "orders".into(), labels: vec![("region".into(), "north".into())] };
+    let gauges = vec![(0, 0, vec![Gauge { key: key.clone(), value: 7.0 }])];
+    h.message(1, ToJobManager::Heartbeat { attempt: Some(old), metrics: metrics.clone(), gauges: gauges.clone() });
     h.message(1, ToJobManager::Failed { attempt: old, reason: "late news".into() });
     h.message(1, ack(old, 0, 1));
     h.message(1, ToJobManager::Finished { attempt: old });
@@ -581,8 +583,10 @@ fn stragglers_of_a_cancelled_attempt_are_ignored() {
     let view = h.view();
     assert_eq!((h.job.state, view.restarts, view.metrics[0][0].records_in), (JobState::Running, restarts, 0));
     assert!(h.job.current(new));
-    h.message(1, ToJobManager::Heartbeat { attempt: Some(new), metrics });
+    assert!(view.gauges.is_empty(), "a cancelled attempt's gauges are ignored");
+    h.message(1, ToJobManager::Heartbeat { attempt: Some(new), metrics, gauges });
     assert_eq!(h.view().metrics[0][0].records_in, 42, "the current attempt's metrics count");
+    assert_eq!(h.view().gauges.get(&key), Some(&7.0), "and so do its gauges");
 }
 
 #[test]
@@ -684,7 +688,10 @@ fn a_metadata_write_that_hangs_holds_up_neither_heartbeats_nor_requests() {
     for _ in 0..4 {
         h.clock.advance(h.job.config.heartbeat_timeout / 2);
         for conn in [1, 2] {
-            h.message(conn, ToJobManager::Heartbeat { attempt: Some(attempt), metrics: Vec::new() });
+            h.message(
+                conn,
+                ToJobManager::Heartbeat { attempt: Some(attempt), metrics: Vec::new(), gauges: Vec::new() },
+            );
         }
     }
     let (tx, other) = reply();
