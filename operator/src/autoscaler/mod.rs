@@ -35,7 +35,7 @@
 //!   `targetUtilization ± utilizationBand` keeps its parallelism, and a window
 //!   must hold at least three samples spanning half of it.
 //! * Scale up as soon as pressure is sustained: the load is above the band, and
-//!   80% of some vertex's samples over the window show pressure (busy above the
+//!   75% of some vertex's samples over the window show pressure (busy above the
 //!   band, backpressured at least 100 ms/s, or a source's lag grown since the
 //!   sample before); else [`Reason::NotSustained`]. At most one scale-up per
 //!   `scaleUpInterval`.

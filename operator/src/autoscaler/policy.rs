@@ -11,8 +11,10 @@ use super::ds2::{self, Assessment, Statistic, assess};
 use super::history;
 use super::metrics::{JobMetrics, PastRescale, VertexMetrics};
 
-/// Over this fraction of a window's samples, pressure is sustained.
-const SUSTAINED: f64 = 0.8;
+/// From this fraction of a window's samples on, pressure is sustained: 3 of the
+/// 4 samples a window holds (`planner::autoscaling::sample_every`), so a load
+/// step is acted on three quarters of a window after it, not a whole one.
+const SUSTAINED: f64 = 0.75;
 
 /// A vertex's most demanding window within the scale-down interval.
 #[derive(Clone, Copy, Debug, Default)]

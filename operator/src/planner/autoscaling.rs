@@ -66,7 +66,7 @@ pub fn sample_every(metrics_window: Duration) -> Duration {
 
 /// The span the JobManager's rates cover in each sample: the time since the
 /// sample before ([`sample_every`]), so that the window's samples are
-/// independent and "80% of the samples show pressure" means 80% of the time;
+/// independent and "75% of the samples show pressure" means 75% of the time;
 /// rates over the whole metrics window in every sample would smooth pressure
 /// away and lag a window behind.
 pub fn rate_window(metrics_window: Duration) -> Duration {

@@ -262,9 +262,8 @@ fn a_metric_step_is_a_gauge_on_the_jobmanagers_metrics() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let series = |text: &str| {
-        text.lines().filter(|l| l.starts_with("orders_per_second{job=\"metric-job\",region=\"")).count()
-    };
+    let series =
+        |text: &str| text.lines().filter(|l| l.starts_with("orders_per_second{job=\"metric-job\",region=\"")).count();
     let deadline = Instant::now() + Duration::from_secs(60);
     let metrics = loop {
         let text = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
