@@ -868,9 +868,10 @@ source: { type: datagen, workload: orders, rate: 10 }
 sink: { type: blackhole }
 YAML
 leases=/apis/coordination.k8s.io/v1/namespaces/default/leases
+# jobmanager N [LEASE [DURATION]]: a JobManager candidate for LEASE (lease-job-jobmanager, 3 s).
 jobmanager() {
   "$bin_dir/weir" jobmanager --pipeline "$work/lease-job.yaml" --bind 127.0.0.1 --rpc-port 0 --rest-port 0 \
-    --leader-lease lease-job-jobmanager --lease-duration 3s >/dev/null 2>"$work/jm$1.log" &
+    --leader-lease "${2:-lease-job-jobmanager}" --lease-duration "${3:-3s}" >/dev/null 2>"$work/jm$1.log" &
 }
 holder() { kube GET "$leases/lease-job-jobmanager" | python3 -c 'import json, sys; s = json.load(sys.stdin).get("spec", {}); print(s.get("holderIdentity", ""), s.get("leaseTransitions", 0))'; }
 jobmanager 1; jm1=$!
@@ -890,6 +891,21 @@ read -r second transitions <<<"$(holder)"
 stop_pid "$jm2"
 [[ "$second" == *"-$jm2" && "$transitions" = 1 ]] || fail "after the takeover the Lease says '$second' with $transitions transitions"
 step "two JobManagers elect one leader with a Lease; the standby takes over within the Lease's duration when the leader dies"
+# A leader that is stopped (SIGTERM, as when its pod is deleted) gives its
+# Lease up: the standby leads at its next try, long before the Lease's 60 s.
+jobmanager 3 lease-job-handover 60s; jm3=$!
+trap 'stop_pid "${jm3:-}"; stop_pid "${jm4:-}"; stop_pid "${prom:-}"; stop_pid "${agent:-}"; stop_pid "${moto:-}"; stop_pid $operator; stop_control_plane; cleanup_work' EXIT
+for _ in $(seq 100); do grep -q leading "$work/jm3.log" && break; sleep 0.1; done
+jobmanager 4 lease-job-handover 60s; jm4=$!
+for _ in $(seq 50); do grep -q "standing by" "$work/jm4.log" && break; sleep 0.1; done
+grep -q leading "$work/jm3.log" && grep -q "standing by" "$work/jm4.log" || { cat "$work/jm3.log" "$work/jm4.log" >&2; fail "no leader and standby for lease-job-handover"; }
+stopped=$(date +%s.%N)
+kill -TERM "$jm3"; wait "$jm3" 2>/dev/null || true
+for _ in $(seq 300); do grep -q leading "$work/jm4.log" && break; sleep 0.1; done
+handover_s=$(python3 -c "print(round($(date +%s.%N) - $stopped, 1))")
+stop_pid "$jm4"
+grep -q leading "$work/jm4.log" || { cat "$work/jm3.log" "$work/jm4.log" >&2; fail "the standby did not lead within 30 s of the leader's SIGTERM"; }
+step "a leader stopped with SIGTERM gives its Lease (60 s) up: the standby led $handover_s s later"
 # The user's last step: helm uninstall. The operator's objects go; the CRD
 # stays, as Helm leaves what a chart's crds/ installed (deleting it would
 # delete every StreamJob).

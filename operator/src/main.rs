@@ -72,19 +72,28 @@ fn main() -> anyhow::Result<()> {
                 let server = tokio::spawn(health::serve(metrics_addr, metrics.clone()));
                 // In a container the operator is PID 1, which ignores a SIGTERM it does
                 // not handle. It leaves at once, leading or not: what it was doing is
-                // written ahead in the StreamJobs' status, for the next leader.
-                tokio::spawn(async {
+                // written ahead in the StreamJobs' status, for the next leader, and
+                // its Lease is given up so that a standby takes over at once.
+                let leading: Arc<std::sync::OnceLock<weir_lease::Leader>> = Arc::default();
+                let leaving = leading.clone();
+                tokio::spawn(async move {
                     terminated().await;
                     tracing::info!("stopping on SIGTERM");
+                    if let Some(leader) = leaving.get() {
+                        leader.release(std::time::Duration::from_secs(2));
+                    }
                     std::process::exit(0);
                 });
                 if let Some(lease) = leader_lease {
                     let identity = weir_launch::identity();
                     let duration = std::time::Duration::from_secs(lease_duration_secs.max(1));
                     metrics.standing_by.store(true, std::sync::atomic::Ordering::Relaxed);
-                    tokio::task::spawn_blocking(move || weir_lease::Election::new(&lease, identity, duration)?.lead())
-                        .await?
-                        .map_err(|e| anyhow::anyhow!("--leader-lease: {e}"))?;
+                    let leader = tokio::task::spawn_blocking(move || {
+                        weir_lease::Election::new(&lease, identity, duration)?.lead()
+                    })
+                    .await?
+                    .map_err(|e| anyhow::anyhow!("--leader-lease: {e}"))?;
+                    let _ = leading.set(leader);
                     metrics.standing_by.store(false, std::sync::atomic::Ordering::Relaxed);
                 }
                 let client = kube::Client::try_default().await?;

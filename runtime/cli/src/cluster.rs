@@ -176,5 +176,5 @@ pub fn jobmanager(options: JobManagerOptions) -> Result<(), Failure> {
 
 /// `weir taskmanager`: runs the pipelines its JobManager deploys.
 pub fn taskmanager(options: TaskManagerOptions) -> Result<(), Failure> {
-    weir_launch::taskmanager::run(&options, Arc::new(PipelineBuilder::default()))
+    weir_launch::taskmanager::run_process(&options, Arc::new(PipelineBuilder::default()))
 }

@@ -82,7 +82,9 @@ fn lead(program: &str, options: &JobManagerOptions, rpc: SocketAddr) -> Result<L
 fn elect(lease: &str, duration: Duration) -> Result<(), LaunchError> {
     let election = weir_lease::Election::new(lease, crate::identity(), duration)
         .map_err(|e| LaunchError::bad(format!("--leader-lease: {e}")))?;
-    election.lead().map_err(|e| LaunchError::Runtime(format!("--leader-lease: {e}")))
+    let leader = election.lead().map_err(|e| LaunchError::Runtime(format!("--leader-lease: {e}")))?;
+    crate::signals::on_leaving(move || leader.release(Duration::from_secs(2)));
+    Ok(())
 }
 
 #[cfg(not(feature = "lease"))]

@@ -26,6 +26,24 @@ pub enum OnSignal {
     HandOver,
 }
 
+/// What a process gives up before it leaves on a signal: the Lease it leads
+/// with, so that a standby takes over at once.
+static ON_LEAVING: OnceLock<Box<dyn Fn() + Send + Sync>> = OnceLock::new();
+
+/// Sets what the process gives up before it leaves on a signal.
+#[cfg_attr(not(feature = "lease"), allow(dead_code))]
+pub(crate) fn on_leaving(give_up: impl Fn() + Send + Sync + 'static) {
+    let _ = ON_LEAVING.set(Box::new(give_up));
+}
+
+/// Gives up what [`on_leaving`] set, and leaves.
+fn give_up_and_exit() -> ! {
+    if let Some(give_up) = ON_LEAVING.get() {
+        give_up();
+    }
+    std::process::exit(0);
+}
+
 /// The JobManager a signal acts on, once this process runs one.
 pub type JobManagerSlot = Arc<OnceLock<Arc<JobManager>>>;
 
@@ -50,14 +68,14 @@ pub fn handle_signals(program: impl Into<String>, slot: JobManagerSlot, on: OnSi
         }
         let Some(jm) = slot.get() else {
             eprintln!("\n{program}: stopped before running a job");
-            std::process::exit(0);
+            give_up_and_exit();
         };
         if jm.is_finished() {
             std::process::exit(0);
         }
         if on == OnSignal::HandOver {
             eprintln!("\n{program}: leaving; a standby JobManager takes the job over from its latest checkpoint");
-            std::process::exit(0);
+            give_up_and_exit();
         }
         if !jm.is_checkpointing() {
             eprintln!("\n{program}: stopping the sources; the job drains (Ctrl-C again to abort)");

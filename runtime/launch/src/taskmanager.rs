@@ -28,11 +28,17 @@ pub fn config(options: &TaskManagerOptions) -> Result<TaskManagerConfig, LaunchE
     })
 }
 
-/// Runs a TaskManager as `options` say, building jobs with `builder`.
+/// Runs a TaskManager as the process's one job: as [`run`], leaving at once
+/// on SIGTERM or Ctrl-C (a container's PID 1 would ignore them otherwise).
+pub fn run_process(options: &TaskManagerOptions, builder: Arc<dyn JobBuilder>) -> Result<(), LaunchError> {
+    crate::exit_on_signal(format!("TaskManager {}", options.id.clone().unwrap_or_else(crate::identity)));
+    run(options, builder)
+}
+
+/// Runs a TaskManager as `options` say, building jobs with `builder` (on a
+/// thread of a process that handles its signals itself, such as `weir run`).
 pub fn run(options: &TaskManagerOptions, builder: Arc<dyn JobBuilder>) -> Result<(), LaunchError> {
-    let config = config(options)?;
-    crate::exit_on_signal(format!("TaskManager {}", config.id));
-    weir_cluster::taskmanager::run(config, builder).map_err(|e| match e {
+    weir_cluster::taskmanager::run(config(options)?, builder).map_err(|e| match e {
         TaskManagerError::DataServer { .. } => LaunchError::bad(e),
         e => LaunchError::Runtime(e.to_string()),
     })

@@ -9,8 +9,10 @@
 //! it in the background every third of its duration. A leader that cannot
 //! renew before the Lease would expire has lost it, and its process exits
 //! (code 1): another replica takes over, and this one comes back, as a
-//! standby, when Kubernetes restarts it. The API server is found as kubectl
-//! finds it: in a pod, the service account; elsewhere, `KUBECONFIG`.
+//! standby, when Kubernetes restarts it. A leader that is leaving (SIGTERM)
+//! gives the Lease up ([`Leader::release`]), so a standby takes over at its
+//! next try rather than after the Lease's duration. The API server is found as
+//! kubectl finds it: in a pod, the service account; elsewhere, `KUBECONFIG`.
 
 use std::time::Duration;
 
@@ -131,10 +133,30 @@ impl Election {
         })
     }
 
+    /// Gives the Lease up if this candidate holds it (client-go's
+    /// ReleaseOnCancel): its holder is cleared, so a standby takes it at its
+    /// next try instead of after the Lease's duration.
+    fn release(&self) -> Result<(), String> {
+        self.runtime.block_on(async {
+            let Some(mut lease) = self.api.get_opt(&self.name).await.map_err(|e| e.to_string())? else { return Ok(()) };
+            let Some(spec) = lease.spec.as_mut().filter(|s| s.holder_identity.as_deref() == Some(&self.identity))
+            else {
+                return Ok(());
+            };
+            spec.holder_identity = None;
+            // A conflict means it changed hands meanwhile: nothing of ours to give up.
+            match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
     /// Blocks until this candidate leads, then keeps renewing in the
     /// background; if a renewal cannot be made before the Lease expires, the
-    /// process exits.
-    pub fn lead(self) -> Result<(), String> {
+    /// process exits. The [`Leader`] gives the Lease up on the way out.
+    pub fn lead(self) -> Result<Leader, String> {
         let retry = (self.duration / 5).max(Duration::from_millis(200));
         let mut said = false;
         loop {
@@ -150,12 +172,29 @@ impl Election {
             std::thread::sleep(retry);
         }
         eprintln!("leader election: leading (holding the Lease {} as {})", self.name, self.identity);
+        let (requests, released) = std::sync::mpsc::channel::<std::sync::mpsc::Sender<()>>();
         std::thread::Builder::new()
             .name("lease".into())
             .spawn(move || {
                 let mut renewed = std::time::Instant::now();
+                let mut releasable = true;
                 loop {
-                    std::thread::sleep(self.duration / 3);
+                    if releasable {
+                        match released.recv_timeout(self.duration / 3) {
+                            Ok(done) => {
+                                if let Err(e) = self.release() {
+                                    eprintln!("leader election: giving up the Lease {}: {e}", self.name);
+                                }
+                                let _ = done.send(());
+                                return;
+                            }
+                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                            // The Leader was dropped: lead on, without giving up at the end.
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => releasable = false,
+                        }
+                    } else {
+                        std::thread::sleep(self.duration / 3);
+                    }
                     match self.round() {
                         Ok(true) => renewed = std::time::Instant::now(),
                         Ok(false) => {
@@ -174,7 +213,25 @@ impl Election {
                 }
             })
             .map_err(|e| e.to_string())?;
-        Ok(())
+        Ok(Leader { requests })
+    }
+}
+
+/// The candidate that leads: its Lease is renewed in the background until
+/// [`Leader::release`] (or the process's end).
+pub struct Leader {
+    requests: std::sync::mpsc::Sender<std::sync::mpsc::Sender<()>>,
+}
+
+impl Leader {
+    /// Stops renewing and gives the Lease up, waiting at most `timeout` for
+    /// the API server: for a process that is leaving (SIGTERM), so that a
+    /// standby need not wait out the Lease's duration.
+    pub fn release(&self, timeout: Duration) {
+        let (done, wait) = std::sync::mpsc::channel();
+        if self.requests.send(done).is_ok() {
+            let _ = wait.recv_timeout(timeout);
+        }
     }
 }
 

@@ -120,7 +120,9 @@ pub fn main(name: &str, job: impl Fn(&StreamEnv) + Send + Sync + 'static) -> Exi
         }
         _ => match Process::parse() {
             Process::Jobmanager(options) => jobmanager(name, job, &options),
-            Process::Taskmanager(options) => weir_launch::taskmanager::run(&options, Arc::new(ClosureBuilder(job))),
+            Process::Taskmanager(options) => {
+                weir_launch::taskmanager::run_process(&options, Arc::new(ClosureBuilder(job)))
+            }
         },
     };
     match result {
