@@ -3,7 +3,7 @@
 //
 // usage (bench/flink/run.sh does the class path and compilation):
 //   java FlinkBench QUERY EVENTS PARALLELISM [CHECKPOINT_MS]
-//   QUERY: orders-window | orders-dedup | orders-payments | q0 | q1 | q2 | q5 | q7
+//   QUERY: orders-window | orders-dedup | orders-sliding | orders-payments | q0 | q1 | q2 | q5 | q7
 //
 // Prints one line on stdout:
 //   query= events= parallelism= net_ms= cpu_ms= events_per_s= outputs= checksum=
@@ -43,6 +43,7 @@ import org.apache.flink.streaming.api.functions.co.ProcessJoinFunction;
 import org.apache.flink.streaming.api.functions.windowing.ProcessWindowFunction;
 import org.apache.flink.streaming.api.windowing.assigners.SlidingEventTimeWindows;
 import org.apache.flink.streaming.api.windowing.assigners.TumblingEventTimeWindows;
+import org.apache.flink.streaming.api.windowing.assigners.WindowAssigner;
 import org.apache.flink.streaming.api.windowing.windows.TimeWindow;
 import org.apache.flink.util.Collector;
 import org.apache.flink.util.OutputTag;
@@ -415,12 +416,16 @@ public final class FlinkBench {
 
   /** Per region, one-minute tumbling windows of count and sum(amount), into the checksum. */
   static void perRegionMinute(DataStream<Order> orders) {
+    perRegionWindow(orders, TumblingEventTimeWindows.of(Duration.ofMinutes(1)));
+  }
+
+  static void perRegionWindow(DataStream<Order> orders, WindowAssigner<Object, TimeWindow> windows) {
     OutputTag<Order> late = new OutputTag<Order>("late-orders") {};
     SingleOutputStreamOperator<RegionRow> rows = orders
         .keyBy(o -> o.region)
-        .window(TumblingEventTimeWindows.of(Duration.ofMinutes(1)))
+        .window(windows)
         .sideOutputLateData(late)
-        .aggregate(new CountAndSum(), new ToRegionRow()).name("region minute");
+        .aggregate(new CountAndSum(), new ToRegionRow()).name("region window");
     countLate(rows, late);
     rows.map(RegionRow::hash).returns(Long.class).sinkTo(new ChecksumSink()).name("checksum");
   }
@@ -437,6 +442,9 @@ public final class FlinkBench {
     switch (query) {
       case "orders-window":
         perRegionMinute(orders(env, events));
+        break;
+      case "orders-sliding":
+        perRegionWindow(orders(env, events), SlidingEventTimeWindows.of(Duration.ofHours(1), Duration.ofSeconds(10)));
         break;
       case "orders-dedup":
         perRegionMinute(orders(env, events).keyBy(o -> o.orderId).process(new FirstOfKey()).name("dedup"));
@@ -507,7 +515,7 @@ public final class FlinkBench {
   }
 
   static final String USAGE = "usage: FlinkBench QUERY EVENTS PARALLELISM [CHECKPOINT_MS]\n"
-      + "  QUERY: orders-window | orders-dedup | orders-payments | q0 | q1 | q2 | q5 | q7";
+      + "  QUERY: orders-window | orders-dedup | orders-sliding | orders-payments | q0 | q1 | q2 | q5 | q7";
 
   public static void main(String[] args) throws Exception {
     if (args.length < 3 || args.length > 4) {

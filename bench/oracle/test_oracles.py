@@ -107,6 +107,15 @@ class Orders(unittest.TestCase):
         self.assertEqual(script("orders.py", 5000), [w.answer("orders-window", 5000)])
 
 
+    def test_sliding_by_buckets_is_sliding_by_windows(self):
+        # Small windows (sizes are multiples of the slide), so that the direct way stays quick; and the real ones.
+        for size, slide in ((60_000, 10_000), (60_000, 20_000)):
+            self.assertEqual(w.orders_sliding(self.N, size, slide), w.orders_sliding_by_window(self.N, size, slide))
+        rows = w.orders_sliding(self.N)
+        self.assertEqual(rows, w.orders_sliding_by_window(self.N))
+        # Every order is in 360 windows.
+        self.assertEqual(sum(row[2] for row in rows), 360 * self.N)
+
 class Payments(unittest.TestCase):
     N = 20_000
 

@@ -30,6 +30,8 @@ PAYMENT_SALT = 0x2545F4914F6CDD1D
 BID_SALT = 0x5851F42D4C957F2D
 
 MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+SLIDE_MS = 10_000  # orders-sliding's slide
 PAY_WINDOW_MS = 120_000  # a payment joins an order up to 2 min after it
 
 
@@ -164,6 +166,39 @@ def orders_window(events, dedup=False):
     return region_rows(counts, sums)
 
 
+def orders_sliding(events, size=HOUR_MS, slide=SLIDE_MS):
+    """orders-sliding: per region, count and sum(amount) in 1-hour windows sliding by 10 s.
+
+    Sums per (region, slide-long bucket) first, then adds up each window's
+    buckets: the same rows as assigning every order to its size/slide windows,
+    at a cost that does not grow with size/slide (`orders_sliding_by_window`
+    does it the direct way, for the tests). `size` is a multiple of `slide`."""
+    counts, sums = Counter(), Counter()
+    for n in range(events):
+        o = order(n)
+        key = (o.region, window_start(o.time, slide))
+        counts[key] += 1
+        sums[key] += o.amount
+    window_counts, window_sums = Counter(), Counter()
+    for (region, bucket), count in counts.items():
+        for start in range(bucket, bucket - size, -slide):
+            window_counts[(region, start)] += count
+            window_sums[(region, start)] += sums[(region, bucket)]
+    return region_rows(window_counts, window_sums)
+
+
+def orders_sliding_by_window(events, size=HOUR_MS, slide=SLIDE_MS):
+    """orders-sliding computed by assigning each order to every window holding it."""
+    counts, sums = Counter(), Counter()
+    for n in range(events):
+        o = order(n)
+        newest = window_start(o.time, slide)
+        for start in range(newest, newest - size, -slide):
+            counts[(o.region, start)] += 1
+            sums[(o.region, start)] += o.amount
+    return region_rows(counts, sums)
+
+
 def orders_payments(events):
     """orders-payments: interval join of orders and payments, windowed on the payment time."""
     orders = [order(n) for n in range(events)]
@@ -241,6 +276,7 @@ def end_auction_hash(row):
 QUERIES = {
     "orders-window": (orders_window, region_hash),
     "orders-dedup": (lambda events: orders_window(events, dedup=True), region_hash),
+    "orders-sliding": (orders_sliding, region_hash),
     "orders-payments": (orders_payments, region_hash),
     "q0": (q0, q0_hash),
     "q1": (q1, q1_hash),

@@ -19,7 +19,8 @@ use weir::prelude::*;
 use weir_workloads::{Bid, Order, OrderId, Payment, bounds};
 
 /// The workloads `weir bench` runs.
-pub const WORKLOADS: &[&str] = &["orders-window", "orders-dedup", "orders-payments", "q0", "q1", "q2", "q5", "q7"];
+pub const WORKLOADS: &[&str] =
+    &["orders-window", "orders-dedup", "orders-sliding", "orders-payments", "q0", "q1", "q2", "q5", "q7"];
 
 /// Output rows and their checksum, shared by the sink's subtasks.
 #[derive(Clone, Default)]
@@ -143,9 +144,14 @@ fn higher(a: Bid, b: &Bid) -> Bid {
 
 /// Count and sum of the orders per region and one-minute window, into the checksum.
 fn region_counts(orders: DataStream<Order>) -> Checksum {
+    region_window_counts(orders, WindowAssigner::tumbling(Duration::from_secs(60)))
+}
+
+/// Count and sum of the orders per region and window, into the checksum.
+fn region_window_counts(orders: DataStream<Order>, windows: WindowAssigner) -> Checksum {
     let rows = orders
         .key_by(|o| o.region)
-        .window(WindowAssigner::tumbling(Duration::from_secs(60)))
+        .window(windows)
         .aggregate(CountSum, |region, w, (count, sum)| (region.index() as i64, w.start, count, sum));
     checksum(rows, |&(r, start, count, sum)| {
         r.wrapping_mul(31).wrapping_add(start.wrapping_mul(7)).wrapping_add(count.wrapping_mul(3)).wrapping_add(sum)
@@ -164,6 +170,12 @@ pub fn build(env: &StreamEnv, query: &str, events: u64) -> Option<Checksum> {
                 orders = orders.key_by(|o| o.order_id).process(Dedup::default());
             }
             region_counts(orders)
+        }
+        "orders-sliding" => {
+            let orders = env
+                .orders(Some(events), None)
+                .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(bounds::ORDERS), |o| o.time);
+            region_window_counts(orders, WindowAssigner::sliding(secs(3600), secs(10)))
         }
         "orders-payments" => {
             // Both sources in one alignment group: neither runs far ahead of the

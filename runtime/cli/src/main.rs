@@ -43,7 +43,7 @@ enum Command {
     Datagen(datagen::DatagenArgs),
     /// Run one workload of bench/WORKLOADS.md and print the Flink baseline's report line.
     Bench {
-        /// orders-window | orders-dedup | q0 | q1 | q2 | q5 | q7, or `state`: checkpoint and
+        /// orders-window | orders-dedup | orders-sliding | orders-payments | q0 | q1 | q2 | q5 | q7, or `state`: checkpoint and
         /// restore --state-mb MiB of keyed state at --checkpoint-dir
         workload: String,
         #[arg(long, default_value_t = 10_000_000)]

@@ -57,6 +57,11 @@ fn orders_dedup_matches_the_oracle() {
 }
 
 #[test]
+fn orders_sliding_by_slices_matches_the_oracle() {
+    check_against_oracle("orders-sliding");
+}
+
+#[test]
 fn orders_payments_interval_join_matches_the_oracle() {
     check_against_oracle("orders-payments");
 }

@@ -49,6 +49,11 @@ fn orders_dedup() {
 }
 
 #[test]
+fn orders_sliding() {
+    check("orders-sliding", 150_000);
+}
+
+#[test]
 fn orders_payments() {
     check("orders-payments", 150_000);
 }

@@ -16,6 +16,7 @@
 mod assigner;
 mod function;
 mod operator;
+mod slices;
 
 pub use assigner::{Window, WindowAssigner};
 pub use function::{AggregateFunction, AggregateWindow, ProcessWindow, ReduceWindow, WindowFunction};

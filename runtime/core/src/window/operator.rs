@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use ahash::AHashMap;
 
+use super::slices::Slicing;
 use super::{Window, WindowAssigner, WindowFunction};
 use crate::checkpoint::metadata::{OperatorSnapshot, RestoredState};
 use crate::element::{Data, Record};
@@ -25,24 +26,30 @@ pub enum LateData<In, Out> {
     Emit(Box<dyn Fn(In) -> Out + Send>),
 }
 
+/// The state of one window of a key, or of one slice of a key's sliding windows.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Pane<Acc> {
-    window: Window,
-    acc: Acc,
-    fired: bool,
+pub(super) struct Pane<Acc> {
+    pub(super) window: Window,
+    pub(super) acc: Acc,
+    /// Whether the window fired (unused for slices: their windows' progress is the watermark).
+    pub(super) fired: bool,
 }
 
 pub struct WindowOperator<K: Key, In, F: WindowFunction<K, In>, KS> {
-    assigner: WindowAssigner,
-    allowed_lateness: i64,
+    pub(super) assigner: WindowAssigner,
+    /// Set when the panes are the slices of overlapping sliding windows (see
+    /// [`super::slices`]); `None` when they are whole windows.
+    pub(super) slicing: Option<Slicing>,
+    pub(super) allowed_lateness: i64,
     key_selector: KS,
-    function: F,
-    panes: AHashMap<K, Vec<Pane<F::Acc>>>,
-    timers: TimerQueue<K>,
-    watermark: Timestamp,
+    pub(super) function: F,
+    /// Per key, its windows (or slices, sorted by start).
+    pub(super) panes: AHashMap<K, Vec<Pane<F::Acc>>>,
+    pub(super) timers: TimerQueue<K>,
+    pub(super) watermark: Timestamp,
     late: LateData<In, F::Out>,
     metrics: Arc<SubtaskMetrics>,
-    max_parallelism: u32,
+    pub(super) max_parallelism: u32,
     scratch: Vec<Window>,
 }
 
@@ -63,6 +70,7 @@ where
     ) -> Self {
         WindowOperator {
             assigner,
+            slicing: Slicing::of(assigner),
             allowed_lateness: allowed_lateness.max(0),
             key_selector,
             function,
@@ -82,7 +90,7 @@ where
     }
 
     #[inline]
-    fn is_late(&self, window: &Window) -> bool {
+    pub(super) fn is_late(&self, window: &Window) -> bool {
         window.max_timestamp().saturating_add(self.allowed_lateness) <= self.watermark
     }
 
@@ -93,13 +101,13 @@ where
         }
     }
 
-    fn fire(function: &mut F, key: &K, pane: &mut Pane<F::Acc>, out: &mut Vec<Record<F::Out>>) {
+    pub(super) fn fire(function: &mut F, key: &K, pane: &mut Pane<F::Acc>, out: &mut Vec<Record<F::Out>>) {
         let time = pane.window.max_timestamp();
         function.emit(key, &pane.window, &pane.acc, &mut |o| out.push(Record::new(time, o)));
         pane.fired = true;
     }
 
-    fn on_late(&mut self, record: Record<In>, out: &mut Vec<Record<F::Out>>) {
+    pub(super) fn on_late(&mut self, record: Record<In>, out: &mut Vec<Record<F::Out>>) {
         SubtaskMetrics::add(&self.metrics.late_records, 1);
         if let LateData::Emit(convert) = &self.late {
             out.push(Record::new(record.time, convert(record.value)));
@@ -204,6 +212,8 @@ where
             let key = (self.key_selector)(&record.value);
             if merging {
                 self.add_merging(key, record, out);
+            } else if let Some(slicing) = self.slicing {
+                self.add_to_slice(slicing, key, record, out);
             } else {
                 self.add_aligned(key, record, out);
             }
@@ -212,8 +222,12 @@ where
     }
 
     fn on_watermark(&mut self, watermark: Timestamp, out: &mut Collector<'_, F::Out>) -> TaskResult {
-        self.watermark = watermark;
         let out = out.buffer();
+        if let Some(slicing) = self.slicing {
+            self.fire_slices(slicing, watermark, out);
+            return Ok(());
+        }
+        self.watermark = watermark;
         let lateness = self.allowed_lateness;
         while let Some((time, key)) = self.timers.pop_due(watermark) {
             let Some(panes) = self.panes.get_mut(&key) else {
@@ -234,11 +248,25 @@ where
 
     /// Window contents per key group; timers are derived from them on restore.
     fn snapshot_state(&mut self, _checkpoint_id: u64) -> TaskResult<OperatorSnapshot> {
+        if self.slicing.is_some() {
+            return Ok(self.snapshot_slices());
+        }
         let keyed = encode_by_group(self.panes.iter(), self.max_parallelism).into_iter().collect();
         Ok(OperatorSnapshot { keyed, entries: Vec::new() })
     }
 
     fn restore_state(&mut self, state: RestoredState) -> TaskResult {
+        let state = match self.slicing {
+            Some(slicing) => match self.restore_slices(slicing, state)? {
+                None => return Ok(()),
+                // Whole windows, from a version that did not slice: kept as they are.
+                Some(windows) => {
+                    self.slicing = None;
+                    windows
+                }
+            },
+            None => state,
+        };
         for (_, blob) in state.keyed {
             let entries: Vec<(K, Vec<Pane<F::Acc>>)> = codec::decode(&blob, "window contents")?;
             for (key, panes) in entries {

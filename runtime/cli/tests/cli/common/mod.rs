@@ -55,6 +55,7 @@ pub fn oracle(workload: &str, events: u64) -> Answer {
     let (script, args): (&str, Vec<String>) = match workload {
         "orders-window" => ("orders.py", vec![events.to_string()]),
         "orders-dedup" => ("orders.py", vec![events.to_string(), "--dedup".into()]),
+        "orders-sliding" => ("orders.py", vec![events.to_string(), "--sliding".into()]),
         "orders-payments" => ("payments.py", vec![events.to_string()]),
         query => ("bids.py", vec![query.to_string(), events.to_string()]),
     };
@@ -82,7 +83,7 @@ fn int(row: &Value, field: &str) -> i64 {
 pub fn row_hash(workload: &str, r: &Value) -> i64 {
     let w = i64::wrapping_mul;
     match workload {
-        "orders-window" | "orders-dedup" | "orders-payments" => {
+        "orders-window" | "orders-dedup" | "orders-sliding" | "orders-payments" => {
             let region = ["north", "south", "east", "west"].iter().position(|x| r["region"] == *x).unwrap() as i64;
             w(region, 31)
                 .wrapping_add(w(int(r, "window_start"), 7))
