@@ -733,8 +733,11 @@ fn parse_aggregate(src: &str, schema: &Schema) -> Result<AggSpec, String> {
         "max" => AggKind::Max,
         "avg" => AggKind::Avg,
         "count_distinct" => AggKind::CountDistinct,
+        "approx_count_distinct" => AggKind::ApproxCountDistinct,
         other => {
-            return Err(format!("unknown aggregate `{other}`; expected count, sum, min, max, avg or count_distinct"));
+            return Err(format!(
+                "unknown aggregate `{other}`; expected count, sum, min, max, avg, count_distinct or approx_count_distinct"
+            ));
         }
     };
     if kind == AggKind::Count {

@@ -41,7 +41,7 @@
 //!
 //! Steps: `dedup`, `filter` (an [`expr`] condition), `select` (computed
 //! fields), `key_by` + `window` (tumbling, sliding, session) followed by
-//! `aggregate` (count, sum, min, max, avg, count_distinct) or `top`,
+//! `aggregate` (count, sum, min, max, avg, count_distinct, approx_count_distinct) or `top`,
 //! `anomaly` (the seed's 3-sigma flag over a key's last windows), and
 //! `external_call` (a per-record latency that bounds each subtask's capacity:
 //! a test and benchmark aid for autoscaling). A datagen source's `rate` is

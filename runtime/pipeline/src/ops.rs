@@ -12,7 +12,7 @@ use weir_core::operator::process::{KeyedProcessFunction, ProcessContext};
 use weir_core::output::Collector;
 use weir_core::state::{KeyedState, ListState, ValueState};
 use weir_core::timer::TimeDomain;
-use weir_core::window::{AggregateFunction, Window, WindowFunction};
+use weir_core::window::{AggregateFunction, DistinctSketch, Window, WindowFunction};
 use weir_core::{Data, NO_TIMESTAMP, Record, TaskResult, Timestamp};
 
 use crate::value::{FieldType, Row, Value};
@@ -61,6 +61,8 @@ pub enum AggKind {
     Max,
     Avg,
     CountDistinct,
+    /// `approx_count_distinct`: a HyperLogLog++ sketch (see [`DistinctSketch`]).
+    ApproxCountDistinct,
 }
 
 #[derive(Clone, Debug)]
@@ -74,7 +76,7 @@ pub struct AggSpec {
 impl AggSpec {
     pub fn output_type(&self) -> FieldType {
         match self.kind {
-            AggKind::Count | AggKind::CountDistinct => FieldType::Int,
+            AggKind::Count | AggKind::CountDistinct | AggKind::ApproxCountDistinct => FieldType::Int,
             AggKind::Avg => FieldType::Float,
             AggKind::Sum | AggKind::Min | AggKind::Max => self.input_type.unwrap_or(FieldType::Int),
         }
@@ -91,6 +93,7 @@ pub enum Acc {
     Max(Option<Value>),
     Avg(f64, i64),
     Distinct(HashSet<Value>),
+    ApproxDistinct(DistinctSketch<Value>),
 }
 
 /// All aggregates of a step, as one [`AggregateFunction`] over rows.
@@ -127,6 +130,7 @@ impl AggregateFunction<Row> for RowAggregates {
                 AggKind::Max => Acc::Max(None),
                 AggKind::Avg => Acc::Avg(0.0, 0),
                 AggKind::CountDistinct => Acc::Distinct(HashSet::new()),
+                AggKind::ApproxCountDistinct => Acc::ApproxDistinct(DistinctSketch::new()),
             })
             .collect()
     }
@@ -146,9 +150,12 @@ impl AggregateFunction<Row> for RowAggregates {
                         *n += 1;
                     }
                 }
-                (Acc::Distinct(set), Some(v)) if !set.contains(v) => {
+                // Nulls are not values to count, as in SQL's COUNT(DISTINCT), and as
+                // min, max and avg skip them.
+                (Acc::Distinct(set), Some(v)) if !matches!(v, Value::Null) && !set.contains(v) => {
                     set.insert(v.clone());
                 }
+                (Acc::ApproxDistinct(sketch), Some(v)) if !matches!(v, Value::Null) => sketch.insert(v),
                 _ => {}
             }
         }
@@ -167,6 +174,7 @@ impl AggregateFunction<Row> for RowAggregates {
                     *n += n2;
                 }
                 (Acc::Distinct(x), Acc::Distinct(y)) => x.extend(y),
+                (Acc::ApproxDistinct(x), Acc::ApproxDistinct(y)) => x.merge(&y),
                 _ => {}
             }
         }
@@ -182,6 +190,7 @@ impl AggregateFunction<Row> for RowAggregates {
                 Acc::Avg(_, 0) => Value::Null,
                 Acc::Avg(s, n) => Value::Float(s / *n as f64),
                 Acc::Distinct(set) => Value::Int(set.len() as i64),
+                Acc::ApproxDistinct(sketch) => Value::Int(sketch.estimate() as i64),
             })
             .collect()
     }

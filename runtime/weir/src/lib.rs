@@ -65,6 +65,8 @@ pub mod prelude {
     pub use weir_core::operator::process::{KeyedProcessFunction, ProcessContext};
     pub use weir_core::state::{KeyedState, ListState, MapState, ValueState};
     pub use weir_core::timer::TimeDomain;
-    pub use weir_core::window::{AggregateFunction, Window, WindowAssigner, WindowFunction};
+    pub use weir_core::window::{
+        AggregateFunction, ApproxCountDistinct, DistinctSketch, Window, WindowAssigner, WindowFunction,
+    };
     pub use weir_core::{Record, Timestamp, WatermarkStrategy};
 }

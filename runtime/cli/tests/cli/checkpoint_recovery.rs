@@ -120,6 +120,12 @@ fn orders_dedup_survives_crashes_on_local_files() {
     check("orders-dedup", local("orders-dedup"));
 }
 
+/// Sliced sliding windows: slices, and the watermark windows fired up to, restored at other parallelisms.
+#[test]
+fn orders_sliding_survives_crashes_on_local_files() {
+    check("orders-sliding", local("orders-sliding"));
+}
+
 #[test]
 fn both_survive_crashes_on_s3() {
     let server = MotoServer::start();

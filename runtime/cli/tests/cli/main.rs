@@ -4,6 +4,7 @@
 
 mod common;
 
+mod approx_distinct;
 mod bench_oracle;
 mod checkpoint_recovery;
 mod cluster_api;

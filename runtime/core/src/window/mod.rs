@@ -14,10 +14,12 @@
 //! with the updated result. Session windows merge when a record bridges them.
 
 mod assigner;
+mod distinct;
 mod function;
 mod operator;
 mod slices;
 
 pub use assigner::{Window, WindowAssigner};
+pub use distinct::{ApproxCountDistinct, DistinctSketch};
 pub use function::{AggregateFunction, AggregateWindow, ProcessWindow, ReduceWindow, WindowFunction};
 pub use operator::{LateData, WindowOperator};

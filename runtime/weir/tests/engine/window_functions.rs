@@ -239,3 +239,32 @@ fn windows_are_aligned_to_the_epoch_also_before_it() {
     rows.sort();
     assert_eq!(rows, vec![(-2_000, -1_000, 1), (-1_000, 0, 2), (0, 1_000, 2), (1_000, 2_000, 1)]);
 }
+
+/// `ApproxCountDistinct` over sliding windows (sketches of six 10 s slices
+/// merged per window, at parallelism 2): within 2% of the exact distinct count.
+#[test]
+fn approximate_distinct_counts_are_within_two_percent_of_the_exact_ones() {
+    const N: u64 = 200_000;
+    let out = run_local(2, |env| {
+        orders(env, N)
+            .key_by(|o| o.region)
+            .window(WindowAssigner::sliding(Duration::from_secs(60), Duration::from_secs(10)))
+            .aggregate(ApproxCountDistinct(|o: &Order| o.order_id), |&region, w, estimate| (region, w.start, estimate))
+    });
+    let mut exact: BTreeMap<(Region, i64), std::collections::HashSet<u64>> = BTreeMap::new();
+    for o in (0..N).map(order) {
+        let mut start = o.time.div_euclid(TEN_SECONDS) * TEN_SECONDS;
+        while start > o.time - 60_000 {
+            exact.entry((o.region, start)).or_default().insert(o.order_id.0);
+            start -= TEN_SECONDS;
+        }
+    }
+    assert_eq!(out.len(), exact.len());
+    for r in &out {
+        let (region, start, estimate) = r.value;
+        let distinct = exact[&(region, start)].len() as f64;
+        let error = (estimate as f64 - distinct).abs() / distinct;
+        assert!(error <= 0.02, "{region:?} window at {start}: estimated {estimate} for {distinct}");
+    }
+    assert!(exact.values().filter(|ids| ids.len() > 10_000).count() >= 20, "large windows");
+}

@@ -112,8 +112,13 @@ pub fn answer_of(rows: impl IntoIterator<Item = Value>, workload: &str) -> Answe
 /// What a reader of a file sink's directory sees: the `part-*` files at its
 /// top level (hidden in-progress files and `_pending/` are not output).
 pub fn committed_output(dir: &Path, workload: &str) -> Answer {
+    answer_of(committed_rows(dir), workload)
+}
+
+/// The rows of the `part-*` files of a file sink's directory (none if it does not exist).
+pub fn committed_rows(dir: &Path) -> Vec<Value> {
     let mut rows = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return Answer { outputs: 0, checksum: 0 } };
+    let Ok(entries) = std::fs::read_dir(dir) else { return rows };
     for entry in entries {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
@@ -126,7 +131,7 @@ pub fn committed_output(dir: &Path, workload: &str) -> Answer {
             rows.push(row);
         }
     }
-    answer_of(rows, workload)
+    rows
 }
 
 /// A small deterministic generator for kill moments, seeded from
