@@ -64,8 +64,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# field KEY LINE: the value of KEY=... in a report line.
-field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 # fmt DIGITS X: X rounded.
 fmt() { awk -v d="$1" -v x="$2" 'BEGIN { if (x == "n/a") print x; else printf "%." d "f", x }'; }
 millions() { awk -v x="$1" 'BEGIN { printf "%.2f M", x / 1e6 }'; }

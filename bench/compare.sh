@@ -47,8 +47,6 @@ trap 'rm -rf "$logs"' EXIT
 
 log() { echo "compare: $*" >&2; }
 
-# field KEY LINE: the value of KEY=... in a report line.
-field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 
 # report_line FILE: the engine's `query=...` report line from its stdout.
 report_line() { grep -m1 '^query=' "$1" || true; }

@@ -1,5 +1,5 @@
 # Sourced by the bench scripts: each regenerates only its own section of docs/benchmarks.md.
-# Also the helpers they share (median).
+# Also the helpers they share (field, median).
 #
 # A section is the lines from `<!-- BEGIN NAME -->` to `<!-- END NAME -->`;
 # everything outside the sections (the title, other scripts' sections, text
@@ -26,6 +26,9 @@ write_section() {
   fi
   mv "$doc.tmp" "$doc"
 }
+
+# field KEY LINE: the value of KEY=... in a report line.
+field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 
 # median X...: the median of numbers (the mean of the middle two for an even count; n/a for none).
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }

@@ -25,7 +25,6 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 log() { echo "join: $*" >&2; }
-field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 per_cpu_s() { awk -v n="$1" -v ms="$2" 'BEGIN { if (ms < 1) ms = 1; printf "%.0f", n / (ms / 1000) }'; }
 thousands() { awk -v x="$1" 'BEGIN { printf "%.0f k", x / 1e3 }'; }
 

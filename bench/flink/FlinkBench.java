@@ -2,11 +2,16 @@
 // written against Flink's DataStream API, run in a local mini-cluster.
 //
 // usage (bench/flink/run.sh does the class path and compilation):
-//   java FlinkBench QUERY EVENTS PARALLELISM [CHECKPOINT_MS]
+//   java FlinkBench QUERY EVENTS PARALLELISM [CHECKPOINT_MS] [--rate R] [--buffer-timeout-ms MS]
 //   QUERY: orders-window | orders-dedup | orders-sliding | orders-payments | q0 | q1 | q2 | q5 | q7
 //
 // Prints one line on stdout:
 //   query= events= parallelism= net_ms= cpu_ms= events_per_s= outputs= checksum=
+// With --rate (q1 only), the bids are held to R events per second over all
+// subtasks, each row is stamped as its bid is let go and the line ends with
+// latency_p50_ms= latency_p99_ms=: the rows' time from there to the sink, one
+// rebalance away, as `weir bench q1 --rate R` measures it. --buffer-timeout-ms
+// sets Flink's buffer timeout (setBufferTimeout; 100 ms when not given).
 // where outputs/checksum are the row count and the order-independent checksum of
 // WORKLOADS.md, so the line can be compared with `weir bench` and the oracles.
 //
@@ -19,7 +24,11 @@ import java.lang.management.ManagementFactory;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Comparator;
+import java.util.List;
+import java.util.concurrent.locks.LockSupport;
 import java.util.stream.Stream;
 import java.util.concurrent.atomic.AtomicLong;
 
@@ -27,6 +36,7 @@ import org.apache.flink.api.common.JobExecutionResult;
 import org.apache.flink.api.common.eventtime.WatermarkStrategy;
 import org.apache.flink.api.common.functions.AggregateFunction;
 import org.apache.flink.api.common.functions.OpenContext;
+import org.apache.flink.api.common.functions.RichMapFunction;
 import org.apache.flink.api.common.state.ValueState;
 import org.apache.flink.api.common.state.ValueStateDescriptor;
 import org.apache.flink.api.connector.sink2.Sink;
@@ -225,6 +235,82 @@ public final class FlinkBench {
         }
       };
     }
+  }
+
+  /** A q1 row's hash and the moment (System.nanoTime) its bid was let go. */
+  public static class Stamped {
+    public long hash;
+    public long at;
+
+    public Stamped() {}
+  }
+
+  /**
+   * Holds a subtask's bids to its share of `rate` bids per second (parking when
+   * more than a millisecond ahead), then maps each to its q1 row, stamped.
+   */
+  public static class PacedQ1 extends RichMapFunction<Bid, Stamped> {
+    final double rate;
+    double nanosPerBid;
+    long start;
+    long emitted;
+
+    PacedQ1(double rate) {
+      this.rate = rate;
+    }
+
+    @Override
+    public void open(OpenContext context) {
+      nanosPerBid = 1e9 * getRuntimeContext().getTaskInfo().getNumberOfParallelSubtasks() / rate;
+      start = System.nanoTime();
+    }
+
+    @Override
+    public Stamped map(Bid b) {
+      long ahead = start + (long) (emitted++ * nanosPerBid) - System.nanoTime();
+      if (ahead > 1_000_000) LockSupport.parkNanos(ahead);
+      Stamped s = new Stamped();
+      s.hash = b.auction * 31 + (long) (b.price * 0.908);
+      s.at = System.nanoTime();
+      return s;
+    }
+  }
+
+  /** Every sink subtask's latencies (microseconds), published when it closes. */
+  static final List<long[]> LATENCIES_US = new ArrayList<>();
+
+  /** The checksum sink of stamped rows, which also takes each row's latency. */
+  public static class LatencySink implements Sink<Stamped> {
+    public SinkWriter<Stamped> createWriter(WriterInitContext context) {
+      return new SinkWriter<Stamped>() {
+        long rows, sum;
+        long[] latencies = new long[1 << 16];
+
+        public void write(Stamped s, Context c) {
+          if (rows == latencies.length) latencies = Arrays.copyOf(latencies, latencies.length * 2);
+          latencies[(int) rows] = (System.nanoTime() - s.at) / 1000;
+          rows++;
+          sum += mix(s.hash);
+        }
+
+        public void flush(boolean endOfInput) {}
+
+        public void close() {
+          OUTPUTS.addAndGet(rows);
+          CHECKSUM.addAndGet(sum);
+          synchronized (LATENCIES_US) {
+            LATENCIES_US.add(Arrays.copyOf(latencies, (int) rows));
+          }
+          rows = 0;
+          sum = 0;
+        }
+      };
+    }
+  }
+
+  /** The q-quantile of all latencies, in ms (nearest rank, as weir bench takes it). */
+  static double latencyMs(long[] sorted, double q) {
+    return sorted[(int) Math.round((sorted.length - 1) * q)] / 1000.0;
   }
 
   /** Counts what it receives as late (dropped) elements. */
@@ -438,7 +524,13 @@ public final class FlinkBench {
         .sinkTo(new ChecksumSink()).name("checksum");
   }
 
-  static void build(String query, StreamExecutionEnvironment env, long events) {
+  static void build(String query, StreamExecutionEnvironment env, long events, double rate) {
+    if (rate > 0) {
+      if (!query.equals("q1")) throw new IllegalArgumentException("--rate: only q1 measures latency");
+      bids(env, events).map(new PacedQ1(rate)).name("paced q1").rebalance()
+          .sinkTo(new LatencySink()).name("checksum");
+      return;
+    }
     switch (query) {
       case "orders-window":
         perRegionMinute(orders(env, events));
@@ -514,20 +606,31 @@ public final class FlinkBench {
     }
   }
 
-  static final String USAGE = "usage: FlinkBench QUERY EVENTS PARALLELISM [CHECKPOINT_MS]\n"
+  static final String USAGE = "usage: FlinkBench QUERY EVENTS PARALLELISM [CHECKPOINT_MS] [--rate R] [--buffer-timeout-ms MS]\n"
       + "  QUERY: orders-window | orders-dedup | orders-sliding | orders-payments | q0 | q1 | q2 | q5 | q7";
 
   public static void main(String[] args) throws Exception {
-    if (args.length < 3 || args.length > 4) {
+    List<String> positional = new ArrayList<>();
+    double rate = 0;
+    long bufferTimeoutMs = -1;
+    for (int i = 0; i < args.length; i++) {
+      if (args[i].equals("--rate") && i + 1 < args.length) rate = Double.parseDouble(args[++i]);
+      else if (args[i].equals("--buffer-timeout-ms") && i + 1 < args.length) bufferTimeoutMs = Long.parseLong(args[++i]);
+      else if (args[i].startsWith("--")) positional.add(null); // unknown flag: usage below
+      else positional.add(args[i]);
+    }
+    if (positional.size() < 3 || positional.size() > 4 || positional.contains(null)) {
       System.err.println(USAGE);
       System.exit(2);
     }
-    String query = args[0];
-    long events = Long.parseLong(args[1]);
-    int parallelism = Integer.parseInt(args[2]);
-    long checkpointMs = args.length > 3 ? Long.parseLong(args[3]) : 0;
-    if (events < 1 || parallelism < 1 || checkpointMs < 0) {
-      System.err.println(USAGE + "\n  EVENTS and PARALLELISM must be positive, CHECKPOINT_MS not negative");
+    String query = positional.get(0);
+    long events = Long.parseLong(positional.get(1));
+    int parallelism = Integer.parseInt(positional.get(2));
+    long checkpointMs = positional.size() > 3 ? Long.parseLong(positional.get(3)) : 0;
+    if (events < 1 || parallelism < 1 || checkpointMs < 0 || !(rate >= 0) || Double.isInfinite(rate)
+        || (rate > 0 && !query.equals("q1"))) {
+      System.err.println(USAGE + "\n  EVENTS and PARALLELISM must be positive, CHECKPOINT_MS not negative,"
+          + " R a positive number of bids per second, for q1 only");
       System.exit(2);
     }
 
@@ -544,8 +647,9 @@ public final class FlinkBench {
     }
     StreamExecutionEnvironment env = StreamExecutionEnvironment.getExecutionEnvironment(conf);
     env.setParallelism(parallelism);
+    if (bufferTimeoutMs >= 0) env.setBufferTimeout(bufferTimeoutMs);
     if (checkpointMs > 0) env.enableCheckpointing(checkpointMs);
-    build(query, env, events);
+    build(query, env, events, rate);
 
     long cpuBefore = processCpuNanos();
     JobExecutionResult result;
@@ -557,8 +661,13 @@ public final class FlinkBench {
     long cpuMs = (processCpuNanos() - cpuBefore) / 1_000_000;
     long netMs = Math.max(1, result.getNetRuntime());
 
-    System.out.printf("query=%s events=%d parallelism=%d net_ms=%d cpu_ms=%d events_per_s=%.0f outputs=%d checksum=%d%n",
-        query, events, parallelism, netMs, cpuMs, events * 1000.0 / netMs, OUTPUTS.get(), CHECKSUM.get());
+    String latency = "";
+    long[] all = LATENCIES_US.stream().flatMapToLong(Arrays::stream).sorted().toArray();
+    if (all.length > 0) {
+      latency = String.format(" latency_p50_ms=%.3f latency_p99_ms=%.3f", latencyMs(all, 0.5), latencyMs(all, 0.99));
+    }
+    System.out.printf("query=%s events=%d parallelism=%d net_ms=%d cpu_ms=%d events_per_s=%.0f outputs=%d checksum=%d%s%n",
+        query, events, parallelism, netMs, cpuMs, events * 1000.0 / netMs, OUTPUTS.get(), CHECKSUM.get(), latency);
     if (LATE.get() > 0) {
       System.err.println("FlinkBench: " + LATE.get() + " late element(s) were dropped; WORKLOADS.md says there are none");
       System.exit(1);

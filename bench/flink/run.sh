@@ -2,10 +2,11 @@
 # The Apache Flink baseline: runs one workload of bench/WORKLOADS.md on Flink's
 # DataStream API in a local mini-cluster (bench/flink/FlinkBench.java).
 #
-# usage: bench/flink/run.sh QUERY EVENTS PARALLELISM [CHECKPOINT_MS]
+# usage: bench/flink/run.sh QUERY EVENTS PARALLELISM [CHECKPOINT_MS] [--rate R] [--buffer-timeout-ms MS]
 #   QUERY: orders-window | orders-dedup | orders-sliding | orders-payments | q0 | q1 | q2 | q5 | q7
 # prints one line on stdout:
 #   query= events= parallelism= net_ms= cpu_ms= events_per_s= outputs= checksum=
+# (with --rate, q1 only: also latency_p50_ms= latency_p99_ms=)
 #
 # Needs java and javac (17 or later) and python3 with pip. On first use it
 # downloads Flink's jars (the PyPI wheel apache-flink-libraries, which bundles
@@ -21,8 +22,8 @@ home=${WEIR_FLINK_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/weir-flink}
 lib=$home/flink-$version/lib
 mkdir -p "$home"
 
-if [ $# -lt 3 ] || [ $# -gt 4 ]; then
-  echo "usage: $0 QUERY EVENTS PARALLELISM [CHECKPOINT_MS]" >&2
+if [ $# -lt 3 ]; then
+  echo "usage: $0 QUERY EVENTS PARALLELISM [CHECKPOINT_MS] [--rate R] [--buffer-timeout-ms MS]" >&2
   echo "  QUERY: orders-window | orders-dedup | orders-sliding | orders-payments | q0 | q1 | q2 | q5 | q7" >&2
   exit 2
 fi

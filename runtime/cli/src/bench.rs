@@ -5,8 +5,8 @@
 //! output row into a wrapping sum (order-independent), so results compare
 //! exactly with the oracle and with Flink.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use weir_workloads::WorkloadStreams;
 
@@ -22,11 +22,13 @@ use weir_workloads::{Bid, Order, OrderId, Payment, bounds};
 pub const WORKLOADS: &[&str] =
     &["orders-window", "orders-dedup", "orders-sliding", "orders-payments", "q0", "q1", "q2", "q5", "q7"];
 
-/// Output rows and their checksum, shared by the sink's subtasks.
+/// Output rows and their checksum, shared by the sink's subtasks; with
+/// latency measured, each row's time from its creation at the source.
 #[derive(Clone, Default)]
 pub struct Checksum {
     rows: Arc<AtomicU64>,
     sum: Arc<AtomicU64>,
+    latencies_us: Arc<Mutex<Vec<u32>>>,
 }
 
 impl Checksum {
@@ -36,22 +38,51 @@ impl Checksum {
     pub fn value(&self) -> i64 {
         self.sum.load(Ordering::Relaxed) as i64
     }
+
+    /// The `q`-quantile (0..=1) of the rows' latencies, in ms; `None` when none was measured.
+    pub fn latency_ms(&self, q: f64) -> Option<f64> {
+        let mut all = self.latencies_us.lock().unwrap_or_else(|e| e.into_inner());
+        if all.is_empty() {
+            return None;
+        }
+        all.sort_unstable();
+        let at = ((all.len() - 1) as f64 * q).round() as usize;
+        Some(all[at] as f64 / 1000.0)
+    }
 }
+
+/// The clock of latency stamps: nanoseconds since the first stamp of the process.
+fn stamp_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// A row with the moment its input was created at the source, for latency.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct Stamped<T>(T, u64);
 
 /// Folds `mix(hash(row))` of each row; publishes at the end of input.
 struct ChecksumSink<F> {
     hash: F,
     rows: u64,
     sum: u64,
+    latencies_us: Vec<u32>,
     total: Checksum,
+}
+
+impl<F> ChecksumSink<F> {
+    fn add<T>(&mut self, row: &T)
+    where
+        F: Fn(&T) -> i64,
+    {
+        self.rows += 1;
+        self.sum = self.sum.wrapping_add(mix64((self.hash)(row) as u64));
+    }
 }
 
 impl<T, F: Fn(&T) -> i64 + Send> Sink<T> for ChecksumSink<F> {
     fn write(&mut self, batch: Vec<Record<T>>) -> TaskResult {
-        self.rows += batch.len() as u64;
-        for r in &batch {
-            self.sum = self.sum.wrapping_add(mix64((self.hash)(&r.value) as u64));
-        }
+        batch.iter().for_each(|r| self.add(&r.value));
         Ok(())
     }
     fn finish(&mut self) -> TaskResult {
@@ -61,13 +92,54 @@ impl<T, F: Fn(&T) -> i64 + Send> Sink<T> for ChecksumSink<F> {
     }
 }
 
+/// The same, for stamped rows: also records each row's latency.
+struct StampedSink<F>(ChecksumSink<F>);
+
+impl<T, F: Fn(&T) -> i64 + Send> Sink<Stamped<T>> for StampedSink<F> {
+    fn write(&mut self, batch: Vec<Record<Stamped<T>>>) -> TaskResult {
+        let now = stamp_ns();
+        for r in &batch {
+            self.0.add(&r.value.0);
+            self.0.latencies_us.push((now.saturating_sub(r.value.1) / 1000).min(u32::MAX as u64) as u32);
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> TaskResult {
+        let mine = std::mem::take(&mut self.0.latencies_us);
+        self.0.total.latencies_us.lock().unwrap_or_else(|e| e.into_inner()).extend(mine);
+        self.0.finish()
+    }
+}
+
+fn sink<F>(hash: &F, total: &Checksum) -> ChecksumSink<F>
+where
+    F: Clone,
+{
+    ChecksumSink { hash: hash.clone(), rows: 0, sum: 0, latencies_us: Vec::new(), total: total.clone() }
+}
+
 fn checksum<T: weir::core::Data>(
     stream: DataStream<T>,
     hash: impl Fn(&T) -> i64 + Clone + Send + Sync + 'static,
 ) -> Checksum {
     let total = Checksum::default();
     let t = total.clone();
-    stream.sink("checksum", move |_| ChecksumSink { hash: hash.clone(), rows: 0, sum: 0, total: t.clone() });
+    stream.sink("checksum", move |_| sink(&hash, &t));
+    total
+}
+
+/// A per-record query (`rows` of the bids) into the checksum, each row stamped
+/// at its bid's creation (in the source's chain, right after it) and its
+/// latency taken at the sink, one exchange (a rebalance) away: the latency
+/// includes the rest of the source's batch, a thread hop and the sink's queue.
+fn stamped_checksum<T: weir::core::Data>(
+    bids: DataStream<Bid>,
+    rows: impl Fn(DataStream<Stamped<Bid>>) -> DataStream<Stamped<T>>,
+    hash: impl Fn(&T) -> i64 + Clone + Send + Sync + 'static,
+) -> Checksum {
+    let total = Checksum::default();
+    let t = total.clone();
+    rows(bids.map(|b| Stamped(b, stamp_ns()))).rebalance().sink("checksum", move |_| StampedSink(sink(&hash, &t)));
     total
 }
 
@@ -158,13 +230,15 @@ fn region_window_counts(orders: DataStream<Order>, windows: WindowAssigner) -> C
     })
 }
 
-/// Builds `query` over `events` events on `env`; returns the checksum it will fill.
-pub fn build(env: &StreamEnv, query: &str, events: u64) -> Option<Checksum> {
+/// Builds `query` over `events` events on `env`, its sources at `rate` events
+/// per second when given; returns the checksum it will fill (with latencies:
+/// q1 with a rate).
+pub fn build(env: &StreamEnv, query: &str, events: u64, rate: Option<f64>) -> Option<Checksum> {
     let secs = Duration::from_secs;
     Some(match query {
         "orders-window" | "orders-dedup" => {
             let mut orders = env
-                .orders(Some(events), None)
+                .orders(Some(events), rate)
                 .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(bounds::ORDERS), |o| o.time);
             if query == "orders-dedup" {
                 orders = orders.key_by(|o| o.order_id).process(Dedup::default());
@@ -173,7 +247,7 @@ pub fn build(env: &StreamEnv, query: &str, events: u64) -> Option<Checksum> {
         }
         "orders-sliding" => {
             let orders = env
-                .orders(Some(events), None)
+                .orders(Some(events), rate)
                 .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(bounds::ORDERS), |o| o.time);
             region_window_counts(orders, WindowAssigner::sliding(secs(3600), secs(10)))
         }
@@ -183,11 +257,11 @@ pub fn build(env: &StreamEnv, query: &str, events: u64) -> Option<Checksum> {
             let aligned =
                 |bound| WatermarkStrategy::bounded_out_of_orderness(bound).with_alignment("orders-payments", secs(5));
             let orders = env
-                .orders(Some(events), None)
+                .orders(Some(events), rate)
                 .assign_timestamps(aligned(bounds::ORDERS), |o| o.time)
                 .key_by(|o| o.order_id);
             let payments = env
-                .payments(Some(events), None)
+                .payments(Some(events), rate)
                 .assign_timestamps(aligned(bounds::PAYMENTS), |p| p.time)
                 .key_by(|p| p.order_id);
             let paid = orders
@@ -197,19 +271,26 @@ pub fn build(env: &StreamEnv, query: &str, events: u64) -> Option<Checksum> {
                 .expect("0 to 2 minutes are valid bounds");
             region_counts(paid)
         }
-        "q0" => checksum(env.bids(Some(events), None).map(|b| b.auction.wrapping_add(b.price)), |&h| h),
+        "q0" => checksum(env.bids(Some(events), rate).map(|b| b.auction.wrapping_add(b.price)), |&h| h),
         "q1" => {
-            checksum(env.bids(Some(events), None).map(|b| (b.auction, (b.price as f64 * 0.908) as i64)), |&(a, dol)| {
-                a.wrapping_mul(31).wrapping_add(dol)
-            })
+            let dol = |b: &Bid| (b.auction, (b.price as f64 * 0.908) as i64);
+            let hash = |&(a, dol): &(i64, i64)| a.wrapping_mul(31).wrapping_add(dol);
+            match rate {
+                None => checksum(env.bids(Some(events), None).map(move |b| dol(&b)), hash),
+                Some(_) => stamped_checksum(
+                    env.bids(Some(events), rate),
+                    move |bids| bids.map(move |Stamped(b, at)| Stamped(dol(&b), at)),
+                    hash,
+                ),
+            }
         }
         "q2" => checksum(
-            env.bids(Some(events), None).filter(|b| b.auction % 123 == 0).map(|b| (b.auction, b.price)),
+            env.bids(Some(events), rate).filter(|b| b.auction % 123 == 0).map(|b| (b.auction, b.price)),
             |&(a, p)| a.wrapping_mul(31).wrapping_add(p),
         ),
         "q5" => {
             let counts = env
-                .bids(Some(events), None)
+                .bids(Some(events), rate)
                 .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(secs(2)), |b| b.time)
                 .key_by(|b| b.auction)
                 .window(WindowAssigner::sliding(secs(10), secs(2)))
@@ -224,7 +305,7 @@ pub fn build(env: &StreamEnv, query: &str, events: u64) -> Option<Checksum> {
         }
         "q7" => {
             let best = env
-                .bids(Some(events), None)
+                .bids(Some(events), rate)
                 .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(secs(2)), |b| b.time)
                 .window_all(WindowAssigner::tumbling(secs(10)))
                 .reduce(higher, |_, w, b| (w.end, b.auction, b.price));
@@ -265,15 +346,24 @@ pub struct BenchResult {
     pub checkpoints: Vec<CheckpointStats>,
 }
 
-pub fn run(
-    query: &str,
-    events: u64,
-    parallelism: usize,
-    checkpointing: Option<CheckpointConfig>,
-) -> anyhow::Result<BenchResult> {
+/// How a benchmark runs beside its workload.
+#[derive(Default)]
+pub struct BenchOptions {
+    pub parallelism: usize,
+    pub checkpointing: Option<CheckpointConfig>,
+    /// Events per second of each source (as fast as it can when `None`).
+    pub rate: Option<f64>,
+    pub buffer_timeout: Option<Duration>,
+}
+
+pub fn run(query: &str, events: u64, options: BenchOptions) -> anyhow::Result<BenchResult> {
+    let BenchOptions { parallelism, checkpointing, rate, buffer_timeout } = options;
     let env = StreamEnv::new(format!("bench-{query}"));
     env.set_parallelism(parallelism);
-    let Some(checksum) = build(&env, query, events) else {
+    if let Some(timeout) = buffer_timeout {
+        env.set_buffer_timeout(timeout);
+    }
+    let Some(checksum) = build(&env, query, events, rate) else {
         anyhow::bail!("unknown workload `{query}`; expected one of: {}", WORKLOADS.join(", "));
     };
     let (cpu0, t0) = (cpu_time(), Instant::now());
@@ -298,6 +388,14 @@ impl BenchResult {
             events as f64 * 1000.0 / net_ms as f64,
             self.checksum.rows(),
             self.checksum.value()
-        )
+        ) + &self.latencies()
+    }
+
+    /// ` latency_p50_ms=... latency_p99_ms=...` when latency was measured.
+    fn latencies(&self) -> String {
+        match (self.checksum.latency_ms(0.5), self.checksum.latency_ms(0.99)) {
+            (Some(p50), Some(p99)) => format!(" latency_p50_ms={p50:.3} latency_p99_ms={p99:.3}"),
+            _ => String::new(),
+        }
     }
 }

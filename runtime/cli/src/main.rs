@@ -59,6 +59,14 @@ enum Command {
         /// `state` only: MiB of keyed state (1 KiB per key).
         #[arg(long, value_name = "MIB")]
         state_mb: Option<u64>,
+        /// Events per second of each source (as fast as it can without); with it, q1
+        /// reports its rows' latency from creation at the source to the sink
+        /// (latency_p50_ms=, latency_p99_ms=).
+        #[arg(long, value_name = "EVENTS_PER_S")]
+        rate: Option<f64>,
+        /// The longest a record waits in a partly filled batch between tasks (5ms by default).
+        #[arg(long, value_name = "DURATION")]
+        buffer_timeout: Option<String>,
     },
 }
 
@@ -70,6 +78,8 @@ fn bench(
     events: u64,
     parallelism: usize,
     checkpoints: Option<(String, String)>,
+    rate: Option<f64>,
+    buffer_timeout: Option<String>,
 ) -> Result<(), Failure> {
     if !bench::WORKLOADS.contains(&workload) {
         return Err(Failure::BadInput(format!(
@@ -89,7 +99,14 @@ fn bench(
             Some(weir::core::checkpoint::coordinator::CheckpointConfig::new(storage, interval))
         }
     };
-    let r = bench::run(workload, events, parallelism, checkpointing).map_err(|e| Failure::Runtime(format!("{e:#}")))?;
+    if rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err(Failure::BadInput("--rate: must be a positive number of events per second".into()));
+    }
+    let buffer_timeout = buffer_timeout
+        .map(|t| weir_api::parse_duration(&t).map_err(|e| Failure::BadInput(format!("--buffer-timeout: {e}"))))
+        .transpose()?;
+    let options = bench::BenchOptions { parallelism, checkpointing, rate, buffer_timeout };
+    let r = bench::run(workload, events, options).map_err(|e| Failure::Runtime(format!("{e:#}")))?;
     println!("{}", r.line(workload, events, parallelism));
     eprintln!("peak_rss_kib={}", bench::peak_rss_kib());
     for c in &r.checkpoints {
@@ -128,9 +145,16 @@ fn main() -> ExitCode {
         Command::Bench { checkpoint_dir: Some(_), checkpoint_interval: None, .. } => {
             Err(Failure::BadInput("--checkpoint-dir needs --checkpoint-interval".into()))
         }
-        Command::Bench { workload, events, parallelism, checkpoint_dir, checkpoint_interval, .. } => {
-            bench(&workload, events, parallelism, checkpoint_dir.zip(checkpoint_interval))
-        }
+        Command::Bench {
+            workload,
+            events,
+            parallelism,
+            checkpoint_dir,
+            checkpoint_interval,
+            rate,
+            buffer_timeout,
+            ..
+        } => bench(&workload, events, parallelism, checkpoint_dir.zip(checkpoint_interval), rate, buffer_timeout),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

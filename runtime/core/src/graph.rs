@@ -15,6 +15,7 @@
 use std::any::{Any, TypeId};
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::checkpoint::coordinator::JobShape;
 use crate::checkpoint::metadata::{OperatorSnapshot, RestoredState};
@@ -128,11 +129,19 @@ pub struct ExchangeConfig {
     pub batch_size: usize,
     /// Batches a task's input queue holds before producers block (backpressure).
     pub queue_capacity: usize,
+    /// The longest a record waits in a partly filled batch before the batch
+    /// goes out anyway (Flink's buffer timeout, 100 ms there by default). Zero
+    /// sends every batch a producer is given at once, full or not.
+    pub buffer_timeout: Duration,
 }
+
+/// The default [`ExchangeConfig::buffer_timeout`]: a few milliseconds of latency
+/// at low rates; at high rates batches fill long before it.
+pub const DEFAULT_BUFFER_TIMEOUT: Duration = Duration::from_millis(5);
 
 impl Default for ExchangeConfig {
     fn default() -> Self {
-        ExchangeConfig { batch_size: 1024, queue_capacity: 64 }
+        ExchangeConfig { batch_size: 1024, queue_capacity: 64, buffer_timeout: DEFAULT_BUFFER_TIMEOUT }
     }
 }
 
@@ -407,7 +416,7 @@ pub(crate) trait StreamType: Send + Sync {
         &self,
         partitioning: &(dyn Any + Send + Sync),
         targets: Vec<(AnyBox, u32)>,
-        batch_size: usize,
+        batching: (usize, Duration),
         metrics: Arc<SubtaskMetrics>,
     ) -> AnyBox;
     fn fan_out(&self, outputs: Vec<AnyBox>) -> AnyBox;
@@ -444,7 +453,7 @@ impl<T: Data> StreamType for TypeOf<T> {
         &self,
         partitioning: &(dyn Any + Send + Sync),
         targets: Vec<(AnyBox, u32)>,
-        batch_size: usize,
+        batching: (usize, Duration),
         metrics: Arc<SubtaskMetrics>,
     ) -> AnyBox {
         let partitioning = partitioning.downcast_ref::<Partitioning<T>>().expect("partitioning type").clone();
@@ -452,7 +461,7 @@ impl<T: Data> StreamType for TypeOf<T> {
             .into_iter()
             .map(|(tx, channel)| ChannelSender { tx: *tx.downcast::<Sender<T>>().expect("sender type"), channel })
             .collect();
-        let out: Box<dyn Output<T>> = Box::new(ExchangeWriter::new(partitioning, targets, batch_size, metrics));
+        let out: Box<dyn Output<T>> = Box::new(ExchangeWriter::new(partitioning, targets, batching, metrics));
         Box::new(out)
     }
 

@@ -50,7 +50,9 @@ pub struct Compiled {
 /// `stats` (shared: a job built again, after a restart or a rescale, goes on
 /// counting where the last one left off).
 pub fn build(file: &Path, plan: &Plan, env: &StreamEnv, stats: &PipelineStats) -> Result<Compiled, PipelineError> {
-    env.set_parallelism(plan.parallelism).set_max_parallelism(plan.max_parallelism);
+    env.set_parallelism(plan.parallelism)
+        .set_max_parallelism(plan.max_parallelism)
+        .set_buffer_timeout(plan.buffer_timeout);
     let stats = stats.clone();
     let mut stream = source(file, "source", &plan.source, env, &stats)?;
     for step in &plan.steps {

@@ -101,6 +101,10 @@ pub fn check(file: &Path, p: &PipelineFile, overrides: &Overrides) -> Result<Pla
     if parallelism > max_parallelism as usize {
         return Err(ctx.err("parallelism", format!("{parallelism} exceeds max_parallelism {max_parallelism}")));
     }
+    let buffer_timeout = p.buffer_timeout.map_or(weir_core::graph::DEFAULT_BUFFER_TIMEOUT, |d| d.0);
+    if buffer_timeout > MAX_BUFFER_TIMEOUT {
+        return Err(ctx.err("buffer_timeout", "must be at most 10s (records would wait that long between steps)"));
+    }
     let source = source(&ctx, "source", &p.source)?;
     let mut cur = Cursor { schema: source.schema.clone(), event_time: source.event_time.is_some(), last_key: None };
     let mut steps = Vec::new();
@@ -130,8 +134,11 @@ pub fn check(file: &Path, p: &PipelineFile, overrides: &Overrides) -> Result<Pla
         }
     }
     let sink = sink(&ctx, "sink", &p.sink, &cur.schema)?;
-    Ok(Plan { name: p.name.clone(), parallelism, max_parallelism, checkpointing, source, steps, sink })
+    Ok(Plan { name: p.name.clone(), parallelism, max_parallelism, buffer_timeout, checkpointing, source, steps, sink })
 }
+
+/// The longest `buffer_timeout` a pipeline may set.
+const MAX_BUFFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The parallelism the steps `used` (read as one) carry: the last one given.
 fn step_parallelism(

@@ -33,6 +33,9 @@ pub struct PipelineFile {
     pub name: String,
     pub parallelism: Option<usize>,
     pub max_parallelism: Option<u32>,
+    /// The longest a record waits in a partly filled batch between steps (Flink's
+    /// `execution.buffer-timeout`); 0 sends every batch at once.
+    pub buffer_timeout: Option<Dur>,
     pub checkpointing: Option<Checkpointing>,
     pub storage: Option<Storage>,
     pub source: Source,

@@ -26,6 +26,8 @@ pub struct Plan {
     pub name: String,
     pub parallelism: usize,
     pub max_parallelism: u32,
+    /// The exchanges' buffer timeout.
+    pub buffer_timeout: std::time::Duration,
     /// Whether the job takes checkpoints.
     pub checkpointing: bool,
     pub source: SourcePlan,

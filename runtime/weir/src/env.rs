@@ -54,6 +54,14 @@ impl StreamEnv {
         self
     }
 
+    /// The longest a record waits in a partly filled exchanged batch (see
+    /// [`ExchangeConfig::buffer_timeout`](weir_core::graph::ExchangeConfig)); zero sends
+    /// every batch at once.
+    pub fn set_buffer_timeout(&self, timeout: std::time::Duration) -> &Self {
+        self.inner.borrow_mut().graph.exchange.buffer_timeout = timeout;
+        self
+    }
+
     /// A source built per subtask by `factory`.
     pub fn add_source<T: Data>(
         &self,

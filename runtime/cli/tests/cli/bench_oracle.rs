@@ -107,3 +107,43 @@ fn unknown_workload_is_bad_input() {
     assert_eq!(output.status.code(), Some(2), "exit code for bad input; stderr:\n{stderr}");
     assert!(stderr.contains("q99"), "the error names the unknown workload:\n{stderr}");
 }
+
+/// `weir bench q1 --rate` paces the source and reports the rows' latency
+/// (source to sink); the answer is the oracle's whatever the buffer timeout.
+#[test]
+fn q1_at_a_rate_reports_latency_and_the_oracle_answer() {
+    let events = 60_000u64;
+    let expected = oracle("q1", events);
+    for buffer_timeout in ["0ms", "5ms", "100ms"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["bench", "q1", "--events", &events.to_string(), "--parallelism", "2"])
+            .args(["--rate", "100000", "--buffer-timeout", buffer_timeout])
+            .output()
+            .expect("run the weir binary");
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "q1 at a rate, buffer timeout {buffer_timeout}: {stderr}");
+        let line = stdout.lines().find(|l| l.starts_with("query=")).expect("a report line");
+        let p50 = field(line, "latency_p50_ms").and_then(|v| v.parse::<f64>().ok());
+        let p99 = field(line, "latency_p99_ms").and_then(|v| v.parse::<f64>().ok());
+        assert!(matches!((p50, p99), (Some(a), Some(b)) if 0.0 <= a && a <= b), "latencies in {line}");
+        assert_eq!(answer_in(line, "q1 at a rate"), expected, "{line}");
+    }
+}
+
+#[test]
+fn bad_rate_and_buffer_timeout_are_bad_input() {
+    for (args, named) in [
+        (&["--rate", "0"][..], "--rate"),
+        (&["--rate=-5"][..], "--rate"),
+        (&["--buffer-timeout", "a while"][..], "--buffer-timeout"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["bench", "q1", "--events", "10"])
+            .args(args)
+            .output()
+            .expect("run the weir binary");
+        let (_, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: exit code for bad input; stderr:\n{stderr}");
+        assert!(stderr.contains(named), "{args:?}: the error names {named}:\n{stderr}");
+    }
+}

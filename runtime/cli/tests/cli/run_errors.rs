@@ -57,6 +57,12 @@ fn bad_duration() {
 }
 
 #[test]
+fn buffer_timeout_out_of_range() {
+    rejects(&format!("buffer_timeout: 20s\n{BASE}"), &["buffer_timeout", "at most 10s"]);
+    rejects(&format!("buffer_timeout: soon\n{BASE}"), &["buffer_timeout", "invalid duration"]);
+}
+
+#[test]
 fn unknown_field_in_expression() {
     rejects(
         &BASE.replace("  - key_by: region", "  - filter: \"amout > 5\"\n  - key_by: region"),

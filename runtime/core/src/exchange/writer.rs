@@ -1,6 +1,7 @@
 //! The producing side of an exchange: partitions records onto channels.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::TrySendError;
 
@@ -55,20 +56,54 @@ pub struct ExchangeWriter<T> {
     buffers: Vec<Vec<Record<T>>>,
     next: usize,
     batch_size: usize,
+    /// How long a record may wait in a partly filled buffer.
+    buffer_timeout: Duration,
+    /// Since when records have waited in the buffers (none wait when `None`).
+    waiting_since: Option<Instant>,
     metrics: Arc<SubtaskMetrics>,
 }
 
 impl<T: Clone + Send + 'static> ExchangeWriter<T> {
-    /// `targets[i]` is the channel into consumer subtask `i`.
+    /// `targets[i]` is the channel into consumer subtask `i`; batches hold up
+    /// to `batching.0` records and wait at most `batching.1` to fill.
     pub fn new(
         partitioning: Partitioning<T>,
         targets: Vec<ChannelSender<T>>,
-        batch_size: usize,
+        (batch_size, buffer_timeout): (usize, Duration),
         metrics: Arc<SubtaskMetrics>,
     ) -> Self {
         assert!(!targets.is_empty(), "an exchange needs at least one target");
         let buffers = (0..targets.len()).map(|_| Vec::new()).collect();
-        ExchangeWriter { partitioning, targets, buffers, next: 0, batch_size: batch_size.max(1), metrics }
+        ExchangeWriter {
+            partitioning,
+            targets,
+            buffers,
+            next: 0,
+            batch_size: batch_size.max(1),
+            buffer_timeout,
+            waiting_since: None,
+            metrics,
+        }
+    }
+
+    /// After records were buffered: sends every partly filled buffer once the
+    /// oldest of them has waited the buffer timeout. (A task with nothing to
+    /// do flushes before it waits, so records never wait on an idle producer.)
+    fn flush_on_timeout(&mut self) -> TaskResult {
+        if self.buffers.iter().all(Vec::is_empty) {
+            self.waiting_since = None;
+            return Ok(());
+        }
+        if self.buffer_timeout.is_zero() {
+            return self.flush_all();
+        }
+        let now = Instant::now();
+        match self.waiting_since {
+            None => self.waiting_since = Some(now),
+            Some(since) if now.duration_since(since) >= self.buffer_timeout => self.flush_all()?,
+            Some(_) => {}
+        }
+        Ok(())
     }
 
     fn send(&self, target: usize, event: Event<T>) -> TaskResult {
@@ -95,6 +130,7 @@ impl<T: Clone + Send + 'static> ExchangeWriter<T> {
     }
 
     fn flush_all(&mut self) -> TaskResult {
+        self.waiting_since = None;
         (0..self.targets.len()).try_for_each(|i| self.send_buffer(i))
     }
 
@@ -140,7 +176,7 @@ impl<T: Clone + Send + 'static> Output<T> for ExchangeWriter<T> {
                         self.send_buffer(target)?;
                     }
                 }
-                Ok(())
+                self.flush_on_timeout()
             }
         }
     }
@@ -171,5 +207,74 @@ impl<T: Clone + Send + 'static> Output<T> for ExchangeWriter<T> {
 
     fn end(&mut self) -> TaskResult {
         self.broadcast_event(|| Event::End)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::input_queue;
+
+    /// A writer hashing `u64`s (by value) over two channels that hold batches of
+    /// ten, and the two channels' receivers.
+    fn two_channels(
+        buffer_timeout: Duration,
+    ) -> (ExchangeWriter<u64>, Vec<crossbeam_channel::Receiver<crate::exchange::Envelope<u64>>>) {
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..2u32)
+            .map(|channel| {
+                let (tx, rx) = input_queue(16);
+                (ChannelSender { tx, channel }, rx)
+            })
+            .unzip();
+        let partitioning = Partitioning::Hash { key_hash: Arc::new(|v: &u64| *v), max_parallelism: 128 };
+        let writer =
+            ExchangeWriter::new(partitioning, senders, (10, buffer_timeout), Arc::new(SubtaskMetrics::default()));
+        (writer, receivers)
+    }
+
+    fn sent(receivers: &[crossbeam_channel::Receiver<crate::exchange::Envelope<u64>>]) -> usize {
+        receivers
+            .iter()
+            .flat_map(|rx| rx.try_iter())
+            .map(|(_, e)| match e {
+                Event::Records(batch) => batch.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    fn batch(values: impl Iterator<Item = u64>) -> Vec<Record<u64>> {
+        values.map(|v| Record::new(0, v)).collect()
+    }
+
+    #[test]
+    fn partly_filled_batches_wait_for_the_buffer_timeout_then_go_out() {
+        let (mut writer, receivers) = two_channels(Duration::from_millis(50));
+        writer.records(batch(0..4)).unwrap();
+        assert_eq!(sent(&receivers), 0, "four records fill no batch of ten and the timeout has not passed");
+        std::thread::sleep(Duration::from_millis(60));
+        writer.records(batch(4..6)).unwrap();
+        assert_eq!(sent(&receivers), 6, "past the timeout, the next records send every partly filled batch");
+        writer.records(batch(6..7)).unwrap();
+        assert_eq!(sent(&receivers), 0, "the clock starts again with the next buffered record");
+        writer.flush().unwrap();
+        assert_eq!(sent(&receivers), 1);
+    }
+
+    #[test]
+    fn a_zero_buffer_timeout_sends_at_once() {
+        let (mut writer, receivers) = two_channels(Duration::ZERO);
+        writer.records(batch(0..3)).unwrap();
+        assert_eq!(sent(&receivers), 3);
+    }
+
+    #[test]
+    fn full_batches_go_out_whatever_the_timeout() {
+        let (mut writer, receivers) = two_channels(Duration::from_secs(3600));
+        writer.records(batch(0..100)).unwrap();
+        let n = sent(&receivers);
+        assert!((82..=100).contains(&n), "full batches of ten leave at once, the partly filled rest waits: {n} sent");
+        writer.flush().unwrap();
+        assert_eq!(n + sent(&receivers), 100);
     }
 }

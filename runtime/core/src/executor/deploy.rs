@@ -197,7 +197,12 @@ impl Deployment<'_> {
                 targets.push((sender, target.channel()));
             }
             let partitioning = self.graph.edges[output.edge].partitioning.as_ref();
-            outputs.push(ty.writer(partitioning, targets, output.batch_size, metrics.clone()));
+            outputs.push(ty.writer(
+                partitioning,
+                targets,
+                (output.batch_size, self.graph.exchange.buffer_timeout),
+                metrics.clone(),
+            ));
         }
         Ok(match outputs.len() {
             0 => ty.discard(),
