@@ -1,5 +1,6 @@
 //! Two keyed streams into one operator: [`KeyedStream::connect`] with a
-//! [`KeyedCoProcessFunction`], and [`KeyedStream::interval_join`].
+//! [`KeyedCoProcessFunction`], [`KeyedStream::interval_join`], and window
+//! joins and co-groups ([`ConnectedKeyedStreams::window`]).
 //!
 //! Both streams must be keyed by the same key type; records with equal keys
 //! from either side meet in the same subtask, with one keyed state and one
@@ -31,18 +32,17 @@
 //! assert_eq!(rows, vec![(1, 5)]);
 //! ```
 
-use std::sync::Arc;
+use std::time::Duration;
 
-use weir_core::exchange::Partitioning;
-use weir_core::keygroup::hash_key;
 use weir_core::operator::OperatorNode;
 use weir_core::operator::co_process::{CoInput, CoProcess, KeyedCoProcessFunction};
 use weir_core::operator::interval_join::{IntervalJoin, JoinBounds, ProcessJoinFunction};
 use weir_core::operator::process::{KeyedProcessFunction, KeyedProcessOperator};
 use weir_core::state::Key;
+use weir_core::window::{CoGroupWindow, LateData, Window, WindowAssigner};
 use weir_core::{Data, JobError};
 
-use crate::stream::{DataStream, KeyedStream};
+use crate::stream::{DataStream, KeyedStream, WindowedStream};
 
 impl<K: Key, A: Data> KeyedStream<K, A> {
     /// This stream and `other` into one keyed two-input operator.
@@ -80,6 +80,18 @@ impl<K: Key, A: Data, B: Data> ConnectedKeyedStreams<K, A, B> {
         name: &str,
         function: F,
     ) -> DataStream<Out> {
+        let tagged = self.tagged(name);
+        let (key, parallelism) = (tagged.key.clone(), tagged.stream.env.parallelism());
+        tagged.add_keyed(name, parallelism, move |info, out| {
+            let key = key.clone();
+            let op = KeyedProcessOperator::new(function.clone(), move |v: &CoInput<A, B>| key(v), info);
+            Ok(Box::new(OperatorNode::new(op, out, info)?))
+        })
+    }
+
+    /// Both streams as one keyed stream of tagged records: a map chained to
+    /// each producer wraps its records as [`CoInput::First`] or [`CoInput::Second`].
+    fn tagged(self, name: &str) -> KeyedStream<K, CoInput<A, B>> {
         let env = self.first.stream.env.clone();
         let inputs: Vec<_> = self
             .first
@@ -89,26 +101,64 @@ impl<K: Key, A: Data, B: Data> ConnectedKeyedStreams<K, A, B> {
             .chain(self.second.stream.tag(&format!("{name}-second"), CoInput::<A, B>::Second))
             .collect();
         let (first_key, second_key) = (self.first.key.clone(), self.second.key.clone());
-        let key = move |v: &CoInput<A, B>| v.key(|a| first_key(a), |b| second_key(b));
-        let partitioning = Partitioning::Hash {
-            key_hash: Arc::new({
-                let key = key.clone();
-                move |v| hash_key(&key(v))
-            }),
-            max_parallelism: env.max_parallelism(),
-        };
-        let parallelism = env.parallelism();
-        let node = env.graph_mut(|g| {
-            let node = g.add_operator(name, parallelism, move |info, out| {
-                let op = KeyedProcessOperator::new(function.clone(), key.clone(), info);
-                Ok(Box::new(OperatorNode::new(op, out, info)?))
-            });
-            for from in inputs {
-                g.connect(from, node, partitioning.clone()).expect("stream types match by construction");
+        DataStream::new(env, inputs).key_by(move |v: &CoInput<A, B>| v.key(|a| first_key(a), |b| second_key(b)))
+    }
+
+    /// Groups both streams into the same event-time windows per key, for a
+    /// window join or a co-group (Flink's `join(...).window(...)` and
+    /// `coGroup(...).window(...)`).
+    pub fn window(self, assigner: WindowAssigner) -> CoWindowedStreams<K, A, B> {
+        CoWindowedStreams { windowed: self.tagged("window-join").window(assigner) }
+    }
+}
+
+/// Two keyed streams in the same windows; finish with [`CoWindowedStreams::join`]
+/// (inner) or [`CoWindowedStreams::co_group`] (anything, outer joins included).
+///
+/// Both sides' records are kept in the window until it fires, as in Flink; a
+/// record late for every window it belongs to is counted and dropped.
+pub struct CoWindowedStreams<K, A, B> {
+    windowed: WindowedStream<K, CoInput<A, B>>,
+}
+
+impl<K: Key, A: Data, B: Data> CoWindowedStreams<K, A, B> {
+    /// The parallelism of the window vertex (the environment's by default).
+    pub fn set_parallelism(mut self, parallelism: usize) -> Self {
+        self.windowed = self.windowed.set_parallelism(parallelism);
+        self
+    }
+
+    /// Keeps both sides' records this long past the window's end; a record in
+    /// that time fires the window again over everything it holds.
+    pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
+        self.windowed = self.windowed.allowed_lateness(lateness);
+        self
+    }
+
+    /// Per key and window, `process` gets the records of both sides (either
+    /// may be empty) and emits; rows carry the window's last millisecond as
+    /// their time.
+    pub fn co_group<Out: Data>(
+        self,
+        process: impl FnMut(&K, &Window, &[A], &[B], &mut dyn FnMut(Out)) + Clone + Send + Sync + 'static,
+    ) -> DataStream<Out> {
+        self.windowed.build("co-group", CoGroupWindow::new(process), || LateData::Drop)
+    }
+
+    /// The inner window join: `join(a, b)` for every pair of records with the
+    /// same key in the same window.
+    pub fn join<Out: Data>(
+        self,
+        mut join: impl FnMut(&A, &B) -> Out + Clone + Send + Sync + 'static,
+    ) -> DataStream<Out> {
+        let pairs = move |_: &K, _: &Window, first: &[A], second: &[B], out: &mut dyn FnMut(Out)| {
+            for a in first {
+                for b in second {
+                    out(join(a, b));
+                }
             }
-            node
-        });
-        DataStream::new(env, vec![node])
+        };
+        self.windowed.build("window-join", CoGroupWindow::new(pairs), || LateData::Drop)
     }
 }
 

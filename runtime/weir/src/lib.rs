@@ -57,7 +57,7 @@ pub use weir_core as core;
 
 /// Everything a job usually needs.
 pub mod prelude {
-    pub use crate::connected::{ConnectedKeyedStreams, IntervalJoinBuilder, IntervalJoined};
+    pub use crate::connected::{CoWindowedStreams, ConnectedKeyedStreams, IntervalJoinBuilder, IntervalJoined};
     pub use crate::env::StreamEnv;
     pub use crate::stream::{Collected, DataStream, KeyedStream, WindowedStream};
     pub use weir_core::operator::co_process::{CoInput, KeyedCoProcessFunction};

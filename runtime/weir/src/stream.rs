@@ -263,7 +263,7 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
         Partitioning::Hash { key_hash: Arc::new(move |v| hash_key(&key(v))), max_parallelism }
     }
 
-    fn add_keyed<Out: Data>(
+    pub(crate) fn add_keyed<Out: Data>(
         &self,
         name: &str,
         parallelism: usize,
@@ -318,7 +318,7 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
         self
     }
 
-    fn build<F, Out>(self, name: &str, function: F, late: fn() -> LateData<T, Out>) -> DataStream<Out>
+    pub(crate) fn build<F, Out>(self, name: &str, function: F, late: fn() -> LateData<T, Out>) -> DataStream<Out>
     where
         F: WindowFunction<K, T, Out = Out> + Clone + Sync,
         Out: Data,

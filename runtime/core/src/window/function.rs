@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 
 use super::Window;
 use crate::element::Data;
+use crate::operator::co_process::CoInput;
 
 /// Incremental aggregation (Flink's `AggregateFunction`): an accumulator per
 /// window, updated per record, merged when session windows merge.
@@ -141,5 +142,48 @@ where
     }
     fn emit(&mut self, key: &K, window: &Window, acc: &Vec<In>, out: &mut dyn FnMut(Out)) {
         (self.process)(key, window, acc, out)
+    }
+}
+
+/// The records of both inputs of a window, kept apart (Flink's `coGroup`):
+/// `process` gets, per key and window, the first input's records and the
+/// second's, either possibly empty (so outer joins can be written), and emits.
+#[derive(Clone)]
+pub struct CoGroupWindow<F, Out> {
+    pub process: F,
+    _out: PhantomData<fn() -> Out>,
+}
+
+impl<F, Out> CoGroupWindow<F, Out> {
+    pub fn new(process: F) -> Self {
+        CoGroupWindow { process, _out: PhantomData }
+    }
+}
+
+impl<K, A, B, F, Out> WindowFunction<K, CoInput<A, B>> for CoGroupWindow<F, Out>
+where
+    A: Data,
+    B: Data,
+    F: FnMut(&K, &Window, &[A], &[B], &mut dyn FnMut(Out)) + Send + 'static,
+    Out: Data,
+{
+    type Acc = (Vec<A>, Vec<B>);
+    type Out = Out;
+    fn create(&self) -> Self::Acc {
+        (Vec::new(), Vec::new())
+    }
+    fn add(&self, acc: &mut Self::Acc, value: &CoInput<A, B>) {
+        match value {
+            CoInput::First(a) => acc.0.push(a.clone()),
+            CoInput::Second(b) => acc.1.push(b.clone()),
+        }
+    }
+    fn merge(&self, acc: &mut Self::Acc, other: Self::Acc) {
+        let (mut a, mut b) = other;
+        acc.0.append(&mut a);
+        acc.1.append(&mut b);
+    }
+    fn emit(&mut self, key: &K, window: &Window, acc: &Self::Acc, out: &mut dyn FnMut(Out)) {
+        (self.process)(key, window, &acc.0, &acc.1, out)
     }
 }

@@ -21,5 +21,5 @@ mod slices;
 
 pub use assigner::{Window, WindowAssigner};
 pub use distinct::{ApproxCountDistinct, DistinctSketch};
-pub use function::{AggregateFunction, AggregateWindow, ProcessWindow, ReduceWindow, WindowFunction};
+pub use function::{AggregateFunction, AggregateWindow, CoGroupWindow, ProcessWindow, ReduceWindow, WindowFunction};
 pub use operator::{LateData, WindowOperator};

@@ -90,6 +90,134 @@ fn bounds_that_hold_no_time_are_refused_when_the_job_is_built() {
     assert!(err.contains("lower bound (10 ms) is above the upper bound (-10 ms)"), "{err}");
 }
 
+/// The windows (start, end) of `assigner` a record at `t` belongs to, sessions aside.
+fn windows_of(assigner: &WindowAssigner, t: i64) -> Vec<(i64, i64)> {
+    match *assigner {
+        WindowAssigner::Tumbling { size } => vec![(t.div_euclid(size) * size, t.div_euclid(size) * size + size)],
+        WindowAssigner::Sliding { size, slide } => {
+            let last = t.div_euclid(slide) * slide;
+            (0..).map(|i| last - i * slide).take_while(|&s| s > t - size).map(|s| (s, s + size)).collect()
+        }
+        WindowAssigner::Session { .. } => unreachable!("sessions depend on the other records"),
+    }
+}
+
+/// Per key, the sessions (start, end) the times of both sides make with `gap`:
+/// a record at `t` opens `[t, t + gap)`, and windows that overlap or touch merge (as in Flink).
+fn sessions(first: &[Row], second: &[Row], gap: i64) -> BTreeMap<u32, Vec<(i64, i64)>> {
+    let mut times: BTreeMap<u32, Vec<i64>> = BTreeMap::new();
+    for r in first.iter().chain(second) {
+        times.entry(r.0).or_default().push(r.2);
+    }
+    times
+        .into_iter()
+        .map(|(key, mut ts)| {
+            ts.sort();
+            let mut out: Vec<(i64, i64)> = Vec::new();
+            for t in ts {
+                match out.last_mut() {
+                    Some(last) if t <= last.1 => last.1 = last.1.max(t + gap),
+                    _ => out.push((t, t + gap)),
+                }
+            }
+            (key, out)
+        })
+        .collect()
+}
+
+/// Every window (start, end) of `r` under `assigner`, given all records (for sessions).
+fn windows_for(assigner: &WindowAssigner, r: &Row, all: &BTreeMap<u32, Vec<(i64, i64)>>) -> Vec<(i64, i64)> {
+    match *assigner {
+        WindowAssigner::Session { .. } => all[&r.0].iter().filter(|w| w.0 <= r.2 && r.2 < w.1).copied().collect(),
+        _ => windows_of(assigner, r.2),
+    }
+}
+
+/// What a window join must produce: (first id, second id, window end - 1) for
+/// every pair with the same key in the same window.
+fn window_nested_loop(first: &[Row], second: &[Row], assigner: &WindowAssigner) -> Vec<(u32, u32, i64)> {
+    let gap = if let WindowAssigner::Session { gap } = *assigner { gap } else { 1 };
+    let all = sessions(first, second, gap);
+    let mut out = Vec::new();
+    for a in first {
+        for b in second.iter().filter(|b| b.0 == a.0) {
+            let theirs = windows_for(assigner, b, &all);
+            for w in windows_for(assigner, a, &all).into_iter().filter(|w| theirs.contains(w)) {
+                out.push((a.1, b.1, w.1 - 1));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn window_joins_match_a_nested_loop_on_tumbling_sliding_and_session_windows() {
+    let (first, second) = (rows(3, 500, 4), rows(4, 400, 4));
+    let assigners = [
+        WindowAssigner::tumbling(Duration::from_millis(100)),
+        WindowAssigner::sliding(Duration::from_millis(100), Duration::from_millis(30)),
+        WindowAssigner::session(Duration::from_millis(30)),
+    ];
+    for assigner in assigners {
+        let expected = window_nested_loop(&first, &second, &assigner);
+        assert!(expected.len() > 100, "{assigner:?}: too few pairs to mean anything: {}", expected.len());
+        for parallelism in [1, 3] {
+            let (f, s, a) = (first.clone(), second.clone(), assigner);
+            let out = run_local(parallelism, move |env| {
+                timed(env, f).connect(timed(env, s)).window(a).join(|a: &Row, b: &Row| (a.1, b.1))
+            });
+            let mut actual: Vec<_> = out.into_iter().map(|r| (r.value.0, r.value.1, r.time)).collect();
+            actual.sort();
+            assert_eq!(actual, expected, "{assigner:?} at parallelism {parallelism}");
+        }
+    }
+}
+
+/// A full outer join per window, by co-group: (key, window start, first id, second id).
+type Outer = (u32, i64, Option<u32>, Option<u32>);
+
+#[test]
+fn co_group_gives_full_outer_joins_with_the_unmatched_rows_of_either_side() {
+    // Sparse keys (16 of them), so that many windows hold one side only.
+    let (first, second) = (rows(5, 300, 16), rows(6, 200, 16));
+    let size = 50;
+    let mut expected: Vec<Outer> = Vec::new();
+    let mut groups: BTreeMap<(u32, i64), (Vec<u32>, Vec<u32>)> = BTreeMap::new();
+    for a in &first {
+        groups.entry((a.0, a.2.div_euclid(size) * size)).or_default().0.push(a.1);
+    }
+    for b in &second {
+        groups.entry((b.0, b.2.div_euclid(size) * size)).or_default().1.push(b.1);
+    }
+    for ((key, start), (as_, bs)) in &groups {
+        match (as_.is_empty(), bs.is_empty()) {
+            (_, true) => expected.extend(as_.iter().map(|&a| (*key, *start, Some(a), None))),
+            (true, _) => expected.extend(bs.iter().map(|&b| (*key, *start, None, Some(b)))),
+            _ => expected.extend(as_.iter().flat_map(|&a| bs.iter().map(move |&b| (*key, *start, Some(a), Some(b))))),
+        }
+    }
+    expected.sort();
+    let one_sided = expected.iter().filter(|r| r.2.is_none() || r.3.is_none()).count();
+    assert!(one_sided > 50 && one_sided < expected.len(), "both kinds of rows: {one_sided} of {}", expected.len());
+    for parallelism in [1, 2, 4] {
+        let (f, s) = (first.clone(), second.clone());
+        let actual = run_sorted(parallelism, move |env| {
+            timed(env, f)
+                .connect(timed(env, s))
+                .window(WindowAssigner::tumbling(Duration::from_millis(size as u64)))
+                .co_group(|key: &u32, w: &Window, a: &[Row], b: &[Row], out: &mut dyn FnMut(Outer)| {
+                    match (a.is_empty(), b.is_empty()) {
+                        (_, true) => a.iter().for_each(|a| out((*key, w.start, Some(a.1), None))),
+                        (true, _) => b.iter().for_each(|b| out((*key, w.start, None, Some(b.1)))),
+                        _ => a.iter().for_each(|a| b.iter().for_each(|b| out((*key, w.start, Some(a.1), Some(b.1))))),
+                    }
+                })
+        });
+        assert_eq!(actual, expected, "full outer join at parallelism {parallelism}");
+    }
+}
+
 /// Counts each key's records per input in one shared state; a timer set by
 /// either input reports the counts once the watermark passes it.
 #[derive(Clone, Default)]
@@ -186,7 +314,16 @@ fn the_watermark_of_a_two_input_operator_is_the_minimum_of_both_inputs() {
 const JOB: &str = "orders-payments";
 
 /// The workload's join and windows, committed to `out` by the exactly-once file sink.
-fn orders_payments(env: &StreamEnv, out: &Path, events: u64, rate: Option<f64>) {
+/// How `orders_payments` joins the two streams.
+#[derive(Clone, Copy, Debug)]
+enum Join {
+    /// Payments up to two minutes after their order.
+    Interval,
+    /// An order and its payments in the same one-minute window.
+    Window,
+}
+
+fn orders_payments(env: &StreamEnv, out: &Path, events: u64, rate: Option<f64>, join: Join) {
     let orders = env
         .orders(Some(events), rate)
         .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(bounds::ORDERS), |o| o.time)
@@ -195,12 +332,16 @@ fn orders_payments(env: &StreamEnv, out: &Path, events: u64, rate: Option<f64>) 
         .payments(Some(events), rate)
         .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(bounds::PAYMENTS), |p| p.time)
         .key_by(|p| p.order_id);
-    orders
-        .interval_join(payments)
-        .between(0, 120_000)
-        .process(|o: &Order, _: &Payment| o.clone())
-        .unwrap()
-        .key_by(|o| o.region)
+    let paid = match join {
+        Join::Interval => {
+            orders.interval_join(payments).between(0, 120_000).process(|o: &Order, _: &Payment| o.clone()).unwrap()
+        }
+        Join::Window => orders
+            .connect(payments)
+            .window(WindowAssigner::tumbling(Duration::from_secs(60)))
+            .join(|o: &Order, _: &Payment| o.clone()),
+    };
+    paid.key_by(|o| o.region)
         .window(WindowAssigner::tumbling(Duration::from_secs(60)))
         .aggregate(CountSum, |region, w, (count, sum)| (region.to_string(), w.start, count, sum))
         .write_json(out);
@@ -234,8 +375,10 @@ fn checkpointing(storage: Arc<dyn CheckpointStorage>) -> Option<CheckpointConfig
     Some(c)
 }
 
-#[test]
-fn orders_payments_resumes_exactly_from_a_checkpoint_at_another_parallelism() {
+/// Runs the orders-payments job joined by `join` with checkpoints at
+/// parallelism 2, stops it after three, resumes at 3 and compares with an
+/// uninterrupted run.
+fn resumes_exactly_at_another_parallelism(join: Join) {
     let events = 300_000;
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
@@ -243,12 +386,12 @@ fn orders_payments_resumes_exactly_from_a_checkpoint_at_another_parallelism() {
 
     // Both inputs throttled so that checkpoints land while the join holds buffered rows.
     let e = env(2);
-    orders_payments(&e, &out, events, Some(150_000.0));
+    orders_payments(&e, &out, events, Some(150_000.0), join);
     crate::common::stop_after_three_checkpoints(e, checkpointing(storage.clone()).expect("configured"));
 
     let restore = RestoredSnapshot::latest(storage.clone(), JOB).unwrap();
     let e = env(3);
-    orders_payments(&e, &out, events, None);
+    orders_payments(&e, &out, events, None, join);
     let job = e
         .start_with(ExecuteOptions {
             checkpointing: checkpointing(storage),
@@ -260,11 +403,21 @@ fn orders_payments_resumes_exactly_from_a_checkpoint_at_another_parallelism() {
 
     let uninterrupted = tmp.path().join("uninterrupted");
     let e = env(2);
-    orders_payments(&e, &uninterrupted, events, None);
+    orders_payments(&e, &uninterrupted, events, None, join);
     e.execute().unwrap();
     let expected = committed(&uninterrupted);
-    assert!(expected.len() > 10, "{expected:?}");
-    assert_eq!(committed(&out), expected);
+    assert!(expected.len() > 10, "{join:?}: {expected:?}");
+    assert_eq!(committed(&out), expected, "{join:?}");
+}
+
+#[test]
+fn orders_payments_resumes_exactly_from_a_checkpoint_at_another_parallelism() {
+    resumes_exactly_at_another_parallelism(Join::Interval);
+}
+
+#[test]
+fn a_window_join_resumes_exactly_from_a_checkpoint_at_another_parallelism() {
+    resumes_exactly_at_another_parallelism(Join::Window);
 }
 
 // ------------------------------------------------------------- watermark alignment
