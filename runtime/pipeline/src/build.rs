@@ -16,14 +16,15 @@ use weir::prelude::{DataStream, StreamEnv};
 use weir_core::TaskResult;
 use weir_core::metrics::GaugeKey;
 use weir_core::operator::basic::Map;
+use weir_core::window::Window;
 use weir_workloads::{Bid, Order, Payment, WorkloadStreams};
 
-use crate::config::{Rate, Workload};
+use crate::config::{Outer, Rate, Workload};
 use crate::connectors;
 use crate::error::PipelineError;
 use crate::file_source::{FileSource, list_files};
 use crate::ops::{AnomalyFlag, DedupRows, ExternalCall, RowAggregates, RowKey, TopRows};
-use crate::plan::{Plan, SinkKind, SinkPlan, SourceKind, SourcePlan, StepKind, WindowOutput};
+use crate::plan::{JoinHow, Plan, SinkKind, SinkPlan, SourceKind, SourcePlan, StepKind, WindowOutput};
 use crate::records::DeadLetters;
 use crate::value::{Row, Schema, Value};
 
@@ -249,22 +250,85 @@ fn step(
                 })
             })
         }
-        StepKind::Join { with, other, key, other_key, lower, upper, fields } => {
+        StepKind::Join { with, other, key, other_key, how, fields } => {
             let env = stream.env().clone();
             let other = source(file, &format!("sources.{with}"), other, &env, stats)?;
-            let fields: Arc<[usize]> = fields.as_slice().into();
-            let joined = move |row: &Row, other: &Row| -> Row {
-                let mut out = Vec::with_capacity(row.len() + fields.len());
-                out.extend_from_slice(row);
-                out.extend(fields.iter().map(|&i| other[i].clone()));
-                out
+            let joined = Joined {
+                fields: fields.as_slice().into(),
+                key: key.as_slice().into(),
+                other_key: other_key.as_slice().into(),
             };
-            let join = stream.key_by(key_of(key)).interval_join(other.key_by(key_of(other_key)));
-            join.between(*lower, *upper)
-                .process(joined)
-                .map_err(|e| PipelineError::new(file, format!("steps (join with {with})"), e.to_string()))?
+            let (stream, other) = (stream.key_by(key_of(key)), other.key_by(key_of(other_key)));
+            match *how {
+                JoinHow::Interval { lower, upper } => stream
+                    .interval_join(other)
+                    .between(lower, upper)
+                    .process(move |row: &Row, other: &Row| joined.pair(row, other))
+                    .map_err(|e| PipelineError::new(file, format!("steps (join with {with})"), e.to_string()))?,
+                JoinHow::Window { assigner, lateness, outer: None, .. } => stream
+                    .connect(other)
+                    .window(assigner)
+                    .allowed_lateness(lateness)
+                    .join(move |row: &Row, other: &Row| joined.pair(row, other)),
+                JoinHow::Window { assigner, lateness, outer: Some(outer), width } => {
+                    stream.connect(other).window(assigner).allowed_lateness(lateness).co_group(
+                        move |_: &RowKey, _: &Window, rows: &[Row], others: &[Row], out: &mut dyn FnMut(Row)| {
+                            joined.outer(outer, width, rows, others, out)
+                        },
+                    )
+                }
+            }
         }
     })
+}
+
+/// The rows a join step emits: the stream's row with the picked `fields` of
+/// the other side's appended.
+#[derive(Clone)]
+struct Joined {
+    fields: Arc<[usize]>,
+    /// The key's fields in the stream's rows and in the other side's.
+    key: Arc<[usize]>,
+    other_key: Arc<[usize]>,
+}
+
+impl Joined {
+    fn pair(&self, row: &Row, other: &Row) -> Row {
+        let mut out = Vec::with_capacity(row.len() + self.fields.len());
+        out.extend_from_slice(row);
+        out.extend(self.fields.iter().map(|&i| other[i].clone()));
+        out
+    }
+
+    /// A row of the stream without a match: the other side's fields null.
+    fn left_only(&self, row: &Row) -> Row {
+        let mut out = Vec::with_capacity(row.len() + self.fields.len());
+        out.extend_from_slice(row);
+        out.resize(row.len() + self.fields.len(), Value::Null);
+        out
+    }
+
+    /// A row of the other side without a match: the stream's fields null but
+    /// for its key, which equals the other row's.
+    fn right_only(&self, width: usize, other: &Row) -> Row {
+        let mut out = vec![Value::Null; width];
+        for (&k, &o) in self.key.iter().zip(self.other_key.iter()) {
+            out[k] = other[o].clone();
+        }
+        out.extend(self.fields.iter().map(|&i| other[i].clone()));
+        out
+    }
+
+    /// One key's window of an outer join: every pair, and the unmatched rows
+    /// of the sides `outer` keeps (a side is unmatched when the other is empty).
+    fn outer(&self, outer: Outer, width: usize, rows: &[Row], others: &[Row], out: &mut dyn FnMut(Row)) {
+        match (rows.is_empty(), others.is_empty()) {
+            (false, false) => rows.iter().for_each(|r| others.iter().for_each(|o| out(self.pair(r, o)))),
+            (false, true) if outer != Outer::Right => rows.iter().for_each(|r| out(self.left_only(r))),
+            (true, false) if outer != Outer::Left => others.iter().for_each(|o| out(self.right_only(width, o))),
+            _ => {}
+        }
+    }
 }
 
 /// Sends `stream` to `sink` (configured at `key`, for errors).

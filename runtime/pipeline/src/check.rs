@@ -27,14 +27,14 @@ use weir_core::checkpoint::storage::check_name;
 use weir_core::keygroup::DEFAULT_MAX_PARALLELISM;
 use weir_core::window::WindowAssigner;
 
-use crate::config::{self, PipelineFile, SourceType, Step, WindowType, Workload};
+use crate::config::{self, JoinType, PipelineFile, SourceType, Step, WindowType, Workload};
 use crate::error::PipelineError;
 use crate::expr::Expr;
 use crate::file_source::DEFAULT_MAX_LINE_BYTES;
 use crate::ops::{AggKind, AggSpec};
 use crate::plan::{
-    KafkaSinkSpec, KafkaSourceSpec, KafkaStart, Part, Plan, PostgresSinkSpec, RedisSinkSpec, SinkKind, SinkPlan,
-    SourceKind, SourcePlan, StepKind, StepPlan, WindowOutput,
+    JoinHow, KafkaSinkSpec, KafkaSourceSpec, KafkaStart, Part, Plan, PostgresSinkSpec, RedisSinkSpec, SinkKind,
+    SinkPlan, SourceKind, SourcePlan, StepKind, StepPlan, WindowOutput,
 };
 use crate::records::Format;
 use crate::value::{FieldType, Schema};
@@ -481,7 +481,8 @@ fn metric(ctx: &Ctx, key: &str, m: &config::Metric, cur: &Cursor) -> Result<Step
 }
 
 /// Checks a join step: the other source, keys of the same types on both
-/// sides, event time on both, bounds that hold some time, and the fields it adds.
+/// sides, event time on both, bounds that hold some time or a window, and the
+/// fields it adds.
 fn join(ctx: &Ctx, key: &str, j: &config::Join, cur: &mut Cursor) -> Result<StepKind, PipelineError> {
     let other_src = ctx.sources.get(&j.with).ok_or_else(|| {
         let names: Vec<&str> = ctx.sources.keys().map(String::as_str).collect();
@@ -491,10 +492,10 @@ fn join(ctx: &Ctx, key: &str, j: &config::Join, cur: &mut Cursor) -> Result<Step
     let at = format!("sources.{}", j.with);
     let other = source(ctx, &at, other_src)?;
     if !cur.event_time {
-        return Err(ctx.err(key, "an interval join needs event time on the stream: add source.watermark"));
+        return Err(ctx.err(key, "a join needs event time on the stream: add source.watermark"));
     }
     if other.event_time.is_none() {
-        return Err(ctx.err(format!("{at}.watermark"), "an interval join needs event time on both sides"));
+        return Err(ctx.err(format!("{at}.watermark"), "a join needs event time on both sides"));
     }
     let this_key = resolve(ctx, &format!("{key}.key"), &cur.schema, &j.key.names())?;
     let other_at = if j.other_key.is_some() { format!("{key}.other_key") } else { format!("{key}.key") };
@@ -517,10 +518,7 @@ fn join(ctx: &Ctx, key: &str, j: &config::Join, cur: &mut Cursor) -> Result<Step
             ));
         }
     }
-    let [lower, upper] =
-        j.between.ok_or_else(|| ctx.err(format!("{key}.between"), "required for interval joins: `[lower, upper]`"))?;
-    let bounds = weir_core::operator::interval_join::JoinBounds::new(lower.0, upper.0, false, false)
-        .map_err(|e| ctx.err(format!("{key}.between"), e.to_string()))?;
+    let how = join_how(ctx, key, j, cur.schema.fields.len())?;
     let picked: Vec<(String, usize)> = match &j.fields {
         Some(fields) => fields
             .iter()
@@ -554,10 +552,39 @@ fn join(ctx: &Ctx, key: &str, j: &config::Join, cur: &mut Cursor) -> Result<Step
         other: Box::new(other),
         key: this_key,
         other_key,
-        lower: bounds.lower,
-        upper: bounds.upper,
+        how,
         fields: picked.into_iter().map(|(_, i)| i).collect(),
     })
+}
+
+/// How a join step's rows meet: `between` for interval joins, `window` (and
+/// `outer`) for window joins; the keys of the other kind are refused.
+fn join_how(ctx: &Ctx, key: &str, j: &config::Join, width: usize) -> Result<JoinHow, PipelineError> {
+    let refuse = |given: bool, name: &str, kind: &str| match given {
+        true => Err(ctx.err(format!("{key}.{name}"), format!("does not apply to {kind} joins"))),
+        false => Ok(()),
+    };
+    match j.kind {
+        JoinType::Interval => {
+            refuse(j.window.is_some(), "window", "interval")?;
+            refuse(j.outer.is_some(), "outer", "interval")?;
+            let [lower, upper] = j
+                .between
+                .ok_or_else(|| ctx.err(format!("{key}.between"), "required for interval joins: `[lower, upper]`"))?;
+            let bounds = weir_core::operator::interval_join::JoinBounds::new(lower.0, upper.0, false, false)
+                .map_err(|e| ctx.err(format!("{key}.between"), e.to_string()))?;
+            Ok(JoinHow::Interval { lower: bounds.lower, upper: bounds.upper })
+        }
+        JoinType::Window => {
+            refuse(j.between.is_some(), "between", "window")?;
+            let w = j.window.as_ref().ok_or_else(|| {
+                ctx.err(format!("{key}.window"), "required for window joins: `{ type: tumbling, size: 1m }`")
+            })?;
+            let assigner = assigner(ctx, &format!("{key}.window"), w)?;
+            let lateness = w.allowed_lateness.map_or(Duration::ZERO, |d| d.0);
+            Ok(JoinHow::Window { assigner, lateness, outer: j.outer, width })
+        }
+    }
 }
 
 fn anomaly(ctx: &Ctx, key: &str, a: &config::Anomaly, cur: &mut Cursor) -> Result<StepKind, PipelineError> {
@@ -1146,8 +1173,9 @@ mod tests {
             ["order_id", "region", "amount", "time", "pay_order_id", "pay_amount", "pay_time"],
             "every field of the other side, a taken name prefixed with the source's"
         );
-        let StepKind::Join { key, other_key, lower, upper, fields, .. } = &p.steps[0].kind else { panic!() };
-        assert_eq!((key.as_slice(), other_key.as_slice(), *lower, *upper), (&[0][..], &[0][..], 0, 120_000));
+        let StepKind::Join { key, other_key, how, fields, .. } = &p.steps[0].kind else { panic!() };
+        assert_eq!((key.as_slice(), other_key.as_slice()), (&[0][..], &[0][..]));
+        assert_eq!(how, &JoinHow::Interval { lower: 0, upper: 120_000 });
         assert_eq!(fields, &[0, 1, 2]);
         let p = plan(&joined(
             "{ with: pay, type: interval, key: order_id, between: [\"-5s\", 1m], fields: { paid_at: time } }",
@@ -1155,8 +1183,26 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(p.output_schema().names(), ["order_id", "region", "amount", "time", "paid_at"]);
-        let StepKind::Join { lower, upper, .. } = &p.steps[0].kind else { panic!() };
-        assert_eq!((*lower, *upper), (-5_000, 60_000));
+        let StepKind::Join { how, .. } = &p.steps[0].kind else { panic!() };
+        assert_eq!(how, &JoinHow::Interval { lower: -5_000, upper: 60_000 });
+    }
+
+    #[test]
+    fn a_window_join_takes_a_window_and_an_outer_side() {
+        let p = plan(&joined(
+            "{ with: pay, type: window, key: order_id, window: { type: sliding, size: 2m, slide: 1m }, outer: left }",
+            PAYMENTS,
+        ))
+        .unwrap();
+        assert_eq!(
+            p.output_schema().names(),
+            ["order_id", "region", "amount", "time", "pay_order_id", "pay_amount", "pay_time"]
+        );
+        let StepKind::Join { how, .. } = &p.steps[0].kind else { panic!() };
+        let assigner = WindowAssigner::sliding(Duration::from_secs(120), Duration::from_secs(60));
+        let expected =
+            JoinHow::Window { assigner, lateness: Duration::ZERO, outer: Some(config::Outer::Left), width: 4 };
+        assert_eq!(how, &expected);
     }
 
     #[test]
@@ -1212,11 +1258,39 @@ mod tests {
                 "steps[0].join.fields.x",
                 "unknown field `nope`",
             ),
+            (
+                "{ with: pay, type: window, key: order_id }",
+                PAYMENTS,
+                "steps[0].join.window",
+                "required for window joins",
+            ),
+            (
+                "{ with: pay, type: window, key: order_id, window: { type: tumbling, size: 1m }, between: [0s, 1m] }",
+                PAYMENTS,
+                "steps[0].join.between",
+                "does not apply to window joins",
+            ),
+            (
+                "{ with: pay, type: interval, key: order_id, between: [0s, 1m], outer: full }",
+                PAYMENTS,
+                "steps[0].join.outer",
+                "does not apply to interval joins",
+            ),
+            (
+                "{ with: pay, type: window, key: order_id, window: { type: tumbling, gap: 1m } }",
+                PAYMENTS,
+                "steps[0].join.window.gap",
+                "does not apply to tumbling windows",
+            ),
         ] {
             let e = plan(&joined(join, other)).unwrap_err();
             assert_eq!(e.key, key, "{join}: {e}");
             assert!(e.message.contains(message), "{join}: {e}");
         }
+        let middle = "{ with: pay, type: window, key: order_id, window: { type: tumbling, size: 1m }, outer: middle }";
+        let e = parse(Path::new("p.yaml"), &joined(middle, PAYMENTS), &[]).unwrap_err();
+        assert_eq!(e.key, "steps[0].join.outer", "{e}");
+        assert!(e.message.contains("unknown variant `middle`, expected one of `left`, `right`, `full`"), "{e}");
         let e =
             plan(&joined("{ with: pay, type: interval, key: order_id, other_key: id, between: [0s, 1m] }", PAYMENTS))
                 .unwrap_err();

@@ -300,6 +300,11 @@ pub struct Join {
     /// `interval`: the other side's time relative to the stream's row, both
     /// ends inclusive: `[0s, 2m]`, `["-5s", 5s]`.
     pub between: Option<[SignedDur; 2]>,
+    /// `window`: the windows both sides' rows meet in, as on a window step.
+    pub window: Option<Window>,
+    /// `window`: also the rows without a match in their window, from the stream
+    /// (`left`), the other side (`right`) or both (`full`); inner when absent.
+    pub outer: Option<Outer>,
     /// The other side's fields to add, `new_name: field`; when absent, all of
     /// them, a name the stream already has taking the prefix `<with>_`.
     pub fields: Option<IndexMap<String, String>>,
@@ -310,6 +315,17 @@ pub struct Join {
 pub enum JoinType {
     /// Each row meets the other side's rows of the same key within `between` of its time.
     Interval,
+    /// Rows of both sides with the same key in the same window meet when the window fires.
+    Window,
+}
+
+/// Which unmatched rows an outer window join keeps.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Outer {
+    Left,
+    Right,
+    Full,
 }
 
 /// A duration that may be negative: `-5s`, `2m`.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use weir_core::WatermarkStrategy;
 use weir_core::window::WindowAssigner;
 
-use crate::config::{KafkaGuarantee, OnError, PostgresGuarantee, Rate, Workload};
+use crate::config::{KafkaGuarantee, OnError, Outer, PostgresGuarantee, Rate, Workload};
 use crate::expr::Expr;
 use crate::ops::AggSpec;
 use crate::records::Format;
@@ -156,18 +156,28 @@ pub enum StepKind {
         value: usize,
         labels: Vec<(String, usize)>,
     },
-    /// An interval join with another source: each row meets the other side's
-    /// rows with an equal key whose time is within `lower..=upper` ms of its
-    /// own, and goes on with `fields` of the other row appended.
+    /// A join with another source: each row meets the other side's rows with
+    /// an equal key as `how` says, and goes on with `fields` of the other row
+    /// appended.
     Join {
         with: String,
         other: Box<SourcePlan>,
         key: Vec<usize>,
         other_key: Vec<usize>,
-        lower: i64,
-        upper: i64,
+        how: JoinHow,
         fields: Vec<usize>,
     },
+}
+
+/// How a join step's rows meet.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JoinHow {
+    /// The other side's rows whose time is within `lower..=upper` ms of the row's.
+    Interval { lower: i64, upper: i64 },
+    /// The other side's rows in the same window, when it fires; with `outer`,
+    /// unmatched rows too, their missing side null (but for the key, which a
+    /// row of the other side alone fills in). `width` is the stream row's.
+    Window { assigner: WindowAssigner, lateness: Duration, outer: Option<Outer>, width: usize },
 }
 
 /// What a window emits when it fires.

@@ -14,3 +14,4 @@ mod pipeline_oracle;
 mod rest_savepoints;
 mod run_errors;
 mod run_stop;
+mod window_join;
