@@ -190,9 +190,12 @@ fn step(
             let exprs = Arc::new(exprs.clone());
             stream.map(move |row: Row| exprs.iter().map(|e| e.eval(&row)).collect::<Row>())
         }
-        StepKind::Window { key, assigner, lateness, output } => {
-            let keyed =
+        StepKind::Window { key, assigner, lateness, processing_time, output } => {
+            let mut keyed =
                 stream.key_by(key_of(key.as_deref().unwrap_or_default())).window(*assigner).allowed_lateness(*lateness);
+            if *processing_time {
+                keyed = keyed.processing_time();
+            }
             // Without a key_by, one subtask sees the whole stream (Flink's windowAll).
             let windowed = if key.is_some() { keyed } else { keyed.set_parallelism(1) };
             match output {

@@ -27,7 +27,7 @@ use weir_core::checkpoint::storage::check_name;
 use weir_core::keygroup::DEFAULT_MAX_PARALLELISM;
 use weir_core::window::WindowAssigner;
 
-use crate::config::{self, JoinType, PipelineFile, SourceType, Step, WindowType, Workload};
+use crate::config::{self, JoinType, PipelineFile, SourceType, Step, WindowTime, WindowType, Workload};
 use crate::error::PipelineError;
 use crate::expr::Expr;
 use crate::file_source::DEFAULT_MAX_LINE_BYTES;
@@ -580,6 +580,9 @@ fn join_how(ctx: &Ctx, key: &str, j: &config::Join, width: usize) -> Result<Join
             let w = j.window.as_ref().ok_or_else(|| {
                 ctx.err(format!("{key}.window"), "required for window joins: `{ type: tumbling, size: 1m }`")
             })?;
+            if w.time == Some(WindowTime::Processing) {
+                return Err(ctx.err(format!("{key}.window.time"), "window joins run on event time only"));
+            }
             let assigner = assigner(ctx, &format!("{key}.window"), w)?;
             let lateness = w.allowed_lateness.map_or(Duration::ZERO, |d| d.0);
             Ok(JoinHow::Window { assigner, lateness, outer: j.outer, width })
@@ -668,10 +671,15 @@ fn window(
     keys: Option<Vec<usize>>,
 ) -> Result<(StepKind, usize), PipelineError> {
     let Step::Window(w) = &steps[i] else { unreachable!("called on a window step") };
-    if !cur.event_time {
+    let processing_time = w.time == Some(WindowTime::Processing);
+    if processing_time && w.allowed_lateness.is_some() {
+        return Err(ctx.err(format!("{key}.allowed_lateness"), "does not apply to processing-time windows"));
+    }
+    if !cur.event_time && !processing_time {
         return Err(ctx.err(
             key,
-            "windows need event time: add `watermark: { field: ..., out_of_orderness: ... }` to the source",
+            "windows need event time: add `watermark: { field: ..., out_of_orderness: ... }` to the source, \
+             or make it a processing-time window with `time: processing`",
         ));
     }
     let assigner = assigner(ctx, key, w)?;
@@ -688,7 +696,7 @@ fn window(
         }
         _ => return Err(ctx.err(key, "a window must be followed by an aggregate or a top step")),
     };
-    Ok((StepKind::Window { key: keys, assigner, lateness, output }, 2))
+    Ok((StepKind::Window { key: keys, assigner, lateness, processing_time, output }, 2))
 }
 
 fn aggregate(

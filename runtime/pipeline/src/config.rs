@@ -385,6 +385,17 @@ pub struct Window {
     pub slide: Option<Dur>,
     pub gap: Option<Dur>,
     pub allowed_lateness: Option<Dur>,
+    /// `event` (the default: the watermark fires windows) or `processing`
+    /// (the wall clock does, as records arrive).
+    pub time: Option<WindowTime>,
+}
+
+/// What a window's time is.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowTime {
+    Event,
+    Processing,
 }
 
 #[derive(Debug, Deserialize)]

@@ -133,6 +133,8 @@ pub enum StepKind {
         key: Option<Vec<usize>>,
         assigner: WindowAssigner,
         lateness: Duration,
+        /// On the wall clock instead of event time.
+        processing_time: bool,
         output: WindowOutput,
     },
     /// The 3-sigma flag over a key's last values.

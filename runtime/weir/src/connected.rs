@@ -135,6 +135,13 @@ impl<K: Key, A: Data, B: Data> CoWindowedStreams<K, A, B> {
         self
     }
 
+    /// Windows on the wall clock instead of event time (see
+    /// [`WindowedStream::processing_time`]).
+    pub fn processing_time(mut self) -> Self {
+        self.windowed = self.windowed.processing_time();
+        self
+    }
+
     /// Per key and window, `process` gets the records of both sides (either
     /// may be empty) and emits; rows carry the window's last millisecond as
     /// their time.

@@ -22,8 +22,8 @@ use weir_core::operator::{Operator, OperatorNode};
 use weir_core::output::Output;
 use weir_core::state::Key;
 use weir_core::window::{
-    AggregateFunction, AggregateWindow, LateData, ProcessWindow, ReduceWindow, Window, WindowAssigner, WindowFunction,
-    WindowOperator,
+    AggregateFunction, AggregateWindow, LateData, ProcessWindow, ProcessingTime, ReduceWindow, Window, WindowAssigner,
+    WindowFunction, WindowOperator,
 };
 use weir_core::{Data, Record, TaskResult, Timestamp, WatermarkStrategy};
 
@@ -128,6 +128,17 @@ impl<T: Data> DataStream<T> {
         self.add_vertex("timestamps", p, Partitioning::Forward, move |info, out| {
             Ok(Box::new(WatermarkAssigner::new(&strategy, extract.clone(), out, info.metrics.clone(), &info.alignment)))
         })
+    }
+
+    /// Ingestion time (Flink's `TimeCharacteristic.IngestionTime`): stamps
+    /// each record with the wall clock as it passes here (chained to the
+    /// source) and emits watermarks behind those stamps, so event-time windows
+    /// and timers downstream run on when records entered the job. A subtask
+    /// that receives nothing for `idle_timeout` is marked idle, so it does not
+    /// hold the others' watermarks back.
+    pub fn assign_ingestion_time(self, idle_timeout: Duration) -> DataStream<T> {
+        let strategy = WatermarkStrategy::monotonic().with_idle_timeout(idle_timeout);
+        self.assign_timestamps(strategy, |_| weir_core::time::now_ms())
     }
 
     /// Partitions by key: records with equal keys go to the same subtask.
@@ -285,7 +296,7 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
 
     /// Groups the keyed stream into event-time windows.
     pub fn window(self, assigner: WindowAssigner) -> WindowedStream<K, T> {
-        WindowedStream { keyed: self, assigner, allowed_lateness: 0, parallelism: None }
+        WindowedStream { keyed: self, assigner, allowed_lateness: 0, parallelism: None, processing_time: false }
     }
 }
 
@@ -295,6 +306,7 @@ pub struct WindowedStream<K, T> {
     assigner: WindowAssigner,
     allowed_lateness: i64,
     parallelism: Option<usize>,
+    processing_time: bool,
 }
 
 /// Internal: a window operator's output when late data goes to a side output.
@@ -318,6 +330,17 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
         self
     }
 
+    /// Windows on the wall clock instead of event time (Flink's
+    /// `TumblingProcessingTimeWindows` and the like): a record counts in the
+    /// windows of the moment it reaches the window operator, and a window
+    /// fires as the clock passes its end, whatever the watermark (see
+    /// [`ProcessingTime`]). The lowest latency, at the price of results that
+    /// depend on when records arrive.
+    pub fn processing_time(mut self) -> Self {
+        self.processing_time = true;
+        self
+    }
+
     pub(crate) fn build<F, Out>(self, name: &str, function: F, late: fn() -> LateData<T, Out>) -> DataStream<Out>
     where
         F: WindowFunction<K, T, Out = Out> + Clone + Sync,
@@ -327,12 +350,15 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
             panic!("invalid window: {e}");
         }
         let key = self.keyed.key.clone();
-        let (assigner, lateness) = (self.assigner, self.allowed_lateness);
+        let (assigner, lateness, processing_time) = (self.assigner, self.allowed_lateness, self.processing_time);
         let p = self.parallelism.unwrap_or_else(|| self.keyed.stream.env.parallelism());
         self.keyed.add_keyed(name, p, move |info, out| {
             let key = key.clone();
             let op = WindowOperator::new(assigner, lateness, move |v: &T| key(v), function.clone(), late(), info);
-            Ok(Box::new(OperatorNode::new(op, out, info)?))
+            Ok(match processing_time {
+                true => Box::new(OperatorNode::new(ProcessingTime::new(op), out, info)?),
+                false => Box::new(OperatorNode::new(op, out, info)?),
+            })
         })
     }
 

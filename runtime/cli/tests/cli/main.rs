@@ -11,6 +11,7 @@ mod cluster_api;
 mod cluster_failover;
 mod kafka_connectors;
 mod pipeline_oracle;
+mod processing_time;
 mod rest_savepoints;
 mod run_errors;
 mod run_stop;

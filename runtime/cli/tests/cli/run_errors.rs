@@ -63,6 +63,19 @@ fn buffer_timeout_out_of_range() {
 }
 
 #[test]
+fn processing_time_windows_out_of_place() {
+    rejects(
+        &BASE.replace("size: 1m }", "size: 1m, time: processing, allowed_lateness: 5s }"),
+        &["steps[1].window.allowed_lateness", "does not apply to processing-time windows"],
+    );
+    rejects(&BASE.replace("size: 1m }", "size: 1m, time: wall }"), &["steps[1].window.time", "unknown variant `wall`"]);
+    rejects(
+        &BASE.replace(", watermark: { field: time, out_of_orderness: 5s }", ""),
+        &["steps[1].window", "windows need event time", "time: processing"],
+    );
+}
+
+#[test]
 fn unknown_field_in_expression() {
     rejects(
         &BASE.replace("  - key_by: region", "  - filter: \"amout > 5\"\n  - key_by: region"),

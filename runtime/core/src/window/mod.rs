@@ -17,9 +17,11 @@ mod assigner;
 mod distinct;
 mod function;
 mod operator;
+mod processing;
 mod slices;
 
 pub use assigner::{Window, WindowAssigner};
 pub use distinct::{ApproxCountDistinct, DistinctSketch};
 pub use function::{AggregateFunction, AggregateWindow, CoGroupWindow, ProcessWindow, ReduceWindow, WindowFunction};
 pub use operator::{LateData, WindowOperator};
+pub use processing::ProcessingTime;

@@ -306,3 +306,65 @@ fn finished_input_and_idle_input_do_not_hold_back_windows() {
     assert!(!release.deadline_hit(), "windows were held back by an idle input after the other one ended: {seen:?}");
     assert_eq!(seen, vec![(0, 100), (1_000, 100), (2_000, 100)]);
 }
+
+/// (key, window start, window end, count, row time, wall clock at the sink).
+type ClockRow = (u32, i64, i64, u64, Timestamp, Timestamp);
+
+#[test]
+fn processing_time_windows_fire_on_the_clock_while_the_source_is_open() {
+    const ITEMS: u32 = 40;
+    let release = Release::new(Duration::from_secs(30));
+    let env = StreamEnv::new("processing-time");
+    env.set_parallelism(2);
+    let r = release.clone();
+    // One subtask emits a record every 10 ms; neither assigns timestamps or
+    // emits a watermark before it ends, which it does only once released.
+    let counts = env
+        .add_source("slow", move |info| {
+            let items: Vec<u32> = if info.index == 0 { (0..ITEMS).collect() } else { Vec::new() };
+            Box::new(HeldOpen::new(items, Duration::from_millis(10), r.clone())) as Box<dyn Source<u32>>
+        })
+        .key_by(|&i| i % 2)
+        .window(WindowAssigner::tumbling(Duration::from_millis(100)))
+        .processing_time()
+        .aggregate(Count, |&k, w, n| (k, w.start, w.end, n));
+    let seen: Arc<Mutex<Vec<ClockRow>>> = Arc::default();
+    let (s, r) = (seen.clone(), release.clone());
+    for_each(counts, "release-when-all-counted", move |_, rec| {
+        let (k, start, end, n) = rec.value;
+        let mut seen = s.lock().unwrap();
+        seen.push((k, start, end, n, rec.time, weir::core::time::now_ms()));
+        if seen.iter().map(|r| r.3).sum::<u64>() == ITEMS as u64 {
+            r.release();
+        }
+    });
+    run(env);
+    assert!(!release.deadline_hit(), "the windows did not count every record within 30 s of processing time");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.iter().map(|r| r.3).sum::<u64>(), ITEMS as u64, "{seen:?}");
+    let windows: std::collections::BTreeSet<i64> = seen.iter().map(|r| r.1).collect();
+    assert!(windows.len() >= 3, "400 ms of records over 100 ms windows: {seen:?}");
+    for &(_, start, end, _, time, arrived) in &seen {
+        assert_eq!((start % 100, end - start, time), (0, 100, end - 1), "{seen:?}");
+        assert!(arrived >= end - 1, "a window fired before its end on the clock: {seen:?}");
+    }
+}
+
+#[test]
+fn ingestion_time_stamps_records_with_the_clock_and_windows_follow_it() {
+    let before = weir::core::time::now_ms();
+    let rows = run_local(2, |env| {
+        env.from_collection((0..50u32).collect())
+            .assign_ingestion_time(Duration::from_millis(200))
+            .key_by(|&i| i % 3)
+            .window(WindowAssigner::tumbling(Duration::from_secs(3600)))
+            .aggregate(Count, |&k, w, n| (k, w.start, n))
+    });
+    let after = weir::core::time::now_ms();
+    let total: u64 = rows.iter().map(|r| r.value.2).sum();
+    assert_eq!(total, 50, "{rows:?}");
+    for r in &rows {
+        let hour = r.value.1;
+        assert!(hour <= after && hour + 3_600_000 > before, "window {hour} is not this hour ({before}..{after})");
+    }
+}

@@ -1,0 +1,46 @@
+//! Processing-time windows in a pipeline file (`window: { ..., time:
+//! processing }`): a paced source without event time, counted in windows
+//! of the wall clock, every record in exactly one window.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::common::{committed_rows, text};
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[test]
+fn processing_time_windows_count_every_record_in_windows_of_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "name: pt\n\
+                source: { type: datagen, workload: orders, count: 3000, rate: 2000 }\n\
+                steps:\n\
+                \x20 - key_by: region\n\
+                \x20 - window: { type: tumbling, size: 500ms, time: processing }\n\
+                \x20 - aggregate: { n: count() }\n\
+                sink: { type: file, path: out }\n";
+    std::fs::write(dir.path().join("pt.yaml"), yaml).unwrap();
+    let before = now_ms();
+    let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "-q", "pt.yaml", "--parallelism", "2", "--rest-port", "0"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let after = now_ms();
+    let (_, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    let rows = committed_rows(&dir.path().join("out"));
+    let int = |r: &serde_json::Value, k: &str| r[k].as_i64().unwrap_or_else(|| panic!("no `{k}` in {r}"));
+    assert_eq!(rows.iter().map(|r| int(r, "n")).sum::<i64>(), 3000, "{rows:?}");
+    let mut windows = BTreeSet::new();
+    for r in &rows {
+        let (start, end) = (int(r, "window_start"), int(r, "window_end"));
+        assert_eq!((start % 500, end - start), (0, 500), "{r}");
+        assert!(end > before && start <= after, "window [{start}, {end}) is not within the run ({before}..{after})");
+        windows.insert(start);
+    }
+    assert!(windows.len() >= 2, "1.5 s of records over 500 ms windows: {rows:?}");
+}
