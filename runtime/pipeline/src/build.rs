@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use smol_str::SmolStr;
 use weir::datagen::{IntoRateProfile, RateProfile};
-use weir::prelude::{DataStream, StreamEnv};
+use weir::prelude::{DataStream, StreamEnv, WindowedStream};
 use weir_core::TaskResult;
 use weir_core::metrics::GaugeKey;
 use weir_core::operator::basic::Map;
-use weir_core::window::Window;
+use weir_core::window::{AggregateWindow, Window, WindowFunction};
 use weir_workloads::{Bid, Order, Payment, WorkloadStreams};
 
 use crate::config::{Outer, Rate, Workload};
@@ -190,7 +190,7 @@ fn step(
             let exprs = Arc::new(exprs.clone());
             stream.map(move |row: Row| exprs.iter().map(|e| e.eval(&row)).collect::<Row>())
         }
-        StepKind::Window { key, assigner, lateness, processing_time, output } => {
+        StepKind::Window { key, assigner, lateness, processing_time, output, late } => {
             let mut keyed =
                 stream.key_by(key_of(key.as_deref().unwrap_or_default())).window(*assigner).allowed_lateness(*lateness);
             if *processing_time {
@@ -201,21 +201,25 @@ fn step(
             match output {
                 WindowOutput::Aggregate(specs) => {
                     let agg = RowAggregates { specs: Arc::new(specs.clone()) };
-                    windowed.aggregate(agg, |k: &RowKey, w, values: Vec<Value>| {
+                    let rows = AggregateWindow::new(agg, |k: &RowKey, w: &Window, values: Vec<Value>| {
                         let mut row = k.clone();
                         row.reserve(2 + values.len());
                         row.push(Value::Int(w.start));
                         row.push(Value::Int(w.end));
                         row.extend(values);
                         row
-                    })
+                    });
+                    window_rows(file, windowed, rows, late.as_deref())?
                 }
-                WindowOutput::Top { n, by, add_window_start, add_window_end } => windowed.apply(TopRows {
-                    n: *n,
-                    by: Arc::new(by.clone()),
-                    add_window_start: *add_window_start,
-                    add_window_end: *add_window_end,
-                }),
+                WindowOutput::Top { n, by, add_window_start, add_window_end } => {
+                    let top = TopRows {
+                        n: *n,
+                        by: Arc::new(by.clone()),
+                        add_window_start: *add_window_start,
+                        add_window_end: *add_window_end,
+                    };
+                    window_rows(file, windowed, top, late.as_deref())?
+                }
             }
         }
         StepKind::Anomaly { field, key, history, sigma, only_anomalies, alerts } => {
@@ -283,6 +287,21 @@ fn step(
             }
         }
     })
+}
+
+/// The rows `function` makes of each window; the late rows, when the step
+/// has a `late` sink, go there.
+fn window_rows<F: WindowFunction<RowKey, Row, Out = Row> + Clone + Sync>(
+    file: &Path,
+    windowed: WindowedStream<RowKey, Row>,
+    function: F,
+    late: Option<&SinkPlan>,
+) -> Result<DataStream<Row>, PipelineError> {
+    let Some(late) = late else { return Ok(windowed.apply(function)) };
+    let (rows, late_rows) = windowed.apply_with_late_data(function);
+    attach_sink(file, "late", late, late_rows)?;
+    tracing::info!("late rows go to {}", late.describe());
+    Ok(rows)
 }
 
 /// The rows a join step emits: the stream's row with the picked `fields` of

@@ -684,6 +684,13 @@ fn window(
     }
     let assigner = assigner(ctx, key, w)?;
     let lateness = w.allowed_lateness.map_or(Duration::ZERO, |d| d.0);
+    let late = match &w.late {
+        Some(_) if processing_time => {
+            return Err(ctx.err(format!("{key}.late"), "processing-time windows have no late rows"));
+        }
+        Some(late) => Some(Box::new(sink(ctx, &format!("{key}.late"), late, &cur.schema)?)),
+        None => None,
+    };
     let next_key = format!("steps[{}]", i + 1);
     let output = match steps.get(i + 1) {
         Some(Step::Aggregate(aggs)) => {
@@ -696,7 +703,7 @@ fn window(
         }
         _ => return Err(ctx.err(key, "a window must be followed by an aggregate or a top step")),
     };
-    Ok((StepKind::Window { key: keys, assigner, lateness, processing_time, output }, 2))
+    Ok((StepKind::Window { key: keys, assigner, lateness, processing_time, output, late }, 2))
 }
 
 fn aggregate(

@@ -388,6 +388,9 @@ pub struct Window {
     /// `event` (the default: the watermark fires windows) or `processing`
     /// (the wall clock does, as records arrive).
     pub time: Option<WindowTime>,
+    /// Where rows too late for every window they belong to go (Flink's
+    /// `sideOutputLateData`), as they came in; counted and dropped without it.
+    pub late: Option<Box<Sink>>,
 }
 
 /// What a window's time is.

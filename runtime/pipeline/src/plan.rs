@@ -136,6 +136,8 @@ pub enum StepKind {
         /// On the wall clock instead of event time.
         processing_time: bool,
         output: WindowOutput,
+        /// The sink of late rows (with the window's input schema).
+        late: Option<Box<SinkPlan>>,
     },
     /// The 3-sigma flag over a key's last values.
     Anomaly {

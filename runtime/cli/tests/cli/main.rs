@@ -10,6 +10,7 @@ mod checkpoint_recovery;
 mod cluster_api;
 mod cluster_failover;
 mod kafka_connectors;
+mod late_rows;
 mod pipeline_oracle;
 mod processing_time;
 mod rest_savepoints;

@@ -70,6 +70,14 @@ fn processing_time_windows_out_of_place() {
     );
     rejects(&BASE.replace("size: 1m }", "size: 1m, time: wall }"), &["steps[1].window.time", "unknown variant `wall`"]);
     rejects(
+        &BASE.replace("size: 1m }", "size: 1m, time: processing, late: { type: stdout } }"),
+        &["steps[1].window.late", "processing-time windows have no late rows"],
+    );
+    rejects(
+        &BASE.replace("size: 1m }", "size: 1m, late: { type: file, path: \" \" } }"),
+        &["steps[1].window.late.path"],
+    );
+    rejects(
         &BASE.replace(", watermark: { field: time, out_of_orderness: 5s }", ""),
         &["steps[1].window", "windows need event time", "time: processing"],
     );
