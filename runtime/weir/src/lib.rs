@@ -60,6 +60,7 @@ pub mod prelude {
     pub use crate::connected::{CoWindowedStreams, ConnectedKeyedStreams, IntervalJoinBuilder, IntervalJoined};
     pub use crate::env::StreamEnv;
     pub use crate::stream::{Collected, DataStream, KeyedStream, WindowedStream};
+    pub use weir_core::operator::async_io::{AsyncFunction, AsyncOptions, ResultFuture};
     pub use weir_core::operator::co_process::{CoInput, KeyedCoProcessFunction};
     pub use weir_core::operator::interval_join::{JoinContext, ProcessJoinFunction};
     pub use weir_core::operator::process::{KeyedProcessFunction, ProcessContext};

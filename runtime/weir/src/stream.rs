@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use weir_core::exchange::Partitioning;
 use weir_core::graph::{NodeId, SubtaskInfo};
 use weir_core::keygroup::hash_key;
+use weir_core::operator::async_io::{AsyncFunction, AsyncOptions, AsyncWait};
 use weir_core::operator::basic::{Filter, FlatMap, Map};
 use weir_core::operator::process::{KeyedProcessFunction, KeyedProcessOperator};
 use weir_core::operator::sink::{Sink, SinkNode};
@@ -115,6 +116,20 @@ impl<T: Data> DataStream<T> {
         f: impl FnMut(T) -> I + Clone + Send + Sync + 'static,
     ) -> DataStream<U> {
         self.transform("flat_map", move |_| FlatMap::new(f.clone()))
+    }
+
+    /// Asynchronous I/O (Flink's `AsyncDataStream.orderedWait`/`unorderedWait`):
+    /// `function` starts a request per record and completes its
+    /// [`ResultFuture`](weir_core::operator::async_io::ResultFuture) from any
+    /// thread; up to `options.capacity` requests are in flight per subtask,
+    /// each with a timeout and retries, and the requests in flight are part of
+    /// checkpoints (see [`weir_core::operator::async_io`]).
+    pub fn async_wait<U: Data, F: AsyncFunction<T, U> + Clone + Sync>(
+        self,
+        options: AsyncOptions,
+        function: F,
+    ) -> DataStream<U> {
+        self.transform("async", move |_| AsyncWait::new(function.clone(), options.clone()))
     }
 
     /// Stamps records with their event time and emits watermarks by `strategy`.

@@ -9,6 +9,7 @@
 //! | module | operator |
 //! |---|---|
 //! | [`basic`] | map, filter, flat_map |
+//! | [`async_io`] | requests to outside services, many in flight |
 //! | [`watermarks`] | timestamp and watermark assignment, idleness |
 //! | [`process`] | keyed process functions: keyed state and timers |
 //! | [`co_process`] | two inputs: keyed co-process functions |
@@ -16,6 +17,7 @@
 //! | [`sink`] | sinks: the end of a chain |
 //! | [`crate::window`] | event-time windows |
 
+pub mod async_io;
 pub mod basic;
 pub mod co_process;
 pub mod interval_join;

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod async_io;
 mod checkpoint_alignment;
 mod exchange_backpressure;
 mod exchange_partitioning;
