@@ -12,14 +12,12 @@ use std::time::{Duration, Instant};
 
 use std::sync::mpsc::Sender;
 use weir::core::checkpoint::coordinator::CheckpointConfig;
-use weir::core::checkpoint::metadata::RestoredSnapshot;
 use weir::core::checkpoint::storage::{CheckpointStorage, LocalStorage};
-use weir::core::executor::ExecuteOptions;
 use weir::prelude::*;
 use weir::testing::run_local;
 use weir_workloads::{Order, WorkloadStreams, bounds};
 
-use crate::common::{Count, stop_after_three_checkpoints};
+use crate::common::{Count, resume_from_latest, stop_after_three_checkpoints};
 
 /// An answer due after a delay.
 type Work = (Duration, Box<dyn FnOnce() + Send>);
@@ -230,17 +228,9 @@ fn requests_in_flight_resume_exactly_from_a_checkpoint_at_another_parallelism() 
     enrich(&e, &out, events, Some(20_000.0));
     stop_after_three_checkpoints(e, checkpointing(storage.clone()));
 
-    let restore = RestoredSnapshot::latest(storage.clone(), JOB).unwrap();
     let e = env(3);
     enrich(&e, &out, events, None);
-    let job = e
-        .start_with(ExecuteOptions {
-            checkpointing: Some(checkpointing(storage)),
-            restore: Some(restore),
-            ..Default::default()
-        })
-        .unwrap();
-    job.wait_with_checkpoints().0.unwrap();
+    resume_from_latest(e, JOB, checkpointing(storage));
 
     let uninterrupted = tmp.path().join("uninterrupted");
     let e = env(2);

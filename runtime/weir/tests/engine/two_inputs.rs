@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weir::core::checkpoint::coordinator::CheckpointConfig;
-use weir::core::checkpoint::metadata::RestoredSnapshot;
 use weir::core::checkpoint::storage::{CheckpointStorage, LocalStorage};
-use weir::core::executor::ExecuteOptions;
 use weir::core::source::{Source, SourcePoll, SourceWatermark};
 use weir::prelude::*;
 use weir::testing::{run_local, run_sorted};
@@ -389,17 +387,9 @@ fn resumes_exactly_at_another_parallelism(join: Join) {
     orders_payments(&e, &out, events, Some(150_000.0), join);
     crate::common::stop_after_three_checkpoints(e, checkpointing(storage.clone()).expect("configured"));
 
-    let restore = RestoredSnapshot::latest(storage.clone(), JOB).unwrap();
     let e = env(3);
     orders_payments(&e, &out, events, None, join);
-    let job = e
-        .start_with(ExecuteOptions {
-            checkpointing: checkpointing(storage),
-            restore: Some(restore),
-            ..Default::default()
-        })
-        .unwrap();
-    job.wait_with_checkpoints().0.unwrap();
+    crate::common::resume_from_latest(e, JOB, checkpointing(storage).expect("configured"));
 
     let uninterrupted = tmp.path().join("uninterrupted");
     let e = env(2);

@@ -212,6 +212,24 @@ impl AggregateFunction<Order> for CountSum {
     }
 }
 
+/// Runs `env` to its end from the latest snapshot of `job` in the storage of
+/// `checkpointing`, taking checkpoints on the way.
+pub fn resume_from_latest(
+    env: StreamEnv,
+    job: &str,
+    checkpointing: weir::core::checkpoint::coordinator::CheckpointConfig,
+) {
+    let restore = weir::core::checkpoint::metadata::RestoredSnapshot::latest(checkpointing.storage.clone(), job)
+        .expect("a snapshot to resume from");
+    let options = weir::core::executor::ExecuteOptions {
+        checkpointing: Some(checkpointing),
+        restore: Some(restore),
+        ..Default::default()
+    };
+    let job = env.start_with(options).expect("job starts");
+    job.wait_with_checkpoints().0.expect("the resumed job succeeds");
+}
+
 /// Starts `env` with `checkpointing`, stops it hard once three checkpoints
 /// have completed (failing if it ends first), and waits for it to stop.
 pub fn stop_after_three_checkpoints(
