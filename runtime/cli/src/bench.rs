@@ -19,8 +19,18 @@ use weir::prelude::*;
 use weir_workloads::{Bid, Order, OrderId, Payment, bounds};
 
 /// The workloads `weir bench` runs.
-pub const WORKLOADS: &[&str] =
-    &["orders-window", "orders-dedup", "orders-sliding", "orders-payments", "q0", "q1", "q2", "q5", "q7"];
+pub const WORKLOADS: &[&str] = &[
+    "orders-window",
+    "orders-dedup",
+    "orders-sliding",
+    "orders-payments",
+    "q0",
+    "q1",
+    "q1-lookup",
+    "q2",
+    "q5",
+    "q7",
+];
 
 /// Output rows and their checksum, shared by the sink's subtasks; with
 /// latency measured, each row's time from its creation at the source.
@@ -272,10 +282,13 @@ pub fn build(env: &StreamEnv, query: &str, events: u64, rate: Option<f64>) -> Op
             region_counts(paid)
         }
         "q0" => checksum(env.bids(Some(events), rate).map(|b| b.auction.wrapping_add(b.price)), |&h| h),
-        "q1" => {
+        "q1" | "q1-lookup" => {
             let dol = |b: &Bid| (b.auction, (b.price as f64 * 0.908) as i64);
             let hash = |&(a, dol): &(i64, i64)| a.wrapping_mul(31).wrapping_add(dol);
             match rate {
+                _ if query == "q1-lookup" => {
+                    checksum(crate::bench_lookup::q1_rows(env.bids(Some(events), rate), dol), hash)
+                }
                 None => checksum(env.bids(Some(events), None).map(move |b| dol(&b)), hash),
                 Some(_) => stamped_checksum(
                     env.bids(Some(events), rate),

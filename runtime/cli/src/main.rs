@@ -4,6 +4,7 @@
 //! a flag or a value at fault, named in one sentence on stderr).
 
 mod bench;
+mod bench_lookup;
 mod bench_state;
 mod cluster;
 mod datagen;

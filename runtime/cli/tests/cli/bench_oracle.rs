@@ -76,6 +76,16 @@ fn q1_currency_conversion_matches_the_oracle() {
     check_against_oracle("q1");
 }
 
+/// q1 with every row fetched through async I/O from a service 1 ms away.
+#[test]
+fn q1_through_async_lookups_matches_q1s_oracle() {
+    let events = 77_777;
+    let expected = oracle("q1", events);
+    for parallelism in [1, 2] {
+        assert_eq!(weir_bench("q1-lookup", events, parallelism), expected, "at parallelism {parallelism}");
+    }
+}
+
 #[test]
 fn q2_selection_matches_the_oracle() {
     check_against_oracle("q2");
