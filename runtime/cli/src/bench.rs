@@ -19,18 +19,8 @@ use weir::prelude::*;
 use weir_workloads::{Bid, Order, OrderId, Payment, bounds};
 
 /// The workloads `weir bench` runs.
-pub const WORKLOADS: &[&str] = &[
-    "orders-window",
-    "orders-dedup",
-    "orders-sliding",
-    "orders-payments",
-    "q0",
-    "q1",
-    "q1-lookup",
-    "q2",
-    "q5",
-    "q7",
-];
+pub const WORKLOADS: &[&str] =
+    &["orders-window", "orders-dedup", "orders-sliding", "orders-payments", "q0", "q1", "q1-lookup", "q2", "q5", "q7"];
 
 /// Output rows and their checksum, shared by the sink's subtasks; with
 /// latency measured, each row's time from its creation at the source.

@@ -51,7 +51,8 @@ impl DelayedService {
 /// The q1 rows of `bids`, each fetched from the delayed service.
 pub fn q1_rows(bids: DataStream<Bid>, dol: fn(&Bid) -> (i64, i64)) -> DataStream<(i64, i64)> {
     let service = DelayedService::start();
-    let options = AsyncOptions { capacity: CAPACITY, timeout: Duration::from_secs(30), retries: 0, ..Default::default() };
+    let options =
+        AsyncOptions { capacity: CAPACITY, timeout: Duration::from_secs(30), retries: 0, ..Default::default() };
     bids.async_wait(options, move |b: &Bid, result: ResultFuture<(i64, i64)>| {
         let row = dol(b);
         service.ask(move || result.complete(Ok(vec![row])));
