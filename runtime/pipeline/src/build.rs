@@ -149,7 +149,7 @@ fn source(
         SourceKind::File { path, max_line_bytes } => {
             let files = list_files(Path::new(path))
                 .map_err(|e| PipelineError::new(file, format!("{key}.path"), format!("cannot read `{path}`: {e}")))?;
-            let (schema, max_line_bytes) = (Arc::new(src.schema.clone()), *max_line_bytes);
+            let (schema, max_line_bytes) = (Arc::new(src.decoded_schema()), *max_line_bytes);
             env.add_source("file", move |info| {
                 let mine = files.iter().enumerate().rev().filter(|(k, _)| k % info.parallelism == info.index);
                 let mine = mine.map(|(_, f)| f.clone()).collect();
@@ -162,6 +162,13 @@ fn source(
         SourceKind::Kafka(spec) => {
             return connectors::kafka_source(file, key, env, spec, src, dead_letters);
         }
+    };
+    let stream = match src.ingestion_time {
+        true => stream.map(|mut row: Row| {
+            row.push(Value::Int(weir_core::time::now_ms()));
+            row
+        }),
+        false => stream,
     };
     Ok(match &src.event_time {
         Some((idx, strategy)) => {

@@ -242,6 +242,23 @@ fn source(ctx: &Ctx, key: &str, src: &config::Source) -> Result<SourcePlan, Pipe
             Schema::new(fields.iter().map(|(n, t)| (n.clone(), *t)))
         }
     };
+    let mut schema = schema;
+    let ingestion_time = match src.watermark.as_ref().and_then(|w| w.ingestion_time.as_ref()) {
+        Some(_) if src.kind == Kafka => {
+            return Err(ctx.err(
+                format!("{key}.watermark.ingestion_time"),
+                "kafka sources take event time from a field of the records (per partition)",
+            ));
+        }
+        Some(name) if schema.index(name).is_some() => {
+            return Err(ctx.err(format!("{key}.watermark.ingestion_time"), format!("`{name}` is already a field")));
+        }
+        Some(name) => {
+            schema.push(name.clone(), FieldType::Int);
+            true
+        }
+        None => false,
+    };
     let event_time = match &src.watermark {
         None => None,
         Some(w) => Some(watermark(ctx, key, w, &schema)?),
@@ -275,6 +292,7 @@ fn source(ctx: &Ctx, key: &str, src: &config::Source) -> Result<SourcePlan, Pipe
         kind,
         schema,
         event_time,
+        ingestion_time,
         format,
         on_error: src.on_error,
         dead_letter: src.dead_letter.as_ref().map(PathBuf::from),
@@ -337,15 +355,28 @@ fn watermark(
     w: &config::WatermarkConfig,
     schema: &Schema,
 ) -> Result<(usize, WatermarkStrategy), PipelineError> {
-    let idx = schema.index(&w.field).ok_or_else(|| {
+    let field = match (&w.field, &w.ingestion_time) {
+        (Some(field), None) => field,
+        (None, Some(added)) => added,
+        (Some(_), Some(_)) => {
+            return Err(ctx.err(format!("{key}.watermark"), "either `field` or `ingestion_time`, not both"));
+        }
+        (None, None) => {
+            return Err(ctx.err(
+                format!("{key}.watermark"),
+                "expected `field: <int field of epoch ms>` or `ingestion_time: <name of a field to add>`",
+            ));
+        }
+    };
+    let idx = schema.index(field).ok_or_else(|| {
         ctx.err(
             format!("{key}.watermark.field"),
-            format!("unknown field `{}` (fields: {})", w.field, schema.names().join(", ")),
+            format!("unknown field `{field}` (fields: {})", schema.names().join(", ")),
         )
     })?;
     if schema.field_type(idx) != FieldType::Int {
         return Err(
-            ctx.err(format!("{key}.watermark.field"), format!("`{}` must be an int of epoch milliseconds", w.field))
+            ctx.err(format!("{key}.watermark.field"), format!("`{field}` must be an int of epoch milliseconds"))
         );
     }
     let mut strategy = WatermarkStrategy::bounded_out_of_orderness(w.out_of_orderness.map_or(Duration::ZERO, |d| d.0));

@@ -85,7 +85,11 @@ pub struct Storage {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WatermarkConfig {
-    pub field: String,
+    /// The int field of epoch milliseconds that is the rows' event time...
+    pub field: Option<String>,
+    /// ...or ingestion time: a field of this name is added to the rows, set to
+    /// the wall clock as the source reads them, and is their event time.
+    pub ingestion_time: Option<String>,
     pub out_of_orderness: Option<Dur>,
     pub idle_timeout: Option<Dur>,
     /// Pause this source while its watermark is further ahead of its group's

@@ -60,7 +60,7 @@ pub(crate) fn kafka_source(
         bounded: spec.bounded,
         properties: spec.properties.clone(),
     };
-    let (schema, format) = (Arc::new(src.schema.clone()), src.format);
+    let (schema, format) = (Arc::new(src.decoded_schema()), src.format);
     let decode: weir_kafka::source::Decode<Row> = Arc::new(move |bytes: &[u8]| format.decode(&schema, bytes));
     let event_time = src.event_time.clone().map(|(idx, strategy)| {
         let extract: weir_kafka::source::Extract<Row> =

@@ -49,10 +49,24 @@ pub struct SourcePlan {
     pub schema: Schema,
     /// The event-time field and how watermarks follow it.
     pub event_time: Option<(usize, WatermarkStrategy)>,
+    /// Whether the last field of `schema` is the ingestion time, added by
+    /// the source after it decoded the rest.
+    pub ingestion_time: bool,
     /// How file and Kafka records are decoded.
     pub format: Format,
     pub on_error: OnError,
     pub dead_letter: Option<PathBuf>,
+}
+
+impl SourcePlan {
+    /// The fields the source decodes (all of them but an ingestion time).
+    pub fn decoded_schema(&self) -> Schema {
+        let mut schema = self.schema.clone();
+        if self.ingestion_time {
+            schema.fields.pop();
+        }
+        schema
+    }
 }
 
 #[derive(Clone, Debug)]

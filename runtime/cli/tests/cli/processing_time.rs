@@ -1,6 +1,8 @@
 //! Processing-time windows in a pipeline file (`window: { ..., time:
 //! processing }`): a paced source without event time, counted in windows
-//! of the wall clock, every record in exactly one window.
+//! of the wall clock, every record in exactly one window. And ingestion time
+//! (`watermark: { ingestion_time: FIELD }`): the rows stamped with the clock
+//! at the source, and event-time windows on those stamps.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -43,4 +45,30 @@ fn processing_time_windows_count_every_record_in_windows_of_the_clock() {
         windows.insert(start);
     }
     assert!(windows.len() >= 2, "1.5 s of records over 500 ms windows: {rows:?}");
+}
+
+#[test]
+fn ingestion_time_adds_the_clock_as_a_field_and_windows_follow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "name: it\n\
+                source: { type: datagen, workload: orders, count: 2000, rate: 4000, watermark: { ingestion_time: ingested_at } }\n\
+                steps:\n\
+                \x20 - select: { order_id: order_id, ingested_at: ingested_at }\n\
+                sink: { type: file, path: rows }\n";
+    std::fs::write(dir.path().join("it.yaml"), yaml).unwrap();
+    let before = now_ms();
+    let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "-q", "it.yaml", "--parallelism", "2", "--rest-port", "0"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let after = now_ms();
+    let (_, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    let rows = committed_rows(&dir.path().join("rows"));
+    assert_eq!(rows.len(), 2000);
+    let stamps: Vec<i64> = rows.iter().map(|r| r["ingested_at"].as_i64().expect("an int stamp")).collect();
+    assert!(stamps.iter().all(|&t| before <= t && t <= after), "stamps within the run ({before}..{after})");
+    let (first, last) = (stamps.iter().min().unwrap(), stamps.iter().max().unwrap());
+    assert!(last - first >= 200, "2000 rows at 4000/s are stamped over about half a second: {first}..{last}");
 }

@@ -70,6 +70,18 @@ fn processing_time_windows_out_of_place() {
     );
     rejects(&BASE.replace("size: 1m }", "size: 1m, time: wall }"), &["steps[1].window.time", "unknown variant `wall`"]);
     rejects(
+        &BASE.replace("field: time, out_of_orderness", "field: time, ingestion_time: seen, out_of_orderness"),
+        &["source.watermark", "either `field` or `ingestion_time`, not both"],
+    );
+    rejects(
+        &BASE.replace("field: time, out_of_orderness", "ingestion_time: region, out_of_orderness"),
+        &["source.watermark.ingestion_time", "`region` is already a field"],
+    );
+    rejects(
+        &BASE.replace("field: time, out_of_orderness", "out_of_orderness"),
+        &["source.watermark", "expected `field"],
+    );
+    rejects(
         &BASE.replace("size: 1m }", "size: 1m, time: processing, late: { type: stdout } }"),
         &["steps[1].window.late", "processing-time windows have no late rows"],
     );
