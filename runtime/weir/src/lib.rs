@@ -44,6 +44,7 @@
 //! * [`testing::run_local`]: run a small job and get its output.
 //! * [`cluster::main`]: the same binary as JobManager and TaskManagers.
 
+pub mod broadcast;
 pub mod cluster;
 pub mod connected;
 pub mod datagen;
@@ -57,10 +58,12 @@ pub use weir_core as core;
 
 /// Everything a job usually needs.
 pub mod prelude {
+    pub use crate::broadcast::BroadcastConnectedStreams;
     pub use crate::connected::{CoWindowedStreams, ConnectedKeyedStreams, IntervalJoinBuilder, IntervalJoined};
     pub use crate::env::StreamEnv;
     pub use crate::stream::{Collected, DataStream, KeyedStream, WindowedStream};
     pub use weir_core::operator::async_io::{AsyncFunction, AsyncOptions, ResultFuture};
+    pub use weir_core::operator::broadcast::{BroadcastContext, KeyedBroadcastProcessFunction};
     pub use weir_core::operator::co_process::{CoInput, KeyedCoProcessFunction};
     pub use weir_core::operator::interval_join::{JoinContext, ProcessJoinFunction};
     pub use weir_core::operator::process::{KeyedProcessFunction, ProcessContext};

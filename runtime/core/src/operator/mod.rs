@@ -13,12 +13,14 @@
 //! | [`watermarks`] | timestamp and watermark assignment, idleness |
 //! | [`process`] | keyed process functions: keyed state and timers |
 //! | [`co_process`] | two inputs: keyed co-process functions |
+//! | [`broadcast`] | a keyed input and a broadcast one: broadcast state |
 //! | [`interval_join`] | interval joins of two keyed streams |
 //! | [`sink`] | sinks: the end of a chain |
 //! | [`crate::window`] | event-time windows |
 
 pub mod async_io;
 pub mod basic;
+pub mod broadcast;
 pub mod co_process;
 pub mod interval_join;
 pub mod process;

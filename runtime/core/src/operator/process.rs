@@ -167,6 +167,11 @@ where
         }
     }
 
+    /// The function, for operators built around this one.
+    pub(crate) fn function_mut(&mut self) -> &mut F {
+        &mut self.function
+    }
+
     /// Entries over all of the function's keyed state (a size measure).
     pub fn state_entries(&self) -> usize {
         self.state.entries()

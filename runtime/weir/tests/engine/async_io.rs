@@ -11,13 +11,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use std::sync::mpsc::Sender;
-use weir::core::checkpoint::coordinator::CheckpointConfig;
-use weir::core::checkpoint::storage::{CheckpointStorage, LocalStorage};
 use weir::prelude::*;
 use weir::testing::run_local;
 use weir_workloads::{Order, WorkloadStreams, bounds};
 
-use crate::common::{Count, resume_from_latest, stop_after_three_checkpoints};
+use crate::common::{Count, resumed_and_uninterrupted};
 
 /// An answer due after a delay.
 type Work = (Duration, Box<dyn FnOnce() + Send>);
@@ -205,38 +203,10 @@ fn committed(dir: &Path) -> BTreeMap<(String, i64), usize> {
     rows
 }
 
-fn env(parallelism: usize) -> StreamEnv {
-    let env = StreamEnv::new(JOB);
-    env.set_parallelism(parallelism);
-    env
-}
-
-fn checkpointing(storage: Arc<dyn CheckpointStorage>) -> CheckpointConfig {
-    let mut c = CheckpointConfig::new(storage, Duration::from_millis(30));
-    c.retained = 2;
-    c
-}
-
 #[test]
 fn requests_in_flight_resume_exactly_from_a_checkpoint_at_another_parallelism() {
-    let events = 40_000;
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
-    let storage: Arc<dyn CheckpointStorage> = Arc::new(LocalStorage::new(tmp.path().join("ck")));
-
-    let e = env(2);
-    enrich(&e, &out, events, Some(20_000.0));
-    stop_after_three_checkpoints(e, checkpointing(storage.clone()));
-
-    let e = env(3);
-    enrich(&e, &out, events, None);
-    resume_from_latest(e, JOB, checkpointing(storage));
-
-    let uninterrupted = tmp.path().join("uninterrupted");
-    let e = env(2);
-    enrich(&e, &uninterrupted, events, None);
-    e.execute().unwrap();
-    let expected = committed(&uninterrupted);
+    let (resumed, expected) =
+        resumed_and_uninterrupted(JOB, 20_000.0, |env, out, rate| enrich(env, out, 40_000, rate), committed);
     assert!(expected.len() > 30_000, "{}", expected.len());
-    assert_eq!(committed(&out), expected);
+    assert_eq!(resumed, expected);
 }

@@ -4,6 +4,7 @@
 mod common;
 
 mod async_io;
+mod broadcast_state;
 mod checkpoint_alignment;
 mod exchange_backpressure;
 mod exchange_partitioning;

@@ -212,6 +212,45 @@ impl AggregateFunction<Order> for CountSum {
     }
 }
 
+/// The exact-resume check of a job writing exactly-once output: builds it
+/// with `build(env, output directory, source rate)` at parallelism 2 with its
+/// sources at `rate` and checkpoints every 30 ms, stops it hard after three
+/// checkpoints, resumes it unthrottled at parallelism 3 from the latest one,
+/// and runs it again uninterrupted at 2. Returns what `read` finds in the
+/// resumed output and in the uninterrupted one, to compare.
+pub fn resumed_and_uninterrupted<R>(
+    job: &str,
+    rate: f64,
+    build: impl Fn(&StreamEnv, &std::path::Path, Option<f64>),
+    read: impl Fn(&std::path::Path) -> R,
+) -> (R, R) {
+    use weir::core::checkpoint::storage::{CheckpointStorage, LocalStorage};
+    let tmp = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(LocalStorage::new(tmp.path().join("ck")));
+    let checkpointing = || {
+        let mut c =
+            weir::core::checkpoint::coordinator::CheckpointConfig::new(storage.clone(), Duration::from_millis(30));
+        c.retained = 2;
+        c
+    };
+    let env = |parallelism| {
+        let env = StreamEnv::new(job);
+        env.set_parallelism(parallelism);
+        env
+    };
+    let (out, uninterrupted) = (tmp.path().join("out"), tmp.path().join("uninterrupted"));
+    let e = env(2);
+    build(&e, &out, Some(rate));
+    stop_after_three_checkpoints(e, checkpointing());
+    let e = env(3);
+    build(&e, &out, None);
+    resume_from_latest(e, job, checkpointing());
+    let e = env(2);
+    build(&e, &uninterrupted, None);
+    e.execute().expect("the uninterrupted job succeeds");
+    (read(&out), read(&uninterrupted))
+}
+
 /// Runs `env` to its end from the latest snapshot of `job` in the storage of
 /// `checkpointing`, taking checkpoints on the way.
 pub fn resume_from_latest(
