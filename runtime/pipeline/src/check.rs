@@ -33,8 +33,8 @@ use crate::expr::Expr;
 use crate::file_source::DEFAULT_MAX_LINE_BYTES;
 use crate::ops::{AggKind, AggSpec};
 use crate::plan::{
-    JoinHow, KafkaSinkSpec, KafkaSourceSpec, KafkaStart, Part, Plan, PostgresSinkSpec, RedisSinkSpec, SinkKind,
-    SinkPlan, SourceKind, SourcePlan, StepKind, StepPlan, WindowOutput,
+    JoinHow, KafkaSinkSpec, KafkaSourceSpec, KafkaStart, LookupSpec, Part, Plan, PostgresSinkSpec, RedisSinkSpec,
+    SinkKind, SinkPlan, SourceKind, SourcePlan, StepKind, StepPlan, WindowOutput,
 };
 use crate::records::Format;
 use crate::value::{FieldType, Schema};
@@ -468,6 +468,7 @@ fn step(ctx: &Ctx, key: &str, steps: &[Step], i: usize, cur: &mut Cursor) -> Res
             Err(ctx.err(format!("{key}.per_record"), "must be longer than zero"))
         }
         Step::ExternalCall(c) => Ok((StepKind::ExternalCall { per_record: c.per_record.0 }, 1)),
+        Step::Lookup(l) => lookup(ctx, key, l, cur).map(|spec| (StepKind::Lookup(Box::new(spec)), 1)),
         Step::Join(j) => join(ctx, key, j, cur).map(|kind| (kind, 1)),
         Step::Metric(m) => metric(ctx, key, m, cur).map(|kind| (kind, 1)),
     }
@@ -619,6 +620,53 @@ fn join_how(ctx: &Ctx, key: &str, j: &config::Join, width: usize) -> Result<Join
             Ok(JoinHow::Window { assigner, lateness, outer: j.outer, width })
         }
     }
+}
+
+/// Checks a lookup step: the store's URL, the key pattern's fields, fields to
+/// add that the row does not have yet, and limits that can work.
+fn lookup(ctx: &Ctx, key: &str, l: &config::Lookup, cur: &mut Cursor) -> Result<LookupSpec, PipelineError> {
+    let url = &l.redis.url;
+    if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+        return Err(ctx.err(format!("{key}.redis.url"), format!("expected redis://host:port, got `{url}`")));
+    }
+    let key_parts = pattern(ctx, &format!("{key}.redis.key"), &l.redis.key, &cur.schema)?;
+    if l.fields.is_empty() {
+        return Err(ctx.err(format!("{key}.fields"), "expected at least one `hash_field: type`"));
+    }
+    for name in l.fields.keys() {
+        if cur.schema.index(name).is_some() {
+            return Err(ctx.err(format!("{key}.fields.{name}"), format!("the row already has a field `{name}`")));
+        }
+    }
+    let capacity = l.capacity.unwrap_or(100);
+    if !(1..=10_000).contains(&capacity) {
+        return Err(ctx.err(format!("{key}.capacity"), "expected 1 to 10000 lookups in flight"));
+    }
+    let timeout = l.timeout.map_or(Duration::from_secs(1), |d| d.0);
+    if timeout.is_zero() {
+        return Err(ctx.err(format!("{key}.timeout"), "must be longer than zero"));
+    }
+    let cache = match &l.cache {
+        Some(c) if c.size == 0 || c.ttl.0.is_zero() => {
+            return Err(ctx.err(format!("{key}.cache"), "size and ttl must be above zero (leave `cache` out for none)"));
+        }
+        Some(c) => Some((c.size, c.ttl.0)),
+        None => None,
+    };
+    for (name, ty) in &l.fields {
+        cur.schema.push(name.clone(), *ty);
+    }
+    Ok(LookupSpec {
+        url: url.clone(),
+        key: key_parts,
+        key_text: l.redis.key.clone(),
+        fields: l.fields.iter().map(|(n, t)| (n.clone(), *t)).collect(),
+        capacity,
+        timeout,
+        retries: l.retries.unwrap_or(5),
+        cache,
+        on_missing: l.on_missing.unwrap_or(config::OnMissing::Null),
+    })
 }
 
 fn anomaly(ctx: &Ctx, key: &str, a: &config::Anomaly, cur: &mut Cursor) -> Result<StepKind, PipelineError> {

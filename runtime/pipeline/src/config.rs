@@ -259,6 +259,7 @@ pub enum Step {
     Anomaly(Anomaly),
     ExternalCall(ExternalCall),
     Join(Join),
+    Lookup(Lookup),
     Metric(Metric),
 }
 
@@ -275,6 +276,7 @@ impl Step {
             Step::Anomaly(_) => "anomaly",
             Step::ExternalCall(_) => "external_call",
             Step::Join(_) => "join",
+            Step::Lookup(_) => "lookup",
             Step::Metric(_) => "metric",
         }
     }
@@ -330,6 +332,51 @@ pub enum Outer {
     Left,
     Right,
     Full,
+}
+
+/// Enriches each row from an outside store, asynchronously: many lookups in
+/// flight at once, each with a timeout and retries.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lookup {
+    /// A Redis hash per row: `{ url: redis://host:port, key: "customer:{customer_id}" }`.
+    pub redis: RedisLookup,
+    /// The hash fields to add to the row, with their types: `{ name: string, tier: int }`.
+    pub fields: IndexMap<String, FieldType>,
+    /// Lookups in flight per subtask (100).
+    pub capacity: Option<usize>,
+    /// How long one attempt may take (1s).
+    pub timeout: Option<Dur>,
+    /// Attempts after the first, 100 ms apart and doubling (5).
+    pub retries: Option<u32>,
+    /// Answers kept per subtask, by key: `{ size: 10000, ttl: 1m }`; none when absent.
+    pub cache: Option<LookupCache>,
+    /// A row whose key is not there: `null` (its fields null, the default),
+    /// `drop` it, or `fail` the job.
+    pub on_missing: Option<OnMissing>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisLookup {
+    pub url: String,
+    /// The key of the row's hash: text with `{field}`s of the row.
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupCache {
+    pub size: usize,
+    pub ttl: Dur,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMissing {
+    Null,
+    Drop,
+    Fail,
 }
 
 /// A duration that may be negative: `-5s`, `2m`.

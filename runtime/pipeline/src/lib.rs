@@ -59,6 +59,8 @@ pub mod error;
 pub mod expr;
 pub mod file_source;
 pub mod format;
+#[cfg(feature = "redis")]
+mod lookup;
 pub mod ops;
 pub mod plan;
 pub mod records;

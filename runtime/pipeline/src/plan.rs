@@ -14,7 +14,7 @@ use std::time::Duration;
 use weir_core::WatermarkStrategy;
 use weir_core::window::WindowAssigner;
 
-use crate::config::{KafkaGuarantee, OnError, Outer, PostgresGuarantee, Rate, Workload};
+use crate::config::{KafkaGuarantee, OnError, OnMissing, Outer, PostgresGuarantee, Rate, Workload};
 use crate::expr::Expr;
 use crate::ops::AggSpec;
 use crate::records::Format;
@@ -174,6 +174,8 @@ pub enum StepKind {
         value: usize,
         labels: Vec<(String, usize)>,
     },
+    /// Fields added from an outside store, looked up asynchronously.
+    Lookup(Box<LookupSpec>),
     /// A join with another source: each row meets the other side's rows with
     /// an equal key as `how` says, and goes on with `fields` of the other row
     /// appended.
@@ -185,6 +187,23 @@ pub enum StepKind {
         how: JoinHow,
         fields: Vec<usize>,
     },
+}
+
+/// A checked lookup step.
+#[derive(Clone, Debug)]
+pub struct LookupSpec {
+    pub url: String,
+    pub key: Vec<Part>,
+    /// As written, for people.
+    pub key_text: String,
+    /// The hash fields, added to the row in this order.
+    pub fields: Vec<(String, FieldType)>,
+    pub capacity: usize,
+    pub timeout: Duration,
+    pub retries: u32,
+    /// (entries, time to live) of the per-subtask cache.
+    pub cache: Option<(usize, Duration)>,
+    pub on_missing: OnMissing,
 }
 
 /// How a join step's rows meet.

@@ -96,6 +96,30 @@ fn processing_time_windows_out_of_place() {
 }
 
 #[test]
+fn bad_lookups() {
+    let with = |lookup: &str| BASE.replace("steps:\n", &format!("steps:\n  - lookup: {lookup}\n"));
+    let ok_redis = "redis: { url: \"redis://127.0.0.1:1\", key: \"c:{region}\" }";
+    rejects(
+        &with("{ redis: { url: \"http://x\", key: \"c:{region}\" }, fields: { name: string } }"),
+        &["steps[0].lookup.redis.url", "expected redis://host:port"],
+    );
+    rejects(
+        &with("{ redis: { url: \"redis://127.0.0.1:1\", key: \"c:{nope}\" }, fields: { name: string } }"),
+        &["steps[0].lookup.redis.key", "unknown field `nope`"],
+    );
+    rejects(
+        &with(&format!("{{ {ok_redis}, fields: {{ amount: int }} }}")),
+        &["steps[0].lookup.fields.amount", "already has a field"],
+    );
+    rejects(&with(&format!("{{ {ok_redis}, fields: {{ n: int }}, capacity: 0 }}")), &["steps[0].lookup.capacity"]);
+    rejects(
+        &with(&format!("{{ {ok_redis}, fields: {{ n: int }}, cache: {{ size: 0, ttl: 1m }} }}")),
+        &["steps[0].lookup.cache", "above zero"],
+    );
+    rejects(&with(&format!("{{ {ok_redis}, fields: {{ n: decimal }} }}")), &["steps[0].lookup.fields", "decimal"]);
+}
+
+#[test]
 fn unknown_field_in_expression() {
     rejects(
         &BASE.replace("  - key_by: region", "  - filter: \"amout > 5\"\n  - key_by: region"),

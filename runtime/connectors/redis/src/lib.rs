@@ -10,6 +10,8 @@
 //!
 //! A connection that breaks is opened again with backoff, for up to
 //! [`RedisSinkConfig::retry_for`], and the batch is sent again.
+//!
+//! [`lookup::RedisLookup`] reads hashes for the async lookups of pipelines.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 use weir_core::operator::sink::Sink;
 use weir_core::{Record, TaskError, TaskResult};
 
+pub mod lookup;
 #[cfg(feature = "testing")]
 pub mod testing;
 
