@@ -248,9 +248,10 @@ impl<In: Data, Out: Data, F: AsyncFunction<In, Out>> Operator for AsyncWait<In, 
     type In = In;
     type Out = Out;
 
+    /// Completions are taken in when the requests fill the capacity (waiting
+    /// for one) and after the batch, not per record.
     fn process_batch(&mut self, batch: Vec<Record<In>>, out: &mut Collector<'_, Out>) -> TaskResult {
         for record in batch {
-            self.poll(out)?;
             while self.requests.len() >= self.options.capacity {
                 self.wait(out)?;
             }
