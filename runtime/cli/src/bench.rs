@@ -39,15 +39,15 @@ impl Checksum {
         self.sum.load(Ordering::Relaxed) as i64
     }
 
-    /// The `q`-quantile (0..=1) of the rows' latencies, in ms; `None` when none was measured.
-    pub fn latency_ms(&self, q: f64) -> Option<f64> {
+    /// The `qs`-quantiles (each 0..=1) of the rows' latencies, in ms; `None`
+    /// when none was measured.
+    pub fn latencies_ms<const N: usize>(&self, qs: [f64; N]) -> Option<[f64; N]> {
         let mut all = self.latencies_us.lock().unwrap_or_else(|e| e.into_inner());
         if all.is_empty() {
             return None;
         }
         all.sort_unstable();
-        let at = ((all.len() - 1) as f64 * q).round() as usize;
-        Some(all[at] as f64 / 1000.0)
+        Some(qs.map(|q| all[((all.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0))
     }
 }
 
@@ -66,7 +66,6 @@ struct ChecksumSink<F> {
     hash: F,
     rows: u64,
     sum: u64,
-    latencies_us: Vec<u32>,
     total: Checksum,
 }
 
@@ -93,21 +92,24 @@ impl<T, F: Fn(&T) -> i64 + Send> Sink<T> for ChecksumSink<F> {
 }
 
 /// The same, for stamped rows: also records each row's latency.
-struct StampedSink<F>(ChecksumSink<F>);
+struct StampedSink<F> {
+    rows: ChecksumSink<F>,
+    latencies_us: Vec<u32>,
+}
 
 impl<T, F: Fn(&T) -> i64 + Send> Sink<Stamped<T>> for StampedSink<F> {
     fn write(&mut self, batch: Vec<Record<Stamped<T>>>) -> TaskResult {
         let now = stamp_ns();
         for r in &batch {
-            self.0.add(&r.value.0);
-            self.0.latencies_us.push((now.saturating_sub(r.value.1) / 1000).min(u32::MAX as u64) as u32);
+            self.rows.add(&r.value.0);
+            self.latencies_us.push((now.saturating_sub(r.value.1) / 1000).min(u32::MAX as u64) as u32);
         }
         Ok(())
     }
     fn finish(&mut self) -> TaskResult {
-        let mine = std::mem::take(&mut self.0.latencies_us);
-        self.0.total.latencies_us.lock().unwrap_or_else(|e| e.into_inner()).extend(mine);
-        self.0.finish()
+        let mine = std::mem::take(&mut self.latencies_us);
+        self.rows.total.latencies_us.lock().unwrap_or_else(|e| e.into_inner()).extend(mine);
+        self.rows.finish()
     }
 }
 
@@ -115,7 +117,7 @@ fn sink<F>(hash: &F, total: &Checksum) -> ChecksumSink<F>
 where
     F: Clone,
 {
-    ChecksumSink { hash: hash.clone(), rows: 0, sum: 0, latencies_us: Vec::new(), total: total.clone() }
+    ChecksumSink { hash: hash.clone(), rows: 0, sum: 0, total: total.clone() }
 }
 
 fn checksum<T: weir::core::Data>(
@@ -139,8 +141,19 @@ fn stamped_checksum<T: weir::core::Data>(
 ) -> Checksum {
     let total = Checksum::default();
     let t = total.clone();
-    rows(bids.map(|b| Stamped(b, stamp_ns()))).rebalance().sink("checksum", move |_| StampedSink(sink(&hash, &t)));
+    rows(bids.map(|b| Stamped(b, stamp_ns())))
+        .rebalance()
+        .sink("checksum", move |_| StampedSink { rows: sink(&hash, &t), latencies_us: Vec::new() });
     total
+}
+
+/// q1's row of a bid: the auction and the price in dollars.
+fn q1_row(b: &Bid) -> (i64, i64) {
+    (b.auction, (b.price as f64 * 0.908) as i64)
+}
+
+fn q1_hash(&(auction, dol): &(i64, i64)) -> i64 {
+    auction.wrapping_mul(31).wrapping_add(dol)
 }
 
 /// Count and sum of `amount` per window.
@@ -272,21 +285,15 @@ pub fn build(env: &StreamEnv, query: &str, events: u64, rate: Option<f64>) -> Op
             region_counts(paid)
         }
         "q0" => checksum(env.bids(Some(events), rate).map(|b| b.auction.wrapping_add(b.price)), |&h| h),
-        "q1" | "q1-lookup" => {
-            let dol = |b: &Bid| (b.auction, (b.price as f64 * 0.908) as i64);
-            let hash = |&(a, dol): &(i64, i64)| a.wrapping_mul(31).wrapping_add(dol);
-            match rate {
-                _ if query == "q1-lookup" => {
-                    checksum(crate::bench_lookup::q1_rows(env.bids(Some(events), rate), dol), hash)
-                }
-                None => checksum(env.bids(Some(events), None).map(move |b| dol(&b)), hash),
-                Some(_) => stamped_checksum(
-                    env.bids(Some(events), rate),
-                    move |bids| bids.map(move |Stamped(b, at)| Stamped(dol(&b), at)),
-                    hash,
-                ),
-            }
-        }
+        "q1" => match rate {
+            None => checksum(env.bids(Some(events), None).map(|b| q1_row(&b)), q1_hash),
+            Some(_) => stamped_checksum(
+                env.bids(Some(events), rate),
+                |bids| bids.map(|Stamped(b, at)| Stamped(q1_row(&b), at)),
+                q1_hash,
+            ),
+        },
+        "q1-lookup" => checksum(crate::bench_lookup::q1_rows(env.bids(Some(events), rate), q1_row), q1_hash),
         "q2" => checksum(
             env.bids(Some(events), rate).filter(|b| b.auction % 123 == 0).map(|b| (b.auction, b.price)),
             |&(a, p)| a.wrapping_mul(31).wrapping_add(p),
@@ -396,9 +403,9 @@ impl BenchResult {
 
     /// ` latency_p50_ms=... latency_p99_ms=...` when latency was measured.
     fn latencies(&self) -> String {
-        match (self.checksum.latency_ms(0.5), self.checksum.latency_ms(0.99)) {
-            (Some(p50), Some(p99)) => format!(" latency_p50_ms={p50:.3} latency_p99_ms={p99:.3}"),
-            _ => String::new(),
+        match self.checksum.latencies_ms([0.5, 0.99]) {
+            Some([p50, p99]) => format!(" latency_p50_ms={p50:.3} latency_p99_ms={p99:.3}"),
+            None => String::new(),
         }
     }
 }

@@ -626,9 +626,7 @@ fn join_how(ctx: &Ctx, key: &str, j: &config::Join, width: usize) -> Result<Join
 /// add that the row does not have yet, and limits that can work.
 fn lookup(ctx: &Ctx, key: &str, l: &config::Lookup, cur: &mut Cursor) -> Result<LookupSpec, PipelineError> {
     let url = &l.redis.url;
-    if !url.starts_with("redis://") && !url.starts_with("rediss://") {
-        return Err(ctx.err(format!("{key}.redis.url"), format!("expected redis://host:port, got `{url}`")));
-    }
+    redis_url(ctx, &format!("{key}.redis.url"), url)?;
     let key_parts = pattern(ctx, &format!("{key}.redis.key"), &l.redis.key, &cur.schema)?;
     if l.fields.is_empty() {
         return Err(ctx.err(format!("{key}.fields"), "expected at least one `hash_field: type`"));
@@ -659,7 +657,6 @@ fn lookup(ctx: &Ctx, key: &str, l: &config::Lookup, cur: &mut Cursor) -> Result<
     Ok(LookupSpec {
         url: url.clone(),
         key: key_parts,
-        key_text: l.redis.key.clone(),
         fields: l.fields.iter().map(|(n, t)| (n.clone(), *t)).collect(),
         capacity,
         timeout,
@@ -958,9 +955,7 @@ fn pattern(ctx: &Ctx, key: &str, text: &str, schema: &Schema) -> Result<Vec<Part
 
 fn redis_sink(ctx: &Ctx, key_path: &str, sink: &config::Sink, schema: &Schema) -> Result<RedisSinkSpec, PipelineError> {
     let config::Sink::Redis { url, key, field, value, ttl } = sink else { unreachable!("called for redis sinks") };
-    if !url.starts_with("redis://") && !url.starts_with("rediss://") {
-        return Err(ctx.err(format!("{key_path}.url"), format!("expected redis://host:port, got `{url}`")));
-    }
+    redis_url(ctx, &format!("{key_path}.url"), url)?;
     let key_parts = pattern(ctx, &format!("{key_path}.key"), key, schema)?;
     let field_parts = pattern(ctx, &format!("{key_path}.field"), field, schema)?;
     // A field name, or a pattern such as `{count}/{sum}`.
@@ -979,6 +974,14 @@ fn redis_sink(ctx: &Ctx, key_path: &str, sink: &config::Sink, schema: &Schema) -
         field_text: field.clone(),
         value_text: value.clone(),
     })
+}
+
+/// A Redis URL (of a sink or a lookup), at `key`.
+fn redis_url(ctx: &Ctx, key: &str, url: &str) -> Result<(), PipelineError> {
+    match url.starts_with("redis://") || url.starts_with("rediss://") {
+        true => Ok(()),
+        false => Err(ctx.err(key, format!("expected redis://host:port, got `{url}`"))),
+    }
 }
 
 fn postgres_sink(

@@ -194,8 +194,6 @@ pub enum StepKind {
 pub struct LookupSpec {
     pub url: String,
     pub key: Vec<Part>,
-    /// As written, for people.
-    pub key_text: String,
     /// The hash fields, added to the row in this order.
     pub fields: Vec<(String, FieldType)>,
     pub capacity: usize,

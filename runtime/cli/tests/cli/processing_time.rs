@@ -5,6 +5,7 @@
 //! at the source, and event-time windows on those stamps.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,6 +13,22 @@ use crate::common::{committed_rows, text};
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Runs `yaml` with `weir run` at parallelism 2 in `dir`, which it must
+/// finish; returns the wall clock (epoch ms) before and after.
+fn run_timed(dir: &Path, yaml: &str) -> (i64, i64) {
+    std::fs::write(dir.join("p.yaml"), yaml).unwrap();
+    let before = now_ms();
+    let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "-q", "p.yaml", "--parallelism", "2", "--rest-port", "0"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let after = now_ms();
+    let (_, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    (before, after)
 }
 
 #[test]
@@ -24,16 +41,7 @@ fn processing_time_windows_count_every_record_in_windows_of_the_clock() {
                 \x20 - window: { type: tumbling, size: 500ms, time: processing }\n\
                 \x20 - aggregate: { n: count() }\n\
                 sink: { type: file, path: out }\n";
-    std::fs::write(dir.path().join("pt.yaml"), yaml).unwrap();
-    let before = now_ms();
-    let output = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["run", "-q", "pt.yaml", "--parallelism", "2", "--rest-port", "0"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let after = now_ms();
-    let (_, stderr) = text(&output);
-    assert!(output.status.success(), "{stderr}");
+    let (before, after) = run_timed(dir.path(), yaml);
     let rows = committed_rows(&dir.path().join("out"));
     let int = |r: &serde_json::Value, k: &str| r[k].as_i64().unwrap_or_else(|| panic!("no `{k}` in {r}"));
     assert_eq!(rows.iter().map(|r| int(r, "n")).sum::<i64>(), 3000, "{rows:?}");
@@ -55,16 +63,7 @@ fn ingestion_time_adds_the_clock_as_a_field_and_windows_follow_it() {
                 steps:\n\
                 \x20 - select: { order_id: order_id, ingested_at: ingested_at }\n\
                 sink: { type: file, path: rows }\n";
-    std::fs::write(dir.path().join("it.yaml"), yaml).unwrap();
-    let before = now_ms();
-    let output = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["run", "-q", "it.yaml", "--parallelism", "2", "--rest-port", "0"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let after = now_ms();
-    let (_, stderr) = text(&output);
-    assert!(output.status.success(), "{stderr}");
+    let (before, after) = run_timed(dir.path(), yaml);
     let rows = committed_rows(&dir.path().join("rows"));
     assert_eq!(rows.len(), 2000);
     let stamps: Vec<i64> = rows.iter().map(|r| r["ingested_at"].as_i64().expect("an int stamp")).collect();

@@ -132,11 +132,6 @@ impl<In: Data, Out: Data, F: AsyncFunction<In, Out>> AsyncWait<In, Out, F> {
         AsyncWait { function, options, requests: BTreeMap::new(), next: 0, tx, rx }
     }
 
-    /// Requests whose results were not emitted yet.
-    pub fn in_flight(&self) -> usize {
-        self.requests.len()
-    }
-
     fn start(&mut self, input: Record<In>) {
         let id = self.next;
         self.next += 1;

@@ -21,17 +21,11 @@ pub struct ProcessingTime<O> {
     /// The latest time the inner operator was told has passed: records are
     /// stamped after it, so they never land in a window that fired.
     passed: Timestamp,
-    clock: fn() -> Timestamp,
 }
 
 impl<O: Operator> ProcessingTime<O> {
     pub fn new(inner: O) -> Self {
-        Self::with_clock(inner, now_ms)
-    }
-
-    /// With another clock (tests).
-    pub fn with_clock(inner: O, clock: fn() -> Timestamp) -> Self {
-        ProcessingTime { inner, passed: MIN_WATERMARK, clock }
+        ProcessingTime { inner, passed: MIN_WATERMARK }
     }
 
     fn advance(&mut self, now: Timestamp, out: &mut Collector<'_, O::Out>) -> TaskResult {
@@ -48,7 +42,7 @@ impl<O: Operator> Operator for ProcessingTime<O> {
     type Out = O::Out;
 
     fn process_batch(&mut self, mut batch: Vec<Record<O::In>>, out: &mut Collector<'_, O::Out>) -> TaskResult {
-        let now = (self.clock)().max(self.passed.saturating_add(1));
+        let now = now_ms().max(self.passed.saturating_add(1));
         for record in &mut batch {
             record.time = now;
         }
