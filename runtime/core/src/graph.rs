@@ -25,6 +25,8 @@ use crate::exchange::remote::{InboundChannel, OutboundChannel, QueueInbound, Que
 use crate::exchange::{ChannelSender, Envelope, ExchangeWriter, Partitioning, input_queue};
 use crate::keygroup::DEFAULT_MAX_PARALLELISM;
 use crate::metrics::SubtaskMetrics;
+use crate::operator::OperatorNode;
+use crate::operator::side::{MainOutput, OutputTag, SelectMain, SelectSide, SideOutputs, Tagged};
 use crate::output::{Discard, FanOut, Output};
 use crate::source::Source;
 use crate::task::{InputTask, SourceTask, Task, TaskEnv};
@@ -58,6 +60,9 @@ pub struct SubtaskInfo {
     pub checkpointing: bool,
     /// The subtask's place in a watermark alignment group (a source's chain joins one).
     pub alignment: crate::drift::SourceAlignment,
+    /// Where the vertex's functions emit side records (detached unless a side
+    /// output of the vertex is consumed).
+    pub side_outputs: SideOutputs,
 }
 
 impl SubtaskInfo {
@@ -152,6 +157,15 @@ pub struct JobGraph {
     pub exchange: ExchangeConfig,
     pub(crate) nodes: Vec<Node>,
     pub(crate) edges: Vec<Edge>,
+    /// Vertices whose side outputs are consumed: the vertex that now carries
+    /// each one's main stream, and the side-output vertices.
+    splits: std::collections::HashMap<NodeId, Split>,
+}
+
+/// A vertex split into its main stream and side outputs.
+struct Split {
+    main: NodeId,
+    sides: Vec<NodeId>,
 }
 
 impl JobGraph {
@@ -162,6 +176,7 @@ impl JobGraph {
             exchange: ExchangeConfig::default(),
             nodes: Vec::new(),
             edges: Vec::new(),
+            splits: Default::default(),
         }
     }
 
@@ -207,7 +222,19 @@ impl JobGraph {
     }
 
     /// Connects `from`'s output (of type `T`) to `to`'s input.
+    /// When `from`'s side outputs are consumed, the edge starts at the vertex
+    /// that carries its main stream.
     pub fn connect<T: Data>(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        partitioning: Partitioning<T>,
+    ) -> Result<(), JobError> {
+        let from = self.splits.get(&from).map_or(from, |s| s.main);
+        self.connect_exactly(from, to, partitioning)
+    }
+
+    fn connect_exactly<T: Data>(
         &mut self,
         from: NodeId,
         to: NodeId,
@@ -228,8 +255,70 @@ impl JobGraph {
         Ok(())
     }
 
+    /// Sets a vertex's parallelism (and that of its main stream's and side
+    /// outputs' vertices, which read it one to one).
     pub fn set_parallelism(&mut self, node: NodeId, parallelism: usize) {
         self.nodes[node].parallelism = parallelism;
+        if let Some(split) = self.splits.get(&node) {
+            for &n in std::iter::once(&split.main).chain(&split.sides) {
+                self.nodes[n].parallelism = parallelism;
+            }
+        }
+    }
+
+    /// Consumes the side output `tag` of the operator vertex `node` (whose
+    /// main output is of type `T`): returns the vertex that produces the side
+    /// output's records. The first call splits `node` (see
+    /// [`crate::operator::side`]): its consumers, present and future, read its
+    /// main stream from a vertex after it.
+    pub fn add_side_output<T: Data, X: Data>(&mut self, node: NodeId, tag: OutputTag<X>) -> Result<NodeId, JobError> {
+        if !self.splits.contains_key(&node) {
+            self.split(node, PhantomData::<T>)?;
+        }
+        let (name, parallelism) =
+            (format!("{}-side-{}", self.nodes[node].name, tag.name()), self.nodes[node].parallelism);
+        let side = self.add_operator(name, parallelism, move |info, out| {
+            Ok(Box::new(OperatorNode::new(SelectSide::<T, X>::new(tag.clone()), out, info)?))
+        });
+        self.connect_exactly(node, side, Partitioning::<Tagged<T>>::Forward)?;
+        self.splits.get_mut(&node).expect("split above").sides.push(side);
+        Ok(side)
+    }
+
+    /// Makes `node` emit [`Tagged`] records, read by a new vertex that keeps
+    /// the main ones and takes over `node`'s outgoing edges.
+    fn split<T: Data>(&mut self, node: NodeId, _main: PhantomData<T>) -> Result<(), JobError> {
+        let vertex = &self.nodes[node];
+        let NodeKind::Operator(factory) = &vertex.kind else {
+            return Err(JobError::InvalidGraph(format!("vertex {}: a source has no side outputs", vertex.name)));
+        };
+        if vertex.output.element_type() != TypeId::of::<T>() {
+            return Err(JobError::InvalidGraph(format!(
+                "vertex {}: its output is not of type {}",
+                vertex.name,
+                std::any::type_name::<T>()
+            )));
+        }
+        let inner = factory.clone();
+        let tagged: LinkFactory = Arc::new(move |info, out| {
+            let out = *out.downcast::<Box<dyn Output<Tagged<T>>>>().expect("output of the vertex's type");
+            let sides = SideOutputs::attached();
+            let main: Box<dyn Output<T>> = Box::new(MainOutput { out, sides: sides.clone() });
+            let info = SubtaskInfo { side_outputs: sides, ..info.clone() };
+            inner(&info, Box::new(main))
+        });
+        let (name, parallelism) = (format!("{}-main", vertex.name), vertex.parallelism);
+        self.nodes[node].kind = NodeKind::Operator(tagged);
+        self.nodes[node].output = Arc::new(TypeOf::<Tagged<T>>(PhantomData));
+        let main = self.add_operator(name, parallelism, |info, out| {
+            Ok(Box::new(OperatorNode::new(SelectMain::<T>::default(), out, info)?))
+        });
+        for edge in self.edges.iter_mut().filter(|e| e.from == node) {
+            edge.from = main;
+        }
+        self.connect_exactly(node, main, Partitioning::<Tagged<T>>::Forward)?;
+        self.splits.insert(node, Split { main, sides: Vec::new() });
+        Ok(())
     }
 
     pub fn parallelism(&self, node: NodeId) -> usize {

@@ -36,8 +36,9 @@ use std::time::Duration;
 
 use weir_core::operator::OperatorNode;
 use weir_core::operator::co_process::{CoInput, CoProcess, KeyedCoProcessFunction};
-use weir_core::operator::interval_join::{IntervalJoin, JoinBounds, ProcessJoinFunction};
+use weir_core::operator::interval_join::{IntervalJoin, JoinBounds, LateSides, ProcessJoinFunction};
 use weir_core::operator::process::{KeyedProcessFunction, KeyedProcessOperator};
+use weir_core::operator::side::OutputTag;
 use weir_core::state::Key;
 use weir_core::window::{CoGroupWindow, LateData, Window, WindowAssigner};
 use weir_core::{Data, JobError};
@@ -179,7 +180,14 @@ impl<K: Key, A: Data, B: Data> IntervalJoinBuilder<K, A, B> {
     /// with `a.time + lower <= b.time <= a.time + upper` (milliseconds; either
     /// may be negative). Both ends are inclusive unless made exclusive.
     pub fn between(self, lower: i64, upper: i64) -> IntervalJoined<K, A, B> {
-        IntervalJoined { streams: self.streams, lower, upper, lower_exclusive: false, upper_exclusive: false }
+        IntervalJoined {
+            streams: self.streams,
+            lower,
+            upper,
+            lower_exclusive: false,
+            upper_exclusive: false,
+            late: LateSides::default(),
+        }
     }
 }
 
@@ -190,9 +198,24 @@ pub struct IntervalJoined<K, A, B> {
     upper: i64,
     lower_exclusive: bool,
     upper_exclusive: bool,
+    late: LateSides<A, B>,
 }
 
 impl<K: Key, A: Data, B: Data> IntervalJoined<K, A, B> {
+    /// Records of the first stream that come after the watermark passed them
+    /// go to the side output `tag` of the joined stream instead of being
+    /// dropped (Flink's `sideOutputLeftLateData`).
+    pub fn side_output_left_late_data(mut self, tag: &OutputTag<A>) -> Self {
+        self.late.first = Some(tag.clone());
+        self
+    }
+
+    /// The same for late records of the second stream (`sideOutputRightLateData`).
+    pub fn side_output_right_late_data(mut self, tag: &OutputTag<B>) -> Self {
+        self.late.second = Some(tag.clone());
+        self
+    }
+
     /// `b.time` must be strictly above `a.time + lower`.
     pub fn lower_bound_exclusive(mut self) -> Self {
         self.lower_exclusive = true;
@@ -213,6 +236,7 @@ impl<K: Key, A: Data, B: Data> IntervalJoined<K, A, B> {
         function: F,
     ) -> Result<DataStream<Out>, JobError> {
         let bounds = JoinBounds::new(self.lower, self.upper, self.lower_exclusive, self.upper_exclusive)?;
-        Ok(self.streams.add_vertex("interval-join", CoProcess(IntervalJoin::new(bounds, function))))
+        let join = IntervalJoin::new(bounds, function).with_late_sides(self.late);
+        Ok(self.streams.add_vertex("interval-join", CoProcess(join)))
     }
 }

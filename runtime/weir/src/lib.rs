@@ -33,7 +33,8 @@
 //!
 //! * [`StreamEnv`](env::StreamEnv) assembles a job and runs it.
 //! * [`DataStream`](stream::DataStream): `map`, `filter`, `flat_map`,
-//!   `assign_timestamps`, `key_by`, `union`, `rebalance`, `broadcast`, sinks.
+//!   `assign_timestamps`, `key_by`, `union`, `rebalance`, `broadcast`, sinks,
+//!   and `side_output` (what its functions emitted to an [`OutputTag`](prelude::OutputTag)).
 //! * [`KeyedStream`](stream::KeyedStream): `process` (keyed state and timers), `window`,
 //!   and with a second keyed stream `connect` (a keyed co-process function)
 //!   and `interval_join` ([`connected`]).
@@ -67,6 +68,7 @@ pub mod prelude {
     pub use weir_core::operator::co_process::{CoInput, KeyedCoProcessFunction};
     pub use weir_core::operator::interval_join::{JoinContext, ProcessJoinFunction};
     pub use weir_core::operator::process::{KeyedProcessFunction, ProcessContext};
+    pub use weir_core::operator::side::OutputTag;
     pub use weir_core::state::{KeyedState, ListState, MapState, ValueState};
     pub use weir_core::timer::TimeDomain;
     pub use weir_core::window::{

@@ -336,6 +336,7 @@ mod tests {
             snapshots: SnapshotCollector::default(),
             checkpointing: true,
             alignment: Default::default(),
+            side_outputs: Default::default(),
         };
         LineFileSink::new(dir, &info, json_line::<i64> as fn(&i64, &mut Vec<u8>) -> TaskResult)
     }

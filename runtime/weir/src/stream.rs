@@ -17,6 +17,7 @@ use weir_core::keygroup::hash_key;
 use weir_core::operator::async_io::{AsyncFunction, AsyncOptions, AsyncWait};
 use weir_core::operator::basic::{Filter, FlatMap, Map};
 use weir_core::operator::process::{KeyedProcessFunction, KeyedProcessOperator};
+use weir_core::operator::side::OutputTag;
 use weir_core::operator::sink::{Sink, SinkNode};
 use weir_core::operator::watermarks::WatermarkAssigner;
 use weir_core::operator::{Operator, OperatorNode};
@@ -101,6 +102,24 @@ impl<T: Data> DataStream<T> {
         self.add_vertex(name, p, self.partitioning.clone(), move |info, out| {
             Ok(Box::new(OperatorNode::new(make(info), out, info)?))
         })
+    }
+
+    /// The records the functions of this stream's vertex emitted to `tag`
+    /// (Flink's `getSideOutput`): a stream like any other, with the vertex's
+    /// watermarks and exactly-once under checkpoints. Asking costs the main
+    /// stream one more task (it no longer chains into its consumer); a tag
+    /// nobody asks for is dropped where it is emitted.
+    pub fn side_output<X: Data>(&self, tag: &OutputTag<X>) -> DataStream<X> {
+        let nodes = self.env.graph_mut(|g| {
+            self.nodes
+                .iter()
+                .map(|&n| {
+                    g.add_side_output::<T, X>(n, tag.clone())
+                        .unwrap_or_else(|e| panic!("side output `{}`: {e}", tag.name()))
+                })
+                .collect()
+        });
+        DataStream::new(self.env.clone(), nodes)
     }
 
     pub fn map<U: Data>(self, f: impl FnMut(T) -> U + Clone + Send + Sync + 'static) -> DataStream<U> {

@@ -43,6 +43,7 @@ fn info(index: usize, parallelism: usize, restored: Option<RestoredState>) -> Su
         snapshots: SnapshotCollector::default(),
         checkpointing: true,
         alignment: Default::default(),
+        side_outputs: Default::default(),
     }
 }
 

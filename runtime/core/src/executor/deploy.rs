@@ -47,8 +47,10 @@ pub(super) struct Deployed {
 }
 
 /// The input queues of the subtasks that run here, by `(chain, subtask)`:
-/// `(Sender<Envelope<T>>, Receiver<Envelope<T>>)`, both boxed.
-type Queues = HashMap<(usize, usize), (AnyBox, AnyBox)>;
+/// `(Sender<Envelope<T>>, Receiver<Envelope<T>>)`, both boxed; the receiver
+/// is taken by the subtask's task, the sender stays until every chain is
+/// built (a producer may come after its consumer in the plan).
+type Queues = HashMap<(usize, usize), (AnyBox, Option<AnyBox>)>;
 
 fn network_error(key: ChannelKey, e: String) -> JobError {
     JobError::Network(format!("channel {key}: {e}"))
@@ -104,7 +106,7 @@ impl Deployment<'_> {
                     let inbound = ty.remote_input(&tx, channel);
                     network.register_input(key, inbound).map_err(|m| network_error(key, m))?;
                 }
-                queues.insert((c, subtask.index), (tx, rx));
+                queues.insert((c, subtask.index), (tx, Some(rx)));
             }
         }
         Ok(queues)
@@ -129,7 +131,8 @@ impl Deployment<'_> {
             Built::Source(task) => Ok(task),
             Built::Head(head) => {
                 let input = subtask.input.as_ref().expect("a chain without a source has an input");
-                let (_, rx) = queues.remove(&(c, subtask.index)).expect("queue of a chain with inputs");
+                let rx = queues.get_mut(&(c, subtask.index)).and_then(|q| q.1.take());
+                let rx = rx.expect("queue of a chain with inputs");
                 let ty = &self.graph.nodes[self.graph.edges[input.channels[0].edge].from].output;
                 Ok(ty.input_task(rx, input.channels.len(), head, env))
             }
@@ -260,6 +263,7 @@ impl Deployment<'_> {
             snapshots: snapshots.clone(),
             checkpointing: self.checkpointing.is_some(),
             alignment: shared.alignment.clone(),
+            side_outputs: Default::default(),
         })
     }
 

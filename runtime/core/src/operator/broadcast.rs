@@ -21,6 +21,7 @@ use crate::element::{Data, Record};
 use crate::error::TaskResult;
 use crate::graph::SubtaskInfo;
 use crate::operator::co_process::CoInput;
+use crate::operator::side::{OutputTag, SideOutputs};
 use crate::output::Collector;
 use crate::state::{Key, KeyedState, codec};
 use crate::time::Timestamp;
@@ -63,6 +64,7 @@ pub struct BroadcastContext<'a, Out> {
     watermark: Timestamp,
     subtask: usize,
     out: &'a mut Vec<Record<Out>>,
+    sides: &'a SideOutputs,
 }
 
 impl<Out> BroadcastContext<'_, Out> {
@@ -83,6 +85,11 @@ impl<Out> BroadcastContext<'_, Out> {
     /// Emits a result with the element's timestamp.
     pub fn emit(&mut self, value: Out) {
         self.out.push(Record::new(self.time, value));
+    }
+
+    /// Emits `value` with the element's timestamp to the side output `tag`.
+    pub fn output<X: serde::Serialize>(&mut self, tag: &OutputTag<X>, value: X) {
+        self.sides.emit(tag, self.time, &value);
     }
 }
 
@@ -118,6 +125,7 @@ pub struct KeyedBroadcastOperator<K: Key, A, B, Out, F: KeyedBroadcastProcessFun
     keyed: KeyedProcessOperator<K, A, Out, WithBroadcast<F, F::Broadcast, B>, KS>,
     subtask: usize,
     watermark: Timestamp,
+    sides: SideOutputs,
 }
 
 impl<K, A, B, Out, F, KS> KeyedBroadcastOperator<K, A, B, Out, F, KS>
@@ -136,13 +144,19 @@ where
             keyed: KeyedProcessOperator::new(with, key_selector, info),
             subtask: info.index,
             watermark: crate::time::MIN_WATERMARK,
+            sides: info.side_outputs.clone(),
         }
     }
 
     fn broadcast_element(&mut self, record: Record<B>, out: &mut Collector<'_, Out>) {
         let with = self.keyed.function_mut();
-        let mut ctx =
-            BroadcastContext { time: record.time, watermark: self.watermark, subtask: self.subtask, out: out.buffer() };
+        let mut ctx = BroadcastContext {
+            time: record.time,
+            watermark: self.watermark,
+            subtask: self.subtask,
+            out: out.buffer(),
+            sides: &self.sides,
+        };
         with.function.process_broadcast_element(record.value, &mut with.broadcast, &mut ctx);
     }
 }

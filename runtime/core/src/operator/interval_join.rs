@@ -13,8 +13,11 @@
 //! record without a timestamp (no assigner, or a pipeline row whose time field
 //! is null): replayed after a restart it would fail the job again and again.
 
+use serde::Serialize;
+
 use super::co_process::KeyedCoProcessFunction;
 use super::process::ProcessContext;
+use super::side::{OutputTag, SideOutputs};
 use crate::element::{Data, Record};
 use crate::error::JobError;
 use crate::state::{Key, KeyedState, ValueState};
@@ -62,6 +65,7 @@ pub struct JoinContext<'a, Out> {
     first_time: Timestamp,
     second_time: Timestamp,
     out: &'a mut Vec<Record<Out>>,
+    sides: &'a SideOutputs,
 }
 
 impl<Out> JoinContext<'_, Out> {
@@ -82,6 +86,11 @@ impl<Out> JoinContext<'_, Out> {
     pub fn emit(&mut self, value: Out) {
         let time = self.timestamp();
         self.out.push(Record::new(time, value));
+    }
+
+    /// Emits `value` at [`JoinContext::timestamp`] to the side output `tag`.
+    pub fn output<X: serde::Serialize>(&mut self, tag: &OutputTag<X>, value: X) {
+        self.sides.emit(tag, self.timestamp(), &value);
     }
 }
 
@@ -136,17 +145,48 @@ pub struct IntervalJoin<A, B, F> {
     bounds: JoinBounds,
     function: F,
     buffers: Option<ValueState<Buffers<A, B>>>,
+    late: LateSides<A, B>,
+}
+
+/// Where each side's late records go (Flink's `sideOutputLeftLateData` and
+/// `sideOutputRightLateData`): counted and dropped when untagged.
+pub struct LateSides<A, B> {
+    pub first: Option<OutputTag<A>>,
+    pub second: Option<OutputTag<B>>,
+}
+
+impl<A, B> Default for LateSides<A, B> {
+    fn default() -> Self {
+        LateSides { first: None, second: None }
+    }
+}
+
+impl<A, B> Clone for LateSides<A, B> {
+    fn clone(&self) -> Self {
+        LateSides { first: self.first.clone(), second: self.second.clone() }
+    }
 }
 
 impl<A, B, F: Clone> Clone for IntervalJoin<A, B, F> {
     fn clone(&self) -> Self {
-        IntervalJoin { bounds: self.bounds, function: self.function.clone(), buffers: self.buffers }
+        IntervalJoin {
+            bounds: self.bounds,
+            function: self.function.clone(),
+            buffers: self.buffers,
+            late: self.late.clone(),
+        }
     }
 }
 
 impl<A, B, F> IntervalJoin<A, B, F> {
     pub fn new(bounds: JoinBounds, function: F) -> Self {
-        IntervalJoin { bounds, function, buffers: None }
+        IntervalJoin { bounds, function, buffers: None, late: LateSides::default() }
+    }
+
+    /// Sends late records to these side outputs instead of dropping them.
+    pub fn with_late_sides(mut self, late: LateSides<A, B>) -> Self {
+        self.late = late;
+        self
     }
 }
 
@@ -162,16 +202,24 @@ fn timer_at(cleanup: Timestamp) -> Timestamp {
     }
 }
 
-/// Whether the record in hand may take part: it has a time, and the watermark
-/// has not passed it. Counts one that may not as late.
-fn admit<K: Key, Out>(ctx: &mut ProcessContext<'_, K, Out>) -> bool {
+/// The record in hand when it may take part: it has a time, and the watermark
+/// has not passed it. One that may not is counted as late and goes to the
+/// side's late output if it has one.
+fn admit<K: Key, Out, V: Serialize>(
+    value: V,
+    late: Option<&OutputTag<V>>,
+    ctx: &mut ProcessContext<'_, K, Out>,
+) -> Option<V> {
     let time = ctx.timestamp();
     let watermark = ctx.current_watermark();
     if time == NO_TIMESTAMP || (watermark != MIN_WATERMARK && time <= watermark) {
         ctx.count_late();
-        return false;
+        if let Some(tag) = late {
+            ctx.output(tag, value);
+        }
+        return None;
     }
-    true
+    Some(value)
 }
 
 /// Joins the record in hand: `join` meets it with the other side's buffered
@@ -181,12 +229,12 @@ fn on_record<K: Key, A: Data, B: Data, Out>(
     handle: ValueState<Buffers<A, B>>,
     ctx: &mut ProcessContext<'_, K, Out>,
     cleanup: Timestamp,
-    join: impl FnOnce(&mut Buffers<A, B>, &mut Vec<Record<Out>>),
+    join: impl FnOnce(&mut Buffers<A, B>, &mut Vec<Record<Out>>, &SideOutputs),
 ) {
-    let (state, key, out) = ctx.parts();
+    let (state, key, out, sides) = ctx.parts();
     let mut slot = state.value_mut(&handle, key);
     let buffers = slot.get_or_insert_with(Buffers::new);
-    join(buffers, out);
+    join(buffers, out, sides);
     if buffers.timer == NO_TIMESTAMP {
         let timer = timer_at(cleanup);
         buffers.timer = timer;
@@ -206,26 +254,28 @@ where
     }
 
     fn process_element1(&mut self, value: A, ctx: &mut ProcessContext<'_, K, Out>) {
-        if !admit(ctx) {
+        let Some(value) = admit(value, self.late.first.as_ref(), ctx) else {
             return;
-        }
+        };
         let (time, bounds, function) = (ctx.timestamp(), self.bounds, &mut self.function);
-        on_record(self.buffers.expect("opened"), ctx, time.saturating_add(bounds.upper), |buffers, out| {
+        on_record(self.buffers.expect("opened"), ctx, time.saturating_add(bounds.upper), |buffers, out, sides| {
             for (t, b) in buffers.second.iter().filter(|(t, _)| bounds.contains(time, *t)) {
-                function.process_element(&value, b, &mut JoinContext { first_time: time, second_time: *t, out });
+                let mut ctx = JoinContext { first_time: time, second_time: *t, out: &mut *out, sides };
+                function.process_element(&value, b, &mut ctx);
             }
             buffers.first.push((time, value));
         });
     }
 
     fn process_element2(&mut self, value: B, ctx: &mut ProcessContext<'_, K, Out>) {
-        if !admit(ctx) {
+        let Some(value) = admit(value, self.late.second.as_ref(), ctx) else {
             return;
-        }
+        };
         let (time, bounds, function) = (ctx.timestamp(), self.bounds, &mut self.function);
-        on_record(self.buffers.expect("opened"), ctx, time.saturating_sub(bounds.lower), |buffers, out| {
+        on_record(self.buffers.expect("opened"), ctx, time.saturating_sub(bounds.lower), |buffers, out, sides| {
             for (t, a) in buffers.first.iter().filter(|(t, _)| bounds.contains(*t, time)) {
-                function.process_element(a, &value, &mut JoinContext { first_time: *t, second_time: time, out });
+                let mut ctx = JoinContext { first_time: *t, second_time: time, out: &mut *out, sides };
+                function.process_element(a, &value, &mut ctx);
             }
             buffers.second.push((time, value));
         });
@@ -283,6 +333,7 @@ mod tests {
             snapshots: SnapshotCollector::default(),
             checkpointing: true,
             alignment: Default::default(),
+            side_outputs: Default::default(),
         }
     }
 

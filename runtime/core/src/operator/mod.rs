@@ -15,6 +15,7 @@
 //! | [`co_process`] | two inputs: keyed co-process functions |
 //! | [`broadcast`] | a keyed input and a broadcast one: broadcast state |
 //! | [`interval_join`] | interval joins of two keyed streams |
+//! | [`side`] | side outputs: records beside the main output, by tag |
 //! | [`sink`] | sinks: the end of a chain |
 //! | [`crate::window`] | event-time windows |
 
@@ -24,6 +25,7 @@ pub mod broadcast;
 pub mod co_process;
 pub mod interval_join;
 pub mod process;
+pub mod side;
 pub mod sink;
 pub mod watermarks;
 

@@ -8,12 +8,15 @@
 
 use std::sync::Arc;
 
+use serde::Serialize;
+
 use super::Operator;
 use crate::checkpoint::metadata::{OperatorSnapshot, RestoredState};
 use crate::element::{Data, Record};
 use crate::error::TaskResult;
 use crate::graph::SubtaskInfo;
 use crate::metrics::SubtaskMetrics;
+use crate::operator::side::{OutputTag, SideOutputs};
 use crate::output::Collector;
 use crate::state::codec;
 use crate::state::{Key, KeyedState, ListState, MapState, ValueSlot, ValueState};
@@ -41,6 +44,7 @@ pub struct ProcessContext<'a, K: Key, Out> {
     out: &'a mut Vec<Record<Out>>,
     metrics: &'a SubtaskMetrics,
     failure: &'a mut Option<String>,
+    sides: &'a SideOutputs,
 }
 
 impl<'a, K: Key, Out> ProcessContext<'a, K, Out> {
@@ -64,6 +68,12 @@ impl<'a, K: Key, Out> ProcessContext<'a, K, Out> {
 
     pub fn emit_at(&mut self, time: Timestamp, value: Out) {
         self.out.push(Record::new(time, value));
+    }
+
+    /// Emits `value` with the current timestamp to the side output `tag`
+    /// (read with the stream's `side_output(tag)`; dropped when nobody does).
+    pub fn output<X: Serialize>(&mut self, tag: &OutputTag<X>, value: X) {
+        self.sides.emit(tag, self.time, &value);
     }
 
     pub fn register_event_time_timer(&mut self, time: Timestamp) {
@@ -117,8 +127,8 @@ impl<'a, K: Key, Out> ProcessContext<'a, K, Out> {
 
     /// The state, the key and the output at once, for functions in this crate
     /// that read one state while they emit.
-    pub(crate) fn parts(&mut self) -> (&mut KeyedState<K>, &K, &mut Vec<Record<Out>>) {
-        (self.state, self.key, self.out)
+    pub(crate) fn parts(&mut self) -> (&mut KeyedState<K>, &K, &mut Vec<Record<Out>>, &SideOutputs) {
+        (self.state, self.key, self.out, self.sides)
     }
 }
 
@@ -135,6 +145,7 @@ pub struct KeyedProcessOperator<K: Key, In, Out, F, KS> {
     metrics: Arc<SubtaskMetrics>,
     /// Set by [`ProcessContext::fail`]; fails the task after the call that set it.
     failure: Option<String>,
+    sides: SideOutputs,
 }
 
 /// One key group of a process function's snapshot.
@@ -164,6 +175,7 @@ where
             _types: std::marker::PhantomData,
             metrics: info.metrics.clone(),
             failure: None,
+            sides: info.side_outputs.clone(),
         }
     }
 
@@ -196,6 +208,7 @@ where
                 out: out.buffer(),
                 metrics: &self.metrics,
                 failure: &mut self.failure,
+                sides: &self.sides,
             };
             self.function.on_timer(time, domain, &mut ctx);
         }
@@ -235,6 +248,7 @@ where
                 out: &mut *buf,
                 metrics: &self.metrics,
                 failure: &mut self.failure,
+                sides: &self.sides,
             };
             self.function.process_element(r.value, &mut ctx);
         }

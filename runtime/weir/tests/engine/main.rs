@@ -9,6 +9,7 @@ mod checkpoint_alignment;
 mod exchange_backpressure;
 mod exchange_partitioning;
 mod process_timers_state;
+mod side_outputs;
 mod time_watermarks;
 mod two_inputs;
 mod window_functions;

@@ -30,6 +30,7 @@ fn info(index: usize, parallelism: usize) -> SubtaskInfo {
         snapshots: SnapshotCollector::default(),
         checkpointing: true,
         alignment: Default::default(),
+        side_outputs: Default::default(),
     }
 }
 

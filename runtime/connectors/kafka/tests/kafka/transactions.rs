@@ -32,6 +32,7 @@ fn info(checkpointing: bool, restored: Option<RestoredState>) -> SubtaskInfo {
         snapshots: SnapshotCollector::default(),
         checkpointing,
         alignment: Default::default(),
+        side_outputs: Default::default(),
     }
 }
 
