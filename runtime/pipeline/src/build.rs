@@ -247,7 +247,7 @@ fn step(
             }
             stream
         }
-        StepKind::Lookup(spec) => connectors::redis_lookup(file, "steps (lookup)", spec, stream)?,
+        StepKind::Lookup(spec) => crate::lookup::lookup(file, "steps (lookup)", spec, stream)?,
         StepKind::ExternalCall { per_record } => {
             let per_record = *per_record;
             stream.transform("external_call", move |_| ExternalCall::new(per_record))

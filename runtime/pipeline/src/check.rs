@@ -33,8 +33,8 @@ use crate::expr::Expr;
 use crate::file_source::DEFAULT_MAX_LINE_BYTES;
 use crate::ops::{AggKind, AggSpec};
 use crate::plan::{
-    JoinHow, KafkaSinkSpec, KafkaSourceSpec, KafkaStart, LookupSpec, Part, Plan, PostgresSinkSpec, RedisSinkSpec,
-    SinkKind, SinkPlan, SourceKind, SourcePlan, StepKind, StepPlan, WindowOutput,
+    JoinHow, KafkaSinkSpec, KafkaSourceSpec, KafkaStart, LookupSpec, LookupStore, Part, Plan, PostgresSinkSpec,
+    RedisSinkSpec, SinkKind, SinkPlan, SourceKind, SourcePlan, StepKind, StepPlan, WindowOutput,
 };
 use crate::records::Format;
 use crate::value::{FieldType, Schema};
@@ -625,11 +625,29 @@ fn join_how(ctx: &Ctx, key: &str, j: &config::Join, width: usize) -> Result<Join
 /// Checks a lookup step: the store's URL, the key pattern's fields, fields to
 /// add that the row does not have yet, and limits that can work.
 fn lookup(ctx: &Ctx, key: &str, l: &config::Lookup, cur: &mut Cursor) -> Result<LookupSpec, PipelineError> {
-    let url = &l.redis.url;
-    redis_url(ctx, &format!("{key}.redis.url"), url)?;
-    let key_parts = pattern(ctx, &format!("{key}.redis.key"), &l.redis.key, &cur.schema)?;
+    let store = match (&l.redis, &l.postgres) {
+        (Some(redis), None) => {
+            redis_url(ctx, &format!("{key}.redis.url"), &redis.url)?;
+            let parts = pattern(ctx, &format!("{key}.redis.key"), &redis.key, &cur.schema)?;
+            LookupStore::Redis { url: redis.url.clone(), key: parts }
+        }
+        (None, Some(pg)) => {
+            postgres_url(ctx, &format!("{key}.postgres.url"), &pg.url)?;
+            if pg.table.trim().is_empty() {
+                return Err(ctx.err(format!("{key}.postgres.table"), "expected a table name"));
+            }
+            if pg.key.is_empty() {
+                return Err(ctx.err(format!("{key}.postgres.key"), "expected `column: row_field` for each key column"));
+            }
+            let fields: Vec<String> = pg.key.values().cloned().collect();
+            let indices = resolve(ctx, &format!("{key}.postgres.key"), &cur.schema, &fields)?;
+            let key_columns = pg.key.keys().cloned().zip(indices).collect();
+            LookupStore::Postgres { url: pg.url.clone(), table: pg.table.clone(), key: key_columns }
+        }
+        _ => return Err(ctx.err(key, "expected one store to look in: `redis` or `postgres`")),
+    };
     if l.fields.is_empty() {
-        return Err(ctx.err(format!("{key}.fields"), "expected at least one `hash_field: type`"));
+        return Err(ctx.err(format!("{key}.fields"), "expected at least one `field: type` to add"));
     }
     for name in l.fields.keys() {
         if cur.schema.index(name).is_some() {
@@ -655,8 +673,7 @@ fn lookup(ctx: &Ctx, key: &str, l: &config::Lookup, cur: &mut Cursor) -> Result<
         cur.schema.push(name.clone(), *ty);
     }
     Ok(LookupSpec {
-        url: url.clone(),
-        key: key_parts,
+        store,
         fields: l.fields.iter().map(|(n, t)| (n.clone(), *t)).collect(),
         capacity,
         timeout,
@@ -984,6 +1001,14 @@ fn redis_url(ctx: &Ctx, key: &str, url: &str) -> Result<(), PipelineError> {
     }
 }
 
+/// A PostgreSQL URL (of a sink or a lookup), at `key`.
+fn postgres_url(ctx: &Ctx, key: &str, url: &str) -> Result<(), PipelineError> {
+    match url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        true => Ok(()),
+        false => Err(ctx.err(key, "expected postgres://user@host:port/database")),
+    }
+}
+
 fn postgres_sink(
     ctx: &Ctx,
     key_path: &str,
@@ -991,9 +1016,7 @@ fn postgres_sink(
     schema: &Schema,
 ) -> Result<PostgresSinkSpec, PipelineError> {
     let config::Sink::Postgres { url, table, key, guarantee } = sink else { unreachable!("called for postgres sinks") };
-    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-        return Err(ctx.err(format!("{key_path}.url"), "expected postgres://user@host:port/database"));
-    }
+    postgres_url(ctx, &format!("{key_path}.url"), url)?;
     if table.trim().is_empty() {
         return Err(ctx.err(format!("{key_path}.table"), "expected a table name"));
     }

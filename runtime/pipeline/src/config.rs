@@ -340,8 +340,11 @@ pub enum Outer {
 #[serde(deny_unknown_fields)]
 pub struct Lookup {
     /// A Redis hash per row: `{ url: redis://host:port, key: "customer:{customer_id}" }`.
-    pub redis: RedisLookup,
-    /// The hash fields to add to the row, with their types: `{ name: string, tier: int }`.
+    pub redis: Option<RedisLookup>,
+    /// A table row per row: `{ url: postgres://..., table: customers, key: { id: customer_id } }`.
+    pub postgres: Option<PostgresLookup>,
+    /// The hash fields (or table columns) to add to the row, with their
+    /// types: `{ name: string, tier: int }`.
     pub fields: IndexMap<String, FieldType>,
     /// Lookups in flight per subtask (100).
     pub capacity: Option<usize>,
@@ -362,6 +365,15 @@ pub struct RedisLookup {
     pub url: String,
     /// The key of the row's hash: text with `{field}`s of the row.
     pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresLookup {
+    pub url: String,
+    pub table: String,
+    /// The table's key columns, each with the row field it must equal: `{ id: customer_id }`.
+    pub key: IndexMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -23,7 +23,7 @@ const RETRY_FOR: Duration = Duration::from_secs(120);
 
 /// The error of a pipeline that uses a connector this build does not have.
 #[allow(dead_code)] // unused when every connector is compiled in
-fn not_built(file: &Path, key: &str, connector: &str) -> PipelineError {
+pub(crate) fn not_built(file: &Path, key: &str, connector: &str) -> PipelineError {
     PipelineError::new(
         file,
         format!("{key}.type"),
@@ -172,29 +172,7 @@ pub(crate) fn redis_sink(
     Err(not_built(file, key, "redis"))
 }
 
-/// The `lookup` step (see [`crate::lookup`]).
-#[cfg(feature = "redis")]
-pub(crate) fn redis_lookup(
-    _file: &Path,
-    _key: &str,
-    spec: &crate::plan::LookupSpec,
-    stream: DataStream<Row>,
-) -> Result<DataStream<Row>, PipelineError> {
-    Ok(crate::lookup::lookup(spec, stream))
-}
-
-#[cfg(not(feature = "redis"))]
-pub(crate) fn redis_lookup(
-    file: &Path,
-    key: &str,
-    _spec: &crate::plan::LookupSpec,
-    _stream: DataStream<Row>,
-) -> Result<DataStream<Row>, PipelineError> {
-    Err(not_built(file, key, "redis"))
-}
-
 /// A pattern's text with its fields' values of `row`.
-#[cfg(feature = "redis")]
 pub(crate) fn expand(parts: &[crate::plan::Part], row: &Row) -> String {
     use crate::plan::Part;
     let mut out = String::new();

@@ -59,7 +59,7 @@ pub mod error;
 pub mod expr;
 pub mod file_source;
 pub mod format;
-#[cfg(feature = "redis")]
+#[cfg(feature = "engine")]
 mod lookup;
 pub mod ops;
 pub mod plan;

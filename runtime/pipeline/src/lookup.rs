@@ -1,29 +1,47 @@
-//! The `lookup` step: fields added to each row from a Redis hash, fetched
+//! The `lookup` step: fields added to each row from an outside store, fetched
 //! through async I/O (`DataStream::async_wait`), with an optional cache per
-//! subtask.
+//! subtask. The store is a Redis hash (the row's `key` pattern filled in,
+//! `HMGET key fields...`) or a PostgreSQL table row (its key columns equal to
+//! the row's fields, `SELECT columns ... WHERE key = ...`).
 //!
-//! A row's key is its `key` pattern filled in; the answer is `HMGET key
-//! fields...`, each value parsed as its declared type (a value that does not
-//! parse fails the attempt, naming the key and field). A key with none of the
-//! fields is missing: its row gets nulls, is dropped, or fails the job, as
-//! `on_missing` says. Failures and timeouts are retried by the async
-//! operator, which fails the job with the reason when the retries run out.
+//! Either way the answer is text, parsed as each field's declared type (a
+//! value that does not parse fails the attempt, naming the key and field). A
+//! key with no hash or row is missing: its row gets nulls, is dropped, or fails
+//! the job, as `on_missing` says. Failures and timeouts are retried by the
+//! async operator, which fails the job with the reason when the retries run out.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use smol_str::SmolStr;
 use weir::prelude::{AsyncFunction, AsyncOptions, DataStream, ResultFuture};
-use weir_redis::lookup::RedisLookup;
 
 use crate::config::OnMissing;
-use crate::connectors::expand;
-use crate::plan::LookupSpec;
+use crate::error::PipelineError;
+use crate::plan::{LookupSpec, LookupStore};
 use crate::value::{FieldType, Row, Value};
 
-/// Adds the lookup's fields to the rows of `stream`.
-pub fn lookup(spec: &LookupSpec, stream: DataStream<Row>) -> DataStream<Row> {
+/// The answer of a store: the fields' text (`None` for one the store lacks),
+/// `None` when the key is missing.
+type Answer = Result<Option<Vec<Option<String>>>, String>;
+
+/// Adds the lookup's fields to the rows of `stream`; refused when this build
+/// has no client for the lookup's store.
+pub(crate) fn lookup(
+    file: &Path,
+    key: &str,
+    spec: &LookupSpec,
+    stream: DataStream<Row>,
+) -> Result<DataStream<Row>, PipelineError> {
+    let store = match spec.store {
+        LookupStore::Redis { .. } => "redis",
+        LookupStore::Postgres { .. } => "postgres",
+    };
+    if !(cfg!(feature = "redis") && store == "redis" || cfg!(feature = "postgres") && store == "postgres") {
+        return Err(crate::connectors::not_built(file, key, store));
+    }
     let options = AsyncOptions {
         capacity: spec.capacity,
         timeout: spec.timeout,
@@ -31,61 +49,138 @@ pub fn lookup(spec: &LookupSpec, stream: DataStream<Row>) -> DataStream<Row> {
         retry_delay: Duration::from_millis(100),
         ordered: true,
     };
-    let function = RedisLookupFn {
-        spec: Arc::new(spec.clone()),
-        fields: spec.fields.iter().map(|(n, _)| n.clone()).collect(),
-        pool: None,
-        cache: None,
-    };
-    stream.async_wait(options, function)
+    Ok(stream.async_wait(options, LookupFn { spec: Arc::new(spec.clone()), client: None, cache: None }))
 }
 
 /// The lookup function of one subtask (each clone opens its own connections
 /// and keeps its own cache on first use).
 #[derive(Clone)]
-struct RedisLookupFn {
+struct LookupFn {
     spec: Arc<LookupSpec>,
-    fields: Arc<[String]>,
-    pool: Option<Arc<RedisLookup>>,
+    client: Option<Arc<Client>>,
     cache: Option<Arc<Mutex<Cache>>>,
 }
 
-impl AsyncFunction<Row, Row> for RedisLookupFn {
+/// A pool of connections to the lookup's store.
+enum Client {
+    #[cfg(feature = "redis")]
+    Redis(weir_redis::lookup::RedisLookup),
+    #[cfg(feature = "postgres")]
+    Postgres(weir_postgres::lookup::PostgresLookup),
+}
+
+// Without one of the store features, some arms and variables are unused.
+#[cfg_attr(
+    not(all(feature = "redis", feature = "postgres")),
+    allow(unused_variables, unreachable_code, unreachable_patterns)
+)]
+impl Client {
+    fn start(spec: &LookupSpec) -> Result<Self, String> {
+        let workers = spec.capacity.min(16);
+        let started: Result<Self, weir::core::TaskError> = match &spec.store {
+            #[cfg(feature = "redis")]
+            LookupStore::Redis { url, .. } => weir_redis::lookup::RedisLookup::start(url, workers).map(Client::Redis),
+            #[cfg(feature = "postgres")]
+            LookupStore::Postgres { url, table, key } => {
+                let query = weir_postgres::lookup::LookupQuery {
+                    table: table.clone(),
+                    key: key.iter().map(|(column, _)| column.clone()).collect(),
+                    columns: spec.fields.iter().map(|(name, _)| name.clone()).collect(),
+                };
+                weir_postgres::lookup::PostgresLookup::start(url, query, workers).map(Client::Postgres)
+            }
+            // A store this build has no client for (refused when the job is built).
+            #[allow(unreachable_patterns)]
+            _ => return Err("lookup: this build has no client for the store".into()),
+        };
+        started.map_err(|e| e.to_string())
+    }
+
+    /// Asks the store for `row`'s fields; `reply` gets the answer on another thread.
+    fn ask(&self, spec: &LookupSpec, row: &Row, reply: Box<dyn FnOnce(Answer) + Send>) {
+        match (self, &spec.store) {
+            #[cfg(feature = "redis")]
+            (Client::Redis(pool), LookupStore::Redis { key, .. }) => {
+                let fields: Arc<[String]> = spec.fields.iter().map(|(n, _)| n.clone()).collect();
+                pool.hmget(
+                    crate::connectors::expand(key, row),
+                    fields,
+                    Box::new(move |answer| reply(answer.map(|v| (!v.iter().all(Option::is_none)).then_some(v)))),
+                );
+            }
+            #[cfg(feature = "postgres")]
+            (Client::Postgres(pool), LookupStore::Postgres { key, .. }) => {
+                use weir_postgres::lookup::Param;
+                let params = key
+                    .iter()
+                    .map(|&(_, i)| match &row[i] {
+                        Value::Null => Param::Null,
+                        Value::Bool(b) => Param::Bool(*b),
+                        Value::Int(n) => Param::Int(*n),
+                        Value::Float(f) => Param::Float(*f),
+                        Value::Str(s) => Param::Text(s.to_string()),
+                    })
+                    .collect();
+                pool.get(params, reply);
+            }
+            // A client is started for its own store only.
+            _ => reply(Err("lookup: the client does not match the store".into())),
+        }
+    }
+}
+
+/// The row's key in the store, as text: the cache's key and the messages'.
+fn key_text(spec: &LookupSpec, row: &Row) -> String {
+    match &spec.store {
+        LookupStore::Redis { key, .. } => crate::connectors::expand(key, row),
+        LookupStore::Postgres { key, .. } => {
+            let values: Vec<String> = key.iter().map(|&(ref column, i)| format!("{column}={:?}", row[i])).collect();
+            values.join(", ")
+        }
+    }
+}
+
+impl AsyncFunction<Row, Row> for LookupFn {
     fn invoke(&mut self, row: &Row, result: ResultFuture<Row>) {
-        let key = expand(&self.spec.key, row);
+        let key = key_text(&self.spec, row);
         if self.cache.is_none() {
             self.cache = self.spec.cache.map(|(size, ttl)| Arc::new(Mutex::new(Cache::new(size, ttl))));
         }
         if let Some(found) = self.cache.as_ref().and_then(|c| c.lock().unwrap_or_else(|e| e.into_inner()).get(&key)) {
             return result.complete(finish(&self.spec, &key, row, found));
         }
-        let pool = match &self.pool {
-            Some(pool) => pool.clone(),
-            None => match RedisLookup::start(&self.spec.url, self.spec.capacity.min(16)) {
-                Ok(pool) => self.pool.insert(Arc::new(pool)).clone(),
-                Err(e) => return result.complete(Err(e.to_string())),
+        let client = match &self.client {
+            Some(client) => client.clone(),
+            None => match Client::start(&self.spec) {
+                Ok(client) => self.client.insert(Arc::new(client)).clone(),
+                Err(e) => return result.complete(Err(e)),
             },
         };
-        let (spec, cache, row) = (self.spec.clone(), self.cache.clone(), row.clone());
-        pool.hmget(
-            key.clone(),
-            self.fields.clone(),
+        let (spec, cache, row2) = (self.spec.clone(), self.cache.clone(), row.clone());
+        client.ask(
+            &self.spec,
+            row,
             Box::new(move |answer| {
                 let found = answer.and_then(|values| parse(&spec, &key, values));
                 if let (Ok(found), Some(cache)) = (&found, &cache) {
                     cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), found.clone());
                 }
-                result.complete(found.and_then(|found| finish(&spec, &key, &row, found)));
+                result.complete(found.and_then(|found| finish(&spec, &key, &row2, found)));
             }),
         );
     }
 }
 
-/// The hash's values as the declared types; `None` when the key has none of the fields.
-fn parse(spec: &LookupSpec, key: &str, values: Vec<Option<String>>) -> Result<Option<Vec<Value>>, String> {
-    if values.iter().all(Option::is_none) {
-        return Ok(None);
+fn store_name(spec: &LookupSpec) -> &'static str {
+    match spec.store {
+        LookupStore::Redis { .. } => "redis",
+        LookupStore::Postgres { .. } => "postgres",
     }
+}
+
+/// The store's values as the declared types; `None` when the key is missing.
+fn parse(spec: &LookupSpec, key: &str, values: Option<Vec<Option<String>>>) -> Result<Option<Vec<Value>>, String> {
+    let Some(values) = values else { return Ok(None) };
     let parsed = values.into_iter().zip(&spec.fields).map(|(v, (name, ty))| {
         let Some(text) = v else { return Ok(Value::Null) };
         let value = match ty {
@@ -98,7 +193,8 @@ fn parse(spec: &LookupSpec, key: &str, values: Vec<Option<String>>) -> Result<Op
                 _ => None,
             },
         };
-        value.ok_or_else(|| format!("redis lookup: field `{name}` of `{key}` is `{text}`, expected {ty}"))
+        value
+            .ok_or_else(|| format!("{} lookup: field `{name}` of `{key}` is `{text}`, expected {ty}", store_name(spec)))
     });
     parsed.collect::<Result<Vec<_>, _>>().map(Some)
 }
@@ -109,7 +205,13 @@ fn finish(spec: &LookupSpec, key: &str, row: &Row, found: Option<Vec<Value>>) ->
         (Some(values), _) => values,
         (None, OnMissing::Null) => vec![Value::Null; spec.fields.len()],
         (None, OnMissing::Drop) => return Ok(Vec::new()),
-        (None, OnMissing::Fail) => return Err(format!("redis lookup: no hash `{key}` (on_missing: fail)")),
+        (None, OnMissing::Fail) => {
+            let what = match spec.store {
+                LookupStore::Redis { .. } => "hash",
+                LookupStore::Postgres { .. } => "row with",
+            };
+            return Err(format!("{} lookup: no {what} `{key}` (on_missing: fail)", store_name(spec)));
+        }
     };
     let mut out = Vec::with_capacity(row.len() + added.len());
     out.extend_from_slice(row);

@@ -192,9 +192,8 @@ pub enum StepKind {
 /// A checked lookup step.
 #[derive(Clone, Debug)]
 pub struct LookupSpec {
-    pub url: String,
-    pub key: Vec<Part>,
-    /// The hash fields, added to the row in this order.
+    pub store: LookupStore,
+    /// The hash fields or table columns, added to the row in this order.
     pub fields: Vec<(String, FieldType)>,
     pub capacity: usize,
     pub timeout: Duration,
@@ -202,6 +201,15 @@ pub struct LookupSpec {
     /// (entries, time to live) of the per-subtask cache.
     pub cache: Option<(usize, Duration)>,
     pub on_missing: OnMissing,
+}
+
+/// Where a lookup step looks.
+#[derive(Clone, Debug)]
+pub enum LookupStore {
+    /// The hash whose key is the pattern filled in from the row.
+    Redis { url: String, key: Vec<Part> },
+    /// The row of `table` whose key columns equal the row's fields (column, field index).
+    Postgres { url: String, table: String, key: Vec<(String, usize)> },
 }
 
 /// How a join step's rows meet.

@@ -11,6 +11,7 @@ mod cluster_api;
 mod cluster_failover;
 mod kafka_connectors;
 mod late_rows;
+mod lookup_postgres;
 mod lookup_redis;
 mod pipeline_oracle;
 mod processing_time;

@@ -117,6 +117,21 @@ fn bad_lookups() {
         &["steps[0].lookup.cache", "above zero"],
     );
     rejects(&with(&format!("{{ {ok_redis}, fields: {{ n: decimal }} }}")), &["steps[0].lookup.fields", "decimal"]);
+    let pg = "postgres: { url: \"postgres://weir@127.0.0.1:1/db\", table: regions, key: { name: region } }";
+    rejects(&with("{ fields: { n: int } }"), &["steps[0].lookup", "`redis` or `postgres`"]);
+    rejects(&with(&format!("{{ {ok_redis}, {pg}, fields: {{ n: int }} }}")), &["steps[0].lookup", "one store"]);
+    rejects(
+        &with("{ postgres: { url: \"mysql://x\", table: t, key: { id: region } }, fields: { n: int } }"),
+        &["steps[0].lookup.postgres.url", "expected postgres://"],
+    );
+    rejects(
+        &with("{ postgres: { url: \"postgres://x\", table: t, key: { id: nope } }, fields: { n: int } }"),
+        &["steps[0].lookup.postgres.key", "unknown field `nope`"],
+    );
+    rejects(
+        &with("{ postgres: { url: \"postgres://x\", table: t, key: {} }, fields: { n: int } }"),
+        &["steps[0].lookup.postgres.key", "column: row_field"],
+    );
 }
 
 #[test]

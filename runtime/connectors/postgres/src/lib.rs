@@ -1,4 +1,6 @@
-//! # weir-postgres: a PostgreSQL sink for the Weir stream engine
+//! # weir-postgres: a PostgreSQL sink for the Weir stream engine, and table lookups
+//!
+//! Lookups in a table for async I/O are in [`lookup`]; the rest is the sink.
 //!
 //! [`PostgresSink`] upserts rows into a table by its key (creating the table
 //! when it is missing, with one column per field and the key as primary key).
@@ -58,6 +60,7 @@ use weir_core::{Record, TaskError, TaskResult};
 
 pub use postgres;
 
+pub mod lookup;
 #[cfg(feature = "testing")]
 pub mod testing;
 
