@@ -38,6 +38,11 @@ impl Scenario<'_> {
             .args(["--parallelism", &parallelism.to_string()])
             .args(["--set", &format!("source.count={}", self.events)])
             .args(["--set", &format!("source.rate={}", self.rate)])
+            .args(self.second_source().into_iter().flat_map(|name| {
+                // A second source (the join's) of the same count and rate.
+                let set = |what: &str, v: u64| ["--set".to_string(), format!("sources.{name}.{what}={v}")];
+                set("count", self.events).into_iter().chain(set("rate", self.rate))
+            }))
             .args(["--set", &format!("sink.path={}", self.out.display())])
             .args(["--checkpoint-dir", &self.checkpoint_dir, "--checkpoint-interval", "100ms"])
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -47,6 +52,10 @@ impl Scenario<'_> {
             cmd.args(["--restore", "latest"]);
         }
         cmd
+    }
+
+    fn second_source(&self) -> Option<&'static str> {
+        (self.workload == "orders-payments").then_some("payments")
     }
 
     fn log_text(&self) -> String {
@@ -124,6 +133,13 @@ fn orders_dedup_survives_crashes_on_local_files() {
 #[test]
 fn orders_sliding_survives_crashes_on_local_files() {
     check("orders-sliding", local("orders-sliding"));
+}
+
+/// Two sources and an interval join: both sides' buffers, the sources'
+/// positions and the windows after the join, restored at other parallelisms.
+#[test]
+fn orders_payments_survives_crashes_on_local_files() {
+    check("orders-payments", local("orders-payments"));
 }
 
 #[test]
