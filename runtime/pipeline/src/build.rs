@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use smol_str::SmolStr;
 use weir::datagen::{IntoRateProfile, RateProfile};
-use weir::prelude::{DataStream, StreamEnv, WindowedStream};
+use weir::prelude::{DataStream, JoinContext, ProcessJoinFunction, StreamEnv, WindowedStream};
 use weir_core::TaskResult;
 use weir_core::metrics::GaugeKey;
 use weir_core::operator::basic::Map;
@@ -275,10 +275,20 @@ fn step(
             };
             let (stream, other) = (stream.key_by(key_of(key)), other.key_by(key_of(other_key)));
             match *how {
-                JoinHow::Interval { lower, upper } => stream
+                JoinHow::Interval { lower, upper, outer: None, .. } => stream
                     .interval_join(other)
                     .between(lower, upper)
                     .process(move |row: &Row, other: &Row| joined.pair(row, other))
+                    .map_err(|e| PipelineError::new(file, format!("steps (join with {with})"), e.to_string()))?,
+                JoinHow::Interval { lower, upper, outer: Some(outer), width } => stream
+                    .interval_join(other)
+                    .between(lower, upper)
+                    .outer(match outer {
+                        Outer::Left => weir::prelude::Outer::Left,
+                        Outer::Right => weir::prelude::Outer::Right,
+                        Outer::Full => weir::prelude::Outer::Full,
+                    })
+                    .process(OuterRows { joined, width })
                     .map_err(|e| PipelineError::new(file, format!("steps (join with {with})"), e.to_string()))?,
                 JoinHow::Window { assigner, lateness, outer: None, .. } => stream
                     .connect(other)
@@ -358,6 +368,25 @@ impl Joined {
             (true, false) if outer != Outer::Left => others.iter().for_each(|o| out(self.right_only(width, o))),
             _ => {}
         }
+    }
+}
+
+/// An outer interval join's rows: pairs, and unmatched rows with the other side null.
+#[derive(Clone)]
+struct OuterRows {
+    joined: Joined,
+    width: usize,
+}
+
+impl ProcessJoinFunction<Row, Row, Row> for OuterRows {
+    fn process_element(&mut self, row: &Row, other: &Row, ctx: &mut JoinContext<'_, Row>) {
+        ctx.emit(self.joined.pair(row, other));
+    }
+    fn process_unmatched_first(&mut self, row: &Row, ctx: &mut JoinContext<'_, Row>) {
+        ctx.emit(self.joined.left_only(row));
+    }
+    fn process_unmatched_second(&mut self, other: &Row, ctx: &mut JoinContext<'_, Row>) {
+        ctx.emit(self.joined.right_only(self.width, other));
     }
 }
 

@@ -589,8 +589,8 @@ fn join(ctx: &Ctx, key: &str, j: &config::Join, cur: &mut Cursor) -> Result<Step
     })
 }
 
-/// How a join step's rows meet: `between` for interval joins, `window` (and
-/// `outer`) for window joins; the keys of the other kind are refused.
+/// How a join step's rows meet: `between` for interval joins, `window` for
+/// window joins (either may be `outer`); the keys of the other kind are refused.
 fn join_how(ctx: &Ctx, key: &str, j: &config::Join, width: usize) -> Result<JoinHow, PipelineError> {
     let refuse = |given: bool, name: &str, kind: &str| match given {
         true => Err(ctx.err(format!("{key}.{name}"), format!("does not apply to {kind} joins"))),
@@ -599,13 +599,12 @@ fn join_how(ctx: &Ctx, key: &str, j: &config::Join, width: usize) -> Result<Join
     match j.kind {
         JoinType::Interval => {
             refuse(j.window.is_some(), "window", "interval")?;
-            refuse(j.outer.is_some(), "outer", "interval")?;
             let [lower, upper] = j
                 .between
                 .ok_or_else(|| ctx.err(format!("{key}.between"), "required for interval joins: `[lower, upper]`"))?;
             let bounds = weir_core::operator::interval_join::JoinBounds::new(lower.0, upper.0, false, false)
                 .map_err(|e| ctx.err(format!("{key}.between"), e.to_string()))?;
-            Ok(JoinHow::Interval { lower: bounds.lower, upper: bounds.upper })
+            Ok(JoinHow::Interval { lower: bounds.lower, upper: bounds.upper, outer: j.outer, width })
         }
         JoinType::Window => {
             refuse(j.between.is_some(), "between", "window")?;
@@ -1295,7 +1294,7 @@ mod tests {
         );
         let StepKind::Join { key, other_key, how, fields, .. } = &p.steps[0].kind else { panic!() };
         assert_eq!((key.as_slice(), other_key.as_slice()), (&[0][..], &[0][..]));
-        assert_eq!(how, &JoinHow::Interval { lower: 0, upper: 120_000 });
+        assert_eq!(how, &JoinHow::Interval { lower: 0, upper: 120_000, outer: None, width: 4 });
         assert_eq!(fields, &[0, 1, 2]);
         let p = plan(&joined(
             "{ with: pay, type: interval, key: order_id, between: [\"-5s\", 1m], fields: { paid_at: time } }",
@@ -1304,7 +1303,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.output_schema().names(), ["order_id", "region", "amount", "time", "paid_at"]);
         let StepKind::Join { how, .. } = &p.steps[0].kind else { panic!() };
-        assert_eq!(how, &JoinHow::Interval { lower: -5_000, upper: 60_000 });
+        assert_eq!(how, &JoinHow::Interval { lower: -5_000, upper: 60_000, outer: None, width: 4 });
     }
 
     #[test]
@@ -1389,12 +1388,6 @@ mod tests {
                 PAYMENTS,
                 "steps[0].join.between",
                 "does not apply to window joins",
-            ),
-            (
-                "{ with: pay, type: interval, key: order_id, between: [0s, 1m], outer: full }",
-                PAYMENTS,
-                "steps[0].join.outer",
-                "does not apply to interval joins",
             ),
             (
                 "{ with: pay, type: window, key: order_id, window: { type: tumbling, gap: 1m } }",

@@ -215,8 +215,11 @@ pub enum LookupStore {
 /// How a join step's rows meet.
 #[derive(Clone, Debug, PartialEq)]
 pub enum JoinHow {
-    /// The other side's rows whose time is within `lower..=upper` ms of the row's.
-    Interval { lower: i64, upper: i64 },
+    /// The other side's rows whose time is within `lower..=upper` ms of the
+    /// row's; with `outer`, the kept sides' rows that met none too, once the
+    /// watermark passes the last time one could (their missing side null, as
+    /// for window joins). `width` is the stream row's.
+    Interval { lower: i64, upper: i64, outer: Option<Outer>, width: usize },
     /// The other side's rows in the same window, when it fires; with `outer`,
     /// unmatched rows too, their missing side null (but for the key, which a
     /// row of the other side alone fills in). `width` is the stream row's.

@@ -36,12 +36,12 @@ use std::time::Duration;
 
 use weir_core::operator::OperatorNode;
 use weir_core::operator::co_process::{CoInput, CoProcess, KeyedCoProcessFunction};
-use weir_core::operator::interval_join::{IntervalJoin, JoinBounds, LateSides, ProcessJoinFunction};
+use weir_core::operator::interval_join::{IntervalJoin, JoinBounds, LateSides, Outer, ProcessJoinFunction, Tracked};
 use weir_core::operator::process::{KeyedProcessFunction, KeyedProcessOperator};
 use weir_core::operator::side::OutputTag;
 use weir_core::state::Key;
 use weir_core::window::{CoGroupWindow, LateData, Window, WindowAssigner};
-use weir_core::{Data, JobError};
+use weir_core::{Data, JobError, Timestamp};
 
 use crate::stream::{DataStream, KeyedStream, WindowedStream};
 
@@ -187,6 +187,7 @@ impl<K: Key, A: Data, B: Data> IntervalJoinBuilder<K, A, B> {
             lower_exclusive: false,
             upper_exclusive: false,
             late: LateSides::default(),
+            outer: None,
         }
     }
 }
@@ -199,9 +200,21 @@ pub struct IntervalJoined<K, A, B> {
     lower_exclusive: bool,
     upper_exclusive: bool,
     late: LateSides<A, B>,
+    outer: Option<Outer>,
 }
 
 impl<K: Key, A: Data, B: Data> IntervalJoined<K, A, B> {
+    /// Makes the join outer (Flink SQL's time-bounded `LEFT`, `RIGHT` or
+    /// `FULL OUTER JOIN`): the function's `process_unmatched_first` (and/or
+    /// `_second`) gets each record of the kept sides that met nothing, once the
+    /// watermark shows nothing can, at the time of that cleanup (see
+    /// [`weir_core::operator::interval_join`]). A closure `|a, b| row`
+    /// emits nothing for them: implement [`ProcessJoinFunction`].
+    pub fn outer(mut self, outer: Outer) -> Self {
+        self.outer = Some(outer);
+        self
+    }
+
     /// Records of the first stream that come after the watermark passed them
     /// go to the side output `tag` of the joined stream instead of being
     /// dropped (Flink's `sideOutputLeftLateData`).
@@ -236,7 +249,24 @@ impl<K: Key, A: Data, B: Data> IntervalJoined<K, A, B> {
         function: F,
     ) -> Result<DataStream<Out>, JobError> {
         let bounds = JoinBounds::new(self.lower, self.upper, self.lower_exclusive, self.upper_exclusive)?;
-        let join = IntervalJoin::new(bounds, function).with_late_sides(self.late);
-        Ok(self.streams.add_vertex("interval-join", CoProcess(join)))
+        let (streams, late) = (self.streams, self.late);
+        Ok(match self.outer {
+            None => {
+                let join = IntervalJoin::<A, B, F>::new(bounds, function).with_late_sides(late);
+                streams.add_vertex("interval-join", CoProcess(join))
+            }
+            Some(Outer::Left) => {
+                let join = IntervalJoin::<A, B, F, Tracked<A>, (Timestamp, B)>::new(bounds, function);
+                streams.add_vertex("interval-join", CoProcess(join.with_late_sides(late)))
+            }
+            Some(Outer::Right) => {
+                let join = IntervalJoin::<A, B, F, (Timestamp, A), Tracked<B>>::new(bounds, function);
+                streams.add_vertex("interval-join", CoProcess(join.with_late_sides(late)))
+            }
+            Some(Outer::Full) => {
+                let join = IntervalJoin::<A, B, F, Tracked<A>, Tracked<B>>::new(bounds, function);
+                streams.add_vertex("interval-join", CoProcess(join.with_late_sides(late)))
+            }
+        })
     }
 }

@@ -66,7 +66,7 @@ pub mod prelude {
     pub use weir_core::operator::async_io::{AsyncFunction, AsyncOptions, ResultFuture};
     pub use weir_core::operator::broadcast::{BroadcastContext, KeyedBroadcastProcessFunction};
     pub use weir_core::operator::co_process::{CoInput, KeyedCoProcessFunction};
-    pub use weir_core::operator::interval_join::{JoinContext, ProcessJoinFunction};
+    pub use weir_core::operator::interval_join::{JoinContext, Outer, ProcessJoinFunction};
     pub use weir_core::operator::process::{KeyedProcessFunction, ProcessContext};
     pub use weir_core::operator::side::OutputTag;
     pub use weir_core::state::{KeyedState, ListState, MapState, ValueState};

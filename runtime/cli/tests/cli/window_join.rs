@@ -1,7 +1,9 @@
 //! A pipeline file's window join (`join: { type: window, ... }`) between two
 //! file sources: inner and left, right and full outer joins, on tumbling and
 //! sliding windows, at parallelism 1 and 3, against a nested loop over the
-//! same input.
+//! same input; and the same for outer interval joins (`type: interval`,
+//! `outer: ...`): every pair in the interval, and each kept side's rows that
+//! met none.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -70,8 +72,39 @@ fn expected(orders: &[(i64, i64, i64)], pays: &[(i64, i64, i64)], size: i64, sli
     out
 }
 
+/// What an interval join of `[lower, upper]` ms must give, by a nested loop.
+fn expected_interval(
+    orders: &[(i64, i64, i64)],
+    pays: &[(i64, i64, i64)],
+    lower: i64,
+    upper: i64,
+    outer: &str,
+) -> Vec<Out> {
+    let meets = |o: &(i64, i64, i64), p: &(i64, i64, i64)| o.0 == p.0 && p.2 >= o.2 + lower && p.2 <= o.2 + upper;
+    let (left, right) = (matches!(outer, "left" | "full"), matches!(outer, "right" | "full"));
+    let mut out = Vec::new();
+    for o in orders {
+        out.extend(
+            pays.iter().filter(|p| meets(o, p)).map(|p| (Some(o.0), Some(o.1), Some(o.2), Some(p.1), Some(p.2))),
+        );
+        if left && !pays.iter().any(|p| meets(o, p)) {
+            out.push((Some(o.0), Some(o.1), Some(o.2), None, None));
+        }
+    }
+    for p in pays.iter().filter(|p| right && !orders.iter().any(|o| meets(o, p))) {
+        out.push((Some(p.0), None, None, Some(p.1), Some(p.2)));
+    }
+    out.sort();
+    out
+}
+
 fn run(dir: &Path, window: &str, outer: &str, parallelism: usize) -> Vec<Out> {
-    let out = dir.join(format!("out-{parallelism}-{outer}-{}", window.len()));
+    run_join(dir, &format!("type: window, window: {window}"), outer, parallelism)
+}
+
+/// Runs the join step `how` (its kind and its window or bounds) with `outer`.
+fn run_join(dir: &Path, how: &str, outer: &str, parallelism: usize) -> Vec<Out> {
+    let (window, out) = (how, dir.join(format!("out-{parallelism}-{outer}-{}", how.len())));
     let outer_key = if outer == "inner" { String::new() } else { format!(", outer: {outer}") };
     let yaml = format!(
         "name: wj\n\
@@ -79,7 +112,7 @@ fn run(dir: &Path, window: &str, outer: &str, parallelism: usize) -> Vec<Out> {
          sources:\n\
          \x20 pay: {{ type: file, path: pays.jsonl, fields: {{ id: int, p: int, t: int }}, watermark: {{ field: t, out_of_orderness: 1s }} }}\n\
          steps:\n\
-         \x20 - join: {{ with: pay, type: window, key: id, window: {window}{outer_key}, fields: {{ p: p, paid_at: t }} }}\n\
+         \x20 - join: {{ with: pay, key: id, {window}{outer_key}, fields: {{ p: p, paid_at: t }} }}\n\
          sink: {{ type: file, path: {} }}\n",
         out.display()
     );
@@ -120,5 +153,24 @@ fn window_joins_in_pipeline_files_match_a_nested_loop() {
         }
         assert!(want.len() - one_sided > 100, "{window} {outer}: too few pairs to mean anything");
         assert_eq!(run(dir.path(), window, outer, parallelism), want, "{window} {outer} at parallelism {parallelism}");
+    }
+}
+
+#[test]
+fn outer_interval_joins_in_pipeline_files_match_a_nested_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (orders, pays) = (side(5, 600, 60), side(13, 500, 60));
+    write(&dir.path().join("orders.jsonl"), "o", &orders);
+    write(&dir.path().join("pays.jsonl"), "p", &pays);
+    let cases = [("inner", 1), ("left", 3), ("right", 1), ("full", 3), ("full", 1)];
+    for (outer, parallelism) in cases {
+        let want = expected_interval(&orders, &pays, -300, 1_500, outer);
+        let one_sided = want.iter().filter(|r| r.1.is_none() || r.3.is_none()).count();
+        if outer != "inner" {
+            assert!(one_sided > 10, "{outer}: too few unmatched rows to mean anything ({one_sided})");
+        }
+        assert!(want.len() - one_sided > 100, "{outer}: too few pairs to mean anything");
+        let got = run_join(dir.path(), "type: interval, between: [-300ms, 1500ms]", outer, parallelism);
+        assert_eq!(got, want, "interval {outer} at parallelism {parallelism}");
     }
 }

@@ -12,6 +12,16 @@
 //! counted in `late_records` and joins nothing, as a window drops it. So is a
 //! record without a timestamp (no assigner, or a pipeline row whose time field
 //! is null): replayed after a restart it would fail the job again and again.
+//!
+//! Outer interval joins (as in Flink SQL's time-bounded `LEFT`, `RIGHT` and
+//! `FULL OUTER JOIN`) also report the records of the kept sides that met
+//! nothing, when they expire: [`ProcessJoinFunction::process_unmatched_first`]
+//! and `_second`, at the time of the cleanup timer that found them (past the
+//! last time anything could have met them, and never behind the watermark
+//! the join passes on after it). A side kept by an outer join buffers its
+//! records as [`Tracked`] entries, with a flag for whether they met anything;
+//! an inner side keeps the plain `(time, record)` pairs it always had, so
+//! inner joins' snapshots are unchanged.
 
 use serde::Serialize;
 
@@ -98,6 +108,12 @@ impl<Out> JoinContext<'_, Out> {
 /// closure `|a, b| row` is one: it emits one row per pair.
 pub trait ProcessJoinFunction<A, B, Out>: Send + 'static {
     fn process_element(&mut self, first: &A, second: &B, ctx: &mut JoinContext<'_, Out>);
+
+    /// A record of the first side that met nothing (left and full outer joins only).
+    fn process_unmatched_first(&mut self, _first: &A, _ctx: &mut JoinContext<'_, Out>) {}
+
+    /// A record of the second side that met nothing (right and full outer joins only).
+    fn process_unmatched_second(&mut self, _second: &B, _ctx: &mut JoinContext<'_, Out>) {}
 }
 
 impl<A, B, Out, F: FnMut(&A, &B) -> Out + Send + 'static> ProcessJoinFunction<A, B, Out> for F {
@@ -106,29 +122,105 @@ impl<A, B, Out, F: FnMut(&A, &B) -> Out + Send + 'static> ProcessJoinFunction<A,
     }
 }
 
+/// Which sides' unmatched records an outer interval join reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outer {
+    Left,
+    Right,
+    Full,
+}
+
+/// A buffered record of one side.
+pub trait Entry<V>: Data {
+    fn new(time: Timestamp, value: V) -> Self;
+    fn time(&self) -> Timestamp;
+    fn value(&self) -> &V;
+    /// Whether it met a record of the other side (always, for a side whose
+    /// unmatched records nobody asks for).
+    fn matched(&self) -> bool;
+    fn set_matched(&mut self);
+}
+
+/// An inner side's entry: the time and the record.
+impl<V: Data> Entry<V> for (Timestamp, V) {
+    fn new(time: Timestamp, value: V) -> Self {
+        (time, value)
+    }
+    fn time(&self) -> Timestamp {
+        self.0
+    }
+    fn value(&self) -> &V {
+        &self.1
+    }
+    fn matched(&self) -> bool {
+        true
+    }
+    fn set_matched(&mut self) {}
+}
+
+/// An outer side's entry: the time, the record, and whether it met anything.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Tracked<V> {
+    time: Timestamp,
+    value: V,
+    matched: bool,
+}
+
+impl<V: Data> Entry<V> for Tracked<V> {
+    fn new(time: Timestamp, value: V) -> Self {
+        Tracked { time, value, matched: false }
+    }
+    fn time(&self) -> Timestamp {
+        self.time
+    }
+    fn value(&self) -> &V {
+        &self.value
+    }
+    fn matched(&self) -> bool {
+        self.matched
+    }
+    fn set_matched(&mut self) {
+        self.matched = true;
+    }
+}
+
 /// One key's buffered records of both sides, with their times, and the time
 /// of the key's one cleanup timer.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
-struct Buffers<A, B> {
-    first: Vec<(Timestamp, A)>,
-    second: Vec<(Timestamp, B)>,
+struct Buffers<EA, EB> {
+    first: Vec<EA>,
+    second: Vec<EB>,
     timer: Timestamp,
 }
 
-impl<A, B> Buffers<A, B> {
+/// What expiring a key's records found: the earliest time at which another
+/// can go (none: nothing is left), and the unmatched ones that went.
+struct Expired<EA, EB> {
+    next: Option<Timestamp>,
+    firsts: Vec<EA>,
+    seconds: Vec<EB>,
+}
+
+impl<EA, EB> Buffers<EA, EB> {
     fn new() -> Self {
         Buffers { first: Vec::new(), second: Vec::new(), timer: NO_TIMESTAMP }
     }
 
-    /// Drops the records nothing can match once the watermark is at
-    /// `watermark`; returns the earliest time at which another one can go.
-    fn expire(&mut self, bounds: JoinBounds, watermark: Timestamp) -> Option<Timestamp> {
+    /// Drops the records nothing can match once the watermark is at `watermark`.
+    fn expire<A, B>(&mut self, bounds: JoinBounds, watermark: Timestamp) -> Expired<EA, EB>
+    where
+        EA: Entry<A>,
+        EB: Entry<B>,
+    {
         let first_cleanup = |t: Timestamp| t.saturating_add(bounds.upper);
         let second_cleanup = |t: Timestamp| t.saturating_sub(bounds.lower);
-        self.first.retain(|(t, _)| first_cleanup(*t) > watermark);
-        self.second.retain(|(t, _)| second_cleanup(*t) > watermark);
-        let firsts = self.first.iter().map(|(t, _)| first_cleanup(*t));
-        firsts.chain(self.second.iter().map(|(t, _)| second_cleanup(*t))).min()
+        let firsts = self.first.extract_if(.., |e| first_cleanup(e.time()) <= watermark).filter(|e| !e.matched());
+        let firsts = firsts.collect();
+        let seconds = self.second.extract_if(.., |e| second_cleanup(e.time()) <= watermark).filter(|e| !e.matched());
+        let seconds = seconds.collect();
+        let next = self.first.iter().map(|e| first_cleanup(e.time()));
+        let next = next.chain(self.second.iter().map(|e| second_cleanup(e.time()))).min();
+        Expired { next, firsts, seconds }
     }
 }
 
@@ -141,10 +233,13 @@ impl<A, B> Buffers<A, B> {
 /// outstay its own cleanup time until the key's timer fires, by at most the
 /// length of the join's interval (and the watermark's disorder), but never
 /// joins wrongly: what has expired can meet no record that is not late.
-pub struct IntervalJoin<A, B, F> {
+///
+/// `EA` and `EB` are the sides' [`Entry`] types: [`Tracked`] for a side whose
+/// unmatched records an outer join reports, `(Timestamp, record)` otherwise.
+pub struct IntervalJoin<A, B, F, EA = (Timestamp, A), EB = (Timestamp, B)> {
     bounds: JoinBounds,
     function: F,
-    buffers: Option<ValueState<Buffers<A, B>>>,
+    buffers: Option<ValueState<Buffers<EA, EB>>>,
     late: LateSides<A, B>,
 }
 
@@ -167,7 +262,7 @@ impl<A, B> Clone for LateSides<A, B> {
     }
 }
 
-impl<A, B, F: Clone> Clone for IntervalJoin<A, B, F> {
+impl<A, B, F: Clone, EA, EB> Clone for IntervalJoin<A, B, F, EA, EB> {
     fn clone(&self) -> Self {
         IntervalJoin {
             bounds: self.bounds,
@@ -178,7 +273,9 @@ impl<A, B, F: Clone> Clone for IntervalJoin<A, B, F> {
     }
 }
 
-impl<A, B, F> IntervalJoin<A, B, F> {
+impl<A, B, F, EA, EB> IntervalJoin<A, B, F, EA, EB> {
+    /// A join whose sides buffer `EA` and `EB` entries: both plain for an
+    /// inner join; [`Tracked`] for each side an outer join keeps.
     pub fn new(bounds: JoinBounds, function: F) -> Self {
         IntervalJoin { bounds, function, buffers: None, late: LateSides::default() }
     }
@@ -225,11 +322,11 @@ fn admit<K: Key, Out, V: Serialize>(
 /// Joins the record in hand: `join` meets it with the other side's buffered
 /// records and files it on its own side, in the key's one state entry; a key
 /// new to the state gets its cleanup timer at `cleanup`.
-fn on_record<K: Key, A: Data, B: Data, Out>(
-    handle: ValueState<Buffers<A, B>>,
+fn on_record<K: Key, EA: Data, EB: Data, Out>(
+    handle: ValueState<Buffers<EA, EB>>,
     ctx: &mut ProcessContext<'_, K, Out>,
     cleanup: Timestamp,
-    join: impl FnOnce(&mut Buffers<A, B>, &mut Vec<Record<Out>>, &SideOutputs),
+    join: impl FnOnce(&mut Buffers<EA, EB>, &mut Vec<Record<Out>>, &SideOutputs),
 ) {
     let (state, key, out, sides) = ctx.parts();
     let mut slot = state.value_mut(&handle, key);
@@ -242,12 +339,14 @@ fn on_record<K: Key, A: Data, B: Data, Out>(
     }
 }
 
-impl<K, A, B, Out, F> KeyedCoProcessFunction<K, A, B, Out> for IntervalJoin<A, B, F>
+impl<K, A, B, Out, F, EA, EB> KeyedCoProcessFunction<K, A, B, Out> for IntervalJoin<A, B, F, EA, EB>
 where
     K: Key,
     A: Data,
     B: Data,
     F: ProcessJoinFunction<A, B, Out>,
+    EA: Entry<A>,
+    EB: Entry<B>,
 {
     fn open(&mut self, state: &mut KeyedState<K>) {
         self.buffers = Some(state.value("interval-join"));
@@ -259,11 +358,14 @@ where
         };
         let (time, bounds, function) = (ctx.timestamp(), self.bounds, &mut self.function);
         on_record(self.buffers.expect("opened"), ctx, time.saturating_add(bounds.upper), |buffers, out, sides| {
-            for (t, b) in buffers.second.iter().filter(|(t, _)| bounds.contains(time, *t)) {
-                let mut ctx = JoinContext { first_time: time, second_time: *t, out: &mut *out, sides };
-                function.process_element(&value, b, &mut ctx);
+            let mut entry = EA::new(time, value);
+            for b in buffers.second.iter_mut().filter(|b| bounds.contains(time, b.time())) {
+                let mut ctx = JoinContext { first_time: time, second_time: b.time(), out: &mut *out, sides };
+                function.process_element(entry.value(), b.value(), &mut ctx);
+                b.set_matched();
+                entry.set_matched();
             }
-            buffers.first.push((time, value));
+            buffers.first.push(entry);
         });
     }
 
@@ -273,32 +375,44 @@ where
         };
         let (time, bounds, function) = (ctx.timestamp(), self.bounds, &mut self.function);
         on_record(self.buffers.expect("opened"), ctx, time.saturating_sub(bounds.lower), |buffers, out, sides| {
-            for (t, a) in buffers.first.iter().filter(|(t, _)| bounds.contains(*t, time)) {
-                let mut ctx = JoinContext { first_time: *t, second_time: time, out: &mut *out, sides };
-                function.process_element(a, &value, &mut ctx);
+            let mut entry = EB::new(time, value);
+            for a in buffers.first.iter_mut().filter(|a| bounds.contains(a.time(), time)) {
+                let mut ctx = JoinContext { first_time: a.time(), second_time: time, out: &mut *out, sides };
+                function.process_element(a.value(), entry.value(), &mut ctx);
+                a.set_matched();
+                entry.set_matched();
             }
-            buffers.second.push((time, value));
+            buffers.second.push(entry);
         });
     }
 
-    /// Drops the key's records that nothing can match any more, and sets the
-    /// timer again for the rest.
-    fn on_timer(&mut self, _time: Timestamp, domain: TimeDomain, ctx: &mut ProcessContext<'_, K, Out>) {
+    /// Drops the key's records that nothing can match any more (reporting
+    /// the unmatched ones of an outer join's kept sides, at the timer's
+    /// time), and sets the timer again for the rest.
+    fn on_timer(&mut self, time: Timestamp, domain: TimeDomain, ctx: &mut ProcessContext<'_, K, Out>) {
         if domain != TimeDomain::EventTime {
             return;
         }
-        let (watermark, bounds) = (ctx.current_watermark(), self.bounds);
-        let mut slot = ctx.value(&self.buffers.expect("opened"));
+        let (watermark, bounds, function) = (ctx.current_watermark(), self.bounds, &mut self.function);
+        let (state, key, out, sides) = ctx.parts();
+        let mut slot = state.value_mut(&self.buffers.expect("opened"), key);
         let Some(buffers) = slot.get_mut() else { return };
-        match buffers.expire(bounds, watermark) {
-            None => {
-                slot.clear();
-            }
-            Some(next) => {
-                let timer = timer_at(next);
-                buffers.timer = timer;
-                ctx.register_event_time_timer(timer);
-            }
+        let expired = buffers.expire::<A, B>(bounds, watermark);
+        let timer = expired.next.map(timer_at);
+        match timer {
+            None => drop(slot.clear()),
+            Some(timer) => buffers.timer = timer,
+        }
+        for a in &expired.firsts {
+            let mut ctx = JoinContext { first_time: time, second_time: time, out: &mut *out, sides };
+            function.process_unmatched_first(a.value(), &mut ctx);
+        }
+        for b in &expired.seconds {
+            let mut ctx = JoinContext { first_time: time, second_time: time, out: &mut *out, sides };
+            function.process_unmatched_second(b.value(), &mut ctx);
+        }
+        if let Some(timer) = timer {
+            ctx.register_event_time_timer(timer);
         }
     }
 }
@@ -431,6 +545,89 @@ mod tests {
         let out = feed(&mut restored, vec![Err(50), second(107, 1, "p1"), Err(110)]).unwrap();
         assert_eq!(out, vec![(107, "o1+p1".to_string())]);
         assert_eq!(restored.state_entries(), 0, "the restored cleanup timer fired");
+    }
+
+    /// Pairs as `a+b`, unmatched records as `a+-` and `-+b`.
+    #[derive(Clone)]
+    struct Outer;
+
+    impl ProcessJoinFunction<Side, Side, String> for Outer {
+        fn process_element(&mut self, a: &Side, b: &Side, ctx: &mut JoinContext<'_, String>) {
+            ctx.emit(format!("{}+{}", a.1, b.1));
+        }
+        fn process_unmatched_first(&mut self, a: &Side, ctx: &mut JoinContext<'_, String>) {
+            ctx.emit(format!("{}+-", a.1));
+        }
+        fn process_unmatched_second(&mut self, b: &Side, ctx: &mut JoinContext<'_, String>) {
+            ctx.emit(format!("-+{}", b.1));
+        }
+    }
+
+    type OuterJoin<EA, EB> =
+        KeyedProcessOperator<u8, In, String, CoProcess<IntervalJoin<Side, Side, Outer, EA, EB>>, fn(&In) -> u8>;
+
+    fn outer_join<EA: Entry<Side>, EB: Entry<Side>>() -> OuterJoin<EA, EB> {
+        let key: fn(&In) -> u8 = |v| v.key(|a| a.0, |b| b.0);
+        let bounds = JoinBounds::new(0, 10 * S, false, false).unwrap();
+        KeyedProcessOperator::new(CoProcess(IntervalJoin::new(bounds, Outer)), key, &info(Default::default()))
+    }
+
+    fn outer_run<EA: Entry<Side>, EB: Entry<Side>>(op: &mut OuterJoin<EA, EB>) -> Vec<(i64, String)> {
+        let steps = vec![
+            first(100, 1, "o1"),
+            second(105, 1, "p1"),
+            second(107, 1, "p2"), // a second payment: o1 is matched once more, p2 too
+            first(101, 2, "o2"),  // never paid
+            second(103, 3, "p3"), // pays no order
+            Err(109),
+            Err(125),
+        ];
+        let mut out = Vec::new();
+        for step in steps {
+            match step {
+                Ok((time, v)) => op.process_batch(vec![Record::new(time, v)], &mut Collector::new(&mut out)).unwrap(),
+                Err(w) => op.on_watermark(w * S, &mut Collector::new(&mut out)).unwrap(),
+            }
+        }
+        let mut out: Vec<(i64, String)> = out.into_iter().map(|r| (r.time / S, r.value)).collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn outer_joins_report_each_kept_sides_unmatched_records_once_at_their_cleanup_timer() {
+        let pairs = [(105, "o1+p1".to_string()), (107, "o1+p2".to_string())];
+        let mut left = outer_join::<Tracked<Side>, (Timestamp, Side)>();
+        let mut expected = [pairs.to_vec(), vec![(111, "o2+-".to_string())]].concat();
+        expected.sort();
+        assert_eq!(outer_run(&mut left), expected, "left outer: o2 when its cleanup timer fires");
+        let mut right = outer_join::<(Timestamp, Side), Tracked<Side>>();
+        let mut expected = [pairs.to_vec(), vec![(103, "-+p3".to_string())]].concat();
+        expected.sort();
+        assert_eq!(outer_run(&mut right), expected, "right outer: p3 expires as soon as the watermark passes it");
+        let mut full = outer_join::<Tracked<Side>, Tracked<Side>>();
+        let mut expected = [pairs.to_vec(), vec![(111, "o2+-".to_string()), (103, "-+p3".to_string())]].concat();
+        expected.sort();
+        assert_eq!(outer_run(&mut full), expected);
+        assert_eq!(full.state_entries(), 0, "everything expired");
+    }
+
+    #[test]
+    fn an_outer_joins_unmatched_flags_survive_a_snapshot() {
+        let mut op = outer_join::<Tracked<Side>, Tracked<Side>>();
+        let mut out = Vec::new();
+        for (t, v) in [(100, CoInput::First((1, "o1".into()))), (102, CoInput::Second((1, "p1".into())))] {
+            op.process_batch(vec![Record::new(t * S, v)], &mut Collector::new(&mut out)).unwrap();
+        }
+        op.process_batch(vec![Record::new(101 * S, CoInput::First((1, "o2".into())))], &mut Collector::new(&mut out))
+            .unwrap();
+        let snapshot = op.snapshot_state(1).unwrap();
+        let mut restored = outer_join::<Tracked<Side>, Tracked<Side>>();
+        restored.restore_state(RestoredState { keyed: snapshot.keyed, ..Default::default() }).unwrap();
+        let mut out = Vec::new();
+        restored.on_watermark(200 * S, &mut Collector::new(&mut out)).unwrap();
+        let out: Vec<String> = out.into_iter().map(|r| r.value).collect();
+        assert!(out.is_empty(), "o1, o2 and p1 all met something before the snapshot: {out:?}");
     }
 
     #[test]
