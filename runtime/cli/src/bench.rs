@@ -357,19 +357,20 @@ pub struct BenchResult {
 }
 
 /// How a benchmark runs beside its workload.
-#[derive(Default)]
 pub struct BenchOptions {
     pub parallelism: usize,
     pub checkpointing: Option<CheckpointConfig>,
     /// Events per second of each source (as fast as it can when `None`).
     pub rate: Option<f64>,
     pub buffer_timeout: Option<Duration>,
+    /// Two-phase window aggregation (on unless `--no-local-aggregation`).
+    pub local_aggregation: bool,
 }
 
 pub fn run(query: &str, events: u64, options: BenchOptions) -> anyhow::Result<BenchResult> {
-    let BenchOptions { parallelism, checkpointing, rate, buffer_timeout } = options;
+    let BenchOptions { parallelism, checkpointing, rate, buffer_timeout, local_aggregation } = options;
     let env = StreamEnv::new(format!("bench-{query}"));
-    env.set_parallelism(parallelism);
+    env.set_parallelism(parallelism).set_local_aggregation(local_aggregation);
     if let Some(timeout) = buffer_timeout {
         env.set_buffer_timeout(timeout);
     }

@@ -68,6 +68,10 @@ enum Command {
         /// The longest a record waits in a partly filled batch between tasks (5ms by default).
         #[arg(long, value_name = "DURATION")]
         buffer_timeout: Option<String>,
+        /// Send every record across the key exchange, without combining window
+        /// aggregates per key first.
+        #[arg(long)]
+        no_local_aggregation: bool,
     },
 }
 
@@ -81,6 +85,7 @@ fn bench(
     checkpoints: Option<(String, String)>,
     rate: Option<f64>,
     buffer_timeout: Option<String>,
+    local_aggregation: bool,
 ) -> Result<(), Failure> {
     if !bench::WORKLOADS.contains(&workload) {
         return Err(Failure::BadInput(format!(
@@ -106,7 +111,7 @@ fn bench(
     let buffer_timeout = buffer_timeout
         .map(|t| weir_api::parse_duration(&t).map_err(|e| Failure::BadInput(format!("--buffer-timeout: {e}"))))
         .transpose()?;
-    let options = bench::BenchOptions { parallelism, checkpointing, rate, buffer_timeout };
+    let options = bench::BenchOptions { parallelism, checkpointing, rate, buffer_timeout, local_aggregation };
     let r = bench::run(workload, events, options).map_err(|e| Failure::Runtime(format!("{e:#}")))?;
     println!("{}", r.line(workload, events, parallelism));
     eprintln!("peak_rss_kib={}", bench::peak_rss_kib());
@@ -154,8 +159,12 @@ fn main() -> ExitCode {
             checkpoint_interval,
             rate,
             buffer_timeout,
+            no_local_aggregation,
             ..
-        } => bench(&workload, events, parallelism, checkpoint_dir.zip(checkpoint_interval), rate, buffer_timeout),
+        } => {
+            let checkpoints = checkpoint_dir.zip(checkpoint_interval);
+            bench(&workload, events, parallelism, checkpoints, rate, buffer_timeout, !no_local_aggregation)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

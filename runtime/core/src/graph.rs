@@ -114,6 +114,10 @@ pub(crate) struct Node {
     pub parallelism: usize,
     /// A vertex that must run as one subtask (a source that is not split).
     pub non_parallel: bool,
+    /// A vertex the API adds around the user's (a local pre-aggregation, a
+    /// side output's selector): numbered apart, so that adding one leaves
+    /// every other vertex's uid, and so its place in snapshots, as it was.
+    pub auxiliary: bool,
     pub kind: NodeKind,
     pub input_type: Option<TypeId>,
     pub output: Arc<dyn StreamType>,
@@ -191,6 +195,7 @@ impl JobGraph {
             name: name.into(),
             parallelism,
             non_parallel: false,
+            auxiliary: false,
             kind: NodeKind::Source(factory),
             input_type: None,
             output: Arc::new(TypeOf::<T>(PhantomData)),
@@ -214,6 +219,7 @@ impl JobGraph {
             name: name.into(),
             parallelism,
             non_parallel: false,
+            auxiliary: false,
             kind: NodeKind::Operator(factory),
             input_type: Some(TypeId::of::<In>()),
             output: Arc::new(TypeOf::<Out>(PhantomData)),
@@ -280,6 +286,7 @@ impl JobGraph {
         let side = self.add_operator(name, parallelism, move |info, out| {
             Ok(Box::new(OperatorNode::new(SelectSide::<T, X>::new(tag.clone()), out, info)?))
         });
+        self.set_auxiliary(side);
         self.connect_exactly(node, side, Partitioning::<Tagged<T>>::Forward)?;
         self.splits.get_mut(&node).expect("split above").sides.push(side);
         Ok(side)
@@ -313,6 +320,7 @@ impl JobGraph {
         let main = self.add_operator(name, parallelism, |info, out| {
             Ok(Box::new(OperatorNode::new(SelectMain::<T>::default(), out, info)?))
         });
+        self.set_auxiliary(main);
         for edge in self.edges.iter_mut().filter(|e| e.from == node) {
             edge.from = main;
         }
@@ -361,9 +369,26 @@ impl JobGraph {
         self.nodes.iter().map(|n| n.name.as_str())
     }
 
-    /// The stable identity of a vertex: its position in the graph and its name.
+    /// Marks `node` auxiliary (see [`Node::auxiliary`]).
+    pub fn set_auxiliary(&mut self, node: NodeId) {
+        self.nodes[node].auxiliary = true;
+    }
+
+    /// The stable identity of a vertex: its position among the user's
+    /// vertices and its name (`3-window`); an auxiliary vertex's is the
+    /// position of the user's vertices before it and its own among the
+    /// auxiliary ones since (`3.0-local-aggregate`).
     pub fn uid(&self, node: NodeId) -> String {
-        format!("{node}-{}", self.nodes[node].name)
+        let before = &self.nodes[..node];
+        let ordinal = before.iter().filter(|n| !n.auxiliary).count();
+        let name = &self.nodes[node].name;
+        match self.nodes[node].auxiliary {
+            false => format!("{ordinal}-{name}"),
+            true => {
+                let since = before.iter().rev().take_while(|n| n.auxiliary).count();
+                format!("{ordinal}.{since}-{name}")
+            }
+        }
     }
 
     /// Every vertex's uid and parallelism.

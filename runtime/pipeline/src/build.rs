@@ -53,7 +53,8 @@ pub struct Compiled {
 pub fn build(file: &Path, plan: &Plan, env: &StreamEnv, stats: &PipelineStats) -> Result<Compiled, PipelineError> {
     env.set_parallelism(plan.parallelism)
         .set_max_parallelism(plan.max_parallelism)
-        .set_buffer_timeout(plan.buffer_timeout);
+        .set_buffer_timeout(plan.buffer_timeout)
+        .set_local_aggregation(plan.local_aggregation);
     let stats = stats.clone();
     let mut stream = source(file, "source", &plan.source, env, &stats)?;
     for step in &plan.steps {
@@ -315,7 +316,7 @@ fn window_rows<F: WindowFunction<RowKey, Row, Out = Row> + Clone + Sync>(
     function: F,
     late: Option<&SinkPlan>,
 ) -> Result<DataStream<Row>, PipelineError> {
-    let Some(late) = late else { return Ok(windowed.apply(function)) };
+    let Some(late) = late else { return Ok(windowed.apply_combinable(function)) };
     let (rows, late_rows) = windowed.apply_with_late_data(function);
     attach_sink(file, "late", late, late_rows)?;
     tracing::info!("late rows go to {}", late.describe());

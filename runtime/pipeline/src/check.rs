@@ -134,7 +134,17 @@ pub fn check(file: &Path, p: &PipelineFile, overrides: &Overrides) -> Result<Pla
         }
     }
     let sink = sink(&ctx, "sink", &p.sink, &cur.schema)?;
-    Ok(Plan { name: p.name.clone(), parallelism, max_parallelism, buffer_timeout, checkpointing, source, steps, sink })
+    Ok(Plan {
+        name: p.name.clone(),
+        parallelism,
+        max_parallelism,
+        buffer_timeout,
+        local_aggregation: p.local_aggregation.unwrap_or(true),
+        checkpointing,
+        source,
+        steps,
+        sink,
+    })
 }
 
 /// The longest `buffer_timeout` a pipeline may set.

@@ -36,6 +36,9 @@ pub struct PipelineFile {
     /// The longest a record waits in a partly filled batch between steps (Flink's
     /// `execution.buffer-timeout`); 0 sends every batch at once.
     pub buffer_timeout: Option<Dur>,
+    /// Whether window aggregates are combined per key before the key
+    /// exchange (true by default; the results are the same either way).
+    pub local_aggregation: Option<bool>,
     pub checkpointing: Option<Checkpointing>,
     pub storage: Option<Storage>,
     pub source: Source,

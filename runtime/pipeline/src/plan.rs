@@ -28,6 +28,8 @@ pub struct Plan {
     pub max_parallelism: u32,
     /// The exchanges' buffer timeout.
     pub buffer_timeout: std::time::Duration,
+    /// Two-phase window aggregation (see `weir::prelude::StreamEnv::set_local_aggregation`).
+    pub local_aggregation: bool,
     /// Whether the job takes checkpoints.
     pub checkpointing: bool,
     pub source: SourcePlan,

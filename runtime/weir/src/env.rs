@@ -16,6 +16,7 @@ use crate::stream::DataStream;
 pub(crate) struct EnvInner {
     pub graph: JobGraph,
     pub parallelism: usize,
+    pub local_aggregation: bool,
 }
 
 /// Builds a job (Flink's `StreamExecutionEnvironment`): create sources from
@@ -27,7 +28,13 @@ pub struct StreamEnv {
 
 impl StreamEnv {
     pub fn new(job_name: impl Into<String>) -> Self {
-        StreamEnv { inner: Rc::new(RefCell::new(EnvInner { graph: JobGraph::new(job_name), parallelism: 1 })) }
+        StreamEnv {
+            inner: Rc::new(RefCell::new(EnvInner {
+                graph: JobGraph::new(job_name),
+                parallelism: 1,
+                local_aggregation: true,
+            })),
+        }
     }
 
     /// The default parallelism of every vertex added from now on.
@@ -60,6 +67,20 @@ impl StreamEnv {
     pub fn set_buffer_timeout(&self, timeout: std::time::Duration) -> &Self {
         self.inner.borrow_mut().graph.exchange.buffer_timeout = timeout;
         self
+    }
+
+    /// Whether window aggregates (`aggregate`, `reduce`) over tumbling and
+    /// sliding windows without allowed lateness are combined per key and
+    /// pane before the key exchange (see
+    /// [`weir_core::window::local`]): on by default. The results are the
+    /// same either way; off, every record crosses the exchange.
+    pub fn set_local_aggregation(&self, on: bool) -> &Self {
+        self.inner.borrow_mut().local_aggregation = on;
+        self
+    }
+
+    pub fn local_aggregation(&self) -> bool {
+        self.inner.borrow().local_aggregation
     }
 
     /// A source built per subtask by `factory`.

@@ -23,6 +23,7 @@ use weir_core::operator::watermarks::WatermarkAssigner;
 use weir_core::operator::{Operator, OperatorNode};
 use weir_core::output::Output;
 use weir_core::state::Key;
+use weir_core::window::local::{self, LocalAggregate, MergePartials, Partial};
 use weir_core::window::{
     AggregateFunction, AggregateWindow, LateData, ProcessWindow, ProcessingTime, ReduceWindow, Window, WindowAssigner,
     WindowFunction, WindowOperator,
@@ -432,25 +433,60 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
     }
 
     /// Incremental aggregation; `finish` builds the output from key, window and result.
+    /// Combined per key before the key exchange where it can be (see
+    /// [`StreamEnv::set_local_aggregation`]).
     pub fn aggregate<A, Out>(
         self,
         aggregate: A,
         finish: impl FnMut(&K, &Window, A::Result) -> Out + Clone + Send + Sync + 'static,
     ) -> DataStream<Out>
     where
-        A: AggregateFunction<T> + Clone,
+        A: AggregateFunction<T> + Clone + Sync,
         Out: Data,
     {
-        self.apply(AggregateWindow::new(aggregate, finish))
+        self.apply_combinable(AggregateWindow::new(aggregate, finish))
     }
 
     /// Keeps one value per window by `reduce`; `finish` builds the output.
+    /// Combined per key before the key exchange where it can be.
     pub fn reduce<Out: Data>(
         self,
         reduce: impl Fn(T, &T) -> T + Clone + Send + Sync + 'static,
         finish: impl FnMut(&K, &Window, &T) -> Out + Clone + Send + Sync + 'static,
     ) -> DataStream<Out> {
-        self.apply(ReduceWindow::new(reduce, finish))
+        self.apply_combinable(ReduceWindow::new(reduce, finish))
+    }
+
+    /// Applies a window function whose `merge` combines accumulators exactly
+    /// (an aggregate, a reduce, a top-N), in two phases when the job allows
+    /// it: a local aggregate chained before the key exchange, and the window
+    /// operator merging its partials (see [`StreamEnv::set_local_aggregation`]).
+    pub fn apply_combinable<F: WindowFunction<K, T> + Clone + Sync>(self, function: F) -> DataStream<F::Out> {
+        let eligible = self.keyed.stream.env.local_aggregation()
+            && local::combinable(self.assigner)
+            && self.allowed_lateness == 0
+            && !self.processing_time;
+        if !eligible {
+            return self.apply(function);
+        }
+        let (assigner, upstream) = (self.assigner, self.keyed.stream.clone());
+        let (key, local_function) = (self.keyed.key.clone(), function.clone());
+        let partials = upstream.transform("local-aggregate", move |_| {
+            let key = key.clone();
+            LocalAggregate::new(assigner, move |v: &T| key(v), local_function.clone())
+        });
+        // Chained to its input: one subtask per upstream subtask.
+        let partials = partials.set_parallelism(self.keyed.stream.parallelism());
+        partials.env.graph_mut(|g| partials.nodes.iter().for_each(|&n| g.set_auxiliary(n)));
+        let keyed = partials.key_by(|p: &Partial<K, F::Acc>| p.key.clone());
+        let global = WindowedStream {
+            keyed,
+            assigner,
+            allowed_lateness: 0,
+            parallelism: self.parallelism,
+            processing_time: false,
+        };
+        global.build("window", MergePartials::new(function), || LateData::Drop)
     }
 
     /// Buffers the window's elements and calls `process` over all of them when it fires.

@@ -12,10 +12,15 @@
 //! window judged is the session the record would join). A record that arrives after
 //! its window fired but within the allowed lateness fires the window again
 //! with the updated result. Session windows merge when a record bridges them.
+//!
+//! Aggregates over tumbling and sliding windows are combined upstream of the
+//! key exchange first ([`local`]), so the exchange carries a partial per key
+//! and pane instead of every record.
 
 mod assigner;
 mod distinct;
 mod function;
+pub mod local;
 mod operator;
 mod processing;
 mod slices;

@@ -14,4 +14,5 @@ mod time_watermarks;
 mod two_inputs;
 mod window_functions;
 mod window_lateness;
+mod window_local_aggregation;
 mod window_session;

@@ -506,7 +506,8 @@ fn largest_lead(aligned: bool, clock: Clock) -> i64 {
 fn aligned_sources_do_not_run_ahead_of_the_slowest() {
     for clock in [Clock::Assigned, Clock::Own] {
         let unaligned = largest_lead(false, clock);
-        assert!(unaligned > 50_000, "without alignment the fast source runs far ahead (lead {unaligned} ms)");
+        // Far ahead: most of its 200 s, unless the machine starves it for most of the slow one's second.
+        assert!(unaligned > 20_000, "without alignment the fast source runs far ahead (lead {unaligned} ms)");
         let aligned = largest_lead(true, clock);
         // The drift (1 s), plus what a source emits between two looks (a batch: about 1 s of the fast source's time).
         assert!(aligned < 5_000, "aligned, the fast source stays within the drift of the slow one (lead {aligned} ms)");
