@@ -4,12 +4,11 @@
 //! restart in the middle of the run, each row once; and a lookup in a table
 //! that is not there fails the job, naming it.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use weir_postgres::testing::PgServer;
 
-use crate::common::{committed_rows, wait_for};
+use crate::common::{committed_rows, spawn_run, stderr_of, wait_for};
 
 const EVENTS: u64 = 6_000;
 
@@ -63,19 +62,7 @@ fn pipeline(url: &str, bands_table: &str) -> String {
 
 fn run(dir: &std::path::Path, yaml: &str) -> std::process::Child {
     std::fs::write(dir.join("lookup.yaml"), yaml).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["run", "-q", "lookup.yaml", "--parallelism", "2", "--rest-port", "0"])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn stderr_of(child: &mut std::process::Child) -> String {
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    stderr
+    spawn_run(dir, "lookup.yaml", 2)
 }
 
 #[test]

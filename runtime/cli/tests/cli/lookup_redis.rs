@@ -2,13 +2,12 @@
 //! region's hash (nulls for a region without one), through a Redis restart
 //! in the middle of the run (the data saved and loaded again), each row once.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use weir_redis::redis;
 use weir_redis::testing::RedisServer;
 
-use crate::common::{committed_rows, wait_for};
+use crate::common::{committed_rows, spawn_run, stderr_of, wait_for};
 
 const EVENTS: u64 = 6_000;
 
@@ -51,21 +50,14 @@ fn lookups_enrich_every_row_once_across_a_redis_restart() {
         redis.url()
     );
     std::fs::write(dir.path().join("lookup.yaml"), yaml).unwrap();
-    let mut weir = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["run", "-q", "lookup.yaml", "--parallelism", "2", "--rest-port", "0"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut weir = spawn_run(dir.path(), "lookup.yaml", 2);
     // About a second in (the run takes three), Redis goes away for most of a second.
     std::thread::sleep(Duration::from_millis(1000));
     redis.kill();
     std::thread::sleep(Duration::from_millis(700));
     redis.restart();
     let status = wait_for(&mut weir, Duration::from_secs(60)).expect("the job ends within 60 s");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(weir.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let stderr = stderr_of(&mut weir);
     assert!(status.success(), "{stderr}");
 
     let rows = committed_rows(&dir.path().join("out"));

@@ -13,7 +13,7 @@ use weir::prelude::*;
 use weir::testing::run_sorted;
 use weir_workloads::{Order, WorkloadStreams, bounds};
 
-use crate::common::{pseudo_random, resumed_and_uninterrupted};
+use crate::common::{committed_lines, pseudo_random, resumed_and_uninterrupted};
 
 /// A rule: from this time on, amounts at or above the threshold pass.
 type Rule = (Timestamp, i64);
@@ -146,12 +146,8 @@ fn rules_job(env: &StreamEnv, out: &Path, events: u64, rate: Option<f64>) {
 /// How many times each (order id, decision) was committed (some orders are re-sent).
 fn committed(dir: &Path) -> BTreeMap<(String, bool), usize> {
     let mut rows = BTreeMap::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_name().to_string_lossy().starts_with("part-") {
-            for line in std::fs::read_to_string(e.path()).unwrap().lines() {
-                *rows.entry(serde_json::from_str(line).unwrap()).or_default() += 1;
-            }
-        }
+    for (line, n) in committed_lines(dir) {
+        *rows.entry(serde_json::from_str(&line).unwrap()).or_default() += n;
     }
     rows
 }

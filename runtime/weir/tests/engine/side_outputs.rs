@@ -16,7 +16,7 @@ use weir::core::{Data, MAX_WATERMARK, NO_TIMESTAMP, TaskResult};
 use weir::prelude::*;
 use weir_workloads::{Order, OrderId, WorkloadStreams, bounds, is_resent, order};
 
-use crate::common::resumed_and_uninterrupted;
+use crate::common::{committed_lines, resumed_and_uninterrupted};
 
 /// Passes an order's first copy on by id; its re-sent copies go to the side.
 #[derive(Clone)]
@@ -257,17 +257,10 @@ fn dedup_job(env: &StreamEnv, out: &Path, rate: Option<f64>) {
 
 /// How many times each line was committed, per output.
 fn committed(dir: &Path) -> BTreeMap<(String, String), usize> {
-    let mut rows = BTreeMap::new();
-    for output in ["firsts", "resent"] {
-        for e in std::fs::read_dir(dir.join(output)).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().starts_with("part-") {
-                for line in std::fs::read_to_string(e.path()).unwrap().lines() {
-                    *rows.entry((output.to_string(), line.to_string())).or_default() += 1;
-                }
-            }
-        }
-    }
-    rows
+    let per_output = |output: &'static str| {
+        committed_lines(&dir.join(output)).into_iter().map(move |(line, n)| ((output.to_string(), line), n))
+    };
+    per_output("firsts").chain(per_output("resent")).collect()
 }
 
 #[test]

@@ -14,7 +14,7 @@ use weir::prelude::*;
 use weir::testing::run_sorted;
 use weir_workloads::{Order, Region, WorkloadStreams, order};
 
-use crate::common::{CountSum, resumed_and_uninterrupted};
+use crate::common::{CountSum, committed_lines, resumed_and_uninterrupted};
 
 type Row = (Region, i64, u64, i64);
 
@@ -116,21 +116,9 @@ fn job(env: &StreamEnv, out: &Path, rate: Option<f64>) {
         .write_json(out);
 }
 
-fn committed(dir: &Path) -> BTreeMap<String, usize> {
-    let mut rows = BTreeMap::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_name().to_string_lossy().starts_with("part-") {
-            for line in std::fs::read_to_string(e.path()).unwrap().lines() {
-                *rows.entry(line.to_string()).or_default() += 1;
-            }
-        }
-    }
-    rows
-}
-
 #[test]
 fn a_resumed_job_with_a_local_phase_gives_the_rows_of_an_uninterrupted_one() {
-    let (resumed, expected) = resumed_and_uninterrupted(JOB, 10_000.0, job, committed);
+    let (resumed, expected) = resumed_and_uninterrupted(JOB, 10_000.0, job, committed_lines);
     assert!(expected.len() > 20, "rows: {}", expected.len());
     assert!(expected.values().all(|&n| n == 1));
     assert_eq!(resumed, expected);

@@ -287,3 +287,17 @@ pub fn stop_after_three_checkpoints(
     result.expect("the stopped job ends cleanly");
     history
 }
+
+/// How many times each line was committed to the `part-` files of `dir` (an
+/// exactly-once file sink's output; a line twice is a duplicate).
+pub fn committed_lines(dir: &std::path::Path) -> std::collections::BTreeMap<String, usize> {
+    let mut lines = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with("part-") {
+            for line in std::fs::read_to_string(e.path()).unwrap().lines() {
+                *lines.entry(line.to_string()).or_default() += 1;
+            }
+        }
+    }
+    lines
+}
