@@ -471,9 +471,9 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
         }
         let (assigner, upstream) = (self.assigner, self.keyed.stream.clone());
         let (key, local_function) = (self.keyed.key.clone(), function.clone());
-        let partials = upstream.transform("local-aggregate", move |_| {
+        let partials = upstream.transform("local-aggregate", move |info| {
             let key = key.clone();
-            LocalAggregate::new(assigner, move |v: &T| key(v), local_function.clone())
+            LocalAggregate::new(assigner, move |v: &T| key(v), local_function.clone(), info.metrics.clone())
         });
         // Chained to its input: one subtask per upstream subtask.
         let partials = partials.set_parallelism(self.keyed.stream.parallelism());

@@ -75,19 +75,21 @@ impl WindowAssigner {
     #[inline]
     pub fn assign(&self, time: Timestamp, out: &mut Vec<Window>) {
         match *self {
+            // Saturating at the ends of the time line: timestamps come from the records.
             WindowAssigner::Tumbling { size } => {
-                let start = time - time.rem_euclid(size);
-                out.push(Window::new(start, start + size));
+                let start = time.saturating_sub(time.rem_euclid(size));
+                out.push(Window::new(start, start.saturating_add(size)));
             }
             WindowAssigner::Sliding { size, slide } => {
-                let last_start = time - time.rem_euclid(slide);
+                let last_start = time.saturating_sub(time.rem_euclid(slide));
                 let mut start = last_start;
-                while start > time - size {
-                    out.push(Window::new(start, start + size));
-                    start -= slide;
+                while start > time.saturating_sub(size) {
+                    out.push(Window::new(start, start.saturating_add(size)));
+                    let Some(next) = start.checked_sub(slide) else { break };
+                    start = next;
                 }
             }
-            WindowAssigner::Session { gap } => out.push(Window::new(time, time + gap)),
+            WindowAssigner::Session { gap } => out.push(Window::new(time, time.saturating_add(gap))),
         }
     }
 }
@@ -118,6 +120,20 @@ mod tests {
         assert_eq!(w[0], Window::new(12_000, 22_000));
         assert_eq!(w[4], Window::new(4_000, 14_000));
         assert!(w.iter().all(|w| w.start <= 12_345 && 12_345 < w.end));
+    }
+
+    #[test]
+    fn times_at_the_ends_of_the_time_line_saturate_instead_of_overflowing() {
+        for a in [
+            WindowAssigner::Tumbling { size: 60_000 },
+            WindowAssigner::Sliding { size: 10_000, slide: 3_000 },
+            WindowAssigner::Session { gap: 1_000 },
+        ] {
+            for t in [i64::MIN, i64::MIN + 1, i64::MAX - 1, i64::MAX] {
+                let windows = assign(a, t);
+                assert!(windows.iter().all(|w| w.start <= t && w.start <= w.end), "{a:?} at {t}: {windows:?}");
+            }
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! again once instead of once each.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use ahash::AHashMap;
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,7 @@ use super::{Window, WindowAssigner, WindowFunction};
 use crate::checkpoint::metadata::{OperatorSnapshot, RestoredState};
 use crate::element::{Data, Record};
 use crate::error::TaskResult;
+use crate::metrics::SubtaskMetrics;
 use crate::operator::Operator;
 use crate::output::Collector;
 use crate::state::{Key, codec};
@@ -70,17 +72,19 @@ pub struct LocalAggregate<K: Key, In, F: WindowFunction<K, In>, KS> {
     key_selector: KS,
     function: F,
     panes: AHashMap<(K, Timestamp), (Window, F::Acc)>,
+    metrics: Arc<SubtaskMetrics>,
     _in: PhantomData<fn(In)>,
 }
 
 impl<K: Key, In, F: WindowFunction<K, In>, KS> LocalAggregate<K, In, F, KS> {
-    pub fn new(assigner: WindowAssigner, key_selector: KS, function: F) -> Self {
+    pub fn new(assigner: WindowAssigner, key_selector: KS, function: F, metrics: Arc<SubtaskMetrics>) -> Self {
         LocalAggregate {
             assigner,
             slicing: Slicing::of(assigner),
             key_selector,
             function,
             panes: AHashMap::default(),
+            metrics,
             _in: PhantomData,
         }
     }
@@ -105,7 +109,9 @@ where
     fn process_batch(&mut self, batch: Vec<Record<In>>, out: &mut Collector<'_, Self::Out>) -> TaskResult {
         for r in batch {
             if r.time == NO_TIMESTAMP {
-                continue; // the window operator would count it late; no partial can carry it
+                // Late for every window, as the window operator has it; no partial can carry it.
+                SubtaskMetrics::add(&self.metrics.late_records, 1);
+                continue;
             }
             let pane = pane_of(self.assigner, self.slicing, r.time);
             let key = (self.key_selector)(&r.value);
@@ -203,7 +209,7 @@ mod tests {
 
     fn local() -> LocalAggregate<u8, i64, Sum, fn(&i64) -> u8> {
         let sum: Sum = ReduceWindow::new(|a, b| a + b, |_, _, v| *v);
-        LocalAggregate::new(WindowAssigner::Tumbling { size: 10 }, |v| (*v % 2) as u8, sum)
+        LocalAggregate::new(WindowAssigner::Tumbling { size: 10 }, |v| (*v % 2) as u8, sum, Default::default())
     }
 
     fn partials(out: Vec<Record<Partial<u8, Option<i64>>>>) -> Vec<(i64, u8, Option<i64>)> {

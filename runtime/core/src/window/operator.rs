@@ -15,7 +15,7 @@ use crate::operator::Operator;
 use crate::output::Collector;
 use crate::state::Key;
 use crate::state::{codec, encode_by_group};
-use crate::time::{MIN_WATERMARK, Timestamp};
+use crate::time::{MIN_WATERMARK, NO_TIMESTAMP, Timestamp};
 use crate::timer::TimerQueue;
 
 /// What happens to late records.
@@ -209,6 +209,12 @@ where
         let out = out.buffer();
         let merging = self.assigner.is_merging();
         for record in batch {
+            // Without event time (no assigner, a pipeline row whose time is
+            // null) a record belongs to no window: it is late for all of them.
+            if record.time == NO_TIMESTAMP {
+                self.on_late(record, out);
+                continue;
+            }
             let key = (self.key_selector)(&record.value);
             if merging {
                 self.add_merging(key, record, out);

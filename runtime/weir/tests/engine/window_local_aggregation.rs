@@ -123,3 +123,18 @@ fn a_resumed_job_with_a_local_phase_gives_the_rows_of_an_uninterrupted_one() {
     assert!(expected.values().all(|&n| n == 1));
     assert_eq!(resumed, expected);
 }
+
+#[test]
+fn records_without_event_time_belong_to_no_window_with_or_without_the_local_phase() {
+    for local in [true, false] {
+        let out = run_sorted(2, move |env| {
+            env.set_local_aggregation(local);
+            // No timestamp assigner: the records have no event time.
+            env.from_collection((0..100u32).collect())
+                .key_by(|v| v % 3)
+                .window(TUMBLING)
+                .reduce(|a, b| a + b, |&k, _, &sum| (k, sum))
+        });
+        assert!(out.is_empty(), "local: {local}: {out:?}");
+    }
+}
