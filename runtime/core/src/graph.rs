@@ -118,6 +118,8 @@ pub(crate) struct Node {
     /// side output's selector): numbered apart, so that adding one leaves
     /// every other vertex's uid, and so its place in snapshots, as it was.
     pub auxiliary: bool,
+    /// The vertex whose parallelism an auxiliary vertex keeps (it reads it one to one).
+    pub follows: Option<NodeId>,
     pub kind: NodeKind,
     pub input_type: Option<TypeId>,
     pub output: Arc<dyn StreamType>,
@@ -161,15 +163,9 @@ pub struct JobGraph {
     pub exchange: ExchangeConfig,
     pub(crate) nodes: Vec<Node>,
     pub(crate) edges: Vec<Edge>,
-    /// Vertices whose side outputs are consumed: the vertex that now carries
-    /// each one's main stream, and the side-output vertices.
-    splits: std::collections::HashMap<NodeId, Split>,
-}
-
-/// A vertex split into its main stream and side outputs.
-struct Split {
-    main: NodeId,
-    sides: Vec<NodeId>,
+    /// Vertices whose side outputs are consumed, each with the vertex that
+    /// now carries its main stream.
+    splits: std::collections::HashMap<NodeId, NodeId>,
 }
 
 impl JobGraph {
@@ -196,6 +192,7 @@ impl JobGraph {
             parallelism,
             non_parallel: false,
             auxiliary: false,
+            follows: None,
             kind: NodeKind::Source(factory),
             input_type: None,
             output: Arc::new(TypeOf::<T>(PhantomData)),
@@ -220,6 +217,7 @@ impl JobGraph {
             parallelism,
             non_parallel: false,
             auxiliary: false,
+            follows: None,
             kind: NodeKind::Operator(factory),
             input_type: Some(TypeId::of::<In>()),
             output: Arc::new(TypeOf::<Out>(PhantomData)),
@@ -236,7 +234,7 @@ impl JobGraph {
         to: NodeId,
         partitioning: Partitioning<T>,
     ) -> Result<(), JobError> {
-        let from = self.splits.get(&from).map_or(from, |s| s.main);
+        let from = self.splits.get(&from).copied().unwrap_or(from);
         self.connect_exactly(from, to, partitioning)
     }
 
@@ -265,11 +263,7 @@ impl JobGraph {
     /// outputs' vertices, which read it one to one).
     pub fn set_parallelism(&mut self, node: NodeId, parallelism: usize) {
         self.nodes[node].parallelism = parallelism;
-        if let Some(split) = self.splits.get(&node) {
-            for &n in std::iter::once(&split.main).chain(&split.sides) {
-                self.nodes[n].parallelism = parallelism;
-            }
-        }
+        self.size_followers();
     }
 
     /// Consumes the side output `tag` of the operator vertex `node` (whose
@@ -286,9 +280,8 @@ impl JobGraph {
         let side = self.add_operator(name, parallelism, move |info, out| {
             Ok(Box::new(OperatorNode::new(SelectSide::<T, X>::new(tag.clone()), out, info)?))
         });
-        self.set_auxiliary(side);
+        self.set_auxiliary_of(side, node);
         self.connect_exactly(node, side, Partitioning::<Tagged<T>>::Forward)?;
-        self.splits.get_mut(&node).expect("split above").sides.push(side);
         Ok(side)
     }
 
@@ -320,12 +313,12 @@ impl JobGraph {
         let main = self.add_operator(name, parallelism, |info, out| {
             Ok(Box::new(OperatorNode::new(SelectMain::<T>::default(), out, info)?))
         });
-        self.set_auxiliary(main);
+        self.set_auxiliary_of(main, node);
         for edge in self.edges.iter_mut().filter(|e| e.from == node) {
             edge.from = main;
         }
         self.connect_exactly(node, main, Partitioning::<Tagged<T>>::Forward)?;
-        self.splits.insert(node, Split { main, sides: Vec::new() });
+        self.splits.insert(node, main);
         Ok(())
     }
 
@@ -362,6 +355,7 @@ impl JobGraph {
             }
             self.nodes[node].parallelism = parallelism;
         }
+        self.size_followers();
         Ok(())
     }
 
@@ -369,9 +363,22 @@ impl JobGraph {
         self.nodes.iter().map(|n| n.name.as_str())
     }
 
-    /// Marks `node` auxiliary (see [`Node::auxiliary`]).
-    pub fn set_auxiliary(&mut self, node: NodeId) {
+    /// Marks `node` auxiliary (see [`Node::auxiliary`]), sized as `follows`
+    /// whenever that vertex is.
+    pub fn set_auxiliary_of(&mut self, node: NodeId, follows: NodeId) {
         self.nodes[node].auxiliary = true;
+        self.nodes[node].follows = Some(follows);
+        self.nodes[node].parallelism = self.nodes[follows].parallelism;
+    }
+
+    /// Gives every auxiliary vertex its leader's parallelism (in graph order,
+    /// so a follower of a follower is right too).
+    fn size_followers(&mut self) {
+        for n in 0..self.nodes.len() {
+            if let Some(leader) = self.nodes[n].follows {
+                self.nodes[n].parallelism = self.nodes[leader].parallelism;
+            }
+        }
     }
 
     /// The stable identity of a vertex: its position among the user's

@@ -233,25 +233,26 @@ impl Cache {
     }
 
     /// The answer for `key` if it is fresh (`Some(None)`: known to be missing).
+    /// An expired answer stays until [`Cache::insert`] replaces it (or it is
+    /// the oldest when the cache is full), so `order` holds every key once.
     fn get(&mut self, key: &str) -> Option<Option<Vec<Value>>> {
         match self.entries.get(key) {
             Some((at, found)) if at.elapsed() < self.ttl => Some(found.clone()),
-            Some(_) => {
-                self.entries.remove(key);
-                None
-            }
-            None => None,
+            _ => None,
         }
     }
 
     fn insert(&mut self, key: String, found: Option<Vec<Value>>) {
+        if let Some(entry) = self.entries.get_mut(&key) {
+            *entry = (Instant::now(), found);
+            return;
+        }
         while self.entries.len() >= self.size {
             let Some(oldest) = self.order.pop_front() else { break };
             self.entries.remove(&oldest);
         }
-        if self.entries.insert(key.clone(), (Instant::now(), found)).is_none() {
-            self.order.push_back(key);
-        }
+        self.entries.insert(key.clone(), (Instant::now(), found));
+        self.order.push_back(key);
     }
 }
 
@@ -270,5 +271,11 @@ mod tests {
         assert_eq!(cache.get("a"), None, "the oldest went when the cache was full");
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(cache.get("c"), None, "past its ttl");
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(60));
+            assert_eq!(cache.get("c"), None, "expired");
+            cache.insert("c".into(), None);
+        }
+        assert_eq!(cache.order.len(), 2, "a key answered again is kept once");
     }
 }

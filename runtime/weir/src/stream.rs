@@ -471,13 +471,17 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
         }
         let (assigner, upstream) = (self.assigner, self.keyed.stream.clone());
         let (key, local_function) = (self.keyed.key.clone(), function.clone());
-        let partials = upstream.transform("local-aggregate", move |info| {
+        // Chained to its input, one subtask per upstream subtask, whatever
+        // partitioning was pending (the key exchange comes after it).
+        let p = upstream.parallelism();
+        let partials = upstream.add_vertex("local-aggregate", p, Partitioning::Forward, move |info, out| {
             let key = key.clone();
-            LocalAggregate::new(assigner, move |v: &T| key(v), local_function.clone(), info.metrics.clone())
+            let local =
+                LocalAggregate::new(assigner, move |v: &T| key(v), local_function.clone(), info.metrics.clone());
+            Ok(Box::new(OperatorNode::new(local, out, info)?))
         });
-        // Chained to its input: one subtask per upstream subtask.
-        let partials = partials.set_parallelism(self.keyed.stream.parallelism());
-        partials.env.graph_mut(|g| partials.nodes.iter().for_each(|&n| g.set_auxiliary(n)));
+        let follows = upstream.nodes[0];
+        partials.env.graph_mut(|g| partials.nodes.iter().for_each(|&n| g.set_auxiliary_of(n, follows)));
         let keyed = partials.key_by(|p: &Partial<K, F::Acc>| p.key.clone());
         let global = WindowedStream {
             keyed,

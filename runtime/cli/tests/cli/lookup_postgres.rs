@@ -97,6 +97,41 @@ fn lookups_enrich_every_row_once_across_a_postgres_crash() {
     assert!(rows.iter().any(|r| r["band"].is_null()), "some amounts have no band");
 }
 
+/// Key columns of types not sent as they are (an enum, a uuid) are compared
+/// as their own types, the row's text cast in the statement.
+#[test]
+fn keys_of_other_column_types_are_cast_from_text() {
+    let pg = PgServer::start();
+    pg.client()
+        .batch_execute(
+            "CREATE TYPE region AS ENUM ('north', 'south', 'east', 'west');
+             CREATE TABLE region_codes (name region PRIMARY KEY, code int4);
+             INSERT INTO region_codes VALUES ('north', 1), ('south', 2), ('east', 3);",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "name: lookup\n\
+         source: {{ type: datagen, workload: orders, count: 2000 }}\n\
+         steps:\n\
+         \x20 - lookup:\n\
+         \x20     postgres: {{ url: \"{}\", table: region_codes, key: {{ name: region }} }}\n\
+         \x20     fields: {{ code: int }}\n\
+         sink: {{ type: file, path: out }}\n",
+        pg.url()
+    );
+    let mut weir = run(dir.path(), &yaml);
+    let status = wait_for(&mut weir, Duration::from_secs(60)).expect("the job ends within 60 s");
+    let stderr = stderr_of(&mut weir);
+    assert!(status.success(), "{stderr}");
+    let rows = committed_rows(&dir.path().join("out"));
+    assert_eq!(rows.len(), 2000);
+    for row in &rows {
+        let code = ["north", "south", "east"].iter().position(|r| *r == row["region"]).map(|i| i as i64 + 1);
+        assert_eq!(row["code"].as_i64(), code, "{row}");
+    }
+}
+
 #[test]
 fn a_lookup_in_a_missing_table_fails_the_job_naming_it() {
     let pg = PgServer::start();

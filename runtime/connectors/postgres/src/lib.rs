@@ -338,7 +338,7 @@ where
     }
 
     fn client(&mut self) -> Result<&mut Client, postgres::Error> {
-        let (client, new) = connection(&mut self.client, &self.config.url)?;
+        let (client, new) = connection(&mut self.client, &self.config.url, open)?;
         if new {
             self.upsert = None; // prepared on the connection that broke
         }
@@ -346,12 +346,12 @@ where
     }
 
     fn control(&mut self) -> Result<&mut Client, postgres::Error> {
-        Ok(connection(&mut self.control, &self.config.url)?.0)
+        Ok(connection(&mut self.control, &self.config.url, open)?.0)
     }
 
     /// The upsert, prepared once per connection.
     fn upsert(&mut self) -> Result<Statement, postgres::Error> {
-        let (client, new) = connection(&mut self.client, &self.config.url)?;
+        let (client, new) = connection(&mut self.client, &self.config.url, open)?;
         if new || self.upsert.is_none() {
             self.upsert = Some(client.prepare(&self.statement)?);
         }
@@ -554,13 +554,22 @@ where
     }
 }
 
-/// The connection in `slot`, opened (again) when there is none or it broke; `true` when it is new.
-fn connection<'a>(slot: &'a mut Option<Client>, url: &str) -> Result<(&'a mut Client, bool), postgres::Error> {
+/// The connection in `slot`, opened (again) by `open` when there is none or it broke; `true` when it is new.
+fn connection<'a>(
+    slot: &'a mut Option<Client>,
+    url: &str,
+    open: fn(&str) -> Result<Client, postgres::Error>,
+) -> Result<(&'a mut Client, bool), postgres::Error> {
     let new = slot.as_ref().is_none_or(Client::is_closed);
     if new {
-        *slot = Some(Client::connect(url, NoTls)?);
+        *slot = Some(open(url)?);
     }
     Ok((slot.as_mut().expect("connected above"), new))
+}
+
+/// How the sink connects.
+fn open(url: &str) -> Result<Client, postgres::Error> {
+    Client::connect(url, NoTls)
 }
 
 fn is_connection_error(e: &postgres::Error) -> bool {

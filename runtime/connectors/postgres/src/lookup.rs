@@ -49,11 +49,29 @@ pub struct LookupQuery {
 }
 
 impl LookupQuery {
-    fn sql(&self) -> String {
+    /// The statement; `casts[i]` names the type key parameter `i` is cast to
+    /// from text (for key columns of types sent as text: uuid, numeric, dates,
+    /// enums), so the comparison stays on the column's own type and index.
+    fn sql(&self, casts: &[Option<String>]) -> String {
         let columns: Vec<String> = self.columns.iter().map(|c| format!("{}::text", ident(c))).collect();
-        let key: Vec<String> = self.key.iter().enumerate().map(|(i, k)| format!("{} = ${}", ident(k), i + 1)).collect();
+        let key: Vec<String> = self
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| match casts.get(i).cloned().flatten() {
+                Some(ty) => format!("{} = ${}::text::{ty}", ident(k), i + 1),
+                None => format!("{} = ${}", ident(k), i + 1),
+            })
+            .collect();
         format!("SELECT {} FROM {} WHERE {} LIMIT 2", columns.join(", "), ident(&self.table), key.join(" AND "))
     }
+}
+
+/// Whether key values are sent as parameters of type `ty` itself ([`as_type`]);
+/// the others go as text and are cast in the statement.
+fn sent_as_is(ty: &Type) -> bool {
+    [Type::INT2, Type::INT4, Type::INT8, Type::FLOAT4, Type::FLOAT8, Type::BOOL, Type::TEXT, Type::VARCHAR].contains(ty)
+        || [Type::BPCHAR, Type::NAME].contains(ty)
 }
 
 struct Lookup {
@@ -109,11 +127,9 @@ impl Worker {
         loop {
             let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
             let Ok(Lookup { key, reply }) = next else { return };
-            let answer = self.lookup(&key);
-            if answer.is_err() {
-                (self.client, self.statement) = (None, None); // opened again for the next lookup
-            }
-            reply(answer);
+            // A connection that broke is opened again (and the statement
+            // prepared again) by the next lookup; other errors keep it.
+            reply(self.lookup(&key));
         }
     }
 
@@ -125,9 +141,9 @@ impl Worker {
         let query = self.query.clone();
         let (table, url) = (&query.table, redacted(&self.url));
         let failed = |e: postgres::Error| format!("postgres lookup in `{table}` ({url}): {}", describe(&e));
-        let (client, new) = connection(&mut self.client, &self.url).map_err(failed)?;
+        let (client, new) = connection(&mut self.client, &self.url, connect).map_err(failed)?;
         if new || self.statement.is_none() {
-            self.statement = Some(client.prepare(&query.sql()).map_err(failed)?);
+            self.statement = Some(prepare(client, &query).map_err(failed)?);
         }
         let statement = self.statement.as_ref().expect("prepared above");
         let params = params(&query, statement, key)?;
@@ -145,6 +161,32 @@ impl Worker {
                 key.iter().map(show).collect::<Vec<_>>().join(", ")
             )),
         }
+    }
+}
+
+/// Lookups give up on a server that does not answer: connecting, and each query.
+fn connect(url: &str) -> Result<Client, postgres::Error> {
+    let mut config: postgres::Config = url.parse()?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(std::time::Duration::from_secs(5));
+    }
+    config.options("-c statement_timeout=10000");
+    config.keepalives(true).keepalives_idle(std::time::Duration::from_secs(30));
+    config.connect(postgres::NoTls)
+}
+
+/// Prepares the lookup, casting from text the key parameters whose column
+/// types are not sent as they are.
+fn prepare(client: &mut Client, query: &LookupQuery) -> Result<Statement, postgres::Error> {
+    let statement = client.prepare(&query.sql(&[]))?;
+    let casts: Vec<Option<String>> = statement
+        .params()
+        .iter()
+        .map(|ty| (!sent_as_is(ty)).then(|| format!("{}.{}", ident(ty.schema()), ident(ty.name()))))
+        .collect();
+    match casts.iter().any(Option::is_some) {
+        true => client.prepare(&query.sql(&casts)),
+        false => Ok(statement),
     }
 }
 
@@ -204,7 +246,12 @@ mod tests {
             key: vec!["id".into(), "shop".into()],
             columns: vec!["name".into()],
         };
-        assert_eq!(query.sql(), r#"SELECT "name"::text FROM "cus""tomers" WHERE "id" = $1 AND "shop" = $2 LIMIT 2"#);
+        assert_eq!(query.sql(&[]), r#"SELECT "name"::text FROM "cus""tomers" WHERE "id" = $1 AND "shop" = $2 LIMIT 2"#);
+        assert_eq!(
+            query.sql(&[Some(r#""public"."uuid""#.into()), None]),
+            r#"SELECT "name"::text FROM "cus""tomers" WHERE "id" = $1::text::"public"."uuid" AND "shop" = $2 LIMIT 2"#,
+            "a key column of another type compares as its own type, cast from text"
+        );
     }
 
     #[test]

@@ -328,6 +328,10 @@ fn on_record<K: Key, EA: Data, EB: Data, Out>(
     cleanup: Timestamp,
     join: impl FnOnce(&mut Buffers<EA, EB>, &mut Vec<Record<Out>>, &SideOutputs),
 ) {
+    // A cleanup time the watermark has passed (a join with `lower > 0` or
+    // `upper < 0`) goes at the next watermark, and what it reports is stamped
+    // after the watermark already passed on.
+    let cleanup = cleanup.max(ctx.current_watermark().saturating_add(1));
     let (state, key, out, sides) = ctx.parts();
     let mut slot = state.value_mut(&handle, key);
     let buffers = slot.get_or_insert_with(Buffers::new);
@@ -610,6 +614,22 @@ mod tests {
         expected.sort();
         assert_eq!(outer_run(&mut full), expected);
         assert_eq!(full.state_entries(), 0, "everything expired");
+    }
+
+    #[test]
+    fn unmatched_rows_of_a_join_whose_interval_lies_ahead_are_never_behind_the_watermark() {
+        let key: fn(&In) -> u8 = |v| v.key(|a| a.0, |b| b.0);
+        let bounds = JoinBounds::new(5 * S, 10 * S, false, false).unwrap();
+        let join = IntervalJoin::<Side, Side, Outer, (Timestamp, Side), Tracked<Side>>::new(bounds, Outer);
+        let mut op = KeyedProcessOperator::new(CoProcess(join), key, &info(Default::default()));
+        let mut out = Vec::new();
+        op.on_watermark(100 * S, &mut Collector::new(&mut out)).unwrap();
+        // Its cleanup time (103 - 5) is behind the watermark already.
+        op.process_batch(vec![Record::new(103 * S, CoInput::Second((1, "p".into())))], &mut Collector::new(&mut out))
+            .unwrap();
+        op.on_watermark(102 * S, &mut Collector::new(&mut out)).unwrap();
+        let out: Vec<(i64, String)> = out.into_iter().map(|r| (r.time, r.value)).collect();
+        assert_eq!(out, vec![(101 * S, "-+p".to_string())], "stamped after the watermark 100 s, not at 98 s");
     }
 
     #[test]

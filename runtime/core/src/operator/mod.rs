@@ -54,6 +54,12 @@ pub trait Operator: Send + 'static {
         Ok(())
     }
 
+    /// The input became idle (`true`: its watermark no longer holds the
+    /// operators after it back) or active again; passed downstream after this returns.
+    fn on_idle(&mut self, _idle: bool, _out: &mut Collector<'_, Self::Out>) -> TaskResult {
+        Ok(())
+    }
+
     /// The input ended (after the final watermark, for bounded inputs).
     fn on_end(&mut self, _out: &mut Collector<'_, Self::Out>) -> TaskResult {
         Ok(())
@@ -115,6 +121,8 @@ impl<O: Operator> Output<O::In> for OperatorNode<O> {
     }
 
     fn idle(&mut self, idle: bool) -> TaskResult {
+        self.op.on_idle(idle, &mut Collector::new(&mut self.buf))?;
+        self.pass_on()?;
         self.out.idle(idle)
     }
 

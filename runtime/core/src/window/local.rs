@@ -12,7 +12,8 @@
 //! windows, which merge, are not pre-aggregated.
 //!
 //! The local side passes its partials on before every watermark it passes on
-//! (so none trails a watermark its records preceded), when it holds
+//! (so none trails a watermark its records preceded), when its input turns
+//! idle (the windows may then fire on other inputs' watermarks), when it holds
 //! [`LOCAL_CAPACITY`] of them, and at the end of input. Those it holds at a
 //! barrier are in its snapshot, dealt out on restore to any subtask (they
 //! carry their key, and the exchange after the local side routes them), so
@@ -127,6 +128,15 @@ where
 
     fn on_watermark(&mut self, _watermark: Timestamp, out: &mut Collector<'_, Self::Out>) -> TaskResult {
         self.pass_on(out);
+        Ok(())
+    }
+
+    /// An idle input no longer holds the windows downstream back: what it
+    /// holds must reach them before they fire on the other inputs' watermarks.
+    fn on_idle(&mut self, idle: bool, out: &mut Collector<'_, Self::Out>) -> TaskResult {
+        if idle {
+            self.pass_on(out);
+        }
         Ok(())
     }
 

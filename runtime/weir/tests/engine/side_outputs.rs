@@ -269,3 +269,25 @@ fn side_output_rows_are_exactly_once_after_a_restore_at_another_parallelism() {
     assert!(expected.keys().any(|k| k.0 == "resent"), "the side output has rows");
     assert_eq!(resumed, expected);
 }
+
+#[test]
+fn a_split_vertex_resized_by_uid_takes_its_main_and_side_selectors_along() {
+    let env = StreamEnv::new("resize");
+    env.set_parallelism(2);
+    let dedup = Dedup::new();
+    let tag = dedup.resent.clone();
+    let firsts = env
+        .orders(Some(10), None)
+        .assign_timestamps(WatermarkStrategy::monotonic(), |o| o.time)
+        .key_by(|o| o.order_id)
+        .process(dedup);
+    firsts.side_output(&tag).discard();
+    firsts.discard();
+    let mut graph = env.into_graph().unwrap();
+    let process = graph.operators().into_keys().find(|u| u.ends_with("-process")).expect("a process vertex");
+    graph.override_parallelism(&BTreeMap::from([(process.clone(), 3)])).unwrap();
+    let sized = graph.operators();
+    let selectors: Vec<(&String, &usize)> = sized.iter().filter(|(u, _)| u.contains("-process-")).collect();
+    assert_eq!(selectors.len(), 2, "{sized:?}");
+    assert!(selectors.iter().all(|(_, p)| **p == 3), "{sized:?}");
+}

@@ -138,3 +138,21 @@ fn records_without_event_time_belong_to_no_window_with_or_without_the_local_phas
         assert!(out.is_empty(), "local: {local}: {out:?}");
     }
 }
+
+#[test]
+fn a_partitioning_pending_before_the_key_is_the_same_with_or_without_the_local_phase() {
+    let totals = |local: bool| {
+        run_sorted(2, move |env| {
+            env.set_local_aggregation(local);
+            env.from_collection((0..1000i64).collect())
+                .assign_timestamps(WatermarkStrategy::monotonic(), |v| *v)
+                .broadcast()
+                .key_by(|v| v % 3)
+                .window(TUMBLING)
+                .reduce(|a, b| a + b, |&k, _, &sum| (k, sum))
+        })
+    };
+    let without = totals(false);
+    assert_eq!(without.iter().map(|r| r.1).sum::<i64>(), 499_500, "key_by routes by key whatever was pending");
+    assert_eq!(totals(true), without);
+}
