@@ -248,7 +248,13 @@ fn step(
             }
             stream
         }
-        StepKind::Lookup(spec) => crate::lookup::lookup(file, "steps (lookup)", spec, stream)?,
+        StepKind::Lookup(spec) => {
+            let (rows, failed) = crate::lookup::lookup(file, "steps (lookup)", spec, stream)?;
+            if let (Some(failed), Some(sink)) = (failed, &spec.failed) {
+                attach_sink(file, "steps (lookup).failed", sink, failed)?;
+            }
+            rows
+        }
         StepKind::ExternalCall { per_record } => {
             let per_record = *per_record;
             stream.transform("external_call", move |_| ExternalCall::new(per_record))

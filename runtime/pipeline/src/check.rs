@@ -678,6 +678,10 @@ fn lookup(ctx: &Ctx, key: &str, l: &config::Lookup, cur: &mut Cursor) -> Result<
         Some(c) => Some((c.size, c.ttl.0)),
         None => None,
     };
+    let failed = match &l.failed {
+        Some(failed) => Some(Box::new(sink(ctx, &format!("{key}.failed"), failed, &cur.schema)?)),
+        None => None,
+    };
     for (name, ty) in &l.fields {
         cur.schema.push(name.clone(), *ty);
     }
@@ -689,6 +693,7 @@ fn lookup(ctx: &Ctx, key: &str, l: &config::Lookup, cur: &mut Cursor) -> Result<
         retries: l.retries.unwrap_or(5),
         cache,
         on_missing: l.on_missing.unwrap_or(config::OnMissing::Null),
+        failed,
     })
 }
 

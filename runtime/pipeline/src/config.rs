@@ -360,6 +360,9 @@ pub struct Lookup {
     /// A row whose key is not there: `null` (its fields null, the default),
     /// `drop` it, or `fail` the job.
     pub on_missing: Option<OnMissing>,
+    /// Where a row goes, as it came, when its lookup still fails after the
+    /// retries; without it the job fails with the reason.
+    pub failed: Option<Box<Sink>>,
 }
 
 #[derive(Debug, Deserialize)]

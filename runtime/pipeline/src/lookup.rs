@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use smol_str::SmolStr;
-use weir::prelude::{AsyncFunction, AsyncOptions, DataStream, ResultFuture};
+use weir::prelude::{AsyncFunction, AsyncOptions, DataStream, OutputTag, ResultFuture};
 
 use crate::config::OnMissing;
 use crate::error::PipelineError;
@@ -28,19 +28,26 @@ use crate::value::{FieldType, Row, Value};
 type Answer = Result<Option<Vec<Option<String>>>, String>;
 
 /// Adds the lookup's fields to the rows of `stream`; refused when this build
-/// has no client for the lookup's store.
+/// has no client for the lookup's store. With `failed:`, also the rows whose
+/// lookup failed for good, as they came.
 pub(crate) fn lookup(
     file: &Path,
     key: &str,
     spec: &LookupSpec,
     stream: DataStream<Row>,
-) -> Result<DataStream<Row>, PipelineError> {
+) -> Result<(DataStream<Row>, Option<DataStream<Row>>), PipelineError> {
     let store = match spec.store {
         LookupStore::Redis { .. } => "redis",
         LookupStore::Postgres { .. } => "postgres",
     };
     if !(cfg!(feature = "redis") && store == "redis" || cfg!(feature = "postgres") && store == "postgres") {
         return Err(crate::connectors::not_built(file, key, store));
+    }
+    #[cfg(feature = "postgres")]
+    if let LookupStore::Postgres { url, table, key: columns } = &spec.store {
+        let query = postgres_query(table, columns, &spec.fields);
+        weir_postgres::lookup::check(url, &query)
+            .map_err(|e| PipelineError::new(file, format!("{key}.postgres"), e))?;
     }
     let options = AsyncOptions {
         capacity: spec.capacity,
@@ -49,7 +56,14 @@ pub(crate) fn lookup(
         retry_delay: Duration::from_millis(100),
         ordered: true,
     };
-    Ok(stream.async_wait(options, LookupFn { spec: Arc::new(spec.clone()), client: None, cache: None }))
+    let function = LookupFn { spec: Arc::new(spec.clone()), client: None, cache: None };
+    if spec.failed.is_none() {
+        return Ok((stream.async_wait(options, function), None));
+    }
+    let tag = OutputTag::new("lookup-failed");
+    let rows = stream.async_wait_or_side_output(options, function, &tag);
+    let failed = rows.side_output(&tag);
+    Ok((rows, Some(failed)))
 }
 
 /// The lookup function of one subtask (each clone opens its own connections
@@ -82,11 +96,7 @@ impl Client {
             LookupStore::Redis { url, .. } => weir_redis::lookup::RedisLookup::start(url, workers).map(Client::Redis),
             #[cfg(feature = "postgres")]
             LookupStore::Postgres { url, table, key } => {
-                let query = weir_postgres::lookup::LookupQuery {
-                    table: table.clone(),
-                    key: key.iter().map(|(column, _)| column.clone()).collect(),
-                    columns: spec.fields.iter().map(|(name, _)| name.clone()).collect(),
-                };
+                let query = postgres_query(table, key, &spec.fields);
                 weir_postgres::lookup::PostgresLookup::start(url, query, workers).map(Client::Postgres)
             }
             // A store this build has no client for (refused when the job is built).
@@ -126,6 +136,20 @@ impl Client {
             // A client is started for its own store only.
             _ => reply(Err("lookup: the client does not match the store".into())),
         }
+    }
+}
+
+/// What a PostgreSQL lookup reads: `fields` of the row of `table` whose key columns match.
+#[cfg(feature = "postgres")]
+fn postgres_query(
+    table: &str,
+    key: &[(String, usize)],
+    fields: &[(String, FieldType)],
+) -> weir_postgres::lookup::LookupQuery {
+    weir_postgres::lookup::LookupQuery {
+        table: table.to_string(),
+        key: key.iter().map(|(column, _)| column.clone()).collect(),
+        columns: fields.iter().map(|(name, _)| name.clone()).collect(),
     }
 }
 

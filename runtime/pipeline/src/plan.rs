@@ -203,6 +203,8 @@ pub struct LookupSpec {
     /// (entries, time to live) of the per-subtask cache.
     pub cache: Option<(usize, Duration)>,
     pub on_missing: OnMissing,
+    /// Where rows whose lookup failed go (the job fails without it).
+    pub failed: Option<Box<SinkPlan>>,
 }
 
 /// Where a lookup step looks.

@@ -152,6 +152,21 @@ impl<T: Data> DataStream<T> {
         self.transform("async", move |_| AsyncWait::new(function.clone(), options.clone()))
     }
 
+    /// [`DataStream::async_wait`], but an input whose request still fails
+    /// after its retries goes to the side output `failed` (read it with
+    /// [`DataStream::side_output`]) instead of failing the job.
+    pub fn async_wait_or_side_output<U: Data, F: AsyncFunction<T, U> + Clone + Sync>(
+        self,
+        options: AsyncOptions,
+        function: F,
+        failed: &OutputTag<T>,
+    ) -> DataStream<U> {
+        let failed = failed.clone();
+        self.transform("async", move |info| {
+            AsyncWait::new(function.clone(), options.clone()).failing_to(failed.clone(), info.side_outputs.clone())
+        })
+    }
+
     /// Stamps records with their event time and emits watermarks by `strategy`.
     /// Chained to the producer (same parallelism), as Flink does.
     pub fn assign_timestamps(

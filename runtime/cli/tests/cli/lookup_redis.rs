@@ -57,7 +57,7 @@ fn lookups_enrich_every_row_once_across_a_redis_restart() {
     std::thread::sleep(Duration::from_millis(700));
     redis.restart();
     let status = wait_for(&mut weir, Duration::from_secs(60)).expect("the job ends within 60 s");
-    let stderr = stderr_of(&mut weir);
+    let stderr = stderr_of(dir.path());
     assert!(status.success(), "{stderr}");
 
     let rows = committed_rows(&dir.path().join("out"));

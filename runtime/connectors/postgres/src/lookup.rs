@@ -164,6 +164,25 @@ impl Worker {
     }
 }
 
+/// Checks the lookup against the server before the job runs: an error naming
+/// what is missing when the server says the table, a column or a type does
+/// not exist; `Ok` when the statement prepares, and also when the server
+/// cannot be reached now (the lookups then retry, as at run time).
+pub fn check(url: &str, query: &LookupQuery) -> Result<(), String> {
+    use postgres::error::SqlState;
+    let Ok(mut client) = connect(url) else { return Ok(()) };
+    match prepare(&mut client, query) {
+        Err(e)
+            if e.code().is_some_and(|c| {
+                [SqlState::UNDEFINED_TABLE, SqlState::UNDEFINED_COLUMN, SqlState::UNDEFINED_OBJECT].contains(c)
+            }) =>
+        {
+            Err(format!("postgres lookup in `{}` ({}): {}", query.table, redacted(url), describe(&e)))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Lookups give up on a server that does not answer: connecting, and each query.
 fn connect(url: &str) -> Result<Client, postgres::Error> {
     let mut config: postgres::Config = url.parse()?;

@@ -12,7 +12,8 @@
 //!   to finish (backpressure);
 //! - a request that fails or outlives its timeout is started again up to
 //!   `retries` times (after `retry_delay`, doubling), then fails the job with
-//!   its reason: nothing is dropped silently;
+//!   its reason, or, with [`AsyncWait::failing_to`], goes to a side output
+//!   in its place: nothing is dropped silently;
 //! - `ordered` emits results in the order of their inputs; unordered emits
 //!   them as they complete, but never across a watermark: a watermark waits
 //!   for every request before it, so no result is late downstream;
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::Operator;
+use super::side::{OutputTag, SideOutputs};
 use crate::checkpoint::metadata::{OperatorSnapshot, RestoredState};
 use crate::element::{Data, Record};
 use crate::error::{TaskError, TaskResult};
@@ -123,13 +125,22 @@ pub struct AsyncWait<In, Out, F> {
     next: u64,
     tx: Sender<Completion<Out>>,
     rx: Receiver<Completion<Out>>,
+    /// Where an input whose request failed for good goes, instead of failing the job.
+    failed_to: Option<(OutputTag<In>, SideOutputs)>,
 }
 
 impl<In: Data, Out: Data, F: AsyncFunction<In, Out>> AsyncWait<In, Out, F> {
     pub fn new(function: F, mut options: AsyncOptions) -> Self {
         options.capacity = options.capacity.max(1);
         let (tx, rx) = crossbeam_channel::unbounded();
-        AsyncWait { function, options, requests: BTreeMap::new(), next: 0, tx, rx }
+        AsyncWait { function, options, requests: BTreeMap::new(), next: 0, tx, rx, failed_to: None }
+    }
+
+    /// Sends each input whose request still fails after its retries to the
+    /// side output `tag` (in its place, with no rows) instead of failing the job.
+    pub fn failing_to(mut self, tag: OutputTag<In>, sides: SideOutputs) -> Self {
+        self.failed_to = Some((tag, sides));
+        self
     }
 
     fn start(&mut self, input: Record<In>) {
@@ -161,10 +172,12 @@ impl<In: Data, Out: Data, F: AsyncFunction<In, Out>> AsyncWait<In, Out, F> {
         let options = &self.options;
         let request = self.requests.get_mut(&id).expect("a request in flight");
         if request.attempt >= options.retries {
-            return Err(TaskError::Operator(format!(
-                "async request failed after {} attempt(s): {reason}",
-                request.attempt + 1
-            )));
+            let why = format!("async request failed after {} attempt(s): {reason}", request.attempt + 1);
+            let Some((tag, sides)) = &self.failed_to else { return Err(TaskError::Operator(why)) };
+            tracing::warn!("{why}; the input goes to side output `{}`", tag.name());
+            sides.emit(tag, request.input.time, &request.input.value);
+            request.result = Some(Vec::new());
+            return Ok(());
         }
         tracing::debug!(attempt = request.attempt + 1, "async request failed, retrying: {reason}");
         request.backing_off = true;

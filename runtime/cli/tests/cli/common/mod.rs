@@ -167,22 +167,21 @@ pub fn wait_for(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     None
 }
 
-/// `weir run -q FILE --parallelism P --rest-port 0` in `dir`, its stderr piped (read it with [`stderr_of`]).
+/// `weir run -q FILE --parallelism P --rest-port 0` in `dir`, its stderr to a
+/// file there (read it with [`stderr_of`]): a pipe nobody reads while the job
+/// runs would block it once full.
 pub fn spawn_run(dir: &Path, file: &str, parallelism: usize) -> Child {
+    let stderr = std::fs::File::create(dir.join("weir-stderr.log")).unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["run", "-q", file, "--parallelism", &parallelism.to_string(), "--rest-port", "0"])
         .current_dir(dir)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap()
 }
 
-/// All of a finished child's piped stderr.
-pub fn stderr_of(child: &mut Child) -> String {
-    let mut stderr = String::new();
-    if let Some(pipe) = child.stderr.as_mut() {
-        std::io::Read::read_to_string(pipe, &mut stderr).unwrap();
-    }
-    stderr
+/// What the last [`spawn_run`] in `dir` wrote to stderr.
+pub fn stderr_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("weir-stderr.log")).unwrap_or_default()
 }
