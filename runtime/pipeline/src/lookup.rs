@@ -36,10 +36,7 @@ pub(crate) fn lookup(
     spec: &LookupSpec,
     stream: DataStream<Row>,
 ) -> Result<(DataStream<Row>, Option<DataStream<Row>>), PipelineError> {
-    let store = match spec.store {
-        LookupStore::Redis { .. } => "redis",
-        LookupStore::Postgres { .. } => "postgres",
-    };
+    let store = store_name(spec);
     if !(cfg!(feature = "redis") && store == "redis" || cfg!(feature = "postgres") && store == "postgres") {
         return Err(crate::connectors::not_built(file, key, store));
     }
@@ -78,7 +75,8 @@ struct LookupFn {
 /// A pool of connections to the lookup's store.
 enum Client {
     #[cfg(feature = "redis")]
-    Redis(weir_redis::lookup::RedisLookup),
+    /// The pool and the hash fields to ask for (made once, not per row).
+    Redis(weir_redis::lookup::RedisLookup, Arc<[String]>),
     #[cfg(feature = "postgres")]
     Postgres(weir_postgres::lookup::PostgresLookup),
 }
@@ -93,7 +91,10 @@ impl Client {
         let workers = spec.capacity.min(16);
         let started: Result<Self, weir::core::TaskError> = match &spec.store {
             #[cfg(feature = "redis")]
-            LookupStore::Redis { url, .. } => weir_redis::lookup::RedisLookup::start(url, workers).map(Client::Redis),
+            LookupStore::Redis { url, .. } => {
+                let fields: Arc<[String]> = spec.fields.iter().map(|(n, _)| n.clone()).collect();
+                weir_redis::lookup::RedisLookup::start(url, workers).map(|pool| Client::Redis(pool, fields))
+            }
             #[cfg(feature = "postgres")]
             LookupStore::Postgres { url, table, key } => {
                 let query = postgres_query(table, key, &spec.fields);
@@ -110,11 +111,10 @@ impl Client {
     fn ask(&self, spec: &LookupSpec, row: &Row, reply: Box<dyn FnOnce(Answer) + Send>) {
         match (self, &spec.store) {
             #[cfg(feature = "redis")]
-            (Client::Redis(pool), LookupStore::Redis { key, .. }) => {
-                let fields: Arc<[String]> = spec.fields.iter().map(|(n, _)| n.clone()).collect();
+            (Client::Redis(pool, fields), LookupStore::Redis { key, .. }) => {
                 pool.hmget(
                     crate::connectors::expand(key, row),
-                    fields,
+                    fields.clone(),
                     Box::new(move |answer| reply(answer.map(|v| (!v.iter().all(Option::is_none)).then_some(v)))),
                 );
             }

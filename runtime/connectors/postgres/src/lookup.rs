@@ -70,8 +70,8 @@ impl LookupQuery {
 /// Whether key values are sent as parameters of type `ty` itself ([`as_type`]);
 /// the others go as text and are cast in the statement.
 fn sent_as_is(ty: &Type) -> bool {
-    [Type::INT2, Type::INT4, Type::INT8, Type::FLOAT4, Type::FLOAT8, Type::BOOL, Type::TEXT, Type::VARCHAR].contains(ty)
-        || [Type::BPCHAR, Type::NAME].contains(ty)
+    let as_is = [Type::INT2, Type::INT4, Type::INT8, Type::FLOAT4, Type::FLOAT8, Type::BOOL];
+    as_is.contains(ty) || [Type::TEXT, Type::VARCHAR, Type::BPCHAR, Type::NAME].contains(ty)
 }
 
 struct Lookup {
