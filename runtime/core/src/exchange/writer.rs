@@ -1,4 +1,17 @@
 //! The producing side of an exchange: partitions records onto channels.
+//!
+//! A hash exchange fills one batch per consumer. A watermark must follow the
+//! records written before it, and sending it at once would cut every partly
+//! filled batch short and wake every consumer for a small batch and a
+//! watermark: at full speed that costs more than the records' own work. So,
+//! while records arrive in bulk for several consumers, a watermark is *held*
+//! per consumer and goes out right behind that consumer's next batch (full,
+//! timed out or flushed).
+//! Holding a watermark back is always safe (it only promises less, for a
+//! while); it waits no longer than a record would, the buffer timeout. A
+//! producer that trickles (batches under half full) still sends each
+//! watermark at once, so lateness stays exactly per batch where it can be
+//! observed record by record.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,8 +71,12 @@ pub struct ExchangeWriter<T> {
     batch_size: usize,
     /// How long a record may wait in a partly filled buffer.
     buffer_timeout: Duration,
-    /// Since when records have waited in the buffers (none wait when `None`).
+    /// Since when records or held watermarks have waited (none wait when `None`).
     waiting_since: Option<Instant>,
+    /// Per consumer, the watermark to send behind its next batch.
+    held: Vec<Option<Timestamp>>,
+    /// Whether the last records handed over came in bulk (at least half a batch).
+    bulk: bool,
     metrics: Arc<SubtaskMetrics>,
 }
 
@@ -74,6 +91,7 @@ impl<T: Clone + Send + 'static> ExchangeWriter<T> {
     ) -> Self {
         assert!(!targets.is_empty(), "an exchange needs at least one target");
         let buffers = (0..targets.len()).map(|_| Vec::new()).collect();
+        let held = vec![None; targets.len()];
         ExchangeWriter {
             partitioning,
             targets,
@@ -82,6 +100,8 @@ impl<T: Clone + Send + 'static> ExchangeWriter<T> {
             batch_size: batch_size.max(1),
             buffer_timeout,
             waiting_since: None,
+            held,
+            bulk: false,
             metrics,
         }
     }
@@ -90,7 +110,7 @@ impl<T: Clone + Send + 'static> ExchangeWriter<T> {
     /// oldest of them has waited the buffer timeout. (A task with nothing to
     /// do flushes before it waits, so records never wait on an idle producer.)
     fn flush_on_timeout(&mut self) -> TaskResult {
-        if self.buffers.iter().all(Vec::is_empty) {
+        if self.buffers.iter().all(Vec::is_empty) && self.held.iter().all(Option::is_none) {
             self.waiting_since = None;
             return Ok(());
         }
@@ -120,13 +140,17 @@ impl<T: Clone + Send + 'static> ExchangeWriter<T> {
         }
     }
 
+    /// Sends the target's batch, if it has records, then its held watermark.
     fn send_buffer(&mut self, target: usize) -> TaskResult {
-        if self.buffers[target].is_empty() {
-            return Ok(());
+        if !self.buffers[target].is_empty() {
+            let batch = std::mem::replace(&mut self.buffers[target], Vec::with_capacity(self.batch_size));
+            SubtaskMetrics::add(&self.metrics.records_out, batch.len() as u64);
+            self.send(target, Event::Records(batch))?;
         }
-        let batch = std::mem::replace(&mut self.buffers[target], Vec::with_capacity(self.batch_size));
-        SubtaskMetrics::add(&self.metrics.records_out, batch.len() as u64);
-        self.send(target, Event::Records(batch))
+        match self.held[target].take() {
+            Some(watermark) => self.send(target, Event::Watermark(watermark)),
+            None => Ok(()),
+        }
     }
 
     fn flush_all(&mut self) -> TaskResult {
@@ -146,6 +170,7 @@ impl<T: Clone + Send + 'static> Output<T> for ExchangeWriter<T> {
             return Ok(());
         }
         let n = self.targets.len();
+        self.bulk = batch.len() >= self.batch_size / 2;
         match &self.partitioning {
             _ if n == 1 && self.buffers[0].is_empty() => {
                 SubtaskMetrics::add(&self.metrics.records_out, batch.len() as u64);
@@ -182,6 +207,13 @@ impl<T: Clone + Send + 'static> Output<T> for ExchangeWriter<T> {
     }
 
     fn watermark(&mut self, watermark: Timestamp) -> TaskResult {
+        if self.bulk && self.targets.len() > 1 && matches!(self.partitioning, Partitioning::Hash { .. }) {
+            // Behind each consumer's next batch (see the module's docs); a newer
+            // watermark replaces an older one still held, never the other way.
+            self.held.iter_mut().for_each(|h| *h = Some(h.map_or(watermark, |held| held.max(watermark))));
+            return self.flush_on_timeout();
+        }
+        self.held.iter_mut().for_each(|h| *h = None); // superseded
         self.broadcast_event(|| Event::Watermark(watermark))
     }
 
@@ -194,7 +226,8 @@ impl<T: Clone + Send + 'static> Output<T> for ExchangeWriter<T> {
     }
 
     fn processing_time(&mut self, _now: Timestamp) -> TaskResult {
-        Ok(())
+        // A producer busy with input that yields no output still sends what waits.
+        self.flush_on_timeout()
     }
 
     fn flush(&mut self) -> TaskResult {
@@ -276,5 +309,84 @@ mod tests {
         assert!((82..=100).contains(&n), "full batches of ten leave at once, the partly filled rest waits: {n} sent");
         writer.flush().unwrap();
         assert_eq!(n + sent(&receivers), 100);
+    }
+
+    /// Each channel's events, as `R(n)` for a batch of n records and `W(t)`.
+    fn events(receivers: &[crossbeam_channel::Receiver<crate::exchange::Envelope<u64>>]) -> Vec<Vec<String>> {
+        receivers
+            .iter()
+            .map(|rx| {
+                rx.try_iter()
+                    .map(|(_, e)| match e {
+                        Event::Records(batch) => format!("R({})", batch.len()),
+                        Event::Watermark(t) => format!("W({t})"),
+                        _ => "other".to_string(),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_watermark_after_bulk_records_rides_behind_each_channels_next_batch() {
+        let (mut writer, receivers) = two_channels(Duration::from_secs(3600));
+        // Even values to one channel, odd to the other (by key group): 5 and 5.
+        let to_first = |v: &u64| subtask_for_key_group(key_group(*v, 128), 128, 2) == 0;
+        let first: Vec<u64> = (0..).filter(|v| to_first(v)).take(40).collect();
+        let second: Vec<u64> = (0..).filter(|v| !to_first(v)).take(40).collect();
+        writer.records(batch(first[..4].iter().chain(&second[..4]).copied())).unwrap();
+        writer.watermark(7).unwrap();
+        assert_eq!(events(&receivers), vec![Vec::<String>::new(), vec![]], "held while the batches fill");
+        writer.records(batch(first[4..12].iter().copied())).unwrap();
+        assert_eq!(events(&receivers), vec![vec!["R(10)", "W(7)"], vec![]], "behind the first channel's full batch");
+        writer.records(batch(first[12..14].iter().copied())).unwrap(); // under half a batch: a trickle
+        writer.watermark(9).unwrap();
+        assert_eq!(events(&receivers), vec![vec!["R(4)", "W(9)"], vec!["R(4)", "W(9)"]], "a trickle sends at once");
+    }
+
+    #[test]
+    fn held_watermarks_go_out_on_flush_and_replace_older_ones() {
+        let (mut writer, receivers) = two_channels(Duration::from_secs(3600));
+        writer.records(batch(0..8)).unwrap();
+        writer.watermark(3).unwrap();
+        writer.records(batch(100..108)).unwrap();
+        writer.watermark(5).unwrap();
+        let before = events(&receivers);
+        writer.flush().unwrap();
+        let after = events(&receivers);
+        let mut records = 0;
+        for (b, a) in before.iter().zip(&after) {
+            let all: Vec<_> = b.iter().chain(a).cloned().collect();
+            records += all
+                .iter()
+                .filter_map(|e| e.strip_prefix("R(")?.strip_suffix(')')?.parse::<usize>().ok())
+                .sum::<usize>();
+            assert_eq!(all.last().map(String::as_str), Some("W(5)"), "every channel ends with the newest: {all:?}");
+            assert!(!a.contains(&"W(3)".to_string()), "a held W(3) is replaced by W(5): {all:?}");
+        }
+        assert_eq!(records, 16);
+    }
+
+    #[test]
+    fn held_watermarks_wait_no_longer_than_the_buffer_timeout() {
+        let (mut writer, receivers) = two_channels(Duration::from_millis(20));
+        writer.records(batch(0..10)).unwrap();
+        let _ = events(&receivers);
+        writer.watermark(4).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        writer.processing_time(0).unwrap();
+        let got = events(&receivers);
+        assert!(got.iter().all(|ch| ch.last().map(String::as_str) == Some("W(4)")), "{got:?}");
+    }
+
+    #[test]
+    fn a_held_watermark_is_never_replaced_by_an_older_one() {
+        let (mut writer, receivers) = two_channels(Duration::from_secs(3600));
+        writer.records(batch(0..8)).unwrap();
+        writer.watermark(i64::MAX).unwrap();
+        writer.watermark(5).unwrap();
+        writer.flush().unwrap();
+        let got = events(&receivers);
+        assert!(got.iter().all(|ch| ch.last().map(String::as_str) == Some("W(9223372036854775807)")), "{got:?}");
     }
 }

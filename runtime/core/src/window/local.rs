@@ -11,8 +11,10 @@
 //! and a partial is late exactly when its records would have been. Session
 //! windows, which merge, are not pre-aggregated.
 //!
-//! The local side passes its partials on before every watermark it passes on
-//! (so none trails a watermark its records preceded), when its input turns
+//! The local side passes a partial on before the first watermark that reaches
+//! its pane's last millisecond (so none trails a watermark that could fire a
+//! window it lies in; until then no window it lies in can fire, so it keeps
+//! combining records of its pane), when its input turns
 //! idle (the windows may then fire on other inputs' watermarks), when it holds
 //! [`LOCAL_CAPACITY`] of them, and at the end of input. Those it holds at a
 //! barrier are in its snapshot, dealt out on restore to any subtask (they
@@ -73,6 +75,8 @@ pub struct LocalAggregate<K: Key, In, F: WindowFunction<K, In>, KS> {
     key_selector: KS,
     function: F,
     panes: AHashMap<(K, Timestamp), (Window, F::Acc)>,
+    /// No held pane ends before this (a lower bound; `Timestamp::MAX` when none is held).
+    earliest: Timestamp,
     metrics: Arc<SubtaskMetrics>,
     _in: PhantomData<fn(In)>,
 }
@@ -85,15 +89,28 @@ impl<K: Key, In, F: WindowFunction<K, In>, KS> LocalAggregate<K, In, F, KS> {
             key_selector,
             function,
             panes: AHashMap::default(),
+            earliest: Timestamp::MAX,
             metrics,
             _in: PhantomData,
         }
     }
 
     fn pass_on(&mut self, out: &mut Collector<'_, Partial<K, F::Acc>>) {
+        self.earliest = Timestamp::MAX;
         for ((key, _), (pane, acc)) in self.panes.drain() {
             out.emit(pane.max_timestamp(), Partial { key, acc });
         }
+    }
+
+    /// Passes on the partials of panes that end at or before `watermark`.
+    fn pass_on_due(&mut self, watermark: Timestamp, out: &mut Collector<'_, Partial<K, F::Acc>>) {
+        if watermark < self.earliest {
+            return;
+        }
+        for ((key, _), (pane, acc)) in self.panes.extract_if(|_, (pane, _)| pane.max_timestamp() <= watermark) {
+            out.emit(pane.max_timestamp(), Partial { key, acc });
+        }
+        self.earliest = self.panes.values().map(|(pane, _)| pane.max_timestamp()).min().unwrap_or(Timestamp::MAX);
     }
 }
 
@@ -115,6 +132,7 @@ where
                 continue;
             }
             let pane = pane_of(self.assigner, self.slicing, r.time);
+            self.earliest = self.earliest.min(pane.max_timestamp());
             let key = (self.key_selector)(&r.value);
             let function = &self.function;
             let (_, acc) = self.panes.entry((key, pane.start)).or_insert_with(|| (pane, function.create()));
@@ -126,8 +144,8 @@ where
         Ok(())
     }
 
-    fn on_watermark(&mut self, _watermark: Timestamp, out: &mut Collector<'_, Self::Out>) -> TaskResult {
-        self.pass_on(out);
+    fn on_watermark(&mut self, watermark: Timestamp, out: &mut Collector<'_, Self::Out>) -> TaskResult {
+        self.pass_on_due(watermark, out);
         Ok(())
     }
 
@@ -160,6 +178,7 @@ where
                 match self.panes.get_mut(&(key.clone(), pane.start)) {
                     Some((_, mine)) => self.function.merge(mine, acc),
                     None => {
+                        self.earliest = self.earliest.min(pane.max_timestamp());
                         self.panes.insert((key, pane.start), (pane, acc));
                     }
                 }
@@ -229,25 +248,26 @@ mod tests {
     }
 
     #[test]
-    fn partials_are_passed_on_at_the_watermark_and_held_ones_survive_a_snapshot() {
+    fn partials_are_passed_on_when_the_watermark_reaches_their_pane_and_held_ones_survive_a_snapshot() {
         let mut op = local();
         let mut out = Vec::new();
         let records = |vs: &[(i64, i64)]| vs.iter().map(|&(t, v)| Record::new(t, v)).collect::<Vec<_>>();
         op.process_batch(records(&[(1, 1), (2, 3), (3, 2), (15, 5)]), &mut Collector::new(&mut out)).unwrap();
         assert!(out.is_empty(), "held until the watermark");
         op.on_watermark(3, &mut Collector::new(&mut out)).unwrap();
-        assert_eq!(partials(std::mem::take(&mut out)), vec![(9, 0, Some(2)), (9, 1, Some(4)), (19, 1, Some(5))]);
-        op.process_batch(records(&[(4, 7), (21, 2)]), &mut Collector::new(&mut out)).unwrap();
+        assert!(out.is_empty(), "no window they lie in can fire at 3: they keep combining");
+        op.process_batch(records(&[(4, 10)]), &mut Collector::new(&mut out)).unwrap();
+        op.on_watermark(9, &mut Collector::new(&mut out)).unwrap();
+        assert_eq!(partials(std::mem::take(&mut out)), vec![(9, 0, Some(12)), (9, 1, Some(4))], "the pane [0, 10)");
+        op.process_batch(records(&[(14, 7), (21, 2)]), &mut Collector::new(&mut out)).unwrap();
         let snapshot = op.snapshot_state(1).unwrap();
         let mut restored = local();
         restored.restore_state(RestoredState { entries: snapshot.entries, ..Default::default() }).unwrap();
-        restored.process_batch(records(&[(5, 1)]), &mut Collector::new(&mut out)).unwrap();
+        restored.process_batch(records(&[(15, 1)]), &mut Collector::new(&mut out)).unwrap();
+        restored.on_watermark(19, &mut Collector::new(&mut out)).unwrap();
+        assert_eq!(partials(std::mem::take(&mut out)), vec![(19, 1, Some(13))], "held and restored, merged with new");
         restored.on_end(&mut Collector::new(&mut out)).unwrap();
-        assert_eq!(
-            partials(out),
-            vec![(9, 1, Some(8)), (29, 0, Some(2))],
-            "the held partials, merged with new records"
-        );
+        assert_eq!(partials(out), vec![(29, 0, Some(2))], "the rest at the end");
     }
 
     #[test]
