@@ -100,6 +100,14 @@ impl WatermarkGenerator {
     pub fn current(&self) -> Timestamp {
         self.emitted
     }
+
+    /// The watermark the records seen so far allow, emitted or not.
+    pub fn candidate(&self) -> Timestamp {
+        if self.max_seen == MIN_WATERMARK {
+            return self.emitted;
+        }
+        self.emitted.max(self.max_seen.saturating_sub(self.bound).saturating_sub(1))
+    }
 }
 
 #[cfg(test)]

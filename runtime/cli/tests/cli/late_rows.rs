@@ -13,12 +13,14 @@ fn rows_too_late_for_their_window_go_to_the_late_sink() {
     let mut lines = Vec::new();
     let mut late = Vec::new();
     let mut counts: BTreeMap<(String, i64), i64> = BTreeMap::new();
-    for i in 0..3000i64 {
+    // Enough lines that a watermark goes out mid-file: a source reading in bulk
+    // emits one per 16 Ki records (weir_core's WATERMARK_EVERY).
+    for i in 0..40_000i64 {
         let (region, time) = (format!("r{}", i % 3), 100_000 + i * 10);
         lines.push(format!("{{\"region\":\"{region}\",\"amount\":{i},\"time\":{time}}}"));
         *counts.entry((region, time / 10_000 * 10_000)).or_default() += 1;
-        // Well after the first batch of lines (and its watermark): rows of windows long fired.
-        if i >= 2000 && i % 200 == 0 {
+        // Well after the first watermark: rows of windows long fired.
+        if i >= 20_000 && i % 2_000 == 0 {
             let time = 1_000 + i;
             lines.push(format!("{{\"region\":\"late\",\"amount\":{i},\"time\":{time}}}"));
             late.push(("late".to_string(), i, time));

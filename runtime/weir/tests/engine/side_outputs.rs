@@ -73,7 +73,9 @@ fn counts<T: Ord>(items: impl IntoIterator<Item = T>) -> BTreeMap<T, usize> {
 
 #[test]
 fn a_process_function_sends_resent_orders_to_a_side_output_every_consumer_sees_its_stream() {
-    const EVENTS: u64 = 30_000;
+    // Enough per subtask (at parallelism 3) for watermarks mid-stream: a
+    // source in bulk emits one per 16 Ki records.
+    const EVENTS: u64 = 120_000;
     let expected_firsts: Vec<OrderId> = (0..EVENTS).filter(|&n| !is_resent(n)).map(|n| order(n).order_id).collect();
     let expected_resent = counts((0..EVENTS).filter(|&n| is_resent(n)).map(|n| order(n).order_id));
     assert!(!expected_resent.is_empty(), "the input has re-sent orders");
