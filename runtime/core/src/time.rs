@@ -90,7 +90,7 @@ impl WatermarkGenerator {
         if self.max_seen == MIN_WATERMARK {
             return None;
         }
-        let wm = self.max_seen.saturating_sub(self.bound).saturating_sub(1);
+        let wm = self.allowed();
         (wm > self.emitted).then(|| {
             self.emitted = wm;
             wm
@@ -106,7 +106,12 @@ impl WatermarkGenerator {
         if self.max_seen == MIN_WATERMARK {
             return self.emitted;
         }
-        self.emitted.max(self.max_seen.saturating_sub(self.bound).saturating_sub(1))
+        self.emitted.max(self.allowed())
+    }
+
+    /// The bound below the largest timestamp seen.
+    fn allowed(&self) -> Timestamp {
+        self.max_seen.saturating_sub(self.bound).saturating_sub(1)
     }
 }
 

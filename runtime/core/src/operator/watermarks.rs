@@ -7,8 +7,9 @@
 //! flush or barrier: each watermark wakes every task downstream, and one per
 //! batch cost more than the records' work (Flink emits them periodically, every
 //! 200 ms by default). A source that trickles still emits one after each batch,
-//! so lateness stays exact where records can be told apart one by one. Watermarks arriving from upstream are replaced by its own, except
-//! the end-of-time watermark of a finished bounded input. With an idle timeout,
+//! so lateness stays exact where records can be told apart one by one.
+//! Watermarks arriving from upstream are replaced by its own, except the
+//! end-of-time watermark of a finished bounded input. With an idle timeout,
 //! a subtask that saw no record for that long marks its output idle, so it does
 //! not hold back the watermark of the operators downstream.
 
