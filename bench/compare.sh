@@ -60,9 +60,6 @@ per_cpu_s() { awk -v n="$1" -v ms="$2" 'BEGIN { if (ms < 1) ms = 1; printf "%.0f
 # millions N: N formatted as millions with two decimals.
 millions() { awk -v x="$1" 'BEGIN { printf "%.2f M", x / 1e6 }'; }
 
-# ratio A B: A/B with two decimals.
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-
 # per_event_cpu_s EVENTS CPU_MS FIXED_EVENTS FIXED_CPU_MS: events per CPU-second of the
 # events beyond the short run, i.e. with the short run's CPU time (the fixed cost) taken
 # off; "n/a" when noise makes the difference not positive.

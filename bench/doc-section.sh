@@ -33,6 +33,12 @@ field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 # median X...: the median of numbers (the mean of the middle two for an even count; n/a for none).
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+# ratio A B: A / B, to two decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+# line_per_cpu_s LINE: the events per CPU-second of a `weir bench` report line.
+line_per_cpu_s() { awk -v n="$(field events "$1")" -v ms="$(field cpu_ms "$1")" 'BEGIN { if (ms < 1) ms = 1; printf "%.0f", n * 1000 / ms }'; }
+
 # write_flag ARGS...: "true" for `--write`, "false" for no argument; anything
 # else is a usage error (`write=$(write_flag "$@")` then stops the script).
 write_flag() {

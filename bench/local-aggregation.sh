@@ -25,9 +25,6 @@ write=$(write_flag "$@")
 
 log() { echo "local-aggregation: $*" >&2; }
 mega() { awk -v x="$1" 'BEGIN { printf "%.1f M", x / 1e6 }'; }
-# per_cpu_s LINE: events per CPU-second of a report line.
-per_cpu_s() { awk -v n="$(field events "$1")" -v ms="$(field cpu_ms "$1")" 'BEGIN { if (ms < 1) ms = 1; printf "%.0f", n * 1000 / ms }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 log "building weir (release)"
 (cd "$repo" && cargo build -q --release -p weir-cli)
@@ -55,8 +52,8 @@ for w in $WORKLOADS; do
         log "$w at p=$p: the answers differ: $a / $b"
         exit 1
       fi
-      local_wall+=("$(field events_per_s "$a")") local_cpu+=("$(per_cpu_s "$a")")
-      global_wall+=("$(field events_per_s "$b")") global_cpu+=("$(per_cpu_s "$b")")
+      local_wall+=("$(field events_per_s "$a")") local_cpu+=("$(line_per_cpu_s "$a")")
+      global_wall+=("$(field events_per_s "$b")") global_cpu+=("$(line_per_cpu_s "$b")")
     done
     wall[$w-$p-local]=$(median "${local_wall[@]}")
     wall[$w-$p-global]=$(median "${global_wall[@]}")

@@ -125,9 +125,18 @@ fn checksum<T: weir::core::Data>(
     hash: impl Fn(&T) -> i64 + Clone + Send + Sync + 'static,
 ) -> Checksum {
     let total = Checksum::default();
+    checksum_into(stream, hash, &total);
+    total
+}
+
+/// Folds `stream`'s rows into `total`.
+pub fn checksum_into<T: weir::core::Data>(
+    stream: DataStream<T>,
+    hash: impl Fn(&T) -> i64 + Clone + Send + Sync + 'static,
+    total: &Checksum,
+) {
     let t = total.clone();
     stream.sink("checksum", move |_| sink(&hash, &t));
-    total
 }
 
 /// A per-record query (`rows` of the bids) into the checksum, each row stamped
@@ -377,6 +386,15 @@ pub fn run(query: &str, events: u64, options: BenchOptions) -> anyhow::Result<Be
     let Some(checksum) = build(&env, query, events, rate) else {
         anyhow::bail!("unknown workload `{query}`; expected one of: {}", WORKLOADS.join(", "));
     };
+    execute(env, checksum, checkpointing)
+}
+
+/// Runs the job built in `env` to its end, timing it; its rows go to `checksum`.
+pub fn execute(
+    env: StreamEnv,
+    checksum: Checksum,
+    checkpointing: Option<CheckpointConfig>,
+) -> anyhow::Result<BenchResult> {
     let (cpu0, t0) = (cpu_time(), Instant::now());
     let job = env.start_with(ExecuteOptions { checkpointing, restore: None, ..Default::default() })?;
     let checkpoints = wait_collecting(job)?;

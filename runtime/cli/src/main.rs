@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_lookup;
+mod bench_pipeline;
 mod bench_state;
 mod cluster;
 mod datagen;
@@ -46,9 +47,15 @@ enum Command {
     Bench {
         /// orders-window | orders-dedup | orders-sliding | orders-payments | q0 | q1 | q2 | q5 | q7, or `state`: checkpoint and
         /// restore --state-mb MiB of keyed state at --checkpoint-dir
-        workload: String,
-        #[arg(long, default_value_t = 10_000_000)]
-        events: u64,
+        #[arg(required_unless_present = "pipeline", conflicts_with = "pipeline")]
+        workload: Option<String>,
+        /// Benchmark a pipeline file instead: its datagen sources generate --events
+        /// events each, its output rows go to a checksum, only the job is timed.
+        #[arg(long, value_name = "FILE")]
+        pipeline: Option<std::path::PathBuf>,
+        /// Events per source (default 10000000; with --pipeline, the file's `count` by default).
+        #[arg(long)]
+        events: Option<u64>,
         #[arg(long, default_value_t = 1)]
         parallelism: usize,
         /// Take exactly-once checkpoints to this location (file:///path, a path, or s3://bucket/prefix).
@@ -78,16 +85,26 @@ enum Command {
 /// Why a command failed: the launcher's error, with its exit codes (2 bad input, 1 runtime).
 pub use weir_launch::LaunchError as Failure;
 
+/// What `weir bench` measures.
+enum BenchTarget {
+    /// A workload of bench/WORKLOADS.md through the Rust API.
+    Workload(String),
+    /// A pipeline file.
+    Pipeline(std::path::PathBuf),
+}
+
 fn bench(
-    workload: &str,
-    events: u64,
+    target: BenchTarget,
+    events: Option<u64>,
     parallelism: usize,
     checkpoints: Option<(String, String)>,
     rate: Option<f64>,
     buffer_timeout: Option<String>,
     local_aggregation: bool,
 ) -> Result<(), Failure> {
-    if !bench::WORKLOADS.contains(&workload) {
+    if let BenchTarget::Workload(workload) = &target
+        && !bench::WORKLOADS.contains(&workload.as_str())
+    {
         return Err(Failure::BadInput(format!(
             "unknown workload `{workload}`; expected one of: {}",
             bench::WORKLOADS.join(", ")
@@ -95,6 +112,9 @@ fn bench(
     }
     if parallelism == 0 {
         return Err(Failure::BadInput("--parallelism: must be at least 1".into()));
+    }
+    if events == Some(0) {
+        return Err(Failure::BadInput("--events: must be at least 1".into()));
     }
     let checkpointing = match checkpoints {
         None => None,
@@ -112,8 +132,18 @@ fn bench(
         .map(|t| weir_api::parse_duration(&t).map_err(|e| Failure::BadInput(format!("--buffer-timeout: {e}"))))
         .transpose()?;
     let options = bench::BenchOptions { parallelism, checkpointing, rate, buffer_timeout, local_aggregation };
-    let r = bench::run(workload, events, options).map_err(|e| Failure::Runtime(format!("{e:#}")))?;
-    println!("{}", r.line(workload, events, parallelism));
+    let (r, name, events) = match target {
+        BenchTarget::Workload(workload) => {
+            let events = events.unwrap_or(10_000_000);
+            let r = bench::run(&workload, events, options).map_err(|e| Failure::Runtime(format!("{e:#}")))?;
+            (r, workload, events)
+        }
+        BenchTarget::Pipeline(path) => {
+            let b = bench_pipeline::run(&path, events, options)?;
+            (b.result, b.name, b.events)
+        }
+    };
+    println!("{}", r.line(&name, events, parallelism));
     eprintln!("peak_rss_kib={}", bench::peak_rss_kib());
     for c in &r.checkpoints {
         eprintln!(
@@ -140,11 +170,9 @@ fn main() -> ExitCode {
         Command::Taskmanager(args) => cluster::taskmanager(args),
         Command::Savepoint(args) => savepoint::savepoint(args),
         Command::Datagen(args) => datagen::datagen(args),
-        Command::Bench { workload, parallelism, checkpoint_dir, checkpoint_interval, state_mb, .. }
-            if workload == "state" =>
-        {
-            bench_state::main(state_mb, parallelism, checkpoint_dir, checkpoint_interval)
-        }
+        Command::Bench {
+            workload: Some(workload), parallelism, checkpoint_dir, checkpoint_interval, state_mb, ..
+        } if workload == "state" => bench_state::main(state_mb, parallelism, checkpoint_dir, checkpoint_interval),
         Command::Bench { state_mb: Some(_), .. } => {
             Err(Failure::BadInput("--state-mb: only for `weir bench state`".into()))
         }
@@ -153,6 +181,7 @@ fn main() -> ExitCode {
         }
         Command::Bench {
             workload,
+            pipeline,
             events,
             parallelism,
             checkpoint_dir,
@@ -163,7 +192,15 @@ fn main() -> ExitCode {
             ..
         } => {
             let checkpoints = checkpoint_dir.zip(checkpoint_interval);
-            bench(&workload, events, parallelism, checkpoints, rate, buffer_timeout, !no_local_aggregation)
+            // clap requires exactly one of the two.
+            let target = match (workload, pipeline) {
+                (_, Some(path)) => Ok(BenchTarget::Pipeline(path)),
+                (Some(workload), None) => Ok(BenchTarget::Workload(workload)),
+                (None, None) => Err(Failure::BadInput("name a workload or --pipeline FILE".into())),
+            };
+            target.and_then(|target| {
+                bench(target, events, parallelism, checkpoints, rate, buffer_timeout, !no_local_aggregation)
+            })
         }
     };
     match result {

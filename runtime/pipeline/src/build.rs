@@ -8,22 +8,22 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
-use smol_str::SmolStr;
+use smol_str::{SmolStr, SmolStrBuilder};
 use weir::datagen::{IntoRateProfile, RateProfile};
 use weir::prelude::{DataStream, JoinContext, ProcessJoinFunction, StreamEnv, WindowedStream};
 use weir_core::TaskResult;
 use weir_core::metrics::GaugeKey;
 use weir_core::operator::basic::Map;
 use weir_core::window::{AggregateWindow, Window, WindowFunction};
-use weir_workloads::{Bid, Order, Payment, WorkloadStreams};
+use weir_workloads::{Bid, Order, OrderId, Payment, WorkloadStreams};
 
 use crate::config::{Outer, Rate, Workload};
 use crate::connectors;
 use crate::error::PipelineError;
 use crate::file_source::{FileSource, list_files};
-use crate::ops::{AnomalyFlag, DedupRows, ExternalCall, RowAggregates, RowKey, TopRows};
+use crate::ops::{AnomalyFlag, CountRows, DedupRows, ExternalCall, RowAggregates, RowKey, SelectRows, TopRows};
 use crate::plan::{JoinHow, Plan, SinkKind, SinkPlan, SourceKind, SourcePlan, StepKind, WindowOutput};
 use crate::records::DeadLetters;
 use crate::value::{Row, Schema, Value};
@@ -51,24 +51,41 @@ pub struct Compiled {
 /// `stats` (shared: a job built again, after a restart or a rescale, goes on
 /// counting where the last one left off).
 pub fn build(file: &Path, plan: &Plan, env: &StreamEnv, stats: &PipelineStats) -> Result<Compiled, PipelineError> {
+    build_to(file, plan, env, stats, None)
+}
+
+/// Where a built pipeline's rows go instead of its sink (a benchmark's checksum).
+pub type SinkOverride = Box<dyn FnOnce(DataStream<Row>)>;
+
+/// As [`build`]; with `sink`, the rows that would reach the plan's sink go
+/// to it instead (side sinks, such as a window's `late`, stay as planned).
+pub fn build_to(
+    file: &Path,
+    plan: &Plan,
+    env: &StreamEnv,
+    stats: &PipelineStats,
+    sink: Option<SinkOverride>,
+) -> Result<Compiled, PipelineError> {
     env.set_parallelism(plan.parallelism)
         .set_max_parallelism(plan.max_parallelism)
         .set_buffer_timeout(plan.buffer_timeout)
         .set_local_aggregation(plan.local_aggregation);
     let stats = stats.clone();
-    let mut stream = source(file, "source", &plan.source, env, &stats)?;
+    let mut stream = source(file, "source", &plan.source, &plan.source_fields_read(), env, &stats)?;
     for step in &plan.steps {
         stream = self::step(file, step, stream, &stats)?;
         if let Some(p) = step.parallelism {
             stream = stream.set_parallelism(p);
         }
     }
+    // Named `map`, as the map it replaced: vertex uids are positions and
+    // names, and the sink's state in checkpoints is found by its uid.
     let rows_out = stats.rows_out.clone();
-    let counted = stream.map(move |r: Row| {
-        rows_out.fetch_add(1, Ordering::Relaxed);
-        r
-    });
-    attach_sink(file, "sink", &plan.sink, counted)?;
+    let counted = stream.transform("map", move |_| CountRows { count: rows_out.clone() });
+    match sink {
+        Some(sink) => sink(counted),
+        None => attach_sink(file, "sink", &plan.sink, counted)?,
+    }
     Ok(Compiled {
         name: plan.name.clone(),
         parallelism: plan.parallelism,
@@ -83,28 +100,62 @@ fn key_of(indices: &[usize]) -> impl Fn(&Row) -> RowKey + Clone + Send + Sync + 
     move |row: &Row| indices.iter().map(|&i| row[i].clone()).collect()
 }
 
-fn order_row(o: Order) -> Row {
-    vec![
-        Value::Str(SmolStr::new(o.order_id.to_string())),
-        Value::Str(SmolStr::new_static(o.region.as_str())),
-        Value::Int(o.amount),
-        Value::Int(o.time),
-    ]
+/// An order id as its text, `ORD-<n>` (as `OrderId`'s `Display`), made inline.
+fn order_id_text(id: OrderId) -> SmolStr {
+    let mut text = SmolStrBuilder::new();
+    text.push_str("ORD-");
+    text.push_str(itoa::Buffer::new().format(id.0));
+    text.finish()
 }
 
-fn payment_row(p: Payment) -> Row {
-    vec![Value::Str(SmolStr::new(p.order_id.to_string())), Value::Int(p.amount), Value::Int(p.time)]
+/// A text field's value when something reads it, null when nothing does
+/// (see [`Plan::source_fields_read`]): the text is not made at all.
+fn text_if(read: bool, make: impl FnOnce() -> SmolStr) -> Value {
+    if read { Value::Str(make()) } else { Value::Null }
 }
 
-fn bid_row(b: Bid) -> Row {
-    vec![
-        Value::Int(b.auction),
-        Value::Int(b.bidder),
-        Value::Int(b.price),
-        Value::Str(SmolStr::new_static(b.channel.as_str())),
-        Value::Int(b.time),
-        Value::Str(SmolStr::new(&b.extra)),
-    ]
+/// The rows of a datagen workload; `read[i]` says whether field `i` is read.
+/// Numbers cost nothing to fill in; texts are made only when read.
+fn workload_rows(
+    env: &StreamEnv,
+    workload: Workload,
+    count: Option<u64>,
+    rate: impl IntoRateProfile,
+    read: &[bool],
+) -> DataStream<Row> {
+    let read = |i: usize| read.get(i).copied().unwrap_or(true);
+    match workload {
+        Workload::Orders => {
+            let id = read(0);
+            env.orders(count, rate).map(move |o: Order| {
+                vec![
+                    text_if(id, || order_id_text(o.order_id)),
+                    Value::Str(SmolStr::new_static(o.region.as_str())),
+                    Value::Int(o.amount),
+                    Value::Int(o.time),
+                ]
+            })
+        }
+        Workload::Payments => {
+            let id = read(0);
+            env.payments(count, rate).map(move |p: Payment| {
+                vec![text_if(id, || order_id_text(p.order_id)), Value::Int(p.amount), Value::Int(p.time)]
+            })
+        }
+        Workload::Bids => {
+            let extra = read(5);
+            env.bids(count, rate).map(move |b: Bid| {
+                vec![
+                    Value::Int(b.auction),
+                    Value::Int(b.bidder),
+                    Value::Int(b.price),
+                    Value::Str(SmolStr::new_static(b.channel.as_str())),
+                    Value::Int(b.time),
+                    text_if(extra, || SmolStr::new(&b.extra)),
+                ]
+            })
+        }
+    }
 }
 
 /// The checked `source.rate` as the engine's profile.
@@ -116,24 +167,12 @@ pub fn rate_profile(rate: &Rate) -> RateProfile {
     }
 }
 
-fn workload_rows(
-    env: &StreamEnv,
-    workload: Workload,
-    count: Option<u64>,
-    rate: impl IntoRateProfile,
-) -> DataStream<Row> {
-    match workload {
-        Workload::Orders => env.orders(count, rate).map(order_row),
-        Workload::Payments => env.payments(count, rate).map(payment_row),
-        Workload::Bids => env.bids(count, rate).map(bid_row),
-    }
-}
-
 /// Builds the source at `key` (`source`, or `sources.<name>` of a join).
 fn source(
     file: &Path,
     key: &str,
     src: &SourcePlan,
+    read: &[bool],
     env: &StreamEnv,
     stats: &PipelineStats,
 ) -> Result<DataStream<Row>, PipelineError> {
@@ -144,8 +183,8 @@ fn source(
     let format = src.format;
     let stream = match &src.kind {
         SourceKind::Datagen { workload, count, rate } => match rate.as_ref().map(rate_profile) {
-            Some(profile) => workload_rows(env, *workload, *count, profile),
-            None => workload_rows(env, *workload, *count, None),
+            Some(profile) => workload_rows(env, *workload, *count, profile, read),
+            None => workload_rows(env, *workload, *count, None, read),
         },
         SourceKind::File { path, max_line_bytes } => {
             let files = list_files(Path::new(path))
@@ -195,8 +234,9 @@ fn step(
             stream.filter(move |row| e.matches(row))
         }
         StepKind::Select(exprs) => {
+            // Named `map` (its name before it worked in place), for the uids after it.
             let exprs = Arc::new(exprs.clone());
-            stream.map(move |row: Row| exprs.iter().map(|e| e.eval(&row)).collect::<Row>())
+            stream.transform("map", move |_| SelectRows { exprs: exprs.clone() })
         }
         StepKind::Window { key, assigner, lateness, processing_time, output, late } => {
             let mut keyed =
@@ -210,8 +250,8 @@ fn step(
                 WindowOutput::Aggregate(specs) => {
                     let agg = RowAggregates { specs: Arc::new(specs.clone()) };
                     let rows = AggregateWindow::new(agg, |k: &RowKey, w: &Window, values: Vec<Value>| {
-                        let mut row = k.clone();
-                        row.reserve(2 + values.len());
+                        let mut row = Row::with_capacity(k.len() + 2 + values.len());
+                        row.extend(k.iter().cloned());
                         row.push(Value::Int(w.start));
                         row.push(Value::Int(w.end));
                         row.extend(values);
@@ -274,7 +314,8 @@ fn step(
         }
         StepKind::Join { with, other, key, other_key, how, fields } => {
             let env = stream.env().clone();
-            let other = source(file, &format!("sources.{with}"), other, &env, stats)?;
+            // The other side's rows are read whole (no projection is worked out for them).
+            let other = source(file, &format!("sources.{with}"), other, &[], &env, stats)?;
             let joined = Joined {
                 fields: fields.as_slice().into(),
                 key: key.as_slice().into(),
@@ -341,16 +382,16 @@ struct Joined {
 
 impl Joined {
     fn pair(&self, row: &Row, other: &Row) -> Row {
-        let mut out = Vec::with_capacity(row.len() + self.fields.len());
-        out.extend_from_slice(row);
+        let mut out = Row::with_capacity(row.len() + self.fields.len());
+        out.extend(row.iter().cloned());
         out.extend(self.fields.iter().map(|&i| other[i].clone()));
         out
     }
 
     /// A row of the stream without a match: the other side's fields null.
     fn left_only(&self, row: &Row) -> Row {
-        let mut out = Vec::with_capacity(row.len() + self.fields.len());
-        out.extend_from_slice(row);
+        let mut out = Row::with_capacity(row.len() + self.fields.len());
+        out.extend(row.iter().cloned());
         out.resize(row.len() + self.fields.len(), Value::Null);
         out
     }
@@ -412,4 +453,16 @@ fn attach_sink(file: &Path, key: &str, sink: &SinkPlan, stream: DataStream<Row>)
         SinkKind::Postgres(spec) => connectors::postgres_sink(file, key, spec, stream)?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_ids_read_as_their_display() {
+        for n in [0, 42, 1_000_000_007, u64::MAX] {
+            assert_eq!(order_id_text(OrderId(n)), OrderId(n).to_string());
+        }
+    }
 }

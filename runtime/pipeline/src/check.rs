@@ -1132,6 +1132,50 @@ mod tests {
         assert!(matches!(&p.steps[2].kind, StepKind::Anomaly { key, .. } if key == &[0]));
     }
 
+    /// The source fields `yaml`'s plan reads, by name (orders: order_id, region, amount, time).
+    fn read(yaml: &str) -> Vec<String> {
+        let p = plan(yaml).unwrap();
+        let names = p.source.schema.names();
+        p.source_fields_read().iter().zip(names).filter(|(r, _)| **r).map(|(_, n)| n.to_string()).collect()
+    }
+
+    #[test]
+    fn only_the_fields_something_reads_are_read_from_the_source() {
+        let src =
+            "name: j\nsource: { type: datagen, workload: orders, watermark: { field: time, out_of_orderness: 5s } }\n";
+        // A windowed count reads its key, its aggregates' fields and event time; never the order id.
+        let window = "  - key_by: region\n  - window: { type: tumbling, size: 1m }\n";
+        let counted = format!("{src}steps:\n{window}  - aggregate: {{ n: count(), total: sum(amount) }}\n");
+        assert_eq!(read(&format!("{counted}sink: {{ type: blackhole }}")), ["region", "amount", "time"]);
+        // ... unless its late rows go to a sink, which gets them whole.
+        let late = format!(
+            "{src}steps:\n  - key_by: region\n  - window: {{ type: tumbling, size: 1m, late: {{ type: stdout }} }}\n  - aggregate: {{ n: count() }}\n"
+        );
+        assert_eq!(read(&format!("{late}sink: {{ type: blackhole }}")), ["order_id", "region", "amount", "time"]);
+        // A filter passes its rows on: the sink reads them whole.
+        let filtered = format!("{src}steps:\n  - filter: amount > 100\nsink: {{ type: blackhole }}");
+        assert_eq!(read(&filtered), ["order_id", "region", "amount", "time"]);
+        // A select reads only its expressions' fields, whatever comes after it.
+        let selected = format!(
+            "{src}steps:\n  - select: {{ cents: amount * 100, r: upper(region) }}\nsink: {{ type: blackhole }}"
+        );
+        assert_eq!(read(&selected), ["region", "amount", "time"]);
+        // Dedup and top-N pass rows on (top-N adds the window's bounds).
+        let dedup = format!(
+            "{src}steps:\n  - dedup: {{ key: order_id }}\n{window}  - aggregate: {{ n: count() }}\nsink: {{ type: blackhole }}"
+        );
+        assert_eq!(read(&dedup), ["order_id", "region", "time"]);
+        let top = format!(
+            "{src}steps:\n{window}  - top: {{ n: 2, by: [amount] }}\n  - select: {{ r: region, s: window_start }}\nsink: {{ type: blackhole }}"
+        );
+        assert_eq!(read(&top), ["region", "amount", "time"]);
+        // The anomaly flag reads its field and passes the rest on to a select.
+        let anomaly = format!(
+            "{counted}  - anomaly: {{ field: total }}\n  - select: {{ a: anomaly }}\nsink: {{ type: blackhole }}"
+        );
+        assert_eq!(read(&anomaly), ["region", "amount", "time"]);
+    }
+
     #[test]
     fn connector_keys_are_checked_against_the_stream() {
         let e = plan(

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use weir::prelude::StreamEnv;
 
-use crate::build::build;
-pub use crate::build::{Compiled, PipelineStats};
+pub use crate::build::{Compiled, PipelineStats, SinkOverride};
+use crate::build::{build, build_to};
 pub use crate::check::Overrides;
 use crate::check::check;
 use crate::config::PipelineFile;
@@ -32,4 +32,16 @@ pub fn compile(
     overrides: &Overrides,
 ) -> Result<Compiled, PipelineError> {
     compile_counted(file, p, env, overrides, &PipelineStats::default())
+}
+
+/// As [`compile`], the rows that would reach the file's sink going to `sink`
+/// instead (`weir bench --pipeline` folds them into a checksum).
+pub fn compile_to(
+    file: &Path,
+    p: &PipelineFile,
+    env: &StreamEnv,
+    overrides: &Overrides,
+    sink: SinkOverride,
+) -> Result<Compiled, PipelineError> {
+    build_to(file, &check(file, p, overrides)?, env, &PipelineStats::default(), Some(sink))
 }

@@ -454,9 +454,28 @@ impl Expr {
         eval(&self.node, row)
     }
 
+    /// Marks in `read` (one flag per field of the schema it was compiled
+    /// against) every field the expression reads.
+    pub fn mark_fields(&self, read: &mut [bool]) {
+        mark_fields(&self.node, read);
+    }
+
     /// For filters: true only for a true result (null is false).
     pub fn matches(&self, row: &Row) -> bool {
         matches!(self.eval(row), Value::Bool(true))
+    }
+}
+
+fn mark_fields(node: &Node, read: &mut [bool]) {
+    match node {
+        Node::Field(i) => read[*i] = true,
+        Node::Lit(_) => {}
+        Node::Neg(n) | Node::Not(n) => mark_fields(n, read),
+        Node::Chain(first, rest) => {
+            mark_fields(first, read);
+            rest.iter().for_each(|(_, n)| mark_fields(n, read));
+        }
+        Node::Call(_, args) => args.iter().for_each(|n| mark_fields(n, read)),
     }
 }
 
@@ -566,7 +585,7 @@ mod tests {
     }
 
     fn row() -> Row {
-        vec![Value::Int(120), Value::Str("east".into()), Value::Float(2.5)]
+        Row::from_iter([Value::Int(120), Value::Str("east".into()), Value::Float(2.5)])
     }
 
     fn eval_str(src: &str) -> Value {

@@ -1,5 +1,9 @@
-//! The operators behind pipeline steps, over [`Row`]s: dedup, aggregates,
-//! top-N, the 3-sigma anomaly flag, and the external call's latency.
+//! The operators behind pipeline steps, over [`Row`]s: select, dedup,
+//! aggregates, top-N, the 3-sigma anomaly flag, the external call's latency,
+//! and the count of rows that reach the sink.
+//!
+//! Stateless ones work on a batch in place, rather than moving each row out
+//! of its batch and back.
 
 use std::collections::HashSet;
 use std::marker::PhantomData;
@@ -17,8 +21,42 @@ use weir_core::{Data, NO_TIMESTAMP, Record, TaskResult, Timestamp};
 
 use crate::value::{FieldType, Row, Value};
 
-/// A key of a keyed step: the values of its key fields.
-pub type RowKey = Vec<Value>;
+/// A key of a keyed step: the values of its key fields. A one-field key
+/// (the common case) is inline, so keying a row allocates nothing, and keys
+/// held in state by the million stay 32 bytes each.
+pub type RowKey = smallvec::SmallVec<[Value; 1]>;
+
+/// `select`: each row replaced by its expressions' values, in its batch.
+pub struct SelectRows {
+    pub exprs: Arc<Vec<crate::expr::Expr>>,
+}
+
+impl Operator for SelectRows {
+    type In = Row;
+    type Out = Row;
+    fn process_batch(&mut self, mut batch: Vec<Record<Row>>, out: &mut Collector<'_, Row>) -> TaskResult {
+        for r in &mut batch {
+            r.value = self.exprs.iter().map(|e| e.eval(&r.value)).collect();
+        }
+        out.emit_batch(batch);
+        Ok(())
+    }
+}
+
+/// Counts the rows that pass, a batch at a time, and passes them on as they are.
+pub struct CountRows {
+    pub count: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Operator for CountRows {
+    type In = Row;
+    type Out = Row;
+    fn process_batch(&mut self, batch: Vec<Record<Row>>, out: &mut Collector<'_, Row>) -> TaskResult {
+        self.count.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        out.emit_batch(batch);
+        Ok(())
+    }
+}
 
 /// Drops rows whose key was seen before; with a TTL, a key is forgotten that
 /// long (in event time) after it was first seen.
@@ -380,7 +418,7 @@ mod tests {
             AggSpec { kind: AggKind::CountDistinct, field: Some(1), input_type: Some(FieldType::String) },
         ];
         let agg = RowAggregates { specs: Arc::new(specs) };
-        let rows = [(5, "b"), (1, "a"), (9, "b")].map(|(i, s)| vec![Value::Int(i), Value::Str(s.into())]);
+        let rows = [(5, "b"), (1, "a"), (9, "b")].map(|(i, s)| Row::from_iter([Value::Int(i), Value::Str(s.into())]));
         let mut a = agg.create();
         agg.add(&mut a, &rows[0]);
         let mut b = agg.create();
@@ -406,7 +444,7 @@ mod tests {
             TopRows { n: 2, by: Arc::new(vec![(1, true), (0, false)]), add_window_start: false, add_window_end: true };
         let mut acc = WindowFunction::<(), Row>::create(&top);
         for (a, c) in [(7, 3), (5, 3), (9, 1), (4, 2), (6, 3)] {
-            WindowFunction::<(), Row>::add(&top, &mut acc, &vec![Value::Int(a), Value::Int(c)]);
+            WindowFunction::<(), Row>::add(&top, &mut acc, &Row::from_iter([Value::Int(a), Value::Int(c)]));
         }
         let mut out = Vec::new();
         let mut t = top.clone();

@@ -42,6 +42,102 @@ impl Plan {
     pub fn output_schema(&self) -> &Schema {
         &self.sink.schema
     }
+
+    /// Which fields of the source's rows are ever read: by a step, by a sink
+    /// (the main one, or a step's `late`, `alerts` or `failed` one), or as
+    /// event time. A source may leave the others null instead of making them
+    /// (projection pushdown: a datagen order's id is text formatted per
+    /// record, and a windowed count never looks at it). Computed backwards,
+    /// step by step, from the sink, which reads every field it gets.
+    pub fn source_fields_read(&self) -> Vec<bool> {
+        let source_width = self.source.schema.fields.len();
+        let mut read = vec![true; self.sink.schema.fields.len()];
+        for (i, step) in self.steps.iter().enumerate().rev() {
+            let width = if i == 0 { source_width } else { self.steps[i - 1].schema.fields.len() };
+            if read.len() != step.schema.fields.len() {
+                // Not a shape this analysis knows: read everything.
+                return vec![true; source_width];
+            }
+            read = step.kind.fields_read(width, &read);
+        }
+        if read.len() != source_width {
+            return vec![true; source_width];
+        }
+        if let Some((time, _)) = self.source.event_time {
+            read[time] = true;
+        }
+        read
+    }
+}
+
+impl StepKind {
+    /// Which of the step's `width` input fields it reads, given which of its
+    /// output fields are read after it. A step that passes its input on
+    /// (with fields appended, or fewer rows) reads what is read of that
+    /// prefix, besides its own fields; a step with a sink of its own reads
+    /// everything that sink gets.
+    fn fields_read(&self, width: usize, out: &[bool]) -> Vec<bool> {
+        let mut read = vec![false; width];
+        let passes_on = |read: &mut [bool]| read.iter_mut().zip(out).for_each(|(r, o)| *r |= *o);
+        let mark = |read: &mut [bool], fields: &[usize]| fields.iter().for_each(|&i| read[i] = true);
+        match self {
+            StepKind::Dedup { key, .. } => {
+                passes_on(&mut read);
+                mark(&mut read, key);
+            }
+            StepKind::Filter(e) => {
+                passes_on(&mut read);
+                e.mark_fields(&mut read);
+            }
+            StepKind::Select(exprs) => exprs.iter().for_each(|e| e.mark_fields(&mut read)),
+            StepKind::Window { key, output, late, .. } => {
+                mark(&mut read, key.as_deref().unwrap_or_default());
+                match output {
+                    WindowOutput::Aggregate(specs) => specs.iter().filter_map(|s| s.field).for_each(|i| read[i] = true),
+                    WindowOutput::Top { by, .. } => {
+                        passes_on(&mut read);
+                        by.iter().for_each(|&(i, _)| read[i] = true);
+                    }
+                }
+                if late.is_some() {
+                    read.fill(true);
+                }
+            }
+            StepKind::Anomaly { field, key, alerts, .. } => {
+                passes_on(&mut read);
+                mark(&mut read, key);
+                read[*field] = true;
+                if alerts.is_some() {
+                    read.fill(true);
+                }
+            }
+            StepKind::ExternalCall { .. } => passes_on(&mut read),
+            StepKind::Metric { value, labels, .. } => {
+                passes_on(&mut read);
+                read[*value] = true;
+                labels.iter().for_each(|&(_, i)| read[i] = true);
+            }
+            StepKind::Lookup(spec) => {
+                passes_on(&mut read);
+                match &spec.store {
+                    LookupStore::Redis { key, .. } => key.iter().for_each(|p| {
+                        if let Part::Field(i) = p {
+                            read[*i] = true;
+                        }
+                    }),
+                    LookupStore::Postgres { key, .. } => key.iter().for_each(|&(_, i)| read[i] = true),
+                }
+                if spec.failed.is_some() {
+                    read.fill(true);
+                }
+            }
+            StepKind::Join { key, .. } => {
+                passes_on(&mut read);
+                mark(&mut read, key);
+            }
+        }
+        read
+    }
 }
 
 /// Where the rows come from, and their schema.

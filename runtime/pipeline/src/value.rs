@@ -22,6 +22,14 @@ pub enum Value {
 }
 
 /// A record of a pipeline: values in the order of its [`Schema`].
+///
+/// A `Vec`, one allocation per row, on purpose: rows held inline (a
+/// `SmallVec` of six values, 152 bytes) were measured 1.5x faster on a
+/// windowed count, where the allocation dominated, but up to 1.3x slower
+/// where whole rows travel (q7's top bids, q0's pass-through), since every
+/// step moves each row, and a pointer is 24 bytes to move (bench/before-after.sh,
+/// MODE=run). Keys, which are made per row and dropped at once, are inline
+/// ([`RowKey`](crate::ops::RowKey)).
 pub type Row = Vec<Value>;
 
 impl PartialEq for Value {

@@ -127,3 +127,36 @@ fn payments_stream_is_the_oracles() {
         assert!(got == expected, "parallelism {p}: {} payments, the oracle has {}", got.len(), expected.len());
     }
 }
+
+/// `weir bench --pipeline`: the report line of the file at `workload` over `events` events.
+fn bench_pipeline(workload: &str, events: u64, parallelism: usize) -> (u64, String) {
+    let file = workspace().join(format!("examples/workloads/{workload}.yaml"));
+    let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["bench", "--pipeline"])
+        .arg(&file)
+        .args(["--events", &events.to_string(), "--parallelism", &parallelism.to_string()])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = crate::common::text(&output);
+    assert!(output.status.success(), "weir bench --pipeline {} failed:\n{stderr}", file.display());
+    let line = stdout.lines().find(|l| l.starts_with("query=")).expect("a report line");
+    let field = |k| crate::common::field(line, k).unwrap_or_else(|| panic!("{line} lacks {k}"));
+    assert_eq!(field("query"), workload, "{line}");
+    assert_eq!(field("events"), events.to_string(), "{line}");
+    (field("outputs").parse().unwrap(), field("checksum").to_string())
+}
+
+/// The benchmark of a pipeline file runs the same job as `weir run`: the
+/// oracle's number of rows, and the same rows (one checksum) at every parallelism.
+#[test]
+fn bench_pipeline_runs_the_files_job() {
+    let events = 77_777;
+    for workload in ["orders-window", "orders-dedup", "q5", "q7", "q1"] {
+        let expected = oracle(workload, events);
+        let (rows, checksum) = bench_pipeline(workload, events, 1);
+        assert_eq!(rows, expected.outputs, "{workload}: rows at parallelism 1");
+        for p in [2, 3] {
+            assert_eq!(bench_pipeline(workload, events, p), (rows, checksum.clone()), "{workload} at parallelism {p}");
+        }
+    }
+}

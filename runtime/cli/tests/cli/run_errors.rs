@@ -178,6 +178,14 @@ fn bad_flags_and_overrides() {
     let o = weir(&["bench", "q99"], dir.path());
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("unknown workload `q99`"));
+    // A benchmark generates its input: a pipeline reading a file is refused, naming the source.
+    std::fs::write(dir.path().join("f.yaml"), FILE_SOURCE).unwrap();
+    let o = weir(&["bench", "--pipeline", "f.yaml"], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("f.yaml: source: a benchmark generates its input"), "{}", stderr(&o));
+    let o = weir(&["bench", "--pipeline", "missing.yaml"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("missing.yaml: cannot read"), "{}", stderr(&o));
 }
 
 const FILE_SOURCE: &str = r#"

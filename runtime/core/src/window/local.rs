@@ -125,7 +125,8 @@ where
     type Out = Partial<K, F::Acc>;
 
     fn process_batch(&mut self, batch: Vec<Record<In>>, out: &mut Collector<'_, Self::Out>) -> TaskResult {
-        for r in batch {
+        // By reference: a record is read, never kept, and may be large to move.
+        for r in &batch {
             if r.time == NO_TIMESTAMP {
                 // Late for every window, as the window operator has it; no partial can carry it.
                 SubtaskMetrics::add(&self.metrics.late_records, 1);
