@@ -407,6 +407,21 @@ impl<T: Data> Operator for ExternalCall<T> {
 mod tests {
     use super::*;
 
+    /// Keys were vectors: checkpoints taken then must restore into the same
+    /// key groups and decode as keys now.
+    #[test]
+    fn keys_hash_and_encode_as_the_vectors_they_were() {
+        use weir_core::keygroup::hash_key;
+        use weir_core::state::codec;
+        for values in [vec![Value::Str("us-east".into())], vec![Value::Int(7), Value::Null], vec![]] {
+            let key: RowKey = values.iter().cloned().collect();
+            assert_eq!(hash_key(&key), hash_key(&values), "{values:?}");
+            assert_eq!(codec::encode(&key), codec::encode(&values), "{values:?}");
+            let decoded: RowKey = codec::decode(&codec::encode(&values), "a key").unwrap();
+            assert_eq!(decoded, key);
+        }
+    }
+
     #[test]
     fn aggregates_compute_and_merge() {
         let specs = vec![
