@@ -33,6 +33,9 @@ field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 # median X...: the median of numbers (the mean of the middle two for an even count; n/a for none).
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+# mega N: N in millions, to one decimal ("12.3 M").
+mega() { awk -v x="$1" 'BEGIN { printf "%.1f M", x / 1e6 }'; }
+
 # ratio A B: A / B, to two decimals.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 

@@ -26,7 +26,6 @@ RUNS=${RUNS:-3}
 write=$(write_flag "$@")
 
 log() { echo "pipelines: $*" >&2; }
-mega() { awk -v x="$1" 'BEGIN { printf "%.1f M", x / 1e6 }'; }
 
 log "building weir (release)"
 (cd "$repo" && cargo build -q --release -p weir-cli)

@@ -250,8 +250,8 @@ fn step(
                 WindowOutput::Aggregate(specs) => {
                     let agg = RowAggregates { specs: Arc::new(specs.clone()) };
                     let rows = AggregateWindow::new(agg, |k: &RowKey, w: &Window, values: Vec<Value>| {
-                        let mut row = Row::with_capacity(k.len() + 2 + values.len());
-                        row.extend(k.iter().cloned());
+                        let mut row = Vec::with_capacity(k.len() + 2 + values.len());
+                        row.extend_from_slice(k);
                         row.push(Value::Int(w.start));
                         row.push(Value::Int(w.end));
                         row.extend(values);
@@ -382,16 +382,16 @@ struct Joined {
 
 impl Joined {
     fn pair(&self, row: &Row, other: &Row) -> Row {
-        let mut out = Row::with_capacity(row.len() + self.fields.len());
-        out.extend(row.iter().cloned());
+        let mut out = Vec::with_capacity(row.len() + self.fields.len());
+        out.extend_from_slice(row);
         out.extend(self.fields.iter().map(|&i| other[i].clone()));
         out
     }
 
     /// A row of the stream without a match: the other side's fields null.
     fn left_only(&self, row: &Row) -> Row {
-        let mut out = Row::with_capacity(row.len() + self.fields.len());
-        out.extend(row.iter().cloned());
+        let mut out = Vec::with_capacity(row.len() + self.fields.len());
+        out.extend_from_slice(row);
         out.resize(row.len() + self.fields.len(), Value::Null);
         out
     }

@@ -585,7 +585,7 @@ mod tests {
     }
 
     fn row() -> Row {
-        Row::from_iter([Value::Int(120), Value::Str("east".into()), Value::Float(2.5)])
+        vec![Value::Int(120), Value::Str("east".into()), Value::Float(2.5)]
     }
 
     fn eval_str(src: &str) -> Value {

@@ -51,12 +51,12 @@ mod tests {
             ("window_end", FieldType::Int),
             ("count", FieldType::Int),
         ]);
-        let row = Row::from_iter([
+        let row = vec![
             Value::Str("east".into()),
             Value::Int(1_700_000_040_000),
             Value::Int(1_700_000_100_000),
             Value::Int(7),
-        ]);
+        ];
         assert_eq!(readable(&schema, &row), "[2023-11-14T22:14:00Z .. 2023-11-14T22:15:00Z) region=east count=7");
     }
 }

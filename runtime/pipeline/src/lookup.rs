@@ -237,8 +237,8 @@ fn finish(spec: &LookupSpec, key: &str, row: &Row, found: Option<Vec<Value>>) ->
             return Err(format!("{} lookup: no {what} `{key}` (on_missing: fail)", store_name(spec)));
         }
     };
-    let mut out = Row::with_capacity(row.len() + added.len());
-    out.extend(row.iter().cloned());
+    let mut out = Vec::with_capacity(row.len() + added.len());
+    out.extend_from_slice(row);
     out.extend(added);
     Ok(vec![out])
 }

@@ -433,7 +433,7 @@ mod tests {
             AggSpec { kind: AggKind::CountDistinct, field: Some(1), input_type: Some(FieldType::String) },
         ];
         let agg = RowAggregates { specs: Arc::new(specs) };
-        let rows = [(5, "b"), (1, "a"), (9, "b")].map(|(i, s)| Row::from_iter([Value::Int(i), Value::Str(s.into())]));
+        let rows = [(5, "b"), (1, "a"), (9, "b")].map(|(i, s)| vec![Value::Int(i), Value::Str(s.into())]);
         let mut a = agg.create();
         agg.add(&mut a, &rows[0]);
         let mut b = agg.create();
@@ -459,7 +459,7 @@ mod tests {
             TopRows { n: 2, by: Arc::new(vec![(1, true), (0, false)]), add_window_start: false, add_window_end: true };
         let mut acc = WindowFunction::<(), Row>::create(&top);
         for (a, c) in [(7, 3), (5, 3), (9, 1), (4, 2), (6, 3)] {
-            WindowFunction::<(), Row>::add(&top, &mut acc, &Row::from_iter([Value::Int(a), Value::Int(c)]));
+            WindowFunction::<(), Row>::add(&top, &mut acc, &vec![Value::Int(a), Value::Int(c)]);
         }
         let mut out = Vec::new();
         let mut t = top.clone();

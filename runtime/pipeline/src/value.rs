@@ -27,7 +27,7 @@ pub enum Value {
 /// `SmallVec` of six values, 152 bytes) were measured 1.5x faster on a
 /// windowed count, where the allocation dominated, but up to 1.3x slower
 /// where whole rows travel (q7's top bids, q0's pass-through), since every
-/// step moves each row, and a pointer is 24 bytes to move (bench/before-after.sh,
+/// step moves each row, and a `Vec` is 24 bytes to move (bench/before-after.sh,
 /// MODE=run). Keys, which are made per row and dropped at once, are inline
 /// ([`RowKey`](crate::ops::RowKey)).
 pub type Row = Vec<Value>;
