@@ -12,7 +12,7 @@
 //!   serialises them, the operator and the CLI read them back.
 //! * [`Restore`]: what a JobManager starts its job from.
 //! * [`parse_duration`]: the one duration syntax of the command line,
-//!   pipeline files and StreamJobs.
+//!   pipeline files and StreamJobs; [`parse_size`], the one size syntax.
 //!
 //! The crate is deliberately light (serde, clap, humantime): the operator,
 //! the CLI and user job binaries all depend on it.
@@ -21,7 +21,9 @@ mod duration;
 pub mod launch;
 pub mod rest;
 mod restore;
+mod size;
 
 pub use duration::{format_duration, parse_duration};
 pub use rest::JobState;
 pub use restore::Restore;
+pub use size::parse_size;

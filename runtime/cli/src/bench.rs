@@ -374,12 +374,19 @@ pub struct BenchOptions {
     pub buffer_timeout: Option<Duration>,
     /// Two-phase window aggregation (on unless `--no-local-aggregation`).
     pub local_aggregation: bool,
+    /// Where keyed state lives (`--state-backend`).
+    pub state: crate::run::StateArgs,
 }
 
-pub fn run(query: &str, events: u64, options: BenchOptions) -> anyhow::Result<BenchResult> {
-    let BenchOptions { parallelism, checkpointing, rate, buffer_timeout, local_aggregation } = options;
+pub fn run(
+    query: &str,
+    events: u64,
+    options: BenchOptions,
+    state: weir::core::state::StateBackend,
+) -> anyhow::Result<BenchResult> {
+    let BenchOptions { parallelism, checkpointing, rate, buffer_timeout, local_aggregation, .. } = options;
     let env = StreamEnv::new(format!("bench-{query}"));
-    env.set_parallelism(parallelism).set_local_aggregation(local_aggregation);
+    env.set_parallelism(parallelism).set_local_aggregation(local_aggregation).set_state_backend(state);
     if let Some(timeout) = buffer_timeout {
         env.set_buffer_timeout(timeout);
     }

@@ -39,7 +39,7 @@ fn row_hash(row: &Row) -> i64 {
 /// Benchmarks the pipeline at `path`; `events` overrides its datagen sources' counts.
 pub fn run(path: &Path, events: Option<u64>, options: BenchOptions) -> Result<PipelineBench, Failure> {
     let bad = |m: String| Failure::BadInput(m);
-    let mut file = config::load(path, &[]).map_err(|e| bad(e.to_string()))?;
+    let mut file = config::load(path, &options.state.overrides()).map_err(|e| bad(e.to_string()))?;
     let where_ = path.display();
     let sources = std::iter::once(("source".to_string(), &mut file.source))
         .chain(file.sources.iter_mut().map(|(name, s)| (format!("sources.{name}"), s)));

@@ -34,9 +34,10 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
     if args.taskmanagers == Some(0) {
         return Err(bad("--taskmanagers: must be at least 1"));
     }
+    let sets = [args.set.clone(), args.state.overrides()].concat();
     let job = pipeline_spec(
         &args.pipeline,
-        &args.set,
+        &sets,
         args.parallelism,
         args.checkpoint_dir.as_deref(),
         args.checkpoint_interval.as_deref(),

@@ -79,6 +79,8 @@ enum Command {
         /// aggregates per key first.
         #[arg(long)]
         no_local_aggregation: bool,
+        #[command(flatten)]
+        state: run::StateArgs,
     },
 }
 
@@ -93,15 +95,19 @@ enum BenchTarget {
     Pipeline(std::path::PathBuf),
 }
 
-fn bench(
-    target: BenchTarget,
+/// `weir bench`'s flags as given, before they are checked.
+struct BenchFlags {
     events: Option<u64>,
     parallelism: usize,
     checkpoints: Option<(String, String)>,
     rate: Option<f64>,
     buffer_timeout: Option<String>,
     local_aggregation: bool,
-) -> Result<(), Failure> {
+    state: run::StateArgs,
+}
+
+fn bench(target: BenchTarget, flags: BenchFlags) -> Result<(), Failure> {
+    let BenchFlags { events, parallelism, checkpoints, rate, buffer_timeout, local_aggregation, state } = flags;
     if let BenchTarget::Workload(workload) = &target
         && !bench::WORKLOADS.contains(&workload.as_str())
     {
@@ -131,11 +137,12 @@ fn bench(
     let buffer_timeout = buffer_timeout
         .map(|t| weir_api::parse_duration(&t).map_err(|e| Failure::BadInput(format!("--buffer-timeout: {e}"))))
         .transpose()?;
-    let options = bench::BenchOptions { parallelism, checkpointing, rate, buffer_timeout, local_aggregation };
+    let options = bench::BenchOptions { parallelism, checkpointing, rate, buffer_timeout, local_aggregation, state };
     let (r, name, events) = match target {
         BenchTarget::Workload(workload) => {
             let events = events.unwrap_or(10_000_000);
-            let r = bench::run(&workload, events, options).map_err(|e| Failure::Runtime(format!("{e:#}")))?;
+            let backend = options.state.backend()?;
+            let r = bench::run(&workload, events, options, backend).map_err(|e| Failure::Runtime(format!("{e:#}")))?;
             (r, workload, events)
         }
         BenchTarget::Pipeline(path) => {
@@ -158,9 +165,13 @@ fn bench(
     Ok(())
 }
 
+/// Warnings, but not the disk state store's about files it could not clean up
+/// after its folder was removed at exit (its errors reach Weir as results).
+const DEFAULT_LOG: &str = "warn,lsm_tree=error,fjall=error";
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| DEFAULT_LOG.into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -189,6 +200,7 @@ fn main() -> ExitCode {
             rate,
             buffer_timeout,
             no_local_aggregation,
+            state,
             ..
         } => {
             let checkpoints = checkpoint_dir.zip(checkpoint_interval);
@@ -199,7 +211,16 @@ fn main() -> ExitCode {
                 (None, None) => Err(Failure::BadInput("name a workload or --pipeline FILE".into())),
             };
             target.and_then(|target| {
-                bench(target, events, parallelism, checkpoints, rate, buffer_timeout, !no_local_aggregation)
+                let flags = BenchFlags {
+                    events,
+                    parallelism,
+                    checkpoints,
+                    rate,
+                    buffer_timeout,
+                    local_aggregation: !no_local_aggregation,
+                    state,
+                };
+                bench(target, flags)
             })
         }
     };

@@ -56,6 +56,49 @@ pub struct RunArgs {
     /// and each other, and REST requests that change the job must carry it.
     #[arg(long, value_name = "PATH")]
     pub(crate) auth_secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) state: StateArgs,
+}
+
+/// Where keyed state lives, for `weir run` and `weir bench` (a pipeline
+/// file's `state` section, which these override).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct StateArgs {
+    /// Keep keyed state on the heap (the default) or on local disk, in an LSM
+    /// tree under --state-dir within --state-memory.
+    #[arg(long, value_name = "heap|disk", value_parser = ["heap", "disk"])]
+    pub state_backend: Option<String>,
+    /// The disk backend's folder (a folder of its own is made in it; the system's temporary folder by default).
+    #[arg(long, value_name = "PATH", requires = "state_backend")]
+    pub state_dir: Option<String>,
+    /// The disk backend's memory budget (256MiB by default).
+    #[arg(long, value_name = "SIZE", requires = "state_backend")]
+    pub state_memory: Option<String>,
+}
+
+impl StateArgs {
+    /// The flags as `--set` overrides of the pipeline file's `state` section.
+    pub fn overrides(&self) -> Vec<String> {
+        let settings = [("backend", &self.state_backend), ("dir", &self.state_dir), ("memory", &self.state_memory)];
+        settings.iter().filter_map(|(key, value)| value.as_ref().map(|v| format!("state.{key}={v}"))).collect()
+    }
+
+    /// The backend the flags choose, for jobs built through the Rust API.
+    pub fn backend(&self) -> Result<weir::core::state::StateBackend, Failure> {
+        use weir::core::state::{StateBackend, backend::DEFAULT_MEMORY};
+        if self.state_backend.as_deref() != Some("disk") {
+            if self.state_dir.is_some() || self.state_memory.is_some() {
+                return Err(bad("--state-dir and --state-memory are for --state-backend disk"));
+            }
+            return Ok(StateBackend::Heap);
+        }
+        let memory = match &self.state_memory {
+            Some(m) => weir_api::parse_size(m).map_err(|e| bad(format!("--state-memory: {e}")))?,
+            None => DEFAULT_MEMORY,
+        };
+        let dir = self.state_dir.as_ref().map_or_else(|| std::env::temp_dir().join("weir-state"), PathBuf::from);
+        StateBackend::disk(&dir, memory).map_err(|e| bad(format!("--state-backend disk: {e}")))
+    }
 }
 
 fn bad(message: impl std::fmt::Display) -> Failure {

@@ -63,6 +63,8 @@ pub struct SubtaskInfo {
     /// Where the vertex's functions emit side records (detached unless a side
     /// output of the vertex is consumed).
     pub side_outputs: SideOutputs,
+    /// Where keyed operators keep their state.
+    pub state_backend: crate::state::StateBackend,
 }
 
 impl SubtaskInfo {
@@ -161,6 +163,8 @@ pub struct JobGraph {
     pub name: String,
     pub max_parallelism: u32,
     pub exchange: ExchangeConfig,
+    /// Where keyed operators keep their state.
+    pub state_backend: crate::state::StateBackend,
     pub(crate) nodes: Vec<Node>,
     pub(crate) edges: Vec<Edge>,
     /// Vertices whose side outputs are consumed, each with the vertex that
@@ -174,6 +178,7 @@ impl JobGraph {
             name: name.into(),
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             exchange: ExchangeConfig::default(),
+            state_backend: Default::default(),
             nodes: Vec::new(),
             edges: Vec::new(),
             splits: Default::default(),

@@ -24,7 +24,7 @@ use crate::connectors;
 use crate::error::PipelineError;
 use crate::file_source::{FileSource, list_files};
 use crate::ops::{AnomalyFlag, CountRows, DedupRows, ExternalCall, RowAggregates, RowKey, SelectRows, TopRows};
-use crate::plan::{JoinHow, Plan, SinkKind, SinkPlan, SourceKind, SourcePlan, StepKind, WindowOutput};
+use crate::plan::{JoinHow, Plan, SinkKind, SinkPlan, SourceKind, SourcePlan, StatePlan, StepKind, WindowOutput};
 use crate::records::DeadLetters;
 use crate::value::{Row, Schema, Value};
 
@@ -70,6 +70,11 @@ pub fn build_to(
         .set_max_parallelism(plan.max_parallelism)
         .set_buffer_timeout(plan.buffer_timeout)
         .set_local_aggregation(plan.local_aggregation);
+    if let StatePlan::Disk { dir, memory } = &plan.state {
+        let backend = weir_core::state::StateBackend::disk(dir, *memory)
+            .map_err(|e| PipelineError::new(file, "state", e.to_string()))?;
+        env.set_state_backend(backend);
+    }
     let stats = stats.clone();
     let mut stream = source(file, "source", &plan.source, &plan.source_fields_read(), env, &stats)?;
     for step in &plan.steps {

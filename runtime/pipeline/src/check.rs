@@ -34,7 +34,7 @@ use crate::file_source::DEFAULT_MAX_LINE_BYTES;
 use crate::ops::{AggKind, AggSpec};
 use crate::plan::{
     JoinHow, KafkaSinkSpec, KafkaSourceSpec, KafkaStart, LookupSpec, LookupStore, Part, Plan, PostgresSinkSpec,
-    RedisSinkSpec, SinkKind, SinkPlan, SourceKind, SourcePlan, StepKind, StepPlan, WindowOutput,
+    RedisSinkSpec, SinkKind, SinkPlan, SourceKind, SourcePlan, StatePlan, StepKind, StepPlan, WindowOutput,
 };
 use crate::records::Format;
 use crate::value::{FieldType, Schema};
@@ -105,6 +105,7 @@ pub fn check(file: &Path, p: &PipelineFile, overrides: &Overrides) -> Result<Pla
     if buffer_timeout > MAX_BUFFER_TIMEOUT {
         return Err(ctx.err("buffer_timeout", "must be at most 10s (records would wait that long between steps)"));
     }
+    let state = state(&ctx, p.state.as_ref())?;
     let source = source(&ctx, "source", &p.source)?;
     let mut cur = Cursor { schema: source.schema.clone(), event_time: source.event_time.is_some(), last_key: None };
     let mut steps = Vec::new();
@@ -141,10 +142,37 @@ pub fn check(file: &Path, p: &PipelineFile, overrides: &Overrides) -> Result<Pla
         buffer_timeout,
         local_aggregation: p.local_aggregation.unwrap_or(true),
         checkpointing,
+        state,
         source,
         steps,
         sink,
     })
+}
+
+/// The `state` section: `dir` and `memory` belong to the disk backend.
+fn state(ctx: &Ctx<'_>, state: Option<&crate::config::State>) -> Result<StatePlan, PipelineError> {
+    use crate::config::Backend;
+    use weir_core::state::backend::{DEFAULT_MEMORY, MIN_MEMORY};
+    let Some(state) = state else { return Ok(StatePlan::Heap) };
+    if state.backend == Backend::Heap {
+        if state.dir.is_some() {
+            return Err(ctx.err("state.dir", "is for `backend: disk` (heap state keeps no files)"));
+        }
+        if state.memory.is_some() {
+            return Err(
+                ctx.err("state.memory", "is for `backend: disk` (heap state is bounded by the process's memory)")
+            );
+        }
+        return Ok(StatePlan::Heap);
+    }
+    let memory = state.memory.map_or(DEFAULT_MEMORY, |m| m.0);
+    if memory < MIN_MEMORY {
+        return Err(
+            ctx.err("state.memory", format!("{memory} bytes is too small: the disk backend needs at least 16MiB"))
+        );
+    }
+    let dir = state.dir.as_ref().map_or_else(|| std::env::temp_dir().join("weir-state"), std::path::PathBuf::from);
+    Ok(StatePlan::Disk { dir, memory })
 }
 
 /// The longest `buffer_timeout` a pipeline may set.

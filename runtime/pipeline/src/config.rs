@@ -41,6 +41,8 @@ pub struct PipelineFile {
     pub local_aggregation: Option<bool>,
     pub checkpointing: Option<Checkpointing>,
     pub storage: Option<Storage>,
+    /// Where keyed state lives (`state: { backend: disk, dir: ..., memory: 256MiB }`).
+    pub state: Option<State>,
     pub source: Source,
     /// Further sources, by name, for `join` steps to join the stream with.
     #[serde(default)]
@@ -53,6 +55,37 @@ pub struct PipelineFile {
     /// entry per step. Taken out of the steps before they are read.
     #[serde(skip)]
     pub step_parallelism: Vec<Option<usize>>,
+}
+
+/// A size written as `256MiB`, `1GiB`, `512MB` (see [`weir_api::parse_size`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        weir_api::parse_size(&s).map(Size).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `state`: the keyed state backend.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    #[serde(default)]
+    pub backend: Backend,
+    /// Where the disk backend keeps its files (a folder of its own is made under it).
+    pub dir: Option<String>,
+    /// The disk backend's memory budget.
+    pub memory: Option<Size>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    #[default]
+    Heap,
+    Disk,
 }
 
 #[derive(Debug, Deserialize)]

@@ -32,9 +32,22 @@ pub struct Plan {
     pub local_aggregation: bool,
     /// Whether the job takes checkpoints.
     pub checkpointing: bool,
+    /// Where keyed state lives.
+    pub state: StatePlan,
     pub source: SourcePlan,
     pub steps: Vec<StepPlan>,
     pub sink: SinkPlan,
+}
+
+/// The keyed state backend of a checked pipeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatePlan {
+    Heap,
+    /// On disk under `dir`, within `memory` bytes.
+    Disk {
+        dir: std::path::PathBuf,
+        memory: u64,
+    },
 }
 
 impl Plan {

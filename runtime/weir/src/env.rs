@@ -79,6 +79,13 @@ impl StreamEnv {
         self
     }
 
+    /// Where keyed operators keep their state: on the heap (the default) or
+    /// on disk under a memory budget ([`weir_core::state::StateBackend::disk`]).
+    pub fn set_state_backend(&self, backend: weir_core::state::StateBackend) -> &Self {
+        self.inner.borrow_mut().graph.state_backend = backend;
+        self
+    }
+
     pub fn local_aggregation(&self) -> bool {
         self.inner.borrow().local_aggregation
     }

@@ -337,6 +337,7 @@ mod tests {
             checkpointing: true,
             alignment: Default::default(),
             side_outputs: Default::default(),
+            state_backend: Default::default(),
         };
         LineFileSink::new(dir, &info, json_line::<i64> as fn(&i64, &mut Vec<u8>) -> TaskResult)
     }

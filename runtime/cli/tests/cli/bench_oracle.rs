@@ -16,8 +16,14 @@ const PARALLELISMS: [usize; 3] = [1, 2, 4];
 
 /// Runs `weir bench` and checks the report line echoes the run's parameters.
 fn weir_bench(workload: &str, events: u64, parallelism: usize) -> Answer {
+    weir_bench_with(workload, events, parallelism, &[])
+}
+
+/// As [`weir_bench`], with further flags.
+pub fn weir_bench_with(workload: &str, events: u64, parallelism: usize, flags: &[&str]) -> Answer {
     let output = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["bench", workload, "--events", &events.to_string(), "--parallelism", &parallelism.to_string()])
+        .args(flags)
         .output()
         .expect("run the weir binary");
     let (stdout, stderr) = text(&output);
@@ -147,13 +153,50 @@ fn bad_rate_and_buffer_timeout_are_bad_input() {
         (&["--rate=-5"][..], "--rate"),
         (&["--buffer-timeout", "a while"][..], "--buffer-timeout"),
     ] {
-        let output = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["bench", "q1", "--events", "10"])
-            .args(args)
-            .output()
-            .expect("run the weir binary");
-        let (_, stderr) = text(&output);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: exit code for bad input; stderr:\n{stderr}");
-        assert!(stderr.contains(named), "{args:?}: the error names {named}:\n{stderr}");
+        refuses(&["bench", "q1", "--events", "10"], args, named);
+    }
+}
+
+/// `weir bench` with `args` then `flags` exits 2 with an error naming `named`.
+fn refuses(args: &[&str], flags: &[&str], named: &str) {
+    let output = Command::new(env!("CARGO_BIN_EXE_weir")).args(args).args(flags).output().expect("run the weir binary");
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{flags:?}: exit code for bad input; stderr:\n{stderr}");
+    assert!(stderr.contains(named), "{flags:?}: the error names {named}:\n{stderr}");
+}
+
+/// Keyed state on disk (`--state-backend disk`, the smallest memory budget so
+/// that the caches are written back and emptied while the job runs): every
+/// workload's answer is the oracle's, at parallelism 1, 2 and 4.
+#[test]
+fn every_workload_matches_the_oracle_with_state_on_disk() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_str().unwrap();
+    let flags = ["--state-backend", "disk", "--state-memory", "16MiB", "--state-dir", dir];
+    let events = 77_777;
+    for workload in ["orders-window", "orders-dedup", "orders-sliding", "orders-payments", "q0", "q1", "q2", "q5", "q7"]
+    {
+        let expected = oracle(workload, events);
+        for parallelism in PARALLELISMS {
+            let actual = weir_bench_with(workload, events, parallelism, &flags);
+            assert_eq!(actual, expected, "{workload} with state on disk at parallelism {parallelism}");
+        }
+    }
+    let left: Vec<_> = std::fs::read_dir(state.path()).unwrap().collect();
+    assert!(left.is_empty(), "the disk backend's folders outlive their processes: {left:?}");
+}
+
+#[test]
+fn bad_state_flags_are_bad_input() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let not_a_dir = file.path().to_str().unwrap();
+    for (args, named) in [
+        (&["--state-backend", "rocks"][..], "--state-backend"),
+        (&["--state-backend", "disk", "--state-memory", "1MiB"][..], "state.memory"),
+        (&["--state-backend", "disk", "--state-memory", "lots"][..], "--state-memory"),
+        (&["--state-backend", "heap", "--state-memory", "64MiB"][..], "--state-backend disk"),
+        (&["--state-backend", "disk", "--state-dir", not_a_dir][..], not_a_dir),
+    ] {
+        refuses(&["bench", "orders-dedup", "--events", "10"], args, named);
     }
 }

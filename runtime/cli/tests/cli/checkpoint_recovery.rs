@@ -3,7 +3,8 @@
 //! at a different parallelism each time (2 -> 3 -> 1 -> 4 -> 2), and in the
 //! end the file sink's committed output equals the oracle exactly: nothing
 //! lost, nothing twice. On a local directory and on an S3-compatible server
-//! (moto_server, started here). The kill moments come from a seed printed on
+//! (moto_server, started here), with keyed state on the heap, on disk, and
+//! moving between the two. The kill moments come from a seed printed on
 //! stderr; set WEIR_TEST_SEED to replay one.
 //!
 //! Also: `--restore` never starts from empty state silently, a corrupt
@@ -28,6 +29,8 @@ struct Scenario<'a> {
     out: PathBuf,
     env: Vec<(&'static str, String)>,
     log: PathBuf,
+    /// Which runs (by parallelism) keep keyed state on disk, the others on the heap.
+    on_disk: fn(usize) -> bool,
 }
 
 impl Scenario<'_> {
@@ -50,6 +53,10 @@ impl Scenario<'_> {
             .stderr(std::fs::File::options().create(true).append(true).open(&self.log).unwrap());
         if restore {
             cmd.args(["--restore", "latest"]);
+        }
+        if (self.on_disk)(parallelism) {
+            let dir = self.log.with_file_name("state");
+            cmd.args(["--state-backend", "disk", "--state-memory", "16MiB", "--state-dir"]).arg(dir);
         }
         cmd
     }
@@ -92,18 +99,35 @@ fn crash_and_recover(s: &Scenario, rng: &mut Rng) -> (Answer, usize) {
 type Location<'a> = (String, Vec<(&'static str, String)>, Box<dyn Fn() -> bool + 'a>);
 
 fn check<'a>(workload: &'static str, dir: impl FnOnce(&Path) -> Location<'a>) {
+    run_scenario(workload, dir, |_| false, 1_000_000, 300_000)
+}
+
+/// As [`check`], with keyed state on disk in the runs `on_disk` picks; a
+/// smaller and slower input, as a test build's disk path is several times
+/// slower than a release build's.
+fn check_on_disk<'a>(workload: &'static str, dir: impl FnOnce(&Path) -> Location<'a>, on_disk: fn(usize) -> bool) {
+    run_scenario(workload, dir, on_disk, 400_000, 120_000)
+}
+
+fn run_scenario<'a>(
+    workload: &'static str,
+    dir: impl FnOnce(&Path) -> Location<'a>,
+    on_disk: fn(usize) -> bool,
+    events: u64,
+    rate: u64,
+) {
     let tmp = tempfile::tempdir().unwrap();
     let (checkpoint_dir, env, has_checkpoint) = dir(tmp.path());
-    let events = 1_000_000;
     let s = Scenario {
         workload,
         has_checkpoint,
         events,
-        rate: 300_000,
+        rate,
         checkpoint_dir,
         out: tmp.path().join("out"),
         env,
         log: tmp.path().join("weir.log"),
+        on_disk,
     };
     let mut rng = Rng::from_env();
     let (got, kills) = crash_and_recover(&s, &mut rng);
@@ -142,17 +166,35 @@ fn orders_payments_survives_crashes_on_local_files() {
     check("orders-payments", local("orders-payments"));
 }
 
+/// Keyed state on disk through the same crashes; every run's snapshot is
+/// written from the disk backend and restored into it at another parallelism.
+#[test]
+fn orders_dedup_survives_crashes_with_state_on_disk() {
+    check_on_disk("orders-dedup", local("orders-dedup"), |_| true);
+}
+
+/// The two backends write the same snapshots: runs alternate between disk
+/// (parallelism 2 and 4) and heap (3 and 1), each restoring what the other wrote.
+#[test]
+fn orders_payments_survives_crashes_moving_between_heap_and_disk() {
+    check_on_disk("orders-payments", local("orders-payments"), |p| p % 2 == 0);
+}
+
 #[test]
 fn both_survive_crashes_on_s3() {
     let server = MotoServer::start();
     server.create_bucket("weir");
-    for workload in ["orders-window", "orders-dedup"] {
+    for (workload, on_disk) in [("orders-window", false), ("orders-dedup", true)] {
         let prefix = format!("{workload}-checkpoints");
         let latest = format!("{prefix}/{workload}/latest");
         let server = &server;
-        check(workload, |_| {
+        let location = |_: &Path| -> Location<'_> {
             (format!("s3://weir/{prefix}"), server.env(), Box::new(move || server.exists("weir", &latest)))
-        });
+        };
+        match on_disk {
+            true => check_on_disk(workload, location, |_| true),
+            false => check(workload, location),
+        }
     }
 }
 

@@ -57,6 +57,23 @@ fn bad_duration() {
 }
 
 #[test]
+fn bad_state_section() {
+    rejects(&format!("state: {{ backend: lsm }}\n{BASE}"), &["state.backend", "unknown variant `lsm`", "disk"]);
+    rejects(&format!("state: {{ backend: disk, memory: 1MiB }}\n{BASE}"), &["state.memory", "too small", "16MiB"]);
+    rejects(&format!("state: {{ backend: disk, memory: plenty }}\n{BASE}"), &["state.memory", "invalid size"]);
+    rejects(&format!("state: {{ dir: /var/tmp }}\n{BASE}"), &["state.dir", "backend: disk"]);
+    // A state directory that cannot be made: named before anything runs.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let blocked = file.join("state");
+    rejects(
+        &format!("state: {{ backend: disk, dir: {} }}\n{BASE}", blocked.display()),
+        &["state", &blocked.display().to_string(), "cannot be written"],
+    );
+}
+
+#[test]
 fn buffer_timeout_out_of_range() {
     rejects(&format!("buffer_timeout: 20s\n{BASE}"), &["buffer_timeout", "at most 10s"]);
     rejects(&format!("buffer_timeout: soon\n{BASE}"), &["buffer_timeout", "invalid duration"]);

@@ -44,6 +44,7 @@ fn info(index: usize, parallelism: usize, restored: Option<RestoredState>) -> Su
         checkpointing: true,
         alignment: Default::default(),
         side_outputs: Default::default(),
+        state_backend: Default::default(),
     }
 }
 

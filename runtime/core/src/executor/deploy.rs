@@ -264,6 +264,7 @@ impl Deployment<'_> {
             checkpointing: self.checkpointing.is_some(),
             alignment: shared.alignment.clone(),
             side_outputs: Default::default(),
+            state_backend: self.graph.state_backend.clone(),
         })
     }
 

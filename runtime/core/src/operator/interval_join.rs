@@ -452,6 +452,7 @@ mod tests {
             checkpointing: true,
             alignment: Default::default(),
             side_outputs: Default::default(),
+            state_backend: Default::default(),
         }
     }
 

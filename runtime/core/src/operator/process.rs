@@ -93,15 +93,15 @@ impl<'a, K: Key, Out> ProcessContext<'a, K, Out> {
     }
 
     /// The current key's slot of a value state.
-    pub fn value<V: 'static>(&mut self, h: &ValueState<V>) -> ValueSlot<'_, K, V> {
+    pub fn value<V: Data>(&mut self, h: &ValueState<V>) -> ValueSlot<'_, K, V> {
         self.state.value_mut(h, self.key)
     }
 
-    pub fn map<MK: 'static, MV: 'static>(&mut self, h: &MapState<MK, MV>) -> &mut ahash::AHashMap<MK, MV> {
+    pub fn map<MK: Key, MV: Data>(&mut self, h: &MapState<MK, MV>) -> &mut ahash::AHashMap<MK, MV> {
         self.state.map_mut(h, self.key)
     }
 
-    pub fn list<V: 'static>(&mut self, h: &ListState<V>) -> &mut Vec<V> {
+    pub fn list<V: Data>(&mut self, h: &ListState<V>) -> &mut Vec<V> {
         self.state.list_mut(h, self.key)
     }
 
@@ -162,7 +162,7 @@ where
     F: KeyedProcessFunction<K, In, Out>,
 {
     pub fn new(mut function: F, key_selector: KS, info: &SubtaskInfo) -> Self {
-        let mut state = KeyedState::default();
+        let mut state = KeyedState::new(&info.state_backend, info.max_parallelism);
         function.open(&mut state);
         KeyedProcessOperator {
             function,
@@ -218,7 +218,7 @@ where
     fn check_failure(&mut self) -> TaskResult {
         match self.failure.take() {
             Some(reason) => Err(crate::error::TaskError::Operator(reason)),
-            None => Ok(()),
+            None => self.state.check(),
         }
     }
 }
@@ -271,7 +271,7 @@ where
         let mut groups: std::collections::BTreeMap<u32, ProcessGroup<K>> = Default::default();
         let empty =
             |n| ProcessGroup { tables: vec![Vec::new(); n], event_timers: Vec::new(), processing_timers: Vec::new() };
-        for (g, tables) in self.state.encode_groups(max) {
+        for (g, tables) in self.state.encode_groups(max)? {
             groups.insert(g, ProcessGroup { tables, event_timers: Vec::new(), processing_timers: Vec::new() });
         }
         let tables = self.state.table_count();

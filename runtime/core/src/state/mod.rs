@@ -16,7 +16,12 @@
 //! assert_eq!(state.value_ref(&count, &key), Some(&2));
 //! ```
 
+pub mod backend;
 pub mod codec;
+mod table;
+
+pub use backend::StateBackend;
+use table::Table;
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -33,14 +38,15 @@ pub trait Key: crate::element::Data + Hash + Eq + std::fmt::Debug {}
 impl<T: crate::element::Data + Hash + Eq + std::fmt::Debug> Key for T {}
 
 trait StateTable<K>: Send {
-    fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
     fn clear_key(&mut self, key: &K);
     fn entries(&self) -> usize;
     /// The table's entries, encoded per key group.
-    fn encode_groups(&self, max_parallelism: u32) -> BTreeMap<u32, Vec<u8>>;
+    fn encode_groups(&mut self, max_parallelism: u32) -> TaskResult<BTreeMap<u32, Vec<u8>>>;
     /// Adds the entries of one encoded key group.
     fn decode_group(&mut self, bytes: &[u8]) -> TaskResult;
+    /// The first error of the table's store since the last call.
+    fn take_failure(&mut self) -> Option<String>;
 }
 
 /// Buckets `(key, value)` pairs by key group and encodes each bucket.
@@ -55,26 +61,24 @@ pub fn encode_by_group<'a, K: Key, V: serde::Serialize + 'a>(
     groups.into_iter().map(|(g, kv)| (g, codec::encode(&kv))).collect()
 }
 
-impl<K: Key, V: crate::element::Data> StateTable<K> for AHashMap<K, V> {
-    fn encode_groups(&self, max_parallelism: u32) -> BTreeMap<u32, Vec<u8>> {
-        encode_by_group(self.iter(), max_parallelism)
+impl<K: Key, V: crate::element::Data> StateTable<K> for Table<K, V> {
+    fn encode_groups(&mut self, max_parallelism: u32) -> TaskResult<BTreeMap<u32, Vec<u8>>> {
+        Table::encode_groups(self, max_parallelism)
     }
     fn decode_group(&mut self, bytes: &[u8]) -> TaskResult {
-        let entries: Vec<(K, V)> = codec::decode(bytes, "keyed state")?;
-        self.extend(entries);
-        Ok(())
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
+        Table::decode_group(self, bytes)
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
     fn clear_key(&mut self, key: &K) {
-        self.remove(key);
+        Table::clear_key(self, key)
     }
     fn entries(&self) -> usize {
-        self.len()
+        Table::entries(self)
+    }
+    fn take_failure(&mut self) -> Option<String> {
+        Table::take_failure(self)
     }
 }
 
@@ -111,19 +115,41 @@ handle_impls!(ValueState<V>, MapState<MK, MV>, ListState<V>);
 pub struct KeyedState<K> {
     names: Vec<String>,
     tables: Vec<Box<dyn StateTable<K>>>,
+    backend: StateBackend,
+    max_parallelism: u32,
+    /// Why a table could not be made, reported at the first check.
+    failure: Option<String>,
 }
 
 impl<K> Default for KeyedState<K> {
     fn default() -> Self {
-        KeyedState { names: Vec::new(), tables: Vec::new() }
+        KeyedState {
+            names: Vec::new(),
+            tables: Vec::new(),
+            backend: StateBackend::Heap,
+            max_parallelism: crate::keygroup::DEFAULT_MAX_PARALLELISM,
+            failure: None,
+        }
     }
 }
 
 impl<K: Key> KeyedState<K> {
+    /// Keyed state kept by `backend`, keys spread over `max_parallelism` key groups.
+    pub fn new(backend: &StateBackend, max_parallelism: u32) -> Self {
+        KeyedState { backend: backend.clone(), max_parallelism, ..Self::default() }
+    }
+
     fn register<V: crate::element::Data>(&mut self, name: &str) -> usize {
         assert!(!self.names.iter().any(|n| n == name), "keyed state `{name}` declared twice");
         self.names.push(name.to_string());
-        self.tables.push(Box::new(AHashMap::<K, V>::default()));
+        let table = match &self.backend {
+            StateBackend::Heap => Table::<K, V>::heap(),
+            StateBackend::Disk(store) => Table::on_disk(store, self.max_parallelism).unwrap_or_else(|e| {
+                self.failure.get_or_insert(e.to_string());
+                Table::heap()
+            }),
+        };
+        self.tables.push(Box::new(table));
         self.tables.len() - 1
     }
 
@@ -139,44 +165,53 @@ impl<K: Key> KeyedState<K> {
         ListState { index: self.register::<Vec<V>>(name), _v: PhantomData }
     }
 
-    fn table<V: 'static>(&self, index: usize) -> &AHashMap<K, V> {
-        self.tables[index].as_any().downcast_ref().expect("state handle of another operator")
-    }
-
-    fn table_mut<V: 'static>(&mut self, index: usize) -> &mut AHashMap<K, V> {
+    fn table_mut<V: 'static>(&mut self, index: usize) -> &mut Table<K, V> {
         self.tables[index].as_any_mut().downcast_mut().expect("state handle of another operator")
     }
 
-    pub fn value_ref<V: 'static>(&self, h: &ValueState<V>, key: &K) -> Option<&V> {
-        self.table::<V>(h.index).get(key)
+    /// The value of `key`, read from disk when the backend keeps it there.
+    pub fn value_ref<V: crate::element::Data>(&mut self, h: &ValueState<V>, key: &K) -> Option<&V> {
+        let table = self.table_mut::<V>(h.index);
+        table.load(key);
+        table.map.get(key)
     }
 
     /// The value slot of `key`: `None` when unset; setting it to `None` clears it.
-    pub fn value_mut<'a, V: 'static>(&'a mut self, h: &ValueState<V>, key: &'a K) -> ValueSlot<'a, K, V> {
-        ValueSlot { table: self.table_mut::<V>(h.index), key }
+    pub fn value_mut<'a, V: crate::element::Data>(&'a mut self, h: &ValueState<V>, key: &'a K) -> ValueSlot<'a, K, V> {
+        let table = self.table_mut::<V>(h.index);
+        table.load(key);
+        ValueSlot { table, key }
     }
 
-    pub fn map_mut<MK: 'static, MV: 'static>(&mut self, h: &MapState<MK, MV>, key: &K) -> &mut AHashMap<MK, MV> {
+    pub fn map_mut<MK: Key, MV: crate::element::Data>(
+        &mut self,
+        h: &MapState<MK, MV>,
+        key: &K,
+    ) -> &mut AHashMap<MK, MV> {
         let table = self.table_mut::<AHashMap<MK, MV>>(h.index);
-        if !table.contains_key(key) {
-            table.insert(key.clone(), AHashMap::default());
+        table.load(key);
+        table.touch(key);
+        if !table.map.contains_key(key) {
+            table.map.insert(key.clone(), AHashMap::default());
         }
-        table.get_mut(key).expect("just inserted")
+        table.map.get_mut(key).expect("just inserted")
     }
 
-    pub fn list_mut<V: 'static>(&mut self, h: &ListState<V>, key: &K) -> &mut Vec<V> {
+    pub fn list_mut<V: crate::element::Data>(&mut self, h: &ListState<V>, key: &K) -> &mut Vec<V> {
         let table = self.table_mut::<Vec<V>>(h.index);
-        if !table.contains_key(key) {
-            table.insert(key.clone(), Vec::new());
+        table.load(key);
+        table.touch(key);
+        if !table.map.contains_key(key) {
+            table.map.insert(key.clone(), Vec::new());
         }
-        table.get_mut(key).expect("just inserted")
+        table.map.get_mut(key).expect("just inserted")
     }
 
     /// Drops empty maps and lists of `key` (so that reading state never grows it).
-    pub fn compact_key<MK: 'static, MV: 'static>(&mut self, h: &MapState<MK, MV>, key: &K) {
+    pub fn compact_key<MK: Key, MV: crate::element::Data>(&mut self, h: &MapState<MK, MV>, key: &K) {
         let table = self.table_mut::<AHashMap<MK, MV>>(h.index);
-        if table.get(key).is_some_and(|m| m.is_empty()) {
-            table.remove(key);
+        if table.map.get(key).is_some_and(|m| m.is_empty()) {
+            table.clear_key(key);
         }
     }
 
@@ -190,21 +225,33 @@ impl<K: Key> KeyedState<K> {
         self.tables.len()
     }
 
-    /// Number of entries over all tables (a size metric).
+    /// Number of entries over all tables (a size metric; an estimate on disk).
     pub fn entries(&self) -> usize {
         self.tables.iter().map(|t| t.entries()).sum()
     }
 
+    /// The first error of the state's store (a disk that cannot be read or
+    /// written), which fails the task: state that was not written is never
+    /// checkpointed.
+    pub fn check(&mut self) -> TaskResult {
+        let failure = self.failure.take().or_else(|| self.tables.iter_mut().find_map(|t| t.take_failure()));
+        match failure {
+            Some(reason) => Err(crate::error::TaskError::Operator(reason)),
+            None => Ok(()),
+        }
+    }
+
     /// Every table encoded per key group: group -> one blob per table (empty when the table has nothing there).
-    pub fn encode_groups(&self, max_parallelism: u32) -> BTreeMap<u32, Vec<Vec<u8>>> {
+    pub fn encode_groups(&mut self, max_parallelism: u32) -> TaskResult<BTreeMap<u32, Vec<Vec<u8>>>> {
+        self.check()?;
         let mut out: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
         let n = self.tables.len();
-        for (i, table) in self.tables.iter().enumerate() {
-            for (g, blob) in table.encode_groups(max_parallelism) {
+        for (i, table) in self.tables.iter_mut().enumerate() {
+            for (g, blob) in table.encode_groups(max_parallelism)? {
                 out.entry(g).or_insert_with(|| vec![Vec::new(); n])[i] = blob;
             }
         }
-        out
+        Ok(out)
     }
 
     /// Restores one key group from the blobs [`KeyedState::encode_groups`] made.
@@ -228,37 +275,41 @@ impl<K: Key> KeyedState<K> {
 
 /// A key's slot in a [`ValueState`].
 pub struct ValueSlot<'a, K, V> {
-    table: &'a mut AHashMap<K, V>,
+    table: &'a mut Table<K, V>,
     key: &'a K,
 }
 
-impl<K: Key, V> ValueSlot<'_, K, V> {
+impl<K: Key, V: crate::element::Data> ValueSlot<'_, K, V> {
     pub fn get(&self) -> Option<&V> {
-        self.table.get(self.key)
+        self.table.map.get(self.key)
     }
 
     pub fn set(&mut self, value: V) {
-        match self.table.get_mut(self.key) {
+        self.table.touch(self.key);
+        match self.table.map.get_mut(self.key) {
             Some(v) => *v = value,
             None => {
-                self.table.insert(self.key.clone(), value);
+                self.table.map.insert(self.key.clone(), value);
             }
         }
     }
 
     pub fn clear(&mut self) -> Option<V> {
-        self.table.remove(self.key)
+        self.table.touch(self.key);
+        self.table.map.remove(self.key)
     }
 
     pub fn get_mut(&mut self) -> Option<&mut V> {
-        self.table.get_mut(self.key)
+        self.table.touch(self.key);
+        self.table.map.get_mut(self.key)
     }
 
     pub fn get_or_insert_with(&mut self, default: impl FnOnce() -> V) -> &mut V {
-        if !self.table.contains_key(self.key) {
-            self.table.insert(self.key.clone(), default());
+        self.table.touch(self.key);
+        if !self.table.map.contains_key(self.key) {
+            self.table.map.insert(self.key.clone(), default());
         }
-        self.table.get_mut(self.key).expect("just inserted")
+        self.table.map.get_mut(self.key).expect("just inserted")
     }
 
     pub fn get_or_insert(&mut self, default: V) -> &mut V {

@@ -386,6 +386,7 @@ mod equivalence {
             checkpointing: true,
             alignment: Default::default(),
             side_outputs: Default::default(),
+            state_backend: Default::default(),
         };
         let finish: Finish = |k, w, (count, sum)| (*k, Some((w.start, w.end)), count, sum);
         let late = LateData::Emit(Box::new(|(k, v): (u8, i64)| (k, None, 0, v)));

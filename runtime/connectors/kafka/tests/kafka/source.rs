@@ -31,6 +31,7 @@ fn info(index: usize, parallelism: usize) -> SubtaskInfo {
         checkpointing: true,
         alignment: Default::default(),
         side_outputs: Default::default(),
+        state_backend: Default::default(),
     }
 }
 

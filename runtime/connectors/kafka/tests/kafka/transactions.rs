@@ -33,6 +33,7 @@ fn info(checkpointing: bool, restored: Option<RestoredState>) -> SubtaskInfo {
         checkpointing,
         alignment: Default::default(),
         side_outputs: Default::default(),
+        state_backend: Default::default(),
     }
 }
 

@@ -1,0 +1,341 @@
+//! One declared state's entries: a hash map on the heap, and with the disk
+//! backend an LSM keyspace behind it.
+//!
+//! With the disk backend the map is a cache of the entries in use. A key is
+//! read from disk the first time an operator asks for it (unless the store's
+//! filter says it was never written), and every key changed since it was
+//! written back is remembered as dirty. When the cache outgrows its share of
+//! the memory budget, the dirty entries are written back in one sorted batch
+//! (a dirty key no longer in the map is a delete) and the cache is emptied.
+//! In the LSM a key is its key group (4 bytes, big-endian) followed by its
+//! encoding, so entries are ordered by key group.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ahash::{AHashMap, AHashSet};
+
+use super::backend::DiskStore;
+use super::{Key, codec, encode_by_group};
+use crate::element::Data;
+use crate::error::{TaskError, TaskResult};
+use crate::keygroup::{hash_key, key_group};
+
+/// Entries written back per batch.
+const WRITE_BACK_BATCH: usize = 16 * 1024;
+
+/// The entries of one declared state.
+pub(super) struct Table<K, V> {
+    pub(super) map: AHashMap<K, V>,
+    disk: Option<Box<DiskTable<K>>>,
+}
+
+/// A table's part on disk.
+struct DiskTable<K> {
+    store: Arc<DiskStore>,
+    id: u64,
+    keyspace: fjall::Keyspace,
+    /// Keys changed since they were last written back.
+    dirty: AHashSet<K>,
+    max_parallelism: u32,
+    /// Encoded bytes per entry written so far, an estimate of what an entry
+    /// owns beyond its inline size.
+    written: (u64, u64),
+    /// The first error of the store, failing the task at its next check.
+    failure: Option<String>,
+    scratch: Vec<u8>,
+}
+
+impl<K: Key, V: Data> Table<K, V> {
+    pub(super) fn heap() -> Self {
+        Table { map: AHashMap::default(), disk: None }
+    }
+
+    pub(super) fn on_disk(store: &Arc<DiskStore>, max_parallelism: u32) -> TaskResult<Self> {
+        let (id, keyspace) = store.create_table().map_err(|e| {
+            TaskError::Operator(format!("disk state: cannot create a table in {}: {e}", store.dir().display()))
+        })?;
+        let disk = DiskTable {
+            store: store.clone(),
+            id,
+            keyspace,
+            dirty: AHashSet::default(),
+            max_parallelism,
+            written: (0, 0),
+            failure: None,
+            scratch: Vec::new(),
+        };
+        Ok(Table { map: AHashMap::default(), disk: Some(Box::new(disk)) })
+    }
+
+    /// Makes `key`'s entry, when it has one, present in the map (and room for it).
+    #[inline]
+    pub(super) fn load(&mut self, key: &K) {
+        let Some(disk) = &mut self.disk else { return };
+        if self.map.contains_key(key) || disk.dirty.contains(key) {
+            return;
+        }
+        if self.map.len() + disk.dirty.len() >= disk.capacity::<V>() {
+            disk.write_back(&self.map);
+            self.map.clear();
+        }
+        if let Some(value) = disk.read::<V>(key) {
+            self.map.insert(key.clone(), value);
+        }
+    }
+
+    /// Notes that `key`'s entry is about to change.
+    #[inline]
+    pub(super) fn touch(&mut self, key: &K) {
+        if let Some(disk) = &mut self.disk
+            && !disk.dirty.contains(key)
+        {
+            disk.dirty.insert(key.clone());
+        }
+    }
+
+    pub(super) fn clear_key(&mut self, key: &K) {
+        self.touch(key);
+        self.map.remove(key);
+    }
+
+    /// Entries in the table (with the disk backend, an estimate).
+    pub(super) fn entries(&self) -> usize {
+        match &self.disk {
+            None => self.map.len(),
+            Some(disk) => disk.keyspace.approximate_len() + disk.dirty.len(),
+        }
+    }
+
+    pub(super) fn take_failure(&mut self) -> Option<String> {
+        self.disk.as_mut().and_then(|d| d.failure.take())
+    }
+
+    pub(super) fn encode_groups(&mut self, max_parallelism: u32) -> TaskResult<BTreeMap<u32, Vec<u8>>> {
+        let Some(disk) = &mut self.disk else { return Ok(encode_by_group(self.map.iter(), max_parallelism)) };
+        disk.write_back(&self.map);
+        if let Some(failure) = disk.failure.take() {
+            return Err(TaskError::Operator(failure));
+        }
+        disk.encode_groups::<V>()
+    }
+
+    pub(super) fn decode_group(&mut self, bytes: &[u8]) -> TaskResult {
+        let entries: Vec<(K, V)> = codec::decode(bytes, "keyed state")?;
+        match &mut self.disk {
+            None => self.map.extend(entries),
+            Some(disk) => disk.ingest(entries)?,
+        }
+        Ok(())
+    }
+}
+
+impl<K> Drop for DiskTable<K> {
+    fn drop(&mut self) {
+        self.store.drop_table(self.keyspace.clone());
+    }
+}
+
+impl<K: Key> DiskTable<K> {
+    /// Entries the cache may hold before it is written back and emptied.
+    fn capacity<V>(&self) -> usize {
+        let owned = self.written.0.checked_div(self.written.1).unwrap_or(16);
+        // Map slot, dirty-set slot, hash table overhead, and what the entry owns.
+        let per_entry = (size_of::<(K, V)>() + size_of::<K>() + 16) as u64 + owned;
+        (self.store.cache_share() / per_entry).max(64) as usize
+    }
+
+    /// `key` as it is stored: key group, then the key's encoding (in `scratch`).
+    fn encode_key(&mut self, key: &K) {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&key_group(hash_key(key), self.max_parallelism).to_be_bytes());
+        self.scratch.extend_from_slice(&codec::encode(key));
+    }
+
+    fn read<V: Data>(&mut self, key: &K) -> Option<V> {
+        self.encode_key(key);
+        if !self.store.maybe_on_disk.contains(&(self.id, &self.scratch[..])) {
+            return None;
+        }
+        match self.keyspace.get(&self.scratch) {
+            Ok(None) => None,
+            Ok(Some(bytes)) => match codec::decode(&bytes, "keyed state on disk") {
+                Ok(v) => Some(v),
+                Err(e) => self.fail(format!("disk state: {e}")),
+            },
+            Err(e) => self.fail(format!("disk state: cannot read {}: {e}", self.store.dir().display())),
+        }
+    }
+
+    fn fail<T>(&mut self, reason: String) -> Option<T> {
+        self.failure.get_or_insert(reason);
+        None
+    }
+
+    /// Writes the dirty entries to the LSM, in sorted batches of at most
+    /// [`WRITE_BACK_BATCH`] (so that writing back costs little memory beyond the cache).
+    fn write_back<V: Data>(&mut self, map: &AHashMap<K, V>) {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(WRITE_BACK_BATCH.min(dirty.len()));
+        let mut keys = dirty.iter().peekable();
+        while keys.peek().is_some() {
+            writes.clear();
+            for k in keys.by_ref().take(WRITE_BACK_BATCH) {
+                self.encode_key(k);
+                writes.push((self.scratch.clone(), map.get(k).map(codec::encode)));
+            }
+            writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let mut batch = self.store.db.batch();
+            for (k, v) in writes.drain(..) {
+                match v {
+                    Some(v) => {
+                        self.written.0 += (k.len() + v.len()) as u64;
+                        self.written.1 += 1;
+                        self.store.maybe_on_disk.insert(&(self.id, &k[..]));
+                        batch.insert(&self.keyspace, k, v);
+                    }
+                    None => batch.remove(&self.keyspace, k),
+                }
+            }
+            if let Err(e) = batch.commit() {
+                self.fail::<()>(format!("disk state: cannot write to {}: {e}", self.store.dir().display()));
+                return;
+            }
+        }
+    }
+
+    fn ingest<V: Data>(&mut self, entries: Vec<(K, V)>) -> TaskResult {
+        for chunk in entries.chunks(WRITE_BACK_BATCH) {
+            let mut writes: Vec<(Vec<u8>, Vec<u8>)> = chunk
+                .iter()
+                .map(|(k, v)| {
+                    self.encode_key(k);
+                    (self.scratch.clone(), codec::encode(v))
+                })
+                .collect();
+            writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let mut batch = self.store.db.batch();
+            for (k, v) in writes {
+                self.store.maybe_on_disk.insert(&(self.id, &k[..]));
+                batch.insert(&self.keyspace, k, v);
+            }
+            batch.commit().map_err(|e| {
+                TaskError::Operator(format!("disk state: cannot restore into {}: {e}", self.store.dir().display()))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Every entry on disk, encoded per key group as the heap backend encodes them.
+    fn encode_groups<V: Data>(&mut self) -> TaskResult<BTreeMap<u32, Vec<u8>>> {
+        let read_error = |e: fjall::Error| {
+            TaskError::Operator(format!("disk state: cannot read {}: {e}", self.store.dir().display()))
+        };
+        let mut out = BTreeMap::new();
+        let mut group: Option<(u32, Vec<(K, V)>)> = None;
+        for guard in self.keyspace.iter() {
+            let (k, v) = guard.into_inner().map_err(read_error)?;
+            let Some((g, key)) = k.split_first_chunk::<4>() else {
+                return Err(TaskError::Operator("disk state: a key without its key group".into()));
+            };
+            let g = u32::from_be_bytes(*g);
+            let entry = (codec::decode(key, "a key on disk")?, codec::decode(&v, "keyed state on disk")?);
+            match &mut group {
+                Some((current, entries)) if *current == g => entries.push(entry),
+                _ => {
+                    if let Some((done, entries)) = group.replace((g, vec![entry])) {
+                        out.insert(done, codec::encode(&entries));
+                    }
+                }
+            }
+        }
+        if let Some((done, entries)) = group {
+            out.insert(done, codec::encode(&entries));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{KeyedState, StateBackend};
+
+    const MAX: u32 = 128;
+
+    fn disk(dir: &std::path::Path) -> KeyedState<u64> {
+        KeyedState::new(&StateBackend::disk(dir, super::super::backend::MIN_MEMORY).unwrap(), MAX)
+    }
+
+    /// Far more entries than the smallest budget's cache holds: values, maps
+    /// and lists are written back, evicted, read again, cleared and
+    /// snapshotted; the snapshot equals the heap backend's for the same
+    /// operations, and restores into either backend.
+    #[test]
+    fn disk_state_evicts_reads_back_and_snapshots_as_the_heap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let n = 300_000u64;
+        let mut states = [KeyedState::<u64>::new(&StateBackend::Heap, MAX), disk(tmp.path())];
+        for state in &mut states {
+            let count = state.value::<u64>("count");
+            let tags = state.map::<u32, String>("tags");
+            let seen = state.list::<u64>("seen");
+            for round in 0..2 {
+                for k in 0..n {
+                    *state.value_mut(&count, &k).get_or_insert(0) += k + round;
+                    if k % 7 == 0 {
+                        state.map_mut(&tags, &k).insert(round as u32, format!("r{round}"));
+                        state.list_mut(&seen, &k).push(round);
+                    }
+                }
+            }
+            for k in (0..n).step_by(3) {
+                state.clear_key(&k);
+            }
+            for k in [1u64, 2, 7, 14, 299_999] {
+                let expected = if k % 3 == 0 { None } else { Some(2 * k + 1) };
+                assert_eq!(state.value_ref(&count, &k).copied(), expected, "key {k}");
+            }
+            assert_eq!(state.map_mut(&tags, &7).len(), 2);
+            state.compact_key(&tags, &8);
+            state.check().unwrap();
+        }
+        let heap = states[0].encode_groups(MAX).unwrap();
+        let on_disk = states[1].encode_groups(MAX).unwrap();
+        assert_eq!(heap.len(), on_disk.len());
+        for (g, blobs) in &heap {
+            let decoded = |b: &Vec<Vec<u8>>| -> Vec<std::collections::BTreeMap<u64, u64>> {
+                let values: Vec<(u64, u64)> =
+                    if b[0].is_empty() { vec![] } else { super::codec::decode(&b[0], "t").unwrap() };
+                vec![values.into_iter().collect()]
+            };
+            assert_eq!(decoded(blobs), decoded(&on_disk[g]), "key group {g}");
+        }
+        // The disk snapshot restores into both backends.
+        let restored_dir = tempfile::tempdir().unwrap();
+        for mut state in [KeyedState::<u64>::new(&StateBackend::Heap, MAX), disk(restored_dir.path())] {
+            let count = state.value::<u64>("count");
+            let _ = state.map::<u32, String>("tags");
+            let _ = state.list::<u64>("seen");
+            for blobs in on_disk.values() {
+                state.decode_group(blobs).unwrap();
+            }
+            assert_eq!(state.value_ref(&count, &10).copied(), Some(21));
+            assert_eq!(state.value_ref(&count, &9), None);
+        }
+    }
+
+    #[test]
+    fn a_store_removes_its_folder_and_refuses_a_tiny_budget() {
+        let tmp = tempfile::tempdir().unwrap();
+        let backend = StateBackend::disk(tmp.path(), 64 << 20).unwrap();
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+        drop(backend);
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "the store's folder is removed");
+        let err = StateBackend::disk(tmp.path(), 1 << 20).unwrap_err().to_string();
+        assert!(err.contains("state.memory") && err.contains("16MiB"), "{err}");
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let err = StateBackend::disk(&file.join("x"), 64 << 20).unwrap_err().to_string();
+        assert!(err.contains("state.dir") && err.contains("cannot be written"), "{err}");
+    }
+}
