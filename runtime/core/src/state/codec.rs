@@ -24,6 +24,11 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, bincode::config::standard()).expect("state is serializable")
 }
 
+/// As [`encode`], appending to `out` (no allocation when it has room).
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+    bincode::serde::encode_into_std_write(value, out, bincode::config::standard()).expect("state is serializable");
+}
+
 /// Decodes what [`encode`] wrote; a damaged or forged blob is an error (never a
 /// panic, nor an allocation its size cannot justify) saying `what` it was.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> TaskResult<T> {

@@ -149,7 +149,7 @@ impl<K: Key> DiskTable<K> {
     fn encode_key(&mut self, key: &K) {
         self.scratch.clear();
         self.scratch.extend_from_slice(&key_group(hash_key(key), self.max_parallelism).to_be_bytes());
-        self.scratch.extend_from_slice(&codec::encode(key));
+        codec::encode_into(key, &mut self.scratch);
     }
 
     fn read<V: Data>(&mut self, key: &K) -> Option<V> {
