@@ -96,7 +96,7 @@ impl StateArgs {
             Some(m) => weir_api::parse_size(m).map_err(|e| bad(format!("--state-memory: {e}")))?,
             None => DEFAULT_MEMORY,
         };
-        let dir = self.state_dir.as_ref().map_or_else(|| std::env::temp_dir().join("weir-state"), PathBuf::from);
+        let dir = self.state_dir.as_ref().map_or_else(weir::core::state::backend::default_dir, PathBuf::from);
         StateBackend::disk(&dir, memory).map_err(|e| bad(format!("--state-backend disk: {e}")))
     }
 }

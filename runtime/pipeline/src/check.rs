@@ -171,7 +171,7 @@ fn state(ctx: &Ctx<'_>, state: Option<&crate::config::State>) -> Result<StatePla
             ctx.err("state.memory", format!("{memory} bytes is too small: the disk backend needs at least 16MiB"))
         );
     }
-    let dir = state.dir.as_ref().map_or_else(|| std::env::temp_dir().join("weir-state"), std::path::PathBuf::from);
+    let dir = state.dir.as_ref().map_or_else(weir_core::state::backend::default_dir, std::path::PathBuf::from);
     Ok(StatePlan::Disk { dir, memory })
 }
 

@@ -25,6 +25,11 @@ pub const MIN_MEMORY: u64 = 16 << 20;
 /// The memory budget when none is given.
 pub const DEFAULT_MEMORY: u64 = 256 << 20;
 
+/// The disk backend's folder when none is given: `weir-state` in the system's temporary folder.
+pub fn default_dir() -> PathBuf {
+    std::env::temp_dir().join("weir-state")
+}
+
 /// Why the disk backend could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StateBackendError {

@@ -5,7 +5,7 @@
 //! read from disk the first time an operator asks for it (unless the store's
 //! filter says it was never written), and every key changed since it was
 //! written back is remembered as dirty. When the cache outgrows its share of
-//! the memory budget, the dirty entries are written back in one sorted batch
+//! the memory budget, the dirty entries are written back in sorted batches
 //! (a dirty key no longer in the map is a delete) and the cache is emptied.
 //! In the LSM a key is its key group (4 bytes, big-endian) followed by its
 //! encoding, so entries are ordered by key group.
