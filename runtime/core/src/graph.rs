@@ -14,11 +14,11 @@
 
 use std::any::{Any, TypeId};
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::checkpoint::coordinator::JobShape;
-use crate::checkpoint::metadata::{OperatorSnapshot, RestoredState};
+use crate::checkpoint::metadata::RestoredState;
 use crate::element::Data;
 use crate::error::{JobError, TaskResult};
 use crate::exchange::remote::{InboundChannel, OutboundChannel, QueueInbound, QueueOutbound};
@@ -74,21 +74,7 @@ impl SubtaskInfo {
     }
 }
 
-/// Collects the snapshots of one task's chain links at a barrier.
-#[derive(Clone, Debug, Default)]
-pub struct SnapshotCollector(Arc<Mutex<Vec<(String, OperatorSnapshot)>>>);
-
-impl SnapshotCollector {
-    pub fn add(&self, uid: &str, snapshot: OperatorSnapshot) {
-        if !snapshot.is_empty() {
-            self.0.lock().expect("snapshot collector poisoned").push((uid.to_string(), snapshot));
-        }
-    }
-
-    pub fn take(&self) -> Vec<(String, OperatorSnapshot)> {
-        std::mem::take(&mut *self.0.lock().expect("snapshot collector poisoned"))
-    }
-}
+pub use crate::checkpoint::incremental::SnapshotCollector;
 
 /// One chain of the job: vertices run by one task per subtask.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,6 +151,10 @@ pub struct JobGraph {
     pub exchange: ExchangeConfig,
     /// Where keyed operators keep their state.
     pub state_backend: crate::state::StateBackend,
+    /// Whether checkpoints store only what changed since the one before
+    /// (see [`crate::checkpoint::incremental`]); unset, they do with the disk
+    /// backend and not on the heap (see [`JobGraph::incremental_checkpoints`]).
+    pub incremental: Option<bool>,
     pub(crate) nodes: Vec<Node>,
     pub(crate) edges: Vec<Edge>,
     /// Vertices whose side outputs are consumed, each with the vertex that
@@ -179,10 +169,16 @@ impl JobGraph {
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             exchange: ExchangeConfig::default(),
             state_backend: Default::default(),
+            incremental: None,
             nodes: Vec::new(),
             edges: Vec::new(),
             splits: Default::default(),
         }
+    }
+
+    /// Whether the job's checkpoints are incremental.
+    pub fn incremental_checkpoints(&self) -> bool {
+        self.incremental.unwrap_or(matches!(self.state_backend, crate::state::StateBackend::Disk(_)))
     }
 
     pub fn add_source<T: Data>(

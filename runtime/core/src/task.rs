@@ -31,7 +31,8 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::checkpoint::alignment::{Alignment, Hold};
 use crate::checkpoint::coordinator::{CheckpointMode, Command, TaskReport};
-use crate::checkpoint::metadata::OperatorSnapshot;
+use crate::checkpoint::incremental::{Incremental, Shipment};
+use crate::checkpoint::metadata::{SnapshotKind, SubtaskStateHandle, state_file_name};
 use crate::element::{Barrier, Event};
 use crate::error::{TaskError, TaskResult};
 use crate::exchange::{Envelope, GateEvent, InputGate};
@@ -85,7 +86,9 @@ pub struct UploadJob {
     pub subtask: usize,
     pub key_groups: KeyGroupRange,
     pub barrier: Barrier,
-    pub snapshots: Vec<(String, OperatorSnapshot)>,
+    pub snapshots: Shipment,
+    /// The task's incremental checkpointing, when its checkpoints are.
+    pub incremental: Option<Arc<Incremental>>,
     pub reports: Sender<TaskReport>,
 }
 
@@ -99,7 +102,8 @@ impl TaskEnv {
             subtask: self.subtask,
             key_groups: self.key_groups,
             barrier,
-            snapshots: cp.snapshots.take(),
+            snapshots: cp.snapshots.take(&barrier),
+            incremental: cp.snapshots.incremental_state().cloned(),
             reports: cp.reports.clone(),
         };
         cp.uploads.send(job).map_err(|_| TaskError::Cancelled)
@@ -461,23 +465,87 @@ impl<T: Send> Task for InputTask<T> {
 
 /// Stores snapshots and acknowledges them; runs on the executor's uploader threads.
 pub fn upload(job: UploadJob, config: &crate::checkpoint::coordinator::CheckpointConfig) {
+    let id = job.barrier.checkpoint_id;
+    let reports = job.reports.clone();
+    let task = job.task;
+    let outcome = match job.incremental.clone() {
+        Some(inc) if !job.barrier.is_savepoint => upload_incremental(job, &inc, config),
+        _ => upload_full(job, config),
+    };
+    let _ = reports.send(match outcome {
+        Ok(states) => TaskReport::Ack { task, checkpoint_id: id, states },
+        Err(reason) => TaskReport::Decline { task, checkpoint_id: id, reason },
+    });
+}
+
+/// A snapshot whose every file is its own, in its directory.
+fn upload_full(
+    job: UploadJob,
+    config: &crate::checkpoint::coordinator::CheckpointConfig,
+) -> Result<Vec<(String, SubtaskStateHandle)>, String> {
     use crate::checkpoint::coordinator::snapshot_dir;
-    use crate::checkpoint::metadata::{SnapshotKind, state_file_name};
     let id = job.barrier.checkpoint_id;
     let kind = if job.barrier.is_savepoint { SnapshotKind::Savepoint } else { SnapshotKind::Checkpoint };
     let storage = config.storage_for(kind);
     let dir = snapshot_dir(&job.job, id, kind);
-    let mut states = Vec::with_capacity(job.snapshots.len());
-    for (uid, snapshot) in job.snapshots {
-        let file = state_file_name(&uid, job.subtask);
-        let handle = snapshot.handle(job.subtask, file.clone(), job.key_groups);
+    let mut states = Vec::with_capacity(job.snapshots.taken.len());
+    for taken in job.snapshots.taken {
+        let file = state_file_name(&taken.uid, job.subtask);
+        let handle = taken.snapshot.handle(job.subtask, file.clone(), job.key_groups);
         // The blobs as they are: joining them into one buffer first would copy the state once more.
-        if let Err(e) = storage.put_parts(&format!("{dir}/{file}"), &snapshot.parts()) {
-            let _ = job.reports.send(TaskReport::Decline { task: job.task, checkpoint_id: id, reason: e.to_string() });
-            return;
-        }
-        drop(snapshot);
-        states.push((uid, handle));
+        storage.put_parts(&format!("{dir}/{file}"), &taken.snapshot.parts()).map_err(|e| e.to_string())?;
+        drop(taken.snapshot);
+        states.push((taken.uid, handle));
     }
-    let _ = job.reports.send(TaskReport::Ack { task: job.task, checkpoint_id: id, states });
+    Ok(states)
+}
+
+/// A checkpoint of a task with incremental checkpoints: new files go to the
+/// job's `shared/` directory and each operator's handles are its chain. One
+/// checkpoint of the task at a time (the chains stay locked throughout).
+fn upload_incremental(
+    job: UploadJob,
+    inc: &Incremental,
+    config: &crate::checkpoint::coordinator::CheckpointConfig,
+) -> Result<Vec<(String, SubtaskStateHandle)>, String> {
+    use crate::checkpoint::metadata::{shared_dir, shared_file_name};
+    let id = job.barrier.checkpoint_id;
+    let mut chains = inc.chains.lock().expect("chains poisoned");
+    let Shipment { taken, base } = job.snapshots;
+    if taken.iter().any(|t| t.changes) && chains.last != base {
+        inc.restart(&mut chains);
+        return Err(format!(
+            "its changes follow checkpoint {base:?}, whose files were not stored; the next checkpoint is full"
+        ));
+    }
+    let storage = &config.storage;
+    let dir = shared_dir(&job.job);
+    let mut kept = std::collections::HashMap::new();
+    for t in taken {
+        let mut chain = chains.by_uid.remove(&t.uid).unwrap_or_default();
+        if !t.changes {
+            chain.clear();
+        }
+        // Every snapshot has the operator-state entries in full: only the newest piece gives them.
+        chain.iter_mut().for_each(|h| h.entries.clear());
+        if !t.changes || !t.snapshot.is_empty() {
+            let file = shared_file_name(&t.uid, job.subtask, id, inc.token);
+            let mut handle = t.snapshot.handle(job.subtask, file.clone(), job.key_groups);
+            handle.shared = true;
+            if let Err(e) = storage.put_parts(&format!("{dir}/{file}"), &t.snapshot.parts()) {
+                inc.restart(&mut chains);
+                return Err(e.to_string());
+            }
+            chain.push(handle);
+        }
+        kept.insert(t.uid, chain);
+    }
+    // An operator that handed in nothing has no state left: its chain ends here.
+    chains.by_uid = kept;
+    chains.last = Some(id);
+    inc.stored(&chains);
+    let mut states: Vec<_> =
+        chains.by_uid.iter().flat_map(|(uid, chain)| chain.iter().map(|h| (uid.clone(), h.clone()))).collect();
+    states.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(states)
 }

@@ -75,6 +75,9 @@ pub fn build_to(
             .map_err(|e| PipelineError::new(file, "state", e.to_string()))?;
         env.set_state_backend(backend);
     }
+    if let Some(on) = plan.incremental {
+        env.set_incremental_checkpoints(on);
+    }
     let stats = stats.clone();
     let mut stream = source(file, "source", &plan.source, &plan.source_fields_read(), env, &stats)?;
     for step in &plan.steps {

@@ -143,6 +143,7 @@ pub fn check(file: &Path, p: &PipelineFile, overrides: &Overrides) -> Result<Pla
         local_aggregation: p.local_aggregation.unwrap_or(true),
         checkpointing,
         state,
+        incremental: p.state.as_ref().and_then(|s| s.incremental),
         source,
         steps,
         sink,

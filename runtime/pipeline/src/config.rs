@@ -78,6 +78,9 @@ pub struct State {
     pub dir: Option<String>,
     /// The disk backend's memory budget.
     pub memory: Option<Size>,
+    /// Whether checkpoints store only what changed since the one before
+    /// (default: with the disk backend, yes; on the heap, no).
+    pub incremental: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq, Eq, Clone, Copy)]

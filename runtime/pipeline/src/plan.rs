@@ -34,6 +34,8 @@ pub struct Plan {
     pub checkpointing: bool,
     /// Where keyed state lives.
     pub state: StatePlan,
+    /// `state.incremental`: incremental checkpoints (unset: the backend's default).
+    pub incremental: Option<bool>,
     pub source: SourcePlan,
     pub steps: Vec<StepPlan>,
     pub sink: SinkPlan,

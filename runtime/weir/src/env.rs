@@ -86,6 +86,14 @@ impl StreamEnv {
         self
     }
 
+    /// Whether checkpoints store only the keyed state that changed since the
+    /// one before (and name the files of earlier ones), as Flink's incremental
+    /// checkpoints: by default on with the disk backend, off on the heap.
+    pub fn set_incremental_checkpoints(&self, on: bool) -> &Self {
+        self.inner.borrow_mut().graph.incremental = Some(on);
+        self
+    }
+
     pub fn local_aggregation(&self) -> bool {
         self.inner.borrow().local_aggregation
     }

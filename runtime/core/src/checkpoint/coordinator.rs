@@ -201,8 +201,9 @@ pub enum StorageWork {
     /// A completed snapshot's `_metadata`, and `latest`: see [`SnapshotWrite`].
     Write(Box<SnapshotWrite>),
     /// A snapshot no longer wanted (aborted, or beyond retention): deleted,
-    /// `_metadata` first so that it stops existing before its files go.
-    Delete { storage: Arc<dyn CheckpointStorage>, dir: String },
+    /// `_metadata` first so that it stops existing before its files go; then
+    /// the shared files (paths from the storage root) that only it named.
+    Delete { storage: Arc<dyn CheckpointStorage>, dir: String, shared: Vec<String> },
 }
 
 impl StorageWork {
@@ -213,13 +214,18 @@ impl StorageWork {
                 let checkpoint_id = w.meta.checkpoint_id;
                 Some(Written { checkpoint_id, outcome: w.run() })
             }
-            StorageWork::Delete { storage, dir } => {
+            StorageWork::Delete { storage, dir, shared } => {
                 let _ = storage.delete(&format!("{dir}/_metadata"));
                 match storage.list(&format!("{dir}/")) {
                     Ok(keys) => keys.iter().for_each(|k| {
                         let _ = storage.delete(k);
                     }),
                     Err(e) => tracing::warn!("could not clean up {dir}: {e}"),
+                }
+                for path in shared {
+                    if let Err(e) = storage.delete(&path) {
+                        tracing::warn!("could not delete the shared state file {}: {e}", storage.uri(&path));
+                    }
                 }
                 None
             }
@@ -331,6 +337,8 @@ pub struct Coordinator {
     last_trigger: Timestamp,
     last_end: Timestamp,
     retained: VecDeque<u64>,
+    /// The shared files (names in the job's `shared/` directory) each retained checkpoint names.
+    shared_files: HashMap<u64, HashSet<String>>,
     finished_sources: HashSet<usize>,
     final_done: bool,
     requests: VecDeque<SavepointRequest>,
@@ -350,6 +358,8 @@ pub struct Coordinator {
 struct Writing {
     pending: Pending,
     size_bytes: u64,
+    /// The shared files it names.
+    shared: HashSet<String>,
 }
 
 impl Coordinator {
@@ -367,6 +377,7 @@ impl Coordinator {
             last_trigger: now,
             last_end: now,
             retained: VecDeque::new(),
+            shared_files: HashMap::new(),
             finished_sources: HashSet::new(),
             final_done: false,
             requests: VecDeque::new(),
@@ -608,7 +619,14 @@ impl Coordinator {
         for (uid, handle) in p.acks.into_values().flatten() {
             by_uid.entry(uid).or_default().push(handle);
         }
-        let size_bytes = by_uid.values().flatten().map(|h| h.size).sum();
+        // What this checkpoint stored: its own files, not the shared ones it names again.
+        let before = self.retained.back().and_then(|id| self.shared_files.get(id));
+        let size_bytes = by_uid
+            .values()
+            .flatten()
+            .filter(|h| !(h.shared && before.is_some_and(|b| b.contains(&h.file))))
+            .map(|h| h.size)
+            .sum();
         let operators = by_uid
             .into_iter()
             .map(|(uid, mut subtasks)| {
@@ -632,11 +650,13 @@ impl Coordinator {
             epoch: self.config.epoch,
             crc32: None,
         };
+        let shared = meta.operators.iter().flat_map(|o| &o.subtasks).filter(|h| h.shared);
+        let shared = shared.map(|h| h.file.clone()).collect();
         let storage = self.config.storage_for(p.kind).clone();
         let checkpoints = self.config.storage.clone();
         let job = self.job.clone();
         self.work.push(StorageWork::Write(Box::new(SnapshotWrite { storage, checkpoints, job, dir, meta })));
-        self.writing = Some(Writing { pending: Pending { acks: HashMap::new(), ..p }, size_bytes });
+        self.writing = Some(Writing { pending: Pending { acks: HashMap::new(), ..p }, size_bytes, shared });
         Vec::new()
     }
 
@@ -660,7 +680,7 @@ impl Coordinator {
     }
 
     fn completed(&mut self, w: Writing, now: Timestamp) -> Vec<Command> {
-        let Writing { pending: p, size_bytes } = w;
+        let Writing { pending: p, size_bytes, shared } = w;
         let id = p.barrier.checkpoint_id;
         let dir = snapshot_dir(&self.job, id, p.kind);
         let storage = self.config.storage_for(p.kind);
@@ -680,9 +700,10 @@ impl Coordinator {
         });
         if p.kind == SnapshotKind::Checkpoint {
             self.retained.push_back(id);
+            self.shared_files.insert(id, shared);
             while self.retained.len() > self.config.retained.max(1) {
                 let old = self.retained.pop_front().expect("non-empty");
-                self.delete_dir(&snapshot_dir(&self.job, old, SnapshotKind::Checkpoint), SnapshotKind::Checkpoint);
+                self.discard(old);
             }
         }
         let mut commands = vec![Command::Complete { checkpoint_id: id }];
@@ -703,7 +724,25 @@ impl Coordinator {
     /// Deletes a snapshot (as [`StorageWork::Delete`]).
     fn delete_dir(&mut self, dir: &str, kind: SnapshotKind) {
         let storage = self.config.storage_for(kind).clone();
-        self.work.push(StorageWork::Delete { storage, dir: dir.to_string() });
+        self.work.push(StorageWork::Delete { storage, dir: dir.to_string(), shared: Vec::new() });
+    }
+
+    /// Deletes a checkpoint beyond retention, and the shared files that no
+    /// retained checkpoint names any more. A checkpoint in flight names none
+    /// of those: a task's chain only grows from what its last stored
+    /// snapshot named, and every task's is in the newest retained checkpoint.
+    fn discard(&mut self, old: u64) {
+        let files = self.shared_files.remove(&old).unwrap_or_default();
+        let dir = crate::checkpoint::metadata::shared_dir(&self.job);
+        let mut shared: Vec<String> = files
+            .into_iter()
+            .filter(|f| !self.shared_files.values().any(|kept| kept.contains(f)))
+            .map(|f| format!("{dir}/{f}"))
+            .collect();
+        shared.sort();
+        let storage = self.config.storage.clone();
+        let dir = snapshot_dir(&self.job, old, SnapshotKind::Checkpoint);
+        self.work.push(StorageWork::Delete { storage, dir, shared });
     }
 }
 

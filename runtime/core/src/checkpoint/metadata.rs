@@ -3,9 +3,18 @@
 //! ```text
 //! {dir}/{job}/chk-{id}/_metadata             JSON, written last: the checkpoint exists iff it does
 //! {dir}/{job}/chk-{id}/{uid}-{subtask}.state  one operator subtask's state
+//! {dir}/{job}/shared/{uid}-{subtask}-{id}-{token}.state
+//!                                             state files of incremental checkpoints
 //! {dir}/{job}/savepoints/sp-{id}/...          the same, for savepoints
 //! {dir}/{job}/latest                          JSON pointer to the newest completed one
 //! ```
+//!
+//! An incremental checkpoint (version 3) lists, per operator subtask, a
+//! *chain* of state files in `shared/`: a full one and the changes of each
+//! checkpoint since, in order. A checkpoint writes only its own changes and
+//! names the earlier files again; the coordinator deletes a shared file once
+//! no retained checkpoint names it. Savepoints are always full and keep
+//! their files in their own directory, so they stay self-contained.
 //!
 //! A state file is a concatenation of blobs; `_metadata` indexes them: per key
 //! group (keyed state) and per redistributable entry (operator state), with
@@ -28,8 +37,9 @@ use super::storage::{CheckpointStorage, StorageError, UnsafePath, check_key, che
 use crate::keygroup::KeyGroupRange;
 
 pub const FORMAT: &str = "weir-checkpoint";
-/// The version written. Version 2 added `crc32`, the checksum of `_metadata` itself.
-pub const FORMAT_VERSION: u32 = 2;
+/// The version written. Version 2 added `crc32`, the checksum of `_metadata`
+/// itself; version 3 state files shared between checkpoints (`shared`).
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest version still read.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
@@ -119,8 +129,24 @@ impl CheckpointMetadata {
 /// The name of an operator subtask's state file in its snapshot's directory:
 /// one name, whatever characters the operator's uid has.
 pub fn state_file_name(uid: &str, subtask: usize) -> String {
-    let uid: String = uid.chars().map(|c| if matches!(c, '/' | '\\' | '\0') { '_' } else { c }).collect();
-    format!("{uid}-{subtask}.state")
+    format!("{}-{subtask}.state", file_safe(uid))
+}
+
+/// The name of an incremental checkpoint's state file in the job's `shared/`
+/// directory: unique to the checkpoint and to the task's run (`token`), so a
+/// restarted job never writes over a file an earlier checkpoint names.
+pub fn shared_file_name(uid: &str, subtask: usize, checkpoint_id: u64, token: u64) -> String {
+    format!("{}-{subtask}-{checkpoint_id}-{token:016x}.state", file_safe(uid))
+}
+
+/// The directory of the files shared by a job's incremental checkpoints,
+/// relative to the storage root.
+pub fn shared_dir(job: &str) -> String {
+    format!("{job}/shared")
+}
+
+fn file_safe(uid: &str) -> String {
+    uid.chars().map(|c| if matches!(c, '/' | '\\' | '\0') { '_' } else { c }).collect()
 }
 
 /// The state of one operator (vertex), over all its subtasks.
@@ -145,6 +171,11 @@ pub struct SubtaskStateHandle {
     pub key_groups: Vec<(u32, u64, u64)>,
     /// (offset, length) of each redistributable operator-state entry.
     pub entries: Vec<(u64, u64)>,
+    /// The file is in the job's `shared/` directory (an incremental
+    /// checkpoint's, version 3), not in the snapshot's. Always written: the
+    /// handle also travels in bincode, which has no optional fields.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// The `latest` pointer.
@@ -204,7 +235,8 @@ impl OperatorSnapshot {
             crc.update(blob);
             size += blob.len() as u64;
         }
-        SubtaskStateHandle { subtask, file, size, crc32: crc.finalize(), key_group_range: range, key_groups, entries }
+        let crc32 = crc.finalize();
+        SubtaskStateHandle { subtask, file, size, crc32, key_group_range: range, key_groups, entries, shared: false }
     }
 }
 
@@ -321,7 +353,7 @@ impl RestoredSnapshot {
     /// Reads a state file, checked against its handle: its size, its checksum,
     /// and that every range the handle gives lies inside it.
     fn read_file(&self, h: &SubtaskStateHandle) -> Result<StateFile, RestoreError> {
-        let path = if self.dir.is_empty() { h.file.clone() } else { format!("{}/{}", self.dir, h.file) };
+        let path = self.path_of(h)?;
         let uri = self.storage.uri(&path);
         let bytes = self.storage.get(&path).map_err(|e| missing_or(e, uri.clone()))?;
         if bytes.len() as u64 != h.size {
@@ -338,6 +370,27 @@ impl RestoredSnapshot {
             file.blob(off, len)?;
         }
         Ok(file)
+    }
+
+    /// Where a state file is, relative to the storage root: in the snapshot's
+    /// directory, or for a shared file in the `shared/` directory beside it.
+    fn path_of(&self, h: &SubtaskStateHandle) -> Result<String, RestoreError> {
+        let join = |dir: &str| if dir.is_empty() { h.file.clone() } else { format!("{dir}/{}", h.file) };
+        if !h.shared {
+            return Ok(join(&self.dir));
+        }
+        match self.dir.rsplit_once('/') {
+            Some((job, _)) => Ok(join(&format!("{job}/shared"))),
+            None if !self.dir.is_empty() => Ok(join("shared")),
+            // Opened where it lies: the job's directory, and its shared files, are out of reach.
+            None => Err(RestoreError::Missing {
+                uri: format!(
+                    "{} (a file this incremental checkpoint shares with others, in the `shared/` directory beside it; \
+                     open the checkpoint from its job's directory, or restore from a savepoint)",
+                    self.storage.uri(&format!("../shared/{}", h.file))
+                ),
+            }),
+        }
     }
 
     /// The state of operator `uid` for subtask `index` of `parallelism`
@@ -503,10 +556,10 @@ mod tests {
         local.put("j/chk-3/op-0.state", &bytes).unwrap();
         // Incompatible version, truncated metadata.
         let meta = local.get("j/chk-3/_metadata").unwrap();
-        let newer = String::from_utf8(meta.clone()).unwrap().replace("\"version\": 2", "\"version\": 7");
+        let newer = String::from_utf8(meta.clone()).unwrap().replace("\"version\": 3", "\"version\": 7");
         local.put("j/chk-3/_metadata", newer.as_bytes()).unwrap();
         let err = RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap_err().to_string();
-        assert!(err.contains("version 7") && err.contains("reads `weir-checkpoint` versions 1 to 2"), "{err}");
+        assert!(err.contains("version 7") && err.contains("reads `weir-checkpoint` versions 1 to 3"), "{err}");
         local.put("j/chk-3/_metadata", &meta[..meta.len() / 2]).unwrap();
         let err = RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap_err().to_string();
         assert!(err.contains("_metadata is corrupt"), "{err}");
@@ -551,7 +604,7 @@ mod tests {
         let unsummed = CheckpointMetadata { crc32: None, ..meta };
         local.put("j/chk-3/_metadata", &serde_json::to_vec(&unsummed).unwrap()).unwrap();
         let err = RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap_err().to_string();
-        assert!(err.contains("_metadata is corrupt: no `crc32`, which version 2 requires"), "{err}");
+        assert!(err.contains("_metadata is corrupt: no `crc32`, which version 3 requires"), "{err}");
         let v1 = CheckpointMetadata { version: 1, ..unsummed };
         local.put("j/chk-3/_metadata", &serde_json::to_vec(&v1).unwrap()).unwrap();
         let snap = RestoredSnapshot::open(storage, "j/chk-3").unwrap();

@@ -6,6 +6,8 @@
 //!   which tasks each of its commands is for.
 //! * [`alignment`]: how a task with several inputs lines up a checkpoint's
 //!   barriers (and, exactly-once, holds back what comes after them).
+//! * [`incremental`]: what a task hands in at a barrier, and the chains of
+//!   state files that incremental checkpoints build up.
 //! * [`metadata`]: the format of a snapshot, and restoring from one.
 //! * [`fence`]: a deposed JobManager completes no checkpoint over its successor's.
 //! * [`storage`]: where snapshots live (a local directory, or S3 via `weir-s3`).
@@ -13,6 +15,7 @@
 pub mod alignment;
 pub mod coordinator;
 pub mod fence;
+pub mod incremental;
 pub mod metadata;
 pub mod routing;
 pub mod storage;

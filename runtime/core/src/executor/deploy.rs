@@ -123,7 +123,10 @@ impl Deployment<'_> {
         queues: &mut Queues,
         controls: &mut BTreeMap<usize, Sender<Command>>,
     ) -> Result<Box<dyn Task>, JobError> {
-        let snapshots = SnapshotCollector::default();
+        let snapshots = match self.checkpointing.is_some() && self.graph.incremental_checkpoints() {
+            true => SnapshotCollector::incremental(),
+            false => SnapshotCollector::default(),
+        };
         let env = self.task_env(chain, subtask, &shared, &snapshots, controls);
         let out = self.outputs(chain, subtask, &shared.metrics, queues)?;
         let link = |n| self.subtask_info(n, chain, subtask, &shared, &snapshots);

@@ -216,6 +216,15 @@ where
         Ok(snapshot)
     }
 
+    /// The keyed state's changes, and the broadcast state whole.
+    fn snapshot_changes(&mut self, checkpoint_id: u64) -> TaskResult<Option<OperatorSnapshot>> {
+        let Some(mut snapshot) = self.keyed.snapshot_changes(checkpoint_id)? else { return Ok(None) };
+        if self.subtask == 0 {
+            snapshot.entries.push(codec::encode(&self.keyed.function_mut().broadcast));
+        }
+        Ok(Some(snapshot))
+    }
+
     /// Every subtask takes the one stored copy of the broadcast state.
     fn restore_state(&mut self, state: RestoredState) -> TaskResult {
         if let Some(blob) = state.all_entries.first() {

@@ -71,6 +71,16 @@ pub trait Operator: Send + 'static {
         Ok(OperatorSnapshot::default())
     }
 
+    /// For an incremental checkpoint: the keyed state that changed since the
+    /// operator's previous snapshot (of either kind), per key group, in a form
+    /// its [`Operator::restore_state`] applies over what came before (key
+    /// groups' blobs arrive in the order they were taken); operator-state
+    /// entries in full. `None` (the default): the operator cannot tell, and a
+    /// full [`Operator::snapshot_state`] is taken instead.
+    fn snapshot_changes(&mut self, _checkpoint_id: u64) -> TaskResult<Option<OperatorSnapshot>> {
+        Ok(None)
+    }
+
     /// Called once, before any record, when the job starts from a snapshot.
     fn restore_state(&mut self, _state: RestoredState) -> TaskResult {
         Ok(())
@@ -127,8 +137,12 @@ impl<O: Operator> Output<O::In> for OperatorNode<O> {
     }
 
     fn barrier(&mut self, barrier: Barrier) -> TaskResult {
-        let snapshot = self.op.snapshot_state(barrier.checkpoint_id)?;
-        self.snapshots.add(&self.uid, snapshot);
+        let id = barrier.checkpoint_id;
+        let changes = if self.snapshots.wants_changes(&barrier) { self.op.snapshot_changes(id)? } else { None };
+        match changes {
+            Some(snapshot) => self.snapshots.add_changes(&self.uid, snapshot),
+            None => self.snapshots.add(&self.uid, self.op.snapshot_state(id)?),
+        }
         self.out.barrier(barrier)
     }
 

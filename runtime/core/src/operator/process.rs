@@ -6,6 +6,7 @@
 //! timers for it, and emits results. When a timer fires, `on_timer` gets a
 //! context scoped to the timer's key.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -146,6 +147,8 @@ pub struct KeyedProcessOperator<K: Key, In, Out, F, KS> {
     /// Set by [`ProcessContext::fail`]; fails the task after the call that set it.
     failure: Option<String>,
     sides: SideOutputs,
+    /// The key groups that had timers at the last snapshot (incremental checkpoints).
+    timer_groups: BTreeSet<u32>,
 }
 
 /// One key group of a process function's snapshot.
@@ -156,6 +159,18 @@ struct ProcessGroup<K> {
     processing_timers: Vec<(Timestamp, K)>,
 }
 
+/// The first byte of a key group's changes since the previous snapshot,
+/// followed by a [`ProcessGroup`] whose tables hold changes and whose timers
+/// replace the group's. A full group is a bare `ProcessGroup`, which opens
+/// with the number of tables as a varint: never this byte (a u128 marker).
+const CHANGES_TAG: u8 = 0xfe;
+
+impl<K> ProcessGroup<K> {
+    fn empty(tables: usize) -> Self {
+        ProcessGroup { tables: vec![Vec::new(); tables], event_timers: Vec::new(), processing_timers: Vec::new() }
+    }
+}
+
 impl<K, In, Out, F, KS> KeyedProcessOperator<K, In, Out, F, KS>
 where
     K: Key,
@@ -163,6 +178,9 @@ where
 {
     pub fn new(mut function: F, key_selector: KS, info: &SubtaskInfo) -> Self {
         let mut state = KeyedState::new(&info.state_backend, info.max_parallelism);
+        if info.snapshots.is_incremental() {
+            state.track_changes();
+        }
         function.open(&mut state);
         KeyedProcessOperator {
             function,
@@ -176,6 +194,27 @@ where
             metrics: info.metrics.clone(),
             failure: None,
             sides: info.side_outputs.clone(),
+            timer_groups: BTreeSet::new(),
+        }
+    }
+
+    /// Every key group's timers, as a snapshot keeps them; notes which groups have some.
+    fn timers_by_group(&mut self, groups: &mut BTreeMap<u32, ProcessGroup<K>>) {
+        let (max, tables) = (self.max_parallelism, self.state.table_count());
+        // A group whose timers all went since the last snapshot is written with none.
+        let before = std::mem::take(&mut self.timer_groups);
+        for (g, timers) in self.event_timers.by_group(max) {
+            groups.entry(g).or_insert_with(|| ProcessGroup::empty(tables)).event_timers = timers;
+            self.timer_groups.insert(g);
+        }
+        for (g, timers) in self.processing_timers.by_group(max) {
+            groups.entry(g).or_insert_with(|| ProcessGroup::empty(tables)).processing_timers = timers;
+            self.timer_groups.insert(g);
+        }
+        if self.state.is_tracking() {
+            for g in before {
+                groups.entry(g).or_insert_with(|| ProcessGroup::empty(tables));
+            }
         }
     }
 
@@ -267,36 +306,60 @@ where
     }
 
     fn snapshot_state(&mut self, _checkpoint_id: u64) -> TaskResult<OperatorSnapshot> {
-        let max = self.max_parallelism;
-        let mut groups: std::collections::BTreeMap<u32, ProcessGroup<K>> = Default::default();
-        let empty =
-            |n| ProcessGroup { tables: vec![Vec::new(); n], event_timers: Vec::new(), processing_timers: Vec::new() };
-        for (g, tables) in self.state.encode_groups(max)? {
+        let mut groups: BTreeMap<u32, ProcessGroup<K>> = BTreeMap::new();
+        for (g, tables) in self.state.encode_groups(self.max_parallelism)? {
             groups.insert(g, ProcessGroup { tables, event_timers: Vec::new(), processing_timers: Vec::new() });
         }
-        let tables = self.state.table_count();
-        for (g, timers) in self.event_timers.by_group(max) {
-            groups.entry(g).or_insert_with(|| empty(tables)).event_timers = timers;
-        }
-        for (g, timers) in self.processing_timers.by_group(max) {
-            groups.entry(g).or_insert_with(|| empty(tables)).processing_timers = timers;
-        }
+        self.timers_by_group(&mut groups);
         Ok(OperatorSnapshot {
             keyed: groups.into_iter().map(|(g, pg)| (g, codec::encode(&pg))).collect(),
             entries: vec![],
         })
     }
 
+    /// The tables' changed entries per key group, and the timers of every
+    /// group that has or had some (timers are kept whole: they live in memory).
+    fn snapshot_changes(&mut self, _checkpoint_id: u64) -> TaskResult<Option<OperatorSnapshot>> {
+        let Some(changes) = self.state.encode_changes(self.max_parallelism)? else { return Ok(None) };
+        let mut groups: BTreeMap<u32, ProcessGroup<K>> = BTreeMap::new();
+        for (g, tables) in changes {
+            groups.insert(g, ProcessGroup { tables, event_timers: Vec::new(), processing_timers: Vec::new() });
+        }
+        self.timers_by_group(&mut groups);
+        let keyed = groups.into_iter().map(|(g, pg)| {
+            let mut blob = vec![CHANGES_TAG];
+            codec::encode_into(&pg, &mut blob);
+            (g, blob)
+        });
+        Ok(Some(OperatorSnapshot { keyed: keyed.collect(), entries: vec![] }))
+    }
+
+    /// Key groups' blobs in the order they were taken: a full one, then
+    /// changes applied over it (whose timers replace the group's).
     fn restore_state(&mut self, state: RestoredState) -> TaskResult {
-        for (_, blob) in state.keyed {
-            let group: ProcessGroup<K> = codec::decode(&blob, "a process function's state")?;
-            self.state.decode_group(&group.tables)?;
-            for (t, k) in group.event_timers {
-                self.event_timers.register(t, &k);
+        // Per group: its event-time and processing-time timers, the last blob's.
+        let mut timers: BTreeMap<u32, [Vec<(Timestamp, K)>; 2]> = BTreeMap::new();
+        for (g, blob) in state.keyed {
+            let group: ProcessGroup<K> = match blob.split_first() {
+                Some((&CHANGES_TAG, changes)) => {
+                    let group: ProcessGroup<K> = codec::decode(changes, "a process function's state changes")?;
+                    self.state.decode_changes(&group.tables)?;
+                    group
+                }
+                _ => {
+                    let group: ProcessGroup<K> = codec::decode(&blob, "a process function's state")?;
+                    self.state.decode_group(&group.tables)?;
+                    group
+                }
+            };
+            timers.insert(g, [group.event_timers, group.processing_timers]);
+        }
+        for (g, [event, processing]) in timers {
+            if !event.is_empty() || !processing.is_empty() {
+                self.timer_groups.insert(g);
             }
-            for (t, k) in group.processing_timers {
-                self.processing_timers.register(t, &k);
-            }
+            event.iter().for_each(|(t, k)| self.event_timers.register(*t, k));
+            processing.iter().for_each(|(t, k)| self.processing_timers.register(*t, k));
         }
         Ok(())
     }

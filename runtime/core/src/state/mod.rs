@@ -45,6 +45,11 @@ trait StateTable<K>: Send {
     fn encode_groups(&mut self, max_parallelism: u32) -> TaskResult<BTreeMap<u32, Vec<u8>>>;
     /// Adds the entries of one encoded key group.
     fn decode_group(&mut self, bytes: &[u8]) -> TaskResult;
+    fn track_changes(&mut self);
+    /// The entries changed since the last snapshot, per key group (`None`: not tracked).
+    fn encode_changes(&mut self, max_parallelism: u32) -> TaskResult<Option<BTreeMap<u32, Vec<u8>>>>;
+    /// Applies the changes of one key group.
+    fn decode_changes(&mut self, bytes: &[u8]) -> TaskResult;
     /// The first error of the table's store since the last call.
     fn take_failure(&mut self) -> Option<String>;
 }
@@ -67,6 +72,15 @@ impl<K: Key, V: crate::element::Data> StateTable<K> for Table<K, V> {
     }
     fn decode_group(&mut self, bytes: &[u8]) -> TaskResult {
         Table::decode_group(self, bytes)
+    }
+    fn track_changes(&mut self) {
+        Table::track_changes(self)
+    }
+    fn encode_changes(&mut self, max_parallelism: u32) -> TaskResult<Option<BTreeMap<u32, Vec<u8>>>> {
+        Table::encode_changes(self, max_parallelism)
+    }
+    fn decode_changes(&mut self, bytes: &[u8]) -> TaskResult {
+        Table::decode_changes(self, bytes)
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
@@ -117,6 +131,8 @@ pub struct KeyedState<K> {
     tables: Vec<Box<dyn StateTable<K>>>,
     backend: StateBackend,
     max_parallelism: u32,
+    /// Tables remember what changed between snapshots (incremental checkpoints).
+    tracking: bool,
     /// Why a table could not be made, reported at the first check.
     failure: Option<String>,
 }
@@ -128,6 +144,7 @@ impl<K> Default for KeyedState<K> {
             tables: Vec::new(),
             backend: StateBackend::Heap,
             max_parallelism: crate::keygroup::DEFAULT_MAX_PARALLELISM,
+            tracking: false,
             failure: None,
         }
     }
@@ -142,13 +159,16 @@ impl<K: Key> KeyedState<K> {
     fn register<V: crate::element::Data>(&mut self, name: &str) -> usize {
         assert!(!self.names.iter().any(|n| n == name), "keyed state `{name}` declared twice");
         self.names.push(name.to_string());
-        let table = match &self.backend {
+        let mut table = match &self.backend {
             StateBackend::Heap => Table::<K, V>::heap(),
             StateBackend::Disk(store) => Table::on_disk(store, self.max_parallelism).unwrap_or_else(|e| {
                 self.failure.get_or_insert(e.to_string());
                 Table::heap()
             }),
         };
+        if self.tracking {
+            table.track_changes();
+        }
         self.tables.push(Box::new(table));
         self.tables.len() - 1
     }
@@ -254,16 +274,62 @@ impl<K: Key> KeyedState<K> {
         Ok(out)
     }
 
-    /// Restores one key group from the blobs [`KeyedState::encode_groups`] made.
-    pub fn decode_group(&mut self, blobs: &[Vec<u8>]) -> TaskResult {
-        if blobs.len() != self.tables.len() {
+    /// From now on, every table remembers the keys changed between snapshots,
+    /// for [`KeyedState::encode_changes`].
+    pub fn track_changes(&mut self) {
+        self.tracking = true;
+        self.tables.iter_mut().for_each(|t| t.track_changes());
+    }
+
+    pub fn is_tracking(&self) -> bool {
+        self.tracking
+    }
+
+    /// What changed since the last snapshot (full or of changes), per key group:
+    /// one blob per table (empty when the table changed nothing there).
+    /// `None` unless changes are tracked.
+    pub fn encode_changes(&mut self, max_parallelism: u32) -> TaskResult<Option<BTreeMap<u32, Vec<Vec<u8>>>>> {
+        if !self.tracking {
+            return Ok(None);
+        }
+        self.check()?;
+        let mut out: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+        let n = self.tables.len();
+        for (i, table) in self.tables.iter_mut().enumerate() {
+            for (g, blob) in table.encode_changes(max_parallelism)?.unwrap_or_default() {
+                out.entry(g).or_insert_with(|| vec![Vec::new(); n])[i] = blob;
+            }
+        }
+        self.check()?;
+        Ok(Some(out))
+    }
+
+    /// Applies one key group's changes, made by [`KeyedState::encode_changes`],
+    /// over what was restored before them.
+    pub fn decode_changes(&mut self, blobs: &[Vec<u8>]) -> TaskResult {
+        self.check_tables(blobs.len())?;
+        for (table, blob) in self.tables.iter_mut().zip(blobs) {
+            if !blob.is_empty() {
+                table.decode_changes(blob)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_tables(&self, in_snapshot: usize) -> TaskResult {
+        if in_snapshot != self.tables.len() {
             return Err(crate::error::TaskError::Operator(format!(
-                "cannot restore keyed state: the snapshot has {} states, the function declares {} ({})",
-                blobs.len(),
+                "cannot restore keyed state: the snapshot has {in_snapshot} states, the function declares {} ({})",
                 self.tables.len(),
                 self.names.join(", ")
             )));
         }
+        Ok(())
+    }
+
+    /// Restores one key group from the blobs [`KeyedState::encode_groups`] made.
+    pub fn decode_group(&mut self, blobs: &[Vec<u8>]) -> TaskResult {
+        self.check_tables(blobs.len())?;
         for (table, blob) in self.tables.iter_mut().zip(blobs) {
             if !blob.is_empty() {
                 table.decode_group(blob)?;

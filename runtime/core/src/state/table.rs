@@ -9,6 +9,9 @@
 //! (a dirty key no longer in the map is a delete) and the cache is emptied.
 //! In the LSM a key is its key group (4 bytes, big-endian) followed by its
 //! encoding, so entries are ordered by key group.
+//!
+//! For incremental checkpoints a table also remembers the keys changed since
+//! its last snapshot, and encodes their values (or their removal) per key group.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +31,8 @@ const WRITE_BACK_BATCH: usize = 16 * 1024;
 pub(super) struct Table<K, V> {
     pub(super) map: AHashMap<K, V>,
     disk: Option<Box<DiskTable<K>>>,
+    /// Keys changed since the last snapshot, when checkpoints are incremental.
+    changed: Option<AHashSet<K>>,
 }
 
 /// A table's part on disk.
@@ -48,7 +53,7 @@ struct DiskTable<K> {
 
 impl<K: Key, V: Data> Table<K, V> {
     pub(super) fn heap() -> Self {
-        Table { map: AHashMap::default(), disk: None }
+        Table { map: AHashMap::default(), disk: None, changed: None }
     }
 
     pub(super) fn on_disk(store: &Arc<DiskStore>, max_parallelism: u32) -> TaskResult<Self> {
@@ -65,7 +70,7 @@ impl<K: Key, V: Data> Table<K, V> {
             failure: None,
             scratch: Vec::new(),
         };
-        Ok(Table { map: AHashMap::default(), disk: Some(Box::new(disk)) })
+        Ok(Table { map: AHashMap::default(), disk: Some(Box::new(disk)), changed: None })
     }
 
     /// Makes `key`'s entry, when it has one, present in the map (and room for it).
@@ -92,6 +97,16 @@ impl<K: Key, V: Data> Table<K, V> {
         {
             disk.dirty.insert(key.clone());
         }
+        if let Some(changed) = &mut self.changed
+            && !changed.contains(key)
+        {
+            changed.insert(key.clone());
+        }
+    }
+
+    /// From now on, remember the keys changed between snapshots.
+    pub(super) fn track_changes(&mut self) {
+        self.changed.get_or_insert_with(AHashSet::default);
     }
 
     pub(super) fn clear_key(&mut self, key: &K) {
@@ -112,12 +127,59 @@ impl<K: Key, V: Data> Table<K, V> {
     }
 
     pub(super) fn encode_groups(&mut self, max_parallelism: u32) -> TaskResult<BTreeMap<u32, Vec<u8>>> {
+        if let Some(changed) = &mut self.changed {
+            changed.clear();
+        }
         let Some(disk) = &mut self.disk else { return Ok(encode_by_group(self.map.iter(), max_parallelism)) };
         disk.write_back(&self.map);
         if let Some(failure) = disk.failure.take() {
             return Err(TaskError::Operator(failure));
         }
         disk.encode_groups::<V>()
+    }
+
+    /// The keys changed since the last snapshot, per key group: each with its
+    /// value now, or `None` when it has none (`None` for the whole: changes
+    /// are not tracked).
+    pub(super) fn encode_changes(&mut self, max_parallelism: u32) -> TaskResult<Option<BTreeMap<u32, Vec<u8>>>> {
+        let Some(changed) = self.changed.as_mut().map(std::mem::take) else { return Ok(None) };
+        let mut entries: Vec<(K, Option<V>)> = Vec::with_capacity(changed.len());
+        for key in changed {
+            let value = match (self.map.get(&key), &mut self.disk) {
+                (Some(v), _) => Some(v.clone()),
+                (None, None) => None,
+                // Removed in the cache and not yet written back, or written back and evicted.
+                (None, Some(disk)) if disk.dirty.contains(&key) => None,
+                (None, Some(disk)) => disk.read::<V>(&key),
+            };
+            entries.push((key, value));
+        }
+        if let Some(failure) = self.disk.as_mut().and_then(|d| d.failure.take()) {
+            return Err(TaskError::Operator(failure));
+        }
+        Ok(Some(encode_by_group(entries.iter().map(|(k, v)| (k, v)), max_parallelism)))
+    }
+
+    /// Applies the changes of one key group that [`Table::encode_changes`] encoded.
+    pub(super) fn decode_changes(&mut self, bytes: &[u8]) -> TaskResult {
+        let entries: Vec<(K, Option<V>)> = codec::decode(bytes, "keyed state changes")?;
+        match &mut self.disk {
+            None => {
+                for (k, v) in entries {
+                    match v {
+                        Some(v) => self.map.insert(k, v),
+                        None => self.map.remove(&k),
+                    };
+                }
+            }
+            Some(disk) => {
+                for (k, _) in &entries {
+                    self.map.remove(k);
+                }
+                disk.apply(entries)?;
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn decode_group(&mut self, bytes: &[u8]) -> TaskResult {
@@ -205,19 +267,29 @@ impl<K: Key> DiskTable<K> {
     }
 
     fn ingest<V: Data>(&mut self, entries: Vec<(K, V)>) -> TaskResult {
+        self.apply(entries.into_iter().map(|(k, v)| (k, Some(v))).collect())
+    }
+
+    /// Writes restored entries (`None`: the key's entry is removed) straight to the LSM.
+    fn apply<V: Data>(&mut self, entries: Vec<(K, Option<V>)>) -> TaskResult {
         for chunk in entries.chunks(WRITE_BACK_BATCH) {
-            let mut writes: Vec<(Vec<u8>, Vec<u8>)> = chunk
+            let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = chunk
                 .iter()
                 .map(|(k, v)| {
                     self.encode_key(k);
-                    (self.scratch.clone(), codec::encode(v))
+                    (self.scratch.clone(), v.as_ref().map(codec::encode))
                 })
                 .collect();
             writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             let mut batch = self.store.db.batch();
             for (k, v) in writes {
-                self.store.maybe_on_disk.insert(&(self.id, &k[..]));
-                batch.insert(&self.keyspace, k, v);
+                match v {
+                    Some(v) => {
+                        self.store.maybe_on_disk.insert(&(self.id, &k[..]));
+                        batch.insert(&self.keyspace, k, v);
+                    }
+                    None => batch.remove(&self.keyspace, k),
+                }
             }
             batch.commit().map_err(|e| {
                 TaskError::Operator(format!("disk state: cannot restore into {}: {e}", self.store.dir().display()))

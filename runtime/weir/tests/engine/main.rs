@@ -8,6 +8,7 @@ mod broadcast_state;
 mod checkpoint_alignment;
 mod exchange_backpressure;
 mod exchange_partitioning;
+mod incremental_checkpoints;
 mod process_timers_state;
 mod side_outputs;
 mod time_watermarks;
