@@ -95,8 +95,10 @@ impl JobBuilder for PipelineBuilder {
 
     fn restore(&self, spec: &JobSpec, uri: &str) -> Result<RestoredSnapshot, String> {
         let file = Self::definition(spec)?.file()?;
-        let storage = storage::open(uri, file.storage.as_ref())?;
-        RestoredSnapshot::open(storage, "").map_err(|e| format!("{uri}: {e}"))
+        // Rooted at the job's directory, where an incremental checkpoint's shared files are.
+        let (root, dir) = weir::core::checkpoint::metadata::split_snapshot_uri(uri);
+        let storage = storage::open(root, file.storage.as_ref())?;
+        RestoredSnapshot::open(storage, dir).map_err(|e| format!("{uri}: {e}"))
     }
 }
 

@@ -104,7 +104,8 @@ impl JobBuilder for ClosureBuilder {
     }
 
     fn restore(&self, _spec: &JobSpec, uri: &str) -> Result<RestoredSnapshot, String> {
-        RestoredSnapshot::open(storage(uri)?, "").map_err(|e| e.to_string())
+        let (root, dir) = weir_core::checkpoint::metadata::split_snapshot_uri(uri);
+        RestoredSnapshot::open(storage(root)?, dir).map_err(|e| e.to_string())
     }
 }
 

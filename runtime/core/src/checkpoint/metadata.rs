@@ -292,6 +292,29 @@ fn missing_or(e: StorageError, uri: String) -> RestoreError {
     if e.is_not_found() { RestoreError::Missing { uri } } else { RestoreError::Storage(e) }
 }
 
+/// Splits the URI of a snapshot's directory into where to root its storage
+/// and the snapshot's directory under that root: its parent (the job's
+/// directory, whose `shared/` holds an incremental checkpoint's shared
+/// files) and its last name. A URI without a path to split stays whole.
+///
+/// ```
+/// use weir_core::checkpoint::metadata::split_snapshot_uri;
+/// assert_eq!(split_snapshot_uri("s3://b/ck/job/chk-8/"), ("s3://b/ck/job", "chk-8"));
+/// assert_eq!(split_snapshot_uri("/ck/job/chk-8/_metadata"), ("/ck/job", "chk-8"));
+/// assert_eq!(split_snapshot_uri("s3://bucket"), ("s3://bucket", ""));
+/// ```
+pub fn split_snapshot_uri(uri: &str) -> (&str, &str) {
+    let trimmed = uri.trim_end_matches('/');
+    let trimmed = trimmed.strip_suffix("/_metadata").unwrap_or(trimmed).trim_end_matches('/');
+    let path_start = trimmed.find("://").map_or(0, |i| i + 3);
+    match trimmed[path_start..].rsplit_once('/') {
+        Some((parent, name)) if !name.is_empty() && !parent.is_empty() && name != ".." && name != "." => {
+            (&trimmed[..path_start + parent.len()], name)
+        }
+        _ => (uri, ""),
+    }
+}
+
 impl RestoredSnapshot {
     /// Opens the snapshot whose `_metadata` is in `dir` (relative to the storage root).
     pub fn open(storage: Arc<dyn CheckpointStorage>, dir: &str) -> Result<Self, RestoreError> {
