@@ -22,6 +22,13 @@
 //! into storage time (`*_storage_ms`) and the engine's own work (snapshotting,
 //! encoding, decoding, building hash tables).
 //!
+//! With `--rounds R --change-percent P` the first job goes on after its
+//! first checkpoint (taken once every key is stored): R times, it changes P %
+//! of the keys (a new value, from the key and the round) and waits for the
+//! next checkpoint, which then holds that round's changes (what an
+//! incremental checkpoint stores). The restored job checks each key against
+//! its value after the last round it changed in.
+//!
 //! The source keeps no position in checkpoints (it replays every key on every
 //! run, which the restored job's check needs); the function's state is all
 //! the checkpoints hold. The job's snapshots are deleted at the end.
@@ -47,31 +54,89 @@ pub const VALUE_BYTES: usize = 1024;
 /// Keys per poll of the source.
 const BATCH: u64 = 1024;
 
-/// The value key `key` keeps: `VALUE_BYTES` bytes of `mix64` output.
-pub fn value_of(key: u64) -> Vec<u8> {
+/// The value key `key` keeps after `version` changes: `VALUE_BYTES` bytes of `mix64` output.
+pub fn value_of(key: u64, version: u32) -> Vec<u8> {
     let mut v = Vec::with_capacity(VALUE_BYTES);
+    let seed = key.wrapping_mul(VALUE_BYTES as u64 / 8) ^ (u64::from(version) << 40);
     for i in 0..(VALUE_BYTES / 8) as u64 {
-        v.extend_from_slice(&mix64(key.wrapping_mul(VALUE_BYTES as u64 / 8).wrapping_add(i)).to_le_bytes());
+        v.extend_from_slice(&mix64(seed.wrapping_add(i)).to_le_bytes());
     }
     v
 }
 
-/// Keys `subtask, subtask + parallelism, ...` below `keys`; no checkpointed position.
+/// The rounds of changes after the first checkpoint: how many, and the share
+/// of keys each changes (in hundredths of a percent).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rounds {
+    pub rounds: u32,
+    pub basis_points: u64,
+}
+
+impl Rounds {
+    /// Whether round `round` (from 1) changes `key`.
+    fn changes(&self, key: u64, round: u32) -> bool {
+        mix64(key ^ (u64::from(round) << 48) ^ 0x5eed) % 10_000 < self.basis_points
+    }
+
+    /// How many times `key` changed over all rounds: its last version.
+    fn version(&self, key: u64) -> u32 {
+        (1..=self.rounds).filter(|&r| self.changes(key, r)).count() as u32
+    }
+}
+
+/// Keys `subtask, subtask + parallelism, ...` below `keys`, each with its
+/// version; then, when asked for, the rounds of changes, one per checkpoint.
+/// No checkpointed position.
 struct KeySource {
     next: u64,
     step: u64,
     keys: u64,
+    /// 0: every key at `version` (its initial one, or its last for the check);
+    /// then the round being sent.
+    round: u32,
+    rounds: Rounds,
+    /// The first job's keys start at version 0; the restored job's at their last.
+    check: bool,
+    /// Waiting for a checkpoint before the next round.
+    waiting: bool,
 }
 
-impl Source<u64> for KeySource {
-    fn poll(&mut self, out: &mut Vec<Record<u64>>) -> TaskResult<SourcePoll> {
+impl Source<(u64, u32)> for KeySource {
+    fn poll(&mut self, out: &mut Vec<Record<(u64, u32)>>) -> TaskResult<SourcePoll> {
+        if self.waiting {
+            return Ok(SourcePoll::Idle(Duration::from_millis(5)));
+        }
         let mut n = 0;
         while self.next < self.keys && n < BATCH {
-            out.push(Record::new(NO_TIMESTAMP, self.next));
+            let key = self.next;
             self.next += self.step;
+            let version = match (self.round, self.check) {
+                (0, false) => 0,
+                (0, true) => self.rounds.version(key),
+                (round, _) if self.rounds.changes(key, round) => {
+                    (1..=round).filter(|&r| self.rounds.changes(key, r)).count() as u32
+                }
+                _ => continue,
+            };
+            out.push(Record::new(NO_TIMESTAMP, (key, version)));
             n += 1;
         }
-        Ok(if self.next >= self.keys { SourcePoll::Finished } else { SourcePoll::Ready })
+        if self.next < self.keys {
+            return Ok(SourcePoll::Ready);
+        }
+        if self.check || self.round >= self.rounds.rounds {
+            return Ok(SourcePoll::Finished);
+        }
+        // This pass is sent: the next starts after a checkpoint.
+        self.waiting = true;
+        self.round += 1;
+        self.next %= self.step.max(1);
+        Ok(SourcePoll::Idle(Duration::from_millis(5)))
+    }
+
+    fn snapshot_state(&mut self) -> TaskResult<weir::core::checkpoint::metadata::OperatorSnapshot> {
+        self.waiting = false;
+        Ok(Default::default())
     }
 }
 
@@ -83,27 +148,38 @@ const MISSING: Found = 0;
 const RESTORED: Found = 1;
 /// State with other bytes.
 const CORRUPT: Found = 2;
+/// A round's change, stored.
+const CHANGED: Found = 3;
 
-/// Keeps `value_of(key)` per key; reports what it found before.
+/// Keeps `value_of(key, version)` per key; reports what it found before.
 #[derive(Clone, Default)]
 struct KeepValue {
     value: Option<ValueState<Vec<u8>>>,
+    /// The restored job: a value other than the expected one is corrupt
+    /// (the first job replaces it: a round's change).
+    check: bool,
 }
 
-impl KeyedProcessFunction<u64, u64, Found> for KeepValue {
+impl KeyedProcessFunction<u64, (u64, u32), Found> for KeepValue {
     fn open(&mut self, state: &mut KeyedState<u64>) {
         self.value = Some(state.value("value"));
     }
 
-    fn process_element(&mut self, key: u64, ctx: &mut ProcessContext<'_, u64, Found>) {
+    fn process_element(&mut self, (key, version): (u64, u32), ctx: &mut ProcessContext<'_, u64, Found>) {
         let h = self.value.expect("opened");
         let mut slot = ctx.value(&h);
+        let expected = value_of(key, version);
         let found = match slot.get() {
             None => {
-                slot.set(value_of(key));
+                slot.set(expected);
                 MISSING
             }
-            Some(v) if *v == value_of(key) => RESTORED,
+            Some(v) if *v == expected => RESTORED,
+            // A round's change: the value before it is replaced.
+            Some(_) if !self.check => {
+                slot.set(expected);
+                CHANGED
+            }
             Some(_) => CORRUPT,
         };
         ctx.emit(found);
@@ -112,7 +188,7 @@ impl KeyedProcessFunction<u64, u64, Found> for KeepValue {
 
 /// Counts of each [`Found`], over all sink subtasks.
 #[derive(Clone, Default)]
-struct Tally(Arc<[AtomicU64; 3]>);
+struct Tally(Arc<[AtomicU64; 4]>);
 
 impl Tally {
     fn get(&self, f: Found) -> u64 {
@@ -121,7 +197,7 @@ impl Tally {
 }
 
 struct TallySink {
-    local: [u64; 3],
+    local: [u64; 4],
     total: Tally,
 }
 
@@ -140,18 +216,37 @@ impl Sink<Found> for TallySink {
     }
 }
 
-/// The job: keys -> key_by -> KeepValue -> tally.
-fn build(job: &str, keys: u64, parallelism: usize) -> (StreamEnv, Tally) {
+/// How the state is kept.
+#[derive(Clone)]
+pub struct StateSetup {
+    pub backend: weir::core::state::StateBackend,
+    pub incremental: Option<bool>,
+}
+
+/// The job: keys -> key_by -> KeepValue -> tally; `check`: the restored job's.
+fn build(
+    job: &str,
+    keys: u64,
+    parallelism: usize,
+    rounds: Rounds,
+    check: bool,
+    setup: &StateSetup,
+) -> (StreamEnv, Tally) {
     let env = StreamEnv::new(job);
-    env.set_parallelism(parallelism);
+    env.set_parallelism(parallelism).set_state_backend(setup.backend.clone());
+    if let Some(on) = setup.incremental {
+        env.set_incremental_checkpoints(on);
+    }
     let tally = Tally::default();
     let t = tally.clone();
     env.add_source("keys", move |info| {
-        Box::new(KeySource { next: info.index as u64, step: info.parallelism as u64, keys }) as Box<dyn Source<u64>>
+        let (next, step) = (info.index as u64, info.parallelism as u64);
+        let source = KeySource { next, step, keys, round: 0, rounds, check, waiting: false };
+        Box::new(source) as Box<dyn Source<(u64, u32)>>
     })
-    .key_by(|&k| k)
-    .process(KeepValue::default())
-    .sink("tally", move |_| TallySink { local: [0; 3], total: t.clone() });
+    .key_by(|&(k, _)| k)
+    .process(KeepValue { value: None, check })
+    .sink("tally", move |_| TallySink { local: [0; 4], total: t.clone() });
     (env, tally)
 }
 
@@ -225,6 +320,8 @@ pub fn run(
     parallelism: usize,
     storage: Arc<dyn CheckpointStorage>,
     interval: Duration,
+    rounds: Rounds,
+    setup: &StateSetup,
 ) -> anyhow::Result<String> {
     let keys = state_mb * 1024 * 1024 / VALUE_BYTES as u64;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
@@ -234,23 +331,25 @@ pub fn run(
     let config = CheckpointConfig::new(storage.clone(), interval);
 
     // 1. Build the state; the final checkpoint holds all of it.
-    let (env, tally) = build(&job, keys, parallelism);
+    let (env, tally) = build(&job, keys, parallelism, rounds, false, setup);
     let (cpu0, t0) = (cpu_time(), Instant::now());
     let handle =
         env.start_with(ExecuteOptions { checkpointing: Some(config.clone()), restore: None, ..Default::default() })?;
-    let first = final_checkpoint(&finish(handle)?, "first")?;
+    let history = finish(handle)?;
+    let first = final_checkpoint(&history, "first")?;
+    let changes = round_checkpoints(&history, rounds);
     let (run_ms, run_cpu_ms) = (t0.elapsed().as_millis(), (cpu_time() - cpu0).as_millis());
     let (put_ms, _) = timed.take_ms();
     if tally.get(MISSING) != keys || tally.get(RESTORED) + tally.get(CORRUPT) != 0 {
         anyhow::bail!(
             "the first job saw {keys} keys wrongly: {:?}",
-            [0, 1, 2].map(|i| tally.0[i].load(Ordering::Relaxed))
+            [0, 1, 2, 3].map(|i| tally.0[i].load(Ordering::Relaxed))
         );
     }
     let rss_after_checkpoint = peak_rss_kib();
 
     // 2. The same job from its final checkpoint: start_with restores before it returns.
-    let (env, tally) = build(&job, keys, parallelism);
+    let (env, tally) = build(&job, keys, parallelism, rounds, true, setup);
     let (cpu0, t0) = (cpu_time(), Instant::now());
     let snapshot = RestoredSnapshot::latest(storage.clone(), &job)?;
     if snapshot.metadata.checkpoint_id != first.id {
@@ -277,7 +376,7 @@ pub fn run(
          restore_ms={restore_ms} restore_cpu_ms={restore_cpu_ms} restore_storage_ms={get_ms} \
          restored_keys={restored} missing_keys={missing} corrupt_keys={corrupt} restored_run_ms={restored_run_ms} \
          checkpoint2_bytes={} checkpoint2_ms={} checkpoint2_storage_ms={put2_ms} \
-         peak_rss_mib_after_checkpoint={} peak_rss_mib={}",
+         peak_rss_mib_after_checkpoint={} peak_rss_mib={}{changes}",
         first.size_bytes,
         first.duration_ms,
         second.size_bytes,
@@ -291,12 +390,42 @@ pub fn run(
     Ok(line)
 }
 
+/// The checkpoints of the rounds of changes (those after the largest, the
+/// one with every key), as report fields: how many, their largest and mean
+/// size, their longest and mean duration, and the largest as a share of the full one.
+fn round_checkpoints(history: &[CheckpointStats], rounds: Rounds) -> String {
+    if rounds.rounds == 0 {
+        return String::new();
+    }
+    let done: Vec<&CheckpointStats> = history.iter().filter(|c| c.status == CheckpointStatus::Completed).collect();
+    let Some(full) = done.iter().position(|c| c.size_bytes == done.iter().map(|c| c.size_bytes).max().unwrap_or(0))
+    else {
+        return String::new();
+    };
+    let after = &done[full + 1..];
+    let n = after.len().max(1) as u64;
+    let max_bytes = after.iter().map(|c| c.size_bytes).max().unwrap_or(0);
+    let mean_bytes = after.iter().map(|c| c.size_bytes).sum::<u64>() / n;
+    let max_ms = after.iter().map(|c| c.duration_ms).max().unwrap_or(0);
+    let mean_ms = after.iter().map(|c| c.duration_ms).sum::<i64>() / n as i64;
+    let share = 100.0 * max_bytes as f64 / done[full].size_bytes.max(1) as f64;
+    format!(
+        " full_checkpoint_bytes={} full_checkpoint_ms={} change_checkpoints={} change_bytes_max={max_bytes} \
+         change_bytes_mean={mean_bytes} change_bytes_max_percent={share:.2} change_ms_max={max_ms} change_ms_mean={mean_ms}",
+        done[full].size_bytes,
+        done[full].duration_ms,
+        after.len()
+    )
+}
+
 /// `weir bench state`: checks the flags, runs, prints the report line.
 pub fn main(
     state_mb: Option<u64>,
     parallelism: usize,
     checkpoint_dir: Option<String>,
     checkpoint_interval: Option<String>,
+    rounds: Option<(u32, f64)>,
+    state: &crate::run::StateArgs,
 ) -> Result<(), crate::Failure> {
     use crate::Failure::{BadInput, Runtime};
     let state_mb = state_mb.ok_or_else(|| BadInput("bench state: --state-mb is required".into()))?;
@@ -313,7 +442,16 @@ pub fn main(
         Some(i) => weir_api::parse_duration(&i).map_err(|e| BadInput(format!("--checkpoint-interval: {e}")))?,
         None => Duration::from_secs(86_400),
     };
-    let line = run(state_mb, parallelism, storage, interval).map_err(|e| Runtime(format!("{e:#}")))?;
+    let rounds = match rounds {
+        None => Rounds::default(),
+        Some((_, p)) if !(p > 0.0 && p <= 100.0) => {
+            return Err(BadInput(format!("--change-percent: {p} is not a share of keys above 0 and at most 100")));
+        }
+        Some((0, _)) => return Err(BadInput("--rounds: must be at least 1".into())),
+        Some((rounds, p)) => Rounds { rounds, basis_points: (p * 100.0).round() as u64 },
+    };
+    let setup = StateSetup { backend: state.backend()?, incremental: state.incremental() };
+    let line = run(state_mb, parallelism, storage, interval, rounds, &setup).map_err(|e| Runtime(format!("{e:#}")))?;
     println!("{line}");
     Ok(())
 }

@@ -67,6 +67,12 @@ enum Command {
         /// `state` only: MiB of keyed state (1 KiB per key).
         #[arg(long, value_name = "MIB")]
         state_mb: Option<u64>,
+        /// `state` only: after the first checkpoint, this many rounds of changes, one per checkpoint.
+        #[arg(long, value_name = "N", requires = "change_percent")]
+        rounds: Option<u32>,
+        /// `state` only: the share of keys each round changes.
+        #[arg(long, value_name = "PERCENT", requires = "rounds")]
+        change_percent: Option<f64>,
         /// Events per second of each source (as fast as it can without); with it, q1
         /// reports its rows' latency from creation at the source to the sink
         /// (latency_p50_ms=, latency_p99_ms=).
@@ -182,10 +188,21 @@ fn main() -> ExitCode {
         Command::Savepoint(args) => savepoint::savepoint(args),
         Command::Datagen(args) => datagen::datagen(args),
         Command::Bench {
-            workload: Some(workload), parallelism, checkpoint_dir, checkpoint_interval, state_mb, ..
-        } if workload == "state" => bench_state::main(state_mb, parallelism, checkpoint_dir, checkpoint_interval),
-        Command::Bench { state_mb: Some(_), .. } => {
-            Err(Failure::BadInput("--state-mb: only for `weir bench state`".into()))
+            workload: Some(workload),
+            parallelism,
+            checkpoint_dir,
+            checkpoint_interval,
+            state_mb,
+            rounds,
+            change_percent,
+            state,
+            ..
+        } if workload == "state" => {
+            let rounds = rounds.zip(change_percent);
+            bench_state::main(state_mb, parallelism, checkpoint_dir, checkpoint_interval, rounds, &state)
+        }
+        Command::Bench { state_mb: Some(_), .. } | Command::Bench { rounds: Some(_), .. } => {
+            Err(Failure::BadInput("--state-mb, --rounds: only for `weir bench state`".into()))
         }
         Command::Bench { checkpoint_dir: Some(_), checkpoint_interval: None, .. } => {
             Err(Failure::BadInput("--checkpoint-dir needs --checkpoint-interval".into()))

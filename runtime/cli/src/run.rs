@@ -74,13 +74,24 @@ pub struct StateArgs {
     /// The disk backend's memory budget (256MiB by default).
     #[arg(long, value_name = "SIZE", requires = "state_backend")]
     pub state_memory: Option<String>,
+    /// Whether checkpoints store only the keyed state changed since the one
+    /// before (by default: with the disk backend, yes; on the heap, no).
+    #[arg(long, value_name = "true|false")]
+    pub state_incremental: Option<bool>,
 }
 
 impl StateArgs {
     /// The flags as `--set` overrides of the pipeline file's `state` section.
     pub fn overrides(&self) -> Vec<String> {
         let settings = [("backend", &self.state_backend), ("dir", &self.state_dir), ("memory", &self.state_memory)];
-        settings.iter().filter_map(|(key, value)| value.as_ref().map(|v| format!("state.{key}={v}"))).collect()
+        let incremental = self.state_incremental.map(|on| format!("state.incremental={on}"));
+        let settings = settings.iter().filter_map(|(key, value)| value.as_ref().map(|v| format!("state.{key}={v}")));
+        settings.chain(incremental).collect()
+    }
+
+    /// `--state-incremental`, for jobs built through the Rust API.
+    pub fn incremental(&self) -> Option<bool> {
+        self.state_incremental
     }
 
     /// The backend the flags choose, for jobs built through the Rust API.

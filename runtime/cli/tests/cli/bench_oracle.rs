@@ -200,3 +200,40 @@ fn bad_state_flags_are_bad_input() {
         refuses(&["bench", "orders-dedup", "--events", "10"], args, named);
     }
 }
+
+/// `weir bench state` with rounds of changes after the first checkpoint, on
+/// disk (incremental by default) and on the heap with `--state-incremental
+/// true`: each round's checkpoint stores about the changed share of the
+/// state, and the job restored from the last checkpoint (a chain of change
+/// files) finds every key at its last value.
+#[test]
+fn bench_state_rounds_store_only_their_changes_and_restore_every_key() {
+    let state = tempfile::tempdir().unwrap();
+    let checkpoints = tempfile::tempdir().unwrap();
+    let disk = ["--state-backend", "disk", "--state-memory", "16MiB", "--state-dir", state.path().to_str().unwrap()];
+    for flags in [&disk[..], &["--state-incremental", "true"][..]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["bench", "state", "--state-mb", "8", "--parallelism", "2", "--checkpoint-interval", "200ms"])
+            .args(["--checkpoint-dir", checkpoints.path().to_str().unwrap()])
+            .args(["--rounds", "4", "--change-percent", "2"])
+            .args(flags)
+            .output()
+            .expect("run the weir binary");
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "{flags:?}: {stderr}");
+        let line = stdout.lines().find(|l| l.starts_with("state_mb=")).expect("a report line");
+        let number =
+            |key| field(line, key).and_then(|v| v.parse::<f64>().ok()).unwrap_or_else(|| panic!("{key} in {line}"));
+        assert_eq!(number("restored_keys"), number("keys"), "{line}");
+        assert_eq!((number("missing_keys"), number("corrupt_keys")), (0.0, 0.0), "{line}");
+        assert!(number("change_checkpoints") >= 4.0, "{line}");
+        // 2 % of the keys change per round; a round's checkpoint stores about that.
+        let share = number("change_bytes_max_percent");
+        assert!(share > 0.5 && share < 6.0, "a round's checkpoint stored {share} % of the state: {line}");
+    }
+    refuses(
+        &["bench", "state", "--state-mb", "1", "--checkpoint-dir", "/tmp"],
+        &["--rounds", "2", "--change-percent", "0"],
+        "--change-percent",
+    );
+}
