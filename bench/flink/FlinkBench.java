@@ -3,6 +3,7 @@
 //
 // usage (bench/flink/run.sh does the class path and compilation):
 //   java FlinkBench QUERY EVENTS PARALLELISM [CHECKPOINT_MS] [--rate R] [--buffer-timeout-ms MS]
+//                   [--state-backend hashmap|rocksdb [--state-dir DIR]]
 //   QUERY: orders-window | orders-dedup | orders-sliding | orders-payments | q0 | q1 | q2 | q5 | q7
 //
 // Prints one line on stdout:
@@ -12,6 +13,10 @@
 // latency_p50_ms= latency_p99_ms=: the rows' time from there to the sink, one
 // rebalance away, as `weir bench q1 --rate R` measures it. --buffer-timeout-ms
 // sets Flink's buffer timeout (setBufferTimeout; 100 ms when not given).
+// --state-backend rocksdb keeps keyed state in Flink's embedded RocksDB
+// (state.backend.type: rocksdb, with its default managed memory), its files
+// under --state-dir (the system's temporary directory by default); hashmap,
+// the default, keeps it on the heap.
 // where outputs/checksum are the row count and the order-independent checksum of
 // WORKLOADS.md, so the line can be compared with `weir bench` and the oracles.
 //
@@ -45,6 +50,7 @@ import org.apache.flink.api.connector.sink2.WriterInitContext;
 import org.apache.flink.configuration.CheckpointingOptions;
 import org.apache.flink.configuration.Configuration;
 import org.apache.flink.configuration.RestartStrategyOptions;
+import org.apache.flink.configuration.StateBackendOptions;
 import org.apache.flink.streaming.api.datastream.DataStream;
 import org.apache.flink.streaming.api.datastream.SingleOutputStreamOperator;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
@@ -606,20 +612,26 @@ public final class FlinkBench {
     }
   }
 
-  static final String USAGE = "usage: FlinkBench QUERY EVENTS PARALLELISM [CHECKPOINT_MS] [--rate R] [--buffer-timeout-ms MS]\n"
+  static final String USAGE = "usage: FlinkBench QUERY EVENTS PARALLELISM [CHECKPOINT_MS] [--rate R] [--buffer-timeout-ms MS]"
+      + " [--state-backend hashmap|rocksdb [--state-dir DIR]]\n"
       + "  QUERY: orders-window | orders-dedup | orders-sliding | orders-payments | q0 | q1 | q2 | q5 | q7";
 
   public static void main(String[] args) throws Exception {
     List<String> positional = new ArrayList<>();
     double rate = 0;
     long bufferTimeoutMs = -1;
+    String stateBackend = "hashmap";
+    String stateDir = null;
     for (int i = 0; i < args.length; i++) {
       if (args[i].equals("--rate") && i + 1 < args.length) rate = Double.parseDouble(args[++i]);
       else if (args[i].equals("--buffer-timeout-ms") && i + 1 < args.length) bufferTimeoutMs = Long.parseLong(args[++i]);
+      else if (args[i].equals("--state-backend") && i + 1 < args.length) stateBackend = args[++i];
+      else if (args[i].equals("--state-dir") && i + 1 < args.length) stateDir = args[++i];
       else if (args[i].startsWith("--")) positional.add(null); // unknown flag: usage below
       else positional.add(args[i]);
     }
-    if (positional.size() < 3 || positional.size() > 4 || positional.contains(null)) {
+    if (positional.size() < 3 || positional.size() > 4 || positional.contains(null)
+        || !(stateBackend.equals("hashmap") || stateBackend.equals("rocksdb"))) {
       System.err.println(USAGE);
       System.exit(2);
     }
@@ -639,6 +651,8 @@ public final class FlinkBench {
     // in-memory checkpoint storage.
     Configuration conf = new Configuration();
     conf.set(RestartStrategyOptions.RESTART_STRATEGY, "none");
+    conf.set(StateBackendOptions.STATE_BACKEND, stateBackend);
+    if (stateDir != null) conf.setString("state.backend.rocksdb.localdir", stateDir);
     Path checkpoints = null;
     if (checkpointMs > 0) {
       checkpoints = Files.createTempDirectory("weir-flink-checkpoints");

@@ -3,6 +3,7 @@
 # DataStream API in a local mini-cluster (bench/flink/FlinkBench.java).
 #
 # usage: bench/flink/run.sh QUERY EVENTS PARALLELISM [CHECKPOINT_MS] [--rate R] [--buffer-timeout-ms MS]
+#                          [--state-backend hashmap|rocksdb [--state-dir DIR]]
 #   QUERY: orders-window | orders-dedup | orders-sliding | orders-payments | q0 | q1 | q2 | q5 | q7
 # prints one line on stdout:
 #   query= events= parallelism= net_ms= cpu_ms= events_per_s= outputs= checksum=
@@ -23,7 +24,7 @@ lib=$home/flink-$version/lib
 mkdir -p "$home"
 
 if [ $# -lt 3 ]; then
-  echo "usage: $0 QUERY EVENTS PARALLELISM [CHECKPOINT_MS] [--rate R] [--buffer-timeout-ms MS]" >&2
+  echo "usage: $0 QUERY EVENTS PARALLELISM [CHECKPOINT_MS] [--rate R] [--buffer-timeout-ms MS] [--state-backend hashmap|rocksdb [--state-dir DIR]]" >&2
   echo "  QUERY: orders-window | orders-dedup | orders-sliding | orders-payments | q0 | q1 | q2 | q5 | q7" >&2
   exit 2
 fi
