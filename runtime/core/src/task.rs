@@ -469,7 +469,11 @@ pub fn upload(job: UploadJob, config: &crate::checkpoint::coordinator::Checkpoin
     let reports = job.reports.clone();
     let task = job.task;
     let outcome = match job.incremental.clone() {
-        Some(inc) if !job.barrier.is_savepoint => upload_incremental(job, &inc, config),
+        Some(inc) if !job.barrier.is_savepoint => {
+            let outcome = upload_incremental(job, &inc, config);
+            inc.landed(id);
+            outcome
+        }
         _ => upload_full(job, config),
     };
     let _ = reports.send(match outcome {
@@ -510,9 +514,19 @@ fn upload_incremental(
 ) -> Result<Vec<(String, SubtaskStateHandle)>, String> {
     use crate::checkpoint::metadata::{shared_dir, shared_file_name};
     let id = job.barrier.checkpoint_id;
-    let mut chains = inc.chains.lock().expect("chains poisoned");
     let Shipment { taken, base } = job.snapshots;
-    if taken.iter().any(|t| t.changes) && chains.last != base {
+    let changes = taken.iter().any(|t| t.changes);
+    if let Some(base) = base.filter(|_| changes)
+        && !inc.wait_for(base)
+    {
+        return Err(format!("the upload of checkpoint {base}, whose changes it follows, did not end"));
+    }
+    let mut chains = inc.chains.lock().expect("chains poisoned");
+    if chains.last.is_some_and(|last| last >= id) {
+        // A late upload of an abandoned checkpoint: what is stored is newer, and stays.
+        return Err(format!("checkpoint {} is stored already, which is newer", chains.last.unwrap_or_default()));
+    }
+    if changes && chains.last != base {
         inc.restart(&mut chains);
         return Err(format!(
             "its changes follow checkpoint {base:?}, whose files were not stored; the next checkpoint is full"

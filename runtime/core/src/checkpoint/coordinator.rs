@@ -204,6 +204,13 @@ pub enum StorageWork {
     /// `_metadata` first so that it stops existing before its files go; then
     /// the shared files (paths from the storage root) that only it named.
     Delete { storage: Arc<dyn CheckpointStorage>, dir: String, shared: Vec<String> },
+    /// Shared files that no checkpoint names (paths from the storage root).
+    DeleteFiles { storage: Arc<dyn CheckpointStorage>, paths: Vec<String> },
+}
+
+/// The names of the shared files among `handles`.
+fn shared_names<'a>(handles: impl Iterator<Item = &'a SubtaskStateHandle>) -> Vec<String> {
+    handles.filter(|h| h.shared).map(|h| h.file.clone()).collect()
 }
 
 impl StorageWork {
@@ -222,13 +229,21 @@ impl StorageWork {
                     }),
                     Err(e) => tracing::warn!("could not clean up {dir}: {e}"),
                 }
-                for path in shared {
-                    if let Err(e) = storage.delete(&path) {
-                        tracing::warn!("could not delete the shared state file {}: {e}", storage.uri(&path));
-                    }
-                }
+                delete_files(storage.as_ref(), &shared);
                 None
             }
+            StorageWork::DeleteFiles { storage, paths } => {
+                delete_files(storage.as_ref(), &paths);
+                None
+            }
+        }
+    }
+}
+
+fn delete_files(storage: &dyn CheckpointStorage, paths: &[String]) {
+    for path in paths {
+        if let Err(e) = storage.delete(path) {
+            tracing::warn!("could not delete the shared state file {}: {e}", storage.uri(path));
         }
     }
 }
@@ -339,6 +354,9 @@ pub struct Coordinator {
     retained: VecDeque<u64>,
     /// The shared files (names in the job's `shared/` directory) each retained checkpoint names.
     shared_files: HashMap<u64, HashSet<String>>,
+    /// Shared files stored for checkpoints that did not complete: deleted at
+    /// the next completion unless it names them (a task's chain went on from them).
+    orphans: HashSet<String>,
     finished_sources: HashSet<usize>,
     final_done: bool,
     requests: VecDeque<SavepointRequest>,
@@ -378,6 +396,7 @@ impl Coordinator {
             last_end: now,
             retained: VecDeque::new(),
             shared_files: HashMap::new(),
+            orphans: HashSet::new(),
             finished_sources: HashSet::new(),
             final_done: false,
             requests: VecDeque::new(),
@@ -547,7 +566,9 @@ impl Coordinator {
             }
             TaskReport::Ack { task, checkpoint_id, states } => {
                 let Some(p) = self.pending.as_mut().filter(|p| p.barrier.checkpoint_id == checkpoint_id) else {
-                    return Vec::new(); // an aborted checkpoint's straggler
+                    // An aborted checkpoint's straggler: its shared files may be no one's.
+                    self.orphans.extend(shared_names(states.iter().map(|(_, h)| h)));
+                    return Vec::new();
                 };
                 p.acks.insert(task, states);
                 if p.acks.len() < self.tasks {
@@ -583,6 +604,7 @@ impl Coordinator {
     /// Aborts checkpoint `id`; `failed`: it counts against the tolerance of failures.
     fn abort_as(&mut self, id: u64, reason: String, failed: bool, now: Timestamp) {
         let Some(p) = self.pending.take().filter(|p| p.barrier.checkpoint_id == id) else { return };
+        self.orphans.extend(shared_names(p.acks.values().flatten().map(|(_, h)| h)));
         if failed {
             self.consecutive_failures += 1;
             tracing::warn!("checkpoint {id} of {} aborted: {reason}", self.job);
@@ -672,6 +694,7 @@ impl Coordinator {
                 if let WriteFailure::Fenced(why) = &failure {
                     self.fenced = Some(why.clone());
                 }
+                self.orphans.extend(w.shared);
                 self.pending = Some(w.pending);
                 self.abort(id, failure.to_string(), now);
                 Vec::new()
@@ -705,6 +728,7 @@ impl Coordinator {
                 let old = self.retained.pop_front().expect("non-empty");
                 self.discard(old);
             }
+            self.delete_orphans();
         }
         let mut commands = vec![Command::Complete { checkpoint_id: id }];
         if let Some(r) = p.request {
@@ -725,6 +749,21 @@ impl Coordinator {
     fn delete_dir(&mut self, dir: &str, kind: SnapshotKind) {
         let storage = self.config.storage_for(kind).clone();
         self.work.push(StorageWork::Delete { storage, dir: dir.to_string(), shared: Vec::new() });
+    }
+
+    /// Deletes the shared files of checkpoints that did not complete, but for
+    /// those a retained checkpoint names. None can be named later: a task's
+    /// chain goes on only from what its last stored snapshot named, which the
+    /// checkpoint just completed names.
+    fn delete_orphans(&mut self) {
+        let named = |f: &String| self.shared_files.values().any(|kept| kept.contains(f));
+        let dir = crate::checkpoint::metadata::shared_dir(&self.job);
+        let orphans = std::mem::take(&mut self.orphans);
+        let mut shared: Vec<String> = orphans.into_iter().filter(|f| !named(f)).map(|f| format!("{dir}/{f}")).collect();
+        if !shared.is_empty() {
+            shared.sort();
+            self.work.push(StorageWork::DeleteFiles { storage: self.config.storage.clone(), paths: shared });
+        }
     }
 
     /// Deletes a checkpoint beyond retention, and the shared files that no

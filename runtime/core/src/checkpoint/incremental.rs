@@ -12,20 +12,25 @@
 //!
 //! A chain is started anew (the next checkpoint is full) once its change
 //! files together outgrow its full file: a restore then reads at most about
-//! twice the state, and retention can let go of the old files.
+//! twice the state, and retention can let go of the old files. So is it
+//! when an operator's changes outgrow what it tracks them within (see
+//! [`crate::state::KeyedState::encode_changes`]).
 //!
 //! A change file is only worth something if the one before it was stored:
 //! the uploader keeps the chains, stores one checkpoint of a subtask at a
-//! time, and declines a checkpoint whose changes follow a snapshot that was
-//! not stored (the next is full again). Which shared files may go is the
+//! time and in order (a change upload waits for the upload of its base),
+//! and declines a checkpoint whose changes follow a snapshot that was not
+//! stored (the next is full again), or that is older than what is stored. Which shared files may go is the
 //! coordinator's business: those no retained checkpoint names.
 //!
 //! [`Operator::snapshot_changes`]: crate::operator::Operator::snapshot_changes
 
+use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use super::metadata::{OperatorSnapshot, SubtaskStateHandle};
 use crate::element::Barrier;
@@ -58,10 +63,17 @@ pub struct Incremental {
     current: Mutex<Current>,
     /// The chains as stored: locked for the whole of one upload.
     pub chains: Mutex<Chains>,
-    /// Bytes of the chains' full files, and of their change files (as last stored).
-    full_bytes: AtomicU64,
-    change_bytes: AtomicU64,
+    /// Some chain's change files outgrew its full file (as last stored).
+    outgrown: AtomicBool,
+    /// Checkpoints shipped to the uploader and not yet stored or refused.
+    in_flight: Mutex<BTreeSet<u64>>,
+    /// Signalled when one of them is.
+    landed: Condvar,
 }
+
+/// How long a change upload waits for its base's upload before it gives up
+/// (declining its checkpoint): far beyond any checkpoint timeout.
+const BASE_WAIT: Duration = Duration::from_secs(3600);
 
 #[derive(Default)]
 struct Current {
@@ -92,15 +104,27 @@ impl Incremental {
 
     /// Notes what the stored chains are made of, for the next checkpoint's choice.
     pub fn stored(&self, chains: &Chains) {
-        let full = chains.by_uid.values().filter_map(|c| c.first()).map(|h| h.size).sum();
-        let changes = chains.by_uid.values().flat_map(|c| c.iter().skip(1)).map(|h| h.size).sum();
-        self.full_bytes.store(full, Ordering::Relaxed);
-        self.change_bytes.store(changes, Ordering::Relaxed);
+        let outgrown = chains.by_uid.values().any(|chain| {
+            let changes: u64 = chain.iter().skip(1).map(|h| h.size).sum();
+            chain.first().is_some_and(|full| changes > full.size)
+        });
+        self.outgrown.store(outgrown, Ordering::Relaxed);
     }
 
-    /// The change files outgrew the full ones: time for a full checkpoint.
-    fn outgrown(&self) -> bool {
-        self.change_bytes.load(Ordering::Relaxed) > self.full_bytes.load(Ordering::Relaxed)
+    /// Waits until the upload of checkpoint `base` ended (stored or not).
+    /// `false`: it did not within [`BASE_WAIT`].
+    pub fn wait_for(&self, base: u64) -> bool {
+        let in_flight = self.in_flight.lock().expect("in-flight poisoned");
+        let (in_flight, waited) =
+            self.landed.wait_timeout_while(in_flight, BASE_WAIT, |f| f.contains(&base)).expect("in-flight poisoned");
+        drop(in_flight);
+        !waited.timed_out()
+    }
+
+    /// The upload of checkpoint `id` ended.
+    pub fn landed(&self, id: u64) {
+        self.in_flight.lock().expect("in-flight poisoned").remove(&id);
+        self.landed.notify_all();
     }
 }
 
@@ -120,8 +144,9 @@ impl SnapshotCollector {
             full_next: AtomicBool::new(true),
             current: Mutex::default(),
             chains: Mutex::default(),
-            full_bytes: AtomicU64::new(0),
-            change_bytes: AtomicU64::new(0),
+            outgrown: AtomicBool::new(false),
+            in_flight: Mutex::default(),
+            landed: Condvar::new(),
         };
         SnapshotCollector { taken: Arc::default(), incremental: Some(Arc::new(incremental)) }
     }
@@ -148,7 +173,7 @@ impl SnapshotCollector {
                 current.changes = false;
                 inc.full_next.store(true, Ordering::Relaxed);
             } else {
-                let full = inc.full_next.swap(false, Ordering::Relaxed) || inc.outgrown();
+                let full = inc.full_next.swap(false, Ordering::Relaxed) || inc.outgrown.load(Ordering::Relaxed);
                 current.changes = !full && current.previous.is_some();
             }
         }
@@ -180,6 +205,7 @@ impl SnapshotCollector {
         let base = current.previous;
         if !barrier.is_savepoint {
             current.previous = Some(barrier.checkpoint_id);
+            inc.in_flight.lock().expect("in-flight poisoned").insert(barrier.checkpoint_id);
         }
         Shipment { taken, base }
     }

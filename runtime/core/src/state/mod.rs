@@ -46,6 +46,7 @@ trait StateTable<K>: Send {
     /// Adds the entries of one encoded key group.
     fn decode_group(&mut self, bytes: &[u8]) -> TaskResult;
     fn track_changes(&mut self);
+    fn overflowed(&self) -> bool;
     /// The entries changed since the last snapshot, per key group (`None`: not tracked).
     fn encode_changes(&mut self, max_parallelism: u32) -> TaskResult<Option<BTreeMap<u32, Vec<u8>>>>;
     /// Applies the changes of one key group.
@@ -75,6 +76,9 @@ impl<K: Key, V: crate::element::Data> StateTable<K> for Table<K, V> {
     }
     fn track_changes(&mut self) {
         Table::track_changes(self)
+    }
+    fn overflowed(&self) -> bool {
+        Table::overflowed(self)
     }
     fn encode_changes(&mut self, max_parallelism: u32) -> TaskResult<Option<BTreeMap<u32, Vec<u8>>>> {
         Table::encode_changes(self, max_parallelism)
@@ -287,9 +291,10 @@ impl<K: Key> KeyedState<K> {
 
     /// What changed since the last snapshot (full or of changes), per key group:
     /// one blob per table (empty when the table changed nothing there).
-    /// `None` unless changes are tracked.
+    /// `None` unless changes are tracked, and when a table had more changes
+    /// than it keeps track of: take a full snapshot instead.
     pub fn encode_changes(&mut self, max_parallelism: u32) -> TaskResult<Option<BTreeMap<u32, Vec<Vec<u8>>>>> {
-        if !self.tracking {
+        if !self.tracking || self.tables.iter().any(|t| t.overflowed()) {
             return Ok(None);
         }
         self.check()?;

@@ -11,7 +11,10 @@
 //! encoding, so entries are ordered by key group.
 //!
 //! For incremental checkpoints a table also remembers the keys changed since
-//! its last snapshot, and encodes their values (or their removal) per key group.
+//! its last snapshot, and encodes their values (or their removal) per key
+//! group. It stops once they are more than its cache holds on disk, or half
+//! its entries on the heap (a full snapshot is then the cheaper one), until
+//! its next full snapshot.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,8 +27,9 @@ use crate::element::Data;
 use crate::error::{TaskError, TaskResult};
 use crate::keygroup::{hash_key, key_group};
 
-/// Entries written back per batch.
-const WRITE_BACK_BATCH: usize = 16 * 1024;
+/// Entries written back at once: sorted and written as new tables of the
+/// LSM, as a memtable of about this many entries would be flushed.
+const WRITE_BACK_BATCH: usize = 1 << 20;
 
 /// The entries of one declared state.
 pub(super) struct Table<K, V> {
@@ -33,6 +37,8 @@ pub(super) struct Table<K, V> {
     disk: Option<Box<DiskTable<K>>>,
     /// Keys changed since the last snapshot, when checkpoints are incremental.
     changed: Option<AHashSet<K>>,
+    /// More keys changed than are worth remembering: the next snapshot is full.
+    overflowed: bool,
 }
 
 /// A table's part on disk.
@@ -53,7 +59,7 @@ struct DiskTable<K> {
 
 impl<K: Key, V: Data> Table<K, V> {
     pub(super) fn heap() -> Self {
-        Table { map: AHashMap::default(), disk: None, changed: None }
+        Table { map: AHashMap::default(), disk: None, changed: None, overflowed: false }
     }
 
     pub(super) fn on_disk(store: &Arc<DiskStore>, max_parallelism: u32) -> TaskResult<Self> {
@@ -70,7 +76,7 @@ impl<K: Key, V: Data> Table<K, V> {
             failure: None,
             scratch: Vec::new(),
         };
-        Ok(Table { map: AHashMap::default(), disk: Some(Box::new(disk)), changed: None })
+        Ok(Table { map: AHashMap::default(), disk: Some(Box::new(disk)), changed: None, overflowed: false })
     }
 
     /// Makes `key`'s entry, when it has one, present in the map (and room for it).
@@ -98,10 +104,24 @@ impl<K: Key, V: Data> Table<K, V> {
             disk.dirty.insert(key.clone());
         }
         if let Some(changed) = &mut self.changed
+            && !self.overflowed
             && !changed.contains(key)
         {
             changed.insert(key.clone());
+            let most = match &self.disk {
+                Some(disk) => disk.capacity::<V>(),
+                None => (self.map.len() / 2).max(1024),
+            };
+            if changed.len() > most {
+                self.overflowed = true;
+                *changed = AHashSet::default();
+            }
         }
+    }
+
+    /// Changes are tracked but too many were made to remember them.
+    pub(super) fn overflowed(&self) -> bool {
+        self.overflowed
     }
 
     /// From now on, remember the keys changed between snapshots.
@@ -129,6 +149,7 @@ impl<K: Key, V: Data> Table<K, V> {
     pub(super) fn encode_groups(&mut self, max_parallelism: u32) -> TaskResult<BTreeMap<u32, Vec<u8>>> {
         if let Some(changed) = &mut self.changed {
             changed.clear();
+            self.overflowed = false;
         }
         let Some(disk) = &mut self.disk else { return Ok(encode_by_group(self.map.iter(), max_parallelism)) };
         disk.write_back(&self.map);
@@ -142,6 +163,9 @@ impl<K: Key, V: Data> Table<K, V> {
     /// value now, or `None` when it has none (`None` for the whole: changes
     /// are not tracked).
     pub(super) fn encode_changes(&mut self, max_parallelism: u32) -> TaskResult<Option<BTreeMap<u32, Vec<u8>>>> {
+        if self.overflowed {
+            return Ok(None);
+        }
         let Some(changed) = self.changed.as_mut().map(std::mem::take) else { return Ok(None) };
         let mut entries: Vec<(K, Option<V>)> = Vec::with_capacity(changed.len());
         for key in changed {
@@ -234,32 +258,13 @@ impl<K: Key> DiskTable<K> {
         None
     }
 
-    /// Writes the dirty entries to the LSM, in sorted batches of at most
-    /// [`WRITE_BACK_BATCH`] (so that writing back costs little memory beyond the cache).
+    /// Writes the dirty entries to the LSM (a dirty key no longer in the map is a removal).
     fn write_back<V: Data>(&mut self, map: &AHashMap<K, V>) {
         let dirty = std::mem::take(&mut self.dirty);
-        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(WRITE_BACK_BATCH.min(dirty.len()));
         let mut keys = dirty.iter().peekable();
         while keys.peek().is_some() {
-            writes.clear();
-            for k in keys.by_ref().take(WRITE_BACK_BATCH) {
-                self.encode_key(k);
-                writes.push((self.scratch.clone(), map.get(k).map(codec::encode)));
-            }
-            writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            let mut batch = self.store.db.batch();
-            for (k, v) in writes.drain(..) {
-                match v {
-                    Some(v) => {
-                        self.written.0 += (k.len() + v.len()) as u64;
-                        self.written.1 += 1;
-                        self.store.maybe_on_disk.insert(&(self.id, &k[..]));
-                        batch.insert(&self.keyspace, k, v);
-                    }
-                    None => batch.remove(&self.keyspace, k),
-                }
-            }
-            if let Err(e) = batch.commit() {
+            let chunk = keys.by_ref().take(WRITE_BACK_BATCH).map(|k| (k, map.get(k)));
+            if let Err(e) = self.write_sorted(chunk, true) {
                 self.fail::<()>(format!("disk state: cannot write to {}: {e}", self.store.dir().display()));
                 return;
             }
@@ -273,29 +278,60 @@ impl<K: Key> DiskTable<K> {
     /// Writes restored entries (`None`: the key's entry is removed) straight to the LSM.
     fn apply<V: Data>(&mut self, entries: Vec<(K, Option<V>)>) -> TaskResult {
         for chunk in entries.chunks(WRITE_BACK_BATCH) {
-            let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = chunk
-                .iter()
-                .map(|(k, v)| {
-                    self.encode_key(k);
-                    (self.scratch.clone(), v.as_ref().map(codec::encode))
-                })
-                .collect();
-            writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            let mut batch = self.store.db.batch();
-            for (k, v) in writes {
-                match v {
-                    Some(v) => {
-                        self.store.maybe_on_disk.insert(&(self.id, &k[..]));
-                        batch.insert(&self.keyspace, k, v);
-                    }
-                    None => batch.remove(&self.keyspace, k),
-                }
-            }
-            batch.commit().map_err(|e| {
+            self.write_sorted(chunk.iter().map(|(k, v)| (k, v.as_ref())), false).map_err(|e| {
                 TaskError::Operator(format!("disk state: cannot restore into {}: {e}", self.store.dir().display()))
             })?;
         }
         Ok(())
+    }
+
+    /// Encodes `entries` into one buffer, sorts them by stored key and writes
+    /// them as new tables of the LSM (fjall's ingestion: no memtable, no
+    /// journal, which the store does not need: it never outlives the
+    /// process). A key given twice keeps its last entry. `estimate`: count
+    /// the entries' sizes for [`DiskTable::capacity`].
+    fn write_sorted<'a, V: Data>(
+        &mut self,
+        entries: impl Iterator<Item = (&'a K, Option<&'a V>)>,
+        estimate: bool,
+    ) -> fjall::Result<()>
+    where
+        K: 'a,
+    {
+        // (start in `arena`, key length, value length or REMOVED)
+        const REMOVED: usize = usize::MAX;
+        let (mut arena, mut index) = (Vec::new(), Vec::new());
+        for (k, v) in entries {
+            let start = arena.len();
+            arena.extend_from_slice(&key_group(hash_key(k), self.max_parallelism).to_be_bytes());
+            codec::encode_into(k, &mut arena);
+            let key_len = arena.len() - start;
+            let value_len = v.map_or(REMOVED, |v| {
+                codec::encode_into(v, &mut arena);
+                arena.len() - start - key_len
+            });
+            index.push((start, key_len, value_len));
+        }
+        // Stable: among equal keys, the last given stays last.
+        index.sort_by(|a, b| arena[a.0..a.0 + a.1].cmp(&arena[b.0..b.0 + b.1]));
+        let mut ingestion = self.keyspace.start_ingestion()?;
+        for (i, &(start, key_len, value_len)) in index.iter().enumerate() {
+            let key = &arena[start..start + key_len];
+            if index.get(i + 1).is_some_and(|n| &arena[n.0..n.0 + n.1] == key) {
+                continue;
+            }
+            if value_len == REMOVED {
+                ingestion.write_tombstone(key)?;
+                continue;
+            }
+            self.store.maybe_on_disk.insert(&(self.id, key));
+            if estimate {
+                self.written.0 += (key_len + value_len) as u64;
+                self.written.1 += 1;
+            }
+            ingestion.write(key, &arena[start + key_len..start + key_len + value_len])?;
+        }
+        ingestion.finish()
     }
 
     /// Every entry on disk, encoded per key group as the heap backend encodes them.

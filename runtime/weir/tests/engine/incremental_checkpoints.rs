@@ -141,10 +141,11 @@ fn resumes_exactly_from_a_long_chain(backend: impl Fn(&Path) -> StateBackend) {
     let (out, uninterrupted) = (tmp.path().join("out"), tmp.path().join("uninterrupted"));
     let completed = run_until_a_long_chain(&storage, &backend(&tmp.path().join("state-1")), &out);
     check_retention(&storage, &completed);
-    // Once the chains are long, a checkpoint stores a small part of the state.
-    let full = completed.iter().map(|c| c.1).max().unwrap();
-    let last = completed.last().unwrap().1;
-    assert!(last * 5 < full, "the last checkpoint stored {last} bytes, the largest {full}");
+    // Most checkpoints store a small part of the state: its changes.
+    let mut sizes: Vec<u64> = completed.iter().map(|c| c.1).collect();
+    sizes.sort();
+    let (median, full) = (sizes[sizes.len() / 2], sizes[sizes.len() - 1]);
+    assert!(median * 5 < full, "checkpoints stored {median} bytes (median), the largest {full}: {completed:?}");
 
     let e = env(3, &backend(&tmp.path().join("state-2")));
     build(&e, &out, None);
