@@ -317,7 +317,7 @@ fn final_checkpoint(checkpoints: &[CheckpointStats], what: &str) -> anyhow::Resu
 /// checks it; returns the report line.
 pub fn run(
     state_mb: u64,
-    parallelism: usize,
+    parallelism: (usize, usize),
     storage: Arc<dyn CheckpointStorage>,
     interval: Duration,
     rounds: Rounds,
@@ -331,6 +331,7 @@ pub fn run(
     let config = CheckpointConfig::new(storage.clone(), interval);
 
     // 1. Build the state; the final checkpoint holds all of it.
+    let (parallelism, restored_parallelism) = parallelism;
     let (env, tally) = build(&job, keys, parallelism, rounds, false, setup);
     let (cpu0, t0) = (cpu_time(), Instant::now());
     let handle =
@@ -349,7 +350,7 @@ pub fn run(
     let rss_after_checkpoint = peak_rss_kib();
 
     // 2. The same job from its final checkpoint: start_with restores before it returns.
-    let (env, tally) = build(&job, keys, parallelism, rounds, true, setup);
+    let (env, tally) = build(&job, keys, restored_parallelism, rounds, true, setup);
     let (cpu0, t0) = (cpu_time(), Instant::now());
     let snapshot = RestoredSnapshot::latest(storage.clone(), &job)?;
     if snapshot.metadata.checkpoint_id != first.id {
@@ -371,7 +372,7 @@ pub fn run(
     }
 
     let line = format!(
-        "state_mb={state_mb} keys={keys} parallelism={parallelism} run_ms={run_ms} run_cpu_ms={run_cpu_ms} \
+        "state_mb={state_mb} keys={keys} parallelism={parallelism} restored_parallelism={restored_parallelism} run_ms={run_ms} run_cpu_ms={run_cpu_ms} \
          checkpoint_bytes={} checkpoint_ms={} checkpoint_storage_ms={put_ms} \
          restore_ms={restore_ms} restore_cpu_ms={restore_cpu_ms} restore_storage_ms={get_ms} \
          restored_keys={restored} missing_keys={missing} corrupt_keys={corrupt} restored_run_ms={restored_run_ms} \
@@ -421,7 +422,7 @@ fn round_checkpoints(history: &[CheckpointStats], rounds: Rounds) -> String {
 /// `weir bench state`: checks the flags, runs, prints the report line.
 pub fn main(
     state_mb: Option<u64>,
-    parallelism: usize,
+    parallelism: (usize, Option<usize>),
     checkpoint_dir: Option<String>,
     checkpoint_interval: Option<String>,
     rounds: Option<(u32, f64)>,
@@ -432,8 +433,9 @@ pub fn main(
     if state_mb == 0 {
         return Err(BadInput("--state-mb: must be at least 1".into()));
     }
-    if parallelism == 0 {
-        return Err(BadInput("--parallelism: must be at least 1".into()));
+    let parallelism = (parallelism.0, parallelism.1.unwrap_or(parallelism.0));
+    if parallelism.0 == 0 || parallelism.1 == 0 {
+        return Err(BadInput("--parallelism, --restore-parallelism: must be at least 1".into()));
     }
     let dir = checkpoint_dir.ok_or_else(|| BadInput("bench state: --checkpoint-dir is required".into()))?;
     let storage = crate::storage::open(&dir, None).map_err(|e| BadInput(format!("--checkpoint-dir: {e}")))?;

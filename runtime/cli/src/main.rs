@@ -73,6 +73,9 @@ enum Command {
         /// `state` only: the share of keys each round changes.
         #[arg(long, value_name = "PERCENT", requires = "rounds")]
         change_percent: Option<f64>,
+        /// `state` only: the parallelism of the job restored from the checkpoint (a rescale; --parallelism by default).
+        #[arg(long, value_name = "N")]
+        restore_parallelism: Option<usize>,
         /// Events per second of each source (as fast as it can without); with it, q1
         /// reports its rows' latency from creation at the source to the sink
         /// (latency_p50_ms=, latency_p99_ms=).
@@ -195,14 +198,17 @@ fn main() -> ExitCode {
             state_mb,
             rounds,
             change_percent,
+            restore_parallelism,
             state,
             ..
         } if workload == "state" => {
-            let rounds = rounds.zip(change_percent);
+            let (rounds, parallelism) = (rounds.zip(change_percent), (parallelism, restore_parallelism));
             bench_state::main(state_mb, parallelism, checkpoint_dir, checkpoint_interval, rounds, &state)
         }
-        Command::Bench { state_mb: Some(_), .. } | Command::Bench { rounds: Some(_), .. } => {
-            Err(Failure::BadInput("--state-mb, --rounds: only for `weir bench state`".into()))
+        Command::Bench { state_mb: Some(_), .. }
+        | Command::Bench { rounds: Some(_), .. }
+        | Command::Bench { restore_parallelism: Some(_), .. } => {
+            Err(Failure::BadInput("--state-mb, --rounds, --restore-parallelism: only for `weir bench state`".into()))
         }
         Command::Bench { checkpoint_dir: Some(_), checkpoint_interval: None, .. } => {
             Err(Failure::BadInput("--checkpoint-dir needs --checkpoint-interval".into()))

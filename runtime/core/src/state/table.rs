@@ -298,7 +298,8 @@ impl<K: Key> DiskTable<K> {
     where
         K: 'a,
     {
-        // (start in `arena`, key length, value length or REMOVED)
+        // (first 16 bytes of the key, start in `arena`, key length, value length or REMOVED):
+        // most keys (a key group and a number) fit the prefix, which compares as one integer.
         const REMOVED: usize = usize::MAX;
         let (mut arena, mut index) = (Vec::new(), Vec::new());
         for (k, v) in entries {
@@ -306,18 +307,22 @@ impl<K: Key> DiskTable<K> {
             arena.extend_from_slice(&key_group(hash_key(k), self.max_parallelism).to_be_bytes());
             codec::encode_into(k, &mut arena);
             let key_len = arena.len() - start;
+            let mut prefix = [0u8; 16];
+            let head = key_len.min(16);
+            prefix[..head].copy_from_slice(&arena[start..start + head]);
             let value_len = v.map_or(REMOVED, |v| {
                 codec::encode_into(v, &mut arena);
                 arena.len() - start - key_len
             });
-            index.push((start, key_len, value_len));
+            index.push((u128::from_be_bytes(prefix), start, key_len, value_len));
         }
-        // Stable: among equal keys, the last given stays last.
-        index.sort_by(|a, b| arena[a.0..a.0 + a.1].cmp(&arena[b.0..b.0 + b.1]));
+        let key = |e: &(u128, usize, usize, usize)| &arena[e.1..e.1 + e.2];
+        // Among equal keys, the one given last (the greatest start) sorts last.
+        index.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| key(a).cmp(key(b))).then(a.1.cmp(&b.1)));
         let mut ingestion = self.keyspace.start_ingestion()?;
-        for (i, &(start, key_len, value_len)) in index.iter().enumerate() {
+        for (i, &(_, start, key_len, value_len)) in index.iter().enumerate() {
             let key = &arena[start..start + key_len];
-            if index.get(i + 1).is_some_and(|n| &arena[n.0..n.0 + n.1] == key) {
+            if index.get(i + 1).is_some_and(|n| &arena[n.1..n.1 + n.2] == key) {
                 continue;
             }
             if value_len == REMOVED {
