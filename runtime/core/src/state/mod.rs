@@ -268,10 +268,18 @@ impl<K: Key> KeyedState<K> {
     /// Every table encoded per key group: group -> one blob per table (empty when the table has nothing there).
     pub fn encode_groups(&mut self, max_parallelism: u32) -> TaskResult<BTreeMap<u32, Vec<Vec<u8>>>> {
         self.check()?;
+        self.encode_each(|table| table.encode_groups(max_parallelism))
+    }
+
+    /// Each table's blobs per key group, gathered as group -> one blob per table.
+    fn encode_each(
+        &mut self,
+        encode: impl Fn(&mut Box<dyn StateTable<K>>) -> TaskResult<BTreeMap<u32, Vec<u8>>>,
+    ) -> TaskResult<BTreeMap<u32, Vec<Vec<u8>>>> {
         let mut out: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
         let n = self.tables.len();
         for (i, table) in self.tables.iter_mut().enumerate() {
-            for (g, blob) in table.encode_groups(max_parallelism)? {
+            for (g, blob) in encode(table)? {
                 out.entry(g).or_insert_with(|| vec![Vec::new(); n])[i] = blob;
             }
         }
@@ -298,13 +306,7 @@ impl<K: Key> KeyedState<K> {
             return Ok(None);
         }
         self.check()?;
-        let mut out: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
-        let n = self.tables.len();
-        for (i, table) in self.tables.iter_mut().enumerate() {
-            for (g, blob) in table.encode_changes(max_parallelism)?.unwrap_or_default() {
-                out.entry(g).or_insert_with(|| vec![Vec::new(); n])[i] = blob;
-            }
-        }
+        let out = self.encode_each(|table| Ok(table.encode_changes(max_parallelism)?.unwrap_or_default()))?;
         self.check()?;
         Ok(Some(out))
     }
@@ -312,10 +314,19 @@ impl<K: Key> KeyedState<K> {
     /// Applies one key group's changes, made by [`KeyedState::encode_changes`],
     /// over what was restored before them.
     pub fn decode_changes(&mut self, blobs: &[Vec<u8>]) -> TaskResult {
+        self.decode_each(blobs, |table, blob| table.decode_changes(blob))
+    }
+
+    /// Hands each table its blob of a key group (but empty ones).
+    fn decode_each(
+        &mut self,
+        blobs: &[Vec<u8>],
+        decode: impl Fn(&mut Box<dyn StateTable<K>>, &[u8]) -> TaskResult,
+    ) -> TaskResult {
         self.check_tables(blobs.len())?;
         for (table, blob) in self.tables.iter_mut().zip(blobs) {
             if !blob.is_empty() {
-                table.decode_changes(blob)?;
+                decode(table, blob)?;
             }
         }
         Ok(())
@@ -334,13 +345,7 @@ impl<K: Key> KeyedState<K> {
 
     /// Restores one key group from the blobs [`KeyedState::encode_groups`] made.
     pub fn decode_group(&mut self, blobs: &[Vec<u8>]) -> TaskResult {
-        self.check_tables(blobs.len())?;
-        for (table, blob) in self.tables.iter_mut().zip(blobs) {
-            if !blob.is_empty() {
-                table.decode_group(blob)?;
-            }
-        }
-        Ok(())
+        self.decode_each(blobs, |table, blob| table.decode_group(blob))
     }
 }
 
