@@ -384,9 +384,12 @@ pub fn run(
     options: BenchOptions,
     state: weir::core::state::StateBackend,
 ) -> anyhow::Result<BenchResult> {
-    let BenchOptions { parallelism, checkpointing, rate, buffer_timeout, local_aggregation, .. } = options;
+    let BenchOptions { parallelism, checkpointing, rate, buffer_timeout, local_aggregation, state: flags } = options;
     let env = StreamEnv::new(format!("bench-{query}"));
     env.set_parallelism(parallelism).set_local_aggregation(local_aggregation).set_state_backend(state);
+    if let Some(on) = flags.incremental() {
+        env.set_incremental_checkpoints(on);
+    }
     if let Some(timeout) = buffer_timeout {
         env.set_buffer_timeout(timeout);
     }
