@@ -209,12 +209,6 @@ impl SnapshotCollector {
         }
         Shipment { taken, base }
     }
-
-    /// The full snapshots only (a task without incremental checkpoints, and tests).
-    pub fn take_full(&self) -> Vec<(String, OperatorSnapshot)> {
-        let taken = std::mem::take(&mut *self.taken.lock().expect("snapshot collector poisoned"));
-        taken.into_iter().map(|t| (t.uid, t.snapshot)).collect()
-    }
 }
 
 impl std::fmt::Debug for SnapshotCollector {
