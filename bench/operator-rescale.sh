@@ -22,6 +22,7 @@
 # and the scale-up rescales until it converged; the "AUTOSCALER" section.
 #
 # Environment: STATE_MB [100]  RATE [400000] (orders/s the source is paced at)  WINDOW [60]
+#   STATE_BACKEND [heap] (the stateful job's spec.stateBackend: heap or disk)
 set -euo pipefail
 
 write=false
@@ -32,10 +33,11 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 STATE_MB=${STATE_MB:-100}
 WINDOW=${WINDOW:-60}
 RATE=${RATE:-400000}
+STATE_BACKEND=${STATE_BACKEND:-heap}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-WEIR_E2E_RELEASE=1 WEIR_E2E_STATE_MB=$STATE_MB WEIR_E2E_STATE_RATE=$RATE WEIR_E2E_AUTOSCALER_WINDOW=$WINDOW bash "$repo/e2e/run.sh" 2>&1 | tee "$log" | grep '^ok - \|^not ok' >&2
+WEIR_E2E_RELEASE=1 WEIR_E2E_STATE_BACKEND=$STATE_BACKEND WEIR_E2E_STATE_MB=$STATE_MB WEIR_E2E_STATE_RATE=$RATE WEIR_E2E_AUTOSCALER_WINDOW=$WINDOW bash "$repo/e2e/run.sh" 2>&1 | tee "$log" | grep '^ok - \|^not ok' >&2
 line=$(grep '^ok - rescale 2 -> 3 in place with' "$log") || { echo "bench/operator-rescale.sh: the e2e did not get through the stateful rescale" >&2; exit 1; }
 read -r mib running first <<<"$(sed -E 's/.* with ([0-9]+) MiB .* after ([0-9.]+) s, its first checkpoint there after ([0-9.]+) s .*/\1 \2 \3/' <<<"$line")"
 jm_line=$(sed -E 's/.*\(the JobManager: (.*)\)$/\1/' <<<"$line")

@@ -800,9 +800,13 @@ step "delete: a final savepoint ($final, recorded in a FinalSavepoint event), th
 # measures 100 MiB with release binaries); then parallelism 2 -> 3 is timed
 # to the job running at 3 from the savepoint, and to its first checkpoint
 # there (the state restored and the job processing).
+# Its keyed state is on disk (spec.stateBackend, WEIR_E2E_STATE_BACKEND=heap
+# for the heap), in each TaskManager's state volume, with incremental checkpoints.
 state_mb=${WEIR_E2E_STATE_MB:-16}
+state_backend=${WEIR_E2E_STATE_BACKEND:-disk}
 { job_manifest state-job weir:e2e 2s; cat <<YAML
   savepointOnDelete: false
+  stateBackend: { type: $state_backend$([ "$state_backend" = disk ] && echo ", volumeSizeLimit: 4Gi") }
   pipeline:
     name: state-job
     source: { type: datagen, workload: orders, rate: ${WEIR_E2E_STATE_RATE:-200000}, watermark: { field: time, out_of_orderness: 5s } }
@@ -814,6 +818,11 @@ kube POST "$jobs" "$work/state.yaml" application/yaml >"$work/answer.json"
 [ "$KUBE_STATUS" = 201 ] || fail "applying the stateful StreamJob: HTTP $KUBE_STATUS $(cat "$work/answer.json")"
 wait_for "the stateful job running" "$running" "$jobs/state-job"
 state_bytes=$(checkpointed state-job $((state_mb * 1048576)) 600)
+if [ "$state_backend" = disk ]; then
+  # The TaskManagers' stores live in their state volumes (as the node agent makes emptyDirs).
+  ls -d "$work"/node/pods/default_state-job-taskmanager-*/volumes/state/weir-state-* >/dev/null 2>&1 \
+    || { node_logs; fail "no disk state store in the TaskManagers' state volumes"; }
+fi
 # timed_rollout PATCH CONDITION: patches the stateful job; prints the seconds
 # until CONDITION holds, and until the job's first checkpoint after that.
 timed_rollout() {
@@ -829,7 +838,7 @@ timed_rollout() {
 timed=$(timed_rollout '{"spec": {"parallelism": 3}}' "$running and $job_.get('parallelism') == 3 and $(from_savepoint rescale) and not $st.get('pendingOperation')") || exit 1
 read -r running_s first_checkpoint_s <<<"$timed"
 jm_says=$(grep -ho 'rescaled to 3 in [0-9]* ms: [a-z0-9 ,]*' "$work"/node/pods/default_state-job-jobmanager-*/*.log 2>/dev/null | tail -1 || true)
-step "rescale 2 -> 3 in place with $((state_bytes / 1048576)) MiB of keyed state in its checkpoints: running at 3 from the savepoint after $running_s s, its first checkpoint there after $first_checkpoint_s s (the JobManager: ${jm_says:-no timing line})"
+step "rescale 2 -> 3 in place with $((state_bytes / 1048576)) MiB of keyed state ($state_backend backend) in its checkpoints: running at 3 from the savepoint after $running_s s, its first checkpoint there after $first_checkpoint_s s (the JobManager: ${jm_says:-no timing line})"
 # The same state the redeploying way, for comparison: a change beside the
 # parallelism (a pod label) is an upgrade, through a savepoint and new pods.
 timed=$(timed_rollout '{"spec": {"parallelism": 2, "podTemplate": {"metadata": {"labels": {"rollout": "redeploy"}}}}}' \

@@ -118,6 +118,55 @@ pub struct StreamJobSpec {
     /// Rescale the job on its backpressure and lag metrics (DS2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaler: Option<AutoscalerSpec>,
+    /// Where the job keeps its keyed state: over the pipeline's own `state`
+    /// section. Absent: as the pipeline says (the heap by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_backend: Option<StateBackendSpec>,
+}
+
+/// A size as pipeline files write it: `256MiB`, `1GiB`, `512MB` (or `256Mi`).
+const SIZE: &str = r"^[0-9]+ *(B|KiB|MiB|GiB|TiB|Ki|Mi|Gi|Ti|KB|MB|GB|TB|k|K|M|G|T)?$";
+
+/// `spec.stateBackend`: the pipeline's `state` section, set on the StreamJob.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StateBackendSpec {
+    /// `heap`: hash maps in the TaskManagers' memory (fastest, bounded by it);
+    /// `disk`: an LSM tree on a volume of each TaskManager's, within `memory`.
+    #[serde(rename = "type", default)]
+    pub kind: StateBackendKind,
+    /// The disk backend's memory budget per TaskManager process (256MiB when
+    /// absent, at least 16MiB); keep it inside the TaskManager's memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = SIZE))]
+    pub memory: Option<String>,
+    /// Whether checkpoints store only the keyed state changed since the one
+    /// before (by default: with `disk`, yes; on the heap, no).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<bool>,
+    /// The size limit of the disk backend's volume (an emptyDir on each
+    /// TaskManager, such as `20Gi`): the node evicts a pod that writes more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = SIZE))]
+    pub volume_size_limit: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateBackendKind {
+    #[default]
+    Heap,
+    Disk,
+}
+
+impl StateBackendKind {
+    /// As pipeline files write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateBackendKind::Heap => "heap",
+            StateBackendKind::Disk => "disk",
+        }
+    }
 }
 
 impl Default for TaskManagerSpec {

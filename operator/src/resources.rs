@@ -16,12 +16,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::DeepMerge;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, Secret, SecretEnvSource, SecretVolumeSource, Service,
-    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, Secret, SecretEnvSource,
+    SecretVolumeSource, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
@@ -29,7 +30,7 @@ pub use weir_api::Restore;
 use weir_api::launch::{JobManagerOptions, Process, TaskManagerOptions, VertexParallelism};
 use weir_api::parse_duration;
 
-use crate::crd::StreamJob;
+use crate::crd::{StateBackendKind, StreamJob, StreamJobSpec};
 use crate::hardening;
 
 /// The JobManager's REST port (DESIGN.md).
@@ -41,6 +42,8 @@ const CONFIG_DIR: &str = "/etc/weir";
 const AUTH_DIR: &str = "/etc/weir-auth";
 /// The key of the job's Secret that holds its secret.
 pub const AUTH_KEY: &str = "secret";
+/// Where the disk state backend's volume is mounted.
+pub const STATE_DIR: &str = "/var/lib/weir/state";
 
 /// What the next deployment of the job runs: decided by the planner.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -302,9 +305,34 @@ pub fn jobmanager_args(job: &StreamJob, deploy: &Deploy) -> Vec<String> {
         // A job binary's own arguments (weir::cluster hands them to the job).
         job_args: s.args.clone().unwrap_or_default(),
         auth_secret_file: auth_file(),
+        set: state_settings(s),
         ..JobManagerOptions::default()
     };
     Process::Jobmanager(options).to_args()
+}
+
+/// `spec.stateBackend` as settings of the pipeline's `state` section (which
+/// the JobManager hands to every TaskManager with the pipeline). The disk
+/// backend's folder is the operator's: the state volume.
+pub(crate) fn state_settings(spec: &StreamJobSpec) -> Vec<String> {
+    let Some(state) = &spec.state_backend else { return Vec::new() };
+    let mut sets = vec![format!("state.backend={}", state.kind.as_str())];
+    if state.kind == StateBackendKind::Disk {
+        sets.push(format!("state.dir={STATE_DIR}"));
+    }
+    sets.extend(state.memory.as_ref().map(|m| format!("state.memory={m}")));
+    sets.extend(state.incremental.map(|on| format!("state.incremental={on}")));
+    sets
+}
+
+/// The disk state backend's volume: an emptyDir (the state is rebuilt from
+/// checkpoints on a new pod), limited to `volumeSizeLimit`.
+fn state_volume(job: &StreamJob) -> Option<(Volume, VolumeMount)> {
+    let state = job.spec.state_backend.as_ref().filter(|s| s.kind == StateBackendKind::Disk)?;
+    let empty_dir =
+        EmptyDirVolumeSource { size_limit: state.volume_size_limit.clone().map(Quantity), ..Default::default() };
+    let volume = Volume { name: "state".into(), empty_dir: Some(empty_dir), ..Default::default() };
+    Some((volume, VolumeMount { name: "state".into(), mount_path: STATE_DIR.into(), ..Default::default() }))
 }
 
 /// The TaskManager's command line.
@@ -418,6 +446,11 @@ pub fn jobmanager(job: &StreamJob, deploy: &Deploy) -> Deployment {
         });
         mounts.push(VolumeMount { name: "config".into(), mount_path: CONFIG_DIR.into(), ..Default::default() });
     }
+    // The JobManager builds the job's graph too, which opens the backend's store (empty).
+    if let Some((volume, mount)) = state_volume(job) {
+        volumes.push(volume);
+        mounts.push(mount);
+    }
     container.volume_mounts = Some(mounts);
     let template = pod(job, "jobmanager", container, volumes);
     deployment(job, "jobmanager", Names(&job.name_any()).jobmanager(), job.spec.job_manager.replicas, template)
@@ -427,6 +460,11 @@ pub fn jobmanager(job: &StreamJob, deploy: &Deploy) -> Deployment {
 pub fn taskmanager(job: &StreamJob, replicas: i32) -> Deployment {
     let (vars, from) = storage_env(job);
     let (auth, auth_mount) = auth_volume(job);
+    let (mut volumes, mut mounts) = (vec![auth], vec![auth_mount]);
+    if let Some((volume, mount)) = state_volume(job) {
+        volumes.push(volume);
+        mounts.push(mount);
+    }
     let container = Container {
         name: "taskmanager".into(),
         image: Some(job.spec.image.clone()),
@@ -434,10 +472,10 @@ pub fn taskmanager(job: &StreamJob, replicas: i32) -> Deployment {
         env: Some(vars),
         env_from: (!from.is_empty()).then_some(from),
         resources: job.spec.task_manager.resources.clone(),
-        volume_mounts: Some(vec![auth_mount]),
+        volume_mounts: Some(mounts),
         ..Default::default()
     };
-    let template = pod(job, "taskmanager", container, vec![auth]);
+    let template = pod(job, "taskmanager", container, volumes);
     deployment(job, "taskmanager", Names(&job.name_any()).taskmanager(), replicas, template)
 }
 
@@ -509,6 +547,49 @@ mod tests {
             assert_eq!(m.namespace.as_deref(), Some("prod"));
             assert_eq!(m.labels.unwrap()["app.kubernetes.io/instance"], "orders");
         }
+    }
+
+    #[test]
+    fn a_disk_state_backend_reaches_the_pipeline_and_gets_a_volume_on_every_pod() {
+        use crate::crd::StateBackendSpec;
+        use clap::Parser;
+        use weir_pipeline::plan::StatePlan;
+        let mut j = job();
+        let d = Deploy { parallelism: 2, vertices: BTreeMap::new(), restore: Restore::Fresh, id: "1".into() };
+        assert_eq!(state_settings(&j.spec), Vec::<String>::new(), "absent: the pipeline's own section holds");
+        assert!(state_volume(&j).is_none());
+        j.spec.state_backend = Some(StateBackendSpec {
+            kind: StateBackendKind::Disk,
+            memory: Some("64MiB".into()),
+            incremental: Some(false),
+            volume_size_limit: Some("5Gi".into()),
+        });
+        // The settings, applied to the pipeline as every process applies them, give that backend.
+        let text = serde_yaml_ng::to_string(j.spec.pipeline.as_ref().unwrap()).unwrap();
+        let origin = std::path::Path::new("spec.pipeline");
+        let file = weir_pipeline::config::parse(origin, &text, &state_settings(&j.spec)).expect("the settings parse");
+        let overrides = weir_pipeline::check::Overrides { parallelism: Some(2), checkpointing: Some(true) };
+        let plan = weir_pipeline::check::check(origin, &file, &overrides).expect("the pipeline checks");
+        assert_eq!(plan.state, StatePlan::Disk { dir: STATE_DIR.into(), memory: 64 << 20 });
+        assert_eq!(plan.incremental, Some(false));
+        let Process::Jobmanager(o) =
+            Process::try_parse_from(std::iter::once("weir".to_string()).chain(jobmanager_args(&j, &d)))
+                .expect("the jobmanager's arguments parse")
+        else {
+            panic!("a jobmanager's arguments")
+        };
+        assert_eq!(o.set, state_settings(&j.spec));
+        for (what, pod) in [("jobmanager", jobmanager(&j, &d)), ("taskmanager", taskmanager(&j, 2))] {
+            let spec = pod.spec.unwrap().template.spec.unwrap();
+            let volume = spec.volumes.iter().flatten().find(|v| v.name == "state").expect(what);
+            assert_eq!(volume.empty_dir.as_ref().unwrap().size_limit, Some(Quantity("5Gi".into())), "{what}");
+            let mounts = spec.containers[0].volume_mounts.iter().flatten();
+            assert!(mounts.clone().any(|m| m.name == "state" && m.mount_path == STATE_DIR), "{what}");
+        }
+        // On the heap: the backend is set, no folder and no volume.
+        j.spec.state_backend = Some(StateBackendSpec::default());
+        assert_eq!(state_settings(&j.spec), ["state.backend=heap"]);
+        assert!(state_volume(&j).is_none());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use weir_pipeline::check::{Overrides, check};
 use weir_pipeline::config::parse;
 
 use crate::autoscaler::AutoscalerConfig;
-use crate::crd::StreamJobSpec;
+use crate::crd::{StateBackendKind, StreamJobSpec};
 
 /// A field of the spec and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +44,7 @@ pub fn validate(spec: &StreamJobSpec) -> Result<(), FieldError> {
             field_error(field, reason)
         })?;
     }
+    validate_state_backend(spec)?;
     if let Some((field, reason)) = spec.pod_template.as_ref().and_then(crate::hardening::privileges_asked) {
         return Err(field_error(format!("spec.podTemplate.{field}"), reason));
     }
@@ -53,6 +54,54 @@ pub fn validate(spec: &StreamJobSpec) -> Result<(), FieldError> {
         (None, Some(_)) => Ok(()),
         (Some(pipeline), None) => validate_pipeline(spec, pipeline),
     }
+}
+
+/// `spec.stateBackend`: its sizes, and a disk budget that fits in the
+/// TaskManager's memory limit (when it has one the check can read).
+fn validate_state_backend(spec: &StreamJobSpec) -> Result<(), FieldError> {
+    use weir_core::state::backend::MIN_MEMORY;
+    let Some(state) = &spec.state_backend else { return Ok(()) };
+    if spec.args.is_some() {
+        return Err(field_error(
+            "spec.stateBackend",
+            "is for pipelines: a job binary chooses its state backend in its code (StreamEnv::set_state_backend)",
+        ));
+    }
+    let size = |field: &str, text: &str| {
+        weir_api::parse_size(text).map_err(|e| field_error(format!("spec.stateBackend.{field}"), e))
+    };
+    if state.kind == StateBackendKind::Heap {
+        for (field, given) in [("memory", &state.memory), ("volumeSizeLimit", &state.volume_size_limit)] {
+            if given.is_some() {
+                return Err(field_error(format!("spec.stateBackend.{field}"), "is for `type: disk`"));
+            }
+        }
+        return Ok(());
+    }
+    if let Some(limit) = &state.volume_size_limit {
+        size("volumeSizeLimit", limit)?;
+    }
+    let Some(given) = &state.memory else { return Ok(()) };
+    let memory = size("memory", given)?;
+    if memory < MIN_MEMORY {
+        return Err(field_error(
+            "spec.stateBackend.memory",
+            format!("{given} is too small to work with: the disk backend needs at least 16MiB"),
+        ));
+    }
+    let limits = spec.task_manager.resources.as_ref().and_then(|r| r.limits.as_ref());
+    // A limit written in a form sizes do not take (`1.5Gi`) is left to the kubelet.
+    let limit = limits.and_then(|l| l.get("memory")).and_then(|q| Some((q, weir_api::parse_size(&q.0).ok()?)));
+    if let Some((quantity, _)) = limit.filter(|(_, limit)| memory >= *limit) {
+        return Err(field_error(
+            "spec.stateBackend.memory",
+            format!(
+                "{given} does not fit in the TaskManager's memory limit {} (spec.taskManager.resources.limits.memory)",
+                quantity.0
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks the pipeline as `weir run` would before building it, at the spec's
@@ -65,7 +114,8 @@ fn validate_pipeline(spec: &StreamJobSpec, pipeline: &serde_json::Value) -> Resu
         "" => field_error("spec.pipeline", e.message),
         key => field_error(format!("spec.pipeline.{key}"), e.message),
     };
-    let file = parse(origin, &text, &[]).map_err(in_pipeline)?;
+    // With spec.stateBackend's settings over the file's, as the processes read it.
+    let file = parse(origin, &text, &crate::resources::state_settings(spec)).map_err(in_pipeline)?;
     // A StreamJob always checkpoints (spec.checkpointing is required).
     let overrides = Overrides { parallelism: Some(spec.parallelism as usize), checkpointing: Some(true) };
     check(origin, &file, &overrides).map_err(in_pipeline)?;
@@ -76,6 +126,9 @@ fn validate_pipeline(spec: &StreamJobSpec, pipeline: &serde_json::Value) -> Resu
 mod tests {
     use super::*;
     use crate::crd::test_spec;
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use std::collections::BTreeMap;
 
     #[test]
     fn a_valid_spec_passes() {
@@ -139,6 +192,53 @@ mod tests {
             validate(&s).unwrap_err().to_string(),
             "spec.autoscaler: minParallelism 8 is above maxParallelism 4"
         );
+    }
+
+    #[test]
+    fn a_state_backend_is_checked_naming_its_field() {
+        use crate::crd::StateBackendSpec;
+        let disk = |memory: &str| StateBackendSpec {
+            kind: StateBackendKind::Disk,
+            memory: Some(memory.into()),
+            ..Default::default()
+        };
+        let mut s = test_spec();
+        s.state_backend = Some(disk("64MiB"));
+        assert_eq!(validate(&s), Ok(()));
+        s.state_backend = Some(disk("8MiB"));
+        assert_eq!(
+            validate(&s).unwrap_err().to_string(),
+            "spec.stateBackend.memory: 8MiB is too small to work with: the disk backend needs at least 16MiB"
+        );
+        s.state_backend = Some(disk("lots"));
+        assert!(validate(&s).unwrap_err().to_string().starts_with("spec.stateBackend.memory: invalid size `lots`"));
+        // The budget must fit in the TaskManager's memory limit.
+        s.state_backend = Some(disk("1GiB"));
+        let limits = BTreeMap::from([("memory".to_string(), Quantity("512Mi".into()))]);
+        s.task_manager.resources = Some(ResourceRequirements { limits: Some(limits), ..Default::default() });
+        assert_eq!(
+            validate(&s).unwrap_err().to_string(),
+            "spec.stateBackend.memory: 1GiB does not fit in the TaskManager's memory limit 512Mi \
+             (spec.taskManager.resources.limits.memory)"
+        );
+        s.state_backend = Some(disk("256MiB"));
+        assert_eq!(validate(&s), Ok(()));
+        // Disk settings on the heap, and a job binary, are refused.
+        s.state_backend = Some(StateBackendSpec { volume_size_limit: Some("1Gi".into()), ..Default::default() });
+        assert_eq!(validate(&s).unwrap_err().field, "spec.stateBackend.volumeSizeLimit");
+        s.state_backend = Some(StateBackendSpec::default());
+        assert_eq!(validate(&s), Ok(()));
+        (s.pipeline, s.args) = (None, Some(vec!["--min-amount".into(), "5".into()]));
+        assert_eq!(validate(&s).unwrap_err().field, "spec.stateBackend");
+        // Over the pipeline's own section: a heap backend where the file sets a disk folder.
+        let mut s = test_spec();
+        s.pipeline.as_mut().unwrap()["state"] = serde_json::json!({ "backend": "disk", "dir": "/data" });
+        assert_eq!(validate(&s), Ok(()));
+        s.state_backend = Some(StateBackendSpec::default());
+        let e = validate(&s).unwrap_err();
+        assert_eq!(e.field, "spec.pipeline.state.dir", "{e}");
+        s.state_backend = Some(disk("64MiB"));
+        assert_eq!(validate(&s), Ok(()), "the operator's folder replaces the file's");
     }
 
     #[test]

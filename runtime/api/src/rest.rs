@@ -251,7 +251,12 @@ pub struct CheckpointRef {
     pub path: String,
     /// Epoch milliseconds.
     pub completed_at: i64,
+    /// The state it holds (with an incremental checkpoint's shared files).
     pub size_bytes: u64,
+    /// What it stored itself (Flink's "checkpointed data size"): less than
+    /// `size_bytes` for an incremental checkpoint.
+    #[serde(default)]
+    pub checkpointed_bytes: u64,
 }
 
 impl CheckpointRef {
@@ -292,7 +297,11 @@ pub struct CheckpointStats {
     /// Epoch milliseconds.
     pub triggered_at: i64,
     pub duration_ms: i64,
+    /// The state it holds (with an incremental checkpoint's shared files).
     pub size_bytes: u64,
+    /// What it stored itself: less than `size_bytes` for an incremental checkpoint.
+    #[serde(default)]
+    pub checkpointed_bytes: u64,
     /// Why it failed, when it did.
     #[serde(default)]
     pub failure: Option<String>,
@@ -503,6 +512,7 @@ mod tests {
                     path: "file:///cp/orders/chk-7".into(),
                     completed_at: 5,
                     size_bytes: 9,
+                    checkpointed_bytes: 4,
                 }),
             },
             taskmanagers: vec![TaskManager {
@@ -540,7 +550,7 @@ mod tests {
             }],
             "metrics_window_ms": 60_000,
             "edges": [{ "from": "source", "to": "window", "ship_strategy": "hash" }],
-            "checkpoints": { "latest": { "id": 7, "path": "file:///cp/orders/chk-7", "completed_at": 5, "size_bytes": 9 } },
+            "checkpoints": { "latest": { "id": 7, "path": "file:///cp/orders/chk-7", "completed_at": 5, "size_bytes": 9, "checkpointed_bytes": 4 } },
             "taskmanagers": [{
                 "id": "tm-1", "data_address": "10.0.0.1:6124", "slots": 2, "slots_used": 2, "last_heartbeat_ms_ago": 300,
             }],
@@ -586,12 +596,13 @@ mod tests {
                         triggered_at: 10,
                         duration_ms: 4,
                         size_bytes: 0,
+                        checkpointed_bytes: 0,
                         failure: Some("disk full".into()),
                     }],
                 }),
                 json!({ "latest": null, "history": [{
                     "id": 3, "kind": "savepoint", "status": "failed", "path": "file:///cp/j/savepoints/sp-3",
-                    "triggered_at": 10, "duration_ms": 4, "size_bytes": 0, "failure": "disk full",
+                    "triggered_at": 10, "duration_ms": 4, "size_bytes": 0, "checkpointed_bytes": 0, "failure": "disk full",
                 }] }),
             ),
             (

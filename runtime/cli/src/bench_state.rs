@@ -399,21 +399,22 @@ fn round_checkpoints(history: &[CheckpointStats], rounds: Rounds) -> String {
         return String::new();
     }
     let done: Vec<&CheckpointStats> = history.iter().filter(|c| c.status == CheckpointStatus::Completed).collect();
-    let Some(full) = done.iter().position(|c| c.size_bytes == done.iter().map(|c| c.size_bytes).max().unwrap_or(0))
+    let stored = |c: &&CheckpointStats| c.checkpointed_bytes;
+    let Some(full) = done.iter().position(|c| c.checkpointed_bytes == done.iter().map(stored).max().unwrap_or(0))
     else {
         return String::new();
     };
     let after = &done[full + 1..];
     let n = after.len().max(1) as u64;
-    let max_bytes = after.iter().map(|c| c.size_bytes).max().unwrap_or(0);
-    let mean_bytes = after.iter().map(|c| c.size_bytes).sum::<u64>() / n;
+    let max_bytes = after.iter().map(|c| c.checkpointed_bytes).max().unwrap_or(0);
+    let mean_bytes = after.iter().map(|c| c.checkpointed_bytes).sum::<u64>() / n;
     let max_ms = after.iter().map(|c| c.duration_ms).max().unwrap_or(0);
     let mean_ms = after.iter().map(|c| c.duration_ms).sum::<i64>() / n as i64;
-    let share = 100.0 * max_bytes as f64 / done[full].size_bytes.max(1) as f64;
+    let share = 100.0 * max_bytes as f64 / done[full].checkpointed_bytes.max(1) as f64;
     format!(
         " full_checkpoint_bytes={} full_checkpoint_ms={} change_checkpoints={} change_bytes_max={max_bytes} \
          change_bytes_mean={mean_bytes} change_bytes_max_percent={share:.2} change_ms_max={max_ms} change_ms_mean={mean_ms}",
-        done[full].size_bytes,
+        done[full].checkpointed_bytes,
         done[full].duration_ms,
         after.len()
     )

@@ -163,11 +163,12 @@ fn bench(target: BenchTarget, flags: BenchFlags) -> Result<(), Failure> {
     eprintln!("peak_rss_kib={}", bench::peak_rss_kib());
     for c in &r.checkpoints {
         eprintln!(
-            "checkpoint id={} status={:?} duration_ms={} size_bytes={}{}",
+            "checkpoint id={} status={:?} duration_ms={} size_bytes={} checkpointed_bytes={}{}",
             c.id,
             c.status,
             c.duration_ms,
             c.size_bytes,
+            c.checkpointed_bytes,
             c.failure.as_ref().map(|f| format!(" failure={f:?}")).unwrap_or_default()
         );
     }

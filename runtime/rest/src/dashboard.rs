@@ -118,7 +118,7 @@ function render(job, cps) {
       + `<td class="num">${time(m.current_watermark)}</td><td class="num">${num(m.pending_records)}</td></tr>`; }).join("");
   $("checkpoints").tBodies[0].innerHTML = (cps.history || []).slice(-20).reverse().map((c) =>
     `<tr><td class="num">${c.id}</td><td>${c.kind}</td><td class="${c.status}">${c.status}</td><td>${time(c.triggered_at)}</td>`
-    + `<td class="num">${c.duration_ms} ms</td><td class="num">${bytes(c.size_bytes)}</td><td>${esc(c.failure || c.path)}</td></tr>`).join("")
+    + `<td class="num">${c.duration_ms} ms</td><td class="num">${bytes(c.size_bytes)}${c.checkpointed_bytes < c.size_bytes ? ` (${bytes(c.checkpointed_bytes)} stored)` : ""}</td><td>${esc(c.failure || c.path)}</td></tr>`).join("")
     || `<tr><td colspan="7">none yet</td></tr>`;
   $("taskmanagers").tBodies[0].innerHTML = (job.taskmanagers || []).map((t) =>
     `<tr><td>${esc(t.id)}</td><td>${esc(t.data_address)}</td><td class="num">${t.slots_used} / ${t.slots}</td><td class="num">${t.last_heartbeat_ms_ago} ms ago</td></tr>`).join("")

@@ -643,6 +643,7 @@ fn latest_completed(history: &[CheckpointStats]) -> Option<CheckpointRef> {
         path: c.path.clone(),
         completed_at: c.triggered_at + c.duration_ms,
         size_bytes: c.size_bytes,
+        checkpointed_bytes: c.checkpointed_bytes,
     })
 }
 
@@ -725,6 +726,7 @@ fn checkpoint_stats(c: &CheckpointStats) -> weir_api::rest::CheckpointStats {
         triggered_at: c.triggered_at,
         duration_ms: c.duration_ms,
         size_bytes: c.size_bytes,
+        checkpointed_bytes: c.checkpointed_bytes,
         failure: c.failure.clone(),
     }
 }
@@ -956,8 +958,14 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         family(
             "weir_last_checkpoint_size_bytes",
             "gauge",
-            "Size of the latest completed checkpoint.",
+            "State held by the latest completed checkpoint.",
             vec![(format!("job=\"{job_name}\""), c.size_bytes as f64)],
+        );
+        family(
+            "weir_last_checkpoint_checkpointed_bytes",
+            "gauge",
+            "What the latest completed checkpoint stored itself (less than its size when incremental).",
+            vec![(format!("job=\"{job_name}\""), c.checkpointed_bytes as f64)],
         );
     }
     render_gauges(&mut out, job_name, &job.gauges);
@@ -1036,6 +1044,7 @@ mod tests {
                     triggered_at: 1000,
                     duration_ms: 20,
                     size_bytes: 300,
+                    checkpointed_bytes: 120,
                     failure: None,
                 },
                 CheckpointStats {
@@ -1046,6 +1055,7 @@ mod tests {
                     triggered_at: 2000,
                     duration_ms: 5,
                     size_bytes: 0,
+                    checkpointed_bytes: 0,
                     failure: Some("a TaskManager was lost".into()),
                 },
             ],

@@ -185,7 +185,11 @@ pub struct CheckpointStats {
     pub path: String,
     pub triggered_at: Timestamp,
     pub duration_ms: i64,
+    /// The state it holds: every file it names, shared ones included.
     pub size_bytes: u64,
+    /// What it stored itself: its size less the shared files the checkpoint
+    /// before it already named (an incremental checkpoint's own cost).
+    pub checkpointed_bytes: u64,
     pub failure: Option<String>,
 }
 
@@ -376,6 +380,7 @@ pub struct Coordinator {
 struct Writing {
     pending: Pending,
     size_bytes: u64,
+    checkpointed_bytes: u64,
     /// The shared files it names.
     shared: HashSet<String>,
 }
@@ -622,6 +627,7 @@ impl Coordinator {
             triggered_at: p.triggered_at,
             duration_ms: now - p.triggered_at,
             size_bytes: 0,
+            checkpointed_bytes: 0,
             failure: Some(reason.clone()),
         });
         if let Some(r) = p.request {
@@ -643,12 +649,10 @@ impl Coordinator {
         }
         // What this checkpoint stored: its own files, not the shared ones it names again.
         let before = self.retained.back().and_then(|id| self.shared_files.get(id));
-        let size_bytes = by_uid
-            .values()
-            .flatten()
-            .filter(|h| !(h.shared && before.is_some_and(|b| b.contains(&h.file))))
-            .map(|h| h.size)
-            .sum();
+        let handles = || by_uid.values().flatten();
+        let size_bytes = handles().map(|h| h.size).sum();
+        let checkpointed_bytes =
+            handles().filter(|h| !(h.shared && before.is_some_and(|b| b.contains(&h.file)))).map(|h| h.size).sum();
         let operators = by_uid
             .into_iter()
             .map(|(uid, mut subtasks)| {
@@ -678,7 +682,8 @@ impl Coordinator {
         let checkpoints = self.config.storage.clone();
         let job = self.job.clone();
         self.work.push(StorageWork::Write(Box::new(SnapshotWrite { storage, checkpoints, job, dir, meta })));
-        self.writing = Some(Writing { pending: Pending { acks: HashMap::new(), ..p }, size_bytes, shared });
+        self.writing =
+            Some(Writing { pending: Pending { acks: HashMap::new(), ..p }, size_bytes, checkpointed_bytes, shared });
         Vec::new()
     }
 
@@ -703,7 +708,7 @@ impl Coordinator {
     }
 
     fn completed(&mut self, w: Writing, now: Timestamp) -> Vec<Command> {
-        let Writing { pending: p, size_bytes, shared } = w;
+        let Writing { pending: p, size_bytes, checkpointed_bytes, shared } = w;
         let id = p.barrier.checkpoint_id;
         let dir = snapshot_dir(&self.job, id, p.kind);
         let storage = self.config.storage_for(p.kind);
@@ -719,6 +724,7 @@ impl Coordinator {
             triggered_at: p.triggered_at,
             duration_ms: now - p.triggered_at,
             size_bytes,
+            checkpointed_bytes,
             failure: None,
         });
         if p.kind == SnapshotKind::Checkpoint {

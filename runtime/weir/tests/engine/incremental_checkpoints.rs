@@ -81,7 +81,7 @@ fn longest_chain(meta: &CheckpointMetadata) -> usize {
 
 /// Runs the job throttled until a completed checkpoint has a chain of more
 /// than 20 change files after its full file; stops it there. Returns the
-/// completed checkpoints' ids and sizes.
+/// completed checkpoints' ids and what each stored.
 fn run_until_a_long_chain(storage: &Arc<dyn CheckpointStorage>, backend: &StateBackend, out: &Path) -> Vec<(u64, u64)> {
     let e = env(2, backend);
     build(&e, out, Some(8_000.0));
@@ -101,7 +101,12 @@ fn run_until_a_long_chain(storage: &Arc<dyn CheckpointStorage>, backend: &StateB
     job.stop();
     let (result, history) = job.wait_with_checkpoints();
     result.expect("the stopped job ends cleanly");
-    history.iter().filter(|c| c.status == CheckpointStatus::Completed).map(|c| (c.id, c.size_bytes)).collect()
+    let completed: Vec<_> = history.iter().filter(|c| c.status == CheckpointStatus::Completed).collect();
+    // Each holds the whole state (its size) whatever it stored itself: most hold far more.
+    assert!(completed.iter().all(|c| c.checkpointed_bytes <= c.size_bytes), "{completed:?}");
+    let holding_more = completed.iter().filter(|c| c.size_bytes > 2 * c.checkpointed_bytes).count();
+    assert!(holding_more * 2 > completed.len(), "sizes count only what was stored: {completed:?}");
+    completed.iter().map(|c| (c.id, c.checkpointed_bytes)).collect()
 }
 
 /// Every retained checkpoint's files are all there and whole; a shared file
