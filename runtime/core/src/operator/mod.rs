@@ -98,15 +98,32 @@ pub struct OperatorNode<O: Operator> {
     buf: Vec<Record<O::Out>>,
     uid: String,
     snapshots: SnapshotCollector,
+    /// The state to restore when the job starts from a snapshot: given to
+    /// the operator on its task's thread before anything else, so that the
+    /// subtasks of a process decode and write their state side by side (as
+    /// Flink's tasks restore theirs), not one after another while deploying.
+    restore: Option<RestoredState>,
 }
 
 impl<O: Operator> OperatorNode<O> {
-    /// Wraps `op` for the subtask `info`, restoring its state when the job starts from a snapshot.
-    pub fn new(mut op: O, out: Box<dyn Output<O::Out>>, info: &SubtaskInfo) -> TaskResult<Self> {
-        if let Some(state) = info.restored.clone() {
-            op.restore_state(state)?;
+    /// Wraps `op` for the subtask `info`, whose state it restores when the job starts from a snapshot.
+    pub fn new(op: O, out: Box<dyn Output<O::Out>>, info: &SubtaskInfo) -> TaskResult<Self> {
+        Ok(OperatorNode {
+            op,
+            out,
+            buf: Vec::new(),
+            uid: info.uid.clone(),
+            snapshots: info.snapshots.clone(),
+            restore: info.restored.clone(),
+        })
+    }
+
+    /// Restores the operator's state if it has not been yet.
+    fn restored(&mut self) -> TaskResult {
+        match self.restore.take() {
+            Some(state) => self.op.restore_state(state),
+            None => Ok(()),
         }
-        Ok(OperatorNode { op, out, buf: Vec::new(), uid: info.uid.clone(), snapshots: info.snapshots.clone() })
     }
 
     fn pass_on(&mut self) -> TaskResult {
@@ -120,23 +137,27 @@ impl<O: Operator> OperatorNode<O> {
 
 impl<O: Operator> Output<O::In> for OperatorNode<O> {
     fn records(&mut self, batch: Vec<Record<O::In>>) -> TaskResult {
+        self.restored()?;
         self.op.process_batch(batch, &mut Collector::new(&mut self.buf))?;
         self.pass_on()
     }
 
     fn watermark(&mut self, watermark: Timestamp) -> TaskResult {
+        self.restored()?;
         self.op.on_watermark(watermark, &mut Collector::new(&mut self.buf))?;
         self.pass_on()?;
         self.out.watermark(watermark)
     }
 
     fn idle(&mut self, idle: bool) -> TaskResult {
+        self.restored()?;
         self.op.on_idle(idle, &mut Collector::new(&mut self.buf))?;
         self.pass_on()?;
         self.out.idle(idle)
     }
 
     fn barrier(&mut self, barrier: Barrier) -> TaskResult {
+        self.restored()?;
         let id = barrier.checkpoint_id;
         let changes = if self.snapshots.wants_changes(&barrier) { self.op.snapshot_changes(id)? } else { None };
         match changes {
@@ -147,21 +168,25 @@ impl<O: Operator> Output<O::In> for OperatorNode<O> {
     }
 
     fn processing_time(&mut self, now: Timestamp) -> TaskResult {
+        self.restored()?;
         self.op.on_processing_time(now, &mut Collector::new(&mut self.buf))?;
         self.pass_on()?;
         self.out.processing_time(now)
     }
 
     fn flush(&mut self) -> TaskResult {
+        self.restored()?;
         self.out.flush()
     }
 
     fn checkpoint_complete(&mut self, checkpoint_id: u64) -> TaskResult {
+        self.restored()?;
         self.op.notify_checkpoint_complete(checkpoint_id)?;
         self.out.checkpoint_complete(checkpoint_id)
     }
 
     fn end(&mut self) -> TaskResult {
+        self.restored()?;
         self.op.on_end(&mut Collector::new(&mut self.buf))?;
         self.pass_on()?;
         self.out.end()

@@ -50,6 +50,18 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> TaskResult<T> {
     })
 }
 
+/// Appends `len` as a varint (bincode's: one byte below 251).
+pub fn encode_len(len: usize, out: &mut Vec<u8>) {
+    bincode::encode_into_std_write(len as u64, out, bincode::config::standard()).expect("a Vec takes every write");
+}
+
+/// A varint length that [`encode_len`] wrote at the start of `bytes`, and
+/// the bytes after it; `None` when there is none or it is damaged.
+pub fn decode_len(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    let (len, used): (u64, usize) = bincode::decode_from_slice(bytes, bincode::config::standard()).ok()?;
+    Some((usize::try_from(len).ok()?, bytes.get(used..)?))
+}
+
 fn decode_within<T: DeserializeOwned, const LIMIT: usize>(bytes: &[u8]) -> Result<T, DecodeError> {
     bincode::serde::decode_from_slice(bytes, bincode::config::standard().with_limit::<LIMIT>()).map(|(v, _)| v)
 }

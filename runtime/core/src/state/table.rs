@@ -31,6 +31,54 @@ use crate::keygroup::{hash_key, key_group};
 /// LSM, as a memtable of about this many entries would be flushed.
 const WRITE_BACK_BATCH: usize = 1 << 20;
 
+/// The first byte of a key group's entries as the disk backend snapshots
+/// them: in stored-key order, each its key's and its value's encodings with
+/// their lengths before them ([`SortedEntries`]). A disk table restores them
+/// as they are, with no value decoded and nothing sorted. The heap's blob,
+/// bincode's `Vec<(K, V)>`, opens with its length as a varint: never this
+/// byte, which no bincode varint starts with.
+const SORTED_TAG: u8 = 0xff;
+
+/// The `(key, value)` encodings of a [`SORTED_TAG`] blob (after the tag); a
+/// length that does not fit in the blob is an error.
+struct SortedEntries<'a>(&'a [u8]);
+
+impl<'a> Iterator for SortedEntries<'a> {
+    type Item = TaskResult<(&'a [u8], &'a [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let field = |bytes: &'a [u8]| {
+            let (len, rest) = codec::decode_len(bytes)?;
+            (len <= rest.len()).then(|| rest.split_at(len))
+        };
+        let entry = field(self.0).and_then(|(key, rest)| field(rest).map(|(value, rest)| (key, value, rest)));
+        let Some((key, value, rest)) = entry else {
+            self.0 = &[];
+            return Some(Err(TaskError::Operator(
+                "cannot restore keyed state: an entry's length runs past the end of its key group's blob".into(),
+            )));
+        };
+        self.0 = rest;
+        Some(Ok((key, value)))
+    }
+}
+
+/// The entries of one key group's blob, in either form.
+pub(super) fn decode_entries<K: Key, V: Data>(bytes: &[u8]) -> TaskResult<Vec<(K, V)>> {
+    match bytes.split_first() {
+        Some((&SORTED_TAG, sorted)) => SortedEntries(sorted)
+            .map(|entry| {
+                let (k, v) = entry?;
+                Ok((codec::decode(k, "a key in keyed state")?, codec::decode(v, "keyed state")?))
+            })
+            .collect(),
+        _ => codec::decode(bytes, "keyed state"),
+    }
+}
+
 /// The entries of one declared state.
 pub(super) struct Table<K, V> {
     pub(super) map: AHashMap<K, V>,
@@ -156,7 +204,7 @@ impl<K: Key, V: Data> Table<K, V> {
         if let Some(failure) = disk.failure.take() {
             return Err(TaskError::Operator(failure));
         }
-        disk.encode_groups::<V>()
+        disk.encode_groups()
     }
 
     /// The keys changed since the last snapshot, per key group: each with its
@@ -207,12 +255,14 @@ impl<K: Key, V: Data> Table<K, V> {
     }
 
     pub(super) fn decode_group(&mut self, bytes: &[u8]) -> TaskResult {
-        let entries: Vec<(K, V)> = codec::decode(bytes, "keyed state")?;
-        match &mut self.disk {
-            None => self.map.extend(entries),
-            Some(disk) => disk.ingest(entries)?,
+        match (&mut self.disk, bytes.split_first()) {
+            (Some(disk), Some((&SORTED_TAG, sorted))) => disk.ingest_sorted(SortedEntries(sorted)),
+            (Some(disk), _) => disk.ingest(decode_entries::<K, V>(bytes)?),
+            (None, _) => {
+                self.map.extend(decode_entries::<K, V>(bytes)?);
+                Ok(())
+            }
         }
-        Ok(())
     }
 }
 
@@ -273,6 +323,34 @@ impl<K: Key> DiskTable<K> {
 
     fn ingest<V: Data>(&mut self, entries: Vec<(K, V)>) -> TaskResult {
         self.apply(entries.into_iter().map(|(k, v)| (k, Some(v))).collect())
+    }
+
+    /// Writes a disk snapshot's entries of one key group to the LSM as they
+    /// are. Each key is decoded (its key group, which leads the stored key,
+    /// comes from it, and a damaged key is an error); the values are not.
+    /// Keys out of order are an error, as the LSM's ingestion needs them sorted.
+    fn ingest_sorted(&mut self, entries: SortedEntries<'_>) -> TaskResult {
+        let write_error = |e: fjall::Error| {
+            TaskError::Operator(format!("disk state: cannot restore into {}: {e}", self.store.dir().display()))
+        };
+        let mut ingestion = self.keyspace.start_ingestion().map_err(write_error)?;
+        let mut last: Vec<u8> = Vec::new();
+        for entry in entries {
+            let (key, value) = entry?;
+            let k: K = codec::decode(key, "a key in keyed state")?;
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&key_group(hash_key(&k), self.max_parallelism).to_be_bytes());
+            self.scratch.extend_from_slice(key);
+            if !last.is_empty() && self.scratch <= last {
+                return Err(TaskError::Operator(
+                    "cannot restore keyed state: the disk snapshot's keys are out of order".into(),
+                ));
+            }
+            self.store.maybe_on_disk.insert(&(self.id, &self.scratch[..]));
+            ingestion.write(&self.scratch, value).map_err(write_error)?;
+            std::mem::swap(&mut last, &mut self.scratch);
+        }
+        ingestion.finish().map_err(write_error)
     }
 
     /// Writes restored entries (`None`: the key's entry is removed) straight to the LSM.
@@ -339,31 +417,29 @@ impl<K: Key> DiskTable<K> {
         ingestion.finish()
     }
 
-    /// Every entry on disk, encoded per key group as the heap backend encodes them.
-    fn encode_groups<V: Data>(&mut self) -> TaskResult<BTreeMap<u32, Vec<u8>>> {
+    /// Every entry on disk, per key group, as [`SORTED_TAG`] blobs: the
+    /// stored bytes copied in the LSM's order, nothing decoded.
+    fn encode_groups(&mut self) -> TaskResult<BTreeMap<u32, Vec<u8>>> {
         let read_error = |e: fjall::Error| {
             TaskError::Operator(format!("disk state: cannot read {}: {e}", self.store.dir().display()))
         };
-        let mut out = BTreeMap::new();
-        let mut group: Option<(u32, Vec<(K, V)>)> = None;
+        let mut out: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+        let mut group: Option<(u32, &mut Vec<u8>)> = None;
         for guard in self.keyspace.iter() {
             let (k, v) = guard.into_inner().map_err(read_error)?;
             let Some((g, key)) = k.split_first_chunk::<4>() else {
                 return Err(TaskError::Operator("disk state: a key without its key group".into()));
             };
             let g = u32::from_be_bytes(*g);
-            let entry = (codec::decode(key, "a key on disk")?, codec::decode(&v, "keyed state on disk")?);
-            match &mut group {
-                Some((current, entries)) if *current == g => entries.push(entry),
-                _ => {
-                    if let Some((done, entries)) = group.replace((g, vec![entry])) {
-                        out.insert(done, codec::encode(&entries));
-                    }
-                }
-            }
-        }
-        if let Some((done, entries)) = group {
-            out.insert(done, codec::encode(&entries));
+            let blob = match group.take() {
+                Some((current, blob)) if current == g => blob,
+                _ => out.entry(g).or_insert_with(|| vec![SORTED_TAG]),
+            };
+            codec::encode_len(key.len(), blob);
+            blob.extend_from_slice(key);
+            codec::encode_len(v.len(), blob);
+            blob.extend_from_slice(&v);
+            group = Some((g, blob));
         }
         Ok(out)
     }
@@ -418,7 +494,7 @@ mod tests {
         for (g, blobs) in &heap {
             let decoded = |b: &Vec<Vec<u8>>| -> Vec<std::collections::BTreeMap<u64, u64>> {
                 let values: Vec<(u64, u64)> =
-                    if b[0].is_empty() { vec![] } else { super::codec::decode(&b[0], "t").unwrap() };
+                    if b[0].is_empty() { vec![] } else { super::decode_entries(&b[0]).unwrap() };
                 vec![values.into_iter().collect()]
             };
             assert_eq!(decoded(blobs), decoded(&on_disk[g]), "key group {g}");
@@ -435,6 +511,50 @@ mod tests {
             assert_eq!(state.value_ref(&count, &10).copied(), Some(21));
             assert_eq!(state.value_ref(&count, &9), None);
         }
+    }
+
+    /// A disk snapshot's blob whose entries are out of order, or whose
+    /// lengths run past its end, is an error on both backends (no panic).
+    #[test]
+    fn a_damaged_disk_snapshot_is_an_error() {
+        use super::{SORTED_TAG, SortedEntries};
+        let tmp = tempfile::tempdir().unwrap();
+        let mut source = disk(tmp.path());
+        let count = source.value::<u64>("count");
+        for k in 0..2000u64 {
+            *source.value_mut(&count, &k).get_or_insert(0) = k;
+        }
+        let groups = source.encode_groups(MAX).unwrap();
+        let blob = groups.values().map(|b| b[0].clone()).max_by_key(Vec::len).unwrap();
+        assert_eq!(blob[0], SORTED_TAG);
+        let entries: Vec<(&[u8], &[u8])> = SortedEntries(&blob[1..]).collect::<Result<_, _>>().unwrap();
+        assert!(entries.len() > 2, "{entries:?}");
+        let sorted = |entries: &[(&[u8], &[u8])]| {
+            let mut b = vec![SORTED_TAG];
+            for (k, v) in entries {
+                super::codec::encode_len(k.len(), &mut b);
+                b.extend_from_slice(k);
+                super::codec::encode_len(v.len(), &mut b);
+                b.extend_from_slice(v);
+            }
+            b
+        };
+        assert_eq!(sorted(&entries), blob);
+        let restore = |blob: Vec<u8>, on_disk: bool| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut state = if on_disk { disk(dir.path()) } else { KeyedState::new(&StateBackend::Heap, MAX) };
+            let _ = state.value::<u64>("count");
+            state.decode_group(&[blob]).map_err(|e| e.to_string())
+        };
+        for on_disk in [false, true] {
+            restore(blob.clone(), on_disk).expect("the blob restores");
+            let cut = restore(blob[..blob.len() - 3].to_vec(), on_disk).unwrap_err();
+            assert!(cut.contains("runs past the end"), "{cut}");
+        }
+        let mut swapped = entries.clone();
+        swapped.swap(0, 1);
+        let err = restore(sorted(&swapped), true).unwrap_err();
+        assert!(err.contains("out of order"), "{err}");
     }
 
     #[test]
