@@ -370,6 +370,7 @@ where
             };
             timers.insert(g, [group.event_timers, group.processing_timers]);
         }
+        self.state.finish_restore()?;
         for (g, [event, processing]) in timers {
             if !event.is_empty() || !processing.is_empty() {
                 self.timer_groups.insert(g);

@@ -49,8 +49,10 @@ trait StateTable<K>: Send {
     fn overflowed(&self) -> bool;
     /// The entries changed since the last snapshot, per key group (`None`: not tracked).
     fn encode_changes(&mut self, max_parallelism: u32) -> TaskResult<Option<BTreeMap<u32, Vec<u8>>>>;
-    /// Applies the changes of one key group.
+    /// Applies the changes of one key group (on disk: when the restore ends).
     fn decode_changes(&mut self, bytes: &[u8]) -> TaskResult;
+    /// The restore is over: applies what it held back.
+    fn finish_restore(&mut self) -> TaskResult;
     /// The first error of the table's store since the last call.
     fn take_failure(&mut self) -> Option<String>;
 }
@@ -85,6 +87,9 @@ impl<K: Key, V: crate::element::Data> StateTable<K> for Table<K, V> {
     }
     fn decode_changes(&mut self, bytes: &[u8]) -> TaskResult {
         Table::decode_changes(self, bytes)
+    }
+    fn finish_restore(&mut self) -> TaskResult {
+        Table::finish_restore(self)
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
@@ -315,6 +320,12 @@ impl<K: Key> KeyedState<K> {
     /// over what was restored before them.
     pub fn decode_changes(&mut self, blobs: &[Vec<u8>]) -> TaskResult {
         self.decode_each(blobs, |table, blob| table.decode_changes(blob))
+    }
+
+    /// Ends a restore (of [`KeyedState::decode_group`] and
+    /// [`KeyedState::decode_changes`] calls): call it before the state is used.
+    pub fn finish_restore(&mut self) -> TaskResult {
+        self.tables.iter_mut().try_for_each(|t| t.finish_restore())
     }
 
     /// Hands each table its blob of a key group (but empty ones).

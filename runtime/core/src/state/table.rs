@@ -87,6 +87,10 @@ pub(super) struct Table<K, V> {
     changed: Option<AHashSet<K>>,
     /// More keys changed than are worth remembering: the next snapshot is full.
     overflowed: bool,
+    /// On disk, the changes restored so far, written at once when the restore
+    /// ends ([`Table::finish_restore`]): one set of the LSM's tables for a
+    /// whole chain of incremental checkpoints, not one per key group and link.
+    restored_changes: Vec<(K, Option<V>)>,
 }
 
 /// A table's part on disk.
@@ -107,7 +111,7 @@ struct DiskTable<K> {
 
 impl<K: Key, V: Data> Table<K, V> {
     pub(super) fn heap() -> Self {
-        Table { map: AHashMap::default(), disk: None, changed: None, overflowed: false }
+        Table { map: AHashMap::default(), disk: None, changed: None, overflowed: false, restored_changes: Vec::new() }
     }
 
     pub(super) fn on_disk(store: &Arc<DiskStore>, max_parallelism: u32) -> TaskResult<Self> {
@@ -124,7 +128,13 @@ impl<K: Key, V: Data> Table<K, V> {
             failure: None,
             scratch: Vec::new(),
         };
-        Ok(Table { map: AHashMap::default(), disk: Some(Box::new(disk)), changed: None, overflowed: false })
+        Ok(Table {
+            map: AHashMap::default(),
+            disk: Some(Box::new(disk)),
+            changed: None,
+            overflowed: false,
+            restored_changes: Vec::new(),
+        })
     }
 
     /// Makes `key`'s entry, when it has one, present in the map (and room for it).
@@ -244,17 +254,27 @@ impl<K: Key, V: Data> Table<K, V> {
                     };
                 }
             }
-            Some(disk) => {
+            Some(_) => {
                 for (k, _) in &entries {
                     self.map.remove(k);
                 }
-                disk.apply(entries)?;
+                self.restored_changes.extend(entries);
             }
         }
         Ok(())
     }
 
+    /// Writes the changes restored on disk (see `restored_changes`).
+    pub(super) fn finish_restore(&mut self) -> TaskResult {
+        match &mut self.disk {
+            Some(disk) if !self.restored_changes.is_empty() => disk.apply(std::mem::take(&mut self.restored_changes)),
+            _ => Ok(()),
+        }
+    }
+
     pub(super) fn decode_group(&mut self, bytes: &[u8]) -> TaskResult {
+        // Changes restored before a full group are older than it.
+        self.finish_restore()?;
         match (&mut self.disk, bytes.split_first()) {
             (Some(disk), Some((&SORTED_TAG, sorted))) => disk.ingest_sorted(SortedEntries(sorted)),
             (Some(disk), _) => disk.ingest(decode_entries::<K, V>(bytes)?),
