@@ -185,6 +185,13 @@ fn orders_payments_survives_crashes_moving_between_heap_and_disk() {
     check_on_disk("orders-payments", local("orders-payments"), |p| p % 2 == 0);
 }
 
+/// Window contents on disk: the sliced windows' snapshots alternate between
+/// the disk backend's sorted entries (parallelism 2 and 4) and the heap's.
+#[test]
+fn orders_sliding_survives_crashes_moving_between_heap_and_disk() {
+    check_on_disk("orders-sliding", local("orders-sliding"), |p| p % 2 == 0);
+}
+
 #[test]
 fn both_survive_crashes_on_s3() {
     let server = MotoServer::start();

@@ -198,32 +198,40 @@ where
             state.track_changes();
         }
         function.open(&mut state);
+        let mut failure = None;
+        let mut queue = || {
+            TimerQueue::new(&info.state_backend).unwrap_or_else(|e| {
+                failure.get_or_insert(e.to_string());
+                TimerQueue::default()
+            })
+        };
+        let (event_timers, processing_timers) = (queue(), queue());
         KeyedProcessOperator {
             function,
             key_selector,
             state,
-            event_timers: TimerQueue::default(),
-            processing_timers: TimerQueue::default(),
+            event_timers,
+            processing_timers,
             watermark: MIN_WATERMARK,
             max_parallelism: info.max_parallelism,
             _types: std::marker::PhantomData,
             metrics: info.metrics.clone(),
-            failure: None,
+            failure,
             sides: info.side_outputs.clone(),
             timer_groups: BTreeSet::new(),
         }
     }
 
     /// Every key group's timers, as a snapshot keeps them; notes which groups have some.
-    fn timers_by_group(&mut self, groups: &mut BTreeMap<u32, ProcessGroup<K>>) {
+    fn timers_by_group(&mut self, groups: &mut BTreeMap<u32, ProcessGroup<K>>) -> TaskResult {
         let (max, tables) = (self.max_parallelism, self.state.table_count());
         // A group whose timers all went since the last snapshot is written with none.
         let before = std::mem::take(&mut self.timer_groups);
-        for (g, timers) in self.event_timers.by_group(max) {
+        for (g, timers) in self.event_timers.by_group(max)? {
             groups.entry(g).or_insert_with(|| ProcessGroup::empty(tables)).event_timers = timers;
             self.timer_groups.insert(g);
         }
-        for (g, timers) in self.processing_timers.by_group(max) {
+        for (g, timers) in self.processing_timers.by_group(max)? {
             groups.entry(g).or_insert_with(|| ProcessGroup::empty(tables)).processing_timers = timers;
             self.timer_groups.insert(g);
         }
@@ -232,6 +240,7 @@ where
                 groups.entry(g).or_insert_with(|| ProcessGroup::empty(tables));
             }
         }
+        Ok(())
     }
 
     /// The function, for operators built around this one.
@@ -271,7 +280,9 @@ where
 
     /// The failure a function asked for, as the task's error.
     fn check_failure(&mut self) -> TaskResult {
-        match self.failure.take() {
+        let failure = self.failure.take();
+        let timers = || self.event_timers.take_failure().or_else(|| self.processing_timers.take_failure());
+        match failure.or_else(timers) {
             Some(reason) => Err(crate::error::TaskError::Operator(reason)),
             None => self.state.check(),
         }
@@ -326,7 +337,7 @@ where
         for (g, tables) in self.state.encode_groups(self.max_parallelism)? {
             groups.insert(g, ProcessGroup { tables, event_timers: Vec::new(), processing_timers: Vec::new() });
         }
-        self.timers_by_group(&mut groups);
+        self.timers_by_group(&mut groups)?;
         Ok(OperatorSnapshot {
             keyed: groups.into_iter().map(|(g, pg)| (g, codec::encode(&pg))).collect(),
             entries: vec![],
@@ -341,7 +352,7 @@ where
         for (g, tables) in changes {
             groups.insert(g, ProcessGroup { tables, event_timers: Vec::new(), processing_timers: Vec::new() });
         }
-        self.timers_by_group(&mut groups);
+        self.timers_by_group(&mut groups)?;
         let keyed = groups.into_iter().map(|(g, pg)| {
             let mut blob = vec![CHANGES_TAG];
             codec::encode_into(&pg, &mut blob);

@@ -1,13 +1,14 @@
 //! Where keyed state lives: on the heap (the default) or on local disk under a
 //! memory budget.
 //!
-//! The disk backend keeps each keyed state table in an LSM tree ([`fjall`]),
-//! with a bounded cache of the entries in use in front of it. The LSM is a
-//! working copy, never the durable one: checkpoints and savepoints still carry
-//! every entry, filed by key group, in the same format as the heap backend's,
-//! so a job can move between backends through any snapshot. One store serves
-//! every subtask of a process; it lives in a folder of its own under the
-//! configured directory, removed when the process no longer needs it.
+//! The disk backend keeps each keyed state table, and each window operator's
+//! contents, in an LSM tree ([`fjall`]) with a bounded cache of the entries in
+//! use in front of it. The LSM is a working copy, never the durable one:
+//! checkpoints and savepoints still carry every entry, filed by key group, in
+//! a form either backend restores, so a job can move between backends through
+//! any snapshot. One store serves every subtask of a process; it lives in a
+//! folder of its own under the configured directory, removed when the process
+//! no longer needs it.
 //!
 //! The memory budget is split between the tables' caches (half), the LSM's
 //! block cache (a quarter), its write buffers (an eighth, shared by the tables
@@ -130,7 +131,7 @@ impl DiskStore {
     }
 
     /// Creates the keyspace of a new table: its id and handle.
-    pub(super) fn create_table(&self) -> Result<(u64, fjall::Keyspace), fjall::Error> {
+    pub(crate) fn create_table(&self) -> Result<(u64, fjall::Keyspace), fjall::Error> {
         let id = self.next_table.fetch_add(1, Ordering::Relaxed);
         let tables = self.live_tables.fetch_add(1, Ordering::Relaxed) as u64 + 1;
         let memtable = (self.memory / 8 / tables).max(1 << 20);
@@ -141,7 +142,7 @@ impl DiskStore {
     }
 
     /// Drops a table's keyspace and its files.
-    pub(super) fn drop_table(&self, keyspace: fjall::Keyspace) {
+    pub(crate) fn drop_table(&self, keyspace: fjall::Keyspace) {
         self.live_tables.fetch_sub(1, Ordering::Relaxed);
         if let Err(e) = self.db.delete_keyspace(keyspace) {
             tracing::warn!("disk state: could not drop a table's keyspace: {e}");
@@ -149,7 +150,7 @@ impl DiskStore {
     }
 
     /// The bytes one table's cache may hold now.
-    pub(super) fn cache_share(&self) -> u64 {
+    pub(crate) fn cache_share(&self) -> u64 {
         self.memory / 2 / self.live_tables.load(Ordering::Relaxed).max(1) as u64
     }
 

@@ -50,6 +50,16 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> TaskResult<T> {
     })
 }
 
+/// Decodes a small value (a header of at most 1 MiB's claims) that [`encode`]
+/// wrote at the start of `bytes`, and hands back the bytes after it.
+pub fn decode_head<'a, T: DeserializeOwned>(bytes: &'a [u8], what: &str) -> TaskResult<(T, &'a [u8])> {
+    let config = bincode::config::standard().with_limit::<{ 1 << 20 }>();
+    match bincode::serde::decode_from_slice(bytes, config) {
+        Ok((value, used)) => Ok((value, &bytes[used..])),
+        Err(e) => Err(TaskError::Operator(format!("cannot restore {what}: the snapshot does not decode ({e})"))),
+    }
+}
+
 /// Appends `len` as a varint (bincode's: one byte below 251).
 pub fn encode_len(len: usize, out: &mut Vec<u8>) {
     bincode::encode_into_std_write(len as u64, out, bincode::config::standard()).expect("a Vec takes every write");

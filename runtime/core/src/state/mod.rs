@@ -21,7 +21,7 @@ pub mod codec;
 mod table;
 
 pub use backend::StateBackend;
-use table::Table;
+pub(crate) use table::{Table, decode_entries};
 
 use std::any::Any;
 use std::collections::BTreeMap;

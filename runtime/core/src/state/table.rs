@@ -67,7 +67,7 @@ impl<'a> Iterator for SortedEntries<'a> {
 }
 
 /// The entries of one key group's blob, in either form.
-pub(super) fn decode_entries<K: Key, V: Data>(bytes: &[u8]) -> TaskResult<Vec<(K, V)>> {
+pub(crate) fn decode_entries<K: Key, V: Data>(bytes: &[u8]) -> TaskResult<Vec<(K, V)>> {
     match bytes.split_first() {
         Some((&SORTED_TAG, sorted)) => SortedEntries(sorted)
             .map(|entry| {
@@ -80,7 +80,7 @@ pub(super) fn decode_entries<K: Key, V: Data>(bytes: &[u8]) -> TaskResult<Vec<(K
 }
 
 /// The entries of one declared state.
-pub(super) struct Table<K, V> {
+pub(crate) struct Table<K, V> {
     pub(super) map: AHashMap<K, V>,
     disk: Option<Box<DiskTable<K>>>,
     /// Keys changed since the last snapshot, when checkpoints are incremental.
@@ -110,7 +110,7 @@ struct DiskTable<K> {
 }
 
 impl<K: Key, V: Data> Table<K, V> {
-    pub(super) fn heap() -> Self {
+    pub(crate) fn heap() -> Self {
         Table { map: AHashMap::default(), disk: None, changed: None, overflowed: false, restored_changes: Vec::new() }
     }
 
@@ -135,6 +135,63 @@ impl<K: Key, V: Data> Table<K, V> {
             overflowed: false,
             restored_changes: Vec::new(),
         })
+    }
+
+    /// A table kept by `backend`: on disk with the disk backend.
+    pub(crate) fn new(backend: &super::StateBackend, max_parallelism: u32) -> TaskResult<Self> {
+        match backend {
+            super::StateBackend::Heap => Ok(Table::heap()),
+            super::StateBackend::Disk(store) => Table::on_disk(store, max_parallelism),
+        }
+    }
+
+    /// `key`'s entry, read from disk when it is there.
+    pub(crate) fn get(&mut self, key: &K) -> Option<&V> {
+        self.load(key);
+        self.map.get(key)
+    }
+
+    /// `key`'s entry to change, read from disk when it is there.
+    pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.load(key);
+        if self.map.contains_key(key) {
+            self.touch(key);
+        }
+        self.map.get_mut(key)
+    }
+
+    /// `key`'s entry to change, made with `V::default()` when it has none.
+    pub(crate) fn entry(&mut self, key: &K) -> &mut V
+    where
+        V: Default,
+    {
+        self.load(key);
+        self.touch(key);
+        if !self.map.contains_key(key) {
+            self.map.insert(key.clone(), V::default());
+        }
+        self.map.get_mut(key).expect("just inserted")
+    }
+
+    /// Removes `key`'s entry.
+    pub(crate) fn remove(&mut self, key: &K) {
+        self.clear_key(key);
+    }
+
+    /// Entries held in memory (all of them on the heap).
+    pub(crate) fn in_memory(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.map.iter()
+    }
+
+    /// Adds decoded entries of a snapshot (on disk: written straight to the LSM).
+    pub(crate) fn restore_entries(&mut self, entries: Vec<(K, V)>) -> TaskResult {
+        match &mut self.disk {
+            Some(disk) => disk.ingest(entries),
+            None => {
+                self.map.extend(entries);
+                Ok(())
+            }
+        }
     }
 
     /// Makes `key`'s entry, when it has one, present in the map (and room for it).
@@ -200,11 +257,11 @@ impl<K: Key, V: Data> Table<K, V> {
         }
     }
 
-    pub(super) fn take_failure(&mut self) -> Option<String> {
+    pub(crate) fn take_failure(&mut self) -> Option<String> {
         self.disk.as_mut().and_then(|d| d.failure.take())
     }
 
-    pub(super) fn encode_groups(&mut self, max_parallelism: u32) -> TaskResult<BTreeMap<u32, Vec<u8>>> {
+    pub(crate) fn encode_groups(&mut self, max_parallelism: u32) -> TaskResult<BTreeMap<u32, Vec<u8>>> {
         if let Some(changed) = &mut self.changed {
             changed.clear();
             self.overflowed = false;

@@ -2,19 +2,16 @@
 
 use std::sync::Arc;
 
-use ahash::AHashMap;
-
 use super::slices::Slicing;
 use super::{Window, WindowAssigner, WindowFunction};
 use crate::checkpoint::metadata::{OperatorSnapshot, RestoredState};
 use crate::element::{Data, Record};
-use crate::error::TaskResult;
+use crate::error::{TaskError, TaskResult};
 use crate::graph::SubtaskInfo;
 use crate::metrics::SubtaskMetrics;
 use crate::operator::Operator;
 use crate::output::Collector;
-use crate::state::Key;
-use crate::state::{codec, encode_by_group};
+use crate::state::{Key, Table, decode_entries};
 use crate::time::{MIN_WATERMARK, NO_TIMESTAMP, Timestamp};
 use crate::timer::TimerQueue;
 
@@ -27,7 +24,7 @@ pub enum LateData<In, Out> {
 }
 
 /// The state of one window of a key, or of one slice of a key's sliding windows.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Pane<Acc> {
     pub(super) window: Window,
     pub(super) acc: Acc,
@@ -43,8 +40,11 @@ pub struct WindowOperator<K: Key, In, F: WindowFunction<K, In>, KS> {
     pub(super) allowed_lateness: i64,
     key_selector: KS,
     pub(super) function: F,
-    /// Per key, its windows (or slices, sorted by start).
-    pub(super) panes: AHashMap<K, Vec<Pane<F::Acc>>>,
+    /// Per key, its windows (or slices, sorted by start): on the heap, or
+    /// with the disk backend in its LSM behind a bounded cache.
+    pub(super) panes: Table<K, Vec<Pane<F::Acc>>>,
+    /// Why the disk backend's table could not be made, reported at the first check.
+    failure: Option<String>,
     pub(super) timers: TimerQueue<K>,
     pub(super) watermark: Timestamp,
     late: LateData<In, F::Out>,
@@ -68,14 +68,24 @@ where
         late: LateData<In, F::Out>,
         info: &SubtaskInfo,
     ) -> Self {
+        let mut failure = None;
+        let panes = Table::new(&info.state_backend, info.max_parallelism).unwrap_or_else(|e| {
+            failure = Some(e.to_string());
+            Table::heap()
+        });
+        let timers = TimerQueue::new(&info.state_backend).unwrap_or_else(|e| {
+            failure.get_or_insert(e.to_string());
+            TimerQueue::default()
+        });
         WindowOperator {
             assigner,
             slicing: Slicing::of(assigner),
             allowed_lateness: allowed_lateness.max(0),
             key_selector,
             function,
-            panes: AHashMap::default(),
-            timers: TimerQueue::default(),
+            panes,
+            failure,
+            timers,
             watermark: MIN_WATERMARK,
             late,
             metrics: info.metrics.clone(),
@@ -84,9 +94,20 @@ where
         }
     }
 
-    /// Number of open (key, window) panes: the operator's state size.
+    /// Number of open (key, window) panes held in memory (all of them on the
+    /// heap backend): the operator's state size.
     pub fn open_panes(&self) -> usize {
-        self.panes.values().map(Vec::len).sum()
+        self.panes.in_memory().map(|(_, panes)| panes.len()).sum()
+    }
+
+    /// The first error of the disk backend's store, which fails the task:
+    /// window contents that were not written are never checkpointed.
+    fn check(&mut self) -> TaskResult {
+        let failure = self.failure.take().or_else(|| self.panes.take_failure());
+        match failure.or_else(|| self.timers.take_failure()) {
+            Some(reason) => Err(TaskError::Operator(reason)),
+            None => Ok(()),
+        }
     }
 
     #[inline]
@@ -120,13 +141,10 @@ where
         let mut accepted = false;
         let lateness = self.allowed_lateness;
         let watermark = self.watermark;
-        if !self.panes.contains_key(&key) {
-            if self.scratch.iter().all(|w| self.is_late(w)) {
-                return self.on_late(record, out);
-            }
-            self.panes.insert(key.clone(), Vec::with_capacity(self.scratch.len()));
+        if self.panes.get(&key).is_none() && self.scratch.iter().all(|w| self.is_late(w)) {
+            return self.on_late(record, out);
         }
-        let panes = self.panes.get_mut(&key).expect("present");
+        let panes = self.panes.entry(&key);
         for w in &self.scratch {
             if w.max_timestamp().saturating_add(lateness) <= watermark {
                 continue;
@@ -170,7 +188,7 @@ where
         if self.is_late(&merged) {
             return self.on_late(record, out);
         }
-        let panes = self.panes.entry(key.clone()).or_default();
+        let panes = self.panes.entry(&key);
         let mut acc: Option<F::Acc> = None;
         while let Some(i) = panes.iter().position(|p| p.window.intersects(&merged)) {
             let old = panes.swap_remove(i);
@@ -231,7 +249,7 @@ where
         let out = out.buffer();
         if let Some(slicing) = self.slicing {
             self.fire_slices(slicing, watermark, out);
-            return Ok(());
+            return self.check();
         }
         self.watermark = watermark;
         let lateness = self.allowed_lateness;
@@ -249,15 +267,16 @@ where
                 self.panes.remove(&key);
             }
         }
-        Ok(())
+        self.check()
     }
 
     /// Window contents per key group; timers are derived from them on restore.
     fn snapshot_state(&mut self, _checkpoint_id: u64) -> TaskResult<OperatorSnapshot> {
         if self.slicing.is_some() {
-            return Ok(self.snapshot_slices());
+            return self.snapshot_slices();
         }
-        let keyed = encode_by_group(self.panes.iter(), self.max_parallelism).into_iter().collect();
+        self.check()?;
+        let keyed = self.panes.encode_groups(self.max_parallelism)?.into_iter().collect();
         Ok(OperatorSnapshot { keyed, entries: Vec::new() })
     }
 
@@ -274,13 +293,13 @@ where
             None => state,
         };
         for (_, blob) in state.keyed {
-            let entries: Vec<(K, Vec<Pane<F::Acc>>)> = codec::decode(&blob, "window contents")?;
-            for (key, panes) in entries {
-                for p in &panes {
-                    Self::register_timers(&mut self.timers, &key, &p.window, self.allowed_lateness);
+            let entries: Vec<(K, Vec<Pane<F::Acc>>)> = decode_entries(&blob)?;
+            for (key, panes) in &entries {
+                for p in panes {
+                    Self::register_timers(&mut self.timers, key, &p.window, self.allowed_lateness);
                 }
-                self.panes.insert(key, panes);
             }
+            self.panes.restore_entries(entries)?;
         }
         Ok(())
     }

@@ -20,7 +20,7 @@ use super::{Window, WindowAssigner, WindowFunction};
 use crate::checkpoint::metadata::{OperatorSnapshot, RestoredState};
 use crate::element::{Data, Record};
 use crate::error::{TaskError, TaskResult};
-use crate::state::{Key, codec, encode_by_group};
+use crate::state::{Key, codec, decode_entries};
 use crate::time::{MIN_WATERMARK, Timestamp};
 
 /// The first byte of a key group's sliced window state. Whole-window state
@@ -110,9 +110,17 @@ impl Slicing {
     }
 }
 
-/// A key group's sliced state: the operator's watermark when it was taken
-/// (windows ending at or before it have fired) and each key's slices.
-type SlicedGroup<K, Acc> = (Timestamp, Vec<(K, Vec<Pane<Acc>>)>);
+/// A key group's sliced state (after its tag): the operator's watermark when
+/// it was taken (windows ending at or before it have fired), then each key's
+/// slices as the panes' table encodes a key group (the heap's bincode, or
+/// the disk backend's sorted entries).
+#[allow(clippy::type_complexity)]
+fn decode_sliced_group<K: Key, Acc: crate::element::Data>(
+    bytes: &[u8],
+) -> TaskResult<(Timestamp, Vec<(K, Vec<Pane<Acc>>)>)> {
+    let (watermark, entries) = codec::decode_head(bytes, "sliced window contents")?;
+    Ok((watermark, decode_entries(entries)?))
+}
 
 impl<K, In, F, KS> WindowOperator<K, In, F, KS>
 where
@@ -129,7 +137,7 @@ where
         if self.is_late(&s.window_ending(s.last_end(&slice))) {
             return self.on_late(record, out);
         }
-        let panes = self.panes.entry(key.clone()).or_default();
+        let panes = self.panes.entry(&key);
         // Records mostly arrive in time order, so the slice is mostly the last one.
         let at = match panes.last() {
             Some(last) if last.window.start == slice.start => panes.len() - 1,
@@ -178,13 +186,15 @@ where
         }
     }
 
-    pub(super) fn snapshot_slices(&self) -> OperatorSnapshot {
+    pub(super) fn snapshot_slices(&mut self) -> TaskResult<OperatorSnapshot> {
         let header = codec::encode(&self.watermark);
-        let keyed = encode_by_group(self.panes.iter(), self.max_parallelism)
+        let keyed = self
+            .panes
+            .encode_groups(self.max_parallelism)?
             .into_iter()
             .map(|(group, entries)| (group, [&[SLICES_TAG][..], &header, &entries].concat()))
             .collect();
-        OperatorSnapshot { keyed, entries: Vec::new() }
+        Ok(OperatorSnapshot { keyed, entries: Vec::new() })
     }
 
     /// Restores sliced state, or hands back state of whole windows (written
@@ -201,15 +211,16 @@ where
         }
         let mut restored_watermark = None::<Timestamp>;
         for (_, blob) in state.keyed {
-            let (watermark, entries): SlicedGroup<K, F::Acc> = codec::decode(&blob[1..], "sliced window contents")?;
+            let (watermark, entries) = decode_sliced_group::<K, F::Acc>(&blob[1..])?;
             restored_watermark = Some(restored_watermark.map_or(watermark, |w| w.min(watermark)));
-            for (key, mut panes) in entries {
+            let mut entries = entries;
+            for (key, panes) in &mut entries {
                 panes.sort_by_key(|p| p.window.start);
-                for p in &panes {
-                    schedule_slice(&mut self.timers, s, &key, &p.window, watermark, self.allowed_lateness);
+                for p in panes.iter() {
+                    schedule_slice(&mut self.timers, s, key, &p.window, watermark, self.allowed_lateness);
                 }
-                self.panes.insert(key, panes);
             }
+            self.panes.restore_entries(entries)?;
         }
         // Records after the snapshot meet the watermark they would have met
         // without the restart, so they are judged late, or fire the windows
@@ -351,13 +362,13 @@ mod equivalence {
     /// Count and sum of the values.
     struct CountSum;
 
-    impl AggregateFunction<(u8, i64)> for CountSum {
+    impl AggregateFunction<(u32, i64)> for CountSum {
         type Acc = (i64, i64);
         type Result = (i64, i64);
         fn create(&self) -> (i64, i64) {
             (0, 0)
         }
-        fn add(&self, acc: &mut (i64, i64), value: &(u8, i64)) {
+        fn add(&self, acc: &mut (i64, i64), value: &(u32, i64)) {
             *acc = (acc.0 + 1, acc.1 + value.1);
         }
         fn merge(&self, acc: &mut (i64, i64), other: (i64, i64)) {
@@ -369,11 +380,15 @@ mod equivalence {
     }
 
     /// A window's row, or a late record (window bounds `None`).
-    type Row = (u8, Option<(i64, i64)>, i64, i64);
-    type Finish = fn(&u8, &Window, (i64, i64)) -> Row;
-    type Op = WindowOperator<u8, (u8, i64), AggregateWindow<CountSum, Finish, Row>, fn(&(u8, i64)) -> u8>;
+    type Row = (u32, Option<(i64, i64)>, i64, i64);
+    type Finish = fn(&u32, &Window, (i64, i64)) -> Row;
+    type Op = WindowOperator<u32, (u32, i64), AggregateWindow<CountSum, Finish, Row>, fn(&(u32, i64)) -> u32>;
 
     fn operator(assigner: WindowAssigner, lateness: i64, sliced: bool) -> Op {
+        operator_on(assigner, lateness, sliced, &crate::state::StateBackend::Heap)
+    }
+
+    fn operator_on(assigner: WindowAssigner, lateness: i64, sliced: bool, backend: &crate::state::StateBackend) -> Op {
         let info = SubtaskInfo {
             vertex: "window".into(),
             uid: "1-window".into(),
@@ -386,11 +401,11 @@ mod equivalence {
             checkpointing: true,
             alignment: Default::default(),
             side_outputs: Default::default(),
-            state_backend: Default::default(),
+            state_backend: backend.clone(),
         };
         let finish: Finish = |k, w, (count, sum)| (*k, Some((w.start, w.end)), count, sum);
-        let late = LateData::Emit(Box::new(|(k, v): (u8, i64)| (k, None, 0, v)));
-        let key: fn(&(u8, i64)) -> u8 = |v| v.0;
+        let late = LateData::Emit(Box::new(|(k, v): (u32, i64)| (k, None, 0, v)));
+        let key: fn(&(u32, i64)) -> u32 = |v| v.0;
         let mut op = WindowOperator::new(assigner, lateness, key, AggregateWindow::new(CountSum, finish), late, &info);
         if !sliced {
             op.slicing = None;
@@ -403,7 +418,7 @@ mod equivalence {
     enum Step {
         Record {
             time: i64,
-            key: u8,
+            key: u32,
             value: i64,
         },
         /// Advance the watermark by this much.
@@ -414,7 +429,7 @@ mod equivalence {
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
-            6 => (0i64..40_000, 0u8..4, -5i64..100).prop_map(|(time, key, value)| Step::Record { time, key, value }),
+            6 => (0i64..40_000, 0u32..4, -5i64..100).prop_map(|(time, key, value)| Step::Record { time, key, value }),
             2 => (0i64..6_000).prop_map(Step::Watermark),
             1 => Just(Step::Restore),
         ]
@@ -504,6 +519,59 @@ mod equivalence {
         // The windows of 15 000 that fired before the snapshot do not fire again.
         let rows = run(&mut after, |op, out| op.on_watermark(MAX_WATERMARK, out).unwrap());
         assert_eq!(rows.iter().map(|r| r.1.unwrap().1).collect::<Vec<_>>(), vec![22_000, 24_000]);
+    }
+
+    /// With the disk backend at its smallest budget and far more keys than
+    /// its cache holds, windows are written back, evicted and read again:
+    /// every row equals the heap's, also after each backend restores the
+    /// other's snapshot (tumbling, sliced and session windows, with late data).
+    #[test]
+    fn windows_on_disk_emit_what_windows_on_the_heap_emit() {
+        use crate::state::StateBackend;
+        let tmp = tempfile::tempdir().unwrap();
+        let disk = StateBackend::disk(tmp.path(), crate::state::backend::MIN_MEMORY).unwrap();
+        let shapes = [
+            (WindowAssigner::Tumbling { size: 4_000 }, false),
+            (WindowAssigner::Sliding { size: 8_000, slide: 2_000 }, true),
+            (WindowAssigner::Session { gap: 500 }, false),
+        ];
+        let keys = 60_000u32;
+        for (assigner, sliced) in shapes {
+            let mut heap = operator_on(assigner, 1_000, sliced, &StateBackend::Heap);
+            let mut on_disk = operator_on(assigner, 1_000, sliced, &disk);
+            let mut rows = 0;
+            for round in 0..4i64 {
+                let batch = || -> Vec<Record<(u32, i64)>> {
+                    // Some keys twice, some behind the watermark (late, or within the lateness).
+                    let time = |k: u32| round * 3_000 + i64::from(k % 2_000) - 600;
+                    (0..keys).chain(0..keys / 3).map(|k| Record::new(time(k), (k, i64::from(k % 7)))).collect()
+                };
+                let a = run(&mut heap, |op, out| op.process_batch(batch(), out).unwrap());
+                let b = run(&mut on_disk, |op, out| op.process_batch(batch(), out).unwrap());
+                assert_eq!(a, b, "{assigner:?} round {round}");
+                assert!(on_disk.open_panes() < heap.open_panes(), "{assigner:?}: the cache holds every window");
+                let watermark = round * 3_000 + 1_000;
+                let a = run(&mut heap, |op, out| op.on_watermark(watermark, out).unwrap());
+                let b = run(&mut on_disk, |op, out| op.on_watermark(watermark, out).unwrap());
+                rows += a.len();
+                assert_eq!(a, b, "{assigner:?} watermark {watermark}");
+                if round == 1 {
+                    let (from_heap, from_disk) = (heap.snapshot_state(1).unwrap(), on_disk.snapshot_state(1).unwrap());
+                    heap = operator_on(assigner, 1_000, sliced, &StateBackend::Heap);
+                    on_disk = operator_on(assigner, 1_000, sliced, &disk);
+                    heap.restore_state(RestoredState { keyed: from_disk.keyed, ..Default::default() }).unwrap();
+                    on_disk.restore_state(RestoredState { keyed: from_heap.keyed, ..Default::default() }).unwrap();
+                    let a = run(&mut heap, |op, out| op.on_watermark(watermark, out).unwrap());
+                    let b = run(&mut on_disk, |op, out| op.on_watermark(watermark, out).unwrap());
+                    assert_eq!(a, b);
+                }
+            }
+            let a = run(&mut heap, |op, out| op.on_watermark(MAX_WATERMARK, out).unwrap());
+            let b = run(&mut on_disk, |op, out| op.on_watermark(MAX_WATERMARK, out).unwrap());
+            assert_eq!(a.len(), b.len());
+            assert_eq!(a, b, "{assigner:?} at the end");
+            assert!(rows + a.len() > keys as usize, "{assigner:?}: {rows} rows");
+        }
     }
 
     #[test]
