@@ -45,7 +45,9 @@ impl<K> Default for TimerQueue<K> {
 /// The later timers of a queue, on disk.
 struct DiskTimers {
     store: Arc<DiskStore>,
-    keyspace: fjall::Keyspace,
+    /// Made at the first spill: a queue that never held more than its share
+    /// takes no part of the store (nor of the tables' caches).
+    keyspace: Option<fjall::Keyspace>,
     /// The first stored timer (time, then key, as stored): every timer at or
     /// after it is on disk, every one before it in memory. `None`: none on disk.
     boundary: Option<Vec<u8>>,
@@ -70,22 +72,20 @@ fn decode_timer<K: Key>(bytes: &[u8]) -> TaskResult<(Timestamp, K)> {
 
 impl<K: Key> TimerQueue<K> {
     /// A queue kept by `backend`: with the disk backend, within its budget.
-    pub fn new(backend: &StateBackend) -> TaskResult<Self> {
-        let StateBackend::Disk(store) = backend else { return Ok(Self::default()) };
-        let (_, keyspace) = store.create_table().map_err(|e| {
-            TaskError::Operator(format!("disk state: cannot create a timer queue in {}: {e}", store.dir().display()))
-        })?;
-        let disk = DiskTimers { store: store.clone(), keyspace, boundary: None, failure: None, scratch: Vec::new() };
-        Ok(TimerQueue { disk: Some(Box::new(disk)), ..Self::default() })
+    pub fn new(backend: &StateBackend) -> Self {
+        let StateBackend::Disk(store) = backend else { return Self::default() };
+        let disk =
+            DiskTimers { store: store.clone(), keyspace: None, boundary: None, failure: None, scratch: Vec::new() };
+        TimerQueue { disk: Some(Box::new(disk)), ..Self::default() }
     }
 
     pub fn register(&mut self, time: Timestamp, key: &K) {
         if let Some(disk) = &mut self.disk
-            && let Some(boundary) = &disk.boundary
+            && let (Some(keyspace), Some(boundary)) = (&disk.keyspace, &disk.boundary)
         {
             encode_timer(time, key, &mut disk.scratch);
             if disk.scratch >= *boundary {
-                if let Err(e) = disk.keyspace.insert(&disk.scratch, b"") {
+                if let Err(e) = keyspace.insert(&disk.scratch, b"") {
                     disk.fail(format!("cannot write a timer: {e}"));
                 }
                 return;
@@ -101,11 +101,11 @@ impl<K: Key> TimerQueue<K> {
 
     pub fn delete(&mut self, time: Timestamp, key: &K) {
         if let Some(disk) = &mut self.disk
-            && let Some(boundary) = &disk.boundary
+            && let (Some(keyspace), Some(boundary)) = (&disk.keyspace, &disk.boundary)
         {
             encode_timer(time, key, &mut disk.scratch);
             if disk.scratch >= *boundary {
-                if let Err(e) = disk.keyspace.remove(&disk.scratch) {
+                if let Err(e) = keyspace.remove(&disk.scratch) {
                     disk.fail(format!("cannot delete a timer: {e}"));
                 }
                 return;
@@ -153,7 +153,8 @@ impl<K: Key> TimerQueue<K> {
 
     /// Live timers in memory, and an estimate of those on disk.
     pub fn len(&self) -> usize {
-        self.live.len() + self.disk.as_ref().map_or(0, |d| d.keyspace.approximate_len())
+        let on_disk = self.disk.as_ref().and_then(|d| d.keyspace.as_ref());
+        self.live.len() + on_disk.map_or(0, |k| k.approximate_len())
     }
 
     /// The live timers, by key group of their key (with the disk backend,
@@ -171,8 +172,8 @@ impl<K: Key> TimerQueue<K> {
             if let Some(failure) = disk.failure.take() {
                 return Err(TaskError::Operator(failure));
             }
-            if disk.boundary.is_some() {
-                for guard in disk.keyspace.iter() {
+            if let (Some(keyspace), Some(_)) = (&disk.keyspace, &disk.boundary) {
+                for guard in keyspace.iter() {
                     let (k, _) = guard.into_inner().map_err(|e| disk.read_error(e))?;
                     let (t, k) = decode_timer(&k)?;
                     add(t, k);
@@ -194,6 +195,17 @@ impl<K: Key> TimerQueue<K> {
     /// Moves the later half of the timers in memory to disk.
     fn spill(&mut self) {
         let Some(disk) = &mut self.disk else { return };
+        let keyspace = match &disk.keyspace {
+            Some(keyspace) => keyspace.clone(),
+            None => match disk.store.create_table() {
+                Ok((_, keyspace)) => disk.keyspace.insert(keyspace).clone(),
+                Err(e) => {
+                    // Kept in memory; the task fails at its next check.
+                    disk.fail(format!("cannot create a timer queue: {e}"));
+                    return;
+                }
+            },
+        };
         let mut timers: Vec<(Vec<u8>, Timestamp, K)> = Vec::with_capacity(self.live.len());
         for (t, k) in self.live.drain() {
             let mut bytes = Vec::new();
@@ -203,7 +215,7 @@ impl<K: Key> TimerQueue<K> {
         timers.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let later = timers.split_off(timers.len() / 2);
         for (bytes, _, _) in &later {
-            if let Err(e) = disk.keyspace.insert(bytes, b"") {
+            if let Err(e) = keyspace.insert(bytes, b"") {
                 disk.fail(format!("cannot write a timer: {e}"));
                 break;
             }
@@ -220,7 +232,7 @@ impl<K: Key> TimerQueue<K> {
     /// when the first of them is due at `upto`. Whether it read any.
     fn read_back(&mut self, upto: Timestamp) -> bool {
         let Some(disk) = &mut self.disk else { return false };
-        let Some(boundary) = &disk.boundary else { return false };
+        let (Some(keyspace), Some(boundary)) = (disk.keyspace.clone(), &disk.boundary) else { return false };
         match decode_timer::<K>(boundary) {
             Ok((first, _)) if first <= upto => {}
             Ok(_) => return false,
@@ -234,7 +246,7 @@ impl<K: Key> TimerQueue<K> {
         let mut next = None;
         // From the boundary: what is before it was read back and deleted, and
         // an iterator from the start would step over its tombstones every time.
-        for guard in disk.keyspace.range(boundary.clone()..) {
+        for guard in keyspace.range(boundary.clone()..) {
             match guard.key() {
                 Ok(k) if read.len() < most => read.push(k),
                 Ok(k) => {
@@ -250,7 +262,7 @@ impl<K: Key> TimerQueue<K> {
         }
         for bytes in &read {
             let decoded = decode_timer::<K>(bytes);
-            if let Err(e) = disk.keyspace.remove(bytes.clone()) {
+            if let Err(e) = keyspace.remove(bytes.clone()) {
                 disk.fail(format!("cannot delete a timer: {e}"));
                 return false;
             }
@@ -290,7 +302,9 @@ impl DiskTimers {
 
 impl Drop for DiskTimers {
     fn drop(&mut self) {
-        self.store.drop_table(self.keyspace.clone());
+        if let Some(keyspace) = self.keyspace.take() {
+            self.store.drop_table(keyspace);
+        }
     }
 }
 
@@ -320,7 +334,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let backend = StateBackend::disk(tmp.path(), crate::state::backend::MIN_MEMORY).unwrap();
         let mut heap = TimerQueue::<u64>::default();
-        let mut disk = TimerQueue::<u64>::new(&backend).unwrap();
+        let mut disk = TimerQueue::<u64>::new(&backend);
         // A fixed, scattered sequence (no generator needed): a multiplicative hash of i.
         let scatter = |i: u64| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
         let mut watermark = -1i64;

@@ -198,25 +198,17 @@ where
             state.track_changes();
         }
         function.open(&mut state);
-        let mut failure = None;
-        let mut queue = || {
-            TimerQueue::new(&info.state_backend).unwrap_or_else(|e| {
-                failure.get_or_insert(e.to_string());
-                TimerQueue::default()
-            })
-        };
-        let (event_timers, processing_timers) = (queue(), queue());
         KeyedProcessOperator {
             function,
             key_selector,
             state,
-            event_timers,
-            processing_timers,
+            event_timers: TimerQueue::new(&info.state_backend),
+            processing_timers: TimerQueue::new(&info.state_backend),
             watermark: MIN_WATERMARK,
             max_parallelism: info.max_parallelism,
             _types: std::marker::PhantomData,
             metrics: info.metrics.clone(),
-            failure,
+            failure: None,
             sides: info.side_outputs.clone(),
             timer_groups: BTreeSet::new(),
         }

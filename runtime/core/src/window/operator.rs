@@ -73,10 +73,7 @@ where
             failure = Some(e.to_string());
             Table::heap()
         });
-        let timers = TimerQueue::new(&info.state_backend).unwrap_or_else(|e| {
-            failure.get_or_insert(e.to_string());
-            TimerQueue::default()
-        });
+        let timers = TimerQueue::new(&info.state_backend);
         WindowOperator {
             assigner,
             slicing: Slicing::of(assigner),
