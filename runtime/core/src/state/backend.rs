@@ -113,6 +113,11 @@ impl DiskStore {
             .cache_size(memory / 4)
             // Durability comes from checkpoints; the journal need not reach the disk.
             .manual_journal_persist(true)
+            // One background worker: with more, fjall's first worker hands
+            // every compaction request back to the queue and takes it again
+            // while another compacts, a busy loop that cost as much CPU as
+            // the compaction itself (a third of a 100 M-key dedup's CPU).
+            .worker_threads(1)
             .temporary(true)
             .open()
             .map_err(|source| StateBackendError::Store { path: folder.clone(), source })?;
