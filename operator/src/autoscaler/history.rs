@@ -36,17 +36,26 @@ pub(super) fn last_scale_up(history: &[PastRescale]) -> Option<Timestamp> {
     history.iter().filter(|r| r.is_scale_up()).map(|r| r.at).max()
 }
 
+/// A demand at most this share of the one a parallelism failed under is a
+/// change of load, not noise: the parallelism may carry it again.
+pub(super) const REAL_FALL: f64 = 0.75;
+
 /// The largest parallelism of vertex `name` that a rescale of the last hour
 /// showed to be too small, its load above `upper`: the one a scale-up left,
-/// or the one a rescale went to and then found too small.
-pub(super) fn too_small(history: &[PastRescale], name: &str, now: Timestamp, upper: f64) -> Option<u32> {
+/// or the one a rescale went to and then found too small. `demand` is the
+/// vertex's load now in subtasks (load times parallelism): a parallelism
+/// counts only while the demand is above [`REAL_FALL`] of the one it failed
+/// under, so a load that fell back (a step up and down) can return to it.
+pub(super) fn too_small(history: &[PastRescale], name: &str, now: Timestamp, upper: f64, demand: f64) -> Option<u32> {
     let since = before(now, HOUR);
-    let over = |load: Option<f64>| load.is_some_and(|l| l > upper);
+    let failed = |p: u32, load: Option<f64>| {
+        load.is_some_and(|l| l > upper && demand > REAL_FALL * l * f64::from(p)).then_some(p)
+    };
     history
         .iter()
         .filter(|r| r.at > since)
         .filter_map(|r| r.vertices.get(name))
-        .flat_map(|v| [(v.to > v.from && over(v.load_before)).then_some(v.from), over(v.load_after).then_some(v.to)])
+        .flat_map(|v| [if v.to > v.from { failed(v.from, v.load_before) } else { None }, failed(v.to, v.load_after)])
         .flatten()
         .max()
 }
@@ -164,11 +173,17 @@ mod tests {
         let up_from_4 = rescale(50, 4, 8, Some(1.2), None);
         let down_to_6_then_hot = rescale(20, 8, 6, Some(0.3), Some(0.95));
         let old = rescale(70, 10, 16, Some(1.5), None);
-        assert_eq!(too_small(std::slice::from_ref(&up_from_4), "map", now, 0.8), Some(4));
-        assert_eq!(too_small(&[up_from_4.clone(), down_to_6_then_hot.clone()], "map", now, 0.8), Some(6));
-        assert_eq!(too_small(std::slice::from_ref(&old), "map", now, 0.8), None, "older than an hour");
-        assert_eq!(too_small(&[rescale(10, 4, 8, Some(0.75), Some(0.5))], "map", now, 0.8), None);
-        assert_eq!(too_small(std::slice::from_ref(&up_from_4), "sink", now, 0.8), None);
+        let high = f64::INFINITY;
+        assert_eq!(too_small(std::slice::from_ref(&up_from_4), "map", now, 0.8, high), Some(4));
+        assert_eq!(too_small(&[up_from_4.clone(), down_to_6_then_hot.clone()], "map", now, 0.8, high), Some(6));
+        assert_eq!(too_small(std::slice::from_ref(&old), "map", now, 0.8, high), None, "older than an hour");
+        assert_eq!(too_small(&[rescale(10, 4, 8, Some(0.75), Some(0.5))], "map", now, 0.8, high), None);
+        assert_eq!(too_small(std::slice::from_ref(&up_from_4), "sink", now, 0.8, high), None);
+        // 4 failed under a demand of 4.8 subtasks: above 3.6 it still counts, below it the load fell back.
+        assert_eq!(too_small(std::slice::from_ref(&up_from_4), "map", now, 0.8, 3.7), Some(4));
+        assert_eq!(too_small(std::slice::from_ref(&up_from_4), "map", now, 0.8, 3.5), None);
+        // 6 failed under 5.7 (three quarters: 4.3): at a demand of 4 only 4 still counts.
+        assert_eq!(too_small(&[up_from_4.clone(), down_to_6_then_hot.clone()], "map", now, 0.8, 4.0), Some(4));
         assert_eq!(rescales_in_last_hour(&[old, up_from_4.clone(), down_to_6_then_hot.clone()], now), 2);
         assert_eq!(last_scale_up(&[up_from_4.clone(), down_to_6_then_hot]), Some(up_from_4.at));
     }

@@ -47,7 +47,9 @@
 //!   the load stayed below the band over every window of the last
 //!   `scaleDownInterval`, and to what the most demanding of them needed; never
 //!   a vertex busier than the target (it is catching up), and never into a
-//!   parallelism that a rescale of the last hour showed to be too small.
+//!   parallelism that a rescale of the last hour showed to be too small,
+//!   unless the load has since fallen to at most three quarters of the one it
+//!   failed under (a change of load, as a step up and back down, not noise).
 //! * Nothing for `stabilization` after a rescale (or start), nor before a whole
 //!   window of metrics was taken after it (or after the series' first sample:
 //!   an operator that restarts starts a new series); nothing once `maxRescalesPerHour`

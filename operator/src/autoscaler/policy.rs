@@ -152,7 +152,8 @@ impl Gates<'_> {
         if peak.load >= lower {
             return (current, Reason::RecentlyHigher { load: a.load, peak: peak.load });
         }
-        let too_small = history::too_small(self.history, &v.name, self.now, upper);
+        let demand = peak.load * f64::from(current);
+        let too_small = history::too_small(self.history, &v.name, self.now, upper, demand);
         // The peak includes the current window.
         let needed = peak.needed;
         let want = needed.clamp(bounds.min.min(max), max).max(too_small.map_or(0, |p| p + 1));
