@@ -601,9 +601,11 @@ field() { python3 -c "import json, sys; o = json.load(open('$work/obj.json')); p
 # added first) and back down once the load fell, with exactly-once output.
 # WEIR_E2E_AUTOSCALER_WINDOW (15s unless told; bench/autoscaler.sh: 60s, the
 # defaults) is the metrics window, the stabilization and the scale-up interval;
-# the load's phases last in proportion.
+# the load's phases last in proportion. The tail at the low rate outlasts the
+# scale-down interval (2 windows) and a window of low load with room to spare:
+# a job that finished before it could scale down would prove nothing.
 as_window=${WEIR_E2E_AUTOSCALER_WINDOW:-15}
-as_up=$((2 * as_window)) as_down=$((6 * as_window)) as_tail=$((4 * as_window))
+as_up=$((2 * as_window)) as_down=$((6 * as_window)) as_tail=$((7 * as_window))
 as_events=$((300 * as_up + 900 * (as_down - as_up) + 300 * as_tail))
 { job_manifest autoscaled weir:e2e 1s | sed 's/parallelism: 2/parallelism: 1/; s/slots: 2/slots: 1/'; cat <<YAML
   autoscaler: { mode: recommend, metricsWindow: ${as_window}s, stabilization: ${as_window}s, scaleUpInterval: ${as_window}s, scaleDownInterval: $((2 * as_window))s, catchUpTime: $((2 * as_window))s, maxParallelism: 4 }
