@@ -99,7 +99,7 @@ where
 
     /// The first error of the disk backend's store, which fails the task:
     /// window contents that were not written are never checkpointed.
-    fn check(&mut self) -> TaskResult {
+    pub(super) fn check(&mut self) -> TaskResult {
         let failure = self.failure.take().or_else(|| self.panes.take_failure());
         match failure.or_else(|| self.timers.take_failure()) {
             Some(reason) => Err(TaskError::Operator(reason)),
