@@ -510,15 +510,21 @@ fn a_graph_with_an_unknown_input_is_reported() {
     assert_eq!(d.vertices[2].reason, Reason::NoMetrics(Missing::UnknownInput { name: "nowhere".into() }));
 }
 
+/// The map at 8 subtasks of 300/s under `rate` for 1700 s, half an hour
+/// after it was scaled up from 4 at `load_before` (and measured `load_after` at 8).
+fn run_after_scaling_up_from_4(rate: f64, load_before: f64, load_after: f64) -> Model {
+    let mut m = Model::new(pipeline(), &[1, 8, 1], move |_| Some(rate));
+    let v = VertexRescale { from: 4, to: 8, load_before: Some(load_before), load_after: Some(load_after) };
+    m.history = vec![PastRescale { at: t(-1800.0), vertices: [("map".to_string(), v)].into() }];
+    m.series.running_since = t(-1800.0);
+    m.run(&config(|_| {}), 1700.0);
+    m
+}
+
 #[test]
 fn a_parallelism_found_too_small_is_not_returned_to_within_the_hour() {
     // Scaled up from 4 (load 85%) half an hour ago; the load has since fallen a little.
-    let mut m = Model::new(pipeline(), &[1, 8, 1], |_| Some(810.0));
-    let v = VertexRescale { from: 4, to: 8, load_before: Some(0.85), load_after: Some(0.4) };
-    m.history = vec![PastRescale { at: t(-1800.0), vertices: [("map".to_string(), v)].into() }];
-    m.series.running_since = t(-1800.0);
-    let c = config(|_| {});
-    m.run(&c, 1700.0);
+    let m = run_after_scaling_up_from_4(810.0, 0.85, 0.4);
     // 810/s needs 4 subtasks of 300/s at 70%; 4 was too small under a demand of 3.4 subtasks
     // and 2.7 is more than three quarters of it, so 5 (and no further within the hour).
     assert_eq!(m.rescales().last().map(|r| r.1), Some(5), "{:?}", m.rescales());
@@ -529,11 +535,7 @@ fn a_parallelism_found_too_small_is_not_returned_to_within_the_hour() {
 fn a_load_that_fell_back_returns_to_the_parallelism_it_left() {
     // Scaled up from 4 (load 120%, a demand of 4.8 subtasks) half an hour
     // ago; the load is now 600/s, a demand of 2: a change of load, not noise.
-    let mut m = Model::new(pipeline(), &[1, 8, 1], |_| Some(600.0));
-    let v = VertexRescale { from: 4, to: 8, load_before: Some(1.2), load_after: Some(0.75) };
-    m.history = vec![PastRescale { at: t(-1800.0), vertices: [("map".to_string(), v)].into() }];
-    m.series.running_since = t(-1800.0);
-    m.run(&config(|_| {}), 1700.0);
+    let m = run_after_scaling_up_from_4(600.0, 1.2, 0.75);
     // 600/s needs 3 subtasks of 300/s at 70% (4, for key groups that divide evenly).
     assert_eq!(m.rescales().get(1).map(|r| r.1), Some(4), "{:?}", m.rescales());
 }

@@ -116,12 +116,11 @@ impl<K: Key> TimerQueue<K> {
 
     /// The earliest live timer's time.
     pub fn next_time(&mut self) -> Option<Timestamp> {
-        let in_memory = self.by_time.keys().next().copied();
-        let on_disk = self.disk.as_ref().and_then(|d| d.boundary.as_deref()).and_then(|b| decode_timer::<K>(b).ok());
-        match (in_memory, on_disk) {
-            (Some(t), _) => Some(t),
-            (None, on_disk) => on_disk.map(|(t, _)| t),
-        }
+        // Every timer in memory is before every one on disk.
+        self.by_time.keys().next().copied().or_else(|| {
+            let boundary = self.disk.as_ref()?.boundary.as_deref()?;
+            decode_timer::<K>(boundary).ok().map(|(t, _)| t)
+        })
     }
 
     /// Removes and returns the earliest timer at or before `upto`, if any.

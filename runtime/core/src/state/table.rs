@@ -173,11 +173,6 @@ impl<K: Key, V: Data> Table<K, V> {
         self.map.get_mut(key).expect("just inserted")
     }
 
-    /// Removes `key`'s entry.
-    pub(crate) fn remove(&mut self, key: &K) {
-        self.clear_key(key);
-    }
-
     /// Entries held in memory (all of them on the heap).
     pub(crate) fn in_memory(&self) -> impl Iterator<Item = (&K, &V)> {
         self.map.iter()
@@ -244,7 +239,8 @@ impl<K: Key, V: Data> Table<K, V> {
         self.changed.get_or_insert_with(AHashSet::default);
     }
 
-    pub(super) fn clear_key(&mut self, key: &K) {
+    /// Removes `key`'s entry.
+    pub(crate) fn clear_key(&mut self, key: &K) {
         self.touch(key);
         self.map.remove(key);
     }

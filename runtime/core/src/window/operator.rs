@@ -164,7 +164,7 @@ where
         }
         if !accepted {
             if panes.is_empty() {
-                self.panes.remove(&key);
+                self.panes.clear_key(&key);
             }
             self.on_late(record, out);
         }
@@ -261,7 +261,7 @@ where
             }
             panes.retain(|p| p.window.max_timestamp().saturating_add(lateness) > time);
             if panes.is_empty() {
-                self.panes.remove(&key);
+                self.panes.clear_key(&key);
             }
         }
         self.check()

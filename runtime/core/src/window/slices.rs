@@ -181,7 +181,7 @@ where
                 self.timers.register(next - 1, &key);
             }
             if panes.is_empty() {
-                self.panes.remove(&key);
+                self.panes.clear_key(&key);
             }
         }
     }
