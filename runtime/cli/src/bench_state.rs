@@ -291,6 +291,9 @@ impl CheckpointStorage for TimedStorage {
     fn put_parts(&self, path: &str, parts: &[&[u8]]) -> StorageResult<()> {
         Self::time(&self.put_ns, || self.inner.put_parts(path, parts))
     }
+    fn put_reader(&self, path: &str, len: u64, body: &mut dyn std::io::Read) -> StorageResult<()> {
+        Self::time(&self.put_ns, || self.inner.put_reader(path, len, body))
+    }
     fn get(&self, path: &str) -> StorageResult<Vec<u8>> {
         Self::time(&self.get_ns, || self.inner.get(path))
     }

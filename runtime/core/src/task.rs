@@ -496,8 +496,7 @@ fn upload_full(
     for taken in job.snapshots.taken {
         let file = state_file_name(&taken.uid, job.subtask);
         let handle = taken.snapshot.handle(job.subtask, file.clone(), job.key_groups);
-        // The blobs as they are: joining them into one buffer first would copy the state once more.
-        storage.put_parts(&format!("{dir}/{file}"), &taken.snapshot.parts()).map_err(|e| e.to_string())?;
+        taken.snapshot.store(storage.as_ref(), &format!("{dir}/{file}")).map_err(|e| e.to_string())?;
         drop(taken.snapshot);
         states.push((taken.uid, handle));
     }
@@ -546,7 +545,7 @@ fn upload_incremental(
             let file = shared_file_name(&t.uid, job.subtask, id, inc.token);
             let mut handle = t.snapshot.handle(job.subtask, file.clone(), job.key_groups);
             handle.shared = true;
-            if let Err(e) = storage.put_parts(&format!("{dir}/{file}"), &t.snapshot.parts()) {
+            if let Err(e) = t.snapshot.store(storage.as_ref(), &format!("{dir}/{file}")) {
                 inc.restart(&mut chains);
                 return Err(e.to_string());
             }

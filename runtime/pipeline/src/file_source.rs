@@ -189,7 +189,7 @@ impl Source<Row> for FileSource {
     fn snapshot_state(&mut self) -> TaskResult<OperatorSnapshot> {
         let current = self.reader.as_ref().map(|(pos, _)| pos);
         let entries = current.into_iter().chain(self.files.iter().rev()).chain(&self.done).map(codec::encode).collect();
-        Ok(OperatorSnapshot { keyed: Vec::new(), entries })
+        Ok(OperatorSnapshot::of_entries(entries))
     }
 
     fn restore_state(&mut self, state: RestoredState) -> TaskResult {

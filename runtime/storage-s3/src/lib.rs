@@ -72,6 +72,7 @@ pub mod testing;
 mod uri;
 
 use std::future::Future;
+use std::io::Read;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
@@ -80,7 +81,7 @@ use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::upload_part::{UploadPartError, UploadPartOutput};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
-use weir_core::checkpoint::storage::{CheckpointStorage, StorageError, StorageResult, check_key};
+use weir_core::checkpoint::storage::{CheckpointStorage, PartsReader, StorageError, StorageResult, check_key};
 
 use crate::error::storage_error;
 pub use crate::uri::parse_s3_uri;
@@ -215,7 +216,7 @@ impl S3Storage {
 
     /// A multipart upload of the concatenation of `parts` (`len` bytes); aborted (so no
     /// parts linger and cost) if any step fails.
-    async fn put_multipart(&self, uri: &str, key: &str, parts: &[&[u8]], len: usize) -> StorageResult<()> {
+    async fn put_multipart(&self, uri: &str, key: &str, body: &mut dyn Read, len: u64) -> StorageResult<()> {
         let created = self
             .client
             .create_multipart_upload()
@@ -229,14 +230,22 @@ impl S3Storage {
             .upload_id()
             .ok_or_else(|| StorageError::failed(uri, "CreateMultipartUpload answered without an upload id"))?;
 
-        let part_size = self.part_size.max(len.div_ceil(MAX_PARTS));
+        let part_size = (self.part_size as u64).max(len.div_ceil(MAX_PARTS as u64));
         let upload = async {
             // Up to PARALLEL_PARTS parts in flight: one request at a time leaves the
             // connection idle for a round trip per part, and one stream is slower than
             // several on S3 itself. (Dropping the set on an error cancels the others.)
             let mut in_flight = tokio::task::JoinSet::new();
             let mut done_parts = Vec::new();
-            for (i, chunk) in chunks(parts, part_size).enumerate() {
+            // Read a part at a time as the upload needs it: a body may be larger than memory.
+            let chunks = (0..len.div_ceil(part_size)).map(|i| {
+                let size = part_size.min(len - i * part_size);
+                let mut chunk = vec![0; size as usize];
+                body.read_exact(&mut chunk).map_err(|e| StorageError::io(uri, e))?;
+                Ok::<_, StorageError>(chunk)
+            });
+            for (i, chunk) in chunks.enumerate() {
+                let chunk = chunk?;
                 if in_flight.len() >= PARALLEL_PARTS
                     && let Some(done) = in_flight.join_next().await
                 {
@@ -288,32 +297,6 @@ impl S3Storage {
     }
 }
 
-/// The concatenation of `parts` in owned chunks of `size` bytes (the last one shorter),
-/// copied out one chunk at a time as the upload needs them.
-fn chunks<'a>(parts: &'a [&'a [u8]], size: usize) -> impl Iterator<Item = Vec<u8>> + 'a {
-    let mut rest = parts.iter().copied();
-    let mut current: &[u8] = &[];
-    std::iter::from_fn(move || {
-        let mut chunk = Vec::new();
-        while chunk.len() < size {
-            if current.is_empty() {
-                match rest.next() {
-                    Some(part) => current = part,
-                    None => break,
-                }
-                continue;
-            }
-            if chunk.is_empty() {
-                chunk.reserve_exact(size);
-            }
-            let take = (size - chunk.len()).min(current.len());
-            chunk.extend_from_slice(&current[..take]);
-            current = &current[take..];
-        }
-        (!chunk.is_empty()).then_some(chunk)
-    })
-}
-
 /// A part upload's number and outcome.
 type PartOutcome = (i32, Result<UploadPartOutput, SdkError<UploadPartError, HttpResponse>>);
 
@@ -358,14 +341,19 @@ impl CheckpointStorage for S3Storage {
     }
 
     fn put_parts(&self, path: &str, parts: &[&[u8]]) -> StorageResult<()> {
+        let len = parts.iter().map(|p| p.len() as u64).sum::<u64>();
+        self.put_reader(path, len, &mut PartsReader::new(parts))
+    }
+
+    fn put_reader(&self, path: &str, len: u64, body: &mut dyn Read) -> StorageResult<()> {
         let (uri, key) = (self.uri(path), self.key(path)?);
-        let len = parts.iter().map(|p| p.len()).sum::<usize>();
         self.block_on(&uri, async {
-            if len > self.part_size {
-                self.put_multipart(&uri, &key, parts, len).await
-            } else {
-                self.put_object(&uri, &key, parts.concat()).await
+            if len > self.part_size as u64 {
+                return self.put_multipart(&uri, &key, body, len).await;
             }
+            let mut bytes = vec![0; len as usize];
+            body.read_exact(&mut bytes).map_err(|e| StorageError::io(&uri, e))?;
+            self.put_object(&uri, &key, bytes).await
         })?
     }
 
@@ -512,16 +500,5 @@ mod tests {
             refused(s.delete(key).unwrap_err());
             refused(s.list(&format!("{key}/")).unwrap_err());
         }
-    }
-
-    #[test]
-    fn chunks_cut_the_concatenation_of_parts() {
-        let parts: [&[u8]; 5] = [b"abc", b"", b"defgh", b"i", b""];
-        let cut = |size| chunks(&parts, size).map(|c| String::from_utf8(c).unwrap()).collect::<Vec<_>>();
-        assert_eq!(cut(4), ["abcd", "efgh", "i"]);
-        assert_eq!(cut(3), ["abc", "def", "ghi"]);
-        assert_eq!(cut(100), ["abcdefghi"]);
-        assert_eq!(chunks(&[], 4).count(), 0);
-        assert_eq!(chunks(&[b"".as_slice()], 4).count(), 0);
     }
 }

@@ -140,6 +140,15 @@ fn uploads_large_objects_in_parts(server: &MotoServer, admin: &Admin) {
     assert_eq!(admin.pending_uploads(BUCKET), 0, "the upload was completed");
     assert!(storage.get("job/chk-1/big.state").unwrap() == data, "read back differs");
 
+    // The same, streamed from a reader (a disk backend's snapshot, read from its local file).
+    storage.put_reader("job/chk-1/streamed.state", data.len() as u64, &mut &data[..]).unwrap();
+    assert!(storage.get("job/chk-1/streamed.state").unwrap() == data, "streamed read back differs");
+    // A body that ends before its announced length fails in the second part, and is aborted.
+    let short = storage.put_reader("job/chk-1/short.state", data.len() as u64, &mut &data[..10 << 20]);
+    assert!(failure_message(short.unwrap_err()).contains("fill whole buffer"));
+    assert_eq!(admin.pending_uploads(BUCKET), 0, "the short upload was aborted");
+    assert!(storage.get("job/chk-1/short.state").unwrap_err().is_not_found(), "no partial object");
+
     // Ranges within, across and at the ends of parts.
     let boundary = DEFAULT_PART_SIZE as u64;
     for (offset, len) in [(boundary - 100, 200), (0, 10), (2 * boundary - 1, 2), (data.len() as u64 - 7, 7), (5, 0)] {

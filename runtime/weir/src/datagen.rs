@@ -477,7 +477,7 @@ impl<T: Send, G: Fn(u64) -> T + Send> Source<T> for DatagenSource<T, G> {
 
     fn snapshot_state(&mut self) -> TaskResult<OperatorSnapshot> {
         let entries = self.lanes.iter().map(codec::encode).collect();
-        Ok(OperatorSnapshot { keyed: Vec::new(), entries })
+        Ok(OperatorSnapshot::of_entries(entries))
     }
 
     /// Deals the lanes of all old subtasks over the new ones; when there are fewer

@@ -299,7 +299,7 @@ impl<T: Send, E: FnMut(&T, &mut Vec<u8>) -> TaskResult + Send> Sink<T> for LineF
             self.pending.push(PendingPart { checkpoint_id, name });
             self.seq += 1;
         }
-        Ok(OperatorSnapshot { keyed: Vec::new(), entries: self.pending.iter().map(codec::encode).collect() })
+        Ok(OperatorSnapshot::of_entries(self.pending.iter().map(codec::encode).collect()))
     }
 
     fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> TaskResult {

@@ -28,7 +28,7 @@ impl<T: Clone + Send + Sync> Source<T> for CollectionSource<T> {
     }
 
     fn snapshot_state(&mut self) -> TaskResult<OperatorSnapshot> {
-        Ok(OperatorSnapshot { keyed: Vec::new(), entries: vec![codec::encode(&(self.next as u64))] })
+        Ok(OperatorSnapshot::of_entries(vec![codec::encode(&(self.next as u64))]))
     }
 
     fn restore_state(&mut self, state: RestoredState) -> TaskResult {

@@ -311,7 +311,7 @@ impl<T: Send> Sink<T> for KafkaSink<T> {
             self.pending = Some(PendingTxn { transactional_id, checkpoint_id, records });
         }
         self.pre_commit(checkpoint_id)?;
-        Ok(OperatorSnapshot { keyed: Vec::new(), entries: vec![codec::encode(self.pending.as_ref().expect("set"))] })
+        Ok(OperatorSnapshot::of_entries(vec![codec::encode(self.pending.as_ref().expect("set"))]))
     }
 
     fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> TaskResult {

@@ -435,10 +435,10 @@ impl<T: Send> Source<T> for KafkaSource<T> {
         if self.consumer.is_none() {
             // Not started yet: the position is still the restored one (or none).
             let entries = self.restored.as_ref().map_or_else(Vec::new, |r| r.entries.clone());
-            return Ok(OperatorSnapshot { keyed: Vec::new(), entries });
+            return Ok(OperatorSnapshot::of_entries(entries));
         }
         self.last_snapshot = Some(self.positions());
-        Ok(OperatorSnapshot { keyed: Vec::new(), entries: self.splits.values().map(codec::encode).collect() })
+        Ok(OperatorSnapshot::of_entries(self.splits.values().map(codec::encode).collect()))
     }
 
     fn restore_state(&mut self, state: RestoredState) -> TaskResult {

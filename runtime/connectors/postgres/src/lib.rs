@@ -623,7 +623,7 @@ where
 
     fn snapshot_state(&mut self, checkpoint_id: u64) -> TaskResult<OperatorSnapshot> {
         self.end_transaction(Some(checkpoint_id))?;
-        Ok(OperatorSnapshot { keyed: Vec::new(), entries: self.prepared.iter().map(codec::encode).collect() })
+        Ok(OperatorSnapshot::of_entries(self.prepared.iter().map(codec::encode).collect()))
     }
 
     fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> TaskResult {

@@ -814,7 +814,7 @@ mod tests {
     fn handle(storage: &LocalStorage, id: u64, task: usize) -> (String, SubtaskStateHandle) {
         let snap = crate::checkpoint::metadata::OperatorSnapshot {
             keyed: vec![(task as u32, vec![task as u8])],
-            entries: vec![],
+            ..Default::default()
         };
         let (bytes, h) = snap.encode(task, format!("op-{task}.state"), KeyGroupRange::for_subtask(task, 2, 8));
         storage.put(&format!("j/chk-{id}/op-{task}.state"), &bytes).unwrap();

@@ -33,7 +33,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::storage::{CheckpointStorage, StorageError, UnsafePath, check_key, check_name};
+use std::io::Read as _;
+
+use super::spill::Spill;
+use super::storage::{CheckpointStorage, PartsReader, StorageError, StorageResult, UnsafePath, check_key, check_name};
 use crate::keygroup::KeyGroupRange;
 
 pub const FORMAT: &str = "weir-checkpoint";
@@ -199,31 +202,63 @@ pub struct OperatorSnapshot {
     /// Serialized entries that may be redistributed to any subtask on restore
     /// (source splits, a sink's pending transactions).
     pub entries: Vec<Vec<u8>>,
+    /// Key groups in a local file rather than in memory (a full snapshot of the
+    /// disk backend's state, which may be larger than memory); in the state
+    /// file, they come before those of `keyed`.
+    pub spill: Option<Arc<Spill>>,
 }
 
 impl OperatorSnapshot {
-    pub fn is_empty(&self) -> bool {
-        self.keyed.is_empty() && self.entries.is_empty()
+    /// A snapshot of entries only (a source's splits, a sink's transactions).
+    pub fn of_entries(entries: Vec<Vec<u8>>) -> Self {
+        OperatorSnapshot { entries, ..OperatorSnapshot::default() }
     }
 
-    /// Lays the snapshot out as one file; returns the bytes and their index.
-    pub fn encode(&self, subtask: usize, file: String, range: KeyGroupRange) -> (Vec<u8>, SubtaskStateHandle) {
+    pub fn is_empty(&self) -> bool {
+        self.keyed.is_empty() && self.entries.is_empty() && self.spill.as_ref().is_none_or(|s| s.groups().is_empty())
+    }
+
+    /// Every key group in memory, those of a spill read back (restoring in-process, tests).
+    pub fn into_keyed(self) -> std::io::Result<Vec<(u32, Vec<u8>)>> {
+        let mut keyed = match &self.spill {
+            Some(spill) => spill.read_groups()?,
+            None => Vec::new(),
+        };
+        keyed.extend(self.keyed);
+        Ok(keyed)
+    }
+
+    /// Lays an in-memory snapshot out as one file; returns the bytes and their index.
+    #[cfg(test)]
+    pub(crate) fn encode(&self, subtask: usize, file: String, range: KeyGroupRange) -> (Vec<u8>, SubtaskStateHandle) {
+        assert!(self.spill.is_none(), "encode is for snapshots in memory");
         (self.parts().concat(), self.handle(subtask, file, range))
     }
 
-    /// The file's contents as the blobs it is made of, in order: what the upload path
-    /// stores with [`CheckpointStorage::put_parts`], without joining them first.
-    pub fn parts(&self) -> Vec<&[u8]> {
+    /// The in-memory blobs of the file, in order (after the spill's).
+    fn parts(&self) -> Vec<&[u8]> {
         let keyed = self.keyed.iter().map(|(_, blob)| blob.as_slice());
         keyed.chain(self.entries.iter().map(Vec::as_slice)).collect()
     }
 
-    /// The index of the file that [`OperatorSnapshot::parts`] make up: where each key
+    /// Writes the file at `path`: the blobs as they are, without joining them
+    /// first (which would copy the state once more), and a spill streamed from
+    /// its local file.
+    pub fn store(&self, storage: &dyn CheckpointStorage, path: &str) -> StorageResult<()> {
+        let parts = self.parts();
+        let Some(spill) = &self.spill else { return storage.put_parts(path, &parts) };
+        let len = spill.len() + parts.iter().map(|p| p.len() as u64).sum::<u64>();
+        storage.put_reader(path, len, &mut spill.reader().chain(PartsReader::new(&parts)))
+    }
+
+    /// The index of the file that [`OperatorSnapshot::store`] writes: where each key
     /// group and entry is, the size and the CRC-32.
     pub fn handle(&self, subtask: usize, file: String, range: KeyGroupRange) -> SubtaskStateHandle {
-        let mut crc = crc32fast::Hasher::new();
-        let mut size = 0u64;
-        let mut key_groups = Vec::with_capacity(self.keyed.len());
+        let (mut crc, mut size, mut key_groups) = match &self.spill {
+            Some(spill) => (spill.crc(), spill.len(), spill.groups().to_vec()),
+            None => (crc32fast::Hasher::new(), 0u64, Vec::new()),
+        };
+        key_groups.reserve(self.keyed.len());
         for (kg, blob) in &self.keyed {
             key_groups.push((*kg, size, blob.len() as u64));
             crc.update(blob);
@@ -483,6 +518,7 @@ mod tests {
             let snap = OperatorSnapshot {
                 keyed: (range.start..range.end).map(|kg| (kg, format!("kg{kg}").into_bytes())).collect(),
                 entries: vec![format!("entry-of-{i}").into_bytes()],
+                spill: None,
             };
             let (bytes, handle) = snap.encode(i, format!("op-{i}.state"), range);
             storage.put(&format!("{dir}/op-{i}.state"), &bytes).unwrap();
@@ -512,6 +548,7 @@ mod tests {
         let snap = OperatorSnapshot {
             keyed: vec![(1, b"one".to_vec()), (5, Vec::new()), (6, b"six".to_vec())],
             entries: vec![b"e0".to_vec(), b"entry-1".to_vec()],
+            spill: None,
         };
         let range = KeyGroupRange::for_subtask(0, 1, 8);
         let (bytes, handle) = snap.encode(0, "f".into(), range);

@@ -9,6 +9,7 @@
 //! * [`incremental`]: what a task hands in at a barrier, and the chains of
 //!   state files that incremental checkpoints build up.
 //! * [`metadata`]: the format of a snapshot, and restoring from one.
+//! * [`spill`]: a full snapshot of state larger than memory, in a local file until it is stored.
 //! * [`fence`]: a deposed JobManager completes no checkpoint over its successor's.
 //! * [`storage`]: where snapshots live (a local directory, or S3 via `weir-s3`).
 
@@ -18,4 +19,5 @@ pub mod fence;
 pub mod incremental;
 pub mod metadata;
 pub mod routing;
+pub mod spill;
 pub mod storage;

@@ -16,7 +16,7 @@
 //! both, to say which file was at fault.
 
 use std::fmt;
-use std::io;
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 /// A storage operation that failed.
@@ -105,6 +105,34 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), UnsafePath> {
     Err(UnsafePath { what, name: name.to_string(), problem })
 }
 
+/// The concatenation of byte slices, read in order without joining them: the
+/// body of [`CheckpointStorage::put_parts`] for storages that stream.
+pub struct PartsReader<'a> {
+    current: &'a [u8],
+    rest: std::slice::Iter<'a, &'a [u8]>,
+}
+
+impl<'a> PartsReader<'a> {
+    pub fn new(parts: &'a [&'a [u8]]) -> Self {
+        PartsReader { current: &[], rest: parts.iter() }
+    }
+}
+
+impl io::Read for PartsReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rest.next() {
+                Some(part) => self.current = part,
+                None => return Ok(0),
+            }
+        }
+        let n = self.current.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = &self.current[n..];
+        Ok(n)
+    }
+}
+
 /// An object store holding checkpoints.
 pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     /// Writes `bytes` at `path`, replacing any object there, atomically.
@@ -114,6 +142,14 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     /// blobs, and joining them first would copy (and hold) the whole state once more.
     fn put_parts(&self, path: &str, parts: &[&[u8]]) -> StorageResult<()> {
         self.put(path, &parts.concat())
+    }
+    /// Writes the `len` bytes `body` reads at `path`, as [`CheckpointStorage::put`] does.
+    /// Storages override it to stream: a disk backend's snapshot is read from a local
+    /// file because it may be larger than the memory the process may use.
+    fn put_reader(&self, path: &str, len: u64, body: &mut dyn io::Read) -> StorageResult<()> {
+        let mut bytes = Vec::with_capacity(len as usize);
+        body.read_to_end(&mut bytes).map_err(|e| StorageError::io(self.uri(path), e))?;
+        self.put(path, &bytes)
     }
     fn get(&self, path: &str) -> StorageResult<Vec<u8>>;
     /// `len` bytes from `offset`.
@@ -163,12 +199,14 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> io::Result<()> {
     Ok(())
 }
 
-impl CheckpointStorage for LocalStorage {
-    fn put(&self, path: &str, bytes: &[u8]) -> StorageResult<()> {
-        self.put_parts(path, &[bytes])
-    }
-
-    fn put_parts(&self, path: &str, parts: &[&[u8]]) -> StorageResult<()> {
+impl LocalStorage {
+    /// Writes what `fill` writes at `path` through a temporary file renamed into
+    /// place, both made durable.
+    fn write_atomically(
+        &self,
+        path: &str,
+        fill: &mut dyn FnMut(&mut std::fs::File) -> io::Result<()>,
+    ) -> StorageResult<()> {
         let full = self.full(path)?;
         if path.is_empty() || path.ends_with('/') {
             return Err(StorageError::failed(self.uri(path), "not an object's path (empty, or ending in `/`)"));
@@ -177,12 +215,9 @@ impl CheckpointStorage for LocalStorage {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(self.uri(path), e))?;
         let tmp =
             dir.join(format!(".tmp-{}-{}", std::process::id(), full.file_name().expect("file name").to_string_lossy()));
-        let write = || -> io::Result<()> {
-            use std::io::Write;
+        let mut write = || -> io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
-            for part in parts {
-                f.write_all(part)?;
-            }
+            fill(&mut f)?;
             f.sync_all()?;
             std::fs::rename(&tmp, &full)?;
             // Make the rename itself durable.
@@ -191,6 +226,27 @@ impl CheckpointStorage for LocalStorage {
         write().map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             StorageError::io(self.uri(path), e)
+        })
+    }
+}
+
+impl CheckpointStorage for LocalStorage {
+    fn put(&self, path: &str, bytes: &[u8]) -> StorageResult<()> {
+        self.put_parts(path, &[bytes])
+    }
+
+    fn put_parts(&self, path: &str, parts: &[&[u8]]) -> StorageResult<()> {
+        self.write_atomically(path, &mut |f| parts.iter().try_for_each(|part| f.write_all(part)))
+    }
+
+    fn put_reader(&self, path: &str, len: u64, body: &mut dyn io::Read) -> StorageResult<()> {
+        self.write_atomically(path, &mut |f| {
+            let copied = io::copy(body, f)?;
+            if copied != len {
+                let short = format!("the body gave {copied} bytes where {len} were announced");
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, short));
+            }
+            Ok(())
         })
     }
 
@@ -269,6 +325,11 @@ pub fn check_storage_contract(s: &dyn CheckpointStorage) {
     assert_eq!(s.get("job/parts").unwrap(), b"one two");
     s.put_parts("job/parts", &[]).unwrap();
     assert_eq!(s.get("job/parts").unwrap(), b"", "put_parts replaces");
+    // A streamed body, and one shorter than announced, which writes nothing.
+    s.put_reader("job/parts", 7, &mut PartsReader::new(&[b"thr", b"", b"ee ", b"4"])).unwrap();
+    assert_eq!(s.get("job/parts").unwrap(), b"three 4");
+    assert!(s.put_reader("job/short", 8, &mut PartsReader::new(&[b"seven b"])).is_err());
+    assert!(s.get("job/short").unwrap_err().is_not_found(), "a short body leaves no object");
     s.delete("job/parts").unwrap();
     assert_eq!(s.list("job/chk-1/").unwrap(), vec!["job/chk-1/_metadata", "job/chk-1/a.state"]);
     assert_eq!(s.list("job/").unwrap().len(), 3);
@@ -315,6 +376,23 @@ mod tests {
         assert!(problem(check_name("job name", "a/b")).contains("where a single name is expected"));
         assert!(problem(check_name("job name", "a/")).contains("where a single name is expected"));
         assert!(problem(check_name("job name", "")).contains("empty"));
+    }
+
+    #[test]
+    fn parts_read_as_their_concatenation_whatever_the_buffer() {
+        use std::io::Read;
+        let parts: [&[u8]; 5] = [b"abc", b"", b"defgh", b"i", b""];
+        for size in [1, 2, 3, 4, 100] {
+            let (mut reader, mut out, mut buf) = (PartsReader::new(&parts), Vec::new(), vec![0; size]);
+            loop {
+                match reader.read(&mut buf).unwrap() {
+                    0 => break,
+                    n => out.extend_from_slice(&buf[..n]),
+                }
+            }
+            assert_eq!(out, b"abcdefghi", "buffer of {size}");
+        }
+        assert_eq!(PartsReader::new(&[]).read(&mut [0; 4]).unwrap(), 0);
     }
 
     #[test]

@@ -286,7 +286,7 @@ impl<In: Data, Out: Data, F: AsyncFunction<In, Out>> Operator for AsyncWait<In, 
     /// restore at another parallelism deals them out).
     fn snapshot_state(&mut self, _checkpoint_id: u64) -> TaskResult<OperatorSnapshot> {
         let entries = self.requests.values().map(|r| codec::encode(&r.input)).collect();
-        Ok(OperatorSnapshot { keyed: Vec::new(), entries })
+        Ok(OperatorSnapshot::of_entries(entries))
     }
 
     /// Starts the requests of the snapshot again, in their order.

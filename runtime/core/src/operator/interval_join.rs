@@ -546,7 +546,7 @@ mod tests {
         feed(&mut op, vec![first(100, 1, "o1"), Err(50)]).unwrap();
         let snapshot = op.snapshot_state(1).unwrap();
         let mut restored = join(0, 10, Arc::new(SubtaskMetrics::default()));
-        restored.restore_state(RestoredState { keyed: snapshot.keyed, ..Default::default() }).unwrap();
+        restored.restore_state(RestoredState { keyed: snapshot.into_keyed().unwrap(), ..Default::default() }).unwrap();
         let out = feed(&mut restored, vec![Err(50), second(107, 1, "p1"), Err(110)]).unwrap();
         assert_eq!(out, vec![(107, "o1+p1".to_string())]);
         assert_eq!(restored.state_entries(), 0, "the restored cleanup timer fired");
@@ -644,7 +644,7 @@ mod tests {
             .unwrap();
         let snapshot = op.snapshot_state(1).unwrap();
         let mut restored = outer_join::<Tracked<Side>, Tracked<Side>>();
-        restored.restore_state(RestoredState { keyed: snapshot.keyed, ..Default::default() }).unwrap();
+        restored.restore_state(RestoredState { keyed: snapshot.into_keyed().unwrap(), ..Default::default() }).unwrap();
         let mut out = Vec::new();
         restored.on_watermark(200 * S, &mut Collector::new(&mut out)).unwrap();
         let out: Vec<String> = out.into_iter().map(|r| r.value).collect();

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::Operator;
 use crate::checkpoint::metadata::{OperatorSnapshot, RestoredState};
+use crate::checkpoint::spill::KeyedWriter;
 use crate::element::{Data, Record};
 use crate::error::TaskResult;
 use crate::graph::SubtaskInfo;
@@ -324,16 +325,27 @@ where
         self.check_failure()
     }
 
+    /// Every key group, a group at a time as the tables read them, with its
+    /// timers; with the disk backend into a local file ([`KeyedWriter`]).
     fn snapshot_state(&mut self, _checkpoint_id: u64) -> TaskResult<OperatorSnapshot> {
-        let mut groups: BTreeMap<u32, ProcessGroup<K>> = BTreeMap::new();
-        for (g, tables) in self.state.encode_groups(self.max_parallelism)? {
-            groups.insert(g, ProcessGroup { tables, event_timers: Vec::new(), processing_timers: Vec::new() });
+        let mut timers: BTreeMap<u32, ProcessGroup<K>> = BTreeMap::new();
+        self.timers_by_group(&mut timers)?;
+        let mut out = KeyedWriter::for_backend(self.state.backend())?;
+        let n = self.state.table_count();
+        self.state.for_each_group(self.max_parallelism, |g, tables| {
+            // Groups that have timers but no state come in their place.
+            while let Some(entry) = timers.first_entry().filter(|e| *e.key() < g) {
+                let (tg, group) = entry.remove_entry();
+                out.push(tg, codec::encode(&group))?;
+            }
+            let mut group = timers.remove(&g).unwrap_or_else(|| ProcessGroup::empty(n));
+            group.tables = tables;
+            out.push(g, codec::encode(&group))
+        })?;
+        for (g, group) in timers {
+            out.push(g, codec::encode(&group))?;
         }
-        self.timers_by_group(&mut groups)?;
-        Ok(OperatorSnapshot {
-            keyed: groups.into_iter().map(|(g, pg)| (g, codec::encode(&pg))).collect(),
-            entries: vec![],
-        })
+        out.finish()
     }
 
     /// The tables' changed entries per key group, and the timers of every
@@ -350,7 +362,7 @@ where
             codec::encode_into(&pg, &mut blob);
             (g, blob)
         });
-        Ok(Some(OperatorSnapshot { keyed: keyed.collect(), entries: vec![] }))
+        Ok(Some(OperatorSnapshot { keyed: keyed.collect(), ..OperatorSnapshot::default() }))
     }
 
     /// Key groups' blobs in the order they were taken: a full one, then

@@ -41,8 +41,8 @@ trait StateTable<K>: Send {
     fn as_any_mut(&mut self) -> &mut dyn Any;
     fn clear_key(&mut self, key: &K);
     fn entries(&self) -> usize;
-    /// The table's entries, encoded per key group.
-    fn encode_groups(&mut self, max_parallelism: u32) -> TaskResult<BTreeMap<u32, Vec<u8>>>;
+    /// Every entry encoded per key group, in key-group order, as the caller takes them.
+    fn group_blobs(&mut self, max_parallelism: u32) -> TaskResult<table::GroupBlobs<'_>>;
     /// Adds the entries of one encoded key group.
     fn decode_group(&mut self, bytes: &[u8]) -> TaskResult;
     fn track_changes(&mut self);
@@ -70,8 +70,8 @@ pub fn encode_by_group<'a, K: Key, V: serde::Serialize + 'a>(
 }
 
 impl<K: Key, V: crate::element::Data> StateTable<K> for Table<K, V> {
-    fn encode_groups(&mut self, max_parallelism: u32) -> TaskResult<BTreeMap<u32, Vec<u8>>> {
-        Table::encode_groups(self, max_parallelism)
+    fn group_blobs(&mut self, max_parallelism: u32) -> TaskResult<table::GroupBlobs<'_>> {
+        Table::group_blobs(self, max_parallelism)
     }
     fn decode_group(&mut self, bytes: &[u8]) -> TaskResult {
         Table::decode_group(self, bytes)
@@ -272,8 +272,42 @@ impl<K: Key> KeyedState<K> {
 
     /// Every table encoded per key group: group -> one blob per table (empty when the table has nothing there).
     pub fn encode_groups(&mut self, max_parallelism: u32) -> TaskResult<BTreeMap<u32, Vec<Vec<u8>>>> {
+        let mut out = BTreeMap::new();
+        self.for_each_group(max_parallelism, |g, blobs| {
+            out.insert(g, blobs);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`KeyedState::encode_groups`] a group at a time, in key-group order:
+    /// `f` gets each group's blobs as the tables read them (on disk, from the
+    /// LSM), so the whole state is never in memory at once.
+    pub fn for_each_group(
+        &mut self,
+        max_parallelism: u32,
+        mut f: impl FnMut(u32, Vec<Vec<u8>>) -> TaskResult,
+    ) -> TaskResult {
         self.check()?;
-        self.encode_each(|table| table.encode_groups(max_parallelism))
+        let n = self.tables.len();
+        let mut tables =
+            self.tables.iter_mut().map(|t| t.group_blobs(max_parallelism)).collect::<TaskResult<Vec<_>>>()?;
+        let mut heads = tables.iter_mut().map(|t| t.next().transpose()).collect::<TaskResult<Vec<_>>>()?;
+        while let Some(g) = heads.iter().flatten().map(|(g, _)| *g).min() {
+            let mut blobs = vec![Vec::new(); n];
+            for (i, head) in heads.iter_mut().enumerate() {
+                if let Some((_, blob)) = head.take_if(|(hg, _)| *hg == g) {
+                    blobs[i] = blob;
+                    *head = tables[i].next().transpose()?;
+                }
+            }
+            f(g, blobs)?;
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> &StateBackend {
+        &self.backend
     }
 
     /// Each table's blobs per key group, gathered as group -> one blob per table.

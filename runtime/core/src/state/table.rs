@@ -93,6 +93,9 @@ pub(crate) struct Table<K, V> {
     restored_changes: Vec<(K, Option<V>)>,
 }
 
+/// The fewest entries a table's cache holds before it is written back.
+const MIN_CACHED: usize = 64;
+
 /// A table's part on disk.
 struct DiskTable<K> {
     store: Arc<DiskStore>,
@@ -257,17 +260,28 @@ impl<K: Key, V: Data> Table<K, V> {
         self.disk.as_mut().and_then(|d| d.failure.take())
     }
 
-    pub(crate) fn encode_groups(&mut self, max_parallelism: u32) -> TaskResult<BTreeMap<u32, Vec<u8>>> {
+    /// Every entry, encoded per key group, in key-group order. On disk, the
+    /// cache is written back first and the groups are read from the LSM one
+    /// at a time as the caller takes them, so a snapshot of state larger than
+    /// memory never holds more than a group of it.
+    pub(crate) fn group_blobs(&mut self, max_parallelism: u32) -> TaskResult<GroupBlobs<'_>> {
         if let Some(changed) = &mut self.changed {
             changed.clear();
             self.overflowed = false;
         }
-        let Some(disk) = &mut self.disk else { return Ok(encode_by_group(self.map.iter(), max_parallelism)) };
+        let Some(disk) = &mut self.disk else {
+            return Ok(Box::new(encode_by_group(self.map.iter(), max_parallelism).into_iter().map(Ok)));
+        };
         disk.write_back(&self.map);
         if let Some(failure) = disk.failure.take() {
             return Err(TaskError::Operator(failure));
         }
-        disk.encode_groups()
+        Ok(Box::new(DiskGroups {
+            entries: disk.keyspace.iter(),
+            current: None,
+            dir: disk.store.dir().to_path_buf(),
+            failed: false,
+        }))
     }
 
     /// The keys changed since the last snapshot, per key group: each with its
@@ -348,10 +362,12 @@ impl<K> Drop for DiskTable<K> {
 impl<K: Key> DiskTable<K> {
     /// Entries the cache may hold before it is written back and emptied.
     fn capacity<V>(&self) -> usize {
-        let owned = self.written.0.checked_div(self.written.1).unwrap_or(16);
+        // Until a write-back has measured what entries own, the cache holds few:
+        // guessing low let a cache of 1 KiB values grow to six times its budget.
+        let Some(owned) = self.written.0.checked_div(self.written.1) else { return MIN_CACHED };
         // Map slot, dirty-set slot, hash table overhead, and what the entry owns.
         let per_entry = (size_of::<(K, V)>() + size_of::<K>() + 16) as u64 + owned;
-        (self.store.cache_share() / per_entry).max(64) as usize
+        (self.store.cache_share() / per_entry).max(MIN_CACHED as u64) as usize
     }
 
     /// `key` as it is stored: key group, then the key's encoding (in `scratch`).
@@ -489,32 +505,65 @@ impl<K: Key> DiskTable<K> {
         }
         ingestion.finish()
     }
+}
 
-    /// Every entry on disk, per key group, as [`SORTED_TAG`] blobs: the
-    /// stored bytes copied in the LSM's order, nothing decoded.
-    fn encode_groups(&mut self) -> TaskResult<BTreeMap<u32, Vec<u8>>> {
-        let read_error = |e: fjall::Error| {
-            TaskError::Operator(format!("disk state: cannot read {}: {e}", self.store.dir().display()))
-        };
-        let mut out: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
-        let mut group: Option<(u32, &mut Vec<u8>)> = None;
-        for guard in self.keyspace.iter() {
-            let (k, v) = guard.into_inner().map_err(read_error)?;
+/// A table's key groups, each encoded as one blob, in key-group order.
+pub(crate) type GroupBlobs<'a> = Box<dyn Iterator<Item = TaskResult<(u32, Vec<u8>)>> + 'a>;
+
+/// Every entry on disk, per key group, as [`SORTED_TAG`] blobs: the stored
+/// bytes copied in the LSM's order, nothing decoded, a group at a time.
+struct DiskGroups {
+    entries: fjall::Iter,
+    /// The group being gathered.
+    current: Option<(u32, Vec<u8>)>,
+    dir: std::path::PathBuf,
+    failed: bool,
+}
+
+impl Iterator for DiskGroups {
+    type Item = TaskResult<(u32, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            let Some(guard) = self.entries.next() else { return self.current.take().map(Ok) };
+            let entry = guard
+                .into_inner()
+                .map_err(|e| TaskError::Operator(format!("disk state: cannot read {}: {e}", self.dir.display())));
+            let (k, v) = match entry {
+                Ok(entry) => entry,
+                Err(e) => return self.fail(e),
+            };
             let Some((g, key)) = k.split_first_chunk::<4>() else {
-                return Err(TaskError::Operator("disk state: a key without its key group".into()));
+                return self.fail(TaskError::Operator("disk state: a key without its key group".into()));
             };
             let g = u32::from_be_bytes(*g);
-            let blob = match group.take() {
-                Some((current, blob)) if current == g => blob,
-                _ => out.entry(g).or_insert_with(|| vec![SORTED_TAG]),
+            let append = |blob: &mut Vec<u8>| {
+                codec::encode_len(key.len(), blob);
+                blob.extend_from_slice(key);
+                codec::encode_len(v.len(), blob);
+                blob.extend_from_slice(&v);
             };
-            codec::encode_len(key.len(), blob);
-            blob.extend_from_slice(key);
-            codec::encode_len(v.len(), blob);
-            blob.extend_from_slice(&v);
-            group = Some((g, blob));
+            match &mut self.current {
+                Some((current, blob)) if *current == g => append(blob),
+                _ => {
+                    let mut blob = vec![SORTED_TAG];
+                    append(&mut blob);
+                    if let Some(finished) = self.current.replace((g, blob)) {
+                        return Some(Ok(finished));
+                    }
+                }
+            }
         }
-        Ok(out)
+    }
+}
+
+impl DiskGroups {
+    fn fail(&mut self, e: TaskError) -> Option<TaskResult<(u32, Vec<u8>)>> {
+        self.failed = true;
+        Some(Err(e))
     }
 }
 

@@ -169,7 +169,7 @@ where
             return Ok(OperatorSnapshot::default());
         }
         let held: Vec<(&K, &Window, &F::Acc)> = self.panes.iter().map(|((k, _), (w, acc))| (k, w, acc)).collect();
-        Ok(OperatorSnapshot { keyed: Vec::new(), entries: vec![codec::encode(&held)] })
+        Ok(OperatorSnapshot::of_entries(vec![codec::encode(&held)]))
     }
 
     fn restore_state(&mut self, state: RestoredState) -> TaskResult {

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use super::slices::Slicing;
 use super::{Window, WindowAssigner, WindowFunction};
 use crate::checkpoint::metadata::{OperatorSnapshot, RestoredState};
+use crate::checkpoint::spill::KeyedWriter;
 use crate::element::{Data, Record};
 use crate::error::{TaskError, TaskResult};
 use crate::graph::SubtaskInfo;
 use crate::metrics::SubtaskMetrics;
 use crate::operator::Operator;
 use crate::output::Collector;
-use crate::state::{Key, Table, decode_entries};
+use crate::state::{Key, StateBackend, Table, decode_entries};
 use crate::time::{MIN_WATERMARK, NO_TIMESTAMP, Timestamp};
 use crate::timer::TimerQueue;
 
@@ -50,6 +51,8 @@ pub struct WindowOperator<K: Key, In, F: WindowFunction<K, In>, KS> {
     late: LateData<In, F::Out>,
     metrics: Arc<SubtaskMetrics>,
     pub(super) max_parallelism: u32,
+    /// Where snapshots gather the panes' key groups (a local file for the disk backend).
+    backend: StateBackend,
     scratch: Vec<Window>,
 }
 
@@ -87,6 +90,7 @@ where
             late,
             metrics: info.metrics.clone(),
             max_parallelism: info.max_parallelism,
+            backend: info.state_backend.clone(),
             scratch: Vec::new(),
         }
     }
@@ -95,6 +99,18 @@ where
     /// heap backend): the operator's state size.
     pub fn open_panes(&self) -> usize {
         self.panes.in_memory().map(|(_, panes)| panes.len()).sum()
+    }
+
+    /// The panes' key groups, each made by `encode` of the table's blob, a
+    /// group at a time (on disk, read from the LSM into a local file).
+    pub(super) fn write_groups(&mut self, encode: impl Fn(Vec<u8>) -> Vec<u8>) -> TaskResult<OperatorSnapshot> {
+        self.check()?;
+        let mut out = KeyedWriter::for_backend(&self.backend)?;
+        for group in self.panes.group_blobs(self.max_parallelism)? {
+            let (g, blob) = group?;
+            out.push(g, encode(blob))?;
+        }
+        out.finish()
     }
 
     /// The first error of the disk backend's store, which fails the task:
@@ -272,9 +288,7 @@ where
         if self.slicing.is_some() {
             return self.snapshot_slices();
         }
-        self.check()?;
-        let keyed = self.panes.encode_groups(self.max_parallelism)?.into_iter().collect();
-        Ok(OperatorSnapshot { keyed, entries: Vec::new() })
+        self.write_groups(|blob| blob)
     }
 
     fn restore_state(&mut self, state: RestoredState) -> TaskResult {

@@ -188,13 +188,7 @@ where
 
     pub(super) fn snapshot_slices(&mut self) -> TaskResult<OperatorSnapshot> {
         let header = codec::encode(&self.watermark);
-        let keyed = self
-            .panes
-            .encode_groups(self.max_parallelism)?
-            .into_iter()
-            .map(|(group, entries)| (group, [&[SLICES_TAG][..], &header, &entries].concat()))
-            .collect();
-        Ok(OperatorSnapshot { keyed, entries: Vec::new() })
+        self.write_groups(|entries| [&[SLICES_TAG][..], &header, &entries].concat())
     }
 
     /// Restores sliced state, or hands back state of whole windows (written
@@ -446,7 +440,7 @@ mod equivalence {
     fn restored(op: &mut Op, assigner: WindowAssigner, lateness: i64, sliced: bool) -> Op {
         let snapshot = op.snapshot_state(1).unwrap();
         let mut new = operator(assigner, lateness, sliced);
-        new.restore_state(RestoredState { keyed: snapshot.keyed, ..Default::default() }).unwrap();
+        new.restore_state(RestoredState { keyed: snapshot.into_keyed().unwrap(), ..Default::default() }).unwrap();
         new
     }
 
@@ -563,8 +557,11 @@ mod equivalence {
                     let (from_heap, from_disk) = (heap.snapshot_state(1).unwrap(), on_disk.snapshot_state(1).unwrap());
                     heap = operator_on(assigner, 1_000, sliced, &StateBackend::Heap);
                     on_disk = operator_on(assigner, 1_000, sliced, &disk);
-                    heap.restore_state(RestoredState { keyed: from_disk.keyed, ..Default::default() }).unwrap();
-                    on_disk.restore_state(RestoredState { keyed: from_heap.keyed, ..Default::default() }).unwrap();
+                    heap.restore_state(RestoredState { keyed: from_disk.into_keyed().unwrap(), ..Default::default() })
+                        .unwrap();
+                    on_disk
+                        .restore_state(RestoredState { keyed: from_heap.into_keyed().unwrap(), ..Default::default() })
+                        .unwrap();
                     let a = run(&mut heap, |op, out| op.on_watermark(watermark, out).unwrap());
                     let b = run(&mut on_disk, |op, out| op.on_watermark(watermark, out).unwrap());
                     assert_eq!(a, b);
