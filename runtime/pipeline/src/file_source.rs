@@ -297,7 +297,8 @@ mod tests {
         for j in 0..3 {
             let mut s = source(Vec::new(), j);
             let share = entries.iter().enumerate().filter(|(k, _)| k % 3 == j).map(|(_, e)| e.clone()).collect();
-            s.restore_state(RestoredState { keyed: vec![], entries: share, all_entries: entries.clone() }).unwrap();
+            s.restore_state(RestoredState { entries: share, all_entries: entries.clone(), ..Default::default() })
+                .unwrap();
             let mut out = Vec::new();
             while s.poll(&mut out).unwrap() != SourcePoll::Finished {}
             seen.extend(numbers(&out));

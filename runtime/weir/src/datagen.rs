@@ -540,7 +540,7 @@ mod tests {
         let mut every_subtask_works = true;
         for j in 0..p {
             let mut s = DatagenSource::new(|n| n, split(j, p));
-            s.restore_state(RestoredState { keyed: vec![], entries: vec![], all_entries: lanes.clone() }).unwrap();
+            s.restore_state(RestoredState { all_entries: lanes.clone(), ..Default::default() }).unwrap();
             let mut out = Vec::new();
             while s.poll(&mut out).unwrap() != SourcePoll::Finished {}
             every_subtask_works &= !out.is_empty();
@@ -574,7 +574,7 @@ mod tests {
         let shares: Vec<f64> = (0..3)
             .map(|j| {
                 let mut s = DatagenSource::new(|n| n, split(j, 3));
-                s.restore_state(RestoredState { keyed: vec![], entries: vec![], all_entries: lanes.clone() }).unwrap();
+                s.restore_state(RestoredState { all_entries: lanes.clone(), ..Default::default() }).unwrap();
                 s.share
             })
             .collect();
@@ -623,7 +623,7 @@ mod tests {
         let mut s = DatagenSource::new(|n| n, DatagenSplit { subtask: 0, parallelism: 1, count: None, rate: None });
         let lanes = [Lane { next_block: 50, stride: 2, offset: 0 }, Lane { next_block: 1, stride: 2, offset: 0 }];
         let all_entries = lanes.iter().map(codec::encode).collect();
-        s.restore_state(RestoredState { keyed: vec![], entries: vec![], all_entries }).unwrap();
+        s.restore_state(RestoredState { all_entries, ..Default::default() }).unwrap();
         let mut out = Vec::new();
         for _ in 0..24 {
             s.poll(&mut out).unwrap();
@@ -775,7 +775,7 @@ mod tests {
         let restore = |lanes: &[Lane], subtask, parallelism| {
             let mut s = paced(subtask, parallelism, profile.clone());
             let all_entries = lanes.iter().map(codec::encode).collect();
-            s.restore_state(RestoredState { keyed: vec![], entries: vec![], all_entries }).unwrap();
+            s.restore_state(RestoredState { all_entries, ..Default::default() }).unwrap();
             s
         };
         // Two lanes at events 20_480 and 21_504: the stream was at 20_480, 2.096 s into the 5000/s step.

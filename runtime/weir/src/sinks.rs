@@ -348,7 +348,7 @@ mod tests {
 
     /// The restored checkpoint as every subtask sees it.
     fn restore(s: &mut FileSink, entries: &[Vec<u8>]) -> TaskResult {
-        s.restore_state(RestoredState { keyed: Vec::new(), entries: Vec::new(), all_entries: entries.to_vec() })
+        s.restore_state(RestoredState { all_entries: entries.to_vec(), ..Default::default() })
     }
 
     /// What a reader of the directory sees.

@@ -50,7 +50,7 @@ fn info(index: usize, parallelism: usize, restored: Option<RestoredState>) -> Su
 
 /// A checkpoint's entries as every subtask of the restoring run sees them.
 fn restored(entries: &[Vec<u8>]) -> Option<RestoredState> {
-    Some(RestoredState { keyed: Vec::new(), entries: Vec::new(), all_entries: entries.to_vec() })
+    Some(RestoredState { all_entries: entries.to_vec(), ..Default::default() })
 }
 
 fn sink(pg: &PgServer, index: usize, parallelism: usize, restored: Option<RestoredState>) -> TestSink {

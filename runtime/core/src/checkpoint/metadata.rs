@@ -29,14 +29,15 @@
 //! sliced, and the names it and `latest` give must stay inside the snapshot's
 //! directory ([`check_name`], [`check_key`]).
 
+use std::io::Read as _;
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use std::io::Read as _;
-
 use super::spill::Spill;
 use super::storage::{CheckpointStorage, PartsReader, StorageError, StorageResult, UnsafePath, check_key, check_name};
+use crate::error::{TaskError, TaskResult};
 use crate::keygroup::KeyGroupRange;
 
 pub const FORMAT: &str = "weir-checkpoint";
@@ -298,6 +299,13 @@ pub enum RestoreError {
     MaxParallelism { uri: String, snapshot: u32, job: u32 },
     #[error("{uri}: parallelism {parallelism} exceeds the snapshot's max parallelism {max}")]
     Parallelism { uri: String, parallelism: usize, max: u32 },
+    #[error("{uri}: cannot copy it to {dir} to restore it (the disk state backend's folder): {source}")]
+    Local {
+        uri: String,
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -321,10 +329,59 @@ pub struct RestoredState {
     /// Every operator-state entry of the operator (for recovery actions done once, such as
     /// committing a sink's pending transactions).
     pub all_entries: Vec<Vec<u8>>,
+    /// Key groups in local copies of the state files instead of `keyed` (a
+    /// restore onto the disk backend: [`RestoredSnapshot::state_in`]), read
+    /// one at a time by [`RestoredState::take_groups`].
+    pub spilled: Vec<Arc<Spill>>,
+}
+
+impl RestoredState {
+    /// The key groups in the order they were taken (those of `keyed`, then
+    /// those of the local copies), each read as it is taken; leaves none behind.
+    pub fn take_groups(&mut self) -> impl Iterator<Item = TaskResult<(u32, Vec<u8>)>> + use<> {
+        let keyed = std::mem::take(&mut self.keyed).into_iter().map(Ok);
+        let spilled = std::mem::take(&mut self.spilled).into_iter().flat_map(|spill| {
+            (0..spill.groups().len()).map(move |i| {
+                spill.read_group(i).map_err(|e| TaskError::Operator(format!("cannot read restored state back: {e}")))
+            })
+        });
+        keyed.chain(spilled)
+    }
+
+    /// The first byte of the first key group (a format's tag), without taking it.
+    pub fn first_byte(&self) -> TaskResult<Option<u8>> {
+        if let Some((_, blob)) = self.keyed.first() {
+            return Ok(blob.first().copied());
+        }
+        let Some(spill) = self.spilled.iter().find(|s| !s.groups().is_empty()) else { return Ok(None) };
+        let (_, blob) =
+            spill.read_group(0).map_err(|e| TaskError::Operator(format!("cannot read restored state back: {e}")))?;
+        Ok(blob.first().copied())
+    }
+
+    /// Whether any key group is restored.
+    pub fn has_keyed(&self) -> bool {
+        !self.keyed.is_empty() || self.spilled.iter().any(|s| !s.groups().is_empty())
+    }
 }
 
 fn missing_or(e: StorageError, uri: String) -> RestoreError {
     if e.is_not_found() { RestoreError::Missing { uri } } else { RestoreError::Storage(e) }
+}
+
+/// How much of a state file one request reads when it is copied to local disk.
+const DOWNLOAD_CHUNK: u64 = 8 << 20;
+
+/// Why a state file could not be copied to local disk.
+enum Fetch {
+    Local(std::io::Error),
+    Storage(StorageError),
+}
+
+impl From<std::io::Error> for Fetch {
+    fn from(e: std::io::Error) -> Self {
+        Fetch::Local(e)
+    }
 }
 
 /// Splits the URI of a snapshot's directory into where to root its storage
@@ -423,11 +480,43 @@ impl RestoredSnapshot {
         if crc32fast::hash(&bytes) != h.crc32 {
             return Err(RestoreError::Corrupt { uri, reason: "checksum mismatch".into() });
         }
-        let file = StateFile { uri, bytes };
+        let file = StateFile::whole(uri, bytes);
         for (off, len) in h.key_groups.iter().map(|&(_, off, len)| (off, len)).chain(h.entries.iter().copied()) {
-            file.blob(off, len)?;
+            file.check(off, len)?;
         }
         Ok(file)
+    }
+
+    /// Copies a state file into `dir`, checked against its handle as
+    /// [`RestoredSnapshot::read_file`] checks it; returns the copy and the
+    /// file's entries (operator state, small) in memory.
+    fn download(&self, h: &SubtaskStateHandle, dir: &Path) -> Result<(Spill, StateFile), RestoreError> {
+        let path = self.path_of(h)?;
+        let uri = self.storage.uri(&path);
+        let local = |e: std::io::Error| RestoreError::Local { uri: uri.clone(), dir: dir.to_path_buf(), source: e };
+        let fetched = Spill::download(dir, h.size, DOWNLOAD_CHUNK, |offset, len| {
+            self.storage.get_range(&path, offset, len).map_err(Fetch::Storage)
+        });
+        let (copy, crc32) = fetched.map_err(|e| match e {
+            Fetch::Local(e) => local(e),
+            Fetch::Storage(e) if e.is_not_found() => RestoreError::Missing { uri: uri.clone() },
+            Fetch::Storage(e) => RestoreError::Corrupt {
+                uri: uri.clone(),
+                reason: format!("cannot be read whole ({e}); expected {} bytes (truncated?)", h.size),
+            },
+        })?;
+        if crc32 != h.crc32 {
+            return Err(RestoreError::Corrupt { uri, reason: "checksum mismatch".into() });
+        }
+        let mut file = StateFile { uri: uri.clone(), size: h.size, base: h.size, bytes: Vec::new() };
+        for (off, len) in h.key_groups.iter().map(|&(_, off, len)| (off, len)).chain(h.entries.iter().copied()) {
+            file.check(off, len)?;
+        }
+        // The entries (operator state, small) follow the key groups: read into memory.
+        file.base = h.entries.iter().map(|&(off, _)| off).min().unwrap_or(h.size);
+        file.bytes = vec![0; (h.size - file.base) as usize];
+        copy.read_at(file.base, &mut file.bytes).map_err(local)?;
+        Ok((copy, file))
     }
 
     /// Where a state file is, relative to the storage root: in the snapshot's
@@ -459,6 +548,20 @@ impl RestoredSnapshot {
         index: usize,
         parallelism: usize,
     ) -> Result<Option<RestoredState>, RestoreError> {
+        self.state_in(uid, index, parallelism, None)
+    }
+
+    /// [`RestoredSnapshot::state_for`]; with `local`, each state file with key
+    /// groups the subtask needs is copied into that folder (checked as it
+    /// streams) and its groups are read from there as the operator takes them,
+    /// so that state larger than memory is restored within the memory budget.
+    pub fn state_in(
+        &self,
+        uid: &str,
+        index: usize,
+        parallelism: usize,
+        local: Option<&Path>,
+    ) -> Result<Option<RestoredState>, RestoreError> {
         let Some(op) = self.metadata.operators.iter().find(|o| o.uid == uid) else { return Ok(None) };
         let range = KeyGroupRange::for_subtask(index, parallelism, self.metadata.max_parallelism);
         let mut state = RestoredState::default();
@@ -468,10 +571,21 @@ impl RestoredSnapshot {
             if !needs_keyed && h.entries.is_empty() {
                 continue;
             }
-            let file = self.read_file(h)?;
-            for &(kg, off, len) in h.key_groups.iter().filter(|(kg, _, _)| range.contains(*kg)) {
-                state.keyed.push((kg, file.blob(off, len)?.to_vec()));
-            }
+            let mut groups = h.key_groups.iter().filter(|(kg, _, _)| range.contains(*kg)).copied();
+            let file = match local.filter(|_| needs_keyed) {
+                Some(dir) => {
+                    let (copy, file) = self.download(h, dir)?;
+                    state.spilled.push(Arc::new(copy.with_groups(groups.collect())));
+                    file
+                }
+                None => {
+                    let file = self.read_file(h)?;
+                    for (kg, off, len) in groups.by_ref() {
+                        state.keyed.push((kg, file.blob(off, len)?.to_vec()));
+                    }
+                    file
+                }
+            };
             for &(off, len) in &h.entries {
                 let entry = file.blob(off, len)?.to_vec();
                 if entry_no % parallelism == index {
@@ -485,23 +599,43 @@ impl RestoredSnapshot {
     }
 }
 
-/// A state file read back, and where it came from.
+/// A state file read back (whole, or from `base` on), and where it came from.
 struct StateFile {
     uri: String,
+    size: u64,
+    base: u64,
     bytes: Vec<u8>,
 }
 
 impl StateFile {
-    /// The `len` bytes at `off`, or an error naming the file and the range
-    /// when they are not all inside it.
+    /// A whole file read into memory.
+    fn whole(uri: String, bytes: Vec<u8>) -> Self {
+        StateFile { uri, size: bytes.len() as u64, base: 0, bytes }
+    }
+
+    /// The range of `len` bytes at `off`, or an error naming the file and the
+    /// range when they are not all inside it.
+    fn check(&self, off: u64, len: u64) -> Result<std::ops::Range<u64>, RestoreError> {
+        match off.checked_add(len) {
+            Some(end) if end <= self.size => Ok(off..end),
+            _ => Err(RestoreError::Corrupt {
+                uri: self.uri.clone(),
+                reason: format!(
+                    "`_metadata` gives the range of {len} bytes at offset {off}, outside the file's {} bytes",
+                    self.size
+                ),
+            }),
+        }
+    }
+
+    /// The `len` bytes at `off`, which must be in the part read into memory.
     fn blob(&self, off: u64, len: u64) -> Result<&[u8], RestoreError> {
-        let range = off.checked_add(len).and_then(|end| Some(usize::try_from(off).ok()?..usize::try_from(end).ok()?));
-        range.and_then(|r| self.bytes.get(r)).ok_or_else(|| RestoreError::Corrupt {
+        let range = self.check(off, len)?;
+        let start = range.start.checked_sub(self.base);
+        let slice = start.and_then(|s| self.bytes.get(s as usize..(range.end - self.base) as usize));
+        slice.ok_or_else(|| RestoreError::Corrupt {
             uri: self.uri.clone(),
-            reason: format!(
-                "`_metadata` gives the range of {len} bytes at offset {off}, outside the file's {} bytes",
-                self.bytes.len()
-            ),
+            reason: format!("`_metadata` gives an entry at offset {off}, among the key groups"),
         })
     }
 }
@@ -573,8 +707,17 @@ mod tests {
         // From 2 subtasks to 3: every key group lands exactly once, entries are dealt round-robin.
         let mut groups = Vec::new();
         let mut entries = Vec::new();
+        let local = tmp.join("local");
+        std::fs::create_dir_all(&local).unwrap();
         for i in 0..3 {
             let s = snap.state_for("op", i, 3).unwrap().unwrap();
+            // Copied to local disk first (the disk backend's restore): the same groups and entries.
+            let mut copied = snap.state_in("op", i, 3, Some(&local)).unwrap().unwrap();
+            assert!(copied.keyed.is_empty() && copied.has_keyed());
+            assert_eq!(copied.first_byte().unwrap(), s.keyed[0].1.first().copied());
+            assert_eq!(copied.take_groups().collect::<TaskResult<Vec<_>>>().unwrap(), s.keyed);
+            assert!(!copied.has_keyed(), "taken");
+            assert_eq!((&copied.entries, &copied.all_entries), (&s.entries, &s.all_entries));
             let range = KeyGroupRange::for_subtask(i, 3, 8);
             assert!(s.keyed.iter().all(|(kg, b)| range.contains(*kg) && b == format!("kg{kg}").as_bytes()));
             groups.extend(s.keyed.into_iter().map(|(kg, _)| kg));
@@ -603,17 +746,26 @@ mod tests {
         let bytes = local.get("j/chk-3/op-0.state").unwrap();
         local.put("j/chk-3/op-0.state", &bytes[..bytes.len() - 2]).unwrap();
         let snap = RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap();
-        let err = snap.state_for("op", 0, 1).unwrap_err().to_string();
-        assert!(err.contains("op-0.state is corrupt") && err.contains("truncated"), "{err}");
-        let err = snap.verify().unwrap_err().to_string();
-        assert!(err.contains("op-0.state is corrupt") && err.contains("truncated"), "{err}");
+        let copies = tmp.join("copies");
+        std::fs::create_dir_all(&copies).unwrap();
+        let copied = || snap.state_in("op", 0, 1, Some(&copies)).unwrap_err().to_string();
+        for err in
+            [snap.state_for("op", 0, 1).unwrap_err().to_string(), copied(), snap.verify().unwrap_err().to_string()]
+        {
+            assert!(err.contains("op-0.state is corrupt") && err.contains("truncated"), "{err}");
+        }
         local.put("j/chk-3/op-0.state", &bytes).unwrap();
         snap.verify().unwrap();
         let mut flipped = bytes.clone();
         flipped[0] ^= 1;
         local.put("j/chk-3/op-0.state", &flipped).unwrap();
         assert!(snap.verify().unwrap_err().to_string().contains("checksum mismatch"));
+        assert!(copied().contains("op-0.state is corrupt: checksum mismatch"), "{}", copied());
         local.put("j/chk-3/op-0.state", &bytes).unwrap();
+        // A folder the copy cannot be written to is named.
+        let err = snap.state_in("op", 0, 1, Some(&tmp.join("no-such-folder"))).unwrap_err();
+        assert!(matches!(err, RestoreError::Local { .. }) && err.to_string().contains("no-such-folder"), "{err}");
+        assert_eq!(std::fs::read_dir(&copies).unwrap().count(), 0, "copies have no name");
         // Incompatible version, truncated metadata.
         let meta = local.get("j/chk-3/_metadata").unwrap();
         let newer = String::from_utf8(meta.clone()).unwrap().replace("\"version\": 3", "\"version\": 7");
@@ -688,7 +840,8 @@ mod tests {
             write_snapshot(&local, "j/chk-3", 1);
             rewrite(&local, "j/chk-3", |m| edit(&mut m.operators[0].subtasks[0]));
             let snap = RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap();
-            for err in [snap.state_for("op", 0, 1).unwrap_err(), snap.verify().unwrap_err()] {
+            let copied = snap.state_in("op", 0, 1, Some(&tmp)).unwrap_err();
+            for err in [snap.state_for("op", 0, 1).unwrap_err(), copied, snap.verify().unwrap_err()] {
                 assert!(matches!(err, RestoreError::Corrupt { .. }), "{err}");
                 let err = err.to_string();
                 assert!(err.contains("j/chk-3/op-0.state is corrupt") && err.contains(range), "{err}");

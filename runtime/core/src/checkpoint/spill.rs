@@ -58,14 +58,53 @@ impl Spill {
 
     /// Every group read back into memory (tests, and restoring a snapshot in-process).
     pub fn read_groups(&self) -> io::Result<Vec<(u32, Vec<u8>)>> {
-        self.groups
-            .iter()
-            .map(|&(g, offset, len)| {
-                let mut blob = vec![0; len as usize];
-                self.file.read_exact_at(&mut blob, offset)?;
-                Ok((g, blob))
-            })
-            .collect()
+        self.each_group().collect()
+    }
+
+    /// The groups read back one at a time, in order.
+    pub fn each_group(&self) -> impl Iterator<Item = io::Result<(u32, Vec<u8>)>> + '_ {
+        (0..self.groups.len()).map(|i| self.read_group(i))
+    }
+
+    /// The `i`th group of [`Spill::groups`].
+    pub fn read_group(&self, i: usize) -> io::Result<(u32, Vec<u8>)> {
+        let (g, offset, len) = self.groups[i];
+        let mut blob = vec![0; len as usize];
+        self.read_at(offset, &mut blob)?;
+        Ok((g, blob))
+    }
+
+    /// Fills `buf` from `offset` of the file.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    /// Copies a stored state file into an unnamed file in `dir`, `chunk` bytes at a
+    /// time (`read(offset, len)`), so that a restore of state larger than memory
+    /// never holds a whole file. Returns the copy, indexing no group yet, and its CRC-32.
+    pub(crate) fn download<E: From<io::Error>>(
+        dir: &Path,
+        size: u64,
+        chunk: u64,
+        mut read: impl FnMut(u64, u64) -> Result<Vec<u8>, E>,
+    ) -> Result<(Spill, u32), E> {
+        let file = tempfile::tempfile_in(dir)?;
+        let mut crc = crc32fast::Hasher::new();
+        let mut at = 0;
+        while at < size {
+            let bytes = read(at, chunk.min(size - at))?;
+            file.write_all_at(&bytes, at)?;
+            crc.update(&bytes);
+            at += bytes.len() as u64;
+        }
+        let crc32 = crc.clone().finalize();
+        Ok((Spill { file, groups: Vec::new(), len: size, crc }, crc32))
+    }
+
+    /// Only these `(key group, offset, length)` of the file are read back.
+    pub(crate) fn with_groups(mut self, groups: Vec<(u32, u64, u64)>) -> Self {
+        self.groups = groups;
+        self
     }
 }
 

@@ -275,7 +275,12 @@ impl Deployment<'_> {
     /// snapshot has none for it (recovery actions such as a sink's still run).
     fn restored(&self, uid: &str, i: usize, p: usize) -> Result<Option<RestoredState>, JobError> {
         let Some(snapshot) = self.restore else { return Ok(None) };
-        let state = snapshot.state_for(uid, i, p).map_err(|e| JobError::Restore(e.to_string()))?;
+        // On disk, state files are copied into the store's folder and read a key group at a time.
+        let local = match &self.graph.state_backend {
+            crate::state::StateBackend::Disk(store) => Some(store.dir()),
+            crate::state::StateBackend::Heap => None,
+        };
+        let state = snapshot.state_in(uid, i, p, local).map_err(|e| JobError::Restore(e.to_string()))?;
         Ok(Some(state.unwrap_or_default()))
     }
 }

@@ -230,7 +230,11 @@ where
         if let Some(blob) = state.all_entries.first() {
             self.keyed.function_mut().broadcast = codec::decode(blob, "broadcast state")?;
         }
-        self.keyed.restore_state(RestoredState { keyed: state.keyed, entries: Vec::new(), all_entries: Vec::new() })
+        self.keyed.restore_state(RestoredState {
+            keyed: state.keyed,
+            spilled: state.spilled,
+            ..RestoredState::default()
+        })
     }
 
     fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> TaskResult {

@@ -367,10 +367,11 @@ where
 
     /// Key groups' blobs in the order they were taken: a full one, then
     /// changes applied over it (whose timers replace the group's).
-    fn restore_state(&mut self, state: RestoredState) -> TaskResult {
+    fn restore_state(&mut self, mut state: RestoredState) -> TaskResult {
         // Per group: its event-time and processing-time timers, the last blob's.
         let mut timers: BTreeMap<u32, [Vec<(Timestamp, K)>; 2]> = BTreeMap::new();
-        for (g, blob) in state.keyed {
+        for group in state.take_groups() {
+            let (g, blob) = group?;
             let group: ProcessGroup<K> = match blob.split_first() {
                 Some((&CHANGES_TAG, changes)) => {
                     let group: ProcessGroup<K> = codec::decode(changes, "a process function's state changes")?;

@@ -292,18 +292,24 @@ where
     }
 
     fn restore_state(&mut self, state: RestoredState) -> TaskResult {
-        let state = match self.slicing {
+        let (mut state, handed_back) = match self.slicing {
             Some(slicing) => match self.restore_slices(slicing, state)? {
                 None => return Ok(()),
                 // Whole windows, from a version that did not slice: kept as they are.
                 Some(windows) => {
                     self.slicing = None;
-                    windows
+                    (windows, true)
                 }
             },
-            None => state,
+            None => (state, false),
         };
-        for (_, blob) in state.keyed {
+        for group in state.take_groups() {
+            let (_, blob) = group?;
+            // Versions before slicing kept whole windows on the heap only, whose
+            // blobs never open with the slices' tag: one that does is sliced.
+            if handed_back && blob.first() == Some(&super::slices::SLICES_TAG) {
+                return Err(super::slices::mixed_state());
+            }
             let entries: Vec<(K, Vec<Pane<F::Acc>>)> = decode_entries(&blob)?;
             for (key, panes) in &entries {
                 for p in panes {

@@ -27,7 +27,7 @@ use crate::time::{MIN_WATERMARK, Timestamp};
 /// (what versions before slicing wrote, and what tumbling and session windows
 /// write) is a bincode sequence, which opens with its length as a varint: that
 /// first byte is at most 254, so the two never mistake each other.
-const SLICES_TAG: u8 = 0xff;
+pub(super) const SLICES_TAG: u8 = 0xff;
 
 /// The slice arithmetic of one sliding assigner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,18 +194,15 @@ where
     /// Restores sliced state, or hands back state of whole windows (written
     /// before slicing existed) for the caller to restore as such.
     pub(super) fn restore_slices(&mut self, s: Slicing, state: RestoredState) -> TaskResult<Option<RestoredState>> {
-        let sliced = state.keyed.iter().filter(|(_, blob)| blob.first() == Some(&SLICES_TAG)).count();
-        if sliced == 0 && !state.keyed.is_empty() {
+        let mut state = state;
+        if state.has_keyed() && state.first_byte()? != Some(SLICES_TAG) {
             return Ok(Some(state));
         }
-        if sliced != state.keyed.len() {
-            return Err(TaskError::Operator(
-                "window state mixes sliced and whole-window key groups; it was not written by one version".into(),
-            ));
-        }
         let mut restored_watermark = None::<Timestamp>;
-        for (_, blob) in state.keyed {
-            let (watermark, entries) = decode_sliced_group::<K, F::Acc>(&blob[1..])?;
+        for group in state.take_groups() {
+            let (_, blob) = group?;
+            let Some((&SLICES_TAG, blob)) = blob.split_first() else { return Err(mixed_state()) };
+            let (watermark, entries) = decode_sliced_group::<K, F::Acc>(blob)?;
             restored_watermark = Some(restored_watermark.map_or(watermark, |w| w.min(watermark)));
             let mut entries = entries;
             for (key, panes) in &mut entries {
@@ -222,6 +219,13 @@ where
         self.watermark = self.watermark.max(restored_watermark.unwrap_or(MIN_WATERMARK));
         Ok(None)
     }
+}
+
+/// Sliced key groups beside whole windows' (each restore path refuses the other's).
+pub(super) fn mixed_state() -> TaskError {
+    TaskError::Operator(
+        "window state mixes sliced and whole-window key groups; it was not written by one version".into(),
+    )
 }
 
 /// Registers the timers of a new slice: its first window that has not fired

@@ -104,7 +104,7 @@ fn bounded_reading_restores_at_another_parallelism_without_loss_or_repetition() 
     for j in 0..3 {
         let mut s = source(config(&kafka, StartAt::Earliest, true), &info(j, 3));
         let share = entries.iter().enumerate().filter(|(k, _)| k % 3 == j).map(|(_, e)| e.clone()).collect();
-        s.restore_state(RestoredState { keyed: vec![], entries: share, all_entries: entries.clone() }).unwrap();
+        s.restore_state(RestoredState { entries: share, all_entries: entries.clone(), ..Default::default() }).unwrap();
         seen.extend(drain(&mut s, usize::MAX));
     }
     seen.sort_unstable();
@@ -180,7 +180,7 @@ fn a_restored_offset_that_retention_deleted_fails_the_source_unless_a_reset_poli
         producer.send(BaseRecord::<(), _>::to("numbers").payload(&big).partition(0)).unwrap();
         producer.flush(Duration::from_secs(10)).unwrap();
     }
-    let restored = || RestoredState { keyed: vec![], entries: entries.clone(), all_entries: entries.clone() };
+    let restored = || RestoredState { entries: entries.clone(), all_entries: entries.clone(), ..Default::default() };
 
     // The default: the task fails, naming topic, partition and offset.
     let mut s = lengths(config(&kafka, StartAt::Earliest, false), &info(0, 1));

@@ -77,7 +77,7 @@ fn transactions_commit_with_their_checkpoint_and_recovery_resends_what_a_crash_l
     // Checkpoint 2 completes, but the job dies before the sink commits.
     drop(sink);
 
-    let restored = RestoredState { keyed: Vec::new(), entries: second.entries.clone(), all_entries: second.entries };
+    let restored = RestoredState { entries: second.entries.clone(), all_entries: second.entries, ..Default::default() };
     let mut sink =
         KafkaSink::new(config(&kafka, Guarantee::ExactlyOnce), &info(true, Some(restored)), encode()).unwrap();
     let third = sink.snapshot_state(3).unwrap();
