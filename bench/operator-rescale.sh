@@ -17,11 +17,11 @@
 # With --write, regenerates the "OPERATOR-RESCALE" section of docs/benchmarks.md.
 #
 # The same run measures the autoscaler (the e2e's autoscaled job, with the
-# default metrics window, stabilization and scale-up interval of WINDOW
-# seconds): the decision latency from the load tripling to the recommendation,
+# default metrics window of WINDOW seconds, and the stabilization and
+# scale-up interval at the same): the decision latency from the load tripling to the recommendation,
 # and the scale-up rescales until it converged; the "AUTOSCALER" section.
 #
-# Environment: STATE_MB [100]  RATE [400000] (orders/s the source is paced at)  WINDOW [60]
+# Environment: STATE_MB [100]  RATE [400000] (orders/s the source is paced at)  WINDOW [30, the default]
 #   STATE_BACKEND [heap] (the stateful job's spec.stateBackend: heap or disk)
 set -euo pipefail
 
@@ -31,7 +31,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/doc-section.sh
 . "$repo/bench/doc-section.sh"
 STATE_MB=${STATE_MB:-100}
-WINDOW=${WINDOW:-60}
+WINDOW=${WINDOW:-30}
 RATE=${RATE:-400000}
 STATE_BACKEND=${STATE_BACKEND:-heap}
 log=$(mktemp)
@@ -79,8 +79,9 @@ if $write; then
     echo
     echo "\`bench/operator-rescale.sh --write\` ($(date -u +%Y-%m-%d), $(nproc) cores, commit $(git -C "$repo" rev-parse --short HEAD)), the same"
     echo "e2e run: a job of parallelism 1 whose subtasks each keep up with 500 orders/s (an external call of 2 ms per"
-    echo "record), under a datagen load of 300 orders/s that triples to 900/s and falls back; metrics window,"
-    echo "stabilization and scale-up interval at their defaults (${WINDOW} s), the scale-down interval at $((2 * WINDOW)) s."
+    echo "record), under a datagen load of 300 orders/s that triples to 900/s and falls back; metrics window"
+    echo "${WINDOW} s (the default: 30 s), stabilization and scale-up interval ${WINDOW} s (defaults 60 s: the first"
+    echo "decision after a start waits for a full window anyway), the scale-down interval at $((2 * WINDOW)) s."
     echo
     echo "| | Weir | Flink Kubernetes Operator (defaults) |"
     echo "|---|---|---|"

@@ -599,8 +599,8 @@ field() { python3 -c "import json, sys; o = json.load(open('$work/obj.json')); p
 # whatever the machine): first in `recommend` mode, which reports and changes
 # nothing, then `active`, which scales up in place (TaskManagers of one slot
 # added first) and back down once the load fell, with exactly-once output.
-# WEIR_E2E_AUTOSCALER_WINDOW (15s unless told; bench/autoscaler.sh: 60s, the
-# defaults) is the metrics window, the stabilization and the scale-up interval;
+# WEIR_E2E_AUTOSCALER_WINDOW (15s unless told; bench/operator-rescale.sh: 30s,
+# the default window) is the metrics window, the stabilization and the scale-up interval;
 # the load's phases last in proportion. The tail at the low rate outlasts the
 # scale-down interval (2 windows) and a window of low load with room to spare:
 # a job that finished before it could scale down would prove nothing.

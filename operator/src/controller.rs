@@ -703,7 +703,7 @@ mod tests {
         let lagging =
             |lag_since: i64| crate::fixtures::metered(deployment.as_deref(), ago(3600), 1000.0, 300 * lag_since);
         let config = autoscaler_config(&job).expect("on");
-        for s in (15..=300).rev().step_by(15) {
+        for s in (5..=300).rev().step_by(5) {
             let sampled = ctx.autoscaler.evaluate(&metrics_key(&job), &config, &lagging(300 - s), &[], ago(s));
             assert!(sampled.fresh);
         }
@@ -734,7 +734,7 @@ mod tests {
         assert_eq!(
             timeline,
             [
-                "jobmanager: job over 15s",
+                "jobmanager: job over 7s500ms",
                 "kube: apply status",
                 "kube: event AutoscalerDecision",
                 "kube: apply deployments/orders-taskmanager",
@@ -768,8 +768,9 @@ mod tests {
             Expect::Event { reason: "AutoscalerDecision", warning: false },
         ];
         let (requeue, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
-        assert_eq!(timeline, ["jobmanager: job over 15s", "kube: apply status", "kube: event AutoscalerDecision"]);
-        assert_eq!(requeue, Requeue::requeue(crate::planner::SAMPLE_EVERY), "sampled again soon");
+        assert_eq!(timeline, ["jobmanager: job over 7s500ms", "kube: apply status", "kube: event AutoscalerDecision"]);
+        let every = crate::planner::sample_every(Duration::from_secs(30));
+        assert_eq!(requeue, Requeue::requeue(every), "sampled again soon, four times in the default window");
     }
 
     #[tokio::test]

@@ -282,7 +282,9 @@ pub struct AutoscalerSpec {
     #[schemars(range(min = 0.0, max = 0.5))]
     pub utilization_band: f64,
     /// The metrics a decision is made on: the samples of this long before it.
-    #[serde(default = "sixty_seconds")]
+    /// Pressure in three quarters of it is sustained, so the default (30 s)
+    /// acts on a load step within about 40 s, and the rescale follows in place.
+    #[serde(default = "thirty_seconds")]
     #[schemars(regex(pattern = DURATION))]
     pub metrics_window: String,
     /// After a rescale (or a start), nothing is decided for this long.
@@ -328,7 +330,7 @@ impl Default for AutoscalerSpec {
             mode: AutoscalerMode::default(),
             target_utilization: default_target_utilization(),
             utilization_band: default_utilization_band(),
-            metrics_window: sixty_seconds(),
+            metrics_window: thirty_seconds(),
             stabilization: sixty_seconds(),
             scale_up_interval: sixty_seconds(),
             scale_down_interval: ten_minutes(),
@@ -348,6 +350,10 @@ fn default_target_utilization() -> f64 {
 
 fn default_utilization_band() -> f64 {
     0.1
+}
+
+fn thirty_seconds() -> String {
+    "30s".into()
 }
 
 fn sixty_seconds() -> String {

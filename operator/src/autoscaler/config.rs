@@ -158,7 +158,7 @@ mod tests {
         let s = Duration::from_secs;
         assert_eq!(
             (c.metrics_window, c.stabilization, c.scale_up_interval, c.scale_down_interval, c.catch_up_time),
-            (s(60), s(60), s(60), s(600), s(300))
+            (s(30), s(60), s(60), s(600), s(300))
         );
         assert_eq!((c.bounds, c.max_rescales_per_hour), (Bounds { min: 1, max: 128 }, 6));
     }

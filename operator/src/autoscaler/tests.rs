@@ -460,8 +460,8 @@ fn missing_metrics_are_reported_never_guessed() {
     m.run(&c, 300.0);
     let d = decide(&c, &m.series, &[], t(30.0));
     assert_eq!(d.vertices[1].reason, Reason::Stabilizing { until: t(60.0) });
-    let d = decide(&c, &m.series, &[], t(90.0));
-    assert_eq!(d.vertices[1].reason, Reason::NoMetrics(Missing::WindowNotFull { until: t(120.0) }));
+    let d = decide(&c, &m.series, &[], t(75.0));
+    assert_eq!(d.vertices[1].reason, Reason::NoMetrics(Missing::WindowNotFull { until: t(90.0) }));
     // A zero-length window.
     let d = decide(&config(|s| s.metrics_window = "0s".into()), &m.series, &[], t(300.0));
     assert_eq!(d.vertices[1].reason, Reason::NoMetrics(Missing::EmptyWindow));
@@ -492,12 +492,12 @@ fn a_series_started_late_waits_for_a_whole_window() {
     for v in &mut m.series.vertices {
         v.samples.clear();
     }
-    m.run(&c, 630.0);
-    let d = decide(&c, &m.series, &[], t(630.0));
-    assert_eq!(d.vertices[1].reason, Reason::NoMetrics(Missing::WindowNotFull { until: t(660.0) }));
-    assert_eq!(d.to_string(), "no metrics yet: collecting a window of metrics until 2027-01-15T08:11:00Z");
-    m.run(&c, 665.0);
-    let d = decide(&c, &m.series, &[], t(665.0));
+    m.run(&c, 615.0);
+    let d = decide(&c, &m.series, &[], t(615.0));
+    assert_eq!(d.vertices[1].reason, Reason::NoMetrics(Missing::WindowNotFull { until: t(630.0) }));
+    assert_eq!(d.to_string(), "no metrics yet: collecting a window of metrics until 2027-01-15T08:10:30Z");
+    m.run(&c, 635.0);
+    let d = decide(&c, &m.series, &[], t(635.0));
     assert!(matches!(d.vertices[1].reason, Reason::WithinBand { .. }), "{}", d.vertices[1].reason);
 }
 

@@ -130,21 +130,21 @@ mod tests {
         let samples = Samples::default();
         let (c, key) = (config(), "weir/orders");
         let mut decisions = Vec::new();
-        for s in (300..=420).step_by(15) {
+        for s in (300..=420).step_by(8) {
             let sampled = samples.evaluate(key, &c, &answer("1-a"), &[], t(s));
             assert!(sampled.fresh, "{s}");
             decisions.push(sampled.evaluation);
         }
-        assert_eq!(samples.len(key), 9);
+        assert_eq!(samples.len(key), 16);
         // The first decisions wait for a window of samples (the series started at 300 s, not at the job's start).
         let Evaluation::Decided(first) = &decisions[0] else { panic!("{:?}", decisions[0]) };
-        assert_eq!(first.to_string(), "no metrics yet: collecting a window of metrics until 2027-01-15T08:06:00Z");
+        assert_eq!(first.to_string(), "no metrics yet: collecting a window of metrics until 2027-01-15T08:05:30Z");
         let Some(Evaluation::Decided(last)) = decisions.last() else { panic!() };
         assert_eq!(last.to_string(), "within band");
         // Seconds later (a reconciliation its own status write set off): the same decision, not a new one.
-        let again = samples.evaluate(key, &c, &answer("1-a"), &[], t(425));
+        let again = samples.evaluate(key, &c, &answer("1-a"), &[], t(422));
         assert_eq!(again, Sampled { evaluation: Evaluation::Decided(last.clone()), fresh: false });
-        assert_eq!(samples.len(key), 9);
+        assert_eq!(samples.len(key), 16);
         // A new deployment: a new series.
         assert!(samples.evaluate(key, &c, &answer("2-b"), &[], t(426)).fresh);
         assert_eq!(samples.len(key), 1);

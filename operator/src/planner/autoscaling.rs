@@ -50,8 +50,8 @@ use crate::crd::{AutoscalerMode, AutoscalerStatus, DesiredState};
 use crate::diff::{ChangeKind, diff};
 
 /// The longest time between two looks at (and samples of) a job whose
-/// autoscaler is on: with the default metrics window (60 s), four samples
-/// to decide on.
+/// autoscaler is on: with a metrics window of 60 s, four samples to decide
+/// on (the default window, 30 s, is sampled every 7.5 s).
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(15);
 
 /// The shortest: a look costs the JobManager a request and the API server a status write.
@@ -396,7 +396,8 @@ mod tests {
         assert_eq!((applied(&p), &p.status.pending_operation, p.status.phase), (None, &None, Some(Phase::Running)));
         assert!(!p.actions.iter().any(|a| matches!(a, Action::TriggerSavepoint { .. })), "{:?}", p.actions);
         assert_eq!(events(&p), [("AutoscalerDecision", "scale up to 4: orders at load 140% of its capacity")]);
-        assert!(p.actions.contains(&Action::Requeue(SAMPLE_EVERY)), "sampled often: {:?}", p.actions);
+        let every = sample_every(Duration::from_secs(30));
+        assert!(p.actions.contains(&Action::Requeue(every)), "sampled four times a default window: {:?}", p.actions);
         // The same decision with other figures a requeue later: no second event.
         let later = decision("2026-11-21T12:00:15Z", 2, 4, Reason::ScaleUp { to: 4, load: 1.5 });
         let p = step(&job(Some(p.status), 1, recommend), &deciding(2, later));
