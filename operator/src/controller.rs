@@ -577,7 +577,7 @@ mod tests {
             ],
             "the JobManager's Deployment untouched, the rescale not asked yet"
         );
-        assert_eq!(requeue, Requeue::requeue(Duration::from_secs(2)), "the slots are looked at soon");
+        assert_eq!(requeue, Requeue::requeue(crate::planner::SLOTS_LOOK_EVERY), "the slots are looked at soon");
     }
 
     /// The job's status once the planner took the next step, the JobManager answering as `jobmanager` does.
@@ -613,7 +613,7 @@ mod tests {
         ];
         let (requeue, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
         assert_eq!(timeline, ["jobmanager: job", "kube: apply status", "kube: apply deployments/orders-taskmanager"]);
-        assert_eq!(requeue, Requeue::requeue(Duration::from_secs(2)));
+        assert_eq!(requeue, Requeue::requeue(crate::planner::SLOTS_LOOK_EVERY));
     }
 
     #[tokio::test]
@@ -741,7 +741,7 @@ mod tests {
                 "kube: event Rescale",
             ]
         );
-        assert_eq!(requeue, Requeue::requeue(Duration::from_secs(2)), "the slots are looked at soon");
+        assert_eq!(requeue, Requeue::requeue(crate::planner::SLOTS_LOOK_EVERY), "the slots are looked at soon");
         let text = metrics.render();
         for line in [
             "weir_operator_autoscaler_evaluations_total{namespace=\"weir\",job=\"orders\"} 1\n",

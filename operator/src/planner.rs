@@ -38,7 +38,7 @@ mod autoscaling;
 mod rescale;
 
 pub use autoscaling::{Evaluation, SAMPLE_EVERY, rate_window, sample_every};
-pub use rescale::TASKMANAGERS_WAIT;
+pub use rescale::{SLOTS_LOOK_EVERY, TASKMANAGERS_WAIT};
 
 /// What the observer found (it only reads: the JobManager's REST API, storage).
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -60,6 +60,11 @@ use crate::resources::{slots_needed, taskmanagers};
 /// How long added TaskManagers may take to register their slots before the rescale is aborted.
 pub const TASKMANAGERS_WAIT: Duration = Duration::from_secs(300);
 
+/// How often the JobManager is asked for its slots while added TaskManagers
+/// register: the rescale waits for this look, so it is short (a look is one
+/// request to the JobManager and an unchanged apply of the Deployment).
+pub const SLOTS_LOOK_EVERY: Duration = Duration::from_secs(1);
+
 /// The status of the refusal of a JobManager that understood the rescale (and cannot make it).
 const CONFLICT: i32 = 409;
 
@@ -132,7 +137,7 @@ impl Planner<'_> {
         match in_place.step {
             InPlaceStep::AddTaskManagers => {
                 self.actions.push(Action::ScaleTaskManagers(in_place.taskmanagers));
-                self.actions.push(Action::Requeue(Duration::from_secs(2)));
+                self.actions.push(Action::Requeue(SLOTS_LOOK_EVERY));
             }
             InPlaceStep::Rescale => {
                 self.actions.push(Action::Rescale(rescale_request(op)));
