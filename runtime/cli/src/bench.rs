@@ -310,7 +310,10 @@ pub fn build(env: &StreamEnv, query: &str, events: u64, rate: Option<f64>) -> Op
         "q5" => {
             let counts = env
                 .bids(Some(events), rate)
-                .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(secs(2)), |b| b.time)
+                .assign_timestamps(
+                    WatermarkStrategy::bounded_out_of_orderness(secs(2)).with_alignment("bids", secs(2)),
+                    |b| b.time,
+                )
                 .key_by(|b| b.auction)
                 .window(WindowAssigner::sliding(secs(10), secs(2)))
                 .aggregate(Count, |&auction, w, count| (w.end, auction, count));
