@@ -71,8 +71,7 @@ impl KeyedProcessFunction<OrderId, Order, Order> for Dedup {
     }
     fn process_element(&mut self, order: Order, ctx: &mut ProcessContext<'_, OrderId, Order>) {
         let seen = self.seen.expect("opened");
-        if ctx.value(&seen).get().is_none() {
-            ctx.value(&seen).set(());
+        if ctx.value(&seen).set_if_absent(()) {
             ctx.register_event_time_timer(ctx.timestamp() + 600_000);
             ctx.emit(order);
         }

@@ -223,9 +223,7 @@ impl KeyedProcessFunction<OrderId, Order, Order> for Dedup {
     }
     fn process_element(&mut self, order: Order, ctx: &mut ProcessContext<'_, OrderId, Order>) {
         let seen = self.seen.expect("opened");
-        let mut slot = ctx.value(&seen);
-        if slot.get().is_none() {
-            slot.set(());
+        if ctx.value(&seen).set_if_absent(()) {
             ctx.emit(order);
         }
     }

@@ -73,10 +73,9 @@ impl KeyedProcessFunction<RowKey, Row, Row> for DedupRows {
 
     fn process_element(&mut self, row: Row, ctx: &mut ProcessContext<'_, RowKey, Row>) {
         let seen = self.seen.expect("opened");
-        if ctx.value(&seen).get().is_some() {
+        if !ctx.value(&seen).set_if_absent(()) {
             return;
         }
-        ctx.value(&seen).set(());
         if let Some(ttl) = self.ttl_ms
             && ctx.timestamp() != NO_TIMESTAMP
         {

@@ -415,6 +415,19 @@ impl<K: Key, V: crate::element::Data> ValueSlot<'_, K, V> {
         }
     }
 
+    /// Sets the value if the key has none, and says whether it did: one probe
+    /// of the table where `get` then `set` take three (a dedup's whole work).
+    pub fn set_if_absent(&mut self, value: V) -> bool {
+        match self.table.map.entry(self.key.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(value);
+                self.table.touch(self.key);
+                true
+            }
+        }
+    }
+
     pub fn clear(&mut self) -> Option<V> {
         self.table.touch(self.key);
         self.table.map.remove(self.key)

@@ -635,6 +635,29 @@ mod tests {
         }
     }
 
+    /// `set_if_absent` sets a key once, on both backends, and knows a key
+    /// whose entry was written back to disk and evicted.
+    #[test]
+    fn set_if_absent_sets_once_whether_the_key_is_in_memory_or_on_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let n = 300_000u64;
+        for mut state in [KeyedState::<u64>::new(&StateBackend::Heap, MAX), disk(tmp.path())] {
+            let seen = state.value::<u64>("seen");
+            for round in 0..2 {
+                for k in 0..n {
+                    let set = state.value_mut(&seen, &k).set_if_absent(round);
+                    assert_eq!(set, round == 0, "key {k} in round {round}");
+                }
+            }
+            for k in [0u64, 1, 99_999, n - 1] {
+                assert_eq!(state.value_ref(&seen, &k).copied(), Some(0), "key {k} kept its first value");
+            }
+            state.clear_key(&5);
+            assert!(state.value_mut(&seen, &5).set_if_absent(7), "a cleared key is absent");
+            state.check().unwrap();
+        }
+    }
+
     /// A disk snapshot's blob whose entries are out of order, or whose
     /// lengths run past its end, is an error on both backends (no panic).
     #[test]
