@@ -418,9 +418,10 @@ impl<K: Key, V: crate::element::Data> ValueSlot<'_, K, V> {
     /// Sets the value if the key has none, and says whether it did: one probe
     /// of the table where `get` then `set` take three (a dedup's whole work).
     pub fn set_if_absent(&mut self, value: V) -> bool {
+        use std::collections::hash_map::Entry;
         match self.table.map.entry(self.key.clone()) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(slot) => {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(slot) => {
                 slot.insert(value);
                 self.table.touch(self.key);
                 true

@@ -636,7 +636,9 @@ mod tests {
     }
 
     /// `set_if_absent` sets a key once, on both backends, and knows a key
-    /// whose entry was written back to disk and evicted.
+    /// whose entry was written back to disk and evicted: 300 K entries of
+    /// about 40 bytes are more than one table's cache holds at the smallest
+    /// budget (half of 16 MiB, about 210 K entries).
     #[test]
     fn set_if_absent_sets_once_whether_the_key_is_in_memory_or_on_disk() {
         let tmp = tempfile::tempdir().unwrap();
