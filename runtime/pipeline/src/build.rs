@@ -105,7 +105,11 @@ pub fn build_to(
 
 fn key_of(indices: &[usize]) -> impl Fn(&Row) -> RowKey + Clone + Send + Sync + 'static {
     let indices: Arc<[usize]> = indices.into();
-    move |row: &Row| indices.iter().map(|&i| row[i].clone()).collect()
+    move |row: &Row| match *indices {
+        // One field, the common key, without the iterator's general path.
+        [i] => smallvec::smallvec![row[i].clone()],
+        _ => indices.iter().map(|&i| row[i].clone()).collect(),
+    }
 }
 
 /// An order id as its text, `ORD-<n>` (as `OrderId`'s `Display`), made inline.

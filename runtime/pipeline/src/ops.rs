@@ -26,7 +26,9 @@ use crate::value::{FieldType, Row, Value};
 /// held in state by the million stay 32 bytes each.
 pub type RowKey = smallvec::SmallVec<[Value; 1]>;
 
-/// `select`: each row replaced by its expressions' values, in its batch.
+/// `select`: each row replaced by its expressions' values, in its batch and
+/// in the row's own allocation (the values are computed aside, then written
+/// over the row's), so a select allocates nothing per row.
 pub struct SelectRows {
     pub exprs: Arc<Vec<crate::expr::Expr>>,
 }
@@ -35,8 +37,11 @@ impl Operator for SelectRows {
     type In = Row;
     type Out = Row;
     fn process_batch(&mut self, mut batch: Vec<Record<Row>>, out: &mut Collector<'_, Row>) -> TaskResult {
+        let mut values: smallvec::SmallVec<[Value; 8]> = smallvec::SmallVec::with_capacity(self.exprs.len());
         for r in &mut batch {
-            r.value = self.exprs.iter().map(|e| e.eval(&r.value)).collect();
+            values.extend(self.exprs.iter().map(|e| e.eval(&r.value)));
+            r.value.clear();
+            r.value.extend(values.drain(..));
         }
         out.emit_batch(batch);
         Ok(())

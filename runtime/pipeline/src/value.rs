@@ -60,6 +60,17 @@ impl Hash for Value {
 }
 
 impl Value {
+    /// The type of this value; `None` for null, which has every type.
+    pub fn field_type(&self) -> Option<FieldType> {
+        match self {
+            Value::Null => None,
+            Value::Bool(_) => Some(FieldType::Bool),
+            Value::Int(_) => Some(FieldType::Int),
+            Value::Float(_) => Some(FieldType::Float),
+            Value::Str(_) => Some(FieldType::String),
+        }
+    }
+
     pub fn as_int(&self) -> Option<i64> {
         match self {
             Value::Int(i) => Some(*i),

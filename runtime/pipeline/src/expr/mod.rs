@@ -2,8 +2,10 @@
 //! `trunc(price * 0.908)`.
 //!
 //! An expression is parsed once and type-checked against the input schema,
-//! then evaluated per row by walking a small tree whose field references are
-//! already resolved to indices. Integer arithmetic wraps (as in the
+//! into a small tree whose field references are resolved to indices, then
+//! compiled to closures specialised by type ([`code`]); the tree walk
+//! ([`eval`]) is what the closures fall back to for strings and what they
+//! are tested against. Integer arithmetic wraps (as in the
 //! workloads); division or remainder by zero and any null operand give null;
 //! a filter whose expression is null drops the row.
 //!
@@ -30,6 +32,8 @@
 //! assert_eq!(e.eval(&vec![Value::Int(1000)]), Value::Int(908));
 //! ```
 
+mod code;
+
 use smol_str::SmolStr;
 
 use crate::value::{FieldType, Row, Schema, Value};
@@ -44,6 +48,8 @@ pub const MAX_DEPTH: usize = 64;
 pub struct Expr {
     node: Node,
     ty: Option<FieldType>,
+    /// The same expression compiled (see [`code`]): what [`Expr::eval`] runs.
+    code: code::Code,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -384,7 +390,6 @@ fn bin_type(op: BinOp, l: Option<FieldType>, r: Option<FieldType>) -> Result<Opt
 }
 
 fn call(name: &str, args: Vec<Typed>) -> Result<Typed, String> {
-    use FieldType::*;
     let (f, arity) = match name {
         "trunc" => (Func::Trunc, 1),
         "floor" => (Func::Floor, 1),
@@ -403,9 +408,18 @@ fn call(name: &str, args: Vec<Typed>) -> Result<Typed, String> {
     if args.len() != arity {
         return Err(format!("`{name}` takes {arity} argument(s), got {}", args.len()));
     }
-    let t = args[0].1;
+    let types: Vec<Option<FieldType>> = args.iter().map(|a| a.1).collect();
+    let ty = call_type(f, &types).map_err(|e| e.replace("{name}", name))?;
+    Ok((Node::Call(f, args.into_iter().map(|a| a.0).collect()), ty))
+}
+
+/// The result type of `f` over arguments of `types` (as many as it takes),
+/// or what is wrong, with `{name}` where the function's name goes.
+fn call_type(f: Func, types: &[Option<FieldType>]) -> Result<Option<FieldType>, String> {
+    use FieldType::*;
+    let t = types[0];
     let numeric = |t: Option<FieldType>| t.is_none_or(|t| t.is_numeric());
-    let ty = match f {
+    Ok(match f {
         Func::Trunc | Func::Floor | Func::Ceil | Func::Round if numeric(t) => Some(Int),
         Func::Abs if numeric(t) => t,
         Func::Int if t != Some(Bool) => Some(Int),
@@ -417,14 +431,30 @@ fn call(name: &str, args: Vec<Typed>) -> Result<Typed, String> {
             if t.is_some_and(|t| t != Bool) {
                 return Err("`if` needs a boolean condition".into());
             }
-            match (args[1].1, args[2].1) {
+            match (types[1], types[2]) {
                 (Some(a), Some(b)) if a != b => return Err(format!("`if` branches differ in type: {a} and {b}")),
                 (a, b) => a.or(b),
             }
         }
-        _ => return Err(format!("`{name}` cannot take {}", t.map_or("null".into(), |t| t.to_string()))),
-    };
-    Ok((Node::Call(f, args.into_iter().map(|a| a.0).collect()), ty))
+        _ => return Err(format!("`{{name}}` cannot take {}", t.map_or("null".into(), |t| t.to_string()))),
+    })
+}
+
+/// The type of a checked expression's node (as its parse found it).
+fn type_of(node: &Node, schema: &Schema) -> Option<FieldType> {
+    match node {
+        Node::Field(i) => Some(schema.field_type(*i)),
+        Node::Lit(v) => v.field_type(),
+        Node::Neg(n) => type_of(n, schema),
+        Node::Not(_) => Some(FieldType::Bool),
+        Node::Chain(first, rest) => rest.iter().fold(type_of(first, schema), |ty, (op, n)| {
+            bin_type(*op, ty, type_of(n, schema)).expect("type-checked when parsed")
+        }),
+        Node::Call(f, args) => {
+            let types: Vec<_> = args.iter().map(|a| type_of(a, schema)).collect();
+            call_type(*f, &types).expect("type-checked when parsed")
+        }
+    }
 }
 
 impl Expr {
@@ -442,7 +472,8 @@ impl Expr {
         if p.pos < p.toks.len() {
             return Err(format!("at column {}: unexpected `{}`", p.col(), &src[p.toks[p.pos].0..]));
         }
-        Ok(Expr { node, ty })
+        let code = code::Code::compile(&node, schema);
+        Ok(Expr { node, ty, code })
     }
 
     /// The result type; `None` for an expression that is always null.
@@ -451,7 +482,7 @@ impl Expr {
     }
 
     pub fn eval(&self, row: &Row) -> Value {
-        eval(&self.node, row)
+        self.code.eval(row)
     }
 
     /// Marks in `read` (one flag per field of the schema it was compiled
@@ -462,7 +493,7 @@ impl Expr {
 
     /// For filters: true only for a true result (null is false).
     pub fn matches(&self, row: &Row) -> bool {
-        matches!(self.eval(row), Value::Bool(true))
+        self.code.matches(row)
     }
 }
 
