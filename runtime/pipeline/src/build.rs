@@ -106,9 +106,8 @@ pub fn build_to(
 fn key_of(indices: &[usize]) -> impl Fn(&Row) -> RowKey + Clone + Send + Sync + 'static {
     let indices: Arc<[usize]> = indices.into();
     move |row: &Row| match *indices {
-        // One field, the common key, without the iterator's general path.
-        [i] => smallvec::smallvec![row[i].clone()],
-        _ => indices.iter().map(|&i| row[i].clone()).collect(),
+        [i] => RowKey::one(row[i].clone()),
+        _ => RowKey::from_values(indices.iter().map(|&i| row[i].clone())),
     }
 }
 
