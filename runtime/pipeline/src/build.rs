@@ -107,6 +107,7 @@ fn key_of(indices: &[usize]) -> impl Fn(&Row) -> RowKey + Clone + Send + Sync + 
     let indices: Arc<[usize]> = indices.into();
     move |row: &Row| match *indices {
         [i] => RowKey::one(row[i].clone()),
+        [] => RowKey::default(),
         _ => RowKey::from_values(indices.iter().map(|&i| row[i].clone())),
     }
 }
@@ -162,7 +163,11 @@ fn workload_rows(
                     Value::Int(b.price),
                     Value::Str(SmolStr::new_static(b.channel.as_str())),
                     Value::Int(b.time),
-                    text_if(extra, || SmolStr::new(&b.extra)),
+                    text_if(extra, || match b.extra {
+                        // The generator's padding is static: shared, not copied.
+                        std::borrow::Cow::Borrowed(s) => SmolStr::new_static(s),
+                        std::borrow::Cow::Owned(s) => SmolStr::new(s),
+                    }),
                 ]
             })
         }

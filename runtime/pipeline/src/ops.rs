@@ -28,7 +28,7 @@ use crate::value::{FieldType, Row, Value};
 /// It hashes and encodes exactly as the `Vec<Value>` keys were (a length,
 /// then the values): checkpoints taken with those restore into the same key
 /// groups and decode as keys of this type.
-#[derive(Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct RowKey(smallvec::SmallVec<[Value; 1]>);
 
