@@ -19,8 +19,20 @@ use weir::prelude::*;
 use weir_workloads::{Bid, Order, OrderId, Payment, bounds};
 
 /// The workloads `weir bench` runs.
-pub const WORKLOADS: &[&str] =
-    &["orders-window", "orders-dedup", "orders-sliding", "orders-payments", "q0", "q1", "q1-lookup", "q2", "q5", "q7"];
+pub const WORKLOADS: &[&str] = &[
+    "orders-window",
+    "orders-dedup",
+    "orders-sliding",
+    "orders-payments",
+    "q0",
+    "q0-rebalance",
+    "q0-keyed",
+    "q1",
+    "q1-lookup",
+    "q2",
+    "q5",
+    "q7",
+];
 
 /// Output rows and their checksum, shared by the sink's subtasks; with
 /// latency measured, each row's time from its creation at the source.
@@ -211,6 +223,16 @@ impl<T> AggregateFunction<T> for Count {
     }
 }
 
+/// Emits each record as it is: a keyed step that does nothing but be one.
+#[derive(Clone)]
+struct PassOn;
+
+impl KeyedProcessFunction<i64, i64, i64> for PassOn {
+    fn process_element(&mut self, value: i64, ctx: &mut ProcessContext<'_, i64, i64>) {
+        ctx.emit(value);
+    }
+}
+
 /// Drops repeated order ids (keyed value state, as the Flink baseline does).
 #[derive(Clone, Default)]
 pub struct Dedup {
@@ -292,6 +314,15 @@ pub fn build(env: &StreamEnv, query: &str, events: u64, rate: Option<f64>) -> Op
             region_counts(paid)
         }
         "q0" => checksum(env.bids(Some(events), rate).map(|b| b.auction.wrapping_add(b.price)), |&h| h),
+        // q0 with every record crossing an exchange, to price it per record
+        // (docs/benchmarks.md): round robin, or by key into a keyed step.
+        "q0-rebalance" => {
+            checksum(env.bids(Some(events), rate).map(|b| b.auction.wrapping_add(b.price)).rebalance(), |&h| h)
+        }
+        "q0-keyed" => {
+            let sums = env.bids(Some(events), rate).map(|b| b.auction.wrapping_add(b.price));
+            checksum(sums.key_by(|&h| h).process(PassOn), |&h| h)
+        }
         "q1" => match rate {
             None => checksum(env.bids(Some(events), None).map(|b| q1_row(&b)), q1_hash),
             Some(_) => stamped_checksum(

@@ -45,7 +45,8 @@ enum Command {
     Datagen(datagen::DatagenArgs),
     /// Run one workload of bench/WORKLOADS.md and print the Flink baseline's report line.
     Bench {
-        /// orders-window | orders-dedup | orders-sliding | orders-payments | q0 | q1 | q2 | q5 | q7, or `state`: checkpoint and
+        /// orders-window | orders-dedup | orders-sliding | orders-payments | q0 | q1 | q2 | q5 | q7 (q0-rebalance
+        /// and q0-keyed: q0 through an exchange), or `state`: checkpoint and
         /// restore --state-mb MiB of keyed state at --checkpoint-dir
         #[arg(required_unless_present = "pipeline", conflicts_with = "pipeline")]
         workload: Option<String>,

@@ -85,16 +85,27 @@ pub fn hash_key<K: Hash + ?Sized>(key: &K) -> u64 {
     h.finish()
 }
 
-/// The key group of a key hash.
+/// The key group of a key hash: `hash % max_parallelism`, as a mask when
+/// that is a power of two (the default, 128). A hash exchange computes this
+/// and [`subtask_for_key_group`] for every record, and the two 64-bit
+/// divisions were most of its cost (docs/benchmarks.md, "The exchange").
 #[inline]
 pub fn key_group(hash: u64, max_parallelism: u32) -> u32 {
-    (hash % max_parallelism as u64) as u32
+    match max_parallelism.is_power_of_two() {
+        true => (hash & (max_parallelism as u64 - 1)) as u32,
+        false => (hash % max_parallelism as u64) as u32,
+    }
 }
 
-/// The subtask that owns a key group.
+/// The subtask that owns a key group: `group * parallelism / max_parallelism`
+/// (a shift when `max_parallelism` is a power of two).
 #[inline]
 pub fn subtask_for_key_group(group: u32, max_parallelism: u32, parallelism: usize) -> usize {
-    (group as usize * parallelism) / max_parallelism as usize
+    let scaled = group as usize * parallelism;
+    match max_parallelism.is_power_of_two() {
+        true => scaled >> max_parallelism.trailing_zeros(),
+        false => scaled / max_parallelism as usize,
+    }
 }
 
 /// A contiguous range of key groups, `start..end`.
@@ -129,6 +140,27 @@ impl KeyGroupRange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The mask and the shift are the division they stand for.
+    #[test]
+    fn key_groups_and_their_subtasks_are_the_divisions() {
+        let hashes = (0..20_000u64).map(mix64).chain([0, 1, u64::MAX, u64::MAX - 1, 1 << 63]);
+        let hashes: Vec<u64> = hashes.collect();
+        for max in [1u32, 2, 3, 100, 128, 129, 1000, 1024, 32768, u32::MAX / 2 + 1, u32::MAX] {
+            for &h in &hashes {
+                let group = key_group(h, max);
+                assert_eq!(group as u64, h % max as u64, "{h} over {max}");
+                for p in [1usize, 2, 3, 7, 64, 128] {
+                    let p = p.min(max as usize);
+                    assert_eq!(
+                        subtask_for_key_group(group, max, p),
+                        group as usize * p / max as usize,
+                        "{group} {max} {p}"
+                    );
+                }
+            }
+        }
+    }
     use proptest::prelude::*;
 
     #[test]
