@@ -8,7 +8,8 @@
 # Environment (defaults in brackets):
 #   MODE          [bench] `bench`: `weir bench` (the Rust API); `run`: `weir run`
 #                 of examples/workloads/WORKLOAD.yaml (pipeline files, the
-#                 runtime `weir run` starts), rows to a file sink
+#                 runtime `weir run` starts), rows to a file sink; `pipeline`:
+#                 `weir bench --pipeline` of the same files (rows to a checksum)
 #   WORKLOADS     [orders-window orders-dedup q0 q1 q2 q5 q7]
 #   PARALLELISMS  [1 2]
 #   EVENTS        [10000000]
@@ -49,7 +50,18 @@ run_line() {
     'BEGIN {printf "query=x events_per_s=%.0f cpu_ms=%.0f outputs=%s checksum=%s\n", e / w, (u + s) * 1000, r, c}'
 }
 
-run() { if [ "$MODE" = run ]; then run_line "$@"; else bench_line "$@"; fi; }
+pipeline_line() {
+  "$1" bench --pipeline "$repo/examples/workloads/$2.yaml" --events "$EVENTS" --parallelism "$3" 2>/dev/null |
+    grep -m1 '^query='
+}
+
+run() {
+  case "$MODE" in
+    run) run_line "$@" ;;
+    pipeline) pipeline_line "$@" ;;
+    *) bench_line "$@" ;;
+  esac
+}
 
 echo "| workload | p | before events/s | after events/s | after/before | before events/CPU-s | after events/CPU-s | after/before |"
 echo "|---|---|---|---|---|---|---|---|"

@@ -252,7 +252,7 @@ fn step(
         StepKind::Select(exprs) => {
             // Named `map` (its name before it worked in place), for the uids after it.
             let exprs = Arc::new(exprs.clone());
-            stream.transform("map", move |_| SelectRows { exprs: exprs.clone() })
+            stream.transform("map", move |_| SelectRows::new(exprs.clone()))
         }
         StepKind::Window { key, assigner, lateness, processing_time, output, late } => {
             let mut keyed =

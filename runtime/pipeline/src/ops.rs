@@ -64,22 +64,30 @@ impl std::ops::Deref for RowKey {
     }
 }
 
-/// `select`: each row replaced by its expressions' values, in its batch and
-/// in the row's own allocation (the values are computed aside, then written
-/// over the row's), so a select allocates nothing per row.
+/// `select`: each row replaced by its expressions' values, in its batch,
+/// without allocating: the values are made in a spare row, which then
+/// changes places with the input row, whose emptied allocation is the
+/// spare for the next row.
 pub struct SelectRows {
     pub exprs: Arc<Vec<crate::expr::Expr>>,
+    pub spare: Row,
+}
+
+impl SelectRows {
+    pub fn new(exprs: Arc<Vec<crate::expr::Expr>>) -> Self {
+        let spare = Vec::with_capacity(exprs.len());
+        SelectRows { exprs, spare }
+    }
 }
 
 impl Operator for SelectRows {
     type In = Row;
     type Out = Row;
     fn process_batch(&mut self, mut batch: Vec<Record<Row>>, out: &mut Collector<'_, Row>) -> TaskResult {
-        let mut values: smallvec::SmallVec<[Value; 8]> = smallvec::SmallVec::with_capacity(self.exprs.len());
         for r in &mut batch {
-            values.extend(self.exprs.iter().map(|e| e.eval(&r.value)));
-            r.value.clear();
-            r.value.extend(values.drain(..));
+            self.spare.extend(self.exprs.iter().map(|e| e.eval(&r.value)));
+            std::mem::swap(&mut r.value, &mut self.spare);
+            self.spare.clear();
         }
         out.emit_batch(batch);
         Ok(())
