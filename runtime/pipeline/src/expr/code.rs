@@ -260,6 +260,10 @@ fn boolean(node: &Node, schema: &Schema) -> Arg<bool> {
 /// `left op right` for a comparison, by the operands' types.
 fn comparison(left: &Node, op: BinOp, right: &Node, schema: &Schema) -> Arg<bool> {
     use FieldType::*;
+    if !matches!(op, BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge) {
+        // Arithmetic on nulls in a boolean place (`if(null + null, ..)`): the tree walk.
+        return walked(&Node::Chain(Box::new(left.clone()), vec![(op, right.clone())]));
+    }
     let holds = move |o: Ordering| match op {
         BinOp::Eq => o.is_eq(),
         BinOp::Ne => o.is_ne(),
@@ -267,7 +271,7 @@ fn comparison(left: &Node, op: BinOp, right: &Node, schema: &Schema) -> Arg<bool
         BinOp::Le => o.is_le(),
         BinOp::Gt => o.is_gt(),
         BinOp::Ge => o.is_ge(),
-        _ => unreachable!("a comparison"),
+        _ => unreachable!("only comparisons get here"),
     };
     match (type_of(left, schema), type_of(right, schema)) {
         (Some(Int), Some(Int)) => {
