@@ -358,15 +358,13 @@ mod tests {
     use super::super::Expr;
     use super::*;
 
-    /// A small deterministic generator (xorshift), so a failure reproduces.
+    /// Deterministic choices (the engine's `mix64` of a counter), so a failure reproduces.
     struct Gen(u64);
 
     impl Gen {
         fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
+            self.0 += 1;
+            weir_core::keygroup::mix64(self.0)
         }
         fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
             &items[(self.next() % items.len() as u64) as usize]
