@@ -77,6 +77,21 @@ fn q0_passthrough_matches_the_oracle() {
     check_against_oracle("q0");
 }
 
+/// The exchange's benchmarks (q0 with every record crossing round robin or
+/// by key) must still compute q0.
+#[test]
+fn q0_through_an_exchange_matches_the_q0_oracle() {
+    for events in SIZES {
+        let expected = oracle("q0", events);
+        for workload in ["q0-rebalance", "q0-keyed"] {
+            for parallelism in PARALLELISMS {
+                let actual = weir_bench(workload, events, parallelism);
+                assert_eq!(actual, expected, "{workload} over {events} events at parallelism {parallelism}");
+            }
+        }
+    }
+}
+
 #[test]
 fn q1_currency_conversion_matches_the_oracle() {
     check_against_oracle("q1");
