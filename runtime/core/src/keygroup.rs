@@ -140,6 +140,7 @@ impl KeyGroupRange {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// The mask and the shift are the division they stand for.
     #[test]
@@ -161,7 +162,6 @@ mod tests {
             }
         }
     }
-    use proptest::prelude::*;
 
     #[test]
     fn hash_is_stable_across_builds() {

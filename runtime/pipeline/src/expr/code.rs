@@ -249,7 +249,7 @@ fn boolean(node: &Node, schema: &Schema) -> Arg<bool> {
                 })
             })
         }
-        Node::Chain(first, rest) if rest.len() == 1 => comparison(first, rest[0].0, &rest[0].1, schema),
+        Node::Chain(first, rest) if rest.len() == 1 => comparison(node, first, rest[0].0, &rest[0].1, schema),
         Node::Call(Func::If, args) => {
             choose(boolean(&args[0], schema), boolean(&args[1], schema), boolean(&args[2], schema))
         }
@@ -257,12 +257,12 @@ fn boolean(node: &Node, schema: &Schema) -> Arg<bool> {
     }
 }
 
-/// `left op right` for a comparison, by the operands' types.
-fn comparison(left: &Node, op: BinOp, right: &Node, schema: &Schema) -> Arg<bool> {
+/// `node`, which is `left op right`, for a comparison, by the operands' types.
+fn comparison(node: &Node, left: &Node, op: BinOp, right: &Node, schema: &Schema) -> Arg<bool> {
     use FieldType::*;
     if !matches!(op, BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge) {
         // Arithmetic on nulls in a boolean place (`if(null + null, ..)`): the tree walk.
-        return walked(&Node::Chain(Box::new(left.clone()), vec![(op, right.clone())]));
+        return walked(node);
     }
     let holds = move |o: Ordering| match op {
         BinOp::Eq => o.is_eq(),
@@ -295,7 +295,7 @@ fn comparison(left: &Node, op: BinOp, right: &Node, schema: &Schema) -> Arg<bool
                     _ => None,
                 })
             }
-            _ => walked(&Node::Chain(Box::new(left.clone()), vec![(op, right.clone())])),
+            _ => walked(node),
         },
         // A null operand: always null.
         _ => Arg::Lit(None),

@@ -409,12 +409,12 @@ fn call(name: &str, args: Vec<Typed>) -> Result<Typed, String> {
         return Err(format!("`{name}` takes {arity} argument(s), got {}", args.len()));
     }
     let types: Vec<Option<FieldType>> = args.iter().map(|a| a.1).collect();
-    let ty = call_type(f, &types).map_err(|e| e.replace("{name}", name))?;
+    let ty = call_type(f, &types).map_err(|e| format!("`{name}` {e}"))?;
     Ok((Node::Call(f, args.into_iter().map(|a| a.0).collect()), ty))
 }
 
 /// The result type of `f` over arguments of `types` (as many as it takes),
-/// or what is wrong, with `{name}` where the function's name goes.
+/// or what is wrong, to follow the function's name.
 fn call_type(f: Func, types: &[Option<FieldType>]) -> Result<Option<FieldType>, String> {
     use FieldType::*;
     let t = types[0];
@@ -429,14 +429,14 @@ fn call_type(f: Func, types: &[Option<FieldType>]) -> Result<Option<FieldType>, 
         Func::Len if t.is_none_or(|t| t == String) => Some(Int),
         Func::If => {
             if t.is_some_and(|t| t != Bool) {
-                return Err("`if` needs a boolean condition".into());
+                return Err("needs a boolean condition".into());
             }
             match (types[1], types[2]) {
-                (Some(a), Some(b)) if a != b => return Err(format!("`if` branches differ in type: {a} and {b}")),
+                (Some(a), Some(b)) if a != b => return Err(format!("branches differ in type: {a} and {b}")),
                 (a, b) => a.or(b),
             }
         }
-        _ => return Err(format!("`{{name}}` cannot take {}", t.map_or("null".into(), |t| t.to_string()))),
+        _ => return Err(format!("cannot take {}", t.map_or("null".into(), |t| t.to_string()))),
     })
 }
 
