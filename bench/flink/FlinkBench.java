@@ -8,10 +8,13 @@
 //
 // Prints one line on stdout:
 //   query= events= parallelism= net_ms= cpu_ms= events_per_s= outputs= checksum=
-// With --rate (q1 only), the bids are held to R events per second over all
-// subtasks, each row is stamped as its bid is let go and the line ends with
-// latency_p50_ms= latency_p99_ms=: the rows' time from there to the sink, one
-// rebalance away, as `weir bench q1 --rate R` measures it. --buffer-timeout-ms
+// With --rate (q1 and orders-window), the events are held to R per second over
+// all subtasks and the line ends with latency_p50_ms= latency_p99_ms=: for q1,
+// each row is stamped as its bid is let go and timed from there to the sink,
+// one rebalance away, as `weir bench q1 --rate R` measures it; for
+// orders-window, each window's row is timed from the source's emission of the
+// watermark that fired the window to the sink, as `weir bench orders-window
+// --rate R` measures it. --buffer-timeout-ms
 // sets Flink's buffer timeout (setBufferTimeout; 100 ms when not given).
 // --state-backend rocksdb keeps keyed state in Flink's embedded RocksDB
 // (state.backend.type: rocksdb, with its default managed memory), its files
@@ -44,6 +47,7 @@ import org.apache.flink.api.common.functions.OpenContext;
 import org.apache.flink.api.common.functions.RichMapFunction;
 import org.apache.flink.api.common.state.ValueState;
 import org.apache.flink.api.common.state.ValueStateDescriptor;
+import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.connector.sink2.Sink;
 import org.apache.flink.api.connector.sink2.SinkWriter;
 import org.apache.flink.api.connector.sink2.WriterInitContext;
@@ -57,10 +61,14 @@ import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 import org.apache.flink.streaming.api.functions.KeyedProcessFunction;
 import org.apache.flink.streaming.api.functions.co.ProcessJoinFunction;
 import org.apache.flink.streaming.api.functions.windowing.ProcessWindowFunction;
+import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
+import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
+import org.apache.flink.streaming.api.watermark.Watermark;
 import org.apache.flink.streaming.api.windowing.assigners.SlidingEventTimeWindows;
 import org.apache.flink.streaming.api.windowing.assigners.TumblingEventTimeWindows;
 import org.apache.flink.streaming.api.windowing.assigners.WindowAssigner;
 import org.apache.flink.streaming.api.windowing.windows.TimeWindow;
+import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
 import org.apache.flink.util.Collector;
 import org.apache.flink.util.OutputTag;
 
@@ -252,34 +260,162 @@ public final class FlinkBench {
   }
 
   /**
-   * Holds a subtask's bids to its share of `rate` bids per second (parking when
-   * more than a millisecond ahead), then maps each to its q1 row, stamped.
+   * Holds a subtask's records to its share of `rate` records per second
+   * (parking when more than a millisecond ahead).
    */
-  public static class PacedQ1 extends RichMapFunction<Bid, Stamped> {
+  public abstract static class Paced<I, O> extends RichMapFunction<I, O> {
     final double rate;
-    double nanosPerBid;
+    double nanosPerRecord;
     long start;
     long emitted;
 
-    PacedQ1(double rate) {
+    Paced(double rate) {
       this.rate = rate;
     }
 
     @Override
     public void open(OpenContext context) {
-      nanosPerBid = 1e9 * getRuntimeContext().getTaskInfo().getNumberOfParallelSubtasks() / rate;
+      nanosPerRecord = 1e9 * getRuntimeContext().getTaskInfo().getNumberOfParallelSubtasks() / rate;
       start = System.nanoTime();
+    }
+
+    void pace() {
+      long ahead = start + (long) (emitted++ * nanosPerRecord) - System.nanoTime();
+      if (ahead > 1_000_000) LockSupport.parkNanos(ahead);
+    }
+  }
+
+  /** Bids held to the rate, each mapped to its q1 row, stamped. */
+  public static class PacedQ1 extends Paced<Bid, Stamped> {
+    PacedQ1(double rate) {
+      super(rate);
     }
 
     @Override
     public Stamped map(Bid b) {
-      long ahead = start + (long) (emitted++ * nanosPerBid) - System.nanoTime();
-      if (ahead > 1_000_000) LockSupport.parkNanos(ahead);
+      pace();
       Stamped s = new Stamped();
       s.hash = b.auction * 31 + (long) (b.price * 0.908);
       s.at = System.nanoTime();
       return s;
     }
+  }
+
+  /** Orders held to the rate. */
+  public static class PacedOrders extends Paced<Order, Order> {
+    PacedOrders(double rate) {
+      super(rate);
+    }
+
+    @Override
+    public Order map(Order o) {
+      pace();
+      return o;
+    }
+  }
+
+  /**
+   * Every probe's watermarks and the moment (System.nanoTime) each passed it,
+   * as pairs, published when it closes.
+   */
+  static final List<long[]> WATERMARKS = new ArrayList<>();
+
+  /**
+   * Passes records and watermarks on as they are, noting when each watermark
+   * passed: chained right after the timestamp assigner, that is when the
+   * source subtask emitted it.
+   */
+  public static class WatermarkProbe<T> extends AbstractStreamOperator<T> implements OneInputStreamOperator<T, T> {
+    private long[] marks = new long[1 << 10];
+    private int n;
+
+    @Override
+    public void processElement(StreamRecord<T> record) {
+      output.collect(record);
+    }
+
+    @Override
+    public void processWatermark(Watermark mark) throws Exception {
+      if (n + 2 > marks.length) marks = Arrays.copyOf(marks, marks.length * 2);
+      marks[n++] = mark.getTimestamp();
+      marks[n++] = System.nanoTime();
+      super.processWatermark(mark);
+    }
+
+    @Override
+    public void close() throws Exception {
+      synchronized (WATERMARKS) {
+        WATERMARKS.add(Arrays.copyOf(marks, n));
+      }
+      n = 0;
+      super.close();
+    }
+  }
+
+  /** Every window-row sink's rows: each window's last millisecond and the row's arrival, as pairs. */
+  static final List<long[]> ARRIVALS = new ArrayList<>();
+
+  /** The checksum sink of region rows, which also notes when each row arrived. */
+  public static class WindowLatencySink implements Sink<RegionRow> {
+    final long windowMs;
+
+    WindowLatencySink(long windowMs) {
+      this.windowMs = windowMs;
+    }
+
+    public SinkWriter<RegionRow> createWriter(WriterInitContext context) {
+      return new SinkWriter<RegionRow>() {
+        long rows, sum;
+        long[] arrivals = new long[1 << 12];
+
+        public void write(RegionRow r, Context c) {
+          if (2 * rows + 2 > arrivals.length) arrivals = Arrays.copyOf(arrivals, arrivals.length * 2);
+          arrivals[(int) (2 * rows)] = r.windowStart + windowMs - 1;
+          arrivals[(int) (2 * rows + 1)] = System.nanoTime();
+          rows++;
+          sum += mix(r.hash());
+        }
+
+        public void flush(boolean endOfInput) {}
+
+        public void close() {
+          OUTPUTS.addAndGet(rows);
+          CHECKSUM.addAndGet(sum);
+          synchronized (ARRIVALS) {
+            ARRIVALS.add(Arrays.copyOf(arrivals, (int) (2 * rows)));
+          }
+          rows = 0;
+          sum = 0;
+        }
+      };
+    }
+  }
+
+  /**
+   * Each window row's latency (microseconds) from the moment the watermark
+   * that fired its window had left every source subtask (the latest of each
+   * probe's first watermark at or past the window's last millisecond) to the
+   * row's arrival at the sink, as `weir bench orders-window --rate R` has it.
+   */
+  static long[] windowLatenciesUs() {
+    List<Long> out = new ArrayList<>();
+    for (long[] rows : ARRIVALS) {
+      for (int i = 0; i + 1 < rows.length; i += 2) {
+        long fired = 0;
+        boolean reached = true;
+        for (long[] marks : WATERMARKS) {
+          int j = 0;
+          while (j + 1 < marks.length && marks[j] < rows[i]) j += 2;
+          if (j + 1 >= marks.length) {
+            reached = false;
+            break;
+          }
+          fired = Math.max(fired, marks[j + 1]);
+        }
+        if (reached && !WATERMARKS.isEmpty()) out.add(Math.max(0, rows[i + 1] - fired) / 1000);
+      }
+    }
+    return out.stream().mapToLong(Long::longValue).toArray();
   }
 
   /** Every sink subtask's latencies (microseconds), published when it closes. */
@@ -531,12 +667,29 @@ public final class FlinkBench {
   }
 
   static void build(String query, StreamExecutionEnvironment env, long events, double rate) {
-    if (rate > 0) {
-      if (!query.equals("q1")) throw new IllegalArgumentException("--rate: only q1 measures latency");
+    if (rate > 0 && query.equals("q1")) {
       bids(env, events).map(new PacedQ1(rate)).name("paced q1").rebalance()
           .sinkTo(new LatencySink()).name("checksum");
       return;
     }
+    if (rate > 0 && query.equals("orders-window")) {
+      DataStream<Order> orders = env.fromSequence(0, events - 1).name("order numbers")
+          .map(FlinkBench::order).returns(Order.class).name("orders")
+          .map(new PacedOrders(rate)).name("paced orders")
+          .assignTimestampsAndWatermarks(
+              WatermarkStrategy.<Order>forBoundedOutOfOrderness(ORDERS_DELAY).withTimestampAssigner((o, ts) -> o.time))
+          .transform("watermark probe", TypeInformation.of(Order.class), new WatermarkProbe<Order>());
+      OutputTag<Order> late = new OutputTag<Order>("late-orders") {};
+      SingleOutputStreamOperator<RegionRow> rows = orders
+          .keyBy(o -> o.region)
+          .window(TumblingEventTimeWindows.of(Duration.ofMinutes(1)))
+          .sideOutputLateData(late)
+          .aggregate(new CountAndSum(), new ToRegionRow()).name("region window");
+      countLate(rows, late);
+      rows.sinkTo(new WindowLatencySink(60_000)).name("checksum");
+      return;
+    }
+    if (rate > 0) throw new IllegalArgumentException("--rate: only q1 and orders-window measure latency");
     switch (query) {
       case "orders-window":
         perRegionMinute(orders(env, events));
@@ -640,9 +793,9 @@ public final class FlinkBench {
     int parallelism = Integer.parseInt(positional.get(2));
     long checkpointMs = positional.size() > 3 ? Long.parseLong(positional.get(3)) : 0;
     if (events < 1 || parallelism < 1 || checkpointMs < 0 || !(rate >= 0) || Double.isInfinite(rate)
-        || (rate > 0 && !query.equals("q1"))) {
+        || (rate > 0 && !query.equals("q1") && !query.equals("orders-window"))) {
       System.err.println(USAGE + "\n  EVENTS and PARALLELISM must be positive, CHECKPOINT_MS not negative,"
-          + " R a positive number of bids per second, for q1 only");
+          + " R a positive number of events per second, for q1 and orders-window only");
       System.exit(2);
     }
 
@@ -676,7 +829,8 @@ public final class FlinkBench {
     long netMs = Math.max(1, result.getNetRuntime());
 
     String latency = "";
-    long[] all = LATENCIES_US.stream().flatMapToLong(Arrays::stream).sorted().toArray();
+    long[] all = Stream.concat(LATENCIES_US.stream(), Stream.of(windowLatenciesUs()))
+        .flatMapToLong(Arrays::stream).sorted().toArray();
     if (all.length > 0) {
       latency = String.format(" latency_p50_ms=%.3f latency_p99_ms=%.3f", latencyMs(all, 0.5), latencyMs(all, 0.99));
     }

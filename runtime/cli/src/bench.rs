@@ -18,6 +18,8 @@ use weir::core::operator::sink::Sink;
 use weir::prelude::*;
 use weir_workloads::{Bid, Order, OrderId, Payment, bounds};
 
+use crate::bench_window_latency::{Arrivals, WatermarkProbe, WindowClock};
+
 /// The workloads `weir bench` runs.
 pub const WORKLOADS: &[&str] = &[
     "orders-window",
@@ -41,6 +43,8 @@ pub struct Checksum {
     rows: Arc<AtomicU64>,
     sum: Arc<AtomicU64>,
     latencies_us: Arc<Mutex<Vec<u32>>>,
+    /// Window rows' latencies, when the rows were timed from the watermark that fired them.
+    windows: WindowClock,
 }
 
 impl Checksum {
@@ -55,6 +59,7 @@ impl Checksum {
     /// when none was measured.
     pub fn latencies_ms<const N: usize>(&self, qs: [f64; N]) -> Option<[f64; N]> {
         let mut all = self.latencies_us.lock().unwrap_or_else(|e| e.into_inner());
+        all.extend(self.windows.latencies_us());
         if all.is_empty() {
             return None;
         }
@@ -64,7 +69,7 @@ impl Checksum {
 }
 
 /// The clock of latency stamps: nanoseconds since the first stamp of the process.
-fn stamp_ns() -> u64 {
+pub(crate) fn stamp_ns() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
@@ -121,6 +126,29 @@ impl<T, F: Fn(&T) -> i64 + Send> Sink<Stamped<T>> for StampedSink<F> {
     fn finish(&mut self) -> TaskResult {
         let mine = std::mem::take(&mut self.latencies_us);
         self.rows.total.latencies_us.lock().unwrap_or_else(|e| e.into_inner()).extend(mine);
+        self.rows.finish()
+    }
+}
+
+/// The same, for window rows: notes when each row's window (by its last
+/// millisecond, `last_ms(row)`) arrived, for [`WindowClock`].
+struct WindowRowSink<F, L> {
+    rows: ChecksumSink<F>,
+    last_ms: L,
+    arrivals: Arrivals,
+}
+
+impl<T, F: Fn(&T) -> i64 + Send, L: Fn(&T) -> Timestamp + Send> Sink<T> for WindowRowSink<F, L> {
+    fn write(&mut self, batch: Vec<Record<T>>) -> TaskResult {
+        let now = stamp_ns();
+        for r in &batch {
+            self.rows.add(&r.value);
+            self.arrivals.note((self.last_ms)(&r.value), now);
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> TaskResult {
+        self.arrivals.publish();
         self.rows.finish()
     }
 }
@@ -261,20 +289,46 @@ fn region_counts(orders: DataStream<Order>) -> Checksum {
     region_window_counts(orders, WindowAssigner::tumbling(Duration::from_secs(60)))
 }
 
-/// Count and sum of the orders per region and window, into the checksum.
-fn region_window_counts(orders: DataStream<Order>, windows: WindowAssigner) -> Checksum {
-    let rows = orders
+/// A region's window row: region, window start, count, sum.
+type RegionRow = (i64, Timestamp, i64, i64);
+
+/// Count and sum of the orders per region and window.
+fn region_window_rows(orders: DataStream<Order>, windows: WindowAssigner) -> DataStream<RegionRow> {
+    orders
         .key_by(|o| o.region)
         .window(windows)
-        .aggregate(CountSum, |region, w, (count, sum)| (region.index() as i64, w.start, count, sum));
-    checksum(rows, |&(r, start, count, sum)| {
-        r.wrapping_mul(31).wrapping_add(start.wrapping_mul(7)).wrapping_add(count.wrapping_mul(3)).wrapping_add(sum)
-    })
+        .aggregate(CountSum, |region, w, (count, sum)| (region.index() as i64, w.start, count, sum))
+}
+
+fn region_row_hash(&(r, start, count, sum): &RegionRow) -> i64 {
+    r.wrapping_mul(31).wrapping_add(start.wrapping_mul(7)).wrapping_add(count.wrapping_mul(3)).wrapping_add(sum)
+}
+
+/// Count and sum of the orders per region and window, into the checksum.
+fn region_window_counts(orders: DataStream<Order>, windows: WindowAssigner) -> Checksum {
+    checksum(region_window_rows(orders, windows), region_row_hash)
+}
+
+/// orders-window with each row's latency from the watermark that fired its
+/// window (see [`crate::bench_window_latency`]).
+fn timed_region_counts(orders: DataStream<Order>) -> Checksum {
+    let total = Checksum::default();
+    let clock = total.windows.clone();
+    let size = Duration::from_secs(60);
+    let orders = orders.transform("watermark probe", move |_| WatermarkProbe::new(&clock));
+    let t = total.clone();
+    let last_ms = move |&(_, start, _, _): &RegionRow| start + size.as_millis() as i64 - 1;
+    region_window_rows(orders, WindowAssigner::tumbling(size)).sink("checksum", move |_| WindowRowSink {
+        rows: sink(&region_row_hash, &t),
+        last_ms,
+        arrivals: t.windows.arrivals(),
+    });
+    total
 }
 
 /// Builds `query` over `events` events on `env`, its sources at `rate` events
 /// per second when given; returns the checksum it will fill (with latencies:
-/// q1 with a rate).
+/// q1 and orders-window with a rate).
 pub fn build(env: &StreamEnv, query: &str, events: u64, rate: Option<f64>) -> Option<Checksum> {
     let secs = Duration::from_secs;
     Some(match query {
@@ -284,6 +338,8 @@ pub fn build(env: &StreamEnv, query: &str, events: u64, rate: Option<f64>) -> Op
                 .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(bounds::ORDERS), |o| o.time);
             if query == "orders-dedup" {
                 orders = orders.key_by(|o| o.order_id).process(Dedup::default());
+            } else if rate.is_some() {
+                return Some(timed_region_counts(orders));
             }
             region_counts(orders)
         }

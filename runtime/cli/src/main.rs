@@ -7,6 +7,7 @@ mod bench;
 mod bench_lookup;
 mod bench_pipeline;
 mod bench_state;
+mod bench_window_latency;
 mod cluster;
 mod datagen;
 mod local;
@@ -78,8 +79,9 @@ enum Command {
         #[arg(long, value_name = "N")]
         restore_parallelism: Option<usize>,
         /// Events per second of each source (as fast as it can without); with it, q1
-        /// reports its rows' latency from creation at the source to the sink
-        /// (latency_p50_ms=, latency_p99_ms=).
+        /// reports its rows' latency from creation at the source to the sink, and
+        /// orders-window its rows' from the source's emission of the watermark that
+        /// fired their window to the sink (latency_p50_ms=, latency_p99_ms=).
         #[arg(long, value_name = "EVENTS_PER_S")]
         rate: Option<f64>,
         /// The longest a record waits in a partly filled batch between tasks (5ms by default).

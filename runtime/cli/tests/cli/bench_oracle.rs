@@ -161,6 +161,28 @@ fn q1_at_a_rate_reports_latency_and_the_oracle_answer() {
     }
 }
 
+/// `weir bench orders-window --rate` times each window's row from the
+/// watermark that fired it; the answer is the oracle's.
+#[test]
+fn orders_window_at_a_rate_reports_window_latency_and_the_oracle_answer() {
+    let events = 300_000u64;
+    let expected = oracle("orders-window", events);
+    for parallelism in ["1", "2"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["bench", "orders-window", "--events", &events.to_string(), "--parallelism", parallelism])
+            .args(["--rate", "400000"])
+            .output()
+            .expect("run the weir binary");
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "orders-window at a rate, parallelism {parallelism}: {stderr}");
+        let line = stdout.lines().find(|l| l.starts_with("query=")).expect("a report line");
+        let p50 = field(line, "latency_p50_ms").and_then(|v| v.parse::<f64>().ok());
+        let p99 = field(line, "latency_p99_ms").and_then(|v| v.parse::<f64>().ok());
+        assert!(matches!((p50, p99), (Some(a), Some(b)) if 0.0 <= a && a <= b), "latencies in {line}");
+        assert_eq!(answer_in(line, "orders-window at a rate"), expected, "{line}");
+    }
+}
+
 #[test]
 fn bad_rate_and_buffer_timeout_are_bad_input() {
     for (args, named) in [
