@@ -58,7 +58,8 @@ impl Checksum {
     /// The `qs`-quantiles (each 0..=1) of the rows' latencies, in ms; `None`
     /// when none was measured.
     pub fn latencies_ms<const N: usize>(&self, qs: [f64; N]) -> Option<[f64; N]> {
-        let mut all = self.latencies_us.lock().unwrap_or_else(|e| e.into_inner());
+        // Read, not moved: the window rows' latencies are worked out afresh on each call.
+        let mut all = self.latencies_us.lock().unwrap_or_else(|e| e.into_inner()).clone();
         all.extend(self.windows.latencies_us());
         if all.is_empty() {
             return None;

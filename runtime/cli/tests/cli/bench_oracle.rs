@@ -139,6 +139,23 @@ fn unknown_workload_is_bad_input() {
     assert!(stderr.contains("q99"), "the error names the unknown workload:\n{stderr}");
 }
 
+/// `weir bench QUERY --events N` with `args`: its report line, after checking
+/// that it ran and reported a p50 and a p99 latency in order.
+fn bench_at_a_rate(query: &str, events: u64, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["bench", query, "--events", &events.to_string()])
+        .args(args)
+        .output()
+        .expect("run the weir binary");
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{query} {args:?}: {stderr}");
+    let line = stdout.lines().find(|l| l.starts_with("query=")).expect("a report line").to_string();
+    let p50 = field(&line, "latency_p50_ms").and_then(|v| v.parse::<f64>().ok());
+    let p99 = field(&line, "latency_p99_ms").and_then(|v| v.parse::<f64>().ok());
+    assert!(matches!((p50, p99), (Some(a), Some(b)) if 0.0 <= a && a <= b), "latencies in {line}");
+    line
+}
+
 /// `weir bench q1 --rate` paces the source and reports the rows' latency
 /// (source to sink); the answer is the oracle's whatever the buffer timeout.
 #[test]
@@ -146,18 +163,9 @@ fn q1_at_a_rate_reports_latency_and_the_oracle_answer() {
     let events = 60_000u64;
     let expected = oracle("q1", events);
     for buffer_timeout in ["0ms", "5ms", "100ms"] {
-        let output = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["bench", "q1", "--events", &events.to_string(), "--parallelism", "2"])
-            .args(["--rate", "100000", "--buffer-timeout", buffer_timeout])
-            .output()
-            .expect("run the weir binary");
-        let (stdout, stderr) = text(&output);
-        assert!(output.status.success(), "q1 at a rate, buffer timeout {buffer_timeout}: {stderr}");
-        let line = stdout.lines().find(|l| l.starts_with("query=")).expect("a report line");
-        let p50 = field(line, "latency_p50_ms").and_then(|v| v.parse::<f64>().ok());
-        let p99 = field(line, "latency_p99_ms").and_then(|v| v.parse::<f64>().ok());
-        assert!(matches!((p50, p99), (Some(a), Some(b)) if 0.0 <= a && a <= b), "latencies in {line}");
-        assert_eq!(answer_in(line, "q1 at a rate"), expected, "{line}");
+        let args = ["--parallelism", "2", "--rate", "100000", "--buffer-timeout", buffer_timeout];
+        let line = bench_at_a_rate("q1", events, &args);
+        assert_eq!(answer_in(&line, "q1 at a rate"), expected, "{line}");
     }
 }
 
@@ -168,18 +176,8 @@ fn orders_window_at_a_rate_reports_window_latency_and_the_oracle_answer() {
     let events = 300_000u64;
     let expected = oracle("orders-window", events);
     for parallelism in ["1", "2"] {
-        let output = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["bench", "orders-window", "--events", &events.to_string(), "--parallelism", parallelism])
-            .args(["--rate", "400000"])
-            .output()
-            .expect("run the weir binary");
-        let (stdout, stderr) = text(&output);
-        assert!(output.status.success(), "orders-window at a rate, parallelism {parallelism}: {stderr}");
-        let line = stdout.lines().find(|l| l.starts_with("query=")).expect("a report line");
-        let p50 = field(line, "latency_p50_ms").and_then(|v| v.parse::<f64>().ok());
-        let p99 = field(line, "latency_p99_ms").and_then(|v| v.parse::<f64>().ok());
-        assert!(matches!((p50, p99), (Some(a), Some(b)) if 0.0 <= a && a <= b), "latencies in {line}");
-        assert_eq!(answer_in(line, "orders-window at a rate"), expected, "{line}");
+        let line = bench_at_a_rate("orders-window", events, &["--parallelism", parallelism, "--rate", "400000"]);
+        assert_eq!(answer_in(&line, "orders-window at a rate"), expected, "{line}");
     }
 }
 
