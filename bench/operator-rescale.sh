@@ -10,9 +10,11 @@
 # with release binaries, its stateful-rescale step at STATE_MB MiB: a dedup
 # over order ids (every id kept) grows until a checkpoint holds STATE_MB MiB,
 # then parallelism 2 -> 3 is timed to the StreamJob's status saying running at
-# 3 from the rescale's savepoint (stop-with-savepoint, verification in S3,
-# Recreate of the JobManager and TaskManagers, the restore), and to the new
-# deployment's first completed checkpoint (checkpoints every 2 s).
+# 3 in place (a TaskManager added for the third slot, then the JobManager's
+# rescale: stop-with-savepoint, verification in S3, the subtasks restarted from
+# it), 3 -> 4 in place onto the spare slot (no pod starts), and 4 -> 2 the
+# redeploying way, each to the job's first completed checkpoint at the new
+# parallelism too (checkpoints every 2 s).
 #
 # With --write, regenerates the "OPERATOR-RESCALE" section of docs/benchmarks.md.
 #
@@ -23,6 +25,7 @@
 #
 # Environment: STATE_MB [100]  RATE [400000] (orders/s the source is paced at)  WINDOW [30, the default]
 #   STATE_BACKEND [heap] (the stateful job's spec.stateBackend: heap or disk)
+#   S3 [moto] (the e2e's S3 server: moto, or s3s-fs if installed; see e2e/run.sh)
 set -euo pipefail
 
 write=false
@@ -34,17 +37,27 @@ STATE_MB=${STATE_MB:-100}
 WINDOW=${WINDOW:-30}
 RATE=${RATE:-400000}
 STATE_BACKEND=${STATE_BACKEND:-heap}
+S3=${S3:-moto}
+export S3S_FS=${S3S_FS:-$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")}
+case "$S3" in
+  moto) s3_says="moto (in memory, Python)" ;;
+  s3s-fs) s3_says="s3s-fs $("$S3S_FS" --version 2>/dev/null | awk '{print $2}') (Rust, over a local directory)" ;;
+  *) echo "bench/operator-rescale.sh: S3=$S3: expected moto or s3s-fs" >&2; exit 2 ;;
+esac
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-WEIR_E2E_RELEASE=1 WEIR_E2E_STATE_BACKEND=$STATE_BACKEND WEIR_E2E_STATE_MB=$STATE_MB WEIR_E2E_STATE_RATE=$RATE WEIR_E2E_AUTOSCALER_WINDOW=$WINDOW bash "$repo/e2e/run.sh" 2>&1 | tee "$log" | grep '^ok - \|^not ok' >&2
+WEIR_E2E_S3=$S3 WEIR_E2E_RELEASE=1 WEIR_E2E_STATE_BACKEND=$STATE_BACKEND WEIR_E2E_STATE_MB=$STATE_MB WEIR_E2E_STATE_RATE=$RATE WEIR_E2E_AUTOSCALER_WINDOW=$WINDOW bash "$repo/e2e/run.sh" 2>&1 | tee "$log" | grep '^ok - \|^not ok' >&2
 line=$(grep '^ok - rescale 2 -> 3 in place with' "$log") || { echo "bench/operator-rescale.sh: the e2e did not get through the stateful rescale" >&2; exit 1; }
 read -r mib running first <<<"$(sed -E 's/.* with ([0-9]+) MiB .* after ([0-9.]+) s, its first checkpoint there after ([0-9.]+) s .*/\1 \2 \3/' <<<"$line")"
 jm_line=$(sed -E 's/.*\(the JobManager: (.*)\)$/\1/' <<<"$line")
-line=$(grep '^ok - the same state redeployed 3 -> 2' "$log") || { echo "bench/operator-rescale.sh: the e2e did not get through the redeploy" >&2; exit 1; }
+line=$(grep '^ok - rescale 3 -> 4 in place onto' "$log") || { echo "bench/operator-rescale.sh: the e2e did not get through the rescale onto a spare slot" >&2; exit 1; }
+read -r spare_running spare_first <<<"$(sed -E 's/.* running at 4 after ([0-9.]+) s, its first checkpoint there after ([0-9.]+) s .*/\1 \2/' <<<"$line")"
+spare_jm=$(sed -E 's/.*\(the JobManager: (.*)\)$/\1/' <<<"$line")
+line=$(grep '^ok - the same state redeployed 4 -> 2' "$log") || { echo "bench/operator-rescale.sh: the e2e did not get through the redeploy" >&2; exit 1; }
 read -r re_running re_first <<<"$(sed -E 's/.* after ([0-9.]+) s, its first checkpoint there after ([0-9.]+) s/\1 \2/' <<<"$line")"
-echo "state ${mib} MiB: in place, running at 3 after ${running} s, first checkpoint after ${first} s; redeployed, running at 2 after ${re_running} s, first checkpoint after ${re_first} s"
-echo "JobManager: ${jm_line:-no timing line}"
+echo "state ${mib} MiB, S3 ${s3_says}: in place with a TaskManager added, running at 3 after ${running} s, first checkpoint after ${first} s; in place on a spare slot, running at 4 after ${spare_running} s, first checkpoint after ${spare_first} s; redeployed, running at 2 after ${re_running} s, first checkpoint after ${re_first} s"
+echo "JobManager: 2 -> 3: ${jm_line:-no timing line}; 3 -> 4: ${spare_jm:-no timing line}"
 line=$(grep '^ok - autoscaler in recommend mode' "$log") || { echo "bench/operator-rescale.sh: the e2e did not get through the autoscaler" >&2; exit 1; }
 read -r decision recommended <<<"$(sed -E 's/.*mode: ([0-9]+) s after .* it recommends ([0-9]+) .*/\1 \2/' <<<"$line")"
 line=$(grep '^ok - once the load fell back' "$log") || { echo "bench/operator-rescale.sh: the autoscaler did not scale back down" >&2; exit 1; }
@@ -57,18 +70,20 @@ if $write; then
     echo "## Rescale under the operator, with keyed state"
     echo
     echo "\`bench/operator-rescale.sh --write\` ($(date -u +%Y-%m-%d), $(nproc) cores, commit $(git -C "$repo" rev-parse --short HEAD)): the e2e"
-    echo "(a real API server, the chart's operator as a pod, pods as local processes, moto as S3) with release binaries;"
-    echo "a dedup over order ids keeps every id until a checkpoint holds ${STATE_MB} MiB; then \`kubectl scale\` 2 -> 3,"
-    echo "which the operator makes in place, and back to 2 with a pod label changed too, which is an upgrade and redeploys."
+    echo "(a real API server, the chart's operator as a pod, pods as local processes, ${s3_says} as S3) with release binaries;"
+    echo "a dedup over order ids keeps every id until a checkpoint holds ${STATE_MB} MiB; then the parallelism 2 -> 3,"
+    echo "which the operator makes in place after adding a TaskManager for the third slot, 3 -> 4 onto the spare slot"
+    echo "of the two TaskManagers (no pod starts), and back to 2 with a pod label changed too, which is an upgrade and redeploys."
     echo
     echo "| keyed state in the checkpoint | path | to running at the new parallelism | to its first checkpoint there |"
     echo "|---|---|---|---|"
-    echo "| ${mib} MiB | in place (2 -> 3) | ${running} s | ${first} s |"
-    echo "| ${mib} MiB | redeploy (3 -> 2) | ${re_running} s | ${re_first} s |"
+    echo "| ${mib} MiB | in place, a TaskManager added (2 -> 3) | ${running} s | ${first} s |"
+    echo "| ${mib} MiB | in place, a spare slot (3 -> 4) | ${spare_running} s | ${spare_first} s |"
+    echo "| ${mib} MiB | redeploy (4 -> 2) | ${re_running} s | ${re_first} s |"
     echo
     echo "In place: a TaskManager added for the third slot, then the JobManager's rescale API: stop-with-savepoint,"
     echo "the savepoint verified in S3 (size and CRC of every file), the subtasks restarted from it on the TaskManagers"
-    echo "there are. The JobManager's own account: \`${jm_line:-(no timing line)}\`."
+    echo "there are. The JobManager's own account: 2 -> 3 \`${jm_line:-(no timing line)}\`; 3 -> 4 \`${spare_jm:-(no timing line)}\`."
     echo "Redeploy: the operator's stop-with-savepoint, its check that the \`_metadata\` is in S3, the JobManager and"
     echo "TaskManager Deployments recreated, and the new JobManager restoring. The first-checkpoint column adds the"
     echo "restore of the state into the new subtasks and a first checkpoint (every 2 s): the job is processing again."

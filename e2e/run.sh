@@ -260,8 +260,20 @@ step "the chart's RBAC refused the operator nothing"
 # The lifecycle on a node: the node agent (e2e/node_agent.py) binds the pods
 # and runs their containers as local processes, each on its own loopback
 # address; checkpoints and savepoints go to an S3-compatible server.
+# The server is moto (in memory, Python) unless WEIR_E2E_S3=s3s-fs (Rust, over
+# a directory; `cargo install s3s-fs@0.14.1 --features binary --locked`):
+# bench/operator-rescale.sh measures the rescale against both.
 s3_port=$(free_port)
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" >"$work/moto.log" 2>&1 &
+case "${WEIR_E2E_S3:-moto}" in
+  moto) "$venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" >"$work/moto.log" 2>&1 & ;;
+  s3s-fs)
+    # s3s-fs makes a missing bucket on the first write to it, where S3 (and
+    # moto) refuse: a file in the bucket's place makes the writes to
+    # s3://weir-missing fail, as the savepoint-abort step below expects.
+    mkdir -p "$work/s3" && touch "$work/s3/weir-missing"
+    "${S3S_FS:-s3s-fs}" --host 127.0.0.1 --port "$s3_port" --access-key test --secret-key test "$work/s3" >"$work/moto.log" 2>&1 & ;;
+  *) fail "WEIR_E2E_S3=${WEIR_E2E_S3}: expected moto or s3s-fs" ;;
+esac
 moto=$!
 trap 'stop_pid "${prom:-}"; stop_pid "${agent:-}"; stop_pid "${moto:-}"; stop_pid $operator; stop_control_plane; cleanup_work' EXIT
 for _ in $(seq 100); do curl -s "http://127.0.0.1:$s3_port/" >/dev/null && break; sleep 0.1; done
@@ -841,12 +853,23 @@ timed=$(timed_rollout '{"spec": {"parallelism": 3}}' "$running and $job_.get('pa
 read -r running_s first_checkpoint_s <<<"$timed"
 jm_says=$(grep -ho 'rescaled to 3 in [0-9]* ms: [a-z0-9 ,]*' "$work"/node/pods/default_state-job-jobmanager-*/*.log 2>/dev/null | tail -1 || true)
 step "rescale 2 -> 3 in place with $((state_bytes / 1048576)) MiB of keyed state ($state_backend backend) in its checkpoints: running at 3 from the savepoint after $running_s s, its first checkpoint there after $first_checkpoint_s s (the JobManager: ${jm_says:-no timing line})"
+# Two TaskManagers of two slots now run three subtasks: 3 -> 4 fits on the
+# spare slot, so no pod starts (the TaskManager Deployment stays at 2 and its
+# pods are the same ones): the in-place path alone.
+tm_pods() { kubectl get pods -l app.kubernetes.io/instance=state-job,app.kubernetes.io/component=taskmanager -o 'jsonpath={.items[*].metadata.uid}'; }
+tm_before=$(tm_pods)
+[ -n "$tm_before" ] || fail "no TaskManager pods of state-job found by their labels"
+timed=$(timed_rollout '{"spec": {"parallelism": 4}}' "$running and $job_.get('parallelism') == 4 and $(from_savepoint rescale) and not $st.get('pendingOperation')") || exit 1
+read -r spare_running_s spare_first_checkpoint_s <<<"$timed"
+[ "$(tm_pods)" = "$tm_before" ] || fail "the rescale onto a spare slot changed the TaskManager pods: $tm_before, then $(tm_pods)"
+jm_says=$(grep -ho 'rescaled to 4 in [0-9]* ms: [a-z0-9 ,]*' "$work"/node/pods/default_state-job-jobmanager-*/*.log 2>/dev/null | tail -1 || true)
+step "rescale 3 -> 4 in place onto the TaskManagers' spare slot (the same pods) with $((state_bytes / 1048576)) MiB: running at 4 after $spare_running_s s, its first checkpoint there after $spare_first_checkpoint_s s (the JobManager: ${jm_says:-no timing line})"
 # The same state the redeploying way, for comparison: a change beside the
 # parallelism (a pod label) is an upgrade, through a savepoint and new pods.
 timed=$(timed_rollout '{"spec": {"parallelism": 2, "podTemplate": {"metadata": {"labels": {"rollout": "redeploy"}}}}}' \
   "$running and $job_.get('parallelism') == 2 and $(from_savepoint upgrade)") || exit 1
 read -r redeploy_running_s redeploy_first_checkpoint_s <<<"$timed"
-step "the same state redeployed 3 -> 2 (an upgrade through a savepoint and new pods): running at 2 after $redeploy_running_s s, its first checkpoint there after $redeploy_first_checkpoint_s s"
+step "the same state redeployed 4 -> 2 (an upgrade through a savepoint and new pods): running at 2 after $redeploy_running_s s, its first checkpoint there after $redeploy_first_checkpoint_s s"
 kube DELETE "$jobs/state-job" >/dev/null
 
 # A user's job binary (examples/rust-job, the order monitor in Rust) as a
