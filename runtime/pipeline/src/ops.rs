@@ -85,7 +85,9 @@ impl Operator for SelectRows {
     type Out = Row;
     fn process_batch(&mut self, mut batch: Vec<Record<Row>>, out: &mut Collector<'_, Row>) -> TaskResult {
         for r in &mut batch {
-            self.spare.extend(self.exprs.iter().map(|e| e.eval(&r.value)));
+            for e in self.exprs.iter() {
+                e.eval_into(&r.value, &mut self.spare);
+            }
             std::mem::swap(&mut r.value, &mut self.spare);
             self.spare.clear();
         }

@@ -481,8 +481,24 @@ impl Expr {
         self.ty
     }
 
+    /// A field is read inline (see [`code::Code::Field`]); anything else is
+    /// a call.
+    #[inline]
     pub fn eval(&self, row: &Row) -> Value {
-        self.code.eval(row)
+        match self.code {
+            code::Code::Field(i) => row[i].clone(),
+            _ => self.code.eval(row),
+        }
+    }
+
+    /// The value pushed onto `out` (a row being made): as [`Expr::eval`],
+    /// without returning the value through the stack.
+    #[inline]
+    pub fn eval_into(&self, row: &Row, out: &mut Row) {
+        match self.code {
+            code::Code::Field(i) => out.push(row[i].clone()),
+            _ => self.code.eval_into(row, out),
+        }
     }
 
     /// Marks in `read` (one flag per field of the schema it was compiled
