@@ -261,8 +261,8 @@ step "the chart's RBAC refused the operator nothing"
 # and runs their containers as local processes, each on its own loopback
 # address; checkpoints and savepoints go to an S3-compatible server.
 # The server is moto (in memory, Python) unless WEIR_E2E_S3=s3s-fs (Rust, over
-# a directory; `cargo install s3s-fs@0.14.1 --features binary --locked`):
-# bench/operator-rescale.sh measures the rescale against both.
+# a directory; `cargo install s3s-fs@0.14.1 --features binary --locked`),
+# which bench/operator-rescale.sh runs with S3=s3s-fs.
 s3_port=$(free_port)
 case "${WEIR_E2E_S3:-moto}" in
   moto) "$venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" >"$work/moto.log" 2>&1 & ;;
@@ -271,7 +271,7 @@ case "${WEIR_E2E_S3:-moto}" in
     # moto) refuse: a file in the bucket's place makes the writes to
     # s3://weir-missing fail, as the savepoint-abort step below expects.
     mkdir -p "$work/s3" && touch "$work/s3/weir-missing"
-    "${S3S_FS:-s3s-fs}" --host 127.0.0.1 --port "$s3_port" --access-key test --secret-key test "$work/s3" >"$work/moto.log" 2>&1 & ;;
+    "${S3S_FS:-s3s-fs}" --host 127.0.0.1 --port "$s3_port" --access-key test --secret-key test "$work/s3" >"$work/s3s-fs.log" 2>&1 & ;;
   *) fail "WEIR_E2E_S3=${WEIR_E2E_S3}: expected moto or s3s-fs" ;;
 esac
 moto=$!

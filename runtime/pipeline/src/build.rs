@@ -126,8 +126,6 @@ fn text_if(read: bool, make: impl FnOnce() -> SmolStr) -> Value {
     if read { Value::Str(make()) } else { Value::Null }
 }
 
-/// The rows of a datagen workload; `read[i]` says whether field `i` is read.
-/// Numbers cost nothing to fill in; texts are made only when read.
 /// A row of the given values, each written straight into the row's
 /// allocation, and the row's pointer, length and capacity kept in registers
 /// until it is returned. `vec![...]` makes the values on the stack first (a
@@ -155,6 +153,8 @@ macro_rules! row {
     }};
 }
 
+/// The rows of a datagen workload; `read[i]` says whether field `i` is read.
+/// Numbers cost nothing to fill in; texts are made only when read.
 fn workload_rows(
     env: &StreamEnv,
     workload: Workload,
