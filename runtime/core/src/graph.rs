@@ -155,6 +155,8 @@ pub struct JobGraph {
     /// (see [`crate::checkpoint::incremental`]); unset, they do with the disk
     /// backend and not on the heap (see [`JobGraph::incremental_checkpoints`]).
     pub incremental: Option<bool>,
+    /// How snapshots store keyed state (see [`crate::checkpoint::compression`]).
+    pub snapshot_compression: crate::checkpoint::compression::Compression,
     pub(crate) nodes: Vec<Node>,
     pub(crate) edges: Vec<Edge>,
     /// Vertices whose side outputs are consumed, each with the vertex that
@@ -170,6 +172,7 @@ impl JobGraph {
             exchange: ExchangeConfig::default(),
             state_backend: Default::default(),
             incremental: None,
+            snapshot_compression: crate::checkpoint::compression::Compression::Zstd,
             nodes: Vec::new(),
             edges: Vec::new(),
             splits: Default::default(),

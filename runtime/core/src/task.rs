@@ -463,18 +463,23 @@ impl<T: Send> Task for InputTask<T> {
     }
 }
 
-/// Stores snapshots and acknowledges them; runs on the executor's uploader threads.
-pub fn upload(job: UploadJob, config: &crate::checkpoint::coordinator::CheckpointConfig) {
+/// Stores snapshots (their key groups as `compression` says) and
+/// acknowledges them; runs on the executor's uploader threads.
+pub fn upload(
+    job: UploadJob,
+    config: &crate::checkpoint::coordinator::CheckpointConfig,
+    compression: crate::checkpoint::compression::Compression,
+) {
     let id = job.barrier.checkpoint_id;
     let reports = job.reports.clone();
     let task = job.task;
     let outcome = match job.incremental.clone() {
         Some(inc) if !job.barrier.is_savepoint => {
-            let outcome = upload_incremental(job, &inc, config);
+            let outcome = upload_incremental(job, &inc, config, compression);
             inc.landed(id);
             outcome
         }
-        _ => upload_full(job, config),
+        _ => upload_full(job, config, compression),
     };
     let _ = reports.send(match outcome {
         Ok(states) => TaskReport::Ack { task, checkpoint_id: id, states },
@@ -486,6 +491,7 @@ pub fn upload(job: UploadJob, config: &crate::checkpoint::coordinator::Checkpoin
 fn upload_full(
     job: UploadJob,
     config: &crate::checkpoint::coordinator::CheckpointConfig,
+    compression: crate::checkpoint::compression::Compression,
 ) -> Result<Vec<(String, SubtaskStateHandle)>, String> {
     use crate::checkpoint::coordinator::snapshot_dir;
     let id = job.barrier.checkpoint_id;
@@ -495,9 +501,10 @@ fn upload_full(
     let mut states = Vec::with_capacity(job.snapshots.taken.len());
     for taken in job.snapshots.taken {
         let file = state_file_name(&taken.uid, job.subtask);
-        let handle = taken.snapshot.handle(job.subtask, file.clone(), job.key_groups);
-        taken.snapshot.store(storage.as_ref(), &format!("{dir}/{file}")).map_err(|e| e.to_string())?;
-        drop(taken.snapshot);
+        let snapshot = taken.snapshot.stored_as(compression).map_err(|e| compress_error(&taken.uid, e))?;
+        let handle = snapshot.handle(job.subtask, file.clone(), job.key_groups);
+        snapshot.store(storage.as_ref(), &format!("{dir}/{file}")).map_err(|e| e.to_string())?;
+        drop(snapshot);
         states.push((taken.uid, handle));
     }
     Ok(states)
@@ -510,6 +517,7 @@ fn upload_incremental(
     job: UploadJob,
     inc: &Incremental,
     config: &crate::checkpoint::coordinator::CheckpointConfig,
+    compression: crate::checkpoint::compression::Compression,
 ) -> Result<Vec<(String, SubtaskStateHandle)>, String> {
     use crate::checkpoint::metadata::{shared_dir, shared_file_name};
     let id = job.barrier.checkpoint_id;
@@ -543,13 +551,20 @@ fn upload_incremental(
         chain.iter_mut().for_each(|h| h.entries.clear());
         if !t.changes || !t.snapshot.is_empty() {
             let file = shared_file_name(&t.uid, job.subtask, id, inc.token);
-            let mut handle = t.snapshot.handle(job.subtask, file.clone(), job.key_groups);
-            handle.shared = true;
-            if let Err(e) = t.snapshot.store(storage.as_ref(), &format!("{dir}/{file}")) {
-                inc.restart(&mut chains);
-                return Err(e.to_string());
+            let stored = t.snapshot.stored_as(compression).map_err(|e| compress_error(&t.uid, e));
+            let stored = stored.and_then(|snapshot| {
+                let mut handle = snapshot.handle(job.subtask, file.clone(), job.key_groups);
+                handle.shared = true;
+                snapshot.store(storage.as_ref(), &format!("{dir}/{file}")).map_err(|e| e.to_string())?;
+                Ok(handle)
+            });
+            match stored {
+                Ok(handle) => chain.push(handle),
+                Err(e) => {
+                    inc.restart(&mut chains);
+                    return Err(e);
+                }
             }
-            chain.push(handle);
         }
         kept.insert(t.uid, chain);
     }
@@ -561,4 +576,8 @@ fn upload_incremental(
         chains.by_uid.iter().flat_map(|(uid, chain)| chain.iter().map(|h| (uid.clone(), h.clone()))).collect();
     states.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(states)
+}
+
+fn compress_error(uid: &str, e: std::io::Error) -> String {
+    format!("cannot compress the state of {uid} before storing it: {e}")
 }

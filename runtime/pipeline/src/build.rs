@@ -75,6 +75,9 @@ pub fn build_to(
             .map_err(|e| PipelineError::new(file, "state", e.to_string()))?;
         env.set_state_backend(backend);
     }
+    if let Some(c) = plan.compression {
+        env.set_snapshot_compression(c);
+    }
     if let Some(on) = plan.incremental {
         env.set_incremental_checkpoints(on);
     }

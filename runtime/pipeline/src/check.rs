@@ -144,6 +144,7 @@ pub fn check(file: &Path, p: &PipelineFile, overrides: &Overrides) -> Result<Pla
         checkpointing,
         state,
         incremental: p.state.as_ref().and_then(|s| s.incremental),
+        compression: p.checkpointing.as_ref().and_then(|c| c.compression),
         source,
         steps,
         sink,

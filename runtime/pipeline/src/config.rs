@@ -103,6 +103,8 @@ pub struct Checkpointing {
     pub timeout: Option<Dur>,
     pub min_pause: Option<Dur>,
     pub retained: Option<u32>,
+    /// How snapshots store keyed state: `zstd` (the default) or `none`.
+    pub compression: Option<weir_core::checkpoint::compression::Compression>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq, Eq, Clone, Copy)]

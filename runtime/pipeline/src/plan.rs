@@ -36,6 +36,8 @@ pub struct Plan {
     pub state: StatePlan,
     /// `state.incremental`: incremental checkpoints (unset: the backend's default).
     pub incremental: Option<bool>,
+    /// `checkpointing.compression`: how snapshots store keyed state (unset: zstd).
+    pub compression: Option<weir_core::checkpoint::compression::Compression>,
     pub source: SourcePlan,
     pub steps: Vec<StepPlan>,
     pub sink: SinkPlan,

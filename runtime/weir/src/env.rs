@@ -94,6 +94,15 @@ impl StreamEnv {
         self
     }
 
+    /// How checkpoints and savepoints store keyed state: zstd (the default;
+    /// about a third of the bytes to upload and keep) or as encoded
+    /// ([`weir_core::checkpoint::compression::Compression`]), as Flink's
+    /// snapshot compression. Snapshots of either kind restore either way.
+    pub fn set_snapshot_compression(&self, compression: weir_core::checkpoint::compression::Compression) -> &Self {
+        self.inner.borrow_mut().graph.snapshot_compression = compression;
+        self
+    }
+
     pub fn local_aggregation(&self) -> bool {
         self.inner.borrow().local_aggregation
     }

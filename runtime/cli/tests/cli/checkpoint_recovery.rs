@@ -316,10 +316,15 @@ fn corrupt_and_incompatible_checkpoints_are_named_errors() {
     // A newer format version is refused, naming the file.
     let meta = state.parent().unwrap().join("_metadata");
     let original = std::fs::read_to_string(&meta).unwrap();
-    std::fs::write(&meta, original.replace("\"version\": 3", "\"version\": 9")).unwrap();
+    std::fs::write(
+        &meta,
+        original
+            .replace(&format!("\"version\": {}", weir::core::checkpoint::metadata::FORMAT_VERSION), "\"version\": 99"),
+    )
+    .unwrap();
     let (code, err) = weir(&restore, tmp.path());
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("_metadata") && err.contains("version 9"), "{err}");
+    assert!(err.contains("_metadata") && err.contains("version 99"), "{err}");
     // So is a `_metadata` changed after it was written: its checksum no longer matches.
     std::fs::write(&meta, original.replace("\"kind\": \"checkpoint\"", "\"kind\": \"savepoint\"")).unwrap();
     let (code, err) = weir(&restore, tmp.path());

@@ -18,7 +18,8 @@
 //!
 //! A state file is a concatenation of blobs; `_metadata` indexes them: per key
 //! group (keyed state) and per redistributable entry (operator state), with
-//! the file's size and CRC-32 to detect truncation and corruption. Paths in
+//! the file's size and CRC-32 to detect truncation and corruption, and (since
+//! version 4) how its key groups are stored ([`super::compression`]). Paths in
 //! `_metadata` are relative to its directory, so a snapshot is self-contained
 //! and can be moved. The format is versioned; a reader refuses versions it
 //! does not know.
@@ -35,6 +36,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::compression::Compression;
 use super::spill::Spill;
 use super::storage::{CheckpointStorage, PartsReader, StorageError, StorageResult, UnsafePath, check_key, check_name};
 use crate::error::{TaskError, TaskResult};
@@ -42,8 +44,10 @@ use crate::keygroup::KeyGroupRange;
 
 pub const FORMAT: &str = "weir-checkpoint";
 /// The version written. Version 2 added `crc32`, the checksum of `_metadata`
-/// itself; version 3 state files shared between checkpoints (`shared`).
-pub const FORMAT_VERSION: u32 = 3;
+/// itself; version 3 state files shared between checkpoints (`shared`);
+/// version 4 compressed key groups (`compression`), which an older reader
+/// would take for state that does not decode.
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest version still read.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
@@ -77,12 +81,12 @@ pub struct CheckpointMetadata {
     /// [`CheckpointConfig::parallelism`]: super::coordinator::CheckpointConfig::parallelism
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallelism: Option<usize>,
-    /// [`CheckpointMetadata::checksum`] when written (version 2 on; set by
-    /// [`CheckpointMetadata::to_json`]).
     /// The fencing token of the JobManager that completed it (see
     /// [`crate::checkpoint::fence`]); absent in snapshots of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
+    /// [`CheckpointMetadata::checksum`] when written (version 2 on; set by
+    /// [`CheckpointMetadata::to_json`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crc32: Option<u32>,
 }
@@ -113,8 +117,9 @@ impl CheckpointMetadata {
         if format != FORMAT || !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(RestoreError::Incompatible { uri: uri.to_string(), format, version });
         }
+        let sum = written_checksum(&value);
         let metadata: CheckpointMetadata = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
-        match (metadata.crc32, metadata.checksum()) {
+        match (metadata.crc32, sum) {
             (Some(stored), sum) if stored != sum => {
                 let reason = format!("checksum mismatch (it says {stored:08x}, its content sums to {sum:08x})");
                 return Err(corrupt(reason));
@@ -128,6 +133,18 @@ impl CheckpointMetadata {
             .map_err(|source| RestoreError::UnsafePath { uri: uri.to_string(), source })?;
         Ok(metadata)
     }
+}
+
+/// The checksum of a `_metadata` file as its writer summed it: over the
+/// fields it wrote, in its order, without `crc32`. Not over the file parsed and
+/// written again: that would add the fields a later version gained (with
+/// their defaults) and fail every file an older weir wrote.
+fn written_checksum(value: &serde_json::Value) -> u32 {
+    let mut unsummed = value.clone();
+    if let Some(fields) = unsummed.as_object_mut() {
+        fields.shift_remove("crc32");
+    }
+    crc32fast::hash(&serde_json::to_vec(&unsummed).expect("a JSON value serializes"))
 }
 
 /// The name of an operator subtask's state file in its snapshot's directory:
@@ -180,6 +197,10 @@ pub struct SubtaskStateHandle {
     /// handle also travels in bincode, which has no optional fields.
     #[serde(default)]
     pub shared: bool,
+    /// How the file's key groups are stored (version 4; before it, as the
+    /// operators encoded them). Always written, as `shared`.
+    #[serde(default)]
+    pub compression: Compression,
 }
 
 /// The `latest` pointer.
@@ -207,6 +228,10 @@ pub struct OperatorSnapshot {
     /// disk backend's state, which may be larger than memory); in the state
     /// file, they come before those of `keyed`.
     pub spill: Option<Arc<Spill>>,
+    /// How the blobs of `keyed` are stored (a spill's groups are stored as
+    /// it says): as the operator encoded them until the uploader compresses
+    /// them ([`OperatorSnapshot::stored_as`]).
+    pub compression: Compression,
 }
 
 impl OperatorSnapshot {
@@ -219,14 +244,37 @@ impl OperatorSnapshot {
         self.keyed.is_empty() && self.entries.is_empty() && self.spill.as_ref().is_none_or(|s| s.groups().is_empty())
     }
 
-    /// Every key group in memory, those of a spill read back (restoring in-process, tests).
+    /// Every key group in memory as the operator encoded it, those of a
+    /// spill read back (restoring in-process, tests).
     pub fn into_keyed(self) -> std::io::Result<Vec<(u32, Vec<u8>)>> {
         let mut keyed = match &self.spill {
             Some(spill) => spill.read_groups()?,
             None => Vec::new(),
         };
-        keyed.extend(self.keyed);
+        for (g, stored) in self.keyed {
+            let blob = self.compression.decompress(stored).map_err(std::io::Error::other)?;
+            keyed.push((g, blob));
+        }
         Ok(keyed)
+    }
+
+    /// The snapshot with its key groups (in memory and in its spill) stored
+    /// as `compression` says: the uploader's work, off the task's thread.
+    pub fn stored_as(self, compression: Compression) -> std::io::Result<Self> {
+        let spill = match self.spill {
+            Some(spill) if spill.compression() != compression => Some(Arc::new(spill.stored_as(compression)?)),
+            spill => spill,
+        };
+        let keyed = match self.compression == compression {
+            true => self.keyed,
+            false => {
+                let from = self.compression;
+                let stored =
+                    |(g, blob)| Ok((g, compression.compress(&from.decompress(blob).map_err(std::io::Error::other)?)?));
+                self.keyed.into_iter().map(stored).collect::<std::io::Result<_>>()?
+            }
+        };
+        Ok(OperatorSnapshot { keyed, entries: self.entries, spill, compression })
     }
 
     /// Lays an in-memory snapshot out as one file; returns the bytes and their index.
@@ -272,7 +320,18 @@ impl OperatorSnapshot {
             size += blob.len() as u64;
         }
         let crc32 = crc.finalize();
-        SubtaskStateHandle { subtask, file, size, crc32, key_group_range: range, key_groups, entries, shared: false }
+        debug_assert!(self.spill.as_ref().is_none_or(|s| s.compression() == self.compression || s.groups().is_empty()));
+        SubtaskStateHandle {
+            subtask,
+            file,
+            size,
+            crc32,
+            key_group_range: range,
+            key_groups,
+            entries,
+            shared: false,
+            compression: self.compression,
+        }
     }
 }
 
@@ -575,13 +634,16 @@ impl RestoredSnapshot {
             let file = match local.filter(|_| needs_keyed) {
                 Some(dir) => {
                     let (copy, file) = self.download(h, dir)?;
-                    state.spilled.push(Arc::new(copy.with_groups(groups.collect())));
+                    state.spilled.push(Arc::new(copy.with_groups(groups.collect(), h.compression)));
                     file
                 }
                 None => {
                     let file = self.read_file(h)?;
                     for (kg, off, len) in groups.by_ref() {
-                        state.keyed.push((kg, file.blob(off, len)?.to_vec()));
+                        let blob = h.compression.decompress(file.blob(off, len)?.to_vec()).map_err(|reason| {
+                            RestoreError::Corrupt { uri: file.uri.clone(), reason: format!("key group {kg}: {reason}") }
+                        })?;
+                        state.keyed.push((kg, blob));
                     }
                     file
                 }
@@ -646,6 +708,16 @@ mod tests {
     use crate::checkpoint::storage::LocalStorage;
 
     fn write_snapshot(storage: &dyn CheckpointStorage, dir: &str, parallelism: usize) -> CheckpointMetadata {
+        write_snapshot_as(storage, dir, parallelism, Compression::None)
+    }
+
+    /// A snapshot of one operator whose key group `kg` holds `kg{kg}`, stored as `compression` says.
+    fn write_snapshot_as(
+        storage: &dyn CheckpointStorage,
+        dir: &str,
+        parallelism: usize,
+        compression: Compression,
+    ) -> CheckpointMetadata {
         let mut subtasks = Vec::new();
         for i in 0..parallelism {
             let range = KeyGroupRange::for_subtask(i, parallelism, 8);
@@ -653,7 +725,10 @@ mod tests {
                 keyed: (range.start..range.end).map(|kg| (kg, format!("kg{kg}").into_bytes())).collect(),
                 entries: vec![format!("entry-of-{i}").into_bytes()],
                 spill: None,
-            };
+                compression: Compression::None,
+            }
+            .stored_as(compression)
+            .unwrap();
             let (bytes, handle) = snap.encode(i, format!("op-{i}.state"), range);
             storage.put(&format!("{dir}/op-{i}.state"), &bytes).unwrap();
             subtasks.push(handle);
@@ -683,6 +758,7 @@ mod tests {
             keyed: vec![(1, b"one".to_vec()), (5, Vec::new()), (6, b"six".to_vec())],
             entries: vec![b"e0".to_vec(), b"entry-1".to_vec()],
             spill: None,
+            compression: Compression::None,
         };
         let range = KeyGroupRange::for_subtask(0, 1, 8);
         let (bytes, handle) = snap.encode(0, "f".into(), range);
@@ -696,9 +772,19 @@ mod tests {
 
     #[test]
     fn rescaling_redistributes_key_groups_and_entries() {
+        rescales_key_groups_and_entries_stored_as(Compression::None);
+    }
+
+    #[test]
+    fn rescaling_redistributes_compressed_key_groups() {
+        rescales_key_groups_and_entries_stored_as(Compression::Zstd);
+    }
+
+    fn rescales_key_groups_and_entries_stored_as(compression: Compression) {
         let tmp = tempdir();
         let storage: Arc<dyn CheckpointStorage> = Arc::new(LocalStorage::new(&tmp));
-        write_snapshot(storage.as_ref(), "j/chk-3", 2);
+        let meta = write_snapshot_as(storage.as_ref(), "j/chk-3", 2, compression);
+        assert!(meta.operators[0].subtasks.iter().all(|h| h.compression == compression));
         // Also opened where it lies, as a relocated savepoint is (the storage rooted at the snapshot).
         let here: Arc<dyn CheckpointStorage> = Arc::new(LocalStorage::new(tmp.join("j/chk-3")));
         let relocated = RestoredSnapshot::open(here, "").unwrap();
@@ -768,10 +854,13 @@ mod tests {
         assert_eq!(std::fs::read_dir(&copies).unwrap().count(), 0, "copies have no name");
         // Incompatible version, truncated metadata.
         let meta = local.get("j/chk-3/_metadata").unwrap();
-        let newer = String::from_utf8(meta.clone()).unwrap().replace("\"version\": 3", "\"version\": 7");
+        let newer = String::from_utf8(meta.clone())
+            .unwrap()
+            .replace(&format!("\"version\": {FORMAT_VERSION}"), "\"version\": 77");
         local.put("j/chk-3/_metadata", newer.as_bytes()).unwrap();
         let err = RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap_err().to_string();
-        assert!(err.contains("version 7") && err.contains("reads `weir-checkpoint` versions 1 to 3"), "{err}");
+        let reads = format!("reads `weir-checkpoint` versions 1 to {FORMAT_VERSION}");
+        assert!(err.contains("version 77") && err.contains(&reads), "{err}");
         local.put("j/chk-3/_metadata", &meta[..meta.len() / 2]).unwrap();
         let err = RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap_err().to_string();
         assert!(err.contains("_metadata is corrupt"), "{err}");
@@ -816,11 +905,47 @@ mod tests {
         let unsummed = CheckpointMetadata { crc32: None, ..meta };
         local.put("j/chk-3/_metadata", &serde_json::to_vec(&unsummed).unwrap()).unwrap();
         let err = RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap_err().to_string();
-        assert!(err.contains("_metadata is corrupt: no `crc32`, which version 3 requires"), "{err}");
+        assert!(
+            err.contains(&format!("_metadata is corrupt: no `crc32`, which version {FORMAT_VERSION} requires")),
+            "{err}"
+        );
         let v1 = CheckpointMetadata { version: 1, ..unsummed };
         local.put("j/chk-3/_metadata", &serde_json::to_vec(&v1).unwrap()).unwrap();
         let snap = RestoredSnapshot::open(storage, "j/chk-3").unwrap();
         assert_eq!(snap.state_for("op", 0, 1).unwrap().unwrap().keyed.len(), 8);
+        std::fs::remove_dir_all(tmp).unwrap();
+    }
+
+    #[test]
+    fn snapshots_an_older_weir_wrote_still_open() {
+        let tmp = tempdir();
+        let local = LocalStorage::new(&tmp);
+        let storage: Arc<dyn CheckpointStorage> = Arc::new(local.clone());
+        write_snapshot(&local, "j/chk-3", 2);
+        let current: serde_json::Value = serde_json::from_slice(&local.get("j/chk-3/_metadata").unwrap()).unwrap();
+        // As versions 3 and 2 wrote them: without the fields added since, summed as they were.
+        for (version, added) in [(3, &["compression"][..]), (2, &["compression", "shared"][..])] {
+            let mut old = current.clone();
+            old["version"] = version.into();
+            for op in old["operators"].as_array_mut().unwrap() {
+                for h in op["subtasks"].as_array_mut().unwrap() {
+                    added.iter().for_each(|f| assert!(h.as_object_mut().unwrap().shift_remove(*f).is_some()));
+                }
+            }
+            assert!(old.as_object_mut().unwrap().shift_remove("crc32").is_some());
+            old["crc32"] = crc32fast::hash(&serde_json::to_vec(&old).unwrap()).into();
+            local.put("j/chk-3/_metadata", &serde_json::to_vec_pretty(&old).unwrap()).unwrap();
+            let snap = RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap_or_else(|e| panic!("v{version}: {e}"));
+            assert_eq!(snap.metadata.version, version);
+            let s = snap.state_for("op", 0, 1).unwrap().unwrap();
+            let expected: Vec<_> = (0..8).map(|kg| (kg, format!("kg{kg}").into_bytes())).collect();
+            assert_eq!(s.keyed, expected, "v{version}");
+            // Its checksum still guards it.
+            old["completed_at"] = 2.into();
+            local.put("j/chk-3/_metadata", &serde_json::to_vec_pretty(&old).unwrap()).unwrap();
+            let err = RestoredSnapshot::open(storage.clone(), "j/chk-3").unwrap_err().to_string();
+            assert!(err.contains("checksum mismatch"), "v{version}: {err}");
+        }
         std::fs::remove_dir_all(tmp).unwrap();
     }
 

@@ -18,18 +18,23 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::compression::Compression;
 use super::metadata::OperatorSnapshot;
 use crate::error::{TaskError, TaskResult};
 use crate::state::StateBackend;
 
 /// Key groups written one after the other to a local file: where each is,
-/// and the CRC-32 of the whole.
+/// how they are stored, and the CRC-32 of the whole.
 pub struct Spill {
     file: File,
+    /// The folder the file is in (a compressed copy goes beside it).
+    dir: PathBuf,
     /// `(key group, offset, length)`, in the order written.
     groups: Vec<(u32, u64, u64)>,
     len: u64,
     crc: crc32fast::Hasher,
+    /// How the groups are stored in the file; [`Spill::read_group`] decodes them.
+    compression: Compression,
 }
 
 impl Spill {
@@ -66,12 +71,35 @@ impl Spill {
         (0..self.groups.len()).map(|i| self.read_group(i))
     }
 
-    /// The `i`th group of [`Spill::groups`].
+    /// The `i`th group of [`Spill::groups`], as the operator encoded it.
     pub fn read_group(&self, i: usize) -> io::Result<(u32, Vec<u8>)> {
+        let (g, stored) = self.read_stored(i)?;
+        let blob = self.compression.decompress(stored).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok((g, blob))
+    }
+
+    /// The `i`th group as the file holds it.
+    fn read_stored(&self, i: usize) -> io::Result<(u32, Vec<u8>)> {
         let (g, offset, len) = self.groups[i];
         let mut blob = vec![0; len as usize];
         self.read_at(offset, &mut blob)?;
         Ok((g, blob))
+    }
+
+    /// How the groups are stored in the file.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// A copy beside this file with every group stored as `compression` says
+    /// (groups stored otherwise are decoded first).
+    pub(crate) fn stored_as(&self, compression: Compression) -> io::Result<Spill> {
+        let mut copy = KeyedFile::new(&self.dir, compression)?;
+        for i in 0..self.groups.len() {
+            let (g, blob) = self.read_group(i)?;
+            copy.push(g, &compression.compress(&blob)?)?;
+        }
+        copy.finish()
     }
 
     /// Fills `buf` from `offset` of the file.
@@ -98,12 +126,15 @@ impl Spill {
             at += bytes.len() as u64;
         }
         let crc32 = crc.clone().finalize();
-        Ok((Spill { file, groups: Vec::new(), len: size, crc }, crc32))
+        let dir = dir.to_path_buf();
+        Ok((Spill { file, dir, groups: Vec::new(), len: size, crc, compression: Compression::None }, crc32))
     }
 
-    /// Only these `(key group, offset, length)` of the file are read back.
-    pub(crate) fn with_groups(mut self, groups: Vec<(u32, u64, u64)>) -> Self {
+    /// Only these `(key group, offset, length)` of the file are read back,
+    /// each stored as `compression` says.
+    pub(crate) fn with_groups(mut self, groups: Vec<(u32, u64, u64)>, compression: Compression) -> Self {
         self.groups = groups;
+        self.compression = compression;
         self
     }
 }
@@ -146,7 +177,44 @@ impl Read for SpillReader<'_> {
 /// memory, or (the disk backend) in a local file.
 pub enum KeyedWriter {
     Memory(Vec<(u32, Vec<u8>)>),
-    File { out: BufWriter<File>, dir: PathBuf, spill: Spill },
+    File(KeyedFile),
+}
+
+/// A [`Spill`] being written.
+pub struct KeyedFile {
+    out: BufWriter<File>,
+    spill: Spill,
+}
+
+impl KeyedFile {
+    /// An unnamed file in `dir`, for groups stored as `compression` says.
+    fn new(dir: &Path, compression: Compression) -> io::Result<Self> {
+        let file = tempfile::tempfile_in(dir)?;
+        let read_handle = file.try_clone()?;
+        let spill = Spill {
+            file: read_handle,
+            dir: dir.to_path_buf(),
+            groups: Vec::new(),
+            len: 0,
+            crc: crc32fast::Hasher::new(),
+            compression,
+        };
+        Ok(KeyedFile { out: BufWriter::with_capacity(1 << 20, file), spill })
+    }
+
+    fn push(&mut self, group: u32, stored: &[u8]) -> io::Result<()> {
+        self.out.write_all(stored)?;
+        let spill = &mut self.spill;
+        spill.crc.update(stored);
+        spill.groups.push((group, spill.len, stored.len() as u64));
+        spill.len += stored.len() as u64;
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<Spill> {
+        self.out.flush()?;
+        Ok(self.spill)
+    }
 }
 
 impl KeyedWriter {
@@ -158,24 +226,17 @@ impl KeyedWriter {
         }
     }
 
-    /// Groups written to an unnamed file in `dir`.
+    /// Groups written to an unnamed file in `dir`, as the operator encodes
+    /// them (the uploader compresses them, off the task's thread).
     pub fn in_file(dir: &Path) -> TaskResult<Self> {
-        let file = tempfile::tempfile_in(dir).map_err(|e| write_error(dir, e))?;
-        let read_handle = file.try_clone().map_err(|e| write_error(dir, e))?;
-        let spill = Spill { file: read_handle, groups: Vec::new(), len: 0, crc: crc32fast::Hasher::new() };
-        Ok(KeyedWriter::File { out: BufWriter::with_capacity(1 << 20, file), dir: dir.to_path_buf(), spill })
+        Ok(KeyedWriter::File(KeyedFile::new(dir, Compression::None).map_err(|e| write_error(dir, e))?))
     }
 
     /// Adds a key group's blob (groups in any order, each once).
     pub fn push(&mut self, group: u32, blob: Vec<u8>) -> TaskResult {
         match self {
             KeyedWriter::Memory(groups) => groups.push((group, blob)),
-            KeyedWriter::File { out, dir, spill } => {
-                out.write_all(&blob).map_err(|e| write_error(dir, e))?;
-                spill.crc.update(&blob);
-                spill.groups.push((group, spill.len, blob.len() as u64));
-                spill.len += blob.len() as u64;
-            }
+            KeyedWriter::File(file) => file.push(group, &blob).map_err(|e| write_error(&file.spill.dir, e))?,
         }
         Ok(())
     }
@@ -184,8 +245,9 @@ impl KeyedWriter {
     pub fn finish(self) -> TaskResult<OperatorSnapshot> {
         match self {
             KeyedWriter::Memory(keyed) => Ok(OperatorSnapshot { keyed, ..OperatorSnapshot::default() }),
-            KeyedWriter::File { mut out, dir, spill } => {
-                out.flush().map_err(|e| write_error(&dir, e))?;
+            KeyedWriter::File(file) => {
+                let dir = file.spill.dir.clone();
+                let spill = file.finish().map_err(|e| write_error(&dir, e))?;
                 Ok(OperatorSnapshot { spill: Some(Arc::new(spill)), ..OperatorSnapshot::default() })
             }
         }

@@ -12,6 +12,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::Coordination;
 use super::handle::CoordinatorHandle;
+use crate::checkpoint::compression::Compression;
 use crate::checkpoint::coordinator::TaskReport;
 use crate::checkpoint::coordinator::{CheckpointConfig, CheckpointStats, Command, Coordinator, SavepointRequest};
 use crate::checkpoint::metadata::RestoredSnapshot;
@@ -45,7 +46,7 @@ pub(super) fn start(
     links: TaskLinks,
     stop: Arc<AtomicBool>,
 ) -> Result<Coordinated, JobError> {
-    spawn_uploaders(links.uploads, config)?;
+    spawn_uploaders(links.uploads, config, graph.snapshot_compression)?;
     let TaskLinks { controls, reports, .. } = links;
     if remote {
         return Ok(Coordinated::Elsewhere(Coordination { controls, reports }));
@@ -58,13 +59,18 @@ pub(super) fn start(
     spawn_coordinator(CoordinatorLoop::new(coordinator, router, controls, stop), reports).map(Coordinated::Here)
 }
 
-/// Uploads run beside processing; two threads keep a slow store from serialising tasks.
-fn spawn_uploaders(uploads: Receiver<UploadJob>, config: &CheckpointConfig) -> Result<(), JobError> {
+/// Uploads (and their compression) run beside processing; two threads keep
+/// a slow store from serialising tasks.
+fn spawn_uploaders(
+    uploads: Receiver<UploadJob>,
+    config: &CheckpointConfig,
+    compression: Compression,
+) -> Result<(), JobError> {
     for _ in 0..2 {
         let (rx, cfg) = (uploads.clone(), config.clone());
         std::thread::Builder::new()
             .name("uploader".into())
-            .spawn(move || rx.iter().for_each(|job| upload(job, &cfg)))
+            .spawn(move || rx.iter().for_each(|job| upload(job, &cfg, compression)))
             .map_err(|source| JobError::Spawn { task: "uploader".into(), source })?;
     }
     Ok(())

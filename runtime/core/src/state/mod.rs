@@ -57,16 +57,31 @@ trait StateTable<K>: Send {
     fn take_failure(&mut self) -> Option<String>;
 }
 
-/// Buckets `(key, value)` pairs by key group and encodes each bucket.
+/// Encodes `(key, value)` pairs per key group, each group's blob as bincode
+/// encodes the `Vec` of its pairs (their number, then each pair), in one
+/// pass: a pair is encoded into its group's buffer as it comes, rather than
+/// collected per group and encoded after (the snapshot of a large table
+/// spends its time here, on the task's thread, at the barrier).
 pub fn encode_by_group<'a, K: Key, V: serde::Serialize + 'a>(
     entries: impl Iterator<Item = (&'a K, V)>,
     max_parallelism: u32,
 ) -> BTreeMap<u32, Vec<u8>> {
-    let mut groups: BTreeMap<u32, Vec<(&K, V)>> = BTreeMap::new();
+    let mut groups: Vec<(usize, Vec<u8>)> = Vec::new();
+    groups.resize_with(max_parallelism as usize, Default::default);
     for (k, v) in entries {
-        groups.entry(key_group(hash_key(k), max_parallelism)).or_default().push((k, v));
+        let (count, body) = &mut groups[key_group(hash_key(k), max_parallelism) as usize];
+        *count += 1;
+        codec::encode_into(&(k, v), body);
     }
-    groups.into_iter().map(|(g, kv)| (g, codec::encode(&kv))).collect()
+    let encoded = groups.into_iter().enumerate().filter(|(_, (count, _))| *count > 0);
+    encoded
+        .map(|(g, (count, body))| {
+            let mut blob = Vec::with_capacity(body.len() + 9);
+            codec::encode_len(count, &mut blob);
+            blob.extend_from_slice(&body);
+            (g as u32, blob)
+        })
+        .collect()
 }
 
 impl<K: Key, V: crate::element::Data> StateTable<K> for Table<K, V> {
@@ -449,5 +464,28 @@ impl<K: Key, V: crate::element::Data> ValueSlot<'_, K, V> {
 
     pub fn get_or_insert(&mut self, default: V) -> &mut V {
         self.get_or_insert_with(|| default)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_groups_blob_is_the_vec_of_its_pairs() {
+        let entries: Vec<(String, u64)> = (0..5_000u64).map(|i| (format!("key-{i}"), i * 7)).collect();
+        for max_parallelism in [1, 7, 128] {
+            let blobs = encode_by_group(entries.iter().map(|(k, v)| (k, v)), max_parallelism);
+            let mut expected: BTreeMap<u32, Vec<(&String, &u64)>> = BTreeMap::new();
+            for (k, v) in &entries {
+                expected.entry(key_group(hash_key(k), max_parallelism)).or_default().push((k, v));
+            }
+            assert_eq!(blobs.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+            for (g, pairs) in expected {
+                assert_eq!(blobs[&g], codec::encode(&pairs), "group {g} of {max_parallelism}");
+                let decoded: Vec<(String, u64)> = codec::decode(&blobs[&g], "a group").unwrap();
+                assert_eq!(decoded.len(), pairs.len());
+            }
+        }
     }
 }

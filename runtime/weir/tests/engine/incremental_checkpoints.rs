@@ -2,13 +2,15 @@
 //! checkpoints builds chains of more than 20 change files, every retained
 //! checkpoint keeps every file it names (and retention deletes the others),
 //! the job resumes exactly from the last one at another parallelism (on the
-//! heap and on disk), and a missing shared file fails the restore naming it.
+//! heap and on disk, from state files stored with and without compression),
+//! and a missing shared file fails the restore naming it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use weir::core::checkpoint::compression::Compression;
 use weir::core::checkpoint::coordinator::{CheckpointConfig, CheckpointStatus};
 use weir::core::checkpoint::metadata::{CheckpointMetadata, RestoredSnapshot};
 use weir::core::checkpoint::storage::{CheckpointStorage, LocalStorage};
@@ -52,9 +54,10 @@ fn build(env: &StreamEnv, out: &Path, rate: Option<f64>) {
     env.orders(Some(EVENTS), rate).key_by(|o| o.order_id.0 % KEYS).process(CountUpToSeven::default()).write_json(out);
 }
 
-fn env(parallelism: usize, backend: &StateBackend) -> StreamEnv {
+fn env(parallelism: usize, backend: &StateBackend, compression: Compression) -> StreamEnv {
     let env = StreamEnv::new(JOB);
     env.set_parallelism(parallelism).set_state_backend(backend.clone()).set_incremental_checkpoints(true);
+    env.set_snapshot_compression(compression);
     env
 }
 
@@ -82,8 +85,13 @@ fn longest_chain(meta: &CheckpointMetadata) -> usize {
 /// Runs the job throttled until a completed checkpoint has a chain of more
 /// than 20 change files after its full file; stops it there. Returns the
 /// completed checkpoints' ids and what each stored.
-fn run_until_a_long_chain(storage: &Arc<dyn CheckpointStorage>, backend: &StateBackend, out: &Path) -> Vec<(u64, u64)> {
-    let e = env(2, backend);
+fn run_until_a_long_chain(
+    storage: &Arc<dyn CheckpointStorage>,
+    backend: &StateBackend,
+    compression: Compression,
+    out: &Path,
+) -> Vec<(u64, u64)> {
+    let e = env(2, backend, compression);
     build(&e, out, Some(8_000.0));
     let options = ExecuteOptions { checkpointing: Some(checkpointing(storage)), ..Default::default() };
     let job = e.start_with(options).expect("job starts");
@@ -93,8 +101,12 @@ fn run_until_a_long_chain(storage: &Arc<dyn CheckpointStorage>, backend: &StateB
         assert!(Instant::now() < deadline, "no chain of 21 files within two minutes");
         let done: Vec<u64> =
             job.checkpoints().iter().filter(|c| c.status == CheckpointStatus::Completed).map(|c| c.id).collect();
-        if done.last().is_some_and(|&id| longest_chain(&metadata(storage.as_ref(), id)) > 21) {
-            break;
+        if let Some(meta) = done.last().map(|&id| metadata(storage.as_ref(), id)) {
+            let handles = meta.operators.iter().flat_map(|o| &o.subtasks);
+            assert!(handles.filter(|h| !h.key_groups.is_empty()).all(|h| h.compression == compression));
+            if longest_chain(&meta) > 21 {
+                break;
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -140,11 +152,13 @@ fn check_retention(storage: &Arc<dyn CheckpointStorage>, completed: &[(u64, u64)
     }
 }
 
-fn resumes_exactly_from_a_long_chain(backend: impl Fn(&Path) -> StateBackend) {
+/// Runs until a long chain stored as `first`, resumes at parallelism 3
+/// storing as `then`, and compares with an uninterrupted run.
+fn resumes_exactly_from_a_long_chain(backend: impl Fn(&Path) -> StateBackend, first: Compression, then: Compression) {
     let tmp = tempfile::tempdir().unwrap();
     let storage: Arc<dyn CheckpointStorage> = Arc::new(LocalStorage::new(tmp.path().join("ck")));
     let (out, uninterrupted) = (tmp.path().join("out"), tmp.path().join("uninterrupted"));
-    let completed = run_until_a_long_chain(&storage, &backend(&tmp.path().join("state-1")), &out);
+    let completed = run_until_a_long_chain(&storage, &backend(&tmp.path().join("state-1")), first, &out);
     check_retention(&storage, &completed);
     // Most checkpoints store a small part of the state: its changes.
     let mut sizes: Vec<u64> = completed.iter().map(|c| c.1).collect();
@@ -152,10 +166,10 @@ fn resumes_exactly_from_a_long_chain(backend: impl Fn(&Path) -> StateBackend) {
     let (median, full) = (sizes[sizes.len() / 2], sizes[sizes.len() - 1]);
     assert!(median * 5 < full, "checkpoints stored {median} bytes (median), the largest {full}: {completed:?}");
 
-    let e = env(3, &backend(&tmp.path().join("state-2")));
+    let e = env(3, &backend(&tmp.path().join("state-2")), then);
     build(&e, &out, None);
     resume_from_latest(e, JOB, checkpointing(&storage));
-    let e = env(2, &StateBackend::Heap);
+    let e = env(2, &StateBackend::Heap, Compression::default());
     build(&e, &uninterrupted, None);
     e.execute().expect("the uninterrupted job succeeds");
     let (resumed, expected) = (committed_lines(&out), committed_lines(&uninterrupted));
@@ -165,15 +179,16 @@ fn resumes_exactly_from_a_long_chain(backend: impl Fn(&Path) -> StateBackend) {
 
 #[test]
 fn a_chain_of_twenty_incremental_checkpoints_restores_exactly_on_the_heap() {
-    resumes_exactly_from_a_long_chain(|_| StateBackend::Heap);
+    resumes_exactly_from_a_long_chain(|_| StateBackend::Heap, Compression::None, Compression::Zstd);
 }
 
 #[test]
 fn a_chain_of_twenty_incremental_checkpoints_restores_exactly_on_disk() {
-    resumes_exactly_from_a_long_chain(|dir| {
+    let disk = |dir: &Path| {
         std::fs::create_dir_all(dir).unwrap();
         StateBackend::disk(dir, weir::core::state::backend::MIN_MEMORY).unwrap()
-    });
+    };
+    resumes_exactly_from_a_long_chain(disk, Compression::Zstd, Compression::None);
 }
 
 #[test]
@@ -181,7 +196,7 @@ fn a_missing_shared_file_fails_the_restore_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let local = LocalStorage::new(tmp.path().join("ck"));
     let storage: Arc<dyn CheckpointStorage> = Arc::new(local.clone());
-    let completed = run_until_a_long_chain(&storage, &StateBackend::Heap, &tmp.path().join("out"));
+    let completed = run_until_a_long_chain(&storage, &StateBackend::Heap, Compression::Zstd, &tmp.path().join("out"));
     let id = completed.last().unwrap().0;
     let meta = metadata(&local, id);
     let gone = meta.operators.iter().flat_map(|o| &o.subtasks).find(|h| h.shared).unwrap().file.clone();
@@ -190,7 +205,7 @@ fn a_missing_shared_file_fails_the_restore_naming_it() {
     let err = snapshot.verify().unwrap_err().to_string();
     assert!(err.contains(&format!("{JOB}/shared/{gone} does not exist")), "{err}");
     // The job refuses to start from it rather than restoring part of its state.
-    let e = env(2, &StateBackend::Heap);
+    let e = env(2, &StateBackend::Heap, Compression::Zstd);
     build(&e, &tmp.path().join("out2"), None);
     let options = ExecuteOptions { restore: Some(snapshot), ..Default::default() };
     let err = match e.start_with(options) {
