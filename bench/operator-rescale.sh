@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A rescale under the operator with keyed state (issue 6): the time from a
 # parallelism change (2 -> 3) to the job running at the new parallelism from
-# its savepoint, with STATE_MB MiB of keyed state in the job's checkpoints.
+# its savepoint, with STATE_MB MiB of keyed state in the job's checkpoints
+# (as stored: compressed, about a third of the state as encoded).
 #
 # usage: bench/operator-rescale.sh [--write]
 #
@@ -71,11 +72,12 @@ if $write; then
     echo
     echo "\`bench/operator-rescale.sh --write\` ($(date -u +%Y-%m-%d), $(nproc) cores, commit $(git -C "$repo" rev-parse --short HEAD)): the e2e"
     echo "(a real API server, the chart's operator as a pod, pods as local processes, ${s3_says} as S3) with release binaries;"
-    echo "a dedup over order ids keeps every id until a checkpoint holds ${STATE_MB} MiB; then the parallelism 2 -> 3,"
+    echo "a dedup over order ids keeps every id until a checkpoint holds ${STATE_MB} MiB (as stored: each key group a zstd"
+    echo "frame, \\`checkpointing.compression\\`'s default); then the parallelism 2 -> 3,"
     echo "which the operator makes in place after adding a TaskManager for the third slot, 3 -> 4 onto the spare slot"
     echo "of the two TaskManagers (no pod starts), and back to 2 with a pod label changed too, which is an upgrade and redeploys."
     echo
-    echo "| keyed state in the checkpoint | path | to running at the new parallelism | to its first checkpoint there |"
+    echo "| keyed state stored in the checkpoint | path | to running at the new parallelism | to its first checkpoint there |"
     echo "|---|---|---|---|"
     echo "| ${mib} MiB | in place, a TaskManager added (2 -> 3) | ${running} s | ${first} s |"
     echo "| ${mib} MiB | in place, a spare slot (3 -> 4) | ${spare_running} s | ${spare_first} s |"
