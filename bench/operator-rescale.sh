@@ -73,7 +73,7 @@ if $write; then
     echo "\`bench/operator-rescale.sh --write\` ($(date -u +%Y-%m-%d), $(nproc) cores, commit $(git -C "$repo" rev-parse --short HEAD)): the e2e"
     echo "(a real API server, the chart's operator as a pod, pods as local processes, ${s3_says} as S3) with release binaries;"
     echo "a dedup over order ids keeps every id until a checkpoint holds ${STATE_MB} MiB (as stored: each key group a zstd"
-    echo "frame, \\`checkpointing.compression\\`'s default); then the parallelism 2 -> 3,"
+    echo "frame, \`checkpointing.compression\`'s default); then the parallelism 2 -> 3,"
     echo "which the operator makes in place after adding a TaskManager for the third slot, 3 -> 4 onto the spare slot"
     echo "of the two TaskManagers (no pod starts), and back to 2 with a pod label changed too, which is an upgrade and redeploys."
     echo
