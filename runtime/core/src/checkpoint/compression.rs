@@ -72,18 +72,6 @@ impl std::fmt::Display for Compression {
     }
 }
 
-impl std::str::FromStr for Compression {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "none" => Ok(Compression::None),
-            "zstd" => Ok(Compression::Zstd),
-            other => Err(format!("unknown compression `{other}`: expected zstd or none")),
-        }
-    }
-}
-
 /// One zstd frame decoded, its size checked against the one its header gives.
 fn unzstd(frame: &[u8]) -> Result<Vec<u8>, String> {
     let declared = match zstd::zstd_safe::get_frame_content_size(frame) {
@@ -152,13 +140,5 @@ mod tests {
         lying[at..at + 2].copy_from_slice(&(size - 10).to_le_bytes());
         let e = Compression::Zstd.decompress(lying).unwrap_err();
         assert!(e.contains("decompress") || e.contains("says"), "{e}");
-    }
-
-    #[test]
-    fn names_parse_and_print() {
-        for c in [Compression::None, Compression::Zstd] {
-            assert_eq!(c.name().parse::<Compression>().unwrap(), c);
-        }
-        assert!("gzip".parse::<Compression>().unwrap_err().contains("zstd or none"));
     }
 }

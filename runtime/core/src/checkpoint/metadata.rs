@@ -95,8 +95,7 @@ impl CheckpointMetadata {
     /// The CRC-32 of the metadata's compact JSON without `crc32`: of its content,
     /// whatever the layout of the file it was read from.
     pub fn checksum(&self) -> u32 {
-        let unsummed = CheckpointMetadata { crc32: None, ..self.clone() };
-        crc32fast::hash(&serde_json::to_vec(&unsummed).expect("metadata serializes"))
+        written_checksum(&serde_json::to_value(self).expect("metadata serializes"))
     }
 
     /// The `_metadata` file: pretty JSON, with its checksum.
