@@ -176,17 +176,19 @@ KUBECONFIG="$work/operator.kubeconfig" WEIR_LOG=info "$bin_dir/weir-operator" ru
 operator=$!
 trap 'stop_pid $operator; stop_control_plane; cleanup_work' EXIT
 
-# wait_for DESCRIPTION PYTHON_CONDITION PATH [SECONDS]: polls PATH (JSON in `o`), 60 s unless told.
+# wait_for DESCRIPTION PYTHON_CONDITION PATH [SECONDS]: polls PATH (JSON in `o`), 60 s unless told,
+# every WAIT_EVERY seconds (0.5; the timed rollouts look every 0.1 s, so that
+# what they measure is not mostly the wait between two looks).
 wait_for() {
-  local what=$1 cond=$2 path=$3 seconds=${4:-60}
-  for _ in $(seq $((seconds * 2))); do
+  local what=$1 cond=$2 path=$3 seconds=${4:-60} every=${WAIT_EVERY:-0.5}
+  for _ in $(seq "$(awk "BEGIN { print int($seconds / $every) }")"); do
     kube GET "$path" >"$work/obj.json"
     if [ "$KUBE_STATUS" != 000 ] && python3 -c "
 import json, sys
 o = json.load(open('$work/obj.json')); sys.exit(0 if ($cond) else 1)" 2>/dev/null; then
       return 0
     fi
-    sleep 0.5
+    sleep "$every"
   done
   echo "--- $path:" >&2; cat "$work/obj.json" >&2; echo "--- operator log:" >&2; tail -20 "$work/operator.log" >&2
   if declare -F node_logs >/dev/null; then node_logs; fi
@@ -844,7 +846,7 @@ timed_rollout() {
   echo "$1" >"$work/scale.json"
   kube PATCH "$jobs/state-job" "$work/scale.json" application/merge-patch+json >/dev/null
   started=$(date +%s.%N)
-  wait_for "the stateful job rolled out: $2" "$2" "$jobs/state-job" 180 >&2
+  WAIT_EVERY=0.1 wait_for "the stateful job rolled out: $2" "$2" "$jobs/state-job" 180 >&2
   running_s=$(python3 -c "print(round($(date +%s.%N) - $started, 1))")
   checkpointed state-job 1 120 >/dev/null
   echo "$running_s $(python3 -c "print(round($(date +%s.%N) - $started, 1))")"

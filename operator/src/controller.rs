@@ -176,12 +176,12 @@ async fn act(
                 op.trigger_id = Some(trigger);
             }
             write_status(job, ctx, status).await?;
-            return Ok(Some(Duration::from_secs(1)));
+            return Ok(Some(crate::planner::FOLLOW_EVERY));
         }
         Action::Rescale(request) => {
             rescale(job, ctx, status, request).await?;
             write_status(job, ctx, status).await?;
-            return Ok(Some(Duration::from_secs(1)));
+            return Ok(Some(crate::planner::FOLLOW_EVERY));
         }
         Action::ScaleTaskManagers(replicas) => scale_taskmanagers(job, ctx, status, replicas).await?,
         Action::DisposeSavepoint(path) => {
@@ -546,7 +546,7 @@ mod tests {
             ],
             "no pod touched"
         );
-        assert_eq!(requeue, Requeue::requeue(Duration::from_secs(1)), "the rescale is looked at soon");
+        assert_eq!(requeue, Requeue::requeue(crate::planner::FOLLOW_EVERY), "the rescale is looked at soon");
     }
 
     #[tokio::test]
@@ -638,7 +638,7 @@ mod tests {
             timeline,
             ["jobmanager: job", "kube: apply status", asked, "kube: apply status", "kube: event Rescale"]
         );
-        assert_eq!(requeue, Requeue::requeue(Duration::from_secs(1)), "the planner decides soon");
+        assert_eq!(requeue, Requeue::requeue(crate::planner::FOLLOW_EVERY), "the planner decides soon");
     }
 
     #[tokio::test]

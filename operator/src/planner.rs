@@ -40,6 +40,14 @@ mod rescale;
 pub use autoscaling::{Evaluation, SAMPLE_EVERY, rate_window, sample_every};
 pub use rescale::{SLOTS_LOOK_EVERY, TASKMANAGERS_WAIT};
 
+/// How often an operation in flight (a savepoint or an in-place rescale the
+/// JobManager is making) is looked at. The operation is done only once the
+/// operator has seen it done, so this adds up to its own length to every
+/// savepoint and rescale: an in-place rescale of 100 MB takes about a second
+/// in the JobManager. A look is one request to the JobManager (and, once
+/// the snapshot is complete, one to storage).
+pub const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+
 /// What the observer found (it only reads: the JobManager's REST API, storage).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Observed {
@@ -423,7 +431,7 @@ impl Planner<'_> {
                 Fate::Failed(format!("the {what} did not complete within {timeout:?}"))
             }
             None | Some(SavepointView::InProgress) => {
-                self.actions.push(Action::Requeue(Duration::from_secs(1)));
+                self.actions.push(Action::Requeue(FOLLOW_EVERY));
                 Fate::Waiting
             }
             Some(SavepointView::Failed(e)) => Fate::Failed(format!("the {what} failed: {e}")),
@@ -963,7 +971,7 @@ mod tests {
         assert!(p.actions.contains(&Action::TriggerSavepoint { stop: true }));
         // 3. A restarted operator finds the operation and waits for the savepoint.
         let p = step(&scaled(p.status), &observed(Some((JobState::Running, 2)), Some(SavepointView::InProgress)));
-        assert_eq!(p.actions, vec![Action::Requeue(Duration::from_secs(1))]);
+        assert_eq!(p.actions, vec![Action::Requeue(FOLLOW_EVERY)]);
         // 4. Completed and found in storage: redeploy at 3 from it.
         let sp = "s3://weir/checkpoints/j/savepoints/sp-9".to_string();
         let done = Some(SavepointView::Completed { path: sp.clone(), in_storage: true });

@@ -49,7 +49,7 @@ use std::time::Duration;
 
 use weir_api::rest::{JobState, RescaleRequest};
 
-use super::{Action, Fate, Planner, deployed_spec, elapsed, parallelism_in_words};
+use super::{Action, FOLLOW_EVERY, Fate, Planner, deployed_spec, elapsed, parallelism_in_words};
 use crate::crd::{
     InPlaceRescale, InPlaceStep, OperationKind, PendingOperation, RescaleRefusal, SavepointReason, SavepointRef,
     StreamJobSpec,
@@ -63,7 +63,7 @@ pub const TASKMANAGERS_WAIT: Duration = Duration::from_secs(300);
 /// How often the JobManager is asked for its slots while added TaskManagers
 /// register: the rescale waits for this look, so it is short (a look is one
 /// request to the JobManager and an unchanged apply of the Deployment).
-pub const SLOTS_LOOK_EVERY: Duration = Duration::from_secs(1);
+pub const SLOTS_LOOK_EVERY: Duration = FOLLOW_EVERY;
 
 /// The status of the refusal of a JobManager that understood the rescale (and cannot make it).
 const CONFLICT: i32 = 409;
@@ -141,7 +141,7 @@ impl Planner<'_> {
             }
             InPlaceStep::Rescale => {
                 self.actions.push(Action::Rescale(rescale_request(op)));
-                self.actions.push(Action::Requeue(Duration::from_secs(1)));
+                self.actions.push(Action::Requeue(FOLLOW_EVERY));
             }
         }
     }
@@ -368,7 +368,7 @@ mod tests {
         let mut following = up();
         following.savepoint = Some(SavepointView::InProgress);
         let p = step(&scaled(p.status), &following);
-        assert_eq!(p.actions, [Action::Requeue(Duration::from_secs(1))]);
+        assert_eq!(p.actions, [Action::Requeue(FOLLOW_EVERY)]);
         // 4. Completed: the job runs at 3 from the verified savepoint.
         let deployment = p.status.deployment.clone();
         let p = step(&scaled(p.status), &completed(one_taskmanager(3)));
