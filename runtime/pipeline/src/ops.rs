@@ -22,36 +22,50 @@ use weir_core::{Data, NO_TIMESTAMP, Record, TaskResult, Timestamp};
 use crate::value::{FieldType, Row, Value};
 
 /// A key of a keyed step: the values of its key fields. A one-field key
-/// (the common case) is inline, so keying a row allocates nothing, and keys
-/// held in state by the million stay 32 bytes each.
+/// (the common case) is its value, so keying a row allocates nothing, and
+/// keys held in state by the million are 24 bytes each, a value's size (a
+/// `SmallVec` of one value was 32: orders-dedup keeps every order id).
 ///
 /// It hashes and encodes exactly as the `Vec<Value>` keys were (a length,
 /// then the values): checkpoints taken with those restore into the same key
 /// groups and decode as keys of this type.
-#[derive(Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct RowKey(smallvec::SmallVec<[Value; 1]>);
+#[derive(Debug)]
+pub enum RowKey {
+    One(Value),
+    /// Any other number of values; always another number than one, so that
+    /// a key has one form.
+    Many(Box<[Value]>),
+}
 
 impl RowKey {
     #[inline]
     pub fn one(value: Value) -> RowKey {
-        RowKey(smallvec::smallvec![value])
+        RowKey::One(value)
     }
 
     pub fn from_values(values: impl IntoIterator<Item = Value>) -> RowKey {
-        RowKey(values.into_iter().collect())
+        let mut values = values.into_iter();
+        match (values.next(), values.next()) {
+            (None, _) => RowKey::default(),
+            (Some(v), None) => RowKey::One(v),
+            (Some(a), Some(b)) => RowKey::Many([a, b].into_iter().chain(values).collect()),
+        }
+    }
+}
+
+impl Default for RowKey {
+    /// No values: the key of a step without key fields.
+    fn default() -> RowKey {
+        RowKey::Many(Box::default())
     }
 }
 
 impl Clone for RowKey {
-    /// A one-value key is cloned as its value: `SmallVec`'s own clone goes
-    /// through its general `extend`, which cost q5 (whose windows clone every
-    /// key they fire) 8 % of its CPU.
     #[inline]
     fn clone(&self) -> RowKey {
-        match self.0.as_slice() {
-            [v] => RowKey::one(v.clone()),
-            values => RowKey::from_values(values.iter().cloned()),
+        match self {
+            RowKey::One(v) => RowKey::One(v.clone()),
+            RowKey::Many(values) => RowKey::Many(values.clone()),
         }
     }
 }
@@ -60,7 +74,44 @@ impl std::ops::Deref for RowKey {
     type Target = [Value];
     #[inline]
     fn deref(&self) -> &[Value] {
-        &self.0
+        match self {
+            RowKey::One(v) => std::slice::from_ref(v),
+            RowKey::Many(values) => values,
+        }
+    }
+}
+
+impl PartialEq for RowKey {
+    #[inline]
+    fn eq(&self, other: &RowKey) -> bool {
+        match (self, other) {
+            (RowKey::One(a), RowKey::One(b)) => a == b,
+            _ => **self == **other,
+        }
+    }
+}
+
+impl Eq for RowKey {}
+
+impl std::hash::Hash for RowKey {
+    /// As the slice of its values (its length, then each value): as a `Vec<Value>` hashes.
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state)
+    }
+}
+
+impl Serialize for RowKey {
+    /// As a sequence of its values, as a `Vec<Value>` is written.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for RowKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<RowKey, D::Error> {
+        let values = smallvec::SmallVec::<[Value; 1]>::deserialize(deserializer)?;
+        Ok(RowKey::from_values(values))
     }
 }
 
@@ -465,8 +516,11 @@ mod tests {
     fn keys_hash_and_encode_as_the_vectors_they_were() {
         use weir_core::keygroup::hash_key;
         use weir_core::state::codec;
+        assert_eq!(std::mem::size_of::<RowKey>(), std::mem::size_of::<Value>());
         for values in [vec![Value::Str("us-east".into())], vec![Value::Int(7), Value::Null], vec![]] {
             let key = RowKey::from_values(values.iter().cloned());
+            assert_eq!(&*key, &values[..]);
+            assert!(matches!(key, RowKey::One(_)) == (values.len() == 1), "one form per key: {key:?}");
             assert_eq!(hash_key(&key), hash_key(&values), "{values:?}");
             assert_eq!(codec::encode(&key), codec::encode(&values), "{values:?}");
             let decoded: RowKey = codec::decode(&codec::encode(&values), "a key").unwrap();
