@@ -356,9 +356,20 @@ fn is_arithmetic(rest: &[(BinOp, Node)]) -> bool {
 }
 
 /// A run of operators applied from the left; null as soon as an operand is.
-fn chain<T: Prim>(first: Arg<T>, rest: Vec<(BinOp, Arg<T>)>, apply: fn(BinOp, T, T) -> Option<T>) -> Arg<T> {
+///
+/// `apply` is a function item, not a pointer, so that it is inlined into the
+/// closure; a run of one operator (`price * 0.908`) is a closure without the
+/// loop.
+fn chain<T: Prim, F>(first: Arg<T>, rest: Vec<(BinOp, Arg<T>)>, apply: F) -> Arg<T>
+where
+    F: Fn(BinOp, T, T) -> Option<T> + Copy + Send + Sync + 'static,
+{
     if rest.is_empty() {
         return first;
+    }
+    if let [(op, right)] = &rest[..] {
+        let (op, right) = (*op, right.clone());
+        return Arg::code(move |row| apply(op, first.get(row)?, right.get(row)?));
     }
     Arg::code(move |row| {
         let mut acc = first.get(row);
