@@ -256,6 +256,24 @@ fn keep(acc: &mut Option<Value>, v: &Value, want: std::cmp::Ordering) {
     }
 }
 
+/// One aggregate's accumulator `b` merged into `a` (of the same aggregate).
+fn merge_acc(a: &mut Acc, b: &Acc) {
+    match (a, b) {
+        (Acc::Count(x), Acc::Count(y)) => *x += y,
+        (Acc::SumInt(x), Acc::SumInt(y)) => *x = x.wrapping_add(*y),
+        (Acc::SumFloat(x), Acc::SumFloat(y)) => *x += y,
+        (Acc::Min(x), Acc::Min(Some(y))) => keep(x, y, std::cmp::Ordering::Less),
+        (Acc::Max(x), Acc::Max(Some(y))) => keep(x, y, std::cmp::Ordering::Greater),
+        (Acc::Avg(s, n), Acc::Avg(s2, n2)) => {
+            *s += s2;
+            *n += n2;
+        }
+        (Acc::Distinct(x), Acc::Distinct(y)) => x.extend(y.iter().cloned()),
+        (Acc::ApproxDistinct(x), Acc::ApproxDistinct(y)) => x.merge(y),
+        _ => {}
+    }
+}
+
 impl AggregateFunction<Row> for RowAggregates {
     type Acc = Vec<Acc>;
     type Result = Vec<Value>;
@@ -305,19 +323,17 @@ impl AggregateFunction<Row> for RowAggregates {
     fn merge(&self, accs: &mut Vec<Acc>, other: Vec<Acc>) {
         for (a, b) in accs.iter_mut().zip(other) {
             match (a, b) {
-                (Acc::Count(x), Acc::Count(y)) => *x += y,
-                (Acc::SumInt(x), Acc::SumInt(y)) => *x = x.wrapping_add(y),
-                (Acc::SumFloat(x), Acc::SumFloat(y)) => *x += y,
-                (Acc::Min(x), Acc::Min(Some(y))) => keep(x, &y, std::cmp::Ordering::Less),
-                (Acc::Max(x), Acc::Max(Some(y))) => keep(x, &y, std::cmp::Ordering::Greater),
-                (Acc::Avg(s, n), Acc::Avg(s2, n2)) => {
-                    *s += s2;
-                    *n += n2;
-                }
+                // A set given is moved, not copied.
                 (Acc::Distinct(x), Acc::Distinct(y)) => x.extend(y),
-                (Acc::ApproxDistinct(x), Acc::ApproxDistinct(y)) => x.merge(&y),
-                _ => {}
+                (a, b) => merge_acc(a, &b),
             }
+        }
+    }
+
+    /// Merges without a copy of `other` (it owns an allocation, the vector).
+    fn merge_ref(&self, accs: &mut Vec<Acc>, other: &Vec<Acc>) {
+        for (a, b) in accs.iter_mut().zip(other) {
+            merge_acc(a, b);
         }
     }
 

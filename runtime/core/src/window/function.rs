@@ -15,6 +15,13 @@ pub trait AggregateFunction<In>: Send + Sync + 'static {
     fn create(&self) -> Self::Acc;
     fn add(&self, acc: &mut Self::Acc, value: &In);
     fn merge(&self, acc: &mut Self::Acc, other: Self::Acc);
+    /// `other` merged into `acc` and kept: a sliding window's slice is merged
+    /// into every window it is part of. Clones `other` unless the function
+    /// can merge from a reference (an accumulator that owns an allocation
+    /// would be copied once per window and slice).
+    fn merge_ref(&self, acc: &mut Self::Acc, other: &Self::Acc) {
+        self.merge(acc, other.clone())
+    }
     fn result(&self, acc: &Self::Acc) -> Self::Result;
 }
 
@@ -25,6 +32,10 @@ pub trait WindowFunction<K, In>: Send + 'static {
     fn create(&self) -> Self::Acc;
     fn add(&self, acc: &mut Self::Acc, value: &In);
     fn merge(&self, acc: &mut Self::Acc, other: Self::Acc);
+    /// `other` merged into `acc` and kept ([`AggregateFunction::merge_ref`]).
+    fn merge_ref(&self, acc: &mut Self::Acc, other: &Self::Acc) {
+        self.merge(acc, other.clone())
+    }
     fn emit(&mut self, key: &K, window: &Window, acc: &Self::Acc, out: &mut dyn FnMut(Self::Out));
 }
 
@@ -59,6 +70,9 @@ where
     }
     fn merge(&self, acc: &mut A::Acc, other: A::Acc) {
         self.aggregate.merge(acc, other)
+    }
+    fn merge_ref(&self, acc: &mut A::Acc, other: &A::Acc) {
+        self.aggregate.merge_ref(acc, other)
     }
     fn emit(&mut self, key: &K, window: &Window, acc: &A::Acc, out: &mut dyn FnMut(Out)) {
         out((self.finish)(key, window, self.aggregate.result(acc)))

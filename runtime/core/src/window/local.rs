@@ -240,10 +240,13 @@ where
         self.function.create()
     }
     fn add(&self, acc: &mut F::Acc, partial: &Partial<K, F::Acc>) {
-        self.function.merge(acc, partial.acc.clone())
+        self.function.merge_ref(acc, &partial.acc)
     }
     fn merge(&self, acc: &mut F::Acc, other: F::Acc) {
         self.function.merge(acc, other)
+    }
+    fn merge_ref(&self, acc: &mut F::Acc, other: &F::Acc) {
+        self.function.merge_ref(acc, other)
     }
     fn emit(&mut self, key: &K, window: &Window, acc: &F::Acc, out: &mut dyn FnMut(F::Out)) {
         self.function.emit(key, window, acc, out)

@@ -266,7 +266,7 @@ fn fire_window<K: Key, In, F: WindowFunction<K, In>>(
         several => {
             let mut acc = function.create();
             for p in several {
-                function.merge(&mut acc, p.acc.clone());
+                function.merge_ref(&mut acc, &p.acc);
             }
             function.emit(key, &window, &acc, &mut emit);
         }
