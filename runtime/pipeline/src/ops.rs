@@ -237,6 +237,11 @@ pub enum Acc {
     ApproxDistinct(DistinctSketch<Value>),
 }
 
+/// The accumulators of a step's aggregates. One is inline: a window keeps an
+/// accumulator per key and pane (q5: every auction in every 2 s slice), and
+/// one aggregate, a count, is the common case. Written as a `Vec` is.
+pub type Accs = smallvec::SmallVec<[Acc; 1]>;
+
 /// All aggregates of a step, as one [`AggregateFunction`] over rows.
 #[derive(Clone)]
 pub struct RowAggregates {
@@ -275,10 +280,10 @@ fn merge_acc(a: &mut Acc, b: &Acc) {
 }
 
 impl AggregateFunction<Row> for RowAggregates {
-    type Acc = Vec<Acc>;
+    type Acc = Accs;
     type Result = Vec<Value>;
 
-    fn create(&self) -> Vec<Acc> {
+    fn create(&self) -> Accs {
         self.specs
             .iter()
             .map(|s| match s.kind {
@@ -294,7 +299,7 @@ impl AggregateFunction<Row> for RowAggregates {
             .collect()
     }
 
-    fn add(&self, accs: &mut Vec<Acc>, row: &Row) {
+    fn add(&self, accs: &mut Accs, row: &Row) {
         for (acc, spec) in accs.iter_mut().zip(self.specs.iter()) {
             let v = spec.field.map(|i| &row[i]);
             match (acc, v) {
@@ -320,7 +325,7 @@ impl AggregateFunction<Row> for RowAggregates {
         }
     }
 
-    fn merge(&self, accs: &mut Vec<Acc>, other: Vec<Acc>) {
+    fn merge(&self, accs: &mut Accs, other: Accs) {
         for (a, b) in accs.iter_mut().zip(other) {
             match (a, b) {
                 // A set given is moved, not copied.
@@ -330,14 +335,14 @@ impl AggregateFunction<Row> for RowAggregates {
         }
     }
 
-    /// Merges without a copy of `other` (it owns an allocation, the vector).
-    fn merge_ref(&self, accs: &mut Vec<Acc>, other: &Vec<Acc>) {
+    /// Merges without a copy of `other` (which may own allocations).
+    fn merge_ref(&self, accs: &mut Accs, other: &Accs) {
         for (a, b) in accs.iter_mut().zip(other) {
             merge_acc(a, b);
         }
     }
 
-    fn result(&self, accs: &Vec<Acc>) -> Vec<Value> {
+    fn result(&self, accs: &Accs) -> Vec<Value> {
         accs.iter()
             .map(|a| match a {
                 Acc::Count(n) => Value::Int(*n),
