@@ -12,12 +12,17 @@
 # short run of FIXED_EVENTS events of the same workload and parallelism (for
 # Flink: mini-cluster start-up and JIT warm-up). Then measures Weir's peak RSS
 # on orders-window over MEMORY_EVENTS events at parallelism 1.
+# Each workload with a pipeline file (examples/workloads/WORKLOAD.yaml, what a
+# StreamJob on the stock image runs) also runs through `weir bench --pipeline`
+# in the same loop, for a second table: the pipeline against Flink and against
+# the Rust API (same number of rows required; the checksums of pipeline rows
+# differ by design where a row's fields are ordered otherwise).
 # With --write, also regenerates its section of docs/benchmarks.md (between the
 # `<!-- BEGIN compare.sh -->` and `<!-- END compare.sh -->` markers; the rest of
 # the file, such as bench/checkpoints.sh's section, is kept).
 #
 # Environment (defaults in brackets):
-#   WORKLOADS      [orders-window orders-dedup q0 q1 q2 q5 q7]
+#   WORKLOADS      [orders-window orders-dedup orders-sliding q0 q1 q2 q5 q7]
 #   PARALLELISMS   [1 2]
 #   EVENTS         [10000000]
 #   FIXED_EVENTS   [100000]     (0 skips the short runs and the per-event ratio)
@@ -30,7 +35,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 flink=$repo/bench/flink/run.sh
 weir=$repo/target/release/weir
 
-WORKLOADS=${WORKLOADS:-orders-window orders-dedup q0 q1 q2 q5 q7}
+WORKLOADS=${WORKLOADS:-orders-window orders-dedup orders-sliding q0 q1 q2 q5 q7}
 PARALLELISMS=${PARALLELISMS:-1 2}
 EVENTS=${EVENTS:-10000000}
 FIXED_EVENTS=${FIXED_EVENTS:-100000}
@@ -41,6 +46,8 @@ write=$(write_flag "$@")
 
 # Workloads where Weir should reach 10x Flink's events per CPU-second at p=1.
 TEN_X_WORKLOADS="orders-window q1 q5 q7"
+# Workloads where parallelism 2 should run at least 1.7x the events per second of 1 (issue 17).
+SCALING_WORKLOADS="orders-window orders-dedup q5 q7"
 
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
@@ -71,6 +78,35 @@ per_event_cpu_s() {
 # ratio_or_na A B: A/B with two decimals, or n/a when either is.
 ratio_or_na() { if [ "$1" = n/a ] || [ "$2" = n/a ]; then echo n/a; else ratio "$1" "$2"; fi; }
 
+# pipeline_row WORKLOAD P WEIR_OUTPUTS FLINK_OUTPUTS WEIR_CPU FLINK_CPU: runs the workload's
+# pipeline file, if it has one, and adds its row to prows and presults.
+pipeline_row() {
+  local w=$1 p=$2 file=$repo/examples/workloads/$1.yaml tag=$1-p$2 pl p_out same p_cpu
+  [ -f "$file" ] || return 0
+  log "$tag: weir, pipeline file"
+  pl=$("$weir" bench --pipeline "$file" --events "$EVENTS" --parallelism "$p" 2>"$logs/$tag.pipeline.err" \
+    | grep -m1 '^query=' || true)
+  if [ -z "$pl" ]; then
+    log "$tag: pipeline FAILED"; tail -n 20 "$logs/$tag.pipeline.err" >&2
+    failures=$((failures + 1))
+    prows+=("| $w | $p | **FAILED** | | | | | |")
+    return 0
+  fi
+  log "  pipeline: $pl"
+  p_out=$(field outputs "$pl")
+  if [ "$p_out" = "$3" ] && [ "$p_out" = "$4" ]; then
+    same=yes
+  else
+    same="**MISMATCH**"
+    mismatches=$((mismatches + 1))
+    log "!!!!!!!! MISMATCH on $tag: pipeline outputs=$p_out, weir outputs=$3, flink outputs=$4"
+  fi
+  p_cpu=$(per_cpu_s "$EVENTS" "$(field cpu_ms "$pl")")
+  prows+=("| $w | $p | $(millions "$(field events_per_s "$pl")") | $(millions "$p_cpu") | $(millions "$6") \
+| **$(ratio "$p_cpu" "$6")x** | $(millions "$5") | $(ratio "$5" "$p_cpu")x | $same |")
+  presults+=("$w $p $(ratio "$p_cpu" "$6") $(ratio "$5" "$p_cpu")")
+}
+
 log "building weir (release)"
 (cd "$repo" && cargo build --release --quiet -p weir-cli)
 
@@ -80,7 +116,9 @@ commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo " (with uncommitted changes)" || true)
 
 rows=()       # markdown table rows, one per (workload, parallelism)
-results=()    # "workload parallelism weir/flink-per-cpu-ratio", for the target checks
+prows=()      # the same for pipeline files
+results=()    # "workload parallelism weir/flink-per-cpu-ratio events/s", for the target checks
+presults=()   # "workload parallelism pipeline/flink-per-cpu-ratio rust-api/pipeline", likewise
 failures=0
 mismatches=0
 
@@ -136,12 +174,14 @@ for w in $WORKLOADS; do
         log "$tag: a short run FAILED"; tail -n 5 "$logs/$tag.flink-fixed.err" >&2
       fi
     fi
+    pipeline_row "$w" "$p" "$w_out" "$f_out" "$w_cpu" "$f_cpu"
+
     r_marg=$(ratio_or_na "$w_marg" "$f_marg")
     [ "$r_marg" = n/a ] || r_marg="${r_marg}x"
     [ "$f_marg" = n/a ] || f_marg=$(millions "$f_marg")
     rows+=("| $w | $p | $w_out | $(millions "$(field events_per_s "$wl")") | $(millions "$(field events_per_s "$fl")") \
 | $(millions "$w_cpu") | $(millions "$f_cpu") | **${r}x** | $f_fixed | $f_marg | $r_marg | $same |")
-    results+=("$w $p $r")
+    results+=("$w $p $r $(field events_per_s "$wl")")
   done
 done
 
@@ -164,7 +204,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 targets=()
 below_flink=0
 for res in "${results[@]}"; do
-  read -r w p r <<<"$res"
+  read -r w p r _ <<<"$res"
   if [ "$p" = 1 ] && [[ " $TEN_X_WORKLOADS " == *" $w "* ]]; then
     ok=$(awk -v r="$r" 'BEGIN { print (r >= 10) ? "met" : "**MISSED**" }')
     targets+=("- $w, p=1: Weir/Flink events per CPU-second = ${r}x, target >= 10x: $ok")
@@ -176,6 +216,37 @@ for res in "${results[@]}"; do
 done
 [ "$below_flink" -gt 0 ] || targets+=("- every row: Weir/Flink events per CPU-second >= 1x: met")
 
+# Issue 17's targets, from the same rows.
+met_or_missed() { awk -v x="$1" -v op="$2" -v t="$3" 'BEGIN { ok = (op == ">=") ? (x >= t) : (x <= t); print ok ? "met" : "**MISSED**" }'; }
+for res in "${results[@]}"; do
+  read -r w p r _ <<<"$res"
+  targets+=("- $w, p=$p: Weir/Flink events per CPU-second = ${r}x, target >= 20x: $(met_or_missed "$r" ">=" 20)")
+done
+for res in "${presults[@]}"; do
+  read -r w p r lead <<<"$res"
+  [ "$p" = 1 ] || continue
+  targets+=("- $w, p=1, pipeline file: pipeline/Flink events per CPU-second = ${r}x, target >= 20x: $(met_or_missed "$r" ">=" 20);\
+ Rust API / pipeline = ${lead}x, target <= 1.5x: $(met_or_missed "$lead" "<=" 1.5)")
+done
+for w in $SCALING_WORKLOADS; do
+  one=""; two=""
+  for res in "${results[@]}"; do
+    read -r rw rp _ eps <<<"$res"
+    [ "$rw" = "$w" ] || continue
+    [ "$rp" = 1 ] && one=$eps
+    [ "$rp" = 2 ] && two=$eps
+  done
+  [ -n "$one" ] && [ -n "$two" ] || continue
+  s=$(ratio "$two" "$one")
+  targets+=("- $w: events per second at p=2 / p=1 = ${s}x, target >= 1.7x: $(met_or_missed "$s" ">=" 1.7)")
+done
+
+ptable() {
+  echo "| workload | p | pipeline events/s | pipeline events/CPU-s | Flink events/CPU-s | pipeline/Flink (CPU) | Rust API events/CPU-s | Rust API / pipeline (CPU) | same number of rows |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${prows[@]}"
+}
+
 table() {
   echo "| workload | p | outputs | Weir events/s | Flink events/s | Weir events/CPU-s | Flink events/CPU-s | Weir/Flink (CPU) | Flink fixed CPU-s | Flink events/CPU-s, per event | Weir/Flink (CPU, per event) | same result |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -184,6 +255,7 @@ table() {
 
 table
 echo
+[ "${#prows[@]}" -eq 0 ] || { ptable; echo; }
 echo "$memory"
 echo
 printf '%s\n' "${targets[@]}"
@@ -241,6 +313,17 @@ if $write; then
     echo
     table
     echo
+    if [ "${#prows[@]}" -gt 0 ]; then
+      echo "### Pipeline files"
+      echo
+      echo "What every StreamJob on the stock image runs: each workload's pipeline file"
+      echo "(\`examples/workloads/WORKLOAD.yaml\`, through \`weir bench --pipeline\`: its rows folded into a checksum"
+      echo "instead of written to its sink, only the job timed), in the same loop as the rows above, against the"
+      echo "same Flink run and the Rust API's run of the same workload and parallelism."
+      echo
+      ptable
+      echo
+    fi
     echo "### Memory"
     echo
     echo "$memory"
@@ -248,7 +331,10 @@ if $write; then
     echo "### Targets"
     echo
     echo "Weir's events per CPU-second (whole jobs, the *Weir/Flink (CPU)* column) at least 10x Flink's on"
-    echo "$(echo $TEN_X_WORKLOADS | sed 's/ /, /g') at parallelism 1, and never below Flink's on any workload:"
+    echo "$(echo $TEN_X_WORKLOADS | sed 's/ /, /g') at parallelism 1, and never below Flink's on any workload;"
+    echo "then issue 17's: at least 20x Flink's on every workload at parallelism 1 and 2 through \`weir bench\`,"
+    echo "pipeline files at least 20x Flink's at parallelism 1 and within 1.5x of the Rust API, and parallelism 2"
+    echo "at least 1.7x the events per second of parallelism 1 on $(echo $SCALING_WORKLOADS | sed 's/ /, /g'):"
     echo
     printf '%s\n' "${targets[@]}"
     echo
