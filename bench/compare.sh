@@ -22,7 +22,9 @@
 # the file, such as bench/checkpoints.sh's section, is kept).
 #
 # Environment (defaults in brackets):
-#   WORKLOADS      [orders-window orders-dedup orders-sliding q0 q1 q2 q5 q7]
+#   WORKLOADS      [orders-window orders-dedup q0 q1 q2 q5 q7]
+#                  (orders-sliding also runs, but Flink takes about 12 CPU-minutes
+#                  per run of 10 M events: its own section compares it at 2 M)
 #   PARALLELISMS   [1 2]
 #   EVENTS         [10000000]
 #   FIXED_EVENTS   [100000]     (0 skips the short runs and the per-event ratio)
@@ -35,7 +37,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 flink=$repo/bench/flink/run.sh
 weir=$repo/target/release/weir
 
-WORKLOADS=${WORKLOADS:-orders-window orders-dedup orders-sliding q0 q1 q2 q5 q7}
+WORKLOADS=${WORKLOADS:-orders-window orders-dedup q0 q1 q2 q5 q7}
 PARALLELISMS=${PARALLELISMS:-1 2}
 EVENTS=${EVENTS:-10000000}
 FIXED_EVENTS=${FIXED_EVENTS:-100000}

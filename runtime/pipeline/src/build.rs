@@ -24,7 +24,9 @@ use crate::connectors;
 use crate::error::PipelineError;
 use crate::file_source::{FileSource, list_files};
 use crate::ops::{AnomalyFlag, CountRows, DedupRows, ExternalCall, RowAggregates, RowKey, SelectRows, TopRows};
-use crate::plan::{JoinHow, Plan, SinkKind, SinkPlan, SourceKind, SourcePlan, StatePlan, StepKind, WindowOutput};
+use crate::plan::{
+    JoinHow, Plan, Projection, SinkKind, SinkPlan, SourceKind, SourcePlan, StatePlan, StepKind, WindowOutput,
+};
 use crate::records::DeadLetters;
 use crate::value::{Row, Schema, Value};
 
@@ -82,7 +84,7 @@ pub fn build_to(
         env.set_incremental_checkpoints(on);
     }
     let stats = stats.clone();
-    let mut stream = source(file, "source", &plan.source, &plan.source_fields_read(), env, &stats)?;
+    let mut stream = source(file, "source", &plan.source, &plan.source_projection(), env, &stats)?;
     for step in &plan.steps {
         stream = self::step(file, step, stream, &stats)?;
         if let Some(p) = step.parallelism {
@@ -129,48 +131,54 @@ fn text_if(read: bool, make: impl FnOnce() -> SmolStr) -> Value {
     if read { Value::Str(make()) } else { Value::Null }
 }
 
-/// A row of the given values, each written straight into the row's
-/// allocation, and the row's pointer, length and capacity kept in registers
-/// until it is returned. `vec![...]` makes the values on the stack first (a
-/// byte of tag and a word of payload each), and a `Vec` pushed to lives in
-/// memory; either is then copied with wider loads than the narrow stores that
-/// wrote it, which stall: 20 % of the CPU of q0 and q1 through their
-/// pipeline files was that copy.
+/// A row of the first `width` of the given values (at most all of them),
+/// each written straight into the row's allocation, and the row's pointer,
+/// length and capacity kept in registers until it is returned; the values
+/// after them are not made at all. `vec![...]` makes the values on the stack
+/// first (a byte of tag and a word of payload each), and a `Vec` pushed to
+/// lives in memory; either is then copied with wider loads than the narrow
+/// stores that wrote it, which stall: 20 % of the CPU of q0 and q1 through
+/// their pipeline files was that copy.
 macro_rules! row {
-    ($($value:expr),+ $(,)?) => {{
+    ($width:expr; $($value:expr),+ $(,)?) => {{
         const N: usize = [$(stringify!($value)),+].len();
-        let mut row = std::mem::ManuallyDrop::new(Row::with_capacity(N));
+        let width = N.min($width);
+        let mut row = std::mem::ManuallyDrop::new(Row::with_capacity(width));
         let (ptr, capacity) = (row.as_mut_ptr(), row.capacity());
         let mut written = 0;
         $(
-            // SAFETY: `written < N <= capacity`: each value goes to its own
-            // slot of the allocation, none written before. (Should a value's
-            // expression panic, the allocation leaks; nothing is dropped twice.)
-            unsafe { ptr.add(written).write($value) };
-            written += 1;
+            if written < width {
+                // SAFETY: `written < width <= capacity`: each value goes to
+                // its own slot of the allocation, none written before.
+                // (Should a value's expression panic, the allocation leaks;
+                // nothing is dropped twice.)
+                unsafe { ptr.add(written).write($value) };
+                written += 1;
+            }
         )+
-        debug_assert_eq!(written, N);
+        debug_assert_eq!(written, width);
         // SAFETY: the allocation is the row's own, of `capacity`, and its
-        // first N slots were written above.
-        unsafe { Row::from_raw_parts(ptr, N, capacity) }
+        // first `width` slots were written above.
+        unsafe { Row::from_raw_parts(ptr, width, capacity) }
     }};
 }
 
-/// The rows of a datagen workload; `read[i]` says whether field `i` is read.
-/// Numbers cost nothing to fill in; texts are made only when read.
+/// The rows of a datagen workload, as `projection` says: numbers cost
+/// nothing to fill in, texts are made only when read, and the fields after
+/// the projection's width are left out.
 fn workload_rows(
     env: &StreamEnv,
     workload: Workload,
     count: Option<u64>,
     rate: impl IntoRateProfile,
-    read: &[bool],
+    projection: &Projection,
 ) -> DataStream<Row> {
-    let read = |i: usize| read.get(i).copied().unwrap_or(true);
+    let width = projection.width;
     match workload {
         Workload::Orders => {
-            let id = read(0);
+            let id = projection.reads(0);
             env.orders(count, rate).map(move |o: Order| {
-                row![
+                row![width;
                     text_if(id, || order_id_text(o.order_id)),
                     Value::Str(SmolStr::new_static(o.region.as_str())),
                     Value::Int(o.amount),
@@ -179,15 +187,15 @@ fn workload_rows(
             })
         }
         Workload::Payments => {
-            let id = read(0);
+            let id = projection.reads(0);
             env.payments(count, rate).map(move |p: Payment| {
-                row![text_if(id, || order_id_text(p.order_id)), Value::Int(p.amount), Value::Int(p.time)]
+                row![width; text_if(id, || order_id_text(p.order_id)), Value::Int(p.amount), Value::Int(p.time)]
             })
         }
         Workload::Bids => {
-            let extra = read(5);
+            let extra = projection.reads(5);
             env.bids(count, rate).map(move |b: Bid| {
-                row![
+                row![width;
                     Value::Int(b.auction),
                     Value::Int(b.bidder),
                     Value::Int(b.price),
@@ -218,7 +226,7 @@ fn source(
     file: &Path,
     key: &str,
     src: &SourcePlan,
-    read: &[bool],
+    projection: &Projection,
     env: &StreamEnv,
     stats: &PipelineStats,
 ) -> Result<DataStream<Row>, PipelineError> {
@@ -229,8 +237,8 @@ fn source(
     let format = src.format;
     let stream = match &src.kind {
         SourceKind::Datagen { workload, count, rate } => match rate.as_ref().map(rate_profile) {
-            Some(profile) => workload_rows(env, *workload, *count, profile, read),
-            None => workload_rows(env, *workload, *count, None, read),
+            Some(profile) => workload_rows(env, *workload, *count, profile, projection),
+            None => workload_rows(env, *workload, *count, None, projection),
         },
         SourceKind::File { path, max_line_bytes } => {
             let files = list_files(Path::new(path))
@@ -361,7 +369,8 @@ fn step(
         StepKind::Join { with, other, key, other_key, how, fields } => {
             let env = stream.env().clone();
             // The other side's rows are read whole (no projection is worked out for them).
-            let other = source(file, &format!("sources.{with}"), other, &[], &env, stats)?;
+            let whole = Projection::whole(other.schema.fields.len());
+            let other = source(file, &format!("sources.{with}"), other, &whole, &env, stats)?;
             let joined = Joined {
                 fields: fields.as_slice().into(),
                 key: key.as_slice().into(),

@@ -1206,6 +1206,48 @@ mod tests {
         assert_eq!(read(&anomaly), ["region", "amount", "time"]);
     }
 
+    /// How many leading fields a datagen source's rows of `yaml`'s plan have.
+    fn width(yaml: &str) -> usize {
+        let p = plan(yaml).unwrap();
+        let projection = p.source_projection();
+        assert_eq!(projection.read, p.source_fields_read());
+        projection.width
+    }
+
+    #[test]
+    fn rows_are_cut_after_their_last_field_read_only_where_nothing_misses_the_rest() {
+        let bids = "name: j\nsource: { type: datagen, workload: bids }\n";
+        let sink = "sink: { type: blackhole }";
+        // q0-q2: auction and price (0 and 2) of auction, bidder, price, channel, time, extra.
+        assert_eq!(width(&format!("{bids}steps:\n  - select: {{ a: auction, p: price }}\n{sink}")), 3);
+        let filtered = format!("{bids}steps:\n  - filter: auction % 2 == 0\n  - select: {{ p: price * 2 }}\n{sink}");
+        assert_eq!(width(&filtered), 3);
+        let deduped = format!("{bids}steps:\n  - dedup: {{ key: bidder }}\n  - select: {{ a: auction }}\n{sink}");
+        assert_eq!(width(&deduped), 2);
+        // A window's aggregate makes rows of its own: up to event time (4).
+        let timed =
+            "name: j\nsource: { type: datagen, workload: bids, watermark: { field: time, out_of_orderness: 1s } }\n";
+        let counted = "  - key_by: auction\n  - window: { type: tumbling, size: 10s }\n  - aggregate: { n: count() }\n";
+        assert_eq!(width(&format!("{timed}steps:\n{counted}{sink}")), 5);
+        // Whole rows wherever a step or a sink could miss a field left out.
+        assert_eq!(width(&format!("{bids}steps:\n  - filter: auction > 3\n{sink}")), 6, "the sink reads every field");
+        let top =
+            "  - window: { type: tumbling, size: 10s }\n  - top: { n: 1, by: [price] }\n  - select: { a: auction }\n";
+        assert_eq!(width(&format!("{timed}steps:\n{top}{sink}")), 6, "top-N keeps rows and appends bounds");
+        let late = "  - key_by: auction\n  - window: { type: tumbling, size: 10s, late: { type: stdout } }\n  - aggregate: { n: count() }\n";
+        assert_eq!(width(&format!("{timed}steps:\n{late}{sink}")), 6, "late rows go to a sink");
+        let ingested = "name: j\nsource: { type: datagen, workload: bids, watermark: { ingestion_time: at, out_of_orderness: 1s } }\n";
+        assert_eq!(
+            width(&format!("{ingested}steps:\n  - select: {{ a: auction }}\n{sink}")),
+            7,
+            "ingestion time is appended"
+        );
+        let anomaly = format!(
+            "{bids}steps:\n  - anomaly: {{ field: price, key: auction }}\n  - select: {{ a: anomaly }}\n{sink}"
+        );
+        assert_eq!(width(&anomaly), 6, "the anomaly flag appends a field");
+    }
+
     #[test]
     fn connector_keys_are_checked_against_the_stream() {
         let e = plan(
