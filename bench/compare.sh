@@ -80,6 +80,21 @@ per_event_cpu_s() {
 # ratio_or_na A B: A/B with two decimals, or n/a when either is.
 ratio_or_na() { if [ "$1" = n/a ] || [ "$2" = n/a ]; then echo n/a; else ratio "$1" "$2"; fi; }
 
+# agreement TAG RESULT...: "yes" when every run's RESULT (its text after the
+# engine's name, "weir outputs=... checksum=...") is the same; otherwise logs
+# the results and prints the mismatch marker, which the caller counts.
+agreement() {
+  local tag=$1 first=${2#* } r
+  for r in "${@:3}"; do
+    if [ "${r#* }" != "$first" ]; then
+      log "!!!!!!!! MISMATCH on $tag: $(IFS=';'; echo "${*:2}")"
+      echo "**MISMATCH**"
+      return
+    fi
+  done
+  echo yes
+}
+
 # pipeline_row WORKLOAD P WEIR_OUTPUTS FLINK_OUTPUTS WEIR_CPU FLINK_CPU: runs the workload's
 # pipeline file, if it has one, and adds its row to prows and presults.
 pipeline_row() {
@@ -96,13 +111,8 @@ pipeline_row() {
   fi
   log "  pipeline: $pl"
   p_out=$(field outputs "$pl")
-  if [ "$p_out" = "$3" ] && [ "$p_out" = "$4" ]; then
-    same=yes
-  else
-    same="**MISMATCH**"
-    mismatches=$((mismatches + 1))
-    log "!!!!!!!! MISMATCH on $tag: pipeline outputs=$p_out, weir outputs=$3, flink outputs=$4"
-  fi
+  same=$(agreement "$tag" "pipeline outputs=$p_out" "weir outputs=$3" "flink outputs=$4")
+  [ "$same" = yes ] || mismatches=$((mismatches + 1))
   p_cpu=$(per_cpu_s "$EVENTS" "$(field cpu_ms "$pl")")
   prows+=("| $w | $p | $(millions "$(field events_per_s "$pl")") | $(millions "$p_cpu") | $(millions "$6") \
 | **$(ratio "$p_cpu" "$6")x** | $(millions "$5") | $(ratio "$5" "$p_cpu")x | $same |")
@@ -146,13 +156,8 @@ for w in $WORKLOADS; do
 
     w_out=$(field outputs "$wl"); w_sum=$(field checksum "$wl")
     f_out=$(field outputs "$fl"); f_sum=$(field checksum "$fl")
-    if [ "$w_out" = "$f_out" ] && [ "$w_sum" = "$f_sum" ]; then
-      same=yes
-    else
-      same="**MISMATCH**"
-      mismatches=$((mismatches + 1))
-      log "!!!!!!!! MISMATCH on $tag: weir outputs=$w_out checksum=$w_sum; flink outputs=$f_out checksum=$f_sum"
-    fi
+    same=$(agreement "$tag" "weir outputs=$w_out checksum=$w_sum" "flink outputs=$f_out checksum=$f_sum")
+    [ "$same" = yes ] || mismatches=$((mismatches + 1))
 
     # Wall figure: the engine's own events_per_s (events / net_ms of the job).
     w_cpu=$(per_cpu_s "$EVENTS" "$(field cpu_ms "$wl")")
