@@ -70,20 +70,25 @@ pub(super) struct RescaleTimings {
 }
 
 impl RescaleTimings {
-    /// `savepoint 900 ms, tasks stopped 40 ms, savepoint verified 210 ms, redeployed 15 ms`.
+    /// `savepoint 900 ms, savepoint verified 210 ms, tasks stopped 40 ms, redeployed 15 ms`:
+    /// each step in the order it ended, with the time since the one before
+    /// (the tasks stop while the savepoint is verified).
     fn describe(&self, deployed: std::time::Instant) -> String {
-        let mut from = self.requested;
-        let mut parts = Vec::new();
-        for (what, at) in [
+        let mut steps: Vec<(&str, std::time::Instant)> = [
             ("savepoint", self.savepoint),
             ("tasks stopped", self.stopped),
             ("savepoint verified", self.verified),
             ("redeployed", Some(deployed)),
-        ] {
-            if let Some(at) = at {
-                parts.push(format!("{what} {} ms", at.saturating_duration_since(from).as_millis()));
-                from = at;
-            }
+        ]
+        .into_iter()
+        .filter_map(|(what, at)| Some((what, at?)))
+        .collect();
+        steps.sort_by_key(|&(_, at)| at);
+        let mut from = self.requested;
+        let mut parts = Vec::new();
+        for (what, at) in steps {
+            parts.push(format!("{what} {} ms", at.saturating_duration_since(from).as_millis()));
+            from = at;
         }
         format!("{} ms: {}", deployed.saturating_duration_since(self.requested).as_millis(), parts.join(", "))
     }
@@ -201,9 +206,13 @@ impl JobLoop {
         let Some(r) = self.rescale.as_mut() else { return };
         match result {
             Ok(path) => {
-                // The job now stops; it is redeployed once every task ended.
-                r.path = Some(path);
+                // The job now stops; it is redeployed once every task ended
+                // and the savepoint is verified in storage. Neither waits
+                // for the other: the verification starts now.
+                r.path = Some(path.clone());
                 r.timings.savepoint = Some(self.clock.now());
+                self.from = RestoreFrom::Savepoint(path);
+                self.prepare();
             }
             Err(e) => {
                 let r = self.rescale.take().expect("a rescale");
@@ -235,18 +244,28 @@ impl JobLoop {
         let path = r.path.clone().expect("a savepoint");
         let (spec, _) = r.planned.as_ref().expect("a rescale not yet redeployed");
         tracing::info!("rescaling to {} from {path}", describe(spec));
-        self.from = RestoreFrom::Savepoint(path);
-        self.preparation = Preparation::Unasked;
+        let from = RestoreFrom::Savepoint(path);
+        // What was read for this savepoint while the tasks stopped is kept;
+        // anything else is read again.
+        let early = match std::mem::replace(&mut self.preparation, Preparation::Unasked) {
+            p @ (Preparation::Asked(_) | Preparation::Held(..)) if self.from == from => Some(p),
+            _ => None,
+        };
+        self.from = from;
         self.transition(JobEvent::Redeploy);
         self.restart_at = self.clock.now();
         self.rescale = Some(r);
+        match early {
+            Some(Preparation::Held(outcome, at)) => self.take_readiness(outcome, at),
+            Some(asked) => self.preparation = asked,
+            None => {}
+        }
     }
 
     /// The rescale's savepoint is verified: the job is planned at the new parallelism.
     fn switch_to_rescaled(&mut self) {
         let Some(r) = self.rescale.as_mut() else { return };
         let Some((spec, plan)) = r.planned.take() else { return };
-        r.timings.verified = Some(self.clock.now());
         let mut view = self.view.lock().expect("view poisoned");
         view.parallelism = spec.parallelism;
         view.layout = plan.layout.clone();
@@ -349,6 +368,7 @@ impl JobLoop {
         let readiness = match std::mem::replace(&mut self.preparation, Preparation::Unasked) {
             Preparation::Got(r, at) if self.clock.now().saturating_duration_since(at) <= READ_IS_FRESH => r,
             Preparation::Asked(ticket) => return self.preparation = Preparation::Asked(ticket),
+            Preparation::Held(outcome, at) => return self.take_readiness(outcome, at),
             Preparation::Unasked | Preparation::Got(..) => return self.prepare(),
         };
         let free: Vec<(u64, usize)> = self.tms.iter().map(|(c, t)| (*c, t.slots)).collect();
@@ -404,10 +424,26 @@ impl JobLoop {
             return; // asked again since, or the job moved on
         }
         self.preparation = Preparation::Unasked;
+        let now = self.clock.now();
+        if let Some(r) = self.rescale.as_mut().filter(|r| r.planned.is_some() && outcome.is_ok()) {
+            r.timings.verified = Some(now);
+        }
+        if self.attempt.is_some() {
+            // A rescale's savepoint, read while its tasks still stop: held
+            // until they all ended (the job is planned anew only then).
+            self.preparation = Preparation::Held(outcome, now);
+            return;
+        }
+        self.take_readiness(outcome, now);
+    }
+
+    /// What the next attempt needs, read at `at`: the job is deployed with
+    /// it (a rescale's, at its new parallelism), or fails for want of it.
+    fn take_readiness(&mut self, outcome: Result<Readiness, NotReady>, at: std::time::Instant) {
         match outcome {
             Ok(readiness) => {
                 self.switch_to_rescaled();
-                self.preparation = Preparation::Got(readiness, self.clock.now());
+                self.preparation = Preparation::Got(readiness, at);
                 self.maybe_deploy();
             }
             Err(NotReady::Deposed(why)) => self.deposed(why),

@@ -108,6 +108,9 @@ pub(super) enum Preparation {
     Asked(u64),
     /// Read, at that moment.
     Got(Readiness, std::time::Instant),
+    /// A rescale's savepoint read (and verified, or found wanting) at that
+    /// moment, before the tasks it stopped all ended: taken once they have.
+    Held(Result<Readiness, NotReady>, std::time::Instant),
 }
 
 /// What the next attempt needs from storage.

@@ -304,7 +304,7 @@ fn a_rescale_takes_a_stop_with_savepoint_and_redeploys_at_the_new_parallelism() 
     let first = h.deployments()[0].1.attempt;
     let answer = h.rescale(RescaleRequest::to(2)).unwrap();
     let triggered = commands(h.sent());
-    let [(1, attempt, 0, Command::Trigger { barrier, drain: false })] = triggered[..] else {
+    let [(1, attempt, 0, Command::Trigger { barrier, drain: false, .. })] = triggered[..] else {
         panic!("a savepoint is triggered at the source: {triggered:?}")
     };
     assert!(barrier.is_savepoint && attempt == first);
@@ -322,6 +322,64 @@ fn a_rescale_takes_a_stop_with_savepoint_and_redeploys_at_the_new_parallelism() 
     assert_eq!(d.restore.as_deref(), Some(path.as_str()));
     let view = h.view();
     assert_eq!((view.state, view.parallelism, view.restored_from), (JobState::Running, 2, Some(path)));
+}
+
+/// The savepoint is verified while the tasks it stopped still end: the job
+/// is not replanned before they all did, and then deployed at once.
+#[test]
+fn a_rescales_savepoint_is_verified_while_its_tasks_stop() {
+    let mut h = Harness::new("verify-early", 1, RestartStrategy::default(), true);
+    h.register(1, 2);
+    let first = h.deployments()[0].1.attempt;
+    let answer = h.rescale(RescaleRequest::to(2)).unwrap();
+    let triggered = commands(h.sent());
+    let [(1, _, 0, Command::Trigger { barrier, .. })] = triggered[..] else { panic!("{triggered:?}") };
+    h.message(1, ack(first, 0, barrier.checkpoint_id));
+    h.message(1, ack(first, 1, barrier.checkpoint_id));
+    assert!(
+        matches!(h.job.preparation, super::storage::Preparation::Held(Ok(_), _)),
+        "read before the tasks end: {:?}",
+        h.job.preparation
+    );
+    let view = h.view();
+    assert_eq!((view.state, view.parallelism), (JobState::Running, 1), "not replanned while the tasks stop");
+    let rescale = h.job.rescale.as_ref().expect("a rescale under way");
+    assert!(rescale.timings.verified.is_some() && rescale.timings.stopped.is_none());
+    h.message(1, ToJobManager::Finished { attempt: first });
+    let deployed = h.deployments();
+    assert_eq!(deployed.len(), 1, "deployed as soon as the tasks ended, with nothing more to read");
+    let path = answer.try_recv().unwrap().unwrap();
+    assert_eq!(deployed[0].1.restore.as_deref(), Some(path.as_str()));
+    assert_eq!((h.job.state, h.view().parallelism), (JobState::Running, 2));
+}
+
+/// A TaskManager lost after the savepoint, before its tasks ended: the
+/// rescale goes on from the savepoint already read, not from scratch.
+#[test]
+fn a_rescale_goes_on_from_its_verified_savepoint_when_a_taskmanager_is_lost_while_stopping() {
+    let mut h = Harness::new("lost-stopping", 2, RestartStrategy::default(), true);
+    h.register(1, 2);
+    h.register(2, 2);
+    let first = h.deployments()[0].1.attempt;
+    let answer = h.rescale(RescaleRequest::to(3)).unwrap();
+    let triggered = commands(h.sent());
+    let barrier = triggered
+        .iter()
+        .find_map(|(_, _, _, c)| match c {
+            Command::Trigger { barrier, .. } => Some(*barrier),
+            _ => None,
+        })
+        .expect("a savepoint triggered");
+    for task in 0..4 {
+        h.message(1, ack(first, task, barrier.checkpoint_id));
+    }
+    assert!(matches!(h.job.preparation, super::storage::Preparation::Held(Ok(_), _)), "{:?}", h.job.preparation);
+    h.event(Event::Disconnected { conn: 1, why: "connection closed".into() });
+    h.register(3, 2);
+    let deployed = h.deployments();
+    assert!(!deployed.is_empty(), "redeployed from the savepoint");
+    let path = answer.try_recv().unwrap().unwrap();
+    assert!(deployed.iter().all(|(_, d)| d.spec.parallelism == 3 && d.restore.as_deref() == Some(path.as_str())));
 }
 
 #[test]
