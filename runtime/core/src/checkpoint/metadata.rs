@@ -33,6 +33,7 @@
 use std::io::Read as _;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -427,8 +428,24 @@ fn missing_or(e: StorageError, uri: String) -> RestoreError {
     if e.is_not_found() { RestoreError::Missing { uri } } else { RestoreError::Storage(e) }
 }
 
-/// How much of a state file one request reads when it is copied to local disk.
+/// How much of a state file one request reads when it is copied to local
+/// disk or verified.
 const DOWNLOAD_CHUNK: u64 = 8 << 20;
+
+/// A state file of `size` bytes at `uri` whose read failed: missing, or
+/// (a range past its end, most likely) shorter than its handle says.
+fn unreadable(e: StorageError, uri: &str, size: u64) -> RestoreError {
+    if e.is_not_found() {
+        return RestoreError::Missing { uri: uri.to_string() };
+    }
+    RestoreError::Corrupt {
+        uri: uri.to_string(),
+        reason: format!("cannot be read whole ({e}); expected {size} bytes (truncated?)"),
+    }
+}
+
+/// How many state files a snapshot's verification reads at once.
+const VERIFY_READERS: usize = 4;
 
 /// Why a state file could not be copied to local disk.
 enum Fetch {
@@ -517,10 +534,91 @@ impl RestoredSnapshot {
     /// Reads every state file of the snapshot and checks its size and
     /// checksum, so that a damaged snapshot is refused before anything runs
     /// rather than failing every subtask that restores from it. Costs one
-    /// read of the whole snapshot.
+    /// read of the whole snapshot, in ranges of [`DOWNLOAD_CHUNK`] (no file
+    /// is held whole), [`VERIFY_READERS`] at a time across all its files (a
+    /// read from S3 mostly waits, and one stream is slower than the store);
+    /// each file's checksum is its ranges' combined in order.
     pub fn verify(&self) -> Result<(), RestoreError> {
-        let handles = self.metadata.operators.iter().flat_map(|o| &o.subtasks);
-        handles.filter(|h| h.size > 0).try_for_each(|h| self.read_file(h).map(drop))
+        self.verify_in(DOWNLOAD_CHUNK)
+    }
+
+    /// [`Self::verify`] in ranges of `chunk` bytes.
+    fn verify_in(&self, chunk: u64) -> Result<(), RestoreError> {
+        let mut files = Vec::new();
+        for h in self.metadata.operators.iter().flat_map(|o| &o.subtasks).filter(|h| h.size > 0) {
+            let path = self.path_of(h)?;
+            let file = StateFile { uri: self.storage.uri(&path), size: h.size, base: h.size, bytes: Vec::new() };
+            for (off, len) in h.key_groups.iter().map(|&(_, off, len)| (off, len)).chain(h.entries.iter().copied()) {
+                file.check(off, len)?;
+            }
+            files.push((h, path, file.uri));
+        }
+        // Every range of every file, in order: (file, offset).
+        let ranges: Vec<(usize, u64)> = files
+            .iter()
+            .enumerate()
+            .flat_map(|(f, (h, ..))| (0..h.size.div_ceil(chunk)).map(move |c| (f, c * chunk)))
+            .collect();
+        let next = AtomicUsize::new(0);
+        // A reader takes the next range not yet taken; on a failure, the others stop.
+        let read = || -> Result<Vec<(usize, crc32fast::Hasher)>, RestoreError> {
+            let mut read = Vec::new();
+            loop {
+                let r = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(f, at)) = ranges.get(r) else { return Ok(read) };
+                let (h, path, uri) = &files[f];
+                match self.verify_range(h, path, uri, at, chunk) {
+                    Ok(crc) => read.push((r, crc)),
+                    Err(e) => {
+                        next.store(ranges.len(), Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let mut crcs = std::thread::scope(|scope| {
+            let readers: Vec<_> = (0..VERIFY_READERS.min(ranges.len())).map(|_| scope.spawn(read)).collect();
+            let stopped = || RestoreError::Corrupt { uri: self.uri(), reason: "its verification stopped short".into() };
+            let mut crcs = Vec::with_capacity(ranges.len());
+            for reader in readers {
+                crcs.extend(reader.join().unwrap_or_else(|_| Err(stopped()))?);
+            }
+            Ok::<_, RestoreError>(crcs)
+        })?;
+        crcs.sort_by_key(|&(r, _)| r);
+        let mut whole: Vec<crc32fast::Hasher> = files.iter().map(|_| crc32fast::Hasher::new()).collect();
+        for (r, crc) in &crcs {
+            whole[ranges[*r].0].combine(crc);
+        }
+        for ((h, _, uri), crc) in files.iter().zip(whole) {
+            if crc.finalize() != h.crc32 {
+                return Err(RestoreError::Corrupt { uri: uri.clone(), reason: "checksum mismatch".into() });
+            }
+        }
+        Ok(())
+    }
+
+    /// The checksum of the range of file `h` (at `path`) from `at`: `chunk`
+    /// bytes, or what is left of the file.
+    fn verify_range(
+        &self,
+        h: &SubtaskStateHandle,
+        path: &str,
+        uri: &str,
+        at: u64,
+        chunk: u64,
+    ) -> Result<crc32fast::Hasher, RestoreError> {
+        let want = chunk.min(h.size - at);
+        let bytes = self.storage.get_range(path, at, want).map_err(|e| unreadable(e, uri, h.size))?;
+        if bytes.len() as u64 != want {
+            return Err(RestoreError::Corrupt {
+                uri: uri.to_string(),
+                reason: format!("{} bytes, expected {} (truncated?)", at + bytes.len() as u64, h.size),
+            });
+        }
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&bytes);
+        Ok(crc)
     }
 
     /// Reads a state file, checked against its handle: its size, its checksum,
@@ -557,11 +655,7 @@ impl RestoredSnapshot {
         });
         let (copy, crc32) = fetched.map_err(|e| match e {
             Fetch::Local(e) => local(e),
-            Fetch::Storage(e) if e.is_not_found() => RestoreError::Missing { uri: uri.clone() },
-            Fetch::Storage(e) => RestoreError::Corrupt {
-                uri: uri.clone(),
-                reason: format!("cannot be read whole ({e}); expected {} bytes (truncated?)", h.size),
-            },
+            Fetch::Storage(e) => unreadable(e, &uri, h.size),
         })?;
         if crc32 != h.crc32 {
             return Err(RestoreError::Corrupt { uri, reason: "checksum mismatch".into() });
@@ -813,6 +907,45 @@ mod tests {
         assert_eq!(groups, (0..8).collect::<Vec<_>>());
         assert_eq!(entries.len(), 2);
         assert!(snap.state_for("other", 0, 1).unwrap().is_none());
+        std::fs::remove_dir_all(tmp).unwrap();
+    }
+
+    /// Files are verified several at a time: a damaged one among many is
+    /// named, whichever reader finds it; whole ones pass.
+    #[test]
+    fn verification_names_the_one_damaged_file_among_many() {
+        let tmp = tempdir();
+        let local = LocalStorage::new(&tmp);
+        let storage: Arc<dyn CheckpointStorage> = Arc::new(local.clone());
+        write_snapshot(&local, "j/chk-3", 7);
+        let snap = RestoredSnapshot::open(storage, "j/chk-3").unwrap();
+        snap.verify().unwrap();
+        for damaged in [0, 4, 6] {
+            let path = format!("j/chk-3/op-{damaged}.state");
+            let bytes = local.get(&path).unwrap();
+            local.put(&path, &bytes[..bytes.len() - 1]).unwrap();
+            let err = snap.verify().unwrap_err().to_string();
+            assert!(err.contains(&format!("op-{damaged}.state is corrupt")) && err.contains("truncated"), "{err}");
+            local.delete(&path).unwrap();
+            let err = snap.verify().unwrap_err();
+            assert!(matches!(err, RestoreError::Missing { .. }) && err.to_string().contains(&path), "{err}");
+            local.put(&path, &bytes).unwrap();
+        }
+        snap.verify().unwrap();
+        // In ranges of 3 bytes: each file's checksum is combined from many, read in any order.
+        snap.verify_in(3).unwrap();
+        let path = "j/chk-3/op-4.state";
+        let bytes = local.get(path).unwrap();
+        let mut flipped = bytes.clone();
+        flipped[bytes.len() / 2] ^= 1;
+        local.put(path, &flipped).unwrap();
+        let err = snap.verify_in(3).unwrap_err().to_string();
+        assert!(err.contains("op-4.state is corrupt: checksum mismatch"), "{err}");
+        local.put(path, &bytes[..bytes.len() - 4]).unwrap();
+        let err = snap.verify_in(3).unwrap_err().to_string();
+        assert!(err.contains("op-4.state is corrupt") && err.contains("truncated"), "{err}");
+        local.put(path, &bytes).unwrap();
+        snap.verify_in(3).unwrap();
         std::fs::remove_dir_all(tmp).unwrap();
     }
 
