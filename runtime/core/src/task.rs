@@ -132,11 +132,15 @@ pub struct SourceTask<T> {
     env: TaskEnv,
     /// The last watermark and idleness forwarded for a source that assigns event time itself.
     watermark: (Timestamp, bool),
+    /// The stop-with-savepoint whose barrier this source emitted last: it
+    /// reads nothing more until the savepoint completes (and the job ends)
+    /// or fails (and it resumes).
+    held: Option<u64>,
 }
 
 impl<T> SourceTask<T> {
     pub fn new(source: Box<dyn Source<T>>, head: Box<dyn Output<T>>, uid: String, env: TaskEnv) -> Self {
-        SourceTask { source, head, uid, env, watermark: (MIN_WATERMARK, false) }
+        SourceTask { source, head, uid, env, watermark: (MIN_WATERMARK, false), held: None }
     }
 }
 
@@ -189,7 +193,10 @@ impl<T: Send> SourceTask<T> {
 
     fn obey(&mut self, command: Command, drained: &mut bool) -> TaskResult<Next> {
         match command {
-            Command::Trigger { barrier, drain } => {
+            Command::Trigger { barrier, drain, stop } => {
+                if stop {
+                    self.held = Some(barrier.checkpoint_id);
+                }
                 if drain && !*drained {
                     *drained = true;
                     self.head.watermark(MAX_WATERMARK)?;
@@ -207,6 +214,9 @@ impl<T: Send> SourceTask<T> {
                 self.head.checkpoint_complete(checkpoint_id)?;
             }
             Command::EndOfInput => return Ok(Next::End),
+            Command::Resume { checkpoint_id } => {
+                self.held.take_if(|held| *held == checkpoint_id);
+            }
             Command::Fail(_) => {} // handled by the executor, never sent to tasks
         }
         Ok(Next::Continue)
@@ -241,8 +251,9 @@ impl<T: Send> Task for SourceTask<T> {
             if self.env.stop.load(Ordering::Relaxed) {
                 break;
             }
-            if finished {
-                // Waiting for the final checkpoint (or a stop).
+            if finished || self.held.is_some() {
+                // Waiting for the final checkpoint (or a stop), or for a
+                // stop-with-savepoint to complete.
                 let started = Instant::now();
                 if let Ok(cmd) = control.recv_timeout(TICK)
                     && let Next::End = self.obey(cmd, &mut drained)?
@@ -580,4 +591,134 @@ fn upload_incremental(
 
 fn compress_error(uid: &str, e: std::io::Error) -> String {
     format!("cannot compress the state of {uid} before storing it: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::element::Record;
+
+    /// A source that never ends: one record per poll, numbered.
+    struct Counting(i64);
+
+    impl Source<i64> for Counting {
+        fn poll(&mut self, out: &mut Vec<Record<i64>>) -> TaskResult<SourcePoll> {
+            self.0 += 1;
+            out.push(Record { time: self.0, value: self.0 });
+            Ok(SourcePoll::Ready)
+        }
+    }
+
+    /// What reached the chain: records, and a barrier as the record count then (negated id).
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Vec<i64>>>);
+
+    impl Seen {
+        fn barriers(&self) -> usize {
+            self.0.lock().unwrap().iter().filter(|&&v| v < 0).count()
+        }
+        /// Records after the last barrier.
+        fn after_last_barrier(&self) -> usize {
+            self.0.lock().unwrap().iter().rev().take_while(|&&v| v >= 0).count()
+        }
+    }
+
+    impl Output<i64> for Seen {
+        fn records(&mut self, batch: Vec<Record<i64>>) -> TaskResult {
+            self.0.lock().unwrap().extend(batch.iter().map(|r| r.value));
+            Ok(())
+        }
+        fn watermark(&mut self, _: Timestamp) -> TaskResult {
+            Ok(())
+        }
+        fn idle(&mut self, _: bool) -> TaskResult {
+            Ok(())
+        }
+        fn barrier(&mut self, barrier: Barrier) -> TaskResult {
+            self.0.lock().unwrap().push(-(barrier.checkpoint_id as i64));
+            Ok(())
+        }
+        fn processing_time(&mut self, _: Timestamp) -> TaskResult {
+            Ok(())
+        }
+        fn flush(&mut self) -> TaskResult {
+            Ok(())
+        }
+        fn checkpoint_complete(&mut self, _: u64) -> TaskResult {
+            Ok(())
+        }
+        fn end(&mut self) -> TaskResult {
+            Ok(())
+        }
+    }
+
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: not within 30 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// After a stop-with-savepoint's barrier a source reads nothing, until
+    /// the savepoint fails (it reads on) or completes (its stream ends).
+    #[test]
+    fn a_source_reads_nothing_after_a_stop_with_savepoints_barrier() {
+        let (control_tx, control) = crossbeam_channel::unbounded();
+        let (reports, _reports_rx) = crossbeam_channel::unbounded();
+        let (uploads, uploads_rx) = crossbeam_channel::unbounded();
+        let checkpoints = TaskCheckpointing {
+            job: "j".into(),
+            control,
+            reports,
+            snapshots: SnapshotCollector::default(),
+            uploads,
+            mode: CheckpointMode::ExactlyOnce,
+            alignment_budget: 1000,
+        };
+        let env = TaskEnv {
+            name: "source".into(),
+            index: 0,
+            subtask: 0,
+            key_groups: KeyGroupRange::for_subtask(0, 1, 8),
+            metrics: Arc::default(),
+            stop: Arc::default(),
+            cancel: Arc::default(),
+            checkpoints: Some(checkpoints),
+            alignment: Default::default(),
+        };
+        let seen = Seen::default();
+        let task = Box::new(SourceTask::new(Box::new(Counting(0)), Box::new(seen.clone()), "src".into(), env));
+        let running = std::thread::spawn(move || task.run());
+        let trigger = |id, stop| Command::Trigger {
+            barrier: Barrier { checkpoint_id: id, triggered_at: 0, is_savepoint: stop },
+            drain: false,
+            stop,
+        };
+        // A periodic checkpoint holds nothing.
+        wait_until("records", || seen.after_last_barrier() > 0);
+        control_tx.send(trigger(1, false)).unwrap();
+        wait_until("records after checkpoint 1", || seen.barriers() == 1 && seen.after_last_barrier() > 0);
+        // A stop-with-savepoint: nothing after its barrier.
+        control_tx.send(trigger(2, true)).unwrap();
+        wait_until("the savepoint's barrier", || seen.barriers() == 2);
+        assert!(uploads_rx.recv_timeout(Duration::from_secs(30)).is_ok() && uploads_rx.recv().is_ok());
+        std::thread::sleep(3 * TICK);
+        assert_eq!(seen.after_last_barrier(), 0, "read after a stop-with-savepoint's barrier");
+        // Another savepoint's failure does not resume it; its own does.
+        control_tx.send(Command::Resume { checkpoint_id: 1 }).unwrap();
+        std::thread::sleep(3 * TICK);
+        assert_eq!(seen.after_last_barrier(), 0, "resumed by another checkpoint's failure");
+        control_tx.send(Command::Resume { checkpoint_id: 2 }).unwrap();
+        wait_until("records after the failed savepoint", || seen.after_last_barrier() > 0);
+        // Held again, then the savepoint completes: the stream ends.
+        control_tx.send(trigger(3, true)).unwrap();
+        wait_until("the second savepoint's barrier", || seen.barriers() == 3);
+        control_tx.send(Command::Complete { checkpoint_id: 3 }).unwrap();
+        control_tx.send(Command::EndOfInput).unwrap();
+        running.join().unwrap().unwrap();
+        assert_eq!(seen.after_last_barrier(), 0);
+    }
 }

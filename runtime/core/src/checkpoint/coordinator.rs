@@ -143,11 +143,26 @@ pub enum TaskReport {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     /// To every source task: inject this barrier (emit the end-of-time watermark first when `drain`).
-    Trigger { barrier: Barrier, drain: bool },
+    /// With `stop` (a stop-with-savepoint), emit nothing after it: the job
+    /// ends once the savepoint completes ([`Command::EndOfInput`] follows),
+    /// or goes on if it fails ([`Command::Resume`]). What a source read
+    /// after the barrier would be processed only to be thrown away (the
+    /// job restarts from the savepoint), on the cores the savepoint is
+    /// being written with; as Flink's stop-with-savepoint, a synchronous
+    /// savepoint.
+    Trigger {
+        barrier: Barrier,
+        drain: bool,
+        #[serde(default)]
+        stop: bool,
+    },
     /// To every task: the checkpoint completed.
     Complete { checkpoint_id: u64 },
     /// To every source task: end the stream now.
     EndOfInput,
+    /// To every source task: the stop-with-savepoint `checkpoint_id` failed;
+    /// read on after its barrier.
+    Resume { checkpoint_id: u64 },
     /// To the job: checkpoints keep failing; fail the job with this reason.
     Fail(String),
 }
@@ -511,19 +526,21 @@ impl Coordinator {
         if self.writing.is_some() {
             return Vec::new(); // one checkpoint at a time, until its write ended
         }
+        let mut resume = Vec::new();
         if let Some(id) = self.superseded() {
-            self.abort_as(id, "superseded by a stop-with-savepoint".into(), false, now);
+            // A periodic checkpoint: its sources were never held.
+            resume.extend(self.abort_as(id, "superseded by a stop-with-savepoint".into(), false, now));
         }
         if let Some(p) = &self.pending {
             if now - p.triggered_at >= self.config.timeout.as_millis() as i64 {
                 let id = p.barrier.checkpoint_id;
-                self.abort(id, format!("timed out after {:?}", self.config.timeout), now);
+                resume.extend(self.abort(id, format!("timed out after {:?}", self.config.timeout), now));
             } else {
                 return Vec::new();
             }
         }
-        if self.stopping || (self.final_done && self.all_sources_finished()) {
-            return Vec::new();
+        if !resume.is_empty() || self.stopping || (self.final_done && self.all_sources_finished()) {
+            return resume;
         }
         let paused = now - self.last_end >= self.config.min_pause.as_millis() as i64;
         if let Some(request) = self.requests.pop_front() {
@@ -550,11 +567,10 @@ impl Coordinator {
         self.last_trigger = now;
         let barrier = Barrier { checkpoint_id: id, triggered_at: now, is_savepoint: kind == SnapshotKind::Savepoint };
         let drain = request.as_ref().is_some_and(|r| r.stop && r.drain);
-        if request.as_ref().is_some_and(|r| r.stop) {
-            self.stopping = true;
-        }
+        let stop = request.as_ref().is_some_and(|r| r.stop);
+        self.stopping |= stop;
         self.pending = Some(Pending { barrier, kind, triggered_at: now, acks: HashMap::new(), request, is_final });
-        vec![Command::Trigger { barrier, drain }]
+        vec![Command::Trigger { barrier, drain, stop }]
     }
 
     pub fn on_report(&mut self, report: TaskReport, now: Timestamp) -> Vec<Command> {
@@ -565,7 +581,10 @@ impl Coordinator {
             }
             TaskReport::Decline { checkpoint_id, reason, task } => {
                 if self.in_flight() == Some(checkpoint_id) {
-                    self.abort(checkpoint_id, format!("task {task} declined: {reason}"), now);
+                    return self
+                        .abort(checkpoint_id, format!("task {task} declined: {reason}"), now)
+                        .into_iter()
+                        .collect();
                 }
                 Vec::new()
             }
@@ -602,13 +621,16 @@ impl Coordinator {
         self.requests.iter().any(|r| r.stop).then_some(p.barrier.checkpoint_id)
     }
 
-    fn abort(&mut self, id: u64, reason: String, now: Timestamp) {
-        self.abort_as(id, reason, true, now);
+    /// Aborts checkpoint `id` as a failure; a stop-with-savepoint's sources
+    /// are told to read on (the command returned).
+    #[must_use]
+    fn abort(&mut self, id: u64, reason: String, now: Timestamp) -> Option<Command> {
+        self.abort_as(id, reason, true, now)
     }
 
     /// Aborts checkpoint `id`; `failed`: it counts against the tolerance of failures.
-    fn abort_as(&mut self, id: u64, reason: String, failed: bool, now: Timestamp) {
-        let Some(p) = self.pending.take().filter(|p| p.barrier.checkpoint_id == id) else { return };
+    fn abort_as(&mut self, id: u64, reason: String, failed: bool, now: Timestamp) -> Option<Command> {
+        let p = self.pending.take_if(|p| p.barrier.checkpoint_id == id)?;
         self.orphans.extend(shared_names(p.acks.values().flatten().map(|(_, h)| h)));
         if failed {
             self.consecutive_failures += 1;
@@ -630,10 +652,11 @@ impl Coordinator {
             checkpointed_bytes: 0,
             failure: Some(reason.clone()),
         });
-        if let Some(r) = p.request {
-            self.stopping = false;
-            r.answer(Err(format!("savepoint {id} failed: {reason}")));
-        }
+        let r = p.request?;
+        let stop = r.stop;
+        self.stopping = false;
+        r.answer(Err(format!("savepoint {id} failed: {reason}")));
+        stop.then_some(Command::Resume { checkpoint_id: id })
     }
 
     /// Every task acknowledged: hands out the write of the snapshot's
@@ -701,8 +724,7 @@ impl Coordinator {
                 }
                 self.orphans.extend(w.shared);
                 self.pending = Some(w.pending);
-                self.abort(id, failure.to_string(), now);
-                Vec::new()
+                self.abort(id, failure.to_string(), now).into_iter().collect()
             }
         }
     }
@@ -892,7 +914,10 @@ mod tests {
         let (mut c, s, dir) = setup(2, 1);
         assert!(c.tick(50).is_empty());
         let cmds = c.tick(100);
-        assert!(matches!(cmds[..], [Command::Trigger { barrier: Barrier { checkpoint_id: 1, .. }, drain: false }]));
+        assert!(matches!(
+            cmds[..],
+            [Command::Trigger { barrier: Barrier { checkpoint_id: 1, .. }, drain: false, stop: false }]
+        ));
         assert!(c.tick(250).is_empty(), "one in flight");
         assert!(ack(&mut c, &s, 1, 0, 260).is_empty());
         assert_eq!(ack(&mut c, &s, 1, 1, 270), vec![Command::Complete { checkpoint_id: 1 }]);
@@ -999,13 +1024,57 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A stop-with-savepoint holds its sources after the barrier; if it
+    /// fails (declined, timed out), they are told to read on, and only then.
+    #[test]
+    fn a_failed_stop_with_savepoint_resumes_its_sources() {
+        let (mut c, _s, dir) = setup(2, 1);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        c.request_savepoint(SavepointRequest::new(true, false, tx));
+        assert!(matches!(
+            c.tick(1)[..],
+            [Command::Trigger { barrier: Barrier { checkpoint_id: 1, .. }, stop: true, .. }]
+        ));
+        let decline = TaskReport::Decline { task: 1, checkpoint_id: 1, reason: "upload failed".into() };
+        assert_eq!(c.on_report(decline, 5), vec![Command::Resume { checkpoint_id: 1 }]);
+        assert!(rx.recv().unwrap().unwrap_err().contains("upload failed"));
+        // The job goes on: periodic checkpoints again, which hold nothing.
+        assert!(matches!(
+            c.tick(2000)[..],
+            [Command::Trigger { barrier: Barrier { checkpoint_id: 2, .. }, stop: false, .. }]
+        ));
+        let decline = TaskReport::Decline { task: 1, checkpoint_id: 2, reason: "upload failed".into() };
+        assert!(c.on_report(decline, 2005).is_empty(), "nothing to resume after a checkpoint");
+        // A stop-with-savepoint that times out resumes them too.
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        c.request_savepoint(SavepointRequest::new(true, false, tx));
+        assert!(matches!(
+            c.tick(2010)[..],
+            [Command::Trigger { barrier: Barrier { checkpoint_id: 3, .. }, stop: true, .. }]
+        ));
+        assert_eq!(c.tick(2010 + 1000), vec![Command::Resume { checkpoint_id: 3 }]);
+        assert!(rx.recv().unwrap().unwrap_err().contains("timed out"));
+        // A savepoint that does not stop holds nothing.
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        c.request_savepoint(SavepointRequest::new(false, false, tx));
+        assert!(matches!(
+            c.tick(5000)[..],
+            [Command::Trigger { barrier: Barrier { checkpoint_id: 4, .. }, stop: false, .. }]
+        ));
+        assert!(c.tick(7000).iter().all(|c| !matches!(c, Command::Resume { .. })));
+        let _ = std::fs::remove_dir_all(dir); // nothing was stored
+    }
+
     #[test]
     fn stop_with_savepoint() {
         let (mut c, s, dir) = setup(1, 1);
         let (tx, rx) = crossbeam_channel::bounded(1);
         c.request_savepoint(SavepointRequest::new(true, true, tx));
         let cmds = c.tick(1);
-        assert!(matches!(cmds[..], [Command::Trigger { barrier: Barrier { is_savepoint: true, .. }, drain: true }]));
+        assert!(matches!(
+            cmds[..],
+            [Command::Trigger { barrier: Barrier { is_savepoint: true, .. }, drain: true, stop: true }]
+        ));
         let (uid, h) = handle(&s, 1, 0);
         s.put("j/savepoints/sp-1/op-0.state", &s.get("j/chk-1/op-0.state").unwrap()).unwrap();
         // The same stop asked for again while it is under way (a retrying client) gets the same answer.

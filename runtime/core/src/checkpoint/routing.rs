@@ -4,8 +4,8 @@
 //! hands each command to a task's control channel, the JobManager sends it to
 //! the TaskManager that runs the task. Only the delivery differs.
 //!
-//! * [`Command::Trigger`] (a checkpoint or a savepoint) and
-//!   [`Command::EndOfInput`] go to every source task: barriers start there;
+//! * [`Command::Trigger`] (a checkpoint or a savepoint), [`Command::EndOfInput`]
+//!   and [`Command::Resume`] go to every source task: barriers start there;
 //! * [`Command::Complete`] goes to every task (transactional sinks commit);
 //! * [`Command::Fail`] goes to no task: it fails the job, and what follows it is dropped.
 
@@ -37,7 +37,7 @@ impl CommandRouter {
     /// The tasks `command` is for (none for [`Command::Fail`]).
     pub fn recipients(&self, command: &Command) -> &[usize] {
         match command {
-            Command::Trigger { .. } | Command::EndOfInput => &self.sources,
+            Command::Trigger { .. } | Command::EndOfInput | Command::Resume { .. } => &self.sources,
             Command::Complete { .. } => &self.tasks,
             Command::Fail(_) => &[],
         }
@@ -82,7 +82,7 @@ mod tests {
     #[test]
     fn triggers_and_end_of_input_go_to_the_sources_completions_to_every_task() {
         let barrier = Barrier { checkpoint_id: 4, triggered_at: 0, is_savepoint: true };
-        let trigger = Command::Trigger { barrier, drain: true };
+        let trigger = Command::Trigger { barrier, drain: true, stop: true };
         let (sent, result) = routed(vec![trigger.clone()]);
         assert_eq!((sent, result), (vec![(0, trigger.clone()), (1, trigger.clone()), (2, trigger)], Ok(())));
         let complete = Command::Complete { checkpoint_id: 4 };
