@@ -24,9 +24,14 @@
 # scale-up interval at the same): the decision latency from the load tripling to the recommendation,
 # and the scale-up rescales until it converged; the "AUTOSCALER" section.
 #
-# Environment: STATE_MB [100]  RATE [400000] (orders/s the source is paced at)  WINDOW [30, the default]
+# Environment: STATE_MB [30] (as stored: each key group a zstd frame; 30 MiB
+#   stored is about 100 MiB of keyed state as encoded, issue 12's size)
+#   RATE [400000] (orders/s the source is paced at)  WINDOW [30, the default]
 #   STATE_BACKEND [heap] (the stateful job's spec.stateBackend: heap or disk)
-#   S3 [moto] (the e2e's S3 server: moto, or s3s-fs if installed; see e2e/run.sh)
+#   S3 [s3s-fs] (the e2e's S3 server: s3s-fs, Rust, installed once into the
+#   test cache with cargo if it is not on the PATH; or moto, in memory, Python,
+#   which the e2e of the test command uses and which costs about a second of
+#   each rescale here; see e2e/run.sh)
 set -euo pipefail
 
 write=false
@@ -34,12 +39,17 @@ write=false
 repo=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/doc-section.sh
 . "$repo/bench/doc-section.sh"
-STATE_MB=${STATE_MB:-100}
+STATE_MB=${STATE_MB:-30}
 WINDOW=${WINDOW:-30}
 RATE=${RATE:-400000}
 STATE_BACKEND=${STATE_BACKEND:-heap}
-S3=${S3:-moto}
-export S3S_FS=${S3S_FS:-$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")}
+S3=${S3:-s3s-fs}
+cache=${WEIR_TEST_CACHE:-$HOME/.cache/weir-test}
+export S3S_FS=${S3S_FS:-$(command -v s3s-fs || echo "$cache/s3s-fs/bin/s3s-fs")}
+if [ "$S3" = s3s-fs ] && [ ! -x "$S3S_FS" ]; then
+  echo "bench/operator-rescale.sh: installing s3s-fs 0.14.1 into $cache/s3s-fs (once)" >&2
+  cargo install --quiet --root "$cache/s3s-fs" s3s-fs@0.14.1 --features binary --locked >&2
+fi
 case "$S3" in
   moto) s3_says="moto (in memory, Python)" ;;
   s3s-fs) s3_says="s3s-fs $("$S3S_FS" --version 2>/dev/null | awk '{print $2}') (Rust, over a local directory)" ;;
