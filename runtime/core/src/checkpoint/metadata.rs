@@ -444,7 +444,7 @@ fn unreadable(e: StorageError, uri: &str, size: u64) -> RestoreError {
     }
 }
 
-/// How many state files a snapshot's verification reads at once.
+/// How many ranges of its state files a snapshot's verification reads at once.
 const VERIFY_READERS: usize = 4;
 
 /// Why a state file could not be copied to local disk.
@@ -548,9 +548,7 @@ impl RestoredSnapshot {
         for h in self.metadata.operators.iter().flat_map(|o| &o.subtasks).filter(|h| h.size > 0) {
             let path = self.path_of(h)?;
             let file = StateFile { uri: self.storage.uri(&path), size: h.size, base: h.size, bytes: Vec::new() };
-            for (off, len) in h.key_groups.iter().map(|&(_, off, len)| (off, len)).chain(h.entries.iter().copied()) {
-                file.check(off, len)?;
-            }
+            file.check_handle(h)?;
             files.push((h, path, file.uri));
         }
         // Every range of every file, in order: (file, offset).
@@ -637,9 +635,7 @@ impl RestoredSnapshot {
             return Err(RestoreError::Corrupt { uri, reason: "checksum mismatch".into() });
         }
         let file = StateFile::whole(uri, bytes);
-        for (off, len) in h.key_groups.iter().map(|&(_, off, len)| (off, len)).chain(h.entries.iter().copied()) {
-            file.check(off, len)?;
-        }
+        file.check_handle(h)?;
         Ok(file)
     }
 
@@ -661,9 +657,7 @@ impl RestoredSnapshot {
             return Err(RestoreError::Corrupt { uri, reason: "checksum mismatch".into() });
         }
         let mut file = StateFile { uri: uri.clone(), size: h.size, base: h.size, bytes: Vec::new() };
-        for (off, len) in h.key_groups.iter().map(|&(_, off, len)| (off, len)).chain(h.entries.iter().copied()) {
-            file.check(off, len)?;
-        }
+        file.check_handle(h)?;
         // The entries (operator state, small) follow the key groups: read into memory.
         file.base = h.entries.iter().map(|&(off, _)| off).min().unwrap_or(h.size);
         file.bytes = vec![0; (h.size - file.base) as usize];
@@ -766,6 +760,12 @@ impl StateFile {
     /// A whole file read into memory.
     fn whole(uri: String, bytes: Vec<u8>) -> Self {
         StateFile { uri, size: bytes.len() as u64, base: 0, bytes }
+    }
+
+    /// Every range `h` gives (its key groups', its entries') inside the file.
+    fn check_handle(&self, h: &SubtaskStateHandle) -> Result<(), RestoreError> {
+        let ranges = h.key_groups.iter().map(|&(_, off, len)| (off, len)).chain(h.entries.iter().copied());
+        ranges.map(|(off, len)| self.check(off, len)).try_for_each(|r| r.map(drop))
     }
 
     /// The range of `len` bytes at `off`, or an error naming the file and the
