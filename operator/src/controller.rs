@@ -550,7 +550,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_rescale_without_the_slots_is_written_then_adds_taskmanagers() {
+    async fn a_rescale_without_the_slots_is_written_then_adds_taskmanagers_and_is_asked_for_at_once() {
         // At 2 on two TaskManagers of a slot: 4 needs two more.
         let job = StreamJob::test().running().with_parallelism(4).next_generation();
         let (ctx, verifier, _jobmanager, timeline) = Context::test(&job);
@@ -559,10 +559,14 @@ mod tests {
             Expect::status(|s| {
                 let op = s.pending_operation.as_ref().expect("the operation is written before anything is done");
                 let i = op.in_place.as_ref().expect("in place");
-                assert_eq!((i.step, i.taskmanagers_before, i.taskmanagers), (InPlaceStep::AddTaskManagers, 2, 4));
+                assert_eq!((i.step, i.taskmanagers_before, i.taskmanagers), (InPlaceStep::Rescale, 2, 4));
             }),
             Expect::apply_with("deployments", n.taskmanager(), |d| {
                 assert_eq!(d["spec"]["replicas"], 4, "raised to what 4 subtasks need");
+            }),
+            Expect::status(|s| {
+                let op = s.pending_operation.as_ref().expect("still pending");
+                assert_eq!(op.trigger_id.as_deref(), Some("rescale-trigger-1"));
             }),
             Expect::Event { reason: "Rescale", warning: false },
         ];
@@ -573,11 +577,13 @@ mod tests {
                 "jobmanager: job",
                 "kube: apply status",
                 "kube: apply deployments/orders-taskmanager",
+                r#"jobmanager: rescale {"parallelism":4,"await_slots_ms":300000}"#,
+                "kube: apply status",
                 "kube: event Rescale"
             ],
-            "the JobManager's Deployment untouched, the rescale not asked yet"
+            "the JobManager's Deployment untouched; the savepoint taken while the TaskManagers start"
         );
-        assert_eq!(requeue, Requeue::requeue(crate::planner::SLOTS_LOOK_EVERY), "the slots are looked at soon");
+        assert_eq!(requeue, Requeue::requeue(crate::planner::FOLLOW_EVERY), "the rescale is looked at soon");
     }
 
     /// The job's status once the planner took the next step, the JobManager answering as `jobmanager` does.
@@ -603,17 +609,30 @@ mod tests {
         let expected = vec![
             Expect::status(|s| {
                 let op = s.pending_operation.as_ref().expect("still pending");
-                assert_eq!(op.in_place.as_ref().map(|i| i.step), Some(InPlaceStep::AddTaskManagers));
+                assert_eq!(op.in_place.as_ref().map(|i| i.step), Some(InPlaceStep::Rescale));
             }),
             Expect::apply_with("deployments", Names("orders").taskmanager(), |d| {
                 assert_eq!(d["spec"]["replicas"], 4);
                 let image = &d["spec"]["template"]["spec"]["containers"][0]["image"];
                 assert_eq!(image, "weir:latest", "the TaskManagers as deployed, not the new image");
             }),
+            Expect::status(|s| {
+                let op = s.pending_operation.as_ref().expect("still pending");
+                assert_eq!(op.trigger_id.as_deref(), Some("rescale-trigger-1"));
+            }),
         ];
         let (requeue, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
-        assert_eq!(timeline, ["jobmanager: job", "kube: apply status", "kube: apply deployments/orders-taskmanager"]);
-        assert_eq!(requeue, Requeue::requeue(crate::planner::SLOTS_LOOK_EVERY));
+        assert_eq!(
+            timeline,
+            [
+                "jobmanager: job",
+                "kube: apply status",
+                "kube: apply deployments/orders-taskmanager",
+                r#"jobmanager: rescale {"parallelism":4,"await_slots_ms":300000}"#,
+                "kube: apply status"
+            ]
+        );
+        assert_eq!(requeue, Requeue::requeue(crate::planner::FOLLOW_EVERY));
     }
 
     #[tokio::test]
@@ -722,26 +741,32 @@ mod tests {
                 assert_eq!(a.recent_rescales.len(), 1, "counted against the budget from the start");
                 assert_eq!(s.phase, Some(Phase::Rescaling));
                 let i = op.in_place.as_ref().expect("in place");
-                assert_eq!((i.step, i.taskmanagers_before), (InPlaceStep::AddTaskManagers, 2), "2 slots are too few");
+                assert!((i.step, i.taskmanagers_before) == (InPlaceStep::Rescale, 2) && i.taskmanagers > 2, "{i:?}");
             }),
             Expect::Event { reason: "AutoscalerDecision", warning: false },
             Expect::apply_with("deployments", Names("orders").taskmanager(), |d| {
                 assert!(d["spec"]["replicas"].as_i64().is_some_and(|r| r > 2), "{}", d["spec"]["replicas"]);
             }),
+            Expect::status(|s| assert!(s.pending_operation.as_ref().is_some_and(|op| op.trigger_id.is_some()))),
             Expect::Event { reason: "Rescale", warning: false },
         ];
         let (requeue, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
+        let [job_over, status, decision, raised, asked, triggered, event] = &timeline[..] else {
+            panic!("{timeline:?}")
+        };
         assert_eq!(
-            timeline,
+            [job_over, status, decision, raised, triggered, event],
             [
                 "jobmanager: job over 7s500ms",
                 "kube: apply status",
                 "kube: event AutoscalerDecision",
                 "kube: apply deployments/orders-taskmanager",
+                "kube: apply status",
                 "kube: event Rescale",
             ]
         );
-        assert_eq!(requeue, Requeue::requeue(crate::planner::SLOTS_LOOK_EVERY), "the slots are looked at soon");
+        assert!(asked.starts_with("jobmanager: rescale {") && asked.contains(r#""await_slots_ms":300000"#), "{asked}");
+        assert_eq!(requeue, Requeue::requeue(crate::planner::FOLLOW_EVERY), "the rescale is followed");
         let text = metrics.render();
         for line in [
             "weir_operator_autoscaler_evaluations_total{namespace=\"weir\",job=\"orders\"} 1\n",

@@ -445,7 +445,11 @@ mod tests {
         });
         assert_eq!(got.unwrap(), SavepointStatus::Completed { path: "s3://weir/sp-1".into() });
 
-        let per_vertex = RescaleRequest { parallelism: Some(6), vertices: [("2-window".to_string(), 6)].into() };
+        let per_vertex = RescaleRequest {
+            parallelism: Some(6),
+            vertices: [("2-window".to_string(), 6)].into(),
+            ..Default::default()
+        };
         let trigger = serde_json::to_vec(&TriggerResponse { trigger_id: "rescale-trigger-1".into() }).unwrap();
         let (got, ()) = tokio::join!(client.rescale(&job, per_vertex), async {
             let body = Some(serde_json::json!({ "parallelism": 6, "vertices": { "2-window": 6 } }));

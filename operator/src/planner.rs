@@ -425,7 +425,11 @@ impl Planner<'_> {
     /// rescale's, `what`), triggered at `since`; while it is in progress, the
     /// plan looks again soon.
     fn fate(&mut self, since: &str, what: &str) -> Fate {
-        let timeout = self.savepoint_timeout();
+        self.fate_within(since, what, self.savepoint_timeout())
+    }
+
+    /// [`Self::fate`], given `timeout` from `since`.
+    fn fate_within(&mut self, since: &str, what: &str, timeout: Duration) -> Fate {
         match &self.observed.savepoint {
             None | Some(SavepointView::InProgress) if elapsed(since, &self.observed.now) > timeout => {
                 Fate::Failed(format!("the {what} did not complete within {timeout:?}"))

@@ -429,6 +429,7 @@ mod tests {
         let request = RescaleRequest {
             parallelism: Some(4),
             vertices: [("1-orders".to_string(), 2), ("2-enrich".to_string(), 4), ("3-sink".to_string(), 4)].into(),
+            ..Default::default()
         };
         assert!(p.actions.contains(&Action::Rescale(request)), "every uid of a chain at its chain's: {:?}", p.actions);
         assert_eq!(p.status.phase, Some(Phase::Rescaling));

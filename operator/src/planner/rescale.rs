@@ -9,20 +9,21 @@
 //!
 //! # The steps, each written to `status.pendingOperation.inPlace` before it acts
 //!
-//! 1. `add-taskmanagers`, when the registered TaskManagers' slots are fewer
-//!    than the new parallelism needs (its largest vertex's: vertices share
-//!    slots): the TaskManager Deployment is raised (applied again on every
-//!    look, in case an operator stopped before it was), until the JobManager
-//!    reports the slots; at most [`TASKMANAGERS_WAIT`], then the rescale is
-//!    aborted and the Deployment lowered back. Slots count only on as many
-//!    TaskManagers as the Deployment has (any beyond are on their way out).
-//!    A job that stops running meanwhile is redeployed instead: nothing was
-//!    done to it yet.
-//! 2. `rescale`: the request is sent (again, by an operator that restarts
+//! 1. `rescale`: the request is sent (again, by an operator that restarts
 //!    before its trigger id was recorded), then its trigger followed as a
 //!    savepoint's is, until `completed` (the job runs at the new parallelism)
-//!    or `failed`, within `spec.savepoints.timeout`.
-//! 3. Completed: the savepoint is recorded (`reason: rescale`), the new
+//!    or `failed`, within `spec.savepoints.timeout`. When the registered
+//!    TaskManagers' slots are fewer than the new parallelism needs (its
+//!    largest vertex's: vertices share slots), the TaskManager Deployment is
+//!    raised in the same plan (applied again on every look until the rescale
+//!    ends, in case an operator stopped before it was), and the request
+//!    lets the JobManager wait [`TASKMANAGERS_WAIT`] for their slots
+//!    (`awaitSlotsMs`): the savepoint is taken while the pods start, not
+//!    after. Slots that do not come in time leave the job running on at its
+//!    former parallelism from the savepoint; the rescale fails, and the
+//!    Deployment is lowered back. Slots count only on as many TaskManagers as
+//!    the Deployment has (any beyond are on their way out).
+//! 2. Completed: the savepoint is recorded (`reason: rescale`), the new
 //!    parallelism becomes the deployed one (`deployedSpec`,
 //!    `deployedVertexParallelism`; the deployment keeps its id), and the
 //!    TaskManagers beyond what it needs, idle since the JobManager places
@@ -30,6 +31,14 @@
 //!    last step needs no record: on every look at a running job, TaskManagers
 //!    registered beyond what the deployed parallelism needs are removed, so an
 //!    operator that stopped before it lowered them does it on its next look.
+//!
+//! An operator before this one wrote `add-taskmanagers` first, and asked for
+//! the rescale once the JobManager reported the slots (at most
+//! [`TASKMANAGERS_WAIT`]); a rescale it left at that step goes on so.
+//!
+//! A job that no longer runs when the JobManager refuses the rescale (or
+//! while TaskManagers are added at the old step) is redeployed instead:
+//! nothing was done to it yet.
 //!
 //! A failure or a refusal aborts as a failed savepoint does (the job runs on;
 //! the autoscaler's choice goes back and counts against its budget; a user's
@@ -43,7 +52,9 @@
 //! to one parallelism then goes the savepoint-and-redeploy way, which every
 //! JobManager has; one with per-vertex parallelism is aborted instead, since
 //! a JobManager that old would not know `--vertex-parallelism` either (the
-//! redeployed job would not start).
+//! redeployed job would not start). A JobManager that knows the rescale API
+//! but not `awaitSlotsMs` refuses a rescale that adds TaskManagers the same
+//! way (an unknown field): redeployed too.
 
 use std::time::Duration;
 
@@ -57,7 +68,8 @@ use crate::crd::{
 use crate::phase::Phase;
 use crate::resources::{slots_needed, taskmanagers};
 
-/// How long added TaskManagers may take to register their slots before the rescale is aborted.
+/// How long added TaskManagers may take to register their slots before the
+/// rescale is abandoned (the JobManager's wait, `await_slots_ms`).
 pub const TASKMANAGERS_WAIT: Duration = Duration::from_secs(300);
 
 /// How often the JobManager is asked for its slots while added TaskManagers
@@ -77,14 +89,13 @@ impl Planner<'_> {
         let before =
             taskmanagers(slots_needed(deployed.parallelism, &self.status.deployed_vertex_parallelism), per_taskmanager);
         let registered = self.registered_slots(before, per_taskmanager);
-        let (step, raised) = if registered >= slots {
-            (InPlaceStep::Rescale, before)
-        } else {
-            (InPlaceStep::AddTaskManagers, before.max(taskmanagers(slots, per_taskmanager)))
+        let raised = match registered >= slots {
+            true => before,
+            false => before.max(taskmanagers(slots, per_taskmanager)),
         };
         let mut op = self.new_operation(OperationKind::Rescale, None);
         op.in_place = Some(InPlaceRescale {
-            step,
+            step: InPlaceStep::Rescale,
             since: self.observed.now.clone(),
             slots,
             taskmanagers_before: before,
@@ -94,11 +105,11 @@ impl Planner<'_> {
         let by = if self.autoscaler_rescale { "the autoscaler: " } else { "" };
         let from = parallelism_in_words(deployed.parallelism, &self.status.deployed_vertex_parallelism);
         let to = parallelism_in_words(self.spec.parallelism, &self.vertices);
-        let first = match step {
-            InPlaceStep::Rescale => String::new(),
-            InPlaceStep::AddTaskManagers => {
-                format!(", adding TaskManagers first ({before} -> {raised}: {registered} of {slots} slots registered)")
-            }
+        let first = match raised > before {
+            false => String::new(),
+            true => format!(
+                ", adding TaskManagers while the savepoint is taken ({before} -> {raised}: {registered} of {slots} slots registered)"
+            ),
         };
         self.act_on_step(&op);
         self.begin(op, Phase::Rescaling, &format!("{by}rescaling {from} -> {to} in place{first}"));
@@ -108,7 +119,10 @@ impl Planner<'_> {
     pub(super) fn continue_in_place(&mut self, op: PendingOperation) {
         let Some(in_place) = op.in_place.clone() else { return };
         if let Some(refusal) = &in_place.refused {
-            self.refused(op.clone(), refusal);
+            match self.current_job().filter(|j| j.state != JobState::Running) {
+                Some(j) => self.redeploy_instead(format!("the job stopped running ({})", j.state)),
+                None => self.refused(op.clone(), refusal),
+            }
             return;
         }
         match in_place.step {
@@ -123,8 +137,8 @@ impl Planner<'_> {
                     self.act_on_step(&op);
                 }
             }
-            InPlaceStep::Rescale => match self.fate(&in_place.since, "rescale") {
-                Fate::Waiting => {}
+            InPlaceStep::Rescale => match self.fate_within(&in_place.since, "rescale", self.rescale_timeout(&op)) {
+                Fate::Waiting => self.keep_taskmanagers_raised(&in_place),
                 Fate::Failed(why) => self.abort_in_place(&op, &why, true),
                 Fate::Completed { path, in_storage } => self.rescaled(&op, path, in_storage),
             },
@@ -140,24 +154,45 @@ impl Planner<'_> {
                 self.actions.push(Action::Requeue(SLOTS_LOOK_EVERY));
             }
             InPlaceStep::Rescale => {
+                self.keep_taskmanagers_raised(in_place);
                 self.actions.push(Action::Rescale(rescale_request(op)));
                 self.actions.push(Action::Requeue(FOLLOW_EVERY));
             }
         }
     }
 
-    /// Step 1: the TaskManagers were raised; once their slots are registered, step 2.
+    /// How long the rescale `op` may take once asked for: a savepoint's
+    /// time, and the JobManager's wait for the slots of TaskManagers it adds.
+    fn rescale_timeout(&self, op: &PendingOperation) -> Duration {
+        let waits = rescale_request(op).await_slots_ms.map_or(Duration::ZERO, Duration::from_millis);
+        self.savepoint_timeout() + waits
+    }
+
+    /// Applies the raised TaskManager Deployment again while the rescale
+    /// waits (an unchanged apply when it was): an operator that stopped
+    /// between recording the step and raising it raises it now.
+    fn keep_taskmanagers_raised(&mut self, in_place: &InPlaceRescale) {
+        if in_place.taskmanagers > in_place.taskmanagers_before {
+            self.actions.push(Action::ScaleTaskManagers(in_place.taskmanagers));
+        }
+    }
+
+    /// Nothing was done to the job yet and it no longer runs: the rescale
+    /// goes out as any change to a job that does not run.
+    fn redeploy_instead(&mut self, note: String) {
+        self.event(true, "RescaleInPlaceDropped", &format!("{note}: the rescale is rolled out by a redeploy"));
+        // Back to where it started (Rescaling without an operation would be a redeploy not yet running).
+        self.status.pending_operation = None;
+        self.phase(Phase::Running);
+        self.reconcile();
+    }
+
+    /// The step an earlier operator wrote: the TaskManagers were raised;
+    /// once their slots are registered, the rescale is asked for.
     fn await_taskmanagers(&mut self, mut op: PendingOperation, in_place: &InPlaceRescale) {
-        let job = self.current_job().cloned();
-        if let Some(j) = job.as_ref().filter(|j| j.state != JobState::Running) {
-            // Nothing was done to the job yet: the rescale goes out as any change to a job that does not run.
+        if let Some(j) = self.current_job().filter(|j| j.state != JobState::Running) {
             let note = format!("the job stopped running ({}) while TaskManagers were added", j.state);
-            self.event(true, "RescaleInPlaceDropped", &format!("{note}: the rescale is rolled out by a redeploy"));
-            // Back to where it started (Rescaling without an operation would be a redeploy not yet running).
-            self.status.pending_operation = None;
-            self.phase(Phase::Running);
-            self.reconcile();
-            return;
+            return self.redeploy_instead(note);
         }
         let per_taskmanager = deployed_spec(&self.status).map_or(1, |d| d.task_manager.slots);
         let registered = self.registered_slots(in_place.taskmanagers, per_taskmanager);
@@ -275,12 +310,20 @@ impl Planner<'_> {
     }
 }
 
-/// The rescale `op` asks the JobManager for: the whole assignment.
+/// The rescale `op` asks the JobManager for: the whole assignment, waiting
+/// for the slots of the TaskManagers it adds (see the module).
 fn rescale_request(op: &PendingOperation) -> RescaleRequest {
     let count = |p: i32| u32::try_from(p.max(1)).unwrap_or(1);
-    RescaleRequest {
+    let request = RescaleRequest {
         parallelism: op.target_parallelism.map(count),
         vertices: op.target_vertex_parallelism.iter().map(|(uid, p)| (uid.clone(), count(*p))).collect(),
+        await_slots_ms: None,
+    };
+    match &op.in_place {
+        Some(i) if i.step == InPlaceStep::Rescale && i.taskmanagers > i.taskmanagers_before => {
+            request.awaiting_slots(TASKMANAGERS_WAIT)
+        }
+        _ => request,
     }
 }
 
@@ -386,23 +429,42 @@ mod tests {
         assert!(p.actions.is_empty(), "{:?}", p.actions);
     }
 
+    /// The request of a rescale to 4 that adds TaskManagers: it waits for their slots.
+    fn to_4_adding() -> RescaleRequest {
+        RescaleRequest::to(4).awaiting_slots(TASKMANAGERS_WAIT)
+    }
+
+    /// `status` as an operator before `await_slots_ms` left it: at the step
+    /// `add-taskmanagers`, nothing asked of the JobManager yet.
+    fn at_the_old_step(mut status: StreamJobStatus) -> StreamJobStatus {
+        let op = status.pending_operation.as_mut().expect("a pending operation");
+        op.trigger_id = None;
+        op.in_place.as_mut().expect("in place").step = InPlaceStep::AddTaskManagers;
+        status
+    }
+
     #[test]
-    fn taskmanagers_are_added_first_when_the_slots_do_not_suffice_and_an_operator_restart_carries_on() {
+    fn taskmanagers_are_added_while_the_savepoint_is_taken_and_an_operator_restart_carries_on() {
         // The job at 2 on two TaskManagers of a slot; 4 needs two more.
         let p = step(&scaled(running(|_| {}), 4), &reporting(2, 2));
         let i = in_place(&p);
-        assert_eq!((i.step, i.slots, i.taskmanagers_before, i.taskmanagers), (InPlaceStep::AddTaskManagers, 4, 2, 4));
-        assert_eq!((scaled_taskmanagers(&p), rescales(&p)), (vec![4], vec![]), "raised, not yet asked");
+        assert_eq!((i.step, i.slots, i.taskmanagers_before, i.taskmanagers), (InPlaceStep::Rescale, 4, 2, 4));
+        assert_eq!((scaled_taskmanagers(&p), rescales(&p)), (vec![4], vec![to_4_adding()]), "raised and asked at once");
+        assert_eq!(to_4_adding().await_slots_ms, Some(300_000));
         assert_eq!(p.status.phase, Some(Phase::Rescaling));
-        // A restarted operator (or the next look) with one registered so far: raised again (idempotent), waits.
-        let p = step(&scaled(p.status, 4), &at(reporting(2, 3), "2026-11-21T12:00:20Z"));
+        // A restarted operator that had not recorded the trigger: raised again (idempotent), asked again.
+        let mut lost = p.status.clone();
+        lost.pending_operation.as_mut().unwrap().trigger_id = None;
+        let again = step(&scaled(lost, 4), &at(reporting(2, 3), "2026-11-21T12:00:20Z"));
+        assert_eq!((scaled_taskmanagers(&again), rescales(&again)), (vec![4], vec![to_4_adding()]));
+        // Followed: the Deployment stays raised while the JobManager waits for the slots.
+        let mut following = reporting(2, 3);
+        following.savepoint = Some(SavepointView::InProgress);
+        let p = step(&scaled(p.status, 4), &following);
         assert_eq!((scaled_taskmanagers(&p), rescales(&p)), (vec![4], vec![]));
-        assert_eq!(in_place(&p).step, InPlaceStep::AddTaskManagers);
-        // All four registered: the rescale is asked for.
-        let p = step(&scaled(p.status, 4), &at(reporting(2, 4), "2026-11-21T12:00:40Z"));
-        let i = in_place(&p);
-        assert_eq!((i.step, i.since.as_str()), (InPlaceStep::Rescale, "2026-11-21T12:00:40Z"));
-        assert_eq!((scaled_taskmanagers(&p), rescales(&p)), (vec![], vec![RescaleRequest::to(4)]));
+        // Past the savepoint timeout but within it and the wait for slots: still followed.
+        let p = step(&scaled(p.status, 4), &at(following.clone(), "2026-11-21T12:12:00Z"));
+        assert_eq!(p.status.phase, Some(Phase::Rescaling), "{:?}", p.status.conditions);
         // Completed: four are needed, none is removed.
         let p = step(&scaled(p.status, 4), &completed(reporting(4, 4)));
         assert_eq!((scaled_taskmanagers(&p), &p.status.pending_operation), (vec![], &None));
@@ -410,15 +472,42 @@ mod tests {
     }
 
     #[test]
-    fn taskmanagers_that_do_not_come_abort_the_rescale_and_are_removed() {
+    fn a_rescale_an_earlier_operator_left_adding_taskmanagers_goes_on_as_it_began() {
         let p = step(&scaled(running(|_| {}), 4), &reporting(2, 2));
-        let late = at(reporting(2, 3), "2026-11-21T12:05:30Z");
-        let p = step(&scaled(p.status, 4), &late);
+        let old = at_the_old_step(p.status);
+        // One registered so far: raised again (idempotent), waits.
+        let p = step(&scaled(old.clone(), 4), &at(reporting(2, 3), "2026-11-21T12:00:20Z"));
+        assert_eq!((scaled_taskmanagers(&p), rescales(&p)), (vec![4], vec![]));
+        assert_eq!(in_place(&p).step, InPlaceStep::AddTaskManagers);
+        // All four registered: the rescale is asked for.
+        let p = step(&scaled(p.status, 4), &at(reporting(2, 4), "2026-11-21T12:00:40Z"));
+        let i = in_place(&p);
+        assert_eq!((i.step, i.since.as_str()), (InPlaceStep::Rescale, "2026-11-21T12:00:40Z"));
+        assert_eq!((scaled_taskmanagers(&p), rescales(&p)), (vec![4], vec![to_4_adding()]));
+        // Never registered within the wait: aborted, the Deployment lowered back.
+        let late = step(&scaled(old.clone(), 4), &at(reporting(2, 3), "2026-11-21T12:05:30Z"));
+        assert_eq!(scaled_taskmanagers(&late), [2], "back to what the job needs");
+        assert_eq!((late.status.pending_operation.clone(), late.status.failed_generation), (None, Some(2)));
+        let c = late.status.conditions.iter().find(|c| c.type_ == "Progressing").unwrap();
+        assert!(c.message.contains("3 of the 4 slots needed were registered within 300s"), "{}", c.message);
+        // The job stopped running meanwhile: redeployed instead.
+        let stopped = step(&scaled(old, 4), &observed(Some((JobState::Restarting, 2)), None));
+        assert_eq!(applied(&stopped), Some((4, Restore::LatestOrFresh)), "a job that does not run gets no savepoint");
+    }
+
+    #[test]
+    fn taskmanagers_whose_slots_do_not_come_fail_the_rescale_and_are_removed() {
+        let p = step(&scaled(running(|_| {}), 4), &reporting(2, 2));
+        // The JobManager gave up waiting: the job runs on at 2 from the savepoint.
+        let mut gave_up = at(reporting(2, 3), "2026-11-21T12:05:30Z");
+        let why = "3 of the 4 slots that parallelism 4 needs were registered within 300000 ms: the job runs on at 2";
+        gave_up.savepoint = Some(SavepointView::Failed(why.into()));
+        let p = step(&scaled(p.status, 4), &gave_up);
         assert_eq!(scaled_taskmanagers(&p), [2], "back to what the job needs");
         assert_eq!((p.status.pending_operation.clone(), p.status.phase), (None, Some(Phase::Running)));
         assert_eq!(p.status.failed_generation, Some(2), "not retried until the spec changes");
         let c = p.status.conditions.iter().find(|c| c.type_ == "Progressing").unwrap();
-        assert!(c.message.contains("3 of the 4 slots needed were registered within 300s"), "{}", c.message);
+        assert!(c.message.contains(why), "{}", c.message);
         let again = step(&scaled(p.status, 4), &at(reporting(2, 2), "2026-11-21T12:06:00Z"));
         assert_eq!((again.status.pending_operation.clone(), rescales(&again)), (None, vec![]), "{:?}", again.actions);
     }
@@ -440,7 +529,8 @@ mod tests {
         assert!(p.actions.is_empty(), "{:?}", p.actions);
         // Scaled up again at once, the two removed still registered: not counted on.
         let p = step(&job(Some(done), 3, |s| s.parallelism = 4), &reporting(2, 4));
-        assert_eq!((in_place(&p).step, scaled_taskmanagers(&p)), (InPlaceStep::AddTaskManagers, vec![4]));
+        assert_eq!(scaled_taskmanagers(&p), [4]);
+        assert_eq!(rescales(&p), [RescaleRequest::to(4).awaiting_slots(TASKMANAGERS_WAIT)]);
     }
 
     #[test]
@@ -468,10 +558,9 @@ mod tests {
     }
 
     #[test]
-    fn a_job_that_stops_running_while_taskmanagers_are_added_is_redeployed() {
+    fn a_job_that_stopped_running_when_the_jobmanager_refused_the_rescale_is_redeployed() {
         let p = step(&scaled(running(|_| {}), 4), &reporting(2, 2));
-        assert_eq!(in_place(&p).step, InPlaceStep::AddTaskManagers);
-        let p = step(&scaled(p.status, 4), &observed(Some((JobState::Restarting, 2)), None));
+        let p = step(&scaled(refused(p.status, 409), 4), &observed(Some((JobState::Restarting, 2)), None));
         assert_eq!(applied(&p), Some((4, Restore::LatestOrFresh)), "a job that does not run gets no savepoint");
         assert_eq!((p.status.pending_operation.clone(), p.status.phase), (None, Some(Phase::Rescaling)));
     }

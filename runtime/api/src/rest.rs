@@ -346,6 +346,15 @@ pub struct SavepointRequest {
 /// its pipeline step or code gives it, else the default; so a request
 /// without `vertices` also drops the per-vertex parallelism of an earlier
 /// rescale. At least one of the two must be given.
+///
+/// The slots the new parallelism needs must be registered when the request
+/// comes (else it is refused, `409`, and nothing stops), unless
+/// `await_slots_ms` says how long they may take: then the savepoint is taken
+/// at once, while the TaskManagers the caller is adding start (the
+/// operator's in-place rescale does so), and the job waits for the slots at
+/// most that long from the request. Slots that do not come in time leave
+/// the job running on at its former parallelism from the savepoint, and the
+/// rescale answers failed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RescaleRequest {
@@ -353,17 +362,29 @@ pub struct RescaleRequest {
     pub parallelism: Option<u32>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub vertices: std::collections::BTreeMap<String, u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub await_slots_ms: Option<u64>,
 }
+
+/// The longest a rescale may wait for its slots ([`RescaleRequest::await_slots_ms`]).
+pub const MAX_AWAIT_SLOTS_MS: u64 = 3_600_000;
 
 impl RescaleRequest {
     /// Every vertex at `parallelism` (save those their pipeline or code pins).
     pub fn to(parallelism: u32) -> RescaleRequest {
-        RescaleRequest { parallelism: Some(parallelism), vertices: Default::default() }
+        RescaleRequest { parallelism: Some(parallelism), ..Default::default() }
+    }
+
+    /// The same request, waiting up to `wait` for the slots it needs.
+    pub fn awaiting_slots(self, wait: std::time::Duration) -> RescaleRequest {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).min(MAX_AWAIT_SLOTS_MS);
+        RescaleRequest { await_slots_ms: Some(ms), ..self }
     }
 
     /// Why no job of `max_parallelism` key groups can run as this request
     /// asks, if so: it names nothing to rescale to, or a parallelism of 0
-    /// or above `max_parallelism` (a subtask without a key group). Whether
+    /// or above `max_parallelism` (a subtask without a key group), or a wait
+    /// for slots beyond [`MAX_AWAIT_SLOTS_MS`]. Whether
     /// the vertices exist and the job can rescale now is the JobManager's
     /// to say.
     pub fn check(&self, max_parallelism: u32) -> Result<(), String> {
@@ -379,6 +400,9 @@ impl RescaleRequest {
         };
         if let Some(p) = self.parallelism {
             in_range(&"parallelism", p)?;
+        }
+        if let Some(ms) = self.await_slots_ms.filter(|&ms| ms > MAX_AWAIT_SLOTS_MS) {
+            return Err(format!("await_slots_ms: {ms} is above the longest wait, {MAX_AWAIT_SLOTS_MS} (an hour)"));
         }
         self.vertices.iter().try_for_each(|(uid, &p)| in_range(&format_args!("vertices.{uid}"), p))
     }
@@ -649,13 +673,15 @@ mod tests {
         assert_eq!((per_vertex.parallelism, per_vertex.vertices.get("window")), (None, Some(&4)));
         assert_eq!(serde_json::to_string(&RescaleRequest::to(2)).unwrap(), r#"{"parallelism":2}"#);
         assert!(serde_json::from_str::<RescaleRequest>(r#"{"parallelism": -1}"#).is_err());
+        let waiting = RescaleRequest::to(2).awaiting_slots(std::time::Duration::from_secs(300));
+        assert_eq!(serde_json::to_string(&waiting).unwrap(), r#"{"parallelism":2,"await_slots_ms":300000}"#);
     }
 
     #[test]
     fn a_rescale_no_job_can_run_is_refused_naming_why() {
         assert_eq!(RescaleRequest::to(1).check(128), Ok(()));
         assert_eq!(RescaleRequest::to(128).check(128), Ok(()));
-        let window_at = |p| RescaleRequest { parallelism: None, vertices: [("window".to_string(), p)].into() };
+        let window_at = |p| RescaleRequest { vertices: [("window".to_string(), p)].into(), ..Default::default() };
         assert_eq!(window_at(4).check(128), Ok(()));
         for (request, says) in [
             (RescaleRequest::default(), "nothing to rescale to"),
@@ -663,6 +689,10 @@ mod tests {
             (RescaleRequest::to(129), "parallelism: 129 is above the max parallelism 128 (the job's key groups)"),
             (window_at(0), "vertices.window: must be at least 1"),
             (window_at(u32::MAX), "vertices.window: 4294967295 is above the max parallelism 128"),
+            (
+                RescaleRequest { await_slots_ms: Some(MAX_AWAIT_SLOTS_MS + 1), ..RescaleRequest::to(2) },
+                "await_slots_ms: 3600001 is above the longest wait",
+            ),
         ] {
             let why = request.check(128).unwrap_err();
             assert!(why.contains(says), "{request:?}: {why}");

@@ -101,11 +101,14 @@ fn a_rescale_through_the_rest_api_restarts_at_the_new_parallelism_with_exact_out
     std::thread::sleep(Duration::from_secs(2));
     let base = format!("http://127.0.0.1:{port}/v1/jobs/orders-window");
     // A parallelism no job can run at is refused by the REST API (400), a
-    // vertex the job does not have by the JobManager (409).
+    // vertex the job does not have, or more slots than the two TaskManagers
+    // have, by the JobManager (409).
     for (refused, code, why) in [
         (json!({ "parallelism": 0 }), 400, "parallelism: must be at least 1"),
         (json!({ "parallelism": 129 }), 400, "above the max parallelism 128"),
         (json!({ "vertices": { "9-nope": 2 } }), 409, "vertex `9-nope`: the job has no such vertex"),
+        (json!({ "parallelism": 5 }), 409, "needs 5 slots and 4 are registered"),
+        (json!({ "parallelism": 2, "await_slots_ms": 3_600_001 }), 400, "await_slots_ms: 3600001 is above"),
     ] {
         let (status, body) = post(&format!("{base}/rescale"), refused.clone());
         assert_eq!(status, code, "{refused}: {body}");

@@ -50,6 +50,12 @@ pub(super) struct PendingRescale {
     pub target: JobSpec,
     /// When each step ended, for the log line that says where the time went.
     pub timings: RescaleTimings,
+    /// Until when the slots the new parallelism needs may be awaited
+    /// (`None`: they were registered when it was asked for).
+    pub slots_by: Option<std::time::Instant>,
+    /// The job as it ran before, and its plan, once it was planned anew:
+    /// what it runs on at when the slots do not come in time.
+    pub before: Option<(JobSpec, Plan)>,
 }
 
 impl PendingRescale {
@@ -67,6 +73,8 @@ pub(super) struct RescaleTimings {
     pub savepoint: Option<std::time::Instant>,
     pub stopped: Option<std::time::Instant>,
     pub verified: Option<std::time::Instant>,
+    /// When the last TaskManager registered while it waited for slots (if it did).
+    pub slots: Option<std::time::Instant>,
 }
 
 impl RescaleTimings {
@@ -78,6 +86,7 @@ impl RescaleTimings {
             ("savepoint", self.savepoint),
             ("tasks stopped", self.stopped),
             ("savepoint verified", self.verified),
+            ("slots registered", self.slots),
             ("redeployed", Some(deployed)),
         ]
         .into_iter()
@@ -144,7 +153,8 @@ impl JobLoop {
     /// Takes the rescale's stop-with-savepoint; the redeployment follows once
     /// every task ended. The new assignment is planned first: a request the
     /// job cannot run at (a vertex it does not have, a parallelism beyond its
-    /// key groups) is refused while the job runs on untouched.
+    /// key groups, more slots than are registered and no wait for them) is
+    /// refused while the job runs on untouched.
     fn start_rescale(&mut self, request: RescaleRequest, reply: Sender<Result<String, String>>) -> Result<(), String> {
         let (spec, plan) = self.plan_rescale(&request)?;
         if let Some(r) = self.rescale.as_mut() {
@@ -167,13 +177,32 @@ impl JobLoop {
         else {
             return Err(format!("rescaling needs a running job with checkpointing (the job is {})", self.state));
         };
+        let now = self.clock.now();
+        let slots_by = match request.await_slots_ms {
+            _ if schedule::assign(&plan.layout, &free_slots(&self.tms)).is_some() => None,
+            Some(ms) => Some(now + std::time::Duration::from_millis(ms)),
+            None => {
+                return Err(format!(
+                    "rescaling to {} needs {} slots and {} are registered: add TaskManagers first, or give `await_slots_ms` to wait for them",
+                    describe(&spec),
+                    schedule::slots_needed(&plan.layout),
+                    self.tms.values().map(|t| t.slots).sum::<usize>()
+                ));
+            }
+        };
         let (tx, savepoint) = crossbeam_channel::bounded(1);
         c.request_savepoint(SavepointRequest::new(true, false, tx));
-        let timings = RescaleTimings { requested: self.clock.now(), savepoint: None, stopped: None, verified: None };
-        let target = spec.clone();
-        let replies = vec![reply];
-        self.rescale =
-            Some(PendingRescale { planned: Some((spec, plan)), savepoint, path: None, replies, target, timings });
+        let timings = RescaleTimings { requested: now, savepoint: None, stopped: None, verified: None, slots: None };
+        self.rescale = Some(PendingRescale {
+            target: spec.clone(),
+            planned: Some((spec, plan)),
+            savepoint,
+            path: None,
+            replies: vec![reply],
+            timings,
+            slots_by,
+            before: None,
+        });
         Ok(())
     }
 
@@ -266,6 +295,12 @@ impl JobLoop {
     fn switch_to_rescaled(&mut self) {
         let Some(r) = self.rescale.as_mut() else { return };
         let Some((spec, plan)) = r.planned.take() else { return };
+        r.before = Some((self.config.spec.clone(), self.plan.clone()));
+        self.run_as(spec, plan);
+    }
+
+    /// The job is to run as `spec` says, planned as `plan`.
+    fn run_as(&mut self, spec: JobSpec, plan: Plan) {
         let mut view = self.view.lock().expect("view poisoned");
         view.parallelism = spec.parallelism;
         view.layout = plan.layout.clone();
@@ -273,6 +308,29 @@ impl JobLoop {
         drop(view);
         self.config.spec = spec;
         self.plan = plan;
+    }
+
+    /// A rescale planned anew whose slots did not come within its wait: the
+    /// job runs on as it ran before, from the rescale's savepoint (read
+    /// again for the former parallelism), and the rescale answers failed.
+    fn give_up_waiting_for_slots(&mut self) {
+        let now = self.clock.now();
+        let overdue = |r: &PendingRescale| r.before.is_some() && r.slots_by.is_some_and(|by| now >= by);
+        let Some(mut r) = self.rescale.take_if(|r| overdue(r)) else { return };
+        let (spec, plan) = r.before.take().expect("planned anew");
+        let waited = r.slots_by.map_or(0, |by| by.saturating_duration_since(r.timings.requested).as_millis());
+        let why = format!(
+            "{} of the {} slots that parallelism {} needs were registered within {waited} ms: the job runs on at {} from the savepoint {}",
+            self.tms.values().map(|t| t.slots).sum::<usize>(),
+            schedule::slots_needed(&self.plan.layout),
+            describe(&self.config.spec),
+            describe(&spec),
+            r.path.as_deref().unwrap_or("taken")
+        );
+        tracing::warn!("rescale of {} abandoned: {why}", self.config.spec.name);
+        r.answer(Err(why));
+        self.run_as(spec, plan);
+        self.prepare();
     }
 
     /// The rescale cannot go on: the caller hears `answer`, and the job fails with `failure`.
@@ -371,9 +429,9 @@ impl JobLoop {
             Preparation::Held(outcome, at) => return self.take_readiness(outcome, at),
             Preparation::Unasked | Preparation::Got(..) => return self.prepare(),
         };
-        let free: Vec<(u64, usize)> = self.tms.iter().map(|(c, t)| (*c, t.slots)).collect();
-        let Some(assignment) = schedule::assign(&self.plan.layout, &free) else {
+        let Some(assignment) = schedule::assign(&self.plan.layout, &free_slots(&self.tms)) else {
             self.preparation = Preparation::Got(readiness, self.clock.now());
+            self.give_up_waiting_for_slots();
             return;
         };
         self.restore = readiness.restore;
@@ -553,6 +611,11 @@ fn attempt_id() -> u64 {
 }
 
 /// A job's parallelism as a log line says it: `3`, or `3 (window at 4)`.
+/// Every registered TaskManager's slots, by connection, in registration order.
+fn free_slots(tms: &BTreeMap<u64, super::event_loop::Tm>) -> Vec<(u64, usize)> {
+    tms.iter().map(|(c, t)| (*c, t.slots)).collect()
+}
+
 fn describe(spec: &JobSpec) -> String {
     if spec.vertex_parallelism.is_empty() {
         return spec.parallelism.to_string();

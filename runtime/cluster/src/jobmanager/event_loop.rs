@@ -273,6 +273,9 @@ impl JobLoop {
             Event::Registered { conn, id, slots, data_addr } => {
                 tracing::info!("TaskManager {id} registered: {slots} slots, data at {data_addr}");
                 self.tms.insert(conn, Tm { id, slots, data_addr, last_seen: self.clock.now() });
+                if let Some(r) = self.rescale.as_mut().filter(|r| r.slots_by.is_some()) {
+                    r.timings.slots = Some(self.clock.now());
+                }
             }
             Event::Disconnected { conn, why } => self.lose(conn, &why),
             Event::Message { conn, message } => {

@@ -387,7 +387,7 @@ fn a_rescale_may_give_a_vertex_its_own_parallelism() {
     let mut h = Harness::new("per-vertex", 1, RestartStrategy::default(), true);
     h.register(1, 3);
     let first = h.deployments()[0].1.attempt;
-    let sum_at_3 = RescaleRequest { parallelism: None, vertices: [("1-sum".to_string(), 3)].into() };
+    let sum_at_3 = RescaleRequest { vertices: [("1-sum".to_string(), 3)].into(), ..Default::default() };
     let answer = h.rescale(sum_at_3.clone()).unwrap();
     let [(1, _, 0, Command::Trigger { barrier, .. })] = commands(h.sent())[..] else { panic!("a savepoint") };
     let again = h.rescale(sum_at_3.clone()).unwrap();
@@ -420,7 +420,7 @@ fn a_restarted_jobmanager_resumes_at_the_parallelism_of_its_own_latest_checkpoin
     h.job.config.deployment = Some("d-1".into());
     h.register(1, 3);
     let first = h.deployments()[0].1.attempt;
-    let sum_at_3 = RescaleRequest { parallelism: None, vertices: [("1-sum".to_string(), 3)].into() };
+    let sum_at_3 = RescaleRequest { vertices: [("1-sum".to_string(), 3)].into(), ..Default::default() };
     let _answer = h.rescale(sum_at_3).unwrap();
     let [(1, _, 0, Command::Trigger { barrier, .. })] = commands(h.sent())[..] else { panic!("a savepoint") };
     h.message(1, ack(first, 0, barrier.checkpoint_id));
@@ -448,7 +448,7 @@ fn a_restarted_jobmanager_resumes_at_the_parallelism_of_its_own_latest_checkpoin
 fn a_rescale_the_job_cannot_run_at_is_refused_before_anything_stops() {
     let mut h = Harness::new("refused", 1, RestartStrategy::default(), true);
     h.running_on(1);
-    let unknown = RescaleRequest { parallelism: None, vertices: [("9-nope".to_string(), 2)].into() };
+    let unknown = RescaleRequest { vertices: [("9-nope".to_string(), 2)].into(), ..Default::default() };
     let why = h.rescale(unknown).unwrap_err();
     assert!(why.contains("9-nope") && why.contains("0-numbers, 1-sum"), "{why}");
     let too_many = h.rescale(RescaleRequest::to(100_000)).unwrap_err();
@@ -788,4 +788,87 @@ fn a_failover_while_a_write_is_out_restores_from_what_that_write_left() {
     assert_eq!(deployed.len(), 1, "redeployed");
     let restore = deployed[0].1.restore.clone().expect("a restore point");
     assert!(restore.ends_with(&format!("chk-{id}")) || restore.ends_with(&format!("sp-{id}")), "{restore}");
+}
+
+/// Stops the job of the first attempt with the savepoint the rescale
+/// triggered: every task acknowledges it, then the TaskManager reports its
+/// tasks ended.
+fn stop_with_savepoint(h: &mut Harness, conn: u64, attempt: u64, tasks: usize) {
+    let barrier = commands(h.sent())
+        .iter()
+        .find_map(|(_, _, _, c)| match c {
+            Command::Trigger { barrier, .. } => Some(*barrier),
+            _ => None,
+        })
+        .expect("a savepoint triggered");
+    for task in 0..tasks {
+        h.message(conn, ack(attempt, task, barrier.checkpoint_id));
+    }
+    h.message(conn, ToJobManager::Finished { attempt });
+}
+
+/// Lets `by` pass in steps of a second, TaskManagers `conns` heartbeating
+/// (idle: no attempt runs on them) all along.
+fn advance_alive(h: &mut Harness, conns: &[u64], by: Duration) {
+    for _ in 0..by.as_secs() {
+        for &conn in conns {
+            h.message(conn, ToJobManager::Heartbeat { attempt: None, metrics: Vec::new(), gauges: Vec::new() });
+        }
+        h.advance(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn a_rescale_beyond_the_registered_slots_is_refused_unless_it_may_wait_for_them() {
+    let mut h = Harness::new("too-few", 1, RestartStrategy::default(), true);
+    h.running_on(1);
+    let why = h.rescale(RescaleRequest::to(2)).unwrap_err();
+    assert!(why.contains("needs 2 slots and 1 are registered") && why.contains("await_slots_ms"), "{why}");
+    assert!(commands(h.sent()).is_empty(), "no savepoint was triggered");
+    assert_eq!(h.job.state, JobState::Running);
+}
+
+/// The operator adds TaskManagers and asks for the rescale at once: the
+/// savepoint is taken while they start, and the job is redeployed as soon
+/// as their slots are registered.
+#[test]
+fn a_rescale_awaiting_slots_takes_its_savepoint_at_once_and_deploys_when_they_register() {
+    let mut h = Harness::new("await-slots", 1, RestartStrategy::default(), true);
+    let first = h.running_on(1);
+    let answer = h.rescale(RescaleRequest::to(2).awaiting_slots(Duration::from_secs(60))).unwrap();
+    stop_with_savepoint(&mut h, 1, first, 2);
+    assert!(h.deployments().is_empty(), "one slot of two: not deployed");
+    assert_eq!((h.job.state, h.view().parallelism), (JobState::Restarting, 2));
+    advance_alive(&mut h, &[1], Duration::from_secs(30));
+    assert!(answer.is_empty() && h.deployments().is_empty(), "still waiting within the minute");
+    h.register(2, 1);
+    let deployed = h.deployments();
+    assert_eq!(deployed.len(), 2, "one subtask on each TaskManager");
+    let path = answer.try_recv().unwrap().unwrap();
+    assert!(deployed.iter().all(|(_, d)| d.spec.parallelism == 2 && d.restore.as_deref() == Some(path.as_str())));
+    assert_eq!(h.job.state, JobState::Running);
+}
+
+/// Slots that do not come in time: the job runs on at its former
+/// parallelism, from the rescale's savepoint, and the rescale failed.
+#[test]
+fn a_rescale_whose_slots_do_not_come_in_time_runs_the_job_on_as_it_was_from_the_savepoint() {
+    let mut h = Harness::new("no-slots", 1, RestartStrategy::default(), true);
+    let first = h.running_on(1);
+    let answer = h.rescale(RescaleRequest::to(3).awaiting_slots(Duration::from_secs(60))).unwrap();
+    stop_with_savepoint(&mut h, 1, first, 2);
+    h.register(2, 1);
+    assert!(h.deployments().is_empty(), "two slots of three: not deployed");
+    advance_alive(&mut h, &[1, 2], Duration::from_secs(61));
+    let why = answer.try_recv().unwrap().unwrap_err();
+    assert!(why.contains("2 of the 3 slots that parallelism 3 needs") && why.contains("runs on at 1"), "{why}");
+    let deployed = h.deployments();
+    assert_eq!(deployed.len(), 1, "at parallelism 1, on one TaskManager: {deployed:?}");
+    let d = &deployed[0].1;
+    let restored = d.restore.clone().expect("restored");
+    assert!(d.spec.parallelism == 1 && restored.contains("/savepoints/sp-"), "{restored}");
+    assert!(why.contains(&restored), "the savepoint is named: {why}");
+    let view = h.view();
+    assert_eq!((view.state, view.parallelism), (JobState::Running, 1));
+    assert!(h.rescale(RescaleRequest::to(2)).is_ok(), "a new rescale may be asked for");
 }
