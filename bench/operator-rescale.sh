@@ -11,11 +11,12 @@
 # with release binaries, its stateful-rescale step at STATE_MB MiB: a dedup
 # over order ids (every id kept) grows until a checkpoint holds STATE_MB MiB,
 # then parallelism 2 -> 3 is timed to the StreamJob's status saying running at
-# 3 in place (a TaskManager added for the third slot, then the JobManager's
-# rescale: stop-with-savepoint, verification in S3, the subtasks restarted from
-# it), 3 -> 4 in place onto the spare slot (no pod starts), and 4 -> 2 the
-# redeploying way, each to the job's first completed checkpoint at the new
-# parallelism too (checkpoints every 2 s).
+# 3 in place (the JobManager's rescale, asked as a TaskManager for the third
+# slot starts: stop-with-savepoint, verification in S3, the subtasks restarted
+# from it), 3 -> 4 in place onto the spare slot (no pod starts), and 4 -> 2 the
+# redeploying way; each also to every subtask restored and processing (the
+# TaskManagers' log lines) and to the job's first completed checkpoint at the
+# new parallelism (checkpoints every 2 s).
 #
 # With --write, regenerates the "OPERATOR-RESCALE" section of docs/benchmarks.md.
 #
@@ -62,14 +63,14 @@ trap 'rm -f "$log"' EXIT
 bash "$repo/scripts/test-deps.sh" >&2
 WEIR_E2E_S3=$S3 WEIR_E2E_RELEASE=1 WEIR_E2E_STATE_BACKEND=$STATE_BACKEND WEIR_E2E_STATE_MB=$STATE_MB WEIR_E2E_STATE_RATE=$RATE WEIR_E2E_AUTOSCALER_WINDOW=$WINDOW bash "$repo/e2e/run.sh" 2>&1 | tee "$log" | grep '^ok - \|^not ok' >&2
 line=$(grep '^ok - rescale 2 -> 3 in place with' "$log") || { echo "bench/operator-rescale.sh: the e2e did not get through the stateful rescale" >&2; exit 1; }
-read -r mib running first <<<"$(sed -E 's/.* with ([0-9]+) MiB .* after ([0-9.]+) s, its first checkpoint there after ([0-9.]+) s .*/\1 \2 \3/' <<<"$line")"
+read -r mib running processing first <<<"$(sed -E 's/.* with ([0-9]+) MiB .* after ([0-9.]+) s, every subtask restored and processing after ([0-9.a-z]+) s, its first checkpoint there after ([0-9.]+) s .*/\1 \2 \3 \4/' <<<"$line")"
 jm_line=$(sed -E 's/.*\(the JobManager: (.*)\)$/\1/' <<<"$line")
 line=$(grep '^ok - rescale 3 -> 4 in place onto' "$log") || { echo "bench/operator-rescale.sh: the e2e did not get through the rescale onto a spare slot" >&2; exit 1; }
-read -r spare_running spare_first <<<"$(sed -E 's/.* running at 4 after ([0-9.]+) s, its first checkpoint there after ([0-9.]+) s .*/\1 \2/' <<<"$line")"
+read -r spare_running spare_processing spare_first <<<"$(sed -E 's/.* running at 4 after ([0-9.]+) s, every subtask restored and processing after ([0-9.a-z]+) s, its first checkpoint there after ([0-9.]+) s .*/\1 \2 \3/' <<<"$line")"
 spare_jm=$(sed -E 's/.*\(the JobManager: (.*)\)$/\1/' <<<"$line")
 line=$(grep '^ok - the same state redeployed 4 -> 2' "$log") || { echo "bench/operator-rescale.sh: the e2e did not get through the redeploy" >&2; exit 1; }
-read -r re_running re_first <<<"$(sed -E 's/.* after ([0-9.]+) s, its first checkpoint there after ([0-9.]+) s/\1 \2/' <<<"$line")"
-echo "state ${mib} MiB, S3 ${s3_says}: in place with a TaskManager added, running at 3 after ${running} s, first checkpoint after ${first} s; in place on a spare slot, running at 4 after ${spare_running} s, first checkpoint after ${spare_first} s; redeployed, running at 2 after ${re_running} s, first checkpoint after ${re_first} s"
+read -r re_running re_processing re_first <<<"$(sed -E 's/.* running at 2 after ([0-9.]+) s, every subtask restored and processing after ([0-9.a-z]+) s, its first checkpoint there after ([0-9.]+) s/\1 \2 \3/' <<<"$line")"
+echo "state ${mib} MiB, S3 ${s3_says}: in place with a TaskManager added, running at 3 after ${running} s, processing after ${processing} s, first checkpoint after ${first} s; in place on a spare slot, running at 4 after ${spare_running} s, processing after ${spare_processing} s, first checkpoint after ${spare_first} s; redeployed, running at 2 after ${re_running} s, processing after ${re_processing} s, first checkpoint after ${re_first} s"
 echo "JobManager: 2 -> 3: ${jm_line:-no timing line}; 3 -> 4: ${spare_jm:-no timing line}"
 line=$(grep '^ok - autoscaler in recommend mode' "$log") || { echo "bench/operator-rescale.sh: the e2e did not get through the autoscaler" >&2; exit 1; }
 read -r decision recommended <<<"$(sed -E 's/.*mode: ([0-9]+) s after .* it recommends ([0-9]+) .*/\1 \2/' <<<"$line")"
@@ -86,21 +87,23 @@ if $write; then
     echo "(a real API server, the chart's operator as a pod, pods as local processes, ${s3_says} as S3) with release binaries;"
     echo "a dedup over order ids keeps every id until a checkpoint holds ${STATE_MB} MiB (as stored: each key group a zstd"
     echo "frame, \`checkpointing.compression\`'s default); then the parallelism 2 -> 3,"
-    echo "which the operator makes in place after adding a TaskManager for the third slot, 3 -> 4 onto the spare slot"
+    echo "which the operator makes in place, adding a TaskManager for the third slot while the savepoint is taken, 3 -> 4 onto the spare slot"
     echo "of the two TaskManagers (no pod starts), and back to 2 with a pod label changed too, which is an upgrade and redeploys."
     echo
-    echo "| keyed state stored in the checkpoint | path | to running at the new parallelism | to its first checkpoint there |"
-    echo "|---|---|---|---|"
-    echo "| ${mib} MiB | in place, a TaskManager added (2 -> 3) | ${running} s | ${first} s |"
-    echo "| ${mib} MiB | in place, a spare slot (3 -> 4) | ${spare_running} s | ${spare_first} s |"
-    echo "| ${mib} MiB | redeploy (4 -> 2) | ${re_running} s | ${re_first} s |"
+    echo "| keyed state stored in the checkpoint | path | to running at the new parallelism | to every subtask restored and processing | to its first checkpoint there |"
+    echo "|---|---|---|---|---|"
+    echo "| ${mib} MiB | in place, a TaskManager added (2 -> 3) | ${running} s | **${processing} s** | ${first} s |"
+    echo "| ${mib} MiB | in place, a spare slot (3 -> 4) | ${spare_running} s | **${spare_processing} s** | ${spare_first} s |"
+    echo "| ${mib} MiB | redeploy (4 -> 2) | ${re_running} s | ${re_processing} s | ${re_first} s |"
     echo
-    echo "In place: a TaskManager added for the third slot, then the JobManager's rescale API: stop-with-savepoint,"
+    echo "In place: the JobManager's rescale API (for 2 -> 3 asked as the TaskManager for the third slot starts): stop-with-savepoint,"
     echo "the savepoint verified in S3 (size and CRC of every file), the subtasks restarted from it on the TaskManagers"
     echo "there are. The JobManager's own account: 2 -> 3 \`${jm_line:-(no timing line)}\`; 3 -> 4 \`${spare_jm:-(no timing line)}\`."
     echo "Redeploy: the operator's stop-with-savepoint, its check that the \`_metadata\` is in S3, the JobManager and"
-    echo "TaskManager Deployments recreated, and the new JobManager restoring. The first-checkpoint column adds the"
-    echo "restore of the state into the new subtasks and a first checkpoint (every 2 s): the job is processing again."
+    echo "TaskManager Deployments recreated, and the new JobManager restoring. Running is the StreamJob's status saying"
+    echo "so (the subtasks deployed); processing is the last TaskManager's log line that its subtasks run, their state"
+    echo "restored (a subtask's state is read before its thread starts), from the patch; the first checkpoint (every 2 s)"
+    echo "confirms it."
   } >"$body"
   write_section "$repo/docs/benchmarks.md" OPERATOR-RESCALE "$body"
   {

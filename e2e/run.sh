@@ -839,8 +839,25 @@ if [ "$state_backend" = disk ]; then
   ls -d "$work"/node/pods/default_state-job-taskmanager-*/volumes/state/weir-state-* >/dev/null 2>&1 \
     || { node_logs; fail "no disk state store in the TaskManagers' state volumes"; }
 fi
+# processing_after STARTED: the seconds from STARTED (epoch seconds) to the
+# last of the stateful job's TaskManagers running the subtasks deployed to it
+# since (their state restored first), by the TaskManagers' log lines.
+processing_after() {
+  python3 - "$1" "$work"/node/pods/default_state-job-taskmanager-*/*.log <<'PY'
+import datetime, re, sys
+started, last = float(sys.argv[1]), None
+for f in sys.argv[2:]:
+    for line in open(f, errors="replace"):
+        m = re.match(r"(\S+Z)\s.*attempt \d+: \d+ subtasks running after", re.sub(r"\x1b\[[0-9;]*m", "", line))
+        t = m and datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
+        if t and t >= started and (last is None or t > last):
+            last = t
+print(round(last - started, 1) if last else "unknown")
+PY
+}
 # timed_rollout PATCH CONDITION: patches the stateful job; prints the seconds
-# until CONDITION holds, and until the job's first checkpoint after that.
+# until CONDITION holds, until every subtask runs again (processing_after),
+# and until the job's first checkpoint after that.
 timed_rollout() {
   local started running_s
   echo "$1" >"$work/scale.json"
@@ -849,12 +866,12 @@ timed_rollout() {
   WAIT_EVERY=0.1 wait_for "the stateful job rolled out: $2" "$2" "$jobs/state-job" 180 >&2
   running_s=$(python3 -c "print(round($(date +%s.%N) - $started, 1))")
   checkpointed state-job 1 120 >/dev/null
-  echo "$running_s $(python3 -c "print(round($(date +%s.%N) - $started, 1))")"
+  echo "$running_s $(processing_after "$started") $(python3 -c "print(round($(date +%s.%N) - $started, 1))")"
 }
 timed=$(timed_rollout '{"spec": {"parallelism": 3}}' "$running and $job_.get('parallelism') == 3 and $(from_savepoint rescale) and not $st.get('pendingOperation')") || exit 1
-read -r running_s first_checkpoint_s <<<"$timed"
+read -r running_s processing_s first_checkpoint_s <<<"$timed"
 jm_says=$(grep -ho 'rescaled to 3 in [0-9]* ms: [a-z0-9 ,]*' "$work"/node/pods/default_state-job-jobmanager-*/*.log 2>/dev/null | tail -1 || true)
-step "rescale 2 -> 3 in place with $((state_bytes / 1048576)) MiB of keyed state ($state_backend backend) in its checkpoints: running at 3 from the savepoint after $running_s s, its first checkpoint there after $first_checkpoint_s s (the JobManager: ${jm_says:-no timing line})"
+step "rescale 2 -> 3 in place with $((state_bytes / 1048576)) MiB of keyed state ($state_backend backend) in its checkpoints: running at 3 from the savepoint after $running_s s, every subtask restored and processing after $processing_s s, its first checkpoint there after $first_checkpoint_s s (the JobManager: ${jm_says:-no timing line})"
 # Two TaskManagers of two slots now run three subtasks: 3 -> 4 fits on the
 # spare slot, so no pod starts (the TaskManager Deployment stays at 2 and its
 # pods are the same ones): the in-place path alone.
@@ -862,16 +879,16 @@ tm_pods() { kubectl get pods -l app.kubernetes.io/instance=state-job,app.kuberne
 tm_before=$(tm_pods)
 [ -n "$tm_before" ] || fail "no TaskManager pods of state-job found by their labels"
 timed=$(timed_rollout '{"spec": {"parallelism": 4}}' "$running and $job_.get('parallelism') == 4 and $(from_savepoint rescale) and not $st.get('pendingOperation')") || exit 1
-read -r spare_running_s spare_first_checkpoint_s <<<"$timed"
+read -r spare_running_s spare_processing_s spare_first_checkpoint_s <<<"$timed"
 [ "$(tm_pods)" = "$tm_before" ] || fail "the rescale onto a spare slot changed the TaskManager pods: $tm_before, then $(tm_pods)"
 jm_says=$(grep -ho 'rescaled to 4 in [0-9]* ms: [a-z0-9 ,]*' "$work"/node/pods/default_state-job-jobmanager-*/*.log 2>/dev/null | tail -1 || true)
-step "rescale 3 -> 4 in place onto the TaskManagers' spare slot (the same pods) with $((state_bytes / 1048576)) MiB: running at 4 after $spare_running_s s, its first checkpoint there after $spare_first_checkpoint_s s (the JobManager: ${jm_says:-no timing line})"
+step "rescale 3 -> 4 in place onto the TaskManagers' spare slot (the same pods) with $((state_bytes / 1048576)) MiB: running at 4 after $spare_running_s s, every subtask restored and processing after $spare_processing_s s, its first checkpoint there after $spare_first_checkpoint_s s (the JobManager: ${jm_says:-no timing line})"
 # The same state the redeploying way, for comparison: a change beside the
 # parallelism (a pod label) is an upgrade, through a savepoint and new pods.
 timed=$(timed_rollout '{"spec": {"parallelism": 2, "podTemplate": {"metadata": {"labels": {"rollout": "redeploy"}}}}}' \
   "$running and $job_.get('parallelism') == 2 and $(from_savepoint upgrade)") || exit 1
-read -r redeploy_running_s redeploy_first_checkpoint_s <<<"$timed"
-step "the same state redeployed 4 -> 2 (an upgrade through a savepoint and new pods): running at 2 after $redeploy_running_s s, its first checkpoint there after $redeploy_first_checkpoint_s s"
+read -r redeploy_running_s redeploy_processing_s redeploy_first_checkpoint_s <<<"$timed"
+step "the same state redeployed 4 -> 2 (an upgrade through a savepoint and new pods): running at 2 after $redeploy_running_s s, every subtask restored and processing after $redeploy_processing_s s, its first checkpoint there after $redeploy_first_checkpoint_s s"
 kube DELETE "$jobs/state-job" >/dev/null
 
 # A user's job binary (examples/rust-job, the order monitor in Rust) as a

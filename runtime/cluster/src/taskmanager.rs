@@ -346,9 +346,18 @@ impl TaskManager {
     fn deploy(&mut self, deployment: Deployment, reports: &Sender<(u64, TaskReport)>, out: &mut Vec<ToJobManager>) {
         self.cancel_current();
         let attempt = deployment.attempt;
-        tracing::info!("deploying attempt {attempt}: {} subtasks", deployment.local.len());
+        let subtasks = deployment.local.len();
+        tracing::info!("deploying attempt {attempt}: {subtasks} subtasks");
+        let began = Instant::now();
         match self.start(&deployment, reports) {
             Ok((handle, controls)) => {
+                // Built means restored: a subtask's state is read before its thread starts.
+                let restored = deployment.restore.as_deref().map(|uri| format!(", state restored from {uri}"));
+                tracing::info!(
+                    "attempt {attempt}: {subtasks} subtasks running after {} ms{}",
+                    began.elapsed().as_millis(),
+                    restored.unwrap_or_default()
+                );
                 self.attempt = Some(Attempt { deployment, handle: Some(handle), controls, reported: false });
                 self.beat_for_current();
             }
