@@ -714,12 +714,17 @@ step "suspend stops the job with a savepoint ($suspended_at) and removes its pro
 # checkpointed [JOB [MIN_BYTES [SECONDS]]]: waits until JOB's running JobManager
 # (asked at its pod IP) has completed a checkpoint of its own run, of at least
 # MIN_BYTES; prints the checkpoint's size.
+# jm_job JOB: the job as its JobManager's REST API has it (GET /v1/jobs/JOB), or nothing.
+jm_job() {
+  local ip
+  ip=$(kube GET "/api/v1/namespaces/default/pods?labelSelector=app.kubernetes.io/instance=$1,app.kubernetes.io/component=jobmanager" \
+    | python3 -c 'import json, sys; print(next((p["status"].get("podIP", "") for p in json.load(sys.stdin)["items"] if not p["metadata"].get("deletionTimestamp")), ""))')
+  [ -n "$ip" ] && curl -sf "http://$ip:8081/v1/jobs/$1" 2>/dev/null
+}
 checkpointed() {
-  local job=${1:-stream} min=${2:-0} seconds=${3:-60} ip=""
+  local job=${1:-stream} min=${2:-0} seconds=${3:-60}
   for _ in $(seq $((seconds * 2))); do
-    ip=$(kube GET "/api/v1/namespaces/default/pods?labelSelector=app.kubernetes.io/instance=$job,app.kubernetes.io/component=jobmanager" \
-      | python3 -c 'import json, sys; print(next((p["status"].get("podIP", "") for p in json.load(sys.stdin)["items"] if not p["metadata"].get("deletionTimestamp")), ""))')
-    [ -n "$ip" ] && curl -sf "http://$ip:8081/v1/jobs/$job" 2>/dev/null | python3 -c '
+    jm_job "$job" | python3 -c '
 import json, sys
 c = json.load(sys.stdin)["checkpoints"]["latest"] or {}
 ok = "/chk-" in (c.get("path") or "") and c.get("size_bytes", 0) >= int(sys.argv[1])
@@ -784,7 +789,19 @@ python3 -c "
 import json, sys
 events = [e for e in json.load(open('$work/events.json'))['items'] if e['regarding']['name'] == 'stream' and e['reason'] == 'Aborted']
 sys.exit(0 if events and 'weir-missing' in events[-1]['note'] else 1)" || fail "no Aborted event naming the savepoint directory"
-step "a savepoint that cannot be written aborts the upgrade: the old job keeps running, SnapshotHealthy=False and an Aborted event say why ($why)"
+# The stop-with-savepoint held the sources after its barrier; the failed write resumed them.
+source_records() {
+  jm_job stream | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+fed = {e["to"] for e in d["edges"]}
+print(sum(v["metrics"]["records_out"] for v in d["vertices"] if v["id"] not in fed))'
+}
+read_before=$(source_records) || fail "the stream job's source records from its JobManager"
+sleep 2
+read_after=$(source_records) || fail "the stream job's source records from its JobManager"
+[ "$read_after" -gt "$read_before" ] || { node_logs; fail "the sources read nothing after the failed stop-with-savepoint ($read_before records, 2 s later $read_after): held, never resumed"; }
+step "a savepoint that cannot be written aborts the upgrade: the old job keeps running and its sources read on ($read_before, then $read_after records), SnapshotHealthy=False and an Aborted event say why ($why)"
 
 patch_stream '{"spec": {"upgradeMode": "stateless", "savepoints": null, "pipeline": {"source": {"rate": 4000}}}}'
 wait_for "the stateless upgrade" "$st.get('deployment') != '$deployment' and $running and not $job_.get('restoredFrom')" "$jobs/stream"
