@@ -256,6 +256,16 @@ async fn observe(job: &StreamJob, ctx: &Context) -> Observed {
             }
         },
     };
+    let taskmanagers_started = match adding_taskmanagers(job) {
+        false => None,
+        true => match ctx.pods.pods(job).await {
+            Ok(pods) => Some(crate::pods::taskmanagers_started(&pods)),
+            Err(e) => {
+                tracing::debug!("{}: cannot list its pods: {e}", job.name_any());
+                None
+            }
+        },
+    };
     let trigger = job.status.as_ref().and_then(|s| s.pending_operation.as_ref()).and_then(|o| o.trigger_id.clone());
     let savepoint = match trigger {
         Some(t) => savepoint_status(job, ctx, &t).await,
@@ -270,7 +280,21 @@ async fn observe(job: &StreamJob, ctx: &Context) -> Observed {
         }
         _ => None,
     };
-    Observed { job: job_view, savepoint, initial_savepoint_found, pod_problems, autoscaler, now: now.to_string() }
+    Observed {
+        job: job_view,
+        savepoint,
+        initial_savepoint_found,
+        pod_problems,
+        taskmanagers_started,
+        autoscaler,
+        now: now.to_string(),
+    }
+}
+
+/// Whether the job's pending operation is an in-place rescale adding TaskManagers.
+fn adding_taskmanagers(job: &StreamJob) -> bool {
+    let op = job.status.as_ref().and_then(|s| s.pending_operation.as_ref());
+    op.and_then(|o| o.in_place.as_ref()).is_some_and(|i| i.step == crate::crd::InPlaceStep::AddTaskManagers)
 }
 
 /// The job's autoscaler configuration, when it is on (an invalid one is the
@@ -550,7 +574,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_rescale_without_the_slots_is_written_then_adds_taskmanagers_and_is_asked_for_at_once() {
+    async fn a_rescale_without_the_slots_is_written_then_adds_taskmanagers() {
         // At 2 on two TaskManagers of a slot: 4 needs two more.
         let job = StreamJob::test().running().with_parallelism(4).next_generation();
         let (ctx, verifier, _jobmanager, timeline) = Context::test(&job);
@@ -559,14 +583,10 @@ mod tests {
             Expect::status(|s| {
                 let op = s.pending_operation.as_ref().expect("the operation is written before anything is done");
                 let i = op.in_place.as_ref().expect("in place");
-                assert_eq!((i.step, i.taskmanagers_before, i.taskmanagers), (InPlaceStep::Rescale, 2, 4));
+                assert_eq!((i.step, i.taskmanagers_before, i.taskmanagers), (InPlaceStep::AddTaskManagers, 2, 4));
             }),
             Expect::apply_with("deployments", n.taskmanager(), |d| {
                 assert_eq!(d["spec"]["replicas"], 4, "raised to what 4 subtasks need");
-            }),
-            Expect::status(|s| {
-                let op = s.pending_operation.as_ref().expect("still pending");
-                assert_eq!(op.trigger_id.as_deref(), Some("rescale-trigger-1"));
             }),
             Expect::Event { reason: "Rescale", warning: false },
         ];
@@ -577,13 +597,11 @@ mod tests {
                 "jobmanager: job",
                 "kube: apply status",
                 "kube: apply deployments/orders-taskmanager",
-                r#"jobmanager: rescale {"parallelism":4,"await_slots_ms":300000}"#,
-                "kube: apply status",
                 "kube: event Rescale"
             ],
-            "the JobManager's Deployment untouched; the savepoint taken while the TaskManagers start"
+            "the JobManager's Deployment untouched, the rescale not asked yet"
         );
-        assert_eq!(requeue, Requeue::requeue(crate::planner::FOLLOW_EVERY), "the rescale is looked at soon");
+        assert_eq!(requeue, Requeue::requeue(crate::planner::SLOTS_LOOK_EVERY), "the slots are looked at soon");
     }
 
     /// The job's status once the planner took the next step, the JobManager answering as `jobmanager` does.
@@ -609,13 +627,38 @@ mod tests {
         let expected = vec![
             Expect::status(|s| {
                 let op = s.pending_operation.as_ref().expect("still pending");
-                assert_eq!(op.in_place.as_ref().map(|i| i.step), Some(InPlaceStep::Rescale));
+                assert_eq!(op.in_place.as_ref().map(|i| i.step), Some(InPlaceStep::AddTaskManagers));
             }),
             Expect::apply_with("deployments", Names("orders").taskmanager(), |d| {
                 assert_eq!(d["spec"]["replicas"], 4);
                 let image = &d["spec"]["template"]["spec"]["containers"][0]["image"];
                 assert_eq!(image, "weir:latest", "the TaskManagers as deployed, not the new image");
             }),
+        ];
+        let (requeue, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
+        assert_eq!(
+            timeline,
+            ["jobmanager: job", "kube: list pods", "kube: apply status", "kube: apply deployments/orders-taskmanager"],
+            "no pod runs yet: the rescale waits, the job runs on"
+        );
+        assert_eq!(requeue, Requeue::requeue(crate::planner::SLOTS_LOOK_EVERY));
+    }
+
+    #[tokio::test]
+    async fn the_rescale_is_asked_for_once_the_added_taskmanagers_run() {
+        let job = StreamJob::test().running().with_parallelism(4).next_generation();
+        let (_, _, jobmanager, _) = Context::test(&job);
+        let job = job.clone().with_status(planned(&job, &jobmanager));
+        // The JobManager still has two slots; all four TaskManager pods run.
+        let (mut ctx, verifier, _jobmanager, timeline) = Context::test(&job);
+        let pods = (0..4).map(|i| crate::fixtures::running_taskmanager(&format!("orders-taskmanager-{i}"))).collect();
+        ctx.pods = Arc::new(crate::fixtures::TestingPods::new(pods, timeline.clone()));
+        let expected = vec![
+            Expect::status(|s| {
+                let op = s.pending_operation.as_ref().expect("still pending");
+                assert_eq!(op.in_place.as_ref().map(|i| i.step), Some(InPlaceStep::Rescale));
+            }),
+            Expect::apply_with("deployments", Names("orders").taskmanager(), |d| assert_eq!(d["spec"]["replicas"], 4)),
             Expect::status(|s| {
                 let op = s.pending_operation.as_ref().expect("still pending");
                 assert_eq!(op.trigger_id.as_deref(), Some("rescale-trigger-1"));
@@ -626,11 +669,13 @@ mod tests {
             timeline,
             [
                 "jobmanager: job",
+                "kube: list pods",
                 "kube: apply status",
                 "kube: apply deployments/orders-taskmanager",
-                r#"jobmanager: rescale {"parallelism":4,"await_slots_ms":300000}"#,
-                "kube: apply status"
-            ]
+                r#"jobmanager: rescale {"parallelism":4,"await_slots_ms":60000}"#,
+                "kube: apply status",
+            ],
+            "the savepoint is taken while the TaskManagers register"
         );
         assert_eq!(requeue, Requeue::requeue(crate::planner::FOLLOW_EVERY));
     }
@@ -741,32 +786,26 @@ mod tests {
                 assert_eq!(a.recent_rescales.len(), 1, "counted against the budget from the start");
                 assert_eq!(s.phase, Some(Phase::Rescaling));
                 let i = op.in_place.as_ref().expect("in place");
-                assert!((i.step, i.taskmanagers_before) == (InPlaceStep::Rescale, 2) && i.taskmanagers > 2, "{i:?}");
+                assert_eq!((i.step, i.taskmanagers_before), (InPlaceStep::AddTaskManagers, 2), "2 slots are too few");
             }),
             Expect::Event { reason: "AutoscalerDecision", warning: false },
             Expect::apply_with("deployments", Names("orders").taskmanager(), |d| {
                 assert!(d["spec"]["replicas"].as_i64().is_some_and(|r| r > 2), "{}", d["spec"]["replicas"]);
             }),
-            Expect::status(|s| assert!(s.pending_operation.as_ref().is_some_and(|op| op.trigger_id.is_some()))),
             Expect::Event { reason: "Rescale", warning: false },
         ];
         let (requeue, timeline) = reconcile_once(job, ctx, verifier, timeline, expected).await;
-        let [job_over, status, decision, raised, asked, triggered, event] = &timeline[..] else {
-            panic!("{timeline:?}")
-        };
         assert_eq!(
-            [job_over, status, decision, raised, triggered, event],
+            timeline,
             [
                 "jobmanager: job over 7s500ms",
                 "kube: apply status",
                 "kube: event AutoscalerDecision",
                 "kube: apply deployments/orders-taskmanager",
-                "kube: apply status",
                 "kube: event Rescale",
             ]
         );
-        assert!(asked.starts_with("jobmanager: rescale {") && asked.contains(r#""await_slots_ms":300000"#), "{asked}");
-        assert_eq!(requeue, Requeue::requeue(crate::planner::FOLLOW_EVERY), "the rescale is followed");
+        assert_eq!(requeue, Requeue::requeue(crate::planner::SLOTS_LOOK_EVERY), "the slots are looked at soon");
         let text = metrics.render();
         for line in [
             "weir_operator_autoscaler_evaluations_total{namespace=\"weir\",job=\"orders\"} 1\n",

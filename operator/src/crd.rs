@@ -662,14 +662,13 @@ pub struct InPlaceRescale {
 #[serde(rename_all = "kebab-case")]
 pub enum InPlaceStep {
     /// The TaskManager Deployment was raised to `taskmanagers`: waiting for
-    /// the JobManager to report their slots (a bounded wait) before asking
-    /// for the rescale. Written by operators before the rescale could wait
-    /// for slots itself; one found at this step goes on so.
+    /// their containers to run, or the JobManager to report their slots (a
+    /// bounded wait), while the job runs on.
     #[serde(rename = "add-taskmanagers")]
     AddTaskManagers,
-    /// The rescale is asked of the JobManager (with `taskmanagers` raised
-    /// above `taskmanagersBefore`, waiting for their slots while its
-    /// savepoint is taken), then followed by its `triggerId`.
+    /// The rescale is asked of the JobManager (waiting for the slots of the
+    /// TaskManagers added, which run, while its savepoint is taken), then
+    /// followed by its `triggerId`.
     Rescale,
 }
 

@@ -182,6 +182,23 @@ pub fn metered(deployment: Option<&str>, started: Timestamp, busy: f64, pending:
 
 /// A fake of the job's pods: lists what it is told (none, unless told),
 /// recording each list in the timeline.
+/// A TaskManager pod of the test job that runs (its container started).
+pub fn running_taskmanager(name: &str) -> k8s_openapi::api::core::v1::Pod {
+    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateRunning, ContainerStatus, Pod, PodStatus};
+    let labels = [("app.kubernetes.io/component".to_string(), "taskmanager".to_string())].into();
+    let running = ContainerState { running: Some(ContainerStateRunning::default()), ..Default::default() };
+    let container = ContainerStatus { name: "taskmanager".into(), state: Some(running), ..Default::default() };
+    Pod {
+        metadata: kube::api::ObjectMeta { name: Some(name.into()), labels: Some(labels), ..Default::default() },
+        status: Some(PodStatus {
+            phase: Some("Running".into()),
+            container_statuses: Some(vec![container]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 pub struct TestingPods {
     pods: Vec<k8s_openapi::api::core::v1::Pod>,
     timeline: Timeline,

@@ -61,6 +61,10 @@ pub struct Observed {
     /// What is wrong with the job's pods (one line each, see
     /// [`crate::pods::problems`]), looked at when the JobManager did not answer.
     pub pod_problems: Vec<String>,
+    /// How many of the job's TaskManager pods run (every container started,
+    /// none being deleted), looked at only while an in-place rescale adds
+    /// TaskManagers (see [`crate::pods::taskmanagers_started`]).
+    pub taskmanagers_started: Option<i32>,
     /// What the autoscaler made of the job's metrics, when it looked: only
     /// while `spec.autoscaler.mode` is not `disabled` and the current
     /// deployment's job runs with no operation in flight. `None`: it did not
@@ -866,6 +870,7 @@ mod tests {
             savepoint,
             initial_savepoint_found: None,
             pod_problems: Vec::new(),
+            taskmanagers_started: None,
             autoscaler: None,
             now: "2026-11-21T12:00:00Z".into(),
         }

@@ -8,6 +8,9 @@
 //! [`problems`], a pure function, makes one line of each thing wrong with
 //! them, for the StreamJob's `Ready` condition and an event.
 //!
+//! While an in-place rescale adds TaskManagers, the observer counts those
+//! that run ([`taskmanagers_started`]): the rescale is asked for once they do.
+//!
 //! The operator's containers ask for `FallbackToLogsOnError`: a container
 //! that fails leaves the tail of its log as its termination message, so the
 //! line carries the process's own error.
@@ -94,6 +97,24 @@ pub fn problems(pods: &[Pod]) -> Vec<PodProblem> {
     found
 }
 
+/// How many of `pods` are TaskManagers that run: not being deleted, phase
+/// `Running`, every container started (its process is up, and registers
+/// with the JobManager within moments).
+pub fn taskmanagers_started(pods: &[Pod]) -> i32 {
+    let taskmanager = |p: &&Pod| {
+        p.labels().get("app.kubernetes.io/component").is_some_and(|c| c == "taskmanager")
+            && p.metadata.deletion_timestamp.is_none()
+    };
+    let runs = |p: &&Pod| {
+        let Some(status) = &p.status else { return false };
+        let containers = status.container_statuses.as_deref().unwrap_or_default();
+        status.phase.as_deref() == Some("Running")
+            && !containers.is_empty()
+            && containers.iter().all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+    };
+    pods.iter().filter(taskmanager).filter(runs).count() as i32
+}
+
 /// A container that waits for a reason that will not go away by itself,
 /// with how it last ended, if it ran.
 fn container_problem(pod: &str, c: &ContainerStatus) -> Option<PodProblem> {
@@ -173,6 +194,25 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn taskmanagers_run_once_every_container_started_and_only_taskmanagers_count() {
+        let tm = crate::fixtures::running_taskmanager;
+        let mut starting = tm("tm-2");
+        let status = starting.status.as_mut().unwrap();
+        status.container_statuses = Some(vec![waiting("taskmanager", "ContainerCreating", None, None)]);
+        let mut pending = tm("tm-3");
+        pending.status.as_mut().unwrap().phase = Some("Pending".into());
+        let mut going = tm("tm-4");
+        going.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        let mut jobmanager = tm("jm");
+        jobmanager.metadata.labels.as_mut().unwrap().insert("app.kubernetes.io/component".into(), "jobmanager".into());
+        let mut no_status = tm("tm-5");
+        no_status.status = None;
+        let pods = [tm("tm-0"), tm("tm-1"), starting, pending, going, jobmanager, no_status];
+        assert_eq!(taskmanagers_started(&pods), 2);
+        assert_eq!(taskmanagers_started(&[]), 0);
     }
 
     #[test]

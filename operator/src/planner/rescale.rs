@@ -9,21 +9,27 @@
 //!
 //! # The steps, each written to `status.pendingOperation.inPlace` before it acts
 //!
-//! 1. `rescale`: the request is sent (again, by an operator that restarts
+//! 1. `add-taskmanagers`, when the registered TaskManagers' slots are fewer
+//!    than the new parallelism needs (its largest vertex's: vertices share
+//!    slots): the TaskManager Deployment is raised (applied again on every
+//!    look, in case an operator stopped before it was), until the added
+//!    TaskManagers' containers run or the JobManager reports their slots; at
+//!    most [`TASKMANAGERS_WAIT`], then the rescale is aborted and the
+//!    Deployment lowered back. The job runs on meanwhile: a pod that takes
+//!    minutes (an image pulled, a node added) costs no downtime. Slots count
+//!    only on as many TaskManagers as the Deployment has (any beyond are on
+//!    their way out).
+//! 2. `rescale`: the request is sent (again, by an operator that restarts
 //!    before its trigger id was recorded), then its trigger followed as a
 //!    savepoint's is, until `completed` (the job runs at the new parallelism)
-//!    or `failed`, within `spec.savepoints.timeout`. When the registered
-//!    TaskManagers' slots are fewer than the new parallelism needs (its
-//!    largest vertex's: vertices share slots), the TaskManager Deployment is
-//!    raised in the same plan (applied again on every look until the rescale
-//!    ends, in case an operator stopped before it was), and the request
-//!    lets the JobManager wait [`TASKMANAGERS_WAIT`] for their slots
-//!    (`awaitSlotsMs`): the savepoint is taken while the pods start, not
-//!    after. Slots that do not come in time leave the job running on at its
-//!    former parallelism from the savepoint; the rescale fails, and the
-//!    Deployment is lowered back. Slots count only on as many TaskManagers as
-//!    the Deployment has (any beyond are on their way out).
-//! 2. Completed: the savepoint is recorded (`reason: rescale`), the new
+//!    or `failed`, within `spec.savepoints.timeout`. A rescale that added
+//!    TaskManagers lets the JobManager wait [`REGISTRATION_WAIT`] for their
+//!    slots (`await_slots_ms`): it is asked for as soon as their containers
+//!    run, and the savepoint is taken while they register, not after. Slots
+//!    that do not come in time leave the job running on at its former
+//!    parallelism from the savepoint; the rescale fails, and the Deployment
+//!    is lowered back.
+//! 3. Completed: the savepoint is recorded (`reason: rescale`), the new
 //!    parallelism becomes the deployed one (`deployedSpec`,
 //!    `deployedVertexParallelism`; the deployment keeps its id), and the
 //!    TaskManagers beyond what it needs, idle since the JobManager places
@@ -32,13 +38,9 @@
 //!    registered beyond what the deployed parallelism needs are removed, so an
 //!    operator that stopped before it lowered them does it on its next look.
 //!
-//! An operator before this one wrote `add-taskmanagers` first, and asked for
-//! the rescale once the JobManager reported the slots (at most
-//! [`TASKMANAGERS_WAIT`]); a rescale it left at that step goes on so.
-//!
-//! A job that no longer runs when the JobManager refuses the rescale (or
-//! while TaskManagers are added at the old step) is redeployed instead:
-//! nothing was done to it yet.
+//! A job that no longer runs while TaskManagers are added, or when the
+//! JobManager refuses the rescale, is redeployed instead: nothing was done
+//! to it yet.
 //!
 //! A failure or a refusal aborts as a failed savepoint does (the job runs on;
 //! the autoscaler's choice goes back and counts against its budget; a user's
@@ -53,7 +55,7 @@
 //! JobManager has; one with per-vertex parallelism is aborted instead, since
 //! a JobManager that old would not know `--vertex-parallelism` either (the
 //! redeployed job would not start). A JobManager that knows the rescale API
-//! but not `awaitSlotsMs` refuses a rescale that adds TaskManagers the same
+//! but not `await_slots_ms` refuses a rescale that adds TaskManagers the same
 //! way (an unknown field): redeployed too.
 
 use std::time::Duration;
@@ -68,13 +70,19 @@ use crate::crd::{
 use crate::phase::Phase;
 use crate::resources::{slots_needed, taskmanagers};
 
-/// How long added TaskManagers may take to register their slots before the
-/// rescale is abandoned (the JobManager's wait, `await_slots_ms`).
+/// How long added TaskManagers may take to run (or register their slots)
+/// before the rescale is aborted.
 pub const TASKMANAGERS_WAIT: Duration = Duration::from_secs(300);
 
-/// How often the JobManager is asked for its slots while added TaskManagers
-/// register: the rescale waits for this look, so it is short (a look is one
-/// request to the JobManager and an unchanged apply of the Deployment).
+/// How long the JobManager waits, the job stopped, for the slots of added
+/// TaskManagers whose containers run (`await_slots_ms`): a process that
+/// started registers within a second; one that does not in a minute will not.
+pub const REGISTRATION_WAIT: Duration = Duration::from_secs(60);
+
+/// How often the JobManager is asked for its slots (and the pods listed)
+/// while added TaskManagers start: the rescale waits for this look, so it is
+/// short (a look is one request to the JobManager, a list of the job's pods
+/// and an unchanged apply of the Deployment).
 pub const SLOTS_LOOK_EVERY: Duration = FOLLOW_EVERY;
 
 /// The status of the refusal of a JobManager that understood the rescale (and cannot make it).
@@ -89,13 +97,14 @@ impl Planner<'_> {
         let before =
             taskmanagers(slots_needed(deployed.parallelism, &self.status.deployed_vertex_parallelism), per_taskmanager);
         let registered = self.registered_slots(before, per_taskmanager);
-        let raised = match registered >= slots {
-            true => before,
-            false => before.max(taskmanagers(slots, per_taskmanager)),
+        let (step, raised) = if registered >= slots {
+            (InPlaceStep::Rescale, before)
+        } else {
+            (InPlaceStep::AddTaskManagers, before.max(taskmanagers(slots, per_taskmanager)))
         };
         let mut op = self.new_operation(OperationKind::Rescale, None);
         op.in_place = Some(InPlaceRescale {
-            step: InPlaceStep::Rescale,
+            step,
             since: self.observed.now.clone(),
             slots,
             taskmanagers_before: before,
@@ -105,11 +114,11 @@ impl Planner<'_> {
         let by = if self.autoscaler_rescale { "the autoscaler: " } else { "" };
         let from = parallelism_in_words(deployed.parallelism, &self.status.deployed_vertex_parallelism);
         let to = parallelism_in_words(self.spec.parallelism, &self.vertices);
-        let first = match raised > before {
-            false => String::new(),
-            true => format!(
-                ", adding TaskManagers while the savepoint is taken ({before} -> {raised}: {registered} of {slots} slots registered)"
-            ),
+        let first = match step {
+            InPlaceStep::Rescale => String::new(),
+            InPlaceStep::AddTaskManagers => {
+                format!(", adding TaskManagers first ({before} -> {raised}: {registered} of {slots} slots registered)")
+            }
         };
         self.act_on_step(&op);
         self.begin(op, Phase::Rescaling, &format!("{by}rescaling {from} -> {to} in place{first}"));
@@ -187,8 +196,8 @@ impl Planner<'_> {
         self.reconcile();
     }
 
-    /// The step an earlier operator wrote: the TaskManagers were raised;
-    /// once their slots are registered, the rescale is asked for.
+    /// Step 1: the TaskManagers were raised; once their containers run (or
+    /// their slots are registered), step 2.
     fn await_taskmanagers(&mut self, mut op: PendingOperation, in_place: &InPlaceRescale) {
         if let Some(j) = self.current_job().filter(|j| j.state != JobState::Running) {
             let note = format!("the job stopped running ({}) while TaskManagers were added", j.state);
@@ -196,11 +205,18 @@ impl Planner<'_> {
         }
         let per_taskmanager = deployed_spec(&self.status).map_or(1, |d| d.task_manager.slots);
         let registered = self.registered_slots(in_place.taskmanagers, per_taskmanager);
-        if registered >= in_place.slots {
+        let started = self.observed.taskmanagers_started.unwrap_or(0);
+        if registered >= in_place.slots || started >= in_place.taskmanagers {
             let mut next = in_place.clone();
             (next.step, next.since) = (InPlaceStep::Rescale, self.observed.now.clone());
             op.in_place = Some(next);
-            let note = format!("{registered} slots registered: rescaling in place");
+            let note = match registered >= in_place.slots {
+                true => format!("{registered} slots registered: rescaling in place"),
+                false => format!(
+                    "{started} TaskManagers run ({registered} of {} slots registered): rescaling in place, the JobManager waits for the rest",
+                    in_place.slots
+                ),
+            };
             self.set_condition("Progressing", true, "Rescale", &note);
             self.status.pending_operation = Some(op.clone());
             self.act_on_step(&op);
@@ -320,9 +336,7 @@ fn rescale_request(op: &PendingOperation) -> RescaleRequest {
         await_slots_ms: None,
     };
     match &op.in_place {
-        Some(i) if i.step == InPlaceStep::Rescale && i.taskmanagers > i.taskmanagers_before => {
-            request.awaiting_slots(TASKMANAGERS_WAIT)
-        }
+        Some(i) if i.taskmanagers > i.taskmanagers_before => request.awaiting_slots(REGISTRATION_WAIT),
         _ => request,
     }
 }
@@ -431,52 +445,25 @@ mod tests {
 
     /// The request of a rescale to 4 that adds TaskManagers: it waits for their slots.
     fn to_4_adding() -> RescaleRequest {
-        RescaleRequest::to(4).awaiting_slots(TASKMANAGERS_WAIT)
+        RescaleRequest::to(4).awaiting_slots(REGISTRATION_WAIT)
     }
 
-    /// `status` as an operator before `await_slots_ms` left it: at the step
-    /// `add-taskmanagers`, nothing asked of the JobManager yet.
-    fn at_the_old_step(mut status: StreamJobStatus) -> StreamJobStatus {
-        let op = status.pending_operation.as_mut().expect("a pending operation");
-        op.trigger_id = None;
-        op.in_place.as_mut().expect("in place").step = InPlaceStep::AddTaskManagers;
-        status
+    /// `o` with `n` of the job's TaskManager pods running.
+    fn started(mut o: Observed, n: i32) -> Observed {
+        o.taskmanagers_started = Some(n);
+        o
     }
 
     #[test]
-    fn taskmanagers_are_added_while_the_savepoint_is_taken_and_an_operator_restart_carries_on() {
+    fn taskmanagers_are_added_first_when_the_slots_do_not_suffice_and_an_operator_restart_carries_on() {
         // The job at 2 on two TaskManagers of a slot; 4 needs two more.
         let p = step(&scaled(running(|_| {}), 4), &reporting(2, 2));
         let i = in_place(&p);
-        assert_eq!((i.step, i.slots, i.taskmanagers_before, i.taskmanagers), (InPlaceStep::Rescale, 4, 2, 4));
-        assert_eq!((scaled_taskmanagers(&p), rescales(&p)), (vec![4], vec![to_4_adding()]), "raised and asked at once");
-        assert_eq!(to_4_adding().await_slots_ms, Some(300_000));
+        assert_eq!((i.step, i.slots, i.taskmanagers_before, i.taskmanagers), (InPlaceStep::AddTaskManagers, 4, 2, 4));
+        assert_eq!((scaled_taskmanagers(&p), rescales(&p)), (vec![4], vec![]), "raised, not yet asked");
         assert_eq!(p.status.phase, Some(Phase::Rescaling));
-        // A restarted operator that had not recorded the trigger: raised again (idempotent), asked again.
-        let mut lost = p.status.clone();
-        lost.pending_operation.as_mut().unwrap().trigger_id = None;
-        let again = step(&scaled(lost, 4), &at(reporting(2, 3), "2026-11-21T12:00:20Z"));
-        assert_eq!((scaled_taskmanagers(&again), rescales(&again)), (vec![4], vec![to_4_adding()]));
-        // Followed: the Deployment stays raised while the JobManager waits for the slots.
-        let mut following = reporting(2, 3);
-        following.savepoint = Some(SavepointView::InProgress);
-        let p = step(&scaled(p.status, 4), &following);
-        assert_eq!((scaled_taskmanagers(&p), rescales(&p)), (vec![4], vec![]));
-        // Past the savepoint timeout but within it and the wait for slots: still followed.
-        let p = step(&scaled(p.status, 4), &at(following.clone(), "2026-11-21T12:12:00Z"));
-        assert_eq!(p.status.phase, Some(Phase::Rescaling), "{:?}", p.status.conditions);
-        // Completed: four are needed, none is removed.
-        let p = step(&scaled(p.status, 4), &completed(reporting(4, 4)));
-        assert_eq!((scaled_taskmanagers(&p), &p.status.pending_operation), (vec![], &None));
-        assert_eq!(deployed_spec(&p.status).map(|d| d.parallelism), Some(4));
-    }
-
-    #[test]
-    fn a_rescale_an_earlier_operator_left_adding_taskmanagers_goes_on_as_it_began() {
-        let p = step(&scaled(running(|_| {}), 4), &reporting(2, 2));
-        let old = at_the_old_step(p.status);
-        // One registered so far: raised again (idempotent), waits.
-        let p = step(&scaled(old.clone(), 4), &at(reporting(2, 3), "2026-11-21T12:00:20Z"));
+        // A restarted operator (or the next look), three pods running: raised again (idempotent), waits.
+        let p = step(&scaled(p.status, 4), &started(at(reporting(2, 3), "2026-11-21T12:00:20Z"), 3));
         assert_eq!((scaled_taskmanagers(&p), rescales(&p)), (vec![4], vec![]));
         assert_eq!(in_place(&p).step, InPlaceStep::AddTaskManagers);
         // All four registered: the rescale is asked for.
@@ -484,23 +471,32 @@ mod tests {
         let i = in_place(&p);
         assert_eq!((i.step, i.since.as_str()), (InPlaceStep::Rescale, "2026-11-21T12:00:40Z"));
         assert_eq!((scaled_taskmanagers(&p), rescales(&p)), (vec![4], vec![to_4_adding()]));
-        // Never registered within the wait: aborted, the Deployment lowered back.
-        let late = step(&scaled(old.clone(), 4), &at(reporting(2, 3), "2026-11-21T12:05:30Z"));
-        assert_eq!(scaled_taskmanagers(&late), [2], "back to what the job needs");
-        assert_eq!((late.status.pending_operation.clone(), late.status.failed_generation), (None, Some(2)));
-        let c = late.status.conditions.iter().find(|c| c.type_ == "Progressing").unwrap();
-        assert!(c.message.contains("3 of the 4 slots needed were registered within 300s"), "{}", c.message);
-        // The job stopped running meanwhile: redeployed instead.
-        let stopped = step(&scaled(old, 4), &observed(Some((JobState::Restarting, 2)), None));
-        assert_eq!(applied(&stopped), Some((4, Restore::LatestOrFresh)), "a job that does not run gets no savepoint");
+        // Completed: four are needed, none is removed.
+        let p = step(&scaled(p.status, 4), &completed(reporting(4, 4)));
+        assert_eq!((scaled_taskmanagers(&p), &p.status.pending_operation), (vec![], &None));
+        assert_eq!(deployed_spec(&p.status).map(|d| d.parallelism), Some(4));
     }
 
+    /// The savepoint is taken while the added TaskManagers register, not after.
     #[test]
-    fn taskmanagers_whose_slots_do_not_come_fail_the_rescale_and_are_removed() {
+    fn the_rescale_is_asked_for_once_the_added_taskmanagers_run_and_the_jobmanager_waits_for_their_slots() {
         let p = step(&scaled(running(|_| {}), 4), &reporting(2, 2));
-        // The JobManager gave up waiting: the job runs on at 2 from the savepoint.
-        let mut gave_up = at(reporting(2, 3), "2026-11-21T12:05:30Z");
-        let why = "3 of the 4 slots that parallelism 4 needs were registered within 300000 ms: the job runs on at 2";
+        // All four pods run, two of them not yet registered.
+        let p = step(&scaled(p.status, 4), &started(at(reporting(2, 2), "2026-11-21T12:00:02Z"), 4));
+        assert_eq!(in_place(&p).step, InPlaceStep::Rescale);
+        assert_eq!((scaled_taskmanagers(&p), rescales(&p)), (vec![4], vec![to_4_adding()]));
+        assert_eq!(to_4_adding().await_slots_ms, Some(60_000));
+        // Followed: the Deployment stays raised while the JobManager waits for the slots.
+        let mut following = reporting(2, 3);
+        following.savepoint = Some(SavepointView::InProgress);
+        let p = step(&scaled(p.status, 4), &following);
+        assert_eq!((scaled_taskmanagers(&p), rescales(&p)), (vec![4], vec![]));
+        // Past the savepoint timeout alone, within it and the wait for the slots: still followed.
+        let p = step(&scaled(p.status, 4), &at(following, "2026-11-21T12:10:30Z"));
+        assert_eq!((p.status.phase, in_place(&p).step), (Some(Phase::Rescaling), InPlaceStep::Rescale));
+        // The JobManager gave up waiting: the job runs on at 2 from the savepoint, the rescale failed.
+        let mut gave_up = at(reporting(2, 3), "2026-11-21T12:10:40Z");
+        let why = "3 of the 4 slots that parallelism 4 needs were registered within 60000 ms: the job runs on at 2";
         gave_up.savepoint = Some(SavepointView::Failed(why.into()));
         let p = step(&scaled(p.status, 4), &gave_up);
         assert_eq!(scaled_taskmanagers(&p), [2], "back to what the job needs");
@@ -508,6 +504,18 @@ mod tests {
         assert_eq!(p.status.failed_generation, Some(2), "not retried until the spec changes");
         let c = p.status.conditions.iter().find(|c| c.type_ == "Progressing").unwrap();
         assert!(c.message.contains(why), "{}", c.message);
+    }
+
+    #[test]
+    fn taskmanagers_that_do_not_come_abort_the_rescale_and_are_removed() {
+        let p = step(&scaled(running(|_| {}), 4), &reporting(2, 2));
+        let late = started(at(reporting(2, 3), "2026-11-21T12:05:30Z"), 3);
+        let p = step(&scaled(p.status, 4), &late);
+        assert_eq!(scaled_taskmanagers(&p), [2], "back to what the job needs");
+        assert_eq!((p.status.pending_operation.clone(), p.status.phase), (None, Some(Phase::Running)));
+        assert_eq!(p.status.failed_generation, Some(2), "not retried until the spec changes");
+        let c = p.status.conditions.iter().find(|c| c.type_ == "Progressing").unwrap();
+        assert!(c.message.contains("3 of the 4 slots needed were registered within 300s"), "{}", c.message);
         let again = step(&scaled(p.status, 4), &at(reporting(2, 2), "2026-11-21T12:06:00Z"));
         assert_eq!((again.status.pending_operation.clone(), rescales(&again)), (None, vec![]), "{:?}", again.actions);
     }
@@ -529,8 +537,7 @@ mod tests {
         assert!(p.actions.is_empty(), "{:?}", p.actions);
         // Scaled up again at once, the two removed still registered: not counted on.
         let p = step(&job(Some(done), 3, |s| s.parallelism = 4), &reporting(2, 4));
-        assert_eq!(scaled_taskmanagers(&p), [4]);
-        assert_eq!(rescales(&p), [RescaleRequest::to(4).awaiting_slots(TASKMANAGERS_WAIT)]);
+        assert_eq!((in_place(&p).step, scaled_taskmanagers(&p)), (InPlaceStep::AddTaskManagers, vec![4]));
     }
 
     #[test]
@@ -558,9 +565,14 @@ mod tests {
     }
 
     #[test]
-    fn a_job_that_stopped_running_when_the_jobmanager_refused_the_rescale_is_redeployed() {
+    fn a_job_that_stops_running_while_taskmanagers_are_added_is_redeployed() {
         let p = step(&scaled(running(|_| {}), 4), &reporting(2, 2));
-        let p = step(&scaled(refused(p.status, 409), 4), &observed(Some((JobState::Restarting, 2)), None));
+        assert_eq!(in_place(&p).step, InPlaceStep::AddTaskManagers);
+        let stopped = step(&scaled(p.status.clone(), 4), &observed(Some((JobState::Restarting, 2)), None));
+        assert_eq!(applied(&stopped), Some((4, Restore::LatestOrFresh)), "a job that does not run gets no savepoint");
+        // Or by the time the JobManager refused the rescale (nothing was done to it either).
+        let asked = step(&scaled(p.status, 4), &started(reporting(2, 2), 4)).status;
+        let p = step(&scaled(refused(asked, 409), 4), &observed(Some((JobState::Restarting, 2)), None));
         assert_eq!(applied(&p), Some((4, Restore::LatestOrFresh)), "a job that does not run gets no savepoint");
         assert_eq!((p.status.pending_operation.clone(), p.status.phase), (None, Some(Phase::Rescaling)));
     }
