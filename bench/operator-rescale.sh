@@ -11,8 +11,8 @@
 # with release binaries, its stateful-rescale step at STATE_MB MiB: a dedup
 # over order ids (every id kept) grows until a checkpoint holds STATE_MB MiB,
 # then parallelism 2 -> 3 is timed to the StreamJob's status saying running at
-# 3 in place (the JobManager's rescale, asked as a TaskManager for the third
-# slot starts: stop-with-savepoint, verification in S3, the subtasks restarted
+# 3 in place (the JobManager's rescale, asked once a TaskManager added for the
+# third slot runs: stop-with-savepoint, verification in S3, the subtasks restarted
 # from it), 3 -> 4 in place onto the spare slot (no pod starts), and 4 -> 2 the
 # redeploying way; each also to every subtask restored and processing (the
 # TaskManagers' log lines) and to the job's first completed checkpoint at the
@@ -33,6 +33,8 @@
 #   test cache with cargo if it is not on the PATH; or moto, in memory, Python,
 #   which the e2e of the test command uses and which costs about a second of
 #   each rescale here; see e2e/run.sh)
+#   FROM_LOG (the output of an earlier run of this script at the same commit:
+#   its e2e lines are read instead of running the e2e again)
 set -euo pipefail
 
 write=false
@@ -58,10 +60,13 @@ case "$S3" in
 esac
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-
-# What the e2e runs beside weir (moto, the Helm SDK, Prometheus...): installed once per machine, cached.
-bash "$repo/scripts/test-deps.sh" >&2
-WEIR_E2E_S3=$S3 WEIR_E2E_RELEASE=1 WEIR_E2E_STATE_BACKEND=$STATE_BACKEND WEIR_E2E_STATE_MB=$STATE_MB WEIR_E2E_STATE_RATE=$RATE WEIR_E2E_AUTOSCALER_WINDOW=$WINDOW bash "$repo/e2e/run.sh" 2>&1 | tee "$log" | grep '^ok - \|^not ok' >&2
+if [ -n "${FROM_LOG:-}" ]; then
+  cp "$FROM_LOG" "$log"
+else
+  # What the e2e runs beside weir (moto, the Helm SDK, Prometheus...): installed once per machine, cached.
+  bash "$repo/scripts/test-deps.sh" >&2
+  WEIR_E2E_S3=$S3 WEIR_E2E_RELEASE=1 WEIR_E2E_STATE_BACKEND=$STATE_BACKEND WEIR_E2E_STATE_MB=$STATE_MB WEIR_E2E_STATE_RATE=$RATE WEIR_E2E_AUTOSCALER_WINDOW=$WINDOW bash "$repo/e2e/run.sh" 2>&1 | tee "$log" | grep '^ok - \|^not ok' >&2
+fi
 line=$(grep '^ok - rescale 2 -> 3 in place with' "$log") || { echo "bench/operator-rescale.sh: the e2e did not get through the stateful rescale" >&2; exit 1; }
 read -r mib running processing first <<<"$(sed -E 's/.* with ([0-9]+) MiB .* after ([0-9.]+) s, every subtask restored and processing after ([0-9.a-z]+) s, its first checkpoint there after ([0-9.]+) s .*/\1 \2 \3 \4/' <<<"$line")"
 jm_line=$(sed -E 's/.*\(the JobManager: (.*)\)$/\1/' <<<"$line")
@@ -87,7 +92,7 @@ if $write; then
     echo "(a real API server, the chart's operator as a pod, pods as local processes, ${s3_says} as S3) with release binaries;"
     echo "a dedup over order ids keeps every id until a checkpoint holds ${STATE_MB} MiB (as stored: each key group a zstd"
     echo "frame, \`checkpointing.compression\`'s default); then the parallelism 2 -> 3,"
-    echo "which the operator makes in place, adding a TaskManager for the third slot while the savepoint is taken, 3 -> 4 onto the spare slot"
+    echo "which the operator makes in place, adding a TaskManager for the third slot first, 3 -> 4 onto the spare slot"
     echo "of the two TaskManagers (no pod starts), and back to 2 with a pod label changed too, which is an upgrade and redeploys."
     echo
     echo "| keyed state stored in the checkpoint | path | to running at the new parallelism | to every subtask restored and processing | to its first checkpoint there |"
@@ -96,7 +101,8 @@ if $write; then
     echo "| ${mib} MiB | in place, a spare slot (3 -> 4) | ${spare_running} s | **${spare_processing} s** | ${spare_first} s |"
     echo "| ${mib} MiB | redeploy (4 -> 2) | ${re_running} s | ${re_processing} s | ${re_first} s |"
     echo
-    echo "In place: the JobManager's rescale API (for 2 -> 3 asked as the TaskManager for the third slot starts): stop-with-savepoint,"
+    echo "In place: the JobManager's rescale API (for 2 -> 3 asked once the added TaskManager's container runs, its slot awaited while"
+    echo "the savepoint is taken): stop-with-savepoint,"
     echo "the savepoint verified in S3 (size and CRC of every file), the subtasks restarted from it on the TaskManagers"
     echo "there are. The JobManager's own account: 2 -> 3 \`${jm_line:-(no timing line)}\`; 3 -> 4 \`${spare_jm:-(no timing line)}\`."
     echo "Redeploy: the operator's stop-with-savepoint, its check that the \`_metadata\` is in S3, the JobManager and"
