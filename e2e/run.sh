@@ -711,16 +711,17 @@ wait_for "the job resumed" "$st.get('deployment') != '$deployment' and $running 
 deployment=$(field "o['status']['deployment']")
 step "suspend stops the job with a savepoint ($suspended_at) and removes its processes; running again resumes from it"
 
-# checkpointed [JOB [MIN_BYTES [SECONDS]]]: waits until JOB's running JobManager
-# (asked at its pod IP) has completed a checkpoint of its own run, of at least
-# MIN_BYTES; prints the checkpoint's size.
-# jm_job JOB: the job as its JobManager's REST API has it (GET /v1/jobs/JOB), or nothing.
+# jm_job JOB: the job as its JobManager's REST API has it (GET /v1/jobs/JOB,
+# asked at its pod IP), or nothing.
 jm_job() {
   local ip
   ip=$(kube GET "/api/v1/namespaces/default/pods?labelSelector=app.kubernetes.io/instance=$1,app.kubernetes.io/component=jobmanager" \
     | python3 -c 'import json, sys; print(next((p["status"].get("podIP", "") for p in json.load(sys.stdin)["items"] if not p["metadata"].get("deletionTimestamp")), ""))')
   [ -n "$ip" ] && curl -sf "http://$ip:8081/v1/jobs/$1" 2>/dev/null
 }
+# checkpointed [JOB [MIN_BYTES [SECONDS]]]: waits until JOB's running JobManager
+# has completed a checkpoint of its own run, of at least MIN_BYTES; prints the
+# checkpoint's size.
 checkpointed() {
   local job=${1:-stream} min=${2:-0} seconds=${3:-60}
   for _ in $(seq $((seconds * 2))); do
@@ -861,12 +862,15 @@ fi
 # since (their state restored first), by the TaskManagers' log lines.
 processing_after() {
   python3 - "$1" "$work"/node/pods/default_state-job-taskmanager-*/*.log <<'PY'
-import datetime, re, sys
+import datetime, glob, re, sys
 started, last = float(sys.argv[1]), None
-for f in sys.argv[2:]:
+for f in (f for f in sys.argv[2:] if not glob.has_magic(f)):
     for line in open(f, errors="replace"):
         m = re.match(r"(\S+Z)\s.*attempt \d+: \d+ subtasks running after", re.sub(r"\x1b\[[0-9;]*m", "", line))
-        t = m and datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
+        try:
+            t = m and datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            continue
         if t and t >= started and (last is None or t > last):
             last = t
 print(round(last - started, 1) if last else "unknown")

@@ -347,7 +347,10 @@ async fn savepoint_status(job: &StreamJob, ctx: &Context, trigger: &str) -> Opti
             let in_storage = off_runtime(move || snapshots::exists(&p, storage.as_ref())).await;
             SavepointView::Completed { path, in_storage }
         }
-        SavepointStatus::Failed { error } => SavepointView::Failed(error),
+        SavepointStatus::Failed { error, savepoint: None } => SavepointView::Failed(error),
+        SavepointStatus::Failed { error, savepoint: Some(savepoint) } => {
+            SavepointView::FailedAfterSavepoint { error, savepoint }
+        }
         SavepointStatus::InProgress => SavepointView::InProgress,
     })
 }
@@ -672,7 +675,7 @@ mod tests {
                 "kube: list pods",
                 "kube: apply status",
                 "kube: apply deployments/orders-taskmanager",
-                r#"jobmanager: rescale {"parallelism":4,"await_slots_ms":60000}"#,
+                r#"jobmanager: rescale {"parallelism":4,"await_slots_ms":30000}"#,
                 "kube: apply status",
             ],
             "the savepoint is taken while the TaskManagers register"

@@ -180,8 +180,6 @@ pub fn metered(deployment: Option<&str>, started: Timestamp, busy: f64, pending:
     }
 }
 
-/// A fake of the job's pods: lists what it is told (none, unless told),
-/// recording each list in the timeline.
 /// A TaskManager pod of the test job that runs (its container started).
 pub fn running_taskmanager(name: &str) -> k8s_openapi::api::core::v1::Pod {
     use k8s_openapi::api::core::v1::{ContainerState, ContainerStateRunning, ContainerStatus, Pod, PodStatus};
@@ -199,6 +197,8 @@ pub fn running_taskmanager(name: &str) -> k8s_openapi::api::core::v1::Pod {
     }
 }
 
+/// A fake of the job's pods: lists what it is told (none, unless told),
+/// recording each list in the timeline.
 pub struct TestingPods {
     pods: Vec<k8s_openapi::api::core::v1::Pod>,
     timeline: Timeline,

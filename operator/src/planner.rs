@@ -129,7 +129,15 @@ fn checkpoint_ref(latest: &weir_api::rest::CheckpointRef) -> Option<crate::crd::
 enum Fate {
     Waiting,
     Failed(String),
-    Completed { path: String, in_storage: bool },
+    /// Failed after its savepoint was taken and verified: the job runs on from `savepoint`.
+    FailedAfterSavepoint {
+        why: String,
+        savepoint: String,
+    },
+    Completed {
+        path: String,
+        in_storage: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,6 +149,12 @@ pub enum SavepointView {
         in_storage: bool,
     },
     Failed(String),
+    /// The operation (a rescale) failed after its savepoint was taken, and
+    /// the job runs on from that savepoint: nothing is wrong with snapshots.
+    FailedAfterSavepoint {
+        error: String,
+        savepoint: String,
+    },
 }
 
 /// What the executor does, in order, after writing the planned status.
@@ -417,7 +431,7 @@ impl Planner<'_> {
         }
         match self.fate(&op.started_at, "savepoint") {
             Fate::Waiting => {}
-            Fate::Failed(why) => self.abort(&op, &why, true),
+            Fate::Failed(why) | Fate::FailedAfterSavepoint { why, .. } => self.abort(&op, &why, true),
             Fate::Completed { path, in_storage: false } => {
                 self.abort(&op, &format!("the savepoint was reported at {path} but is not in storage"), true)
             }
@@ -443,6 +457,9 @@ impl Planner<'_> {
                 Fate::Waiting
             }
             Some(SavepointView::Failed(e)) => Fate::Failed(format!("the {what} failed: {e}")),
+            Some(SavepointView::FailedAfterSavepoint { error, savepoint }) => {
+                Fate::FailedAfterSavepoint { why: format!("the {what} failed: {error}"), savepoint: savepoint.clone() }
+            }
             Some(SavepointView::Completed { path, in_storage }) => {
                 Fate::Completed { path: path.clone(), in_storage: *in_storage }
             }

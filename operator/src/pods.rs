@@ -98,8 +98,9 @@ pub fn problems(pods: &[Pod]) -> Vec<PodProblem> {
 }
 
 /// How many of `pods` are TaskManagers that run: not being deleted, phase
-/// `Running`, every container started (its process is up, and registers
-/// with the JobManager within moments).
+/// `Running`, every container started and never restarted (its process is
+/// up, and registers with the JobManager within moments; one that crashed
+/// once is not counted on to).
 pub fn taskmanagers_started(pods: &[Pod]) -> i32 {
     let taskmanager = |p: &&Pod| {
         p.labels().get("app.kubernetes.io/component").is_some_and(|c| c == "taskmanager")
@@ -110,7 +111,7 @@ pub fn taskmanagers_started(pods: &[Pod]) -> i32 {
         let containers = status.container_statuses.as_deref().unwrap_or_default();
         status.phase.as_deref() == Some("Running")
             && !containers.is_empty()
-            && containers.iter().all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+            && containers.iter().all(|c| c.restart_count == 0 && c.state.as_ref().is_some_and(|s| s.running.is_some()))
     };
     pods.iter().filter(taskmanager).filter(runs).count() as i32
 }
@@ -210,7 +211,9 @@ mod tests {
         jobmanager.metadata.labels.as_mut().unwrap().insert("app.kubernetes.io/component".into(), "jobmanager".into());
         let mut no_status = tm("tm-5");
         no_status.status = None;
-        let pods = [tm("tm-0"), tm("tm-1"), starting, pending, going, jobmanager, no_status];
+        let mut restarted = tm("tm-6");
+        restarted.status.as_mut().unwrap().container_statuses.as_mut().unwrap()[0].restart_count = 1;
+        let pods = [tm("tm-0"), tm("tm-1"), starting, pending, going, jobmanager, no_status, restarted];
         assert_eq!(taskmanagers_started(&pods), 2);
         assert_eq!(taskmanagers_started(&[]), 0);
     }

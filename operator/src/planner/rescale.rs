@@ -76,8 +76,9 @@ pub const TASKMANAGERS_WAIT: Duration = Duration::from_secs(300);
 
 /// How long the JobManager waits, the job stopped, for the slots of added
 /// TaskManagers whose containers run (`await_slots_ms`): a process that
-/// started registers within a second; one that does not in a minute will not.
-pub const REGISTRATION_WAIT: Duration = Duration::from_secs(60);
+/// started registers within a second; one that does not in half a minute
+/// will not, and the job runs on as it was.
+pub const REGISTRATION_WAIT: Duration = Duration::from_secs(30);
 
 /// How often the JobManager is asked for its slots (and the pods listed)
 /// while added TaskManagers start: the rescale waits for this look, so it is
@@ -149,6 +150,12 @@ impl Planner<'_> {
             InPlaceStep::Rescale => match self.fate_within(&in_place.since, "rescale", self.rescale_timeout(&op)) {
                 Fate::Waiting => self.keep_taskmanagers_raised(&in_place),
                 Fate::Failed(why) => self.abort_in_place(&op, &why, true),
+                Fate::FailedAfterSavepoint { why, savepoint } => {
+                    // The job runs on from it, at its former parallelism.
+                    let reason = SavepointReason::Rescale;
+                    self.record_savepoint(SavepointRef { path: savepoint, time: self.observed.now.clone(), reason });
+                    self.abort_in_place(&op, &why, false);
+                }
                 Fate::Completed { path, in_storage } => self.rescaled(&op, path, in_storage),
             },
         }
@@ -485,7 +492,7 @@ mod tests {
         let p = step(&scaled(p.status, 4), &started(at(reporting(2, 2), "2026-11-21T12:00:02Z"), 4));
         assert_eq!(in_place(&p).step, InPlaceStep::Rescale);
         assert_eq!((scaled_taskmanagers(&p), rescales(&p)), (vec![4], vec![to_4_adding()]));
-        assert_eq!(to_4_adding().await_slots_ms, Some(60_000));
+        assert_eq!(to_4_adding().await_slots_ms, Some(30_000));
         // Followed: the Deployment stays raised while the JobManager waits for the slots.
         let mut following = reporting(2, 3);
         following.savepoint = Some(SavepointView::InProgress);
@@ -496,14 +503,18 @@ mod tests {
         assert_eq!((p.status.phase, in_place(&p).step), (Some(Phase::Rescaling), InPlaceStep::Rescale));
         // The JobManager gave up waiting: the job runs on at 2 from the savepoint, the rescale failed.
         let mut gave_up = at(reporting(2, 3), "2026-11-21T12:10:40Z");
-        let why = "3 of the 4 slots that parallelism 4 needs were registered within 60000 ms: the job runs on at 2";
-        gave_up.savepoint = Some(SavepointView::Failed(why.into()));
+        let why = "3 of the 4 slots that parallelism 4 needs were registered within 30000 ms: the job runs on at 2";
+        gave_up.savepoint = Some(SavepointView::FailedAfterSavepoint { error: why.into(), savepoint: SP.into() });
         let p = step(&scaled(p.status, 4), &gave_up);
         assert_eq!(scaled_taskmanagers(&p), [2], "back to what the job needs");
         assert_eq!((p.status.pending_operation.clone(), p.status.phase), (None, Some(Phase::Running)));
         assert_eq!(p.status.failed_generation, Some(2), "not retried until the spec changes");
         let c = p.status.conditions.iter().find(|c| c.type_ == "Progressing").unwrap();
         assert!(c.message.contains(why), "{}", c.message);
+        // The savepoint was taken, and the job runs from it: recorded, and snapshots are not said to fail.
+        let sp = p.status.last_savepoint.clone().expect("recorded");
+        assert_eq!((sp.path.as_str(), sp.reason), (SP, SavepointReason::Rescale));
+        assert!(!p.status.conditions.iter().any(|c| c.type_ == "SnapshotHealthy" && c.status == "False"));
     }
 
     #[test]

@@ -424,9 +424,41 @@ pub enum SavepointStatus {
     Completed {
         path: String,
     },
+    /// Not taken, or (a rescale) taken but not deployed from: see [`TriggerFailure`].
     Failed {
         error: String,
+        /// The savepoint a rescale took before it failed, when it did: the job runs on from it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        savepoint: Option<String>,
     },
+}
+
+/// Why a savepoint or a rescale did not complete, and the savepoint it took
+/// first, if it did: a rescale whose slots never came leaves the job running
+/// on at its former parallelism from its savepoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TriggerFailure {
+    pub error: String,
+    pub savepoint: Option<String>,
+}
+
+impl From<String> for TriggerFailure {
+    /// A failure before any savepoint was taken.
+    fn from(error: String) -> TriggerFailure {
+        TriggerFailure { error, savepoint: None }
+    }
+}
+
+impl From<&str> for TriggerFailure {
+    fn from(error: &str) -> TriggerFailure {
+        error.to_string().into()
+    }
+}
+
+impl From<TriggerFailure> for SavepointStatus {
+    fn from(f: TriggerFailure) -> SavepointStatus {
+        SavepointStatus::Failed { error: f.error, savepoint: f.savepoint }
+    }
 }
 
 /// `GET /healthz` while the job has not failed (after it failed: `503` and an [`ErrorBody`]).
@@ -639,8 +671,15 @@ mod tests {
                 json!({ "status": "completed", "path": "s3://b/sp-1" }),
             ),
             (
-                serde_json::to_value(SavepointStatus::Failed { error: "timed out".into() }),
+                serde_json::to_value(SavepointStatus::Failed { error: "timed out".into(), savepoint: None }),
                 json!({ "status": "failed", "error": "timed out" }),
+            ),
+            (
+                serde_json::to_value(SavepointStatus::from(TriggerFailure {
+                    error: "no slots".into(),
+                    savepoint: Some("s3://b/sp-1".into()),
+                })),
+                json!({ "status": "failed", "error": "no slots", "savepoint": "s3://b/sp-1" }),
             ),
             (
                 serde_json::to_value(Health { status: HealthStatus::Ok, state: JobState::Running }),

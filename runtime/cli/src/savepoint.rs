@@ -68,7 +68,9 @@ pub fn savepoint(args: SavepointArgs) -> Result<(), Failure> {
                 println!("{path}");
                 return Ok(());
             }
-            SavepointStatus::Failed { error } => return Err(Failure::Runtime(format!("savepoint failed: {error}"))),
+            SavepointStatus::Failed { error, .. } => {
+                return Err(Failure::Runtime(format!("savepoint failed: {error}")));
+            }
             SavepointStatus::InProgress if Instant::now() > deadline => {
                 let id = trigger.trigger_id;
                 return Err(Failure::Runtime(format!("savepoint {id} still in progress after {:?}", args.timeout)));

@@ -64,7 +64,7 @@ use axum::{Json, Router};
 use weir_api::rest::{
     CheckpointHistory, CheckpointRef, Edge, ErrorBody, Health, HealthStatus, JobDetails, JobList, JobState, JobSummary,
     LatestCheckpoint, MAX_METRICS_WINDOW, Metrics, RescaleRequest, SavepointRequest, SavepointStatus, SubtaskMetrics,
-    TOKEN_HEADER, TaskManager, TriggerResponse, Vertex,
+    TOKEN_HEADER, TaskManager, TriggerFailure, TriggerResponse, Vertex,
 };
 use weir_cluster::auth::Secret;
 use weir_cluster::jobmanager::{JobManager, TaskManagerView};
@@ -73,7 +73,7 @@ use weir_core::checkpoint::metadata::SnapshotKind;
 use weir_core::metrics::{GaugeKey, MetricsSnapshot};
 
 /// A savepoint (or rescale) under way: blocks until its outcome (the savepoint's URI).
-pub type Pending = Box<dyn FnOnce() -> Result<String, String> + Send>;
+pub type Pending = Box<dyn FnOnce() -> Result<String, TriggerFailure> + Send>;
 
 /// A job the API can serve.
 pub trait RestJob: Send + Sync + 'static {
@@ -158,7 +158,8 @@ impl RestJob for ClusterJob {
 
     fn savepoint(&self, stop: bool, drain: bool) -> Result<Pending, String> {
         let rx = self.0.savepoint(stop, drain)?;
-        Ok(Box::new(move || rx.recv().unwrap_or_else(|_| Err("the job ended before the savepoint completed".into()))))
+        let outcome = move || rx.recv().unwrap_or_else(|_| Err("the job ended before the savepoint completed".into()));
+        Ok(Box::new(move || outcome().map_err(TriggerFailure::from)))
     }
 
     fn rescale(&self, request: RescaleRequest) -> Result<Pending, String> {
@@ -846,7 +847,7 @@ fn trigger(
             .unwrap_or_else(|_| Err("the savepoint's outcome was lost (its waiter panicked)".into()));
         let status = match outcome {
             Ok(path) => SavepointStatus::Completed { path },
-            Err(error) => SavepointStatus::Failed { error },
+            Err(failure) => failure.into(),
         };
         shared.triggers().finish(id, status);
     });
@@ -1170,7 +1171,7 @@ mod tests {
         assert_eq!(t.read(&open[3]), None, "a trigger the job refused is gone");
         let done = |n: usize| SavepointStatus::Completed { path: format!("sp-{n}") };
         t.finish(open[0].clone(), done(0));
-        t.finish(open[0].clone(), SavepointStatus::Failed { error: "twice".into() });
+        t.finish(open[0].clone(), SavepointStatus::Failed { error: "twice".into(), savepoint: None });
         assert_eq!((t.read(&open[0]), t.unread), (Some(done(0)), 0), "the first outcome stands, and was read");
         // Many more finish, unread: the oldest outcomes go, and with them their unread count.
         let mut last = String::new();
@@ -1279,7 +1280,10 @@ mod tests {
         );
         let (status, trigger) = post::<TriggerResponse>(&server, &paths::savepoints("j"), &SavepointRequest::default());
         assert_eq!(status, 202);
-        assert_eq!(until_done(&server, &trigger), SavepointStatus::Failed { error: "disk full".into() });
+        assert_eq!(
+            until_done(&server, &trigger),
+            SavepointStatus::Failed { error: "disk full".into(), savepoint: None }
+        );
         let elsewhere = SavepointRequest { dir: Some("file:///elsewhere".into()), ..Default::default() };
         let (status, _) = post::<ErrorBody>(&server, &paths::savepoints("j"), &elsewhere);
         assert_eq!(status, 400);

@@ -38,7 +38,7 @@ impl Job {
         } else {
             self.waiting.lock().unwrap().push(tx);
         }
-        Box::new(move || rx.recv().unwrap_or_else(|_| Err("the test ended".into())))
+        Box::new(move || rx.recv().unwrap_or_else(|_| Err("the test ended".into())).map_err(Into::into))
     }
 
     /// Completes the oldest savepoint in progress.

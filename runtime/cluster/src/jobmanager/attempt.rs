@@ -23,7 +23,7 @@ use super::storage::{Done, NotReady, Preparation, Prepare, Readiness, RestoreFro
 use crate::protocol::{Deployment, JobSpec, ToTaskManager};
 use crate::schedule;
 use crate::state::{JobEvent, JobState};
-use weir_api::rest::RescaleRequest;
+use weir_api::rest::{RescaleRequest, TriggerFailure};
 
 /// One deployment of the job.
 pub(super) struct Attempt {
@@ -45,7 +45,7 @@ pub(super) struct PendingRescale {
     pub path: Option<String>,
     /// Who asked (the same request asked again, by a caller that lost its
     /// first answer, joins the one under way).
-    pub replies: Vec<Sender<Result<String, String>>>,
+    pub replies: Vec<Sender<Result<String, TriggerFailure>>>,
     /// The job as the rescale will run it.
     pub target: JobSpec,
     /// When each step ended, for the log line that says where the time went.
@@ -60,7 +60,7 @@ pub(super) struct PendingRescale {
 
 impl PendingRescale {
     /// Tells everyone who asked how the rescale went.
-    fn answer(&self, outcome: Result<String, String>) {
+    fn answer(&self, outcome: Result<String, TriggerFailure>) {
         for reply in &self.replies {
             let _ = reply.send(outcome.clone());
         }
@@ -155,7 +155,11 @@ impl JobLoop {
     /// job cannot run at (a vertex it does not have, a parallelism beyond its
     /// key groups, more slots than are registered and no wait for them) is
     /// refused while the job runs on untouched.
-    fn start_rescale(&mut self, request: RescaleRequest, reply: Sender<Result<String, String>>) -> Result<(), String> {
+    fn start_rescale(
+        &mut self,
+        request: RescaleRequest,
+        reply: Sender<Result<String, TriggerFailure>>,
+    ) -> Result<(), String> {
         let (spec, plan) = self.plan_rescale(&request)?;
         if let Some(r) = self.rescale.as_mut() {
             if r.target != spec {
@@ -178,9 +182,11 @@ impl JobLoop {
             return Err(format!("rescaling needs a running job with checkpointing (the job is {})", self.state));
         };
         let now = self.clock.now();
-        let slots_by = match request.await_slots_ms {
-            _ if schedule::assign(&plan.layout, &free_slots(&self.tms)).is_some() => None,
-            Some(ms) => Some(now + std::time::Duration::from_millis(ms)),
+        // A wait asked for bounds the redeploy whether or not the slots are there now: one may be lost before.
+        let slots_by = request.await_slots_ms.map(|ms| now + std::time::Duration::from_millis(ms));
+        match slots_by {
+            Some(_) => {}
+            None if schedule::assign(&plan.layout, &free_slots(&self.tms)).is_some() => {}
             None => {
                 return Err(format!(
                     "rescaling to {} needs {} slots and {} are registered: add TaskManagers first, or give `await_slots_ms` to wait for them",
@@ -189,7 +195,7 @@ impl JobLoop {
                     self.tms.values().map(|t| t.slots).sum::<usize>()
                 ));
             }
-        };
+        }
         let (tx, savepoint) = crossbeam_channel::bounded(1);
         c.request_savepoint(SavepointRequest::new(true, false, tx));
         let timings = RescaleTimings { requested: now, savepoint: None, stopped: None, verified: None, slots: None };
@@ -245,7 +251,7 @@ impl JobLoop {
             }
             Err(e) => {
                 let r = self.rescale.take().expect("a rescale");
-                r.answer(Err(format!("the savepoint failed: {e}")));
+                r.answer(Err(format!("the savepoint failed: {e}").into()));
             }
         }
     }
@@ -328,14 +334,14 @@ impl JobLoop {
             r.path.as_deref().unwrap_or("taken")
         );
         tracing::warn!("rescale of {} abandoned: {why}", self.config.spec.name);
-        r.answer(Err(why));
+        r.answer(Err(TriggerFailure { error: why, savepoint: r.path.clone() }));
         self.run_as(spec, plan);
         self.prepare();
     }
 
     /// The rescale cannot go on: the caller hears `answer`, and the job fails with `failure`.
     fn rescale_failed(&mut self, r: &PendingRescale, answer: String, failure: String) {
-        r.answer(Err(answer));
+        r.answer(Err(answer.into()));
         self.failure = Some(failure);
         self.transition(JobEvent::GaveUp);
     }
@@ -366,7 +372,7 @@ impl JobLoop {
                 // Redeployed from the savepoint: restarts go on from it.
                 Some(_) => self.rescale = Some(r),
                 None => {
-                    r.answer(Err(format!("the job failed during the rescale: {reason}")));
+                    r.answer(Err(format!("the job failed during the rescale: {reason}").into()));
                 }
             }
         }
@@ -395,7 +401,7 @@ impl JobLoop {
             }
         }
         if let Some(r) = self.rescale.take() {
-            r.answer(Err(why.clone()));
+            r.answer(Err(why.clone().into()));
         }
         self.failure = Some(why);
         self.transition(JobEvent::GaveUp);
@@ -423,14 +429,15 @@ impl JobLoop {
         if !matches!(self.state, JobState::Created | JobState::Restarting) || self.clock.now() < self.restart_at {
             return;
         }
-        let readiness = match std::mem::replace(&mut self.preparation, Preparation::Unasked) {
-            Preparation::Got(r, at) if self.clock.now().saturating_duration_since(at) <= READ_IS_FRESH => r,
+        let (readiness, read_at) = match std::mem::replace(&mut self.preparation, Preparation::Unasked) {
+            Preparation::Got(r, at) if self.clock.now().saturating_duration_since(at) <= READ_IS_FRESH => (r, at),
             Preparation::Asked(ticket) => return self.preparation = Preparation::Asked(ticket),
             Preparation::Held(outcome, at) => return self.take_readiness(outcome, at),
             Preparation::Unasked | Preparation::Got(..) => return self.prepare(),
         };
         let Some(assignment) = schedule::assign(&self.plan.layout, &free_slots(&self.tms)) else {
-            self.preparation = Preparation::Got(readiness, self.clock.now());
+            // Kept as old as it is: read again once it is not fresh (the fence above all).
+            self.preparation = Preparation::Got(readiness, read_at);
             self.give_up_waiting_for_slots();
             return;
         };
@@ -611,15 +618,15 @@ fn attempt_id() -> u64 {
 }
 
 /// A job's parallelism as a log line says it: `3`, or `3 (window at 4)`.
-/// Every registered TaskManager's slots, by connection, in registration order.
-fn free_slots(tms: &BTreeMap<u64, super::event_loop::Tm>) -> Vec<(u64, usize)> {
-    tms.iter().map(|(c, t)| (*c, t.slots)).collect()
-}
-
 fn describe(spec: &JobSpec) -> String {
     if spec.vertex_parallelism.is_empty() {
         return spec.parallelism.to_string();
     }
     let own: Vec<String> = spec.vertex_parallelism.iter().map(|(uid, p)| format!("{uid} at {p}")).collect();
     format!("{} ({})", spec.parallelism, own.join(", "))
+}
+
+/// Every registered TaskManager's slots, by connection, in registration order.
+fn free_slots(tms: &BTreeMap<u64, super::event_loop::Tm>) -> Vec<(u64, usize)> {
+    tms.iter().map(|(c, t)| (*c, t.slots)).collect()
 }

@@ -93,7 +93,7 @@ pub(super) enum Request {
     Rescale {
         request: weir_api::rest::RescaleRequest,
         accepted: Sender<Result<(), String>>,
-        reply: Sender<Result<String, String>>,
+        reply: Sender<Result<String, weir_api::rest::TriggerFailure>>,
     },
     /// End the sources; the job drains and finishes.
     Stop,

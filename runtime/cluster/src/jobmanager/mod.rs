@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use weir_api::Restore;
-use weir_api::rest::RescaleRequest;
+use weir_api::rest::{RescaleRequest, TriggerFailure};
 use weir_core::checkpoint::coordinator::{CheckpointStats, Coordinator};
 use weir_core::checkpoint::fence;
 use weir_core::graph::ChainLayout;
@@ -188,8 +188,11 @@ pub struct JobManager {
     thread: Option<JoinHandle<()>>,
 }
 
-/// Savepoint or rescale replies.
+/// A savepoint's reply: its path, or why it was not taken.
 pub type Reply = Receiver<Result<String, String>>;
+
+/// A rescale's reply: the savepoint the job runs from at the new parallelism, or why not.
+pub type RescaleReply = Receiver<Result<String, TriggerFailure>>;
 
 impl JobManager {
     /// Builds the job (a bad job is an error here, before anything listens),
@@ -275,7 +278,7 @@ impl JobManager {
     /// `request` states ([`RescaleRequest`]); the reply (the savepoint's URI)
     /// comes once the job runs at the new parallelism. A request the job
     /// cannot run at is refused before anything stops.
-    pub fn rescale(&self, request: RescaleRequest) -> Result<Reply, String> {
+    pub fn rescale(&self, request: RescaleRequest) -> Result<RescaleReply, String> {
         let view = self.view();
         if view.state != JobState::Running {
             return Err(format!("rescaling needs a running job (the job is {})", view.state));

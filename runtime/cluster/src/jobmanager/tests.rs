@@ -177,8 +177,8 @@ impl Harness {
     }
 
     /// Asks for a rescale: `Err` is a refusal, `Ok` the channel its outcome comes on.
-    fn rescale(&mut self, request: RescaleRequest) -> Result<Receiver<Result<String, String>>, String> {
-        let ((tx, answer), (accepted, refused)) = (reply(), crossbeam_channel::bounded(1));
+    fn rescale(&mut self, request: RescaleRequest) -> Result<super::RescaleReply, String> {
+        let ((tx, answer), (accepted, refused)) = (crossbeam_channel::bounded(1), crossbeam_channel::bounded(1));
         self.request(Request::Rescale { request, accepted, reply: tx });
         refused.try_recv().expect("an answer at once").map(|()| answer)
     }
@@ -860,7 +860,8 @@ fn a_rescale_whose_slots_do_not_come_in_time_runs_the_job_on_as_it_was_from_the_
     h.register(2, 1);
     assert!(h.deployments().is_empty(), "two slots of three: not deployed");
     advance_alive(&mut h, &[1, 2], Duration::from_secs(61));
-    let why = answer.try_recv().unwrap().unwrap_err();
+    let failed = answer.try_recv().unwrap().unwrap_err();
+    let why = failed.error;
     assert!(why.contains("2 of the 3 slots that parallelism 3 needs") && why.contains("runs on at 1"), "{why}");
     let deployed = h.deployments();
     assert_eq!(deployed.len(), 1, "at parallelism 1, on one TaskManager: {deployed:?}");
@@ -868,7 +869,36 @@ fn a_rescale_whose_slots_do_not_come_in_time_runs_the_job_on_as_it_was_from_the_
     let restored = d.restore.clone().expect("restored");
     assert!(d.spec.parallelism == 1 && restored.contains("/savepoints/sp-"), "{restored}");
     assert!(why.contains(&restored), "the savepoint is named: {why}");
+    assert_eq!(failed.savepoint, Some(restored), "and said to be the one the job runs from");
     let view = h.view();
     assert_eq!((view.state, view.parallelism), (JobState::Running, 1));
     assert!(h.rescale(RescaleRequest::to(2)).is_ok(), "a new rescale may be asked for");
+}
+
+/// A wait asked for bounds the redeploy even when the slots were there at
+/// the request: a TaskManager lost before the redeploy does not leave the
+/// job stopped for ever.
+#[test]
+fn a_rescale_that_fit_when_asked_for_still_gives_up_waiting_for_a_slot_lost_since() {
+    let mut h = Harness::new("lost-slot", 1, RestartStrategy::default(), true);
+    let first = h.running_on(1);
+    h.register(2, 1);
+    let answer = h.rescale(RescaleRequest::to(2).awaiting_slots(Duration::from_secs(20))).unwrap();
+    let barrier = commands(h.sent())
+        .iter()
+        .find_map(|(_, _, _, c)| match c {
+            Command::Trigger { barrier, .. } => Some(*barrier),
+            _ => None,
+        })
+        .expect("a savepoint triggered: the two slots were there");
+    h.message(1, ack(first, 0, barrier.checkpoint_id));
+    h.message(1, ack(first, 1, barrier.checkpoint_id));
+    h.event(Event::Disconnected { conn: 2, why: "connection closed".into() });
+    h.message(1, ToJobManager::Finished { attempt: first });
+    assert!(h.deployments().is_empty(), "one slot of two: waiting");
+    advance_alive(&mut h, &[1], Duration::from_secs(21));
+    let why = answer.try_recv().unwrap().unwrap_err().error;
+    assert!(why.contains("1 of the 2 slots that parallelism 2 needs were registered within 20000 ms"), "{why}");
+    let deployed = h.deployments();
+    assert_eq!((deployed.len(), deployed[0].1.spec.parallelism), (1, 1), "running on at 1: {deployed:?}");
 }
