@@ -790,19 +790,21 @@ python3 -c "
 import json, sys
 events = [e for e in json.load(open('$work/events.json'))['items'] if e['regarding']['name'] == 'stream' and e['reason'] == 'Aborted']
 sys.exit(0 if events and 'weir-missing' in events[-1]['note'] else 1)" || fail "no Aborted event naming the savepoint directory"
-# The stop-with-savepoint held the sources after its barrier; the failed write resumed them.
-source_records() {
+# The stop-with-savepoint held the sources after its barrier; the failed write resumed them. A held
+# source emits nothing, so its watermark stands still (its records_out counts the chain's output, the
+# local phase's partials, which come only as windows end).
+source_watermark() {
   jm_job stream | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 fed = {e["to"] for e in d["edges"]}
-print(sum(v["metrics"]["records_out"] for v in d["vertices"] if v["id"] not in fed))'
+print(min(v["metrics"]["current_watermark"] for v in d["vertices"] if v["id"] not in fed))'
 }
-read_before=$(source_records) || fail "the stream job's source records from its JobManager"
-sleep 2
-read_after=$(source_records) || fail "the stream job's source records from its JobManager"
-[ "$read_after" -gt "$read_before" ] || { node_logs; fail "the sources read nothing after the failed stop-with-savepoint ($read_before records, 2 s later $read_after): held, never resumed"; }
-step "a savepoint that cannot be written aborts the upgrade: the old job keeps running and its sources read on ($read_before, then $read_after records), SnapshotHealthy=False and an Aborted event say why ($why)"
+read_before=$(source_watermark) || fail "the stream job's source watermark from its JobManager"
+sleep 3
+read_after=$(source_watermark) || fail "the stream job's source watermark from its JobManager"
+[ "$read_after" -gt "$read_before" ] || { node_logs; fail "the sources read nothing after the failed stop-with-savepoint (their watermark $read_before, 3 s later $read_after): held, never resumed"; }
+step "a savepoint that cannot be written aborts the upgrade: the old job keeps running and its sources read on (their watermark $(( (read_after - read_before) / 1000 )) s further 3 s later), SnapshotHealthy=False and an Aborted event say why ($why)"
 
 patch_stream '{"spec": {"upgradeMode": "stateless", "savepoints": null, "pipeline": {"source": {"rate": 4000}}}}'
 wait_for "the stateless upgrade" "$st.get('deployment') != '$deployment' and $running and not $job_.get('restoredFrom')" "$jobs/stream"
