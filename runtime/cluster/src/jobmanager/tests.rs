@@ -362,14 +362,7 @@ fn a_rescale_goes_on_from_its_verified_savepoint_when_a_taskmanager_is_lost_whil
     h.register(2, 2);
     let first = h.deployments()[0].1.attempt;
     let answer = h.rescale(RescaleRequest::to(3)).unwrap();
-    let triggered = commands(h.sent());
-    let barrier = triggered
-        .iter()
-        .find_map(|(_, _, _, c)| match c {
-            Command::Trigger { barrier, .. } => Some(*barrier),
-            _ => None,
-        })
-        .expect("a savepoint triggered");
+    let barrier = triggered(&mut h);
     for task in 0..4 {
         h.message(1, ack(first, task, barrier.checkpoint_id));
     }
@@ -794,17 +787,20 @@ fn a_failover_while_a_write_is_out_restores_from_what_that_write_left() {
 /// triggered: every task acknowledges it, then the TaskManager reports its
 /// tasks ended.
 fn stop_with_savepoint(h: &mut Harness, conn: u64, attempt: u64, tasks: usize) {
-    let barrier = commands(h.sent())
-        .iter()
-        .find_map(|(_, _, _, c)| match c {
-            Command::Trigger { barrier, .. } => Some(*barrier),
-            _ => None,
-        })
-        .expect("a savepoint triggered");
+    let barrier = triggered(h);
     for task in 0..tasks {
         h.message(conn, ack(attempt, task, barrier.checkpoint_id));
     }
     h.message(conn, ToJobManager::Finished { attempt });
+}
+
+/// The barrier of the checkpoint triggered since the last look.
+fn triggered(h: &mut Harness) -> weir_core::element::Barrier {
+    let trigger = |(_, _, _, c)| match c {
+        Command::Trigger { barrier, .. } => Some(barrier),
+        _ => None,
+    };
+    commands(h.sent()).into_iter().find_map(trigger).expect("a savepoint triggered")
 }
 
 /// Lets `by` pass in steps of a second, TaskManagers `conns` heartbeating
@@ -884,13 +880,7 @@ fn a_rescale_that_fit_when_asked_for_still_gives_up_waiting_for_a_slot_lost_sinc
     let first = h.running_on(1);
     h.register(2, 1);
     let answer = h.rescale(RescaleRequest::to(2).awaiting_slots(Duration::from_secs(20))).unwrap();
-    let barrier = commands(h.sent())
-        .iter()
-        .find_map(|(_, _, _, c)| match c {
-            Command::Trigger { barrier, .. } => Some(*barrier),
-            _ => None,
-        })
-        .expect("a savepoint triggered: the two slots were there");
+    let barrier = triggered(&mut h); // the two slots were there
     h.message(1, ack(first, 0, barrier.checkpoint_id));
     h.message(1, ack(first, 1, barrier.checkpoint_id));
     h.event(Event::Disconnected { conn: 2, why: "connection closed".into() });
