@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use smol_str::{SmolStr, SmolStrBuilder};
 use weir::datagen::{IntoRateProfile, RateProfile};
@@ -16,14 +17,15 @@ use weir::prelude::{DataStream, JoinContext, ProcessJoinFunction, StreamEnv, Win
 use weir_core::TaskResult;
 use weir_core::metrics::GaugeKey;
 use weir_core::operator::basic::Map;
-use weir_core::window::{AggregateWindow, Window, WindowFunction};
+use weir_core::window::{Window, WindowAssigner, WindowFunction};
 use weir_workloads::{Bid, Order, OrderId, Payment, WorkloadStreams};
 
 use crate::config::{Outer, Rate, Workload};
 use crate::connectors;
 use crate::error::PipelineError;
 use crate::file_source::{FileSource, list_files};
-use crate::ops::{AnomalyFlag, CountRows, DedupRows, ExternalCall, RowAggregates, RowKey, SelectRows, TopRows};
+use crate::keys::{RowKey, StepKey, with_key_type};
+use crate::ops::{AnomalyFlag, CountRows, DedupRows, ExternalCall, RowAggregates, SelectRows, TopRows};
 use crate::plan::{
     JoinHow, Plan, Projection, SinkKind, SinkPlan, SourceKind, SourcePlan, StatePlan, StepKind, WindowOutput,
 };
@@ -85,8 +87,10 @@ pub fn build_to(
     }
     let stats = stats.clone();
     let mut stream = source(file, "source", &plan.source, &plan.source_projection(), env, &stats)?;
+    let mut input = &plan.source.schema;
     for step in &plan.steps {
-        stream = self::step(file, step, stream, &stats)?;
+        stream = self::step(file, step, input, stream, &stats)?;
+        input = &step.schema;
         if let Some(p) = step.parallelism {
             stream = stream.set_parallelism(p);
         }
@@ -108,13 +112,9 @@ pub fn build_to(
     })
 }
 
-fn key_of(indices: &[usize]) -> impl Fn(&Row) -> RowKey + Clone + Send + Sync + 'static {
-    let indices: Arc<[usize]> = indices.into();
-    move |row: &Row| match *indices {
-        [i] => RowKey::one(row[i].clone()),
-        [] => RowKey::default(),
-        _ => RowKey::from_values(indices.iter().map(|&i| row[i].clone())),
-    }
+fn key_of<K: StepKey>(fields: &[usize]) -> impl Fn(&Row) -> K + Clone + Send + Sync + 'static {
+    let fields: Arc<[usize]> = fields.into();
+    move |row: &Row| K::of(row, &fields)
 }
 
 /// An order id as its text, `ORD-<n>` (as `OrderId`'s `Display`), made inline.
@@ -276,12 +276,14 @@ fn source(
 fn step(
     file: &Path,
     step: &crate::plan::StepPlan,
+    input: &Schema,
     stream: DataStream<Row>,
     stats: &PipelineStats,
 ) -> Result<DataStream<Row>, PipelineError> {
     Ok(match &step.kind {
         StepKind::Dedup { key, ttl_ms } => {
-            stream.key_by(key_of(key)).process(DedupRows { ttl_ms: *ttl_ms, seen: None })
+            let dedup = DedupRows { ttl_ms: *ttl_ms, seen: None };
+            with_key_type!(input, key, K => stream.key_by(key_of::<K>(key)).process(dedup))
         }
         StepKind::Filter(e) => {
             let e = e.clone();
@@ -293,35 +295,10 @@ fn step(
             stream.transform("map", move |_| SelectRows::new(exprs.clone()))
         }
         StepKind::Window { key, assigner, lateness, processing_time, output, late } => {
-            let mut keyed =
-                stream.key_by(key_of(key.as_deref().unwrap_or_default())).window(*assigner).allowed_lateness(*lateness);
-            if *processing_time {
-                keyed = keyed.processing_time();
-            }
-            // Without a key_by, one subtask sees the whole stream (Flink's windowAll).
-            let windowed = if key.is_some() { keyed } else { keyed.set_parallelism(1) };
-            match output {
-                WindowOutput::Aggregate(specs) => {
-                    let agg = RowAggregates { specs: Arc::new(specs.clone()) };
-                    let rows = AggregateWindow::new(agg, |k: &RowKey, w: &Window, values: Vec<Value>| {
-                        let mut row = Vec::with_capacity(k.len() + 2 + values.len());
-                        row.extend_from_slice(k);
-                        row.push(Value::Int(w.start));
-                        row.push(Value::Int(w.end));
-                        row.extend(values);
-                        row
-                    });
-                    window_rows(file, windowed, rows, late.as_deref())?
-                }
-                WindowOutput::Top { n, by, add_window_start, add_window_end } => {
-                    let top = TopRows {
-                        n: *n,
-                        by: Arc::new(by.clone()),
-                        add_window_start: *add_window_start,
-                        add_window_end: *add_window_end,
-                    };
-                    window_rows(file, windowed, top, late.as_deref())?
-                }
+            let window = WindowStep { assigner: *assigner, lateness: *lateness, processing_time: *processing_time };
+            match key {
+                Some(key) => with_key_type!(input, key, K => window.build::<K>(file, stream, Some(key), output, late)?),
+                None => window.build::<RowKey>(file, stream, None, output, late)?,
             }
         }
         StepKind::Anomaly { field, key, history, sigma, only_anomalies, alerts } => {
@@ -332,7 +309,7 @@ fn step(
                 only_anomalies: *only_anomalies,
                 values: None,
             };
-            let stream = stream.key_by(key_of(key)).process(flag);
+            let stream = with_key_type!(input, key, K => stream.key_by(key_of::<K>(key)).process(flag));
             if let Some(alerts) = alerts {
                 // The flagged rows also go to the alerts sink; every row goes on.
                 let anomaly = step.schema.index("anomaly").expect("anomaly adds the field");
@@ -376,7 +353,7 @@ fn step(
                 key: key.as_slice().into(),
                 other_key: other_key.as_slice().into(),
             };
-            let (stream, other) = (stream.key_by(key_of(key)), other.key_by(key_of(other_key)));
+            let (stream, other) = (stream.key_by(key_of::<RowKey>(key)), other.key_by(key_of::<RowKey>(other_key)));
             match *how {
                 JoinHow::Interval { lower, upper, outer: None, .. } => stream
                     .interval_join(other)
@@ -410,11 +387,55 @@ fn step(
     })
 }
 
+/// A window step's assigner and timing, built with its key type.
+struct WindowStep {
+    assigner: WindowAssigner,
+    lateness: Duration,
+    processing_time: bool,
+}
+
+impl WindowStep {
+    /// The step's window rows, keyed by `K` of the `key` fields (none: the
+    /// whole stream in one subtask, Flink's windowAll).
+    fn build<K: StepKey>(
+        &self,
+        file: &Path,
+        stream: DataStream<Row>,
+        key: Option<&[usize]>,
+        output: &WindowOutput,
+        late: &Option<Box<SinkPlan>>,
+    ) -> Result<DataStream<Row>, PipelineError> {
+        let keyed = stream.key_by(key_of::<K>(key.unwrap_or_default()));
+        let mut windowed = keyed.window(self.assigner).allowed_lateness(self.lateness);
+        if self.processing_time {
+            windowed = windowed.processing_time();
+        }
+        if key.is_none() {
+            windowed = windowed.set_parallelism(1);
+        }
+        match output {
+            WindowOutput::Aggregate(specs) => {
+                let agg = RowAggregates { specs: Arc::new(specs.clone()) };
+                window_rows(file, windowed, agg, late.as_deref())
+            }
+            WindowOutput::Top { n, by, add_window_start, add_window_end } => {
+                let top = TopRows {
+                    n: *n,
+                    by: Arc::new(by.clone()),
+                    add_window_start: *add_window_start,
+                    add_window_end: *add_window_end,
+                };
+                window_rows(file, windowed, top, late.as_deref())
+            }
+        }
+    }
+}
+
 /// The rows `function` makes of each window; the late rows, when the step
 /// has a `late` sink, go there.
-fn window_rows<F: WindowFunction<RowKey, Row, Out = Row> + Clone + Sync>(
+fn window_rows<K: StepKey, F: WindowFunction<K, Row, Out = Row> + Clone + Sync>(
     file: &Path,
-    windowed: WindowedStream<RowKey, Row>,
+    windowed: WindowedStream<K, Row>,
     function: F,
     late: Option<&SinkPlan>,
 ) -> Result<DataStream<Row>, PipelineError> {

@@ -59,6 +59,7 @@ pub mod error;
 pub mod expr;
 pub mod file_source;
 pub mod format;
+pub mod keys;
 #[cfg(feature = "engine")]
 mod lookup;
 pub mod ops;

@@ -14,106 +14,13 @@ use serde::{Deserialize, Serialize};
 use weir_core::operator::Operator;
 use weir_core::operator::process::{KeyedProcessFunction, ProcessContext};
 use weir_core::output::Collector;
-use weir_core::state::{KeyedState, ListState, ValueState};
+use weir_core::state::{Key, KeyedState, ListState, ValueState};
 use weir_core::timer::TimeDomain;
 use weir_core::window::{AggregateFunction, DistinctSketch, Window, WindowFunction};
 use weir_core::{Data, NO_TIMESTAMP, Record, TaskResult, Timestamp};
 
+use crate::keys::StepKey;
 use crate::value::{FieldType, Row, Value};
-
-/// A key of a keyed step: the values of its key fields. A one-field key
-/// (the common case) is its value, so keying a row allocates nothing, and
-/// keys held in state by the million are 24 bytes each, a value's size (a
-/// `SmallVec` of one value was 32: orders-dedup keeps every order id).
-///
-/// It hashes and encodes exactly as the `Vec<Value>` keys were (a length,
-/// then the values): checkpoints taken with those restore into the same key
-/// groups and decode as keys of this type.
-#[derive(Debug)]
-pub enum RowKey {
-    One(Value),
-    /// Any other number of values; always another number than one, so that
-    /// a key has one form.
-    Many(Box<[Value]>),
-}
-
-impl RowKey {
-    #[inline]
-    pub fn one(value: Value) -> RowKey {
-        RowKey::One(value)
-    }
-
-    pub fn from_values(values: impl IntoIterator<Item = Value>) -> RowKey {
-        let mut values = values.into_iter();
-        match (values.next(), values.next()) {
-            (None, _) => RowKey::default(),
-            (Some(v), None) => RowKey::One(v),
-            (Some(a), Some(b)) => RowKey::Many([a, b].into_iter().chain(values).collect()),
-        }
-    }
-}
-
-impl Default for RowKey {
-    /// No values: the key of a step without key fields.
-    fn default() -> RowKey {
-        RowKey::Many(Box::default())
-    }
-}
-
-impl Clone for RowKey {
-    #[inline]
-    fn clone(&self) -> RowKey {
-        match self {
-            RowKey::One(v) => RowKey::One(v.clone()),
-            RowKey::Many(values) => RowKey::Many(values.clone()),
-        }
-    }
-}
-
-impl std::ops::Deref for RowKey {
-    type Target = [Value];
-    #[inline]
-    fn deref(&self) -> &[Value] {
-        match self {
-            RowKey::One(v) => std::slice::from_ref(v),
-            RowKey::Many(values) => values,
-        }
-    }
-}
-
-impl PartialEq for RowKey {
-    #[inline]
-    fn eq(&self, other: &RowKey) -> bool {
-        match (self, other) {
-            (RowKey::One(a), RowKey::One(b)) => a == b,
-            _ => **self == **other,
-        }
-    }
-}
-
-impl Eq for RowKey {}
-
-impl std::hash::Hash for RowKey {
-    /// As the slice of its values (its length, then each value): as a `Vec<Value>` hashes.
-    #[inline]
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        (**self).hash(state)
-    }
-}
-
-impl Serialize for RowKey {
-    /// As a sequence of its values, as a `Vec<Value>` is written.
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        (**self).serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for RowKey {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<RowKey, D::Error> {
-        let values = smallvec::SmallVec::<[Value; 1]>::deserialize(deserializer)?;
-        Ok(RowKey::from_values(values))
-    }
-}
 
 /// `select`: each row replaced by its expressions' values, in its batch,
 /// without allocating: the values are made in a spare row, which then
@@ -170,12 +77,12 @@ pub struct DedupRows {
     pub seen: Option<ValueState<()>>,
 }
 
-impl KeyedProcessFunction<RowKey, Row, Row> for DedupRows {
-    fn open(&mut self, state: &mut KeyedState<RowKey>) {
+impl<K: Key> KeyedProcessFunction<K, Row, Row> for DedupRows {
+    fn open(&mut self, state: &mut KeyedState<K>) {
         self.seen = Some(state.value("seen"));
     }
 
-    fn process_element(&mut self, row: Row, ctx: &mut ProcessContext<'_, RowKey, Row>) {
+    fn process_element(&mut self, row: Row, ctx: &mut ProcessContext<'_, K, Row>) {
         let seen = self.seen.expect("opened");
         if !ctx.value(&seen).set_if_absent(()) {
             return;
@@ -188,7 +95,7 @@ impl KeyedProcessFunction<RowKey, Row, Row> for DedupRows {
         ctx.emit(row);
     }
 
-    fn on_timer(&mut self, _time: Timestamp, _domain: TimeDomain, ctx: &mut ProcessContext<'_, RowKey, Row>) {
+    fn on_timer(&mut self, _time: Timestamp, _domain: TimeDomain, ctx: &mut ProcessContext<'_, K, Row>) {
         ctx.clear_state();
     }
 }
@@ -346,18 +253,55 @@ impl AggregateFunction<Row> for RowAggregates {
     }
 
     fn result(&self, accs: &Accs) -> Vec<Value> {
-        accs.iter()
-            .map(|a| match a {
-                Acc::Count(n) => Value::Int(*n),
-                Acc::SumInt(s) => Value::Int(*s),
-                Acc::SumFloat(s) => Value::Float(*s),
-                Acc::Min(v) | Acc::Max(v) => v.clone().unwrap_or(Value::Null),
-                Acc::Avg(_, 0) => Value::Null,
-                Acc::Avg(s, n) => Value::Float(s / *n as f64),
-                Acc::Distinct(set) => Value::Int(set.len() as i64),
-                Acc::ApproxDistinct(sketch) => Value::Int(sketch.estimate() as i64),
-            })
-            .collect()
+        let mut values = Vec::with_capacity(accs.len());
+        self.result_into(accs, &mut values);
+        values
+    }
+}
+
+impl RowAggregates {
+    /// The aggregates' values appended to `row`.
+    fn result_into(&self, accs: &Accs, row: &mut Row) {
+        row.extend(accs.iter().map(|a| match a {
+            Acc::Count(n) => Value::Int(*n),
+            Acc::SumInt(s) => Value::Int(*s),
+            Acc::SumFloat(s) => Value::Float(*s),
+            Acc::Min(v) | Acc::Max(v) => v.clone().unwrap_or(Value::Null),
+            Acc::Avg(_, 0) => Value::Null,
+            Acc::Avg(s, n) => Value::Float(s / *n as f64),
+            Acc::Distinct(set) => Value::Int(set.len() as i64),
+            Acc::ApproxDistinct(sketch) => Value::Int(sketch.estimate() as i64),
+        }))
+    }
+}
+
+/// A window step's aggregates, each window's row its key's fields, the
+/// window's start and end, then the aggregates' values: made in one
+/// allocation (an [`AggregateWindow`](weir_core::window::AggregateWindow)
+/// makes the values' vector, then the row).
+impl<K: StepKey> WindowFunction<K, Row> for RowAggregates {
+    type Acc = Accs;
+    type Out = Row;
+    fn create(&self) -> Accs {
+        AggregateFunction::create(self)
+    }
+    #[inline]
+    fn add(&self, accs: &mut Accs, row: &Row) {
+        AggregateFunction::add(self, accs, row)
+    }
+    fn merge(&self, accs: &mut Accs, other: Accs) {
+        AggregateFunction::merge(self, accs, other)
+    }
+    fn merge_ref(&self, accs: &mut Accs, other: &Accs) {
+        AggregateFunction::merge_ref(self, accs, other)
+    }
+    fn emit(&mut self, key: &K, window: &Window, accs: &Accs, out: &mut dyn FnMut(Row)) {
+        let mut row = Vec::with_capacity(key.width() + 2 + accs.len());
+        key.append_to(&mut row);
+        row.push(Value::Int(window.start));
+        row.push(Value::Int(window.end));
+        self.result_into(accs, &mut row);
+        out(row)
     }
 }
 
@@ -443,12 +387,12 @@ pub fn mean_stddev(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-impl KeyedProcessFunction<RowKey, Row, Row> for AnomalyFlag {
-    fn open(&mut self, state: &mut KeyedState<RowKey>) {
+impl<K: Key> KeyedProcessFunction<K, Row, Row> for AnomalyFlag {
+    fn open(&mut self, state: &mut KeyedState<K>) {
         self.values = Some(state.list("history"));
     }
 
-    fn process_element(&mut self, mut row: Row, ctx: &mut ProcessContext<'_, RowKey, Row>) {
+    fn process_element(&mut self, mut row: Row, ctx: &mut ProcessContext<'_, K, Row>) {
         let h = self.values.expect("opened");
         let x = row[self.field].as_f64();
         let history = ctx.list(&h);
@@ -547,24 +491,6 @@ mod tests {
         assert!(matches!(decoded, Acc::Distinct(d) if *d == set));
     }
 
-    /// Keys were vectors: checkpoints taken then must restore into the same
-    /// key groups and decode as keys now.
-    #[test]
-    fn keys_hash_and_encode_as_the_vectors_they_were() {
-        use weir_core::keygroup::hash_key;
-        use weir_core::state::codec;
-        assert_eq!(std::mem::size_of::<RowKey>(), std::mem::size_of::<Value>());
-        for values in [vec![Value::Str("us-east".into())], vec![Value::Int(7), Value::Null], vec![]] {
-            let key = RowKey::from_values(values.iter().cloned());
-            assert_eq!(&*key, &values[..]);
-            assert!(matches!(key, RowKey::One(_)) == (values.len() == 1), "one form per key: {key:?}");
-            assert_eq!(hash_key(&key), hash_key(&values), "{values:?}");
-            assert_eq!(codec::encode(&key), codec::encode(&values), "{values:?}");
-            let decoded: RowKey = codec::decode(&codec::encode(&values), "a key").unwrap();
-            assert_eq!(decoded, key);
-        }
-    }
-
     #[test]
     fn aggregates_compute_and_merge() {
         let specs = vec![
@@ -577,14 +503,14 @@ mod tests {
         ];
         let agg = RowAggregates { specs: Arc::new(specs) };
         let rows = [(5, "b"), (1, "a"), (9, "b")].map(|(i, s)| vec![Value::Int(i), Value::Str(s.into())]);
-        let mut a = agg.create();
-        agg.add(&mut a, &rows[0]);
-        let mut b = agg.create();
-        agg.add(&mut b, &rows[1]);
-        agg.add(&mut b, &rows[2]);
-        agg.merge(&mut a, b);
+        let mut a = AggregateFunction::create(&agg);
+        AggregateFunction::add(&agg, &mut a, &rows[0]);
+        let mut b = AggregateFunction::create(&agg);
+        AggregateFunction::add(&agg, &mut b, &rows[1]);
+        AggregateFunction::add(&agg, &mut b, &rows[2]);
+        AggregateFunction::merge(&agg, &mut a, b);
         assert_eq!(
-            agg.result(&a),
+            AggregateFunction::result(&agg, &a),
             vec![
                 Value::Int(3),
                 Value::Int(15),

@@ -49,7 +49,7 @@ impl Clone for Value {
 /// where whole rows travel (q7's top bids, q0's pass-through), since every
 /// step moves each row, and a `Vec` is 24 bytes to move (bench/before-after.sh,
 /// MODE=run). Keys, which are made per row and dropped at once, are inline
-/// ([`RowKey`](crate::ops::RowKey)).
+/// ([`RowKey`](crate::keys::RowKey)).
 pub type Row = Vec<Value>;
 
 impl PartialEq for Value {
