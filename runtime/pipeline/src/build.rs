@@ -24,7 +24,7 @@ use crate::config::{Outer, Rate, Workload};
 use crate::connectors;
 use crate::error::PipelineError;
 use crate::file_source::{FileSource, list_files};
-use crate::keys::{RowKey, StepKey, with_key_type};
+use crate::keys::{KeyType, RowKey, StepKey, with_key_type};
 use crate::ops::{AnomalyFlag, CountRows, DedupRows, ExternalCall, RowAggregates, SelectRows, TopRows};
 use crate::plan::{
     JoinHow, Plan, Projection, SinkKind, SinkPlan, SourceKind, SourcePlan, StatePlan, StepKind, WindowOutput,
@@ -347,44 +347,73 @@ fn step(
             let env = stream.env().clone();
             // The other side's rows are read whole (no projection is worked out for them).
             let whole = Projection::whole(other.schema.fields.len());
+            let other_schema = &other.schema;
             let other = source(file, &format!("sources.{with}"), other, &whole, &env, stats)?;
             let joined = Joined {
                 fields: fields.as_slice().into(),
                 key: key.as_slice().into(),
                 other_key: other_key.as_slice().into(),
             };
-            let (stream, other) = (stream.key_by(key_of::<RowKey>(key)), other.key_by(key_of::<RowKey>(other_key)));
-            match *how {
-                JoinHow::Interval { lower, upper, outer: None, .. } => stream
-                    .interval_join(other)
-                    .between(lower, upper)
-                    .process(move |row: &Row, other: &Row| joined.pair(row, other))
-                    .map_err(|e| PipelineError::new(file, format!("steps (join with {with})"), e.to_string()))?,
-                JoinHow::Interval { lower, upper, outer: Some(outer), width } => stream
-                    .interval_join(other)
-                    .between(lower, upper)
-                    .outer(match outer {
-                        Outer::Left => weir::prelude::Outer::Left,
-                        Outer::Right => weir::prelude::Outer::Right,
-                        Outer::Full => weir::prelude::Outer::Full,
-                    })
-                    .process(OuterRows { joined, width })
-                    .map_err(|e| PipelineError::new(file, format!("steps (join with {with})"), e.to_string()))?,
-                JoinHow::Window { assigner, lateness, outer: None, .. } => stream
-                    .connect(other)
-                    .window(assigner)
-                    .allowed_lateness(lateness)
-                    .join(move |row: &Row, other: &Row| joined.pair(row, other)),
-                JoinHow::Window { assigner, lateness, outer: Some(outer), width } => {
-                    stream.connect(other).window(assigner).allowed_lateness(lateness).co_group(
-                        move |_: &RowKey, _: &Window, rows: &[Row], others: &[Row], out: &mut dyn FnMut(Row)| {
-                            joined.outer(outer, width, rows, others, out)
-                        },
-                    )
-                }
+            // Both sides keyed by one type: their own when their key fields' types agree.
+            let join = Join { file, with, key, other_key, how: how.clone(), joined };
+            match KeyType::of(input, key) == KeyType::of(other_schema, other_key) {
+                true => with_key_type!(input, key, K => join.build::<K>(stream, other)?),
+                false => join.build::<RowKey>(stream, other)?,
             }
         }
     })
+}
+
+/// A join step, built with its key type.
+struct Join<'a> {
+    file: &'a Path,
+    with: &'a str,
+    key: &'a [usize],
+    other_key: &'a [usize],
+    how: JoinHow,
+    joined: Joined,
+}
+
+impl Join<'_> {
+    /// The joined rows of `stream` and `other`, both keyed by `K`.
+    fn build<K: StepKey>(
+        self,
+        stream: DataStream<Row>,
+        other: DataStream<Row>,
+    ) -> Result<DataStream<Row>, PipelineError> {
+        let Join { file, with, key, other_key, how, joined } = self;
+        let error = |e: String| PipelineError::new(file, format!("steps (join with {with})"), e);
+        let (stream, other) = (stream.key_by(key_of::<K>(key)), other.key_by(key_of::<K>(other_key)));
+        Ok(match how {
+            JoinHow::Interval { lower, upper, outer: None, .. } => stream
+                .interval_join(other)
+                .between(lower, upper)
+                .process(move |row: &Row, other: &Row| joined.pair(row, other))
+                .map_err(|e| error(e.to_string()))?,
+            JoinHow::Interval { lower, upper, outer: Some(outer), width } => stream
+                .interval_join(other)
+                .between(lower, upper)
+                .outer(match outer {
+                    Outer::Left => weir::prelude::Outer::Left,
+                    Outer::Right => weir::prelude::Outer::Right,
+                    Outer::Full => weir::prelude::Outer::Full,
+                })
+                .process(OuterRows { joined, width })
+                .map_err(|e| error(e.to_string()))?,
+            JoinHow::Window { assigner, lateness, outer: None, .. } => stream
+                .connect(other)
+                .window(assigner)
+                .allowed_lateness(lateness)
+                .join(move |row: &Row, other: &Row| joined.pair(row, other)),
+            JoinHow::Window { assigner, lateness, outer: Some(outer), width } => {
+                stream.connect(other).window(assigner).allowed_lateness(lateness).co_group(
+                    move |_: &K, _: &Window, rows: &[Row], others: &[Row], out: &mut dyn FnMut(Row)| {
+                        joined.outer(outer, width, rows, others, out)
+                    },
+                )
+            }
+        })
+    }
 }
 
 /// A window step's assigner and timing, built with its key type.
