@@ -2,8 +2,9 @@
 //! row's key fields, in a type chosen when the pipeline is built.
 //!
 //! A key of one `int` field is an [`IntKey`], 16 bytes compared as a number;
-//! a key of one `string` field a [`StrKey`], compared as text; any other key
-//! is a [`RowKey`] of values ([`KeyType::of`] chooses). All three hash and
+//! a key of one `string` field a [`StrKey`], 16 bytes too (a text of up to
+//! 15 bytes inline, a longer one boxed), compared as text; any other key is
+//! a [`RowKey`] of values ([`KeyType::of`] chooses). All three hash and
 //! encode exactly as the `Vec<Value>` keys of earlier versions did (the key's
 //! length, then its values), so a checkpoint's key groups and entries restore
 //! into any of them, whichever built the job that took it; the key types
@@ -248,21 +249,101 @@ impl<'de> Deserialize<'de> for IntKey {
     }
 }
 
-/// The key of one `string` field: its text, or `None` for null (the only
-/// other value a `string` field holds). As large as a [`RowKey`], but
-/// compared and hashed as text, with no value's type to look at first.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StrKey(pub Option<SmolStr>);
+/// The length of a [`StrKey`]'s inline text, 0 to [`INLINE`]: a byte whose
+/// other values tell the key's other forms apart, so that a key is 16 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum InlineLen {
+    L0,
+    L1,
+    L2,
+    L3,
+    L4,
+    L5,
+    L6,
+    L7,
+    L8,
+    L9,
+    L10,
+    L11,
+    L12,
+    L13,
+    L14,
+    L15,
+}
+
+/// The longest text a [`StrKey`] holds inline.
+pub const INLINE: usize = 15;
+
+const INLINE_LENS: [InlineLen; INLINE + 1] = {
+    use InlineLen::*;
+    [L0, L1, L2, L3, L4, L5, L6, L7, L8, L9, L10, L11, L12, L13, L14, L15]
+};
+
+/// The key of one `string` field, 16 bytes where a [`RowKey`] is 24: a text
+/// of up to [`INLINE`] bytes (an order id, a region) held inline, a longer
+/// one boxed, or null (the only other value a `string` field holds).
+/// Compared and hashed as text, with no value's type to look at first;
+/// keyed state holds one per key (orders-dedup: every order id).
+///
+/// A text has one form (inline exactly when it fits, the unused bytes zero),
+/// so keys are equal when their forms are.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StrKey {
+    Null,
+    Inline(InlineLen, [u8; INLINE]),
+    /// Boxed so that the key stays 16 bytes (a `SmolStr` is 24).
+    Long(Box<SmolStr>),
+}
+
+impl StrKey {
+    /// The key of `text`.
+    pub fn new(text: &SmolStr) -> StrKey {
+        let bytes = text.as_bytes();
+        match INLINE_LENS.get(bytes.len()) {
+            Some(&len) => {
+                let mut inline = [0; INLINE];
+                inline[..bytes.len()].copy_from_slice(bytes);
+                StrKey::Inline(len, inline)
+            }
+            None => StrKey::Long(Box::new(text.clone())),
+        }
+    }
+
+    /// The key's text; `None` when it is null.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            StrKey::Null => None,
+            // Valid: the bytes are a whole `str`'s ([`StrKey::new`]).
+            StrKey::Inline(len, bytes) => std::str::from_utf8(&bytes[..*len as usize]).ok(),
+            StrKey::Long(text) => Some(text),
+        }
+    }
+
+    fn value(&self) -> Value {
+        match self {
+            StrKey::Long(text) => Value::Str((**text).clone()),
+            // An inline text fits a `SmolStr` inline: nothing is allocated.
+            short => short.as_str().map_or(Value::Null, |s| Value::Str(SmolStr::new(s))),
+        }
+    }
+}
+
+impl std::fmt::Debug for StrKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StrKey({:?})", self.as_str())
+    }
+}
 
 impl StepKey for StrKey {
     #[inline]
     fn of(row: &Row, fields: &[usize]) -> StrKey {
         debug_assert_eq!(fields.len(), 1, "a string key has one field");
         match &row[fields[0]] {
-            Value::Str(s) => StrKey(Some(s.clone())),
+            Value::Str(s) => StrKey::new(s),
             other => {
                 debug_assert!(matches!(other, Value::Null), "a string field holds {other:?}");
-                StrKey(None)
+                StrKey::Null
             }
         }
     }
@@ -274,22 +355,20 @@ impl StepKey for StrKey {
     }
 }
 
-impl StrKey {
-    fn value(&self) -> Value {
-        self.0.clone().map_or(Value::Null, Value::Str)
-    }
-}
-
 impl Hash for StrKey {
     /// As the one-value slice it stands for (see [`IntKey`]'s).
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_usize(1);
-        match &self.0 {
-            // As `Value::Str` hashes.
-            Some(s) => s.as_str().hash(state),
-            None => Value::Null.hash(state),
-        }
+        // As `Value::Str` hashes: as a `str`, its bytes and then 0xff (what
+        // `Hasher::write_str` does, which no stable hasher can override).
+        let bytes = match self {
+            StrKey::Null => return Value::Null.hash(state),
+            StrKey::Inline(len, bytes) => &bytes[..*len as usize],
+            StrKey::Long(text) => text.as_bytes(),
+        };
+        state.write(bytes);
+        state.write_u8(0xff);
     }
 }
 
@@ -303,8 +382,8 @@ impl Serialize for StrKey {
 impl<'de> Deserialize<'de> for StrKey {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<StrKey, D::Error> {
         match RowKey::deserialize(deserializer)? {
-            RowKey::One(Value::Str(s)) => Ok(StrKey(Some(s))),
-            RowKey::One(Value::Null) => Ok(StrKey(None)),
+            RowKey::One(Value::Str(s)) => Ok(StrKey::new(&s)),
+            RowKey::One(Value::Null) => Ok(StrKey::Null),
             other => Err(serde::de::Error::custom(format_args!(
                 "a key of one string field is a string or null, not {:?}",
                 &*other
@@ -362,9 +441,12 @@ mod tests {
 
     #[test]
     fn string_keys_hash_and_encode_as_row_keys() {
+        assert_eq!(std::mem::size_of::<StrKey>(), 16);
         let long = "a region whose name is too long to be inline";
-        for v in [Some("us-east"), Some(""), Some(long), None] {
-            let key = StrKey(v.map(SmolStr::new));
+        for v in [Some("us-east"), Some(""), Some("ORD-12345678901"), Some("ORD-123456789012"), Some(long), None] {
+            let key = v.map_or(StrKey::Null, |v| StrKey::new(&SmolStr::new(v)));
+            assert_eq!(key.as_str(), v);
+            assert_eq!(matches!(key, StrKey::Long(_)), v.is_some_and(|v| v.len() > INLINE), "{v:?}");
             let row_key = RowKey::one(key.value());
             assert_eq!(hash_key(&key), hash_key(&row_key), "{v:?}");
             let ahash = ahash::RandomState::with_seeds(1, 2, 3, 4);
