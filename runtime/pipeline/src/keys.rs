@@ -70,10 +70,10 @@ pub trait StepKey: Key + Clone + Sync {
     fn width(&self) -> usize;
 }
 
-/// A key of a keyed step: the values of its key fields. A one-field key
-/// (the common case) is its value, so keying a row allocates nothing, and
-/// keys held in state by the million are 24 bytes each, a value's size (a
-/// `SmallVec` of one value was 32: orders-dedup keeps every order id).
+/// A key of a keyed step: the values of its key fields, for the keys that
+/// are not one `int` or `string` field (those have their own types). A
+/// one-field key is its value, so keying a row allocates nothing, and a key
+/// is 24 bytes, a value's size.
 ///
 /// It hashes and encodes exactly as the `Vec<Value>` keys were (a length,
 /// then the values): checkpoints taken with those restore into the same key
