@@ -229,24 +229,46 @@ impl Hash for IntKey {
 }
 
 impl Serialize for IntKey {
-    /// As a sequence of its one value, as a `Vec<Value>` is written.
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // A slice, not an array: an array is written as a tuple, without its length.
-        std::slice::from_ref(&self.value()).serialize(serializer)
+        serialize_one(self.value(), serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for IntKey {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<IntKey, D::Error> {
-        match RowKey::deserialize(deserializer)? {
-            RowKey::One(Value::Int(i)) => Ok(IntKey(Some(i))),
-            RowKey::One(Value::Null) => Ok(IntKey(None)),
-            other => Err(serde::de::Error::custom(format_args!(
-                "a key of one int field is an int or null, not {:?}",
-                &*other
-            ))),
-        }
+        deserialize_one(deserializer, "int", |value| match value {
+            Value::Int(i) => Some(IntKey(Some(i))),
+            Value::Null => Some(IntKey(None)),
+            _ => None,
+        })
     }
+}
+
+/// A key of one value written as a sequence of it, as a `Vec<Value>` is.
+fn serialize_one<S: serde::Serializer>(value: Value, serializer: S) -> Result<S::Ok, S::Error> {
+    // A slice, not an array: an array is written as a tuple, without its length.
+    std::slice::from_ref(&value).serialize(serializer)
+}
+
+/// A key of one value read as [`serialize_one`] wrote it: `key` of the
+/// value, which refuses with `None` a value not of the field's type (`what`)
+/// nor null.
+fn deserialize_one<'de, D: serde::Deserializer<'de>, K>(
+    deserializer: D,
+    what: &str,
+    key: impl FnOnce(Value) -> Option<K>,
+) -> Result<K, D::Error> {
+    let values = RowKey::deserialize(deserializer)?;
+    let one = match values {
+        RowKey::One(ref value) => key(value.clone()),
+        RowKey::Many(_) => None,
+    };
+    one.ok_or_else(|| {
+        serde::de::Error::custom(format_args!(
+            "a key of one {what} field is one {what} value or null, not {:?}",
+            &*values
+        ))
+    })
 }
 
 /// The length of a [`StrKey`]'s inline text, 0 to [`INLINE`]: a byte whose
@@ -373,22 +395,18 @@ impl Hash for StrKey {
 }
 
 impl Serialize for StrKey {
-    /// As a sequence of its one value, as a `Vec<Value>` is written.
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        std::slice::from_ref(&self.value()).serialize(serializer)
+        serialize_one(self.value(), serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for StrKey {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<StrKey, D::Error> {
-        match RowKey::deserialize(deserializer)? {
-            RowKey::One(Value::Str(s)) => Ok(StrKey::new(&s)),
-            RowKey::One(Value::Null) => Ok(StrKey::Null),
-            other => Err(serde::de::Error::custom(format_args!(
-                "a key of one string field is a string or null, not {:?}",
-                &*other
-            ))),
-        }
+        deserialize_one(deserializer, "string", |value| match value {
+            Value::Str(s) => Some(StrKey::new(&s)),
+            Value::Null => Some(StrKey::Null),
+            _ => None,
+        })
     }
 }
 
