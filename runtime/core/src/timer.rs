@@ -16,11 +16,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ahash::AHashSet;
-
 use crate::error::{TaskError, TaskResult};
 use crate::state::backend::DiskStore;
-use crate::state::{Key, StateBackend, codec};
+use crate::state::{Key, KeySet, StateBackend, codec};
 use crate::time::Timestamp;
 
 /// Which clock a timer follows.
@@ -32,13 +30,13 @@ pub enum TimeDomain {
 
 pub struct TimerQueue<K> {
     by_time: BTreeMap<Timestamp, Vec<K>>,
-    live: AHashSet<(Timestamp, K)>,
+    live: KeySet<(Timestamp, K)>,
     disk: Option<Box<DiskTimers>>,
 }
 
 impl<K> Default for TimerQueue<K> {
     fn default() -> Self {
-        TimerQueue { by_time: BTreeMap::new(), live: AHashSet::default(), disk: None }
+        TimerQueue { by_time: BTreeMap::new(), live: KeySet::default(), disk: None }
     }
 }
 

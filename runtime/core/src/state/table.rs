@@ -19,10 +19,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ahash::{AHashMap, AHashSet};
-
 use super::backend::DiskStore;
-use super::{Key, codec, encode_by_group};
+use super::{Key, KeyMap, KeySet, codec, encode_by_group};
 use crate::element::Data;
 use crate::error::{TaskError, TaskResult};
 use crate::keygroup::{hash_key, key_group};
@@ -81,10 +79,10 @@ pub(crate) fn decode_entries<K: Key, V: Data>(bytes: &[u8]) -> TaskResult<Vec<(K
 
 /// The entries of one declared state.
 pub(crate) struct Table<K, V> {
-    pub(super) map: AHashMap<K, V>,
+    pub(super) map: KeyMap<K, V>,
     disk: Option<Box<DiskTable<K>>>,
     /// Keys changed since the last snapshot, when checkpoints are incremental.
-    changed: Option<AHashSet<K>>,
+    changed: Option<KeySet<K>>,
     /// More keys changed than are worth remembering: the next snapshot is full.
     overflowed: bool,
     /// On disk, the changes restored so far, written at once when the restore
@@ -102,7 +100,7 @@ struct DiskTable<K> {
     id: u64,
     keyspace: fjall::Keyspace,
     /// Keys changed since they were last written back.
-    dirty: AHashSet<K>,
+    dirty: KeySet<K>,
     max_parallelism: u32,
     /// Encoded bytes per entry written so far, an estimate of what an entry
     /// owns beyond its inline size.
@@ -114,7 +112,7 @@ struct DiskTable<K> {
 
 impl<K: Key, V: Data> Table<K, V> {
     pub(crate) fn heap() -> Self {
-        Table { map: AHashMap::default(), disk: None, changed: None, overflowed: false, restored_changes: Vec::new() }
+        Table { map: KeyMap::default(), disk: None, changed: None, overflowed: false, restored_changes: Vec::new() }
     }
 
     pub(super) fn on_disk(store: &Arc<DiskStore>, max_parallelism: u32) -> TaskResult<Self> {
@@ -125,14 +123,14 @@ impl<K: Key, V: Data> Table<K, V> {
             store: store.clone(),
             id,
             keyspace,
-            dirty: AHashSet::default(),
+            dirty: KeySet::default(),
             max_parallelism,
             written: (0, 0),
             failure: None,
             scratch: Vec::new(),
         };
         Ok(Table {
-            map: AHashMap::default(),
+            map: KeyMap::default(),
             disk: Some(Box::new(disk)),
             changed: None,
             overflowed: false,
@@ -227,7 +225,7 @@ impl<K: Key, V: Data> Table<K, V> {
             };
             if changed.len() > most {
                 self.overflowed = true;
-                *changed = AHashSet::default();
+                *changed = KeySet::default();
             }
         }
     }
@@ -239,7 +237,7 @@ impl<K: Key, V: Data> Table<K, V> {
 
     /// From now on, remember the keys changed between snapshots.
     pub(super) fn track_changes(&mut self) {
-        self.changed.get_or_insert_with(AHashSet::default);
+        self.changed.get_or_insert_with(KeySet::default);
     }
 
     /// Removes `key`'s entry.
@@ -398,7 +396,7 @@ impl<K: Key> DiskTable<K> {
     }
 
     /// Writes the dirty entries to the LSM (a dirty key no longer in the map is a removal).
-    fn write_back<V: Data>(&mut self, map: &AHashMap<K, V>) {
+    fn write_back<V: Data>(&mut self, map: &KeyMap<K, V>) {
         let dirty = std::mem::take(&mut self.dirty);
         let mut keys = dirty.iter().peekable();
         while keys.peek().is_some() {

@@ -27,7 +27,6 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use ahash::AHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::slices::Slicing;
@@ -38,7 +37,7 @@ use crate::error::TaskResult;
 use crate::metrics::SubtaskMetrics;
 use crate::operator::Operator;
 use crate::output::Collector;
-use crate::state::{Key, codec};
+use crate::state::{Key, KeyMap, codec};
 use crate::time::{NO_TIMESTAMP, Timestamp};
 
 /// The partials a local side holds before it passes them all on.
@@ -74,7 +73,7 @@ pub struct LocalAggregate<K: Key, In, F: WindowFunction<K, In>, KS> {
     slicing: Option<Slicing>,
     key_selector: KS,
     function: F,
-    panes: AHashMap<(K, Timestamp), (Window, F::Acc)>,
+    panes: KeyMap<(K, Timestamp), (Window, F::Acc)>,
     /// The pane of the last record, when panes tile time: records arrive
     /// mostly in time order, and a division per record was 8 % of a windowed
     /// count's CPU.
@@ -92,7 +91,7 @@ impl<K: Key, In, F: WindowFunction<K, In>, KS> LocalAggregate<K, In, F, KS> {
             slicing: Slicing::of(assigner),
             key_selector,
             function,
-            panes: AHashMap::default(),
+            panes: Default::default(),
             last_pane: None,
             earliest: Timestamp::MAX,
             metrics,
