@@ -240,7 +240,7 @@ impl Serialize for IntKey {
 impl<'de> Deserialize<'de> for IntKey {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<IntKey, D::Error> {
         deserialize_one(deserializer, "int", |value| match value {
-            Value::Int(i) => Some(IntKey(Some(i))),
+            Value::Int(i) => Some(IntKey(Some(*i))),
             Value::Null => Some(IntKey(None)),
             _ => None,
         })
@@ -259,11 +259,11 @@ fn serialize_one<S: serde::Serializer>(value: Value, serializer: S) -> Result<S:
 fn deserialize_one<'de, D: serde::Deserializer<'de>, K>(
     deserializer: D,
     what: &str,
-    key: impl FnOnce(Value) -> Option<K>,
+    key: impl FnOnce(&Value) -> Option<K>,
 ) -> Result<K, D::Error> {
     let values = RowKey::deserialize(deserializer)?;
-    let one = match values {
-        RowKey::One(ref value) => key(value.clone()),
+    let one = match &values {
+        RowKey::One(value) => key(value),
         RowKey::Many(_) => None,
     };
     one.ok_or_else(|| {
@@ -455,7 +455,7 @@ impl Serialize for StrKey {
 impl<'de> Deserialize<'de> for StrKey {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<StrKey, D::Error> {
         deserialize_one(deserializer, "string", |value| match value {
-            Value::Str(s) => Some(StrKey::new(&s)),
+            Value::Str(s) => Some(StrKey::new(s)),
             Value::Null => Some(StrKey::Null),
             _ => None,
         })

@@ -91,7 +91,7 @@ impl<K: Key, In, F: WindowFunction<K, In>, KS> LocalAggregate<K, In, F, KS> {
             slicing: Slicing::of(assigner),
             key_selector,
             function,
-            panes: Default::default(),
+            panes: KeyMap::default(),
             last_pane: None,
             earliest: Timestamp::MAX,
             metrics,
