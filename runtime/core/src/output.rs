@@ -28,28 +28,49 @@ pub trait Output<T>: Send {
 }
 
 /// Where an operator puts what it emits while handling one call.
+///
+/// The buffer is handed downstream whole after each call, so the next call
+/// starts from an empty one. A buffer that grew by doubling each time (a
+/// window firing thousands of rows at a watermark: a dozen reallocations and
+/// copies) is instead made at once as large as the last batch its link
+/// passed on, the `hint`, when the first record goes in.
 pub struct Collector<'a, T> {
     buf: &'a mut Vec<Record<T>>,
+    hint: usize,
 }
 
 impl<'a, T> Collector<'a, T> {
     pub fn new(buf: &'a mut Vec<Record<T>>) -> Self {
-        Collector { buf }
+        Collector { buf, hint: 0 }
+    }
+
+    /// A collector whose empty buffer is made for `hint` records when it is first written.
+    pub fn with_hint(buf: &'a mut Vec<Record<T>>, hint: usize) -> Self {
+        Collector { buf, hint }
     }
 
     /// The buffer emitted records go to.
     pub fn buffer(&mut self) -> &mut Vec<Record<T>> {
+        self.reserve_hint();
         self.buf
     }
 
     #[inline]
     pub fn emit(&mut self, time: Timestamp, value: T) {
-        self.buf.push(Record { time, value });
+        self.emit_record(Record { time, value });
     }
 
     #[inline]
     pub fn emit_record(&mut self, record: Record<T>) {
+        self.reserve_hint();
         self.buf.push(record);
+    }
+
+    #[inline]
+    fn reserve_hint(&mut self) {
+        if self.buf.capacity() == 0 && self.hint > 0 {
+            self.buf.reserve_exact(self.hint);
+        }
     }
 
     /// Emit a whole batch; free when nothing else was emitted in this call.
@@ -131,5 +152,31 @@ impl<T: Send> Output<T> for Discard {
     }
     fn end(&mut self) -> TaskResult {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hinted buffer is made once, at its first record, and never for a
+    /// batch handed on whole (which becomes the buffer).
+    #[test]
+    fn a_hinted_buffer_is_made_at_its_first_record() {
+        let mut buf = Vec::new();
+        let mut out = Collector::with_hint(&mut buf, 100);
+        out.emit(0, 0u64);
+        let (at, capacity) = (out.buffer().as_ptr(), out.buffer().capacity());
+        assert!(capacity >= 100);
+        for i in 1..100 {
+            out.emit(i, i as u64);
+        }
+        assert_eq!(out.buffer().as_ptr(), at, "the buffer grew");
+
+        let mut buf = Vec::new();
+        let batch: Vec<Record<u64>> = Vec::with_capacity(8);
+        let at = batch.as_ptr();
+        Collector::with_hint(&mut buf, 100).emit_batch(batch);
+        assert_eq!((buf.as_ptr(), buf.capacity()), (at, 8));
     }
 }

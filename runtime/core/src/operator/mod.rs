@@ -91,11 +91,55 @@ pub trait Operator: Send + 'static {
     }
 }
 
+/// The most records an operator's buffer is made for ahead of its first
+/// record: beyond it the buffer grows as records come (a final firing of a
+/// million windows does not make every later call's buffer that large).
+const MAX_HINT: usize = 16 * 1024;
+
+/// Which call of an operator's emitted a batch.
+#[derive(Clone, Copy)]
+enum Call {
+    Records,
+    Watermark,
+    /// Idleness, processing time, the end: rare, and sized as they come.
+    Other,
+}
+
+/// The length of the last batch each kind of call passed on (at most
+/// [`MAX_HINT`]): the size the next such call's buffer is made at (see
+/// [`Collector`]). Kept apart because an operator's calls differ: a window
+/// emits nothing per batch of records and thousands of rows at a watermark,
+/// a dedup the reverse.
+#[derive(Default)]
+struct Hints {
+    records: usize,
+    watermark: usize,
+}
+
+impl Hints {
+    fn of(&self, call: Call) -> usize {
+        match call {
+            Call::Records => self.records,
+            Call::Watermark => self.watermark,
+            Call::Other => 0,
+        }
+    }
+
+    fn set(&mut self, call: Call, len: usize) {
+        match call {
+            Call::Records => self.records = len.min(MAX_HINT),
+            Call::Watermark => self.watermark = len.min(MAX_HINT),
+            Call::Other => {}
+        }
+    }
+}
+
 /// Runs an [`Operator`] as a link of a chain.
 pub struct OperatorNode<O: Operator> {
     op: O,
     out: Box<dyn Output<O::Out>>,
     buf: Vec<Record<O::Out>>,
+    hints: Hints,
     uid: String,
     snapshots: SnapshotCollector,
     /// The state to restore when the job starts from a snapshot: given to
@@ -112,6 +156,7 @@ impl<O: Operator> OperatorNode<O> {
             op,
             out,
             buf: Vec::new(),
+            hints: Hints::default(),
             uid: info.uid.clone(),
             snapshots: info.snapshots.clone(),
             restore: info.restored.clone(),
@@ -126,11 +171,17 @@ impl<O: Operator> OperatorNode<O> {
         }
     }
 
-    fn pass_on(&mut self) -> TaskResult {
+    /// The collector of one call, over the node's buffer.
+    fn collector(&mut self, call: Call) -> (&mut O, Collector<'_, O::Out>) {
+        (&mut self.op, Collector::with_hint(&mut self.buf, self.hints.of(call)))
+    }
+
+    fn pass_on(&mut self, call: Call) -> TaskResult {
         if self.buf.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.buf);
+        self.hints.set(call, batch.len());
         self.out.records(batch)
     }
 }
@@ -138,21 +189,24 @@ impl<O: Operator> OperatorNode<O> {
 impl<O: Operator> Output<O::In> for OperatorNode<O> {
     fn records(&mut self, batch: Vec<Record<O::In>>) -> TaskResult {
         self.restored()?;
-        self.op.process_batch(batch, &mut Collector::new(&mut self.buf))?;
-        self.pass_on()
+        let (op, mut out) = self.collector(Call::Records);
+        op.process_batch(batch, &mut out)?;
+        self.pass_on(Call::Records)
     }
 
     fn watermark(&mut self, watermark: Timestamp) -> TaskResult {
         self.restored()?;
-        self.op.on_watermark(watermark, &mut Collector::new(&mut self.buf))?;
-        self.pass_on()?;
+        let (op, mut out) = self.collector(Call::Watermark);
+        op.on_watermark(watermark, &mut out)?;
+        self.pass_on(Call::Watermark)?;
         self.out.watermark(watermark)
     }
 
     fn idle(&mut self, idle: bool) -> TaskResult {
         self.restored()?;
-        self.op.on_idle(idle, &mut Collector::new(&mut self.buf))?;
-        self.pass_on()?;
+        let (op, mut out) = self.collector(Call::Other);
+        op.on_idle(idle, &mut out)?;
+        self.pass_on(Call::Other)?;
         self.out.idle(idle)
     }
 
@@ -169,8 +223,9 @@ impl<O: Operator> Output<O::In> for OperatorNode<O> {
 
     fn processing_time(&mut self, now: Timestamp) -> TaskResult {
         self.restored()?;
-        self.op.on_processing_time(now, &mut Collector::new(&mut self.buf))?;
-        self.pass_on()?;
+        let (op, mut out) = self.collector(Call::Other);
+        op.on_processing_time(now, &mut out)?;
+        self.pass_on(Call::Other)?;
         self.out.processing_time(now)
     }
 
@@ -187,8 +242,9 @@ impl<O: Operator> Output<O::In> for OperatorNode<O> {
 
     fn end(&mut self) -> TaskResult {
         self.restored()?;
-        self.op.on_end(&mut Collector::new(&mut self.buf))?;
-        self.pass_on()?;
+        let (op, mut out) = self.collector(Call::Other);
+        op.on_end(&mut out)?;
+        self.pass_on(Call::Other)?;
         self.out.end()
     }
 }
