@@ -66,11 +66,17 @@ impl<'a, T> Collector<'a, T> {
         self.buf.push(record);
     }
 
+    /// Per record: one test of the capacity; the reservation is out of line.
     #[inline]
     fn reserve_hint(&mut self) {
-        if self.buf.capacity() == 0 && self.hint > 0 {
-            self.buf.reserve_exact(self.hint);
+        if self.buf.capacity() == 0 {
+            self.make_buffer();
         }
+    }
+
+    #[cold]
+    fn make_buffer(&mut self) {
+        self.buf.reserve_exact(self.hint);
     }
 
     /// Emit a whole batch; free when nothing else was emitted in this call.

@@ -96,7 +96,7 @@ pub trait Operator: Send + 'static {
 /// million windows does not make every later call's buffer that large).
 const MAX_HINT: usize = 16 * 1024;
 
-/// Which call of an operator's emitted a batch.
+/// The kind of call to an operator that emitted a batch.
 #[derive(Clone, Copy)]
 enum Call {
     Records,
