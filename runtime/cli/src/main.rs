@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 bad input (a pipeline file,
 //! a flag or a value at fault, named in one sentence on stderr).
 
+mod alloc;
 mod bench;
 mod bench_lookup;
 mod bench_pipeline;
@@ -22,7 +23,7 @@ use clap::{Parser, Subcommand};
 // mimalloc: the engine allocates and frees batches and rows at a high rate
 // from many threads; glibc malloc's arena contention costs measurably more.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::Mimalloc = alloc::Mimalloc;
 
 #[derive(Parser)]
 #[command(name = "weir", version, about = "Flink-style stream processing: run pipelines and benchmarks")]

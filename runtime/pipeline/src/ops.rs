@@ -171,6 +171,30 @@ fn keep(acc: &mut Option<Value>, v: &Value, want: std::cmp::Ordering) {
     }
 }
 
+/// The value `v` (`None` for `count()`'s no field) added to an accumulator
+/// other than a count or an integer sum (which [`RowAggregates::add`] adds
+/// itself, and this leaves alone).
+fn add_other(acc: &mut Acc, v: Option<&Value>) {
+    match (acc, v) {
+        (Acc::SumFloat(s), Some(v)) => *s += v.as_f64().unwrap_or(0.0),
+        (Acc::Min(m), Some(v)) => keep(m, v, std::cmp::Ordering::Less),
+        (Acc::Max(m), Some(v)) => keep(m, v, std::cmp::Ordering::Greater),
+        (Acc::Avg(s, n), Some(v)) => {
+            if let Some(x) = v.as_f64() {
+                *s += x;
+                *n += 1;
+            }
+        }
+        // Nulls are not values to count, as in SQL's COUNT(DISTINCT), and as
+        // min, max and avg skip them.
+        (Acc::Distinct(set), Some(v)) if !matches!(v, Value::Null) && !set.contains(v) => {
+            set.insert(v.clone());
+        }
+        (Acc::ApproxDistinct(sketch), Some(v)) if !matches!(v, Value::Null) => sketch.insert(v),
+        _ => {}
+    }
+}
+
 /// One aggregate's accumulator `b` merged into `a` (of the same aggregate).
 fn merge_acc(a: &mut Acc, b: &Acc) {
     match (a, b) {
@@ -209,28 +233,22 @@ impl AggregateFunction<Row> for RowAggregates {
             .collect()
     }
 
+    /// Counts and integer sums, the common aggregates, are added here, in
+    /// line in the window's loop; the others in [`add_other`]. Out of line,
+    /// matching each accumulator with its value in one `match`, this took 79
+    /// instructions per row for orders-window's count and sum.
+    #[inline]
     fn add(&self, accs: &mut Accs, row: &Row) {
         for (acc, spec) in accs.iter_mut().zip(self.specs.iter()) {
-            let v = spec.field.map(|i| &row[i]);
-            match (acc, v) {
-                (Acc::Count(n), _) => *n += 1,
-                (Acc::SumInt(s), Some(Value::Int(x))) => *s = s.wrapping_add(*x),
-                (Acc::SumFloat(s), Some(v)) => *s += v.as_f64().unwrap_or(0.0),
-                (Acc::Min(m), Some(v)) => keep(m, v, std::cmp::Ordering::Less),
-                (Acc::Max(m), Some(v)) => keep(m, v, std::cmp::Ordering::Greater),
-                (Acc::Avg(s, n), Some(v)) => {
-                    if let Some(x) = v.as_f64() {
-                        *s += x;
-                        *n += 1;
+            match acc {
+                Acc::Count(n) => *n += 1,
+                Acc::SumInt(s) => {
+                    // A null adds nothing (an int field holds ints and nulls).
+                    if let Some(Value::Int(x)) = spec.field.map(|i| &row[i]) {
+                        *s = s.wrapping_add(*x);
                     }
                 }
-                // Nulls are not values to count, as in SQL's COUNT(DISTINCT), and as
-                // min, max and avg skip them.
-                (Acc::Distinct(set), Some(v)) if !matches!(v, Value::Null) && !set.contains(v) => {
-                    set.insert(v.clone());
-                }
-                (Acc::ApproxDistinct(sketch), Some(v)) if !matches!(v, Value::Null) => sketch.insert(v),
-                _ => {}
+                acc => add_other(acc, spec.field.map(|i| &row[i])),
             }
         }
     }
@@ -500,24 +518,29 @@ mod tests {
             AggSpec { kind: AggKind::Max, field: Some(1), input_type: Some(FieldType::String) },
             AggSpec { kind: AggKind::Avg, field: Some(0), input_type: Some(FieldType::Int) },
             AggSpec { kind: AggKind::CountDistinct, field: Some(1), input_type: Some(FieldType::String) },
+            AggSpec { kind: AggKind::Sum, field: Some(2), input_type: Some(FieldType::Float) },
         ];
         let agg = RowAggregates { specs: Arc::new(specs) };
-        let rows = [(5, "b"), (1, "a"), (9, "b")].map(|(i, s)| vec![Value::Int(i), Value::Str(s.into())]);
+        let row = |i: i64, s: &str, f: f64| vec![Value::Int(i), Value::Str(s.into()), Value::Float(f)];
+        // A row of nulls is counted by `count()` and skipped by the others.
+        let rows = [row(5, "b", 0.5), row(1, "a", 1.25), vec![Value::Null; 3], row(9, "b", 2.0)];
         let mut a = AggregateFunction::create(&agg);
         AggregateFunction::add(&agg, &mut a, &rows[0]);
         let mut b = AggregateFunction::create(&agg);
-        AggregateFunction::add(&agg, &mut b, &rows[1]);
-        AggregateFunction::add(&agg, &mut b, &rows[2]);
+        for r in &rows[1..] {
+            AggregateFunction::add(&agg, &mut b, r);
+        }
         AggregateFunction::merge(&agg, &mut a, b);
         assert_eq!(
             AggregateFunction::result(&agg, &a),
             vec![
-                Value::Int(3),
+                Value::Int(4),
                 Value::Int(15),
                 Value::Int(1),
                 Value::Str("b".into()),
                 Value::Float(5.0),
-                Value::Int(2)
+                Value::Int(2),
+                Value::Float(3.75),
             ]
         );
     }
