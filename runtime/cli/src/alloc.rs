@@ -18,6 +18,36 @@ use libmimalloc_sys as mi;
 /// The alignment of every block mimalloc hands out: a machine word.
 const BLOCK_ALIGN: usize = std::mem::size_of::<usize>();
 
+/// Whether mimalloc's plain functions serve `layout`: every block they
+/// return has its alignment.
+#[inline(always)]
+fn plain(layout: Layout) -> bool {
+    layout.align() <= BLOCK_ALIGN
+}
+
+/// A new block for `layout` from `plain_fn` (of its size) when that serves it
+/// ([`plain`]), from `aligned_fn` (of its size and alignment) otherwise; null when mimalloc
+/// has none, the allocation failure `GlobalAlloc` expects.
+///
+/// # Safety
+///
+/// `plain_fn` and `aligned_fn` are mimalloc's functions of those arguments.
+#[inline(always)]
+unsafe fn block(
+    layout: Layout,
+    plain_fn: unsafe extern "C" fn(usize) -> *mut c_void,
+    aligned_fn: unsafe extern "C" fn(usize, usize) -> *mut c_void,
+) -> *mut u8 {
+    // SAFETY: the caller's: mimalloc's functions take any size and alignment.
+    unsafe {
+        match plain(layout) {
+            true => plain_fn(layout.size()),
+            false => aligned_fn(layout.size(), layout.align()),
+        }
+        .cast()
+    }
+}
+
 /// mimalloc as the global allocator (see the module's documentation).
 pub struct Mimalloc;
 
@@ -28,27 +58,14 @@ pub struct Mimalloc;
 unsafe impl GlobalAlloc for Mimalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: mimalloc's functions take any size and alignment; a null
-        // return is the allocation failure `GlobalAlloc` expects.
-        unsafe {
-            match layout.align() <= BLOCK_ALIGN {
-                true => mi::mi_malloc(layout.size()),
-                false => mi::mi_malloc_aligned(layout.size(), layout.align()),
-            }
-            .cast()
-        }
+        // SAFETY: mimalloc's functions take any size and alignment.
+        unsafe { block(layout, mi::mi_malloc, mi::mi_malloc_aligned) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as `alloc`.
-        unsafe {
-            match layout.align() <= BLOCK_ALIGN {
-                true => mi::mi_zalloc(layout.size()),
-                false => mi::mi_zalloc_aligned(layout.size(), layout.align()),
-            }
-            .cast()
-        }
+        unsafe { block(layout, mi::mi_zalloc, mi::mi_zalloc_aligned) }
     }
 
     #[inline]
@@ -62,7 +79,7 @@ unsafe impl GlobalAlloc for Mimalloc {
         // SAFETY: `ptr` is a live block of this allocator allocated with
         // `layout`; the new block keeps the alignment it asks for.
         unsafe {
-            match layout.align() <= BLOCK_ALIGN {
+            match plain(layout) {
                 true => mi::mi_realloc(ptr.cast(), new_size),
                 false => mi::mi_realloc_aligned(ptr.cast(), new_size, layout.align()),
             }
