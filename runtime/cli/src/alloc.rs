@@ -1,14 +1,14 @@
 //! The process's allocator: mimalloc, asked for a plain block whenever the
 //! layout's alignment is one every block has.
 //!
-//! The `mimalloc` crate's allocator passes every layout's alignment to
+//! The `mimalloc` crate's allocator passed every layout's alignment to
 //! `mi_malloc_aligned`, which checks it and the free block's address before
-//! it takes the same fast path `mi_malloc` takes at once. Almost everything
-//! Weir allocates (rows of values, batches, keys) is word-aligned, and every
-//! mimalloc block is (its size classes are whole words), so those go the
-//! plain way. (The crate's own allocator stays as it is for the rest: its
-//! `override` feature, which `Cargo.toml` enables, routes C code's `malloc`
-//! to the same heap.)
+//! it takes the same fast path `mi_malloc` takes at once (docs/benchmarks.md,
+//! "mimalloc's plain path"). Almost everything Weir allocates (rows of
+//! values, batches, keys) is word-aligned, and every mimalloc block is (its
+//! size classes are whole words), so those go the plain way. C code's
+//! `malloc` (librdkafka's) reaches the same heap through the library's
+//! `override` feature, which `Cargo.toml` enables.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
