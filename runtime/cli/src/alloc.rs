@@ -93,8 +93,8 @@ mod tests {
     use super::*;
 
     /// Blocks come back with the alignment asked for, plain and aligned, of
-    /// every small size class and beyond, kept through growth and zeroed
-    /// when asked.
+    /// every small size class and beyond, zeroed or not, and keep it through
+    /// growth.
     #[test]
     fn blocks_are_aligned_as_asked_and_keep_it_when_resized() {
         for align in [1, 2, 4, 8, 16, 64, 4096] {
@@ -111,6 +111,10 @@ mod tests {
                     assert_eq!(q as usize % align, 0, "resized: size {size}, align {align}");
                     assert!(std::slice::from_raw_parts(q, size).iter().all(|b| *b == 0xab));
                     Mimalloc.dealloc(q, Layout::from_size_align(size * 3, align).unwrap());
+                    let r = Mimalloc.alloc(layout);
+                    assert!(!r.is_null());
+                    assert_eq!(r as usize % align, 0, "not zeroed: size {size}, align {align}");
+                    Mimalloc.dealloc(r, layout);
                 }
             }
         }
