@@ -48,6 +48,11 @@ pub enum Event<T> {
     /// channels do not hold back the minimum watermark.
     Idle(bool),
     Barrier(Barrier),
-    /// The channel ends: its producer finished.
-    End,
+    /// The channel ends: its producer finished. It carries the newest
+    /// checkpoint its producer was told completed, if any: the end proves
+    /// that completion to the consumer, whose own notice of it comes another
+    /// way (from the JobManager, while the end came through other
+    /// TaskManagers) and may come too late for a task that has ended. A
+    /// bounded job's final checkpoint is committed on it.
+    End(Option<u64>),
 }

@@ -21,7 +21,10 @@
 //!   itself lives in [`crate::checkpoint::alignment`];
 //! * the chain's snapshots are handed to the uploader, which stores them and
 //!   acknowledges the checkpoint, while the task goes on processing;
-//! * a finished source waits for the final checkpoint before it ends its stream.
+//! * a finished source waits for the final checkpoint before it ends its stream;
+//!   the end carries the newest completion its task was told, and a task
+//!   whose own notice of it is late (it came through another TaskManager)
+//!   takes the end's word for it, so its sinks commit before it ends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -317,11 +320,13 @@ pub struct InputTask<T> {
     gate: InputGate,
     head: Box<dyn Output<T>>,
     env: TaskEnv,
+    /// The newest checkpoint the chain was told completed.
+    completed: Option<u64>,
 }
 
 impl<T> InputTask<T> {
     pub fn new(rx: Receiver<Envelope<T>>, channels: usize, head: Box<dyn Output<T>>, env: TaskEnv) -> Self {
-        InputTask { rx, gate: InputGate::new(channels), head, env }
+        InputTask { rx, gate: InputGate::new(channels), head, env, completed: None }
     }
 }
 
@@ -339,6 +344,7 @@ impl<T: Send> InputTask<T> {
 
     fn obey(&mut self, command: Command) -> TaskResult {
         if let Command::Complete { checkpoint_id } = command {
+            self.completed = self.completed.max(Some(checkpoint_id));
             self.head.checkpoint_complete(checkpoint_id)?;
         }
         Ok(())
@@ -411,7 +417,7 @@ impl<T: Send> InputTask<T> {
                     alignment.block(channel, b.checkpoint_id);
                 }
             }
-            Event::End => self.gate.on_end(channel, gate_events),
+            Event::End(completed) => self.gate.on_end(channel, completed, gate_events),
         }
         Ok(())
     }
@@ -433,7 +439,13 @@ impl<T: Send> InputTask<T> {
                 GateEvent::Superseded(id) => {
                     self.env.decline(id, "superseded by a newer checkpoint before alignment finished".into());
                 }
-                GateEvent::End => {
+                GateEvent::End(completed) => {
+                    // The coordinator's notice of a completion the end proves
+                    // may still be on its way: a task that ended would miss it,
+                    // and its sinks would not commit what they pre-committed.
+                    if let Some(id) = completed.filter(|&id| Some(id) > self.completed) {
+                        self.obey(Command::Complete { checkpoint_id: id })?;
+                    }
                     self.head.end()?;
                     return Ok(Step::Ended);
                 }
@@ -611,9 +623,10 @@ mod tests {
         }
     }
 
-    /// What reached the chain: records, and a barrier as the record count then (negated id).
+    /// What reached the chain: records, and a barrier as the record count then
+    /// (negated id); besides, the checkpoint completions and the end, in order.
     #[derive(Clone, Default)]
-    struct Seen(Arc<Mutex<Vec<i64>>>);
+    struct Seen(Arc<Mutex<Vec<i64>>>, Arc<Mutex<Vec<String>>>);
 
     impl Seen {
         fn barriers(&self) -> usize {
@@ -646,12 +659,43 @@ mod tests {
         fn flush(&mut self) -> TaskResult {
             Ok(())
         }
-        fn checkpoint_complete(&mut self, _: u64) -> TaskResult {
+        fn checkpoint_complete(&mut self, checkpoint_id: u64) -> TaskResult {
+            self.1.lock().unwrap().push(format!("complete {checkpoint_id}"));
             Ok(())
         }
         fn end(&mut self) -> TaskResult {
+            self.1.lock().unwrap().push("end".into());
             Ok(())
         }
+    }
+
+    /// A checkpointing task's environment, the sender of its commands, and
+    /// the receiver of its uploads.
+    fn checkpointing(name: &str) -> (TaskEnv, Sender<Command>, Receiver<UploadJob>) {
+        let (control_tx, control) = crossbeam_channel::unbounded();
+        let (reports, _) = crossbeam_channel::unbounded();
+        let (uploads, uploads_rx) = crossbeam_channel::unbounded();
+        let checkpoints = TaskCheckpointing {
+            job: "j".into(),
+            control,
+            reports,
+            snapshots: SnapshotCollector::default(),
+            uploads,
+            mode: CheckpointMode::ExactlyOnce,
+            alignment_budget: 1000,
+        };
+        let env = TaskEnv {
+            name: name.into(),
+            index: 0,
+            subtask: 0,
+            key_groups: KeyGroupRange::for_subtask(0, 1, 8),
+            metrics: Arc::default(),
+            stop: Arc::default(),
+            cancel: Arc::default(),
+            checkpoints: Some(checkpoints),
+            alignment: Default::default(),
+        };
+        (env, control_tx, uploads_rx)
     }
 
     fn wait_until(what: &str, done: impl Fn() -> bool) {
@@ -666,29 +710,7 @@ mod tests {
     /// the savepoint fails (it reads on) or completes (its stream ends).
     #[test]
     fn a_source_reads_nothing_after_a_stop_with_savepoints_barrier() {
-        let (control_tx, control) = crossbeam_channel::unbounded();
-        let (reports, _reports_rx) = crossbeam_channel::unbounded();
-        let (uploads, uploads_rx) = crossbeam_channel::unbounded();
-        let checkpoints = TaskCheckpointing {
-            job: "j".into(),
-            control,
-            reports,
-            snapshots: SnapshotCollector::default(),
-            uploads,
-            mode: CheckpointMode::ExactlyOnce,
-            alignment_budget: 1000,
-        };
-        let env = TaskEnv {
-            name: "source".into(),
-            index: 0,
-            subtask: 0,
-            key_groups: KeyGroupRange::for_subtask(0, 1, 8),
-            metrics: Arc::default(),
-            stop: Arc::default(),
-            cancel: Arc::default(),
-            checkpoints: Some(checkpoints),
-            alignment: Default::default(),
-        };
+        let (env, control_tx, uploads_rx) = checkpointing("source");
         let seen = Seen::default();
         let task = Box::new(SourceTask::new(Box::new(Counting(0)), Box::new(seen.clone()), "src".into(), env));
         let running = std::thread::spawn(move || task.run());
@@ -720,5 +742,32 @@ mod tests {
         control_tx.send(Command::EndOfInput).unwrap();
         running.join().unwrap().unwrap();
         assert_eq!(seen.after_last_barrier(), 0);
+    }
+
+    /// The end of its input proves a checkpoint completed whose notice has
+    /// not come (it comes another way): the chain is told before it ends,
+    /// once, and not again when the notice came first.
+    #[test]
+    fn an_input_task_commits_the_completion_its_inputs_end_carries() {
+        let barrier = |id| Event::Barrier(Barrier { checkpoint_id: id, triggered_at: 0, is_savepoint: false });
+        let run = |completed_first: bool| {
+            let (env, control_tx, _uploads) = checkpointing("sink");
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let seen = Seen::default();
+            let task = Box::new(InputTask::new(rx, 2, Box::new(seen.clone()), env));
+            if completed_first {
+                control_tx.send(Command::Complete { checkpoint_id: 2 }).unwrap();
+            }
+            for channel in 0..2 {
+                tx.send((channel, Event::Records(vec![Record::new(1, 1)]))).unwrap();
+                tx.send((channel, barrier(2))).unwrap();
+            }
+            tx.send((0, Event::End(Some(2)))).unwrap();
+            tx.send((1, Event::End(Some(1)))).unwrap();
+            task.run().unwrap();
+            seen.1.lock().unwrap().clone()
+        };
+        assert_eq!(run(false), ["complete 2", "end"]);
+        assert_eq!(run(true), ["complete 2", "end"]);
     }
 }

@@ -282,11 +282,11 @@ mod tests {
         assert_eq!(shown(a.hold(0, records(&[2, 3]))), shown(Hold::Held));
         assert_eq!(shown(a.hold(2, Event::Watermark(5))), shown(Hold::Held));
         assert_eq!(shown(a.hold(1, records(&[4]))), shown(Hold::Pass(records(&[4]))), "an unblocked channel goes on");
-        assert_eq!(shown(a.hold(0, Event::End)), shown(Hold::Held));
+        assert_eq!(shown(a.hold(0, Event::End(None))), shown(Hold::Held));
         assert!(replayed(&a).is_empty(), "held until released");
         a.release();
         assert!(!a.is_blocked(0) && !a.is_blocked(2));
-        let expected = [(0, format!("{:?}", records(&[2, 3]))), (0, "End".into()), (2, "Watermark(5)".into())];
+        let expected = [(0, format!("{:?}", records(&[2, 3]))), (0, "End(None)".into()), (2, "Watermark(5)".into())];
         assert_eq!(replayed(&a), expected, "channel by channel, in order");
     }
 

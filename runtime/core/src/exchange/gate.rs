@@ -29,7 +29,9 @@ pub enum GateEvent {
     Barrier(Barrier),
     /// A newer barrier arrived before this checkpoint's barrier completed: it is abandoned.
     Superseded(u64),
-    End,
+    /// Every channel ended; the newest checkpoint completion any of them
+    /// carried ([`crate::element::Event::End`]).
+    End(Option<u64>),
 }
 
 #[derive(Debug)]
@@ -38,6 +40,8 @@ pub struct InputGate {
     watermark: Timestamp,
     idle: bool,
     barriers: BarrierTracker,
+    /// The newest checkpoint completion the ended channels carried.
+    completed: Option<u64>,
 }
 
 impl InputGate {
@@ -48,6 +52,7 @@ impl InputGate {
             watermark: MIN_WATERMARK,
             idle: false,
             barriers: BarrierTracker::new(channels),
+            completed: None,
         }
     }
 
@@ -109,14 +114,16 @@ impl InputGate {
         self.recompute(out);
     }
 
-    pub fn on_end(&mut self, channel: u32, out: &mut Vec<GateEvent>) {
+    /// Channel `channel` ended, carrying the checkpoint completion `completed`.
+    pub fn on_end(&mut self, channel: u32, completed: Option<u64>, out: &mut Vec<GateEvent>) {
         self.channels[channel as usize].ended = true;
+        self.completed = self.completed.max(completed);
         self.recompute(out);
         if let Some(barrier) = self.barriers.on_end(|c| self.channels[c].ended) {
             out.push(GateEvent::Barrier(barrier));
         }
         if self.channels.iter().all(|c| c.ended) {
-            out.push(GateEvent::End);
+            out.push(GateEvent::End(self.completed));
         }
     }
 
@@ -175,15 +182,23 @@ mod tests {
     fn ended_channels_count_as_past_every_watermark() {
         let mut g = InputGate::new(2);
         run(&mut g, |g, o| g.on_watermark(0, 7, o));
-        assert_eq!(run(&mut g, |g, o| g.on_end(1, o)), vec![GateEvent::Watermark(7)]);
-        assert_eq!(run(&mut g, |g, o| g.on_end(0, o)), vec![GateEvent::End]);
+        assert_eq!(run(&mut g, |g, o| g.on_end(1, None, o)), vec![GateEvent::Watermark(7)]);
+        assert_eq!(run(&mut g, |g, o| g.on_end(0, None, o)), vec![GateEvent::End(None)]);
+    }
+
+    #[test]
+    fn the_end_carries_the_newest_completion_any_channel_carried() {
+        let mut g = InputGate::new(3);
+        assert_eq!(run(&mut g, |g, o| g.on_end(0, Some(4), o)), vec![]);
+        assert_eq!(run(&mut g, |g, o| g.on_end(2, Some(5), o)), vec![]);
+        assert_eq!(run(&mut g, |g, o| g.on_end(1, None, o)), vec![GateEvent::End(Some(5))]);
     }
 
     #[test]
     fn an_ended_channels_last_watermark_passes_once_the_others_are_idle() {
         let mut g = InputGate::new(2);
         run(&mut g, |g, o| g.on_watermark(0, MAX_WATERMARK, o));
-        assert_eq!(run(&mut g, |g, o| g.on_end(0, o)), vec![]);
+        assert_eq!(run(&mut g, |g, o| g.on_end(0, None, o)), vec![]);
         assert_eq!(
             run(&mut g, |g, o| g.on_idle(1, true, o)),
             vec![GateEvent::Watermark(MAX_WATERMARK), GateEvent::Idle(true)]
@@ -197,7 +212,7 @@ mod tests {
         let mut g = InputGate::new(3);
         assert_eq!(run(&mut g, |g, o| g.on_barrier(0, b(1), o)), vec![]);
         assert_eq!(run(&mut g, |g, o| g.on_barrier(0, b(1), o)), vec![]); // duplicate ignored
-        assert_eq!(run(&mut g, |g, o| g.on_end(2, o)), vec![]);
+        assert_eq!(run(&mut g, |g, o| g.on_end(2, None, o)), vec![]);
         assert_eq!(run(&mut g, |g, o| g.on_barrier(1, b(1), o)), vec![GateEvent::Barrier(b(1))]);
         // A newer barrier supersedes an unfinished one; the older one's late arrival is ignored.
         assert_eq!(run(&mut g, |g, o| g.on_barrier(0, b(2), o)), vec![]);

@@ -87,7 +87,7 @@ enum Wire<T> {
     Watermark(Timestamp),
     Idle(bool),
     Barrier(Barrier),
-    End,
+    End(Option<u64>),
 }
 
 fn config() -> impl bincode::config::Config {
@@ -102,7 +102,7 @@ pub fn encode<T: Data>(event: Event<T>) -> Vec<u8> {
         Event::Watermark(w) => Wire::Watermark(w),
         Event::Idle(i) => Wire::Idle(i),
         Event::Barrier(b) => Wire::Barrier(b),
-        Event::End => Wire::End,
+        Event::End(completed) => Wire::End(completed),
     };
     bincode::serde::encode_to_vec(&wire, config()).expect("records are serializable")
 }
@@ -119,7 +119,7 @@ pub fn decode<T: Data>(frame: &[u8]) -> Result<Event<T>, String> {
         Wire::Watermark(w) => Event::Watermark(w),
         Wire::Idle(i) => Event::Idle(i),
         Wire::Barrier(b) => Event::Barrier(b),
-        Wire::End => Event::End,
+        Wire::End(completed) => Event::End(completed),
     })
 }
 
@@ -136,7 +136,7 @@ impl<T: Data> OutboundChannel for QueueOutbound<T> {
         }
         match self.rx.recv_timeout(timeout) {
             Ok((_, event)) => {
-                self.ended = matches!(event, Event::End);
+                self.ended = matches!(event, Event::End(_));
                 Outbound::Frame(encode(event))
             }
             Err(RecvTimeoutError::Timeout) => Outbound::Empty,
@@ -155,7 +155,7 @@ pub(crate) struct QueueInbound<T> {
 impl<T: Data> InboundChannel for QueueInbound<T> {
     fn deliver(&mut self, frame: &[u8]) -> Result<Delivered, String> {
         let event = decode::<T>(frame)?;
-        let end = matches!(event, Event::End);
+        let end = matches!(event, Event::End(_));
         self.tx.send((self.channel, event)).map_err(|_| "the consuming task is gone".to_string())?;
         Ok(if end { Delivered::End } else { Delivered::More })
     }
@@ -172,7 +172,8 @@ mod tests {
             Event::Watermark(42),
             Event::Idle(true),
             Event::Barrier(Barrier { checkpoint_id: 3, triggered_at: 9, is_savepoint: true }),
-            Event::End,
+            Event::End(None),
+            Event::End(Some(7)),
         ];
         for e in events {
             let shown = format!("{e:?}");

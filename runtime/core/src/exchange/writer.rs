@@ -77,6 +77,8 @@ pub struct ExchangeWriter<T> {
     held: Vec<Option<Timestamp>>,
     /// Whether the last records handed over came in bulk (at least half a batch).
     bulk: bool,
+    /// The newest checkpoint the chain was told completed: the end of stream carries it.
+    completed: Option<u64>,
     metrics: Arc<SubtaskMetrics>,
 }
 
@@ -102,6 +104,7 @@ impl<T: Clone + Send + 'static> ExchangeWriter<T> {
             waiting_since: None,
             held,
             bulk: false,
+            completed: None,
             metrics,
         }
     }
@@ -234,12 +237,14 @@ impl<T: Clone + Send + 'static> Output<T> for ExchangeWriter<T> {
         self.flush_all()
     }
 
-    fn checkpoint_complete(&mut self, _checkpoint_id: u64) -> TaskResult {
+    fn checkpoint_complete(&mut self, checkpoint_id: u64) -> TaskResult {
+        self.completed = self.completed.max(Some(checkpoint_id));
         Ok(())
     }
 
     fn end(&mut self) -> TaskResult {
-        self.broadcast_event(|| Event::End)
+        let completed = self.completed;
+        self.broadcast_event(|| Event::End(completed))
     }
 }
 
@@ -309,6 +314,20 @@ mod tests {
         assert!((82..=100).contains(&n), "full batches of ten leave at once, the partly filled rest waits: {n} sent");
         writer.flush().unwrap();
         assert_eq!(n + sent(&receivers), 100);
+    }
+
+    #[test]
+    fn the_end_carries_the_newest_completion_the_chain_was_told() {
+        let (mut writer, receivers) = two_channels(Duration::ZERO);
+        writer.checkpoint_complete(3).unwrap();
+        writer.checkpoint_complete(2).unwrap(); // a late, older notice changes nothing
+        writer.end().unwrap();
+        for rx in &receivers {
+            assert!(matches!(rx.try_recv(), Ok((_, Event::End(Some(3))))));
+        }
+        let (mut writer, receivers) = two_channels(Duration::ZERO);
+        writer.end().unwrap();
+        assert!(matches!(receivers[0].try_recv(), Ok((_, Event::End(None)))));
     }
 
     /// Each channel's events, as `R(n)` for a batch of n records and `W(t)`.
