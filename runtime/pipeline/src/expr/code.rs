@@ -16,6 +16,8 @@
 //!
 //! A run of operators of one precedence is one closure with a loop, as in
 //! the tree walk, so evaluating recurses no deeper than the expression nests.
+//! A single operator (`price * 0.908`, `auction % 123 == 0`) is a closure of
+//! its own per operator, its literal operand captured as a number.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -332,34 +334,18 @@ fn comparison(node: &Node, left: &Node, op: BinOp, right: &Node, schema: &Schema
         // Arithmetic on nulls in a boolean place (`if(null + null, ..)`): the tree walk.
         return walked(node);
     }
-    let holds = move |o: Ordering| match op {
-        BinOp::Eq => o.is_eq(),
-        BinOp::Ne => o.is_ne(),
-        BinOp::Lt => o.is_lt(),
-        BinOp::Le => o.is_le(),
-        BinOp::Gt => o.is_gt(),
-        BinOp::Ge => o.is_ge(),
-        _ => unreachable!("only comparisons get here"),
-    };
     match (type_of(left, schema), type_of(right, schema)) {
-        (Some(Int), Some(Int)) => {
-            let (a, b) = (int(left, schema), int(right, schema));
-            Arg::code(move |row| Some(holds(a.get(row)?.cmp(&b.get(row)?))))
-        }
+        (Some(Int), Some(Int)) => compared(int(left, schema), op, int(right, schema), i64::cmp),
         (Some(a), Some(b)) if a.is_numeric() && b.is_numeric() => {
-            let (a, b) = (float(left, schema), float(right, schema));
-            Arg::code(move |row| Some(holds(a.get(row)?.total_cmp(&b.get(row)?))))
+            compared(float(left, schema), op, float(right, schema), f64::total_cmp)
         }
-        (Some(Bool), Some(Bool)) => {
-            let (a, b) = (boolean(left, schema), boolean(right, schema));
-            Arg::code(move |row| Some(holds(a.get(row)?.cmp(&b.get(row)?))))
-        }
+        (Some(Bool), Some(Bool)) => compared(boolean(left, schema), op, boolean(right, schema), bool::cmp),
         // Strings: a field against a literal, the common filter, without copying either.
         (Some(String), Some(String)) => match (left, right) {
             (Node::Field(i), Node::Lit(Value::Str(s))) => {
                 let (i, s) = (*i, s.clone());
                 Arg::code(move |row| match &row[i] {
-                    Value::Str(v) => Some(holds(v.as_str().cmp(s.as_str()))),
+                    Value::Str(v) => Some(holds(op, v.as_str().cmp(s.as_str()))),
                     _ => None,
                 })
             }
@@ -367,6 +353,39 @@ fn comparison(node: &Node, left: &Node, op: BinOp, right: &Node, schema: &Schema
         },
         // A null operand: always null.
         _ => Arg::Lit(None),
+    }
+}
+
+/// Whether `o` is what comparison `op` asks for.
+#[inline(always)]
+fn holds(op: BinOp, o: Ordering) -> bool {
+    match op {
+        BinOp::Eq => o.is_eq(),
+        BinOp::Ne => o.is_ne(),
+        BinOp::Lt => o.is_lt(),
+        BinOp::Le => o.is_le(),
+        BinOp::Gt => o.is_gt(),
+        BinOp::Ge => o.is_ge(),
+        _ => unreachable!("only comparisons get here"),
+    }
+}
+
+/// `a op b` for comparison `op` by `cmp`: one closure per operator, as
+/// [`one_op`] makes them (q2's filter compares a remainder with a literal).
+fn compared<T: Prim>(
+    a: Arg<T>,
+    op: BinOp,
+    b: Arg<T>,
+    cmp: impl Fn(&T, &T) -> Ordering + Copy + Send + Sync + 'static,
+) -> Arg<bool> {
+    match op {
+        BinOp::Eq => one_op(a, b, move |x, y| Some(cmp(&x, &y).is_eq()), Some),
+        BinOp::Ne => one_op(a, b, move |x, y| Some(cmp(&x, &y).is_ne()), Some),
+        BinOp::Lt => one_op(a, b, move |x, y| Some(cmp(&x, &y).is_lt()), Some),
+        BinOp::Le => one_op(a, b, move |x, y| Some(cmp(&x, &y).is_le()), Some),
+        BinOp::Gt => one_op(a, b, move |x, y| Some(cmp(&x, &y).is_gt()), Some),
+        // `Ge`: the caller passes comparisons only.
+        _ => one_op(a, b, move |x, y| Some(cmp(&x, &y).is_ge()), Some),
     }
 }
 
@@ -398,8 +417,20 @@ where
         return first.map(then);
     }
     if let [(op, right)] = &rest[..] {
-        let (op, right) = (*op, right.clone());
-        return Arg::code(move |row| apply(op, first.get(row)?, right.get(row)?).and_then(then));
+        let right = right.clone();
+        // One closure per operator, each with its operator inlined: matched
+        // once here, not on every row.
+        return match op {
+            BinOp::Add => one_op(first, right, move |x, y| apply(BinOp::Add, x, y), then),
+            BinOp::Sub => one_op(first, right, move |x, y| apply(BinOp::Sub, x, y), then),
+            BinOp::Mul => one_op(first, right, move |x, y| apply(BinOp::Mul, x, y), then),
+            BinOp::Div => one_op(first, right, move |x, y| apply(BinOp::Div, x, y), then),
+            BinOp::Rem => one_op(first, right, move |x, y| apply(BinOp::Rem, x, y), then),
+            op => {
+                let op = *op;
+                Arg::code(move |row| apply(op, first.get(row)?, right.get(row)?).and_then(then))
+            }
+        };
     }
     Arg::code(move |row| {
         let mut acc = first.get(row);
@@ -411,6 +442,29 @@ where
         }
         acc.and_then(then)
     })
+}
+
+/// `left op right`, then `then`, for one operator `op` (a closure of its
+/// own type, so inlined): a field or a literal operand is read in the
+/// closure itself rather than through [`Arg::get`]'s match, and two literals
+/// are folded here. q1's `price * 0.908` is a field and a literal.
+fn one_op<T: Prim, V: Prim, U: Prim>(
+    left: Arg<T>,
+    right: Arg<T>,
+    op: impl Fn(T, T) -> Option<V> + Copy + Send + Sync + 'static,
+    then: impl Then<V, U>,
+) -> Arg<U> {
+    match (left, right) {
+        // Any null operand makes the result null.
+        (Arg::Lit(None), _) | (_, Arg::Lit(None)) => Arg::Lit(None),
+        (Arg::Lit(Some(x)), Arg::Lit(Some(y))) => Arg::Lit(op(x, y).and_then(then)),
+        (Arg::Field(i), Arg::Lit(Some(y))) => Arg::code(move |row| op(T::read(&row[i])?, y).and_then(then)),
+        (Arg::Lit(Some(x)), Arg::Field(j)) => Arg::code(move |row| op(x, T::read(&row[j])?).and_then(then)),
+        (Arg::Field(i), Arg::Field(j)) => Arg::code(move |row| op(T::read(&row[i])?, T::read(&row[j])?).and_then(then)),
+        (left, Arg::Lit(Some(y))) => Arg::code(move |row| op(left.get(row)?, y).and_then(then)),
+        (Arg::Lit(Some(x)), right) => Arg::code(move |row| op(x, right.get(row)?).and_then(then)),
+        (left, right) => Arg::code(move |row| op(left.get(row)?, right.get(row)?).and_then(then)),
+    }
 }
 
 fn int_op(op: BinOp, x: i64, y: i64) -> Option<i64> {
