@@ -378,14 +378,16 @@ fn compared<T: Prim>(
     b: Arg<T>,
     cmp: impl Fn(&T, &T) -> Ordering + Copy + Send + Sync + 'static,
 ) -> Arg<bool> {
+    // `holds` of a constant operator folds to its one test.
     match op {
-        BinOp::Eq => one_op(a, b, move |x, y| Some(cmp(&x, &y).is_eq()), Some),
-        BinOp::Ne => one_op(a, b, move |x, y| Some(cmp(&x, &y).is_ne()), Some),
-        BinOp::Lt => one_op(a, b, move |x, y| Some(cmp(&x, &y).is_lt()), Some),
-        BinOp::Le => one_op(a, b, move |x, y| Some(cmp(&x, &y).is_le()), Some),
-        BinOp::Gt => one_op(a, b, move |x, y| Some(cmp(&x, &y).is_gt()), Some),
-        // `Ge`: the caller passes comparisons only.
-        _ => one_op(a, b, move |x, y| Some(cmp(&x, &y).is_ge()), Some),
+        BinOp::Eq => one_op(a, b, move |x, y| Some(holds(BinOp::Eq, cmp(&x, &y))), Some),
+        BinOp::Ne => one_op(a, b, move |x, y| Some(holds(BinOp::Ne, cmp(&x, &y))), Some),
+        BinOp::Lt => one_op(a, b, move |x, y| Some(holds(BinOp::Lt, cmp(&x, &y))), Some),
+        BinOp::Le => one_op(a, b, move |x, y| Some(holds(BinOp::Le, cmp(&x, &y))), Some),
+        BinOp::Gt => one_op(a, b, move |x, y| Some(holds(BinOp::Gt, cmp(&x, &y))), Some),
+        BinOp::Ge => one_op(a, b, move |x, y| Some(holds(BinOp::Ge, cmp(&x, &y))), Some),
+        // Not a comparison (callers pass comparisons only).
+        _ => one_op(a, b, move |x, y| Some(holds(op, cmp(&x, &y))), Some),
     }
 }
 
@@ -426,10 +428,8 @@ where
             BinOp::Mul => one_op(first, right, move |x, y| apply(BinOp::Mul, x, y), then),
             BinOp::Div => one_op(first, right, move |x, y| apply(BinOp::Div, x, y), then),
             BinOp::Rem => one_op(first, right, move |x, y| apply(BinOp::Rem, x, y), then),
-            op => {
-                let op = *op;
-                Arg::code(move |row| apply(op, first.get(row)?, right.get(row)?).and_then(then))
-            }
+            // Not arithmetic (callers pass runs of `+ - * / %` only): `apply`'s own answer.
+            &op => one_op(first, right, move |x, y| apply(op, x, y), then),
         };
     }
     Arg::code(move |row| {
